@@ -1,0 +1,192 @@
+//! Events: what managers and stores report as tasks move.
+
+use crate::stats::Stats;
+use crate::task::{Payload, TaskId};
+use crate::time::Timestamp;
+use futures_util::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// A stream of events from [`Store::subscribe`](crate::Store::subscribe) or
+/// [`Manager::watch`](crate::Manager::watch).
+pub type EventStream = BoxStream<'static, Event>;
+
+/// Something that happened to a manager or a task.
+///
+/// The names are taskqueue's (`TASK_START`, …) in the serialized `type` field, so events
+/// read the same in a Redis channel, a log, or the dashboard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
+#[non_exhaustive]
+pub enum Event {
+    /// A manager started.
+    ManagerStart {
+        /// The manager's id (also the owner of its leases).
+        manager: Arc<str>,
+        /// When.
+        at: Timestamp,
+    },
+    /// A manager stopped; its unfinished tasks are back in INPUT.
+    ManagerStop {
+        /// The manager's id.
+        manager: Arc<str>,
+        /// When.
+        at: Timestamp,
+    },
+    /// A periodic snapshot of the store's statistics.
+    ManagerStats {
+        /// The manager's id.
+        manager: Arc<str>,
+        /// The snapshot.
+        stats: Box<Stats>,
+        /// When.
+        at: Timestamp,
+    },
+    /// A task was added to INPUT.
+    TaskEnqueue {
+        /// The task.
+        id: TaskId,
+        /// Its topic.
+        topic: Arc<str>,
+        /// When it is due.
+        run_at: Timestamp,
+    },
+    /// A worker started a run.
+    TaskStart {
+        /// The task.
+        id: TaskId,
+        /// Its topic.
+        topic: Arc<str>,
+        /// The attempt number, from 1.
+        attempt: u32,
+        /// The manager running it.
+        manager: Arc<str>,
+    },
+    /// A run reported progress.
+    TaskProgress {
+        /// The task.
+        id: TaskId,
+        /// Its topic.
+        topic: Arc<str>,
+        /// Whatever the processor reported.
+        progress: Payload,
+    },
+    /// A run failed and the task will run again at `retry_at`.
+    TaskRetry {
+        /// The task.
+        id: TaskId,
+        /// Its topic.
+        topic: Arc<str>,
+        /// The attempt that failed.
+        attempt: u32,
+        /// Why.
+        error: String,
+        /// When it runs next.
+        retry_at: Timestamp,
+    },
+    /// A run succeeded; the task is done.
+    TaskCompletion {
+        /// The task.
+        id: TaskId,
+        /// Its topic.
+        topic: Arc<str>,
+        /// The attempt that succeeded.
+        attempt: u32,
+        /// How long the run took, in milliseconds.
+        duration_ms: u64,
+        /// The result the processor reported, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<Payload>,
+    },
+    /// A task failed for good and moved to DEAD.
+    TaskFailure {
+        /// The task.
+        id: TaskId,
+        /// Its topic.
+        topic: Arc<str>,
+        /// The attempt that failed.
+        attempt: u32,
+        /// Why.
+        error: String,
+    },
+    /// A run was cancelled (shutdown) and the task went back to INPUT without using an
+    /// attempt.
+    TaskCancelled {
+        /// The task.
+        id: TaskId,
+        /// Its topic.
+        topic: Arc<str>,
+    },
+    /// The reaper found the task's lease expired (its worker died or stalled) and put it
+    /// back in INPUT, or in DEAD when it had no retries left.
+    TaskRecovered {
+        /// The task.
+        id: TaskId,
+        /// Its topic.
+        topic: Arc<str>,
+        /// Whether it went to DEAD rather than INPUT.
+        dead: bool,
+    },
+    /// Not a published event: this watcher fell behind and `missed` events were dropped
+    /// for it. The manager itself never waits for a slow watcher.
+    Lagged {
+        /// How many events this watcher missed.
+        missed: u64,
+    },
+}
+
+impl Event {
+    /// The task this event is about, if any.
+    pub fn task_id(&self) -> Option<TaskId> {
+        match self {
+            Event::TaskEnqueue { id, .. }
+            | Event::TaskStart { id, .. }
+            | Event::TaskProgress { id, .. }
+            | Event::TaskRetry { id, .. }
+            | Event::TaskCompletion { id, .. }
+            | Event::TaskFailure { id, .. }
+            | Event::TaskCancelled { id, .. }
+            | Event::TaskRecovered { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+
+    /// The taskqueue-style name, as in the serialized `type` field.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::ManagerStart { .. } => "MANAGER_START",
+            Event::ManagerStop { .. } => "MANAGER_STOP",
+            Event::ManagerStats { .. } => "MANAGER_STATS",
+            Event::TaskEnqueue { .. } => "TASK_ENQUEUE",
+            Event::TaskStart { .. } => "TASK_START",
+            Event::TaskProgress { .. } => "TASK_PROGRESS",
+            Event::TaskRetry { .. } => "TASK_RETRY",
+            Event::TaskCompletion { .. } => "TASK_COMPLETION",
+            Event::TaskFailure { .. } => "TASK_FAILURE",
+            Event::TaskCancelled { .. } => "TASK_CANCELLED",
+            Event::TaskRecovered { .. } => "TASK_RECOVERED",
+            Event::Lagged { .. } => "LAGGED",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_serialize_with_taskqueue_names() {
+        let e = Event::TaskStart {
+            id: TaskId::new(3),
+            topic: "clicks".into(),
+            attempt: 1,
+            manager: "m1".into(),
+        };
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["type"], e.name());
+        assert_eq!(json["id"], 3);
+        let back: Event = serde_json::from_value(json).unwrap();
+        assert_eq!(back, e);
+        assert_eq!(back.task_id(), Some(TaskId::new(3)));
+    }
+}

@@ -1,0 +1,36 @@
+//! taskmill-core: the types every taskmill backend and application shares.
+//!
+//! - [`Task`] is what an application enqueues; [`TaskRecord`] is what a store keeps.
+//! - [`Store`] is the contract a backend implements; [`StoreExt`] adds conveniences.
+//! - [`Manager`] claims tasks from a store and runs them on registered [`Processor`]s.
+//! - [`Event`], [`Stats`], [`Backoff`], and the one [`Error`] type with its [`ErrorKind`].
+//!
+//! Applications normally depend on the `taskmill` crate, which re-exports all of this and
+//! picks backends by cargo feature.
+#![warn(missing_docs)]
+
+mod backoff;
+mod error;
+mod event;
+mod lifecycle;
+mod manager;
+mod stats;
+pub mod store;
+mod task;
+mod time;
+
+pub use backoff::Backoff;
+pub use error::{BoxError, Error, ErrorKind, Result};
+pub use event::{Event, EventStream};
+pub use lifecycle::LEASE_EXPIRED_ERROR;
+pub use manager::{
+    Manager, ManagerBuilder, Processor, TaskContext, TaskError, TopicOptions, Typed,
+};
+pub use stats::{Counters, QueueSizes, Stats, TopicStats};
+pub use store::{Store, StoreExt};
+pub use task::{validate_topic, Lease, Payload, Queue, Task, TaskId, TaskRecord};
+pub use time::{Clock, Timestamp};
+
+/// The async-trait attribute, re-exported so backends implement [`Store`] with the same
+/// version the trait was declared with.
+pub use async_trait::async_trait;

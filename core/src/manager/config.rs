@@ -1,0 +1,200 @@
+//! Manager settings and their builder.
+
+use super::Manager;
+use crate::backoff::Backoff;
+use crate::store::{Store, DEFAULT_MAX_RETRIES};
+use crate::time::Clock;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Settings of one topic, overriding the manager's defaults.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct TopicOptions {
+    /// Retry limit for tasks of the topic that set none.
+    pub retries: Option<u32>,
+    /// How long one run may take before it fails as timed out.
+    pub timeout: Option<Duration>,
+    /// The backoff between attempts.
+    pub backoff: Option<Backoff>,
+    /// At most this many of the topic's tasks run at once across every manager sharing
+    /// the store.
+    pub max_running: Option<u32>,
+}
+
+impl TopicOptions {
+    /// No overrides.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the retry limit for tasks that set none.
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = Some(retries);
+        self
+    }
+
+    /// Fails a run that takes longer than `timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the backoff between attempts.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = Some(backoff);
+        self
+    }
+
+    /// Limits how many of the topic's tasks run at once, store-wide.
+    pub fn max_running(mut self, max: u32) -> Self {
+        self.max_running = Some(max);
+        self
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub concurrency: usize,
+    pub poll_interval: Duration,
+    pub lease: Duration,
+    pub renew_interval: Duration,
+    pub reap_interval: Duration,
+    pub stats_interval: Option<Duration>,
+    pub default_retries: u32,
+    pub backoff: Backoff,
+    pub clock: Clock,
+    pub topics: HashMap<Arc<str>, TopicOptions>,
+    pub id: Option<String>,
+}
+
+impl Config {
+    pub fn topic(&self, topic: &str) -> Option<&TopicOptions> {
+        self.topics.get(topic)
+    }
+
+    pub fn retries_for(&self, topic: &str) -> u32 {
+        self.topic(topic)
+            .and_then(|t| t.retries)
+            .unwrap_or(self.default_retries)
+    }
+
+    pub fn backoff_for(&self, topic: &str) -> &Backoff {
+        self.topic(topic)
+            .and_then(|t| t.backoff.as_ref())
+            .unwrap_or(&self.backoff)
+    }
+}
+
+/// Builds a [`Manager`]; from [`Manager::builder`].
+pub struct ManagerBuilder {
+    store: Arc<dyn Store>,
+    config: Config,
+}
+
+impl std::fmt::Debug for ManagerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagerBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ManagerBuilder {
+    pub(super) fn new(store: Arc<dyn Store>) -> Self {
+        ManagerBuilder {
+            store,
+            config: Config {
+                concurrency: 25,
+                poll_interval: Duration::from_secs(1),
+                lease: Duration::from_secs(30),
+                renew_interval: Duration::from_secs(10),
+                reap_interval: Duration::from_secs(15),
+                stats_interval: Some(Duration::from_secs(10)),
+                default_retries: DEFAULT_MAX_RETRIES,
+                backoff: Backoff::default(),
+                clock: Clock::system(),
+                topics: HashMap::new(),
+                id: None,
+            },
+        }
+    }
+
+    /// How many tasks run at once (at least 1; default 25).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.config.concurrency = n.max(1);
+        self
+    }
+
+    /// How often an idle manager looks for due work when nothing wakes it (default 1 s).
+    /// Enqueues through the store wake it at once; this catches scheduled tasks falling
+    /// due and stores that cannot signal.
+    pub fn poll_interval(mut self, d: Duration) -> Self {
+        self.config.poll_interval = d;
+        self
+    }
+
+    /// How long a claim holds a task without renewal (default 30 s). Renewals run every
+    /// third of it, and the reaper every half of it, unless set otherwise.
+    pub fn lease(mut self, d: Duration) -> Self {
+        self.config.lease = d;
+        self.config.renew_interval = d / 3;
+        self.config.reap_interval = d / 2;
+        self
+    }
+
+    /// How often running tasks' leases are renewed (default a third of the lease).
+    pub fn renew_interval(mut self, d: Duration) -> Self {
+        self.config.renew_interval = d;
+        self
+    }
+
+    /// How often the reaper looks for expired leases (default half the lease).
+    pub fn reap_interval(mut self, d: Duration) -> Self {
+        self.config.reap_interval = d;
+        self
+    }
+
+    /// How often a [`Event::ManagerStats`](crate::Event::ManagerStats) is published
+    /// (default 10 s; `None` for never).
+    pub fn stats_interval(mut self, d: Option<Duration>) -> Self {
+        self.config.stats_interval = d;
+        self
+    }
+
+    /// The retry limit of tasks that set none (default 25).
+    pub fn default_retries(mut self, retries: u32) -> Self {
+        self.config.default_retries = retries;
+        self
+    }
+
+    /// The backoff between attempts (default [`Backoff::default`]).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.config.backoff = backoff;
+        self
+    }
+
+    /// The clock handed to the store (default [`Clock::system`]).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.config.clock = clock;
+        self
+    }
+
+    /// Options for one topic.
+    pub fn topic(mut self, topic: impl Into<Arc<str>>, options: TopicOptions) -> Self {
+        self.config.topics.insert(topic.into(), options);
+        self
+    }
+
+    /// The manager's id, written as the owner of its leases (default: `pid-random`).
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.config.id = Some(id.into());
+        self
+    }
+
+    /// Builds the manager. Register processors, then [`start`](Manager::start) it.
+    pub fn build(self) -> Manager {
+        Manager::from_parts(self.store, self.config)
+    }
+}

@@ -1,0 +1,245 @@
+//! The Manager: claims tasks from a store, runs them on a bounded pool of workers, and
+//! records their outcomes.
+
+mod config;
+mod processor;
+mod runtime;
+
+pub use config::{ManagerBuilder, TopicOptions};
+pub use processor::{Processor, TaskContext, TaskError, Typed};
+
+use crate::error::{Error, Result};
+use crate::event::EventStream;
+use crate::stats::Stats;
+use crate::store::{EnqueueOptions, Enqueued, Store};
+use crate::task::{Task, TaskId, TaskRecord};
+use config::Config;
+use runtime::Runtime;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Runs registered processors on the tasks of a [`Store`].
+///
+/// A cheap handle: clones share one manager.
+///
+/// ```
+/// use taskmill_core::{Manager, Task, TaskContext, TaskError};
+/// # async fn demo(store: impl taskmill_core::Store) -> taskmill_core::Result<()> {
+/// let manager = Manager::builder(store).concurrency(10).build();
+/// manager.register("resize", |ctx: TaskContext| async move {
+///     let (w, h): (u32, u32) = ctx.args()?;
+///     println!("resizing to {w}x{h}");
+///     Ok::<_, TaskError>(())
+/// })?;
+/// manager.start().await?;
+/// manager.enqueue(Task::new("resize", &(640, 480))?).await?;
+/// manager.close_with_timeout(std::time::Duration::from_secs(5)).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: Arc<str>,
+    store: Arc<dyn Store>,
+    config: Arc<Config>,
+    state: Mutex<State>,
+}
+
+enum State {
+    Registering(HashMap<Arc<str>, Arc<dyn Processor>>),
+    Running(Runtime),
+    Stopping,
+    Closed,
+}
+
+impl Manager {
+    /// Starts building a manager on `store`.
+    pub fn builder(store: impl Store) -> ManagerBuilder {
+        ManagerBuilder::new(Arc::new(store))
+    }
+
+    /// Starts building a manager on a shared store.
+    pub fn builder_shared(store: Arc<dyn Store>) -> ManagerBuilder {
+        ManagerBuilder::new(store)
+    }
+
+    fn from_parts(store: Arc<dyn Store>, config: Config) -> Self {
+        let id = config
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("{}-{:08x}", std::process::id(), fastrand::u32(..)));
+        Manager {
+            inner: Arc::new(Inner {
+                id: id.into(),
+                store,
+                config: Arc::new(config),
+                state: Mutex::new(State::Registering(HashMap::new())),
+            }),
+        }
+    }
+
+    /// The manager's id: the owner written into its leases.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The store the manager works on.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Registers the processor of `topic`.
+    ///
+    /// Fails with [`ErrorKind::Misuse`](crate::ErrorKind::Misuse) when the topic is
+    /// invalid, already registered, or the manager has started.
+    pub fn register(&self, topic: impl Into<Arc<str>>, processor: impl Processor) -> Result<()> {
+        let topic = topic.into();
+        crate::task::validate_topic(&topic)?;
+        let mut state = self.lock_state();
+        let State::Registering(processors) = &mut *state else {
+            return Err(Error::misuse(format!(
+                "cannot register topic {topic:?}: the manager has already started"
+            )));
+        };
+        if processors.contains_key(&topic) {
+            return Err(Error::misuse(format!(
+                "topic {topic:?} is already registered"
+            )));
+        }
+        processors.insert(topic, Arc::new(processor));
+        Ok(())
+    }
+
+    /// Registers a processor that gets the arguments deserialized into `T`.
+    ///
+    /// A task whose arguments do not decode into `T` goes to DEAD with the decode error,
+    /// without retries.
+    pub fn register_typed<T, F, Fut, E>(&self, topic: impl Into<Arc<str>>, f: F) -> Result<()>
+    where
+        T: DeserializeOwned + Send + 'static,
+        F: Fn(T, TaskContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<TaskError> + 'static,
+    {
+        self.register(topic, Typed::new(f))
+    }
+
+    /// Starts claiming and running tasks of the registered topics.
+    ///
+    /// Returns at once; the work goes on in tokio tasks until [`close`](Self::close).
+    /// Fails with `Misuse` when already started or closed, or no topic is registered.
+    pub async fn start(&self) -> Result<()> {
+        let processors = {
+            let mut state = self.lock_state();
+            match &mut *state {
+                State::Registering(p) if p.is_empty() => {
+                    return Err(Error::misuse("register at least one topic before start"))
+                }
+                State::Registering(p) => std::mem::take(p),
+                _ => return Err(Error::misuse("the manager has already started")),
+            }
+        };
+        let runtime = Runtime::start(
+            self.inner.id.clone(),
+            self.inner.store.clone(),
+            self.inner.config.clone(),
+            processors,
+        )
+        .await;
+        *self.lock_state() = State::Running(runtime);
+        Ok(())
+    }
+
+    /// Enqueues one task; see [`enqueue_batch`](Self::enqueue_batch).
+    pub async fn enqueue(&self, task: Task) -> Result<Enqueued> {
+        let mut out = self.enqueue_batch(vec![task]).await?;
+        out.pop()
+            .ok_or_else(|| Error::storage("the store returned no result for an enqueue"))
+    }
+
+    /// Enqueues tasks in one store call. Tasks that set no retry limit get their topic's.
+    ///
+    /// Once this returns `Ok`, each new task runs to an outcome at least once. Fails with
+    /// `Misuse` after [`close`](Self::close).
+    pub async fn enqueue_batch(&self, tasks: Vec<Task>) -> Result<Vec<Enqueued>> {
+        if matches!(*self.lock_state(), State::Stopping | State::Closed) {
+            return Err(Error::misuse("the manager is closed"));
+        }
+        let config = &self.inner.config;
+        let tasks = tasks
+            .into_iter()
+            .map(|t| {
+                let retries = config.retries_for(t.topic());
+                t.default_max_retries(retries)
+            })
+            .collect();
+        let opts = EnqueueOptions::new(config.clock.now());
+        self.inner.store.enqueue(tasks, &opts).await
+    }
+
+    /// A snapshot of the store's statistics.
+    pub async fn stats(&self) -> Result<Stats> {
+        self.inner.store.stats().await
+    }
+
+    /// The task with this id, wherever it is; `None` once it completed or was deleted.
+    pub async fn task(&self, id: TaskId) -> Result<Option<TaskRecord>> {
+        self.inner.store.get(id).await
+    }
+
+    /// The events of the store: this manager's and, where the backend carries them across
+    /// processes, other managers'.
+    ///
+    /// Events are buffered per watcher; one that falls behind gets [`Event::Lagged`] with
+    /// the number it missed, and the manager never waits for it.
+    pub async fn watch(&self) -> Result<EventStream> {
+        self.inner.store.subscribe().await
+    }
+
+    /// Stops at once: no more claims, running tasks are cancelled and go back to INPUT
+    /// without using an attempt. Returns when every outcome is stored.
+    pub async fn close(&self) -> Result<()> {
+        self.close_with_timeout(Duration::ZERO).await
+    }
+
+    /// Stops claiming, lets running tasks finish for up to `timeout`, then cancels the rest
+    /// as [`close`](Self::close) does.
+    pub async fn close_with_timeout(&self, timeout: Duration) -> Result<()> {
+        let runtime = {
+            let mut state = self.lock_state();
+            match std::mem::replace(&mut *state, State::Stopping) {
+                State::Running(rt) => rt,
+                State::Registering(_) | State::Closed => {
+                    *state = State::Closed;
+                    return Ok(());
+                }
+                State::Stopping => {
+                    *state = State::Stopping;
+                    return Err(Error::misuse("the manager is already closing"));
+                }
+            }
+        };
+        let result = runtime.shutdown(timeout).await;
+        *self.lock_state() = State::Closed;
+        result
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state is only swapped whole under this lock, so a poisoned guard is sound.
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("id", &self.inner.id)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,217 @@
+//! What users register per topic: processors, the context a run gets, and task errors.
+
+use crate::error::{BoxError, Result};
+use crate::event::Event;
+use crate::store::Store;
+use crate::task::{Payload, TaskId, TaskRecord};
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+/// Runs the tasks of one topic.
+///
+/// Any `Fn(TaskContext) -> impl Future<Output = Result<(), E>>` is a processor, for any
+/// error `E` that converts into a [`TaskError`]; implement the trait directly for a
+/// processor with state of its own.
+#[async_trait]
+pub trait Processor: Send + Sync + 'static {
+    /// Runs one attempt of a task. `Ok` completes it; `Err` retries it, or sends it to
+    /// DEAD when it has no retries left or the error is [permanent](TaskError::permanent).
+    async fn process(&self, ctx: TaskContext) -> Result<(), TaskError>;
+}
+
+#[async_trait]
+impl<F, Fut, E> Processor for F
+where
+    F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: Into<TaskError> + 'static,
+{
+    async fn process(&self, ctx: TaskContext) -> Result<(), TaskError> {
+        (self)(ctx).await.map_err(Into::into)
+    }
+}
+
+/// A processor whose arguments are deserialized into `T` first; built by
+/// [`Manager::register_typed`](crate::Manager::register_typed).
+///
+/// Arguments that do not decode into `T` fail the task for good, without retries: the
+/// same payload would fail the same way every time.
+pub struct Typed<T, F> {
+    f: F,
+    _args: PhantomData<fn() -> T>,
+}
+
+impl<T, F> Typed<T, F> {
+    /// Wraps `f`.
+    pub fn new(f: F) -> Self {
+        Typed {
+            f,
+            _args: PhantomData,
+        }
+    }
+}
+
+#[async_trait]
+impl<T, F, Fut, E> Processor for Typed<T, F>
+where
+    T: DeserializeOwned + Send + 'static,
+    F: Fn(T, TaskContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: Into<TaskError> + 'static,
+{
+    async fn process(&self, ctx: TaskContext) -> Result<(), TaskError> {
+        let args = ctx.args().map_err(TaskError::permanent)?;
+        (self.f)(args, ctx).await.map_err(Into::into)
+    }
+}
+
+/// Why a run failed.
+///
+/// Converts from any `std::error::Error` (so `?` works in processors) and from
+/// taskmill's [`Error`](crate::Error); [`TaskError::msg`] makes one from text.
+pub struct TaskError {
+    error: BoxError,
+    permanent: bool,
+}
+
+impl TaskError {
+    /// A failure described by `message`.
+    pub fn msg(message: impl fmt::Display) -> Self {
+        TaskError {
+            error: message.to_string().into(),
+            permanent: false,
+        }
+    }
+
+    /// A failure that retrying cannot fix: the task goes straight to DEAD.
+    pub fn permanent(error: impl Into<TaskError>) -> Self {
+        let mut e = error.into();
+        e.permanent = true;
+        e
+    }
+
+    /// Whether the task should skip its remaining retries.
+    pub fn is_permanent(&self) -> bool {
+        self.permanent
+    }
+
+    /// The underlying error.
+    pub fn into_inner(self) -> BoxError {
+        self.error
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for TaskError {
+    fn from(error: E) -> Self {
+        TaskError {
+            error: Box::new(error),
+            permanent: false,
+        }
+    }
+}
+
+impl fmt::Debug for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskError")
+            .field("error", &self.error)
+            .field("permanent", &self.permanent)
+            .finish()
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)?;
+        let mut source = self.error.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+/// What a processor gets for one run: the task, a cancellation signal, and ways to report
+/// progress and a result.
+pub struct TaskContext {
+    pub(crate) record: TaskRecord,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) result: Arc<Mutex<Option<Payload>>>,
+}
+
+impl TaskContext {
+    /// The task's id.
+    pub fn id(&self) -> TaskId {
+        self.record.id
+    }
+
+    /// The task's topic.
+    pub fn topic(&self) -> &str {
+        &self.record.topic
+    }
+
+    /// This run's attempt number: 1 for the first run.
+    pub fn attempt(&self) -> u32 {
+        self.record.attempt
+    }
+
+    /// The whole task as stored.
+    pub fn record(&self) -> &TaskRecord {
+        &self.record
+    }
+
+    /// The arguments as JSON text.
+    pub fn raw_args(&self) -> &str {
+        self.record.args.as_str()
+    }
+
+    /// The arguments deserialized into `T`.
+    pub fn args<T: DeserializeOwned>(&self) -> Result<T> {
+        self.record.args.decode()
+    }
+
+    /// Whether the run has been cancelled (shutdown, or the lease was lost).
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Resolves when the run is cancelled. A processor that ignores it is dropped at its
+    /// next `.await` all the same; this lets it stop at a point of its choosing.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
+
+    /// Publishes a [`Event::TaskProgress`] with `progress`.
+    pub async fn progress<T: Serialize + ?Sized>(&self, progress: &T) -> Result<()> {
+        let event = Event::TaskProgress {
+            id: self.record.id,
+            topic: self.record.topic.clone(),
+            progress: Payload::new(progress)?,
+        };
+        self.store.publish(std::slice::from_ref(&event)).await
+    }
+
+    /// Sets the result reported in the task's [`Event::TaskCompletion`].
+    pub fn set_result<T: Serialize + ?Sized>(&self, result: &T) -> Result<()> {
+        let payload = Payload::new(result)?;
+        *self.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(payload);
+        Ok(())
+    }
+}
+
+impl fmt::Debug for TaskContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskContext")
+            .field("id", &self.record.id)
+            .field("topic", &self.record.topic)
+            .field("attempt", &self.record.attempt)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,111 @@
+//! Counters and queue sizes, in total and per topic.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::ops::AddAssign;
+
+/// How many transitions of each kind a store has performed.
+///
+/// Each counter moves in the same atomic step as the transition it counts, so after the
+/// store drains, `started == completed + retried + failed + recovered + released`, minus
+/// recovered tasks that had no retries left and went to DEAD (they count in both
+/// `recovered` and `failed`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Tasks added to INPUT by enqueue (duplicates excluded).
+    pub enqueued: u64,
+    /// Claims: INPUT → WORK.
+    pub started: u64,
+    /// Failures with retries left: WORK → INPUT at a later time.
+    pub retried: u64,
+    /// Tasks that failed for good: → DEAD.
+    pub failed: u64,
+    /// Successful runs: WORK → removed.
+    pub completed: u64,
+    /// Expired leases returned by the reaper: WORK → INPUT (or DEAD, with no retries left).
+    pub recovered: u64,
+    /// Runs given back without using an attempt (shutdown): WORK → INPUT.
+    pub released: u64,
+    /// Dead tasks sent back to INPUT by a human: DEAD → INPUT.
+    pub requeued: u64,
+}
+
+impl AddAssign for Counters {
+    fn add_assign(&mut self, o: Counters) {
+        self.enqueued += o.enqueued;
+        self.started += o.started;
+        self.retried += o.retried;
+        self.failed += o.failed;
+        self.completed += o.completed;
+        self.recovered += o.recovered;
+        self.released += o.released;
+        self.requeued += o.requeued;
+    }
+}
+
+/// How many tasks each queue holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueSizes {
+    /// Tasks in INPUT, due or scheduled.
+    pub input: u64,
+    /// Tasks in WORK.
+    pub work: u64,
+    /// Tasks in DEAD.
+    pub dead: u64,
+}
+
+impl QueueSizes {
+    /// All tasks in the store.
+    pub fn total(&self) -> u64 {
+        self.input + self.work + self.dead
+    }
+}
+
+impl AddAssign for QueueSizes {
+    fn add_assign(&mut self, o: QueueSizes) {
+        self.input += o.input;
+        self.work += o.work;
+        self.dead += o.dead;
+    }
+}
+
+/// Counters and sizes of one topic, or of all of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicStats {
+    /// Transition counters.
+    #[serde(flatten)]
+    pub counters: Counters,
+    /// Queue sizes.
+    #[serde(flatten)]
+    pub sizes: QueueSizes,
+    /// Whether the topic is paused.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// A snapshot of a store's statistics: totals, and each topic that has any.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Summed over all topics (`paused` is false here).
+    #[serde(flatten)]
+    pub total: TopicStats,
+    /// Per topic.
+    pub topics: BTreeMap<String, TopicStats>,
+}
+
+impl Stats {
+    /// Builds a snapshot from per-topic figures, computing the totals.
+    pub fn from_topics(topics: BTreeMap<String, TopicStats>) -> Self {
+        let mut total = TopicStats::default();
+        for t in topics.values() {
+            total.counters += t.counters;
+            total.sizes += t.sizes;
+        }
+        Stats { total, topics }
+    }
+
+    /// The figures of one topic (zeros when the store has never seen it).
+    pub fn topic(&self, topic: &str) -> TopicStats {
+        self.topics.get(topic).copied().unwrap_or_default()
+    }
+}

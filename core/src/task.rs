@@ -1,0 +1,425 @@
+//! Tasks: what a user enqueues ([`Task`]) and what a store keeps ([`TaskRecord`]).
+
+use crate::error::{Error, Result};
+use crate::time::Timestamp;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A task's identifier, assigned by the store when the task is enqueued.
+///
+/// Ids grow with enqueue order within one store, which is what "FIFO" means among tasks
+/// of equal priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TaskId(u64);
+
+impl TaskId {
+    /// The id with this number.
+    pub const fn new(id: u64) -> Self {
+        TaskId(id)
+    }
+
+    /// The id's number.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::str::FromStr for TaskId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        s.parse()
+            .map(TaskId)
+            .map_err(|e| Error::misuse(format!("invalid task id {s:?}")).with_source(e))
+    }
+}
+
+/// A task's JSON arguments, kept as JSON text.
+///
+/// Cloning is cheap (a reference count), so handing a claimed task to a worker does not
+/// copy its payload. Stores read payloads back with [`Payload::from_stored`], which does
+/// not re-validate: a payload that was corrupted at rest is caught when it is decoded, and
+/// the task fails with a clear error instead of taking the manager down.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Payload(Arc<str>);
+
+impl Payload {
+    /// Serializes `value` into a payload.
+    pub fn new<T: Serialize + ?Sized>(value: &T) -> Result<Self> {
+        Ok(Payload(serde_json::to_string(value)?.into()))
+    }
+
+    /// A payload from JSON text, validated.
+    pub fn from_json(json: impl Into<Arc<str>>) -> Result<Self> {
+        let json = json.into();
+        serde_json::from_str::<serde::de::IgnoredAny>(&json)?;
+        Ok(Payload(json))
+    }
+
+    /// A payload read back from storage, not validated.
+    pub fn from_stored(json: impl Into<Arc<str>>) -> Self {
+        Payload(json.into())
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Deserializes the payload into `T`.
+    ///
+    /// Fails with [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) when the text is not
+    /// JSON, or not the JSON `T` expects.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_str(&self.0)
+            .map_err(|e| Error::corrupt("cannot decode task arguments").with_source(e))
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        // Embed the JSON as JSON, not as a string of JSON, when it is valid.
+        match serde_json::from_str::<&RawValue>(&self.0) {
+            Ok(raw) => raw.serialize(serializer),
+            Err(_) => serializer.serialize_str(&self.0),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        Ok(Payload(Arc::from(raw.get())))
+    }
+}
+
+/// When a task first becomes due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Schedule {
+    Now,
+    At(Timestamp),
+    After(Duration),
+}
+
+/// A task to enqueue: a topic, JSON arguments, and options.
+///
+/// ```
+/// use std::time::Duration;
+/// use taskmill_core::Task;
+///
+/// let task = Task::new("emails", &serde_json::json!({ "to": "ada@example.com" }))?
+///     .priority(-1)
+///     .max_retries(5)
+///     .delay(Duration::from_secs(30))
+///     .unique_key("welcome:ada");
+/// assert_eq!(task.topic(), "emails");
+/// # Ok::<_, taskmill_core::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Task {
+    topic: Arc<str>,
+    args: Payload,
+    external_id: Option<String>,
+    max_retries: Option<u32>,
+    priority: i16,
+    schedule: Schedule,
+    unique_key: Option<String>,
+}
+
+impl Task {
+    /// A task for `topic` with `args` serialized to JSON.
+    ///
+    /// Fails with [`ErrorKind::Misuse`](crate::ErrorKind::Misuse) when the topic is empty
+    /// or `args` cannot be serialized.
+    pub fn new<T: Serialize + ?Sized>(topic: impl Into<Arc<str>>, args: &T) -> Result<Self> {
+        Self::with_payload(topic, Payload::new(args)?)
+    }
+
+    /// A task for `topic` with an already-built payload.
+    pub fn with_payload(topic: impl Into<Arc<str>>, args: Payload) -> Result<Self> {
+        let topic = topic.into();
+        validate_topic(&topic)?;
+        Ok(Task {
+            topic,
+            args,
+            external_id: None,
+            max_retries: None,
+            priority: 0,
+            schedule: Schedule::Now,
+            unique_key: None,
+        })
+    }
+
+    /// An application-specific identifier, kept with the task and shown in events.
+    pub fn external_id(mut self, id: impl Into<String>) -> Self {
+        self.external_id = Some(id.into());
+        self
+    }
+
+    /// How many times the task is retried after a failure before it goes to DEAD
+    /// (0: it runs once). Without it, the manager's default for the topic applies.
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = Some(retries);
+        self
+    }
+
+    /// The priority: among due tasks of a topic, a lower value runs first; equal
+    /// priorities run in enqueue order. The default is 0.
+    pub fn priority(mut self, priority: i16) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Do not run the task before `at`.
+    pub fn run_at(mut self, at: Timestamp) -> Self {
+        self.schedule = Schedule::At(at);
+        self
+    }
+
+    /// Do not run the task until `delay` has passed since it was enqueued.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.schedule = Schedule::After(delay);
+        self
+    }
+
+    /// A key that makes the task unique: while a task with this key exists in the store
+    /// (in INPUT, WORK or DEAD), enqueueing another with the same key is reported as a
+    /// duplicate and adds nothing. The key is free again once the task completes or is
+    /// deleted.
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The arguments.
+    pub fn args(&self) -> &Payload {
+        &self.args
+    }
+
+    /// The unique key, if any.
+    pub fn unique_key_ref(&self) -> Option<&str> {
+        self.unique_key.as_deref()
+    }
+
+    /// Sets the retry limit if the task has none; used by the manager for its defaults.
+    pub fn default_max_retries(mut self, retries: u32) -> Self {
+        self.max_retries.get_or_insert(retries);
+        self
+    }
+
+    /// The record a store keeps for this task, given its id and the enqueue time.
+    ///
+    /// Every store builds records through this, so defaults are resolved identically
+    /// everywhere.
+    pub fn into_record(self, id: TaskId, opts: &crate::store::EnqueueOptions) -> TaskRecord {
+        let run_at = match self.schedule {
+            Schedule::Now => opts.now,
+            Schedule::At(at) => at,
+            Schedule::After(d) => opts.now + d,
+        };
+        TaskRecord {
+            id,
+            queue: Queue::Input,
+            topic: self.topic,
+            external_id: self.external_id,
+            args: self.args,
+            attempt: 0,
+            max_retries: self.max_retries.unwrap_or(opts.default_max_retries),
+            priority: self.priority,
+            enqueued_at: opts.now,
+            run_at,
+            unique_key: self.unique_key,
+            last_error: None,
+            failed_at: None,
+            lease: None,
+        }
+    }
+}
+
+/// Checks a topic name: non-empty, at most 200 bytes, no control characters.
+///
+/// Backends use topic names inside keys and file names, so the same rule holds everywhere.
+pub fn validate_topic(topic: &str) -> Result<()> {
+    if topic.is_empty() || topic.len() > 200 || topic.chars().any(char::is_control) {
+        return Err(Error::misuse(format!(
+            "invalid topic {topic:?}: it must be 1 to 200 bytes with no control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// The queue a task is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Queue {
+    /// Waiting to run: due now or scheduled for later.
+    Input,
+    /// Claimed by a worker under a lease.
+    Work,
+    /// Failed for good; waits for a human to requeue or delete it.
+    Dead,
+}
+
+impl Queue {
+    /// All queues, in lifecycle order.
+    pub const ALL: [Queue; 3] = [Queue::Input, Queue::Work, Queue::Dead];
+
+    /// The queue's lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Queue::Input => "input",
+            Queue::Work => "work",
+            Queue::Dead => "dead",
+        }
+    }
+}
+
+impl fmt::Display for Queue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Queue {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "input" => Ok(Queue::Input),
+            "work" => Ok(Queue::Work),
+            "dead" => Ok(Queue::Dead),
+            _ => Err(Error::misuse(format!(
+                "unknown queue {s:?} (expected input, work or dead)"
+            ))),
+        }
+    }
+}
+
+/// The claim under which a worker holds a task in WORK.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The manager that holds it.
+    pub owner: Arc<str>,
+    /// The fencing token: unique to this claim. An outcome carrying another token is stale.
+    pub token: u64,
+    /// When the lease expires unless renewed.
+    pub deadline: Timestamp,
+}
+
+/// A task as a store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// The id.
+    pub id: TaskId,
+    /// The queue it is in.
+    pub queue: Queue,
+    /// The topic.
+    pub topic: Arc<str>,
+    /// The application's own identifier, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// The JSON arguments.
+    pub args: Payload,
+    /// How many times the task has been claimed to run (the current run included, while
+    /// in WORK). A run given back at shutdown does not count.
+    pub attempt: u32,
+    /// How many retries follow a failure before the task goes to DEAD.
+    pub max_retries: u32,
+    /// Lower runs first among due tasks of the topic.
+    pub priority: i16,
+    /// When it was enqueued.
+    pub enqueued_at: Timestamp,
+    /// When it is (or was) due.
+    pub run_at: Timestamp,
+    /// The unique key, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_key: Option<String>,
+    /// The error of the last failed attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When the task moved to DEAD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_at: Option<Timestamp>,
+    /// The lease, while the task is in WORK.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+}
+
+impl TaskRecord {
+    /// Whether a failure of the current attempt still leaves a retry.
+    pub fn has_retries_left(&self) -> bool {
+        self.attempt <= self.max_retries
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::EnqueueOptions;
+
+    #[test]
+    fn payload_round_trips_as_embedded_json() {
+        let p = Payload::new(&serde_json::json!({"a": [1, 2]})).unwrap();
+        let record = Task::with_payload("t", p.clone()).unwrap().into_record(
+            TaskId::new(7),
+            &EnqueueOptions::new(Timestamp::from_millis(5)),
+        );
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(json.contains(r#""args":{"a":[1,2]}"#), "{json}");
+        let back: TaskRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, record);
+        assert_eq!(back.args.decode::<serde_json::Value>().unwrap()["a"][1], 2);
+    }
+
+    #[test]
+    fn corrupt_payload_decodes_to_a_corrupt_error() {
+        let p = Payload::from_stored("{not json");
+        let err = p.decode::<serde_json::Value>().unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Corrupt);
+        assert!(Payload::from_json("{not json").is_err());
+    }
+
+    #[test]
+    fn schedule_and_defaults_resolve_against_enqueue_time() {
+        let opts = EnqueueOptions::new(Timestamp::from_millis(1_000)).default_max_retries(3);
+        let r = Task::new("t", &1)
+            .unwrap()
+            .delay(Duration::from_secs(2))
+            .into_record(TaskId::new(1), &opts);
+        assert_eq!(r.run_at, Timestamp::from_millis(3_000));
+        assert_eq!(r.max_retries, 3);
+        let r = Task::new("t", &1)
+            .unwrap()
+            .max_retries(0)
+            .into_record(TaskId::new(1), &opts);
+        assert_eq!((r.run_at, r.max_retries), (opts.now, 0));
+    }
+
+    #[test]
+    fn bad_topics_are_rejected() {
+        for topic in ["", "a\nb", &"x".repeat(201)] {
+            let err = Task::new(topic, &()).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Misuse);
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! # taskmill
+//!
+//! Durable background tasks for Rust, on the store you choose: register a processor per
+//! topic, enqueue tasks, and a [`Manager`] claims them, runs them on a bounded pool of
+//! workers, retries failures with exponential backoff, parks the hopeless ones in a dead
+//! queue, and reports everything as [`Event`]s and [`Stats`].
+//!
+//! Stores are picked with cargo features (`memory`, the default) and opened by URL with
+//! [`open`], or by their typed constructors.
+//!
+//! ```
+//! use taskmill::{Manager, Task, TaskContext, TaskError};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> taskmill::Result<()> {
+//! let store = taskmill::open("memory://").await?;
+//! let manager = Manager::builder_shared(store).build();
+//! manager.register("greet", |ctx: TaskContext| async move {
+//!     let name: String = ctx.args()?;
+//!     println!("hello, {name}");
+//!     Ok::<_, TaskError>(())
+//! })?;
+//! manager.start().await?;
+//! manager.enqueue(Task::new("greet", "ada")?).await?;
+//! manager.close_with_timeout(std::time::Duration::from_secs(1)).await?;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+pub use taskmill_core::*;
+
+#[cfg(feature = "memory")]
+#[doc(inline)]
+pub use taskmill_memory::MemoryStore;
+
+use std::sync::Arc;
+
+/// Opens the store a URL names, with the backends this build enables:
+///
+/// | URL | feature |
+/// |---|---|
+/// | `memory://` | `memory` (default) |
+///
+/// Fails with [`ErrorKind::Misuse`] for a malformed URL or an unknown scheme, and with
+/// [`ErrorKind::Unsupported`] for a backend whose feature is not enabled.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    let scheme = url
+        .split_once("://")
+        .map(|(scheme, _)| scheme)
+        .ok_or_else(|| Error::misuse(format!("not a store URL: {url:?} (expected scheme://…)")))?;
+    match scheme {
+        #[cfg(feature = "memory")]
+        "memory" => Ok(Arc::new(MemoryStore::from_url(url)?)),
+        #[cfg(not(feature = "memory"))]
+        "memory" => Err(not_enabled("memory")),
+        other => Err(Error::misuse(format!(
+            "unknown store scheme {other:?} in {url:?}"
+        ))),
+    }
+}
+
+#[allow(dead_code)]
+fn not_enabled(feature: &str) -> Error {
+    Error::unsupported(format!(
+        "the {feature} store is not built in: enable taskmill's `{feature}` cargo feature"
+    ))
+}

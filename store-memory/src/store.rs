@@ -1,0 +1,107 @@
+//! The [`Store`] implementation: each call is one critical section over the state.
+
+use crate::MemoryStore;
+use taskmill_core::store::{
+    Applied, Capabilities, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListQuery,
+    Outcome, Page, Recovered, WakeStream,
+};
+use taskmill_core::{
+    async_trait, validate_topic, Event, EventStream, Result, Stats, Store, Task, TaskId,
+    TaskRecord, Timestamp,
+};
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::IN_PROCESS
+    }
+
+    async fn enqueue(&self, tasks: Vec<Task>, opts: &EnqueueOptions) -> Result<Vec<Enqueued>> {
+        let bus = &self.shared.bus;
+        let mut events = bus.has_subscribers().then(Vec::new);
+        let results = {
+            let mut state = self.state();
+            let results = state.enqueue(tasks, opts, events.as_mut());
+            // Published under the lock: no claim can return these tasks before their
+            // enqueue events are out.
+            if let Some(events) = events {
+                bus.publish(events);
+            }
+            results
+        };
+        if results.iter().any(|r| r.is_new()) {
+            bus.wake();
+        }
+        Ok(results)
+    }
+
+    async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
+        Ok(self.state().claim(req))
+    }
+
+    async fn renew(&self, leases: &[LeaseRef], deadline: Timestamp) -> Result<Vec<Applied>> {
+        Ok(self.state().renew(leases, deadline))
+    }
+
+    async fn apply(&self, outcomes: &[Outcome], now: Timestamp) -> Result<Vec<Applied>> {
+        let mut applied = Vec::with_capacity(outcomes.len());
+        if self.state().apply(outcomes, now, &mut applied) {
+            self.shared.bus.wake();
+        }
+        Ok(applied)
+    }
+
+    async fn recover(&self, now: Timestamp, limit: usize) -> Result<Vec<Recovered>> {
+        let recovered = self.state().recover(now, limit);
+        if recovered.iter().any(|r| !r.dead) {
+            self.shared.bus.wake();
+        }
+        Ok(recovered)
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        Ok(self.state().stats())
+    }
+
+    async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
+        Ok(self.state().get(id))
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page> {
+        Ok(self.state().list(query))
+    }
+
+    async fn requeue(&self, ids: &[TaskId], now: Timestamp) -> Result<Vec<bool>> {
+        let moved = self.state().requeue(ids, now);
+        if moved.contains(&true) {
+            self.shared.bus.wake();
+        }
+        Ok(moved)
+    }
+
+    async fn delete(&self, ids: &[TaskId]) -> Result<Vec<bool>> {
+        Ok(self.state().delete(ids))
+    }
+
+    async fn set_paused(&self, topic: &str, paused: bool) -> Result<()> {
+        validate_topic(topic)?;
+        self.state().set_paused(topic, paused);
+        if !paused {
+            self.shared.bus.wake();
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, events: &[Event]) -> Result<()> {
+        self.shared.bus.publish(events.iter().cloned());
+        Ok(())
+    }
+
+    async fn subscribe(&self) -> Result<EventStream> {
+        Ok(self.shared.bus.subscribe())
+    }
+
+    async fn wakeups(&self) -> Result<WakeStream> {
+        Ok(self.shared.bus.wakeups())
+    }
+}
