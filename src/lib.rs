@@ -33,6 +33,10 @@ pub use taskmill_core::*;
 #[doc(inline)]
 pub use taskmill_memory::MemoryStore;
 
+#[cfg(feature = "redis")]
+#[doc(inline)]
+pub use taskmill_redis::{RedisOptions, RedisStore};
+
 use std::sync::Arc;
 
 /// Opens the store a URL names, with the backends this build enables:
@@ -40,6 +44,7 @@ use std::sync::Arc;
 /// | URL | feature |
 /// |---|---|
 /// | `memory://` | `memory` (default) |
+/// | `redis://[user:password@]host[:port][/db][?namespace=app]`, `rediss://…` | `redis` (`rediss` also needs taskmill-redis's `tls`) |
 ///
 /// Fails with [`ErrorKind::Misuse`] for a malformed URL or an unknown scheme, and with
 /// [`ErrorKind::Unsupported`] for a backend whose feature is not enabled.
@@ -53,6 +58,10 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
         "memory" => Ok(Arc::new(MemoryStore::from_url(url)?)),
         #[cfg(not(feature = "memory"))]
         "memory" => Err(not_enabled("memory")),
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" => Ok(Arc::new(RedisStore::open(url).await?)),
+        #[cfg(not(feature = "redis"))]
+        "redis" | "rediss" => Err(not_enabled("redis")),
         other => Err(Error::misuse(format!(
             "unknown store scheme {other:?} in {url:?}"
         ))),

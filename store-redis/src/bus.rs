@@ -1,0 +1,336 @@
+//! The subscription connection: wake-ups and events from every process on the namespace.
+//!
+//! One dedicated connection subscribes to the namespace's wake channel (published by the
+//! scripts that add due work) and, once anyone in this process subscribes to events, to
+//! the event channel. It is opened on first use, and when it drops it reconnects with
+//! backoff, resubscribes, and wakes the local managers (a wake-up may have been missed).
+
+use futures_util::StreamExt;
+use std::sync::Mutex;
+use std::time::Duration;
+use taskmill_core::store::WakeStream;
+use taskmill_core::{Error, Event, EventStream, Result};
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// How long `wakeups` waits for the wake subscription before returning anyway (the
+/// manager's polling covers the gap).
+const WAKE_SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
+/// How long `subscribe` waits for the event subscription before failing.
+const EVENT_SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What the subscription connection is subscribed to right now.
+#[derive(Debug, Clone, Copy, Default)]
+struct Subscribed {
+    wake: bool,
+    events: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Bus {
+    client: redis::Client,
+    wake_channel: String,
+    events_channel: String,
+    connect_timeout: Duration,
+    wake: watch::Sender<u64>,
+    events: broadcast::Sender<Event>,
+    want_events: watch::Sender<bool>,
+    subscribed: watch::Sender<Subscribed>,
+    started: Mutex<bool>,
+    stop: CancellationToken,
+}
+
+impl Bus {
+    pub fn new(
+        client: redis::Client,
+        wake_channel: String,
+        events_channel: String,
+        connect_timeout: Duration,
+        event_buffer: usize,
+    ) -> Self {
+        Bus {
+            client,
+            wake_channel,
+            events_channel,
+            connect_timeout,
+            wake: watch::channel(0).0,
+            events: broadcast::channel(event_buffer.max(1)).0,
+            want_events: watch::channel(false).0,
+            subscribed: watch::channel(Subscribed::default()).0,
+            started: Mutex::new(false),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// Stops the subscription task.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Wakes this process's managers.
+    pub fn wake(&self) {
+        self.wake
+            .send_modify(|generation| *generation = generation.wrapping_add(1));
+    }
+
+    /// Whether anyone in this process subscribed to events.
+    pub fn has_local_subscribers(&self) -> bool {
+        self.events.receiver_count() > 0
+    }
+
+    fn ensure_started(self: &std::sync::Arc<Self>) {
+        let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
+        if !*started {
+            *started = true;
+            tokio::spawn(self.clone().run());
+        }
+    }
+
+    pub async fn wakeups(self: &std::sync::Arc<Self>) -> WakeStream {
+        self.ensure_started();
+        let rx = self.wake.subscribe();
+        let mut subscribed = self.subscribed.subscribe();
+        if tokio::time::timeout(WAKE_SUBSCRIBE_WAIT, subscribed.wait_for(|s| s.wake))
+            .await
+            .is_err()
+        {
+            debug!("wake channel not subscribed yet; managers poll until it is");
+        }
+        futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.changed().await.ok().map(|()| ((), rx))
+        })
+        .boxed()
+    }
+
+    pub async fn subscribe(self: &std::sync::Arc<Self>) -> Result<EventStream> {
+        self.ensure_started();
+        self.want_events
+            .send_if_modified(|want| !std::mem::replace(want, true));
+        let rx = self.events.subscribe();
+        let mut subscribed = self.subscribed.subscribe();
+        match tokio::time::timeout(EVENT_SUBSCRIBE_WAIT, subscribed.wait_for(|s| s.events)).await {
+            Ok(Ok(_)) => {}
+            _ => {
+                return Err(Error::unavailable(
+                    "cannot subscribe to the redis event channel (is redis reachable?)",
+                ))
+            }
+        }
+        Ok(futures_util::stream::unfold(rx, |mut rx| async move {
+            match rx.recv().await {
+                Ok(event) => Some((event, rx)),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    Some((Event::Lagged { missed }, rx))
+                }
+                Err(broadcast::error::RecvError::Closed) => None,
+            }
+        })
+        .boxed())
+    }
+
+    fn set_subscribed(&self, wake: bool, events: bool) {
+        self.subscribed.send_replace(Subscribed { wake, events });
+    }
+
+    fn handle(&self, msg: redis::Msg) {
+        let channel = msg.get_channel_name();
+        if channel == self.wake_channel {
+            self.wake();
+        } else if channel == self.events_channel {
+            if !self.has_local_subscribers() {
+                return;
+            }
+            let events = match decode_events(msg.get_payload_bytes()) {
+                Ok(events) => events,
+                Err(e) => {
+                    warn!(error = %e, "ignoring an undecodable message on the event channel");
+                    return;
+                }
+            };
+            for event in events {
+                // An error means the last subscriber left meanwhile: nothing to do.
+                let _ = self.events.send(event);
+            }
+        }
+    }
+
+    /// The subscription loop: connect, subscribe, forward messages; on loss, back off and
+    /// start over, until the store is dropped.
+    async fn run(self: std::sync::Arc<Self>) {
+        let mut backoff = Duration::from_millis(50);
+        let mut failing = false;
+        let mut connected_before = false;
+        loop {
+            let connect =
+                tokio::time::timeout(self.connect_timeout, self.client.get_async_pubsub());
+            let pubsub = tokio::select! {
+                _ = self.stop.cancelled() => return,
+                result = connect => result,
+            };
+            let error = match pubsub {
+                Ok(Ok(pubsub)) => {
+                    let (mut sink, mut stream) = pubsub.split();
+                    match sink.subscribe(&self.wake_channel).await {
+                        Ok(()) => {
+                            backoff = Duration::from_millis(50);
+                            if failing || connected_before {
+                                info!("redis subscription connection restored");
+                            }
+                            failing = false;
+                            self.set_subscribed(true, false);
+                            if connected_before {
+                                // Wake-ups published while we were away are lost: look now.
+                                self.wake();
+                            }
+                            connected_before = true;
+                            let mut want = self.want_events.subscribe();
+                            let mut events_on = false;
+                            let lost = loop {
+                                if !events_on && *want.borrow_and_update() {
+                                    if let Err(e) = sink.subscribe(&self.events_channel).await {
+                                        break e.to_string();
+                                    }
+                                    events_on = true;
+                                    self.set_subscribed(true, true);
+                                }
+                                tokio::select! {
+                                    _ = self.stop.cancelled() => return,
+                                    msg = stream.next() => match msg {
+                                        Some(msg) => self.handle(msg),
+                                        None => break "connection closed".to_owned(),
+                                    },
+                                    Ok(()) = want.changed(), if !events_on => {}
+                                }
+                            };
+                            self.set_subscribed(false, false);
+                            warn!(error = %lost, "redis subscription connection lost; reconnecting");
+                            // Reconnect at once the first time: a restart is often quick.
+                            continue;
+                        }
+                        Err(e) => e.to_string(),
+                    }
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("connect timed out after {:?}", self.connect_timeout),
+            };
+            if !failing {
+                warn!(%error, "cannot open the redis subscription connection; retrying with backoff");
+                failing = true;
+            }
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+/// Decodes a message of the event channel: a JSON array of events (or one event).
+///
+/// Events carrying a [`Payload`] are rebuilt by hand: `Event` is an internally tagged
+/// enum, and serde buffers such enums before picking the variant, which a payload kept as
+/// raw JSON cannot be read back from.
+pub(crate) fn decode_events(bytes: &[u8]) -> std::result::Result<Vec<Event>, String> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    match value {
+        // One bad event does not cost the others in its message.
+        serde_json::Value::Array(items) => Ok(items
+            .into_iter()
+            .filter_map(|item| {
+                decode_event(item)
+                    .map_err(|e| warn!(error = %e, "ignoring an undecodable event"))
+                    .ok()
+            })
+            .collect()),
+        single => decode_event(single).map(|e| vec![e]),
+    }
+}
+
+fn decode_event(value: serde_json::Value) -> std::result::Result<Event, String> {
+    use serde_json::Value;
+    use taskmill_core::{Payload, TaskId};
+    let kind = value
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if kind != "TASK_PROGRESS" && kind != "TASK_COMPLETION" {
+        return serde_json::from_value(value).map_err(|e| e.to_string());
+    }
+    let field = |name: &str| {
+        value
+            .get(name)
+            .ok_or_else(|| format!("{kind} without {name:?}"))
+    };
+    let number = |name: &str| {
+        field(name).and_then(|v| {
+            v.as_u64()
+                .ok_or_else(|| format!("{kind} has a bad {name:?}"))
+        })
+    };
+    let payload = |v: &Value| Payload::from_json(v.to_string()).map_err(|e| e.to_string());
+    let id = TaskId::new(number("id")?);
+    let topic: std::sync::Arc<str> = field("topic")?
+        .as_str()
+        .ok_or_else(|| format!("{kind} has a bad \"topic\""))?
+        .into();
+    if kind == "TASK_PROGRESS" {
+        return Ok(Event::TaskProgress {
+            id,
+            topic,
+            progress: payload(field("progress")?)?,
+        });
+    }
+    Ok(Event::TaskCompletion {
+        id,
+        topic,
+        attempt: u32::try_from(number("attempt")?).map_err(|e| e.to_string())?,
+        duration_ms: number("duration_ms")?,
+        result: match value.get("result") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(payload(v)?),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use taskmill_core::{Payload, TaskId};
+
+    #[test]
+    fn events_with_payloads_cross_the_channel() {
+        let events = vec![
+            Event::TaskProgress {
+                id: TaskId::new(1),
+                topic: "t".into(),
+                progress: Payload::from_json(r#"{"done":50}"#).unwrap(),
+            },
+            Event::TaskCompletion {
+                id: TaskId::new(1),
+                topic: "t".into(),
+                attempt: 2,
+                duration_ms: 7,
+                result: Some(Payload::from_json(r#""ok""#).unwrap()),
+            },
+            Event::TaskCompletion {
+                id: TaskId::new(2),
+                topic: "t".into(),
+                attempt: 1,
+                duration_ms: 0,
+                result: None,
+            },
+            Event::TaskCancelled {
+                id: TaskId::new(3),
+                topic: "t".into(),
+            },
+        ];
+        let json = serde_json::to_vec(&events).unwrap();
+        assert_eq!(decode_events(&json).unwrap(), events);
+        let one = serde_json::to_vec(&events[0]).unwrap();
+        assert_eq!(decode_events(&one).unwrap(), events[..1]);
+        assert!(decode_events(b"{not json").is_err());
+    }
+}

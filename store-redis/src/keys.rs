@@ -1,0 +1,84 @@
+//! The key layout (documented in the crate README).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// The namespace's global keys and channels, and a cache of per-topic key sets.
+#[derive(Debug)]
+pub(crate) struct Keys {
+    namespace: String,
+    /// STRING: the last task id handed out (INCRBY once per enqueue batch).
+    pub ids: String,
+    /// SET: every topic that was ever enqueued to or paused.
+    pub topics: String,
+    /// Channel: a message whenever work may have become available.
+    pub wake: String,
+    /// Channel: JSON arrays of events.
+    pub events: String,
+    cache: Mutex<HashMap<Arc<str>, Arc<TopicKeys>>>,
+}
+
+/// The keys of one topic, in the order every script takes them, plus the script preamble
+/// arguments (see `scripts/common.lua`).
+#[derive(Debug)]
+pub(crate) struct TopicKeys {
+    /// meta, ready, scheduled, work, dead, all, unique.
+    pub keys: [String; 7],
+    /// Task hashes are this prefix followed by the id.
+    pub task_prefix: String,
+    /// The topic as a JSON string, for events built inside scripts.
+    pub topic_json: String,
+}
+
+impl TopicKeys {
+    /// The hash of task `id`.
+    pub fn task(&self, id: u64) -> String {
+        format!("{}{id}", self.task_prefix)
+    }
+}
+
+impl Keys {
+    pub fn new(namespace: &str) -> Self {
+        Keys {
+            namespace: namespace.to_owned(),
+            ids: format!("{namespace}:ids"),
+            topics: format!("{namespace}:topics"),
+            wake: format!("{namespace}:wake"),
+            events: format!("{namespace}:events"),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The keys of `topic`, all under the hash tag `{namespace:topic}`.
+    pub fn topic(&self, topic: &Arc<str>) -> Arc<TopicKeys> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(keys) = cache.get(topic) {
+            return keys.clone();
+        }
+        // Bounded: a process that sees endless distinct topics does not grow without end.
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        let tag = format!("{{{}:{}}}", self.namespace, topic);
+        let keys = Arc::new(TopicKeys {
+            keys: [
+                "meta",
+                "ready",
+                "scheduled",
+                "work",
+                "dead",
+                "all",
+                "unique",
+            ]
+            .map(|suffix| format!("{tag}:{suffix}")),
+            task_prefix: format!("{tag}:task:"),
+            topic_json: serde_json::to_string(&**topic).unwrap_or_else(|_| "\"\"".to_owned()),
+        });
+        cache.insert(topic.clone(), keys.clone());
+        keys
+    }
+}

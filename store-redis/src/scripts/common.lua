@@ -1,0 +1,46 @@
+-- Prepended to every taskmill script (see scripts.rs).
+--
+-- Every script works on one topic, so every key it touches shares the hash tag
+-- {namespace:topic} and lives in one Cluster slot. Task hashes are named from PREFIX
+-- (same tag), which is why they are not all listed in KEYS.
+--
+-- KEYS: 1 meta, 2 ready, 3 scheduled, 4 work, 5 dead, 6 all, 7 unique
+-- ARGV: 1 task key prefix, 2 wake channel, 3 event channel, 4 the topic as a JSON string,
+--       then the script's own arguments from ARGV[5].
+--
+-- Stored numbers (timestamps, ids) are written from ARGV strings, never from Lua numbers:
+-- Lua holds doubles, and a script must never round a value it did not compute.
+local META, READY, SCHEDULED, WORK, DEAD, ALL, UNIQUE =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local PREFIX, WAKE, EVENTS, TOPIC_JSON = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+
+-- Claim order among due tasks: priority ascending, then id ascending (FIFO). The i16
+-- priority shifted to 0..65535 takes 16 bits and ids stay below 2^37, so the score is
+-- below 2^53 and exact in a double.
+local function ready_score(priority, id)
+  return (priority + 32768) * 137438953472 + id
+end
+
+local function task_key(id)
+  return PREFIX .. id
+end
+
+-- Indexes a task that (re)entered INPUT: ready when due at `now`, scheduled otherwise.
+local function push_input(id, key, run_at, now)
+  if run_at <= now then
+    local priority = tonumber(redis.call('HGET', key, 'priority')) or 0
+    redis.call('ZADD', READY, ready_score(priority, tonumber(id) or 0), id)
+  else
+    redis.call('ZADD', SCHEDULED, run_at, id)
+  end
+end
+
+local function count(field, n)
+  if n > 0 then
+    redis.call('HINCRBY', META, field, n)
+  end
+end
+
+local function wake()
+  redis.call('PUBLISH', WAKE, TOPIC_JSON)
+end

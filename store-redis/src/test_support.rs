@@ -1,0 +1,224 @@
+//! A private `redis-server` for tests: started on a free loopback port, killed on drop.
+//!
+//! Enabled by the `test-support` feature. Never touches a Redis the user runs (6379 or
+//! any other): each server gets its own port and its own temporary directory.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Where the server binary is looked for (then `$PATH`), unless `REDIS_SERVER` names one.
+const DEFAULT_BINARY: &str = "/usr/bin/redis-server";
+/// How long a server may take to answer PING after it was started.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How to start a test server.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Persist with an append-only file (`appendonly yes`, `appendfsync everysec`), so a
+    /// restart after SIGKILL keeps every acknowledged write.
+    pub appendonly: bool,
+}
+
+impl ServerConfig {
+    /// With the append-only file on.
+    pub fn appendonly(mut self, on: bool) -> Self {
+        self.appendonly = on;
+        self
+    }
+}
+
+/// A running `redis-server` owned by a test.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    config: ServerConfig,
+}
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("REDIS_SERVER") {
+        return PathBuf::from(path);
+    }
+    if Path::new(DEFAULT_BINARY).exists() {
+        return PathBuf::from(DEFAULT_BINARY);
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join("redis-server"))
+                .find(|p| p.exists())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "redis-server not found (looked at {DEFAULT_BINARY}, $REDIS_SERVER and $PATH): \
+                 install it with `apt-get install redis-server`"
+            )
+        })
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// Whether a Redis answers PING on `port`.
+pub fn answers_ping(port: u16) -> bool {
+    let Ok(mut stream) =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+    else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    stream.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+impl RedisServer {
+    /// Starts a server without persistence.
+    ///
+    /// # Panics
+    /// When `redis-server` is missing (the message says how to install it) or does not
+    /// answer within 15 s.
+    pub fn start() -> Self {
+        Self::start_with(ServerConfig::default())
+    }
+
+    /// Starts a server as configured.
+    pub fn start_with(config: ServerConfig) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "taskmill-redis-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create the server's temp dir");
+        // The port is free when asked, but another process may take it before the server
+        // binds it: try a few.
+        let mut last = String::new();
+        for _ in 0..5 {
+            let mut server = RedisServer {
+                child: None,
+                port: free_port(),
+                dir: dir.clone(),
+                config: config.clone(),
+            };
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(e) => last = e,
+            }
+        }
+        panic!("cannot start redis-server: {last}");
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let mut cmd = Command::new(binary());
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--save")
+            .arg("")
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--daemonize")
+            .arg("no")
+            .arg("--maxmemory-policy")
+            .arg("noeviction");
+        if self.config.appendonly {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "everysec"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        let log = std::fs::File::create(self.dir.join(format!("server-{}.log", self.port)))
+            .map_err(|e| e.to_string())?;
+        cmd.stdin(Stdio::null()).stdout(log).stderr(Stdio::null());
+        let mut child = cmd.spawn().map_err(|e| {
+            format!("cannot run redis-server ({e}): install it with `apt-get install redis-server`")
+        })?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if answers_ping(self.port) {
+                self.child = Some(child);
+                return Ok(());
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "redis-server exited with {status} on port {}",
+                    self.port
+                ));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "redis-server did not answer PING on port {} within {START_TIMEOUT:?}",
+                    self.port
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The server's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A store URL for this server and `namespace`.
+    pub fn url(&self, namespace: &str) -> String {
+        format!("redis://127.0.0.1:{}/0?namespace={namespace}", self.port)
+    }
+
+    /// Kills the server with SIGKILL and waits until it is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port, with the same directory (and so the same
+    /// append-only file).
+    ///
+    /// # Panics
+    /// When it does not come back.
+    pub fn restart(&mut self) {
+        self.kill();
+        // The old socket may linger for a moment; a few tries cover it.
+        let mut last = String::new();
+        for _ in 0..20 {
+            match self.spawn() {
+                Ok(()) => return,
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("cannot restart redis-server on port {}: {last}", self.port);
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A namespace no other test uses.
+pub fn fresh_namespace() -> String {
+    format!(
+        "t{}x{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
