@@ -12,6 +12,7 @@
 //! ```
 
 pub mod checks;
+pub mod process;
 pub mod support;
 
 use std::sync::Arc;
