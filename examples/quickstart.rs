@@ -26,7 +26,12 @@ async fn main() -> taskmill::Result<()> {
     let store = taskmill::open("memory://").await?;
     let manager = Manager::builder_shared(store)
         .concurrency(16)
-        .backoff(Backoff::exponential(Duration::from_millis(50), 2.0, Duration::from_secs(1), 0.2))
+        .backoff(Backoff::exponential(
+            Duration::from_millis(50),
+            2.0,
+            Duration::from_secs(1),
+            0.2,
+        ))
         .default_retries(3)
         .build();
 
@@ -54,7 +59,12 @@ async fn main() -> taskmill::Result<()> {
 
     let mut tasks = Vec::new();
     for i in 0..200 {
-        tasks.push(Task::new("emails", &Email { to: format!("user{i}@example.com") })?);
+        tasks.push(Task::new(
+            "emails",
+            &Email {
+                to: format!("user{i}@example.com"),
+            },
+        )?);
     }
     for size in 0..100u32 {
         tasks.push(Task::new("thumbnails", &size)?.priority(if size < 10 { -1 } else { 0 }));
@@ -78,7 +88,12 @@ async fn main() -> taskmill::Result<()> {
                 dead += 1;
                 println!("task {id} is dead: {error}");
             }
-            Event::TaskRetry { id, error, retry_at, .. } => {
+            Event::TaskRetry {
+                id,
+                error,
+                retry_at,
+                ..
+            } => {
                 println!("task {id} will retry at {retry_at}: {error}");
             }
             _ => {}

@@ -79,7 +79,10 @@ mod tests {
     #[tokio::test]
     async fn open_rejects_bad_urls_with_misuse() {
         for url in ["tasks.db", "nosuch://x", "memory://extra"] {
-            let err = open(url).await.err().unwrap_or_else(|| panic!("{url} opened"));
+            let err = open(url)
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("{url} opened"));
             assert_eq!(err.kind(), ErrorKind::Misuse, "{url}: {err}");
         }
     }

@@ -5,7 +5,7 @@
 //! module named after it, so every check becomes a named test
 //! (`sqlite::stale_outcome_is_rejected`):
 //!
-//! ```ignore
+//! ```text
 //! mod memory {
 //!     taskmill_tests::conformance_suite!(crate::MemoryHarness);
 //! }

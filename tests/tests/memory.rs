@@ -26,7 +26,9 @@ mod memory_only {
     use futures_util::StreamExt;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
-    use taskmill_core::{Backoff, Clock, ErrorKind, Event, Manager, Store, Task, TaskContext, TaskError, Timestamp};
+    use taskmill_core::{
+        Backoff, Clock, ErrorKind, Event, Manager, Store, Task, TaskContext, TaskError, Timestamp,
+    };
     use taskmill_memory::MemoryStore;
 
     /// Retries wait out their exponential backoff exactly, measured on tokio's paused clock.
@@ -38,7 +40,12 @@ mod memory_only {
         let manager = Manager::builder(store.clone())
             .clock(clock)
             .poll_interval(Duration::from_millis(100))
-            .backoff(Backoff::exponential(Duration::from_secs(1), 2.0, Duration::from_secs(60), 0.0))
+            .backoff(Backoff::exponential(
+                Duration::from_secs(1),
+                2.0,
+                Duration::from_secs(60),
+                0.0,
+            ))
             .stats_interval(None)
             .build();
         let seen = starts.clone();
@@ -68,7 +75,10 @@ mod memory_only {
         for (i, expected) in [1000i64, 2000, 4000].iter().enumerate() {
             let gap = starts[i + 1].as_millis() - starts[i].as_millis();
             // The retry is due after the backoff; the manager notices within one poll interval.
-            assert!((*expected..=*expected + 150).contains(&gap), "gap {i}: {gap} ms, backoff {expected} ms");
+            assert!(
+                (*expected..=*expected + 150).contains(&gap),
+                "gap {i}: {gap} ms, backoff {expected} ms"
+            );
         }
     }
 
@@ -79,7 +89,10 @@ mod memory_only {
         let store = MemoryStore::with_event_buffer(16);
         let mut slow = store.subscribe().await.unwrap();
         let events: Vec<Event> = (0..100)
-            .map(|i| Event::TaskCancelled { id: taskmill_core::TaskId::new(i), topic: "t".into() })
+            .map(|i| Event::TaskCancelled {
+                id: taskmill_core::TaskId::new(i),
+                topic: "t".into(),
+            })
             .collect();
         store.publish(&events).await.unwrap();
         match slow.next().await.unwrap() {
@@ -93,7 +106,11 @@ mod memory_only {
     fn urls_other_than_memory_are_misuse() {
         assert!(MemoryStore::from_url("memory://").is_ok());
         for url in ["memory://x", "sqlite://a.db", "memory:"] {
-            assert_eq!(MemoryStore::from_url(url).unwrap_err().kind(), ErrorKind::Misuse, "{url}");
+            assert_eq!(
+                MemoryStore::from_url(url).unwrap_err().kind(),
+                ErrorKind::Misuse,
+                "{url}"
+            );
         }
     }
 }
