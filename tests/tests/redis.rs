@@ -1,0 +1,258 @@
+//! The conformance suite on the Redis store, and tests with several processes on one Redis.
+//!
+//! Every test starts its own `redis-server` on a free loopback port (never a Redis the
+//! user runs) and kills it when done; without the binary they fail saying how to install it.
+
+use std::sync::Arc;
+use taskmill_core::Store;
+use taskmill_redis::test_support::{fresh_namespace, RedisServer};
+use taskmill_redis::RedisStore;
+use taskmill_tests::Harness;
+
+struct RedisHarness {
+    store: RedisStore,
+    _server: RedisServer,
+}
+
+#[async_trait::async_trait]
+impl Harness for RedisHarness {
+    async fn setup() -> Self {
+        let server = RedisServer::start();
+        let store = RedisStore::open(&server.url(&fresh_namespace()))
+            .await
+            .expect("open the redis store");
+        RedisHarness {
+            store,
+            _server: server,
+        }
+    }
+    fn store(&self) -> Arc<dyn Store> {
+        Arc::new(self.store.clone())
+    }
+}
+
+mod redis {
+    taskmill_tests::conformance_suite!(super::RedisHarness);
+}
+
+/// Several manager processes sharing one Redis.
+mod redis_processes {
+    use std::collections::HashSet;
+    use std::path::{Path, PathBuf};
+    use std::time::{Duration, Instant};
+    use taskmill_core::{Counters, QueueSizes, Store};
+    use taskmill_redis::test_support::{fresh_namespace, RedisServer};
+    use taskmill_redis::RedisStore;
+    use taskmill_tests::process::{kill9, run_worker, spawn_worker, wait_child, Records};
+    use taskmill_tests::worker_bin;
+
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("taskmill-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+        fn file(&self, name: &str) -> String {
+            self.0.join(name).to_str().unwrap().to_owned()
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn merged(paths: &[String]) -> Records {
+        let mut all = Records::default();
+        for path in paths {
+            let r = Records::read(Path::new(path));
+            all.runs.extend(r.runs);
+            all.started.extend(r.started);
+        }
+        all
+    }
+
+    /// Three processes, one Redis: 30,000 tasks over three topics all complete, none runs
+    /// twice at overlapping times, and the shared stats equal the recorded transitions.
+    #[test]
+    fn three_processes_share_one_queue() {
+        const TASKS: u64 = 30_000;
+        let server = RedisServer::start();
+        let url = server.url(&fresh_namespace());
+        let dir = TempDir::new("redis-three");
+        run_worker(
+            worker_bin!(),
+            &[
+                "enqueue",
+                "--store",
+                &url,
+                "--tasks",
+                &TASKS.to_string(),
+                "--topics",
+                "3",
+            ],
+            Duration::from_secs(120),
+        );
+        let records: Vec<String> = (0..3).map(|i| dir.file(&format!("runs-{i}.log"))).collect();
+        let mut children: Vec<_> = records
+            .iter()
+            .map(|record| {
+                spawn_worker(
+                    worker_bin!(),
+                    &[
+                        "run",
+                        "--store",
+                        &url,
+                        "--record",
+                        record,
+                        "--topics",
+                        "3",
+                        "--concurrency",
+                        "25",
+                        "--until-empty",
+                    ],
+                )
+            })
+            .collect();
+        for child in &mut children {
+            let status = wait_child(child, Duration::from_secs(300));
+            assert!(status.success(), "a worker failed: {status}");
+        }
+        let all = merged(&records);
+        let pids: HashSet<u32> = all.runs.iter().map(|r| r.pid).collect();
+        eprintln!("{} runs by {} processes", all.runs.len(), pids.len());
+        assert!(
+            all.lost(TASKS).is_empty(),
+            "tasks never completed: {:?}",
+            &all.lost(TASKS)[..10.min(all.lost(TASKS).len())]
+        );
+        assert!(
+            all.overlapping().is_empty(),
+            "overlapping runs: {:?}",
+            &all.overlapping()[..1]
+        );
+        assert_eq!(
+            all.duplicated(),
+            0,
+            "a task ran twice although no process died"
+        );
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let stats =
+            rt.block_on(async { RedisStore::open(&url).await.unwrap().stats().await.unwrap() });
+        assert_eq!(stats.total.sizes, QueueSizes::default());
+        assert_eq!(
+            stats.total.counters,
+            Counters {
+                enqueued: TASKS,
+                started: all.started.len() as u64,
+                completed: all.runs.len() as u64,
+                ..Counters::default()
+            }
+        );
+        assert_eq!(stats.topics.len(), 3);
+    }
+
+    /// Two processes, one killed with SIGKILL mid-run: the survivor recovers the dead one's
+    /// leases once they expire and finishes every task.
+    #[test]
+    fn survivor_recovers_a_killed_managers_leases() {
+        const TASKS: u64 = 6_000;
+        let server = RedisServer::start();
+        let url = server.url(&fresh_namespace());
+        let dir = TempDir::new("redis-killed");
+        run_worker(
+            worker_bin!(),
+            &[
+                "enqueue",
+                "--store",
+                &url,
+                "--tasks",
+                &TASKS.to_string(),
+                "--topics",
+                "2",
+            ],
+            Duration::from_secs(120),
+        );
+        let (victim_log, survivor_log) = (dir.file("victim.log"), dir.file("survivor.log"));
+        let common = [
+            "--topics",
+            "2",
+            "--concurrency",
+            "20",
+            "--work-ms",
+            "2",
+            "--lease-ms",
+            "1500",
+        ];
+        let mut victim = spawn_worker(
+            worker_bin!(),
+            &[
+                &["run", "--store", &url, "--record", &victim_log][..],
+                &common,
+            ]
+            .concat(),
+        );
+        let mut survivor = spawn_worker(
+            worker_bin!(),
+            &[
+                &[
+                    "run",
+                    "--store",
+                    &url,
+                    "--record",
+                    &survivor_log,
+                    "--until-empty",
+                ][..],
+                &common,
+            ]
+            .concat(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Records::read(Path::new(&victim_log)).runs.len() < 500 {
+            assert!(
+                Instant::now() < deadline,
+                "the victim did not get going within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let victim_pid = victim.id();
+        kill9(&mut victim);
+        let status = wait_child(&mut survivor, Duration::from_secs(300));
+        assert!(status.success(), "the survivor failed: {status}");
+        let all = merged(&[victim_log, survivor_log]);
+        assert!(
+            all.lost(TASKS).is_empty(),
+            "lost tasks: {:?}",
+            all.lost(TASKS).len()
+        );
+        assert!(
+            all.overlapping().is_empty(),
+            "overlapping runs: {:?}",
+            &all.overlapping()[..1]
+        );
+        let killed: HashSet<u32> = [victim_pid].into();
+        assert!(
+            all.unexplained_duplicates(&killed).is_empty(),
+            "tasks ran twice without a process dying mid-run"
+        );
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let stats =
+            rt.block_on(async { RedisStore::open(&url).await.unwrap().stats().await.unwrap() });
+        assert_eq!(stats.total.sizes, QueueSizes::default());
+        let c = stats.total.counters;
+        assert_eq!(c.completed, TASKS);
+        assert!(
+            c.recovered > 0,
+            "the victim's leases were never recovered: {c:?}"
+        );
+        assert_eq!(
+            c.started,
+            c.completed + c.recovered + c.retried + c.released,
+            "{c:?}"
+        );
+    }
+}
