@@ -4,25 +4,40 @@
 use crate::keys::TopicKeys;
 use crate::scripts::Script;
 use crate::Keys;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, Pipeline, RedisError, Value};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
-use taskmill_core::{Error, Result};
-use tokio::sync::OnceCell;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, Value};
+use std::time::{Duration, Instant};
+use taskmill_core::{Error, ErrorKind, Result};
 use tracing::{info, warn};
+
+/// The first pause between reconnect attempts; it doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+/// The longest pause between reconnect attempts: Redis coming back is noticed within it.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The shared command connection.
 ///
-/// redis-rs's `ConnectionManager` multiplexes every concurrent caller over one TCP
-/// connection and, when it drops, reconnects in the background with exponential backoff.
-/// It is created on first use, so a store can be built while Redis is still starting.
+/// One multiplexed connection carries every concurrent caller's commands. When it breaks,
+/// the next command reconnects; while Redis stays unreachable, attempts are spaced by an
+/// exponential backoff (50 ms doubling to 1 s) and commands in between fail at once with
+/// `Unavailable` rather than queueing behind a reconnect. It is opened on first use, so a
+/// store can be built while Redis is still starting.
 pub(crate) struct Conn {
     client: redis::Client,
-    config: ConnectionManagerConfig,
-    manager: OnceCell<ConnectionManager>,
-    /// False while Redis is unreachable, so the outage is logged once, not per command.
-    healthy: AtomicBool,
+    config: AsyncConnectionConfig,
+    connection_timeout: Duration,
+    current: std::sync::Mutex<Option<(u64, MultiplexedConnection)>>,
+    /// Held while connecting, so one caller dials and the others wait for its result.
+    reconnect: tokio::sync::Mutex<Reconnect>,
+}
+
+#[derive(Debug)]
+struct Reconnect {
+    generation: u64,
+    next_attempt: Option<Instant>,
+    backoff: Duration,
+    /// Since when Redis is unreachable, so the outage is logged once, not per command.
+    failing_since: Option<Instant>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -66,61 +81,105 @@ impl Conn {
         connection_timeout: Duration,
         response_timeout: Duration,
     ) -> Self {
-        let config = ConnectionManagerConfig::new()
-            // Reconnect attempts back off 50 ms, 100 ms, 200 ms… (with jitter), capped at
-            // 2 s; a command waits for at most this many attempts before it fails with
-            // `Unavailable`, and the next command starts a new round.
-            .set_factor(50)
-            .set_exponent_base(2)
-            .set_max_delay(2_000)
-            .set_number_of_retries(4)
+        let config = AsyncConnectionConfig::new()
             .set_connection_timeout(connection_timeout)
             .set_response_timeout(response_timeout);
         Conn {
             client,
             config,
-            manager: OnceCell::new(),
-            healthy: AtomicBool::new(true),
+            connection_timeout,
+            current: std::sync::Mutex::new(None),
+            reconnect: tokio::sync::Mutex::new(Reconnect {
+                generation: 0,
+                next_attempt: None,
+                backoff: MIN_BACKOFF,
+                failing_since: None,
+            }),
         }
     }
 
-    async fn manager(&self) -> Result<ConnectionManager> {
-        let manager = self
-            .manager
-            .get_or_try_init(|| {
-                ConnectionManager::new_with_config(self.client.clone(), self.config.clone())
-            })
-            .await
-            .map_err(|e| self.fail(e, "cannot connect to redis"))?;
-        Ok(manager.clone())
+    fn current(&self) -> Option<(u64, MultiplexedConnection)> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
-    /// Maps an error, logging the start of an outage once.
-    fn fail(&self, err: RedisError, what: &'static str) -> Error {
-        let error = map_error(err, what);
-        if error.kind() == taskmill_core::ErrorKind::Unavailable
-            && self.healthy.swap(false, Ordering::Relaxed)
-        {
-            warn!(error = %error, "redis is unreachable; reconnecting with backoff, calls fail as unavailable until it is back");
+    /// The live connection, or a new one.
+    async fn connection(&self) -> Result<(u64, MultiplexedConnection)> {
+        if let Some(current) = self.current() {
+            return Ok(current);
         }
-        error
+        let mut state = self.reconnect.lock().await;
+        if let Some(current) = self.current() {
+            return Ok(current);
+        }
+        if let Some(next) = state.next_attempt {
+            let now = Instant::now();
+            if now < next {
+                return Err(Error::unavailable(format!(
+                    "redis is unreachable; reconnecting in {:?}",
+                    next - now
+                )));
+            }
+        }
+        let dial = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config);
+        let error = match tokio::time::timeout(self.connection_timeout, dial).await {
+            Ok(Ok(connection)) => {
+                state.generation += 1;
+                state.next_attempt = None;
+                state.backoff = MIN_BACKOFF;
+                if let Some(since) = state.failing_since.take() {
+                    info!(down_for = ?since.elapsed(), "redis connection restored");
+                }
+                let current = (state.generation, connection);
+                *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(current.clone());
+                return Ok(current);
+            }
+            Ok(Err(e)) => map_error(e, "cannot connect to redis"),
+            Err(_) => Error::unavailable(format!(
+                "cannot connect to redis: timed out after {:?}",
+                self.connection_timeout
+            )),
+        };
+        if error.kind() == ErrorKind::Unavailable {
+            if state.failing_since.is_none() {
+                state.failing_since = Some(Instant::now());
+                warn!(%error, "redis is unreachable; reconnecting with backoff, calls fail as unavailable until it is back");
+            }
+            state.next_attempt = Some(Instant::now() + state.backoff);
+            state.backoff = (state.backoff * 2).min(MAX_BACKOFF);
+        }
+        Err(error)
     }
 
-    fn succeeded(&self) {
-        if !self.healthy.load(Ordering::Relaxed) && !self.healthy.swap(true, Ordering::Relaxed) {
-            info!("redis connection restored");
+    /// Maps a command error; a broken connection is dropped so the next call reconnects.
+    fn fail(&self, generation: u64, err: RedisError) -> Error {
+        let broken = err.is_io_error()
+            || err.is_connection_dropped()
+            || err.is_connection_refusal()
+            || err.is_timeout()
+            || err.is_unrecoverable_error();
+        if broken {
+            let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+            if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+                warn!(error = %err, "redis connection lost; reconnecting");
+                *current = None;
+            }
         }
+        map_error(err, "redis command failed")
     }
 
     /// Sends commands in one round trip and returns each reply, server errors included
     /// as `Value::ServerError`.
     pub async fn raw(&self, pipe: &Pipeline, count: usize) -> Result<Vec<Value>> {
-        let mut manager = self.manager().await?;
-        let replies = manager
+        let (generation, mut connection) = self.connection().await?;
+        let replies = connection
             .req_packed_commands(pipe, 0, count)
             .await
-            .map_err(|e| self.fail(e, "redis command failed"))?;
-        self.succeeded();
+            .map_err(|e| self.fail(generation, e))?;
         if replies.len() != count {
             return Err(Error::storage(format!(
                 "redis returned {} replies to {count} commands",
@@ -207,9 +266,9 @@ fn reply(value: Value, what: &str) -> Result<Value> {
             let code = e.code().to_owned();
             let err: RedisError = e.into();
             let kind = if transient_code(&code) {
-                taskmill_core::ErrorKind::Unavailable
+                ErrorKind::Unavailable
             } else {
-                taskmill_core::ErrorKind::Storage
+                ErrorKind::Storage
             };
             Err(Error::new(kind, format!("redis refused {what}")).with_source(err))
         }

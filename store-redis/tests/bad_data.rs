@@ -1,0 +1,147 @@
+//! Hand-written garbage in the namespace: the claim hands it over as corrupt, the manager
+//! sends it to DEAD with a corrupt-data error, and keeps running everything else.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use taskmill_core::store::EnqueueOptions;
+use taskmill_core::{
+    ErrorKind, Manager, Queue, Store, StoreExt, Task, TaskContext, TaskError, TaskId, Timestamp,
+};
+use taskmill_redis::test_support::{fresh_namespace, RedisServer};
+use taskmill_redis::RedisStore;
+
+async fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_task_hash_goes_to_dead_and_the_manager_keeps_going() {
+    let server = RedisServer::start();
+    let namespace = fresh_namespace();
+    let store = RedisStore::open(&server.url(&namespace)).await.unwrap();
+    let tasks = |range: std::ops::Range<u64>| {
+        range
+            .map(|i| Task::new("t", &i).unwrap())
+            .collect::<Vec<_>>()
+    };
+    store
+        .enqueue(tasks(0..5), &EnqueueOptions::new(Timestamp::now()))
+        .await
+        .unwrap();
+
+    // A task hash nobody could have written through the store, first in claim order, and
+    // a ready entry whose hash is missing altogether.
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/0", server.port())).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let tag = format!("{{{namespace}:t}}");
+    let (garbage, missing) = (900_001u64, 900_002u64);
+    redis::pipe()
+        .cmd("HSET")
+        .arg(format!("{tag}:task:{garbage}"))
+        .arg(&[
+            "queue",
+            "input",
+            "args",
+            "{not json",
+            "attempt",
+            "many",
+            "priority",
+            "high",
+        ])
+        .cmd("ZADD")
+        .arg(format!("{tag}:ready"))
+        .arg(0)
+        .arg(garbage)
+        .cmd("ZADD")
+        .arg(format!("{tag}:all"))
+        .arg(garbage)
+        .arg(garbage)
+        .cmd("ZADD")
+        .arg(format!("{tag}:ready"))
+        .arg(1)
+        .arg(missing)
+        .exec_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(TaskId::new(garbage)).await.unwrap_err().kind(),
+        ErrorKind::Corrupt
+    );
+
+    let ran: Arc<Mutex<HashSet<u64>>> = Arc::default();
+    let seen = ran.clone();
+    let manager = Manager::builder(store.clone())
+        .poll_interval(Duration::from_millis(50))
+        .stats_interval(None)
+        .build();
+    manager
+        .register("t", move |ctx: TaskContext| {
+            let seen = seen.clone();
+            async move {
+                let n: u64 = ctx.args()?;
+                seen.lock().unwrap().insert(n);
+                Ok::<_, TaskError>(())
+            }
+        })
+        .unwrap();
+    manager.start().await.unwrap();
+    manager.enqueue_batch(tasks(5..10)).await.unwrap();
+    wait_for("ten good tasks", Duration::from_secs(20), || {
+        ran.lock().unwrap().len() == 10
+    })
+    .await;
+
+    let dead = {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let dead = store.list_all(Queue::Dead, None).await.unwrap();
+            if dead.len() == 2 || Instant::now() > deadline {
+                break dead;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let ids: Vec<u64> = dead.iter().map(|r| r.id.get()).collect();
+    assert_eq!(ids, vec![garbage, missing]);
+    for record in &dead {
+        let error = record.last_error.as_deref().unwrap_or_default();
+        assert!(
+            error.contains("corrupt"),
+            "task {} has error {error:?}",
+            record.id
+        );
+    }
+    assert_eq!(
+        store.get(TaskId::new(garbage)).await.unwrap_err().kind(),
+        ErrorKind::Corrupt
+    );
+
+    // Still going: new work runs, and the garbage can be deleted like any task.
+    manager.enqueue_batch(tasks(10..15)).await.unwrap();
+    wait_for("five more tasks", Duration::from_secs(20), || {
+        ran.lock().unwrap().len() == 15
+    })
+    .await;
+    assert_eq!(
+        store
+            .delete(&[TaskId::new(garbage), TaskId::new(missing)])
+            .await
+            .unwrap(),
+        vec![true, true]
+    );
+    manager.close().await.unwrap();
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats.total.sizes.total(), 0, "{stats:?}");
+    assert_eq!(
+        (stats.total.counters.completed, stats.total.counters.failed),
+        (15, 2)
+    );
+}
