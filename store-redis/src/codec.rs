@@ -163,6 +163,16 @@ impl Fields {
         })
     }
 
+    /// Decodes a task as it was before a claim (what the claim script returns) and applies
+    /// the claim: WORK, one more attempt, and `lease`.
+    pub fn decode_claimed(&self, id: TaskId, topic: &Arc<str>, lease: Lease) -> Result<TaskRecord> {
+        let mut record = self.decode(id, topic)?;
+        record.queue = Queue::Work;
+        record.attempt = record.attempt.saturating_add(1);
+        record.lease = Some(lease);
+        Ok(record)
+    }
+
     /// A record for listing that never fails: what cannot be decoded is left at a default
     /// and the problem is described in `last_error`, so an operator can see the task and
     /// delete or requeue it.

@@ -18,8 +18,8 @@ use taskmill_core::store::{
     Outcome, OutcomeKind, Page, Recovered, WakeStream,
 };
 use taskmill_core::{
-    async_trait, validate_topic, Counters, Event, EventStream, QueueSizes, Result, Stats, Store,
-    Task, TaskId, TaskRecord, Timestamp, TopicStats, LEASE_EXPIRED_ERROR,
+    async_trait, validate_topic, Counters, Event, EventStream, Lease, QueueSizes, Result, Stats,
+    Store, Task, TaskId, TaskRecord, Timestamp, TopicStats, LEASE_EXPIRED_ERROR,
 };
 use tracing::warn;
 
@@ -295,7 +295,12 @@ impl Store for RedisStore {
                 let id = task_id(&id, "claim")?;
                 let token = u64::try_from(int(&token, "claim")?).unwrap_or(0);
                 let fields = Fields::from_values(items);
-                claimed.push(match fields.decode(id, &wanted.topic) {
+                let lease = Lease {
+                    owner: req.owner.clone(),
+                    token,
+                    deadline: req.deadline(),
+                };
+                claimed.push(match fields.decode_claimed(id, &wanted.topic, lease) {
                     Ok(record) => Claimed::Ready(record),
                     Err(error) => Claimed::Corrupt {
                         lease: LeaseRef {

@@ -1,7 +1,9 @@
 -- Moves up to `limit` due tasks of one topic from INPUT to WORK under new leases.
 -- ARGV[5] now, ARGV[6] limit, ARGV[7] max_running ('' for none), ARGV[8] owner,
 -- ARGV[9] lease deadline, ARGV[10] most scheduled tasks to promote in this call.
--- Returns per task {id, token, field, value, field, value, ...} (the hash after the claim).
+-- Returns per task {id, token, field, value, field, value, ...}: the hash as it was before
+-- the claim. The caller knows the rest (queue 'work', attempt + 1, owner, token, deadline),
+-- which saves reading the hash back.
 if redis.call('HGET', META, 'paused') == '1' then
   return {}
 end
@@ -16,32 +18,55 @@ if limit <= 0 then
   return {}
 end
 local due = redis.call('ZRANGEBYSCORE', SCHEDULED, '-inf', ARGV[5], 'LIMIT', 0, tonumber(ARGV[10]))
-for _, id in ipairs(due) do
-  local priority = tonumber(redis.call('HGET', task_key(id), 'priority')) or 0
-  redis.call('ZADD', READY, ready_score(priority, tonumber(id) or 0), id)
-  redis.call('ZREM', SCHEDULED, id)
+if #due > 0 then
+  local promoted = {}
+  for _, id in ipairs(due) do
+    local priority = tonumber(redis.call('HGET', task_key(id), 'priority')) or 0
+    promoted[#promoted + 1] = ready_score(priority, tonumber(id) or 0)
+    promoted[#promoted + 1] = id
+  end
+  zadd_all(READY, promoted)
+  zrem_all(SCHEDULED, due)
 end
 local popped = redis.call('ZPOPMIN', READY, limit)
-local out = {}
-local started = 0
+local ids = {}
 for i = 1, #popped, 2 do
-  local id = popped[i]
   -- A member that is not an id names no task a lease could refer to: dropped.
-  if tonumber(id) then
-    local key = task_key(id)
-    local token = redis.call('HINCRBY', META, 'token', 1)
-    -- A garbage attempt must not stop the claim: the record goes to WORK all the same and
-    -- the caller, failing to decode it, sends it to DEAD under this lease.
-    local attempt = (tonumber(redis.call('HGET', key, 'attempt')) or 0) + 1
-    redis.call('HSET', key, 'queue', 'work', 'attempt', attempt, 'owner', ARGV[8],
+  if tonumber(popped[i]) then
+    ids[#ids + 1] = popped[i]
+  end
+end
+if #ids == 0 then
+  return {}
+end
+-- One counter step hands out this claim's fencing tokens: last - #ids + 1 .. last.
+local last = redis.call('HINCRBY', META, 'token', #ids)
+local out, work = {}, {}
+for i, id in ipairs(ids) do
+  local key = task_key(id)
+  local token = last - #ids + i
+  -- A key that is not a hash is no task; it must not abort the claim of the others (a
+  -- script error keeps the writes made before it), so it is dropped.
+  local entry = redis.pcall('HGETALL', key)
+  if entry.err == nil then
+    local attempt = 0
+    for f = 1, #entry, 2 do
+      if entry[f] == 'attempt' then
+        -- A garbage attempt does not stop the claim: the task goes to WORK all the same
+        -- and the caller, failing to decode it, sends it to DEAD under this lease.
+        attempt = tonumber(entry[f + 1]) or 0
+        break
+      end
+    end
+    redis.call('HSET', key, 'queue', 'work', 'attempt', attempt + 1, 'owner', ARGV[8],
       'token', token, 'deadline', ARGV[9])
-    redis.call('ZADD', WORK, ARGV[9], id)
-    started = started + 1
-    local entry = redis.call('HGETALL', key)
+    work[#work + 1] = ARGV[9]
+    work[#work + 1] = id
     table.insert(entry, 1, token)
     table.insert(entry, 1, id)
     out[#out + 1] = entry
   end
 end
-count('started', started)
+zadd_all(WORK, work)
+count('started', #out)
 return out

@@ -35,6 +35,23 @@ local function push_input(id, key, run_at, now)
   end
 end
 
+-- Arguments per ZADD/ZREM call: far below Lua's C stack limit (LUAI_MAXCSTACK, 8000).
+local BULK = 4000
+
+-- ZADD of {score, member, score, member, ...} in a few calls instead of one per task.
+local function zadd_all(key, pairs)
+  for i = 1, #pairs, BULK do
+    redis.call('ZADD', key, unpack(pairs, i, math.min(i + BULK - 1, #pairs)))
+  end
+end
+
+-- ZREM of a list of members in a few calls instead of one per task.
+local function zrem_all(key, members)
+  for i = 1, #members, BULK do
+    redis.call('ZREM', key, unpack(members, i, math.min(i + BULK - 1, #members)))
+  end
+end
+
 local function count(field, n)
   if n > 0 then
     redis.call('HINCRBY', META, field, n)

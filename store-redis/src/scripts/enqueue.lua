@@ -8,7 +8,8 @@ local n = tonumber(ARGV[6])
 -- Events are built only when someone listens: a watcher costs, nobody listening does not.
 local listening = redis.call('PUBSUB', 'NUMSUB', EVENTS)[2] > 0
 local out, events = {}, {}
-local added = 0
+-- Index entries are gathered and written with one ZADD per set at the end.
+local ready, scheduled, all = {}, {}, {}
 for i = 0, n - 1 do
   local b = 7 + i * 9
   local id, run_at_s, priority_s = ARGV[b], ARGV[b + 1], ARGV[b + 2]
@@ -20,7 +21,6 @@ for i = 0, n - 1 do
   if existing then
     out[#out + 1] = {0, existing}
   else
-    local key = task_key(id)
     local fields = {'queue', 'input', 'args', ARGV[b + 8], 'attempt', '0',
       'max_retries', ARGV[b + 3], 'priority', priority_s, 'enqueued_at', ARGV[5],
       'run_at', run_at_s}
@@ -33,15 +33,16 @@ for i = 0, n - 1 do
       fields[#fields + 1] = 'external_id'
       fields[#fields + 1] = ARGV[b + 7]
     end
-    redis.call('HSET', key, unpack(fields))
-    local run_at = tonumber(run_at_s)
-    if run_at <= now then
-      redis.call('ZADD', READY, ready_score(tonumber(priority_s), tonumber(id)), id)
+    redis.call('HSET', task_key(id), unpack(fields))
+    if tonumber(run_at_s) <= now then
+      ready[#ready + 1] = ready_score(tonumber(priority_s), tonumber(id))
+      ready[#ready + 1] = id
     else
-      redis.call('ZADD', SCHEDULED, run_at_s, id)
+      scheduled[#scheduled + 1] = run_at_s
+      scheduled[#scheduled + 1] = id
     end
-    redis.call('ZADD', ALL, id, id)
-    added = added + 1
+    all[#all + 1] = id
+    all[#all + 1] = id
     out[#out + 1] = {1, id}
     if listening then
       events[#events + 1] = '{"type":"TASK_ENQUEUE","id":' .. id .. ',"topic":' ..
@@ -49,12 +50,15 @@ for i = 0, n - 1 do
     end
   end
 end
-count('enqueued', added)
+zadd_all(READY, ready)
+zadd_all(SCHEDULED, scheduled)
+zadd_all(ALL, all)
+count('enqueued', #all / 2)
 -- Published inside the script: a watcher sees the enqueue before any claim can see the task.
 if #events > 0 then
   redis.call('PUBLISH', EVENTS, '[' .. table.concat(events, ',') .. ']')
 end
-if added > 0 then
+if #all > 0 then
   wake()
 end
 return out
