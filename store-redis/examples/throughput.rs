@@ -79,6 +79,7 @@ async fn main() {
             })
             .unwrap();
     }
+    let cpu_before = cpu_time();
     let started = Instant::now();
     manager.start().await.unwrap();
     loop {
@@ -89,9 +90,10 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let process = started.elapsed();
+    let cpu = cpu_time().saturating_sub(cpu_before);
     manager.close().await.unwrap();
     println!(
-        "process: {tasks} tasks in {process:.2?} = {:.0} tasks/s (concurrency {concurrency}, ran {})",
+        "process: {tasks} tasks in {process:.2?} = {:.0} tasks/s (concurrency {concurrency}, ran {}, this process used {cpu:.2?} of CPU)",
         tasks as f64 / process.as_secs_f64(),
         count.load(Ordering::Relaxed)
     );
@@ -103,4 +105,22 @@ async fn main() {
             .unwrap();
         println!("{info}");
     }
+}
+
+/// User + system CPU time of this process so far (Linux; zero elsewhere).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name; 100 ticks/s.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
