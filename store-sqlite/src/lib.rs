@@ -378,7 +378,11 @@ mod tests {
             "sqlite://t.db?durability=lots",
             "sqlite://t.db?colour=blue",
         ] {
-            assert_eq!(parse_url(bad).unwrap_err().kind(), ErrorKind::Misuse, "{bad}");
+            assert_eq!(
+                parse_url(bad).unwrap_err().kind(),
+                ErrorKind::Misuse,
+                "{bad}"
+            );
         }
     }
 }

@@ -245,7 +245,11 @@ pub fn claim(conn: &mut rusqlite::Connection, req: &ClaimRequest) -> R<Vec<Claim
             })?
             .collect::<R<Vec<Decoded>>>()?;
         let d = delta(&mut deltas, topic);
-        for Decoded { mut record, problem } in rows {
+        for Decoded {
+            mut record,
+            problem,
+        } in rows
+        {
             token += 1;
             let lease = Lease {
                 owner: req.owner.clone(),
@@ -341,11 +345,7 @@ pub fn apply(
 }
 
 /// [`Store::recover`](taskmill_core::Store::recover).
-pub fn recover(
-    conn: &mut rusqlite::Connection,
-    now: Timestamp,
-    limit: usize,
-) -> R<Vec<Recovered>> {
+pub fn recover(conn: &mut rusqlite::Connection, now: Timestamp, limit: usize) -> R<Vec<Recovered>> {
     let tx = begin(conn)?;
     let expired = tx
         .prepare_cached(&format!(
@@ -462,11 +462,7 @@ pub fn list(conn: &mut rusqlite::Connection, query: &ListQuery) -> R<Page> {
 }
 
 /// [`Store::requeue`](taskmill_core::Store::requeue).
-pub fn requeue(
-    conn: &mut rusqlite::Connection,
-    ids: &[TaskId],
-    now: Timestamp,
-) -> R<Vec<bool>> {
+pub fn requeue(conn: &mut rusqlite::Connection, ids: &[TaskId], now: Timestamp) -> R<Vec<bool>> {
     let tx = begin(conn)?;
     let mut deltas = Deltas::new();
     let mut moved = Vec::with_capacity(ids.len());
@@ -533,4 +529,70 @@ pub fn set_paused(conn: &mut rusqlite::Connection, topic: &str, paused: bool) ->
     )?
     .execute(params![topic, paused])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// The plan SQLite picks for `sql`, one step per line.
+    fn plan(conn: &rusqlite::Connection, sql: &str) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let nulls = vec![rusqlite::types::Null; stmt.parameter_count()];
+        let steps: Vec<String> = stmt
+            .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<R<_>>()
+            .unwrap();
+        steps.join("\n")
+    }
+
+    /// Each hot query is a range scan of its partial index (O(log n) to find the first
+    /// row), never a scan of the table or a sort of the backlog.
+    #[test]
+    fn hot_queries_use_their_indexes() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        crate::schema::migrate(&mut conn, Path::new(":memory:"), false).unwrap();
+        let cases = [
+            (
+                format!(
+                    "SELECT {COLUMNS} FROM tasks WHERE topic = ?1 AND state = 0 \
+                     ORDER BY priority, id LIMIT ?2"
+                ),
+                "tasks_ready",
+            ),
+            (
+                "UPDATE tasks SET state = 0 WHERE topic = ?1 AND state = 1 AND run_at <= ?2"
+                    .to_owned(),
+                "tasks_scheduled",
+            ),
+            (
+                format!(
+                    "SELECT {COLUMNS} FROM tasks WHERE state = 2 AND lease_deadline < ?1 \
+                     ORDER BY lease_deadline LIMIT ?2"
+                ),
+                "tasks_leases",
+            ),
+            (
+                "SELECT id FROM tasks WHERE unique_key = ?1".to_owned(),
+                "tasks_unique",
+            ),
+            (
+                format!(
+                    "SELECT {COLUMNS} FROM tasks WHERE state = 3 AND id > ?1 ORDER BY id LIMIT ?2"
+                ),
+                "tasks_dead",
+            ),
+        ];
+        for (sql, index) in cases {
+            let plan = plan(&conn, &sql);
+            assert!(
+                plan.starts_with(&format!("SEARCH tasks USING INDEX {index} ("))
+                    || plan.starts_with(&format!("SEARCH tasks USING COVERING INDEX {index} (")),
+                "{sql}\nshould search {index}, plan:\n{plan}"
+            );
+            assert!(!plan.contains("TEMP B-TREE"), "{sql} sorts:\n{plan}");
+        }
+    }
 }

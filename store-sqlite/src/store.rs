@@ -39,8 +39,10 @@ impl Store for SqliteStore {
 
     async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
         let req = req.clone();
-        self.call(move |conn, _| ops::claim(conn, &req).map_err(|e| map_err(e, "cannot claim tasks")))
-            .await
+        self.call(move |conn, _| {
+            ops::claim(conn, &req).map_err(|e| map_err(e, "cannot claim tasks"))
+        })
+        .await
     }
 
     async fn renew(&self, leases: &[LeaseRef], deadline: Timestamp) -> Result<Vec<Applied>> {
@@ -100,8 +102,10 @@ impl Store for SqliteStore {
 
     async fn list(&self, query: &ListQuery) -> Result<Page> {
         let query = query.clone();
-        self.call(move |conn, _| ops::list(conn, &query).map_err(|e| map_err(e, "cannot list tasks")))
-            .await
+        self.call(move |conn, _| {
+            ops::list(conn, &query).map_err(|e| map_err(e, "cannot list tasks"))
+        })
+        .await
     }
 
     async fn requeue(&self, ids: &[TaskId], now: Timestamp) -> Result<Vec<bool>> {
@@ -110,8 +114,8 @@ impl Store for SqliteStore {
         }
         let ids = ids.to_vec();
         self.call(move |conn, bus| {
-            let moved = ops::requeue(conn, &ids, now)
-                .map_err(|e| map_err(e, "cannot requeue tasks"))?;
+            let moved =
+                ops::requeue(conn, &ids, now).map_err(|e| map_err(e, "cannot requeue tasks"))?;
             if moved.contains(&true) {
                 bus.wake();
             }
@@ -125,8 +129,10 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let ids = ids.to_vec();
-        self.call(move |conn, _| ops::delete(conn, &ids).map_err(|e| map_err(e, "cannot delete tasks")))
-            .await
+        self.call(move |conn, _| {
+            ops::delete(conn, &ids).map_err(|e| map_err(e, "cannot delete tasks"))
+        })
+        .await
     }
 
     async fn set_paused(&self, topic: &str, paused: bool) -> Result<()> {
