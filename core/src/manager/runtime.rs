@@ -12,6 +12,7 @@
 
 use super::config::Config;
 use super::processor::{Processor, TaskContext};
+use super::run_state::RunState;
 use crate::error::Error;
 use crate::event::Event;
 use crate::store::{
@@ -19,7 +20,7 @@ use crate::store::{
 };
 use crate::task::{TaskId, TaskRecord};
 use futures_util::{FutureExt, StreamExt};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -48,9 +49,9 @@ struct Shared {
     id: Arc<str>,
     store: Arc<dyn Store>,
     config: Arc<Config>,
-    processors: HashMap<Arc<str>, Arc<dyn Processor>>,
+    processors: FxHashMap<Arc<str>, Arc<dyn Processor>>,
     /// Tasks claimed and not yet finished (running, or waiting for a worker).
-    held: Mutex<HashMap<TaskId, Held>>,
+    held: Mutex<FxHashMap<TaskId, Held>>,
     held_count: AtomicUsize,
     /// Signalled when `held_count` falls to the low-water mark.
     room: Notify,
@@ -63,13 +64,13 @@ struct Shared {
 
 struct Held {
     lease: LeaseRef,
-    cancel: CancellationToken,
+    run: Arc<RunState>,
 }
 
 /// A claimed task on its way to a worker.
 struct Job {
     record: TaskRecord,
-    cancel: CancellationToken,
+    run: Arc<RunState>,
 }
 
 /// A run's outcome on its way to the store, with the event to publish once it is applied.
@@ -83,7 +84,7 @@ impl Runtime {
         id: Arc<str>,
         store: Arc<dyn Store>,
         config: Arc<Config>,
-        processors: HashMap<Arc<str>, Arc<dyn Processor>>,
+        processors: FxHashMap<Arc<str>, Arc<dyn Processor>>,
     ) -> Runtime {
         let concurrency = config.concurrency;
         let shared = Arc::new(Shared {
@@ -91,7 +92,7 @@ impl Runtime {
             store,
             config,
             processors,
-            held: Mutex::new(HashMap::new()),
+            held: Mutex::new(FxHashMap::default()),
             held_count: AtomicUsize::new(0),
             room: Notify::new(),
             stop_claiming: CancellationToken::new(),
@@ -174,7 +175,7 @@ impl Shared {
         }
     }
 
-    fn held(&self) -> MutexGuard<'_, HashMap<TaskId, Held>> {
+    fn held(&self) -> MutexGuard<'_, FxHashMap<TaskId, Held>> {
         // Entries are inserted or removed whole; a poisoned map is still consistent.
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -183,7 +184,7 @@ impl Shared {
     fn cancel_all(&self) {
         self.cancelling.store(true, Ordering::SeqCst);
         for held in self.held().values() {
-            held.cancel.cancel();
+            held.run.cancel();
         }
     }
 
@@ -334,16 +335,16 @@ impl Shared {
         {
             let mut held = self.held();
             for record in ready {
-                let cancel = CancellationToken::new();
+                let run = Arc::new(RunState::default());
                 let lease = LeaseRef::of(&record);
                 held.insert(
                     record.id,
                     Held {
                         lease,
-                        cancel: cancel.clone(),
+                        run: run.clone(),
                     },
                 );
-                queued.push(Job { record, cancel });
+                queued.push(Job { record, run });
             }
             self.held_count.fetch_add(queued.len(), Ordering::AcqRel);
         }
@@ -380,9 +381,9 @@ impl Shared {
 
     /// Runs one attempt; returns its outcome.
     async fn run(&self, job: Job) -> Finished {
-        let Job { record, cancel } = job;
+        let Job { record, run } = job;
         if self.cancelling.load(Ordering::SeqCst) {
-            cancel.cancel();
+            run.cancel();
         }
         let lease = LeaseRef::of(&record);
         let (id, attempt, retries_left) = (record.id, record.attempt, record.has_retries_left());
@@ -393,12 +394,10 @@ impl Shared {
             .get(&topic)
             .expect("only registered topics are claimed")
             .clone();
-        let result = Arc::new(Mutex::new(None));
         let ctx = TaskContext {
             record,
-            cancel: cancel.clone(),
+            run: run.clone(),
             store: self.store.clone(),
-            result: result.clone(),
         };
         let started = Instant::now();
         let attempt_fut = async move {
@@ -419,7 +418,7 @@ impl Shared {
                 )),
             }
         };
-        let ended = if cancel.is_cancelled() {
+        let ended = if run.is_cancelled() {
             None
         } else {
             // The processor is polled first: one that watches `ctx.cancelled()` gets to run
@@ -427,17 +426,17 @@ impl Shared {
             tokio::select! {
                 biased;
                 ended = attempt_fut => Some(ended),
-                _ = cancel.cancelled() => None,
+                _ = run.cancelled() => None,
             }
         };
         // A run that was cancelled was cut short, whatever it returned on its way out
         // (processors often return Ok or Err once they see the signal): it is released.
-        let ended = ended.filter(|_| !cancel.is_cancelled());
+        let ended = ended.filter(|_| !run.is_cancelled());
         let now = self.config.clock.now();
         let (kind, event) = match ended {
             Some(Ok(())) => {
                 debug!("task completed");
-                let result = result.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let result = run.take_result();
                 let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                 let event = Event::TaskCompletion {
                     id,
@@ -572,9 +571,9 @@ impl Shared {
         let held = self.held();
         for (lease, applied) in leases.iter().zip(applied) {
             if applied == Applied::Stale {
-                if let Some(run) = held.get(&lease.id).filter(|h| h.lease.token == lease.token) {
+                if let Some(task) = held.get(&lease.id).filter(|h| h.lease.token == lease.token) {
                     warn!(id = %lease.id, topic = %lease.topic, "lease lost; cancelling the run");
-                    run.cancel.cancel();
+                    task.run.cancel();
                 }
             }
         }
