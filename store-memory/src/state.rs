@@ -1,6 +1,7 @@
 //! The memory store's data: every task by id, and per-topic indexes of each queue.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use rustc_hash::FxHashMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use taskmill_core::store::{
     Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, ListQuery, Outcome, Page, Recovered,
@@ -14,8 +15,8 @@ pub(crate) struct State {
     last_id: u64,
     last_token: u64,
     tasks: BTreeMap<TaskId, TaskRecord>,
-    topics: HashMap<Arc<str>, Topic>,
-    unique: HashMap<String, TaskId>,
+    topics: FxHashMap<Arc<str>, Topic>,
+    unique: FxHashMap<String, TaskId>,
 }
 
 /// One topic's indexes. A task is in exactly one of `ready`, `scheduled`, `work`, `dead`,
