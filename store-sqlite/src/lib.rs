@@ -361,6 +361,35 @@ mod tests {
     use super::*;
     use taskmill_core::ErrorKind;
 
+    fn pragma(conn: &Connection, name: &str) -> String {
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| {
+            r.get::<_, rusqlite::types::Value>(0)
+        })
+        .map(|v| match v {
+            rusqlite::types::Value::Integer(i) => i.to_string(),
+            rusqlite::types::Value::Text(t) => t,
+            other => format!("{other:?}"),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn connections_use_wal_and_the_chosen_durability() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let conn = connect(&path, &SqliteOptions::default()).unwrap();
+        assert_eq!(pragma(&conn, "journal_mode"), "wal");
+        assert_eq!(pragma(&conn, "synchronous"), "1", "NORMAL");
+        assert_eq!(pragma(&conn, "busy_timeout"), "5000");
+        assert_eq!(pragma(&conn, "user_version"), SCHEMA_VERSION.to_string());
+        let full = SqliteOptions::default()
+            .durability(Durability::Full)
+            .busy_timeout(Duration::from_millis(250));
+        let conn = connect(&path, &full).unwrap();
+        assert_eq!(pragma(&conn, "synchronous"), "2", "FULL");
+        assert_eq!(pragma(&conn, "busy_timeout"), "250");
+    }
+
     #[test]
     fn urls_parse() {
         let (path, o) = parse_url("sqlite://data/tasks.db").unwrap();
