@@ -11,8 +11,12 @@ use taskmill_sqlite::SqliteStore;
 use taskmill_tests::process::{kill9, run_worker, spawn_worker, wait_child, Records, Run};
 use taskmill_tests::worker_bin;
 
-/// Short leases, so a killed worker's tasks come back within seconds.
-const LEASE_MS: &str = "2000";
+/// Short leases, so a killed worker's tasks come back within seconds (renewed every
+/// second, so a live worker keeps them even on a loaded machine).
+const CRASH_LEASE_MS: &str = "3000";
+
+/// Nobody dies in the two-process test: a lease expiring there would be a stall.
+const SHARED_LEASE_MS: &str = "10000";
 
 fn url(path: &Path) -> String {
     format!("sqlite://{}", path.display())
@@ -71,7 +75,7 @@ fn final_stats(path: &Path) -> taskmill_core::Stats {
     })
 }
 
-fn start_runner(db: &Path, record: &Path, extra: &[&str]) -> Child {
+fn start_runner(db: &Path, record: &Path, lease_ms: &str, extra: &[&str]) -> Child {
     let (db, record) = (url(db), record.display().to_string());
     let mut args = vec![
         "run",
@@ -84,7 +88,7 @@ fn start_runner(db: &Path, record: &Path, extra: &[&str]) -> Child {
         "--concurrency",
         "25",
         "--lease-ms",
-        LEASE_MS,
+        lease_ms,
     ];
     args.extend_from_slice(extra);
     spawn_worker(worker_bin!(), &args)
@@ -127,7 +131,7 @@ fn sqlite_survives_kill_9_at_random_moments() {
 
     let mut killed: HashMap<u32, u128> = HashMap::new();
     for target in targets {
-        let mut child = start_runner(&db, &record, &[]);
+        let mut child = start_runner(&db, &record, CRASH_LEASE_MS, &[]);
         let deadline = Instant::now() + Duration::from_secs(120);
         while finished_runs(&record) < target {
             if let Some(status) = child.try_wait().unwrap() {
@@ -147,7 +151,7 @@ fn sqlite_survives_kill_9_at_random_moments() {
             finished_runs(&record)
         );
     }
-    let mut last = start_runner(&db, &record, &["--until-empty"]);
+    let mut last = start_runner(&db, &record, CRASH_LEASE_MS, &["--until-empty"]);
     let status = wait_child(&mut last, Duration::from_secs(300));
     assert!(status.success(), "the last worker failed: {status}");
 
@@ -216,7 +220,14 @@ fn two_processes_share_one_sqlite_file() {
     // 1 ms of work per task keeps both processes busy at the same time.
     let mut children: Vec<Child> = records
         .iter()
-        .map(|r| start_runner(&db, r, &["--until-empty", "--work-ms", "1"]))
+        .map(|r| {
+            start_runner(
+                &db,
+                r,
+                SHARED_LEASE_MS,
+                &["--until-empty", "--work-ms", "1"],
+            )
+        })
         .collect();
     for child in &mut children {
         let status = wait_child(child, Duration::from_secs(300));
