@@ -205,9 +205,6 @@ impl SqliteStore {
     /// [`open`](Self::open).
     pub async fn from_url(url: &str) -> Result<Self> {
         let (path, options) = parse_url(url)?;
-        if options.in_memory {
-            return Self::start(PathBuf::from(":memory:"), options).await;
-        }
         Self::start(path, options).await
     }
 
