@@ -23,8 +23,6 @@ pub(crate) struct State {
     last_id: u64,
     last_token: u64,
     tasks: FxHashMap<TaskId, TaskRecord>,
-    /// Every id in the store, in order: what `list` pages through.
-    ids: BTreeSet<TaskId>,
     topics: FxHashMap<Arc<str>, Topic>,
     unique: FxHashMap<String, TaskId>,
 }
@@ -154,7 +152,6 @@ impl State {
             topic.counters.enqueued += 1;
             topic.push_input(&record, opts.now);
             self.tasks.insert(id, record);
-            self.ids.insert(id);
             results.push(Enqueued::New(id));
         }
         results
@@ -298,38 +295,38 @@ impl State {
             .after
             .map_or(TaskId::new(0), |a| TaskId::new(a.get().saturating_add(1)));
         let limit = query.limit.max(1);
-        let mut tasks: Vec<TaskRecord> = Vec::with_capacity(limit.min(1024));
         let matches_topic = |r: &TaskRecord| query.topic.as_ref().is_none_or(|t| *t == r.topic);
-        match query.queue {
-            // INPUT is most of the store, so a scan in id order finds a page quickly.
-            Queue::Input => tasks.extend(
-                self.ids
-                    .range(start..)
-                    .filter_map(|id| self.tasks.get(id))
-                    .filter(|r| r.queue == Queue::Input && matches_topic(r))
-                    .take(limit + 1)
-                    .cloned(),
-            ),
-            queue => {
-                let mut ids: Vec<TaskId> = self
-                    .topics
-                    .values()
-                    .filter(|t| query.topic.as_ref().is_none_or(|q| *q == t.name))
-                    .flat_map(|t| -> Box<dyn Iterator<Item = TaskId> + '_> {
-                        match queue {
-                            // WORK holds about as many tasks as there are workers.
-                            Queue::Work => {
-                                Box::new(t.work.iter().copied().filter(|id| *id >= start))
-                            }
-                            _ => Box::new(t.dead.range(start..).take(limit + 1).copied()),
-                        }
-                    })
-                    .collect();
-                ids.sort_unstable();
-                ids.truncate(limit + 1);
-                tasks.extend(ids.iter().filter_map(|id| self.tasks.get(id).cloned()));
-            }
+        let mut ids: Vec<TaskId> = match query.queue {
+            // No ordered index of INPUT is kept: it would cost every enqueue and completion
+            // to serve listing, which is rare. A page is a scan and a partial sort instead.
+            Queue::Input => self
+                .tasks
+                .values()
+                .filter(|r| r.queue == Queue::Input && r.id >= start && matches_topic(r))
+                .map(|r| r.id)
+                .collect(),
+            queue => self
+                .topics
+                .values()
+                .filter(|t| query.topic.as_ref().is_none_or(|q| *q == t.name))
+                .flat_map(|t| -> Box<dyn Iterator<Item = TaskId> + '_> {
+                    match queue {
+                        // WORK holds about as many tasks as there are workers.
+                        Queue::Work => Box::new(t.work.iter().copied().filter(|id| *id >= start)),
+                        _ => Box::new(t.dead.range(start..).take(limit + 1).copied()),
+                    }
+                })
+                .collect(),
+        };
+        if ids.len() > limit + 1 {
+            ids.select_nth_unstable(limit);
+            ids.truncate(limit + 1);
         }
+        ids.sort_unstable();
+        let mut tasks: Vec<TaskRecord> = ids
+            .iter()
+            .filter_map(|id| self.tasks.get(id).cloned())
+            .collect();
         let next = if tasks.len() > limit {
             tasks.truncate(limit);
             tasks.last().map(|t| t.id)
@@ -385,7 +382,6 @@ impl State {
     /// Removes a task's record, id and unique key (not its queue index entry).
     fn remove(&mut self, id: TaskId) -> Option<TaskRecord> {
         let record = self.tasks.remove(&id)?;
-        self.ids.remove(&id);
         if let Some(key) = &record.unique_key {
             self.unique.remove(key);
         }
