@@ -11,6 +11,7 @@
 //! Held tasks are all under lease and all renewed.
 
 use super::config::Config;
+use super::job_queue::JobQueue;
 use super::processor::{Processor, TaskContext};
 use super::run_state::RunState;
 use crate::error::Error;
@@ -106,13 +107,13 @@ impl Runtime {
             }])
             .await;
         let (finished_tx, finished_rx) = mpsc::unbounded_channel();
-        let (jobs_tx, jobs_rx) = async_channel::bounded(concurrency);
+        let jobs = Arc::new(JobQueue::new());
         let mut workers = JoinSet::new();
         for _ in 0..concurrency {
-            workers.spawn(shared.clone().worker(jobs_rx.clone(), finished_tx.clone()));
+            workers.spawn(shared.clone().worker(jobs.clone(), finished_tx.clone()));
         }
         Runtime {
-            claimer: tokio::spawn(shared.clone().claim_loop(jobs_tx, finished_tx)),
+            claimer: tokio::spawn(shared.clone().claim_loop(jobs, finished_tx)),
             workers,
             flusher: tokio::spawn(shared.clone().flush_loop(finished_rx)),
             maintenance: tokio::spawn(shared.clone().maintenance_loop()),
@@ -204,9 +205,17 @@ impl Shared {
 
     async fn claim_loop(
         self: Arc<Self>,
-        jobs: async_channel::Sender<Job>,
+        jobs: Arc<JobQueue<Job>>,
         finished: mpsc::UnboundedSender<Finished>,
     ) {
+        // However the loop ends, workers drain what is queued and stop.
+        struct CloseOnExit(Arc<JobQueue<Job>>);
+        impl Drop for CloseOnExit {
+            fn drop(&mut self) {
+                self.0.close();
+            }
+        }
+        let _close = CloseOnExit(jobs.clone());
         let low_water = self.config.concurrency;
         let capacity = 2 * low_water;
         let mut wakeups = match self.store.wakeups().await {
@@ -295,7 +304,7 @@ impl Shared {
     async fn dispatch(
         &self,
         batch: Vec<Claimed>,
-        jobs: &async_channel::Sender<Job>,
+        jobs: &JobQueue<Job>,
         finished: &mpsc::UnboundedSender<Finished>,
     ) {
         let mut starts = Vec::with_capacity(batch.len());
@@ -348,21 +357,16 @@ impl Shared {
             }
             self.held_count.fetch_add(queued.len(), Ordering::AcqRel);
         }
-        for job in queued {
-            // Workers hold the receivers until this sender is gone, so a send only waits
-            // for a worker to take an earlier job.
-            let sent = jobs.send(job).await;
-            debug_assert!(sent.is_ok(), "workers outlive the claimer");
-        }
+        jobs.push_batch(queued);
     }
 
     /// A worker: runs jobs one at a time until the claimer is gone and the channel drained.
     async fn worker(
         self: Arc<Self>,
-        jobs: async_channel::Receiver<Job>,
+        jobs: Arc<JobQueue<Job>>,
         finished: mpsc::UnboundedSender<Finished>,
     ) {
-        while let Ok(job) = jobs.recv().await {
+        while let Some(job) = jobs.pop().await {
             let span = tracing::info_span!(
                 "task",
                 id = %job.record.id,
