@@ -151,8 +151,14 @@ impl Reader<'_, '_> {
 }
 
 /// Reads a row selected with [`COLUMNS`]. `topic`, when given, is the topic the query
-/// filtered on, which saves an allocation per row.
-pub fn decode(row: &Row<'_>, topic: Option<&Arc<str>>) -> rusqlite::Result<Decoded> {
+/// filtered on, which saves an allocation per row. `check_args` parses the payload to
+/// report one that is not JSON: claims and `get` do; moves that never hand the payload to
+/// anyone skip the cost.
+pub fn decode(
+    row: &Row<'_>,
+    topic: Option<&Arc<str>>,
+    check_args: bool,
+) -> rusqlite::Result<Decoded> {
     // The id is the rowid: always an integer, so this cannot fail on stored data.
     let id: i64 = row.get(0)?;
     let mut r = Reader {
@@ -178,7 +184,7 @@ pub fn decode(row: &Row<'_>, topic: Option<&Arc<str>>) -> rusqlite::Result<Decod
     let priority: i16 = r.ranged(3, "priority", 0);
     let run_at = Timestamp::from_millis(r.int(4, "run_at").unwrap_or(0));
     let args = r.text(5, "args");
-    if r.problem.is_none() {
+    if check_args && r.problem.is_none() {
         if let Err(e) = Payload::from_json(args.as_str()) {
             r.fail("args", "is not valid JSON");
             r.problem = r.problem.map(|p| p.with_source(e));

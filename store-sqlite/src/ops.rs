@@ -4,16 +4,20 @@
 //! write lock it takes is what keeps processes sharing the file apart, and the counters
 //! and queue sizes in `topics` are updated in the same transaction as the moves they
 //! count. Whole records are read and moved through [`TaskRecord`]'s lifecycle methods
-//! (`start`, `finish`, `expire`, `requeue`, `is_owned_by`), then written back; only
-//! `renew` is plain SQL (`is_owned_by` is `state = 2 AND lease_token = ?`).
+//! (`start`, `finish`, `expire`, `requeue`, `is_owned_by`), then written back. Two hot
+//! paths are the equivalent SQL instead, since they need nothing of the record:
+//! - `renew`: `is_owned_by(token)` is `state = 2 AND lease_token = ?`, and the renewal
+//!   sets `lease_deadline`;
+//! - a `Complete` outcome: `DELETE … WHERE id = ? AND state = 2 AND lease_token = ?`,
+//!   counting `completed` (and WORK − 1) when a row went, as `finish(Complete)` does.
 
 use crate::codec::{decode, sql_u64, state_of, Decoded, Delta, COLUMNS, DEAD, READY, WORK};
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 use std::collections::HashMap;
 use std::sync::Arc;
 use taskmill_core::store::{
-    Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListQuery, Outcome, Page,
-    Recovered,
+    Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListQuery, Outcome,
+    OutcomeKind, Page, Recovered,
 };
 use taskmill_core::{
     Counters, Event, Lease, Queue, QueueSizes, Stats, Task, TaskId, TaskRecord, Timestamp,
@@ -109,7 +113,7 @@ fn delete_row(tx: &Transaction<'_>, id: TaskId) -> R<()> {
 /// Reads one task by id; `topic` is the topic the caller already knows it has.
 fn load(tx: &Transaction<'_>, id: TaskId, topic: Option<&Arc<str>>) -> R<Option<Decoded>> {
     tx.prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"))?
-        .query_row([sql_u64(id.get())], |row| decode(row, topic))
+        .query_row([sql_u64(id.get())], |row| decode(row, topic, false))
         .optional()
 }
 
@@ -241,7 +245,7 @@ pub fn claim(conn: &mut rusqlite::Connection, req: &ClaimRequest) -> R<Vec<Claim
                  ORDER BY priority, id LIMIT ?2"
             ))?
             .query_map(params![topic.as_ref(), allowed as i64], |row| {
-                decode(row, Some(topic))
+                decode(row, Some(topic), true)
             })?
             .collect::<R<Vec<Decoded>>>()?;
         let d = delta(&mut deltas, topic);
@@ -318,6 +322,24 @@ pub fn apply(
     let mut to_input = false;
     for outcome in outcomes {
         let lease = &outcome.lease;
+        if outcome.kind == OutcomeKind::Complete {
+            // The hot path, in one statement: `is_owned_by` is the WHERE clause, and
+            // `finish(Complete)` removes the task and counts `completed`.
+            let removed = tx
+                .prepare_cached(
+                    "DELETE FROM tasks WHERE id = ?1 AND state = 2 AND lease_token = ?2",
+                )?
+                .execute(params![sql_u64(lease.id.get()), sql_u64(lease.token)])?;
+            if removed == 1 {
+                let d = delta(&mut deltas, &lease.topic);
+                d.counters.completed += 1;
+                d.moved(Some(Queue::Work), None);
+                applied.push(Applied::Done);
+            } else {
+                applied.push(Applied::Stale);
+            }
+            continue;
+        }
         // The lease names the topic the claim found the task under; with the token
         // matching, it is the stored one, and a corrupt topic column cannot misfile counts.
         let record = load(&tx, lease.id, Some(&lease.topic))?
@@ -354,7 +376,7 @@ pub fn recover(conn: &mut rusqlite::Connection, now: Timestamp, limit: usize) ->
         ))?
         .query_map(
             params![now.as_millis(), limit.min(i64::MAX as usize) as i64],
-            |row| decode(row, None),
+            |row| decode(row, None, false),
         )?
         .collect::<R<Vec<Decoded>>>()?;
     let mut deltas = Deltas::new();
@@ -416,7 +438,7 @@ pub fn stats(conn: &mut rusqlite::Connection) -> R<Stats> {
 /// [`Store::get`](taskmill_core::Store::get), leniently decoded (the caller decides).
 pub fn get(conn: &mut rusqlite::Connection, id: TaskId) -> R<Option<Decoded>> {
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"))?
-        .query_row([sql_u64(id.get())], |row| decode(row, None))
+        .query_row([sql_u64(id.get())], |row| decode(row, None, true))
         .optional()
 }
 
@@ -442,11 +464,11 @@ pub fn list(conn: &mut rusqlite::Connection, query: &ListQuery) -> R<Page> {
     let rows = match &query.topic {
         Some(t) => stmt
             .query_map(params![after, fetch, t.as_ref()], |row| {
-                decode(row, Some(t))
+                decode(row, Some(t), false)
             })?
             .collect::<R<Vec<_>>>()?,
         None => stmt
-            .query_map(params![after, fetch], |row| decode(row, None))?
+            .query_map(params![after, fetch], |row| decode(row, None, false))?
             .collect::<R<Vec<_>>>()?,
     };
     // Listing is for people and admin tools: a corrupt record is shown with what could be
