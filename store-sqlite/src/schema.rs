@@ -9,6 +9,7 @@ use crate::codec::map_err;
 use crate::{Durability, SqliteOptions};
 use rusqlite::{Connection, TransactionBehavior};
 use std::path::Path;
+use std::time::{Duration, Instant};
 use taskmill_core::{Error, Result};
 
 /// The schema version this code writes and understands.
@@ -87,9 +88,8 @@ pub fn configure(conn: &Connection, path: &Path, opts: &SqliteOptions) -> Result
     if !opts.read_only && !opts.in_memory {
         // WAL lets readers in other processes work while a writer commits, and makes a
         // commit one append to the log instead of a rewrite of the pages.
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(|e| map_err(e, ctx("switch to WAL mode")))?;
+        let mode =
+            wal(conn, opts.busy_timeout).map_err(|e| map_err(e, ctx("switch to WAL mode")))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(Error::storage(format!(
                 "{} cannot use WAL mode (journal mode stays {mode:?})",
@@ -112,6 +112,26 @@ pub fn configure(conn: &Connection, path: &Path, opts: &SqliteOptions) -> Result
             .map_err(|e| map_err(e, ctx("set PRAGMA max_page_count")))?;
     }
     Ok(())
+}
+
+/// Switches to WAL and returns the journal mode now in force.
+///
+/// Changing the mode of a fresh file needs a moment of exclusive access, and SQLite does
+/// not call the busy handler for it: when several processes open a new file at once, the
+/// losers get `SQLITE_BUSY` at once. They retry for up to the busy timeout.
+fn wal(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<String> {
+    let deadline = Instant::now() + busy_timeout;
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Creates the schema in an empty database, checks the version of an existing one.

@@ -466,3 +466,22 @@ async fn list_shows_corrupt_rows() {
     assert_eq!(page.tasks.len(), 3);
     assert_eq!(page.tasks[2].args.as_str(), "not json");
 }
+
+/// Processes starting together on a new file all get a store: one creates the schema, the
+/// others wait for it instead of failing on the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_opens_of_a_new_file_all_succeed() {
+    for round in 0..100 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.db");
+        let (a, b, c) = tokio::join!(
+            SqliteStore::open(&path),
+            SqliteStore::open(&path),
+            SqliteStore::open(&path)
+        );
+        for store in [a, b, c] {
+            let store = store.unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert_eq!(store.stats().await.unwrap().total.sizes.total(), 0);
+        }
+    }
+}
