@@ -405,11 +405,18 @@ impl Shared {
         let (id, attempt, retries_left) = (record.id, record.attempt, record.has_retries_left());
         let topic = record.topic.clone();
         let timeout = self.config.topic(&topic).and_then(|o| o.timeout);
-        let processor = self
-            .processors
-            .get(&topic)
-            .expect("only registered topics are claimed")
-            .clone();
+        let Some(processor) = self.processors.get(&topic).cloned() else {
+            // Claims name only registered topics, so only a faulty store gets here; a
+            // manager that has the topic can still run the task.
+            warn!("the store returned a task of an unregistered topic; releasing it");
+            return Finished {
+                outcome: Outcome {
+                    lease,
+                    kind: OutcomeKind::Release,
+                },
+                event: Event::TaskCancelled { id, topic },
+            };
+        };
         let ctx = TaskContext {
             record,
             run: run.clone(),
