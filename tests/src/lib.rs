@@ -90,6 +90,7 @@ macro_rules! conformance_suite {
             registration_errors_are_misuse,
             manager_publishes_stats_periodically,
             long_run_keeps_its_lease,
+            topic_weights_share_the_workers,
         );
     };
     (@checks $harness:ty; $($check:ident,)*) => {

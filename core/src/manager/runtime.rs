@@ -225,7 +225,18 @@ impl Shared {
                 None
             }
         };
-        let mut topics = self.topics();
+        let topics = self.topics();
+        let mut order = WeightedRoundRobin::new(
+            topics
+                .iter()
+                .map(|t| {
+                    self.config
+                        .topic(&t.topic)
+                        .and_then(|o| o.weight)
+                        .unwrap_or(1)
+                })
+                .collect(),
+        );
         let mut failures = 0u32;
         loop {
             if self.stop_claiming.is_cancelled() {
@@ -245,10 +256,11 @@ impl Shared {
                 continue;
             }
             let limit = capacity - self.held_count.load(Ordering::Acquire);
-            // Rotating the start topic keeps one busy topic from starving the others.
-            topics.rotate_left(1);
+            // Each claim starts from the next topic in weighted turn (a claim fills up from
+            // its first topic), so busy topics share the workers by weight.
+            let first = order.next();
             let req = ClaimRequest::new(
-                topics.iter().cloned(),
+                topics[first..].iter().chain(&topics[..first]).cloned(),
                 limit,
                 self.id.clone(),
                 self.config.clock.now(),
@@ -393,11 +405,18 @@ impl Shared {
         let (id, attempt, retries_left) = (record.id, record.attempt, record.has_retries_left());
         let topic = record.topic.clone();
         let timeout = self.config.topic(&topic).and_then(|o| o.timeout);
-        let processor = self
-            .processors
-            .get(&topic)
-            .expect("only registered topics are claimed")
-            .clone();
+        let Some(processor) = self.processors.get(&topic).cloned() else {
+            // Claims name only registered topics, so only a faulty store gets here; a
+            // manager that has the topic can still run the task.
+            warn!("the store returned a task of an unregistered topic; releasing it");
+            return Finished {
+                outcome: Outcome {
+                    lease,
+                    kind: OutcomeKind::Release,
+                },
+                event: Event::TaskCancelled { id, topic },
+            };
+        };
         let ctx = TaskContext {
             record,
             run: run.clone(),
@@ -618,10 +637,57 @@ impl Shared {
     }
 }
 
+/// Smooth weighted round-robin (as in nginx): picks index `i` in proportion to
+/// `weights[i]`, spreading each topic's turns evenly instead of in runs.
+struct WeightedRoundRobin {
+    weights: Vec<i64>,
+    current: Vec<i64>,
+}
+
+impl WeightedRoundRobin {
+    fn new(weights: Vec<u32>) -> Self {
+        let weights: Vec<i64> = weights.into_iter().map(|w| i64::from(w.max(1))).collect();
+        WeightedRoundRobin {
+            current: vec![0; weights.len()],
+            weights,
+        }
+    }
+
+    fn next(&mut self) -> usize {
+        let total: i64 = self.weights.iter().sum();
+        for (current, weight) in self.current.iter_mut().zip(&self.weights) {
+            *current += weight;
+        }
+        let (best, _) = self
+            .current
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, c)| (**c, std::cmp::Reverse(*i)))
+            .expect("a manager has at least one topic");
+        self.current[best] -= total;
+        best
+    }
+}
+
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
     panic
         .downcast_ref::<&str>()
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("a non-string panic payload")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WeightedRoundRobin;
+
+    #[test]
+    fn weighted_round_robin_spreads_turns_by_weight() {
+        let mut wrr = WeightedRoundRobin::new(vec![3, 1, 2]);
+        let turns: Vec<usize> = (0..12).map(|_| wrr.next()).collect();
+        assert_eq!(turns, vec![0, 2, 0, 1, 2, 0, 0, 2, 0, 1, 2, 0]);
+        for (i, expected) in [6, 2, 4].iter().enumerate() {
+            assert_eq!(turns.iter().filter(|t| **t == i).count(), *expected);
+        }
+    }
 }

@@ -639,3 +639,36 @@ pub async fn long_run_keeps_its_lease(store: Arc<dyn Store>) {
     let c = store.stats().await.unwrap().total.counters;
     assert_eq!((c.started, c.recovered, c.completed), (1, 0, 1));
 }
+
+/// With two busy topics, a topic of weight 3 gets about three quarters of the runs.
+pub async fn topic_weights_share_the_workers(store: Arc<dyn Store>) {
+    let order: Log<String> = log();
+    let manager = builder(&store)
+        .concurrency(1)
+        .topic("heavy", TopicOptions::new().weight(3))
+        .build();
+    for topic in ["heavy", "light"] {
+        let order = order.clone();
+        manager
+            .register(topic, move |ctx: TaskContext| {
+                order.lock().unwrap().push(ctx.topic().to_owned());
+                async { ok() }
+            })
+            .unwrap();
+    }
+    let mut tasks: Vec<Task> = (0..200).map(|i| task("heavy", i)).collect();
+    tasks.extend((0..200).map(|i| task("light", i)));
+    manager.enqueue_batch(tasks).await.unwrap();
+    manager.start().await.unwrap();
+    wait_for_stats(&store, "200 completions", |s| {
+        s.total.counters.completed >= 200
+    })
+    .await;
+    manager.close().await.unwrap();
+    let order = order.lock().unwrap();
+    let heavy = order[..200].iter().filter(|t| *t == "heavy").count();
+    assert!(
+        (130..=170).contains(&heavy),
+        "heavy ran {heavy} of the first 200"
+    );
+}
