@@ -33,6 +33,14 @@ pub use taskmill_core::*;
 #[doc(inline)]
 pub use taskmill_memory::MemoryStore;
 
+#[cfg(feature = "sqlite")]
+#[doc(inline)]
+pub use taskmill_sqlite::SqliteStore;
+
+/// The SQLite store and its options (`taskmill::sqlite::SqliteOptions`).
+#[cfg(feature = "sqlite")]
+pub use taskmill_sqlite as sqlite;
+
 #[cfg(feature = "redis")]
 #[doc(inline)]
 pub use taskmill_redis::{RedisOptions, RedisStore};
@@ -44,6 +52,7 @@ use std::sync::Arc;
 /// | URL | feature |
 /// |---|---|
 /// | `memory://` | `memory` (default) |
+/// | `sqlite://path/to/tasks.db[?durability=full]` | `sqlite` |
 /// | `redis://[user:password@]host[:port][/db][?namespace=app]`, `rediss://…` | `redis` (`rediss` also needs taskmill-redis's `tls`) |
 ///
 /// Fails with [`ErrorKind::Misuse`] for a malformed URL or an unknown scheme, and with
@@ -58,6 +67,10 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
         "memory" => Ok(Arc::new(MemoryStore::from_url(url)?)),
         #[cfg(not(feature = "memory"))]
         "memory" => Err(not_enabled("memory")),
+        #[cfg(feature = "sqlite")]
+        "sqlite" => Ok(Arc::new(SqliteStore::from_url(url).await?)),
+        #[cfg(not(feature = "sqlite"))]
+        "sqlite" => Err(not_enabled("sqlite")),
         #[cfg(feature = "redis")]
         "redis" | "rediss" => Ok(Arc::new(RedisStore::open(url).await?)),
         #[cfg(not(feature = "redis"))]

@@ -11,7 +11,9 @@
 //! Held tasks are all under lease and all renewed.
 
 use super::config::Config;
+use super::job_queue::JobQueue;
 use super::processor::{Processor, TaskContext};
+use super::run_state::RunState;
 use crate::error::Error;
 use crate::event::Event;
 use crate::store::{
@@ -19,7 +21,7 @@ use crate::store::{
 };
 use crate::task::{TaskId, TaskRecord};
 use futures_util::{FutureExt, StreamExt};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -48,9 +50,9 @@ struct Shared {
     id: Arc<str>,
     store: Arc<dyn Store>,
     config: Arc<Config>,
-    processors: HashMap<Arc<str>, Arc<dyn Processor>>,
+    processors: FxHashMap<Arc<str>, Arc<dyn Processor>>,
     /// Tasks claimed and not yet finished (running, or waiting for a worker).
-    held: Mutex<HashMap<TaskId, Held>>,
+    held: Mutex<FxHashMap<TaskId, Held>>,
     held_count: AtomicUsize,
     /// Signalled when `held_count` falls to the low-water mark.
     room: Notify,
@@ -63,13 +65,13 @@ struct Shared {
 
 struct Held {
     lease: LeaseRef,
-    cancel: CancellationToken,
+    run: Arc<RunState>,
 }
 
 /// A claimed task on its way to a worker.
 struct Job {
     record: TaskRecord,
-    cancel: CancellationToken,
+    run: Arc<RunState>,
 }
 
 /// A run's outcome on its way to the store, with the event to publish once it is applied.
@@ -83,7 +85,7 @@ impl Runtime {
         id: Arc<str>,
         store: Arc<dyn Store>,
         config: Arc<Config>,
-        processors: HashMap<Arc<str>, Arc<dyn Processor>>,
+        processors: FxHashMap<Arc<str>, Arc<dyn Processor>>,
     ) -> Runtime {
         let concurrency = config.concurrency;
         let shared = Arc::new(Shared {
@@ -91,7 +93,7 @@ impl Runtime {
             store,
             config,
             processors,
-            held: Mutex::new(HashMap::new()),
+            held: Mutex::new(FxHashMap::default()),
             held_count: AtomicUsize::new(0),
             room: Notify::new(),
             stop_claiming: CancellationToken::new(),
@@ -105,13 +107,13 @@ impl Runtime {
             }])
             .await;
         let (finished_tx, finished_rx) = mpsc::unbounded_channel();
-        let (jobs_tx, jobs_rx) = async_channel::bounded(concurrency);
+        let jobs = Arc::new(JobQueue::new());
         let mut workers = JoinSet::new();
         for _ in 0..concurrency {
-            workers.spawn(shared.clone().worker(jobs_rx.clone(), finished_tx.clone()));
+            workers.spawn(shared.clone().worker(jobs.clone(), finished_tx.clone()));
         }
         Runtime {
-            claimer: tokio::spawn(shared.clone().claim_loop(jobs_tx, finished_tx)),
+            claimer: tokio::spawn(shared.clone().claim_loop(jobs, finished_tx)),
             workers,
             flusher: tokio::spawn(shared.clone().flush_loop(finished_rx)),
             maintenance: tokio::spawn(shared.clone().maintenance_loop()),
@@ -174,7 +176,7 @@ impl Shared {
         }
     }
 
-    fn held(&self) -> MutexGuard<'_, HashMap<TaskId, Held>> {
+    fn held(&self) -> MutexGuard<'_, FxHashMap<TaskId, Held>> {
         // Entries are inserted or removed whole; a poisoned map is still consistent.
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -183,7 +185,7 @@ impl Shared {
     fn cancel_all(&self) {
         self.cancelling.store(true, Ordering::SeqCst);
         for held in self.held().values() {
-            held.cancel.cancel();
+            held.run.cancel();
         }
     }
 
@@ -203,9 +205,17 @@ impl Shared {
 
     async fn claim_loop(
         self: Arc<Self>,
-        jobs: async_channel::Sender<Job>,
+        jobs: Arc<JobQueue<Job>>,
         finished: mpsc::UnboundedSender<Finished>,
     ) {
+        // However the loop ends, workers drain what is queued and stop.
+        struct CloseOnExit(Arc<JobQueue<Job>>);
+        impl Drop for CloseOnExit {
+            fn drop(&mut self) {
+                self.0.close();
+            }
+        }
+        let _close = CloseOnExit(jobs.clone());
         let low_water = self.config.concurrency;
         let capacity = 2 * low_water;
         let mut wakeups = match self.store.wakeups().await {
@@ -215,7 +225,18 @@ impl Shared {
                 None
             }
         };
-        let mut topics = self.topics();
+        let topics = self.topics();
+        let mut order = WeightedRoundRobin::new(
+            topics
+                .iter()
+                .map(|t| {
+                    self.config
+                        .topic(&t.topic)
+                        .and_then(|o| o.weight)
+                        .unwrap_or(1)
+                })
+                .collect(),
+        );
         let mut failures = 0u32;
         loop {
             if self.stop_claiming.is_cancelled() {
@@ -235,10 +256,11 @@ impl Shared {
                 continue;
             }
             let limit = capacity - self.held_count.load(Ordering::Acquire);
-            // Rotating the start topic keeps one busy topic from starving the others.
-            topics.rotate_left(1);
+            // Each claim starts from the next topic in weighted turn (a claim fills up from
+            // its first topic), so busy topics share the workers by weight.
+            let first = order.next();
             let req = ClaimRequest::new(
-                topics.iter().cloned(),
+                topics[first..].iter().chain(&topics[..first]).cloned(),
                 limit,
                 self.id.clone(),
                 self.config.clock.now(),
@@ -294,7 +316,7 @@ impl Shared {
     async fn dispatch(
         &self,
         batch: Vec<Claimed>,
-        jobs: &async_channel::Sender<Job>,
+        jobs: &JobQueue<Job>,
         finished: &mpsc::UnboundedSender<Finished>,
     ) {
         let mut starts = Vec::with_capacity(batch.len());
@@ -334,34 +356,29 @@ impl Shared {
         {
             let mut held = self.held();
             for record in ready {
-                let cancel = CancellationToken::new();
+                let run = Arc::new(RunState::default());
                 let lease = LeaseRef::of(&record);
                 held.insert(
                     record.id,
                     Held {
                         lease,
-                        cancel: cancel.clone(),
+                        run: run.clone(),
                     },
                 );
-                queued.push(Job { record, cancel });
+                queued.push(Job { record, run });
             }
             self.held_count.fetch_add(queued.len(), Ordering::AcqRel);
         }
-        for job in queued {
-            // Workers hold the receivers until this sender is gone, so a send only waits
-            // for a worker to take an earlier job.
-            let sent = jobs.send(job).await;
-            debug_assert!(sent.is_ok(), "workers outlive the claimer");
-        }
+        jobs.push_batch(queued);
     }
 
     /// A worker: runs jobs one at a time until the claimer is gone and the channel drained.
     async fn worker(
         self: Arc<Self>,
-        jobs: async_channel::Receiver<Job>,
+        jobs: Arc<JobQueue<Job>>,
         finished: mpsc::UnboundedSender<Finished>,
     ) {
-        while let Ok(job) = jobs.recv().await {
+        while let Some(job) = jobs.pop().await {
             let span = tracing::info_span!(
                 "task",
                 id = %job.record.id,
@@ -380,25 +397,30 @@ impl Shared {
 
     /// Runs one attempt; returns its outcome.
     async fn run(&self, job: Job) -> Finished {
-        let Job { record, cancel } = job;
+        let Job { record, run } = job;
         if self.cancelling.load(Ordering::SeqCst) {
-            cancel.cancel();
+            run.cancel();
         }
         let lease = LeaseRef::of(&record);
         let (id, attempt, retries_left) = (record.id, record.attempt, record.has_retries_left());
         let topic = record.topic.clone();
         let timeout = self.config.topic(&topic).and_then(|o| o.timeout);
-        let processor = self
-            .processors
-            .get(&topic)
-            .expect("only registered topics are claimed")
-            .clone();
-        let result = Arc::new(Mutex::new(None));
+        let Some(processor) = self.processors.get(&topic).cloned() else {
+            // Claims name only registered topics, so only a faulty store gets here; a
+            // manager that has the topic can still run the task.
+            warn!("the store returned a task of an unregistered topic; releasing it");
+            return Finished {
+                outcome: Outcome {
+                    lease,
+                    kind: OutcomeKind::Release,
+                },
+                event: Event::TaskCancelled { id, topic },
+            };
+        };
         let ctx = TaskContext {
             record,
-            cancel: cancel.clone(),
+            run: run.clone(),
             store: self.store.clone(),
-            result: result.clone(),
         };
         let started = Instant::now();
         let attempt_fut = async move {
@@ -419,7 +441,7 @@ impl Shared {
                 )),
             }
         };
-        let ended = if cancel.is_cancelled() {
+        let ended = if run.is_cancelled() {
             None
         } else {
             // The processor is polled first: one that watches `ctx.cancelled()` gets to run
@@ -427,17 +449,17 @@ impl Shared {
             tokio::select! {
                 biased;
                 ended = attempt_fut => Some(ended),
-                _ = cancel.cancelled() => None,
+                _ = run.cancelled() => None,
             }
         };
         // A run that was cancelled was cut short, whatever it returned on its way out
         // (processors often return Ok or Err once they see the signal): it is released.
-        let ended = ended.filter(|_| !cancel.is_cancelled());
+        let ended = ended.filter(|_| !run.is_cancelled());
         let now = self.config.clock.now();
         let (kind, event) = match ended {
             Some(Ok(())) => {
                 debug!("task completed");
-                let result = result.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let result = run.take_result();
                 let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                 let event = Event::TaskCompletion {
                     id,
@@ -572,9 +594,9 @@ impl Shared {
         let held = self.held();
         for (lease, applied) in leases.iter().zip(applied) {
             if applied == Applied::Stale {
-                if let Some(run) = held.get(&lease.id).filter(|h| h.lease.token == lease.token) {
+                if let Some(task) = held.get(&lease.id).filter(|h| h.lease.token == lease.token) {
                     warn!(id = %lease.id, topic = %lease.topic, "lease lost; cancelling the run");
-                    run.cancel.cancel();
+                    task.run.cancel();
                 }
             }
         }
@@ -615,10 +637,57 @@ impl Shared {
     }
 }
 
+/// Smooth weighted round-robin (as in nginx): picks index `i` in proportion to
+/// `weights[i]`, spreading each topic's turns evenly instead of in runs.
+struct WeightedRoundRobin {
+    weights: Vec<i64>,
+    current: Vec<i64>,
+}
+
+impl WeightedRoundRobin {
+    fn new(weights: Vec<u32>) -> Self {
+        let weights: Vec<i64> = weights.into_iter().map(|w| i64::from(w.max(1))).collect();
+        WeightedRoundRobin {
+            current: vec![0; weights.len()],
+            weights,
+        }
+    }
+
+    fn next(&mut self) -> usize {
+        let total: i64 = self.weights.iter().sum();
+        for (current, weight) in self.current.iter_mut().zip(&self.weights) {
+            *current += weight;
+        }
+        let (best, _) = self
+            .current
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, c)| (**c, std::cmp::Reverse(*i)))
+            .expect("a manager has at least one topic");
+        self.current[best] -= total;
+        best
+    }
+}
+
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
     panic
         .downcast_ref::<&str>()
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("a non-string panic payload")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WeightedRoundRobin;
+
+    #[test]
+    fn weighted_round_robin_spreads_turns_by_weight() {
+        let mut wrr = WeightedRoundRobin::new(vec![3, 1, 2]);
+        let turns: Vec<usize> = (0..12).map(|_| wrr.next()).collect();
+        assert_eq!(turns, vec![0, 2, 0, 1, 2, 0, 0, 2, 0, 1, 2, 0]);
+        for (i, expected) in [6, 2, 4].iter().enumerate() {
+            assert_eq!(turns.iter().filter(|t| **t == i).count(), *expected);
+        }
+    }
 }
