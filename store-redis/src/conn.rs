@@ -311,6 +311,9 @@ pub(crate) fn map_error(err: RedisError, what: &'static str) -> Error {
         );
     if transient {
         Error::unavailable(what).with_source(err)
+    } else if err.kind() == redis::ErrorKind::AuthenticationFailed {
+        // Wrong credentials are a configuration mistake, like a bad URL.
+        Error::misuse(format!("{what}: redis refused the credentials")).with_source(err)
     } else {
         Error::storage(what).with_source(err)
     }

@@ -287,14 +287,16 @@ impl Store for RedisStore {
             };
             for entry in array(reply, "claim")? {
                 let mut items = array(entry, "claim")?.into_iter();
-                let (Some(id), Some(token)) = (items.next(), items.next()) else {
+                let (Some(id), Some(token), Some(hash)) =
+                    (items.next(), items.next(), items.next())
+                else {
                     return Err(taskmill_core::Error::storage(
                         "claim script returned a bad entry",
                     ));
                 };
                 let id = task_id(&id, "claim")?;
                 let token = u64::try_from(int(&token, "claim")?).unwrap_or(0);
-                let fields = Fields::from_values(items);
+                let fields = Fields::from_values(array(hash, "claim")?);
                 let lease = Lease {
                     owner: req.owner.clone(),
                     token,

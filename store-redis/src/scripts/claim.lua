@@ -1,8 +1,8 @@
 -- Moves up to `limit` due tasks of one topic from INPUT to WORK under new leases.
 -- ARGV[5] now, ARGV[6] limit, ARGV[7] max_running ('' for none), ARGV[8] owner,
 -- ARGV[9] lease deadline, ARGV[10] most scheduled tasks to promote in this call.
--- Returns per task {id, token, field, value, field, value, ...}: the hash as it was before
--- the claim. The caller knows the rest (queue 'work', attempt + 1, owner, token, deadline),
+-- Returns per task {id, token, {field, value, field, value, ...}}: the hash as it was
+-- before the claim. The caller knows the rest (queue 'work', attempt + 1, owner, token, deadline),
 -- which saves reading the hash back.
 if redis.call('HGET', META, 'paused') == '1' then
   return {}
@@ -62,9 +62,7 @@ for i, id in ipairs(ids) do
       'token', token, 'deadline', ARGV[9])
     work[#work + 1] = ARGV[9]
     work[#work + 1] = id
-    table.insert(entry, 1, token)
-    table.insert(entry, 1, id)
-    out[#out + 1] = entry
+    out[#out + 1] = {id, token, entry}
   end
 end
 zadd_all(WORK, work)
