@@ -3,7 +3,9 @@
 //! A task hash has one field per [`TaskRecord`] field (the id and topic are in its key):
 //! `queue`, `args` (JSON text), `attempt`, `max_retries`, `priority`, `enqueued_at`,
 //! `run_at` (ms since the epoch), optional `external_id`, `unique_key`, `last_error`,
-//! `failed_at`, and while in WORK the lease: `owner`, `token`, `deadline`.
+//! `failed_at`. A claim leaves the hash alone: while the task is in WORK its lease is the
+//! topic's `leases` entry (`token:attempt:unique:owner`, `attempt` counting the current
+//! run) and its deadline the task's score in the `work` set.
 
 use redis::Value;
 use std::str::FromStr;
@@ -45,6 +47,49 @@ pub(crate) fn string(value: Value, what: &str) -> Result<String> {
         Value::SimpleString(s) => Ok(s),
         Value::Int(n) => Ok(n.to_string()),
         other => Err(unexpected(what, &other)),
+    }
+}
+
+/// A task's entry in its topic's `leases` hash, with its deadline from the `work` set.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredLease {
+    pub token: u64,
+    pub attempt: u32,
+    pub owner: Arc<str>,
+    pub deadline: Timestamp,
+}
+
+impl StoredLease {
+    /// Reads the lease entry and deadline replies (`None` when the task holds no lease).
+    pub fn from_values(lease: Value, deadline: Value) -> Result<Option<Self>> {
+        let text = match lease {
+            Value::Nil => return Ok(None),
+            Value::BulkString(bytes) => String::from_utf8(bytes)
+                .map_err(|e| Error::corrupt("a lease is not UTF-8").with_source(e))?,
+            Value::SimpleString(s) => s,
+            other => return Err(unexpected("lease", &other)),
+        };
+        let bad = || Error::corrupt(format!("invalid lease {text:?}"));
+        let mut parts = text.splitn(4, ':');
+        let token = parts.next().and_then(|t| t.parse().ok()).ok_or_else(bad)?;
+        let attempt = parts.next().and_then(|a| a.parse().ok()).ok_or_else(bad)?;
+        let _unique = parts.next().ok_or_else(bad)?;
+        let owner: Arc<str> = Arc::from(parts.next().ok_or_else(bad)?);
+        let deadline = match deadline {
+            Value::BulkString(bytes) => std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|s| s.parse::<f64>().ok()),
+            Value::Double(d) => Some(d),
+            Value::Int(n) => Some(n as f64),
+            _ => None,
+        }
+        .ok_or_else(|| Error::corrupt(format!("lease {text:?} has no deadline")))?;
+        Ok(Some(StoredLease {
+            token,
+            attempt,
+            owner,
+            deadline: Timestamp::from_millis(deadline as i64),
+        }))
     }
 }
 
@@ -137,14 +182,6 @@ impl Fields {
 
     fn decode_inner(&self, id: TaskId, topic: &Arc<str>) -> Result<TaskRecord> {
         let queue: Queue = self.required("queue")?.parse()?;
-        let lease = match queue {
-            Queue::Work => Some(Lease {
-                owner: Arc::from(self.required("owner")?),
-                token: self.number("token")?,
-                deadline: Timestamp::from_millis(self.number("deadline")?),
-            }),
-            _ => None,
-        };
         Ok(TaskRecord {
             id,
             queue,
@@ -159,8 +196,28 @@ impl Fields {
             unique_key: self.text("unique_key")?.map(str::to_owned),
             last_error: self.text("last_error")?.map(str::to_owned),
             failed_at: self.parse::<i64>("failed_at")?.map(Timestamp::from_millis),
-            lease,
+            lease: None,
         })
+    }
+
+    /// Decodes a stored task with its lease entry and deadline, if it is in WORK.
+    pub fn decode_stored(
+        &self,
+        id: TaskId,
+        topic: &Arc<str>,
+        lease: Option<&StoredLease>,
+    ) -> Result<TaskRecord> {
+        let mut record = self.decode(id, topic)?;
+        if let Some(lease) = lease {
+            record.queue = Queue::Work;
+            record.attempt = lease.attempt;
+            record.lease = Some(Lease {
+                owner: lease.owner.clone(),
+                token: lease.token,
+                deadline: lease.deadline,
+            });
+        }
+        Ok(record)
     }
 
     /// Decodes a task as it was before a claim (what the claim script returns) and applies
@@ -176,8 +233,14 @@ impl Fields {
     /// A record for listing that never fails: what cannot be decoded is left at a default
     /// and the problem is described in `last_error`, so an operator can see the task and
     /// delete or requeue it.
-    pub fn decode_lenient(&self, id: TaskId, topic: &Arc<str>, queue: Queue) -> TaskRecord {
-        match self.decode(id, topic) {
+    pub fn decode_lenient(
+        &self,
+        id: TaskId,
+        topic: &Arc<str>,
+        queue: Queue,
+        lease: Option<&StoredLease>,
+    ) -> TaskRecord {
+        match self.decode_stored(id, topic, lease) {
             Ok(record) => record,
             Err(error) => {
                 let lossy = |name: &str| {
@@ -229,7 +292,7 @@ mod tests {
     }
 
     const GOOD: &[(&str, &str)] = &[
-        ("queue", "work"),
+        ("queue", "input"),
         ("args", "{\"a\":1}"),
         ("attempt", "2"),
         ("max_retries", "5"),
@@ -237,9 +300,6 @@ mod tests {
         ("enqueued_at", "1000"),
         ("run_at", "2000"),
         ("unique_key", "k"),
-        ("owner", "m1"),
-        ("token", "9"),
-        ("deadline", "3000"),
     ];
 
     #[test]
@@ -248,9 +308,22 @@ mod tests {
         let r = fields(GOOD).decode(TaskId::new(4), &topic).unwrap();
         assert_eq!(
             (r.queue, r.attempt, r.max_retries, r.priority),
-            (Queue::Work, 2, 5, -3)
+            (Queue::Input, 2, 5, -3)
         );
-        assert_eq!(r.lease.unwrap().token, 9);
+        let lease = StoredLease::from_values(
+            Value::BulkString(b"9:3:1:m:1".to_vec()),
+            Value::BulkString(b"3000".to_vec()),
+        )
+        .unwrap();
+        let r = fields(GOOD)
+            .decode_stored(TaskId::new(4), &topic, lease.as_ref())
+            .unwrap();
+        assert_eq!((r.queue, r.attempt), (Queue::Work, 3));
+        let lease = r.lease.unwrap();
+        assert_eq!(
+            (lease.token, &*lease.owner, lease.deadline.as_millis()),
+            (9, "m:1", 3000)
+        );
         assert_eq!(r.unique_key.as_deref(), Some("k"));
         assert_eq!(r.args.as_str(), "{\"a\":1}");
     }
@@ -265,7 +338,7 @@ mod tests {
         ] {
             let err = fields(broken).decode(TaskId::new(1), &topic).unwrap_err();
             assert_eq!(err.kind(), taskmill_core::ErrorKind::Corrupt, "{err}");
-            let lenient = fields(broken).decode_lenient(TaskId::new(1), &topic, Queue::Dead);
+            let lenient = fields(broken).decode_lenient(TaskId::new(1), &topic, Queue::Dead, None);
             assert!(lenient.last_error.unwrap().contains("cannot be decoded"));
         }
         let mut bad = GOOD.to_vec();

@@ -22,19 +22,12 @@ pub(crate) struct Keys {
 /// arguments (see `scripts/common.lua`).
 #[derive(Debug)]
 pub(crate) struct TopicKeys {
-    /// meta, ready, scheduled, work, dead, all, unique.
-    pub keys: [String; 7],
+    /// meta, ready, scheduled, work, dead, all, unique, leases.
+    pub keys: [String; 8],
     /// Task hashes are this prefix followed by the id.
     pub task_prefix: String,
     /// The topic as a JSON string, for events built inside scripts.
     pub topic_json: String,
-}
-
-impl TopicKeys {
-    /// The hash of task `id`.
-    pub fn task(&self, id: u64) -> String {
-        format!("{}{id}", self.task_prefix)
-    }
 }
 
 impl Keys {
@@ -73,6 +66,7 @@ impl Keys {
                 "dead",
                 "all",
                 "unique",
+                "leases",
             ]
             .map(|suffix| format!("{tag}:{suffix}")),
             task_prefix: format!("{tag}:task:"),

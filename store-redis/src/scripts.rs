@@ -37,6 +37,7 @@ pub(crate) struct Scripts {
     pub pause: Script,
     pub stats: Script,
     pub list: Script,
+    pub get: Script,
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -50,4 +51,5 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     pause: Script::new("pause", include_str!("scripts/pause.lua")),
     stats: Script::new("stats", include_str!("scripts/stats.lua")),
     list: Script::new("list", include_str!("scripts/list.lua")),
+    get: Script::new("get", include_str!("scripts/get.lua")),
 });

@@ -5,11 +5,12 @@
 //! trip; claims and the reaper go topic by topic, because each topic's limit depends on
 //! what the topics before it gave. Nothing crosses a Cluster slot within one script.
 
-use crate::codec::{array, int, string, Fields};
+use crate::codec::{array, int, string, Fields, StoredLease};
 use crate::conn::Call;
 use crate::keys::TopicKeys;
 use crate::scripts::SCRIPTS;
 use crate::RedisStore;
+use redis::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,7 +45,7 @@ fn group_by_topic<T>(items: impl IntoIterator<Item = (Arc<str>, T)>) -> Vec<Grou
     groups
 }
 
-fn task_id(value: &redis::Value, what: &str) -> Result<TaskId> {
+fn task_id(value: &Value, what: &str) -> Result<TaskId> {
     let n = int(value, what)?;
     u64::try_from(n)
         .map(TaskId::new)
@@ -70,7 +71,7 @@ impl RedisStore {
             .query(&pipe, 1)
             .await?
             .pop()
-            .unwrap_or(redis::Value::Nil);
+            .unwrap_or(Value::Nil);
         let mut topics = array(reply, "topic set")?
             .into_iter()
             .map(|v| string(v, "topic name").map(Arc::from))
@@ -147,7 +148,7 @@ impl RedisStore {
             .query(&pipe, 1)
             .await?
             .pop()
-            .unwrap_or(redis::Value::Nil);
+            .unwrap_or(Value::Nil);
         let counts = array(reply, "PUBSUB NUMSUB")?;
         let listening = match counts.get(1) {
             Some(v) => int(v, "PUBSUB NUMSUB")? > 0,
@@ -444,7 +445,7 @@ impl Store for RedisStore {
         let mut per_topic = BTreeMap::new();
         for (topic, reply) in topics.iter().zip(replies) {
             let mut items = array(reply, "stats")?.into_iter();
-            let meta = array(items.next().unwrap_or(redis::Value::Nil), "stats")?;
+            let meta = array(items.next().unwrap_or(Value::Nil), "stats")?;
             let sizes: Vec<u64> = items
                 .map(|v| int(&v, "stats").map(|n| n.max(0) as u64))
                 .collect::<Result<_>>()?;
@@ -480,16 +481,24 @@ impl Store for RedisStore {
 
     async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
         let topics = self.topics().await?;
-        let mut pipe = redis::pipe();
-        for topic in &topics {
-            pipe.cmd("HGETALL")
-                .arg(self.topic_keys(topic).task(id.get()));
-        }
-        let replies = self.shared.conn.query(&pipe, topics.len()).await?;
+        let calls: Vec<Call<'_>> = topics
+            .iter()
+            .map(|t| {
+                let mut call = self.call(&SCRIPTS.get, &self.topic_keys(t));
+                call.arg(id.get());
+                call
+            })
+            .collect();
+        let replies = self.shared.conn.eval(&calls).await?;
         for (topic, reply) in topics.iter().zip(replies) {
-            let fields = Fields::from_values(array(reply, "task hash")?);
-            if !fields.is_empty() {
-                return fields.decode(id, topic).map(Some);
+            let mut items = array(reply, "get")?.into_iter();
+            let fields = Fields::from_values(array(items.next().unwrap_or(Value::Nil), "get")?);
+            let lease = StoredLease::from_values(
+                items.next().unwrap_or(Value::Nil),
+                items.next().unwrap_or(Value::Nil),
+            );
+            if !fields.is_empty() || !matches!(lease, Ok(None)) {
+                return fields.decode_stored(id, topic, lease?.as_ref()).map(Some);
             }
         }
         Ok(None)
@@ -511,20 +520,30 @@ impl Store for RedisStore {
             })
             .collect();
         let replies = self.shared.conn.eval(&calls).await?;
-        let mut found: Vec<(TaskId, &Arc<str>, Fields)> = Vec::new();
+        let mut found: Vec<(TaskId, &Arc<str>, Fields, Option<StoredLease>)> = Vec::new();
         for (topic, reply) in topics.iter().zip(replies) {
             for entry in array(reply, "list")? {
                 let mut items = array(entry, "list")?.into_iter();
                 let Some(id) = items.next() else { continue };
-                found.push((task_id(&id, "list")?, topic, Fields::from_values(items)));
+                let fields =
+                    Fields::from_values(array(items.next().unwrap_or(Value::Nil), "list")?);
+                // A lease that cannot be read lists the task without it (see decode_lenient).
+                let lease = StoredLease::from_values(
+                    items.next().unwrap_or(Value::Nil),
+                    items.next().unwrap_or(Value::Nil),
+                )
+                .unwrap_or(None);
+                found.push((task_id(&id, "list")?, topic, fields, lease));
             }
         }
-        found.sort_by_key(|(id, _, _)| *id);
+        found.sort_by_key(|(id, ..)| *id);
         let more = found.len() > limit;
         found.truncate(limit);
         let tasks: Vec<TaskRecord> = found
             .into_iter()
-            .map(|(id, topic, fields)| fields.decode_lenient(id, topic, query.queue))
+            .map(|(id, topic, fields, lease)| {
+                fields.decode_lenient(id, topic, query.queue, lease.as_ref())
+            })
             .collect();
         let next = if more {
             tasks.last().map(|t| t.id)

@@ -1,9 +1,8 @@
 -- Moves up to `limit` due tasks of one topic from INPUT to WORK under new leases.
 -- ARGV[5] now, ARGV[6] limit, ARGV[7] max_running ('' for none), ARGV[8] owner,
 -- ARGV[9] lease deadline, ARGV[10] most scheduled tasks to promote in this call.
--- Returns per task {id, token, {field, value, field, value, ...}}: the hash as it was
--- before the claim. The caller knows the rest (queue 'work', attempt + 1, owner, token, deadline),
--- which saves reading the hash back.
+-- Returns per task {id, token, {field, value, ...}}: the hash, which a claim does not
+-- change (the lease lives in LEASES and WORK); the caller applies the claim to it.
 if redis.call('HGET', META, 'paused') == '1' then
   return {}
 end
@@ -25,8 +24,8 @@ if #due > 0 then
     promoted[#promoted + 1] = ready_score(priority, tonumber(id) or 0)
     promoted[#promoted + 1] = id
   end
-  zadd_all(READY, promoted)
-  zrem_all(SCHEDULED, due)
+  bulk('ZADD', READY, promoted)
+  bulk('ZREM', SCHEDULED, due)
 end
 local popped = redis.call('ZPOPMIN', READY, limit)
 local ids = {}
@@ -41,30 +40,32 @@ if #ids == 0 then
 end
 -- One counter step hands out this claim's fencing tokens: last - #ids + 1 .. last.
 local last = redis.call('HINCRBY', META, 'token', #ids)
-local out, work = {}, {}
+local out, work, leases = {}, {}, {}
 for i, id in ipairs(ids) do
-  local key = task_key(id)
   local token = last - #ids + i
   -- A key that is not a hash is no task; it must not abort the claim of the others (a
   -- script error keeps the writes made before it), so it is dropped.
-  local entry = redis.pcall('HGETALL', key)
+  local entry = redis.pcall('HGETALL', task_key(id))
   if entry.err == nil then
-    local attempt = 0
+    local attempt, unique = 0, '0'
     for f = 1, #entry, 2 do
-      if entry[f] == 'attempt' then
+      local name = entry[f]
+      if name == 'attempt' then
         -- A garbage attempt does not stop the claim: the task goes to WORK all the same
         -- and the caller, failing to decode it, sends it to DEAD under this lease.
         attempt = tonumber(entry[f + 1]) or 0
-        break
+      elseif name == 'unique_key' then
+        unique = '1'
       end
     end
-    redis.call('HSET', key, 'queue', 'work', 'attempt', attempt + 1, 'owner', ARGV[8],
-      'token', token, 'deadline', ARGV[9])
+    leases[#leases + 1] = id
+    leases[#leases + 1] = string.format('%d:%d:%s:%s', token, attempt + 1, unique, ARGV[8])
     work[#work + 1] = ARGV[9]
     work[#work + 1] = id
     out[#out + 1] = {id, token, entry}
   end
 end
-zadd_all(WORK, work)
+bulk('HSET', LEASES, leases)
+bulk('ZADD', WORK, work)
 count('started', #out)
 return out

@@ -4,14 +4,14 @@
 -- {namespace:topic} and lives in one Cluster slot. Task hashes are named from PREFIX
 -- (same tag), which is why they are not all listed in KEYS.
 --
--- KEYS: 1 meta, 2 ready, 3 scheduled, 4 work, 5 dead, 6 all, 7 unique
+-- KEYS: 1 meta, 2 ready, 3 scheduled, 4 work, 5 dead, 6 all, 7 unique, 8 leases
 -- ARGV: 1 task key prefix, 2 wake channel, 3 event channel, 4 the topic as a JSON string,
 --       then the script's own arguments from ARGV[5].
 --
 -- Stored numbers (timestamps, ids) are written from ARGV strings, never from Lua numbers:
 -- Lua holds doubles, and a script must never round a value it did not compute.
-local META, READY, SCHEDULED, WORK, DEAD, ALL, UNIQUE =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local META, READY, SCHEDULED, WORK, DEAD, ALL, UNIQUE, LEASES =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local PREFIX, WAKE, EVENTS, TOPIC_JSON = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 
 -- Claim order among due tasks: priority ascending, then id ascending (FIFO). The i16
@@ -38,18 +38,36 @@ end
 -- Arguments per ZADD/ZREM call: far below Lua's C stack limit (LUAI_MAXCSTACK, 8000).
 local BULK = 4000
 
--- ZADD of {score, member, score, member, ...} in a few calls instead of one per task.
-local function zadd_all(key, pairs)
-  for i = 1, #pairs, BULK do
-    redis.call('ZADD', key, unpack(pairs, i, math.min(i + BULK - 1, #pairs)))
+-- Runs `command key args...` over a long argument list in a few calls instead of one per
+-- task (pairs stay together: BULK is even). Returns the replies' elements, concatenated.
+local function bulk(command, key, args, option)
+  local out = {}
+  for i = 1, #args, BULK do
+    local reply
+    if option then
+      reply = redis.call(command, key, option, unpack(args, i, math.min(i + BULK - 1, #args)))
+    else
+      reply = redis.call(command, key, unpack(args, i, math.min(i + BULK - 1, #args)))
+    end
+    if type(reply) == 'table' then
+      for _, v in ipairs(reply) do
+        out[#out + 1] = v
+      end
+    end
   end
+  return out
 end
 
--- ZREM of a list of members in a few calls instead of one per task.
-local function zrem_all(key, members)
-  for i = 1, #members, BULK do
-    redis.call('ZREM', key, unpack(members, i, math.min(i + BULK - 1, #members)))
+-- The lease of a task in WORK lives in LEASES (id -> "token:attempt:unique:owner") and its
+-- deadline is its score in WORK. `attempt` counts the current run; the task hash keeps the
+-- count before it, so a release simply leaves the hash alone. `unique` is '1' when the
+-- task holds a unique key, so completing one without needs no read of its hash.
+local function parse_lease(value)
+  if not value then
+    return nil
   end
+  local token, attempt, unique, owner = string.match(value, '^(%d+):(%d+):([01]):(.*)$')
+  return token, tonumber(attempt), unique, owner
 end
 
 local function count(field, n)

@@ -4,7 +4,9 @@ local out = {}
 for i = 5, #ARGV do
   local id = ARGV[i]
   local key = task_key(id)
-  if redis.call('EXISTS', key) == 1 then
+  -- Dropping the lease makes the running claim's outcome stale.
+  local leased = redis.call('HDEL', LEASES, id)
+  if redis.call('EXISTS', key) == 1 or leased == 1 then
     local unique_key = redis.call('HGET', key, 'unique_key')
     if unique_key and redis.call('HGET', UNIQUE, unique_key) == id then
       redis.call('HDEL', UNIQUE, unique_key)

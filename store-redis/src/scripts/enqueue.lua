@@ -50,9 +50,9 @@ for i = 0, n - 1 do
     end
   end
 end
-zadd_all(READY, ready)
-zadd_all(SCHEDULED, scheduled)
-zadd_all(ALL, all)
+bulk('ZADD', READY, ready)
+bulk('ZADD', SCHEDULED, scheduled)
+bulk('ZADD', ALL, all)
 count('enqueued', #all / 2)
 -- Published inside the script: a watcher sees the enqueue before any claim can see the task.
 if #events > 0 then

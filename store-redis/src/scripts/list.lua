@@ -1,6 +1,6 @@
 -- A page of one queue of this topic in ascending id order.
 -- ARGV[5] queue ('input' | 'work' | 'dead'), ARGV[6] list ids above this, ARGV[7] limit.
--- Returns per task {id, field, value, ...}.
+-- Returns per task {id, {field, value, ...}, lease or nil, lease deadline or nil}.
 local after, limit = tonumber(ARGV[6]), tonumber(ARGV[7])
 local ids = {}
 if ARGV[5] == 'dead' then
@@ -18,12 +18,14 @@ elseif ARGV[5] == 'work' then
     table.remove(ids)
   end
 else
-  -- INPUT is most of a topic, so walking all tasks in id order finds a page quickly.
+  -- INPUT is most of a topic, so walking all tasks in id order finds a page quickly. A
+  -- task in WORK keeps queue 'input' in its hash; its lease tells it apart.
   local offset, chunk = 0, 512
   while #ids < limit do
     local batch = redis.call('ZRANGEBYSCORE', ALL, '(' .. ARGV[6], '+inf', 'LIMIT', offset, chunk)
     for _, id in ipairs(batch) do
-      if #ids < limit and redis.call('HGET', task_key(id), 'queue') == 'input' then
+      if #ids < limit and redis.call('HGET', task_key(id), 'queue') == 'input'
+          and redis.call('HEXISTS', LEASES, id) == 0 then
         ids[#ids + 1] = id
       end
     end
@@ -35,8 +37,11 @@ else
 end
 local out = {}
 for _, id in ipairs(ids) do
-  local entry = redis.call('HGETALL', task_key(id))
-  table.insert(entry, 1, id)
-  out[#out + 1] = entry
+  out[#out + 1] = {
+    id,
+    redis.call('HGETALL', task_key(id)),
+    redis.call('HGET', LEASES, id),
+    redis.call('ZSCORE', WORK, id),
+  }
 end
 return out

@@ -3,30 +3,36 @@
 -- Returns per task {id, 1 if it went to DEAD else 0}.
 local now = tonumber(ARGV[5])
 local expired = redis.call('ZRANGEBYSCORE', WORK, '-inf', '(' .. ARGV[5], 'LIMIT', 0, tonumber(ARGV[6]))
+if #expired == 0 then
+  return {}
+end
+local leases = bulk('HMGET', LEASES, expired)
 local out = {}
 local recovered, failed = 0, 0
 local requeued = false
-for _, id in ipairs(expired) do
-  redis.call('ZREM', WORK, id)
+for k, id in ipairs(expired) do
   local key = task_key(id)
-  if redis.call('EXISTS', key) == 1 then
-    local cur = redis.call('HMGET', key, 'attempt', 'max_retries')
-    redis.call('HDEL', key, 'owner', 'token', 'deadline')
+  local token, attempt = parse_lease(leases[k])
+  -- A WORK entry without a lease or a hash is a leftover, not a task: just dropped.
+  if token and redis.call('EXISTS', key) == 1 then
     recovered = recovered + 1
-    local attempt, max_retries = tonumber(cur[1]), tonumber(cur[2])
-    if attempt and max_retries and attempt <= max_retries then
-      redis.call('HSET', key, 'queue', 'input', 'run_at', ARGV[5])
+    local max_retries = tonumber(redis.call('HGET', key, 'max_retries'))
+    if max_retries and attempt <= max_retries then
+      redis.call('HSET', key, 'queue', 'input', 'attempt', attempt, 'run_at', ARGV[5])
       push_input(id, key, now, now)
       requeued = true
       out[#out + 1] = {id, 0}
     else
-      redis.call('HSET', key, 'queue', 'dead', 'last_error', ARGV[7], 'failed_at', ARGV[5])
+      redis.call('HSET', key, 'queue', 'dead', 'attempt', attempt, 'last_error', ARGV[7],
+        'failed_at', ARGV[5])
       redis.call('ZADD', DEAD, id, id)
       failed = failed + 1
       out[#out + 1] = {id, 1}
     end
   end
 end
+bulk('HDEL', LEASES, expired)
+bulk('ZREM', WORK, expired)
 count('recovered', recovered)
 count('failed', failed)
 if requeued then
