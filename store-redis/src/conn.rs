@@ -55,7 +55,7 @@ pub(crate) struct Call<'a> {
 }
 
 impl<'a> Call<'a> {
-    /// A call of `script` on `topic`'s keys; add the script's own arguments with [`arg`].
+    /// A call of `script` on `topic`'s keys; add the script's own arguments with [`Call::arg`].
     pub fn new(script: &'a Script, keys: &Keys, topic: &TopicKeys) -> Self {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(&script.sha)

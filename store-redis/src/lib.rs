@@ -53,6 +53,10 @@ pub struct RedisOptions {
     /// The most scheduled tasks that one claim moves to the ready set as they fall due;
     /// bounds the work of one script call after a large backlog comes due at once.
     pub promote_limit: usize,
+    /// For `rediss://`: the PEM certificate(s) of the authority that signed the server's
+    /// certificate, instead of the usual web roots (a private CA).
+    #[cfg(feature = "tls")]
+    pub tls_root_certificate: Option<Vec<u8>>,
 }
 
 impl Default for RedisOptions {
@@ -63,6 +67,8 @@ impl Default for RedisOptions {
             response_timeout: Duration::from_secs(10),
             event_buffer: DEFAULT_EVENT_BUFFER,
             promote_limit: 10_000,
+            #[cfg(feature = "tls")]
+            tls_root_certificate: None,
         }
     }
 }
@@ -83,6 +89,13 @@ impl RedisOptions {
     /// Sets the response timeout.
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
+        self
+    }
+
+    /// Trusts the PEM certificate authority `pem` for `rediss://` connections.
+    #[cfg(feature = "tls")]
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_certificate = Some(pem.into());
         self
     }
 
@@ -152,7 +165,7 @@ impl RedisStore {
                 "rediss:// needs the `tls` feature of taskmill-redis",
             ));
         }
-        let client = redis::Client::open(url.as_str())
+        let client = open_client(&url, &options)
             .map_err(|e| Error::misuse(format!("invalid redis URL {url:?}")).with_source(e))?;
         let keys = Keys::new(&options.namespace);
         let bus = Arc::new(Bus::new(
@@ -185,6 +198,21 @@ impl RedisStore {
         self.shared.conn.query(&pipe, 1).await?;
         Ok(())
     }
+}
+
+fn open_client(url: &str, options: &RedisOptions) -> redis::RedisResult<redis::Client> {
+    #[cfg(feature = "tls")]
+    if let Some(root) = &options.tls_root_certificate {
+        return redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root.clone()),
+            },
+        );
+    }
+    let _ = options;
+    redis::Client::open(url)
 }
 
 /// Takes the `namespace` query parameter out of a URL (redis-rs does not know it).

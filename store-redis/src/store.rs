@@ -192,7 +192,12 @@ impl Store for RedisStore {
         pipe.cmd("SADD").arg(&shared.keys.topics).arg(&topics);
         let replies = shared.conn.query(&pipe, 2).await?;
         let last = task_id(&replies[0], "id counter")?.get();
-        let first = last + 1 - count as u64;
+        let first = (last + 1).checked_sub(count as u64).ok_or_else(|| {
+            taskmill_core::Error::corrupt(format!(
+                "the id counter {} went backwards (reads {last})",
+                shared.keys.ids
+            ))
+        })?;
         let records = tasks
             .into_iter()
             .enumerate()

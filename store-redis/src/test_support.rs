@@ -22,12 +22,20 @@ pub struct ServerConfig {
     /// Persist with an append-only file (`appendonly yes`, `appendfsync everysec`), so a
     /// restart after SIGKILL keeps every acknowledged write.
     pub appendonly: bool,
+    /// More command-line arguments for the server (e.g. `--tls-port …`).
+    pub args: Vec<String>,
 }
 
 impl ServerConfig {
     /// With the append-only file on.
     pub fn appendonly(mut self, on: bool) -> Self {
         self.appendonly = on;
+        self
+    }
+
+    /// With more command-line arguments.
+    pub fn args(mut self, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
         self
     }
 }
@@ -64,7 +72,8 @@ fn binary() -> PathBuf {
         })
 }
 
-fn free_port() -> u16 {
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
     listener.local_addr().expect("local address").port()
 }
@@ -139,6 +148,7 @@ impl RedisServer {
         } else {
             cmd.args(["--appendonly", "no"]);
         }
+        cmd.args(&self.config.args);
         let log = std::fs::File::create(self.dir.join(format!("server-{}.log", self.port)))
             .map_err(|e| e.to_string())?;
         cmd.stdin(Stdio::null()).stdout(log).stderr(Stdio::null());
@@ -167,6 +177,11 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// The server's temporary directory (removed on drop).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The server's port on 127.0.0.1.
