@@ -98,3 +98,36 @@ async fn lifecycle_round_trip() {
         Queue::Input
     );
 }
+
+/// Listing INPUT walks past long runs of tasks in other queues (more than one scan chunk).
+#[tokio::test]
+async fn list_input_skips_many_running_tasks() {
+    use taskmill_core::StoreExt;
+    let server = RedisServer::start();
+    let store = RedisStore::open(&server.url(&fresh_namespace()))
+        .await
+        .unwrap();
+    let tasks = (0..1200u64).map(|i| Task::new("t", &i).unwrap()).collect();
+    let ids: Vec<_> = store
+        .enqueue(tasks, &EnqueueOptions::new(T0))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id())
+        .collect();
+    let req = ClaimRequest::new([TopicClaim::new("t")], 700, "me", T0);
+    assert_eq!(store.claim(&req).await.unwrap().len(), 700);
+    let input: Vec<_> = store
+        .list_all(Queue::Input, Some("t"))
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(input, ids[700..]);
+    let work = store.list_all(Queue::Work, None).await.unwrap();
+    assert_eq!(work.len(), 700);
+    assert!(work
+        .iter()
+        .all(|r| r.queue == Queue::Work && r.lease.is_some() && r.attempt == 1));
+}

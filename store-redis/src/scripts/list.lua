@@ -20,9 +20,9 @@ elseif ARGV[5] == 'work' then
 else
   -- INPUT is most of a topic, so walking all tasks in id order finds a page quickly. A
   -- task in WORK keeps queue 'input' in its hash; its lease tells it apart.
-  local offset, chunk = 0, 512
+  local cursor, chunk = ARGV[6], 512
   while #ids < limit do
-    local batch = redis.call('ZRANGEBYSCORE', ALL, '(' .. ARGV[6], '+inf', 'LIMIT', offset, chunk)
+    local batch = redis.call('ZRANGEBYSCORE', ALL, '(' .. cursor, '+inf', 'LIMIT', 0, chunk)
     for _, id in ipairs(batch) do
       if #ids < limit and redis.call('HGET', task_key(id), 'queue') == 'input'
           and redis.call('HEXISTS', LEASES, id) == 0 then
@@ -32,7 +32,7 @@ else
     if #batch < chunk then
       break
     end
-    offset = offset + chunk
+    cursor = batch[#batch]
   end
 end
 local out = {}
