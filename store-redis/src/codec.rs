@@ -93,6 +93,22 @@ impl StoredLease {
     }
 }
 
+/// The fields of a task hash in the order `RECORD_FIELDS` in `scripts/common.lua` lists
+/// them.
+pub(crate) const RECORD_FIELDS: [&str; 11] = [
+    "queue",
+    "args",
+    "attempt",
+    "max_retries",
+    "priority",
+    "enqueued_at",
+    "run_at",
+    "external_id",
+    "unique_key",
+    "last_error",
+    "failed_at",
+];
+
 /// The raw fields of a task hash, as HGETALL returns them.
 #[derive(Debug, Default)]
 pub(crate) struct Fields(Vec<(String, Vec<u8>)>);
@@ -116,6 +132,25 @@ impl Fields {
             };
             fields.push((key, value));
         }
+        Fields(fields)
+    }
+
+    /// Reads the values of [`RECORD_FIELDS`] in order, as the claim script returns them
+    /// (nil for a field the hash lacks).
+    pub fn from_record_values(values: impl IntoIterator<Item = Value>) -> Self {
+        let fields = RECORD_FIELDS
+            .iter()
+            .zip(values)
+            .filter_map(|(name, value)| {
+                let bytes = match value {
+                    Value::BulkString(b) => b,
+                    Value::SimpleString(s) => s.into_bytes(),
+                    Value::Int(n) => n.to_string().into_bytes(),
+                    _ => return None,
+                };
+                Some(((*name).to_owned(), bytes))
+            })
+            .collect();
         Fields(fields)
     }
 
@@ -301,6 +336,22 @@ mod tests {
         ("run_at", "2000"),
         ("unique_key", "k"),
     ];
+
+    #[test]
+    fn the_claim_script_reads_the_fields_in_the_same_order() {
+        let lua = include_str!("scripts/common.lua");
+        let start = lua
+            .find("local RECORD_FIELDS = {")
+            .expect("RECORD_FIELDS in common.lua");
+        let list = &lua[start..];
+        let list = &list[list.find('{').unwrap() + 1..list.find('}').unwrap()];
+        let names: Vec<&str> = list
+            .split(',')
+            .map(|n| n.trim().trim_matches('\''))
+            .filter(|n| !n.is_empty())
+            .collect();
+        assert_eq!(names, RECORD_FIELDS);
+    }
 
     #[test]
     fn decodes_every_field() {

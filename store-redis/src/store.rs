@@ -302,7 +302,7 @@ impl Store for RedisStore {
                 };
                 let id = task_id(&id, "claim")?;
                 let token = u64::try_from(int(&token, "claim")?).unwrap_or(0);
-                let fields = Fields::from_values(array(hash, "claim")?);
+                let fields = Fields::from_record_values(array(hash, "claim")?);
                 let lease = Lease {
                     owner: req.owner.clone(),
                     token,

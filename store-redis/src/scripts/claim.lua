@@ -1,8 +1,8 @@
 -- Moves up to `limit` due tasks of one topic from INPUT to WORK under new leases.
 -- ARGV[5] now, ARGV[6] limit, ARGV[7] max_running ('' for none), ARGV[8] owner,
 -- ARGV[9] lease deadline, ARGV[10] most scheduled tasks to promote in this call.
--- Returns per task {id, token, {field, value, ...}}: the hash, which a claim does not
--- change (the lease lives in LEASES and WORK); the caller applies the claim to it.
+-- Returns per task {id, token, {values of RECORD_FIELDS}}: the hash, which a claim does
+-- not change (the lease lives in LEASES and WORK); the caller applies the claim to it.
 if redis.call('HGET', META, 'paused') == '1' then
   return {}
 end
@@ -45,19 +45,12 @@ for i, id in ipairs(ids) do
   local token = last - #ids + i
   -- A key that is not a hash is no task; it must not abort the claim of the others (a
   -- script error keeps the writes made before it), so it is dropped.
-  local entry = redis.pcall('HGETALL', task_key(id))
+  local entry = redis.pcall('HMGET', task_key(id), unpack(RECORD_FIELDS))
   if entry.err == nil then
-    local attempt, unique = 0, '0'
-    for f = 1, #entry, 2 do
-      local name = entry[f]
-      if name == 'attempt' then
-        -- A garbage attempt does not stop the claim: the task goes to WORK all the same
-        -- and the caller, failing to decode it, sends it to DEAD under this lease.
-        attempt = tonumber(entry[f + 1]) or 0
-      elseif name == 'unique_key' then
-        unique = '1'
-      end
-    end
+    -- A garbage attempt does not stop the claim: the task goes to WORK all the same and
+    -- the caller, failing to decode it, sends it to DEAD under this lease.
+    local attempt = tonumber(entry[3]) or 0
+    local unique = entry[9] and '1' or '0'
     leases[#leases + 1] = id
     leases[#leases + 1] = string.format('%d:%d:%s:%s', token, attempt + 1, unique, ARGV[8])
     work[#work + 1] = ARGV[9]

@@ -70,6 +70,10 @@ local function parse_lease(value)
   return token, tonumber(attempt), unique, owner
 end
 
+-- The fields of a task hash, in the order the claim script reads them (codec.rs knows it).
+local RECORD_FIELDS = {'queue', 'args', 'attempt', 'max_retries', 'priority', 'enqueued_at',
+  'run_at', 'external_id', 'unique_key', 'last_error', 'failed_at'}
+
 local function count(field, n)
   if n > 0 then
     redis.call('HINCRBY', META, field, n)
