@@ -20,6 +20,10 @@ const WAKE_SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
 /// How long `subscribe` waits for the event subscription before failing.
 const EVENT_SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often an idle subscription connection is checked with a PING, so one to a machine
+/// that vanished (no FIN, no RST) is replaced instead of going quiet forever.
+const PING_EVERY: Duration = Duration::from_secs(15);
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the subscription connection is subscribed to right now.
 #[derive(Debug, Clone, Copy, Default)]
@@ -187,6 +191,10 @@ impl Bus {
                             connected_before = true;
                             let mut want = self.want_events.subscribe();
                             let mut events_on = false;
+                            let mut ping = tokio::time::interval_at(
+                                tokio::time::Instant::now() + PING_EVERY,
+                                PING_EVERY,
+                            );
                             let lost = loop {
                                 if !events_on && *want.borrow_and_update() {
                                     if let Err(e) = sink.subscribe(&self.events_channel).await {
@@ -202,6 +210,14 @@ impl Bus {
                                         None => break "connection closed".to_owned(),
                                     },
                                     Ok(()) = want.changed(), if !events_on => {}
+                                    _ = ping.tick() => {
+                                        let pong = tokio::time::timeout(PING_TIMEOUT, sink.ping::<redis::Value>()).await;
+                                        match pong {
+                                            Ok(Ok(_)) => {}
+                                            Ok(Err(e)) => break format!("ping failed: {e}"),
+                                            Err(_) => break format!("no answer to a ping within {PING_TIMEOUT:?}"),
+                                        }
+                                    }
                                 }
                             };
                             self.set_subscribed(false, false);

@@ -83,7 +83,8 @@ impl Conn {
     ) -> Self {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(connection_timeout)
-            .set_response_timeout(response_timeout);
+            .set_response_timeout(response_timeout)
+            .set_tcp_settings(tcp_settings());
         Conn {
             client,
             config,
@@ -253,6 +254,18 @@ impl Conn {
             .pop()
             .ok_or_else(|| Error::storage("redis returned no reply"))
     }
+}
+
+/// No Nagle delay (claims and outcomes are small writes that want their reply now), and
+/// keepalive probes, so a connection to a machine that vanished is noticed and replaced.
+pub(crate) fn tcp_settings() -> redis::io::tcp::TcpSettings {
+    use redis::io::tcp::socket2::TcpKeepalive;
+    let keepalive = TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10));
+    redis::io::tcp::TcpSettings::default()
+        .set_nodelay(true)
+        .set_keepalive(keepalive)
 }
 
 fn is_noscript(value: &Value) -> bool {
