@@ -4,7 +4,7 @@ use super::Manager;
 use crate::backoff::Backoff;
 use crate::store::{Store, DEFAULT_MAX_RETRIES};
 use crate::time::Clock;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,7 +65,7 @@ pub(crate) struct Config {
     pub default_retries: u32,
     pub backoff: Backoff,
     pub clock: Clock,
-    pub topics: HashMap<Arc<str>, TopicOptions>,
+    pub topics: FxHashMap<Arc<str>, TopicOptions>,
     pub id: Option<String>,
 }
 
@@ -115,7 +115,7 @@ impl ManagerBuilder {
                 default_retries: DEFAULT_MAX_RETRIES,
                 backoff: Backoff::default(),
                 clock: Clock::system(),
-                topics: HashMap::new(),
+                topics: FxHashMap::default(),
                 id: None,
             },
         }
