@@ -71,6 +71,9 @@ struct BenchArgs {
     /// Seconds without progress after which a phase fails.
     #[arg(long, default_value_t = 30.0)]
     stall_secs: f64,
+    /// Run each scenario this many times and report the median of each figure.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
     /// Print one JSON object per store and scenario instead of a table.
     #[arg(long)]
     json: bool,
@@ -100,6 +103,7 @@ impl BenchArgs {
         config.backlog_measure = self.backlog_measure;
         config.stall_timeout = secs(self.stall_secs, "stall-secs")?;
         config.progress = !self.quiet;
+        config.repeat = self.repeat;
         Ok(config)
     }
 }

@@ -143,6 +143,17 @@ async fn every_scenario_runs_clean_on_every_store() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_runs_give_one_row() {
+    let mut config = tiny(vec!["memory://".into()]);
+    config.scenarios = vec![Scenario::Throughput];
+    config.repeat = 3;
+    let rows = bench::run(&config, |_| {}).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    check_row(&rows[0]);
+    assert_eq!(rows[0].runs, 3);
+}
+
 #[tokio::test]
 async fn bad_configurations_are_refused() {
     let mut config = tiny(vec!["memory://".into()]);

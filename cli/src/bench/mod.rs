@@ -113,6 +113,9 @@ pub struct BenchConfig {
     pub stall_timeout: Duration,
     /// Draw progress bars on stderr (only when it is a terminal).
     pub progress: bool,
+    /// Runs of each scenario; the row reports the median of each figure (worst for
+    /// memory, sums for lost and duplicated). More runs steady figures on a busy machine.
+    pub repeat: usize,
 }
 
 impl Default for BenchConfig {
@@ -132,6 +135,7 @@ impl Default for BenchConfig {
             backlog_measure: 10_000,
             stall_timeout: Duration::from_secs(30),
             progress: true,
+            repeat: 1,
         }
     }
 }
@@ -158,6 +162,7 @@ impl BenchConfig {
             ("latency rate", u64::from(self.latency_rate)),
             ("small backlog", self.backlog_small),
             ("backlog measure", self.backlog_measure),
+            ("repeat", self.repeat as u64),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(Error::misuse(format!("{name} must be at least 1")));
@@ -219,6 +224,8 @@ pub struct Row {
     pub topics: usize,
     /// Bytes of JSON arguments per task.
     pub payload_bytes: usize,
+    /// Runs the figures are the median of.
+    pub runs: usize,
     /// Why the scenario failed, if it did (lost or repeated work, a store error).
     pub error: Option<String>,
 }
@@ -244,6 +251,7 @@ impl Row {
             concurrency: config.concurrency,
             topics: config.topics,
             payload_bytes: config.payload_bytes.max(2),
+            runs: config.repeat,
             error: None,
         }
     }
@@ -262,18 +270,53 @@ pub async fn run(config: &BenchConfig, mut on_row: impl FnMut(&Row)) -> Result<V
     let mut rows = Vec::new();
     for store in &config.stores {
         for &scenario in &config.scenarios {
-            let mut row = Row::new(store, scenario, config);
-            rss::release_free_memory();
-            rss::reset_peak();
-            if let Err(e) = scenario::run(scenario, store, config, &mut row).await {
-                row.error = Some(error_chain(&e));
+            let mut runs = Vec::with_capacity(config.repeat);
+            for _ in 0..config.repeat {
+                let mut row = Row::new(store, scenario, config);
+                rss::release_free_memory();
+                rss::reset_peak();
+                if let Err(e) = scenario::run(scenario, store, config, &mut row).await {
+                    row.error = Some(error_chain(&e));
+                }
+                row.peak_rss_bytes = rss::peak();
+                runs.push(row);
             }
-            row.peak_rss_bytes = rss::peak();
+            let row = Row::median(runs);
             on_row(&row);
             rows.push(row);
         }
     }
     Ok(rows)
+}
+
+impl Row {
+    /// One row from several runs of the same scenario: the median of each figure, the
+    /// largest peak memory, the sums of lost and duplicated, the first error.
+    fn median(mut runs: Vec<Row>) -> Row {
+        if runs.len() == 1 {
+            return runs.remove(0);
+        }
+        fn mid<T: Copy + PartialOrd>(runs: &[Row], field: impl Fn(&Row) -> Option<T>) -> Option<T> {
+            let mut values: Vec<T> = runs.iter().filter_map(&field).collect();
+            values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+            values.get(values.len().saturating_sub(1) / 2).copied()
+        }
+        let mut row = runs[0].clone();
+        row.enqueue_per_sec = mid(&runs, |r| r.enqueue_per_sec);
+        row.process_per_sec = mid(&runs, |r| r.process_per_sec);
+        row.latency_p50_ms = mid(&runs, |r| r.latency_p50_ms);
+        row.latency_p99_ms = mid(&runs, |r| r.latency_p99_ms);
+        row.latency_max_ms = mid(&runs, |r| r.latency_max_ms);
+        row.backlog_small_per_sec = mid(&runs, |r| r.backlog_small_per_sec);
+        row.backlog_large_per_sec = mid(&runs, |r| r.backlog_large_per_sec);
+        row.backlog_ratio = mid(&runs, |r| r.backlog_ratio);
+        row.bytes_per_task = mid(&runs, |r| r.bytes_per_task);
+        row.peak_rss_bytes = runs.iter().filter_map(|r| r.peak_rss_bytes).max();
+        row.lost = runs.iter().map(|r| r.lost).sum();
+        row.duplicated = runs.iter().map(|r| r.duplicated).sum();
+        row.error = runs.iter().find_map(|r| r.error.clone());
+        row
+    }
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -288,4 +331,29 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_runs() {
+        let config = BenchConfig::default();
+        let runs: Vec<Row> = [(3.0, 10, 0), (1.0, 30, 1), (2.0, 20, 0)]
+            .into_iter()
+            .map(|(rate, rss, lost)| {
+                let mut row = Row::new("memory://", Scenario::Throughput, &config);
+                row.process_per_sec = Some(rate);
+                row.peak_rss_bytes = Some(rss);
+                row.lost = lost;
+                row
+            })
+            .collect();
+        let row = Row::median(runs);
+        assert_eq!(row.process_per_sec, Some(2.0));
+        assert_eq!(row.peak_rss_bytes, Some(30));
+        assert_eq!(row.lost, 1);
+        assert_eq!(row.enqueue_per_sec, None);
+    }
 }
