@@ -135,6 +135,12 @@ async fn fill(
         next += n;
         bar.set(next);
     }
+    // Freed memory the allocator kept (the hash tables a growing map left behind, which
+    // glibc keeps on its heap once its mmap threshold has risen) is not the store's:
+    // hand it back before reading what the store holds.
+    if measure_memory {
+        rss::release_free_memory();
+    }
     let bytes_per_task = match (measure_memory, rss_before, rss::current()) {
         (true, Some(before), Some(after)) => {
             Some((after as f64 - before as f64) / count as f64 - text.len() as f64)
