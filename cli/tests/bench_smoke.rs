@@ -20,11 +20,10 @@ const REQUIRED_KEYS: [&str; 10] = [
     "peak_rss_bytes",
 ];
 
-/// The stores to smoke-test: memory always, and each file-backed store whose cargo
-/// feature is on in this build (found by opening it: a store that is not built in says
-/// `Unsupported`, or `Misuse` for a scheme the facade does not know yet). Redis needs a
-/// server and is covered by its own crate's tests.
-async fn stores(dir: &std::path::Path) -> Vec<String> {
+/// The stores to smoke-test: memory always, and each other store this build can open
+/// (found by opening it: a store that is not built in says `Unsupported`, or `Misuse` for
+/// a scheme the facade does not know yet). Redis runs on a server of the test's own.
+async fn stores(dir: &std::path::Path, redis: &mut Option<RedisServer>) -> Vec<String> {
     let mut stores = vec!["memory://".to_string()];
     for url in [
         format!("sqlite://{}/smoke.db", dir.display()),
@@ -35,13 +34,75 @@ async fn stores(dir: &std::path::Path) -> Vec<String> {
         target.remove().await.expect("remove the probe");
         match opened {
             Ok(()) => stores.push(url),
-            Err(e) if matches!(e.kind(), ErrorKind::Unsupported | ErrorKind::Misuse) => {
-                eprintln!("not smoke-testing {url}: {e}");
-            }
+            Err(e) if not_built_in(&e) => eprintln!("not smoke-testing {url}: {e}"),
             Err(e) => panic!("cannot open {url}: {e}"),
         }
     }
+    // Nothing listens on port 1: a built-in Redis store fails there with another kind
+    // (or opens lazily), which is all the probe needs to know.
+    match taskmill::open("redis://127.0.0.1:1/0").await {
+        Err(e) if not_built_in(&e) => eprintln!("not smoke-testing redis: {e}"),
+        _ => {
+            let server = RedisServer::start();
+            stores.push(format!(
+                "redis://127.0.0.1:{}/0?namespace=smoke",
+                server.port
+            ));
+            *redis = Some(server);
+        }
+    }
     stores
+}
+
+fn not_built_in(e: &taskmill::Error) -> bool {
+    matches!(e.kind(), ErrorKind::Unsupported | ErrorKind::Misuse)
+}
+
+/// A redis-server on a free loopback port, stopped on drop.
+struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is not installed: `apt-get install redis-server`");
+        let server = RedisServer { child, port };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while server.cli(&["PING"]).as_deref() != Some("PONG") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    fn cli(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .ok()?;
+        Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn tiny(stores: Vec<String>) -> BenchConfig {
@@ -118,7 +179,8 @@ fn check_json_line(line: &str) -> serde_json::Value {
 async fn every_scenario_runs_clean_on_every_store() {
     let dir = std::env::temp_dir().join(format!("taskmill-smoke-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let stores = stores(&dir).await;
+    let mut redis = None;
+    let stores = stores(&dir, &mut redis).await;
     let config = tiny(stores.clone());
     let mut printed = Vec::new();
     let rows = bench::run(&config, |row| printed.push(bench::json_line(row)))
@@ -141,6 +203,10 @@ async fn every_scenario_runs_clean_on_every_store() {
     let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
     std::fs::remove_dir_all(&dir).unwrap();
+    // And every Redis namespace the runs used is gone.
+    if let Some(server) = &redis {
+        assert_eq!(server.cli(&["DBSIZE"]).as_deref(), Some("0"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
