@@ -5,6 +5,7 @@
 //! Heaps cannot remove from the middle, so a deleted task's entry stays until it surfaces
 //! and is skipped then ("lazy deletion"); sizes are counted, not read off the heaps.
 
+use crate::records::Records;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
@@ -22,7 +23,7 @@ use taskmill_core::{
 pub(crate) struct State {
     last_id: u64,
     last_token: u64,
-    tasks: FxHashMap<TaskId, TaskRecord>,
+    tasks: Records,
     topics: FxHashMap<Arc<str>, Topic>,
     unique: FxHashMap<String, TaskId>,
 }
@@ -44,7 +45,7 @@ struct Topic {
 }
 
 /// Whether a heap entry still stands for a task waiting in INPUT (deleted ones do not).
-fn is_input(tasks: &FxHashMap<TaskId, TaskRecord>, id: TaskId) -> bool {
+fn is_input(tasks: &Records, id: TaskId) -> bool {
     tasks.get(&id).is_some_and(|t| t.queue == Queue::Input)
 }
 
@@ -67,7 +68,7 @@ impl Topic {
     }
 
     /// Moves scheduled tasks that are due by `now` to `ready`.
-    fn promote(&mut self, now: Timestamp, tasks: &FxHashMap<TaskId, TaskRecord>) {
+    fn promote(&mut self, now: Timestamp, tasks: &Records) {
         while let Some(&Reverse((run_at, id))) = self.scheduled.peek() {
             if run_at > now {
                 break;
@@ -80,7 +81,7 @@ impl Topic {
     }
 
     /// The next due task, skipping entries of deleted tasks.
-    fn pop_ready(&mut self, tasks: &FxHashMap<TaskId, TaskRecord>) -> Option<TaskId> {
+    fn pop_ready(&mut self, tasks: &Records) -> Option<TaskId> {
         while let Some(Reverse((_, id))) = self.ready.pop() {
             if is_input(tasks, id) {
                 self.input -= 1;

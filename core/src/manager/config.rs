@@ -21,6 +21,10 @@ pub struct TopicOptions {
     /// At most this many of the topic's tasks run at once across every manager sharing
     /// the store.
     pub max_running: Option<u32>,
+    /// The topic's share of this manager's claims when several topics have work waiting
+    /// (default 1): a topic of weight 3 gets about three times the workers of a topic of
+    /// weight 1.
+    pub weight: Option<u32>,
 }
 
 impl TopicOptions {
@@ -50,6 +54,12 @@ impl TopicOptions {
     /// Limits how many of the topic's tasks run at once, store-wide.
     pub fn max_running(mut self, max: u32) -> Self {
         self.max_running = Some(max);
+        self
+    }
+
+    /// Sets the topic's share of claims among busy topics (at least 1).
+    pub fn weight(mut self, weight: u32) -> Self {
+        self.weight = Some(weight.max(1));
         self
     }
 }

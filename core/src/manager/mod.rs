@@ -2,6 +2,7 @@
 //! records their outcomes.
 
 mod config;
+mod job_queue;
 mod processor;
 mod run_state;
 mod runtime;

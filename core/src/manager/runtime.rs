@@ -11,6 +11,7 @@
 //! Held tasks are all under lease and all renewed.
 
 use super::config::Config;
+use super::job_queue::JobQueue;
 use super::processor::{Processor, TaskContext};
 use super::run_state::RunState;
 use crate::error::Error;
@@ -106,13 +107,13 @@ impl Runtime {
             }])
             .await;
         let (finished_tx, finished_rx) = mpsc::unbounded_channel();
-        let (jobs_tx, jobs_rx) = async_channel::bounded(concurrency);
+        let jobs = Arc::new(JobQueue::new());
         let mut workers = JoinSet::new();
         for _ in 0..concurrency {
-            workers.spawn(shared.clone().worker(jobs_rx.clone(), finished_tx.clone()));
+            workers.spawn(shared.clone().worker(jobs.clone(), finished_tx.clone()));
         }
         Runtime {
-            claimer: tokio::spawn(shared.clone().claim_loop(jobs_tx, finished_tx)),
+            claimer: tokio::spawn(shared.clone().claim_loop(jobs, finished_tx)),
             workers,
             flusher: tokio::spawn(shared.clone().flush_loop(finished_rx)),
             maintenance: tokio::spawn(shared.clone().maintenance_loop()),
@@ -204,9 +205,17 @@ impl Shared {
 
     async fn claim_loop(
         self: Arc<Self>,
-        jobs: async_channel::Sender<Job>,
+        jobs: Arc<JobQueue<Job>>,
         finished: mpsc::UnboundedSender<Finished>,
     ) {
+        // However the loop ends, workers drain what is queued and stop.
+        struct CloseOnExit(Arc<JobQueue<Job>>);
+        impl Drop for CloseOnExit {
+            fn drop(&mut self) {
+                self.0.close();
+            }
+        }
+        let _close = CloseOnExit(jobs.clone());
         let low_water = self.config.concurrency;
         let capacity = 2 * low_water;
         let mut wakeups = match self.store.wakeups().await {
@@ -216,7 +225,18 @@ impl Shared {
                 None
             }
         };
-        let mut topics = self.topics();
+        let topics = self.topics();
+        let mut order = WeightedRoundRobin::new(
+            topics
+                .iter()
+                .map(|t| {
+                    self.config
+                        .topic(&t.topic)
+                        .and_then(|o| o.weight)
+                        .unwrap_or(1)
+                })
+                .collect(),
+        );
         let mut failures = 0u32;
         loop {
             if self.stop_claiming.is_cancelled() {
@@ -236,10 +256,11 @@ impl Shared {
                 continue;
             }
             let limit = capacity - self.held_count.load(Ordering::Acquire);
-            // Rotating the start topic keeps one busy topic from starving the others.
-            topics.rotate_left(1);
+            // Each claim starts from the next topic in weighted turn (a claim fills up from
+            // its first topic), so busy topics share the workers by weight.
+            let first = order.next();
             let req = ClaimRequest::new(
-                topics.iter().cloned(),
+                topics[first..].iter().chain(&topics[..first]).cloned(),
                 limit,
                 self.id.clone(),
                 self.config.clock.now(),
@@ -295,7 +316,7 @@ impl Shared {
     async fn dispatch(
         &self,
         batch: Vec<Claimed>,
-        jobs: &async_channel::Sender<Job>,
+        jobs: &JobQueue<Job>,
         finished: &mpsc::UnboundedSender<Finished>,
     ) {
         let mut starts = Vec::with_capacity(batch.len());
@@ -348,21 +369,16 @@ impl Shared {
             }
             self.held_count.fetch_add(queued.len(), Ordering::AcqRel);
         }
-        for job in queued {
-            // Workers hold the receivers until this sender is gone, so a send only waits
-            // for a worker to take an earlier job.
-            let sent = jobs.send(job).await;
-            debug_assert!(sent.is_ok(), "workers outlive the claimer");
-        }
+        jobs.push_batch(queued);
     }
 
     /// A worker: runs jobs one at a time until the claimer is gone and the channel drained.
     async fn worker(
         self: Arc<Self>,
-        jobs: async_channel::Receiver<Job>,
+        jobs: Arc<JobQueue<Job>>,
         finished: mpsc::UnboundedSender<Finished>,
     ) {
-        while let Ok(job) = jobs.recv().await {
+        while let Some(job) = jobs.pop().await {
             let span = tracing::info_span!(
                 "task",
                 id = %job.record.id,
@@ -389,11 +405,18 @@ impl Shared {
         let (id, attempt, retries_left) = (record.id, record.attempt, record.has_retries_left());
         let topic = record.topic.clone();
         let timeout = self.config.topic(&topic).and_then(|o| o.timeout);
-        let processor = self
-            .processors
-            .get(&topic)
-            .expect("only registered topics are claimed")
-            .clone();
+        let Some(processor) = self.processors.get(&topic).cloned() else {
+            // Claims name only registered topics, so only a faulty store gets here; a
+            // manager that has the topic can still run the task.
+            warn!("the store returned a task of an unregistered topic; releasing it");
+            return Finished {
+                outcome: Outcome {
+                    lease,
+                    kind: OutcomeKind::Release,
+                },
+                event: Event::TaskCancelled { id, topic },
+            };
+        };
         let ctx = TaskContext {
             record,
             run: run.clone(),
@@ -614,10 +637,57 @@ impl Shared {
     }
 }
 
+/// Smooth weighted round-robin (as in nginx): picks index `i` in proportion to
+/// `weights[i]`, spreading each topic's turns evenly instead of in runs.
+struct WeightedRoundRobin {
+    weights: Vec<i64>,
+    current: Vec<i64>,
+}
+
+impl WeightedRoundRobin {
+    fn new(weights: Vec<u32>) -> Self {
+        let weights: Vec<i64> = weights.into_iter().map(|w| i64::from(w.max(1))).collect();
+        WeightedRoundRobin {
+            current: vec![0; weights.len()],
+            weights,
+        }
+    }
+
+    fn next(&mut self) -> usize {
+        let total: i64 = self.weights.iter().sum();
+        for (current, weight) in self.current.iter_mut().zip(&self.weights) {
+            *current += weight;
+        }
+        let (best, _) = self
+            .current
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, c)| (**c, std::cmp::Reverse(*i)))
+            .expect("a manager has at least one topic");
+        self.current[best] -= total;
+        best
+    }
+}
+
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
     panic
         .downcast_ref::<&str>()
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("a non-string panic payload")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WeightedRoundRobin;
+
+    #[test]
+    fn weighted_round_robin_spreads_turns_by_weight() {
+        let mut wrr = WeightedRoundRobin::new(vec![3, 1, 2]);
+        let turns: Vec<usize> = (0..12).map(|_| wrr.next()).collect();
+        assert_eq!(turns, vec![0, 2, 0, 1, 2, 0, 0, 2, 0, 1, 2, 0]);
+        for (i, expected) in [6, 2, 4].iter().enumerate() {
+            assert_eq!(turns.iter().filter(|t| **t == i).count(), *expected);
+        }
+    }
 }
