@@ -14,7 +14,8 @@ impl Progress {
         }
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
         let style = ProgressStyle::with_template(
-            "{msg:>40} [{bar:30}] {human_pos}/{human_len} {per_sec} eta {eta}",
+            // Narrow enough for an 80-column terminal: a wrapped bar redraws badly.
+            "{msg} [{bar:20}] {human_pos}/{human_len} eta {eta}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
