@@ -479,33 +479,42 @@ async fn latency(
     tokio::time::sleep(Duration::from_millis(100)).await;
     let topics = topic_names(config.topics);
     let bar = Progress::new(config.progress, count, format!("{url} latency"));
-    let mut ticks = tokio::time::interval(Duration::from_secs_f64(
-        1.0 / f64::from(config.latency_rate),
-    ));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    for i in 0..count {
-        ticks.tick().await;
-        let topic = topics[(i % topics.len() as u64) as usize].clone();
-        let task = Task::new(
-            topic,
-            &Stamp {
-                t: recorder.nanos(),
-            },
-        )?;
-        manager.enqueue(task).await?;
-        bar.set(recorder.runs.load(Ordering::Relaxed));
+    // The manager is closed whatever happens, so a failed enqueue leaves nothing running
+    // into the next scenario.
+    let probing = async {
+        let mut ticks = tokio::time::interval(Duration::from_secs_f64(
+            1.0 / f64::from(config.latency_rate),
+        ));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        for i in 0..count {
+            ticks.tick().await;
+            let topic = topics[(i % topics.len() as u64) as usize].clone();
+            let task = Task::new(
+                topic,
+                &Stamp {
+                    t: recorder.nanos(),
+                },
+            )?;
+            manager.enqueue(task).await?;
+            bar.set(recorder.runs.load(Ordering::Relaxed));
+        }
+        Ok::<_, Error>(
+            wait_for(
+                || recorder.runs.load(Ordering::Relaxed),
+                &recorder.done,
+                count,
+                config.stall_timeout,
+                &bar,
+            )
+            .await,
+        )
     }
-    let finished = wait_for(
-        || recorder.runs.load(Ordering::Relaxed),
-        &recorder.done,
-        count,
-        config.stall_timeout,
-        &bar,
-    )
     .await;
     drop(bar);
-    manager.close_with_timeout(CLOSE_TIMEOUT).await?;
+    let closed = manager.close_with_timeout(CLOSE_TIMEOUT).await;
     drop(manager);
+    let finished = probing?;
+    closed?;
     let stats = store.stats().await?;
 
     let mut samples =
