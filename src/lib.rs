@@ -33,6 +33,14 @@ pub use taskmill_core::*;
 #[doc(inline)]
 pub use taskmill_memory::MemoryStore;
 
+#[cfg(feature = "sqlite")]
+#[doc(inline)]
+pub use taskmill_sqlite::SqliteStore;
+
+/// The SQLite store and its options (`taskmill::sqlite::SqliteOptions`).
+#[cfg(feature = "sqlite")]
+pub use taskmill_sqlite as sqlite;
+
 use std::sync::Arc;
 
 /// Opens the store a URL names, with the backends this build enables:
@@ -40,6 +48,7 @@ use std::sync::Arc;
 /// | URL | feature |
 /// |---|---|
 /// | `memory://` | `memory` (default) |
+/// | `sqlite://path/to/tasks.db[?durability=full]` | `sqlite` |
 ///
 /// Fails with [`ErrorKind::Misuse`] for a malformed URL or an unknown scheme, and with
 /// [`ErrorKind::Unsupported`] for a backend whose feature is not enabled.
@@ -53,6 +62,10 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
         "memory" => Ok(Arc::new(MemoryStore::from_url(url)?)),
         #[cfg(not(feature = "memory"))]
         "memory" => Err(not_enabled("memory")),
+        #[cfg(feature = "sqlite")]
+        "sqlite" => Ok(Arc::new(SqliteStore::from_url(url).await?)),
+        #[cfg(not(feature = "sqlite"))]
+        "sqlite" => Err(not_enabled("sqlite")),
         other => Err(Error::misuse(format!(
             "unknown store scheme {other:?} in {url:?}"
         ))),
