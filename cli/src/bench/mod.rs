@@ -295,8 +295,9 @@ pub async fn run(config: &BenchConfig, mut on_row: impl FnMut(&Row)) -> Result<V
 }
 
 impl Row {
-    /// One row from several runs of the same scenario: the median of each figure, the
-    /// largest peak memory, the sums of lost and duplicated, the first error.
+    /// One row from several runs of the same scenario: the median of each figure (the
+    /// backlog ratio is that of the medians), the largest peak memory, the sums of lost
+    /// and duplicated, the first error.
     fn median(mut runs: Vec<Row>) -> Row {
         if runs.len() == 1 {
             return runs.remove(0);
@@ -314,7 +315,11 @@ impl Row {
         row.latency_max_ms = mid(&runs, |r| r.latency_max_ms);
         row.backlog_small_per_sec = mid(&runs, |r| r.backlog_small_per_sec);
         row.backlog_large_per_sec = mid(&runs, |r| r.backlog_large_per_sec);
-        row.backlog_ratio = mid(&runs, |r| r.backlog_ratio);
+        // The ratio of the medians, so the row reads consistently.
+        row.backlog_ratio = match (row.backlog_small_per_sec, row.backlog_large_per_sec) {
+            (Some(small), Some(large)) => Some(large / small),
+            _ => None,
+        };
         row.bytes_per_task = mid(&runs, |r| r.bytes_per_task);
         row.peak_rss_bytes = runs.iter().filter_map(|r| r.peak_rss_bytes).max();
         row.lost = runs.iter().map(|r| r.lost).sum();
@@ -360,5 +365,18 @@ mod tests {
         assert_eq!(row.peak_rss_bytes, Some(30));
         assert_eq!(row.lost, 1);
         assert_eq!(row.enqueue_per_sec, None);
+
+        let runs: Vec<Row> = [(100.0, 50.0), (200.0, 60.0), (300.0, 290.0)]
+            .into_iter()
+            .map(|(small, large)| {
+                let mut row = Row::new("memory://", Scenario::Backlog, &config);
+                row.backlog_small_per_sec = Some(small);
+                row.backlog_large_per_sec = Some(large);
+                row.backlog_ratio = Some(large / small);
+                row
+            })
+            .collect();
+        let row = Row::median(runs);
+        assert_eq!(row.backlog_ratio, Some(0.3));
     }
 }
