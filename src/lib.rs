@@ -65,3 +65,25 @@ fn not_enabled(feature: &str) -> Error {
         "the {feature} store is not built in: enable taskmill's `{feature}` cargo feature"
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn open_picks_the_backend_by_scheme() {
+        let store = open("memory://").await.unwrap();
+        assert!(!store.capabilities().durable);
+    }
+
+    #[tokio::test]
+    async fn open_rejects_bad_urls_with_misuse() {
+        for url in ["tasks.db", "nosuch://x", "memory://extra"] {
+            let err = open(url)
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("{url} opened"));
+            assert_eq!(err.kind(), ErrorKind::Misuse, "{url}: {err}");
+        }
+    }
+}

@@ -167,7 +167,7 @@ mod tests {
 
     #[test]
     fn display_includes_kind_message_and_source() {
-        let io = std::io::Error::new(std::io::ErrorKind::Other, "disk full");
+        let io = std::io::Error::other("disk full");
         let err = Error::storage("cannot write task").with_source(io);
         assert_eq!(err.kind(), ErrorKind::Storage);
         assert_eq!(

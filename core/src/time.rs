@@ -66,9 +66,21 @@ impl Sub<Duration> for Timestamp {
     }
 }
 
+impl Timestamp {
+    /// The timestamp as a `SystemTime`.
+    pub fn to_system_time(self) -> SystemTime {
+        if self.0 >= 0 {
+            UNIX_EPOCH + Duration::from_millis(self.0 as u64)
+        } else {
+            UNIX_EPOCH - Duration::from_millis(self.0.unsigned_abs())
+        }
+    }
+}
+
+/// RFC 3339 in UTC with milliseconds, e.g. `2026-11-22T06:40:01.123Z`.
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}ms", self.0)
+        fmt::Display::fmt(&humantime::format_rfc3339_millis(self.to_system_time()), f)
     }
 }
 

@@ -340,10 +340,12 @@ impl Shared {
             }
         };
         let ended = tokio::select! {
-            biased;
             ended = attempt_fut => Some(ended),
             _ = cancel.cancelled() => None,
         };
+        // A run that was cancelled was cut short, whatever it returned on its way out
+        // (processors often return Ok or Err once they see the signal): it is released.
+        let ended = ended.filter(|_| !cancel.is_cancelled());
         let now = self.config.clock.now();
         let (kind, event) = match ended {
             Some(Ok(())) => {
