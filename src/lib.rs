@@ -33,6 +33,10 @@ pub use taskmill_core::*;
 #[doc(inline)]
 pub use taskmill_memory::MemoryStore;
 
+#[cfg(feature = "sled")]
+#[doc(inline)]
+pub use taskmill_sled::{FlushPolicy, SledOptions, SledStore};
+
 use std::sync::Arc;
 
 /// Opens the store a URL names, with the backends this build enables:
@@ -40,6 +44,7 @@ use std::sync::Arc;
 /// | URL | feature |
 /// |---|---|
 /// | `memory://` | `memory` (default) |
+/// | `sled://path/to/dir` (`sled:///abs/dir`, `?flush=always\|enqueues\|periodic`) | `sled` |
 ///
 /// Fails with [`ErrorKind::Misuse`] for a malformed URL or an unknown scheme, and with
 /// [`ErrorKind::Unsupported`] for a backend whose feature is not enabled.
@@ -53,6 +58,17 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
         "memory" => Ok(Arc::new(MemoryStore::from_url(url)?)),
         #[cfg(not(feature = "memory"))]
         "memory" => Err(not_enabled("memory")),
+        // Opening blocks while sled recovers the database: off the async workers.
+        #[cfg(feature = "sled")]
+        "sled" => {
+            let url = url.to_owned();
+            let store = tokio::task::spawn_blocking(move || SledStore::from_url(&url))
+                .await
+                .map_err(|e| Error::storage("opening the sled store failed").with_source(e))??;
+            Ok(Arc::new(store))
+        }
+        #[cfg(not(feature = "sled"))]
+        "sled" => Err(not_enabled("sled")),
         other => Err(Error::misuse(format!(
             "unknown store scheme {other:?} in {url:?}"
         ))),
