@@ -218,7 +218,7 @@ mod tests {
 
     #[test]
     fn byte_order_is_claim_order() {
-        let mut keys = vec![
+        let mut keys = [
             ready_key("t", 5, TaskId::new(1)),
             ready_key("t", -3, TaskId::new(9)),
             ready_key("t", 0, TaskId::new(2)),

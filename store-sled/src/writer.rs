@@ -52,10 +52,13 @@ pub(crate) enum Request {
     Stats(Reply<Stats>),
 }
 
+/// Finishes a request once its group's flush is done, given the flush's error if any.
+type Finish = Box<dyn FnOnce(Option<&Error>) + Send>;
+
 /// What to do once the group's flush is done: send events, wake managers, reply.
 struct Deferred {
     durable: bool,
-    finish: Box<dyn FnOnce(Option<&Error>) + Send>,
+    finish: Finish,
 }
 
 fn defer<V: Send + 'static>(
