@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 use taskmill_core::{
-    Counters, Error, QueueSizes, Result, TaskId, TaskRecord, Timestamp, TopicStats,
+    Counters, Error, Lease, Queue, QueueSizes, Result, TaskId, TaskRecord, Timestamp, TopicStats,
 };
 
 /// The key of a task's record in `tasks`, and of its entry in `work`.
@@ -98,37 +98,73 @@ pub(crate) fn dead_key(topic: &str, id: TaskId) -> Vec<u8> {
     key
 }
 
-/// A `work` entry: what the store needs of a claim without decoding the record, so a
-/// corrupt record can be claimed, fenced, reaped and salvaged like any other.
+/// A `work` entry: a task's claim. While a task is in WORK its record in `tasks` stays as
+/// it was in INPUT, and this entry holds what the claim changed (attempt and lease), so a
+/// claim, a renewal and a completion never rewrite the record; [`WorkEntry::apply_to`]
+/// joins the two. It also lets a corrupt record be claimed, fenced, reaped and salvaged
+/// like any other.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct WorkEntry {
     pub token: u64,
     pub deadline: Timestamp,
     pub priority: i16,
+    pub attempt: u32,
     pub topic: Arc<str>,
+    pub owner: Arc<str>,
 }
 
 impl WorkEntry {
+    /// The entry of a claimed record (after `TaskRecord::start`).
+    pub fn of(record: &TaskRecord) -> Option<WorkEntry> {
+        let lease = record.lease.as_ref()?;
+        Some(WorkEntry {
+            token: lease.token,
+            deadline: lease.deadline,
+            priority: record.priority,
+            attempt: record.attempt,
+            topic: record.topic.clone(),
+            owner: lease.owner.clone(),
+        })
+    }
+
+    /// The record as it is in WORK: the stored (INPUT) record with this claim applied.
+    pub fn apply_to(&self, mut record: TaskRecord) -> TaskRecord {
+        record.queue = Queue::Work;
+        record.attempt = self.attempt;
+        record.lease = Some(Lease {
+            owner: self.owner.clone(),
+            token: self.token,
+            deadline: self.deadline,
+        });
+        record
+    }
+
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(18 + self.topic.len());
+        let mut v = Vec::with_capacity(24 + self.topic.len() + self.owner.len());
         v.extend_from_slice(&self.token.to_be_bytes());
         v.extend_from_slice(&time_bytes(self.deadline));
         v.extend_from_slice(&priority_bytes(self.priority));
+        v.extend_from_slice(&self.attempt.to_be_bytes());
+        // Topics are at most 200 bytes (`validate_topic`).
+        v.extend_from_slice(&(self.topic.len() as u16).to_be_bytes());
         v.extend_from_slice(self.topic.as_bytes());
+        v.extend_from_slice(self.owner.as_bytes());
         v
     }
 
     pub fn decode(v: &[u8]) -> Result<WorkEntry> {
         let bad = || Error::corrupt(format!("undecodable work entry ({} bytes)", v.len()));
-        if v.len() < 18 {
-            return Err(bad());
-        }
-        let topic = std::str::from_utf8(&v[18..]).map_err(|e| bad().with_source(e))?;
+        let field = |at: usize, len: usize| v.get(at..at + len).ok_or_else(bad);
+        let topic_len = u16::from_be_bytes(field(22, 2)?.try_into().map_err(|_| bad())?) as usize;
+        let topic = std::str::from_utf8(field(24, topic_len)?).map_err(|e| bad().with_source(e))?;
+        let owner = std::str::from_utf8(&v[24 + topic_len..]).map_err(|e| bad().with_source(e))?;
         Ok(WorkEntry {
-            token: u64::from_be_bytes(v[0..8].try_into().map_err(|_| bad())?),
-            deadline: time_from(v[8..16].try_into().map_err(|_| bad())?),
-            priority: priority_from(v[16..18].try_into().map_err(|_| bad())?),
+            token: u64::from_be_bytes(field(0, 8)?.try_into().map_err(|_| bad())?),
+            deadline: time_from(field(8, 8)?.try_into().map_err(|_| bad())?),
+            priority: priority_from(field(16, 2)?.try_into().map_err(|_| bad())?),
+            attempt: u32::from_be_bytes(field(18, 4)?.try_into().map_err(|_| bad())?),
             topic: Arc::from(topic),
+            owner: Arc::from(owner),
         })
     }
 }
@@ -263,7 +299,9 @@ mod tests {
             token: 77,
             deadline: Timestamp::from_millis(-12),
             priority: -2,
+            attempt: 3,
             topic: Arc::from("emails"),
+            owner: Arc::from("manager-1"),
         };
         assert_eq!(WorkEntry::decode(&w.encode()).unwrap(), w);
         assert!(WorkEntry::decode(b"short").is_err());

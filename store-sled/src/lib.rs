@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 mod codec;
+mod read;
 mod store;
 mod trees;
 mod writer;

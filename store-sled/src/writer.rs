@@ -15,13 +15,14 @@
 //! task's enqueue before any claim of it returns, and never sees an enqueue that failed.
 
 use crate::codec::{self, WorkEntry};
+use crate::read;
 use crate::trees::{Plan, Trees, LAST_ID, LAST_TOKEN, T};
 use crate::{sled_error, FlushPolicy};
 use std::sync::mpsc;
 use std::sync::Arc;
 use taskmill_core::store::{
-    Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, LocalBus, Outcome,
-    Recovered,
+    Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListQuery, LocalBus,
+    Outcome, Page, Recovered,
 };
 use taskmill_core::{
     Error, Event, Lease, Payload, Queue, QueueSizes, Result, Stats, Task, TaskId, TaskRecord,
@@ -47,9 +48,10 @@ pub(crate) enum Request {
     Requeue(Vec<TaskId>, Timestamp, Reply<Vec<bool>>),
     Delete(Vec<TaskId>, Reply<Vec<bool>>),
     SetPaused(String, bool, Reply<()>),
-    /// Read here rather than on a blocking thread so the figures are never taken halfway
-    /// through a transaction.
+    /// Reads are made here too, between transactions, so they never see half of a move.
     Stats(Reply<Stats>),
+    Get(TaskId, Reply<Option<TaskRecord>>),
+    List(ListQuery, Reply<Page>),
 }
 
 /// Finishes a request once its group's flush is done, given the flush's error if any.
@@ -227,6 +229,10 @@ impl Writer {
                 })
             }
             Request::Stats(reply) => defer(false, reply, self.stats(), || {}),
+            Request::Get(id, reply) => defer(false, reply, read::get(&self.trees, id), || {}),
+            Request::List(query, reply) => {
+                defer(false, reply, read::list(&self.trees, &query), || {})
+            }
         }
     }
 
@@ -362,14 +368,10 @@ impl Writer {
                 match codec::decode_record(id, &bytes) {
                     Ok(mut record) => {
                         record.start(lease, &mut row.counters);
-                        let entry = WorkEntry {
-                            token,
-                            deadline,
-                            priority: record.priority,
-                            topic: record.topic.clone(),
-                        };
+                        // The record itself stays as it was: the work entry holds the
+                        // claim (see `WorkEntry`).
+                        let entry = WorkEntry::of(&record).expect("a started task holds a lease");
                         plan.put(T::Work, codec::id_key(id), entry.encode());
-                        plan.put(T::Tasks, codec::id_key(id), codec::encode_record(&record)?);
                         claimed.push(Claimed::Ready(record));
                     }
                     Err(error) => {
@@ -383,7 +385,9 @@ impl Writer {
                             token,
                             deadline,
                             priority,
+                            attempt: 1,
                             topic: wanted.topic.clone(),
+                            owner: req.owner.clone(),
                         };
                         plan.put(T::Work, codec::id_key(id), entry.encode());
                         tracing::warn!(%id, %error, "claimed a task whose record cannot be decoded");
@@ -408,27 +412,15 @@ impl Writer {
         let mut plan = Plan::new(&trees);
         let mut applied = Vec::with_capacity(leases.len());
         for l in leases {
-            let key = codec::id_key(l.id);
-            let Some(mut entry) = plan.work(l.id)?.filter(|w| w.token == l.token) else {
-                applied.push(Applied::Stale);
-                continue;
-            };
-            if let Some(bytes) = plan.get(T::Tasks, &key)? {
-                // A corrupt record keeps its lease in the work entry alone.
-                if let Ok(mut record) = codec::decode_record(l.id, &bytes) {
-                    if !record.is_owned_by(l.token) {
-                        applied.push(Applied::Stale);
-                        continue;
-                    }
-                    if let Some(lease) = record.lease.as_mut() {
-                        lease.deadline = deadline;
-                    }
-                    plan.put(T::Tasks, key, codec::encode_record(&record)?);
+            // The lease lives in the work entry alone (see `WorkEntry`).
+            match plan.work(l.id)?.filter(|w| w.token == l.token) {
+                Some(mut entry) => {
+                    entry.deadline = deadline;
+                    plan.put(T::Work, codec::id_key(l.id), entry.encode());
+                    applied.push(Applied::Done);
                 }
+                None => applied.push(Applied::Stale),
             }
-            entry.deadline = deadline;
-            plan.put(T::Work, key, entry.encode());
-            applied.push(Applied::Done);
         }
         self.commit(plan)?;
         Ok(applied)
@@ -557,6 +549,18 @@ impl Writer {
                 continue;
             };
             plan.del(T::Tasks, key);
+            if let Some(entry) = plan.work(id)? {
+                // In WORK: the stored record still says INPUT (see `WorkEntry`).
+                plan.del(T::Work, key);
+                move_size(&mut plan.row(&entry.topic)?.sizes, Some(Queue::Work), None);
+                if let Ok(record) = codec::decode_record(id, &bytes) {
+                    free_unique(&mut plan, &record)?;
+                } else if let Some(unique) = unique_key_of(&plan, id)? {
+                    plan.del(T::Unique, unique.into_bytes());
+                }
+                deleted.push(true);
+                continue;
+            }
             match codec::decode_record(id, &bytes) {
                 Ok(record) => {
                     match record.queue {
@@ -680,7 +684,10 @@ fn owned_record(
         return Ok(None);
     };
     match codec::decode_record(id, &bytes) {
-        Ok(record) => Ok(record.is_owned_by(entry.token).then_some(record)),
+        Ok(record) => {
+            let record = entry.apply_to(record);
+            Ok(record.is_owned_by(entry.token).then_some(record))
+        }
         Err(_) => Ok(Some(salvage(plan, id, &bytes, entry, now)?)),
     }
 }
@@ -698,7 +705,7 @@ fn salvage(
         topic: entry.topic.clone(),
         external_id: None,
         args: Payload::from_stored(String::from_utf8_lossy(bytes).into_owned()),
-        attempt: 1,
+        attempt: entry.attempt,
         // Whatever the limit was, it is unknown now: a failure is final.
         max_retries: 0,
         priority: entry.priority,
@@ -708,7 +715,7 @@ fn salvage(
         last_error: None,
         failed_at: None,
         lease: Some(Lease {
-            owner: "unknown (corrupt record)".into(),
+            owner: entry.owner.clone(),
             token: entry.token,
             deadline: entry.deadline,
         }),
@@ -728,15 +735,11 @@ fn unique_key_of(plan: &Plan<'_>, id: TaskId) -> Result<Option<String>> {
     Ok(None)
 }
 
-/// Deletes a task whose record cannot be decoded: its index entries are found by scanning
-/// for its id, since the record no longer says where it is.
+/// Deletes a task not in WORK whose record cannot be decoded: its index entries are found
+/// by scanning for its id, since the record no longer says where it is.
 fn delete_corrupt(plan: &mut Plan<'_>, id: TaskId) -> Result<()> {
-    let key = codec::id_key(id);
     let trees = plan.trees();
-    if let Some(entry) = plan.work(id)? {
-        plan.del(T::Work, key);
-        move_size(&mut plan.row(&entry.topic)?.sizes, Some(Queue::Work), None);
-    } else {
+    {
         for (tree, queue) in [
             (T::Ready, Queue::Input),
             (T::Scheduled, Queue::Input),
