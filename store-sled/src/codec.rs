@@ -114,19 +114,6 @@ pub(crate) struct WorkEntry {
 }
 
 impl WorkEntry {
-    /// The entry of a claimed record (after `TaskRecord::start`).
-    pub fn of(record: &TaskRecord) -> Option<WorkEntry> {
-        let lease = record.lease.as_ref()?;
-        Some(WorkEntry {
-            token: lease.token,
-            deadline: lease.deadline,
-            priority: record.priority,
-            attempt: record.attempt,
-            topic: record.topic.clone(),
-            owner: lease.owner.clone(),
-        })
-    }
-
     /// The record as it is in WORK: the stored (INPUT) record with this claim applied.
     pub fn apply_to(&self, mut record: TaskRecord) -> TaskRecord {
         record.queue = Queue::Work;

@@ -119,6 +119,11 @@ impl<'a> Plan<'a> {
         self.writes[t as usize].insert(key.into(), Some(value.into()));
     }
 
+    /// Whether this plan removes `key`.
+    pub fn is_removed(&self, t: T, key: &[u8]) -> bool {
+        matches!(self.writes[t as usize].get(key), Some(None))
+    }
+
     pub fn del(&mut self, t: T, key: impl Into<Vec<u8>>) {
         self.writes[t as usize].insert(key.into(), None);
     }

@@ -317,37 +317,43 @@ impl Writer {
         let trees = self.trees.clone();
         let mut claimed = Vec::with_capacity(req.limit.min(1024));
         let deadline = req.deadline();
+        // A topic without a stats row has never held a task.
+        let mut topics = Vec::with_capacity(req.topics.len());
         for wanted in &req.topics {
+            if trees.row(&wanted.topic)?.is_some_and(|row| !row.paused) {
+                self.promote(&wanted.topic, req.now)?;
+                topics.push(wanted);
+            }
+        }
+        // One transaction for the whole claim: the scans below read committed state (the
+        // promotions are committed), and each topic's keys are its own.
+        let mut plan = Plan::new(&trees);
+        for wanted in topics {
             if claimed.len() >= req.limit {
                 break;
             }
-            // A topic without a row has never held a task.
-            let Some(row) = trees.row(&wanted.topic)? else {
-                continue;
-            };
-            if row.paused {
-                continue;
-            }
-            self.promote(&wanted.topic, req.now)?;
             let remaining = req.limit - claimed.len();
             let allowed = match wanted.max_running {
                 Some(max) => (max as u64)
-                    .saturating_sub(row.sizes.work)
+                    .saturating_sub(plan.row(&wanted.topic)?.sizes.work)
                     .min(remaining as u64) as usize,
                 None => remaining,
             };
             if allowed == 0 {
                 continue;
             }
-            let mut plan = Plan::new(&trees);
             let prefix = codec::topic_prefix(&wanted.topic);
-            for key in trees
-                .tree(T::Ready)
-                .scan_prefix(&prefix)
-                .keys()
-                .take(allowed)
-            {
+            let mut taken = 0;
+            for key in trees.tree(T::Ready).scan_prefix(&prefix).keys() {
+                if taken == allowed {
+                    break;
+                }
                 let key = key.map_err(sled_error)?;
+                // Taken already, by this claim naming the topic twice.
+                if plan.is_removed(T::Ready, &key) {
+                    continue;
+                }
+                taken += 1;
                 plan.del(T::Ready, key.to_vec());
                 let Some(id) = codec::id_at_end(&key) else {
                     continue;
@@ -370,7 +376,14 @@ impl Writer {
                         record.start(lease, &mut row.counters);
                         // The record itself stays as it was: the work entry holds the
                         // claim (see `WorkEntry`).
-                        let entry = WorkEntry::of(&record).expect("a started task holds a lease");
+                        let entry = WorkEntry {
+                            token,
+                            deadline,
+                            priority: record.priority,
+                            attempt: record.attempt,
+                            topic: record.topic.clone(),
+                            owner: req.owner.clone(),
+                        };
                         plan.put(T::Work, codec::id_key(id), entry.encode());
                         claimed.push(Claimed::Ready(record));
                     }
@@ -402,8 +415,8 @@ impl Writer {
                     }
                 }
             }
-            self.commit(plan)?;
         }
+        self.commit(plan)?;
         Ok(claimed)
     }
 
