@@ -158,3 +158,32 @@ async fn a_corrupt_record_in_input_can_be_deleted() {
         .unwrap();
     assert!(again.is_new(), "the unique key was freed");
 }
+
+/// A database written by a newer layout is refused with a clear error, and left alone.
+#[test]
+fn a_newer_layout_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    drop(SledStore::open(&path).unwrap());
+    {
+        let db = sled::open(&path).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("schema", &99u64.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let err = SledStore::open(&path).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert!(err.message().contains("99"), "{err}");
+    assert!(err.message().contains(&path.display().to_string()), "{err}");
+    // Refusing it did not rewrite the version.
+    let db = sled::open(&path).unwrap();
+    let version = db
+        .open_tree("meta")
+        .unwrap()
+        .get("schema")
+        .unwrap()
+        .unwrap();
+    assert_eq!(version.as_ref(), 99u64.to_be_bytes());
+}

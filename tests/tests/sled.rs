@@ -26,3 +26,39 @@ impl Harness for SledHarness {
 mod sled {
     taskmill_tests::conformance_suite!(super::SledHarness);
 }
+
+/// The facade opens the sled store by URL, and it keeps its tasks across a reopen.
+mod sled_url {
+    use taskmill_core::store::EnqueueOptions;
+    use taskmill_core::{ErrorKind, Queue, StoreExt, Task, Timestamp};
+
+    #[tokio::test]
+    async fn taskmill_open_gives_a_durable_sled_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sled://{}?flush=always", dir.path().join("db").display());
+        let store = taskmill::open(&url).await.unwrap();
+        assert!(store.capabilities().durable);
+        let id = store
+            .enqueue_one(
+                Task::new("t", &7).unwrap(),
+                &EnqueueOptions::new(Timestamp::now()),
+            )
+            .await
+            .unwrap()
+            .id();
+        let again = taskmill::open(&url)
+            .await
+            .err()
+            .expect("one opener at a time");
+        assert_eq!(again.kind(), ErrorKind::Unavailable, "{again}");
+        drop(store);
+        let store = taskmill::open(&url).await.unwrap();
+        let input = store.list_all(Queue::Input, None).await.unwrap();
+        assert_eq!(input.iter().map(|r| r.id).collect::<Vec<_>>(), [id]);
+        let bad = taskmill::open("sled://x?flush=sometimes")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(bad.kind(), ErrorKind::Misuse, "{bad}");
+    }
+}
