@@ -50,9 +50,15 @@ use writer::{Request, Writer};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum FlushPolicy {
-    /// Every call that changes the store returns only after its change is on disk (lease
-    /// renewals excepted: a crash ends every lease of the process anyway). Concurrent
-    /// calls share one flush. A crash loses nothing acknowledged.
+    /// Every call whose loss a crash could show returns only after its change is on disk:
+    /// enqueues, outcomes, requeues, deletes, pauses. Concurrent calls share one flush. A
+    /// crash loses nothing acknowledged.
+    ///
+    /// Claims, lease renewals and the reaper's recoveries are not flushed on their own
+    /// (they reach the disk with the next flush: sled's log is sequential). Losing one in a
+    /// crash is the same as the crash itself: a crash ends every lease of the process, a
+    /// task whose claim was lost is back in INPUT at once rather than after its lease
+    /// expires, and a lost recovery is made again by the next reaper.
     #[default]
     Always,
     /// Enqueues and admin calls (requeue, delete, pause) are flushed before they return;
