@@ -56,7 +56,24 @@ pub struct Payload(Arc<str>);
 impl Payload {
     /// Serializes `value` into a payload.
     pub fn new<T: Serialize + ?Sized>(value: &T) -> Result<Self> {
-        Ok(Payload(serde_json::to_string(value)?.into()))
+        thread_local! {
+            // Serializing into a reused buffer leaves one allocation per payload: its Arc.
+            static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BUFFER.with(|buffer| {
+            let Ok(mut buffer) = buffer.try_borrow_mut() else {
+                // Re-entered from inside a Serialize impl: take the plain path.
+                return Ok(Payload(serde_json::to_string(value)?.into()));
+            };
+            buffer.clear();
+            serde_json::to_writer(&mut *buffer, value)?;
+            let json = std::str::from_utf8(&buffer)
+                .map_err(|e| Error::misuse("serde_json wrote invalid UTF-8").with_source(e))?;
+            let payload = Payload(Arc::from(json));
+            // Do not keep a large buffer alive for the thread's lifetime.
+            buffer.shrink_to(4096);
+            Ok(payload)
+        })
     }
 
     /// A payload from JSON text, validated.
@@ -389,6 +406,18 @@ mod tests {
         let back: TaskRecord = serde_json::from_str(&json).unwrap();
         assert_eq!(back, record);
         assert_eq!(back.args.decode::<serde_json::Value>().unwrap()["a"][1], 2);
+    }
+
+    #[test]
+    fn payload_new_works_when_reentered_from_serialize() {
+        struct Nested;
+        impl Serialize for Nested {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                let inner = Payload::new(&[1, 2]).map_err(serde::ser::Error::custom)?;
+                s.serialize_str(inner.as_str())
+            }
+        }
+        assert_eq!(Payload::new(&Nested).unwrap().as_str(), r#""[1,2]""#);
     }
 
     #[test]

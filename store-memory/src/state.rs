@@ -1,37 +1,52 @@
 //! The memory store's data: every task by id, and per-topic indexes of each queue.
+//!
+//! Shaped for the hot path (claim and complete at millions per second): records live in a
+//! hash map and never move once inserted; due and scheduled tasks sit in binary heaps.
+//! Heaps cannot remove from the middle, so a deleted task's entry stays until it surfaces
+//! and is skipped then ("lazy deletion"); sizes are counted, not read off the heaps.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use crate::records::Records;
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
 use std::sync::Arc;
 use taskmill_core::store::{
-    Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, ListQuery, Outcome, Page, Recovered,
+    Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListQuery, Outcome, Page,
+    Recovered,
 };
 use taskmill_core::{
-    Counters, Event, Lease, Queue, Stats, Task, TaskId, TaskRecord, Timestamp, TopicStats,
+    Counters, Event, Lease, Queue, QueueSizes, Stats, Task, TaskId, TaskRecord, Timestamp,
+    TopicStats,
 };
 
 #[derive(Debug, Default)]
 pub(crate) struct State {
     last_id: u64,
     last_token: u64,
-    tasks: BTreeMap<TaskId, TaskRecord>,
-    topics: HashMap<Arc<str>, Topic>,
-    unique: HashMap<String, TaskId>,
+    tasks: Records,
+    topics: FxHashMap<Arc<str>, Topic>,
+    unique: FxHashMap<String, TaskId>,
 }
 
-/// One topic's indexes. A task is in exactly one of `ready`, `scheduled`, `work`, `dead`,
-/// matching its record's queue (INPUT is split by whether the task was due when last
-/// looked at).
+/// One topic's indexes. A live task has exactly one entry, in the index of its queue
+/// (INPUT is split by whether the task was due when last looked at).
 #[derive(Debug, Default)]
 struct Topic {
     name: Arc<str>,
     /// Due INPUT tasks, in claim order.
-    ready: BTreeSet<(i16, TaskId)>,
+    ready: BinaryHeap<Reverse<(i16, TaskId)>>,
     /// INPUT tasks not yet known to be due, by due time.
-    scheduled: BTreeSet<(Timestamp, TaskId)>,
-    work: BTreeSet<TaskId>,
+    scheduled: BinaryHeap<Reverse<(Timestamp, TaskId)>>,
+    input: u64,
+    work: FxHashSet<TaskId>,
     dead: BTreeSet<TaskId>,
     counters: Counters,
     paused: bool,
+}
+
+/// Whether a heap entry still stands for a task waiting in INPUT (deleted ones do not).
+fn is_input(tasks: &Records, id: TaskId) -> bool {
+    tasks.get(&id).is_some_and(|t| t.queue == Queue::Input)
 }
 
 impl Topic {
@@ -44,44 +59,56 @@ impl Topic {
 
     /// Indexes a task that entered INPUT.
     fn push_input(&mut self, record: &TaskRecord, now: Timestamp) {
+        self.input += 1;
         if record.run_at <= now {
-            self.ready.insert((record.priority, record.id));
+            self.ready.push(Reverse((record.priority, record.id)));
         } else {
-            self.scheduled.insert((record.run_at, record.id));
-        }
-    }
-
-    fn remove_input(&mut self, record: &TaskRecord) {
-        if !self.ready.remove(&(record.priority, record.id)) {
-            self.scheduled.remove(&(record.run_at, record.id));
-        }
-    }
-
-    fn index_of(&mut self, queue: Queue) -> Option<&mut BTreeSet<TaskId>> {
-        match queue {
-            Queue::Input => None,
-            Queue::Work => Some(&mut self.work),
-            Queue::Dead => Some(&mut self.dead),
+            self.scheduled.push(Reverse((record.run_at, record.id)));
         }
     }
 
     /// Moves scheduled tasks that are due by `now` to `ready`.
-    fn promote(&mut self, now: Timestamp, tasks: &BTreeMap<TaskId, TaskRecord>) {
-        while let Some(&(run_at, id)) = self.scheduled.first() {
+    fn promote(&mut self, now: Timestamp, tasks: &Records) {
+        while let Some(&Reverse((run_at, id))) = self.scheduled.peek() {
             if run_at > now {
                 break;
             }
-            self.scheduled.pop_first();
-            let priority = tasks.get(&id).map_or(0, |t| t.priority);
-            self.ready.insert((priority, id));
+            self.scheduled.pop();
+            if let Some(task) = tasks.get(&id).filter(|t| t.queue == Queue::Input) {
+                self.ready.push(Reverse((task.priority, id)));
+            }
+        }
+    }
+
+    /// The next due task, skipping entries of deleted tasks.
+    fn pop_ready(&mut self, tasks: &Records) -> Option<TaskId> {
+        while let Some(Reverse((_, id))) = self.ready.pop() {
+            if is_input(tasks, id) {
+                self.input -= 1;
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// Files a task under the queue it just moved to.
+    fn push(&mut self, queue: Queue, record: &TaskRecord, now: Timestamp) {
+        match queue {
+            Queue::Input => self.push_input(record, now),
+            Queue::Work => {
+                self.work.insert(record.id);
+            }
+            Queue::Dead => {
+                self.dead.insert(record.id);
+            }
         }
     }
 
     fn stats(&self) -> TopicStats {
         TopicStats {
             counters: self.counters,
-            sizes: taskmill_core::QueueSizes {
-                input: (self.ready.len() + self.scheduled.len()) as u64,
+            sizes: QueueSizes {
+                input: self.input,
                 work: self.work.len() as u64,
                 dead: self.dead.len() as u64,
             },
@@ -153,7 +180,7 @@ impl State {
             };
             topic.promote(req.now, &self.tasks);
             for _ in 0..allowed {
-                let Some((_, id)) = topic.ready.pop_first() else {
+                let Some(id) = topic.pop_ready(&self.tasks) else {
                     break;
                 };
                 let record = self.tasks.get_mut(&id).expect("indexed tasks exist");
@@ -171,11 +198,7 @@ impl State {
         claimed
     }
 
-    pub fn renew(
-        &mut self,
-        leases: &[taskmill_core::store::LeaseRef],
-        deadline: Timestamp,
-    ) -> Vec<Applied> {
+    pub fn renew(&mut self, leases: &[LeaseRef], deadline: Timestamp) -> Vec<Applied> {
         leases
             .iter()
             .map(|l| match self.tasks.get_mut(&l.id) {
@@ -215,17 +238,11 @@ impl State {
             topic.work.remove(&id);
             match record.finish(&outcome.kind, now, &mut topic.counters) {
                 None => {
-                    let record = self.tasks.remove(&id).expect("just looked up");
-                    if let Some(key) = &record.unique_key {
-                        self.unique.remove(key);
-                    }
-                }
-                Some(Queue::Input) => {
-                    topic.push_input(record, now);
-                    requeued = true;
+                    self.remove(id);
                 }
                 Some(queue) => {
-                    topic.index_of(queue).expect("not input").insert(id);
+                    topic.push(queue, record, now);
+                    requeued |= queue == Queue::Input;
                 }
             }
             applied.push(Applied::Done);
@@ -247,12 +264,7 @@ impl State {
                 let record = self.tasks.get_mut(&id).expect("indexed tasks exist");
                 topic.work.remove(&id);
                 let queue = record.expire(now, &mut topic.counters);
-                match queue {
-                    Queue::Input => topic.push_input(record, now),
-                    _ => {
-                        topic.dead.insert(id);
-                    }
-                }
+                topic.push(queue, record, now);
                 recovered.push(Recovered {
                     id,
                     topic: topic.name.clone(),
@@ -284,37 +296,38 @@ impl State {
             .after
             .map_or(TaskId::new(0), |a| TaskId::new(a.get().saturating_add(1)));
         let limit = query.limit.max(1);
-        let mut tasks: Vec<TaskRecord> = Vec::with_capacity(limit.min(1024));
         let matches_topic = |r: &TaskRecord| query.topic.as_ref().is_none_or(|t| *t == r.topic);
-        match query.queue {
-            // INPUT is most of the store, so a scan in id order finds a page quickly.
-            Queue::Input => tasks.extend(
-                self.tasks
-                    .range(start..)
-                    .map(|(_, r)| r)
-                    .filter(|r| r.queue == Queue::Input && matches_topic(r))
-                    .take(limit + 1)
-                    .cloned(),
-            ),
-            queue => {
-                let mut ids: Vec<TaskId> = self
-                    .topics
-                    .values()
-                    .filter(|t| query.topic.as_ref().is_none_or(|q| *q == t.name))
-                    .flat_map(|t| {
-                        let index = if queue == Queue::Work {
-                            &t.work
-                        } else {
-                            &t.dead
-                        };
-                        index.range(start..).take(limit + 1).copied()
-                    })
-                    .collect();
-                ids.sort_unstable();
-                ids.truncate(limit + 1);
-                tasks.extend(ids.iter().filter_map(|id| self.tasks.get(id).cloned()));
-            }
+        let mut ids: Vec<TaskId> = match query.queue {
+            // No ordered index of INPUT is kept: it would cost every enqueue and completion
+            // to serve listing, which is rare. A page is a scan and a partial sort instead.
+            Queue::Input => self
+                .tasks
+                .values()
+                .filter(|r| r.queue == Queue::Input && r.id >= start && matches_topic(r))
+                .map(|r| r.id)
+                .collect(),
+            queue => self
+                .topics
+                .values()
+                .filter(|t| query.topic.as_ref().is_none_or(|q| *q == t.name))
+                .flat_map(|t| -> Box<dyn Iterator<Item = TaskId> + '_> {
+                    match queue {
+                        // WORK holds about as many tasks as there are workers.
+                        Queue::Work => Box::new(t.work.iter().copied().filter(|id| *id >= start)),
+                        _ => Box::new(t.dead.range(start..).take(limit + 1).copied()),
+                    }
+                })
+                .collect(),
+        };
+        if ids.len() > limit + 1 {
+            ids.select_nth_unstable(limit);
+            ids.truncate(limit + 1);
         }
+        ids.sort_unstable();
+        let mut tasks: Vec<TaskRecord> = ids
+            .iter()
+            .filter_map(|id| self.tasks.get(id).cloned())
+            .collect();
         let next = if tasks.len() > limit {
             tasks.truncate(limit);
             tasks.last().map(|t| t.id)
@@ -345,25 +358,35 @@ impl State {
     pub fn delete(&mut self, ids: &[TaskId]) -> Vec<bool> {
         ids.iter()
             .map(|id| {
-                let Some(record) = self.tasks.remove(id) else {
+                let Some(record) = self.remove(*id) else {
                     return false;
                 };
                 let topic = self
                     .topics
                     .get_mut(&record.topic)
                     .expect("a stored task's topic exists");
-                match topic.index_of(record.queue) {
-                    Some(index) => {
-                        index.remove(id);
+                // A heap entry of a deleted INPUT task stays, and is skipped when it surfaces.
+                match record.queue {
+                    Queue::Input => topic.input -= 1,
+                    Queue::Work => {
+                        topic.work.remove(id);
                     }
-                    None => topic.remove_input(&record),
-                }
-                if let Some(key) = &record.unique_key {
-                    self.unique.remove(key);
+                    Queue::Dead => {
+                        topic.dead.remove(id);
+                    }
                 }
                 true
             })
             .collect()
+    }
+
+    /// Removes a task's record, id and unique key (not its queue index entry).
+    fn remove(&mut self, id: TaskId) -> Option<TaskRecord> {
+        let record = self.tasks.remove(&id)?;
+        if let Some(key) = &record.unique_key {
+            self.unique.remove(key);
+        }
+        Some(record)
     }
 
     pub fn set_paused(&mut self, name: &str, paused: bool) {

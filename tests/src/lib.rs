@@ -88,6 +88,9 @@ macro_rules! conformance_suite {
             crashed_managers_tasks_are_recovered,
             lost_lease_cancels_the_run,
             registration_errors_are_misuse,
+            manager_publishes_stats_periodically,
+            long_run_keeps_its_lease,
+            topic_weights_share_the_workers,
         );
     };
     (@checks $harness:ty; $($check:ident,)*) => {

@@ -2,7 +2,9 @@
 //! records their outcomes.
 
 mod config;
+mod job_queue;
 mod processor;
+mod run_state;
 mod runtime;
 
 pub use config::{ManagerBuilder, TopicOptions};
@@ -15,8 +17,8 @@ use crate::store::{EnqueueOptions, Enqueued, Store};
 use crate::task::{Task, TaskId, TaskRecord};
 use config::Config;
 use runtime::Runtime;
+use rustc_hash::FxHashMap;
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -52,7 +54,7 @@ struct Inner {
 }
 
 enum State {
-    Registering(HashMap<Arc<str>, Arc<dyn Processor>>),
+    Registering(FxHashMap<Arc<str>, Arc<dyn Processor>>),
     Running(Runtime),
     Stopping,
     Closed,
@@ -79,7 +81,7 @@ impl Manager {
                 id: id.into(),
                 store,
                 config: Arc::new(config),
-                state: Mutex::new(State::Registering(HashMap::new())),
+                state: Mutex::new(State::Registering(FxHashMap::default())),
             }),
         }
     }

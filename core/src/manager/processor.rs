@@ -1,5 +1,6 @@
 //! What users register per topic: processors, the context a run gets, and task errors.
 
+use super::run_state::RunState;
 use crate::error::{BoxError, Result};
 use crate::event::Event;
 use crate::store::Store;
@@ -10,8 +11,7 @@ use serde::Serialize;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex};
-use tokio_util::sync::CancellationToken;
+use std::sync::Arc;
 
 /// Runs the tasks of one topic.
 ///
@@ -141,9 +141,8 @@ impl fmt::Display for TaskError {
 /// progress and a result.
 pub struct TaskContext {
     pub(crate) record: TaskRecord,
-    pub(crate) cancel: CancellationToken,
+    pub(crate) run: Arc<RunState>,
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) result: Arc<Mutex<Option<Payload>>>,
 }
 
 impl TaskContext {
@@ -179,13 +178,13 @@ impl TaskContext {
 
     /// Whether the run has been cancelled (shutdown, or the lease was lost).
     pub fn is_cancelled(&self) -> bool {
-        self.cancel.is_cancelled()
+        self.run.is_cancelled()
     }
 
     /// Resolves when the run is cancelled. A processor that ignores it is dropped at its
     /// next `.await` all the same; this lets it stop at a point of its choosing.
     pub async fn cancelled(&self) {
-        self.cancel.cancelled().await
+        self.run.cancelled().await
     }
 
     /// Publishes a [`Event::TaskProgress`] with `progress`.
@@ -200,8 +199,7 @@ impl TaskContext {
 
     /// Sets the result reported in the task's [`Event::TaskCompletion`].
     pub fn set_result<T: Serialize + ?Sized>(&self, result: &T) -> Result<()> {
-        let payload = Payload::new(result)?;
-        *self.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(payload);
+        self.run.set_result(Payload::new(result)?);
         Ok(())
     }
 }

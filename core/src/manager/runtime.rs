@@ -1,25 +1,33 @@
-//! The running manager: the claim loop, the workers, the outcome flusher, and the
-//! maintenance loop (lease renewal, reaper, stats).
+//! The running manager: the claim loop, a fixed pool of workers, the outcome flusher, and
+//! the maintenance loop (lease renewal, reaper, stats).
 //!
-//! Data flow: the claimer takes a worker permit per task it claims and spawns a worker;
-//! each worker sends its outcome to the flusher, which applies outcomes in batches and
-//! publishes their events only once the store accepted them.
+//! Data flow: the claimer claims batches into a bounded channel that `concurrency` worker
+//! tasks read from; each worker sends its outcome to the flusher, which applies outcomes in
+//! batches and publishes their events only once the store accepted them.
+//!
+//! The claimer keeps up to `2 × concurrency` tasks held (running or waiting in the channel)
+//! and claims again only when that drops to `concurrency`: claims come in batches of about
+//! `concurrency` instead of one per finished task, and workers never wait on a round trip.
+//! Held tasks are all under lease and all renewed.
 
 use super::config::Config;
+use super::job_queue::JobQueue;
 use super::processor::{Processor, TaskContext};
+use super::run_state::RunState;
 use crate::error::Error;
 use crate::event::Event;
 use crate::store::{
-    Applied, ClaimRequest, Claimed, LeaseRef, Outcome, OutcomeKind, Store, TopicClaim,
+    Applied, ClaimRequest, Claimed, LeaseRef, Outcome, OutcomeKind, Store, TopicClaim, WakeStream,
 };
 use crate::task::{TaskId, TaskRecord};
 use futures_util::{FutureExt, StreamExt};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
@@ -33,6 +41,7 @@ const MAX_RECOVER_BATCH: usize = 1000;
 pub(super) struct Runtime {
     shared: Arc<Shared>,
     claimer: JoinHandle<()>,
+    workers: JoinSet<()>,
     flusher: JoinHandle<()>,
     maintenance: JoinHandle<()>,
 }
@@ -41,19 +50,28 @@ struct Shared {
     id: Arc<str>,
     store: Arc<dyn Store>,
     config: Arc<Config>,
-    processors: HashMap<Arc<str>, Arc<dyn Processor>>,
-    /// One permit per worker: a run holds one from claim to outcome.
-    workers: Arc<Semaphore>,
-    running: Mutex<HashMap<TaskId, Running>>,
+    processors: FxHashMap<Arc<str>, Arc<dyn Processor>>,
+    /// Tasks claimed and not yet finished (running, or waiting for a worker).
+    held: Mutex<FxHashMap<TaskId, Held>>,
+    held_count: AtomicUsize,
+    /// Signalled when `held_count` falls to the low-water mark.
+    room: Notify,
     stop_claiming: CancellationToken,
-    /// Parent of every run's token: cancelling it cancels all runs.
-    cancel_runs: CancellationToken,
+    /// Set once runs must stop: held tasks are cancelled, and tasks taken from the
+    /// channel afterwards are released without running.
+    cancelling: AtomicBool,
     stop_maintenance: CancellationToken,
 }
 
-struct Running {
+struct Held {
     lease: LeaseRef,
-    cancel: CancellationToken,
+    run: Arc<RunState>,
+}
+
+/// A claimed task on its way to a worker.
+struct Job {
+    record: TaskRecord,
+    run: Arc<RunState>,
 }
 
 /// A run's outcome on its way to the store, with the event to publish once it is applied.
@@ -67,17 +85,19 @@ impl Runtime {
         id: Arc<str>,
         store: Arc<dyn Store>,
         config: Arc<Config>,
-        processors: HashMap<Arc<str>, Arc<dyn Processor>>,
+        processors: FxHashMap<Arc<str>, Arc<dyn Processor>>,
     ) -> Runtime {
+        let concurrency = config.concurrency;
         let shared = Arc::new(Shared {
-            workers: Arc::new(Semaphore::new(config.concurrency)),
             id,
             store,
             config,
             processors,
-            running: Mutex::new(HashMap::new()),
+            held: Mutex::new(FxHashMap::default()),
+            held_count: AtomicUsize::new(0),
+            room: Notify::new(),
             stop_claiming: CancellationToken::new(),
-            cancel_runs: CancellationToken::new(),
+            cancelling: AtomicBool::new(false),
             stop_maintenance: CancellationToken::new(),
         });
         shared
@@ -86,44 +106,63 @@ impl Runtime {
                 at: shared.config.clock.now(),
             }])
             .await;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (finished_tx, finished_rx) = mpsc::unbounded_channel();
+        let jobs = Arc::new(JobQueue::new());
+        let mut workers = JoinSet::new();
+        for _ in 0..concurrency {
+            workers.spawn(shared.clone().worker(jobs.clone(), finished_tx.clone()));
+        }
         Runtime {
-            claimer: tokio::spawn(shared.clone().claim_loop(tx)),
-            flusher: tokio::spawn(shared.clone().flush_loop(rx)),
+            claimer: tokio::spawn(shared.clone().claim_loop(jobs, finished_tx)),
+            workers,
+            flusher: tokio::spawn(shared.clone().flush_loop(finished_rx)),
             maintenance: tokio::spawn(shared.clone().maintenance_loop()),
             shared,
         }
     }
 
-    /// Stops claiming, waits up to `grace` for runs to finish, cancels the rest, and
+    /// Stops claiming, waits up to `grace` for held tasks to finish, cancels the rest, and
     /// returns once every outcome has been handed to the store.
-    pub(super) async fn shutdown(self, grace: Duration) -> crate::Result<()> {
-        let shared = &self.shared;
+    pub(super) async fn shutdown(mut self, grace: Duration) -> crate::Result<()> {
+        let shared = self.shared.clone();
         shared.stop_claiming.cancel();
-        let claimer = self.claimer.await;
-        let all = u32::try_from(shared.config.concurrency).unwrap_or(u32::MAX);
-        if !grace.is_zero() {
-            let _ = tokio::time::timeout(grace, shared.workers.acquire_many(all)).await;
+        // The claimer owns the job sender: once it is gone, workers drain the channel and end.
+        let mut joined = vec![(&mut self.claimer).await];
+        let grace_ends = Instant::now() + grace;
+        loop {
+            let next = match grace.is_zero() {
+                true => None,
+                false => tokio::time::timeout_at(grace_ends, self.workers.join_next())
+                    .await
+                    .ok(),
+            };
+            match next {
+                Some(Some(result)) => joined.push(result),
+                Some(None) => break,
+                None => {
+                    // Out of grace: cancel what is left and wait for the releases.
+                    shared.cancel_all();
+                    while let Some(result) = self.workers.join_next().await {
+                        joined.push(result);
+                    }
+                    break;
+                }
+            }
         }
-        shared.cancel_runs.cancel();
-        // Cancelled runs end at their next await point; each then sends its release.
-        drop(shared.workers.acquire_many(all).await);
-        // The claimer and every worker have dropped their senders: the flusher drains and ends.
-        let flusher = self.flusher.await;
+        // Every sender of outcomes is gone now: the flusher applies what is left and ends.
+        joined.push((&mut self.flusher).await);
         shared.stop_maintenance.cancel();
-        let maintenance = self.maintenance.await;
+        joined.push((&mut self.maintenance).await);
         shared
             .publish(vec![Event::ManagerStop {
                 manager: shared.id.clone(),
                 at: shared.config.clock.now(),
             }])
             .await;
-        for joined in [claimer, flusher, maintenance] {
-            if let Err(e) = joined {
-                return Err(Error::storage("a manager loop panicked").with_source(e));
-            }
+        match joined.into_iter().find_map(Result::err) {
+            Some(e) => Err(Error::storage("a manager task panicked").with_source(e)),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -134,6 +173,19 @@ impl Shared {
         }
         if let Err(e) = self.store.publish(&events).await {
             warn!(error = %e, "cannot publish events");
+        }
+    }
+
+    fn held(&self) -> MutexGuard<'_, FxHashMap<TaskId, Held>> {
+        // Entries are inserted or removed whole; a poisoned map is still consistent.
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Cancels every held task; tasks still in the channel are released unrun.
+    fn cancel_all(&self) {
+        self.cancelling.store(true, Ordering::SeqCst);
+        for held in self.held().values() {
+            held.run.cancel();
         }
     }
 
@@ -151,7 +203,21 @@ impl Shared {
         topics
     }
 
-    async fn claim_loop(self: Arc<Self>, tx: mpsc::UnboundedSender<Finished>) {
+    async fn claim_loop(
+        self: Arc<Self>,
+        jobs: Arc<JobQueue<Job>>,
+        finished: mpsc::UnboundedSender<Finished>,
+    ) {
+        // However the loop ends, workers drain what is queued and stop.
+        struct CloseOnExit(Arc<JobQueue<Job>>);
+        impl Drop for CloseOnExit {
+            fn drop(&mut self) {
+                self.0.close();
+            }
+        }
+        let _close = CloseOnExit(jobs.clone());
+        let low_water = self.config.concurrency;
+        let capacity = 2 * low_water;
         let mut wakeups = match self.store.wakeups().await {
             Ok(stream) => Some(stream),
             Err(e) => {
@@ -159,41 +225,59 @@ impl Shared {
                 None
             }
         };
-        let mut topics = self.topics();
+        let topics = self.topics();
+        let mut order = WeightedRoundRobin::new(
+            topics
+                .iter()
+                .map(|t| {
+                    self.config
+                        .topic(&t.topic)
+                        .and_then(|o| o.weight)
+                        .unwrap_or(1)
+                })
+                .collect(),
+        );
         let mut failures = 0u32;
         loop {
-            let first = tokio::select! {
-                biased;
-                _ = self.stop_claiming.cancelled() => return,
-                permit = self.workers.clone().acquire_owned() => permit.expect("the worker semaphore is never closed"),
-            };
-            let mut permits = vec![first];
-            while let Ok(p) = self.workers.clone().try_acquire_owned() {
-                permits.push(p);
+            if self.stop_claiming.is_cancelled() {
+                return;
             }
-            let limit = permits.len();
-            // Rotating the start topic keeps one busy topic from starving the others.
-            topics.rotate_left(1);
+            if self.held_count.load(Ordering::Acquire) > low_water {
+                // Enough work in hand: wait until workers bring it down to the low-water mark.
+                let room = self.room.notified();
+                tokio::pin!(room);
+                room.as_mut().enable();
+                if self.held_count.load(Ordering::Acquire) > low_water {
+                    tokio::select! {
+                        _ = self.stop_claiming.cancelled() => return,
+                        _ = room => {}
+                    }
+                }
+                continue;
+            }
+            let limit = capacity - self.held_count.load(Ordering::Acquire);
+            // Each claim starts from the next topic in weighted turn (a claim fills up from
+            // its first topic), so busy topics share the workers by weight.
+            let first = order.next();
             let req = ClaimRequest::new(
-                topics.iter().cloned(),
+                topics[first..].iter().chain(&topics[..first]).cloned(),
                 limit,
                 self.id.clone(),
                 self.config.clock.now(),
             )
             .lease(self.config.lease);
             // A claim in flight is never dropped: it could strand tasks until their lease
-            // expires. Shutdown waits for it, then cancels the runs it started.
+            // expires. Shutdown waits for it, then releases what it claimed.
             match self.store.claim(&req).await {
                 Ok(batch) => {
                     failures = 0;
                     let full = batch.len() == limit;
-                    self.dispatch(batch, permits, &tx).await;
+                    self.dispatch(batch, &jobs, &finished).await;
                     if !full && !self.wait_for_work(&mut wakeups).await {
                         return;
                     }
                 }
                 Err(e) => {
-                    drop(permits);
                     failures = failures.saturating_add(1);
                     let pause = Duration::from_millis(50 << failures.min(6))
                         .min(self.config.poll_interval.max(Duration::from_millis(50)));
@@ -208,7 +292,7 @@ impl Shared {
     }
 
     /// Waits for a wake-up, the poll interval, or shutdown; false on shutdown.
-    async fn wait_for_work(&self, wakeups: &mut Option<crate::store::WakeStream>) -> bool {
+    async fn wait_for_work(&self, wakeups: &mut Option<WakeStream>) -> bool {
         let wake = async {
             match wakeups.as_mut() {
                 Some(stream) => {
@@ -227,12 +311,13 @@ impl Shared {
         }
     }
 
-    /// Starts a worker per claimed task; corrupt records go straight to the flusher as dead.
+    /// Hands claimed tasks to the workers; corrupt records go straight to the flusher as
+    /// dead.
     async fn dispatch(
-        self: &Arc<Self>,
+        &self,
         batch: Vec<Claimed>,
-        mut permits: Vec<OwnedSemaphorePermit>,
-        tx: &mpsc::UnboundedSender<Finished>,
+        jobs: &JobQueue<Job>,
+        finished: &mpsc::UnboundedSender<Finished>,
     ) {
         let mut starts = Vec::with_capacity(batch.len());
         let mut ready = Vec::with_capacity(batch.len());
@@ -257,7 +342,7 @@ impl Shared {
                         error: error.clone(),
                     };
                     let kind = OutcomeKind::Dead { error };
-                    let _ = tx.send(Finished {
+                    let _ = finished.send(Finished {
                         outcome: Outcome { lease, kind },
                         event,
                     });
@@ -267,58 +352,75 @@ impl Shared {
         // Starts are published before the runs begin, so a watcher always sees a task's
         // start before its outcome.
         self.publish(starts).await;
-        let mut runs = Vec::with_capacity(ready.len());
+        let mut queued = Vec::with_capacity(ready.len());
         {
-            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            let mut held = self.held();
             for record in ready {
-                let cancel = self.cancel_runs.child_token();
-                running.insert(
+                let run = Arc::new(RunState::default());
+                let lease = LeaseRef::of(&record);
+                held.insert(
                     record.id,
-                    Running {
-                        lease: LeaseRef::of(&record),
-                        cancel: cancel.clone(),
+                    Held {
+                        lease,
+                        run: run.clone(),
                     },
                 );
-                runs.push((record, cancel));
+                queued.push(Job { record, run });
             }
+            self.held_count.fetch_add(queued.len(), Ordering::AcqRel);
         }
-        for (record, cancel) in runs {
-            let permit = permits
-                .pop()
-                .expect("a claim never returns more than its limit");
-            let span = tracing::info_span!("task", id = %record.id, topic = %record.topic, attempt = record.attempt);
-            tokio::spawn(
-                self.clone()
-                    .run(record, cancel, permit, tx.clone())
-                    .instrument(span),
+        jobs.push_batch(queued);
+    }
+
+    /// A worker: runs jobs one at a time until the claimer is gone and the channel drained.
+    async fn worker(
+        self: Arc<Self>,
+        jobs: Arc<JobQueue<Job>>,
+        finished: mpsc::UnboundedSender<Finished>,
+    ) {
+        while let Some(job) = jobs.pop().await {
+            let span = tracing::info_span!(
+                "task",
+                id = %job.record.id,
+                topic = %job.record.topic,
+                attempt = job.record.attempt
             );
+            let id = job.record.id;
+            let done = self.run(job).instrument(span).await;
+            self.held().remove(&id);
+            let _ = finished.send(done);
+            if self.held_count.fetch_sub(1, Ordering::AcqRel) == self.config.concurrency + 1 {
+                self.room.notify_one();
+            }
         }
     }
 
-    /// Runs one attempt and sends its outcome to the flusher.
-    async fn run(
-        self: Arc<Self>,
-        record: TaskRecord,
-        cancel: CancellationToken,
-        permit: OwnedSemaphorePermit,
-        tx: mpsc::UnboundedSender<Finished>,
-    ) {
+    /// Runs one attempt; returns its outcome.
+    async fn run(&self, job: Job) -> Finished {
+        let Job { record, run } = job;
+        if self.cancelling.load(Ordering::SeqCst) {
+            run.cancel();
+        }
         let lease = LeaseRef::of(&record);
         let (id, attempt, retries_left) = (record.id, record.attempt, record.has_retries_left());
         let topic = record.topic.clone();
-        let options = self.config.topic(&topic);
-        let timeout = options.and_then(|o| o.timeout);
-        let processor = self
-            .processors
-            .get(&topic)
-            .expect("only registered topics are claimed")
-            .clone();
-        let result = Arc::new(Mutex::new(None));
+        let timeout = self.config.topic(&topic).and_then(|o| o.timeout);
+        let Some(processor) = self.processors.get(&topic).cloned() else {
+            // Claims name only registered topics, so only a faulty store gets here; a
+            // manager that has the topic can still run the task.
+            warn!("the store returned a task of an unregistered topic; releasing it");
+            return Finished {
+                outcome: Outcome {
+                    lease,
+                    kind: OutcomeKind::Release,
+                },
+                event: Event::TaskCancelled { id, topic },
+            };
+        };
         let ctx = TaskContext {
             record,
-            cancel: cancel.clone(),
+            run: run.clone(),
             store: self.store.clone(),
-            result: result.clone(),
         };
         let started = Instant::now();
         let attempt_fut = async move {
@@ -339,18 +441,25 @@ impl Shared {
                 )),
             }
         };
-        let ended = tokio::select! {
-            ended = attempt_fut => Some(ended),
-            _ = cancel.cancelled() => None,
+        let ended = if run.is_cancelled() {
+            None
+        } else {
+            // The processor is polled first: one that watches `ctx.cancelled()` gets to run
+            // its own clean-up; one that does not is dropped at its next await.
+            tokio::select! {
+                biased;
+                ended = attempt_fut => Some(ended),
+                _ = run.cancelled() => None,
+            }
         };
         // A run that was cancelled was cut short, whatever it returned on its way out
         // (processors often return Ok or Err once they see the signal): it is released.
-        let ended = ended.filter(|_| !cancel.is_cancelled());
+        let ended = ended.filter(|_| !run.is_cancelled());
         let now = self.config.clock.now();
         let (kind, event) = match ended {
             Some(Ok(())) => {
                 debug!("task completed");
-                let result = result.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let result = run.take_result();
                 let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                 let event = Event::TaskCompletion {
                     id,
@@ -388,15 +497,10 @@ impl Shared {
                 (OutcomeKind::Release, Event::TaskCancelled { id, topic })
             }
         };
-        self.running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
-        let _ = tx.send(Finished {
+        Finished {
             outcome: Outcome { lease, kind },
             event,
-        });
-        drop(permit);
+        }
     }
 
     async fn flush_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Finished>) {
@@ -475,10 +579,7 @@ impl Shared {
     }
 
     async fn renew_leases(&self) {
-        let leases: Vec<LeaseRef> = {
-            let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-            running.values().map(|r| r.lease.clone()).collect()
-        };
+        let leases: Vec<LeaseRef> = self.held().values().map(|h| h.lease.clone()).collect();
         if leases.is_empty() {
             return;
         }
@@ -490,15 +591,12 @@ impl Shared {
                 return;
             }
         };
-        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let held = self.held();
         for (lease, applied) in leases.iter().zip(applied) {
             if applied == Applied::Stale {
-                if let Some(run) = running
-                    .get(&lease.id)
-                    .filter(|r| r.lease.token == lease.token)
-                {
+                if let Some(task) = held.get(&lease.id).filter(|h| h.lease.token == lease.token) {
                     warn!(id = %lease.id, topic = %lease.topic, "lease lost; cancelling the run");
-                    run.cancel.cancel();
+                    task.run.cancel();
                 }
             }
         }
@@ -539,10 +637,57 @@ impl Shared {
     }
 }
 
+/// Smooth weighted round-robin (as in nginx): picks index `i` in proportion to
+/// `weights[i]`, spreading each topic's turns evenly instead of in runs.
+struct WeightedRoundRobin {
+    weights: Vec<i64>,
+    current: Vec<i64>,
+}
+
+impl WeightedRoundRobin {
+    fn new(weights: Vec<u32>) -> Self {
+        let weights: Vec<i64> = weights.into_iter().map(|w| i64::from(w.max(1))).collect();
+        WeightedRoundRobin {
+            current: vec![0; weights.len()],
+            weights,
+        }
+    }
+
+    fn next(&mut self) -> usize {
+        let total: i64 = self.weights.iter().sum();
+        for (current, weight) in self.current.iter_mut().zip(&self.weights) {
+            *current += weight;
+        }
+        let (best, _) = self
+            .current
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, c)| (**c, std::cmp::Reverse(*i)))
+            .expect("a manager has at least one topic");
+        self.current[best] -= total;
+        best
+    }
+}
+
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
     panic
         .downcast_ref::<&str>()
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("a non-string panic payload")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WeightedRoundRobin;
+
+    #[test]
+    fn weighted_round_robin_spreads_turns_by_weight() {
+        let mut wrr = WeightedRoundRobin::new(vec![3, 1, 2]);
+        let turns: Vec<usize> = (0..12).map(|_| wrr.next()).collect();
+        assert_eq!(turns, vec![0, 2, 0, 1, 2, 0, 0, 2, 0, 1, 2, 0]);
+        for (i, expected) in [6, 2, 4].iter().enumerate() {
+            assert_eq!(turns.iter().filter(|t| **t == i).count(), *expected);
+        }
+    }
 }

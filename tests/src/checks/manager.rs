@@ -587,3 +587,88 @@ pub async fn registration_errors_are_misuse(store: Arc<dyn Store>) {
     assert_eq!(late.kind(), ErrorKind::Misuse);
     manager.close().await.unwrap();
 }
+
+/// The manager publishes a stats snapshot periodically.
+pub async fn manager_publishes_stats_periodically(store: Arc<dyn Store>) {
+    let manager = builder(&store)
+        .stats_interval(Some(Duration::from_millis(50)))
+        .build();
+    manager
+        .register("t", |_ctx: TaskContext| async { ok() })
+        .unwrap();
+    let events = record_events(&manager).await;
+    manager.start().await.unwrap();
+    manager
+        .enqueue_batch((0..3).map(|i| task("t", i)).collect())
+        .await
+        .unwrap();
+    wait_until(
+        "a MANAGER_STATS showing 3 completions",
+        PATIENCE,
+        || async {
+            events.lock().unwrap().iter().any(|e| match e {
+                Event::ManagerStats {
+                    stats, manager: m, ..
+                } => **m == *manager.id() && stats.topic("t").counters.completed == 3,
+                _ => false,
+            })
+        },
+    )
+    .await;
+    manager.close().await.unwrap();
+}
+
+/// A run that takes several lease durations keeps its lease through renewals: it is never
+/// recovered, and runs once.
+pub async fn long_run_keeps_its_lease(store: Arc<dyn Store>) {
+    let manager = builder(&store)
+        .lease(Duration::from_millis(300))
+        .renew_interval(Duration::from_millis(50))
+        .reap_interval(Duration::from_millis(25))
+        .build();
+    manager
+        .register("t", |_ctx: TaskContext| async {
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            ok()
+        })
+        .unwrap();
+    manager.start().await.unwrap();
+    manager.enqueue(task("t", 1)).await.unwrap();
+    wait_for_stats(&store, "a completion", |s| s.total.counters.completed == 1).await;
+    manager.close().await.unwrap();
+    let c = store.stats().await.unwrap().total.counters;
+    assert_eq!((c.started, c.recovered, c.completed), (1, 0, 1));
+}
+
+/// With two busy topics, a topic of weight 3 gets about three quarters of the runs.
+pub async fn topic_weights_share_the_workers(store: Arc<dyn Store>) {
+    let order: Log<String> = log();
+    let manager = builder(&store)
+        .concurrency(1)
+        .topic("heavy", TopicOptions::new().weight(3))
+        .build();
+    for topic in ["heavy", "light"] {
+        let order = order.clone();
+        manager
+            .register(topic, move |ctx: TaskContext| {
+                order.lock().unwrap().push(ctx.topic().to_owned());
+                async { ok() }
+            })
+            .unwrap();
+    }
+    let mut tasks: Vec<Task> = (0..200).map(|i| task("heavy", i)).collect();
+    tasks.extend((0..200).map(|i| task("light", i)));
+    manager.enqueue_batch(tasks).await.unwrap();
+    manager.start().await.unwrap();
+    wait_for_stats(&store, "200 completions", |s| {
+        s.total.counters.completed >= 200
+    })
+    .await;
+    manager.close().await.unwrap();
+    let order = order.lock().unwrap();
+    let heavy = order[..200].iter().filter(|t| *t == "heavy").count();
+    assert!(
+        (130..=170).contains(&heavy),
+        "heavy ran {heavy} of the first 200"
+    );
+}
