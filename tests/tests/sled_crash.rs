@@ -28,10 +28,21 @@ fn finished(record: &Path) -> usize {
     Records::read(record).runs.len()
 }
 
+/// The default policy: every enqueue and outcome is flushed before it returns.
 #[test]
 fn sled_loses_no_task_across_kill_9() {
+    crash_test("always");
+}
+
+/// Outcomes ride on sled's periodic flush: more duplicates, still none lost.
+#[test]
+fn sled_with_flush_enqueues_loses_no_task_across_kill_9() {
+    crash_test("enqueues");
+}
+
+fn crash_test(flush: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sled://{}", dir.path().join("db").display());
+    let url = format!("sled://{}?flush={flush}", dir.path().join("db").display());
     let record = dir.path().join("runs.log");
     let record_arg = record.to_str().unwrap().to_owned();
     let seed = SystemTime::now()
@@ -106,7 +117,7 @@ fn sled_loses_no_task_across_kill_9() {
     let lost = records.lost(TASKS);
     let unexplained = records.unexplained_duplicates(&killed);
     println!(
-        "sled crash test: {TASKS} tasks, {} kills, {} finished runs, {} lost, {} duplicated \
+        "sled crash test (flush={flush}): {TASKS} tasks, {} kills, {} finished runs, {} lost, {} duplicated \
          ({} unexplained), {} runs started",
         killed.len(),
         records.runs.len(),
