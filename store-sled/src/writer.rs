@@ -94,8 +94,9 @@ pub(crate) struct Writer {
     policy: FlushPolicy,
     /// Whether the request being handled committed anything.
     dirty: bool,
-    /// Set when a flush failed: the database may hold changes that are not on disk, and
-    /// sled keeps failing after an I/O error, so every later write fails fast with this.
+    /// Set when a flush or a transaction failed: the database may hold changes that are
+    /// not on disk, or half a transaction in memory, so every later write fails fast with
+    /// this until the store is reopened.
     poisoned: Option<String>,
 }
 
@@ -245,7 +246,13 @@ impl Writer {
         if !plan.is_empty() {
             self.dirty = true;
         }
-        plan.commit()
+        plan.commit().inspect_err(|e| {
+            // sled applies a transaction's writes in memory one by one and does not undo
+            // them when one fails: only a reopen (recovery from the log, where the
+            // transaction is whole or absent) is consistent again.
+            tracing::error!(error = %e, "sled transaction failed; the store refuses writes from now on");
+            self.poisoned = Some(e.to_string());
+        })
     }
 
     fn enqueue(
