@@ -80,7 +80,10 @@ async fn everything_survives_a_reopen() {
     assert_eq!((record.queue, record.attempt), (Queue::Work, 1));
     assert_eq!(record.lease.as_ref().unwrap().token, working.token);
     assert_eq!(
-        store.renew(&[working.clone()], at(90_000)).await.unwrap(),
+        store
+            .renew(std::slice::from_ref(&working), at(90_000))
+            .await
+            .unwrap(),
         [Applied::Done]
     );
     // The unique key is still held.
