@@ -101,6 +101,13 @@ pub(crate) fn list(trees: &Trees, query: &ListQuery) -> Result<Page> {
             ids.truncate(limit + 1);
         }
     }
+    // WORK and DEAD pages are decided by their ids, so a record left out below does not
+    // end the paging early.
+    let mut next = None;
+    if ids.len() > limit {
+        ids.truncate(limit);
+        next = ids.last().copied();
+    }
     for id in ids {
         if let Some(bytes) = trees
             .tree(T::Tasks)
@@ -123,11 +130,9 @@ pub(crate) fn list(trees: &Trees, query: &ListQuery) -> Result<Page> {
             tasks.extend(record.filter(|r| r.queue == query.queue));
         }
     }
-    let next = if tasks.len() > limit {
+    if tasks.len() > limit {
         tasks.truncate(limit);
-        tasks.last().map(|t| t.id)
-    } else {
-        None
-    };
+        next = tasks.last().map(|t| t.id);
+    }
     Ok(Page { tasks, next })
 }

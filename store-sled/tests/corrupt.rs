@@ -187,3 +187,46 @@ fn a_newer_layout_is_refused() {
         .unwrap();
     assert_eq!(version.as_ref(), 99u64.to_be_bytes());
 }
+
+/// Paging through WORK skips a corrupt record without ending early.
+#[tokio::test]
+async fn paging_goes_past_a_corrupt_record() {
+    use taskmill_core::store::{ClaimRequest, ListQuery, TopicClaim};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let now = Timestamp::now();
+    let ids: Vec<_> = {
+        let store = SledStore::open(&path).unwrap();
+        let tasks = (0..3).map(|i| Task::new("t", &i).unwrap()).collect();
+        let done = store
+            .enqueue(tasks, &EnqueueOptions::new(now))
+            .await
+            .unwrap();
+        done.into_iter().map(|e| e.id()).collect()
+    };
+    {
+        let db = sled::open(&path).unwrap();
+        db.open_tree("tasks")
+            .unwrap()
+            .insert(ids[0].get().to_be_bytes(), &b"{"[..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = SledStore::open(&path).unwrap();
+    let claimed = store
+        .claim(&ClaimRequest::new([TopicClaim::new("t")], 10, "m", now))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    let mut seen = Vec::new();
+    let mut query = ListQuery::new(Queue::Work).limit(1);
+    for _ in 0..10 {
+        let page = store.list(&query).await.unwrap();
+        seen.extend(page.tasks.iter().map(|t| t.id));
+        match page.next {
+            Some(next) => query = query.after(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids[1..]);
+}
