@@ -33,9 +33,21 @@ pub use taskmill_core::*;
 #[doc(inline)]
 pub use taskmill_memory::MemoryStore;
 
+#[cfg(feature = "sqlite")]
+#[doc(inline)]
+pub use taskmill_sqlite::SqliteStore;
+
+/// The SQLite store and its options (`taskmill::sqlite::SqliteOptions`).
+#[cfg(feature = "sqlite")]
+pub use taskmill_sqlite as sqlite;
+
 #[cfg(feature = "sled")]
 #[doc(inline)]
-pub use taskmill_sled::{FlushPolicy, SledOptions, SledStore};
+pub use taskmill_sled::SledStore;
+
+/// The sled store and its options (`taskmill::sled::SledOptions`, `FlushPolicy`).
+#[cfg(feature = "sled")]
+pub use taskmill_sled as sled;
 
 use std::sync::Arc;
 
@@ -44,6 +56,7 @@ use std::sync::Arc;
 /// | URL | feature |
 /// |---|---|
 /// | `memory://` | `memory` (default) |
+/// | `sqlite://path/to/tasks.db[?durability=full]` | `sqlite` |
 /// | `sled://path/to/dir` (`sled:///abs/dir`, `?flush=always\|enqueues\|periodic`) | `sled` |
 ///
 /// Fails with [`ErrorKind::Misuse`] for a malformed URL or an unknown scheme, and with
@@ -58,6 +71,10 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
         "memory" => Ok(Arc::new(MemoryStore::from_url(url)?)),
         #[cfg(not(feature = "memory"))]
         "memory" => Err(not_enabled("memory")),
+        #[cfg(feature = "sqlite")]
+        "sqlite" => Ok(Arc::new(SqliteStore::from_url(url).await?)),
+        #[cfg(not(feature = "sqlite"))]
+        "sqlite" => Err(not_enabled("sqlite")),
         // Opening blocks while sled recovers the database: off the async workers.
         #[cfg(feature = "sled")]
         "sled" => {

@@ -1,0 +1,487 @@
+//! What only the SQLite store has: a file that outlives the process, corrupt rows, schema
+//! versions, refused writes, and several connections on one file.
+
+use rusqlite::Connection;
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use taskmill_core::store::{
+    Applied, ClaimRequest, Claimed, EnqueueOptions, LeaseRef, ListQuery, Outcome, OutcomeKind,
+    TopicClaim,
+};
+use taskmill_core::{
+    ErrorKind, Manager, Queue, Store, StoreExt, Task, TaskContext, TaskError, TaskId, Timestamp,
+};
+use taskmill_sqlite::{Durability, SqliteOptions, SqliteStore, SCHEMA_VERSION};
+
+const T0: Timestamp = Timestamp::from_millis(1_700_000_000_000);
+
+fn tasks(topic: &str, range: std::ops::Range<u64>) -> Vec<Task> {
+    range.map(|i| Task::new(topic, &i).unwrap()).collect()
+}
+
+async fn enqueue(store: &SqliteStore, tasks: Vec<Task>) -> Vec<TaskId> {
+    store
+        .enqueue(tasks, &EnqueueOptions::new(T0))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id())
+        .collect()
+}
+
+fn claim_req(limit: usize, owner: &str) -> ClaimRequest {
+    ClaimRequest::new([TopicClaim::new("t")], limit, owner, T0)
+}
+
+/// Waits for `condition`, failing after `limit`.
+async fn wait_until<F, Fut>(what: &str, limit: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn raw(path: &Path) -> Connection {
+    let conn = Connection::open(path).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn
+}
+
+#[tokio::test]
+async fn tasks_survive_closing_and_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tasks.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let ids = enqueue(&store, tasks("t", 0..10)).await;
+    let claimed = store.claim(&claim_req(3, "a")).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    let stats = store.stats().await.unwrap();
+    drop(store);
+
+    let store = SqliteStore::from_url(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.stats().await.unwrap(),
+        stats,
+        "counters and sizes persist"
+    );
+    for id in &ids {
+        assert!(store.get(*id).await.unwrap().is_some());
+    }
+    assert_eq!(store.list_all(Queue::Work, None).await.unwrap().len(), 3);
+    // Ids and tokens keep growing after a reopen.
+    let more = enqueue(&store, tasks("t", 10..11)).await;
+    assert!(more[0] > ids[9]);
+    let Claimed::Ready(first_after) = store.claim(&claim_req(1, "b")).await.unwrap().remove(0)
+    else {
+        panic!("corrupt claim")
+    };
+    let max_before = claimed
+        .iter()
+        .map(|c| match c {
+            Claimed::Ready(r) => r.lease.as_ref().unwrap().token,
+            Claimed::Corrupt { lease, .. } => lease.token,
+        })
+        .max()
+        .unwrap();
+    assert!(first_after.lease.unwrap().token > max_before);
+}
+
+#[tokio::test]
+async fn urls_open_stores_with_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?durability=full&busy_timeout_ms=100",
+        dir.path().join("t.db").display()
+    );
+    let store = SqliteStore::from_url(&url).await.unwrap();
+    enqueue(&store, tasks("t", 0..1)).await;
+    let mem = SqliteStore::from_url("sqlite://:memory:").await.unwrap();
+    assert_eq!(enqueue(&mem, tasks("t", 0..2)).await.len(), 2);
+    let err = SqliteStore::from_url("sqlite://t.db?durability=maybe")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Misuse);
+}
+
+/// A row whose payload was damaged at rest: `get` says Corrupt, a claim hands it over as
+/// `Claimed::Corrupt` under a lease, and a manager sends it to DEAD and runs the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_payload_goes_to_dead_and_the_rest_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tasks.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let ids = enqueue(&store, tasks("t", 0..50)).await;
+    let (bad_text, bad_blob) = (ids[10], ids[20]);
+    let conn = raw(&path);
+    conn.execute(
+        "UPDATE tasks SET args = '{\"n\": [1, 2' WHERE id = ?1",
+        [bad_text.get() as i64],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE tasks SET args = x'ff00fe' WHERE id = ?1",
+        [bad_blob.get() as i64],
+    )
+    .unwrap();
+    drop(conn);
+
+    let err = store.get(bad_text).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+    assert_eq!(
+        store.get(bad_blob).await.unwrap_err().kind(),
+        ErrorKind::Corrupt
+    );
+    assert!(store.get(ids[0]).await.unwrap().is_some());
+
+    let done = Arc::new(AtomicU64::new(0));
+    let manager = Manager::builder(store.clone())
+        .poll_interval(Duration::from_millis(20))
+        .stats_interval(None)
+        .build();
+    let counter = done.clone();
+    manager
+        .register("t", move |ctx: TaskContext| {
+            let counter = counter.clone();
+            async move {
+                let _n: u64 = ctx.args()?;
+                counter.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, TaskError>(())
+            }
+        })
+        .unwrap();
+    manager.start().await.unwrap();
+    wait_until(
+        "48 completions and 2 dead",
+        Duration::from_secs(30),
+        || async {
+            let s = store.stats().await.unwrap().total;
+            s.counters.completed == 48 && s.sizes.dead == 2
+        },
+    )
+    .await;
+    manager.close().await.unwrap();
+
+    assert_eq!(done.load(Ordering::SeqCst), 48);
+    let c = store.stats().await.unwrap().total.counters;
+    assert_eq!(
+        (c.started, c.completed, c.failed, c.retried),
+        (50, 48, 2, 0),
+        "the corrupt tasks failed at once, without retries"
+    );
+    let dead = store.list_all(Queue::Dead, None).await.unwrap();
+    let dead_ids: HashSet<TaskId> = dead.iter().map(|r| r.id).collect();
+    assert_eq!(dead_ids, HashSet::from([bad_text, bad_blob]));
+    for record in &dead {
+        let error = record.last_error.as_deref().unwrap_or_default();
+        assert!(error.contains("corrupt"), "dead with {error:?}");
+        assert_eq!(record.attempt, 1);
+        assert!(record.lease.is_none() && record.failed_at.is_some());
+    }
+    // A human can still delete what cannot be repaired.
+    assert_eq!(
+        store.delete(&[bad_text, bad_blob]).await.unwrap(),
+        vec![true, true]
+    );
+    assert_eq!(store.stats().await.unwrap().total.sizes.total(), 0);
+}
+
+/// Damaged bookkeeping columns are reported the same way, and the row can still be moved.
+#[tokio::test]
+async fn corrupt_columns_are_claimed_as_corrupt_and_can_be_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tasks.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let ids = enqueue(&store, tasks("t", 0..3)).await;
+    let conn = raw(&path);
+    conn.execute(
+        "UPDATE tasks SET attempt = 'many', max_retries = -4 WHERE id = ?1",
+        [ids[1].get() as i64],
+    )
+    .unwrap();
+    drop(conn);
+    let claimed = store.claim(&claim_req(10, "a")).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    let Claimed::Corrupt { lease, error } = &claimed[1] else {
+        panic!("the damaged row must be claimed as corrupt: {claimed:?}")
+    };
+    assert_eq!(lease.id, ids[1]);
+    assert_eq!(error.kind(), ErrorKind::Corrupt);
+    assert!(matches!(claimed[0], Claimed::Ready(_)));
+    let outcome = Outcome {
+        lease: lease.clone(),
+        kind: OutcomeKind::Dead {
+            error: error.to_string(),
+        },
+    };
+    assert_eq!(
+        store
+            .apply(std::slice::from_ref(&outcome), T0)
+            .await
+            .unwrap(),
+        vec![Applied::Done]
+    );
+    assert_eq!(
+        store.apply(&[outcome], T0).await.unwrap(),
+        vec![Applied::Stale]
+    );
+    let sizes = store.stats().await.unwrap().topic("t").sizes;
+    assert_eq!((sizes.input, sizes.work, sizes.dead), (0, 2, 1));
+}
+
+#[tokio::test]
+async fn a_schema_newer_than_the_code_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tasks.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    enqueue(&store, tasks("t", 0..3)).await;
+    drop(store);
+    let future = SCHEMA_VERSION + 1;
+    raw(&path)
+        .pragma_update(None, "user_version", future)
+        .unwrap();
+
+    let err = SqliteStore::open(&path).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("version {future}")) && message.contains("newer"),
+        "the message says what is wrong: {message}"
+    );
+    // Refusing changed nothing: the newer version and the tasks are still there.
+    let conn = raw(&path);
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, future);
+    let count: i64 = conn
+        .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, 3);
+}
+
+#[tokio::test]
+async fn files_that_are_not_taskmill_stores_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(&garbage, vec![0x5a; 8192]).unwrap();
+    let err = SqliteStore::open(&garbage).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+
+    let other = dir.path().join("other.db");
+    raw(&other)
+        .pragma_update(None, "application_id", 1234)
+        .unwrap();
+    let err = SqliteStore::open(&other).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Misuse, "{err}");
+
+    let missing_dir = dir.path().join("no/such/dir/tasks.db");
+    let err = SqliteStore::open(&missing_dir).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Storage, "{err}");
+}
+
+/// Every id and payload of `ids` is stored intact.
+async fn assert_intact(store: &SqliteStore, ids: &[TaskId]) {
+    for (n, id) in ids.iter().enumerate() {
+        let record = store.get(*id).await.unwrap().expect("still stored");
+        assert_eq!(record.args.decode::<u64>().unwrap(), n as u64);
+    }
+}
+
+#[tokio::test]
+async fn a_read_only_database_refuses_writes_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tasks.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let ids = enqueue(&store, tasks("t", 0..20)).await;
+    drop(store);
+
+    let ro = SqliteStore::open_with(&path, SqliteOptions::default().read_only(true))
+        .await
+        .unwrap();
+    assert_eq!(ro.stats().await.unwrap().total.sizes.input, 20);
+    let err = ro
+        .enqueue(tasks("t", 20..25), &EnqueueOptions::new(T0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Storage, "{err}");
+    let err = ro.claim(&claim_req(5, "a")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Storage, "{err}");
+    drop(ro);
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(store.stats().await.unwrap().total.sizes.input, 20);
+    assert_intact(&store, &ids).await;
+}
+
+/// A full disk, simulated by capping the file's size: the batch that does not fit fails
+/// with `Storage` as a whole, and everything stored before it stays.
+#[tokio::test]
+async fn a_full_database_refuses_the_batch_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tasks.db");
+    let capped = SqliteOptions::default().max_size(512 * 1024);
+    let store = SqliteStore::open_with(&path, capped).await.unwrap();
+    let pad = "x".repeat(1000);
+    let mut stored: Vec<TaskId> = Vec::new();
+    let mut refused = None;
+    for batch in 0..100u64 {
+        let batch_tasks = (0..50)
+            .map(|i| Task::new("t", &(batch * 50 + i, &pad)).unwrap())
+            .collect();
+        match store.enqueue(batch_tasks, &EnqueueOptions::new(T0)).await {
+            Ok(results) => stored.extend(results.iter().map(|r| r.id())),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let err = refused.expect("a 512 KiB database cannot hold 5 MB of tasks");
+    assert_eq!(err.kind(), ErrorKind::Storage, "{err}");
+    assert!(!stored.is_empty());
+    let stats = store.stats().await.unwrap().total;
+    assert_eq!(
+        stats.sizes.input,
+        stored.len() as u64,
+        "no part of the batch"
+    );
+    assert_eq!(stats.counters.enqueued, stored.len() as u64);
+    // Claims and outcomes still work on a full database (they do not grow it).
+    let claimed = store.claim(&claim_req(5, "a")).await.unwrap();
+    assert_eq!(claimed.len(), 5);
+    drop(store);
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    for (n, id) in stored.iter().enumerate() {
+        let record = store.get(*id).await.unwrap().expect("still stored");
+        let (k, _): (u64, String) = record.args.decode().unwrap();
+        assert_eq!(k, n as u64);
+    }
+    let more = enqueue(&store, tasks("t", 0..10)).await;
+    assert_eq!(more.len(), 10, "without the cap, writes work again");
+}
+
+/// Another connection holding the write lock past the busy timeout makes calls fail
+/// with `Unavailable` (retryable), not hang.
+#[tokio::test]
+async fn a_lock_held_elsewhere_is_unavailable_after_the_busy_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tasks.db");
+    let options = SqliteOptions::default()
+        .busy_timeout(Duration::from_millis(100))
+        .durability(Durability::Full);
+    let store = SqliteStore::open_with(&path, options).await.unwrap();
+    enqueue(&store, tasks("t", 0..2)).await;
+    let conn = raw(&path);
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let started = Instant::now();
+    let err = store
+        .enqueue(tasks("t", 2..3), &EnqueueOptions::new(T0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    // Readers are not blocked by a writer in WAL mode.
+    assert_eq!(store.stats().await.unwrap().total.sizes.input, 2);
+    conn.execute_batch("COMMIT").unwrap();
+    assert_eq!(enqueue(&store, tasks("t", 2..3)).await.len(), 1);
+}
+
+/// Two connections on one file (as two processes would have) claim concurrently: no task
+/// is handed to both, and every task is handed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_connections_on_one_file_never_share_a_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tasks.db");
+    let a = SqliteStore::open(&path).await.unwrap();
+    let b = SqliteStore::open(&path).await.unwrap();
+    let total = 2000u64;
+    for chunk in 0..4 {
+        enqueue(&a, tasks("t", chunk * 500..(chunk + 1) * 500)).await;
+    }
+    let worker = |store: SqliteStore, owner: &'static str| {
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            for _ in 0..10_000 {
+                let claimed = store.claim(&claim_req(7, owner)).await.unwrap();
+                if claimed.is_empty() {
+                    break;
+                }
+                let outcomes: Vec<Outcome> = claimed
+                    .iter()
+                    .map(|c| match c {
+                        Claimed::Ready(r) => {
+                            mine.push(r.id);
+                            Outcome {
+                                lease: LeaseRef::of(r),
+                                kind: OutcomeKind::Complete,
+                            }
+                        }
+                        Claimed::Corrupt { lease, .. } => panic!("corrupt {}", lease.id),
+                    })
+                    .collect();
+                let applied = store.apply(&outcomes, T0).await.unwrap();
+                assert!(applied.iter().all(|a| *a == Applied::Done));
+            }
+            mine
+        })
+    };
+    let (ra, rb) = tokio::join!(worker(a.clone(), "a"), worker(b, "b"));
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    let all: HashSet<TaskId> = ra.iter().chain(&rb).copied().collect();
+    assert_eq!(
+        ra.len() + rb.len(),
+        total as usize,
+        "each task claimed once"
+    );
+    assert_eq!(all.len(), total as usize);
+    let c = a.stats().await.unwrap().total;
+    assert_eq!((c.counters.completed, c.sizes.total()), (total, 0));
+}
+
+/// Listing shows what can be read of a damaged row, so an admin can find it.
+#[tokio::test]
+async fn list_shows_corrupt_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tasks.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let ids = enqueue(&store, tasks("t", 0..3)).await;
+    raw(&path)
+        .execute(
+            "UPDATE tasks SET args = 'not json' WHERE id = ?1",
+            [ids[2].get() as i64],
+        )
+        .unwrap();
+    let page = store.list(&ListQuery::new(Queue::Input)).await.unwrap();
+    assert_eq!(page.tasks.len(), 3);
+    assert_eq!(page.tasks[2].args.as_str(), "not json");
+}
+
+/// Processes starting together on a new file all get a store: one creates the schema, the
+/// others wait for it instead of failing on the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_opens_of_a_new_file_all_succeed() {
+    for round in 0..100 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.db");
+        let (a, b, c) = tokio::join!(
+            SqliteStore::open(&path),
+            SqliteStore::open(&path),
+            SqliteStore::open(&path)
+        );
+        for store in [a, b, c] {
+            let store = store.unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert_eq!(store.stats().await.unwrap().total.sizes.total(), 0);
+        }
+    }
+}
