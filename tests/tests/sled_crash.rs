@@ -127,6 +127,25 @@ fn crash_test(flush: &str) {
         records.started.len(),
     );
     assert_eq!(killed.len(), KILLS);
+
+    // The counters moved in the same transactions as the tasks, so across every crash they
+    // still add up: each task enqueued and completed once in the store's eyes (a run whose
+    // completion was lost left no trace but its record line), and every claim ended as a
+    // completion, a recovery by the reaper, or a release at shutdown.
+    let stats = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let store = taskmill::open(&url).await.unwrap();
+            store.stats().await.unwrap()
+        });
+    let (c, sizes) = (stats.total.counters, stats.total.sizes);
+    println!("final stats: {c:?}");
+    assert_eq!(sizes.total(), 0, "{sizes:?}");
+    assert_eq!((c.enqueued, c.completed), (TASKS, TASKS), "{c:?}");
+    assert_eq!((c.retried, c.failed), (0, 0), "{c:?}");
+    assert_eq!(c.started, c.completed + c.recovered + c.released, "{c:?}");
     assert!(
         lost.is_empty(),
         "lost tasks: {:?}",
