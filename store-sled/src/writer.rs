@@ -513,7 +513,8 @@ impl Writer {
         let mut plan = Plan::new(&trees);
         let mut recovered = Vec::with_capacity(expired.len());
         for (id, entry) in expired {
-            let Some(mut record) = owned_record(&mut plan, id, &entry, now)? else {
+            let owned = owned_record(&mut plan, id, &entry, now)?;
+            let Some(mut record) = owned.filter(|r| r.is_expired(now)) else {
                 continue;
             };
             let key = codec::id_key(id);
