@@ -149,7 +149,6 @@ pub struct SledStore {
 #[derive(Debug)]
 struct Shared {
     path: PathBuf,
-    trees: Arc<Trees>,
     bus: Arc<LocalBus>,
     requests: Option<mpsc::Sender<Request>>,
     writer: Option<JoinHandle<()>>,
@@ -157,14 +156,33 @@ struct Shared {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        // Closing the channel stops the writer after a last flush; joining it means the
-        // database (and its lock) is released when the last clone is gone, so the same
-        // path can be opened again right away.
+        // Closing the channel stops the writer, which flushes and drops the database (it
+        // holds the only handle).
         self.requests.take();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
+        // sled's I/O threads may hold the database file, and so its lock, a moment longer:
+        // wait for that, so that once the last clone is gone the path opens again at once.
+        wait_for_unlock(&self.path.join("db"), Duration::from_secs(5));
     }
+}
+
+/// Waits (bounded) until nothing in this process holds sled's lock on `path`.
+fn wait_for_unlock(path: &Path, limit: Duration) {
+    use fs2::FileExt;
+    let Ok(file) = std::fs::File::open(path) else {
+        return;
+    };
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if file.try_lock_exclusive().is_ok() {
+            let _ = FileExt::unlock(&file);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    tracing::warn!(path = %path.display(), "the sled database lock outlived its store");
 }
 
 impl SledStore {
@@ -191,7 +209,11 @@ impl SledStore {
         }
         let db = config.open().map_err(|e| open_error(&path, e))?;
         let trees = Arc::new(Trees::open(db)?);
-        check_schema(&trees, &path)?;
+        if let Err(e) = check_schema(&trees, &path) {
+            drop(trees);
+            wait_for_unlock(&path.join("db"), Duration::from_secs(5));
+            return Err(e);
+        }
         let bus = Arc::new(LocalBus::new(options.event_buffer));
         let (tx, rx) = mpsc::channel();
         let writer = Writer::new(trees.clone(), bus.clone(), options.flush);
@@ -202,7 +224,6 @@ impl SledStore {
         Ok(SledStore {
             shared: Arc::new(Shared {
                 path,
-                trees,
                 bus,
                 requests: Some(tx),
                 writer: Some(handle),
@@ -224,12 +245,7 @@ impl SledStore {
 
     /// Flushes every change made so far to disk (useful with a relaxed [`FlushPolicy`]).
     pub async fn flush(&self) -> Result<()> {
-        let trees = self.shared.trees.clone();
-        tokio::task::spawn_blocking(move || trees.db.flush())
-            .await
-            .map_err(|e| Error::storage("the flush task failed").with_source(e))?
-            .map(drop)
-            .map_err(sled_error)
+        self.call(Request::Flush).await
     }
 }
 

@@ -15,7 +15,10 @@ use tokio::sync::oneshot;
 
 impl SledStore {
     /// Sends a request to the writer thread and waits for its answer.
-    async fn call<V>(&self, make: impl FnOnce(oneshot::Sender<Result<V>>) -> Request) -> Result<V> {
+    pub(crate) async fn call<V>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<V>>) -> Request,
+    ) -> Result<V> {
         let (tx, rx) = oneshot::channel();
         let stopped = || Error::unavailable("the sled writer thread has stopped");
         self.shared

@@ -52,6 +52,8 @@ pub(crate) enum Request {
     Stats(Reply<Stats>),
     Get(TaskId, Reply<Option<TaskRecord>>),
     List(ListQuery, Reply<Page>),
+    /// Flushes everything committed so far, whatever the policy.
+    Flush(Reply<()>),
 }
 
 /// Finishes a request once its group's flush is done, given the flush's error if any.
@@ -235,6 +237,10 @@ impl Writer {
                 })
             }
             Request::Stats(reply) => defer(false, reply, self.stats(), || {}),
+            Request::Flush(reply) => {
+                self.dirty = true;
+                defer(true, reply, Ok(()), || {})
+            }
             Request::Get(id, reply) => defer(false, reply, read::get(&self.trees, id), || {}),
             Request::List(query, reply) => {
                 defer(false, reply, read::list(&self.trees, &query), || {})

@@ -2,6 +2,7 @@
 //! that one task to DEAD with a corrupt-data error and runs every other task.
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use taskmill_core::store::EnqueueOptions;
@@ -11,6 +12,34 @@ use taskmill_core::{
 use taskmill_sled::SledStore;
 
 const TASKS: u64 = 50;
+
+/// Opens the store once the raw sled handle used to tamper with it has let go: sled's I/O
+/// threads release the file lock a moment after the handle is dropped.
+fn reopen(path: &Path) -> taskmill_core::Result<SledStore> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match SledStore::open(path) {
+            Err(e) if e.kind() == ErrorKind::Unavailable && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Opens the database with sled itself, to write behind the store's back.
+fn raw(path: &Path) -> sled::Db {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match sled::open(path) {
+            Err(sled::Error::Io(e)) if Instant::now() < deadline => {
+                assert!(e.to_string().contains("lock"), "{e}");
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            other => return other.unwrap(),
+        }
+    }
+}
 const BAD: u64 = 17;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,7 +61,7 @@ async fn a_corrupt_record_goes_to_dead_and_the_rest_run() {
 
     // Behind the store's back, as a disk error or a stray tool would.
     {
-        let db = sled::open(&path).unwrap();
+        let db = raw(&path);
         let tasks = db.open_tree("tasks").unwrap();
         let key = bad_id.get().to_be_bytes();
         assert!(
@@ -43,7 +72,7 @@ async fn a_corrupt_record_goes_to_dead_and_the_rest_run() {
         db.flush().unwrap();
     }
 
-    let store = SledStore::open(&path).unwrap();
+    let store = reopen(&path).unwrap();
     let err = store.get(bad_id).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
     assert!(store.get(ids[0]).await.unwrap().is_some());
@@ -135,14 +164,14 @@ async fn a_corrupt_record_in_input_can_be_deleted() {
         e.id()
     };
     {
-        let db = sled::open(&path).unwrap();
+        let db = raw(&path);
         db.open_tree("tasks")
             .unwrap()
             .insert(id.get().to_be_bytes(), &b"nope"[..])
             .unwrap();
         db.flush().unwrap();
     }
-    let store = SledStore::open(&path).unwrap();
+    let store = reopen(&path).unwrap();
     // Listing leaves it out rather than failing the whole page.
     assert_eq!(store.list_all(Queue::Input, None).await.unwrap().len(), 1);
     assert_eq!(store.delete(&[id]).await.unwrap(), [true]);
@@ -166,19 +195,19 @@ fn a_newer_layout_is_refused() {
     let path = dir.path().join("db");
     drop(SledStore::open(&path).unwrap());
     {
-        let db = sled::open(&path).unwrap();
+        let db = raw(&path);
         db.open_tree("meta")
             .unwrap()
             .insert("schema", &99u64.to_be_bytes())
             .unwrap();
         db.flush().unwrap();
     }
-    let err = SledStore::open(&path).unwrap_err();
+    let err = reopen(&path).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
     assert!(err.message().contains("99"), "{err}");
     assert!(err.message().contains(&path.display().to_string()), "{err}");
     // Refusing it did not rewrite the version.
-    let db = sled::open(&path).unwrap();
+    let db = raw(&path);
     let version = db
         .open_tree("meta")
         .unwrap()
@@ -205,14 +234,14 @@ async fn paging_goes_past_a_corrupt_record() {
         done.into_iter().map(|e| e.id()).collect()
     };
     {
-        let db = sled::open(&path).unwrap();
+        let db = raw(&path);
         db.open_tree("tasks")
             .unwrap()
             .insert(ids[0].get().to_be_bytes(), &b"{"[..])
             .unwrap();
         db.flush().unwrap();
     }
-    let store = SledStore::open(&path).unwrap();
+    let store = reopen(&path).unwrap();
     let claimed = store
         .claim(&ClaimRequest::new([TopicClaim::new("t")], 10, "m", now))
         .await
