@@ -11,6 +11,11 @@
 //! another process, or in this one) fails at once with [`ErrorKind::Unavailable`]; clones of
 //! one [`SledStore`] share it, so hand clones to several managers of the same process.
 //!
+//! sled calls block, so every call is served by one dedicated writer thread: a single
+//! writer makes sled's scan-then-transact pattern race-free, and lets concurrent calls
+//! share one flush (group commit). The crate's README describes the flush policies, the
+//! trees on disk, and what a crash can lose.
+//!
 //! ```
 //! use taskmill_sled::{FlushPolicy, SledOptions, SledStore};
 //!
@@ -140,7 +145,9 @@ impl SledOptions {
 /// A durable store in a sled database directory.
 ///
 /// Clones share the database (and its writer thread); the database closes, after a final
-/// flush, when the last clone is dropped.
+/// flush, when the last clone is dropped. That drop blocks until the flush is done and
+/// sled has released the database's lock (usually a few milliseconds), so the same path
+/// can be opened again right after it.
 #[derive(Clone, Debug)]
 pub struct SledStore {
     shared: Arc<Shared>,
