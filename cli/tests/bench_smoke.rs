@@ -54,6 +54,23 @@ async fn stores(dir: &std::path::Path, redis: &mut Option<RedisServer>) -> Vec<S
     stores
 }
 
+/// A directory of the test's own, removed when the test ends, passed or not.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let dir = std::env::temp_dir().join(format!("taskmill-smoke-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn not_built_in(e: &taskmill::Error) -> bool {
     matches!(e.kind(), ErrorKind::Unsupported | ErrorKind::Misuse)
 }
@@ -177,10 +194,10 @@ fn check_json_line(line: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_runs_clean_on_every_store() {
-    let dir = std::env::temp_dir().join(format!("taskmill-smoke-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new();
+    let dir = &dir.0;
     let mut redis = None;
-    let stores = stores(&dir, &mut redis).await;
+    let stores = stores(dir, &mut redis).await;
     let config = tiny(stores.clone());
     let mut printed = Vec::new();
     let rows = bench::run(&config, |row| printed.push(bench::json_line(row)))
@@ -200,9 +217,8 @@ async fn every_scenario_runs_clean_on_every_store() {
     let table = bench::table(&rows);
     assert_eq!(table.lines().count(), rows.len() + 1, "{table}");
     // Every fresh location was removed again: only what the test made is left.
-    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    let left: Vec<_> = std::fs::read_dir(dir).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
-    std::fs::remove_dir_all(&dir).unwrap();
     // And every Redis namespace the runs used is gone.
     if let Some(server) = &redis {
         assert_eq!(server.cli(&["DBSIZE"]).as_deref(), Some("0"));
