@@ -41,6 +41,14 @@ pub use taskmill_sqlite::SqliteStore;
 #[cfg(feature = "sqlite")]
 pub use taskmill_sqlite as sqlite;
 
+#[cfg(feature = "sled")]
+#[doc(inline)]
+pub use taskmill_sled::SledStore;
+
+/// The sled store and its options (`taskmill::sled::SledOptions`, `FlushPolicy`).
+#[cfg(feature = "sled")]
+pub use taskmill_sled as sled;
+
 #[cfg(feature = "redis")]
 #[doc(inline)]
 pub use taskmill_redis::{RedisOptions, RedisStore};
@@ -53,6 +61,7 @@ use std::sync::Arc;
 /// |---|---|
 /// | `memory://` | `memory` (default) |
 /// | `sqlite://path/to/tasks.db[?durability=full]` | `sqlite` |
+/// | `sled://path/to/dir` (`sled:///abs/dir`, `?flush=always\|enqueues\|periodic`) | `sled` |
 /// | `redis://[user:password@]host[:port][/db][?namespace=app]`, `rediss://…` | `redis` (`rediss` also needs taskmill-redis's `tls`) |
 ///
 /// Fails with [`ErrorKind::Misuse`] for a malformed URL or an unknown scheme, and with
@@ -71,6 +80,17 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
         "sqlite" => Ok(Arc::new(SqliteStore::from_url(url).await?)),
         #[cfg(not(feature = "sqlite"))]
         "sqlite" => Err(not_enabled("sqlite")),
+        // Opening blocks while sled recovers the database: off the async workers.
+        #[cfg(feature = "sled")]
+        "sled" => {
+            let url = url.to_owned();
+            let store = tokio::task::spawn_blocking(move || SledStore::from_url(&url))
+                .await
+                .map_err(|e| Error::storage("opening the sled store failed").with_source(e))??;
+            Ok(Arc::new(store))
+        }
+        #[cfg(not(feature = "sled"))]
+        "sled" => Err(not_enabled("sled")),
         #[cfg(feature = "redis")]
         "redis" | "rediss" => Ok(Arc::new(RedisStore::open(url).await?)),
         #[cfg(not(feature = "redis"))]

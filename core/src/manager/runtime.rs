@@ -423,23 +423,29 @@ impl Shared {
             store: self.store.clone(),
         };
         let started = Instant::now();
+        let this_run = run.clone();
         let attempt_fut = async move {
-            let run = AssertUnwindSafe(processor.process(ctx)).catch_unwind();
-            let outcome = match timeout {
-                Some(limit) => match tokio::time::timeout(limit, run).await {
-                    Ok(done) => done,
-                    Err(_) => return Err((format!("timed out after {limit:?}"), false)),
-                },
-                None => run.await,
+            let process = AssertUnwindSafe(processor.process(ctx)).catch_unwind();
+            let returned = match timeout {
+                Some(limit) => tokio::time::timeout(limit, process)
+                    .await
+                    .map_err(|_| limit),
+                None => Ok(process.await),
             };
-            match outcome {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err((e.to_string(), e.is_permanent())),
-                Err(panic) => Err((
+            // The run ends here unless a cancel came first; then what it returned is moot
+            // (processors often return Ok or Err once they see the signal): it is released.
+            if !this_run.finish() {
+                return None;
+            }
+            Some(match returned {
+                Ok(Ok(Ok(()))) => Ok(()),
+                Ok(Ok(Err(e))) => Err((e.to_string(), e.is_permanent())),
+                Ok(Err(panic)) => Err((
                     format!("processor panicked: {}", panic_message(&*panic)),
                     false,
                 )),
-            }
+                Err(limit) => Err((format!("timed out after {limit:?}"), false)),
+            })
         };
         let ended = if run.is_cancelled() {
             None
@@ -448,13 +454,10 @@ impl Shared {
             // its own clean-up; one that does not is dropped at its next await.
             tokio::select! {
                 biased;
-                ended = attempt_fut => Some(ended),
+                ended = attempt_fut => ended,
                 _ = run.cancelled() => None,
             }
         };
-        // A run that was cancelled was cut short, whatever it returned on its way out
-        // (processors often return Ok or Err once they see the signal): it is released.
-        let ended = ended.filter(|_| !run.is_cancelled());
         let now = self.config.clock.now();
         let (kind, event) = match ended {
             Some(Ok(())) => {

@@ -428,6 +428,9 @@ pub trait Store: Send + Sync + 'static {
     /// - Returns up to `query.limit` tasks of `query.queue` (and `query.topic`, if set) with
     ///   ids above `query.after`. `next` is the last id of the page when more may follow.
     /// - Paging through with `next` visits each task that stays in the queue exactly once.
+    /// - A record that cannot be decoded never fails the page: it is shown as far as it can
+    ///   be read, or left out with a warning. [`get`](Store::get) reports it as `Corrupt`,
+    ///   and [`delete`](Store::delete) removes it.
     async fn list(&self, query: &ListQuery) -> Result<Page>;
 
     /// Sends dead tasks back to INPUT, due at `now`, with attempt reset to 0.

@@ -1,0 +1,382 @@
+//! `taskmill bench`: the benchmark every store is measured with.
+//!
+//! [`run`] takes a [`BenchConfig`] and returns one [`Row`] per store and scenario;
+//! [`report`] prints them as a table or as JSON lines. Stores are opened with
+//! [`taskmill::open`], so every backend this build enables is measured the same way, each
+//! scenario on a fresh location (see [`target`]).
+//!
+//! The scenarios ([`Scenario`]):
+//! - **throughput**, gocraft/work's workload: enqueue `tasks` tasks across `topics` topics
+//!   in batches (only the `enqueue` calls are timed), then run them with no-op processors
+//!   that count runs, timed from `Manager::start` until the count reaches `tasks`. Checks
+//!   afterwards that every task ran exactly once and that the store is empty with
+//!   `completed == tasks`.
+//! - **latency**: an idle, started manager; tasks enqueued one at a time at a steady rate;
+//!   the time from just before each `enqueue` call to the start of its processor.
+//! - **backlog**: the rate of processing the first `backlog_measure` tasks with
+//!   `backlog_small` and with `backlog_large` tasks waiting, and their ratio.
+//!
+//! Every row has the peak resident memory of the process during its scenario, and the
+//! memory store's rows of throughput and backlog the bytes each queued task costs beyond
+//! its payload (the growth of resident memory while enqueueing, divided by the count).
+
+mod progress;
+pub mod report;
+mod resp;
+pub mod rss;
+mod scenario;
+pub mod target;
+
+pub use report::{json_line, table};
+pub use target::Target;
+
+use serde::Serialize;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+use taskmill::{Error, Result};
+
+/// One benchmark scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scenario {
+    /// Batched enqueue, then processing of the whole queue.
+    Throughput,
+    /// Enqueue→start latency on an idle manager.
+    Latency,
+    /// Processing rate with a small and a large backlog waiting.
+    Backlog,
+}
+
+impl Scenario {
+    /// Every scenario, in the order they run.
+    pub const ALL: [Scenario; 3] = [Scenario::Throughput, Scenario::Latency, Scenario::Backlog];
+
+    /// The scenario's name on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scenario::Throughput => "throughput",
+            Scenario::Latency => "latency",
+            Scenario::Backlog => "backlog",
+        }
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Scenario {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Scenario::ALL
+            .into_iter()
+            .find(|sc| sc.as_str() == s)
+            .ok_or_else(|| {
+                Error::misuse(format!(
+                    "unknown scenario {s:?} (expected throughput, latency or backlog)"
+                ))
+            })
+    }
+}
+
+/// What to measure, and how much.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct BenchConfig {
+    /// Store URLs, each measured in turn (`memory://`, `sqlite://…`, …).
+    pub stores: Vec<String>,
+    /// Scenarios to run on each store, in this order.
+    pub scenarios: Vec<Scenario>,
+    /// Tasks of the throughput scenario.
+    pub tasks: u64,
+    /// Topics the tasks are spread over (round robin).
+    pub topics: usize,
+    /// The manager's concurrency.
+    pub concurrency: usize,
+    /// Tasks per `enqueue` call when filling a queue.
+    pub batch: usize,
+    /// Size of each task's JSON arguments in bytes (at least 2: an empty JSON string).
+    pub payload_bytes: usize,
+    /// Enqueues per second in the latency scenario.
+    pub latency_rate: u32,
+    /// How long the latency scenario enqueues for.
+    pub latency_duration: Duration,
+    /// The small backlog of the backlog scenario.
+    pub backlog_small: u64,
+    /// The large backlog of the backlog scenario.
+    pub backlog_large: u64,
+    /// How many tasks are processed (and timed) from each backlog.
+    pub backlog_measure: u64,
+    /// A phase that makes no progress for this long fails (lost tasks, a stuck store).
+    pub stall_timeout: Duration,
+    /// Draw progress bars on stderr (only when it is a terminal).
+    pub progress: bool,
+    /// Runs of each scenario; the row reports the median of each figure (worst for
+    /// memory, sums for lost and duplicated). More runs steady figures on a busy machine.
+    pub repeat: usize,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        BenchConfig {
+            stores: vec!["memory://".to_string()],
+            scenarios: Scenario::ALL.to_vec(),
+            tasks: 100_000,
+            topics: 5,
+            concurrency: DEFAULT_CONCURRENCY,
+            batch: 1_000,
+            payload_bytes: 16,
+            latency_rate: 200,
+            latency_duration: Duration::from_secs(2),
+            backlog_small: 10_000,
+            backlog_large: 1_000_000,
+            backlog_measure: 10_000,
+            stall_timeout: Duration::from_secs(30),
+            progress: true,
+            repeat: 1,
+        }
+    }
+}
+
+/// The manager concurrency the benchmark uses unless told otherwise.
+///
+/// The manager holds between `concurrency` and twice that many claimed tasks and claims
+/// the difference in one call, so a larger pool means fewer, larger claims and outcome
+/// batches; past a few hundred workers the hand-offs between them cost more than that
+/// saves. 100 processed fastest on the 2-core machine (medians of 5 runs, 200,000 tasks:
+/// see the README), ahead of the Manager's own default of 25.
+pub const DEFAULT_CONCURRENCY: usize = 100;
+
+impl BenchConfig {
+    /// The configuration with default sizes for `stores`.
+    pub fn new(stores: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        BenchConfig {
+            stores: stores.into_iter().map(Into::into).collect(),
+            ..BenchConfig::default()
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let positive = [
+            ("tasks", self.tasks),
+            ("topics", self.topics as u64),
+            ("concurrency", self.concurrency as u64),
+            ("batch", self.batch as u64),
+            ("latency rate", u64::from(self.latency_rate)),
+            ("small backlog", self.backlog_small),
+            ("backlog measure", self.backlog_measure),
+            ("repeat", self.repeat as u64),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(Error::misuse(format!("{name} must be at least 1")));
+        }
+        if self.stores.is_empty() {
+            return Err(Error::misuse("name at least one --store"));
+        }
+        if self.backlog_measure > self.backlog_small || self.backlog_small > self.backlog_large {
+            return Err(Error::misuse(format!(
+                "backlog sizes must satisfy measure ({}) <= small ({}) <= large ({})",
+                self.backlog_measure, self.backlog_small, self.backlog_large
+            )));
+        }
+        if self.latency_duration.is_zero() {
+            return Err(Error::misuse("the latency duration must be positive"));
+        }
+        Ok(())
+    }
+}
+
+/// The result of one scenario on one store. Fields a scenario does not measure are `None`
+/// (`null` in JSON).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Row {
+    /// The store URL as given.
+    pub store: String,
+    /// The scenario.
+    pub scenario: &'static str,
+    /// Tasks enqueued in the scenario (for backlog: the large backlog).
+    pub tasks: u64,
+    /// Batched enqueue rate (tasks/s), counting only the time inside `enqueue` calls.
+    pub enqueue_per_sec: Option<f64>,
+    /// Processing rate (tasks/s); for backlog, with the large backlog waiting.
+    pub process_per_sec: Option<f64>,
+    /// Median enqueue→start latency.
+    pub latency_p50_ms: Option<f64>,
+    /// 99th percentile enqueue→start latency.
+    pub latency_p99_ms: Option<f64>,
+    /// Worst enqueue→start latency.
+    pub latency_max_ms: Option<f64>,
+    /// Processing rate with the small backlog waiting.
+    pub backlog_small_per_sec: Option<f64>,
+    /// Processing rate with the large backlog waiting.
+    pub backlog_large_per_sec: Option<f64>,
+    /// `backlog_large_per_sec / backlog_small_per_sec`.
+    pub backlog_ratio: Option<f64>,
+    /// Tasks that never ran, or are not accounted for in the store afterwards.
+    pub lost: u64,
+    /// Runs beyond one per task.
+    pub duplicated: u64,
+    /// Peak resident memory of the process during the scenario.
+    pub peak_rss_bytes: Option<u64>,
+    /// Memory store: resident bytes per queued task beyond its payload.
+    pub bytes_per_task: Option<f64>,
+    /// The manager's concurrency.
+    pub concurrency: usize,
+    /// Topics the tasks were spread over.
+    pub topics: usize,
+    /// Bytes of JSON arguments per task.
+    pub payload_bytes: usize,
+    /// Runs the figures are the median of.
+    pub runs: usize,
+    /// Why the scenario failed, if it did (lost or repeated work, a store error).
+    pub error: Option<String>,
+}
+
+impl Row {
+    fn new(store: &str, scenario: Scenario, config: &BenchConfig) -> Row {
+        Row {
+            store: store.to_string(),
+            scenario: scenario.as_str(),
+            tasks: 0,
+            enqueue_per_sec: None,
+            process_per_sec: None,
+            latency_p50_ms: None,
+            latency_p99_ms: None,
+            latency_max_ms: None,
+            backlog_small_per_sec: None,
+            backlog_large_per_sec: None,
+            backlog_ratio: None,
+            lost: 0,
+            duplicated: 0,
+            peak_rss_bytes: None,
+            bytes_per_task: None,
+            concurrency: config.concurrency,
+            topics: config.topics,
+            payload_bytes: config.payload_bytes.max(2),
+            runs: config.repeat,
+            error: None,
+        }
+    }
+
+    /// Whether the scenario ran cleanly: no error, nothing lost or repeated.
+    pub fn ok(&self) -> bool {
+        self.error.is_none() && self.lost == 0 && self.duplicated == 0
+    }
+}
+
+/// Runs every scenario of `config` on every store, in order, calling `on_row` as each row
+/// is ready (to print it at once). A scenario that fails is reported in its row's
+/// `error`, and the run goes on; `Err` only for an invalid configuration.
+pub async fn run(config: &BenchConfig, mut on_row: impl FnMut(&Row)) -> Result<Vec<Row>> {
+    config.validate()?;
+    let mut rows = Vec::new();
+    for store in &config.stores {
+        for &scenario in &config.scenarios {
+            let mut runs = Vec::with_capacity(config.repeat);
+            for _ in 0..config.repeat {
+                let mut row = Row::new(store, scenario, config);
+                rss::release_free_memory();
+                rss::reset_peak();
+                if let Err(e) = scenario::run(scenario, store, config, &mut row).await {
+                    row.error = Some(error_chain(&e));
+                }
+                row.peak_rss_bytes = rss::peak();
+                runs.push(row);
+            }
+            let row = Row::median(runs);
+            on_row(&row);
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
+impl Row {
+    /// One row from several runs of the same scenario: the median of each figure (the
+    /// backlog ratio is that of the medians), the largest peak memory, the sums of lost
+    /// and duplicated, the first error.
+    fn median(mut runs: Vec<Row>) -> Row {
+        if runs.len() == 1 {
+            return runs.remove(0);
+        }
+        fn mid<T: Copy + PartialOrd>(runs: &[Row], field: impl Fn(&Row) -> Option<T>) -> Option<T> {
+            let mut values: Vec<T> = runs.iter().filter_map(&field).collect();
+            values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+            values.get(values.len().saturating_sub(1) / 2).copied()
+        }
+        let mut row = runs[0].clone();
+        row.enqueue_per_sec = mid(&runs, |r| r.enqueue_per_sec);
+        row.process_per_sec = mid(&runs, |r| r.process_per_sec);
+        row.latency_p50_ms = mid(&runs, |r| r.latency_p50_ms);
+        row.latency_p99_ms = mid(&runs, |r| r.latency_p99_ms);
+        row.latency_max_ms = mid(&runs, |r| r.latency_max_ms);
+        row.backlog_small_per_sec = mid(&runs, |r| r.backlog_small_per_sec);
+        row.backlog_large_per_sec = mid(&runs, |r| r.backlog_large_per_sec);
+        // The ratio of the medians, so the row reads consistently.
+        row.backlog_ratio = match (row.backlog_small_per_sec, row.backlog_large_per_sec) {
+            (Some(small), Some(large)) => Some(large / small),
+            _ => None,
+        };
+        row.bytes_per_task = mid(&runs, |r| r.bytes_per_task);
+        row.peak_rss_bytes = runs.iter().filter_map(|r| r.peak_rss_bytes).max();
+        row.lost = runs.iter().map(|r| r.lost).sum();
+        row.duplicated = runs.iter().map(|r| r.duplicated).sum();
+        row.error = runs.iter().find_map(|r| r.error.clone());
+        row
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_runs() {
+        let config = BenchConfig::default();
+        let runs: Vec<Row> = [(3.0, 10, 0), (1.0, 30, 1), (2.0, 20, 0)]
+            .into_iter()
+            .map(|(rate, rss, lost)| {
+                let mut row = Row::new("memory://", Scenario::Throughput, &config);
+                row.process_per_sec = Some(rate);
+                row.peak_rss_bytes = Some(rss);
+                row.lost = lost;
+                row
+            })
+            .collect();
+        let row = Row::median(runs);
+        assert_eq!(row.process_per_sec, Some(2.0));
+        assert_eq!(row.peak_rss_bytes, Some(30));
+        assert_eq!(row.lost, 1);
+        assert_eq!(row.enqueue_per_sec, None);
+
+        let runs: Vec<Row> = [(100.0, 50.0), (200.0, 60.0), (300.0, 290.0)]
+            .into_iter()
+            .map(|(small, large)| {
+                let mut row = Row::new("memory://", Scenario::Backlog, &config);
+                row.backlog_small_per_sec = Some(small);
+                row.backlog_large_per_sec = Some(large);
+                row.backlog_ratio = Some(large / small);
+                row
+            })
+            .collect();
+        let row = Row::median(runs);
+        assert_eq!(row.backlog_ratio, Some(0.3));
+    }
+}

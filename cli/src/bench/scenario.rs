@@ -1,0 +1,699 @@
+//! The scenarios themselves.
+
+use super::progress::Progress;
+use super::{rss, BenchConfig, Row, Scenario, Target};
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use taskmill::store::{EnqueueOptions, Enqueued};
+use taskmill::{
+    Error, Manager, Payload, Processor, Result, Stats, Store, Task, TaskContext, TaskError, TaskId,
+    Timestamp,
+};
+use tokio::sync::Notify;
+
+/// How long a manager may take to close once its work is done.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a waiting phase looks at its counter (and redraws its progress bar).
+const WAIT_TICK: Duration = Duration::from_millis(50);
+/// Fills of at least this many tasks get a progress bar.
+const FILL_BAR_MIN: u64 = 50_000;
+
+pub(super) async fn run(
+    scenario: Scenario,
+    url: &str,
+    config: &BenchConfig,
+    row: &mut Row,
+) -> Result<()> {
+    match scenario {
+        Scenario::Throughput => on_fresh(url, |store| throughput(store, url, config, row)).await,
+        Scenario::Latency => on_fresh(url, |store| latency(store, url, config, row)).await,
+        Scenario::Backlog => backlog(url, config, row).await,
+    }
+}
+
+/// Runs `f` on a store at a fresh location derived from `url`, then removes the location.
+/// `f` owns the store, so every handle is gone by the time the location is removed.
+async fn on_fresh<T, F, Fut>(url: &str, f: F) -> Result<T>
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let target = Target::fresh(url)?;
+    let result = async { f(target.open().await?).await }.await;
+    let cleanup = target.remove().await;
+    let value = result?;
+    cleanup?;
+    Ok(value)
+}
+
+fn topic_names(n: usize) -> Vec<Arc<str>> {
+    (0..n).map(|i| Arc::from(format!("bench-{i}"))).collect()
+}
+
+/// JSON text of exactly `bytes` bytes (at least 2): a string of `x`.
+fn payload_text(bytes: usize) -> String {
+    format!("\"{}\"", "x".repeat(bytes.saturating_sub(2)))
+}
+
+fn per_sec(count: u64, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+fn is_memory(url: &str) -> bool {
+    url.starts_with("memory:")
+}
+
+/// What filling a queue did.
+struct Filled {
+    count: u64,
+    /// Time spent inside `enqueue` calls only.
+    timed: Duration,
+    first: TaskId,
+    last: TaskId,
+    /// Resident bytes per task beyond the payload, when measured.
+    bytes_per_task: Option<f64>,
+}
+
+/// Enqueues `count` tasks in batches, round robin over the topics, each with its own
+/// payload allocation (as an application's would be).
+async fn fill(
+    store: &dyn Store,
+    url: &str,
+    config: &BenchConfig,
+    count: u64,
+    label: &str,
+) -> Result<Filled> {
+    let topics = topic_names(config.topics);
+    let text = payload_text(config.payload_bytes);
+    let bar = Progress::new(
+        config.progress && count >= FILL_BAR_MIN,
+        count,
+        format!("{label}: enqueue"),
+    );
+    let measure_memory = is_memory(url);
+    if measure_memory {
+        rss::release_free_memory();
+    }
+    let rss_before = rss::current();
+    let mut timed = Duration::ZERO;
+    let (mut first, mut last) = (u64::MAX, 0u64);
+    let mut next = 0u64;
+    while next < count {
+        let n = (config.batch as u64).min(count - next);
+        let batch = (next..next + n)
+            .map(|i| {
+                let topic = topics[(i % topics.len() as u64) as usize].clone();
+                Task::with_payload(topic, Payload::from_json(text.as_str())?)
+            })
+            .collect::<Result<Vec<Task>>>()?;
+        let opts = EnqueueOptions::new(Timestamp::now());
+        let started = Instant::now();
+        let results = store.enqueue(batch, &opts).await?;
+        timed += started.elapsed();
+        if results.len() as u64 != n {
+            return Err(Error::storage(format!(
+                "enqueue of {n} tasks returned {} results",
+                results.len()
+            )));
+        }
+        for result in results {
+            match result {
+                Enqueued::New(id) => {
+                    first = first.min(id.get());
+                    last = last.max(id.get());
+                }
+                Enqueued::Duplicate(id) => {
+                    return Err(Error::storage(format!(
+                        "a task without a unique key was reported as a duplicate of {id}"
+                    )))
+                }
+            }
+        }
+        next += n;
+        bar.set(next);
+    }
+    // Freed memory the allocator kept (the hash tables a growing map left behind, which
+    // glibc keeps on its heap once its mmap threshold has risen) is not the store's:
+    // hand it back before reading what the store holds.
+    if measure_memory {
+        rss::release_free_memory();
+    }
+    let bytes_per_task = match (measure_memory, rss_before, rss::current()) {
+        (true, Some(before), Some(after)) => {
+            Some((after as f64 - before as f64) / count as f64 - text.len() as f64)
+        }
+        _ => None,
+    };
+    Ok(Filled {
+        count,
+        timed,
+        first: TaskId::new(first),
+        last: TaskId::new(last),
+        bytes_per_task,
+    })
+}
+
+/// Counts runs, and which task ran, for the no-op processors.
+struct Tracker {
+    runs: AtomicU64,
+    /// When `runs` reaches this, `done` is notified.
+    target: u64,
+    done: Notify,
+    first: u64,
+    /// One bit per enqueued task, by `id - first`, when the store gave contiguous ids
+    /// (every store does for a fresh location); empty otherwise.
+    seen: Vec<AtomicU64>,
+    duplicates: AtomicU64,
+}
+
+impl Tracker {
+    fn new(filled: &Filled, target: u64) -> Tracker {
+        let span = filled
+            .last
+            .get()
+            .wrapping_sub(filled.first.get())
+            .wrapping_add(1);
+        let words = if span == filled.count {
+            filled.count.div_ceil(64) as usize
+        } else {
+            0
+        };
+        Tracker {
+            runs: AtomicU64::new(0),
+            target,
+            done: Notify::new(),
+            first: filled.first.get(),
+            seen: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            duplicates: AtomicU64::new(0),
+        }
+    }
+
+    fn hit(&self, id: TaskId) {
+        let index = id.get().wrapping_sub(self.first);
+        if let Some(word) = self.seen.get((index / 64) as usize) {
+            let bit = 1u64 << (index % 64);
+            if word.fetch_or(bit, Ordering::Relaxed) & bit != 0 {
+                self.duplicates.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if self.runs.fetch_add(1, Ordering::Relaxed) + 1 == self.target {
+            self.done.notify_one();
+        }
+    }
+
+    fn runs(&self) -> u64 {
+        self.runs.load(Ordering::Relaxed)
+    }
+
+    fn counts(&self) -> RunCounts {
+        let runs = self.runs();
+        if self.seen.is_empty() {
+            // Without per-task bits, a run past the target is all that can be told apart.
+            return RunCounts {
+                runs,
+                distinct: runs,
+                duplicates: 0,
+            };
+        }
+        let duplicates = self.duplicates.load(Ordering::Relaxed);
+        RunCounts {
+            runs,
+            distinct: runs - duplicates,
+            duplicates,
+        }
+    }
+}
+
+/// The no-op processor of throughput and backlog: counts the run, nothing else.
+struct Counting(Arc<Tracker>);
+
+#[taskmill::async_trait]
+impl Processor for Counting {
+    async fn process(&self, ctx: TaskContext) -> std::result::Result<(), TaskError> {
+        self.0.hit(ctx.id());
+        Ok(())
+    }
+}
+
+fn manager<P: Processor>(
+    store: Arc<dyn Store>,
+    config: &BenchConfig,
+    processor: impl Fn() -> P,
+) -> Result<Manager> {
+    let manager = Manager::builder_shared(store)
+        .concurrency(config.concurrency)
+        .build();
+    for topic in topic_names(config.topics) {
+        manager.register(topic, processor())?;
+    }
+    Ok(manager)
+}
+
+/// Waits until `runs()` reaches `target`, or until it stops moving for `stall`; returns
+/// whether the target was reached.
+async fn wait_for(
+    runs: impl Fn() -> u64,
+    done: &Notify,
+    target: u64,
+    stall: Duration,
+    bar: &Progress,
+) -> bool {
+    let mut last = runs();
+    let mut last_change = Instant::now();
+    loop {
+        let notified = done.notified();
+        let now_runs = runs();
+        bar.set(now_runs);
+        if now_runs >= target {
+            return true;
+        }
+        if now_runs != last {
+            last = now_runs;
+            last_change = Instant::now();
+        } else if last_change.elapsed() >= stall {
+            return false;
+        }
+        let _ = tokio::time::timeout(WAIT_TICK, notified).await;
+    }
+}
+
+struct RunCounts {
+    runs: u64,
+    /// Tasks that ran at least once.
+    distinct: u64,
+    /// Runs beyond the first of a task.
+    duplicates: u64,
+}
+
+/// Checks the store's account after the manager closed: every task enqueued is either
+/// completed or still waiting in INPUT (none in WORK or DEAD), completions match the
+/// tasks run (at most, without `all_run`), and with `all_run` nothing is left waiting. Sets `lost` and `duplicated`
+/// and returns what is wrong.
+fn check(
+    row: &mut Row,
+    stats: &Stats,
+    enqueued: u64,
+    counts: &RunCounts,
+    all_run: bool,
+) -> Vec<String> {
+    let (c, s) = (stats.total.counters, stats.total.sizes);
+    let mut problems = Vec::new();
+    let mut lost = enqueued.saturating_sub(s.input + c.completed);
+    if all_run {
+        lost = lost.max(enqueued.saturating_sub(counts.distinct));
+        if s.input > 0 {
+            problems.push(format!("{} tasks left in INPUT", s.input));
+        }
+    }
+    if s.work > 0 {
+        problems.push(format!("{} tasks left in WORK after close", s.work));
+    }
+    if s.dead > 0 {
+        problems.push(format!("{} tasks in DEAD", s.dead));
+    }
+    if c.enqueued != enqueued {
+        problems.push(format!(
+            "the store counted {} enqueued, not {enqueued}",
+            c.enqueued
+        ));
+    }
+    // When the manager closes with work left (backlog), a run that finished just as it was
+    // cancelled is released, not completed: it is back in INPUT and runs again, which is
+    // at least once, not a loss. So only a run-to-empty must match exactly.
+    let completions_wrong = if all_run {
+        c.completed != counts.distinct
+    } else {
+        c.completed > counts.distinct
+    };
+    if completions_wrong {
+        problems.push(format!(
+            "the store counted {} completed for {} tasks run",
+            c.completed, counts.distinct
+        ));
+    }
+    if lost > 0 {
+        problems.push(format!("{lost} tasks lost"));
+    }
+    if counts.duplicates > 0 {
+        problems.push(format!("{} duplicate runs", counts.duplicates));
+    }
+    row.lost += lost;
+    row.duplicated += counts.duplicates;
+    problems
+}
+
+fn fail_on(problems: Vec<String>) -> Result<()> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::storage(problems.join("; ")))
+    }
+}
+
+async fn throughput(
+    store: Arc<dyn Store>,
+    url: &str,
+    config: &BenchConfig,
+    row: &mut Row,
+) -> Result<()> {
+    let n = config.tasks;
+    row.tasks = n;
+    let label = format!("{url} throughput");
+    let filled = fill(&*store, url, config, n, &label).await?;
+    row.enqueue_per_sec = Some(per_sec(n, filled.timed));
+    row.bytes_per_task = filled.bytes_per_task;
+
+    let tracker = Arc::new(Tracker::new(&filled, n));
+    let manager = manager(store.clone(), config, || Counting(tracker.clone()))?;
+    let bar = Progress::new(config.progress, n, format!("{label}: process"));
+    let started = Instant::now();
+    manager.start().await?;
+    let finished = wait_for(
+        || tracker.runs(),
+        &tracker.done,
+        n,
+        config.stall_timeout,
+        &bar,
+    )
+    .await;
+    let elapsed = started.elapsed();
+    drop(bar);
+    manager.close_with_timeout(CLOSE_TIMEOUT).await?;
+    drop(manager);
+    if finished {
+        row.process_per_sec = Some(per_sec(n, elapsed));
+    }
+    let stats = store.stats().await?;
+    let mut problems = check(row, &stats, n, &tracker.counts(), true);
+    if !finished {
+        problems.insert(
+            0,
+            format!(
+                "stalled: {} of {n} runs, none for {:?}",
+                tracker.runs(),
+                config.stall_timeout
+            ),
+        );
+    }
+    fail_on(problems)
+}
+
+/// Arguments of a latency probe: when it was enqueued, in nanoseconds since the
+/// recorder's base instant.
+#[derive(Serialize, Deserialize)]
+struct Stamp {
+    t: u64,
+}
+
+struct Recorder {
+    base: Instant,
+    /// (task id, enqueue→start in ns) per run.
+    samples: Mutex<Vec<(TaskId, u64)>>,
+    runs: AtomicU64,
+    target: u64,
+    done: Notify,
+}
+
+impl Recorder {
+    fn nanos(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+struct Probe(Arc<Recorder>);
+
+#[taskmill::async_trait]
+impl Processor for Probe {
+    async fn process(&self, ctx: TaskContext) -> std::result::Result<(), TaskError> {
+        let now = self.0.nanos();
+        let stamp: Stamp = ctx.args().map_err(TaskError::permanent)?;
+        self.0
+            .samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((ctx.id(), now.saturating_sub(stamp.t)));
+        if self.0.runs.fetch_add(1, Ordering::Relaxed) + 1 == self.0.target {
+            self.0.done.notify_one();
+        }
+        Ok(())
+    }
+}
+
+/// The nearest-rank percentile `p` (0..=1) of sorted `values`.
+fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+fn ms(nanos: u64) -> f64 {
+    nanos as f64 / 1e6
+}
+
+async fn latency(
+    store: Arc<dyn Store>,
+    url: &str,
+    config: &BenchConfig,
+    row: &mut Row,
+) -> Result<()> {
+    let count = ((f64::from(config.latency_rate) * config.latency_duration.as_secs_f64()).ceil()
+        as u64)
+        .max(1);
+    row.tasks = count;
+    let recorder = Arc::new(Recorder {
+        base: Instant::now(),
+        samples: Mutex::new(Vec::with_capacity(count as usize)),
+        runs: AtomicU64::new(0),
+        target: count,
+        done: Notify::new(),
+    });
+    let manager = manager(store.clone(), config, || Probe(recorder.clone()))?;
+    manager.start().await?;
+    // Let the claimer find the queue empty and go to sleep: the scenario measures how an
+    // idle manager picks up work.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let topics = topic_names(config.topics);
+    let bar = Progress::new(config.progress, count, format!("{url} latency"));
+    // The manager is closed whatever happens, so a failed enqueue leaves nothing running
+    // into the next scenario.
+    let probing = async {
+        let mut ticks = tokio::time::interval(Duration::from_secs_f64(
+            1.0 / f64::from(config.latency_rate),
+        ));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        for i in 0..count {
+            ticks.tick().await;
+            let topic = topics[(i % topics.len() as u64) as usize].clone();
+            let task = Task::new(
+                topic,
+                &Stamp {
+                    t: recorder.nanos(),
+                },
+            )?;
+            manager.enqueue(task).await?;
+            bar.set(recorder.runs.load(Ordering::Relaxed));
+        }
+        Ok::<_, Error>(
+            wait_for(
+                || recorder.runs.load(Ordering::Relaxed),
+                &recorder.done,
+                count,
+                config.stall_timeout,
+                &bar,
+            )
+            .await,
+        )
+    }
+    .await;
+    drop(bar);
+    let closed = manager.close_with_timeout(CLOSE_TIMEOUT).await;
+    drop(manager);
+    let finished = probing?;
+    closed?;
+    let stats = store.stats().await?;
+
+    let mut samples =
+        std::mem::take(&mut *recorder.samples.lock().unwrap_or_else(|e| e.into_inner()));
+    let runs = samples.len() as u64;
+    // The first run of each task is its latency; later ones are duplicates.
+    samples.sort_by_key(|&(id, _)| id);
+    samples.dedup_by_key(|&mut (id, _)| id);
+    let counts = RunCounts {
+        runs,
+        distinct: samples.len() as u64,
+        duplicates: runs - samples.len() as u64,
+    };
+    let mut nanos: Vec<u64> = samples.iter().map(|&(_, ns)| ns).collect();
+    nanos.sort_unstable();
+    row.latency_p50_ms = percentile(&nanos, 0.50).map(ms);
+    row.latency_p99_ms = percentile(&nanos, 0.99).map(ms);
+    row.latency_max_ms = nanos.last().copied().map(ms);
+    let mut problems = check(row, &stats, count, &counts, true);
+    if !finished {
+        problems.insert(0, format!("stalled: {} of {count} runs", counts.runs));
+    }
+    fail_on(problems)
+}
+
+/// One backlog measurement.
+struct BacklogRun {
+    enqueue_per_sec: f64,
+    process_per_sec: Option<f64>,
+    bytes_per_task: Option<f64>,
+}
+
+async fn backlog(url: &str, config: &BenchConfig, row: &mut Row) -> Result<()> {
+    row.tasks = config.backlog_large;
+    let small = on_fresh(url, |store| {
+        backlog_once(store, url, config, config.backlog_small, &mut *row)
+    })
+    .await?;
+    let large = on_fresh(url, |store| {
+        backlog_once(store, url, config, config.backlog_large, &mut *row)
+    })
+    .await?;
+    row.enqueue_per_sec = Some(large.enqueue_per_sec);
+    row.bytes_per_task = large.bytes_per_task.or(small.bytes_per_task);
+    row.backlog_small_per_sec = small.process_per_sec;
+    row.backlog_large_per_sec = large.process_per_sec;
+    row.process_per_sec = large.process_per_sec;
+    if let (Some(s), Some(l)) = (small.process_per_sec, large.process_per_sec) {
+        row.backlog_ratio = Some(l / s);
+    }
+    Ok(())
+}
+
+/// Fills a queue of `size` tasks, then times the processing of the first
+/// `backlog_measure` of them.
+async fn backlog_once(
+    store: Arc<dyn Store>,
+    url: &str,
+    config: &BenchConfig,
+    size: u64,
+    row: &mut Row,
+) -> Result<BacklogRun> {
+    let measure = config.backlog_measure;
+    let label = format!("{url} backlog {size}");
+    let filled = fill(&*store, url, config, size, &label).await?;
+    let tracker = Arc::new(Tracker::new(&filled, measure));
+    let manager = manager(store.clone(), config, || Counting(tracker.clone()))?;
+    let bar = Progress::new(config.progress, measure, format!("{label}: process"));
+    let started = Instant::now();
+    manager.start().await?;
+    let finished = wait_for(
+        || tracker.runs(),
+        &tracker.done,
+        measure,
+        config.stall_timeout,
+        &bar,
+    )
+    .await;
+    let elapsed = started.elapsed();
+    drop(bar);
+    // Runs still going are cancelled and go back to INPUT; the check below accounts for
+    // them there.
+    manager.close().await?;
+    drop(manager);
+    let stats = store.stats().await?;
+    let mut problems = check(row, &stats, size, &tracker.counts(), false);
+    if !finished {
+        problems.insert(0, format!("stalled: {} of {measure} runs", tracker.runs()));
+    }
+    fail_on(problems)?;
+    Ok(BacklogRun {
+        enqueue_per_sec: per_sec(filled.count, filled.timed),
+        process_per_sec: finished.then(|| per_sec(measure, elapsed)),
+        bytes_per_task: filled.bytes_per_task,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 0.5), Some(50));
+        assert_eq!(percentile(&v, 0.99), Some(99));
+        assert_eq!(percentile(&v, 1.0), Some(100));
+        assert_eq!(percentile(&[7], 0.99), Some(7));
+        assert_eq!(percentile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn payload_text_has_the_requested_size() {
+        for bytes in [0, 2, 3, 16, 100] {
+            let text = payload_text(bytes);
+            assert_eq!(text.len(), bytes.max(2));
+            Payload::from_json(text).unwrap();
+        }
+    }
+
+    #[test]
+    fn tracker_tells_duplicates_from_first_runs() {
+        let filled = Filled {
+            count: 100,
+            timed: Duration::ZERO,
+            first: TaskId::new(11),
+            last: TaskId::new(110),
+            bytes_per_task: None,
+        };
+        let t = Tracker::new(&filled, 3);
+        t.hit(TaskId::new(11));
+        t.hit(TaskId::new(110));
+        t.hit(TaskId::new(11));
+        let c = t.counts();
+        assert_eq!((c.runs, c.distinct, c.duplicates), (3, 2, 1));
+    }
+
+    fn stats(input: u64, work: u64, dead: u64, enqueued: u64, completed: u64) -> Stats {
+        let mut stats = Stats::default();
+        stats.total.sizes = taskmill::QueueSizes { input, work, dead };
+        stats.total.counters.enqueued = enqueued;
+        stats.total.counters.completed = completed;
+        stats
+    }
+
+    fn counts(runs: u64, duplicates: u64) -> RunCounts {
+        RunCounts {
+            runs,
+            distinct: runs - duplicates,
+            duplicates,
+        }
+    }
+
+    #[test]
+    fn check_passes_a_clean_run_and_flags_loss_and_repeats() {
+        let config = BenchConfig::default();
+        let mut row = Row::new("memory://", Scenario::Throughput, &config);
+        assert!(check(&mut row, &stats(0, 0, 0, 10, 10), 10, &counts(10, 0), true).is_empty());
+        assert!(row.ok());
+
+        // Two tasks vanished from the store without running.
+        let problems = check(&mut row, &stats(0, 0, 0, 10, 8), 10, &counts(8, 0), true);
+        assert_eq!(row.lost, 2);
+        assert!(!problems.is_empty());
+
+        // A task ran twice.
+        let mut row = Row::new("memory://", Scenario::Throughput, &config);
+        let problems = check(&mut row, &stats(0, 0, 0, 10, 10), 10, &counts(11, 1), true);
+        assert_eq!((row.lost, row.duplicated), (0, 1));
+        assert_eq!(problems, ["1 duplicate runs"]);
+
+        // A backlog run leaves tasks waiting, which is fine, but not stuck in WORK.
+        let mut row = Row::new("memory://", Scenario::Backlog, &config);
+        assert!(check(&mut row, &stats(7, 0, 0, 10, 3), 10, &counts(3, 0), false).is_empty());
+        // One run finished as the close cancelled it: released to INPUT, to run again.
+        assert!(check(&mut row, &stats(8, 0, 0, 10, 2), 10, &counts(3, 0), false).is_empty());
+        assert!(!check(&mut row, &stats(6, 0, 0, 10, 4), 10, &counts(3, 0), false).is_empty());
+        let problems = check(&mut row, &stats(6, 1, 0, 10, 3), 10, &counts(3, 0), false);
+        assert_eq!(row.lost, 1);
+        assert!(problems.iter().any(|p| p.contains("WORK")), "{problems:?}");
+    }
+}

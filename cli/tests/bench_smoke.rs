@@ -1,0 +1,286 @@
+//! A quick run of every benchmark scenario on every store this build can open, so the
+//! tool never rots. Figures are not checked (that is what the benchmark is for), only
+//! that each scenario ran, lost nothing, repeated nothing, and reports what it should.
+
+use std::process::Command;
+use std::time::Duration;
+use taskmill::ErrorKind;
+use taskmill_cli::bench::{self, BenchConfig, Row, Scenario, Target};
+
+const REQUIRED_KEYS: [&str; 10] = [
+    "store",
+    "scenario",
+    "tasks",
+    "enqueue_per_sec",
+    "process_per_sec",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "lost",
+    "duplicated",
+    "peak_rss_bytes",
+];
+
+/// The stores to smoke-test: memory always, and each other store this build can open
+/// (found by opening it: a store that is not built in says `Unsupported`, or `Misuse` for
+/// a scheme the facade does not know yet). Redis runs on a server of the test's own.
+async fn stores(dir: &std::path::Path, redis: &mut Option<RedisServer>) -> Vec<String> {
+    let mut stores = vec!["memory://".to_string()];
+    for url in [
+        format!("sqlite://{}/smoke.db", dir.display()),
+        format!("sled://{}/smoke", dir.display()),
+    ] {
+        let target = Target::fresh(&url).expect("a valid URL");
+        let opened = target.open().await.map(drop);
+        target.remove().await.expect("remove the probe");
+        match opened {
+            Ok(()) => stores.push(url),
+            Err(e) if not_built_in(&e) => eprintln!("not smoke-testing {url}: {e}"),
+            Err(e) => panic!("cannot open {url}: {e}"),
+        }
+    }
+    // Nothing listens on port 1: a built-in Redis store fails there with another kind
+    // (or opens lazily), which is all the probe needs to know.
+    match taskmill::open("redis://127.0.0.1:1/0").await {
+        Err(e) if not_built_in(&e) => eprintln!("not smoke-testing redis: {e}"),
+        _ => {
+            let server = RedisServer::start();
+            stores.push(format!(
+                "redis://127.0.0.1:{}/0?namespace=smoke",
+                server.port
+            ));
+            *redis = Some(server);
+        }
+    }
+    stores
+}
+
+/// A directory of the test's own, removed when the test ends, passed or not.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let dir = std::env::temp_dir().join(format!("taskmill-smoke-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn not_built_in(e: &taskmill::Error) -> bool {
+    matches!(e.kind(), ErrorKind::Unsupported | ErrorKind::Misuse)
+}
+
+/// A redis-server on a free loopback port, stopped on drop.
+struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is not installed: `apt-get install redis-server`");
+        let server = RedisServer { child, port };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while server.cli(&["PING"]).as_deref() != Some("PONG") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    fn cli(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .ok()?;
+        Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tiny(stores: Vec<String>) -> BenchConfig {
+    let mut config = BenchConfig::new(stores);
+    config.tasks = 2_000;
+    config.topics = 3;
+    config.concurrency = 8;
+    config.batch = 250;
+    config.latency_rate = 200;
+    config.latency_duration = Duration::from_millis(250);
+    config.backlog_small = 500;
+    config.backlog_large = 5_000;
+    config.backlog_measure = 300;
+    config.stall_timeout = Duration::from_secs(20);
+    config.progress = false;
+    config
+}
+
+fn check_row(row: &Row) {
+    let what = format!("{} {}", row.store, row.scenario);
+    assert!(row.ok(), "{what} failed: {row:?}");
+    assert_eq!((row.lost, row.duplicated), (0, 0), "{what}");
+    assert!(row.peak_rss_bytes.unwrap_or(0) > 0, "{what}: no peak RSS");
+    match row.scenario {
+        "throughput" => {
+            assert_eq!(row.tasks, 2_000, "{what}");
+            assert!(row.enqueue_per_sec.unwrap_or(0.0) > 0.0, "{what}");
+            assert!(row.process_per_sec.unwrap_or(0.0) > 0.0, "{what}");
+            assert_eq!(row.latency_p50_ms, None, "{what}");
+        }
+        "latency" => {
+            assert_eq!(row.tasks, 50, "{what}");
+            let (p50, p99, max) = (
+                row.latency_p50_ms.expect("p50"),
+                row.latency_p99_ms.expect("p99"),
+                row.latency_max_ms.expect("max"),
+            );
+            assert!(
+                0.0 < p50 && p50 <= p99 && p99 <= max,
+                "{what}: {p50} {p99} {max}"
+            );
+            assert_eq!(row.process_per_sec, None, "{what}");
+        }
+        "backlog" => {
+            assert_eq!(row.tasks, 5_000, "{what}");
+            let (small, large) = (
+                row.backlog_small_per_sec.expect("small rate"),
+                row.backlog_large_per_sec.expect("large rate"),
+            );
+            assert!(small > 0.0 && large > 0.0, "{what}");
+            assert_eq!(row.process_per_sec, Some(large), "{what}");
+            let ratio = row.backlog_ratio.expect("ratio");
+            assert!((ratio - large / small).abs() < 1e-9, "{what}");
+        }
+        other => panic!("unexpected scenario {other}"),
+    }
+    if row.store.starts_with("memory:") && row.scenario != "latency" {
+        assert!(row.bytes_per_task.is_some(), "{what}: no bytes per task");
+    } else {
+        assert_eq!(row.bytes_per_task, None, "{what}");
+    }
+}
+
+fn check_json_line(line: &str) -> serde_json::Value {
+    let value: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    for key in REQUIRED_KEYS {
+        assert!(value.get(key).is_some(), "missing {key:?} in {line}");
+    }
+    value
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scenario_runs_clean_on_every_store() {
+    let dir = TempDir::new();
+    let dir = &dir.0;
+    let mut redis = None;
+    let stores = stores(dir, &mut redis).await;
+    let config = tiny(stores.clone());
+    let mut printed = Vec::new();
+    let rows = bench::run(&config, |row| printed.push(bench::json_line(row)))
+        .await
+        .expect("a valid configuration");
+    assert_eq!(rows.len(), stores.len() * Scenario::ALL.len());
+    for row in &rows {
+        check_row(row);
+    }
+    assert_eq!(printed.len(), rows.len());
+    for (line, row) in printed.iter().zip(&rows) {
+        let value = check_json_line(line);
+        assert_eq!(value["store"], row.store.as_str());
+        assert_eq!(value["scenario"], row.scenario);
+        assert_eq!(value["lost"], 0);
+    }
+    let table = bench::table(&rows);
+    assert_eq!(table.lines().count(), rows.len() + 1, "{table}");
+    // Every fresh location was removed again: only what the test made is left.
+    let left: Vec<_> = std::fs::read_dir(dir).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    // And every Redis namespace the runs used is gone.
+    if let Some(server) = &redis {
+        assert_eq!(server.cli(&["DBSIZE"]).as_deref(), Some("0"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_runs_give_one_row() {
+    let mut config = tiny(vec!["memory://".into()]);
+    config.scenarios = vec![Scenario::Throughput];
+    config.repeat = 3;
+    let rows = bench::run(&config, |_| {}).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    check_row(&rows[0]);
+    assert_eq!(rows[0].runs, 3);
+}
+
+#[tokio::test]
+async fn bad_configurations_are_refused() {
+    let mut config = tiny(vec!["memory://".into()]);
+    config.backlog_measure = config.backlog_small + 1;
+    assert!(bench::run(&config, |_| {}).await.is_err());
+    let mut config = tiny(vec![]);
+    config.tasks = 1;
+    assert!(bench::run(&config, |_| {}).await.is_err());
+}
+
+#[test]
+fn the_binary_prints_json_lines_and_exits_zero() {
+    let out = Command::new(env!("CARGO_BIN_EXE_taskmill"))
+        .args(["bench", "--store", "memory://", "--tasks", "2000", "--json"])
+        // Scaled down from the defaults (a 1M backlog, 2 s of latency probes) so the test
+        // takes a second or two in a debug build.
+        .args(["--backlog-small", "500", "--backlog-large", "5000"])
+        .args(["--backlog-measure", "300", "--latency-secs", "0.25"])
+        .output()
+        .expect("run taskmill");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "status {:?}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let values: Vec<_> = stdout.lines().map(check_json_line).collect();
+    let scenarios: Vec<_> = values.iter().map(|v| v["scenario"].clone()).collect();
+    assert_eq!(scenarios, ["throughput", "latency", "backlog"]);
+    let throughput = &values[0];
+    assert_eq!(throughput["tasks"], 2000);
+    assert_eq!(throughput["duplicated"], 0);
+    assert!(throughput["process_per_sec"].as_f64().unwrap_or(0.0) > 0.0);
+    assert!(values[1]["process_per_sec"].is_null());
+}
+
+#[test]
+fn the_binary_fails_when_a_store_cannot_be_measured() {
+    let out = Command::new(env!("CARGO_BIN_EXE_taskmill"))
+        .args(["bench", "--store", "nosuch://x", "--scenario", "throughput"])
+        .args(["--tasks", "10", "--quiet"])
+        .output()
+        .expect("run taskmill");
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("FAILED nosuch://x throughput"), "{stdout}");
+}

@@ -1,0 +1,80 @@
+//! Each run is traced in a `task` span.
+//!
+//! In a test binary of its own: tracing caches per call site whether anyone is interested,
+//! process-wide, so a thread-local subscriber is only reliable without other tests' threads
+//! creating the same spans meanwhile.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use taskmill_core::{Backoff, Manager, Store, Task, TaskContext, TaskError};
+use taskmill_memory::MemoryStore;
+
+/// Records the fields of every span named "task".
+struct SpanRecorder(Arc<Mutex<Vec<String>>>);
+
+struct Fields(String);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!("{}={:?} ", field.name(), value));
+    }
+}
+
+impl tracing::Subscriber for SpanRecorder {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        if span.metadata().name() == "task" {
+            let mut fields = Fields(String::new());
+            span.record(&mut fields);
+            self.0.lock().unwrap().push(fields.0.trim_end().to_owned());
+        }
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Every run is traced in a `task` span carrying its id, topic and attempt.
+#[tokio::test(flavor = "current_thread")]
+async fn each_run_has_a_task_span() {
+    let spans = Arc::new(Mutex::new(Vec::new()));
+    let _guard = tracing::subscriber::set_default(SpanRecorder(spans.clone()));
+    let store = MemoryStore::new();
+    let manager = Manager::builder(store.clone())
+        .backoff(Backoff::constant(Duration::ZERO))
+        .stats_interval(None)
+        .build();
+    manager
+        .register("mail", |ctx: TaskContext| async move {
+            if ctx.attempt() == 1 {
+                return Err(TaskError::msg("retry me"));
+            }
+            Ok(())
+        })
+        .unwrap();
+    manager.start().await.unwrap();
+    let id = manager
+        .enqueue(Task::new("mail", &()).unwrap())
+        .await
+        .unwrap()
+        .id();
+    for _ in 0..2000 {
+        if store.stats().await.unwrap().total.counters.completed == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    manager.close().await.unwrap();
+    assert_eq!(
+        *spans.lock().unwrap(),
+        vec![
+            format!("id={id} topic=mail attempt=1"),
+            format!("id={id} topic=mail attempt=2")
+        ]
+    );
+}
