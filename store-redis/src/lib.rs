@@ -275,6 +275,9 @@ mod tests {
             let err = RedisStore::from_url(bad).unwrap_err();
             assert_eq!(err.kind(), taskmill_core::ErrorKind::Misuse, "{bad}");
         }
+        // Other query parameters go to redis-rs, which ignores those it does not know.
+        let s = RedisStore::from_url("redis://127.0.0.1:7/0?namespace=app-b-1&pool=4").unwrap();
+        assert_eq!(s.namespace(), "app-b-1");
         assert_eq!(
             split_namespace("redis://h/1?protocol=resp2&namespace=x").unwrap(),
             (
