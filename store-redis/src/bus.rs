@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 const WAKE_SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
 /// How long `subscribe` waits for the event subscription before failing.
 const EVENT_SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// How often an idle subscription connection is checked with a PING, so one to a machine
 /// that vanished (no FIN, no RST) is replaced instead of going quiet forever.
 const PING_EVERY: Duration = Duration::from_secs(15);
