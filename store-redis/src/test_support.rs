@@ -24,12 +24,20 @@ pub struct ServerConfig {
     pub appendonly: bool,
     /// More command-line arguments for the server (e.g. `--tls-port …`).
     pub args: Vec<String>,
+    /// The port to listen on; a free one when `None`.
+    pub port: Option<u16>,
 }
 
 impl ServerConfig {
     /// With the append-only file on.
     pub fn appendonly(mut self, on: bool) -> Self {
         self.appendonly = on;
+        self
+    }
+
+    /// On this port.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
         self
     }
 
@@ -117,7 +125,7 @@ impl RedisServer {
         for _ in 0..5 {
             let mut server = RedisServer {
                 child: None,
-                port: free_port(),
+                port: config.port.unwrap_or_else(free_port),
                 dir: dir.clone(),
                 config: config.clone(),
             };

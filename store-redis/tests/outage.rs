@@ -180,3 +180,42 @@ async fn subscriptions_resume_after_a_restart() {
         .expect("the wake-up stream ended");
     drop(server);
 }
+
+/// A store built before Redis is up fails fast as unavailable, then works once it is.
+#[tokio::test]
+async fn store_built_before_redis_starts_connects_when_it_is_up() {
+    use taskmill_redis::test_support::free_port;
+    let port = free_port();
+    let store = RedisStore::from_url(&format!(
+        "redis://127.0.0.1:{port}/0?namespace={}",
+        fresh_namespace()
+    ))
+    .unwrap();
+    let asked = Instant::now();
+    let err = store.stats().await.unwrap_err();
+    assert_eq!(err.kind(), taskmill_core::ErrorKind::Unavailable, "{err}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "failing took {:?}",
+        asked.elapsed()
+    );
+    let server = tokio::task::spawn_blocking(move || {
+        RedisServer::start_with(ServerConfig::default().port(port))
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.stats().await.is_err() {
+        assert!(Instant::now() < deadline, "the store never connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    store
+        .enqueue(
+            vec![Task::new("t", &1).unwrap()],
+            &EnqueueOptions::new(Timestamp::now()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.stats().await.unwrap().total.sizes.input, 1);
+    drop(server);
+}
