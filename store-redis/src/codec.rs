@@ -4,8 +4,8 @@
 //! `queue`, `args` (JSON text), `attempt`, `max_retries`, `priority`, `enqueued_at`,
 //! `run_at` (ms since the epoch), optional `external_id`, `unique_key`, `last_error`,
 //! `failed_at`. A claim leaves the hash alone: while the task is in WORK its lease is the
-//! topic's `leases` entry (`token:attempt:unique:owner`, `attempt` counting the current
-//! run) and its deadline the task's score in the `work` set.
+//! topic's `leases` entry (`token:attempt:unique:deadline:owner`, `attempt` counting the
+//! current run).
 
 use redis::Value;
 use std::str::FromStr;
@@ -50,7 +50,7 @@ pub(crate) fn string(value: Value, what: &str) -> Result<String> {
     }
 }
 
-/// A task's entry in its topic's `leases` hash, with its deadline from the `work` set.
+/// A task's entry in its topic's `leases` hash.
 #[derive(Debug, Clone)]
 pub(crate) struct StoredLease {
     pub token: u64,
@@ -60,8 +60,8 @@ pub(crate) struct StoredLease {
 }
 
 impl StoredLease {
-    /// Reads the lease entry and deadline replies (`None` when the task holds no lease).
-    pub fn from_values(lease: Value, deadline: Value) -> Result<Option<Self>> {
+    /// Reads a lease entry reply (`None` when the task holds no lease).
+    pub fn from_value(lease: Value) -> Result<Option<Self>> {
         let text = match lease {
             Value::Nil => return Ok(None),
             Value::BulkString(bytes) => String::from_utf8(bytes)
@@ -70,25 +70,17 @@ impl StoredLease {
             other => return Err(unexpected("lease", &other)),
         };
         let bad = || Error::corrupt(format!("invalid lease {text:?}"));
-        let mut parts = text.splitn(4, ':');
+        let mut parts = text.splitn(5, ':');
         let token = parts.next().and_then(|t| t.parse().ok()).ok_or_else(bad)?;
         let attempt = parts.next().and_then(|a| a.parse().ok()).ok_or_else(bad)?;
         let _unique = parts.next().ok_or_else(bad)?;
+        let deadline: i64 = parts.next().and_then(|d| d.parse().ok()).ok_or_else(bad)?;
         let owner: Arc<str> = Arc::from(parts.next().ok_or_else(bad)?);
-        let deadline = match deadline {
-            Value::BulkString(bytes) => std::str::from_utf8(&bytes)
-                .ok()
-                .and_then(|s| s.parse::<f64>().ok()),
-            Value::Double(d) => Some(d),
-            Value::Int(n) => Some(n as f64),
-            _ => None,
-        }
-        .ok_or_else(|| Error::corrupt(format!("lease {text:?} has no deadline")))?;
         Ok(Some(StoredLease {
             token,
             attempt,
             owner,
-            deadline: Timestamp::from_millis(deadline as i64),
+            deadline: Timestamp::from_millis(deadline),
         }))
     }
 }
@@ -361,11 +353,7 @@ mod tests {
             (r.queue, r.attempt, r.max_retries, r.priority),
             (Queue::Input, 2, 5, -3)
         );
-        let lease = StoredLease::from_values(
-            Value::BulkString(b"9:3:1:m:1".to_vec()),
-            Value::BulkString(b"3000".to_vec()),
-        )
-        .unwrap();
+        let lease = StoredLease::from_value(Value::BulkString(b"9:3:1:3000:m:1".to_vec())).unwrap();
         let r = fields(GOOD)
             .decode_stored(TaskId::new(4), &topic, lease.as_ref())
             .unwrap();

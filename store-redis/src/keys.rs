@@ -22,8 +22,8 @@ pub(crate) struct Keys {
 /// arguments (see `scripts/common.lua`).
 #[derive(Debug)]
 pub(crate) struct TopicKeys {
-    /// meta, ready, scheduled, work, dead, all, unique, leases.
-    pub keys: [String; 8],
+    /// meta, ready, scheduled, dead, all, unique, leases.
+    pub keys: [String; 7],
     /// Task hashes are this prefix followed by the id.
     pub task_prefix: String,
     /// The topic as a JSON string, for events built inside scripts.
@@ -62,7 +62,6 @@ impl Keys {
                 "meta",
                 "ready",
                 "scheduled",
-                "work",
                 "dead",
                 "all",
                 "unique",

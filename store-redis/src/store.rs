@@ -498,10 +498,7 @@ impl Store for RedisStore {
         for (topic, reply) in topics.iter().zip(replies) {
             let mut items = array(reply, "get")?.into_iter();
             let fields = Fields::from_values(array(items.next().unwrap_or(Value::Nil), "get")?);
-            let lease = StoredLease::from_values(
-                items.next().unwrap_or(Value::Nil),
-                items.next().unwrap_or(Value::Nil),
-            );
+            let lease = StoredLease::from_value(items.next().unwrap_or(Value::Nil));
             if !fields.is_empty() || !matches!(lease, Ok(None)) {
                 return fields.decode_stored(id, topic, lease?.as_ref()).map(Some);
             }
@@ -533,11 +530,8 @@ impl Store for RedisStore {
                 let fields =
                     Fields::from_values(array(items.next().unwrap_or(Value::Nil), "list")?);
                 // A lease that cannot be read lists the task without it (see decode_lenient).
-                let lease = StoredLease::from_values(
-                    items.next().unwrap_or(Value::Nil),
-                    items.next().unwrap_or(Value::Nil),
-                )
-                .unwrap_or(None);
+                let lease =
+                    StoredLease::from_value(items.next().unwrap_or(Value::Nil)).unwrap_or(None);
                 found.push((task_id(&id, "list")?, topic, fields, lease));
             }
         }

@@ -52,7 +52,6 @@ for k, id in ipairs(ids) do
   end
 end
 bulk('HDEL', LEASES, finished)
-bulk('ZREM', WORK, finished)
 bulk('ZREM', ALL, completed)
 for i = 1, #deleted, BULK do
   redis.call('DEL', unpack(deleted, i, math.min(i + BULK - 1, #deleted)))

@@ -2,13 +2,13 @@
 -- ARGV[5] now, ARGV[6] limit, ARGV[7] max_running ('' for none), ARGV[8] owner,
 -- ARGV[9] lease deadline, ARGV[10] most scheduled tasks to promote in this call.
 -- Returns per task {id, token, {values of RECORD_FIELDS}}: the hash, which a claim does
--- not change (the lease lives in LEASES and WORK); the caller applies the claim to it.
+-- not change (the lease lives in LEASES); the caller applies the claim to it.
 if redis.call('HGET', META, 'paused') == '1' then
   return {}
 end
 local limit = tonumber(ARGV[6])
 if ARGV[7] ~= '' then
-  local room = tonumber(ARGV[7]) - redis.call('ZCARD', WORK)
+  local room = tonumber(ARGV[7]) - redis.call('HLEN', LEASES)
   if room < limit then
     limit = room
   end
@@ -40,7 +40,7 @@ if #ids == 0 then
 end
 -- One counter step hands out this claim's fencing tokens: last - #ids + 1 .. last.
 local last = redis.call('HINCRBY', META, 'token', #ids)
-local out, work, leases = {}, {}, {}
+local out, leases = {}, {}
 for i, id in ipairs(ids) do
   local token = last - #ids + i
   -- A key that is not a hash is no task; it must not abort the claim of the others (a
@@ -52,13 +52,10 @@ for i, id in ipairs(ids) do
     local attempt = tonumber(entry[3]) or 0
     local unique = entry[9] and '1' or '0'
     leases[#leases + 1] = id
-    leases[#leases + 1] = string.format('%d:%d:%s:%s', token, attempt + 1, unique, ARGV[8])
-    work[#work + 1] = ARGV[9]
-    work[#work + 1] = id
+    leases[#leases + 1] = lease_value(token, attempt + 1, unique, ARGV[9], ARGV[8])
     out[#out + 1] = {id, token, entry}
   end
 end
 bulk('HSET', LEASES, leases)
-bulk('ZADD', WORK, work)
 count('started', #out)
 return out

@@ -4,14 +4,14 @@
 -- {namespace:topic} and lives in one Cluster slot. Task hashes are named from PREFIX
 -- (same tag), which is why they are not all listed in KEYS.
 --
--- KEYS: 1 meta, 2 ready, 3 scheduled, 4 work, 5 dead, 6 all, 7 unique, 8 leases
+-- KEYS: 1 meta, 2 ready, 3 scheduled, 4 dead, 5 all, 6 unique, 7 leases
 -- ARGV: 1 task key prefix, 2 wake channel, 3 event channel, 4 the topic as a JSON string,
 --       then the script's own arguments from ARGV[5].
 --
 -- Stored numbers (timestamps, ids) are written from ARGV strings, never from Lua numbers:
 -- Lua holds doubles, and a script must never round a value it did not compute.
-local META, READY, SCHEDULED, WORK, DEAD, ALL, UNIQUE, LEASES =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local META, READY, SCHEDULED, DEAD, ALL, UNIQUE, LEASES =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local PREFIX, WAKE, EVENTS, TOPIC_JSON = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 
 -- Claim order among due tasks: priority ascending, then id ascending (FIFO). The i16
@@ -58,16 +58,22 @@ local function bulk(command, key, args, option)
   return out
 end
 
--- The lease of a task in WORK lives in LEASES (id -> "token:attempt:unique:owner") and its
--- deadline is its score in WORK. `attempt` counts the current run; the task hash keeps the
--- count before it, so a release simply leaves the hash alone. `unique` is '1' when the
--- task holds a unique key, so completing one without needs no read of its hash.
+-- WORK is LEASES: id -> "token:attempt:unique:deadline:owner" for every claimed task.
+-- `attempt` counts the current run; the task hash keeps the count before it, so a release
+-- simply leaves the hash alone. `unique` is '1' when the task holds a unique key, so
+-- completing one without needs no read of its hash. WORK stays small (the tasks running
+-- now), which is why the reaper may read it whole instead of keeping it sorted.
 local function parse_lease(value)
   if not value then
     return nil
   end
-  local token, attempt, unique, owner = string.match(value, '^(%d+):(%d+):([01]):(.*)$')
-  return token, tonumber(attempt), unique, owner
+  local token, attempt, unique, deadline, owner =
+    string.match(value, '^(%d+):(%d+):([01]):(%-?%d+):(.*)$')
+  return token, tonumber(attempt), unique, deadline, owner
+end
+
+local function lease_value(token, attempt, unique, deadline, owner)
+  return string.format('%d:%d:%s:%s:%s', token, attempt, unique, deadline, owner)
 end
 
 -- The fields of a task hash, in the order the claim script reads them (codec.rs knows it).

@@ -13,7 +13,6 @@ for i = 5, #ARGV do
     end
     redis.call('ZREM', READY, id)
     redis.call('ZREM', SCHEDULED, id)
-    redis.call('ZREM', WORK, id)
     redis.call('ZREM', DEAD, id)
     redis.call('ZREM', ALL, id)
     redis.call('DEL', key)

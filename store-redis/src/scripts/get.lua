@@ -1,8 +1,6 @@
--- One task of this topic as stored: {hash fields, lease or nil, lease deadline or nil}.
--- ARGV[5] id.
+-- One task of this topic as stored: {hash fields, lease or nil}. ARGV[5] id.
 local id = ARGV[5]
 return {
   redis.call('HGETALL', task_key(id)),
   redis.call('HGET', LEASES, id),
-  redis.call('ZSCORE', WORK, id),
 }

@@ -1,13 +1,13 @@
 -- A page of one queue of this topic in ascending id order.
 -- ARGV[5] queue ('input' | 'work' | 'dead'), ARGV[6] list ids above this, ARGV[7] limit.
--- Returns per task {id, {field, value, ...}, lease or nil, lease deadline or nil}.
+-- Returns per task {id, {field, value, ...}, lease or nil}.
 local after, limit = tonumber(ARGV[6]), tonumber(ARGV[7])
 local ids = {}
 if ARGV[5] == 'dead' then
   ids = redis.call('ZRANGEBYSCORE', DEAD, '(' .. ARGV[6], '+inf', 'LIMIT', 0, limit)
 elseif ARGV[5] == 'work' then
   -- WORK holds at most the running tasks, so sorting it whole is cheap.
-  for _, id in ipairs(redis.call('ZRANGE', WORK, 0, -1)) do
+  for _, id in ipairs(redis.call('HKEYS', LEASES)) do
     local n = tonumber(id)
     if n and n > after then
       ids[#ids + 1] = id
@@ -41,7 +41,6 @@ for _, id in ipairs(ids) do
     id,
     redis.call('HGETALL', task_key(id)),
     redis.call('HGET', LEASES, id),
-    redis.call('ZSCORE', WORK, id),
   }
 end
 return out

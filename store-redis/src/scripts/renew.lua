@@ -8,16 +8,16 @@ if #ids == 0 then
   return {}
 end
 local leases = bulk('HMGET', LEASES, ids)
-local out, work = {}, {}
+local out, renewed = {}, {}
 for k, id in ipairs(ids) do
-  local token = parse_lease(leases[k])
-  if token == ARGV[6 + (k - 1) * 2 + 1] then
-    work[#work + 1] = ARGV[5]
-    work[#work + 1] = id
+  local token, attempt, unique, _, owner = parse_lease(leases[k])
+  if token and token == ARGV[6 + (k - 1) * 2 + 1] then
+    renewed[#renewed + 1] = id
+    renewed[#renewed + 1] = lease_value(token, attempt, unique, ARGV[5], owner)
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
   end
 end
-bulk('ZADD', WORK, work, 'XX')
+bulk('HSET', LEASES, renewed)
 return out

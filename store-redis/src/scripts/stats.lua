@@ -3,6 +3,6 @@
 return {
   redis.call('HGETALL', META),
   redis.call('ZCARD', READY) + redis.call('ZCARD', SCHEDULED),
-  redis.call('ZCARD', WORK),
+  redis.call('HLEN', LEASES),
   redis.call('ZCARD', DEAD),
 }
