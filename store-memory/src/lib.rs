@@ -13,6 +13,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod ready;
 mod records;
 mod state;
 mod store;

@@ -5,6 +5,7 @@
 //! Heaps cannot remove from the middle, so a deleted task's entry stays until it surfaces
 //! and is skipped then ("lazy deletion"); sizes are counted, not read off the heaps.
 
+use crate::ready::ReadyQueue;
 use crate::records::Records;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::cmp::Reverse;
@@ -34,7 +35,7 @@ pub(crate) struct State {
 struct Topic {
     name: Arc<str>,
     /// Due INPUT tasks, in claim order.
-    ready: BinaryHeap<Reverse<(i16, TaskId)>>,
+    ready: ReadyQueue,
     /// INPUT tasks not yet known to be due, by due time.
     scheduled: BinaryHeap<Reverse<(Timestamp, TaskId)>>,
     input: u64,
@@ -42,11 +43,6 @@ struct Topic {
     dead: BTreeSet<TaskId>,
     counters: Counters,
     paused: bool,
-}
-
-/// Whether a heap entry still stands for a task waiting in INPUT (deleted ones do not).
-fn is_input(tasks: &Records, id: TaskId) -> bool {
-    tasks.get(&id).is_some_and(|t| t.queue == Queue::Input)
 }
 
 impl Topic {
@@ -57,13 +53,15 @@ impl Topic {
         }
     }
 
-    /// Indexes a task that entered INPUT.
-    fn push_input(&mut self, record: &TaskRecord, now: Timestamp) {
+    /// Indexes a task that entered INPUT; `new` when it was just enqueued.
+    fn push_input(&mut self, record: &TaskRecord, now: Timestamp, new: bool) {
         self.input += 1;
-        if record.run_at <= now {
-            self.ready.push(Reverse((record.priority, record.id)));
-        } else {
+        if record.run_at > now {
             self.scheduled.push(Reverse((record.run_at, record.id)));
+        } else if new {
+            self.ready.push_new(record.priority, record.id);
+        } else {
+            self.ready.push_returned(record.priority, record.id);
         }
     }
 
@@ -75,26 +73,22 @@ impl Topic {
             }
             self.scheduled.pop();
             if let Some(task) = tasks.get(&id).filter(|t| t.queue == Queue::Input) {
-                self.ready.push(Reverse((task.priority, id)));
+                self.ready.push_returned(task.priority, id);
             }
         }
     }
 
-    /// The next due task, skipping entries of deleted tasks.
+    /// The next due task.
     fn pop_ready(&mut self, tasks: &Records) -> Option<TaskId> {
-        while let Some(Reverse((_, id))) = self.ready.pop() {
-            if is_input(tasks, id) {
-                self.input -= 1;
-                return Some(id);
-            }
-        }
-        None
+        let id = self.ready.pop(tasks)?;
+        self.input -= 1;
+        Some(id)
     }
 
     /// Files a task under the queue it just moved to.
     fn push(&mut self, queue: Queue, record: &TaskRecord, now: Timestamp) {
         match queue {
-            Queue::Input => self.push_input(record, now),
+            Queue::Input => self.push_input(record, now, false),
             Queue::Work => {
                 self.work.insert(record.id);
             }
@@ -151,7 +145,7 @@ impl State {
             }
             let topic = self.topic(&record.topic);
             topic.counters.enqueued += 1;
-            topic.push_input(&record, opts.now);
+            topic.push_input(&record, opts.now, true);
             self.tasks.insert(id, record);
             results.push(Enqueued::New(id));
         }
@@ -349,7 +343,7 @@ impl State {
                     .expect("a stored task's topic exists");
                 topic.dead.remove(id);
                 record.requeue(now, &mut topic.counters);
-                topic.push_input(record, now);
+                topic.push_input(record, now, false);
                 true
             })
             .collect()

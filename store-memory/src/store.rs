@@ -97,6 +97,10 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn has_subscribers(&self) -> bool {
+        self.shared.bus.has_subscribers()
+    }
+
     async fn subscribe(&self) -> Result<EventStream> {
         Ok(self.shared.bus.subscribe())
     }

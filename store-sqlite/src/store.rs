@@ -154,6 +154,10 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn has_subscribers(&self) -> bool {
+        self.shared.bus.has_subscribers()
+    }
+
     async fn subscribe(&self) -> Result<EventStream> {
         Ok(self.shared.bus.subscribe())
     }

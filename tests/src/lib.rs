@@ -74,6 +74,7 @@ macro_rules! conformance_suite {
             published_events_reach_subscribers,
             enqueue_publishes_task_enqueue_events,
             changes_that_add_due_work_wake_managers,
+            has_subscribers_while_someone_listens,
             manager_runs_every_task,
             failing_task_is_retried_until_it_succeeds,
             exhausted_retries_move_task_to_dead,

@@ -102,6 +102,17 @@ mod memory_only {
         assert_eq!(slow.next().await.unwrap(), events[84]);
     }
 
+    /// With nobody subscribed, publishers are told they may skip building events.
+    #[tokio::test]
+    async fn no_subscribers_means_events_can_be_skipped() {
+        let store = MemoryStore::new();
+        assert!(!store.has_subscribers());
+        let events = store.subscribe().await.unwrap();
+        assert!(store.has_subscribers());
+        drop(events);
+        assert!(!store.has_subscribers());
+    }
+
     #[test]
     fn urls_other_than_memory_are_misuse() {
         assert!(MemoryStore::from_url("memory://").is_ok());

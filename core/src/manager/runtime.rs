@@ -19,7 +19,7 @@ use crate::event::Event;
 use crate::store::{
     Applied, ClaimRequest, Claimed, LeaseRef, Outcome, OutcomeKind, Store, TopicClaim, WakeStream,
 };
-use crate::task::{TaskId, TaskRecord};
+use crate::task::{Payload, TaskId, TaskRecord};
 use futures_util::{FutureExt, StreamExt};
 use rustc_hash::FxHashMap;
 use std::panic::AssertUnwindSafe;
@@ -71,13 +71,52 @@ struct Held {
 /// A claimed task on its way to a worker.
 struct Job {
     record: TaskRecord,
+    lease: LeaseRef,
     run: Arc<RunState>,
 }
 
-/// A run's outcome on its way to the store, with the event to publish once it is applied.
+/// A run's outcome on its way to the store, with what its event needs once it is applied.
+/// The event itself is built only if someone is subscribed.
 struct Finished {
     outcome: Outcome,
-    event: Event,
+    report: Report,
+}
+
+/// What a run's event says beyond its outcome.
+struct Report {
+    attempt: u32,
+    duration_ms: u64,
+    result: Option<Payload>,
+}
+
+impl Report {
+    fn event(self, outcome: Outcome) -> Event {
+        let LeaseRef { id, topic, .. } = outcome.lease;
+        let attempt = self.attempt;
+        match outcome.kind {
+            OutcomeKind::Complete => Event::TaskCompletion {
+                id,
+                topic,
+                attempt,
+                duration_ms: self.duration_ms,
+                result: self.result,
+            },
+            OutcomeKind::Retry { at, error } => Event::TaskRetry {
+                id,
+                topic,
+                attempt,
+                error,
+                retry_at: at,
+            },
+            OutcomeKind::Dead { error } => Event::TaskFailure {
+                id,
+                topic,
+                attempt,
+                error,
+            },
+            OutcomeKind::Release => Event::TaskCancelled { id, topic },
+        }
+    }
 }
 
 impl Runtime {
@@ -319,53 +358,53 @@ impl Shared {
         jobs: &JobQueue<Job>,
         finished: &mpsc::UnboundedSender<Finished>,
     ) {
-        let mut starts = Vec::with_capacity(batch.len());
         let mut ready = Vec::with_capacity(batch.len());
         for claimed in batch {
             match claimed {
-                Claimed::Ready(record) => {
-                    starts.push(Event::TaskStart {
-                        id: record.id,
-                        topic: record.topic.clone(),
-                        attempt: record.attempt,
-                        manager: self.id.clone(),
-                    });
-                    ready.push(record);
-                }
+                Claimed::Ready(record) => ready.push(record),
                 Claimed::Corrupt { lease, error } => {
                     let error = format!("corrupt task record: {error}");
                     warn!(id = %lease.id, topic = %lease.topic, %error, "moving corrupt task to dead");
-                    let event = Event::TaskFailure {
-                        id: lease.id,
-                        topic: lease.topic.clone(),
-                        attempt: 0,
-                        error: error.clone(),
-                    };
-                    let kind = OutcomeKind::Dead { error };
                     let _ = finished.send(Finished {
-                        outcome: Outcome { lease, kind },
-                        event,
+                        outcome: Outcome {
+                            lease,
+                            kind: OutcomeKind::Dead { error },
+                        },
+                        report: Report {
+                            attempt: 0,
+                            duration_ms: 0,
+                            result: None,
+                        },
                     });
                 }
             }
         }
         // Starts are published before the runs begin, so a watcher always sees a task's
         // start before its outcome.
-        self.publish(starts).await;
+        if self.store.has_subscribers() {
+            let starts = ready
+                .iter()
+                .map(|record| Event::TaskStart {
+                    id: record.id,
+                    topic: record.topic.clone(),
+                    attempt: record.attempt,
+                    manager: self.id.clone(),
+                })
+                .collect();
+            self.publish(starts).await;
+        }
         let mut queued = Vec::with_capacity(ready.len());
         {
             let mut held = self.held();
             for record in ready {
                 let run = Arc::new(RunState::default());
                 let lease = LeaseRef::of(&record);
-                held.insert(
-                    record.id,
-                    Held {
-                        lease,
-                        run: run.clone(),
-                    },
-                );
-                queued.push(Job { record, run });
+                let entry = Held {
+                    lease: lease.clone(),
+                    run: run.clone(),
+                };
+                held.insert(record.id, entry);
+                queued.push(Job { record, lease, run });
             }
             self.held_count.fetch_add(queued.len(), Ordering::AcqRel);
         }
@@ -397,25 +436,29 @@ impl Shared {
 
     /// Runs one attempt; returns its outcome.
     async fn run(&self, job: Job) -> Finished {
-        let Job { record, run } = job;
+        let Job { record, lease, run } = job;
         if self.cancelling.load(Ordering::SeqCst) {
             run.cancel();
         }
-        let lease = LeaseRef::of(&record);
-        let (id, attempt, retries_left) = (record.id, record.attempt, record.has_retries_left());
-        let topic = record.topic.clone();
-        let timeout = self.config.topic(&topic).and_then(|o| o.timeout);
-        let Some(processor) = self.processors.get(&topic).cloned() else {
+        let (attempt, retries_left) = (record.attempt, record.has_retries_left());
+        let topic_options = self.config.topic(&lease.topic);
+        let timeout = topic_options.and_then(|o| o.timeout);
+        let finished = |kind, duration_ms, result| Finished {
+            outcome: Outcome {
+                lease: lease.clone(),
+                kind,
+            },
+            report: Report {
+                attempt,
+                duration_ms,
+                result,
+            },
+        };
+        let Some(processor) = self.processors.get(&lease.topic).cloned() else {
             // Claims name only registered topics, so only a faulty store gets here; a
             // manager that has the topic can still run the task.
             warn!("the store returned a task of an unregistered topic; releasing it");
-            return Finished {
-                outcome: Outcome {
-                    lease,
-                    kind: OutcomeKind::Release,
-                },
-                event: Event::TaskCancelled { id, topic },
-            };
+            return finished(OutcomeKind::Release, 0, None);
         };
         let ctx = TaskContext {
             record,
@@ -458,66 +501,43 @@ impl Shared {
                 _ = run.cancelled() => None,
             }
         };
-        let now = self.config.clock.now();
-        let (kind, event) = match ended {
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match ended {
             Some(Ok(())) => {
                 debug!("task completed");
-                let result = run.take_result();
-                let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                let event = Event::TaskCompletion {
-                    id,
-                    topic,
-                    attempt,
-                    duration_ms,
-                    result,
-                };
-                (OutcomeKind::Complete, event)
+                finished(OutcomeKind::Complete, duration_ms, run.take_result())
             }
             Some(Err((error, permanent))) if permanent || !retries_left => {
                 warn!(%error, "task failed for good");
-                let event = Event::TaskFailure {
-                    id,
-                    topic,
-                    attempt,
-                    error: error.clone(),
-                };
-                (OutcomeKind::Dead { error }, event)
+                finished(OutcomeKind::Dead { error }, duration_ms, None)
             }
             Some(Err((error, _))) => {
-                let at = now + self.config.backoff_for(&topic).delay(attempt);
+                let backoff = self.config.backoff_for(&lease.topic).delay(attempt);
+                let at = self.config.clock.now() + backoff;
                 warn!(%error, retry_at = %at, "task failed; will retry");
-                let event = Event::TaskRetry {
-                    id,
-                    topic,
-                    attempt,
-                    error: error.clone(),
-                    retry_at: at,
-                };
-                (OutcomeKind::Retry { at, error }, event)
+                finished(OutcomeKind::Retry { at, error }, duration_ms, None)
             }
             None => {
                 debug!("task cancelled");
-                (OutcomeKind::Release, Event::TaskCancelled { id, topic })
+                finished(OutcomeKind::Release, duration_ms, None)
             }
-        };
-        Finished {
-            outcome: Outcome { lease, kind },
-            event,
         }
     }
 
     async fn flush_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Finished>) {
         let mut finished = Vec::with_capacity(MAX_OUTCOME_BATCH);
         while rx.recv_many(&mut finished, MAX_OUTCOME_BATCH).await > 0 {
-            let (outcomes, events): (Vec<Outcome>, Vec<Event>) =
-                finished.drain(..).map(|f| (f.outcome, f.event)).unzip();
+            let (outcomes, reports): (Vec<Outcome>, Vec<Report>) =
+                finished.drain(..).map(|f| (f.outcome, f.report)).unzip();
             let Some(applied) = self.apply_with_retry(&outcomes).await else {
                 continue;
             };
-            let mut publish = Vec::with_capacity(events.len());
-            for ((outcome, event), applied) in outcomes.iter().zip(events).zip(applied) {
+            let watched = self.store.has_subscribers();
+            let mut events = Vec::new();
+            for ((outcome, report), applied) in outcomes.into_iter().zip(reports).zip(applied) {
                 match applied {
-                    Applied::Done => publish.push(event),
+                    Applied::Done if watched => events.push(report.event(outcome)),
+                    Applied::Done => {}
                     Applied::Stale => warn!(
                         id = %outcome.lease.id,
                         topic = %outcome.lease.topic,
@@ -525,7 +545,7 @@ impl Shared {
                     ),
                 }
             }
-            self.publish(publish).await;
+            self.publish(events).await;
         }
     }
 

@@ -460,6 +460,16 @@ pub trait Store: Send + Sync + 'static {
     /// - Never waits for a slow subscriber; with none, it should cost next to nothing.
     async fn publish(&self, events: &[Event]) -> Result<()>;
 
+    /// Whether any subscriber may be listening, so publishers can skip building events.
+    ///
+    /// # Behavior
+    /// - Must not return `false` while a subscriber (in any process) would receive events.
+    ///   The default, `true`, is always correct; a store that knows better saves its
+    ///   publishers the work.
+    fn has_subscribers(&self) -> bool {
+        true
+    }
+
     /// Subscribes to events published from now on.
     ///
     /// # Behavior
@@ -558,6 +568,9 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     async fn publish(&self, events: &[Event]) -> Result<()> {
         (**self).publish(events).await
+    }
+    fn has_subscribers(&self) -> bool {
+        (**self).has_subscribers()
     }
     async fn subscribe(&self) -> Result<EventStream> {
         (**self).subscribe().await

@@ -93,3 +93,13 @@ pub async fn changes_that_add_due_work_wake_managers(store: Arc<dyn Store>) {
     store.set_paused("t", false).await.unwrap();
     expect_wake(&mut wakeups, "a resume").await;
 }
+
+/// A store never claims to have no subscribers while one is subscribed.
+pub async fn has_subscribers_while_someone_listens(store: Arc<dyn Store>) {
+    let events = store.subscribe().await.unwrap();
+    assert!(
+        store.has_subscribers(),
+        "a subscriber exists but publishers would skip events"
+    );
+    drop(events);
+}
