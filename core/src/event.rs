@@ -69,6 +69,7 @@ pub enum Event {
         /// Its topic.
         topic: Arc<str>,
         /// Whatever the processor reported.
+        #[serde(deserialize_with = "Payload::deserialize_buffered")]
         progress: Payload,
     },
     /// A run failed and the task will run again at `retry_at`.
@@ -95,7 +96,11 @@ pub enum Event {
         /// How long the run took, in milliseconds.
         duration_ms: u64,
         /// The result the processor reported, if any.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "optional_buffered_payload"
+        )]
         result: Option<Payload>,
     },
     /// A task failed for good and moved to DEAD.
@@ -133,6 +138,13 @@ pub enum Event {
         /// How many events this watcher missed.
         missed: u64,
     },
+}
+
+fn optional_buffered_payload<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Payload>, D::Error> {
+    let value = Option::<serde_json::Value>::deserialize(deserializer)?;
+    Ok(value.map(|v| Payload::from_stored(v.to_string())))
 }
 
 impl Event {
@@ -188,5 +200,29 @@ mod tests {
         let back: Event = serde_json::from_value(json).unwrap();
         assert_eq!(back, e);
         assert_eq!(back.task_id(), Some(TaskId::new(3)));
+    }
+
+    #[test]
+    fn events_carrying_payloads_round_trip() {
+        let payload = Payload::new(&serde_json::json!({"done": [1, 2], "of": "three"})).unwrap();
+        for e in [
+            Event::TaskProgress {
+                id: TaskId::new(1),
+                topic: "t".into(),
+                progress: payload.clone(),
+            },
+            Event::TaskCompletion {
+                id: TaskId::new(1),
+                topic: "t".into(),
+                attempt: 2,
+                duration_ms: 5,
+                result: Some(payload.clone()),
+            },
+        ] {
+            let json = serde_json::to_string(&e).unwrap();
+            let back: Event =
+                serde_json::from_str(&json).unwrap_or_else(|err| panic!("{json}: {err}"));
+            assert_eq!(back, e);
+        }
     }
 }

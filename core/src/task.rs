@@ -120,9 +120,23 @@ impl Serialize for Payload {
 }
 
 impl<'de> Deserialize<'de> for Payload {
+    /// Keeps the JSON text as it was (key order, number precision). Needs serde_json's
+    /// own deserializer; see [`Payload::deserialize_buffered`] for content serde buffers.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         let raw = Box::<RawValue>::deserialize(deserializer)?;
         Ok(Payload(Arc::from(raw.get())))
+    }
+}
+
+impl Payload {
+    /// Deserializes a payload from content serde has buffered (a field of an internally
+    /// tagged enum, like [`Event`](crate::Event)), where the text itself is no longer
+    /// available: the JSON is rebuilt from its value.
+    pub fn deserialize_buffered<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        Ok(Payload(value.to_string().into()))
     }
 }
 

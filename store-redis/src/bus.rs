@@ -266,49 +266,7 @@ pub(crate) fn decode_events(bytes: &[u8]) -> std::result::Result<Vec<Event>, Str
 }
 
 fn decode_event(value: serde_json::Value) -> std::result::Result<Event, String> {
-    use serde_json::Value;
-    use taskmill_core::{Payload, TaskId};
-    let kind = value
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    if kind != "TASK_PROGRESS" && kind != "TASK_COMPLETION" {
-        return serde_json::from_value(value).map_err(|e| e.to_string());
-    }
-    let field = |name: &str| {
-        value
-            .get(name)
-            .ok_or_else(|| format!("{kind} without {name:?}"))
-    };
-    let number = |name: &str| {
-        field(name).and_then(|v| {
-            v.as_u64()
-                .ok_or_else(|| format!("{kind} has a bad {name:?}"))
-        })
-    };
-    let payload = |v: &Value| Payload::from_json(v.to_string()).map_err(|e| e.to_string());
-    let id = TaskId::new(number("id")?);
-    let topic: std::sync::Arc<str> = field("topic")?
-        .as_str()
-        .ok_or_else(|| format!("{kind} has a bad \"topic\""))?
-        .into();
-    if kind == "TASK_PROGRESS" {
-        return Ok(Event::TaskProgress {
-            id,
-            topic,
-            progress: payload(field("progress")?)?,
-        });
-    }
-    Ok(Event::TaskCompletion {
-        id,
-        topic,
-        attempt: u32::try_from(number("attempt")?).map_err(|e| e.to_string())?,
-        duration_ms: number("duration_ms")?,
-        result: match value.get("result") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(payload(v)?),
-        },
-    })
+    serde_json::from_value(value).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
