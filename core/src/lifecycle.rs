@@ -46,12 +46,12 @@ impl TaskRecord {
             OutcomeKind::Retry { at, error } => {
                 self.queue = Queue::Input;
                 self.run_at = *at;
-                self.last_error = Some(error.clone());
+                self.last_error = Some(error.as_str().into());
                 counters.retried += 1;
             }
             OutcomeKind::Dead { error } => {
                 self.queue = Queue::Dead;
-                self.last_error = Some(error.clone());
+                self.last_error = Some(error.as_str().into());
                 self.failed_at = Some(now);
                 counters.failed += 1;
             }
@@ -80,7 +80,7 @@ impl TaskRecord {
             self.run_at = now;
         } else {
             self.queue = Queue::Dead;
-            self.last_error = Some(LEASE_EXPIRED_ERROR.to_owned());
+            self.last_error = Some(LEASE_EXPIRED_ERROR.into());
             self.failed_at = Some(now);
             counters.failed += 1;
         }

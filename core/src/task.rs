@@ -273,14 +273,14 @@ impl Task {
             id,
             queue: Queue::Input,
             topic: self.topic,
-            external_id: self.external_id,
+            external_id: self.external_id.map(String::into_boxed_str),
             args: self.args,
             attempt: 0,
             max_retries: self.max_retries.unwrap_or(opts.default_max_retries),
             priority: self.priority,
             enqueued_at: opts.now,
             run_at,
-            unique_key: self.unique_key,
+            unique_key: self.unique_key.map(String::into_boxed_str),
             last_error: None,
             failed_at: None,
             lease: None,
@@ -368,7 +368,7 @@ pub struct TaskRecord {
     pub topic: Arc<str>,
     /// The application's own identifier, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub external_id: Option<String>,
+    pub external_id: Option<Box<str>>,
     /// The JSON arguments.
     pub args: Payload,
     /// How many times the task has been claimed to run (the current run included, while
@@ -384,10 +384,10 @@ pub struct TaskRecord {
     pub run_at: Timestamp,
     /// The unique key, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unique_key: Option<String>,
+    pub unique_key: Option<Box<str>>,
     /// The error of the last failed attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
+    pub last_error: Option<Box<str>>,
     /// When the task moved to DEAD.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_at: Option<Timestamp>,

@@ -26,7 +26,7 @@ pub(crate) struct State {
     last_token: u64,
     tasks: Records,
     topics: FxHashMap<Arc<str>, Topic>,
-    unique: FxHashMap<String, TaskId>,
+    unique: FxHashMap<Box<str>, TaskId>,
 }
 
 /// One topic's indexes. A live task has exactly one entry, in the index of its queue

@@ -743,7 +743,7 @@ fn salvage(
         priority: entry.priority,
         enqueued_at: now,
         run_at: now,
-        unique_key: unique_key_of(plan, id)?,
+        unique_key: unique_key_of(plan, id)?.map(String::into_boxed_str),
         last_error: None,
         failed_at: None,
         lease: Some(Lease {
