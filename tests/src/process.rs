@@ -166,3 +166,180 @@ pub fn kill9(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A small xorshift generator for kill moments. The seed is printed so a failing schedule
+/// can be replayed with `TASKMILL_CRASH_SEED=…`.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded from `TASKMILL_CRASH_SEED`, or the clock.
+    pub fn from_env() -> Self {
+        let seed = std::env::var("TASKMILL_CRASH_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+                    | 1
+            });
+        eprintln!("crash schedule seed: {seed} (TASKMILL_CRASH_SEED={seed} replays it)");
+        Rng(seed)
+    }
+
+    /// A number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// How many runs a record file says finished (a torn last line is not counted).
+pub fn finished_runs(record: &Path) -> usize {
+    std::fs::read(record)
+        .map(|bytes| {
+            bytes
+                .split(|b| *b == b'\n')
+                .filter(|line| line.starts_with(b"end "))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// What a crash run left: the records, and each killed worker with the time of its kill
+/// (microseconds since the Unix epoch).
+pub struct CrashRun {
+    /// What the workers recorded.
+    pub records: Records,
+    /// Killed pid → when it was killed.
+    pub killed: std::collections::HashMap<u32, u128>,
+}
+
+impl CrashRun {
+    /// Checks the at-least-once promise across the kills and prints the counts: every task
+    /// in `0..tasks` finished, and each one that finished more than once had every earlier
+    /// run in a killed worker, started before that kill.
+    pub fn assert_nothing_lost(&self, name: &str, tasks: u64) {
+        let killed: HashSet<u32> = self.killed.keys().copied().collect();
+        let lost = self.records.lost(tasks);
+        let unexplained = self.records.unexplained_duplicates(&killed);
+        println!(
+            "{name}: {tasks} tasks, {} kills, {} finished runs, {} lost, {} tasks ran more \
+             than once ({} unexplained)",
+            self.killed.len(),
+            self.records.runs.len(),
+            lost.len(),
+            self.records.duplicated(),
+            unexplained.len(),
+        );
+        assert!(
+            lost.is_empty(),
+            "tasks never completed: {:?}",
+            &lost[..lost.len().min(20)]
+        );
+        assert!(
+            unexplained.is_empty(),
+            "tasks ran twice though no earlier run was killed: {:?}",
+            &unexplained[..unexplained.len().min(20)]
+        );
+        for runs in self.records.by_task().values().filter(|r| r.len() > 1) {
+            let mut runs = runs.clone();
+            runs.sort_by_key(|r| r.end_us);
+            for run in &runs[..runs.len() - 1] {
+                assert!(
+                    run.start_us < self.killed[&run.pid],
+                    "run {run:?} started after its kill"
+                );
+            }
+        }
+    }
+}
+
+/// The crash procedure every durable store runs: `enqueue` tasks `0..tasks` through the
+/// worker, then start a `run` worker (with `run_args` after `--store URL --record FILE`)
+/// and SIGKILL it `kills` times at random points spread over the backlog, restarting it
+/// each time; finally run one with `--until-empty` to the end.
+pub fn kill_at_random_moments(
+    bin: &str,
+    url: &str,
+    record: &Path,
+    tasks: u64,
+    kills: usize,
+    run_args: &[&str],
+) -> CrashRun {
+    let topics = run_args
+        .windows(2)
+        .find(|w| w[0] == "--topics")
+        .map_or("1", |w| w[1]);
+    run_worker(
+        bin,
+        &[
+            "enqueue",
+            "--store",
+            url,
+            "--tasks",
+            &tasks.to_string(),
+            "--topics",
+            topics,
+        ],
+        Duration::from_secs(120),
+    );
+    // Kill once the record shows this many finished runs: spread over the whole backlog,
+    // in increasing order, each at a random point of its slice.
+    let mut rng = Rng::from_env();
+    let slice = tasks as usize * 9 / 10 / kills.max(1);
+    let targets: Vec<usize> = (0..kills)
+        .map(|i| slice / 10 + i * slice + rng.below(slice as u64 * 9 / 10) as usize)
+        .collect();
+    let record_arg = record.display().to_string();
+    let mut args = vec!["run", "--store", url, "--record", &record_arg];
+    args.extend_from_slice(run_args);
+    let mut killed = std::collections::HashMap::new();
+    for target in targets {
+        let mut child = spawn_worker(bin, &args);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while finished_runs(record) < target {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                panic!("worker {} exited by itself: {status}", child.id());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no progress to {target} runs within 120 s"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let pid = child.id();
+        kill9(&mut child);
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_micros();
+        killed.insert(pid, at);
+        eprintln!(
+            "killed worker {pid} after {} finished runs",
+            finished_runs(record)
+        );
+    }
+    args.push("--until-empty");
+    let mut last = spawn_worker(bin, &args);
+    let status = wait_child(&mut last, Duration::from_secs(300));
+    assert!(status.success(), "the last worker failed: {status}");
+    CrashRun {
+        records: Records::read(record),
+        killed,
+    }
+}
+
+/// A store's final stats, read by the parent once the workers are gone.
+pub fn final_stats(url: &str) -> taskmill_core::Stats {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(async {
+            let store = taskmill::open(url).await.expect("reopen the store");
+            store.stats().await.expect("stats")
+        })
+}
