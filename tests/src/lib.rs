@@ -11,6 +11,8 @@
 //! }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod checks;
 pub mod process;
 pub mod support;
