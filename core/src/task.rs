@@ -229,10 +229,11 @@ impl Task {
         self
     }
 
-    /// A key that makes the task unique: while a task with this key exists in the store
-    /// (in INPUT, WORK or DEAD), enqueueing another with the same key is reported as a
-    /// duplicate and adds nothing. The key is free again once the task completes or is
-    /// deleted.
+    /// A key that makes the task unique within its topic: while a task of the same topic
+    /// with this key exists in the store (in INPUT, WORK or DEAD), enqueueing another is
+    /// reported as a duplicate and adds nothing. The key is free again once the task
+    /// completes or is deleted. Keys are per topic so that a backend sharded by topic (Redis
+    /// Cluster) can check them in one place.
     pub fn unique_key(mut self, key: impl Into<String>) -> Self {
         self.unique_key = Some(key.into());
         self

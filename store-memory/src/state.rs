@@ -26,7 +26,6 @@ pub(crate) struct State {
     last_token: u64,
     tasks: Records,
     topics: FxHashMap<Arc<str>, Topic>,
-    unique: FxHashMap<Box<str>, TaskId>,
 }
 
 /// One topic's indexes. A live task has exactly one entry, in the index of its queue
@@ -41,6 +40,8 @@ struct Topic {
     input: u64,
     work: FxHashSet<TaskId>,
     dead: BTreeSet<TaskId>,
+    /// Unique key → the task holding it (keys are per topic).
+    unique: FxHashMap<Box<str>, TaskId>,
     counters: Counters,
     paused: bool,
 }
@@ -126,16 +127,19 @@ impl State {
     ) -> Vec<Enqueued> {
         let mut results = Vec::with_capacity(tasks.len());
         for task in tasks {
-            if let Some(&existing) = task.unique_key_ref().and_then(|k| self.unique.get(k)) {
-                results.push(Enqueued::Duplicate(existing));
-                continue;
+            if let Some(key) = task.unique_key_ref() {
+                let holder = self
+                    .topics
+                    .get(task.topic())
+                    .and_then(|t| t.unique.get(key));
+                if let Some(&existing) = holder {
+                    results.push(Enqueued::Duplicate(existing));
+                    continue;
+                }
             }
             self.last_id += 1;
             let id = TaskId::new(self.last_id);
             let record = task.into_record(id, opts);
-            if let Some(key) = &record.unique_key {
-                self.unique.insert(key.clone(), id);
-            }
             if let Some(events) = events.as_deref_mut() {
                 events.push(Event::TaskEnqueue {
                     id,
@@ -144,6 +148,9 @@ impl State {
                 });
             }
             let topic = self.topic(&record.topic);
+            if let Some(key) = &record.unique_key {
+                topic.unique.insert(key.clone(), id);
+            }
             topic.counters.enqueued += 1;
             topic.push_input(&record, opts.now, true);
             self.tasks.insert(id, record);
@@ -378,7 +385,9 @@ impl State {
     fn remove(&mut self, id: TaskId) -> Option<TaskRecord> {
         let record = self.tasks.remove(&id)?;
         if let Some(key) = &record.unique_key {
-            self.unique.remove(key);
+            if let Some(topic) = self.topics.get_mut(&record.topic) {
+                topic.unique.remove(key);
+            }
         }
         Some(record)
     }

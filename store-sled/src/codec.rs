@@ -16,6 +16,22 @@ pub(crate) fn id_key(id: TaskId) -> [u8; 8] {
     id.get().to_be_bytes()
 }
 
+/// The key of a unique key's entry in `unique`: keys are per topic, and a topic holds no
+/// control character, so a NUL separates the two unambiguously.
+pub(crate) fn unique_key(topic: &str, key: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(topic.len() + 1 + key.len());
+    out.extend_from_slice(topic.as_bytes());
+    out.push(0);
+    out.extend_from_slice(key.as_bytes());
+    out
+}
+
+/// The user's key from an entry key of `unique`.
+pub(crate) fn unique_key_name(entry: &[u8]) -> String {
+    let key = entry.splitn(2, |b| *b == 0).nth(1).unwrap_or(entry);
+    String::from_utf8_lossy(key).into_owned()
+}
+
 /// The id at the end of an index key.
 pub(crate) fn id_at_end(key: &[u8]) -> Option<TaskId> {
     let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;

@@ -21,7 +21,7 @@ pub(crate) enum T {
     Work = 3,
     /// (topic, id) → (): DEAD tasks.
     Dead = 4,
-    /// unique key → id.
+    /// topic, NUL, unique key → id (keys are per topic).
     Unique = 5,
     /// topic → stats row (counters, sizes, paused).
     Stats = 6,

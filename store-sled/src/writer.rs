@@ -273,7 +273,9 @@ impl Writer {
         let with_events = self.bus.has_subscribers();
         for task in tasks {
             if let Some(key) = task.unique_key_ref() {
-                if let Some(existing) = plan.get(T::Unique, key.as_bytes())? {
+                if let Some(existing) =
+                    plan.get(T::Unique, &codec::unique_key(task.topic(), key))?
+                {
                     let id = TaskId::new(codec::decode_u64(&existing)?);
                     results.push(Enqueued::Duplicate(id));
                     continue;
@@ -282,7 +284,11 @@ impl Writer {
             let id = TaskId::new(plan.next(LAST_ID)?);
             let record = task.into_record(id, opts);
             if let Some(key) = &record.unique_key {
-                plan.put(T::Unique, key.as_bytes(), codec::id_key(id));
+                plan.put(
+                    T::Unique,
+                    codec::unique_key(&record.topic, key),
+                    codec::id_key(id),
+                );
             }
             index_input(&mut plan, &record, opts.now);
             plan.row(&record.topic)?.counters.enqueued += 1;
@@ -587,8 +593,8 @@ impl Writer {
                 move_size(&mut plan.row(&entry.topic)?.sizes, Some(Queue::Work), None);
                 if let Ok(record) = codec::decode_record(id, &bytes) {
                     free_unique(&mut plan, &record)?;
-                } else if let Some(unique) = unique_key_of(&plan, id)? {
-                    plan.del(T::Unique, unique.into_bytes());
+                } else if let Some(entry) = unique_entry_of(&plan, id)? {
+                    plan.del(T::Unique, entry);
                 }
                 deleted.push(true);
                 continue;
@@ -688,9 +694,10 @@ fn move_size(sizes: &mut QueueSizes, from: Option<Queue>, to: Option<Queue>) {
 /// Frees a task's unique key, if it still names this task.
 fn free_unique(plan: &mut Plan<'_>, record: &TaskRecord) -> Result<()> {
     if let Some(key) = &record.unique_key {
-        let holder = plan.get(T::Unique, key.as_bytes())?;
+        let entry = codec::unique_key(&record.topic, key);
+        let holder = plan.get(T::Unique, &entry)?;
         if holder.is_some_and(|v| v.as_ref() == codec::id_key(record.id)) {
-            plan.del(T::Unique, key.as_bytes());
+            plan.del(T::Unique, entry);
         }
     }
     Ok(())
@@ -743,7 +750,8 @@ fn salvage(
         priority: entry.priority,
         enqueued_at: now,
         run_at: now,
-        unique_key: unique_key_of(plan, id)?.map(String::into_boxed_str),
+        unique_key: unique_entry_of(plan, id)?
+            .map(|entry| codec::unique_key_name(&entry).into_boxed_str()),
         last_error: None,
         failed_at: None,
         lease: Some(Lease {
@@ -754,14 +762,14 @@ fn salvage(
     })
 }
 
-/// The unique key naming `id`, found by a scan: only for corrupt records, whose own copy
-/// of the key is lost.
-fn unique_key_of(plan: &Plan<'_>, id: TaskId) -> Result<Option<String>> {
+/// The `unique` entry naming `id`, found by a scan: only for corrupt records, whose own
+/// copy of the key is lost.
+fn unique_entry_of(plan: &Plan<'_>, id: TaskId) -> Result<Option<Vec<u8>>> {
     let wanted = codec::id_key(id);
     for entry in plan.trees().tree(T::Unique).iter() {
         let (key, value) = entry.map_err(sled_error)?;
         if value.as_ref() == wanted {
-            return Ok(Some(String::from_utf8_lossy(&key).into_owned()));
+            return Ok(Some(key.to_vec()));
         }
     }
     Ok(None)
@@ -794,8 +802,8 @@ fn delete_corrupt(plan: &mut Plan<'_>, id: TaskId) -> Result<()> {
             }
         }
     }
-    if let Some(unique) = unique_key_of(plan, id)? {
-        plan.del(T::Unique, unique.into_bytes());
+    if let Some(entry) = unique_entry_of(plan, id)? {
+        plan.del(T::Unique, entry);
     }
     Ok(())
 }

@@ -142,12 +142,13 @@ pub fn enqueue(
     let mut results = Vec::with_capacity(tasks.len());
     let mut events = Vec::new();
     {
-        let mut find_unique = tx.prepare_cached("SELECT id FROM tasks WHERE unique_key = ?1")?;
+        let mut find_unique =
+            tx.prepare_cached("SELECT id FROM tasks WHERE topic = ?1 AND unique_key = ?2")?;
         let mut insert = tx.prepare_cached(INSERT)?;
         for task in tasks {
             if let Some(key) = task.unique_key_ref() {
                 let existing = find_unique
-                    .query_row([key], |r| r.get::<_, i64>(0))
+                    .query_row([task.topic(), key], |r| r.get::<_, i64>(0))
                     .optional()?;
                 if let Some(existing) = existing {
                     results.push(Enqueued::Duplicate(TaskId::new(existing as u64)));
@@ -597,7 +598,7 @@ mod tests {
                 "tasks_leases",
             ),
             (
-                "SELECT id FROM tasks WHERE unique_key = ?1".to_owned(),
+                "SELECT id FROM tasks WHERE topic = ?1 AND unique_key = ?2".to_owned(),
                 "tasks_unique",
             ),
             (

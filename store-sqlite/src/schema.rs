@@ -54,7 +54,7 @@ CREATE INDEX tasks_ready     ON tasks (topic, priority, id) WHERE state = 0;
 CREATE INDEX tasks_scheduled ON tasks (topic, run_at)       WHERE state = 1;
 CREATE INDEX tasks_leases    ON tasks (lease_deadline)      WHERE state = 2;
 CREATE INDEX tasks_dead      ON tasks (id)                  WHERE state = 3;
-CREATE UNIQUE INDEX tasks_unique ON tasks (unique_key) WHERE unique_key IS NOT NULL;
+CREATE UNIQUE INDEX tasks_unique ON tasks (topic, unique_key) WHERE unique_key IS NOT NULL;
 
 CREATE TABLE topics (
     topic     TEXT PRIMARY KEY,

@@ -67,6 +67,7 @@ macro_rules! conformance_suite {
             unique_key_rejects_duplicate_while_running_or_dead,
             unique_key_is_free_after_completion_or_delete,
             unique_key_applies_within_a_batch,
+            unique_keys_are_per_topic,
             requeue_moves_dead_tasks_to_input,
             delete_removes_tasks_from_every_queue,
             list_pages_through_a_queue,

@@ -345,8 +345,9 @@ pub trait Store: Send + Sync + 'static {
     /// # Behavior
     /// - Returns one [`Enqueued`] per task, in order. Each new task gets a fresh id, larger
     ///   than every id the store handed out before; ids grow in batch order.
-    /// - A task whose unique key is held by a task in the store (INPUT, WORK or DEAD, or
-    ///   earlier in the same batch) is not added: its entry is `Duplicate(existing id)`.
+    /// - A task whose unique key is held by a task of the same topic in the store (INPUT,
+    ///   WORK or DEAD, or earlier in the same batch) is not added: its entry is
+    ///   `Duplicate(existing id)`. The same key in another topic is another key.
     /// - Counts `enqueued` once per new task. A new task is due at its `run_at`
     ///   ([`Task::into_record`] resolves it against `opts.now`), with attempt 0.
     /// - Publishes an [`Event::TaskEnqueue`] per new task, before any claim can return

@@ -291,3 +291,32 @@ pub async fn sizes_per_topic_follow_the_queues(store: Arc<dyn Store>) {
     );
     assert_eq!(stats.total.sizes.total(), 4);
 }
+
+/// Unique keys are per topic: the same key in another topic is another key.
+pub async fn unique_keys_are_per_topic(store: Arc<dyn Store>) {
+    let opts = EnqueueOptions::new(T0);
+    let batch = vec![
+        task("a", 1).unique_key("k"),
+        task("b", 2).unique_key("k"),
+        task("a", 3).unique_key("k"),
+    ];
+    let results = store.enqueue(batch, &opts).await.unwrap();
+    assert!(results[0].is_new() && results[1].is_new(), "{results:?}");
+    assert_eq!(results[2], Enqueued::Duplicate(results[0].id()));
+    let r = claim(&*store, &["b"], 1).await.remove(0);
+    finish(&*store, &r, OutcomeKind::Complete).await;
+    let again = store
+        .enqueue_one(task("a", 4).unique_key("k"), &opts)
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        Enqueued::Duplicate(results[0].id()),
+        "completing b's task freed a's key"
+    );
+    assert!(store
+        .enqueue_one(task("b", 5).unique_key("k"), &opts)
+        .await
+        .unwrap()
+        .is_new());
+}
