@@ -68,10 +68,11 @@ struct Held {
     run: Arc<RunState>,
 }
 
-/// A claimed task on its way to a worker.
+/// A claimed task on its way to a worker. Its lease stays in the held map, which hands it
+/// to the outcome when the run ends: every task shares its topic's `Arc`, so each clone
+/// is an atomic write to a cache line both cores fight over.
 struct Job {
     record: TaskRecord,
-    lease: LeaseRef,
     run: Arc<RunState>,
 }
 
@@ -398,13 +399,12 @@ impl Shared {
             let mut held = self.held();
             for record in ready {
                 let run = Arc::new(RunState::default());
-                let lease = LeaseRef::of(&record);
                 let entry = Held {
-                    lease: lease.clone(),
+                    lease: LeaseRef::of(&record),
                     run: run.clone(),
                 };
                 held.insert(record.id, entry);
-                queued.push(Job { record, lease, run });
+                queued.push(Job { record, run });
             }
             self.held_count.fetch_add(queued.len(), Ordering::AcqRel);
         }
@@ -425,36 +425,36 @@ impl Shared {
                 attempt = job.record.attempt
             );
             let id = job.record.id;
-            let done = self.run(job).instrument(span).await;
-            self.held().remove(&id);
-            let _ = finished.send(done);
+            let (kind, report) = self.run(job).instrument(span).await;
+            let held = self.held().remove(&id);
+            if let Some(Held { lease, .. }) = held {
+                let outcome = Outcome { lease, kind };
+                let _ = finished.send(Finished { outcome, report });
+            }
             if self.held_count.fetch_sub(1, Ordering::AcqRel) == self.config.concurrency + 1 {
                 self.room.notify_one();
             }
         }
     }
 
-    /// Runs one attempt; returns its outcome.
-    async fn run(&self, job: Job) -> Finished {
-        let Job { record, lease, run } = job;
+    /// Runs one attempt; returns what became of it.
+    async fn run(&self, job: Job) -> (OutcomeKind, Report) {
+        let Job { record, run } = job;
         if self.cancelling.load(Ordering::SeqCst) {
             run.cancel();
         }
         let (attempt, retries_left) = (record.attempt, record.has_retries_left());
-        let topic_options = self.config.topic(&lease.topic);
-        let timeout = topic_options.and_then(|o| o.timeout);
-        let finished = |kind, duration_ms, result| Finished {
-            outcome: Outcome {
-                lease: lease.clone(),
-                kind,
-            },
-            report: Report {
+        let timeout = self.config.topic(&record.topic).and_then(|o| o.timeout);
+        let backoff = self.config.backoff_for(&record.topic);
+        let finished = |kind, duration_ms, result| {
+            let report = Report {
                 attempt,
                 duration_ms,
                 result,
-            },
+            };
+            (kind, report)
         };
-        let Some(processor) = self.processors.get(&lease.topic).cloned() else {
+        let Some(processor) = self.processors.get(&record.topic) else {
             // Claims name only registered topics, so only a faulty store gets here; a
             // manager that has the topic can still run the task.
             warn!("the store returned a task of an unregistered topic; releasing it");
@@ -512,8 +512,7 @@ impl Shared {
                 finished(OutcomeKind::Dead { error }, duration_ms, None)
             }
             Some(Err((error, _))) => {
-                let backoff = self.config.backoff_for(&lease.topic).delay(attempt);
-                let at = self.config.clock.now() + backoff;
+                let at = self.config.clock.now() + backoff.delay(attempt);
                 warn!(%error, retry_at = %at, "task failed; will retry");
                 finished(OutcomeKind::Retry { at, error }, duration_ms, None)
             }
