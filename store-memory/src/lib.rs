@@ -20,7 +20,7 @@ mod store;
 
 use state::State;
 use std::sync::{Arc, Mutex, MutexGuard};
-use taskmill_core::store::{LocalBus, DEFAULT_EVENT_BUFFER};
+use taskmill_core::store::{LocalBus, StoreUrl, DEFAULT_EVENT_BUFFER};
 use taskmill_core::{Error, Result};
 
 /// A store that keeps tasks in this process's memory.
@@ -57,15 +57,13 @@ impl MemoryStore {
 
     /// A store from a URL: `memory://` (nothing may follow).
     pub fn from_url(url: &str) -> Result<Self> {
-        match url.strip_prefix("memory://") {
-            Some("") => Ok(Self::new()),
-            Some(rest) => Err(Error::misuse(format!(
-                "memory:// takes no path or options, got {rest:?}"
-            ))),
-            None => Err(Error::misuse(format!(
-                "not a memory store URL: {url:?} (expected memory://)"
-            ))),
+        let parsed = StoreUrl::parse(url, "memory", "memory://")?;
+        if parsed.location("").is_ok() || parsed.options().next().is_some() {
+            return Err(Error::misuse(format!(
+                "memory:// takes no location or options, got {url:?}"
+            )));
         }
+        Ok(Self::new())
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use taskmill_core::store::{LocalBus, DEFAULT_EVENT_BUFFER};
+use taskmill_core::store::{LocalBus, StoreUrl, DEFAULT_EVENT_BUFFER};
 use taskmill_core::{Error, ErrorKind, Result};
 use trees::{Trees, SCHEMA, SCHEMA_VERSION, T};
 use writer::{Request, Writer};
@@ -257,33 +257,13 @@ impl SledStore {
 }
 
 fn parse_url(url: &str) -> Result<(PathBuf, SledOptions)> {
-    let rest = url.strip_prefix("sled://").ok_or_else(|| {
-        Error::misuse(format!(
-            "not a sled store URL: {url:?} (expected sled://path/to/dir)"
-        ))
-    })?;
-    let (path, query) = match rest.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (rest, None),
-    };
-    if path.is_empty() {
-        return Err(Error::misuse(format!(
-            "the sled store URL {url:?} names no directory"
-        )));
-    }
+    let url = StoreUrl::parse(url, "sled", "sled://path/to/dir")?;
+    let path = url.location("directory")?;
     let mut options = SledOptions::default();
-    for pair in query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .filter(|p| !p.is_empty())
-    {
-        match pair.split_once('=') {
-            Some(("flush", value)) => options.flush = value.parse()?,
-            _ => {
-                return Err(Error::misuse(format!(
-                    "unknown sled store URL option {pair:?} in {url:?} (known: flush)"
-                )))
-            }
+    for (key, value) in url.options() {
+        match key {
+            "flush" => options.flush = value.parse()?,
+            _ => return Err(url.unknown(key, &["flush"])),
         }
     }
     Ok((PathBuf::from(path), options))

@@ -42,7 +42,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
-use taskmill_core::store::{LocalBus, DEFAULT_EVENT_BUFFER};
+use taskmill_core::store::{LocalBus, StoreUrl, DEFAULT_EVENT_BUFFER};
 use taskmill_core::{Error, Result};
 use tokio::sync::oneshot;
 
@@ -305,30 +305,14 @@ fn connect(path: &Path, options: &SqliteOptions) -> Result<Connection> {
 }
 
 fn parse_url(url: &str) -> Result<(PathBuf, SqliteOptions)> {
-    let rest = url.strip_prefix("sqlite://").ok_or_else(|| {
-        Error::misuse(format!(
-            "not a SQLite store URL: {url:?} (expected sqlite://PATH)"
-        ))
-    })?;
-    let (path, query) = match rest.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (rest, None),
-    };
-    if path.is_empty() {
-        return Err(Error::misuse(format!(
-            "{url:?} names no database file (expected sqlite://PATH, e.g. sqlite://tasks.db)"
-        )));
-    }
+    let url = StoreUrl::parse(url, "sqlite", "sqlite://PATH, e.g. sqlite://tasks.db")?;
+    let path = url.location("database file")?;
     let mut options = SqliteOptions {
         in_memory: path == ":memory:",
         ..SqliteOptions::default()
     };
-    for pair in query.into_iter().flat_map(|q| q.split('&')) {
-        if pair.is_empty() {
-            continue;
-        }
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let bad = || Error::misuse(format!("invalid value {value:?} for {key} in {url:?}"));
+    for (key, value) in url.options() {
+        let bad = || url.invalid(key, value);
         match key {
             "durability" => {
                 options.durability = match value {
@@ -343,10 +327,8 @@ fn parse_url(url: &str) -> Result<(PathBuf, SqliteOptions)> {
             "max_size" => options.max_size = Some(value.parse().map_err(|_| bad())?),
             "read_only" => options.read_only = value.parse().map_err(|_| bad())?,
             _ => {
-                return Err(Error::misuse(format!(
-                    "unknown option {key:?} in {url:?} (known: durability, busy_timeout_ms, \
-                     max_size, read_only)"
-                )))
+                let known = ["durability", "busy_timeout_ms", "max_size", "read_only"];
+                return Err(url.unknown(key, &known));
             }
         }
     }

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod local_bus;
+mod url;
 pub use local_bus::{LocalBus, DEFAULT_EVENT_BUFFER};
+pub use url::StoreUrl;
 
 /// The retry limit of a task that sets none, unless the manager says otherwise.
 pub const DEFAULT_MAX_RETRIES: u32 = 25;
