@@ -198,7 +198,7 @@ impl Manager {
     /// The events of the store: this manager's and, where the backend carries them across
     /// processes, other managers'.
     ///
-    /// Events are buffered per watcher; one that falls behind gets [`Event::Lagged`] with
+    /// Events are buffered per watcher; one that falls behind gets [`crate::Event::Lagged`] with
     /// the number it missed, and the manager never waits for it.
     pub async fn watch(&self) -> Result<EventStream> {
         self.inner.store.subscribe().await
