@@ -25,7 +25,10 @@ use std::time::Duration;
 
 /// Runs registered processors on the tasks of a [`Store`].
 ///
-/// A cheap handle: clones share one manager.
+/// A cheap handle: clones share one manager. A started manager runs in tokio tasks until
+/// [`close`](Self::close) or [`close_with_timeout`](Self::close_with_timeout): dropping
+/// every handle does not stop it (like dropping a `JoinHandle`), and a runtime shut down
+/// under it abandons its runs, whose tasks come back when their leases expire.
 ///
 /// ```
 /// use taskmill_core::{Manager, Task, TaskContext, TaskError};
