@@ -19,13 +19,23 @@ const TOPICS: usize = 5;
 const ENQUEUE_BATCH: usize = 1000;
 const CLAIM_BATCH: usize = 100;
 
-/// (calls, µs) of EVALSHA so far.
-async fn evalsha(conn: &mut redis::aio::MultiplexedConnection) -> (u64, u64) {
+/// (calls, µs) of EVALSHA so far, and the server's CPU time in µs (user + system, which
+/// also counts reading arguments and writing replies, outside any command's time).
+async fn evalsha(conn: &mut redis::aio::MultiplexedConnection) -> (u64, u64, u64) {
     let info: String = redis::cmd("INFO")
-        .arg("commandstats")
+        .arg("all")
         .query_async(conn)
         .await
-        .expect("INFO commandstats");
+        .expect("INFO all");
+    let cpu: f64 = info
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("used_cpu_user:")
+                .or_else(|| l.strip_prefix("used_cpu_sys:"))
+        })
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .sum();
+    let cpu = (cpu * 1e6) as u64;
     for line in info.lines() {
         if let Some(rest) = line.strip_prefix("cmdstat_evalsha:") {
             let field = |name: &str| {
@@ -34,18 +44,26 @@ async fn evalsha(conn: &mut redis::aio::MultiplexedConnection) -> (u64, u64) {
                     .and_then(|v| v.parse::<u64>().ok())
                     .unwrap_or(0)
             };
-            return (field("calls="), field("usec="));
+            return (field("calls="), field("usec="), cpu);
         }
     }
-    (0, 0)
+    (0, 0, cpu)
 }
 
-fn report(what: &str, before: (u64, u64), after: (u64, u64), tasks: usize, wall: Duration) {
+fn report(
+    what: &str,
+    before: (u64, u64, u64),
+    after: (u64, u64, u64),
+    tasks: usize,
+    wall: Duration,
+) {
     let (calls, usec) = (after.0 - before.0, after.1 - before.1);
+    let cpu = after.2.saturating_sub(before.2);
     println!(
-        "{what:8} {calls:6} calls  {:8.1} µs/call  {:5.2} µs/task in redis  {:8.0} tasks/s wall",
+        "{what:8} {calls:6} calls  {:7.1} µs/call  {:5.2} µs/task in scripts  {:5.2} µs/task redis cpu  {:7.0} tasks/s wall",
         usec as f64 / calls.max(1) as f64,
         usec as f64 / tasks as f64,
+        cpu as f64 / tasks as f64,
         tasks as f64 / wall.as_secs_f64()
     );
 }

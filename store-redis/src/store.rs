@@ -229,6 +229,8 @@ impl Store for RedisStore {
                     .iter()
                     .filter_map(|(_, r)| r.unique_key.as_deref().map(|k| (r.id.get(), k)))
                     .collect();
+                // Scores are computed here: a Lua number handed to redis.call is formatted
+                // with 17 digits, which costs Redis more than reading one more argument.
                 let mut call = self.call(&SCRIPTS.enqueue, &keys);
                 call.arg(chunk.len())
                     .arg(ready.len())
@@ -390,20 +392,21 @@ impl Store for RedisStore {
             let keys = self.topic_keys(topic);
             for chunk in group.chunks(CHUNK) {
                 let mut call = self.call(&SCRIPTS.apply, &keys);
-                call.arg(now.as_millis()).arg(chunk.len());
+                let kinds: String = chunk
+                    .iter()
+                    .map(|(_, outcome)| match &outcome.kind {
+                        OutcomeKind::Complete => 'c',
+                        OutcomeKind::Retry { .. } => 'r',
+                        OutcomeKind::Dead { .. } => 'd',
+                        OutcomeKind::Release => 'l',
+                    })
+                    .collect();
+                call.arg(now.as_millis()).arg(chunk.len()).arg(kinds);
                 for (_, outcome) in chunk {
                     call.arg(outcome.lease.id.get());
                 }
                 for (_, outcome) in chunk {
                     call.arg(outcome.lease.token);
-                }
-                for (_, outcome) in chunk {
-                    call.arg(match &outcome.kind {
-                        OutcomeKind::Complete => "c",
-                        OutcomeKind::Retry { .. } => "r",
-                        OutcomeKind::Dead { .. } => "d",
-                        OutcomeKind::Release => "l",
-                    });
                 }
                 for (_, outcome) in chunk {
                     match &outcome.kind {

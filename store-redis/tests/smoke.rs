@@ -323,3 +323,109 @@ async fn records_keep_their_fields_through_every_rewrite() {
         .unwrap();
     assert!(again[0].is_new());
 }
+
+/// One apply call with every kind of outcome, a stale one among them: each outcome gets
+/// its own retry time and error, whatever the ones before it were.
+#[tokio::test]
+async fn mixed_outcomes_in_one_call_each_get_their_own_details() {
+    let server = RedisServer::start();
+    let store = RedisStore::open(&server.url(&fresh_namespace()))
+        .await
+        .unwrap();
+    let tasks = (0..5u64).map(|i| Task::new("t", &i).unwrap()).collect();
+    store
+        .enqueue(tasks, &EnqueueOptions::new(T0))
+        .await
+        .unwrap();
+    let req = ClaimRequest::new([TopicClaim::new("t")], 5, "me", T0);
+    let claimed: Vec<_> = store
+        .claim(&req)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| match c {
+            Claimed::Ready(r) => r,
+            Claimed::Corrupt { error, .. } => panic!("{error}"),
+        })
+        .collect();
+    let outcome = |i: usize, kind: OutcomeKind| Outcome {
+        lease: LeaseRef::of(&claimed[i]),
+        kind,
+    };
+    // Task 0's lease goes stale before the batch.
+    assert_eq!(
+        store
+            .apply(&[outcome(0, OutcomeKind::Complete)], T0)
+            .await
+            .unwrap(),
+        vec![Applied::Done]
+    );
+    let later = T0 + Duration::from_secs(60);
+    let now = T0 + Duration::from_secs(1);
+    let batch = [
+        outcome(
+            0,
+            OutcomeKind::Retry {
+                at: later,
+                error: "stale".into(),
+            },
+        ),
+        outcome(1, OutcomeKind::Complete),
+        outcome(2, OutcomeKind::Dead { error: "b".into() }),
+        outcome(
+            3,
+            OutcomeKind::Retry {
+                at: later,
+                error: "c".into(),
+            },
+        ),
+        outcome(4, OutcomeKind::Release),
+    ];
+    assert_eq!(
+        store.apply(&batch, now).await.unwrap(),
+        vec![
+            Applied::Stale,
+            Applied::Done,
+            Applied::Done,
+            Applied::Done,
+            Applied::Done
+        ]
+    );
+    let get = |i: usize| {
+        let store = store.clone();
+        let id = claimed[i].id;
+        async move { store.get(id).await.unwrap() }
+    };
+    assert!(get(0).await.is_none());
+    assert!(get(1).await.is_none());
+    let dead = get(2).await.unwrap();
+    assert_eq!(
+        (dead.queue, dead.last_error.as_deref(), dead.failed_at),
+        (Queue::Dead, Some("b"), Some(now))
+    );
+    let retried = get(3).await.unwrap();
+    assert_eq!(
+        (retried.queue, retried.last_error.as_deref(), retried.run_at),
+        (Queue::Input, Some("c"), later)
+    );
+    let released = get(4).await.unwrap();
+    assert_eq!(
+        (
+            released.queue,
+            released.attempt,
+            released.run_at,
+            released.last_error
+        ),
+        (Queue::Input, 0, now, None)
+    );
+    let counters = store.stats().await.unwrap().total.counters;
+    assert_eq!(
+        (
+            counters.completed,
+            counters.failed,
+            counters.retried,
+            counters.released
+        ),
+        (2, 1, 1, 1)
+    );
+}

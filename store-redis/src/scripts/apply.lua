@@ -1,19 +1,20 @@
--- Applies outcomes of runs. ARGV[4] now, ARGV[5] count n, then three blocks of n: ids,
--- tokens, kinds ('c' complete, 'r' retry, 'd' dead, 'l' release); then, for each outcome
--- that is not a completion, in order: retry time, error.
+-- Applies outcomes of runs. ARGV[4] now, ARGV[5] count n, ARGV[6] the kinds as one string
+-- of n letters ('c' complete, 'r' retry, 'd' dead, 'l' release), then two blocks of n: ids,
+-- tokens; then, for each outcome that is not a completion, in order: retry time, error.
 -- Returns the (1-based) positions of stale outcomes: nothing changed, nothing counted.
 local now = tonumber(ARGV[4])
 local n = tonumber(ARGV[5])
 if n == 0 then
   return {}
 end
-local i0, k0 = 6, 6 + 2 * n
-local x = 6 + 3 * n
+local kinds = ARGV[6]
+local i0 = 7
+local x = 7 + 2 * n
 local leases = bulk_range('HMGET', LEASES, ARGV, i0, i0 + n - 1)
 local stale = {}
 local finished, completed, others = {}, {}, {}
 for k = 1, n do
-  local id, kind = ARGV[i0 + k - 1], ARGV[k0 + k - 1]
+  local id, kind = ARGV[i0 + k - 1], string.sub(kinds, k, k)
   local lease = leases[k]
   local applies = lease and string.match(lease, '^%d+') == ARGV[i0 + n + k - 1]
   if not applies then
