@@ -50,6 +50,18 @@ async fn evalsha(conn: &mut redis::aio::MultiplexedConnection) -> (u64, u64, u64
     (0, 0, cpu)
 }
 
+async fn used_memory(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(conn)
+        .await
+        .expect("INFO memory");
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn report(
     what: &str,
     before: (u64, u64, u64),
@@ -101,6 +113,7 @@ async fn main() {
     let leases: Vec<Outcome> = claimed.iter().map(complete).collect();
     store.apply(&leases, Timestamp::now()).await.unwrap();
 
+    let memory_before = used_memory(&mut conn).await;
     let before = evalsha(&mut conn).await;
     let started = Instant::now();
     let payload = Payload::from_json("{\"n\":\"0123456789\"}").unwrap();
@@ -115,6 +128,11 @@ async fn main() {
     }
     let enqueued = evalsha(&mut conn).await;
     report("enqueue", before, enqueued, tasks, started.elapsed());
+    let grown = used_memory(&mut conn).await.saturating_sub(memory_before);
+    println!(
+        "memory   {:.0} bytes per queued task (used_memory growth; the args are 20 bytes)",
+        grown as f64 / tasks as f64
+    );
 
     let started = Instant::now();
     let mut leases = Vec::with_capacity(tasks);

@@ -352,13 +352,15 @@ async fn mixed_outcomes_in_one_call_each_get_their_own_details() {
         lease: LeaseRef::of(&claimed[i]),
         kind,
     };
-    // Task 0's lease goes stale before the batch.
+    // Two outcomes for one lease in one call: the second is stale, and task 0's lease is
+    // stale before the batch below.
+    let twice = [
+        outcome(0, OutcomeKind::Complete),
+        outcome(0, OutcomeKind::Dead { error: "x".into() }),
+    ];
     assert_eq!(
-        store
-            .apply(&[outcome(0, OutcomeKind::Complete)], T0)
-            .await
-            .unwrap(),
-        vec![Applied::Done]
+        store.apply(&twice, T0).await.unwrap(),
+        vec![Applied::Done, Applied::Stale]
     );
     let later = T0 + Duration::from_secs(60);
     let now = T0 + Duration::from_secs(1);

@@ -13,13 +13,16 @@ local x = 7 + 2 * n
 local leases = bulk_range('HMGET', LEASES, ARGV, i0, i0 + n - 1)
 local stale = {}
 local finished, completed, others = {}, {}, {}
+-- The second of two outcomes for one task in a call is stale: the first ended the lease.
+local done = {}
 for k = 1, n do
   local id, kind = ARGV[i0 + k - 1], string.sub(kinds, k, k)
   local lease = leases[k]
-  local applies = lease and string.match(lease, '^%d+') == ARGV[i0 + n + k - 1]
+  local applies = lease and not done[id] and string.match(lease, '^%d+') == ARGV[i0 + n + k - 1]
   if not applies then
     stale[#stale + 1] = k
   else
+    done[id] = true
     finished[#finished + 1] = id
   end
   if kind == 'c' then
