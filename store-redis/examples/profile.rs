@@ -19,9 +19,20 @@ const TOPICS: usize = 5;
 const ENQUEUE_BATCH: usize = 1000;
 const CLAIM_BATCH: usize = 100;
 
-/// (calls, µs) of EVALSHA so far, and the server's CPU time in µs (user + system, which
-/// also counts reading arguments and writing replies, outside any command's time).
-async fn evalsha(conn: &mut redis::aio::MultiplexedConnection) -> (u64, u64, u64) {
+/// What the server has counted so far.
+struct Snapshot {
+    /// Calls of EVALSHA.
+    calls: u64,
+    /// µs inside EVALSHA.
+    usec: u64,
+    /// The server's CPU time in µs (user + system, which also counts reading arguments
+    /// and writing replies, outside any command's time).
+    cpu: u64,
+    /// µs per command (those the scripts call are counted apart from EVALSHA too).
+    commands: Vec<(String, u64)>,
+}
+
+async fn snapshot(conn: &mut redis::aio::MultiplexedConnection) -> Snapshot {
     let info: String = redis::cmd("INFO")
         .arg("all")
         .query_async(conn)
@@ -36,18 +47,32 @@ async fn evalsha(conn: &mut redis::aio::MultiplexedConnection) -> (u64, u64, u64
         .filter_map(|v| v.trim().parse::<f64>().ok())
         .sum();
     let cpu = (cpu * 1e6) as u64;
+    let field = |rest: &str, name: &str| {
+        rest.split(',')
+            .find_map(|kv| kv.strip_prefix(name))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut snap = Snapshot {
+        calls: 0,
+        usec: 0,
+        cpu,
+        commands: Vec::new(),
+    };
     for line in info.lines() {
-        if let Some(rest) = line.strip_prefix("cmdstat_evalsha:") {
-            let field = |name: &str| {
-                rest.split(',')
-                    .find_map(|kv| kv.strip_prefix(name))
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0)
-            };
-            return (field("calls="), field("usec="), cpu);
+        let Some((name, rest)) = line
+            .strip_prefix("cmdstat_")
+            .and_then(|l| l.split_once(':'))
+        else {
+            continue;
+        };
+        if name == "evalsha" {
+            (snap.calls, snap.usec) = (field(rest, "calls="), field(rest, "usec="));
+        } else {
+            snap.commands.push((name.to_owned(), field(rest, "usec=")));
         }
     }
-    (0, 0, cpu)
+    snap
 }
 
 async fn used_memory(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
@@ -62,15 +87,9 @@ async fn used_memory(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
         .unwrap_or(0)
 }
 
-fn report(
-    what: &str,
-    before: (u64, u64, u64),
-    after: (u64, u64, u64),
-    tasks: usize,
-    wall: Duration,
-) {
-    let (calls, usec) = (after.0 - before.0, after.1 - before.1);
-    let cpu = after.2.saturating_sub(before.2);
+fn report(what: &str, before: &Snapshot, after: &Snapshot, tasks: usize, wall: Duration) {
+    let (calls, usec) = (after.calls - before.calls, after.usec - before.usec);
+    let cpu = after.cpu.saturating_sub(before.cpu);
     println!(
         "{what:8} {calls:6} calls  {:7.1} µs/call  {:5.2} µs/task in scripts  {:5.2} µs/task redis cpu  {:7.0} tasks/s wall",
         usec as f64 / calls.max(1) as f64,
@@ -78,6 +97,26 @@ fn report(
         cpu as f64 / tasks as f64,
         tasks as f64 / wall.as_secs_f64()
     );
+    let mut commands: Vec<(&str, u64)> = after
+        .commands
+        .iter()
+        .map(|(name, usec)| {
+            let was = before
+                .commands
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(0, |(_, u)| *u);
+            (name.as_str(), usec.saturating_sub(was))
+        })
+        .filter(|(name, usec)| *usec > 0 && !name.starts_with("info"))
+        .collect();
+    commands.sort_by_key(|(_, usec)| std::cmp::Reverse(*usec));
+    let inside: Vec<String> = commands
+        .iter()
+        .take(6)
+        .map(|(name, usec)| format!("{name} {:.2}", *usec as f64 / tasks as f64))
+        .collect();
+    println!("           inside, µs/task: {}", inside.join(", "));
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -114,7 +153,7 @@ async fn main() {
     store.apply(&leases, Timestamp::now()).await.unwrap();
 
     let memory_before = used_memory(&mut conn).await;
-    let before = evalsha(&mut conn).await;
+    let before = snapshot(&mut conn).await;
     let started = Instant::now();
     let payload = Payload::from_json("{\"n\":\"0123456789\"}").unwrap();
     for start in (0..tasks).step_by(ENQUEUE_BATCH) {
@@ -126,8 +165,8 @@ async fn main() {
             .await
             .unwrap();
     }
-    let enqueued = evalsha(&mut conn).await;
-    report("enqueue", before, enqueued, tasks, started.elapsed());
+    let enqueued = snapshot(&mut conn).await;
+    report("enqueue", &before, &enqueued, tasks, started.elapsed());
     let grown = used_memory(&mut conn).await.saturating_sub(memory_before);
     println!(
         "memory   {:.0} bytes per queued task (used_memory growth; the args are 20 bytes)",
@@ -143,15 +182,15 @@ async fn main() {
         assert!(!claimed.is_empty(), "ran out of tasks");
         leases.extend(claimed.iter().map(complete));
     }
-    let claimed = evalsha(&mut conn).await;
-    report("claim", enqueued, claimed, tasks, started.elapsed());
+    let claimed = snapshot(&mut conn).await;
+    report("claim", &enqueued, &claimed, tasks, started.elapsed());
 
     let started = Instant::now();
     for chunk in leases.chunks(CLAIM_BATCH) {
         store.apply(chunk, Timestamp::now()).await.unwrap();
     }
-    let applied = evalsha(&mut conn).await;
-    report("complete", claimed, applied, tasks, started.elapsed());
+    let applied = snapshot(&mut conn).await;
+    report("complete", &claimed, &applied, tasks, started.elapsed());
 
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("*{namespace}*"))
