@@ -1,11 +1,19 @@
-//! Task hashes to records, and script replies to Rust values.
+//! Task records to and from their stored form, and script replies to Rust values.
 //!
-//! A task hash has one field per [`TaskRecord`] field (the id and topic are in its key):
-//! `queue`, `args` (JSON text), `attempt`, `max_retries`, `priority`, `enqueued_at`,
-//! `run_at` (ms since the epoch), optional `external_id`, `unique_key`, `last_error`,
-//! `failed_at`. A claim leaves the hash alone: while the task is in WORK its lease is the
-//! topic's `leases` entry (`token:attempt:unique:deadline:owner`, `attempt` counting the
-//! current run).
+//! A task is one string in its topic's `tasks` hash (the id is the field, the topic is in
+//! the key):
+//!
+//! ```text
+//! attempt:max_retries:priority:enqueued_at:run_at:failed_at:xlen:ulen:elen:<external_id><unique_key><last_error><args>
+//! ```
+//!
+//! Times are ms since the epoch; `failed_at` is empty when unset; `xlen`, `ulen`, `elen`
+//! are the byte lengths of the optional strings that follow, empty when the field is
+//! absent; the args (JSON text) are the rest. The queue is not in the record: it is the
+//! index holding the id (`ready` or `scheduled`: INPUT, `leases`: WORK, `dead`: DEAD). A
+//! claim leaves the record alone: `attempt` counts the runs before the current one, and
+//! the lease is the `leases` entry `token:deadline:owner`. `scripts/common.lua` reads and
+//! writes the same format.
 
 use redis::Value;
 use std::str::FromStr;
@@ -50,11 +58,10 @@ pub(crate) fn string(value: Value, what: &str) -> Result<String> {
     }
 }
 
-/// A task's entry in its topic's `leases` hash.
+/// A task's entry in its topic's `leases` hash: `token:deadline:owner`.
 #[derive(Debug, Clone)]
 pub(crate) struct StoredLease {
     pub token: u64,
-    pub attempt: u32,
     pub owner: Arc<str>,
     pub deadline: Timestamp,
 }
@@ -70,236 +77,231 @@ impl StoredLease {
             other => return Err(unexpected("lease", &other)),
         };
         let bad = || Error::corrupt(format!("invalid lease {text:?}"));
-        let mut parts = text.splitn(5, ':');
+        let mut parts = text.splitn(3, ':');
         let token = parts.next().and_then(|t| t.parse().ok()).ok_or_else(bad)?;
-        let attempt = parts.next().and_then(|a| a.parse().ok()).ok_or_else(bad)?;
-        let _unique = parts.next().ok_or_else(bad)?;
         let deadline: i64 = parts.next().and_then(|d| d.parse().ok()).ok_or_else(bad)?;
         let owner: Arc<str> = Arc::from(parts.next().ok_or_else(bad)?);
         Ok(Some(StoredLease {
             token,
-            attempt,
             owner,
             deadline: Timestamp::from_millis(deadline),
         }))
     }
+
+    fn lease(&self) -> Lease {
+        Lease {
+            owner: self.owner.clone(),
+            token: self.token,
+            deadline: self.deadline,
+        }
+    }
 }
 
-/// The fields of a task hash in the order `RECORD_FIELDS` in `scripts/common.lua` lists
-/// them.
-pub(crate) const RECORD_FIELDS: [&str; 11] = [
-    "queue",
-    "args",
-    "attempt",
-    "max_retries",
-    "priority",
-    "enqueued_at",
-    "run_at",
-    "external_id",
-    "unique_key",
-    "last_error",
-    "failed_at",
-];
-
-/// The raw fields of a task hash, as HGETALL returns them.
-#[derive(Debug, Default)]
-pub(crate) struct Fields(Vec<(String, Vec<u8>)>);
-
-impl Fields {
-    /// Reads `field, value, field, value, …` replies.
-    pub fn from_values(values: impl IntoIterator<Item = Value>) -> Self {
-        let mut fields = Vec::new();
-        let mut it = values.into_iter();
-        while let (Some(k), Some(v)) = (it.next(), it.next()) {
-            let key = match k {
-                Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
-                Value::SimpleString(s) => s,
-                _ => continue,
-            };
-            let value = match v {
-                Value::BulkString(b) => b,
-                Value::SimpleString(s) => s.into_bytes(),
-                Value::Int(n) => n.to_string().into_bytes(),
-                _ => continue,
-            };
-            fields.push((key, value));
-        }
-        Fields(fields)
-    }
-
-    /// Reads the values of [`RECORD_FIELDS`] in order, as the claim script returns them
-    /// (nil for a field the hash lacks).
-    pub fn from_record_values(values: impl IntoIterator<Item = Value>) -> Self {
-        let fields = RECORD_FIELDS
-            .iter()
-            .zip(values)
-            .filter_map(|(name, value)| {
-                let bytes = match value {
-                    Value::BulkString(b) => b,
-                    Value::SimpleString(s) => s.into_bytes(),
-                    Value::Int(n) => n.to_string().into_bytes(),
-                    _ => return None,
-                };
-                Some(((*name).to_owned(), bytes))
-            })
-            .collect();
-        Fields(fields)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    fn raw(&self, name: &str) -> Option<&[u8]> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_slice())
-    }
-
-    fn text(&self, name: &str) -> Result<Option<&str>> {
-        self.raw(name)
-            .map(|v| {
-                std::str::from_utf8(v).map_err(|e| {
-                    Error::corrupt(format!("field {name:?} is not UTF-8")).with_source(e)
-                })
-            })
-            .transpose()
-    }
-
-    fn required(&self, name: &str) -> Result<&str> {
-        self.text(name)?
-            .ok_or_else(|| Error::corrupt(format!("field {name:?} is missing")))
-    }
-
-    fn parse<T: FromStr>(&self, name: &str) -> Result<Option<T>>
-    where
-        T::Err: std::error::Error + Send + Sync + 'static,
+/// Appends the stored form of a new task's record to `out`.
+pub(crate) fn encode_record(r: &TaskRecord, out: &mut Vec<u8>) {
+    use std::io::Write;
+    let len = |s: &Option<Box<str>>| s.as_ref().map(|s| s.len().to_string()).unwrap_or_default();
+    // Writing to a Vec cannot fail.
+    let _ = write!(
+        out,
+        "{}:{}:{}:{}:{}:{}:{}:{}:{}:",
+        r.attempt,
+        r.max_retries,
+        r.priority,
+        r.enqueued_at.as_millis(),
+        r.run_at.as_millis(),
+        r.failed_at
+            .map(|t| t.as_millis().to_string())
+            .unwrap_or_default(),
+        len(&r.external_id),
+        len(&r.unique_key),
+        len(&r.last_error),
+    );
+    for s in [&r.external_id, &r.unique_key, &r.last_error]
+        .into_iter()
+        .flatten()
     {
-        self.text(name)?
-            .map(|s| {
-                s.parse::<T>().map_err(|e| {
-                    Error::corrupt(format!("field {name:?} has an invalid value {s:?}"))
-                        .with_source(e)
-                })
-            })
-            .transpose()
+        out.extend_from_slice(s.as_bytes());
     }
+    out.extend_from_slice(r.args.as_str().as_bytes());
+}
 
-    fn number<T: FromStr>(&self, name: &str) -> Result<T>
-    where
-        T::Err: std::error::Error + Send + Sync + 'static,
-    {
-        self.parse(name)?
-            .ok_or_else(|| Error::corrupt(format!("field {name:?} is missing")))
+/// The bytes of a record reply: `None` for nil (no record).
+pub(crate) fn record_bytes(value: Value) -> Result<Option<Vec<u8>>> {
+    match value {
+        Value::Nil => Ok(None),
+        Value::BulkString(bytes) => Ok(Some(bytes)),
+        Value::SimpleString(s) => Ok(Some(s.into_bytes())),
+        other => Err(unexpected("task record", &other)),
     }
+}
 
-    /// Decodes the record of task `id` of `topic`; `Corrupt` when a field is missing or
-    /// invalid.
-    pub fn decode(&self, id: TaskId, topic: &Arc<str>) -> Result<TaskRecord> {
-        let decoded = self.decode_inner(id, topic);
-        decoded.map_err(|e| {
-            Error::corrupt(format!(
-                "task {id} of topic {topic:?} cannot be decoded: {}",
-                e.message()
-            ))
-            .with_source(e)
-        })
+/// Splits `bytes` at the next `:`.
+fn field<'a>(rest: &mut &'a [u8], name: &str) -> Result<&'a str> {
+    let at = rest
+        .iter()
+        .position(|b| *b == b':')
+        .ok_or_else(|| Error::corrupt(format!("field {name:?} is missing")))?;
+    let (value, tail) = rest.split_at(at);
+    *rest = &tail[1..];
+    std::str::from_utf8(value)
+        .map_err(|e| Error::corrupt(format!("field {name:?} is not UTF-8")).with_source(e))
+}
+
+fn number<T: FromStr>(rest: &mut &[u8], name: &str) -> Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let text = field(rest, name)?;
+    text.parse().map_err(|e| {
+        Error::corrupt(format!("field {name:?} has an invalid value {text:?}")).with_source(e)
+    })
+}
+
+fn optional<T: FromStr>(rest: &mut &[u8], name: &str) -> Result<Option<T>>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let text = field(rest, name)?;
+    if text.is_empty() {
+        return Ok(None);
     }
+    text.parse().map(Some).map_err(|e| {
+        Error::corrupt(format!("field {name:?} has an invalid value {text:?}")).with_source(e)
+    })
+}
 
-    fn decode_inner(&self, id: TaskId, topic: &Arc<str>) -> Result<TaskRecord> {
-        let queue: Queue = self.required("queue")?.parse()?;
-        Ok(TaskRecord {
-            id,
-            queue,
-            topic: topic.clone(),
-            external_id: self.text("external_id")?.map(Box::from),
-            args: Payload::from_stored(self.required("args")?),
-            attempt: self.number("attempt")?,
-            max_retries: self.number("max_retries")?,
-            priority: self.number("priority")?,
-            enqueued_at: Timestamp::from_millis(self.number("enqueued_at")?),
-            run_at: Timestamp::from_millis(self.number("run_at")?),
-            unique_key: self.text("unique_key")?.map(Box::from),
-            last_error: self.text("last_error")?.map(Box::from),
-            failed_at: self.parse::<i64>("failed_at")?.map(Timestamp::from_millis),
-            lease: None,
-        })
+fn take(rest: &mut &[u8], len: Option<usize>, name: &str) -> Result<Option<Box<str>>> {
+    let Some(len) = len else { return Ok(None) };
+    if len > rest.len() {
+        return Err(Error::corrupt(format!("field {name:?} is cut short")));
     }
+    let (value, tail) = rest.split_at(len);
+    *rest = tail;
+    std::str::from_utf8(value)
+        .map(Box::from)
+        .map(Some)
+        .map_err(|e| Error::corrupt(format!("field {name:?} is not UTF-8")).with_source(e))
+}
 
-    /// Decodes a stored task with its lease entry and deadline, if it is in WORK.
-    pub fn decode_stored(
-        &self,
-        id: TaskId,
-        topic: &Arc<str>,
-        lease: Option<&StoredLease>,
-    ) -> Result<TaskRecord> {
-        let mut record = self.decode(id, topic)?;
-        if let Some(lease) = lease {
-            record.queue = Queue::Work;
-            record.attempt = lease.attempt;
-            record.lease = Some(Lease {
-                owner: lease.owner.clone(),
-                token: lease.token,
-                deadline: lease.deadline,
-            });
-        }
-        Ok(record)
-    }
+fn decode_inner(bytes: &[u8], id: TaskId, topic: &Arc<str>, queue: Queue) -> Result<TaskRecord> {
+    let rest = &mut &bytes[..];
+    let attempt = number(rest, "attempt")?;
+    let max_retries = number(rest, "max_retries")?;
+    let priority = number(rest, "priority")?;
+    let enqueued_at = Timestamp::from_millis(number(rest, "enqueued_at")?);
+    let run_at = Timestamp::from_millis(number(rest, "run_at")?);
+    let failed_at = optional::<i64>(rest, "failed_at")?.map(Timestamp::from_millis);
+    let external_len = optional(rest, "external_id length")?;
+    let unique_len = optional(rest, "unique_key length")?;
+    let error_len = optional(rest, "last_error length")?;
+    let external_id = take(rest, external_len, "external_id")?;
+    let unique_key = take(rest, unique_len, "unique_key")?;
+    let last_error = take(rest, error_len, "last_error")?;
+    let args = std::str::from_utf8(rest)
+        .map_err(|e| Error::corrupt("field \"args\" is not UTF-8").with_source(e))?;
+    Ok(TaskRecord {
+        id,
+        queue,
+        topic: topic.clone(),
+        external_id,
+        args: Payload::from_stored(args),
+        attempt,
+        max_retries,
+        priority,
+        enqueued_at,
+        run_at,
+        unique_key,
+        last_error,
+        failed_at,
+        lease: None,
+    })
+}
 
-    /// Decodes a task as it was before a claim (what the claim script returns) and applies
-    /// the claim: WORK, one more attempt, and `lease`.
-    pub fn decode_claimed(&self, id: TaskId, topic: &Arc<str>, lease: Lease) -> Result<TaskRecord> {
-        let mut record = self.decode(id, topic)?;
+/// Decodes the record of task `id` of `topic` in `queue`; `Corrupt` when it is missing or
+/// cannot be read.
+pub(crate) fn decode(
+    bytes: Option<&[u8]>,
+    id: TaskId,
+    topic: &Arc<str>,
+    queue: Queue,
+) -> Result<TaskRecord> {
+    let decoded = match bytes {
+        Some(bytes) => decode_inner(bytes, id, topic, queue),
+        None => Err(Error::corrupt("the record is missing")),
+    };
+    decoded.map_err(|e| {
+        Error::corrupt(format!(
+            "task {id} of topic {topic:?} has a corrupt record: {}",
+            e.message()
+        ))
+        .with_source(e)
+    })
+}
+
+/// Decodes a stored task with its lease, if it is in WORK (the run under the lease is the
+/// record's attempt plus one).
+pub(crate) fn decode_stored(
+    bytes: Option<&[u8]>,
+    id: TaskId,
+    topic: &Arc<str>,
+    queue: Queue,
+    lease: Option<&StoredLease>,
+) -> Result<TaskRecord> {
+    let mut record = decode(bytes, id, topic, queue)?;
+    if let Some(lease) = lease {
         record.queue = Queue::Work;
         record.attempt = record.attempt.saturating_add(1);
-        record.lease = Some(lease);
-        Ok(record)
+        record.lease = Some(lease.lease());
     }
+    Ok(record)
+}
 
-    /// A record for listing that never fails: what cannot be decoded is left at a default
-    /// and the problem is described in `last_error`, so an operator can see the task and
-    /// delete or requeue it.
-    pub fn decode_lenient(
-        &self,
-        id: TaskId,
-        topic: &Arc<str>,
-        queue: Queue,
-        lease: Option<&StoredLease>,
-    ) -> TaskRecord {
-        match self.decode_stored(id, topic, lease) {
-            Ok(record) => record,
-            Err(error) => {
-                let lossy = |name: &str| {
-                    self.raw(name)
-                        .map(|v| String::from_utf8_lossy(v).into_owned())
-                };
-                let number = |name: &str| lossy(name).and_then(|s| s.parse::<i64>().ok());
-                TaskRecord {
-                    id,
-                    queue,
-                    topic: topic.clone(),
-                    external_id: lossy("external_id").map(String::into_boxed_str),
-                    args: Payload::from_stored(lossy("args").unwrap_or_default()),
-                    attempt: number("attempt")
-                        .and_then(|n| u32::try_from(n).ok())
-                        .unwrap_or(0),
-                    max_retries: number("max_retries")
-                        .and_then(|n| u32::try_from(n).ok())
-                        .unwrap_or(0),
-                    priority: number("priority")
-                        .and_then(|n| i16::try_from(n).ok())
-                        .unwrap_or(0),
-                    enqueued_at: Timestamp::from_millis(number("enqueued_at").unwrap_or(0)),
-                    run_at: Timestamp::from_millis(number("run_at").unwrap_or(0)),
-                    unique_key: lossy("unique_key").map(String::into_boxed_str),
-                    last_error: Some(match lossy("last_error") {
-                        Some(last) => format!("{last} ({error})").into(),
-                        None => error.to_string().into(),
-                    }),
-                    failed_at: number("failed_at").map(Timestamp::from_millis),
-                    lease: None,
-                }
+/// Decodes a task as it was before a claim (what the claim script returns) and applies
+/// the claim: WORK, one more attempt, and `lease`.
+pub(crate) fn decode_claimed(
+    bytes: Option<&[u8]>,
+    id: TaskId,
+    topic: &Arc<str>,
+    lease: Lease,
+) -> Result<TaskRecord> {
+    let mut record = decode(bytes, id, topic, Queue::Work)?;
+    record.attempt = record.attempt.saturating_add(1);
+    record.lease = Some(lease);
+    Ok(record)
+}
+
+/// A record for listing that never fails: a record that cannot be read is shown with
+/// defaults, its stored text as a JSON string in `args`, and the problem in `last_error`,
+/// so an operator can see the task and delete or requeue it.
+pub(crate) fn decode_lenient(
+    bytes: Option<&[u8]>,
+    id: TaskId,
+    topic: &Arc<str>,
+    queue: Queue,
+    lease: Option<&StoredLease>,
+) -> TaskRecord {
+    match decode_stored(bytes, id, topic, queue, lease) {
+        Ok(record) => record,
+        Err(error) => {
+            let text = String::from_utf8_lossy(bytes.unwrap_or_default());
+            TaskRecord {
+                id,
+                queue,
+                topic: topic.clone(),
+                external_id: None,
+                args: Payload::from_stored(
+                    serde_json::to_string(&text).unwrap_or_else(|_| "null".to_owned()),
+                ),
+                attempt: 0,
+                max_retries: 0,
+                priority: 0,
+                enqueued_at: Timestamp::from_millis(0),
+                run_at: Timestamp::from_millis(0),
+                unique_key: None,
+                last_error: Some(error.to_string().into()),
+                failed_at: None,
+                lease: lease.map(StoredLease::lease),
             }
         }
     }
@@ -309,80 +311,116 @@ impl Fields {
 mod tests {
     use super::*;
 
-    fn fields(pairs: &[(&str, &str)]) -> Fields {
-        Fields(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
-                .collect(),
-        )
+    fn record() -> TaskRecord {
+        TaskRecord {
+            id: TaskId::new(4),
+            queue: Queue::Input,
+            topic: "t".into(),
+            external_id: Some("ext:1".into()),
+            args: Payload::from_stored("{\"a\":\"é:1\"}"),
+            attempt: 2,
+            max_retries: 5,
+            priority: -3,
+            enqueued_at: Timestamp::from_millis(1000),
+            run_at: Timestamp::from_millis(-2000),
+            unique_key: Some("".into()),
+            last_error: Some("boom: 1".into()),
+            failed_at: Some(Timestamp::from_millis(3000)),
+            lease: None,
+        }
     }
 
-    const GOOD: &[(&str, &str)] = &[
-        ("queue", "input"),
-        ("args", "{\"a\":1}"),
-        ("attempt", "2"),
-        ("max_retries", "5"),
-        ("priority", "-3"),
-        ("enqueued_at", "1000"),
-        ("run_at", "2000"),
-        ("unique_key", "k"),
-    ];
+    fn encoded(r: &TaskRecord) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_record(r, &mut out);
+        out
+    }
 
-    #[test]
-    fn the_claim_script_reads_the_fields_in_the_same_order() {
-        let lua = include_str!("scripts/common.lua");
-        let start = lua
-            .find("local RECORD_FIELDS = {")
-            .expect("RECORD_FIELDS in common.lua");
-        let list = &lua[start..];
-        let list = &list[list.find('{').unwrap() + 1..list.find('}').unwrap()];
-        let names: Vec<&str> = list
-            .split(',')
-            .map(|n| n.trim().trim_matches('\''))
-            .filter(|n| !n.is_empty())
-            .collect();
-        assert_eq!(names, RECORD_FIELDS);
+    fn same(a: &TaskRecord, b: &TaskRecord) {
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
     }
 
     #[test]
-    fn decodes_every_field() {
+    fn records_round_trip() {
         let topic: Arc<str> = "t".into();
-        let r = fields(GOOD).decode(TaskId::new(4), &topic).unwrap();
-        assert_eq!(
-            (r.queue, r.attempt, r.max_retries, r.priority),
-            (Queue::Input, 2, 5, -3)
+        let r = record();
+        let bytes = encoded(&r);
+        same(
+            &decode(Some(&bytes), r.id, &topic, Queue::Input).unwrap(),
+            &r,
         );
-        let lease = StoredLease::from_value(Value::BulkString(b"9:3:1:3000:m:1".to_vec())).unwrap();
-        let r = fields(GOOD)
-            .decode_stored(TaskId::new(4), &topic, lease.as_ref())
-            .unwrap();
+        let mut bare = record();
+        (
+            bare.external_id,
+            bare.unique_key,
+            bare.last_error,
+            bare.failed_at,
+        ) = (None, None, None, None);
+        let bytes = encoded(&bare);
+        assert!(bytes.starts_with(b"2:5:-3:1000:-2000:::::"));
+        same(
+            &decode(Some(&bytes), r.id, &topic, Queue::Input).unwrap(),
+            &bare,
+        );
+    }
+
+    #[test]
+    fn a_leased_record_is_in_work_one_attempt_on() {
+        let topic: Arc<str> = "t".into();
+        let bytes = encoded(&record());
+        let lease = StoredLease::from_value(Value::BulkString(b"9:3000:m:1".to_vec())).unwrap();
+        let r = decode_stored(
+            Some(&bytes),
+            TaskId::new(4),
+            &topic,
+            Queue::Input,
+            lease.as_ref(),
+        )
+        .unwrap();
         assert_eq!((r.queue, r.attempt), (Queue::Work, 3));
         let lease = r.lease.unwrap();
         assert_eq!(
             (lease.token, &*lease.owner, lease.deadline.as_millis()),
             (9, "m:1", 3000)
         );
-        assert_eq!(r.unique_key.as_deref(), Some("k"));
-        assert_eq!(r.args.as_str(), "{\"a\":1}");
+    }
+
+    #[test]
+    fn the_lua_codec_reads_and_writes_the_same_format() {
+        // The Lua pattern must accept exactly what encode_record writes: spot-check its
+        // field list against the Rust order.
+        let lua = include_str!("scripts/common.lua");
+        assert!(lua
+            .contains("attempt:max_retries:priority:enqueued_at:run_at:failed_at:xlen:ulen:elen:"));
+        assert!(
+            lua.contains("'^(%d+):(%d+):(%-?%d+):(%-?%d+):(%-?%d+):(%-?%d*):(%d*):(%d*):(%d*):()'")
+        );
     }
 
     #[test]
     fn garbage_is_corrupt_never_a_panic() {
         let topic: Arc<str> = "t".into();
+        let good = encoded(&record());
+        let mut cut = good.clone();
+        cut.truncate(good.len() - 16);
         for broken in [
-            &[("queue", "sideways")][..],
-            &[("queue", "input"), ("args", "x")][..],
-            &GOOD[..2],
+            &b""[..],
+            b"sideways",
+            b"1:2:3",
+            b"x:5:0:0:0::::::{}",
+            b"0:5:0:0:0:::99::{}",
+            b"0:5:high:0:0::::::{}",
+            b"0:5:0:0:0::::1:\xff{}",
+            &cut[..],
         ] {
-            let err = fields(broken).decode(TaskId::new(1), &topic).unwrap_err();
+            let err = decode(Some(broken), TaskId::new(1), &topic, Queue::Input).unwrap_err();
             assert_eq!(err.kind(), taskmill_core::ErrorKind::Corrupt, "{err}");
-            let lenient = fields(broken).decode_lenient(TaskId::new(1), &topic, Queue::Dead, None);
-            assert!(lenient.last_error.unwrap().contains("cannot be decoded"));
+            assert!(err.to_string().contains("corrupt record"), "{err}");
+            let lenient = decode_lenient(Some(broken), TaskId::new(1), &topic, Queue::Dead, None);
+            assert!(lenient.last_error.unwrap().contains("corrupt record"));
+            assert!(serde_json::from_str::<String>(lenient.args.as_str()).is_ok());
         }
-        let mut bad = GOOD.to_vec();
-        bad[4] = ("priority", "high");
-        let err = fields(&bad).decode(TaskId::new(1), &topic).unwrap_err();
-        assert_eq!(err.kind(), taskmill_core::ErrorKind::Corrupt);
+        let missing = decode(None, TaskId::new(1), &topic, Queue::Dead).unwrap_err();
+        assert_eq!(missing.kind(), taskmill_core::ErrorKind::Corrupt);
     }
 }

@@ -61,7 +61,6 @@ impl<'a> Call<'a> {
         cmd.arg(&script.sha)
             .arg(topic.keys.len())
             .arg(&topic.keys[..])
-            .arg(&topic.task_prefix)
             .arg(&keys.wake)
             .arg(&keys.events)
             .arg(&topic.topic_json);

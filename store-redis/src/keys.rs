@@ -22,10 +22,8 @@ pub(crate) struct Keys {
 /// arguments (see `scripts/common.lua`).
 #[derive(Debug)]
 pub(crate) struct TopicKeys {
-    /// meta, ready, scheduled, dead, all, unique, leases.
-    pub keys: [String; 7],
-    /// Task hashes are this prefix followed by the id.
-    pub task_prefix: String,
+    /// meta, ready, scheduled, dead, later, unique, leases, tasks.
+    pub keys: [String; 8],
     /// The topic as a JSON string, for events built inside scripts.
     pub topic_json: String,
 }
@@ -63,12 +61,12 @@ impl Keys {
                 "ready",
                 "scheduled",
                 "dead",
-                "all",
+                "later",
                 "unique",
                 "leases",
+                "tasks",
             ]
             .map(|suffix| format!("{tag}:{suffix}")),
-            task_prefix: format!("{tag}:task:"),
             topic_json: serde_json::to_string(&**topic).unwrap_or_else(|_| "\"\"".to_owned()),
         });
         cache.insert(topic.clone(), keys.clone());

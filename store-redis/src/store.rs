@@ -5,7 +5,10 @@
 //! trip; claims and the reaper go topic by topic, because each topic's limit depends on
 //! what the topics before it gave. Nothing crosses a Cluster slot within one script.
 
-use crate::codec::{array, int, string, Fields, StoredLease};
+use crate::codec::{
+    array, decode_claimed, decode_lenient, decode_stored, encode_record, int, record_bytes, string,
+    StoredLease,
+};
 use crate::conn::Call;
 use crate::keys::TopicKeys;
 use crate::scripts::SCRIPTS;
@@ -18,6 +21,7 @@ use taskmill_core::store::{
     Applied, Capabilities, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListQuery,
     Outcome, OutcomeKind, Page, Recovered, WakeStream,
 };
+use taskmill_core::Queue;
 use taskmill_core::{
     async_trait, validate_topic, Counters, Event, EventStream, Lease, QueueSizes, Result, Stats,
     Store, Task, TaskId, TaskRecord, Timestamp, TopicStats, LEASE_EXPIRED_ERROR,
@@ -43,6 +47,13 @@ fn group_by_topic<T>(items: impl IntoIterator<Item = (Arc<str>, T)>) -> Vec<Grou
         }
     }
     groups
+}
+
+/// Claim order among due tasks: priority ascending, then id ascending. The i16 priority
+/// shifted to 0..65535 takes 16 bits above the id's 37, so the score is below 2^53 and
+/// exact in a double (the same formula as `ready_score` in `scripts/common.lua`).
+fn ready_score(priority: i16, id: u64) -> u64 {
+    ((i64::from(priority) + 32768) as u64) * (1 << 37) + id
 }
 
 fn task_id(value: &Value, what: &str) -> Result<TaskId> {
@@ -204,50 +215,63 @@ impl Store for RedisStore {
             .map(|(i, task)| task.into_record(TaskId::new(first + i as u64), opts))
             .map(|record| (record.topic.clone(), record));
         let groups = group_by_topic(records);
+        let now = opts.now.as_millis();
         let mut calls = Vec::new();
-        let mut order: Vec<Vec<usize>> = Vec::new();
+        let mut order: Vec<Vec<(usize, u64)>> = Vec::new();
+        let mut record = Vec::new();
         for (topic, group) in &groups {
             let keys = self.topic_keys(topic);
             for chunk in group.chunks(CHUNK) {
+                // The script takes each block as its command does (see enqueue.lua).
+                let (ready, scheduled): (Vec<_>, Vec<_>) =
+                    chunk.iter().partition(|(_, r)| r.run_at.as_millis() <= now);
+                let unique: Vec<_> = chunk
+                    .iter()
+                    .filter_map(|(_, r)| r.unique_key.as_deref().map(|k| (r.id.get(), k)))
+                    .collect();
+                // Scores are computed here: a Lua number handed to redis.call is formatted
+                // with 17 digits, which costs Redis more than reading one more argument.
                 let mut call = self.call(&SCRIPTS.enqueue, &keys);
-                call.arg(opts.now.as_millis()).arg(chunk.len());
+                call.arg(chunk.len())
+                    .arg(ready.len())
+                    .arg(scheduled.len())
+                    .arg(unique.len());
                 for (_, r) in chunk {
-                    call.arg(r.id.get())
-                        .arg(r.run_at.as_millis())
-                        .arg(r.priority)
-                        .arg(r.max_retries)
-                        .arg(if r.unique_key.is_some() { "1" } else { "0" })
-                        .arg(r.unique_key.as_deref().unwrap_or(""))
-                        .arg(if r.external_id.is_some() { "1" } else { "0" })
-                        .arg(r.external_id.as_deref().unwrap_or(""))
-                        .arg(r.args.as_str());
+                    record.clear();
+                    encode_record(r, &mut record);
+                    call.arg(r.id.get()).arg(&record[..]);
+                }
+                for (_, r) in &ready {
+                    call.arg(ready_score(r.priority, r.id.get()))
+                        .arg(r.id.get());
+                }
+                for (_, r) in &scheduled {
+                    call.arg(r.run_at.as_millis()).arg(r.id.get());
+                }
+                for (id, key) in unique {
+                    call.arg(id).arg(key);
                 }
                 calls.push(call);
-                order.push(chunk.iter().map(|(i, _)| *i).collect());
+                order.push(chunk.iter().map(|(i, r)| (*i, r.id.get())).collect());
             }
         }
         let replies = shared.conn.eval(&calls).await?;
         let mut results = vec![None; count];
-        for (reply, indexes) in replies.into_iter().zip(order) {
-            let entries = array(reply, "enqueue")?;
-            if entries.len() != indexes.len() {
-                return Err(taskmill_core::Error::storage(
-                    "enqueue script returned a wrong count",
-                ));
+        for (reply, tasks) in replies.into_iter().zip(order) {
+            for (i, id) in &tasks {
+                results[*i] = Some(Enqueued::New(TaskId::new(*id)));
             }
-            for (entry, i) in entries.into_iter().zip(indexes) {
-                let pair = array(entry, "enqueue")?;
-                let (Some(flag), Some(id)) = (pair.first(), pair.get(1)) else {
-                    return Err(taskmill_core::Error::storage(
-                        "enqueue script returned a bad entry",
-                    ));
-                };
-                let id = task_id(id, "enqueue")?;
-                results[i] = Some(if int(flag, "enqueue")? == 1 {
-                    Enqueued::New(id)
-                } else {
-                    Enqueued::Duplicate(id)
-                });
+            // Only the duplicates come back, as (id, existing id) pairs.
+            let mut pairs = array(reply, "enqueue")?.into_iter();
+            while let (Some(id), Some(existing)) = (pairs.next(), pairs.next()) {
+                let id = task_id(&id, "enqueue")?.get();
+                let existing = task_id(&existing, "enqueue")?;
+                let at = tasks
+                    .binary_search_by_key(&id, |(_, id)| *id)
+                    .map_err(|_| {
+                        taskmill_core::Error::storage("enqueue script named a task not sent")
+                    })?;
+                results[tasks[at].0] = Some(Enqueued::Duplicate(existing));
             }
         }
         let results: Vec<Enqueued> = results
@@ -291,24 +315,32 @@ impl Store for RedisStore {
                 }
                 Err(e) => return Err(e),
             };
-            for entry in array(reply, "claim")? {
-                let mut items = array(entry, "claim")?.into_iter();
-                let (Some(id), Some(token), Some(hash)) =
-                    (items.next(), items.next(), items.next())
-                else {
-                    return Err(taskmill_core::Error::storage(
-                        "claim script returned a bad entry",
-                    ));
-                };
+            let mut items = array(reply, "claim")?.into_iter();
+            let (Some(last), Some(ids), Some(records)) = (items.next(), items.next(), items.next())
+            else {
+                // A paused topic, or nothing due.
+                continue;
+            };
+            let ids = array(ids, "claim")?;
+            let records = array(records, "claim")?;
+            let last = u64::try_from(int(&last, "claim")?).unwrap_or(0);
+            if ids.len() != records.len() || (ids.len() as u64) > last {
+                return Err(taskmill_core::Error::storage(
+                    "claim script returned a bad reply",
+                ));
+            }
+            let first = last - ids.len() as u64;
+            for (i, (id, record)) in ids.into_iter().zip(records).enumerate() {
                 let id = task_id(&id, "claim")?;
-                let token = u64::try_from(int(&token, "claim")?).unwrap_or(0);
-                let fields = Fields::from_record_values(array(hash, "claim")?);
+                let token = first + 1 + i as u64;
                 let lease = Lease {
                     owner: req.owner.clone(),
                     token,
                     deadline: req.deadline(),
                 };
-                claimed.push(match fields.decode_claimed(id, &wanted.topic, lease) {
+                let decoded = record_bytes(record)
+                    .and_then(|bytes| decode_claimed(bytes.as_deref(), id, &wanted.topic, lease));
+                claimed.push(match decoded {
                     Ok(record) => Claimed::Ready(record),
                     Err(error) => Claimed::Corrupt {
                         lease: LeaseRef {
@@ -360,40 +392,59 @@ impl Store for RedisStore {
             let keys = self.topic_keys(topic);
             for chunk in group.chunks(CHUNK) {
                 let mut call = self.call(&SCRIPTS.apply, &keys);
-                call.arg(now.as_millis());
+                let kinds: String = chunk
+                    .iter()
+                    .map(|(_, outcome)| match &outcome.kind {
+                        OutcomeKind::Complete => 'c',
+                        OutcomeKind::Retry { .. } => 'r',
+                        OutcomeKind::Dead { .. } => 'd',
+                        OutcomeKind::Release => 'l',
+                    })
+                    .collect();
+                call.arg(now.as_millis()).arg(chunk.len()).arg(kinds);
                 for (_, outcome) in chunk {
-                    let (kind, at, error) = match &outcome.kind {
-                        OutcomeKind::Complete => ("complete", 0, ""),
+                    call.arg(outcome.lease.id.get());
+                }
+                for (_, outcome) in chunk {
+                    call.arg(outcome.lease.token);
+                }
+                for (_, outcome) in chunk {
+                    match &outcome.kind {
+                        OutcomeKind::Complete => {}
                         OutcomeKind::Retry { at, error } => {
-                            ("retry", at.as_millis(), error.as_str())
+                            call.arg(at.as_millis()).arg(error.as_str());
                         }
-                        OutcomeKind::Dead { error } => ("dead", 0, error.as_str()),
-                        OutcomeKind::Release => ("release", 0, ""),
-                    };
-                    call.arg(outcome.lease.id.get())
-                        .arg(outcome.lease.token)
-                        .arg(kind)
-                        .arg(at)
-                        .arg(error);
+                        OutcomeKind::Dead { error } => {
+                            call.arg(0).arg(error.as_str());
+                        }
+                        OutcomeKind::Release => {
+                            call.arg(0).arg("");
+                        }
+                    }
                 }
                 calls.push(call);
                 order.push(chunk.iter().map(|(i, _)| *i).collect::<Vec<_>>());
             }
         }
         let replies = self.shared.conn.eval(&calls).await?;
-        let mut applied = vec![Applied::Stale; outcomes.len()];
-        let mut requeued = false;
+        let mut applied = vec![Applied::Done; outcomes.len()];
         for (reply, indexes) in replies.into_iter().zip(order) {
-            for (v, i) in array(reply, "apply")?.iter().zip(indexes) {
-                if int(v, "apply")? == 1 {
-                    applied[i] = Applied::Done;
-                    requeued |= matches!(
-                        outcomes[i].kind,
-                        OutcomeKind::Retry { .. } | OutcomeKind::Release
-                    );
-                }
+            // Only the stale outcomes come back, by 1-based position in the call.
+            for v in array(reply, "apply")? {
+                let at = usize::try_from(int(&v, "apply")?)
+                    .ok()
+                    .and_then(|k| k.checked_sub(1))
+                    .and_then(|k| indexes.get(k))
+                    .ok_or_else(|| {
+                        taskmill_core::Error::storage("apply script named an outcome not sent")
+                    })?;
+                applied[*at] = Applied::Stale;
             }
         }
+        let requeued = outcomes.iter().zip(&applied).any(|(o, a)| {
+            *a == Applied::Done
+                && matches!(o.kind, OutcomeKind::Retry { .. } | OutcomeKind::Release)
+        });
         if requeued {
             self.shared.bus.wake();
         }
@@ -497,11 +548,21 @@ impl Store for RedisStore {
         let replies = self.shared.conn.eval(&calls).await?;
         for (topic, reply) in topics.iter().zip(replies) {
             let mut items = array(reply, "get")?.into_iter();
-            let fields = Fields::from_values(array(items.next().unwrap_or(Value::Nil), "get")?);
-            let lease = StoredLease::from_value(items.next().unwrap_or(Value::Nil));
-            if !fields.is_empty() || !matches!(lease, Ok(None)) {
-                return fields.decode_stored(id, topic, lease?.as_ref()).map(Some);
-            }
+            let record = record_bytes(items.next().unwrap_or(Value::Nil))?;
+            let lease = StoredLease::from_value(items.next().unwrap_or(Value::Nil))?;
+            let queue = string(items.next().unwrap_or(Value::Nil), "get")?;
+            let queue = match queue.as_str() {
+                "input" => Queue::Input,
+                "dead" => Queue::Dead,
+                "work" => Queue::Work,
+                _ if record.is_some() => {
+                    return Err(taskmill_core::Error::corrupt(format!(
+                        "task {id} of topic {topic:?} has a record but is in no queue"
+                    )))
+                }
+                _ => continue,
+            };
+            return decode_stored(record.as_deref(), id, topic, queue, lease.as_ref()).map(Some);
         }
         Ok(None)
     }
@@ -522,17 +583,23 @@ impl Store for RedisStore {
             })
             .collect();
         let replies = self.shared.conn.eval(&calls).await?;
-        let mut found: Vec<(TaskId, &Arc<str>, Fields, Option<StoredLease>)> = Vec::new();
+        type Found<'t> = (TaskId, &'t Arc<str>, Option<Vec<u8>>, Option<StoredLease>);
+        let mut found: Vec<Found<'_>> = Vec::new();
         for (topic, reply) in topics.iter().zip(replies) {
-            for entry in array(reply, "list")? {
-                let mut items = array(entry, "list")?.into_iter();
-                let Some(id) = items.next() else { continue };
-                let fields =
-                    Fields::from_values(array(items.next().unwrap_or(Value::Nil), "list")?);
+            let mut items = array(reply, "list")?.into_iter();
+            let ids = array(items.next().unwrap_or(Value::Nil), "list")?;
+            let records = array(items.next().unwrap_or(Value::Nil), "list")?;
+            let leases = array(items.next().unwrap_or(Value::Nil), "list")?;
+            if records.len() != ids.len() || leases.len() != ids.len() {
+                return Err(taskmill_core::Error::storage(
+                    "list script returned a bad reply",
+                ));
+            }
+            for ((id, record), lease) in ids.into_iter().zip(records).zip(leases) {
+                let record = record_bytes(record)?;
                 // A lease that cannot be read lists the task without it (see decode_lenient).
-                let lease =
-                    StoredLease::from_value(items.next().unwrap_or(Value::Nil)).unwrap_or(None);
-                found.push((task_id(&id, "list")?, topic, fields, lease));
+                let lease = StoredLease::from_value(lease).unwrap_or(None);
+                found.push((task_id(&id, "list")?, topic, record, lease));
             }
         }
         found.sort_by_key(|(id, ..)| *id);
@@ -540,8 +607,8 @@ impl Store for RedisStore {
         found.truncate(limit);
         let tasks: Vec<TaskRecord> = found
             .into_iter()
-            .map(|(id, topic, fields, lease)| {
-                fields.decode_lenient(id, topic, query.queue, lease.as_ref())
+            .map(|(id, topic, record, lease)| {
+                decode_lenient(record.as_deref(), id, topic, query.queue, lease.as_ref())
             })
             .collect();
         let next = if more {

@@ -23,7 +23,7 @@ async fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_task_hash_goes_to_dead_and_the_manager_keeps_going() {
+async fn garbage_task_record_goes_to_dead_and_the_manager_keeps_going() {
     let server = RedisServer::start();
     let namespace = fresh_namespace();
     let store = RedisStore::open(&server.url(&namespace)).await.unwrap();
@@ -37,32 +37,20 @@ async fn garbage_task_hash_goes_to_dead_and_the_manager_keeps_going() {
         .await
         .unwrap();
 
-    // A task hash nobody could have written through the store, first in claim order, and
-    // a ready entry whose hash is missing altogether.
+    // A task record nobody could have written through the store, first in claim order,
+    // and a ready entry whose record is missing altogether.
     let client = redis::Client::open(format!("redis://127.0.0.1:{}/0", server.port())).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
     let tag = format!("{{{namespace}:t}}");
     let (garbage, missing) = (900_001u64, 900_002u64);
     redis::pipe()
         .cmd("HSET")
-        .arg(format!("{tag}:task:{garbage}"))
-        .arg(&[
-            "queue",
-            "input",
-            "args",
-            "{not json",
-            "attempt",
-            "many",
-            "priority",
-            "high",
-        ])
+        .arg(format!("{tag}:tasks"))
+        .arg(garbage)
+        .arg("many:high:{not json")
         .cmd("ZADD")
         .arg(format!("{tag}:ready"))
         .arg(0)
-        .arg(garbage)
-        .cmd("ZADD")
-        .arg(format!("{tag}:all"))
-        .arg(garbage)
         .arg(garbage)
         .cmd("ZADD")
         .arg(format!("{tag}:ready"))

@@ -131,3 +131,303 @@ async fn list_input_skips_many_running_tasks() {
         .iter()
         .all(|r| r.queue == Queue::Work && r.lease.is_some() && r.attempt == 1));
 }
+
+/// Listing INPUT merges the ready set's priority bands and the scheduled tasks into one
+/// id order, page by page, before and after claims.
+#[tokio::test]
+async fn list_input_pages_in_id_order_across_priorities_and_schedules() {
+    use taskmill_core::store::ListQuery;
+    use taskmill_core::TaskId;
+    let server = RedisServer::start();
+    let store = RedisStore::open(&server.url(&fresh_namespace()))
+        .await
+        .unwrap();
+    let priorities = [5i16, -3, 0, 200, i16::MIN, i16::MAX];
+    let tasks = (0..60u64)
+        .map(|i| {
+            let task = Task::new("t", &i)
+                .unwrap()
+                .priority(priorities[i as usize % priorities.len()]);
+            if i % 4 == 0 {
+                task.run_at(T0 + Duration::from_secs(3600))
+            } else {
+                task
+            }
+        })
+        .collect();
+    let ids: Vec<TaskId> = store
+        .enqueue(tasks, &EnqueueOptions::new(T0))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id())
+        .collect();
+    let page_through = |limit: usize| {
+        let store = store.clone();
+        async move {
+            let mut query = ListQuery::new(Queue::Input).topic("t").limit(limit);
+            let mut seen = Vec::new();
+            for _ in 0..100 {
+                let page = store.list(&query).await.unwrap();
+                assert!(page.tasks.len() <= limit);
+                assert!(page.tasks.iter().all(|t| t.queue == Queue::Input));
+                seen.extend(page.tasks.iter().map(|t| t.id));
+                match page.next {
+                    Some(next) => query.after = Some(next),
+                    None => return seen,
+                }
+            }
+            panic!("paging did not end");
+        }
+    };
+    assert_eq!(page_through(7).await, ids);
+    assert_eq!(page_through(1).await, ids);
+    // Claims take the lowest priorities first: what is left is still listed in id order.
+    let req = ClaimRequest::new([TopicClaim::new("t")], 20, "me", T0);
+    let claimed: Vec<TaskId> = store
+        .claim(&req)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| match c {
+            Claimed::Ready(r) => r.id,
+            Claimed::Corrupt { error, .. } => panic!("{error}"),
+        })
+        .collect();
+    assert_eq!(claimed.len(), 20);
+    let left: Vec<TaskId> = ids
+        .iter()
+        .copied()
+        .filter(|id| !claimed.contains(id))
+        .collect();
+    assert_eq!(page_through(7).await, left);
+}
+
+/// Each transition that rewrites a stored record keeps every other field as it was.
+#[tokio::test]
+async fn records_keep_their_fields_through_every_rewrite() {
+    let server = RedisServer::start();
+    let store = RedisStore::open(&server.url(&fresh_namespace()))
+        .await
+        .unwrap();
+    let task = Task::new("t", &serde_json::json!({"k": "a:b:1"}))
+        .unwrap()
+        .external_id("ext:9")
+        .unique_key("u:1")
+        .priority(7)
+        .max_retries(3);
+    let id = store
+        .enqueue(vec![task], &EnqueueOptions::new(T0))
+        .await
+        .unwrap()[0]
+        .id();
+    let check = |r: &taskmill_core::TaskRecord| {
+        assert_eq!(r.args.as_str(), "{\"k\":\"a:b:1\"}");
+        assert_eq!(r.external_id.as_deref(), Some("ext:9"));
+        assert_eq!(r.unique_key.as_deref(), Some("u:1"));
+        assert_eq!((r.priority, r.max_retries, r.enqueued_at), (7, 3, T0));
+    };
+    let claim = |at: Timestamp, lease: Duration| {
+        let store = store.clone();
+        async move {
+            let req = ClaimRequest::new([TopicClaim::new("t")], 10, "me", at).lease(lease);
+            let mut claimed = store.claim(&req).await.unwrap();
+            assert_eq!(claimed.len(), 1, "one task due at {at:?}");
+            match claimed.pop().unwrap() {
+                Claimed::Ready(r) => r,
+                Claimed::Corrupt { error, .. } => panic!("{error}"),
+            }
+        }
+    };
+    let apply = |r: &taskmill_core::TaskRecord, kind: OutcomeKind, at: Timestamp| {
+        let store = store.clone();
+        let lease = LeaseRef::of(r);
+        async move {
+            assert_eq!(
+                store.apply(&[Outcome { lease, kind }], at).await.unwrap(),
+                vec![Applied::Done]
+            );
+        }
+    };
+    let get = || {
+        let store = store.clone();
+        async move { store.get(id).await.unwrap().unwrap() }
+    };
+
+    // Retry: due later, with the error; promoted and claimed once due, one attempt on.
+    let r = claim(T0, Duration::from_secs(30)).await;
+    check(&r);
+    assert_eq!(r.attempt, 1);
+    let later = T0 + Duration::from_secs(1);
+    let retry = OutcomeKind::Retry {
+        at: later,
+        error: "e:1".into(),
+    };
+    apply(&r, retry, T0).await;
+    let g = get().await;
+    check(&g);
+    assert_eq!(
+        (g.queue, g.attempt, g.run_at, g.last_error.as_deref()),
+        (Queue::Input, 1, later, Some("e:1"))
+    );
+    // Expired lease: the reaper puts it back due now, the attempt counted.
+    let r = claim(later, Duration::from_millis(10)).await;
+    assert_eq!(r.attempt, 2);
+    assert_eq!(get().await.queue, Queue::Work);
+    let reaped = later + Duration::from_secs(1);
+    assert_eq!(store.recover(reaped, 10).await.unwrap().len(), 1);
+    let g = get().await;
+    check(&g);
+    assert_eq!((g.queue, g.attempt, g.run_at), (Queue::Input, 2, reaped));
+    // Dead, then requeued with a fresh set of attempts.
+    let r = claim(reaped, Duration::from_secs(30)).await;
+    apply(
+        &r,
+        OutcomeKind::Dead {
+            error: "gone".into(),
+        },
+        reaped,
+    )
+    .await;
+    let g = get().await;
+    check(&g);
+    assert_eq!(
+        (g.queue, g.attempt, g.failed_at, g.last_error.as_deref()),
+        (Queue::Dead, 3, Some(reaped), Some("gone"))
+    );
+    let requeued = reaped + Duration::from_secs(1);
+    assert_eq!(store.requeue(&[id], requeued).await.unwrap(), vec![true]);
+    let g = get().await;
+    check(&g);
+    assert_eq!(
+        (g.queue, g.attempt, g.failed_at, g.run_at),
+        (Queue::Input, 0, None, requeued)
+    );
+    // Released: due now, the attempt given back.
+    let r = claim(requeued, Duration::from_secs(30)).await;
+    let released = requeued + Duration::from_secs(1);
+    apply(&r, OutcomeKind::Release, released).await;
+    let g = get().await;
+    check(&g);
+    assert_eq!((g.queue, g.attempt, g.run_at), (Queue::Input, 0, released));
+    // Completed: gone, and its unique key free again.
+    let r = claim(released, Duration::from_secs(30)).await;
+    apply(&r, OutcomeKind::Complete, released).await;
+    assert!(store.get(id).await.unwrap().is_none());
+    let again = store
+        .enqueue(
+            vec![Task::new("t", &1).unwrap().unique_key("u:1")],
+            &EnqueueOptions::new(T0),
+        )
+        .await
+        .unwrap();
+    assert!(again[0].is_new());
+}
+
+/// One apply call with every kind of outcome, a stale one among them: each outcome gets
+/// its own retry time and error, whatever the ones before it were.
+#[tokio::test]
+async fn mixed_outcomes_in_one_call_each_get_their_own_details() {
+    let server = RedisServer::start();
+    let store = RedisStore::open(&server.url(&fresh_namespace()))
+        .await
+        .unwrap();
+    let tasks = (0..5u64).map(|i| Task::new("t", &i).unwrap()).collect();
+    store
+        .enqueue(tasks, &EnqueueOptions::new(T0))
+        .await
+        .unwrap();
+    let req = ClaimRequest::new([TopicClaim::new("t")], 5, "me", T0);
+    let claimed: Vec<_> = store
+        .claim(&req)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| match c {
+            Claimed::Ready(r) => r,
+            Claimed::Corrupt { error, .. } => panic!("{error}"),
+        })
+        .collect();
+    let outcome = |i: usize, kind: OutcomeKind| Outcome {
+        lease: LeaseRef::of(&claimed[i]),
+        kind,
+    };
+    // Two outcomes for one lease in one call: the second is stale, and task 0's lease is
+    // stale before the batch below.
+    let twice = [
+        outcome(0, OutcomeKind::Complete),
+        outcome(0, OutcomeKind::Dead { error: "x".into() }),
+    ];
+    assert_eq!(
+        store.apply(&twice, T0).await.unwrap(),
+        vec![Applied::Done, Applied::Stale]
+    );
+    let later = T0 + Duration::from_secs(60);
+    let now = T0 + Duration::from_secs(1);
+    let batch = [
+        outcome(
+            0,
+            OutcomeKind::Retry {
+                at: later,
+                error: "stale".into(),
+            },
+        ),
+        outcome(1, OutcomeKind::Complete),
+        outcome(2, OutcomeKind::Dead { error: "b".into() }),
+        outcome(
+            3,
+            OutcomeKind::Retry {
+                at: later,
+                error: "c".into(),
+            },
+        ),
+        outcome(4, OutcomeKind::Release),
+    ];
+    assert_eq!(
+        store.apply(&batch, now).await.unwrap(),
+        vec![
+            Applied::Stale,
+            Applied::Done,
+            Applied::Done,
+            Applied::Done,
+            Applied::Done
+        ]
+    );
+    let get = |i: usize| {
+        let store = store.clone();
+        let id = claimed[i].id;
+        async move { store.get(id).await.unwrap() }
+    };
+    assert!(get(0).await.is_none());
+    assert!(get(1).await.is_none());
+    let dead = get(2).await.unwrap();
+    assert_eq!(
+        (dead.queue, dead.last_error.as_deref(), dead.failed_at),
+        (Queue::Dead, Some("b"), Some(now))
+    );
+    let retried = get(3).await.unwrap();
+    assert_eq!(
+        (retried.queue, retried.last_error.as_deref(), retried.run_at),
+        (Queue::Input, Some("c"), later)
+    );
+    let released = get(4).await.unwrap();
+    assert_eq!(
+        (
+            released.queue,
+            released.attempt,
+            released.run_at,
+            released.last_error
+        ),
+        (Queue::Input, 0, now, None)
+    );
+    let counters = store.stats().await.unwrap().total.counters;
+    assert_eq!(
+        (
+            counters.completed,
+            counters.failed,
+            counters.retried,
+            counters.released
+        ),
+        (2, 1, 1, 1)
+    );
+}

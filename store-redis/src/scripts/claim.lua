@@ -1,14 +1,15 @@
 -- Moves up to `limit` due tasks of one topic from INPUT to WORK under new leases.
--- ARGV[5] now, ARGV[6] limit, ARGV[7] max_running ('' for none), ARGV[8] owner,
--- ARGV[9] lease deadline, ARGV[10] most scheduled tasks to promote in this call.
--- Returns per task {id, token, {values of RECORD_FIELDS}}: the hash, which a claim does
--- not change (the lease lives in LEASES); the caller applies the claim to it.
+-- ARGV[4] now, ARGV[5] limit, ARGV[6] max_running ('' for none), ARGV[7] owner,
+-- ARGV[8] lease deadline, ARGV[9] most scheduled tasks to promote in this call.
+-- Returns {last token, {ids}, {records}}: the i-th of n tasks got token last - n + i. A
+-- record is as stored (false when missing): a claim does not change it, the caller applies
+-- the claim to it.
 if redis.call('HGET', META, 'paused') == '1' then
   return {}
 end
-local limit = tonumber(ARGV[6])
-if ARGV[7] ~= '' then
-  local room = tonumber(ARGV[7]) - redis.call('HLEN', LEASES)
+local limit = tonumber(ARGV[5])
+if ARGV[6] ~= '' then
+  local room = tonumber(ARGV[6]) - redis.call('HLEN', LEASES)
   if room < limit then
     limit = room
   end
@@ -16,23 +17,27 @@ end
 if limit <= 0 then
   return {}
 end
-local due = redis.call('ZRANGEBYSCORE', SCHEDULED, '-inf', ARGV[5], 'LIMIT', 0, tonumber(ARGV[10]))
+local due = redis.call('ZRANGEBYSCORE', SCHEDULED, '-inf', ARGV[4], 'LIMIT', 0, tonumber(ARGV[9]))
 if #due > 0 then
+  local records = bulk('HMGET', TASKS, due)
   local promoted = {}
-  for _, id in ipairs(due) do
-    local priority = tonumber(redis.call('HGET', task_key(id), 'priority')) or 0
-    promoted[#promoted + 1] = ready_score(priority, tonumber(id) or 0)
+  for i, id in ipairs(due) do
+    promoted[#promoted + 1] = ready_score(record_priority(records[i]), tonumber(id) or 0)
     promoted[#promoted + 1] = id
   end
   bulk('ZADD', READY, promoted)
   bulk('ZREM', SCHEDULED, due)
+  bulk('ZREM', LATER, due)
 end
-local popped = redis.call('ZPOPMIN', READY, limit)
-local ids = {}
-for i = 1, #popped, 2 do
-  -- A member that is not an id names no task a lease could refer to: dropped.
-  if tonumber(popped[i]) then
-    ids[#ids + 1] = popped[i]
+local ids = redis.call('ZRANGE', READY, 0, limit - 1)
+if #ids == 0 then
+  return {}
+end
+redis.call('ZREMRANGEBYRANK', READY, 0, #ids - 1)
+-- A member that is not an id names no task a lease could refer to: dropped.
+for i = #ids, 1, -1 do
+  if not tonumber(ids[i]) then
+    table.remove(ids, i)
   end
 end
 if #ids == 0 then
@@ -40,22 +45,13 @@ if #ids == 0 then
 end
 -- One counter step hands out this claim's fencing tokens: last - #ids + 1 .. last.
 local last = redis.call('HINCRBY', META, 'token', #ids)
-local out, leases = {}, {}
+local first = last - #ids
+local suffix = ':' .. ARGV[8] .. ':' .. ARGV[7]
+local leases = {}
 for i, id in ipairs(ids) do
-  local token = last - #ids + i
-  -- A key that is not a hash is no task; it must not abort the claim of the others (a
-  -- script error keeps the writes made before it), so it is dropped.
-  local entry = redis.pcall('HMGET', task_key(id), unpack(RECORD_FIELDS))
-  if entry.err == nil then
-    -- A garbage attempt does not stop the claim: the task goes to WORK all the same and
-    -- the caller, failing to decode it, sends it to DEAD under this lease.
-    local attempt = tonumber(entry[3]) or 0
-    local unique = entry[9] and '1' or '0'
-    leases[#leases + 1] = id
-    leases[#leases + 1] = lease_value(token, attempt + 1, unique, ARGV[9], ARGV[8])
-    out[#out + 1] = {id, token, entry}
-  end
+  leases[2 * i - 1] = id
+  leases[2 * i] = string.format('%d', first + i) .. suffix
 end
 bulk('HSET', LEASES, leases)
-count('started', #out)
-return out
+count('started', #ids)
+return {last, ids, bulk('HMGET', TASKS, ids)}

@@ -1,55 +1,41 @@
 -- Prepended to every taskmill script (see scripts.rs).
 --
 -- Every script works on one topic, so every key it touches shares the hash tag
--- {namespace:topic} and lives in one Cluster slot. Task hashes are named from PREFIX
--- (same tag), which is why they are not all listed in KEYS.
+-- {namespace:topic} and lives in one Cluster slot.
 --
--- KEYS: 1 meta, 2 ready, 3 scheduled, 4 dead, 5 all, 6 unique, 7 leases
--- ARGV: 1 task key prefix, 2 wake channel, 3 event channel, 4 the topic as a JSON string,
---       then the script's own arguments from ARGV[5].
+-- KEYS: 1 meta, 2 ready, 3 scheduled, 4 dead, 5 later, 6 unique, 7 leases, 8 tasks
+-- ARGV: 1 wake channel, 2 event channel, 3 the topic as a JSON string,
+--       then the script's own arguments from ARGV[4].
 --
--- Stored numbers (timestamps, ids) are written from ARGV strings, never from Lua numbers:
--- Lua holds doubles, and a script must never round a value it did not compute.
-local META, READY, SCHEDULED, DEAD, ALL, UNIQUE, LEASES =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local PREFIX, WAKE, EVENTS, TOPIC_JSON = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+-- Stored numbers (timestamps, ids, tokens) are written from strings, never from Lua numbers
+-- turned into text: Lua holds doubles and `..` formats them with 14 digits, so a script
+-- must never round a value it did not compute. (Numbers handed to redis.call directly are
+-- exact: Redis formats them with 17 digits.)
+local META, READY, SCHEDULED, DEAD, LATER, UNIQUE, LEASES, TASKS =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local WAKE, EVENTS, TOPIC_JSON = ARGV[1], ARGV[2], ARGV[3]
 
 -- Claim order among due tasks: priority ascending, then id ascending (FIFO). The i16
--- priority shifted to 0..65535 takes 16 bits and ids stay below 2^37, so the score is
--- below 2^53 and exact in a double.
+-- priority shifted to 0..65535 takes 16 bits (the score's "band") and ids stay below
+-- 2^37, so the score is below 2^53 and exact in a double.
+local BAND = 137438953472
 local function ready_score(priority, id)
-  return (priority + 32768) * 137438953472 + id
+  return (priority + 32768) * BAND + id
 end
 
-local function task_key(id)
-  return PREFIX .. id
-end
-
--- Indexes a task that (re)entered INPUT: ready when due at `now`, scheduled otherwise.
-local function push_input(id, key, run_at, now)
-  if run_at <= now then
-    local priority = tonumber(redis.call('HGET', key, 'priority')) or 0
-    redis.call('ZADD', READY, ready_score(priority, tonumber(id) or 0), id)
-  else
-    redis.call('ZADD', SCHEDULED, run_at, id)
-  end
-end
-
--- Arguments per ZADD/ZREM call: far below Lua's C stack limit (LUAI_MAXCSTACK, 8000).
+-- Arguments per bulk call: far below Lua's C stack limit (LUAI_MAXCSTACK, 8000).
 local BULK = 4000
 
--- Runs `command key args...` over a long argument list in a few calls instead of one per
--- task (pairs stay together: BULK is even). Returns the replies' elements, concatenated.
-local function bulk(command, key, args, option)
+-- Runs `command key t[from..to]` in a few calls instead of one per task (pairs stay
+-- together: BULK is even). Returns the replies' elements, concatenated.
+local function bulk_range(command, key, t, from, to)
   local out = {}
-  for i = 1, #args, BULK do
-    local reply
-    if option then
-      reply = redis.call(command, key, option, unpack(args, i, math.min(i + BULK - 1, #args)))
-    else
-      reply = redis.call(command, key, unpack(args, i, math.min(i + BULK - 1, #args)))
-    end
+  for i = from, to, BULK do
+    local reply = redis.call(command, key, unpack(t, i, math.min(i + BULK - 1, to)))
     if type(reply) == 'table' then
+      if i == from and i + BULK > to then
+        return reply
+      end
       for _, v in ipairs(reply) do
         out[#out + 1] = v
       end
@@ -58,27 +44,89 @@ local function bulk(command, key, args, option)
   return out
 end
 
--- WORK is LEASES: id -> "token:attempt:unique:deadline:owner" for every claimed task.
--- `attempt` counts the current run; the task hash keeps the count before it, so a release
--- simply leaves the hash alone. `unique` is '1' when the task holds a unique key, so
--- completing one without needs no read of its hash. WORK stays small (the tasks running
--- now), which is why the reaper may read it whole instead of keeping it sorted.
+local function bulk(command, key, t)
+  return bulk_range(command, key, t, 1, #t)
+end
+
+-- A task record (the value in TASKS) is one string:
+--   attempt:max_retries:priority:enqueued_at:run_at:failed_at:xlen:ulen:elen:
+-- followed by external_id, unique_key and last_error (xlen, ulen, elen bytes; an empty
+-- length means the field is absent) and the args (JSON text, the rest). `attempt` counts
+-- the runs before the current one: a claim leaves the record alone. codec.rs knows it too.
+local RECORD = '^(%d+):(%d+):(%-?%d+):(%-?%d+):(%-?%d+):(%-?%d*):(%d*):(%d*):(%d*):()'
+
+-- The record as a table of strings, or nil when it is missing or cannot be read.
+local function parse_record(rec)
+  if not rec then
+    return nil
+  end
+  local a, m, p, e, r, f, xl, ul, el, pos = string.match(rec, RECORD)
+  if not a then
+    return nil
+  end
+  local t = {attempt = a, max_retries = m, priority = p, enqueued_at = e, run_at = r,
+    failed_at = f}
+  local function take(len)
+    if len == '' then
+      return nil
+    end
+    local s = string.sub(rec, pos, pos + tonumber(len) - 1)
+    pos = pos + tonumber(len)
+    return s
+  end
+  t.external_id, t.unique_key, t.last_error = take(xl), take(ul), take(el)
+  if pos > #rec + 1 then
+    return nil
+  end
+  t.args = string.sub(rec, pos)
+  return t
+end
+
+local function opt_len(s)
+  if s then
+    return #s
+  end
+  return ''
+end
+
+local function pack_record(t)
+  return table.concat({t.attempt, t.max_retries, t.priority, t.enqueued_at, t.run_at,
+    t.failed_at, opt_len(t.external_id), opt_len(t.unique_key), opt_len(t.last_error),
+    (t.external_id or '') .. (t.unique_key or '') .. (t.last_error or '') .. t.args}, ':')
+end
+
+-- Just the priority, for promotions (0 when the record cannot be read).
+local function record_priority(rec)
+  return tonumber(rec and string.match(rec, '^%d+:%d+:(%-?%d+):')) or 0
+end
+
+-- Indexes a task that (re)entered INPUT: ready when due at `now`, scheduled otherwise
+-- (with its id in LATER, which lists scheduled tasks in id order).
+local function push_input(id, priority, run_at, now)
+  if tonumber(run_at) <= now then
+    redis.call('ZADD', READY, ready_score(tonumber(priority) or 0, tonumber(id) or 0), id)
+  else
+    redis.call('ZADD', SCHEDULED, run_at, id)
+    redis.call('ZADD', LATER, id, id)
+  end
+end
+
+-- Frees the unique key a record holds, if this task still holds it.
+local function free_unique(id, t)
+  if t and t.unique_key and redis.call('HGET', UNIQUE, t.unique_key) == id then
+    redis.call('HDEL', UNIQUE, t.unique_key)
+  end
+end
+
+-- WORK is LEASES: id -> "token:deadline:owner" for every claimed task. The current run's
+-- attempt is the record's plus one. WORK stays small (the tasks running now), which is why
+-- the reaper may read it whole instead of keeping it sorted.
 local function parse_lease(value)
   if not value then
     return nil
   end
-  local token, attempt, unique, deadline, owner =
-    string.match(value, '^(%d+):(%d+):([01]):(%-?%d+):(.*)$')
-  return token, tonumber(attempt), unique, deadline, owner
+  return string.match(value, '^(%d+):(%-?%d+):(.*)$')
 end
-
-local function lease_value(token, attempt, unique, deadline, owner)
-  return string.format('%d:%d:%s:%s:%s', token, attempt, unique, deadline, owner)
-end
-
--- The fields of a task hash, in the order the claim script reads them (codec.rs knows it).
-local RECORD_FIELDS = {'queue', 'args', 'attempt', 'max_retries', 'priority', 'enqueued_at',
-  'run_at', 'external_id', 'unique_key', 'last_error', 'failed_at'}
 
 local function count(field, n)
   if n > 0 then

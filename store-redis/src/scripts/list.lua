@@ -1,11 +1,19 @@
 -- A page of one queue of this topic in ascending id order.
--- ARGV[5] queue ('input' | 'work' | 'dead'), ARGV[6] list ids above this, ARGV[7] limit.
--- Returns per task {id, {field, value, ...}, lease or nil}.
-local after, limit = tonumber(ARGV[6]), tonumber(ARGV[7])
+-- ARGV[4] queue ('input' | 'work' | 'dead'), ARGV[5] list ids above this, ARGV[6] limit.
+-- Returns {{ids}, {records}, {leases}} (false for a missing record or lease).
+local after, limit = tonumber(ARGV[5]), tonumber(ARGV[6])
 local ids = {}
-if ARGV[5] == 'dead' then
-  ids = redis.call('ZRANGEBYSCORE', DEAD, '(' .. ARGV[6], '+inf', 'LIMIT', 0, limit)
-elseif ARGV[5] == 'work' then
+local function by_number(a, b)
+  return tonumber(a) < tonumber(b)
+end
+if ARGV[4] == 'dead' then
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', DEAD, '(' .. ARGV[5], '+inf', 'LIMIT', 0,
+      limit)) do
+    if tonumber(id) then
+      ids[#ids + 1] = id
+    end
+  end
+elseif ARGV[4] == 'work' then
   -- WORK holds at most the running tasks, so sorting it whole is cheap.
   for _, id in ipairs(redis.call('HKEYS', LEASES)) do
     local n = tonumber(id)
@@ -13,34 +21,45 @@ elseif ARGV[5] == 'work' then
       ids[#ids + 1] = id
     end
   end
-  table.sort(ids, function(a, b) return tonumber(a) < tonumber(b) end)
-  while #ids > limit do
-    table.remove(ids)
-  end
+  table.sort(ids, by_number)
 else
-  -- INPUT is most of a topic, so walking all tasks in id order finds a page quickly. A
-  -- task in WORK keeps queue 'input' in its hash; its lease tells it apart.
-  local cursor, chunk = ARGV[6], 512
-  while #ids < limit do
-    local batch = redis.call('ZRANGEBYSCORE', ALL, '(' .. cursor, '+inf', 'LIMIT', 0, chunk)
-    for _, id in ipairs(batch) do
-      if #ids < limit and redis.call('HGET', task_key(id), 'queue') == 'input'
-          and redis.call('HEXISTS', LEASES, id) == 0 then
-        ids[#ids + 1] = id
-      end
+  -- INPUT is the scheduled tasks (LATER lists them by id) and the ready ones. A ready
+  -- score is band * 2^37 + id, the band one per priority, so within a band the order is
+  -- the id's: a page is the first `limit` above `after` of each band present, merged.
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', LATER, after + 1, '+inf', 'LIMIT', 0,
+      limit)) do
+    if tonumber(id) then
+      ids[#ids + 1] = id
     end
-    if #batch < chunk then
+  end
+  local band = 0
+  while band < 65536 do
+    local next_entry = redis.call('ZRANGEBYSCORE', READY, band * BAND + after + 1, '+inf',
+      'WITHSCORES', 'LIMIT', 0, 1)
+    if #next_entry == 0 then
       break
     end
-    cursor = batch[#batch]
+    local found = math.floor(tonumber(next_entry[2]) / BAND)
+    if found == band then
+      for _, id in ipairs(redis.call('ZRANGEBYSCORE', READY, band * BAND + after + 1,
+          band * BAND + BAND - 1, 'LIMIT', 0, limit)) do
+        if tonumber(id) then
+          ids[#ids + 1] = id
+        end
+      end
+      band = band + 1
+    else
+      -- The next entry is in a later band, maybe with an id at or below `after`: look
+      -- again from that band's start.
+      band = found
+    end
   end
+  table.sort(ids, by_number)
 end
-local out = {}
-for _, id in ipairs(ids) do
-  out[#out + 1] = {
-    id,
-    redis.call('HGETALL', task_key(id)),
-    redis.call('HGET', LEASES, id),
-  }
+while #ids > limit do
+  table.remove(ids)
 end
-return out
+if #ids == 0 then
+  return {{}, {}, {}}
+end
+return {ids, bulk('HMGET', TASKS, ids), bulk('HMGET', LEASES, ids)}

@@ -1,16 +1,18 @@
 -- Sends dead tasks of this topic back to INPUT with a fresh set of attempts.
--- ARGV[5] now, then ids. Returns per id 1 (moved) or 0 (not a dead task of this topic).
-local now = tonumber(ARGV[5])
+-- ARGV[4] now, then ids. Returns per id 1 (moved) or 0 (not a dead task of this topic).
+local now = tonumber(ARGV[4])
 local out = {}
 local moved = 0
-for i = 6, #ARGV do
+for i = 5, #ARGV do
   local id = ARGV[i]
-  local key = task_key(id)
-  if redis.call('HGET', key, 'queue') == 'dead' then
-    redis.call('ZREM', DEAD, id)
-    redis.call('HSET', key, 'queue', 'input', 'run_at', ARGV[5], 'attempt', '0')
-    redis.call('HDEL', key, 'failed_at')
-    push_input(id, key, now, now)
+  if redis.call('ZREM', DEAD, id) == 1 then
+    local t = parse_record(redis.call('HGET', TASKS, id))
+    -- A record that cannot be read moves as it is (a claim hands it over as corrupt).
+    if t then
+      t.attempt, t.run_at, t.failed_at = '0', ARGV[4], ''
+      redis.call('HSET', TASKS, id, pack_record(t))
+    end
+    push_input(id, t and t.priority, now, now)
     moved = moved + 1
     out[#out + 1] = 1
   else
