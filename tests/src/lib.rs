@@ -63,6 +63,7 @@ macro_rules! conformance_suite {
             reaper_recovers_expired_leases,
             reaper_sends_exhausted_task_to_dead,
             reaper_respects_limit,
+            second_outcome_for_a_claim_in_one_batch_is_stale,
             unique_key_rejects_duplicate_while_pending,
             unique_key_rejects_duplicate_while_running_or_dead,
             unique_key_is_free_after_completion_or_delete,

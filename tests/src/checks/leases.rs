@@ -181,3 +181,37 @@ pub async fn reaper_respects_limit(store: Arc<dyn Store>) {
     assert!(store.recover(now, 4).await.unwrap().is_empty());
     assert_eq!(store.stats().await.unwrap().total.sizes.input, 6);
 }
+
+/// Two outcomes for the same claim in one batch: the first applies, the second is stale.
+pub async fn second_outcome_for_a_claim_in_one_batch_is_stale(store: Arc<dyn Store>) {
+    enqueue_n(&*store, "t", 2).await;
+    let claimed = claim(&*store, &["t"], 2).await;
+    let outcome = |r: &taskmill_core::TaskRecord, kind| taskmill_core::store::Outcome {
+        lease: LeaseRef::of(r),
+        kind,
+    };
+    let batch = [
+        outcome(&claimed[0], OutcomeKind::Complete),
+        outcome(&claimed[0], OutcomeKind::Dead { error: "x".into() }),
+        outcome(
+            &claimed[1],
+            OutcomeKind::Retry {
+                at: T0,
+                error: "e".into(),
+            },
+        ),
+        outcome(&claimed[1], OutcomeKind::Release),
+    ];
+    let applied = store.apply(&batch, T0).await.unwrap();
+    assert_eq!(
+        applied,
+        vec![Applied::Done, Applied::Stale, Applied::Done, Applied::Stale]
+    );
+    let c = store.stats().await.unwrap().total.counters;
+    assert_eq!((c.completed, c.failed, c.retried, c.released), (1, 0, 1, 0));
+    assert!(store.get(claimed[0].id).await.unwrap().is_none());
+    assert_eq!(
+        get(&*store, claimed[1].id).await.last_error.as_deref(),
+        Some("e")
+    );
+}
