@@ -5,9 +5,20 @@ use std::time::Duration;
 use taskmill_core::store::{
     Applied, ClaimRequest, Claimed, EnqueueOptions, LeaseRef, Outcome, OutcomeKind, TopicClaim,
 };
-use taskmill_core::{Event, Queue, Store, Task, Timestamp};
+use taskmill_core::{Event, Queue, Store, Task, TaskRecord, Timestamp};
 use taskmill_redis::test_support::{fresh_namespace, RedisServer};
 use taskmill_redis::RedisStore;
+
+/// The records of a claim; a corrupt one fails the test.
+fn ready(claimed: Vec<Claimed>) -> Vec<TaskRecord> {
+    claimed
+        .into_iter()
+        .map(|c| match c {
+            Claimed::Ready(r) => r,
+            Claimed::Corrupt { error, .. } => panic!("{error}"),
+        })
+        .collect()
+}
 
 const T0: Timestamp = Timestamp::from_millis(1_700_000_000_000);
 
@@ -44,16 +55,7 @@ async fn lifecycle_round_trip() {
         "{first:?}"
     );
     let req = ClaimRequest::new([TopicClaim::new("t")], 10, "me", T0);
-    let claimed: Vec<_> = store
-        .claim(&req)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|c| match c {
-            Claimed::Ready(r) => r,
-            Claimed::Corrupt { error, .. } => panic!("{error}"),
-        })
-        .collect();
+    let claimed = ready(store.claim(&req).await.unwrap());
     assert_eq!(
         claimed.iter().map(|r| r.id).collect::<Vec<_>>(),
         vec![results[1].id(), results[0].id()]
@@ -338,16 +340,7 @@ async fn mixed_outcomes_in_one_call_each_get_their_own_details() {
         .await
         .unwrap();
     let req = ClaimRequest::new([TopicClaim::new("t")], 5, "me", T0);
-    let claimed: Vec<_> = store
-        .claim(&req)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|c| match c {
-            Claimed::Ready(r) => r,
-            Claimed::Corrupt { error, .. } => panic!("{error}"),
-        })
-        .collect();
+    let claimed = ready(store.claim(&req).await.unwrap());
     let outcome = |i: usize, kind: OutcomeKind| Outcome {
         lease: LeaseRef::of(&claimed[i]),
         kind,
