@@ -198,6 +198,13 @@ impl Conn {
             .collect()
     }
 
+    /// Runs one command and returns its reply.
+    pub async fn command(&self, cmd: &Cmd) -> Result<Value> {
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd.clone());
+        Ok(self.query(&pipe, 1).await?.pop().unwrap_or(Value::Nil))
+    }
+
     /// Runs script calls in one round trip (pipelined) and returns their replies in order.
     ///
     /// A script Redis does not know (after a restart or `SCRIPT FLUSH`) is loaded and its

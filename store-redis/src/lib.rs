@@ -193,9 +193,7 @@ impl RedisStore {
 
     /// Checks that Redis answers.
     pub async fn ping(&self) -> Result<()> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("PING");
-        self.shared.conn.query(&pipe, 1).await?;
+        self.shared.conn.command(&redis::cmd("PING")).await?;
         Ok(())
     }
 }

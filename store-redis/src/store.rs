@@ -74,15 +74,9 @@ impl RedisStore {
 
     /// Every topic of the namespace, sorted.
     async fn topics(&self) -> Result<Vec<Arc<str>>> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("SMEMBERS").arg(&self.shared.keys.topics);
-        let reply = self
-            .shared
-            .conn
-            .query(&pipe, 1)
-            .await?
-            .pop()
-            .unwrap_or(Value::Nil);
+        let mut cmd = redis::cmd("SMEMBERS");
+        cmd.arg(&self.shared.keys.topics);
+        let reply = self.shared.conn.command(&cmd).await?;
         let mut topics = array(reply, "topic set")?
             .into_iter()
             .map(|v| string(v, "topic name").map(Arc::from))
@@ -149,17 +143,9 @@ impl RedisStore {
                 return Ok(listening);
             }
         }
-        let mut pipe = redis::pipe();
-        pipe.cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(&self.shared.keys.events);
-        let reply = self
-            .shared
-            .conn
-            .query(&pipe, 1)
-            .await?
-            .pop()
-            .unwrap_or(Value::Nil);
+        let mut cmd = redis::cmd("PUBSUB");
+        cmd.arg("NUMSUB").arg(&self.shared.keys.events);
+        let reply = self.shared.conn.command(&cmd).await?;
         let counts = array(reply, "PUBSUB NUMSUB")?;
         let listening = match counts.get(1) {
             Some(v) => int(v, "PUBSUB NUMSUB")? > 0,
@@ -636,9 +622,9 @@ impl Store for RedisStore {
     async fn set_paused(&self, topic: &str, paused: bool) -> Result<()> {
         validate_topic(topic)?;
         let topic: Arc<str> = Arc::from(topic);
-        let mut pipe = redis::pipe();
-        pipe.cmd("SADD").arg(&self.shared.keys.topics).arg(&*topic);
-        self.shared.conn.query(&pipe, 1).await?;
+        let mut cmd = redis::cmd("SADD");
+        cmd.arg(&self.shared.keys.topics).arg(&*topic);
+        self.shared.conn.command(&cmd).await?;
         let mut call = self.call(&SCRIPTS.pause, &self.topic_keys(&topic));
         call.arg(if paused { "1" } else { "0" });
         self.shared.conn.eval_one(call).await?;
@@ -654,12 +640,10 @@ impl Store for RedisStore {
         }
         let json = serde_json::to_string(events)
             .map_err(|e| taskmill_core::Error::misuse("cannot serialize events").with_source(e))?;
-        let mut pipe = redis::pipe();
-        pipe.cmd("PUBLISH").arg(&self.shared.keys.events).arg(json);
-        let reply = self.shared.conn.query(&pipe, 1).await?;
-        if let Some(receivers) = reply.first() {
-            self.note_listeners(int(receivers, "PUBLISH")? > 0);
-        }
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(&self.shared.keys.events).arg(json);
+        let receivers = self.shared.conn.command(&cmd).await?;
+        self.note_listeners(int(&receivers, "PUBLISH")? > 0);
         Ok(())
     }
 
