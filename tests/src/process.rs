@@ -144,6 +144,19 @@ pub fn run_worker(bin: &str, args: &[&str], limit: Duration) {
     assert!(status.success(), "worker {args:?} failed: {status}");
 }
 
+/// Enqueues tasks `0..tasks` over `topics` topics with the worker binary, which can open
+/// stores this process cannot share (sled allows one process per database).
+pub fn enqueue_with_worker(bin: &str, url: &str, tasks: u64, topics: u64) {
+    let (tasks, topics) = (tasks.to_string(), topics.to_string());
+    run_worker(
+        bin,
+        &[
+            "enqueue", "--store", url, "--tasks", &tasks, "--topics", &topics,
+        ],
+        Duration::from_secs(120),
+    );
+}
+
 /// Waits for a child to exit; kills it and fails the test after `limit`.
 pub fn wait_child(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + limit;
@@ -272,20 +285,9 @@ pub fn kill_at_random_moments(
     let topics = run_args
         .windows(2)
         .find(|w| w[0] == "--topics")
-        .map_or("1", |w| w[1]);
-    run_worker(
-        bin,
-        &[
-            "enqueue",
-            "--store",
-            url,
-            "--tasks",
-            &tasks.to_string(),
-            "--topics",
-            topics,
-        ],
-        Duration::from_secs(120),
-    );
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or(1);
+    enqueue_with_worker(bin, url, tasks, topics);
     // Kill once the record shows this many finished runs: spread over the whole backlog,
     // in increasing order, each at a random point of its slice.
     let mut rng = Rng::from_env();

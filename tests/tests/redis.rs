@@ -43,7 +43,7 @@ mod redis_processes {
     use taskmill_core::{Counters, QueueSizes, Store};
     use taskmill_redis::test_support::{fresh_namespace, RedisServer};
     use taskmill_redis::RedisStore;
-    use taskmill_tests::process::{kill9, run_worker, spawn_worker, wait_child, Records};
+    use taskmill_tests::process::{enqueue_with_worker, kill9, spawn_worker, wait_child, Records};
     use taskmill_tests::worker_bin;
 
     struct TempDir(PathBuf);
@@ -84,19 +84,7 @@ mod redis_processes {
         let server = RedisServer::start();
         let url = server.url(&fresh_namespace());
         let dir = TempDir::new("redis-three");
-        run_worker(
-            worker_bin!(),
-            &[
-                "enqueue",
-                "--store",
-                &url,
-                "--tasks",
-                &TASKS.to_string(),
-                "--topics",
-                "3",
-            ],
-            Duration::from_secs(120),
-        );
+        enqueue_with_worker(worker_bin!(), &url, TASKS, 3);
         let records: Vec<String> = (0..3).map(|i| dir.file(&format!("runs-{i}.log"))).collect();
         let mut children: Vec<_> = records
             .iter()
@@ -164,19 +152,7 @@ mod redis_processes {
         let server = RedisServer::start();
         let url = server.url(&fresh_namespace());
         let dir = TempDir::new("redis-killed");
-        run_worker(
-            worker_bin!(),
-            &[
-                "enqueue",
-                "--store",
-                &url,
-                "--tasks",
-                &TASKS.to_string(),
-                "--topics",
-                "2",
-            ],
-            Duration::from_secs(120),
-        );
+        enqueue_with_worker(worker_bin!(), &url, TASKS, 2);
         let (victim_log, survivor_log) = (dir.file("victim.log"), dir.file("survivor.log"));
         let common = [
             "--topics",

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::Duration;
 use taskmill_tests::process::{
-    final_stats, kill_at_random_moments, run_worker, spawn_worker, wait_child, Records,
+    enqueue_with_worker, final_stats, kill_at_random_moments, spawn_worker, wait_child, Records,
 };
 use taskmill_tests::worker_bin;
 
@@ -53,19 +53,7 @@ fn two_processes_share_one_sqlite_file() {
     const TOTAL: u64 = 10_000;
     let dir = tempfile::tempdir().unwrap();
     let db = url(&dir.path().join("tasks.db"));
-    run_worker(
-        worker_bin!(),
-        &[
-            "enqueue",
-            "--store",
-            &db,
-            "--tasks",
-            &TOTAL.to_string(),
-            "--topics",
-            "5",
-        ],
-        Duration::from_secs(120),
-    );
+    enqueue_with_worker(worker_bin!(), &db, TOTAL, 5);
     let records: Vec<PathBuf> = (0..2)
         .map(|i| dir.path().join(format!("runs-{i}.log")))
         .collect();
