@@ -12,7 +12,7 @@ use std::time::Duration;
 use taskmill_core::store::{ClaimRequest, TopicClaim};
 use taskmill_core::{
     Backoff, ErrorKind, Event, Manager, ManagerBuilder, Queue, Store, Task, TaskContext, TaskError,
-    TaskId, Timestamp, TopicOptions,
+    TaskId, TaskRecord, Timestamp, TopicOptions,
 };
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -47,6 +47,18 @@ async fn wait_for_stats(
         check(&store.stats().await.unwrap())
     })
     .await;
+}
+
+/// Starts `manager`, runs `task` until it is dead, closes the manager, and returns the
+/// dead task as stored.
+async fn run_to_dead(store: &Arc<dyn Store>, manager: &Manager, task: Task) -> TaskRecord {
+    manager.start().await.unwrap();
+    let id = manager.enqueue(task).await.unwrap().id();
+    wait_for_stats(store, "a dead task", |s| s.total.sizes.dead == 1).await;
+    manager.close().await.unwrap();
+    let record = get(&**store, id).await;
+    assert_eq!(record.queue, Queue::Dead);
+    record
 }
 
 fn ok() -> Result<(), TaskError> {
@@ -147,16 +159,8 @@ pub async fn exhausted_retries_move_task_to_dead(store: Arc<dyn Store>) {
             Err::<(), _>(TaskError::msg(format!("no luck #{}", ctx.attempt())))
         })
         .unwrap();
-    manager.start().await.unwrap();
-    let id = manager
-        .enqueue(task("t", 1).max_retries(2))
-        .await
-        .unwrap()
-        .id();
-    wait_for_stats(&store, "a dead task", |s| s.total.sizes.dead == 1).await;
-    manager.close().await.unwrap();
-    let r = get(&*store, id).await;
-    assert_eq!((r.queue, r.attempt), (Queue::Dead, 3));
+    let r = run_to_dead(&store, &manager, task("t", 1).max_retries(2)).await;
+    assert_eq!(r.attempt, 3);
     assert_eq!(r.last_error.as_deref(), Some("no luck #3"));
     let c = store.stats().await.unwrap().total.counters;
     assert_eq!((c.started, c.retried, c.failed), (3, 2, 1));
@@ -253,15 +257,8 @@ pub async fn permanent_error_skips_retries(store: Arc<dyn Store>) {
             Err::<(), _>(TaskError::permanent(TaskError::msg("bad input")))
         })
         .unwrap();
-    manager.start().await.unwrap();
-    let id = manager
-        .enqueue(task("t", 1).max_retries(9))
-        .await
-        .unwrap()
-        .id();
-    wait_for_stats(&store, "a dead task", |s| s.total.sizes.dead == 1).await;
-    manager.close().await.unwrap();
-    assert_eq!(get(&*store, id).await.attempt, 1);
+    let r = run_to_dead(&store, &manager, task("t", 1).max_retries(9)).await;
+    assert_eq!(r.attempt, 1);
 }
 
 /// A processor that hangs past its topic's timeout fails as timed out.
@@ -279,11 +276,8 @@ pub async fn hung_processor_times_out(store: Arc<dyn Store>) {
             std::future::pending::<Result<(), TaskError>>().await
         })
         .unwrap();
-    manager.start().await.unwrap();
-    let id = manager.enqueue(task("slow", 1)).await.unwrap().id();
-    wait_for_stats(&store, "a dead task", |s| s.total.sizes.dead == 1).await;
-    manager.close().await.unwrap();
-    let error = get(&*store, id).await.last_error.unwrap();
+    let r = run_to_dead(&store, &manager, task("slow", 1)).await;
+    let error = r.last_error.unwrap();
     assert!(error.contains("timed out"), "{error}");
 }
 
