@@ -125,3 +125,119 @@ mod memory_only {
         }
     }
 }
+
+/// A store that also hands out tasks of topics nobody asked for, as a faulty backend might.
+mod faulty_store {
+    use std::sync::Arc;
+    use std::time::Duration;
+    use taskmill_core::store::{
+        Applied, Capabilities, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef,
+        ListQuery, Outcome, Page, Recovered, TopicClaim, WakeStream,
+    };
+    use taskmill_core::{
+        async_trait, Event, EventStream, Manager, Result, Stats, Store, Task, TaskContext,
+        TaskError, TaskId, TaskRecord, Timestamp,
+    };
+    use taskmill_memory::MemoryStore;
+    use taskmill_tests::support::wait_until;
+
+    struct ClaimsStrays(MemoryStore);
+
+    #[async_trait]
+    impl Store for ClaimsStrays {
+        fn capabilities(&self) -> Capabilities {
+            self.0.capabilities()
+        }
+        async fn enqueue(&self, tasks: Vec<Task>, opts: &EnqueueOptions) -> Result<Vec<Enqueued>> {
+            self.0.enqueue(tasks, opts).await
+        }
+        async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
+            let mut req = req.clone();
+            req.topics.insert(0, TopicClaim::new("stray"));
+            self.0.claim(&req).await
+        }
+        async fn renew(&self, leases: &[LeaseRef], deadline: Timestamp) -> Result<Vec<Applied>> {
+            self.0.renew(leases, deadline).await
+        }
+        async fn apply(&self, outcomes: &[Outcome], now: Timestamp) -> Result<Vec<Applied>> {
+            self.0.apply(outcomes, now).await
+        }
+        async fn recover(&self, now: Timestamp, limit: usize) -> Result<Vec<Recovered>> {
+            self.0.recover(now, limit).await
+        }
+        async fn stats(&self) -> Result<Stats> {
+            self.0.stats().await
+        }
+        async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
+            self.0.get(id).await
+        }
+        async fn list(&self, query: &ListQuery) -> Result<Page> {
+            self.0.list(query).await
+        }
+        async fn requeue(&self, ids: &[TaskId], now: Timestamp) -> Result<Vec<bool>> {
+            self.0.requeue(ids, now).await
+        }
+        async fn delete(&self, ids: &[TaskId]) -> Result<Vec<bool>> {
+            self.0.delete(ids).await
+        }
+        async fn set_paused(&self, topic: &str, paused: bool) -> Result<()> {
+            self.0.set_paused(topic, paused).await
+        }
+        async fn publish(&self, events: &[Event]) -> Result<()> {
+            self.0.publish(events).await
+        }
+        async fn subscribe(&self) -> Result<EventStream> {
+            self.0.subscribe().await
+        }
+        async fn wakeups(&self) -> Result<WakeStream> {
+            self.0.wakeups().await
+        }
+    }
+
+    /// A task of a topic the manager has no processor for is released untouched (a manager
+    /// that has the topic can run it), and the manager goes on with its own topics.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_task_of_an_unknown_topic_is_released_and_the_manager_goes_on() {
+        let memory = MemoryStore::new();
+        let store: Arc<dyn Store> = Arc::new(ClaimsStrays(memory.clone()));
+        let manager = Manager::builder_shared(store.clone())
+            .poll_interval(Duration::from_millis(20))
+            .stats_interval(None)
+            .build();
+        manager
+            .register("known", |_ctx: TaskContext| async {
+                Ok::<_, TaskError>(())
+            })
+            .unwrap();
+        manager.start().await.unwrap();
+        let stray = manager
+            .enqueue(Task::new("stray", &1).unwrap())
+            .await
+            .unwrap()
+            .id();
+        manager
+            .enqueue(Task::new("known", &2).unwrap())
+            .await
+            .unwrap();
+        wait_until(
+            "the known task to complete and the stray to be released",
+            Duration::from_secs(30),
+            || async {
+                let s = memory.stats().await.unwrap();
+                s.topic("known").counters.completed == 1 && s.topic("stray").counters.released >= 1
+            },
+        )
+        .await;
+        manager.close().await.unwrap();
+        let record = memory
+            .get(stray)
+            .await
+            .unwrap()
+            .expect("the stray task is kept");
+        assert_eq!(
+            (record.queue, record.attempt),
+            (taskmill_core::Queue::Input, 0)
+        );
+        assert!(record.last_error.is_none());
+    }
+}
