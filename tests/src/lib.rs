@@ -70,6 +70,7 @@ macro_rules! conformance_suite {
             unique_key_applies_within_a_batch,
             unique_keys_are_per_topic,
             requeue_moves_dead_tasks_to_input,
+            requeue_all_dead_moves_every_dead_task,
             delete_removes_tasks_from_every_queue,
             list_pages_through_a_queue,
             list_filters_by_queue_and_topic,

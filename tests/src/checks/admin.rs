@@ -320,3 +320,21 @@ pub async fn unique_keys_are_per_topic(store: Arc<dyn Store>) {
         .unwrap()
         .is_new());
 }
+
+/// `requeue_all_dead` sends back every dead task of one topic, or of all, and counts them.
+pub async fn requeue_all_dead_moves_every_dead_task(store: Arc<dyn Store>) {
+    enqueue_n(&*store, "a", 3).await;
+    enqueue_n(&*store, "b", 2).await;
+    for r in claim(&*store, &["a", "b"], 5).await {
+        finish(&*store, &r, OutcomeKind::Dead { error: "x".into() }).await;
+    }
+    assert_eq!(store.requeue_all_dead(Some("a"), T0).await.unwrap(), 3);
+    let sizes = store.stats().await.unwrap();
+    assert_eq!(
+        (sizes.topic("a").sizes.input, sizes.topic("b").sizes.dead),
+        (3, 2)
+    );
+    assert_eq!(store.requeue_all_dead(None, T0).await.unwrap(), 2);
+    assert_eq!(store.stats().await.unwrap().total.sizes.dead, 0);
+    assert_eq!(store.requeue_all_dead(None, T0).await.unwrap(), 0);
+}
