@@ -1,13 +1,13 @@
 //! The memory store's data: every task by id, and per-topic indexes of each queue.
 //!
 //! Shaped for the hot path (claim and complete at millions per second): records live in a
-//! hash map and never move once inserted; due and scheduled tasks sit in binary heaps.
-//! Heaps cannot remove from the middle, so a deleted task's entry stays until it surfaces
-//! and is skipped then ("lazy deletion"); sizes are counted, not read off the heaps.
+//! slab found by id (see [`Records`]); due tasks wait in a [`ReadyQueue`], scheduled ones
+//! in a heap. Neither can remove from the middle, so a deleted task's entry stays until it
+//! surfaces and is skipped then ("lazy deletion"); sizes are counted, not read off them.
 
 use crate::ready::ReadyQueue;
-use crate::records::Records;
-use rustc_hash::{FxHashMap, FxHashSet};
+use crate::records::{IdSet, Records};
+use rustc_hash::FxHashMap;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 use std::sync::Arc;
@@ -38,7 +38,7 @@ struct Topic {
     /// INPUT tasks not yet known to be due, by due time.
     scheduled: BinaryHeap<Reverse<(Timestamp, TaskId)>>,
     input: u64,
-    work: FxHashSet<TaskId>,
+    work: IdSet,
     dead: BTreeSet<TaskId>,
     /// Unique key → the task holding it (keys are per topic).
     unique: FxHashMap<Box<str>, TaskId>,
