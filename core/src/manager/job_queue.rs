@@ -45,17 +45,17 @@ impl<T> JobQueue<T> {
 
     /// The next item, or `None` once closed and empty.
     pub async fn pop(&self) -> Option<T> {
+        // A busy queue answers without registering as a waiter, which takes the `Notify`'s
+        // lock twice (register, then unregister on drop).
+        if let Some(item) = self.try_pop() {
+            return Some(item);
+        }
         loop {
             let ready = self.ready.notified();
             tokio::pin!(ready);
             // Registered before looking, so a push in between is not missed.
             ready.as_mut().enable();
-            if let Some(item) = self
-                .items
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop_front()
-            {
+            if let Some(item) = self.try_pop() {
                 return Some(item);
             }
             if self.closed.load(Ordering::SeqCst) {
@@ -63,5 +63,12 @@ impl<T> JobQueue<T> {
             }
             ready.await;
         }
+    }
+
+    fn try_pop(&self) -> Option<T> {
+        self.items
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
     }
 }

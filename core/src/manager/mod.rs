@@ -4,7 +4,7 @@
 mod config;
 mod job_queue;
 mod processor;
-mod run_state;
+mod run;
 mod runtime;
 
 pub use config::{ManagerBuilder, TopicOptions};

@@ -1,6 +1,6 @@
 //! What users register per topic: processors, the context a run gets, and task errors.
 
-use super::run_state::RunState;
+use super::run::Run;
 use crate::error::{BoxError, Result};
 use crate::event::Event;
 use crate::store::Store;
@@ -140,40 +140,41 @@ impl fmt::Display for TaskError {
 /// What a processor gets for one run: the task, a cancellation signal, and ways to report
 /// progress and a result.
 pub struct TaskContext {
-    pub(crate) record: TaskRecord,
-    pub(crate) run: Arc<RunState>,
-    pub(crate) store: Arc<dyn Store>,
+    pub(crate) run: Arc<Run>,
+    /// The worker's own handle on the store: a clone of the manager's `Arc` for every run
+    /// would have every worker, on every core, bump the one shared reference count.
+    pub(crate) store: Arc<Arc<dyn Store>>,
 }
 
 impl TaskContext {
     /// The task's id.
     pub fn id(&self) -> TaskId {
-        self.record.id
+        self.run.record.id
     }
 
     /// The task's topic.
     pub fn topic(&self) -> &str {
-        &self.record.topic
+        &self.run.record.topic
     }
 
     /// This run's attempt number: 1 for the first run.
     pub fn attempt(&self) -> u32 {
-        self.record.attempt
+        self.run.record.attempt
     }
 
     /// The whole task as stored.
     pub fn record(&self) -> &TaskRecord {
-        &self.record
+        &self.run.record
     }
 
     /// The arguments as JSON text.
     pub fn raw_args(&self) -> &str {
-        self.record.args.as_str()
+        self.run.record.args.as_str()
     }
 
     /// The arguments deserialized into `T`.
     pub fn args<T: DeserializeOwned>(&self) -> Result<T> {
-        self.record.args.decode()
+        self.run.record.args.decode()
     }
 
     /// Whether the run has been cancelled (shutdown, or the lease was lost).
@@ -190,8 +191,8 @@ impl TaskContext {
     /// Publishes a [`Event::TaskProgress`] with `progress`.
     pub async fn progress<T: Serialize + ?Sized>(&self, progress: &T) -> Result<()> {
         let event = Event::TaskProgress {
-            id: self.record.id,
-            topic: self.record.topic.clone(),
+            id: self.run.record.id,
+            topic: self.run.record.topic.clone(),
             progress: Payload::new(progress)?,
         };
         self.store.publish(std::slice::from_ref(&event)).await
@@ -207,9 +208,9 @@ impl TaskContext {
 impl fmt::Debug for TaskContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TaskContext")
-            .field("id", &self.record.id)
-            .field("topic", &self.record.topic)
-            .field("attempt", &self.record.attempt)
+            .field("id", &self.run.record.id)
+            .field("topic", &self.run.record.topic)
+            .field("attempt", &self.run.record.attempt)
             .finish_non_exhaustive()
     }
 }

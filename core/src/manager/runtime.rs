@@ -13,13 +13,13 @@
 use super::config::Config;
 use super::job_queue::JobQueue;
 use super::processor::{Processor, TaskContext};
-use super::run_state::RunState;
+use super::run::Run;
 use crate::error::Error;
 use crate::event::Event;
 use crate::store::{
     Applied, ClaimRequest, Claimed, LeaseRef, Outcome, OutcomeKind, Store, TopicClaim, WakeStream,
 };
-use crate::task::{Payload, TaskId, TaskRecord};
+use crate::task::{Payload, TaskId};
 use futures_util::{FutureExt, StreamExt};
 use rustc_hash::FxHashMap;
 use std::panic::AssertUnwindSafe;
@@ -50,9 +50,9 @@ struct Shared {
     id: Arc<str>,
     store: Arc<dyn Store>,
     config: Arc<Config>,
-    processors: FxHashMap<Arc<str>, Arc<dyn Processor>>,
+    topics: FxHashMap<Arc<str>, Registered>,
     /// Tasks claimed and not yet finished (running, or waiting for a worker).
-    held: Mutex<FxHashMap<TaskId, Held>>,
+    held: Mutex<FxHashMap<TaskId, Arc<Run>>>,
     held_count: AtomicUsize,
     /// Signalled when `held_count` falls to the low-water mark.
     room: Notify,
@@ -63,17 +63,10 @@ struct Shared {
     stop_maintenance: CancellationToken,
 }
 
-struct Held {
-    lease: LeaseRef,
-    run: Arc<RunState>,
-}
-
-/// A claimed task on its way to a worker. Its lease stays in the held map, which hands it
-/// to the outcome when the run ends: every task shares its topic's `Arc`, so each clone
-/// is an atomic write to a cache line both cores fight over.
-struct Job {
-    record: TaskRecord,
-    run: Arc<RunState>,
+/// What a run of a registered topic needs, found with one lookup per run.
+struct Registered {
+    processor: Arc<dyn Processor>,
+    timeout: Option<Duration>,
 }
 
 /// A run's outcome on its way to the store, with what its event needs once it is applied.
@@ -128,11 +121,18 @@ impl Runtime {
         processors: FxHashMap<Arc<str>, Arc<dyn Processor>>,
     ) -> Runtime {
         let concurrency = config.concurrency;
+        let topics = processors
+            .into_iter()
+            .map(|(topic, processor)| {
+                let timeout = config.topic(&topic).and_then(|o| o.timeout);
+                (topic, Registered { processor, timeout })
+            })
+            .collect();
         let shared = Arc::new(Shared {
             id,
             store,
             config,
-            processors,
+            topics,
             held: Mutex::new(FxHashMap::default()),
             held_count: AtomicUsize::new(0),
             room: Notify::new(),
@@ -150,7 +150,12 @@ impl Runtime {
         let jobs = Arc::new(JobQueue::new());
         let mut workers = JoinSet::new();
         for _ in 0..concurrency {
-            workers.spawn(shared.clone().worker(jobs.clone(), finished_tx.clone()));
+            let store = Arc::new(shared.store.clone());
+            workers.spawn(
+                shared
+                    .clone()
+                    .worker(store, jobs.clone(), finished_tx.clone()),
+            );
         }
         Runtime {
             claimer: tokio::spawn(shared.clone().claim_loop(jobs, finished_tx)),
@@ -216,7 +221,7 @@ impl Shared {
         }
     }
 
-    fn held(&self) -> MutexGuard<'_, FxHashMap<TaskId, Held>> {
+    fn held(&self) -> MutexGuard<'_, FxHashMap<TaskId, Arc<Run>>> {
         // Entries are inserted or removed whole; a poisoned map is still consistent.
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -224,14 +229,14 @@ impl Shared {
     /// Cancels every held task; tasks still in the channel are released unrun.
     fn cancel_all(&self) {
         self.cancelling.store(true, Ordering::SeqCst);
-        for held in self.held().values() {
-            held.run.cancel();
+        for run in self.held().values() {
+            run.cancel();
         }
     }
 
     fn topics(&self) -> Vec<TopicClaim> {
         let mut topics: Vec<TopicClaim> = self
-            .processors
+            .topics
             .keys()
             .map(|topic| {
                 let mut claim = TopicClaim::new(topic.clone());
@@ -245,11 +250,11 @@ impl Shared {
 
     async fn claim_loop(
         self: Arc<Self>,
-        jobs: Arc<JobQueue<Job>>,
+        jobs: Arc<JobQueue<Arc<Run>>>,
         finished: mpsc::UnboundedSender<Finished>,
     ) {
         // However the loop ends, workers drain what is queued and stop.
-        struct CloseOnExit(Arc<JobQueue<Job>>);
+        struct CloseOnExit(Arc<JobQueue<Arc<Run>>>);
         impl Drop for CloseOnExit {
             fn drop(&mut self) {
                 self.0.close();
@@ -356,7 +361,7 @@ impl Shared {
     async fn dispatch(
         &self,
         batch: Vec<Claimed>,
-        jobs: &JobQueue<Job>,
+        jobs: &JobQueue<Arc<Run>>,
         finished: &mpsc::UnboundedSender<Finished>,
     ) {
         let mut ready = Vec::with_capacity(batch.len());
@@ -394,41 +399,39 @@ impl Shared {
                 .collect();
             self.publish(starts).await;
         }
-        let mut queued = Vec::with_capacity(ready.len());
+        let runs: Vec<Arc<Run>> = ready.into_iter().map(|r| Arc::new(Run::new(r))).collect();
         {
             let mut held = self.held();
-            for record in ready {
-                let run = Arc::new(RunState::default());
-                let entry = Held {
-                    lease: LeaseRef::of(&record),
-                    run: run.clone(),
-                };
-                held.insert(record.id, entry);
-                queued.push(Job { record, run });
+            for run in &runs {
+                held.insert(run.record.id, run.clone());
             }
-            self.held_count.fetch_add(queued.len(), Ordering::AcqRel);
+            self.held_count.fetch_add(runs.len(), Ordering::AcqRel);
         }
-        jobs.push_batch(queued);
+        jobs.push_batch(runs);
     }
 
-    /// A worker: runs jobs one at a time until the claimer is gone and the channel drained.
+    /// A worker: runs tasks one at a time until the claimer is gone and the queue drained.
     async fn worker(
         self: Arc<Self>,
-        jobs: Arc<JobQueue<Job>>,
+        store: Arc<Arc<dyn Store>>,
+        jobs: Arc<JobQueue<Arc<Run>>>,
         finished: mpsc::UnboundedSender<Finished>,
     ) {
-        while let Some(job) = jobs.pop().await {
+        while let Some(run) = jobs.pop().await {
+            let record = &run.record;
             let span = tracing::info_span!(
                 "task",
-                id = %job.record.id,
-                topic = %job.record.topic,
-                attempt = job.record.attempt
+                id = %record.id,
+                topic = %record.topic,
+                attempt = record.attempt
             );
-            let id = job.record.id;
-            let (kind, report) = self.run(job).instrument(span).await;
-            let held = self.held().remove(&id);
-            if let Some(Held { lease, .. }) = held {
-                let outcome = Outcome { lease, kind };
+            let (kind, report) = self.run(&run, &store).instrument(span).await;
+            // Only the worker that ran a task removes it, so it is still held here.
+            if self.held().remove(&run.record.id).is_some() {
+                let outcome = Outcome {
+                    lease: LeaseRef::of(&run.record),
+                    kind,
+                };
                 let _ = finished.send(Finished { outcome, report });
             }
             if self.held_count.fetch_sub(1, Ordering::AcqRel) == self.config.concurrency + 1 {
@@ -438,14 +441,12 @@ impl Shared {
     }
 
     /// Runs one attempt; returns what became of it.
-    async fn run(&self, job: Job) -> (OutcomeKind, Report) {
-        let Job { record, run } = job;
+    async fn run(&self, run: &Arc<Run>, store: &Arc<Arc<dyn Store>>) -> (OutcomeKind, Report) {
+        let record = &run.record;
         if self.cancelling.load(Ordering::SeqCst) {
             run.cancel();
         }
         let (attempt, retries_left) = (record.attempt, record.has_retries_left());
-        let timeout = self.config.topic(&record.topic).and_then(|o| o.timeout);
-        let backoff = self.config.backoff_for(&record.topic);
         let finished = |kind, duration_ms, result| {
             let report = Report {
                 attempt,
@@ -454,19 +455,18 @@ impl Shared {
             };
             (kind, report)
         };
-        let Some(processor) = self.processors.get(&record.topic) else {
+        let Some(Registered { processor, timeout }) = self.topics.get(&record.topic) else {
             // Claims name only registered topics, so only a faulty store gets here; a
             // manager that has the topic can still run the task.
             warn!("the store returned a task of an unregistered topic; releasing it");
             return finished(OutcomeKind::Release, 0, None);
         };
         let ctx = TaskContext {
-            record,
             run: run.clone(),
-            store: self.store.clone(),
+            store: store.clone(),
         };
+        let timeout = *timeout;
         let started = Instant::now();
-        let this_run = run.clone();
         let attempt_fut = async move {
             let process = AssertUnwindSafe(processor.process(ctx)).catch_unwind();
             let returned = match timeout {
@@ -477,7 +477,7 @@ impl Shared {
             };
             // The run ends here unless a cancel came first; then what it returned is moot
             // (processors often return Ok or Err once they see the signal): it is released.
-            if !this_run.finish() {
+            if !run.finish() {
                 return None;
             }
             Some(match returned {
@@ -498,7 +498,7 @@ impl Shared {
             tokio::select! {
                 biased;
                 ended = attempt_fut => ended,
-                _ = run.cancelled() => None,
+                _ = run.cancelled_for_worker() => None,
             }
         };
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -512,6 +512,7 @@ impl Shared {
                 finished(OutcomeKind::Dead { error }, duration_ms, None)
             }
             Some(Err((error, _))) => {
+                let backoff = self.config.backoff_for(&record.topic);
                 let at = self.config.clock.now() + backoff.delay(attempt);
                 warn!(%error, retry_at = %at, "task failed; will retry");
                 finished(OutcomeKind::Retry { at, error }, duration_ms, None)
@@ -601,7 +602,11 @@ impl Shared {
     }
 
     async fn renew_leases(&self) {
-        let leases: Vec<LeaseRef> = self.held().values().map(|h| h.lease.clone()).collect();
+        let leases: Vec<LeaseRef> = self
+            .held()
+            .values()
+            .map(|run| LeaseRef::of(&run.record))
+            .collect();
         if leases.is_empty() {
             return;
         }
@@ -616,9 +621,12 @@ impl Shared {
         let held = self.held();
         for (lease, applied) in leases.iter().zip(applied) {
             if applied == Applied::Stale {
-                if let Some(task) = held.get(&lease.id).filter(|h| h.lease.token == lease.token) {
+                if let Some(run) = held
+                    .get(&lease.id)
+                    .filter(|r| r.record.is_owned_by(lease.token))
+                {
                     warn!(id = %lease.id, topic = %lease.topic, "lease lost; cancelling the run");
-                    task.run.cancel();
+                    run.cancel();
                 }
             }
         }
