@@ -1,7 +1,7 @@
 //! The memory store's data: every task by id, and per-topic indexes of each queue.
 //!
 //! Shaped for the hot path (claim and complete at millions per second): records live in a
-//! slab found by id (see [`Records`]); due tasks wait in a [`ReadyQueue`], scheduled ones
+//! dense array found by id (see [`Records`]); due tasks wait in a [`ReadyQueue`], scheduled ones
 //! in a heap. Neither can remove from the middle, so a deleted task's entry stays until it
 //! surfaces and is skipped then ("lazy deletion"); sizes are counted, not read off them.
 
@@ -239,7 +239,10 @@ impl State {
             topic.work.remove(&id);
             match record.finish(&outcome.kind, now, &mut topic.counters) {
                 None => {
-                    self.remove(id);
+                    if let Some(key) = &record.unique_key {
+                        topic.unique.remove(key);
+                    }
+                    self.tasks.discard(&id);
                 }
                 Some(queue) => {
                     topic.push(queue, record, now);
