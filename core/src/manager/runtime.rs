@@ -364,10 +364,10 @@ impl Shared {
         jobs: &JobQueue<Arc<Run>>,
         finished: &mpsc::UnboundedSender<Finished>,
     ) {
-        let mut ready = Vec::with_capacity(batch.len());
+        let mut runs = Vec::with_capacity(batch.len());
         for claimed in batch {
             match claimed {
-                Claimed::Ready(record) => ready.push(record),
+                Claimed::Ready(record) => runs.push(Arc::new(Run::new(record))),
                 Claimed::Corrupt { lease, error } => {
                     let error = format!("corrupt task record: {error}");
                     warn!(id = %lease.id, topic = %lease.topic, %error, "moving corrupt task to dead");
@@ -388,18 +388,17 @@ impl Shared {
         // Starts are published before the runs begin, so a watcher always sees a task's
         // start before its outcome.
         if self.store.has_subscribers() {
-            let starts = ready
+            let starts = runs
                 .iter()
-                .map(|record| Event::TaskStart {
-                    id: record.id,
-                    topic: record.topic.clone(),
-                    attempt: record.attempt,
+                .map(|run| Event::TaskStart {
+                    id: run.record.id,
+                    topic: run.record.topic.clone(),
+                    attempt: run.record.attempt,
                     manager: self.id.clone(),
                 })
                 .collect();
             self.publish(starts).await;
         }
-        let runs: Vec<Arc<Run>> = ready.into_iter().map(|r| Arc::new(Run::new(r))).collect();
         {
             let mut held = self.held();
             for run in &runs {
