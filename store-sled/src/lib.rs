@@ -33,9 +33,9 @@
 #![warn(missing_docs)]
 
 mod codec;
+mod index;
 mod read;
 mod store;
-mod trees;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -44,7 +44,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use taskmill_core::store::{LocalBus, StoreUrl, DEFAULT_EVENT_BUFFER};
 use taskmill_core::{Error, ErrorKind, Result};
-use trees::{Trees, SCHEMA, SCHEMA_VERSION, T};
 use writer::{Request, Writer};
 
 /// When changes reach the disk, and so what a crash (of the process or the machine) can
@@ -215,15 +214,24 @@ impl SledStore {
             config = config.cache_capacity(bytes);
         }
         let db = config.open().map_err(|e| open_error(&path, e))?;
-        let trees = Arc::new(Trees::open(db)?);
-        if let Err(e) = check_schema(&trees, &path) {
-            drop(trees);
-            wait_for_unlock(&path.join("db"), Duration::from_secs(5));
-            return Err(e);
-        }
+        let opened = db.open_tree(TREE).map_err(sled_error).and_then(|tree| {
+            check_schema(&db, &tree, &path)?;
+            let started = std::time::Instant::now();
+            let index = index::Index::load(&tree)?;
+            tracing::debug!(elapsed = ?started.elapsed(), "sled indexes rebuilt");
+            Ok((tree, index))
+        });
+        let (tree, index) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                drop(db);
+                wait_for_unlock(&path.join("db"), Duration::from_secs(5));
+                return Err(e);
+            }
+        };
         let bus = Arc::new(LocalBus::new(options.event_buffer));
         let (tx, rx) = mpsc::channel();
-        let writer = Writer::new(trees.clone(), bus.clone(), options.flush);
+        let writer = Writer::new(db, tree, index, bus.clone(), options.flush);
         let handle = std::thread::Builder::new()
             .name("taskmill-sled".into())
             .spawn(move || writer.run(rx))
@@ -269,27 +277,39 @@ fn parse_url(url: &str) -> Result<(PathBuf, SledOptions)> {
     Ok((PathBuf::from(path), options))
 }
 
+/// The tree that holds everything (see `codec.rs`).
+const TREE: &str = "taskmill";
+/// The layout this code reads and writes. Layout 1 (eight trees, the indexes stored beside
+/// the records) kept its version in a `meta` tree.
+const SCHEMA_VERSION: u64 = 2;
+
 /// Checks (and on a new database writes) the layout version.
-fn check_schema(trees: &Trees, path: &Path) -> Result<()> {
-    let meta = trees.tree(T::Meta);
-    match meta.get(SCHEMA).map_err(sled_error)? {
-        Some(v) => {
-            let version = codec::decode_u64(&v)?;
-            if version > SCHEMA_VERSION {
-                return Err(Error::corrupt(format!(
-                    "the sled database at {} has layout version {version}, newer than this \
-                     taskmill-sled understands ({SCHEMA_VERSION}): upgrade taskmill",
-                    path.display()
-                )));
-            }
-            Ok(())
+fn check_schema(db: &sled::Db, tree: &sled::Tree, path: &Path) -> Result<()> {
+    if let Some(v) = tree.get(codec::SCHEMA).map_err(sled_error)? {
+        let version = codec::decode_u64(&v)?;
+        if version > SCHEMA_VERSION {
+            return Err(Error::corrupt(format!(
+                "the sled database at {} has layout version {version}, newer than this \
+                 taskmill-sled understands ({SCHEMA_VERSION}): upgrade taskmill",
+                path.display()
+            )));
         }
-        None => {
-            meta.insert(SCHEMA, &SCHEMA_VERSION.to_be_bytes())
-                .map_err(sled_error)?;
-            trees.db.flush().map(drop).map_err(sled_error)
-        }
+        return Ok(());
     }
+    if db.tree_names().iter().any(|name| name == b"meta") {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "the sled database at {} has layout version 1, which this taskmill-sled \
+                 (layout {SCHEMA_VERSION}) does not read: drain it with the taskmill version \
+                 that wrote it, or move it aside",
+                path.display()
+            ),
+        ));
+    }
+    tree.insert(codec::SCHEMA, &SCHEMA_VERSION.to_be_bytes())
+        .map_err(sled_error)?;
+    db.flush().map(drop).map_err(sled_error)
 }
 
 fn open_error(path: &Path, e: sled::Error) -> Error {
