@@ -25,9 +25,22 @@ pub(crate) fn get(tree: &sled::Tree, index: &Index, id: TaskId) -> Result<Option
 /// `Corrupt`, and a claim sends them to DEAD. The page is decided by the index, so one
 /// left out does not end the paging early.
 pub(crate) fn list(tree: &sled::Tree, index: &Index, query: &ListQuery) -> Result<Page> {
-    let after = query.after.map_or(0, TaskId::get);
+    let after = query.after.unwrap_or(TaskId::new(0));
     let limit = query.limit.max(1);
-    let mut ids = index.ids(query.queue, query.topic.as_deref(), after);
+    let from_records = || {
+        let mut start = codec::TASKS.to_vec();
+        start.extend_from_slice(&after.get().saturating_add(1).to_be_bytes());
+        tree.range(start..)
+            .keys()
+            .filter_map(|key| key.ok())
+            .take_while(|key| key.starts_with(codec::TASKS))
+            .filter_map(|key| KeyParts::decode(&key).map(|parts| parts.id))
+    };
+    let ids: Box<dyn Iterator<Item = TaskId>> = match index.ids(query.queue, after) {
+        Some(ids) => Box::new(ids),
+        None => Box::new(from_records()),
+    };
+    let mut ids = ids.filter(|id| index.is_in(*id, query.queue, query.topic.as_deref()));
     let mut tasks = Vec::with_capacity(limit.min(1024));
     let mut last = None;
     for id in ids.by_ref() {
