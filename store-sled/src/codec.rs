@@ -10,6 +10,7 @@
 //! Integers in keys are big-endian (priorities with the sign bit flipped), so the records
 //! are in id order, which `list` pages through.
 
+use std::sync::Arc;
 use taskmill_core::{
     Counters, Error, Lease, Payload, Queue, Result, TaskId, TaskRecord, Timestamp,
 };
@@ -206,8 +207,13 @@ pub(crate) fn decode_state(bytes: &[u8]) -> Option<State> {
     })
 }
 
-/// Reads a stored record back; `Corrupt` when it cannot be decoded.
-pub(crate) fn decode_record(key: &KeyParts<'_>, bytes: &[u8]) -> Result<TaskRecord> {
+/// Reads a stored record back; `Corrupt` when it cannot be decoded. `topic` is the key's,
+/// shared rather than allocated per record.
+pub(crate) fn decode_record(
+    key: &KeyParts<'_>,
+    topic: &Arc<str>,
+    bytes: &[u8],
+) -> Result<TaskRecord> {
     let decode = || {
         let state = decode_state(bytes)?;
         let mut r = Reader(bytes);
@@ -241,7 +247,7 @@ pub(crate) fn decode_record(key: &KeyParts<'_>, bytes: &[u8]) -> Result<TaskReco
         Some(TaskRecord {
             id: key.id,
             queue: state.queue,
-            topic: key.topic.into(),
+            topic: topic.clone(),
             external_id,
             args: Payload::from_stored(args),
             attempt,
@@ -368,7 +374,7 @@ mod tests {
             let parts = KeyParts::decode(&key).unwrap();
             assert_eq!(parts, KeyParts::of(&r));
             encode_record(&r, &mut out);
-            assert_eq!(decode_record(&parts, &out).unwrap(), r);
+            assert_eq!(decode_record(&parts, &r.topic, &out).unwrap(), r);
             let state = decode_state(&out).unwrap();
             assert_eq!(
                 (state.queue, state.run_at, state.lease),
@@ -389,9 +395,9 @@ mod tests {
         let key = KeyParts::of(&r);
         // Every truncation, and a few bytes of garbage, fail cleanly.
         for len in 0..out.len() - r.args.as_str().len() {
-            assert!(decode_record(&key, &out[..len]).is_err(), "{len}");
+            assert!(decode_record(&key, &r.topic, &out[..len]).is_err(), "{len}");
         }
-        let err = decode_record(&key, b"\xff\x00garbage{").unwrap_err();
+        let err = decode_record(&key, &r.topic, b"\xff\x00garbage{").unwrap_err();
         assert_eq!(err.kind(), taskmill_core::ErrorKind::Corrupt);
         assert!(decode_state(b"").is_none());
         assert!(KeyParts::decode(b"t\0\0").is_none());

@@ -16,7 +16,9 @@ pub(crate) fn get(tree: &sled::Tree, index: &Index, id: TaskId) -> Result<Option
         return Ok(None);
     };
     let parts = KeyParts::decode(&key).expect("the index makes valid keys");
-    codec::decode_record(&parts, &bytes).map(Some)
+    let topic = index.slot(id).map(|slot| index.topic_of(slot));
+    let topic = topic.expect("the key came from the slot");
+    codec::decode_record(&parts, topic, &bytes).map(Some)
 }
 
 /// One page of a queue, in id order.

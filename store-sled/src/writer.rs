@@ -97,6 +97,7 @@ pub(crate) struct Writer {
     /// The writes of the request being handled, and how many.
     batch: Batch,
     writes: usize,
+    buf: Vec<u8>,
     /// The counters as last written, to write them only when they moved.
     stored_ids: (u64, u64),
     /// Whether the request being handled committed anything.
@@ -124,6 +125,7 @@ impl Writer {
             policy,
             batch: Batch::default(),
             writes: 0,
+            buf: Vec::new(),
             dirty: false,
             poisoned: None,
         }
@@ -304,9 +306,10 @@ impl Writer {
 
     /// Stores a record under its key.
     fn put(&mut self, key: Vec<u8>, record: &TaskRecord) {
-        let mut value = Vec::with_capacity(64 + record.args.as_str().len());
-        codec::encode_record(record, &mut value);
-        self.batch.insert(key, value);
+        // Encoded into a reused buffer: sled copies the value into its own allocation
+        // anyway, and the hot path is bound by the allocator.
+        codec::encode_record(record, &mut self.buf);
+        self.batch.insert(key, self.buf.as_slice());
         self.writes += 1;
     }
 
@@ -448,8 +451,9 @@ impl Writer {
             return Ok(None);
         };
         let parts = KeyParts::decode(&key).expect("the index makes valid keys");
-        let at = self.index.slot(id).map_or(At::Dead, |s| s.at);
-        let found = codec::decode_record(&parts, &bytes)
+        let slot = self.index.slot(id).expect("the key came from the slot");
+        let (at, topic) = (slot.at, self.index.topic_of(slot));
+        let found = codec::decode_record(&parts, topic, &bytes)
             .map_err(|error| (salvage(&parts, &bytes, at, now), error));
         Ok(Some((key, found)))
     }
