@@ -1,20 +1,21 @@
 //! The sled taskmill store: durable, embedded, one process per database.
 //!
-//! Tasks live in a [sled](https://docs.rs/sled/0.34) database directory. Every move of a
-//! task (enqueue, claim, outcome, reaper, requeue, delete) is one multi-tree transaction
-//! that also moves the stats counters, so a crash never leaves a task in two queues or in
-//! none, and the counters never drift. By default each change is flushed to disk before
-//! the call returns ([`FlushPolicy::Always`]): a `kill -9` at any instant loses nothing that
-//! was acknowledged.
+//! Tasks live in a [sled](https://docs.rs/sled/0.34) database directory, one record per
+//! task in one tree. Every move of a task (enqueue, claim, outcome, reaper, requeue,
+//! delete) is one atomic `apply_batch` on that tree, with the stats counters it moves, so
+//! a crash never leaves a task in two queues or in none, and the counters never drift. By
+//! default each change is flushed to disk before the call returns ([`FlushPolicy::Always`]):
+//! a `kill -9` at any instant loses nothing that was acknowledged.
 //!
 //! sled allows one process per database. Opening a database that is already open (in
 //! another process, or in this one) fails at once with [`ErrorKind::Unavailable`]; clones of
 //! one [`SledStore`] share it, so hand clones to several managers of the same process.
 //!
-//! sled calls block, so every call is served by one dedicated writer thread: a single
-//! writer makes sled's scan-then-transact pattern race-free, and lets concurrent calls
-//! share one flush (group commit). The crate's README describes the flush policies, the
-//! trees on disk, and what a crash can lose.
+//! Every call is served by one dedicated writer thread. Being the only writer, it keeps the
+//! indexes (claim order, schedules, leases, unique keys) in memory, rebuilt from the
+//! records when the store opens, and lets concurrent calls share one flush (group commit).
+//! The crate's README describes the flush policies, the layout on disk, and what a crash
+//! can lose.
 //!
 //! ```
 //! use taskmill_sled::{FlushPolicy, SledOptions, SledStore};
@@ -50,7 +51,7 @@ use writer::{Request, Writer};
 /// lose.
 ///
 /// Whatever the policy, a crash never leaves a task half-moved: each move is one sled
-/// transaction, which recovery replays whole or not at all.
+/// batch, which recovery replays whole or not at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum FlushPolicy {

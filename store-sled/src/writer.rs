@@ -1,14 +1,12 @@
 //! The writer thread: every change to the database is made here, one request at a time.
 //!
 //! Why one dedicated thread rather than `spawn_blocking` per call:
-//! - sled's transactions cannot scan a range, and a claim must scan (the first ready
-//!   tasks of a topic). With a single writer, a scan outside the transaction stays true
-//!   until the transaction commits, so the scan-then-transact pattern is race-free and
-//!   sled never has to retry a conflicting transaction.
-//! - Group commit: the thread takes every request waiting in its channel, commits each as
-//!   its own transaction, then makes them durable with one `flush` (an fsync) before it
-//!   answers any of them. Under load many claims and outcome batches share one fsync,
-//!   which is what makes flush-on-every-write affordable.
+//! - Being the only writer, it can keep the indexes in memory (see `index.rs`): nothing
+//!   else changes the records behind them, so each change is one batch of record writes.
+//! - Group commit: the thread takes every request waiting in its channel, writes each as
+//!   its own batch, then makes them durable with one `flush` (an fsync) before it answers
+//!   any of them. Under load many claims and outcome batches share one fsync, which is
+//!   what makes flush-on-every-write affordable.
 //! - One hop per batch, never per task, and no blocking-pool thread is parked on a lock.
 //!
 //! Events and wake-ups are sent after the flush and before the replies, so a watcher sees a
@@ -45,7 +43,7 @@ pub(crate) enum Request {
     Requeue(Vec<TaskId>, Timestamp, Reply<Vec<bool>>),
     Delete(Vec<TaskId>, Reply<Vec<bool>>),
     SetPaused(String, bool, Reply<()>),
-    /// Reads are made here too, between transactions, so they never see half of a move.
+    /// Reads are made here too, between batches, so they never see half of a move.
     Stats(Reply<Stats>),
     Get(TaskId, Reply<Option<TaskRecord>>),
     List(ListQuery, Reply<Page>),
@@ -200,7 +198,7 @@ impl Writer {
                 let result = self.check().and_then(|()| self.claim(&req));
                 // A claim lost in a crash leaves its tasks in INPUT, where they run again:
                 // what a flushed claim would give too, after its lease expired. Its
-                // transaction reaches the disk with the next flush (sled's log is
+                // batch reaches the disk with the next flush (sled's log is
                 // sequential), so an fsync here would buy nothing.
                 defer(false, reply, result, || {})
             }
