@@ -215,8 +215,7 @@ impl SledStore {
             config = config.cache_capacity(bytes);
         }
         let db = config.open().map_err(|e| open_error(&path, e))?;
-        let opened = db.open_tree(TREE).map_err(sled_error).and_then(|tree| {
-            check_schema(&db, &tree, &path)?;
+        let opened = open_tree(&db, &path).and_then(|tree| {
             let started = std::time::Instant::now();
             let index = index::Index::load(&tree)?;
             tracing::debug!(elapsed = ?started.elapsed(), "sled indexes rebuilt");
@@ -284,19 +283,9 @@ const TREE: &str = "taskmill";
 /// the records) kept its version in a `meta` tree.
 const SCHEMA_VERSION: u64 = 2;
 
-/// Checks (and on a new database writes) the layout version.
-fn check_schema(db: &sled::Db, tree: &sled::Tree, path: &Path) -> Result<()> {
-    if let Some(v) = tree.get(codec::SCHEMA).map_err(sled_error)? {
-        let version = codec::decode_u64(&v)?;
-        if version > SCHEMA_VERSION {
-            return Err(Error::corrupt(format!(
-                "the sled database at {} has layout version {version}, newer than this \
-                 taskmill-sled understands ({SCHEMA_VERSION}): upgrade taskmill",
-                path.display()
-            )));
-        }
-        return Ok(());
-    }
+/// Opens the tree, checking (and on a new database writing) the layout version.
+fn open_tree(db: &sled::Db, path: &Path) -> Result<sled::Tree> {
+    // Checked before opening the tree, which would add it to an old database.
     if db.tree_names().iter().any(|name| name == b"meta") {
         return Err(Error::new(
             ErrorKind::Unsupported,
@@ -308,9 +297,25 @@ fn check_schema(db: &sled::Db, tree: &sled::Tree, path: &Path) -> Result<()> {
             ),
         ));
     }
-    tree.insert(codec::SCHEMA, &SCHEMA_VERSION.to_be_bytes())
-        .map_err(sled_error)?;
-    db.flush().map(drop).map_err(sled_error)
+    let tree = db.open_tree(TREE).map_err(sled_error)?;
+    match tree.get(codec::SCHEMA).map_err(sled_error)? {
+        Some(v) => {
+            let version = codec::decode_u64(&v)?;
+            if version > SCHEMA_VERSION {
+                return Err(Error::corrupt(format!(
+                    "the sled database at {} has layout version {version}, newer than this \
+                     taskmill-sled understands ({SCHEMA_VERSION}): upgrade taskmill",
+                    path.display()
+                )));
+            }
+        }
+        None => {
+            tree.insert(codec::SCHEMA, &SCHEMA_VERSION.to_be_bytes())
+                .map_err(sled_error)?;
+            db.flush().map_err(sled_error)?;
+        }
+    }
+    Ok(tree)
 }
 
 fn open_error(path: &Path, e: sled::Error) -> Error {

@@ -233,11 +233,9 @@ fn the_old_layout_is_refused() {
     let err = reopen(&path).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
     assert!(err.message().contains("layout version 1"), "{err}");
+    // Refusing it added nothing of the new layout.
     let db = raw(&path);
-    assert!(
-        !db.tree_names().iter().any(|n| n == b"taskmill".as_slice())
-            || db.open_tree("taskmill").unwrap().is_empty()
-    );
+    assert!(!db.tree_names().iter().any(|n| n == b"taskmill".as_slice()));
 }
 
 /// Paging skips a corrupt record without ending early.
