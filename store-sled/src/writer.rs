@@ -168,20 +168,30 @@ impl Writer {
             }
     }
 
-    fn check(&self) -> Result<()> {
-        match &self.poisoned {
-            Some(e) => Err(Error::storage(format!(
+    /// Runs a change, unless an earlier one failed.
+    fn write<V>(&mut self, change: impl FnOnce(&mut Self) -> Result<V>) -> Result<V> {
+        if let Some(e) = &self.poisoned {
+            return Err(Error::storage(format!(
                 "the sled store failed to write earlier ({e}); reopen it"
-            ))),
-            None => Ok(()),
+            )));
         }
+        change(self).inspect_err(|e| {
+            // A change that fails midway (a read refused by the disk) has moved the
+            // indexes of the tasks before it: only a reopen rebuilds them from the disk.
+            if self.poisoned.is_none() {
+                tracing::error!(error = %e, "sled change failed; the store refuses writes from now on");
+                self.poisoned = Some(e.to_string());
+            }
+            self.batch = Batch::default();
+            self.writes = 0;
+        })
     }
 
     fn handle(&mut self, request: Request) -> Deferred {
         self.dirty = false;
         match request {
             Request::Enqueue(tasks, opts, reply) => {
-                let result = self.check().and_then(|()| self.enqueue(tasks, &opts));
+                let result = self.write(|w| w.enqueue(tasks, &opts));
                 let (result, events) = match result {
                     Ok((r, e)) => (Ok(r), e),
                     Err(e) => (Err(e), Vec::new()),
@@ -195,7 +205,7 @@ impl Writer {
                 })
             }
             Request::Claim(req, reply) => {
-                let result = self.check().and_then(|()| self.claim(&req));
+                let result = self.write(|w| w.claim(&req));
                 // A claim lost in a crash leaves its tasks in INPUT, where they run again:
                 // what a flushed claim would give too, after its lease expired. Its
                 // batch reaches the disk with the next flush (sled's log is
@@ -203,13 +213,13 @@ impl Writer {
                 defer(false, reply, result, || {})
             }
             Request::Renew(leases, deadline, reply) => {
-                let result = self.check().and_then(|()| self.renew(&leases, deadline));
+                let result = self.write(|w| w.renew(&leases, deadline));
                 // A lost renewal only makes a lease end sooner after a crash, and a crash
                 // ends every lease of this process anyway: never worth an fsync.
                 defer(false, reply, result, || {})
             }
             Request::Apply(outcomes, now, reply) => {
-                let result = self.check().and_then(|()| self.apply(&outcomes, now));
+                let result = self.write(|w| w.apply(&outcomes, now));
                 let (result, wake) = split(result);
                 let bus = self.bus.clone();
                 defer(self.durable(false), reply, result, move || {
@@ -220,7 +230,7 @@ impl Writer {
             }
             Request::Recover(now, limit, reply) => {
                 // Like a claim: a recovery lost in a crash is made again by the next reaper.
-                let result = self.check().and_then(|()| self.recover(now, limit));
+                let result = self.write(|w| w.recover(now, limit));
                 let wake = result.as_ref().is_ok_and(|r| r.iter().any(|r| !r.dead));
                 let bus = self.bus.clone();
                 defer(false, reply, result, move || {
@@ -230,7 +240,7 @@ impl Writer {
                 })
             }
             Request::Requeue(ids, now, reply) => {
-                let result = self.check().and_then(|()| self.requeue(&ids, now));
+                let result = self.write(|w| w.requeue(&ids, now));
                 let wake = result.as_ref().is_ok_and(|r| r.contains(&true));
                 let bus = self.bus.clone();
                 defer(self.durable(true), reply, result, move || {
@@ -240,11 +250,11 @@ impl Writer {
                 })
             }
             Request::Delete(ids, reply) => {
-                let result = self.check().and_then(|()| self.delete(&ids));
+                let result = self.write(|w| w.delete(&ids));
                 defer(self.durable(true), reply, result, || {})
             }
             Request::SetPaused(topic, paused, reply) => {
-                let result = self.check().and_then(|()| self.set_paused(&topic, paused));
+                let result = self.write(|w| w.set_paused(&topic, paused));
                 let bus = self.bus.clone();
                 defer(self.durable(true), reply, result, move || {
                     if !paused {
@@ -293,13 +303,10 @@ impl Writer {
             return Ok(());
         }
         self.dirty = true;
-        self.tree.apply_batch(batch).map_err(sled_error).inspect_err(|e| {
-            // The indexes already moved, and sled may hold part of the batch in memory:
-            // only a reopen (recovery from the log, where the batch is whole or absent)
-            // is consistent again.
-            tracing::error!(error = %e, "sled write failed; the store refuses writes from now on");
-            self.poisoned = Some(e.to_string());
-        })
+        // On failure, `write` poisons the store: the indexes already moved, and sled may
+        // hold part of the batch in memory; only a reopen (recovery from the log, where the
+        // batch is whole or absent) is consistent again.
+        self.tree.apply_batch(batch).map_err(sled_error)
     }
 
     /// Stores a record under its key.
