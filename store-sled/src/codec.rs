@@ -1,182 +1,287 @@
-//! How keys and values are laid out in the trees.
+//! How keys and values are laid out in the one tree.
 //!
-//! Every integer in a key is big-endian with its sign bit flipped, so sled's byte order is
-//! the numeric order: a prefix scan of `ready` yields tasks in claim order (priority, then
-//! id) and one of `scheduled` yields them by due time. A topic in a key is followed by a
-//! 0 byte, which no topic contains (`validate_topic` rejects control characters), so one
-//! topic's keys never interleave with another's whose name extends it.
+//! Three kinds of entry, told apart by their first byte:
+//! - `t`, id, priority, topic, 0, [1, unique key] → the task's record (binary, below). The
+//!   fields a task never changes live in the key, so a record whose value is garbage can
+//!   still be indexed, claimed, salvaged and deleted like any other.
+//! - `s`, topic → the topic's counters and paused flag.
+//! - `m`, name → `last_id`, `last_token`, `schema`.
+//!
+//! Integers in keys are big-endian (priorities with the sign bit flipped), so the records
+//! are in id order, which `list` pages through.
 
 use std::sync::Arc;
 use taskmill_core::{
-    Counters, Error, Lease, Queue, QueueSizes, Result, TaskId, TaskRecord, Timestamp, TopicStats,
+    Counters, Error, Lease, Payload, Queue, Result, TaskId, TaskRecord, Timestamp,
 };
 
-/// The key of a task's record in `tasks`, and of its entry in `work`.
-pub(crate) fn id_key(id: TaskId) -> [u8; 8] {
-    id.get().to_be_bytes()
-}
+const TASK: u8 = b't';
+const STATS: u8 = b's';
+const META: u8 = b'm';
 
-/// The key of a unique key's entry in `unique`: keys are per topic, and a topic holds no
-/// control character, so a NUL separates the two unambiguously.
-pub(crate) fn unique_key(topic: &str, key: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(topic.len() + 1 + key.len());
-    out.extend_from_slice(topic.as_bytes());
-    out.push(0);
-    out.extend_from_slice(key.as_bytes());
-    out
-}
+/// The `meta` key of the last task id handed out.
+pub(crate) const LAST_ID: &[u8] = b"mlast_id";
+/// The `meta` key of the last fencing token handed out.
+pub(crate) const LAST_TOKEN: &[u8] = b"mlast_token";
+/// The `meta` key of the on-disk layout version.
+pub(crate) const SCHEMA: &[u8] = b"mschema";
+/// The prefix of every record key.
+pub(crate) const TASKS: &[u8] = &[TASK];
+/// The prefix of every stats row key.
+pub(crate) const ROWS: &[u8] = &[STATS];
+const _: () = assert!(LAST_ID[0] == META && SCHEMA[0] == META && LAST_TOKEN[0] == META);
 
-/// The user's key from an entry key of `unique`.
-pub(crate) fn unique_key_name(entry: &[u8]) -> String {
-    let key = entry.splitn(2, |b| *b == 0).nth(1).unwrap_or(entry);
-    String::from_utf8_lossy(key).into_owned()
-}
+/// The first byte of every record value; another value is a record of a later format.
+const FORMAT: u8 = 1;
 
-/// The id at the end of an index key.
-pub(crate) fn id_at_end(key: &[u8]) -> Option<TaskId> {
-    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
-    Some(TaskId::new(u64::from_be_bytes(tail)))
-}
-
-/// The id of a `tasks` or `work` key.
-pub(crate) fn id_of(key: &[u8]) -> Option<TaskId> {
-    (key.len() == 8).then(|| id_at_end(key)).flatten()
-}
-
-/// A topic's prefix in the per-topic indexes.
-pub(crate) fn topic_prefix(topic: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(topic.len() + 19);
-    key.extend_from_slice(topic.as_bytes());
-    key.push(0);
-    key
-}
-
-/// The topic a per-topic index key starts with.
-pub(crate) fn topic_of(key: &[u8]) -> Option<&str> {
-    let end = key.iter().position(|b| *b == 0)?;
-    std::str::from_utf8(&key[..end]).ok()
-}
-
-fn priority_bytes(priority: i16) -> [u8; 2] {
-    ((priority as u16) ^ 0x8000).to_be_bytes()
-}
-
-fn priority_from(bytes: [u8; 2]) -> i16 {
-    (u16::from_be_bytes(bytes) ^ 0x8000) as i16
-}
-
-fn time_bytes(t: Timestamp) -> [u8; 8] {
-    ((t.as_millis() as u64) ^ (1 << 63)).to_be_bytes()
-}
-
-fn time_from(bytes: [u8; 8]) -> Timestamp {
-    Timestamp::from_millis((u64::from_be_bytes(bytes) ^ (1 << 63)) as i64)
-}
-
-/// `ready`: topic, 0, priority, id. Due INPUT tasks in claim order.
-pub(crate) fn ready_key(topic: &str, priority: i16, id: TaskId) -> Vec<u8> {
-    let mut key = topic_prefix(topic);
-    key.extend_from_slice(&priority_bytes(priority));
-    key.extend_from_slice(&id_key(id));
-    key
-}
-
-/// `scheduled`: topic, 0, run_at, id; the value is the priority. INPUT tasks not yet known
-/// to be due, by due time.
-pub(crate) fn scheduled_key(topic: &str, run_at: Timestamp, id: TaskId) -> Vec<u8> {
-    let mut key = topic_prefix(topic);
-    key.extend_from_slice(&time_bytes(run_at));
-    key.extend_from_slice(&id_key(id));
-    key
-}
-
-/// The upper bound (exclusive) of a topic's `scheduled` keys due at `now`.
-pub(crate) fn scheduled_due_end(topic: &str, now: Timestamp) -> Vec<u8> {
-    let mut key = topic_prefix(topic);
-    key.extend_from_slice(&time_bytes(now + std::time::Duration::from_millis(1)));
-    key
-}
-
-/// The priority stored as a `scheduled` value.
-pub(crate) fn priority_value(priority: i16) -> [u8; 2] {
-    priority_bytes(priority)
-}
-
-/// Reads a `scheduled` value back.
-pub(crate) fn priority_of(value: &[u8]) -> i16 {
-    value.try_into().map(priority_from).unwrap_or(0)
-}
-
-/// `dead`: topic, 0, id. DEAD tasks of a topic in id order.
-pub(crate) fn dead_key(topic: &str, id: TaskId) -> Vec<u8> {
-    let mut key = topic_prefix(topic);
-    key.extend_from_slice(&id_key(id));
-    key
-}
-
-/// A `work` entry: a task's claim. While a task is in WORK its record in `tasks` stays as
-/// it was in INPUT, and this entry holds what the claim changed (attempt and lease), so a
-/// claim, a renewal and a completion never rewrite the record; [`WorkEntry::apply_to`]
-/// joins the two. It also lets a corrupt record be claimed, fenced, reaped and salvaged
-/// like any other.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct WorkEntry {
-    pub token: u64,
-    pub deadline: Timestamp,
+/// The unchanging part of a task, kept in its record's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct KeyParts<'a> {
+    pub id: TaskId,
     pub priority: i16,
-    pub attempt: u32,
-    pub topic: Arc<str>,
-    pub owner: Arc<str>,
+    pub topic: &'a str,
+    pub unique: Option<&'a str>,
 }
 
-impl WorkEntry {
-    /// The record as it is in WORK: the stored (INPUT) record with this claim applied.
-    pub fn apply_to(&self, mut record: TaskRecord) -> TaskRecord {
-        record.queue = Queue::Work;
-        record.attempt = self.attempt;
-        record.lease = Some(Lease {
-            owner: self.owner.clone(),
-            token: self.token,
-            deadline: self.deadline,
-        });
-        record
-    }
-
+impl KeyParts<'_> {
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(24 + self.topic.len() + self.owner.len());
-        v.extend_from_slice(&self.token.to_be_bytes());
-        v.extend_from_slice(&time_bytes(self.deadline));
-        v.extend_from_slice(&priority_bytes(self.priority));
-        v.extend_from_slice(&self.attempt.to_be_bytes());
-        // Topics are at most 200 bytes (`validate_topic`).
-        v.extend_from_slice(&(self.topic.len() as u16).to_be_bytes());
-        v.extend_from_slice(self.topic.as_bytes());
-        v.extend_from_slice(self.owner.as_bytes());
-        v
+        let unique = self.unique.map_or(0, |u| u.len() + 1);
+        let mut key = Vec::with_capacity(12 + self.topic.len() + unique);
+        key.push(TASK);
+        key.extend_from_slice(&self.id.get().to_be_bytes());
+        key.extend_from_slice(&((self.priority as u16) ^ 0x8000).to_be_bytes());
+        key.extend_from_slice(self.topic.as_bytes());
+        // No topic holds a control character (`validate_topic`), so the 0 ends it.
+        key.push(0);
+        if let Some(u) = self.unique {
+            key.push(1);
+            key.extend_from_slice(u.as_bytes());
+        }
+        key
     }
 
-    pub fn decode(v: &[u8]) -> Result<WorkEntry> {
-        let bad = || Error::corrupt(format!("undecodable work entry ({} bytes)", v.len()));
-        let field = |at: usize, len: usize| v.get(at..at + len).ok_or_else(bad);
-        let topic_len = u16::from_be_bytes(field(22, 2)?.try_into().map_err(|_| bad())?) as usize;
-        let topic = std::str::from_utf8(field(24, topic_len)?).map_err(|e| bad().with_source(e))?;
-        let owner = std::str::from_utf8(&v[24 + topic_len..]).map_err(|e| bad().with_source(e))?;
-        Ok(WorkEntry {
-            token: u64::from_be_bytes(field(0, 8)?.try_into().map_err(|_| bad())?),
-            deadline: time_from(field(8, 8)?.try_into().map_err(|_| bad())?),
-            priority: priority_from(field(16, 2)?.try_into().map_err(|_| bad())?),
-            attempt: u32::from_be_bytes(field(18, 4)?.try_into().map_err(|_| bad())?),
-            topic: Arc::from(topic),
-            owner: Arc::from(owner),
+    /// `None` when `key` is not a record key this code wrote.
+    pub fn decode(key: &[u8]) -> Option<KeyParts<'_>> {
+        let rest = key.strip_prefix(TASKS)?;
+        let id = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+        let priority = (u16::from_be_bytes(rest.get(8..10)?.try_into().ok()?) ^ 0x8000) as i16;
+        let rest = rest.get(10..)?;
+        let end = rest.iter().position(|b| *b == 0)?;
+        let topic = std::str::from_utf8(&rest[..end]).ok()?;
+        let unique = match &rest[end + 1..] {
+            [] => None,
+            [1, u @ ..] => Some(std::str::from_utf8(u).ok()?),
+            _ => return None,
+        };
+        Some(KeyParts {
+            id: TaskId::new(id),
+            priority,
+            topic,
+            unique,
         })
     }
+
+    /// The key of `record`.
+    pub fn of(record: &TaskRecord) -> KeyParts<'_> {
+        KeyParts {
+            id: record.id,
+            priority: record.priority,
+            topic: &record.topic,
+            unique: record.unique_key.as_deref(),
+        }
+    }
 }
 
-/// One `stats` row: a topic's counters, queue sizes and paused flag, moved in the same
-/// transaction as the tasks they count.
-pub(crate) fn encode_row(row: &TopicStats) -> Vec<u8> {
-    let c = &row.counters;
-    let s = &row.sizes;
+const HAS_LEASE: u8 = 1;
+const HAS_EXTERNAL_ID: u8 = 2;
+const HAS_LAST_ERROR: u8 = 4;
+const HAS_FAILED_AT: u8 = 8;
+
+fn queue_byte(queue: Queue) -> u8 {
+    match queue {
+        Queue::Input => 0,
+        Queue::Work => 1,
+        Queue::Dead => 2,
+    }
+}
+
+/// A record's value: format, queue, flags, attempt, max retries, enqueued at, run at, then
+/// the optional lease (token, deadline, owner), external id, last error and failure time,
+/// and the arguments' JSON as the rest. Little-endian; strings carry a u32 length.
+pub(crate) fn encode_record(record: &TaskRecord, out: &mut Vec<u8>) {
+    out.clear();
+    let flags = [
+        (record.lease.is_some(), HAS_LEASE),
+        (record.external_id.is_some(), HAS_EXTERNAL_ID),
+        (record.last_error.is_some(), HAS_LAST_ERROR),
+        (record.failed_at.is_some(), HAS_FAILED_AT),
+    ]
+    .iter()
+    .fold(
+        0,
+        |flags, &(set, flag)| if set { flags | flag } else { flags },
+    );
+    out.extend_from_slice(&[FORMAT, queue_byte(record.queue), flags]);
+    out.extend_from_slice(&record.attempt.to_le_bytes());
+    out.extend_from_slice(&record.max_retries.to_le_bytes());
+    out.extend_from_slice(&record.enqueued_at.as_millis().to_le_bytes());
+    out.extend_from_slice(&record.run_at.as_millis().to_le_bytes());
+    let string = |out: &mut Vec<u8>, s: &str| {
+        out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    };
+    if let Some(lease) = &record.lease {
+        out.extend_from_slice(&lease.token.to_le_bytes());
+        out.extend_from_slice(&lease.deadline.as_millis().to_le_bytes());
+        string(out, &lease.owner);
+    }
+    if let Some(x) = &record.external_id {
+        string(out, x);
+    }
+    if let Some(e) = &record.last_error {
+        string(out, e);
+    }
+    if let Some(t) = record.failed_at {
+        out.extend_from_slice(&t.as_millis().to_le_bytes());
+    }
+    out.extend_from_slice(record.args.as_str().as_bytes());
+}
+
+/// Reads a value front to back; every read past the end is `None`.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = rest;
+        Some(head)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn time(&mut self) -> Option<Timestamp> {
+        Some(Timestamp::from_millis(self.u64()? as i64))
+    }
+    fn str(&mut self) -> Option<&'a str> {
+        let len = self.u32()? as usize;
+        std::str::from_utf8(self.take(len)?).ok()
+    }
+}
+
+/// What the indexes need of a record, read without decoding the rest of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct State {
+    pub queue: Queue,
+    pub run_at: Timestamp,
+    /// The lease's token and deadline.
+    pub lease: Option<(u64, Timestamp)>,
+}
+
+/// The [`State`] of a stored record; `None` when it cannot be decoded.
+pub(crate) fn decode_state(bytes: &[u8]) -> Option<State> {
+    let mut r = Reader(bytes);
+    let [format, queue, flags] = r.take(3)?.try_into().ok()?;
+    if format != FORMAT {
+        return None;
+    }
+    let queue = match queue {
+        0 => Queue::Input,
+        1 => Queue::Work,
+        2 => Queue::Dead,
+        _ => return None,
+    };
+    r.take(16)?;
+    let run_at = r.time()?;
+    let lease = if flags & HAS_LEASE != 0 {
+        Some((r.u64()?, r.time()?))
+    } else {
+        None
+    };
+    Some(State {
+        queue,
+        run_at,
+        lease,
+    })
+}
+
+/// Reads a stored record back; `Corrupt` when it cannot be decoded. `topic` is the key's,
+/// shared rather than allocated per record.
+pub(crate) fn decode_record(
+    key: &KeyParts<'_>,
+    topic: &Arc<str>,
+    bytes: &[u8],
+) -> Result<TaskRecord> {
+    let decode = || {
+        let state = decode_state(bytes)?;
+        let mut r = Reader(bytes);
+        let flags = r.take(3)?[2];
+        let attempt = r.u32()?;
+        let max_retries = r.u32()?;
+        let enqueued_at = r.time()?;
+        r.take(8)?;
+        let lease = match state.lease {
+            Some((token, deadline)) => {
+                r.take(16)?;
+                Some(Lease {
+                    owner: r.str()?.into(),
+                    token,
+                    deadline,
+                })
+            }
+            None => None,
+        };
+        let mut optional = |flag: u8| match flags & flag {
+            0 => Some(None),
+            _ => r.str().map(Some),
+        };
+        let external_id = optional(HAS_EXTERNAL_ID)?.map(Box::from);
+        let last_error = optional(HAS_LAST_ERROR)?.map(Box::from);
+        let failed_at = match flags & HAS_FAILED_AT {
+            0 => None,
+            _ => Some(r.time()?),
+        };
+        let args = std::str::from_utf8(r.0).ok()?;
+        Some(TaskRecord {
+            id: key.id,
+            queue: state.queue,
+            topic: topic.clone(),
+            external_id,
+            args: Payload::from_stored(args),
+            attempt,
+            max_retries,
+            priority: key.priority,
+            enqueued_at,
+            run_at: state.run_at,
+            unique_key: key.unique.map(Box::from),
+            last_error,
+            failed_at,
+            lease,
+        })
+    };
+    decode().ok_or_else(|| {
+        Error::corrupt(format!(
+            "cannot decode the stored record of task {} ({} bytes)",
+            key.id,
+            bytes.len()
+        ))
+    })
+}
+
+/// A topic's stats row key.
+pub(crate) fn row_key(topic: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + topic.len());
+    key.push(STATS);
+    key.extend_from_slice(topic.as_bytes());
+    key
+}
+
+/// One stats row: a topic's counters and paused flag. Queue sizes are not stored: the
+/// indexes rebuilt at open count them.
+pub(crate) fn encode_row(counters: &Counters, paused: bool) -> Vec<u8> {
+    let c = counters;
     let fields = [
         c.enqueued,
         c.started,
@@ -186,62 +291,35 @@ pub(crate) fn encode_row(row: &TopicStats) -> Vec<u8> {
         c.recovered,
         c.released,
         c.requeued,
-        s.input,
-        s.work,
-        s.dead,
     ];
     let mut v = Vec::with_capacity(fields.len() * 8 + 1);
     for f in fields {
         v.extend_from_slice(&f.to_be_bytes());
     }
-    v.push(u8::from(row.paused));
+    v.push(u8::from(paused));
     v
 }
 
-/// Reads a `stats` row back.
-pub(crate) fn decode_row(v: &[u8]) -> Result<TopicStats> {
-    if v.len() != 11 * 8 + 1 {
+/// Reads a stats row back.
+pub(crate) fn decode_row(v: &[u8]) -> Result<(Counters, bool)> {
+    if v.len() != 8 * 8 + 1 {
         return Err(Error::corrupt(format!(
-            "undecodable stats row ({} bytes, expected 89)",
+            "undecodable stats row ({} bytes, expected 65)",
             v.len()
         )));
     }
-    let f = |i: usize| {
-        let mut b = [0; 8];
-        b.copy_from_slice(&v[i * 8..i * 8 + 8]);
-        u64::from_be_bytes(b)
+    let f = |i: usize| u64::from_be_bytes(v[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+    let counters = Counters {
+        enqueued: f(0),
+        started: f(1),
+        retried: f(2),
+        failed: f(3),
+        completed: f(4),
+        recovered: f(5),
+        released: f(6),
+        requeued: f(7),
     };
-    Ok(TopicStats {
-        counters: Counters {
-            enqueued: f(0),
-            started: f(1),
-            retried: f(2),
-            failed: f(3),
-            completed: f(4),
-            recovered: f(5),
-            released: f(6),
-            requeued: f(7),
-        },
-        sizes: QueueSizes {
-            input: f(8),
-            work: f(9),
-            dead: f(10),
-        },
-        paused: v[88] != 0,
-    })
-}
-
-/// A task record as stored: its JSON.
-pub(crate) fn encode_record(record: &TaskRecord) -> Result<Vec<u8>> {
-    serde_json::to_vec(record)
-        .map_err(|e| Error::storage(format!("cannot encode task {}", record.id)).with_source(e))
-}
-
-/// Reads a stored record; `Corrupt` when it cannot be decoded.
-pub(crate) fn decode_record(id: TaskId, bytes: &[u8]) -> Result<TaskRecord> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        Error::corrupt(format!("cannot decode the stored record of task {id}")).with_source(e)
-    })
+    Ok((counters, v[64] != 0))
 }
 
 /// A big-endian u64 counter value in `meta`.
@@ -255,64 +333,112 @@ pub(crate) fn decode_u64(v: &[u8]) -> Result<u64> {
 mod tests {
     use super::*;
 
+    fn record() -> TaskRecord {
+        TaskRecord {
+            id: TaskId::new(42),
+            queue: Queue::Work,
+            topic: "emails".into(),
+            external_id: Some("ext".into()),
+            args: Payload::from_stored(r#"{"to":"ada"}"#),
+            attempt: 3,
+            max_retries: 7,
+            priority: -2,
+            enqueued_at: Timestamp::from_millis(-12),
+            run_at: Timestamp::from_millis(1_700_000_000_000),
+            unique_key: Some("k".into()),
+            last_error: Some("boom".into()),
+            failed_at: Some(Timestamp::from_millis(5)),
+            lease: Some(Lease {
+                owner: "m1".into(),
+                token: 77,
+                deadline: Timestamp::from_millis(99),
+            }),
+        }
+    }
+
     #[test]
-    fn byte_order_is_claim_order() {
+    fn records_round_trip() {
+        let mut out = Vec::new();
+        let full = record();
+        let bare = TaskRecord {
+            queue: Queue::Input,
+            external_id: None,
+            unique_key: None,
+            last_error: None,
+            failed_at: None,
+            lease: None,
+            ..record()
+        };
+        for r in [full, bare] {
+            let key = KeyParts::of(&r).encode();
+            let parts = KeyParts::decode(&key).unwrap();
+            assert_eq!(parts, KeyParts::of(&r));
+            encode_record(&r, &mut out);
+            assert_eq!(decode_record(&parts, &r.topic, &out).unwrap(), r);
+            let state = decode_state(&out).unwrap();
+            assert_eq!(
+                (state.queue, state.run_at, state.lease),
+                (
+                    r.queue,
+                    r.run_at,
+                    r.lease.as_ref().map(|l| (l.token, l.deadline))
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn garbage_is_corrupt_not_a_panic() {
+        let r = record();
+        let mut out = Vec::new();
+        encode_record(&r, &mut out);
+        let key = KeyParts::of(&r);
+        // Every truncation, and a few bytes of garbage, fail cleanly.
+        for len in 0..out.len() - r.args.as_str().len() {
+            assert!(decode_record(&key, &r.topic, &out[..len]).is_err(), "{len}");
+        }
+        let err = decode_record(&key, &r.topic, b"\xff\x00garbage{").unwrap_err();
+        assert_eq!(err.kind(), taskmill_core::ErrorKind::Corrupt);
+        assert!(decode_state(b"").is_none());
+        assert!(KeyParts::decode(b"t\0\0").is_none());
+    }
+
+    #[test]
+    fn keys_are_in_id_order() {
+        let key = |id, priority, topic| {
+            KeyParts {
+                id: TaskId::new(id),
+                priority,
+                topic,
+                unique: None,
+            }
+            .encode()
+        };
         let mut keys = [
-            ready_key("t", 5, TaskId::new(1)),
-            ready_key("t", -3, TaskId::new(9)),
-            ready_key("t", 0, TaskId::new(2)),
-            ready_key("t", -3, TaskId::new(4)),
-            ready_key("t", i16::MIN, TaskId::new(300)),
-            ready_key("t", i16::MAX, TaskId::new(0)),
+            key(300, 5, "b"),
+            key(2, i16::MAX, "a"),
+            key(256, i16::MIN, "zz"),
         ];
         keys.sort();
-        let order: Vec<u64> = keys.iter().map(|k| id_at_end(k).unwrap().get()).collect();
-        assert_eq!(order, [300, 4, 9, 2, 1, 0]);
-    }
-
-    #[test]
-    fn byte_order_is_time_order() {
-        let times = [-5_000i64, -1, 0, 1, 1_700_000_000_000, i64::MAX, i64::MIN];
-        let mut keys: Vec<_> = times
+        let ids: Vec<u64> = keys
             .iter()
-            .map(|t| scheduled_key("t", Timestamp::from_millis(*t), TaskId::new(1)))
+            .map(|k| KeyParts::decode(k).unwrap().id.get())
             .collect();
-        keys.sort();
-        let mut sorted = times;
-        sorted.sort();
-        let back: Vec<i64> = keys
-            .iter()
-            .map(|k| time_from(k[2..10].try_into().unwrap()).as_millis())
-            .collect();
-        assert_eq!(back, sorted);
+        assert_eq!(ids, [2, 256, 300]);
+        assert_eq!(KeyParts::decode(&key(1, -3, "t")).unwrap().priority, -3);
     }
 
     #[test]
-    fn topics_do_not_interleave() {
-        let a = ready_key("a", i16::MAX, TaskId::new(u64::MAX));
-        let ab = ready_key("ab", i16::MIN, TaskId::new(0));
-        assert!(a < ab);
-        assert!(!ab.starts_with(&topic_prefix("a")));
-        assert_eq!(topic_of(&ab), Some("ab"));
-    }
-
-    #[test]
-    fn entries_round_trip() {
-        let w = WorkEntry {
-            token: 77,
-            deadline: Timestamp::from_millis(-12),
-            priority: -2,
-            attempt: 3,
-            topic: Arc::from("emails"),
-            owner: Arc::from("manager-1"),
+    fn rows_round_trip() {
+        let counters = Counters {
+            failed: 3,
+            requeued: u64::MAX,
+            ..Counters::default()
         };
-        assert_eq!(WorkEntry::decode(&w.encode()).unwrap(), w);
-        assert!(WorkEntry::decode(b"short").is_err());
-        let mut row = TopicStats::default();
-        row.counters.failed = 3;
-        row.sizes.dead = u64::MAX;
-        row.paused = true;
-        assert_eq!(decode_row(&encode_row(&row)).unwrap(), row);
+        assert_eq!(
+            decode_row(&encode_row(&counters, true)).unwrap(),
+            (counters, true)
+        );
         assert!(decode_row(&[1, 2]).is_err());
     }
 }

@@ -1,20 +1,21 @@
 //! The sled taskmill store: durable, embedded, one process per database.
 //!
-//! Tasks live in a [sled](https://docs.rs/sled/0.34) database directory. Every move of a
-//! task (enqueue, claim, outcome, reaper, requeue, delete) is one multi-tree transaction
-//! that also moves the stats counters, so a crash never leaves a task in two queues or in
-//! none, and the counters never drift. By default each change is flushed to disk before
-//! the call returns ([`FlushPolicy::Always`]): a `kill -9` at any instant loses nothing that
-//! was acknowledged.
+//! Tasks live in a [sled](https://docs.rs/sled/0.34) database directory, one record per
+//! task in one tree. Every move of a task (enqueue, claim, outcome, reaper, requeue,
+//! delete) is one atomic `apply_batch` on that tree, with the stats counters it moves, so
+//! a crash never leaves a task in two queues or in none, and the counters never drift. By
+//! default each change is flushed to disk before the call returns ([`FlushPolicy::Always`]):
+//! a `kill -9` at any instant loses nothing that was acknowledged.
 //!
 //! sled allows one process per database. Opening a database that is already open (in
 //! another process, or in this one) fails at once with [`ErrorKind::Unavailable`]; clones of
 //! one [`SledStore`] share it, so hand clones to several managers of the same process.
 //!
-//! sled calls block, so every call is served by one dedicated writer thread: a single
-//! writer makes sled's scan-then-transact pattern race-free, and lets concurrent calls
-//! share one flush (group commit). The crate's README describes the flush policies, the
-//! trees on disk, and what a crash can lose.
+//! Every call is served by one dedicated writer thread. Being the only writer, it keeps the
+//! indexes (claim order, schedules, leases, unique keys) in memory, rebuilt from the
+//! records when the store opens, and lets concurrent calls share one flush (group commit).
+//! The crate's README describes the flush policies, the layout on disk, and what a crash
+//! can lose.
 //!
 //! ```
 //! use taskmill_sled::{FlushPolicy, SledOptions, SledStore};
@@ -33,9 +34,9 @@
 #![warn(missing_docs)]
 
 mod codec;
+mod index;
 mod read;
 mod store;
-mod trees;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -44,14 +45,13 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use taskmill_core::store::{LocalBus, StoreUrl, DEFAULT_EVENT_BUFFER};
 use taskmill_core::{Error, ErrorKind, Result};
-use trees::{Trees, SCHEMA, SCHEMA_VERSION, T};
 use writer::{Request, Writer};
 
 /// When changes reach the disk, and so what a crash (of the process or the machine) can
 /// lose.
 ///
 /// Whatever the policy, a crash never leaves a task half-moved: each move is one sled
-/// transaction, which recovery replays whole or not at all.
+/// batch, which recovery replays whole or not at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum FlushPolicy {
@@ -215,15 +215,23 @@ impl SledStore {
             config = config.cache_capacity(bytes);
         }
         let db = config.open().map_err(|e| open_error(&path, e))?;
-        let trees = Arc::new(Trees::open(db)?);
-        if let Err(e) = check_schema(&trees, &path) {
-            drop(trees);
-            wait_for_unlock(&path.join("db"), Duration::from_secs(5));
-            return Err(e);
-        }
+        let opened = open_tree(&db, &path).and_then(|tree| {
+            let started = std::time::Instant::now();
+            let index = index::Index::load(&tree)?;
+            tracing::debug!(elapsed = ?started.elapsed(), "sled indexes rebuilt");
+            Ok((tree, index))
+        });
+        let (tree, index) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                drop(db);
+                wait_for_unlock(&path.join("db"), Duration::from_secs(5));
+                return Err(e);
+            }
+        };
         let bus = Arc::new(LocalBus::new(options.event_buffer));
         let (tx, rx) = mpsc::channel();
-        let writer = Writer::new(trees.clone(), bus.clone(), options.flush);
+        let writer = Writer::new(db, tree, index, bus.clone(), options.flush);
         let handle = std::thread::Builder::new()
             .name("taskmill-sled".into())
             .spawn(move || writer.run(rx))
@@ -269,10 +277,28 @@ fn parse_url(url: &str) -> Result<(PathBuf, SledOptions)> {
     Ok((PathBuf::from(path), options))
 }
 
-/// Checks (and on a new database writes) the layout version.
-fn check_schema(trees: &Trees, path: &Path) -> Result<()> {
-    let meta = trees.tree(T::Meta);
-    match meta.get(SCHEMA).map_err(sled_error)? {
+/// The tree that holds everything (see `codec.rs`).
+const TREE: &str = "taskmill";
+/// The layout this code reads and writes. Layout 1 (eight trees, the indexes stored beside
+/// the records) kept its version in a `meta` tree.
+const SCHEMA_VERSION: u64 = 2;
+
+/// Opens the tree, checking (and on a new database writing) the layout version.
+fn open_tree(db: &sled::Db, path: &Path) -> Result<sled::Tree> {
+    // Checked before opening the tree, which would add it to an old database.
+    if db.tree_names().iter().any(|name| name == b"meta") {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "the sled database at {} has layout version 1, which this taskmill-sled \
+                 (layout {SCHEMA_VERSION}) does not read: drain it with the taskmill version \
+                 that wrote it, or move it aside",
+                path.display()
+            ),
+        ));
+    }
+    let tree = db.open_tree(TREE).map_err(sled_error)?;
+    match tree.get(codec::SCHEMA).map_err(sled_error)? {
         Some(v) => {
             let version = codec::decode_u64(&v)?;
             if version > SCHEMA_VERSION {
@@ -282,14 +308,14 @@ fn check_schema(trees: &Trees, path: &Path) -> Result<()> {
                     path.display()
                 )));
             }
-            Ok(())
         }
         None => {
-            meta.insert(SCHEMA, &SCHEMA_VERSION.to_be_bytes())
+            tree.insert(codec::SCHEMA, &SCHEMA_VERSION.to_be_bytes())
                 .map_err(sled_error)?;
-            trees.db.flush().map(drop).map_err(sled_error)
+            db.flush().map_err(sled_error)?;
         }
     }
+    Ok(tree)
 }
 
 fn open_error(path: &Path, e: sled::Error) -> Error {

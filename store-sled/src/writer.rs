@@ -1,40 +1,35 @@
 //! The writer thread: every change to the database is made here, one request at a time.
 //!
 //! Why one dedicated thread rather than `spawn_blocking` per call:
-//! - sled's transactions cannot scan a range, and a claim must scan (the first ready
-//!   tasks of a topic). With a single writer, a scan outside the transaction stays true
-//!   until the transaction commits, so the scan-then-transact pattern is race-free and
-//!   sled never has to retry a conflicting transaction.
-//! - Group commit: the thread takes every request waiting in its channel, commits each as
-//!   its own transaction, then makes them durable with one `flush` (an fsync) before it
-//!   answers any of them. Under load many claims and outcome batches share one fsync,
-//!   which is what makes flush-on-every-write affordable.
+//! - Being the only writer, it can keep the indexes in memory (see `index.rs`): nothing
+//!   else changes the records behind them, so each change is one batch of record writes.
+//! - Group commit: the thread takes every request waiting in its channel, writes each as
+//!   its own batch, then makes them durable with one `flush` (an fsync) before it answers
+//!   any of them. Under load many claims and outcome batches share one fsync, which is
+//!   what makes flush-on-every-write affordable.
 //! - One hop per batch, never per task, and no blocking-pool thread is parked on a lock.
 //!
 //! Events and wake-ups are sent after the flush and before the replies, so a watcher sees a
 //! task's enqueue before any claim of it returns, and never sees an enqueue that failed.
 
-use crate::codec::{self, WorkEntry};
+use crate::codec::{self, KeyParts};
+use crate::index::{At, Index};
 use crate::read;
-use crate::trees::{Plan, Trees, LAST_ID, LAST_TOKEN, T};
 use crate::{sled_error, FlushPolicy};
+use sled::Batch;
 use std::sync::mpsc;
 use std::sync::Arc;
 use taskmill_core::store::{
     Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListQuery, LocalBus,
-    Outcome, Page, Recovered,
+    Outcome, OutcomeKind, Page, Recovered,
 };
 use taskmill_core::{
-    Error, Event, Lease, Payload, Queue, QueueSizes, Result, Stats, Task, TaskId, TaskRecord,
-    Timestamp,
+    Error, Event, Lease, Payload, Queue, Result, Stats, Task, TaskId, TaskRecord, Timestamp,
 };
 use tokio::sync::oneshot;
 
 /// At most this many requests share one flush, so a flood of them still gets answers.
 const MAX_GROUP: usize = 128;
-/// Scheduled tasks promoted to ready per transaction, so a burst of due tasks does not
-/// build one huge transaction.
-const PROMOTE_CHUNK: usize = 4096;
 
 type Reply<T> = oneshot::Sender<Result<T>>;
 
@@ -48,7 +43,7 @@ pub(crate) enum Request {
     Requeue(Vec<TaskId>, Timestamp, Reply<Vec<bool>>),
     Delete(Vec<TaskId>, Reply<Vec<bool>>),
     SetPaused(String, bool, Reply<()>),
-    /// Reads are made here too, between transactions, so they never see half of a move.
+    /// Reads are made here too, between batches, so they never see half of a move.
     Stats(Reply<Stats>),
     Get(TaskId, Reply<Option<TaskRecord>>),
     List(ListQuery, Reply<Page>),
@@ -91,23 +86,44 @@ fn defer<V: Send + 'static>(
 }
 
 pub(crate) struct Writer {
-    trees: Arc<Trees>,
+    db: sled::Db,
+    /// The one tree (see `codec.rs`); every change is one `apply_batch` on it.
+    tree: sled::Tree,
+    index: Index,
     bus: Arc<LocalBus>,
     policy: FlushPolicy,
+    /// The writes of the request being handled, and how many.
+    batch: Batch,
+    writes: usize,
+    buf: Vec<u8>,
+    /// The counters as last written, to write them only when they moved.
+    stored_ids: (u64, u64),
     /// Whether the request being handled committed anything.
     dirty: bool,
-    /// Set when a flush or a transaction failed: the database may hold changes that are
-    /// not on disk, or half a transaction in memory, so every later write fails fast with
-    /// this until the store is reopened.
+    /// Set when a flush or a write failed: the database may hold changes that are not on
+    /// disk, and the indexes changes that are not in the database, so every later write
+    /// fails fast with this until the store is reopened.
     poisoned: Option<String>,
 }
 
 impl Writer {
-    pub fn new(trees: Arc<Trees>, bus: Arc<LocalBus>, policy: FlushPolicy) -> Self {
+    pub fn new(
+        db: sled::Db,
+        tree: sled::Tree,
+        index: Index,
+        bus: Arc<LocalBus>,
+        policy: FlushPolicy,
+    ) -> Self {
         Writer {
-            trees,
+            db,
+            tree,
+            stored_ids: (index.last_id, index.last_token),
+            index,
             bus,
             policy,
+            batch: Batch::default(),
+            writes: 0,
+            buf: Vec::new(),
             dirty: false,
             poisoned: None,
         }
@@ -125,7 +141,7 @@ impl Writer {
                 }
             }
             let flush_error = if group.iter().any(|d| d.durable) {
-                self.trees.db.flush().err().map(|e| {
+                self.db.flush().err().map(|e| {
                     let e = sled_error(e);
                     tracing::error!(error = %e, "sled flush failed; the store refuses writes from now on");
                     self.poisoned = Some(e.to_string());
@@ -138,7 +154,7 @@ impl Writer {
                 (deferred.finish)(flush_error.as_ref());
             }
         }
-        if let Err(e) = self.trees.db.flush() {
+        if let Err(e) = self.db.flush() {
             tracing::error!(error = %sled_error(e), "final sled flush failed");
         }
     }
@@ -152,20 +168,30 @@ impl Writer {
             }
     }
 
-    fn check(&self) -> Result<()> {
-        match &self.poisoned {
-            Some(e) => Err(Error::storage(format!(
+    /// Runs a change, unless an earlier one failed.
+    fn write<V>(&mut self, change: impl FnOnce(&mut Self) -> Result<V>) -> Result<V> {
+        if let Some(e) = &self.poisoned {
+            return Err(Error::storage(format!(
                 "the sled store failed to write earlier ({e}); reopen it"
-            ))),
-            None => Ok(()),
+            )));
         }
+        change(self).inspect_err(|e| {
+            // A change that fails midway (a read refused by the disk) has moved the
+            // indexes of the tasks before it: only a reopen rebuilds them from the disk.
+            if self.poisoned.is_none() {
+                tracing::error!(error = %e, "sled change failed; the store refuses writes from now on");
+                self.poisoned = Some(e.to_string());
+            }
+            self.batch = Batch::default();
+            self.writes = 0;
+        })
     }
 
     fn handle(&mut self, request: Request) -> Deferred {
         self.dirty = false;
         match request {
             Request::Enqueue(tasks, opts, reply) => {
-                let result = self.check().and_then(|()| self.enqueue(tasks, &opts));
+                let result = self.write(|w| w.enqueue(tasks, &opts));
                 let (result, events) = match result {
                     Ok((r, e)) => (Ok(r), e),
                     Err(e) => (Err(e), Vec::new()),
@@ -179,21 +205,21 @@ impl Writer {
                 })
             }
             Request::Claim(req, reply) => {
-                let result = self.check().and_then(|()| self.claim(&req));
+                let result = self.write(|w| w.claim(&req));
                 // A claim lost in a crash leaves its tasks in INPUT, where they run again:
                 // what a flushed claim would give too, after its lease expired. Its
-                // transaction reaches the disk with the next flush (sled's log is
+                // batch reaches the disk with the next flush (sled's log is
                 // sequential), so an fsync here would buy nothing.
                 defer(false, reply, result, || {})
             }
             Request::Renew(leases, deadline, reply) => {
-                let result = self.check().and_then(|()| self.renew(&leases, deadline));
+                let result = self.write(|w| w.renew(&leases, deadline));
                 // A lost renewal only makes a lease end sooner after a crash, and a crash
                 // ends every lease of this process anyway: never worth an fsync.
                 defer(false, reply, result, || {})
             }
             Request::Apply(outcomes, now, reply) => {
-                let result = self.check().and_then(|()| self.apply(&outcomes, now));
+                let result = self.write(|w| w.apply(&outcomes, now));
                 let (result, wake) = split(result);
                 let bus = self.bus.clone();
                 defer(self.durable(false), reply, result, move || {
@@ -204,7 +230,7 @@ impl Writer {
             }
             Request::Recover(now, limit, reply) => {
                 // Like a claim: a recovery lost in a crash is made again by the next reaper.
-                let result = self.check().and_then(|()| self.recover(now, limit));
+                let result = self.write(|w| w.recover(now, limit));
                 let wake = result.as_ref().is_ok_and(|r| r.iter().any(|r| !r.dead));
                 let bus = self.bus.clone();
                 defer(false, reply, result, move || {
@@ -214,7 +240,7 @@ impl Writer {
                 })
             }
             Request::Requeue(ids, now, reply) => {
-                let result = self.check().and_then(|()| self.requeue(&ids, now));
+                let result = self.write(|w| w.requeue(&ids, now));
                 let wake = result.as_ref().is_ok_and(|r| r.contains(&true));
                 let bus = self.bus.clone();
                 defer(self.durable(true), reply, result, move || {
@@ -224,11 +250,11 @@ impl Writer {
                 })
             }
             Request::Delete(ids, reply) => {
-                let result = self.check().and_then(|()| self.delete(&ids));
+                let result = self.write(|w| w.delete(&ids));
                 defer(self.durable(true), reply, result, || {})
             }
             Request::SetPaused(topic, paused, reply) => {
-                let result = self.check().and_then(|()| self.set_paused(&topic, paused));
+                let result = self.write(|w| w.set_paused(&topic, paused));
                 let bus = self.bus.clone();
                 defer(self.durable(true), reply, result, move || {
                     if !paused {
@@ -236,29 +262,74 @@ impl Writer {
                     }
                 })
             }
-            Request::Stats(reply) => defer(false, reply, self.stats(), || {}),
+            Request::Stats(reply) => defer(false, reply, Ok(self.index.stats()), || {}),
             Request::Flush(reply) => {
                 self.dirty = true;
                 defer(true, reply, Ok(()), || {})
             }
-            Request::Get(id, reply) => defer(false, reply, read::get(&self.trees, id), || {}),
-            Request::List(query, reply) => {
-                defer(false, reply, read::list(&self.trees, &query), || {})
+            Request::Get(id, reply) => {
+                defer(false, reply, read::get(&self.tree, &self.index, id), || {})
             }
+            Request::List(query, reply) => defer(
+                false,
+                reply,
+                read::list(&self.tree, &self.index, &query),
+                || {},
+            ),
         }
     }
 
-    fn commit(&mut self, plan: Plan<'_>) -> Result<()> {
-        if !plan.is_empty() {
-            self.dirty = true;
+    /// Writes the request's batch, with the stats rows and counters it moved, as one
+    /// `apply_batch`: sled's recovery replays it whole or not at all.
+    fn commit(&mut self) -> Result<()> {
+        for topic in self.index.topics_mut().iter_mut().filter(|t| t.dirty) {
+            topic.dirty = false;
+            let row = codec::encode_row(&topic.stats.counters, topic.stats.paused);
+            self.batch.insert(codec::row_key(&topic.name), row);
+            self.writes += 1;
         }
-        plan.commit().inspect_err(|e| {
-            // sled applies a transaction's writes in memory one by one and does not undo
-            // them when one fails: only a reopen (recovery from the log, where the
-            // transaction is whole or absent) is consistent again.
-            tracing::error!(error = %e, "sled transaction failed; the store refuses writes from now on");
-            self.poisoned = Some(e.to_string());
-        })
+        let ids = (self.index.last_id, self.index.last_token);
+        if ids.0 != self.stored_ids.0 {
+            self.batch.insert(codec::LAST_ID, &ids.0.to_be_bytes());
+            self.writes += 1;
+        }
+        if ids.1 != self.stored_ids.1 {
+            self.batch.insert(codec::LAST_TOKEN, &ids.1.to_be_bytes());
+            self.writes += 1;
+        }
+        self.stored_ids = ids;
+        let batch = std::mem::take(&mut self.batch);
+        if std::mem::take(&mut self.writes) == 0 {
+            return Ok(());
+        }
+        self.dirty = true;
+        // On failure, `write` poisons the store: the indexes already moved, and sled may
+        // hold part of the batch in memory; only a reopen (recovery from the log, where the
+        // batch is whole or absent) is consistent again.
+        self.tree.apply_batch(batch).map_err(sled_error)
+    }
+
+    /// Stores a record under its key.
+    fn put(&mut self, key: Vec<u8>, record: &TaskRecord) {
+        // Encoded into a reused buffer: sled copies the value into its own allocation
+        // anyway, and the hot path is bound by the allocator.
+        codec::encode_record(record, &mut self.buf);
+        self.batch.insert(key, self.buf.as_slice());
+        self.writes += 1;
+    }
+
+    /// Removes a record.
+    fn del(&mut self, key: Vec<u8>) {
+        self.batch.remove(key);
+        self.writes += 1;
+    }
+
+    /// Counts a transition in a topic's row, which the commit then writes.
+    fn counters(&mut self, topic: &str) -> &mut taskmill_core::Counters {
+        let id = self.index.topic_id(topic);
+        let topic = self.index.topic(id);
+        topic.dirty = true;
+        &mut topic.stats.counters
     }
 
     fn enqueue(
@@ -266,33 +337,29 @@ impl Writer {
         tasks: Vec<Task>,
         opts: &EnqueueOptions,
     ) -> Result<(Vec<Enqueued>, Vec<Event>)> {
-        let trees = self.trees.clone();
-        let mut plan = Plan::new(&trees);
         let mut results = Vec::with_capacity(tasks.len());
         let mut events = Vec::new();
         let with_events = self.bus.has_subscribers();
         for task in tasks {
             if let Some(key) = task.unique_key_ref() {
-                if let Some(existing) =
-                    plan.get(T::Unique, &codec::unique_key(task.topic(), key))?
-                {
-                    let id = TaskId::new(codec::decode_u64(&existing)?);
+                if let Some(id) = self.index.unique(task.topic(), key) {
                     results.push(Enqueued::Duplicate(id));
                     continue;
                 }
             }
-            let id = TaskId::new(plan.next(LAST_ID)?);
+            let id = TaskId::new(
+                self.index
+                    .last_id
+                    .checked_add(1)
+                    .ok_or_else(|| Error::storage("the task id counter is exhausted"))?,
+            );
+            self.index.last_id = id.get();
             let record = task.into_record(id, opts);
-            if let Some(key) = &record.unique_key {
-                plan.put(
-                    T::Unique,
-                    codec::unique_key(&record.topic, key),
-                    codec::id_key(id),
-                );
-            }
-            index_input(&mut plan, &record, opts.now);
-            plan.row(&record.topic)?.counters.enqueued += 1;
-            plan.row(&record.topic)?.sizes.input += 1;
+            self.counters(&record.topic).enqueued += 1;
+            let topic = self.index.topic_id(&record.topic);
+            let at = At::of(Queue::Input, record.run_at, opts.now, None);
+            self.index
+                .insert(id, topic, record.priority, record.unique_key.clone(), at);
             if with_events {
                 events.push(Event::TaskEnqueue {
                     id,
@@ -300,352 +367,247 @@ impl Writer {
                     run_at: record.run_at,
                 });
             }
-            plan.put(T::Tasks, codec::id_key(id), codec::encode_record(&record)?);
+            self.put(KeyParts::of(&record).encode(), &record);
             results.push(Enqueued::New(id));
         }
-        self.commit(plan)?;
+        self.commit()?;
         Ok((results, events))
     }
 
-    /// Moves a topic's scheduled tasks that are due at `now` to `ready`.
-    fn promote(&mut self, topic: &str, now: Timestamp) -> Result<()> {
-        let trees = self.trees.clone();
-        let start = codec::topic_prefix(topic);
-        let end = codec::scheduled_due_end(topic, now);
-        loop {
-            let mut plan = Plan::new(&trees);
-            let mut moved = 0;
-            for entry in trees
-                .tree(T::Scheduled)
-                .range(start.as_slice()..end.as_slice())
-            {
-                let (key, value) = entry.map_err(sled_error)?;
-                plan.del(T::Scheduled, key.to_vec());
-                if let Some(id) = codec::id_at_end(&key) {
-                    let priority = codec::priority_of(&value);
-                    plan.put(T::Ready, codec::ready_key(topic, priority, id), []);
-                }
-                moved += 1;
-                if moved == PROMOTE_CHUNK {
-                    break;
-                }
-            }
-            self.commit(plan)?;
-            if moved < PROMOTE_CHUNK {
-                return Ok(());
-            }
-        }
-    }
-
     fn claim(&mut self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
-        let trees = self.trees.clone();
         let mut claimed = Vec::with_capacity(req.limit.min(1024));
         let deadline = req.deadline();
-        // A topic without a stats row has never held a task.
-        let mut topics = Vec::with_capacity(req.topics.len());
         for wanted in &req.topics {
-            if trees.row(&wanted.topic)?.is_some_and(|row| !row.paused) {
-                self.promote(&wanted.topic, req.now)?;
-                topics.push(wanted);
-            }
-        }
-        // One transaction for the whole claim: the scans below read committed state (the
-        // promotions are committed), and each topic's keys are its own.
-        let mut plan = Plan::new(&trees);
-        for wanted in topics {
-            if claimed.len() >= req.limit {
-                break;
+            let Some(topic) = self.index.find_topic(&wanted.topic) else {
+                continue;
+            };
+            let stats = self.index.topic(topic).stats;
+            if stats.paused {
+                continue;
             }
             let remaining = req.limit - claimed.len();
             let allowed = match wanted.max_running {
                 Some(max) => (max as u64)
-                    .saturating_sub(plan.row(&wanted.topic)?.sizes.work)
+                    .saturating_sub(stats.sizes.work)
                     .min(remaining as u64) as usize,
                 None => remaining,
             };
-            if allowed == 0 {
-                continue;
-            }
-            let prefix = codec::topic_prefix(&wanted.topic);
-            let mut taken = 0;
-            for key in trees.tree(T::Ready).scan_prefix(&prefix).keys() {
-                if taken == allowed {
+            for _ in 0..allowed {
+                let Some(id) = self.index.next_ready(topic, req.now) else {
                     break;
-                }
-                let key = key.map_err(sled_error)?;
-                // Taken already, by this claim naming the topic twice.
-                if plan.is_removed(T::Ready, &key) {
-                    continue;
-                }
-                taken += 1;
-                plan.del(T::Ready, key.to_vec());
-                let Some(id) = codec::id_at_end(&key) else {
+                };
+                let Some((key, found)) = self.load(id, req.now)? else {
                     continue;
                 };
-                let Some(bytes) = plan.get(T::Tasks, &codec::id_key(id))? else {
-                    tracing::warn!(%id, "dropping a ready entry whose task is gone");
-                    continue;
-                };
-                let token = plan.next(LAST_TOKEN)?;
+                self.index.last_token += 1;
+                let token = self.index.last_token;
                 let lease = Lease {
                     owner: req.owner.clone(),
                     token,
                     deadline,
                 };
-                let row = plan.row(&wanted.topic)?;
-                row.sizes.input = row.sizes.input.saturating_sub(1);
-                row.sizes.work += 1;
-                match codec::decode_record(id, &bytes) {
+                self.index.move_to(id, At::Work { token, deadline });
+                match found {
                     Ok(mut record) => {
-                        record.start(lease, &mut row.counters);
-                        // The record itself stays as it was: the work entry holds the
-                        // claim (see `WorkEntry`).
-                        let entry = WorkEntry {
-                            token,
-                            deadline,
-                            priority: record.priority,
-                            attempt: record.attempt,
-                            topic: record.topic.clone(),
-                            owner: req.owner.clone(),
-                        };
-                        plan.put(T::Work, codec::id_key(id), entry.encode());
+                        record.start(lease, self.counters(&wanted.topic));
+                        self.put(key, &record);
                         claimed.push(Claimed::Ready(record));
                     }
-                    Err(error) => {
-                        // The record stays as it is (garbage); the work entry carries the
-                        // lease, so the outcome the manager sends is fenced like any other.
-                        row.counters.started += 1;
-                        let priority = key
-                            .get(prefix.len()..prefix.len() + 2)
-                            .map_or(0, codec::priority_of);
-                        let entry = WorkEntry {
-                            token,
-                            deadline,
-                            priority,
-                            attempt: 1,
-                            topic: wanted.topic.clone(),
-                            owner: req.owner.clone(),
-                        };
-                        plan.put(T::Work, codec::id_key(id), entry.encode());
+                    Err((mut salvaged, error)) => {
+                        // Stored salvaged, so the outcome the manager sends (DEAD) is
+                        // fenced and applied like any other.
+                        salvaged.start(lease, self.counters(&wanted.topic));
+                        self.put(key, &salvaged);
                         tracing::warn!(%id, %error, "claimed a task whose record cannot be decoded");
                         claimed.push(Claimed::Corrupt {
-                            lease: LeaseRef {
-                                id,
-                                topic: wanted.topic.clone(),
-                                token,
-                            },
+                            lease: LeaseRef::of(&salvaged),
                             error,
                         });
                     }
                 }
             }
+            if claimed.len() >= req.limit {
+                break;
+            }
         }
-        self.commit(plan)?;
+        self.commit()?;
         Ok(claimed)
     }
 
+    /// A task's key and record as stored. A record that cannot be decoded comes back
+    /// salvaged, with the error. `None`, and the task forgotten, when the record is gone.
+    #[allow(clippy::type_complexity)]
+    fn load(
+        &mut self,
+        id: TaskId,
+        now: Timestamp,
+    ) -> Result<
+        Option<(
+            Vec<u8>,
+            std::result::Result<TaskRecord, (TaskRecord, Error)>,
+        )>,
+    > {
+        let Some(key) = self.index.key(id) else {
+            return Ok(None);
+        };
+        let Some(bytes) = self.tree.get(&key).map_err(sled_error)? else {
+            tracing::warn!(%id, "forgetting an indexed task whose record is gone");
+            self.index.remove(id);
+            return Ok(None);
+        };
+        let parts = KeyParts::decode(&key).expect("the index makes valid keys");
+        let slot = self.index.slot(id).expect("the key came from the slot");
+        let (at, topic) = (slot.at, self.index.topic_of(slot));
+        let found = codec::decode_record(&parts, topic, &bytes)
+            .map_err(|error| (salvage(&parts, &bytes, at, now), error));
+        Ok(Some((key, found)))
+    }
+
+    /// The record of a task in WORK under the claim `token` (salvaged if it cannot be
+    /// decoded); `None` when the claim no longer owns it.
+    fn owned(
+        &mut self,
+        id: TaskId,
+        token: u64,
+        now: Timestamp,
+    ) -> Result<Option<(Vec<u8>, TaskRecord)>> {
+        if !self.index.owns(id, token) {
+            return Ok(None);
+        }
+        let found = self.load(id, now)?;
+        Ok(found.map(|(key, found)| (key, found.unwrap_or_else(|(salvaged, _)| salvaged))))
+    }
+
     fn renew(&mut self, leases: &[LeaseRef], deadline: Timestamp) -> Result<Vec<Applied>> {
-        let trees = self.trees.clone();
-        let mut plan = Plan::new(&trees);
         let mut applied = Vec::with_capacity(leases.len());
         for l in leases {
-            // The lease lives in the work entry alone (see `WorkEntry`).
-            match plan.work(l.id)?.filter(|w| w.token == l.token) {
-                Some(mut entry) => {
-                    entry.deadline = deadline;
-                    plan.put(T::Work, codec::id_key(l.id), entry.encode());
-                    applied.push(Applied::Done);
-                }
-                None => applied.push(Applied::Stale),
+            let Some((key, mut record)) = self.owned(l.id, l.token, deadline)? else {
+                applied.push(Applied::Stale);
+                continue;
+            };
+            if let Some(lease) = &mut record.lease {
+                lease.deadline = deadline;
             }
+            let at = At::Work {
+                token: l.token,
+                deadline,
+            };
+            self.index.move_to(l.id, at);
+            self.put(key, &record);
+            applied.push(Applied::Done);
         }
-        self.commit(plan)?;
+        self.commit()?;
         Ok(applied)
     }
 
     /// Returns one [`Applied`] per outcome, and whether any task went back to INPUT.
     fn apply(&mut self, outcomes: &[Outcome], now: Timestamp) -> Result<(Vec<Applied>, bool)> {
-        let trees = self.trees.clone();
-        let mut plan = Plan::new(&trees);
         let mut applied = Vec::with_capacity(outcomes.len());
         let mut requeued = false;
         for outcome in outcomes {
             let (id, token) = (outcome.lease.id, outcome.lease.token);
-            let key = codec::id_key(id);
-            let Some(entry) = plan.work(id)?.filter(|w| w.token == token) else {
+            if outcome.kind == OutcomeKind::Complete {
+                // The hot path needs no read: the index knows the claim and the key.
+                let owned = self.index.slot(id).filter(|_| self.index.owns(id, token));
+                let topic = owned.map(|slot| self.index.topic_of(slot).clone());
+                match topic.zip(self.index.key(id)) {
+                    Some((topic, key)) => {
+                        self.counters(&topic).completed += 1;
+                        self.del(key);
+                        self.index.remove(id);
+                        applied.push(Applied::Done);
+                    }
+                    None => applied.push(Applied::Stale),
+                }
+                continue;
+            }
+            let Some((key, mut record)) = self.owned(id, token, now)? else {
                 applied.push(Applied::Stale);
                 continue;
             };
-            let Some(mut record) = owned_record(&mut plan, id, &entry, now)? else {
-                applied.push(Applied::Stale);
-                continue;
-            };
-            plan.del(T::Work, key);
-            let row = plan.row(&entry.topic)?;
-            let to = record.finish(&outcome.kind, now, &mut row.counters);
-            move_size(&mut row.sizes, Some(Queue::Work), to);
-            match to {
+            let topic = record.topic.clone();
+            match record.finish(&outcome.kind, now, self.counters(&topic)) {
                 None => {
-                    plan.del(T::Tasks, key);
-                    free_unique(&mut plan, &record)?;
+                    self.del(key);
+                    self.index.remove(id);
                 }
-                Some(Queue::Dead) => {
-                    plan.put(T::Dead, codec::dead_key(&record.topic, id), []);
-                    plan.put(T::Tasks, key, codec::encode_record(&record)?);
-                }
-                Some(_) => {
-                    index_input(&mut plan, &record, now);
-                    plan.put(T::Tasks, key, codec::encode_record(&record)?);
-                    requeued = true;
+                Some(queue) => {
+                    requeued |= queue == Queue::Input;
+                    let at = At::of(queue, record.run_at, now, None);
+                    self.index.move_to(id, at);
+                    self.put(key, &record);
                 }
             }
             applied.push(Applied::Done);
         }
-        self.commit(plan)?;
+        self.commit()?;
         Ok((applied, requeued))
     }
 
     fn recover(&mut self, now: Timestamp, limit: usize) -> Result<Vec<Recovered>> {
-        let trees = self.trees.clone();
-        let mut expired = Vec::new();
-        // WORK holds at most the running tasks of this process, so a scan is cheap.
-        for entry in trees.tree(T::Work).iter() {
-            if expired.len() >= limit {
-                break;
-            }
-            let (key, value) = entry.map_err(sled_error)?;
-            let (Some(id), Ok(work)) = (codec::id_of(&key), WorkEntry::decode(&value)) else {
-                tracing::warn!(key = ?key, "skipping an undecodable work entry");
+        let mut recovered = Vec::new();
+        for id in self.index.expired(now, limit) {
+            let Some(At::Work { token, .. }) = self.index.slot(id).map(|s| s.at) else {
                 continue;
             };
-            if work.deadline < now {
-                expired.push((id, work));
-            }
-        }
-        let mut plan = Plan::new(&trees);
-        let mut recovered = Vec::with_capacity(expired.len());
-        for (id, entry) in expired {
-            let owned = owned_record(&mut plan, id, &entry, now)?;
-            let Some(mut record) = owned.filter(|r| r.is_expired(now)) else {
+            let Some((key, mut record)) = self.owned(id, token, now)? else {
                 continue;
             };
-            let key = codec::id_key(id);
-            plan.del(T::Work, key);
-            let row = plan.row(&entry.topic)?;
-            let to = record.expire(now, &mut row.counters);
-            move_size(&mut row.sizes, Some(Queue::Work), Some(to));
-            if to == Queue::Dead {
-                plan.put(T::Dead, codec::dead_key(&record.topic, id), []);
-            } else {
-                index_input(&mut plan, &record, now);
-            }
-            plan.put(T::Tasks, key, codec::encode_record(&record)?);
+            let topic = record.topic.clone();
+            let to = record.expire(now, self.counters(&topic));
+            self.index.move_to(id, At::of(to, record.run_at, now, None));
+            self.put(key, &record);
             recovered.push(Recovered {
                 id,
-                topic: record.topic.clone(),
+                topic,
                 dead: to == Queue::Dead,
             });
         }
-        self.commit(plan)?;
+        self.commit()?;
         Ok(recovered)
     }
 
     fn requeue(&mut self, ids: &[TaskId], now: Timestamp) -> Result<Vec<bool>> {
-        let trees = self.trees.clone();
-        let mut plan = Plan::new(&trees);
         let mut moved = Vec::with_capacity(ids.len());
         for &id in ids {
-            let key = codec::id_key(id);
-            let record = match plan.get(T::Tasks, &key)? {
-                Some(bytes) => codec::decode_record(id, &bytes).ok(),
-                None => None,
-            };
-            let Some(mut record) = record.filter(|r| r.queue == Queue::Dead) else {
+            let dead = self.index.slot(id).is_some_and(|s| s.at == At::Dead);
+            let found = if dead { self.load(id, now)? } else { None };
+            let Some((key, Ok(mut record))) = found else {
                 moved.push(false);
                 continue;
             };
-            plan.del(T::Dead, codec::dead_key(&record.topic, id));
-            let row = plan.row(&record.topic)?;
-            record.requeue(now, &mut row.counters);
-            move_size(&mut row.sizes, Some(Queue::Dead), Some(Queue::Input));
-            index_input(&mut plan, &record, now);
-            plan.put(T::Tasks, key, codec::encode_record(&record)?);
+            let topic = record.topic.clone();
+            record.requeue(now, self.counters(&topic));
+            self.index
+                .move_to(id, At::of(Queue::Input, record.run_at, now, None));
+            self.put(key, &record);
             moved.push(true);
         }
-        self.commit(plan)?;
+        self.commit()?;
         Ok(moved)
     }
 
     fn delete(&mut self, ids: &[TaskId]) -> Result<Vec<bool>> {
-        let trees = self.trees.clone();
-        let mut plan = Plan::new(&trees);
         let mut deleted = Vec::with_capacity(ids.len());
         for &id in ids {
-            let key = codec::id_key(id);
-            let Some(bytes) = plan.get(T::Tasks, &key)? else {
-                deleted.push(false);
-                continue;
-            };
-            plan.del(T::Tasks, key);
-            if let Some(entry) = plan.work(id)? {
-                // In WORK: the stored record still says INPUT (see `WorkEntry`).
-                plan.del(T::Work, key);
-                move_size(&mut plan.row(&entry.topic)?.sizes, Some(Queue::Work), None);
-                if let Ok(record) = codec::decode_record(id, &bytes) {
-                    free_unique(&mut plan, &record)?;
-                } else if let Some(entry) = unique_entry_of(&plan, id)? {
-                    plan.del(T::Unique, entry);
-                }
-                deleted.push(true);
-                continue;
+            // The key holds all the index needs, so even a corrupt record goes cleanly.
+            let key = self.index.key(id);
+            deleted.push(key.is_some());
+            if let Some(key) = key {
+                self.del(key);
+                self.index.remove(id);
             }
-            match codec::decode_record(id, &bytes) {
-                Ok(record) => {
-                    match record.queue {
-                        Queue::Input => {
-                            // One of the two exists; removing a missing key is a no-op.
-                            plan.del(
-                                T::Ready,
-                                codec::ready_key(&record.topic, record.priority, id),
-                            );
-                            plan.del(
-                                T::Scheduled,
-                                codec::scheduled_key(&record.topic, record.run_at, id),
-                            );
-                        }
-                        Queue::Work => plan.del(T::Work, key),
-                        Queue::Dead => plan.del(T::Dead, codec::dead_key(&record.topic, id)),
-                    }
-                    move_size(
-                        &mut plan.row(&record.topic)?.sizes,
-                        Some(record.queue),
-                        None,
-                    );
-                    free_unique(&mut plan, &record)?;
-                }
-                Err(_) => delete_corrupt(&mut plan, id)?,
-            }
-            deleted.push(true);
         }
-        self.commit(plan)?;
+        self.commit()?;
         Ok(deleted)
     }
 
     fn set_paused(&mut self, topic: &str, paused: bool) -> Result<()> {
-        let trees = self.trees.clone();
-        let mut plan = Plan::new(&trees);
-        plan.row(topic)?.paused = paused;
-        self.commit(plan)
-    }
-
-    fn stats(&self) -> Result<Stats> {
-        let mut topics = std::collections::BTreeMap::new();
-        for entry in self.trees.tree(T::Stats).iter() {
-            let (key, value) = entry.map_err(sled_error)?;
-            let topic = String::from_utf8_lossy(&key).into_owned();
-            topics.insert(topic, codec::decode_row(&value)?);
-        }
-        Ok(Stats::from_topics(topics))
+        let id = self.index.topic_id(topic);
+        let topic = self.index.topic(id);
+        topic.stats.paused = paused;
+        topic.dirty = true;
+        self.commit()
     }
 }
 
@@ -656,154 +618,32 @@ fn split<V>(result: Result<(V, bool)>) -> (Result<V>, bool) {
     }
 }
 
-/// Indexes a task that is entering INPUT: `ready` when due at `now`, else `scheduled`.
-fn index_input(plan: &mut Plan<'_>, record: &TaskRecord, now: Timestamp) {
-    if record.run_at <= now {
-        plan.put(
-            T::Ready,
-            codec::ready_key(&record.topic, record.priority, record.id),
-            [],
-        );
-    } else {
-        plan.put(
-            T::Scheduled,
-            codec::scheduled_key(&record.topic, record.run_at, record.id),
-            codec::priority_value(record.priority),
-        );
-    }
-}
-
-fn size_of(sizes: &mut QueueSizes, queue: Queue) -> &mut u64 {
-    match queue {
-        Queue::Input => &mut sizes.input,
-        Queue::Work => &mut sizes.work,
-        Queue::Dead => &mut sizes.dead,
-    }
-}
-
-fn move_size(sizes: &mut QueueSizes, from: Option<Queue>, to: Option<Queue>) {
-    if let Some(q) = from {
-        let n = size_of(sizes, q);
-        *n = n.saturating_sub(1);
-    }
-    if let Some(q) = to {
-        *size_of(sizes, q) += 1;
-    }
-}
-
-/// Frees a task's unique key, if it still names this task.
-fn free_unique(plan: &mut Plan<'_>, record: &TaskRecord) -> Result<()> {
-    if let Some(key) = &record.unique_key {
-        let entry = codec::unique_key(&record.topic, key);
-        let holder = plan.get(T::Unique, &entry)?;
-        if holder.is_some_and(|v| v.as_ref() == codec::id_key(record.id)) {
-            plan.del(T::Unique, entry);
-        }
-    }
-    Ok(())
-}
-
-/// The record of a task in WORK under `entry`, ready for a lifecycle transition; `None`
-/// when the record is gone or its lease disagrees with the work entry (stale).
-///
-/// A record that cannot be decoded is salvaged: rebuilt from what the work entry and the
-/// `unique` tree know, with the undecodable bytes kept as its arguments (as a JSON string
-/// when they are not JSON), so the transition, the counters and the DEAD entry a human
-/// inspects are the same as for any task.
-fn owned_record(
-    plan: &mut Plan<'_>,
-    id: TaskId,
-    entry: &WorkEntry,
-    now: Timestamp,
-) -> Result<Option<TaskRecord>> {
-    let key = codec::id_key(id);
-    let Some(bytes) = plan.get(T::Tasks, &key)? else {
-        tracing::warn!(%id, "dropping a work entry whose task is gone");
-        plan.del(T::Work, key);
-        return Ok(None);
+/// A record rebuilt around stored bytes that cannot be decoded, from what its key and the
+/// index know; the bytes are kept as its arguments for a human to inspect.
+fn salvage(key: &KeyParts<'_>, bytes: &[u8], at: At, now: Timestamp) -> TaskRecord {
+    let lease = match at {
+        At::Work { token, deadline } => Some(Lease {
+            owner: "(unknown: the record was corrupt)".into(),
+            token,
+            deadline,
+        }),
+        _ => None,
     };
-    match codec::decode_record(id, &bytes) {
-        Ok(record) => {
-            let record = entry.apply_to(record);
-            Ok(record.is_owned_by(entry.token).then_some(record))
-        }
-        Err(_) => Ok(Some(salvage(plan, id, &bytes, entry, now)?)),
-    }
-}
-
-fn salvage(
-    plan: &Plan<'_>,
-    id: TaskId,
-    bytes: &[u8],
-    entry: &WorkEntry,
-    now: Timestamp,
-) -> Result<TaskRecord> {
-    Ok(TaskRecord {
-        id,
-        queue: Queue::Work,
-        topic: entry.topic.clone(),
+    TaskRecord {
+        id: key.id,
+        queue: at.queue(),
+        topic: key.topic.into(),
         external_id: None,
         args: Payload::from_stored(String::from_utf8_lossy(bytes).into_owned()),
-        attempt: entry.attempt,
+        attempt: u32::from(lease.is_some()),
         // Whatever the limit was, it is unknown now: a failure is final.
         max_retries: 0,
-        priority: entry.priority,
+        priority: key.priority,
         enqueued_at: now,
         run_at: now,
-        unique_key: unique_entry_of(plan, id)?
-            .map(|entry| codec::unique_key_name(&entry).into_boxed_str()),
+        unique_key: key.unique.map(Box::from),
         last_error: None,
         failed_at: None,
-        lease: Some(Lease {
-            owner: entry.owner.clone(),
-            token: entry.token,
-            deadline: entry.deadline,
-        }),
-    })
-}
-
-/// The `unique` entry naming `id`, found by a scan: only for corrupt records, whose own
-/// copy of the key is lost.
-fn unique_entry_of(plan: &Plan<'_>, id: TaskId) -> Result<Option<Vec<u8>>> {
-    let wanted = codec::id_key(id);
-    for entry in plan.trees().tree(T::Unique).iter() {
-        let (key, value) = entry.map_err(sled_error)?;
-        if value.as_ref() == wanted {
-            return Ok(Some(key.to_vec()));
-        }
+        lease,
     }
-    Ok(None)
-}
-
-/// Deletes a task not in WORK whose record cannot be decoded: its index entries are found
-/// by scanning for its id, since the record no longer says where it is.
-fn delete_corrupt(plan: &mut Plan<'_>, id: TaskId) -> Result<()> {
-    let trees = plan.trees();
-    {
-        for (tree, queue) in [
-            (T::Ready, Queue::Input),
-            (T::Scheduled, Queue::Input),
-            (T::Dead, Queue::Dead),
-        ] {
-            let mut found = None;
-            for k in trees.tree(tree).iter().keys() {
-                let k = k.map_err(sled_error)?;
-                if codec::id_at_end(&k) == Some(id) {
-                    found = Some(k);
-                    break;
-                }
-            }
-            if let Some(k) = found {
-                if let Some(topic) = codec::topic_of(&k) {
-                    move_size(&mut plan.row(topic)?.sizes, Some(queue), None);
-                }
-                plan.del(tree, k.to_vec());
-                break;
-            }
-        }
-    }
-    if let Some(entry) = unique_entry_of(plan, id)? {
-        plan.del(T::Unique, entry);
-    }
-    Ok(())
 }

@@ -27,6 +27,21 @@ fn reopen(path: &Path) -> taskmill_core::Result<SledStore> {
     }
 }
 
+/// Overwrites the stored record of task `id` with `bytes`, as a disk error or a stray tool
+/// would: the record keys start with `t` and the id (see the crate's README).
+fn overwrite(db: &sled::Db, id: u64, bytes: &[u8]) {
+    let tree = db.open_tree("taskmill").unwrap();
+    let mut prefix = vec![b't'];
+    prefix.extend_from_slice(&id.to_be_bytes());
+    let (key, _) = tree
+        .scan_prefix(prefix)
+        .next()
+        .expect("the record is where we expect")
+        .unwrap();
+    tree.insert(key, bytes).unwrap();
+    db.flush().unwrap();
+}
+
 /// Opens the database with sled itself, to write behind the store's back.
 fn raw(path: &Path) -> sled::Db {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -61,15 +76,7 @@ async fn a_corrupt_record_goes_to_dead_and_the_rest_run() {
 
     // Behind the store's back, as a disk error or a stray tool would.
     {
-        let db = raw(&path);
-        let tasks = db.open_tree("tasks").unwrap();
-        let key = bad_id.get().to_be_bytes();
-        assert!(
-            tasks.get(key).unwrap().is_some(),
-            "the record is where we expect"
-        );
-        tasks.insert(key, &b"\xff\x00garbage{"[..]).unwrap();
-        db.flush().unwrap();
+        overwrite(&raw(&path), bad_id.get(), b"\xff\x00garbage{");
     }
 
     let store = reopen(&path).unwrap();
@@ -164,12 +171,7 @@ async fn a_corrupt_record_in_input_can_be_deleted() {
         e.id()
     };
     {
-        let db = raw(&path);
-        db.open_tree("tasks")
-            .unwrap()
-            .insert(id.get().to_be_bytes(), &b"nope"[..])
-            .unwrap();
-        db.flush().unwrap();
+        overwrite(&raw(&path), id.get(), b"nope");
     }
     let store = reopen(&path).unwrap();
     // Listing leaves it out rather than failing the whole page.
@@ -196,9 +198,9 @@ fn a_newer_layout_is_refused() {
     drop(SledStore::open(&path).unwrap());
     {
         let db = raw(&path);
-        db.open_tree("meta")
+        db.open_tree("taskmill")
             .unwrap()
-            .insert("schema", &99u64.to_be_bytes())
+            .insert("mschema", &99u64.to_be_bytes())
             .unwrap();
         db.flush().unwrap();
     }
@@ -209,18 +211,37 @@ fn a_newer_layout_is_refused() {
     // Refusing it did not rewrite the version.
     let db = raw(&path);
     let version = db
-        .open_tree("meta")
+        .open_tree("taskmill")
         .unwrap()
-        .get("schema")
+        .get("mschema")
         .unwrap()
         .unwrap();
     assert_eq!(version.as_ref(), 99u64.to_be_bytes());
 }
 
-/// Paging through WORK skips a corrupt record without ending early.
+/// A database of layout 1 (eight trees, versioned in `meta`) is refused, and left alone.
+#[test]
+fn the_old_layout_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let db = sled::open(&path).unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        meta.insert("schema", &1u64.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let err = reopen(&path).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert!(err.message().contains("layout version 1"), "{err}");
+    // Refusing it added nothing of the new layout.
+    let db = raw(&path);
+    assert!(!db.tree_names().iter().any(|n| n == b"taskmill".as_slice()));
+}
+
+/// Paging skips a corrupt record without ending early.
 #[tokio::test]
 async fn paging_goes_past_a_corrupt_record() {
-    use taskmill_core::store::{ClaimRequest, ListQuery, TopicClaim};
+    use taskmill_core::store::ListQuery;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let now = Timestamp::now();
@@ -233,22 +254,10 @@ async fn paging_goes_past_a_corrupt_record() {
             .unwrap();
         done.into_iter().map(|e| e.id()).collect()
     };
-    {
-        let db = raw(&path);
-        db.open_tree("tasks")
-            .unwrap()
-            .insert(ids[0].get().to_be_bytes(), &b"{"[..])
-            .unwrap();
-        db.flush().unwrap();
-    }
+    overwrite(&raw(&path), ids[1].get(), b"{");
     let store = reopen(&path).unwrap();
-    let claimed = store
-        .claim(&ClaimRequest::new([TopicClaim::new("t")], 10, "m", now))
-        .await
-        .unwrap();
-    assert_eq!(claimed.len(), 3);
     let mut seen = Vec::new();
-    let mut query = ListQuery::new(Queue::Work).limit(1);
+    let mut query = ListQuery::new(Queue::Input).limit(1);
     for _ in 0..10 {
         let page = store.list(&query).await.unwrap();
         seen.extend(page.tasks.iter().map(|t| t.id));
@@ -257,5 +266,5 @@ async fn paging_goes_past_a_corrupt_record() {
             None => break,
         }
     }
-    assert_eq!(seen, ids[1..]);
+    assert_eq!(seen, [ids[0], ids[2]]);
 }
