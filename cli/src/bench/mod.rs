@@ -14,7 +14,8 @@
 //! - **latency**: an idle, started manager; tasks enqueued one at a time at a steady rate;
 //!   the time from just before each `enqueue` call to the start of its processor.
 //! - **backlog**: the rate of processing the first `backlog_measure` tasks with
-//!   `backlog_small` and with `backlog_large` tasks waiting, and their ratio.
+//!   `backlog_small` and with `backlog_large` tasks waiting, and their ratio. The first
+//!   tenth of those runs is not timed, so the manager's start-up is not in the rate.
 //!
 //! Every row has the peak resident memory of the process during its scenario, and the
 //! memory store's rows of throughput and backlog the bytes each queued task costs beyond

@@ -5,7 +5,7 @@ use super::{rss, BenchConfig, Row, Scenario, Target};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use taskmill::store::{EnqueueOptions, Enqueued};
 use taskmill::{
@@ -162,6 +162,8 @@ struct Tracker {
     /// When `runs` reaches this, `done` is notified.
     target: u64,
     done: Notify,
+    /// When the run that brought `runs` to each of [`Tracker::mark`]'s counts ended.
+    marks: [(u64, OnceLock<Instant>); 2],
     first: u64,
     /// One bit per enqueued task, by `id - first`, when the store gave contiguous ids
     /// (every store does for a fresh location); empty otherwise.
@@ -185,6 +187,7 @@ impl Tracker {
             runs: AtomicU64::new(0),
             target,
             done: Notify::new(),
+            marks: [(0, OnceLock::new()), (target, OnceLock::new())],
             first: filled.first.get(),
             seen: (0..words).map(|_| AtomicU64::new(0)).collect(),
             duplicates: AtomicU64::new(0),
@@ -199,9 +202,29 @@ impl Tracker {
                 self.duplicates.fetch_add(1, Ordering::Relaxed);
             }
         }
-        if self.runs.fetch_add(1, Ordering::Relaxed) + 1 == self.target {
+        let runs = self.runs.fetch_add(1, Ordering::Relaxed) + 1;
+        for (count, at) in &self.marks {
+            if runs == *count {
+                let _ = at.set(Instant::now());
+            }
+        }
+        if runs == self.target {
             self.done.notify_one();
         }
+    }
+
+    /// Also notes when the `runs`-th run ends (see [`Tracker::rate_since_mark`]).
+    fn mark(mut self, runs: u64) -> Self {
+        self.marks[0].0 = runs;
+        self
+    }
+
+    /// Runs per second from the marked run to the target, if both were reached and lie
+    /// apart.
+    fn rate_since_mark(&self) -> Option<f64> {
+        let [(from, start), (to, end)] = &self.marks;
+        let elapsed = end.get()?.checked_duration_since(*start.get()?)?;
+        (to > from && !elapsed.is_zero()).then(|| per_sec(to - from, elapsed))
     }
 
     fn runs(&self) -> u64 {
@@ -569,7 +592,7 @@ async fn backlog(url: &str, config: &BenchConfig, row: &mut Row) -> Result<()> {
 }
 
 /// Fills a queue of `size` tasks, then times the processing of the first
-/// `backlog_measure` of them.
+/// `backlog_measure` of them, from the end of the first tenth.
 async fn backlog_once(
     store: Arc<dyn Store>,
     url: &str,
@@ -580,7 +603,10 @@ async fn backlog_once(
     let measure = config.backlog_measure;
     let label = format!("{url} backlog {size}");
     let filled = fill(&*store, url, config, size, &label).await?;
-    let tracker = Arc::new(Tracker::new(&filled, measure));
+    // The first tenth of the runs is not timed: it holds the manager's start-up and first
+    // claim, which for a fast store is much of a 10,000-task measurement.
+    let warm_up = (measure / 10).max(1);
+    let tracker = Arc::new(Tracker::new(&filled, measure).mark(warm_up));
     let manager = manager(store.clone(), config, || Counting(tracker.clone()))?;
     let bar = Progress::new(config.progress, measure, format!("{label}: process"));
     let started = Instant::now();
@@ -607,7 +633,11 @@ async fn backlog_once(
     fail_on(problems)?;
     Ok(BacklogRun {
         enqueue_per_sec: per_sec(filled.count, filled.timed),
-        process_per_sec: finished.then(|| per_sec(measure, elapsed)),
+        process_per_sec: finished.then(|| {
+            tracker
+                .rate_since_mark()
+                .unwrap_or_else(|| per_sec(measure, elapsed))
+        }),
         bytes_per_task: filled.bytes_per_task,
     })
 }
@@ -650,6 +680,36 @@ mod tests {
         t.hit(TaskId::new(11));
         let c = t.counts();
         assert_eq!((c.runs, c.distinct, c.duplicates), (3, 2, 1));
+    }
+
+    #[test]
+    fn tracker_rate_counts_only_runs_after_the_mark() {
+        let filled = Filled {
+            count: 10,
+            timed: Duration::ZERO,
+            first: TaskId::new(1),
+            last: TaskId::new(10),
+            bytes_per_task: None,
+        };
+        let t = Tracker::new(&filled, 10).mark(4);
+        for id in 1..=9 {
+            t.hit(TaskId::new(id));
+        }
+        assert_eq!(t.rate_since_mark(), None, "the target was not reached yet");
+        t.hit(TaskId::new(10));
+        let [(_, start), (_, end)] = &t.marks;
+        let window = end.get().unwrap().duration_since(*start.get().unwrap());
+        let rate = t.rate_since_mark().unwrap();
+        assert_eq!(
+            rate,
+            per_sec(6, window),
+            "runs 5 to 10 over the marked window"
+        );
+
+        // A mark at the target leaves no window to time.
+        let t = Tracker::new(&filled, 1).mark(1);
+        t.hit(TaskId::new(1));
+        assert_eq!(t.rate_since_mark(), None);
     }
 
     fn stats(input: u64, work: u64, dead: u64, enqueued: u64, completed: u64) -> Stats {
