@@ -96,6 +96,7 @@ macro_rules! conformance_suite {
             registration_errors_are_misuse,
             manager_publishes_stats_periodically,
             long_run_keeps_its_lease,
+            completion_reports_the_runs_own_duration,
             topic_weights_share_the_workers,
         );
     };

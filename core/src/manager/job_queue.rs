@@ -65,7 +65,8 @@ impl<T> JobQueue<T> {
         }
     }
 
-    fn try_pop(&self) -> Option<T> {
+    /// The next item if one is queued; never waits.
+    pub fn try_pop(&self) -> Option<T> {
         self.items
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -441,6 +441,53 @@ pub async fn events_arrive_in_order_for_one_task(store: Arc<dyn Store>) {
     assert_eq!(result.unwrap().decode::<String>().unwrap(), "all good");
 }
 
+/// A completion reports how long its own run took, also when a worker goes straight from
+/// one run to the next.
+pub async fn completion_reports_the_runs_own_duration(store: Arc<dyn Store>) {
+    const SLOW_MS: u64 = 300;
+    let manager = builder(&store).concurrency(1).build();
+    manager
+        .register("t", |ctx: TaskContext| async move {
+            let sleep_ms: u64 = ctx.args()?;
+            tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
+            ok()
+        })
+        .unwrap();
+    let events = record_events(&manager).await;
+    // One worker, both tasks in its hands: the fast one starts as the slow one ends.
+    let ids = enqueue(&*store, vec![task("t", SLOW_MS), task("t", 0)]).await;
+    manager.start().await.unwrap();
+    wait_for_stats(&store, "two completions", |s| {
+        s.total.counters.completed == 2
+    })
+    .await;
+    let completions = || {
+        let events = events.lock().unwrap();
+        let duration_of = |id: TaskId| {
+            events.iter().find_map(|e| match e {
+                Event::TaskCompletion {
+                    id: done,
+                    duration_ms,
+                    ..
+                } if *done == id => Some(*duration_ms),
+                _ => None,
+            })
+        };
+        duration_of(ids[0]).zip(duration_of(ids[1]))
+    };
+    wait_until("both completion events", PATIENCE, || async {
+        completions().is_some()
+    })
+    .await;
+    manager.close().await.unwrap();
+    let (slow, fast) = completions().unwrap();
+    assert!(slow >= SLOW_MS, "a {SLOW_MS} ms run reported {slow} ms");
+    assert!(
+        fast < SLOW_MS,
+        "a no-op run after a slow one reported {fast} ms"
+    );
+}
+
 /// Two managers sharing a store never run the same task at the same time, and between
 /// them run every task exactly once.
 pub async fn two_managers_never_run_a_task_at_once(store: Arc<dyn Store>) {
