@@ -430,6 +430,9 @@ async fn a_chunk_cut_short_keeps_its_head_and_a_placeholder() {
         store.get(placeholder.id).await.unwrap(),
         Some(placeholder.clone())
     );
+    // Stored readable now, it is still not requeued: nothing is known to run.
+    let requeued = store.requeue(&[placeholder.id], Timestamp::now()).await;
+    assert_eq!(requeued.unwrap(), [false]);
     let stats = store.stats().await.unwrap();
     assert_eq!(stats.total.sizes.input as usize, kept - 1);
     assert_eq!((stats.total.sizes.work, stats.total.sizes.dead), (1, 1));
