@@ -1,11 +1,14 @@
 //! How keys and values are laid out in the one tree (layout 3).
 //!
 //! Three kinds of entry, told apart by their first byte:
-//! - `c`, first id, last id → a chunk: the entries of up to [`MAX_CHUNK_TASKS`] tasks
-//!   enqueued by one call, ids `first..=last` (those still live). Each entry holds what the
-//!   task never changes (id, priority, topic, unique key) ahead of its record, so an entry
-//!   whose record is garbage can still be indexed, claimed, salvaged and deleted like any
-//!   other; and the key alone tells which ids a chunk whose bytes are garbage held.
+//! - `c`, first id, last id → a chunk: the entries of up to [`MAX_CHUNK_TASKS`] tasks of
+//!   one topic enqueued by one call, in id order, the first `first` and the last `last`
+//!   (those still live). Claims take a topic's tasks in id order, so a chunk per topic keeps
+//!   a claim to few chunks when a batch mixes topics. The chunks of one call may overlap in
+//!   ids, never by more than [`MAX_CHUNK_SPAN`]. Each entry holds what the task never
+//!   changes (id, priority, topic, unique key) ahead of its record, so an entry whose record
+//!   is garbage can still be indexed, claimed, salvaged and deleted like any other; and the
+//!   key alone bounds the ids a chunk whose bytes are garbage held.
 //! - `s`, topic → the topic's counters and paused flag.
 //! - `m`, name → `last_id`, `last_token`, `schema`.
 //!
@@ -41,6 +44,10 @@ pub(crate) const MAX_CHUNK_TASKS: usize = 32;
 /// blob file; chunks of a few KiB, even after claims and errors grow their records, keep
 /// leaves well below that. It also bounds what rewriting a chunk for one task costs.
 pub(crate) const MAX_CHUNK_BYTES: usize = 2048;
+/// …or before its ids would span more than this: a chunk holding id `x` starts after
+/// `x - MAX_CHUNK_SPAN`, which is how far `list` looks back. Room for 32 topics interleaved
+/// one by one in a call.
+pub(crate) const MAX_CHUNK_SPAN: u64 = 1024;
 
 /// The topic of the DEAD placeholder that stands for the unreadable part of a chunk.
 pub(crate) const CORRUPT_TOPIC: &str = "(corrupt)";
@@ -77,8 +84,11 @@ pub(crate) struct Chunk {
     /// Where the value stops making sense, when it does before its end: the entries from
     /// there on are lost.
     pub broken_at: Option<usize>,
-    /// The id that stands for the lost entries (see [`placeholder`]), when one is free.
+    /// The id that stands for the lost entries (see [`Chunk::placeholder`]): the key's
+    /// last, which no other chunk holds, unless it was read (then nothing is lost).
     pub placeholder: Option<TaskId>,
+    /// The first id that may be lost: after the last entry read.
+    lost_from: u64,
 }
 
 impl Chunk {
@@ -116,55 +126,53 @@ impl Chunk {
         if !ok || at < value.len() || Some(chunk.entries.len()) != count {
             // Without a readable head, every byte is kept.
             chunk.broken_at = Some(if ok { at } else { 0 });
-            chunk.placeholder = (next <= last).then(|| TaskId::new(next));
+            chunk.placeholder = (next <= last).then(|| TaskId::new(last));
+            chunk.lost_from = next;
         }
         chunk
+    }
+
+    /// The DEAD record that stands for the unreadable part of this chunk, the value of the
+    /// chunk `first..=last`, if anything was lost: the tasks that were there (some of the
+    /// ids after the last entry read; the key does not say which, nor which had finished)
+    /// are lost, and this tells a human so. Its arguments are the unreadable bytes, as
+    /// text. Made the same way at every read, so it does not change when the chunk is
+    /// rewritten with it.
+    pub fn placeholder(&self, first: u64, last: u64, value: &[u8]) -> Option<TaskRecord> {
+        let (id, broken_at) = (self.placeholder?, self.broken_at?);
+        let tail = &value[broken_at.min(value.len())..];
+        let from = self.lost_from;
+        Some(TaskRecord {
+            id,
+            queue: Queue::Dead,
+            topic: CORRUPT_TOPIC.into(),
+            external_id: None,
+            args: Payload::from_stored(String::from_utf8_lossy(tail).into_owned()),
+            attempt: 0,
+            max_retries: 0,
+            priority: 0,
+            enqueued_at: Timestamp::EPOCH,
+            run_at: Timestamp::EPOCH,
+            unique_key: None,
+            last_error: Some(
+                format!(
+                    "corrupt data: the stored chunk of tasks {first}..={last} cannot be read \
+                     from byte {broken_at} of {}: its unfinished tasks among {from}..={last} \
+                     are lost (their topics and arguments are unknown); the bytes are kept as \
+                     this record's arguments. Delete this record once seen.",
+                    value.len()
+                )
+                .into(),
+            ),
+            failed_at: None,
+            lease: None,
+        })
     }
 
     /// Where the entry of `id` is, if it is readable.
     pub fn find(&self, id: TaskId) -> Option<Range<usize>> {
         let i = self.entries.binary_search_by_key(&id, |(id, _)| *id).ok()?;
         Some(self.entries[i].1.clone())
-    }
-}
-
-/// The DEAD record that stands for the unreadable part of the chunk `first..=last`, from
-/// `broken_at` on, under the id `id`: the tasks that were there (some of `id..=last`; the
-/// key does not say which had finished) are lost, and this tells a human so. Its arguments
-/// are the unreadable bytes, as text. Made the same way at every read, so it does not
-/// change when the chunk is rewritten with it.
-pub(crate) fn placeholder(
-    first: u64,
-    last: u64,
-    id: TaskId,
-    value: &[u8],
-    broken_at: usize,
-) -> TaskRecord {
-    let tail = &value[broken_at.min(value.len())..];
-    TaskRecord {
-        id,
-        queue: Queue::Dead,
-        topic: CORRUPT_TOPIC.into(),
-        external_id: None,
-        args: Payload::from_stored(String::from_utf8_lossy(tail).into_owned()),
-        attempt: 0,
-        max_retries: 0,
-        priority: 0,
-        enqueued_at: Timestamp::EPOCH,
-        run_at: Timestamp::EPOCH,
-        unique_key: None,
-        last_error: Some(
-            format!(
-                "corrupt data: the stored chunk of tasks {first}..={last} cannot be read from \
-                 byte {broken_at} of {}: the unfinished tasks among {id}..={last} are lost \
-                 (their topics and arguments are unknown); the bytes are kept as this \
-                 record's arguments. Delete this record once seen.",
-                value.len()
-            )
-            .into(),
-        ),
-        failed_at: None,
-        lease: None,
     }
 }
 
@@ -579,20 +587,19 @@ mod tests {
         let chunk = Chunk::parse(10, 13, &whole);
         assert_eq!((ids(&chunk), chunk.broken_at), (vec![10, 11, 13], None));
         // Every truncation keeps the entries before the cut; the rest gets a placeholder
-        // id, the one after the last entry read.
+        // id, the key's last.
         for len in 0..whole.len() {
             let chunk = Chunk::parse(10, 13, &whole[..len]);
             let read = ids(&chunk);
-            let expected = read.last().map_or(10, |last| last + 1);
             assert!(chunk.broken_at.is_some(), "{len}");
-            assert_eq!(chunk.placeholder, Some(TaskId::new(expected)), "{len}");
+            assert_eq!(chunk.placeholder, Some(TaskId::new(13)), "{len}");
             assert!([10, 11, 13].starts_with(&read), "{len}");
         }
         // Garbage: nothing read, the placeholder is the first id, every byte is kept.
         let chunk = Chunk::parse(10, 13, b"\xff\x00garbage{");
         assert_eq!(
             (ids(&chunk), chunk.placeholder),
-            (vec![], Some(TaskId::new(10)))
+            (vec![], Some(TaskId::new(13)))
         );
         assert_eq!(chunk.broken_at, Some(0));
         // Garbage after the last id: no id is left for a placeholder, nothing is lost.
@@ -610,9 +617,13 @@ mod tests {
             (ids(&chunk), chunk.placeholder),
             (vec![10, 11], Some(TaskId::new(12)))
         );
-        let dead = placeholder(10, 12, TaskId::new(12), &whole, chunk.broken_at.unwrap());
-        assert_eq!((dead.queue, &*dead.topic), (Queue::Dead, CORRUPT_TOPIC));
-        assert!(dead.last_error.unwrap().contains("10..=12"));
+        let dead = chunk.placeholder(10, 12, &whole).unwrap();
+        assert_eq!((dead.id.get(), dead.queue), (12, Queue::Dead));
+        assert_eq!(&*dead.topic, CORRUPT_TOPIC);
+        assert!(dead.last_error.unwrap().contains("among 12..=12"));
+        assert!(Chunk::parse(10, 13, &trailing)
+            .placeholder(10, 13, &trailing)
+            .is_none());
     }
 
     #[test]

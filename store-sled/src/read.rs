@@ -4,6 +4,7 @@
 use crate::codec::{self, Chunk, KeyParts};
 use crate::index::Index;
 use crate::sled_error;
+use std::collections::BTreeSet;
 use taskmill_core::store::{ListQuery, Page};
 use taskmill_core::{Result, TaskId, TaskRecord};
 
@@ -21,10 +22,8 @@ pub(crate) fn get(tree: &sled::Tree, index: &Index, id: TaskId) -> Result<Option
     };
     let chunk = Chunk::parse(first, last, &value);
     let Some(range) = chunk.find(id) else {
-        return Ok(match (chunk.placeholder, chunk.broken_at) {
-            (Some(p), Some(at)) if p == id => Some(codec::placeholder(first, last, id, &value, at)),
-            _ => None,
-        });
+        let placeholder = chunk.placeholder(first, last, &value);
+        return Ok(placeholder.filter(|p| p.id == id));
     };
     let (parts, bytes) = KeyParts::decode(&value[range]).expect("parsed");
     let topic = index.slot(id).map(|slot| index.topic_of(slot));
@@ -40,31 +39,9 @@ pub(crate) fn get(tree: &sled::Tree, index: &Index, id: TaskId) -> Result<Option
 pub(crate) fn list(tree: &sled::Tree, index: &Index, query: &ListQuery) -> Result<Page> {
     let after = query.after.unwrap_or(TaskId::new(0));
     let limit = query.limit.max(1);
-    let from_chunks = || {
-        // Start at the chunk that holds the next id: the last one that starts at or before
-        // it.
-        let next = after.get().saturating_add(1);
-        let probe = codec::chunk_key(next, u64::MAX).to_vec();
-        let start = tree
-            .range(codec::CHUNKS.to_vec()..=probe)
-            .keys()
-            .next_back()
-            .and_then(|key| key.ok())
-            .map_or_else(|| codec::CHUNKS.to_vec(), |key| key.to_vec());
-        tree.range(start..)
-            .filter_map(|entry| entry.ok())
-            .take_while(|(key, _)| key.starts_with(codec::CHUNKS))
-            .flat_map(move |(key, value)| {
-                let ids = codec::decode_chunk_key(&key).map(|(first, last)| {
-                    let chunk = Chunk::parse(first, last, &value);
-                    chunk.entries.into_iter().map(|(id, _)| id)
-                });
-                ids.into_iter().flatten().filter(move |id| *id > after)
-            })
-    };
     let ids: Box<dyn Iterator<Item = TaskId>> = match index.ids(query.queue, after) {
         Some(ids) => Box::new(ids),
-        None => Box::new(from_chunks()),
+        None => Box::new(chunk_ids(tree, after)),
     };
     let mut ids = ids.filter(|id| index.is_in(*id, query.queue, query.topic.as_deref()));
     let mut tasks = Vec::with_capacity(limit.min(1024));
@@ -82,4 +59,40 @@ pub(crate) fn list(tree: &sled::Tree, index: &Index, query: &ListQuery) -> Resul
     }
     let next = last.filter(|_| ids.next().is_some());
     Ok(Page { tasks, next })
+}
+
+/// The ids after `after` in the chunks, in id order. The chunks of one enqueue overlap (one
+/// per topic), so they are merged: an id is given out once the next chunk starts after it,
+/// as every later chunk holds only ids from its start on. A chunk holding an id after
+/// `after` starts at most [`codec::MAX_CHUNK_SPAN`] before it, so the reading starts there.
+fn chunk_ids(tree: &sled::Tree, after: TaskId) -> impl Iterator<Item = TaskId> + '_ {
+    let next = after.get().saturating_add(1);
+    let start = codec::chunk_key(next.saturating_sub(codec::MAX_CHUNK_SPAN), 0);
+    let mut chunks = tree
+        .range(start.to_vec()..)
+        .filter_map(|entry| entry.ok())
+        .take_while(|(key, _)| key.starts_with(codec::CHUNKS))
+        .peekable();
+    let mut pending = BTreeSet::<TaskId>::new();
+    std::iter::from_fn(move || loop {
+        let next_start = chunks
+            .peek()
+            .map(|(key, _)| codec::decode_chunk_key(key).map_or(0, |(first, _)| first));
+        if let Some(&min) = pending.first() {
+            if next_start.is_none_or(|start| min.get() < start) {
+                return pending.pop_first();
+            }
+        }
+        let (key, value) = chunks.next()?;
+        if let Some((first, last)) = codec::decode_chunk_key(&key) {
+            let chunk = Chunk::parse(first, last, &value);
+            pending.extend(
+                chunk
+                    .entries
+                    .iter()
+                    .map(|(id, _)| *id)
+                    .filter(|id| *id > after),
+            );
+        }
+    })
 }

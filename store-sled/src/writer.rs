@@ -105,6 +105,8 @@ pub(crate) struct Writer {
     /// `entries`; `None` when it removed the task.
     changed: FxHashMap<TaskId, Option<Range<usize>>>,
     entries: Vec<u8>,
+    /// Buffers of chunks an enqueue filled, for the next one.
+    spare: Vec<Vec<u8>>,
     /// The counters as last written, to write them only when they moved.
     stored_ids: (u64, u64),
     /// Whether the request being handled committed anything.
@@ -136,6 +138,7 @@ impl Writer {
             touched: FxHashMap::default(),
             changed: FxHashMap::default(),
             entries: Vec::new(),
+            spare: Vec::new(),
             dirty: false,
             poisoned: None,
         }
@@ -344,9 +347,8 @@ impl Writer {
             }
             // The unreadable part of a chunk is kept as its placeholder, now readable, for a
             // human to see and delete; the bytes that follow it go.
-            if let (Some(id), Some(at)) = (t.chunk.placeholder, t.chunk.broken_at) {
-                if self.index.slot(id).is_some() {
-                    let record = codec::placeholder(first, t.last, id, &t.value, at);
+            if let Some(record) = t.chunk.placeholder(first, t.last, &t.value) {
+                if self.index.slot(record.id).is_some() {
                     KeyParts::of(&record).encode_entry(&record, &mut self.buf);
                     kept += 1;
                 }
@@ -424,9 +426,8 @@ impl Writer {
         let mut results = Vec::with_capacity(tasks.len());
         let mut events = Vec::new();
         let with_events = self.bus.has_subscribers();
-        // The tasks go into new chunks of consecutive ids: one new sled key per chunk.
-        let mut chunk: Option<(u64, usize)> = None;
-        codec::start_chunk(&mut self.buf);
+        // The tasks go into new chunks, one open per topic: one new sled key per chunk.
+        let mut open: FxHashMap<u32, Open> = FxHashMap::default();
         for task in tasks {
             if let Some(key) = task.unique_key_ref() {
                 if let Some(id) = self.index.unique(task.topic(), key) {
@@ -434,31 +435,38 @@ impl Writer {
                     continue;
                 }
             }
-            let id = TaskId::new(
-                self.index
-                    .last_id
-                    .checked_add(1)
-                    .ok_or_else(|| Error::storage("the task id counter is exhausted"))?,
-            );
-            self.index.last_id = id.get();
-            let first = match chunk {
-                Some((first, n))
-                    if n < codec::MAX_CHUNK_TASKS && self.buf.len() < codec::MAX_CHUNK_BYTES =>
-                {
-                    chunk = Some((first, n + 1));
-                    first
+            let id = self
+                .index
+                .last_id
+                .checked_add(1)
+                .ok_or_else(|| Error::storage("the task id counter is exhausted"))?;
+            self.index.last_id = id;
+            let topic = self.index.topic_id(task.topic());
+            let full = open.get(&topic).is_some_and(|o| {
+                o.count >= codec::MAX_CHUNK_TASKS
+                    || o.buf.len() >= codec::MAX_CHUNK_BYTES
+                    || id - o.first >= codec::MAX_CHUNK_SPAN
+            });
+            if full {
+                let full = open.remove(&topic).expect("checked");
+                self.close_chunk(full);
+            }
+            let chunk = open.entry(topic).or_insert_with(|| {
+                let mut buf = self.spare.pop().unwrap_or_default();
+                codec::start_chunk(&mut buf);
+                Open {
+                    first: id,
+                    last: id,
+                    count: 0,
+                    buf,
                 }
-                full => {
-                    if let Some((first, _)) = full {
-                        self.close_chunk(first, id.get() - 1);
-                    }
-                    chunk = Some((id.get(), 1));
-                    id.get()
-                }
-            };
+            });
+            chunk.last = id;
+            chunk.count += 1;
+            let first = chunk.first;
+            let id = TaskId::new(id);
             let record = task.into_record(id, opts);
             self.counters(&record.topic).enqueued += 1;
-            let topic = self.index.topic_id(&record.topic);
             let at = At::of(Queue::Input, record.run_at, opts.now, None);
             let unique = record.unique_key.clone();
             self.index
@@ -470,25 +478,28 @@ impl Writer {
                     run_at: record.run_at,
                 });
             }
-            KeyParts::of(&record).encode_entry(&record, &mut self.buf);
+            let chunk = open.get_mut(&topic).expect("opened above");
+            KeyParts::of(&record).encode_entry(&record, &mut chunk.buf);
             results.push(Enqueued::New(id));
         }
-        if let Some((first, _)) = chunk {
-            self.close_chunk(first, self.index.last_id);
+        for (_, chunk) in open {
+            self.close_chunk(chunk);
         }
         self.commit()?;
         Ok((results, events))
     }
 
-    /// Adds the chunk being filled in `buf` to the batch, as ids `first..=last`.
-    fn close_chunk(&mut self, first: u64, last: u64) {
-        let count = (last - first + 1) as usize;
-        codec::end_chunk(&mut self.buf, count);
-        self.batch
-            .insert(&codec::chunk_key(first, last)[..], self.buf.as_slice());
+    /// Adds a chunk an enqueue filled to the batch.
+    fn close_chunk(&mut self, mut chunk: Open) {
+        codec::end_chunk(&mut chunk.buf, chunk.count);
+        let key = codec::chunk_key(chunk.first, chunk.last);
+        self.batch.insert(&key[..], chunk.buf.as_slice());
         self.writes += 1;
-        self.index.set_chunk(first, last, true);
-        codec::start_chunk(&mut self.buf);
+        self.index.set_chunk(chunk.first, chunk.last, true);
+        // Kept for the next enqueue: the hot path is bound by the allocator.
+        if self.spare.len() < 64 {
+            self.spare.push(chunk.buf);
+        }
     }
 
     fn claim(&mut self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
@@ -566,8 +577,8 @@ impl Writer {
         };
         let slot = self.index.slot(id).expect("touch checked the slot");
         let Some(entry) = entry else {
-            if let (Some(at), true) = (t.chunk.broken_at, t.chunk.placeholder == Some(id)) {
-                let record = codec::placeholder(first, t.last, id, &t.value, at);
+            let placeholder = t.chunk.placeholder(first, t.last, &t.value);
+            if let Some(record) = placeholder.filter(|p| p.id == id) {
                 let error = Error::corrupt(format!(
                     "task {id} stands for the unreadable part of a stored chunk"
                 ));
@@ -729,6 +740,14 @@ impl Writer {
         topic.dirty = true;
         self.commit()
     }
+}
+
+/// A chunk an enqueue is filling: one topic's tasks, ids `first..=last`.
+struct Open {
+    first: u64,
+    last: u64,
+    count: usize,
+    buf: Vec<u8>,
 }
 
 /// A chunk read by the request being handled.
