@@ -1,21 +1,27 @@
-//! How keys and values are laid out in the one tree.
+//! How keys and values are laid out in the one tree (layout 3).
 //!
 //! Three kinds of entry, told apart by their first byte:
-//! - `t`, id, priority, topic, 0, [1, unique key] → the task's record (binary, below). The
-//!   fields a task never changes live in the key, so a record whose value is garbage can
-//!   still be indexed, claimed, salvaged and deleted like any other.
+//! - `c`, first id, last id → a chunk: the entries of up to [`MAX_CHUNK_TASKS`] tasks of
+//!   one topic enqueued by one call, in id order, the first `first` and the last `last`
+//!   (those still live). Claims take a topic's tasks in id order, so a chunk per topic keeps
+//!   a claim to few chunks when a batch mixes topics. The chunks of one call may overlap in
+//!   ids, never by more than [`MAX_CHUNK_SPAN`]. Each entry holds what the task never
+//!   changes (id, priority, topic, unique key) ahead of its record, so an entry whose record
+//!   is garbage can still be indexed, claimed, salvaged and deleted like any other; and the
+//!   key alone bounds the ids a chunk whose bytes are garbage held.
 //! - `s`, topic → the topic's counters and paused flag.
 //! - `m`, name → `last_id`, `last_token`, `schema`.
 //!
-//! Integers in keys are big-endian (priorities with the sign bit flipped), so the records
-//! are in id order, which `list` pages through.
+//! Integers in keys are big-endian, so the chunks are in id order, which `list` pages
+//! through. Integers in values are little-endian.
 
+use std::ops::Range;
 use std::sync::Arc;
 use taskmill_core::{
     Counters, Error, Lease, Payload, Queue, Result, TaskId, TaskRecord, Timestamp,
 };
 
-const TASK: u8 = b't';
+const CHUNK: u8 = b'c';
 const STATS: u8 = b's';
 const META: u8 = b'm';
 
@@ -25,16 +31,152 @@ pub(crate) const LAST_ID: &[u8] = b"mlast_id";
 pub(crate) const LAST_TOKEN: &[u8] = b"mlast_token";
 /// The `meta` key of the on-disk layout version.
 pub(crate) const SCHEMA: &[u8] = b"mschema";
-/// The prefix of every record key.
-pub(crate) const TASKS: &[u8] = &[TASK];
+/// The prefix of every chunk key.
+pub(crate) const CHUNKS: &[u8] = &[CHUNK];
 /// The prefix of every stats row key.
 pub(crate) const ROWS: &[u8] = &[STATS];
 const _: () = assert!(LAST_ID[0] == META && SCHEMA[0] == META && LAST_TOKEN[0] == META);
 
-/// The first byte of every record value; another value is a record of a later format.
+/// An enqueue closes a chunk at this many tasks…
+pub(crate) const MAX_CHUNK_TASKS: usize = 32;
+/// …or once its value reaches this many bytes. sled keeps up to 17 entries in a leaf and
+/// stores a leaf of more than 128 KiB (a quarter of its 512 KiB segment) out of line, as a
+/// blob file; chunks of a few KiB, even after claims and errors grow their records, keep
+/// leaves well below that. It also bounds what rewriting a chunk for one task costs.
+pub(crate) const MAX_CHUNK_BYTES: usize = 2048;
+/// …or before its ids would span more than this: a chunk holding id `x` starts after
+/// `x - MAX_CHUNK_SPAN`, which is how far `list` looks back. Room for 32 topics interleaved
+/// one by one in a call.
+pub(crate) const MAX_CHUNK_SPAN: u64 = 1024;
+
+/// The topic of the DEAD placeholder that stands for the unreadable part of a chunk.
+pub(crate) const CORRUPT_TOPIC: &str = "(corrupt)";
+
+/// The first byte of every chunk value; another value is a chunk of a later format.
+const CHUNK_FORMAT: u8 = 3;
+/// The format byte and the entry count.
+const CHUNK_HEAD: usize = 5;
+/// The first byte of every record; another value is a record of a later format.
 const FORMAT: u8 = 1;
 
-/// The unchanging part of a task, kept in its record's key.
+/// The key of the chunk of ids `first..=last`.
+pub(crate) fn chunk_key(first: u64, last: u64) -> [u8; 17] {
+    let mut key = [CHUNK; 17];
+    key[1..9].copy_from_slice(&first.to_be_bytes());
+    key[9..].copy_from_slice(&last.to_be_bytes());
+    key
+}
+
+/// The id range of a chunk key; `None` when `key` is not one this code wrote.
+pub(crate) fn decode_chunk_key(key: &[u8]) -> Option<(u64, u64)> {
+    let rest = key.strip_prefix(CHUNKS)?;
+    let (first, last) = (rest.get(..8)?, rest.get(8..)?);
+    let first = u64::from_be_bytes(first.try_into().ok()?);
+    let last = u64::from_be_bytes(last.try_into().ok()?);
+    (first <= last && first > 0).then_some((first, last))
+}
+
+/// A chunk's value split into its entries, as far as it can be read.
+#[derive(Debug, Default)]
+pub(crate) struct Chunk {
+    /// Each readable entry: its task and where its bytes are in the value.
+    pub entries: Vec<(TaskId, Range<usize>)>,
+    /// Where the value stops making sense, when it does before its end: the entries from
+    /// there on are lost.
+    pub broken_at: Option<usize>,
+    /// The id that stands for the lost entries (see [`Chunk::placeholder`]): the key's
+    /// last, which no other chunk holds, unless it was read (then nothing is lost).
+    pub placeholder: Option<TaskId>,
+    /// The first id that may be lost: after the last entry read.
+    lost_from: u64,
+}
+
+impl Chunk {
+    /// Splits the value of the chunk `first..=last`. Never fails: what cannot be read is
+    /// `broken_at`.
+    pub fn parse(first: u64, last: u64, value: &[u8]) -> Chunk {
+        let mut chunk = Chunk::default();
+        let mut at = CHUNK_HEAD;
+        let mut next = first;
+        let count = match value.get(..CHUNK_HEAD) {
+            Some([CHUNK_FORMAT, count @ ..]) => {
+                Some(u32::from_le_bytes(count.try_into().expect("4 bytes")) as usize)
+            }
+            _ => None,
+        };
+        let ok = count.is_some();
+        while ok && at < value.len() {
+            let entry = value
+                .get(at..at + 4)
+                .map(|len| u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize)
+                .and_then(|len| Some(at + 4..(at + 4).checked_add(len)?))
+                .filter(|range| range.end <= value.len())
+                .and_then(|range| Some((KeyParts::decode(&value[range.clone()])?.0.id, range)));
+            // Ids are increasing and inside the key's range.
+            match entry.filter(|(id, _)| (next..=last).contains(&id.get())) {
+                Some((id, range)) => {
+                    next = id.get() + 1;
+                    at = range.end;
+                    chunk.entries.push((id, range));
+                }
+                None => break,
+            }
+        }
+        // A chunk cut at an entry's end is caught by its count.
+        if !ok || at < value.len() || Some(chunk.entries.len()) != count {
+            // Without a readable head, every byte is kept.
+            chunk.broken_at = Some(if ok { at } else { 0 });
+            chunk.placeholder = (next <= last).then(|| TaskId::new(last));
+            chunk.lost_from = next;
+        }
+        chunk
+    }
+
+    /// The DEAD record that stands for the unreadable part of this chunk, the value of the
+    /// chunk `first..=last`, if anything was lost: the tasks that were there (some of the
+    /// ids after the last entry read; the key does not say which, nor which had finished)
+    /// are lost, and this tells a human so. Its arguments are the unreadable bytes, as
+    /// text. Made the same way at every read, so it does not change when the chunk is
+    /// rewritten with it.
+    pub fn placeholder(&self, first: u64, last: u64, value: &[u8]) -> Option<TaskRecord> {
+        let (id, broken_at) = (self.placeholder?, self.broken_at?);
+        let tail = &value[broken_at.min(value.len())..];
+        let from = self.lost_from;
+        Some(TaskRecord {
+            id,
+            queue: Queue::Dead,
+            topic: CORRUPT_TOPIC.into(),
+            external_id: None,
+            args: Payload::from_stored(String::from_utf8_lossy(tail).into_owned()),
+            attempt: 0,
+            max_retries: 0,
+            priority: 0,
+            enqueued_at: Timestamp::EPOCH,
+            run_at: Timestamp::EPOCH,
+            unique_key: None,
+            last_error: Some(
+                format!(
+                    "corrupt data: the stored chunk of tasks {first}..={last} cannot be read \
+                     from byte {broken_at} of {}: its unfinished tasks among {from}..={last} \
+                     are lost (their topics and arguments are unknown); the bytes are kept as \
+                     this record's arguments. Delete this record once seen.",
+                    value.len()
+                )
+                .into(),
+            ),
+            failed_at: None,
+            lease: None,
+        })
+    }
+
+    /// Where the entry of `id` is, if it is readable.
+    pub fn find(&self, id: TaskId) -> Option<Range<usize>> {
+        let i = self.entries.binary_search_by_key(&id, |(id, _)| *id).ok()?;
+        Some(self.entries[i].1.clone())
+    }
+}
+
+/// The unchanging part of a task, kept at the head of its entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct KeyParts<'a> {
     pub id: TaskId,
@@ -44,44 +186,50 @@ pub(crate) struct KeyParts<'a> {
 }
 
 impl KeyParts<'_> {
-    pub fn encode(&self) -> Vec<u8> {
-        let unique = self.unique.map_or(0, |u| u.len() + 1);
-        let mut key = Vec::with_capacity(12 + self.topic.len() + unique);
-        key.push(TASK);
-        key.extend_from_slice(&self.id.get().to_be_bytes());
-        key.extend_from_slice(&((self.priority as u16) ^ 0x8000).to_be_bytes());
-        key.extend_from_slice(self.topic.as_bytes());
-        // No topic holds a control character (`validate_topic`), so the 0 ends it.
-        key.push(0);
-        if let Some(u) = self.unique {
-            key.push(1);
-            key.extend_from_slice(u.as_bytes());
+    /// Appends the entry of this task with `record`: its length, then id, priority, topic,
+    /// unique key and the record.
+    pub fn encode_entry(&self, record: &TaskRecord, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&self.id.get().to_le_bytes());
+        out.extend_from_slice(&self.priority.to_le_bytes());
+        out.extend_from_slice(&(self.topic.len() as u32).to_le_bytes());
+        out.extend_from_slice(self.topic.as_bytes());
+        match self.unique {
+            None => out.push(0),
+            Some(u) => {
+                out.push(1);
+                out.extend_from_slice(&(u.len() as u32).to_le_bytes());
+                out.extend_from_slice(u.as_bytes());
+            }
         }
-        key
+        encode_record(record, out);
+        let len = (out.len() - start - 4) as u32;
+        out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     }
 
-    /// `None` when `key` is not a record key this code wrote.
-    pub fn decode(key: &[u8]) -> Option<KeyParts<'_>> {
-        let rest = key.strip_prefix(TASKS)?;
-        let id = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
-        let priority = (u16::from_be_bytes(rest.get(8..10)?.try_into().ok()?) ^ 0x8000) as i16;
-        let rest = rest.get(10..)?;
-        let end = rest.iter().position(|b| *b == 0)?;
-        let topic = std::str::from_utf8(&rest[..end]).ok()?;
-        let unique = match &rest[end + 1..] {
-            [] => None,
-            [1, u @ ..] => Some(std::str::from_utf8(u).ok()?),
+    /// An entry (without its length) split into its head and its record's bytes; `None`
+    /// when the head cannot be read.
+    pub fn decode(entry: &[u8]) -> Option<(KeyParts<'_>, &[u8])> {
+        let mut r = Reader(entry);
+        let id = r.u64()?;
+        let priority = i16::from_le_bytes(r.take(2)?.try_into().ok()?);
+        let topic = r.str()?;
+        let unique = match r.take(1)? {
+            [0] => None,
+            [1] => Some(r.str()?),
             _ => return None,
         };
-        Some(KeyParts {
+        let parts = KeyParts {
             id: TaskId::new(id),
             priority,
             topic,
             unique,
-        })
+        };
+        Some((parts, r.0))
     }
 
-    /// The key of `record`.
+    /// The unchanging part of `record`.
     pub fn of(record: &TaskRecord) -> KeyParts<'_> {
         KeyParts {
             id: record.id,
@@ -90,6 +238,17 @@ impl KeyParts<'_> {
             unique: record.unique_key.as_deref(),
         }
     }
+}
+
+/// Starts a chunk's value: its format and, once [`end_chunk`] sets it, its entry count.
+pub(crate) fn start_chunk(out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&[CHUNK_FORMAT, 0, 0, 0, 0]);
+}
+
+/// Sets the entry count of the chunk in `out`.
+pub(crate) fn end_chunk(out: &mut [u8], count: usize) {
+    out[1..CHUNK_HEAD].copy_from_slice(&(count as u32).to_le_bytes());
 }
 
 const HAS_LEASE: u8 = 1;
@@ -107,9 +266,9 @@ fn queue_byte(queue: Queue) -> u8 {
 
 /// A record's value: format, queue, flags, attempt, max retries, enqueued at, run at, then
 /// the optional lease (token, deadline, owner), external id, last error and failure time,
-/// and the arguments' JSON as the rest. Little-endian; strings carry a u32 length.
+/// and the arguments' JSON as the rest. Little-endian; strings carry a u32 length. Appended
+/// to `out`.
 pub(crate) fn encode_record(record: &TaskRecord, out: &mut Vec<u8>) {
-    out.clear();
     let flags = [
         (record.lease.is_some(), HAS_LEASE),
         (record.external_id.is_some(), HAS_EXTERNAL_ID),
@@ -370,12 +529,15 @@ mod tests {
             ..record()
         };
         for r in [full, bare] {
-            let key = KeyParts::of(&r).encode();
-            let parts = KeyParts::decode(&key).unwrap();
+            start_chunk(&mut out);
+            KeyParts::of(&r).encode_entry(&r, &mut out);
+            end_chunk(&mut out, 1);
+            let chunk = Chunk::parse(r.id.get(), r.id.get(), &out);
+            assert_eq!((chunk.broken_at, chunk.placeholder), (None, None));
+            let (parts, bytes) = KeyParts::decode(&out[chunk.find(r.id).unwrap()]).unwrap();
             assert_eq!(parts, KeyParts::of(&r));
-            encode_record(&r, &mut out);
-            assert_eq!(decode_record(&parts, &r.topic, &out).unwrap(), r);
-            let state = decode_state(&out).unwrap();
+            assert_eq!(decode_record(&parts, &r.topic, bytes).unwrap(), r);
+            let state = decode_state(bytes).unwrap();
             assert_eq!(
                 (state.queue, state.run_at, state.lease),
                 (
@@ -403,29 +565,75 @@ mod tests {
         assert!(KeyParts::decode(b"t\0\0").is_none());
     }
 
-    #[test]
-    fn keys_are_in_id_order() {
-        let key = |id, priority, topic| {
-            KeyParts {
+    /// A chunk of ids 10..=13 holding 10, 11 and 13 (12 finished).
+    fn chunk_of_three() -> Vec<u8> {
+        let mut out = Vec::new();
+        start_chunk(&mut out);
+        for id in [10, 11, 13] {
+            let r = TaskRecord {
                 id: TaskId::new(id),
-                priority,
-                topic,
-                unique: None,
-            }
-            .encode()
-        };
-        let mut keys = [
-            key(300, 5, "b"),
-            key(2, i16::MAX, "a"),
-            key(256, i16::MIN, "zz"),
-        ];
+                ..record()
+            };
+            KeyParts::of(&r).encode_entry(&r, &mut out);
+        }
+        end_chunk(&mut out, 3);
+        out
+    }
+
+    #[test]
+    fn a_broken_chunk_keeps_what_it_can() {
+        let whole = chunk_of_three();
+        let ids = |c: &Chunk| c.entries.iter().map(|(id, _)| id.get()).collect::<Vec<_>>();
+        let chunk = Chunk::parse(10, 13, &whole);
+        assert_eq!((ids(&chunk), chunk.broken_at), (vec![10, 11, 13], None));
+        // Every truncation keeps the entries before the cut; the rest gets a placeholder
+        // id, the key's last.
+        for len in 0..whole.len() {
+            let chunk = Chunk::parse(10, 13, &whole[..len]);
+            let read = ids(&chunk);
+            assert!(chunk.broken_at.is_some(), "{len}");
+            assert_eq!(chunk.placeholder, Some(TaskId::new(13)), "{len}");
+            assert!([10, 11, 13].starts_with(&read), "{len}");
+        }
+        // Garbage: nothing read, the placeholder is the first id, every byte is kept.
+        let chunk = Chunk::parse(10, 13, b"\xff\x00garbage{");
+        assert_eq!(
+            (ids(&chunk), chunk.placeholder),
+            (vec![], Some(TaskId::new(13)))
+        );
+        assert_eq!(chunk.broken_at, Some(0));
+        // Garbage after the last id: no id is left for a placeholder, nothing is lost.
+        let mut trailing = whole.clone();
+        trailing.extend_from_slice(b"junk");
+        let chunk = Chunk::parse(10, 13, &trailing);
+        assert_eq!(ids(&chunk), [10, 11, 13]);
+        assert_eq!(
+            (chunk.broken_at, chunk.placeholder),
+            (Some(whole.len()), None)
+        );
+        // An id outside the key's range is garbage too.
+        let chunk = Chunk::parse(10, 12, &whole);
+        assert_eq!(
+            (ids(&chunk), chunk.placeholder),
+            (vec![10, 11], Some(TaskId::new(12)))
+        );
+        let dead = chunk.placeholder(10, 12, &whole).unwrap();
+        assert_eq!((dead.id.get(), dead.queue), (12, Queue::Dead));
+        assert_eq!(&*dead.topic, CORRUPT_TOPIC);
+        assert!(dead.last_error.unwrap().contains("among 12..=12"));
+        assert!(Chunk::parse(10, 13, &trailing)
+            .placeholder(10, 13, &trailing)
+            .is_none());
+    }
+
+    #[test]
+    fn chunk_keys_are_in_id_order() {
+        let mut keys = [chunk_key(300, 301), chunk_key(2, 299), chunk_key(256, 256)];
         keys.sort();
-        let ids: Vec<u64> = keys
-            .iter()
-            .map(|k| KeyParts::decode(k).unwrap().id.get())
-            .collect();
-        assert_eq!(ids, [2, 256, 300]);
-        assert_eq!(KeyParts::decode(&key(1, -3, "t")).unwrap().priority, -3);
+        let ranges: Vec<_> = keys.iter().map(|k| decode_chunk_key(k).unwrap()).collect();
+        assert_eq!(ranges, [(2, 299), (256, 256), (300, 301)]);
+        assert_eq!(decode_chunk_key(b"c\0"), None);
+        assert_eq!(decode_chunk_key(&chunk_key(5, 4)), None);
     }
 
     #[test]

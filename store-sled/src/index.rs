@@ -1,13 +1,14 @@
-//! Where every task is: the queues, claim order, leases and unique keys, kept in memory by
-//! the writer thread.
+//! Where every task is: the queues, claim order, leases, unique keys and the chunk that
+//! holds each task's record, kept in memory by the writer thread.
 //!
 //! None of it is stored. The records are the truth (each says its queue, due time and
-//! lease), and one scan of them at open rebuilds all of this. That is sound because sled
-//! admits one process per database and every change goes through the writer thread, so
-//! nothing changes the records behind the indexes' back. It is what makes each change one
-//! write per task in one tree, instead of a record plus an index entry per queue.
+//! lease), and one scan of the chunks at open rebuilds all of this. That is sound because
+//! sled admits one process per database and every change goes through the writer thread,
+//! so nothing changes the records behind the indexes' back. It is what makes each change
+//! one write per chunk it touches, in one tree, instead of a record plus an index entry per
+//! queue.
 
-use crate::codec::{self, KeyParts, State};
+use crate::codec::{self, Chunk, KeyParts, State};
 use crate::sled_error;
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeSet, HashMap};
@@ -60,10 +61,12 @@ impl At {
     }
 }
 
-/// A task's entry: what its record key is made of, and where it is.
+/// A task's entry: the unchanging part of its record, its chunk, and where it is.
 #[derive(Debug)]
 pub(crate) struct Slot {
     topic: u32,
+    /// The first id of its chunk (see [`Index::chunk`]).
+    pub chunk: u64,
     pub priority: i16,
     pub unique: Option<Box<str>>,
     pub at: At,
@@ -96,6 +99,8 @@ pub(crate) struct Index {
     /// Every task in WORK (for the reaper) and in DEAD, in id order for `list`.
     work: BTreeSet<TaskId>,
     dead: BTreeSet<TaskId>,
+    /// Every stored chunk: first id → last id, which make its key.
+    chunks: FxHashMap<u64, u64>,
 }
 
 impl Index {
@@ -118,34 +123,43 @@ impl Index {
             stats.counters = counters;
             stats.paused = paused;
         }
-        for entry in tree.scan_prefix(codec::TASKS) {
+        for entry in tree.scan_prefix(codec::CHUNKS) {
             let (key, value) = entry.map_err(sled_error)?;
-            let Some(parts) = KeyParts::decode(&key) else {
-                tracing::warn!(key = ?key, "skipping an undecodable record key");
+            let Some((first, last)) = codec::decode_chunk_key(&key) else {
+                tracing::warn!(key = ?key, "skipping an undecodable chunk key");
                 continue;
             };
-            // Due or not is for a claim to say (stores never read a clock). A record that
-            // cannot be decoded goes where a claim finds it, to be salvaged and sent to DEAD.
-            let at = match codec::decode_state(&value) {
-                Some(State {
-                    queue,
-                    run_at,
-                    lease,
-                }) => At::of(queue, run_at, Timestamp::EPOCH, lease),
-                None => At::Ready,
-            };
-            let topic = index.topic_id(parts.topic);
-            index.last_id = index.last_id.max(parts.id.get());
-            if let At::Work { token, .. } = at {
-                index.last_token = index.last_token.max(token);
+            index.chunks.insert(first, last);
+            index.last_id = index.last_id.max(last);
+            let chunk = Chunk::parse(first, last, &value);
+            for (_, range) in &chunk.entries {
+                let (parts, record) = KeyParts::decode(&value[range.clone()]).expect("parsed");
+                // Due or not is for a claim to say (stores never read a clock). A record
+                // that cannot be decoded goes where a claim finds it, to be salvaged and
+                // sent to DEAD.
+                let at = match codec::decode_state(record) {
+                    Some(State {
+                        queue,
+                        run_at,
+                        lease,
+                    }) => At::of(queue, run_at, Timestamp::EPOCH, lease),
+                    None => At::Ready,
+                };
+                let topic = index.topic_id(parts.topic);
+                if let At::Work { token, .. } = at {
+                    index.last_token = index.last_token.max(token);
+                }
+                let unique = parts.unique.map(Box::from);
+                index.insert(parts.id, topic, parts.priority, unique, at, first);
             }
-            index.insert(
-                parts.id,
-                topic,
-                parts.priority,
-                parts.unique.map(Box::from),
-                at,
-            );
+            if let Some(at) = chunk.broken_at {
+                tracing::warn!(first, last, at, placeholder = ?chunk.placeholder,
+                    "a stored chunk cannot be read to its end; the rest is filed in DEAD as one placeholder");
+            }
+            if let Some(id) = chunk.placeholder {
+                let topic = index.topic_id(codec::CORRUPT_TOPIC);
+                index.insert(id, topic, 0, None, At::Dead, first);
+            }
         }
         // The rows just read are on disk as they are.
         index.topics.iter_mut().for_each(|t| t.dirty = false);
@@ -191,18 +205,18 @@ impl Index {
         &self.topics[slot.topic as usize].name
     }
 
-    /// The key of a task's record.
-    pub fn key(&self, id: TaskId) -> Option<Vec<u8>> {
-        let slot = self.slots.get(&id)?;
-        Some(self.parts(id, slot).encode())
+    /// The id range (first, last) of the chunk that holds a task.
+    pub fn chunk(&self, id: TaskId) -> Option<(u64, u64)> {
+        let first = self.slots.get(&id)?.chunk;
+        Some((first, *self.chunks.get(&first)?))
     }
 
-    fn parts<'a>(&'a self, id: TaskId, slot: &'a Slot) -> KeyParts<'a> {
-        KeyParts {
-            id,
-            priority: slot.priority,
-            topic: self.topic_of(slot),
-            unique: slot.unique.as_deref(),
+    /// Records that the chunk `first..=last` is stored (`true`) or removed.
+    pub fn set_chunk(&mut self, first: u64, last: u64, stored: bool) {
+        if stored {
+            self.chunks.insert(first, last);
+        } else {
+            self.chunks.remove(&first);
         }
     }
 
@@ -225,6 +239,7 @@ impl Index {
         priority: i16,
         unique: Option<Box<str>>,
         at: At,
+        chunk: u64,
     ) {
         if let Some(key) = &unique {
             self.topics[topic as usize].unique.insert(key.clone(), id);
@@ -232,6 +247,7 @@ impl Index {
         self.file(id, topic, priority, at, true);
         let slot = Slot {
             topic,
+            chunk,
             priority,
             unique,
             at,

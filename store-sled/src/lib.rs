@@ -1,7 +1,7 @@
 //! The sled taskmill store: durable, embedded, one process per database.
 //!
-//! Tasks live in a [sled](https://docs.rs/sled/0.34) database directory, one record per
-//! task in one tree. Every move of a task (enqueue, claim, outcome, reaper, requeue,
+//! Tasks live in a [sled](https://docs.rs/sled/0.34) database directory, in one tree, the
+//! records of several tasks (enqueued together) per key. Every move of a task (enqueue, claim, outcome, reaper, requeue,
 //! delete) is one atomic `apply_batch` on that tree, with the stats counters it moves, so
 //! a crash never leaves a task in two queues or in none, and the counters never drift. By
 //! default each change is flushed to disk before the call returns ([`FlushPolicy::Always`]):
@@ -279,9 +279,10 @@ fn parse_url(url: &str) -> Result<(PathBuf, SledOptions)> {
 
 /// The tree that holds everything (see `codec.rs`).
 const TREE: &str = "taskmill";
-/// The layout this code reads and writes. Layout 1 (eight trees, the indexes stored beside
-/// the records) kept its version in a `meta` tree.
-const SCHEMA_VERSION: u64 = 2;
+/// The layout this code reads and writes: 3, several tasks per key (see `codec.rs`).
+/// Layout 1 (eight trees, the indexes stored beside the records) kept its version in a
+/// `meta` tree; layout 2 (one key per task) in this tree.
+const SCHEMA_VERSION: u64 = 3;
 
 /// Opens the tree, checking (and on a new database writing) the layout version.
 fn open_tree(db: &sled::Db, path: &Path) -> Result<sled::Tree> {
@@ -301,6 +302,18 @@ fn open_tree(db: &sled::Db, path: &Path) -> Result<sled::Tree> {
     match tree.get(codec::SCHEMA).map_err(sled_error)? {
         Some(v) => {
             let version = codec::decode_u64(&v)?;
+            if version < SCHEMA_VERSION {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "the sled database at {} has layout version {version} (one key per \
+                         task), which this taskmill-sled (layout {SCHEMA_VERSION}) does not \
+                         read: drain it with the taskmill version that wrote it, or move it \
+                         aside",
+                        path.display()
+                    ),
+                ));
+            }
             if version > SCHEMA_VERSION {
                 return Err(Error::corrupt(format!(
                     "the sled database at {} has layout version {version}, newer than this \

@@ -2,7 +2,7 @@
 //!
 //! Why one dedicated thread rather than `spawn_blocking` per call:
 //! - Being the only writer, it can keep the indexes in memory (see `index.rs`): nothing
-//!   else changes the records behind them, so each change is one batch of record writes.
+//!   else changes the records behind them, so each change is one batch of chunk writes.
 //! - Group commit: the thread takes every request waiting in its channel, writes each as
 //!   its own batch, then makes them durable with one `flush` (an fsync) before it answers
 //!   any of them. Under load many claims and outcome batches share one fsync, which is
@@ -12,11 +12,13 @@
 //! Events and wake-ups are sent after the flush and before the replies, so a watcher sees a
 //! task's enqueue before any claim of it returns, and never sees an enqueue that failed.
 
-use crate::codec::{self, KeyParts};
+use crate::codec::{self, Chunk, KeyParts};
 use crate::index::{At, Index};
 use crate::read;
 use crate::{sled_error, FlushPolicy};
+use rustc_hash::FxHashMap;
 use sled::Batch;
+use std::ops::Range;
 use std::sync::mpsc;
 use std::sync::Arc;
 use taskmill_core::store::{
@@ -96,6 +98,15 @@ pub(crate) struct Writer {
     batch: Batch,
     writes: usize,
     buf: Vec<u8>,
+    /// The chunks the request being handled read, by first id: each is read once and
+    /// written once per request, however many of its tasks the request changes.
+    touched: FxHashMap<u64, Touched>,
+    /// The new entry (without its length) of each task the request changed, as a range of
+    /// `entries`; `None` when it removed the task.
+    changed: FxHashMap<TaskId, Option<Range<usize>>>,
+    entries: Vec<u8>,
+    /// Buffers of chunks an enqueue filled, for the next one.
+    spare: Vec<Vec<u8>>,
     /// The counters as last written, to write them only when they moved.
     stored_ids: (u64, u64),
     /// Whether the request being handled committed anything.
@@ -124,6 +135,10 @@ impl Writer {
             batch: Batch::default(),
             writes: 0,
             buf: Vec::new(),
+            touched: FxHashMap::default(),
+            changed: FxHashMap::default(),
+            entries: Vec::new(),
+            spare: Vec::new(),
             dirty: false,
             poisoned: None,
         }
@@ -184,6 +199,9 @@ impl Writer {
             }
             self.batch = Batch::default();
             self.writes = 0;
+            self.touched.clear();
+            self.changed.clear();
+            self.entries.clear();
         })
     }
 
@@ -282,6 +300,7 @@ impl Writer {
     /// Writes the request's batch, with the stats rows and counters it moved, as one
     /// `apply_batch`: sled's recovery replays it whole or not at all.
     fn commit(&mut self) -> Result<()> {
+        self.write_chunks();
         for topic in self.index.topics_mut().iter_mut().filter(|t| t.dirty) {
             topic.dirty = false;
             let row = codec::encode_row(&topic.stats.counters, topic.stats.paused);
@@ -309,19 +328,86 @@ impl Writer {
         self.tree.apply_batch(batch).map_err(sled_error)
     }
 
-    /// Stores a record under its key.
-    fn put(&mut self, key: Vec<u8>, record: &TaskRecord) {
-        // Encoded into a reused buffer: sled copies the value into its own allocation
-        // anyway, and the hot path is bound by the allocator.
-        codec::encode_record(record, &mut self.buf);
-        self.batch.insert(key, self.buf.as_slice());
-        self.writes += 1;
+    /// Adds to the batch each chunk the request touched, rewritten with its changes, or its
+    /// removal when none of its tasks is left.
+    fn write_chunks(&mut self) {
+        for (first, t) in self.touched.drain() {
+            codec::start_chunk(&mut self.buf);
+            let mut kept = 0;
+            for (id, range) in &t.chunk.entries {
+                let entry = match self.changed.get(id) {
+                    Some(Some(new)) => &self.entries[new.clone()],
+                    Some(None) => continue,
+                    None => &t.value[range.clone()],
+                };
+                self.buf
+                    .extend_from_slice(&(entry.len() as u32).to_le_bytes());
+                self.buf.extend_from_slice(entry);
+                kept += 1;
+            }
+            // The unreadable part of a chunk is kept as its placeholder, now readable, for a
+            // human to see and delete; the bytes that follow it go.
+            if let Some(record) = t.chunk.placeholder(first, t.last, &t.value) {
+                if self.index.slot(record.id).is_some() {
+                    KeyParts::of(&record).encode_entry(&record, &mut self.buf);
+                    kept += 1;
+                }
+            }
+            codec::end_chunk(&mut self.buf, kept);
+            let key = codec::chunk_key(first, t.last);
+            if kept == 0 {
+                self.batch.remove(&key[..]);
+            } else {
+                self.batch.insert(&key[..], self.buf.as_slice());
+            }
+            self.index.set_chunk(first, t.last, kept > 0);
+            self.writes += 1;
+        }
+        self.changed.clear();
+        self.entries.clear();
     }
 
-    /// Removes a record.
-    fn del(&mut self, key: Vec<u8>) {
-        self.batch.remove(key);
-        self.writes += 1;
+    /// Reads the chunk of a task, once per request; its first id. `None`, and the task
+    /// forgotten, when the chunk is gone.
+    fn touch(&mut self, id: TaskId) -> Result<Option<u64>> {
+        let Some((first, last)) = self.index.chunk(id) else {
+            if self.index.slot(id).is_some() {
+                tracing::warn!(%id, "forgetting an indexed task without a chunk");
+                self.index.remove(id);
+            }
+            return Ok(None);
+        };
+        if !self.touched.contains_key(&first) {
+            let key = codec::chunk_key(first, last);
+            let Some(value) = self.tree.get(key).map_err(sled_error)? else {
+                tracing::warn!(%id, first, last, "forgetting an indexed task whose chunk is gone");
+                self.index.set_chunk(first, last, false);
+                self.index.remove(id);
+                return Ok(None);
+            };
+            let chunk = Chunk::parse(first, last, &value);
+            self.touched.insert(first, Touched { last, value, chunk });
+        }
+        Ok(Some(first))
+    }
+
+    /// Stores a task's record (in its chunk, which `load` has read).
+    fn put(&mut self, record: &TaskRecord) {
+        // Encoded into a reused buffer, copied into the chunk at the commit: the hot path
+        // is bound by the allocator.
+        let start = self.entries.len();
+        KeyParts::of(record).encode_entry(record, &mut self.entries);
+        // Kept without the length, which the commit writes.
+        self.changed
+            .insert(record.id, Some(start + 4..self.entries.len()));
+    }
+
+    /// Removes a task from its chunk. No decoding: even a corrupt record goes cleanly.
+    fn del(&mut self, id: TaskId) -> Result<()> {
+        if self.touch(id)?.is_some() {
+            self.changed.insert(id, None);
+        }
+        Ok(())
     }
 
     /// Counts a transition in a topic's row, which the commit then writes.
@@ -340,6 +426,8 @@ impl Writer {
         let mut results = Vec::with_capacity(tasks.len());
         let mut events = Vec::new();
         let with_events = self.bus.has_subscribers();
+        // The tasks go into new chunks, one open per topic: one new sled key per chunk.
+        let mut open: FxHashMap<u32, Open> = FxHashMap::default();
         for task in tasks {
             if let Some(key) = task.unique_key_ref() {
                 if let Some(id) = self.index.unique(task.topic(), key) {
@@ -347,19 +435,42 @@ impl Writer {
                     continue;
                 }
             }
-            let id = TaskId::new(
-                self.index
-                    .last_id
-                    .checked_add(1)
-                    .ok_or_else(|| Error::storage("the task id counter is exhausted"))?,
-            );
-            self.index.last_id = id.get();
+            let id = self
+                .index
+                .last_id
+                .checked_add(1)
+                .ok_or_else(|| Error::storage("the task id counter is exhausted"))?;
+            self.index.last_id = id;
+            let topic = self.index.topic_id(task.topic());
+            let full = open.get(&topic).is_some_and(|o| {
+                o.count >= codec::MAX_CHUNK_TASKS
+                    || o.buf.len() >= codec::MAX_CHUNK_BYTES
+                    || id - o.first >= codec::MAX_CHUNK_SPAN
+            });
+            if full {
+                let full = open.remove(&topic).expect("checked");
+                self.close_chunk(full);
+            }
+            let chunk = open.entry(topic).or_insert_with(|| {
+                let mut buf = self.spare.pop().unwrap_or_default();
+                codec::start_chunk(&mut buf);
+                Open {
+                    first: id,
+                    last: id,
+                    count: 0,
+                    buf,
+                }
+            });
+            chunk.last = id;
+            chunk.count += 1;
+            let first = chunk.first;
+            let id = TaskId::new(id);
             let record = task.into_record(id, opts);
             self.counters(&record.topic).enqueued += 1;
-            let topic = self.index.topic_id(&record.topic);
             let at = At::of(Queue::Input, record.run_at, opts.now, None);
+            let unique = record.unique_key.clone();
             self.index
-                .insert(id, topic, record.priority, record.unique_key.clone(), at);
+                .insert(id, topic, record.priority, unique, at, first);
             if with_events {
                 events.push(Event::TaskEnqueue {
                     id,
@@ -367,11 +478,28 @@ impl Writer {
                     run_at: record.run_at,
                 });
             }
-            self.put(KeyParts::of(&record).encode(), &record);
+            let chunk = open.get_mut(&topic).expect("opened above");
+            KeyParts::of(&record).encode_entry(&record, &mut chunk.buf);
             results.push(Enqueued::New(id));
+        }
+        for (_, chunk) in open {
+            self.close_chunk(chunk);
         }
         self.commit()?;
         Ok((results, events))
+    }
+
+    /// Adds a chunk an enqueue filled to the batch.
+    fn close_chunk(&mut self, mut chunk: Open) {
+        codec::end_chunk(&mut chunk.buf, chunk.count);
+        let key = codec::chunk_key(chunk.first, chunk.last);
+        self.batch.insert(&key[..], chunk.buf.as_slice());
+        self.writes += 1;
+        self.index.set_chunk(chunk.first, chunk.last, true);
+        // Kept for the next enqueue: the hot path is bound by the allocator.
+        if self.spare.len() < 64 {
+            self.spare.push(chunk.buf);
+        }
     }
 
     fn claim(&mut self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
@@ -396,7 +524,7 @@ impl Writer {
                 let Some(id) = self.index.next_ready(topic, req.now) else {
                     break;
                 };
-                let Some((key, found)) = self.load(id, req.now)? else {
+                let Some(found) = self.load(id, req.now)? else {
                     continue;
                 };
                 self.index.last_token += 1;
@@ -410,14 +538,14 @@ impl Writer {
                 match found {
                     Ok(mut record) => {
                         record.start(lease, self.counters(&wanted.topic));
-                        self.put(key, &record);
+                        self.put(&record);
                         claimed.push(Claimed::Ready(record));
                     }
                     Err((mut salvaged, error)) => {
                         // Stored salvaged, so the outcome the manager sends (DEAD) is
                         // fenced and applied like any other.
                         salvaged.start(lease, self.counters(&wanted.topic));
-                        self.put(key, &salvaged);
+                        self.put(&salvaged);
                         tracing::warn!(%id, %error, "claimed a task whose record cannot be decoded");
                         claimed.push(Claimed::Corrupt {
                             lease: LeaseRef::of(&salvaged),
@@ -434,54 +562,53 @@ impl Writer {
         Ok(claimed)
     }
 
-    /// A task's key and record as stored. A record that cannot be decoded comes back
-    /// salvaged, with the error. `None`, and the task forgotten, when the record is gone.
-    #[allow(clippy::type_complexity)]
-    fn load(
-        &mut self,
-        id: TaskId,
-        now: Timestamp,
-    ) -> Result<
-        Option<(
-            Vec<u8>,
-            std::result::Result<TaskRecord, (TaskRecord, Error)>,
-        )>,
-    > {
-        let Some(key) = self.index.key(id) else {
+    /// A task's record as stored (or as this request changed it). A record that cannot be
+    /// decoded comes back salvaged, with the error; so does the placeholder of a chunk's
+    /// unreadable part. `None`, and the task forgotten, when its record is gone.
+    fn load(&mut self, id: TaskId, now: Timestamp) -> Result<Option<Loaded>> {
+        let Some(first) = self.touch(id)? else {
             return Ok(None);
         };
-        let Some(bytes) = self.tree.get(&key).map_err(sled_error)? else {
+        let t = &self.touched[&first];
+        let entry = match self.changed.get(&id) {
+            Some(Some(new)) => Some(&self.entries[new.clone()]),
+            Some(None) => None,
+            None => t.chunk.find(id).map(|range| &t.value[range]),
+        };
+        let slot = self.index.slot(id).expect("touch checked the slot");
+        let Some(entry) = entry else {
+            let placeholder = t.chunk.placeholder(first, t.last, &t.value);
+            if let Some(record) = placeholder.filter(|p| p.id == id) {
+                let error = Error::corrupt(format!(
+                    "task {id} stands for the unreadable part of a stored chunk"
+                ));
+                return Ok(Some(Err((record, error))));
+            }
             tracing::warn!(%id, "forgetting an indexed task whose record is gone");
             self.index.remove(id);
             return Ok(None);
         };
-        let parts = KeyParts::decode(&key).expect("the index makes valid keys");
-        let slot = self.index.slot(id).expect("the key came from the slot");
-        let (at, topic) = (slot.at, self.index.topic_of(slot));
-        let found = codec::decode_record(&parts, topic, &bytes)
-            .map_err(|error| (salvage(&parts, &bytes, at, now), error));
-        Ok(Some((key, found)))
+        let (parts, bytes) = KeyParts::decode(entry).expect("parsed or written here");
+        let topic = self.index.topic_of(slot);
+        let found = codec::decode_record(&parts, topic, bytes)
+            .map_err(|error| (salvage(&parts, bytes, slot.at, now), error));
+        Ok(Some(found))
     }
 
     /// The record of a task in WORK under the claim `token` (salvaged if it cannot be
     /// decoded); `None` when the claim no longer owns it.
-    fn owned(
-        &mut self,
-        id: TaskId,
-        token: u64,
-        now: Timestamp,
-    ) -> Result<Option<(Vec<u8>, TaskRecord)>> {
+    fn owned(&mut self, id: TaskId, token: u64, now: Timestamp) -> Result<Option<TaskRecord>> {
         if !self.index.owns(id, token) {
             return Ok(None);
         }
         let found = self.load(id, now)?;
-        Ok(found.map(|(key, found)| (key, found.unwrap_or_else(|(salvaged, _)| salvaged))))
+        Ok(found.map(|found| found.unwrap_or_else(|(salvaged, _)| salvaged)))
     }
 
     fn renew(&mut self, leases: &[LeaseRef], deadline: Timestamp) -> Result<Vec<Applied>> {
         let mut applied = Vec::with_capacity(leases.len());
         for l in leases {
-            let Some((key, mut record)) = self.owned(l.id, l.token, deadline)? else {
+            let Some(mut record) = self.owned(l.id, l.token, deadline)? else {
                 applied.push(Applied::Stale);
                 continue;
             };
@@ -493,7 +620,7 @@ impl Writer {
                 deadline,
             };
             self.index.move_to(l.id, at);
-            self.put(key, &record);
+            self.put(&record);
             applied.push(Applied::Done);
         }
         self.commit()?;
@@ -507,13 +634,12 @@ impl Writer {
         for outcome in outcomes {
             let (id, token) = (outcome.lease.id, outcome.lease.token);
             if outcome.kind == OutcomeKind::Complete {
-                // The hot path needs no read: the index knows the claim and the key.
+                // The hot path decodes no record: the index knows the claim.
                 let owned = self.index.slot(id).filter(|_| self.index.owns(id, token));
-                let topic = owned.map(|slot| self.index.topic_of(slot).clone());
-                match topic.zip(self.index.key(id)) {
-                    Some((topic, key)) => {
+                match owned.map(|slot| self.index.topic_of(slot).clone()) {
+                    Some(topic) => {
                         self.counters(&topic).completed += 1;
-                        self.del(key);
+                        self.del(id)?;
                         self.index.remove(id);
                         applied.push(Applied::Done);
                     }
@@ -521,21 +647,21 @@ impl Writer {
                 }
                 continue;
             }
-            let Some((key, mut record)) = self.owned(id, token, now)? else {
+            let Some(mut record) = self.owned(id, token, now)? else {
                 applied.push(Applied::Stale);
                 continue;
             };
             let topic = record.topic.clone();
             match record.finish(&outcome.kind, now, self.counters(&topic)) {
                 None => {
-                    self.del(key);
+                    self.del(id)?;
                     self.index.remove(id);
                 }
                 Some(queue) => {
                     requeued |= queue == Queue::Input;
                     let at = At::of(queue, record.run_at, now, None);
                     self.index.move_to(id, at);
-                    self.put(key, &record);
+                    self.put(&record);
                 }
             }
             applied.push(Applied::Done);
@@ -550,13 +676,13 @@ impl Writer {
             let Some(At::Work { token, .. }) = self.index.slot(id).map(|s| s.at) else {
                 continue;
             };
-            let Some((key, mut record)) = self.owned(id, token, now)? else {
+            let Some(mut record) = self.owned(id, token, now)? else {
                 continue;
             };
             let topic = record.topic.clone();
             let to = record.expire(now, self.counters(&topic));
             self.index.move_to(id, At::of(to, record.run_at, now, None));
-            self.put(key, &record);
+            self.put(&record);
             recovered.push(Recovered {
                 id,
                 topic,
@@ -572,7 +698,12 @@ impl Writer {
         for &id in ids {
             let dead = self.index.slot(id).is_some_and(|s| s.at == At::Dead);
             let found = if dead { self.load(id, now)? } else { None };
-            let Some((key, Ok(mut record))) = found else {
+            // A placeholder (see `codec::placeholder`) stands for lost tasks whose topics
+            // and arguments are unknown: there is nothing to run, only to delete. It reads
+            // as an error until its chunk is rewritten, then by its topic.
+            let found =
+                found.filter(|f| f.as_ref().is_ok_and(|r| &*r.topic != codec::CORRUPT_TOPIC));
+            let Some(Ok(mut record)) = found else {
                 moved.push(false);
                 continue;
             };
@@ -580,7 +711,7 @@ impl Writer {
             record.requeue(now, self.counters(&topic));
             self.index
                 .move_to(id, At::of(Queue::Input, record.run_at, now, None));
-            self.put(key, &record);
+            self.put(&record);
             moved.push(true);
         }
         self.commit()?;
@@ -590,11 +721,11 @@ impl Writer {
     fn delete(&mut self, ids: &[TaskId]) -> Result<Vec<bool>> {
         let mut deleted = Vec::with_capacity(ids.len());
         for &id in ids {
-            // The key holds all the index needs, so even a corrupt record goes cleanly.
-            let key = self.index.key(id);
-            deleted.push(key.is_some());
-            if let Some(key) = key {
-                self.del(key);
+            // The index knows all it needs, so even a corrupt record goes cleanly.
+            let known = self.index.slot(id).is_some();
+            deleted.push(known);
+            if known {
+                self.del(id)?;
                 self.index.remove(id);
             }
         }
@@ -610,6 +741,24 @@ impl Writer {
         self.commit()
     }
 }
+
+/// A chunk an enqueue is filling: one topic's tasks, ids `first..=last`.
+struct Open {
+    first: u64,
+    last: u64,
+    count: usize,
+    buf: Vec<u8>,
+}
+
+/// A chunk read by the request being handled.
+struct Touched {
+    last: u64,
+    value: sled::IVec,
+    chunk: Chunk,
+}
+
+/// A record as loaded: decoded, or salvaged with the reason it could not be.
+type Loaded = std::result::Result<TaskRecord, (TaskRecord, Error)>;
 
 fn split<V>(result: Result<(V, bool)>) -> (Result<V>, bool) {
     match result {

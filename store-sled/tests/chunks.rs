@@ -1,0 +1,113 @@
+//! Tasks of several topics enqueued together go into one chunk per topic, whose id ranges
+//! overlap: listing still gives every task once, in id order, page after page.
+
+use taskmill_core::store::{
+    ClaimRequest, Claimed, EnqueueOptions, LeaseRef, ListQuery, Outcome, OutcomeKind, TopicClaim,
+};
+use taskmill_core::{Queue, Store, Task, TaskId, Timestamp};
+use taskmill_sled::SledStore;
+
+/// Fails at the first id where `got` and `want` differ (rather than printing thousands).
+fn same(got: &[TaskId], want: &[TaskId], what: &str) {
+    let at = got.iter().zip(want).position(|(g, w)| g != w);
+    let at = at.unwrap_or(got.len().min(want.len()));
+    assert!(
+        got == want,
+        "{what}: {} ids for {}, first difference at {at}: {:?} for {:?}",
+        got.len(),
+        want.len(),
+        got.get(at),
+        want.get(at)
+    );
+}
+
+/// Every page of INPUT, `limit` at a time.
+async fn pages(store: &SledStore, limit: usize) -> Vec<TaskId> {
+    let mut seen = Vec::new();
+    let mut query = ListQuery::new(Queue::Input).limit(limit);
+    loop {
+        let page = store.list(&query).await.unwrap();
+        seen.extend(page.tasks.iter().map(|t| t.id));
+        match page.next {
+            Some(next) => query = query.after(next),
+            None => return seen,
+        }
+    }
+}
+
+#[tokio::test]
+async fn lists_merge_overlapping_chunks_in_id_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path().join("db")).unwrap();
+    let opts = EnqueueOptions::new(Timestamp::now());
+    // Three topics interleaved one by one; then one task of `x`, 3,000 of `y` and one more
+    // of `x`, whose chunk would span 3,000 ids if chunks had no span limit.
+    let mut tasks: Vec<Task> = (0..900)
+        .map(|i| Task::new(["a", "b", "c"][i % 3], &i).unwrap())
+        .collect();
+    tasks.push(Task::new("x", &0).unwrap());
+    tasks.extend((0..3000).map(|i| Task::new("y", &i).unwrap()));
+    tasks.push(Task::new("x", &1).unwrap());
+    let mut ids: Vec<TaskId> = store
+        .enqueue(tasks, &opts)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id())
+        .collect();
+    let more = store
+        .enqueue(vec![Task::new("a", &-1).unwrap()], &opts)
+        .await
+        .unwrap();
+    ids.push(more[0].id());
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids grow in batch order"
+    );
+
+    for limit in [1, 7, 100, 10_000] {
+        same(
+            &pages(&store, limit).await,
+            &ids,
+            &format!("pages of {limit}"),
+        );
+    }
+    // By topic, from the middle of the range.
+    let query = ListQuery::new(Queue::Input).topic("x").after(ids[500]);
+    let page = store.list(&query).await.unwrap();
+    assert_eq!(
+        page.tasks.iter().map(|t| t.id).collect::<Vec<_>>(),
+        [ids[900], ids[3901]]
+    );
+
+    // Claims of one topic, and their completions, leave the other topics' tasks listed in
+    // order, and the stats exact.
+    let claim = ClaimRequest::new([TopicClaim::new("b")], 250, "m", Timestamp::now());
+    let claimed = store.claim(&claim).await.unwrap();
+    assert_eq!(claimed.len(), 250);
+    let outcomes: Vec<Outcome> = claimed
+        .iter()
+        .map(|c| match c {
+            Claimed::Ready(r) => Outcome {
+                lease: LeaseRef::of(r),
+                kind: OutcomeKind::Complete,
+            },
+            Claimed::Corrupt { error, .. } => panic!("{error}"),
+        })
+        .collect();
+    store.apply(&outcomes, Timestamp::now()).await.unwrap();
+    let gone: Vec<TaskId> = outcomes.iter().map(|o| o.lease.id).collect();
+    let left: Vec<TaskId> = ids
+        .iter()
+        .copied()
+        .filter(|id| !gone.contains(id))
+        .collect();
+    same(&pages(&store, 33).await, &left, "pages after the claims");
+    assert_eq!(
+        store.stats().await.unwrap().total.sizes.input as usize,
+        left.len()
+    );
+    drop(store);
+    let store = SledStore::open(dir.path().join("db")).unwrap();
+    same(&pages(&store, 1000).await, &left, "after a reopen");
+}
