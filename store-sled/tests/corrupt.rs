@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use taskmill_core::store::EnqueueOptions;
 use taskmill_core::{
-    ErrorKind, Manager, Queue, Store, StoreExt, Task, TaskContext, TaskError, Timestamp,
+    ErrorKind, Manager, Queue, Stats, Store, StoreExt, Task, TaskContext, TaskError, Timestamp,
 };
 use taskmill_sled::SledStore;
 
@@ -86,6 +86,39 @@ fn raw(path: &Path) -> sled::Db {
 }
 const BAD: u64 = 17;
 
+/// Runs topic `t` with a manager until the store's stats satisfy `drained`, then closes
+/// it; returns the arguments of every run.
+async fn run_until(store: &SledStore, drained: impl Fn(&Stats) -> bool) -> HashSet<String> {
+    let ran: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let manager = Manager::builder(store.clone())
+        .poll_interval(Duration::from_millis(20))
+        .stats_interval(None)
+        .build();
+    let seen = ran.clone();
+    manager
+        .register("t", move |ctx: TaskContext| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().insert(ctx.args::<String>()?);
+                Ok::<_, TaskError>(())
+            }
+        })
+        .unwrap();
+    manager.start().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = store.stats().await.unwrap();
+        if drained(&stats) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not drained in time: {stats:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    manager.close().await.unwrap();
+    let ran = ran.lock().unwrap().clone();
+    ran
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_record_goes_to_dead_and_the_rest_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -113,37 +146,11 @@ async fn a_corrupt_record_goes_to_dead_and_the_rest_run() {
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
     assert!(store.get(ids[0]).await.unwrap().is_some());
 
-    let ran: Arc<Mutex<HashSet<u64>>> = Arc::default();
-    let manager = Manager::builder(store.clone())
-        .poll_interval(Duration::from_millis(20))
-        .stats_interval(None)
-        .build();
-    let seen = ran.clone();
-    manager
-        .register("t", move |ctx: TaskContext| {
-            let seen = seen.clone();
-            async move {
-                let arg: String = ctx.args()?;
-                let n: u64 = arg.trim_start_matches("task-").parse().unwrap();
-                seen.lock().unwrap().insert(n);
-                Ok::<_, TaskError>(())
-            }
-        })
-        .unwrap();
-    manager.start().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let stats = store.stats().await.unwrap();
-        if stats.total.counters.completed == TASKS - 1 && stats.total.sizes.dead == 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not drained in time: {stats:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    manager.close().await.unwrap();
-
-    let ran = ran.lock().unwrap().clone();
-    let expected: HashSet<u64> = (0..TASKS).filter(|i| *i != BAD).collect();
+    let ran = run_until(&store, |s| {
+        s.total.counters.completed == TASKS - 1 && s.total.sizes.dead == 1
+    })
+    .await;
+    let expected: HashSet<String> = (0..TASKS).filter(|i| *i != BAD).map(arg).collect();
     assert_eq!(ran, expected, "every task but the corrupt one ran");
 
     let dead = store.list_all(Queue::Dead, None).await.unwrap();
@@ -347,31 +354,9 @@ async fn a_garbage_chunk_becomes_one_dead_placeholder_and_the_rest_run() {
     let stats = store.stats().await.unwrap();
     assert_eq!((stats.total.sizes.input, stats.total.sizes.dead), (20, 1));
 
-    let ran: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let manager = Manager::builder(store.clone())
-        .poll_interval(Duration::from_millis(20))
-        .stats_interval(None)
-        .build();
-    let seen = ran.clone();
-    manager
-        .register("t", move |ctx: TaskContext| {
-            let seen = seen.clone();
-            async move {
-                let arg: String = ctx.args()?;
-                seen.lock().unwrap().insert(arg);
-                Ok::<_, TaskError>(())
-            }
-        })
-        .unwrap();
-    manager.start().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while store.stats().await.unwrap().total.counters.completed < 20 {
-        assert!(Instant::now() < deadline, "not drained in time");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    manager.close().await.unwrap();
+    let ran = run_until(&store, |s| s.total.counters.completed >= 20).await;
     let expected: HashSet<String> = (0..30).filter(|i| !(10..20).contains(i)).map(arg).collect();
-    assert_eq!(*ran.lock().unwrap(), expected);
+    assert_eq!(ran, expected);
 
     // It cannot be requeued (nothing is known to run), only deleted; that frees nothing
     // more, and the chunk goes.
@@ -381,8 +366,7 @@ async fn a_garbage_chunk_becomes_one_dead_placeholder_and_the_rest_run() {
     );
     assert_eq!(store.delete(&[lost[9]]).await.unwrap(), [true]);
     assert_eq!(store.stats().await.unwrap().total.sizes.total(), 0);
-    // The manager holds a clone of the store, so the database too.
-    drop((manager, store));
+    drop(store);
     let db = raw(&path);
     let chunks = db.open_tree("taskmill").unwrap().scan_prefix("c").count();
     assert_eq!(chunks, 0, "every chunk is gone");
