@@ -6,14 +6,14 @@
 //! surfaces and is skipped then ("lazy deletion"); sizes are counted, not read off them.
 
 use crate::ready::ReadyQueue;
-use crate::records::{IdSet, Records};
+use crate::records::Records;
 use rustc_hash::FxHashMap;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 use std::sync::Arc;
 use taskmill_core::store::{
-    Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListQuery, Outcome, Page,
-    Recovered,
+    Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, IdSet, LeaseRef, ListQuery, Outcome,
+    Page, Recovered,
 };
 use taskmill_core::{
     Counters, Event, Lease, Queue, QueueSizes, Stats, Task, TaskId, TaskRecord, Timestamp,

@@ -10,9 +10,10 @@
 
 use crate::codec::{self, Chunk, KeyParts, State};
 use crate::sled_error;
-use rustc_hash::FxHashMap;
 use std::collections::{BTreeSet, HashMap};
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
+use taskmill_core::store::{IdHasher, IdMap};
 use taskmill_core::{Queue, Result, Stats, TaskId, Timestamp, TopicStats};
 
 /// Where a task is.
@@ -92,15 +93,16 @@ pub(crate) struct Index {
     pub last_id: u64,
     pub last_token: u64,
     /// Hashed rather than ordered: a claim and a completion look a task up several times,
-    /// and with a million tasks every level of a tree is a cache miss.
-    slots: FxHashMap<TaskId, Slot>,
+    /// and with a million tasks every level of a tree is a cache miss. Hashed by id so
+    /// that neighbouring ids, which move together, share cache lines.
+    slots: IdMap<Slot>,
     topics: Vec<Topic>,
     by_name: HashMap<Arc<str>, u32>,
     /// Every task in WORK (for the reaper) and in DEAD, in id order for `list`.
     work: BTreeSet<TaskId>,
     dead: BTreeSet<TaskId>,
     /// Every stored chunk: first id → last id, which make its key.
-    chunks: FxHashMap<u64, u64>,
+    chunks: HashMap<u64, u64, BuildHasherDefault<IdHasher>>,
 }
 
 impl Index {

@@ -16,8 +16,10 @@ use futures_util::stream::BoxStream;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod id_map;
 mod local_bus;
 mod url;
+pub use id_map::{IdHasher, IdMap, IdSet};
 pub use local_bus::{LocalBus, DEFAULT_EVENT_BUFFER};
 pub use url::StoreUrl;
 
