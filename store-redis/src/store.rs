@@ -202,11 +202,12 @@ impl Store for RedisStore {
             .map(|record| (record.topic.clone(), record));
         let groups = group_by_topic(records);
         let now = opts.now.as_millis();
-        let mut calls = Vec::new();
+        let mut sent = Vec::new();
         let mut order: Vec<Vec<(usize, u64)>> = Vec::new();
         let mut record = Vec::new();
         for (topic, group) in &groups {
             let keys = self.topic_keys(topic);
+            let mut calls = Vec::new();
             for chunk in group.chunks(CHUNK) {
                 // The script takes each block as its command does (see enqueue.lua).
                 let (ready, scheduled): (Vec<_>, Vec<_>) =
@@ -240,8 +241,31 @@ impl Store for RedisStore {
                 calls.push(call);
                 order.push(chunk.iter().map(|(i, r)| (*i, r.id.get())).collect());
             }
+            // Each topic's calls are sent as soon as they are encoded: redis-server runs
+            // them while the next topic's are encoded, where one pipeline sent at the end
+            // left the server idle for the quarter of the time this side spends encoding.
+            // A topic's own calls stay one pipeline, in order: an earlier task of the batch
+            // must win its unique key.
+            let shared = self.shared.clone();
+            sent.push(tokio::spawn(async move { shared.conn.eval(&calls).await }));
         }
-        let replies = shared.conn.eval(&calls).await?;
+        // Every topic's calls are waited for, so that none is still in flight when an error
+        // returns (a caller that retries must not race its own first attempt).
+        let mut replies = Vec::with_capacity(order.len());
+        let mut failure = None;
+        for topic in sent {
+            match topic.await {
+                Ok(Ok(topic_replies)) => replies.extend(topic_replies),
+                Ok(Err(e)) => failure = failure.or(Some(e)),
+                Err(panic) => {
+                    let e = taskmill_core::Error::storage("an enqueue script call panicked");
+                    failure = failure.or(Some(e.with_source(panic)));
+                }
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
         let mut results = vec![None; count];
         for (reply, tasks) in replies.into_iter().zip(order) {
             for (i, id) in &tasks {

@@ -361,7 +361,9 @@ pub trait Store: Send + Sync + 'static {
     ///   atomic documents what a partial write looks like).
     ///
     /// # Cancel safety
-    /// Dropping the future may or may not leave the batch enqueued, never half of one task.
+    /// Dropping the future may leave all, some or none of the batch enqueued (a store that
+    /// spreads a batch over several atomic steps, such as Redis with one per topic, sends
+    /// them as it goes), never half of one task.
     async fn enqueue(&self, tasks: Vec<Task>, opts: &EnqueueOptions) -> Result<Vec<Enqueued>>;
 
     /// Moves up to `req.limit` due tasks of `req.topics` from INPUT to WORK, each under a

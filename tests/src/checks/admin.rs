@@ -58,7 +58,8 @@ pub async fn unique_key_is_free_after_completion_or_delete(store: Arc<dyn Store>
     );
 }
 
-/// Within one batch, a repeated key is a duplicate of the earlier task.
+/// Within one batch, a repeated key is a duplicate of the earlier task, however large the
+/// batch.
 pub async fn unique_key_applies_within_a_batch(store: Arc<dyn Store>) {
     let batch = vec![
         task("t", 1).unique_key("k"),
@@ -72,6 +73,18 @@ pub async fn unique_key_applies_within_a_batch(store: Arc<dyn Store>) {
     assert!(results[0].is_new() && results[1].is_new());
     assert_eq!(results[2], Enqueued::Duplicate(results[0].id()));
     assert_eq!(store.stats().await.unwrap().total.counters.enqueued, 2);
+
+    // Also in a batch large enough for a store to split it into several steps.
+    const BIG: usize = 2_500;
+    let mut batch: Vec<_> = (0..BIG as u64).map(|n| task("big", n)).collect();
+    batch[0] = task("big", 0).unique_key("k");
+    batch[BIG - 1] = task("big", BIG as u64).unique_key("k");
+    let results = store
+        .enqueue(batch, &EnqueueOptions::new(T0))
+        .await
+        .unwrap();
+    assert!(results[..BIG - 1].iter().all(|r| r.is_new()));
+    assert_eq!(results[BIG - 1], Enqueued::Duplicate(results[0].id()));
 }
 
 /// Requeue sends dead tasks back to INPUT with a fresh set of attempts; others are untouched.
