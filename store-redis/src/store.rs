@@ -1,9 +1,11 @@
 //! The [`Store`] implementation: each state change is one script call per topic.
 //!
 //! Calls that touch several topics send one script call per topic. Where the calls are
-//! independent (enqueue, renew, apply, stats, admin) they go out pipelined, in one round
-//! trip; claims and the reaper go topic by topic, because each topic's limit depends on
-//! what the topics before it gave. Nothing crosses a Cluster slot within one script.
+//! independent (renew, apply, stats, admin) they go out pipelined, in one round trip; an
+//! enqueue sends each topic's calls as soon as they are encoded, so that Redis works while
+//! the next topic is encoded; claims and the reaper go topic by topic, because each
+//! topic's limit depends on what the topics before it gave. Nothing crosses a Cluster slot
+//! within one script.
 
 use crate::codec::{
     array, decode_claimed, decode_lenient, decode_stored, encode_record, int, record_bytes, string,
