@@ -43,13 +43,11 @@ impl<T> JobQueue<T> {
         self.ready.notify_waiters();
     }
 
-    /// The next item, or `None` once closed and empty.
+    /// The next item, waiting for one, or `None` once closed and empty.
+    ///
+    /// Waiting registers with a `Notify`, which takes its lock twice (register, then
+    /// unregister on drop): on a busy queue, [`try_pop`](Self::try_pop) first.
     pub async fn pop(&self) -> Option<T> {
-        // A busy queue answers without registering as a waiter, which takes the `Notify`'s
-        // lock twice (register, then unregister on drop).
-        if let Some(item) = self.try_pop() {
-            return Some(item);
-        }
         loop {
             let ready = self.ready.notified();
             tokio::pin!(ready);
