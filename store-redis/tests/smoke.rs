@@ -3,9 +3,10 @@
 use futures_util::StreamExt;
 use std::time::Duration;
 use taskmill_core::store::{
-    Applied, ClaimRequest, Claimed, EnqueueOptions, LeaseRef, Outcome, OutcomeKind, TopicClaim,
+    Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, Outcome, OutcomeKind,
+    TopicClaim,
 };
-use taskmill_core::{Event, Queue, Store, Task, TaskRecord, Timestamp};
+use taskmill_core::{Event, Queue, Store, Task, TaskId, TaskRecord, Timestamp};
 use taskmill_redis::test_support::{fresh_namespace, RedisServer};
 use taskmill_redis::RedisStore;
 
@@ -22,6 +23,21 @@ fn ready(claimed: Vec<Claimed>) -> Vec<TaskRecord> {
 
 const T0: Timestamp = Timestamp::from_millis(1_700_000_000_000);
 
+/// Enqueues `tasks` at `T0`.
+async fn enqueue(store: &RedisStore, tasks: Vec<Task>) -> Vec<Enqueued> {
+    store
+        .enqueue(tasks, &EnqueueOptions::new(T0))
+        .await
+        .unwrap()
+}
+
+/// Enqueues `tasks` at `T0`; their ids, each task new.
+async fn enqueue_new(store: &RedisStore, tasks: Vec<Task>) -> Vec<TaskId> {
+    let results = enqueue(store, tasks).await;
+    assert!(results.iter().all(|r| r.is_new()), "{results:?}");
+    results.iter().map(|r| r.id()).collect()
+}
+
 #[tokio::test]
 async fn lifecycle_round_trip() {
     let server = RedisServer::start();
@@ -30,17 +46,15 @@ async fn lifecycle_round_trip() {
         .unwrap();
     let mut events = store.subscribe().await.unwrap();
     let mut wake = store.wakeups().await.unwrap();
-    let results = store
-        .enqueue(
-            vec![
-                Task::new("t", &1).unwrap().unique_key("k"),
-                Task::new("t", &2).unwrap().priority(-1),
-                Task::new("t", &3).unwrap().unique_key("k"),
-            ],
-            &EnqueueOptions::new(T0),
-        )
-        .await
-        .unwrap();
+    let results = enqueue(
+        &store,
+        vec![
+            Task::new("t", &1).unwrap().unique_key("k"),
+            Task::new("t", &2).unwrap().priority(-1),
+            Task::new("t", &3).unwrap().unique_key("k"),
+        ],
+    )
+    .await;
     assert!(results[0].is_new() && results[1].is_new());
     assert_eq!(results[2].id(), results[0].id());
     tokio::time::timeout(Duration::from_secs(5), wake.next())
@@ -87,13 +101,7 @@ async fn lifecycle_round_trip() {
     );
     assert_eq!(stats.total.sizes.total(), 0);
     assert!(store.get(results[0].id()).await.unwrap().is_none());
-    let again = store
-        .enqueue(
-            vec![Task::new("t", &4).unwrap().unique_key("k")],
-            &EnqueueOptions::new(T0),
-        )
-        .await
-        .unwrap();
+    let again = enqueue(&store, vec![Task::new("t", &4).unwrap().unique_key("k")]).await;
     assert!(again[0].is_new());
     assert_eq!(
         store.get(again[0].id()).await.unwrap().unwrap().queue,
@@ -110,13 +118,7 @@ async fn list_input_skips_many_running_tasks() {
         .await
         .unwrap();
     let tasks = (0..1200u64).map(|i| Task::new("t", &i).unwrap()).collect();
-    let ids: Vec<_> = store
-        .enqueue(tasks, &EnqueueOptions::new(T0))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.id())
-        .collect();
+    let ids: Vec<_> = enqueue_new(&store, tasks).await;
     let req = ClaimRequest::new([TopicClaim::new("t")], 700, "me", T0);
     assert_eq!(store.claim(&req).await.unwrap().len(), 700);
     let input: Vec<_> = store
@@ -139,7 +141,6 @@ async fn list_input_skips_many_running_tasks() {
 #[tokio::test]
 async fn list_input_pages_in_id_order_across_priorities_and_schedules() {
     use taskmill_core::store::ListQuery;
-    use taskmill_core::TaskId;
     let server = RedisServer::start();
     let store = RedisStore::open(&server.url(&fresh_namespace()))
         .await
@@ -157,13 +158,7 @@ async fn list_input_pages_in_id_order_across_priorities_and_schedules() {
             }
         })
         .collect();
-    let ids: Vec<TaskId> = store
-        .enqueue(tasks, &EnqueueOptions::new(T0))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.id())
-        .collect();
+    let ids: Vec<TaskId> = enqueue_new(&store, tasks).await;
     let page_through = |limit: usize| {
         let store = store.clone();
         async move {
@@ -218,11 +213,7 @@ async fn records_keep_their_fields_through_every_rewrite() {
         .unique_key("u:1")
         .priority(7)
         .max_retries(3);
-    let id = store
-        .enqueue(vec![task], &EnqueueOptions::new(T0))
-        .await
-        .unwrap()[0]
-        .id();
+    let id = enqueue(&store, vec![task]).await[0].id();
     let check = |r: &taskmill_core::TaskRecord| {
         assert_eq!(r.args.as_str(), "{\"k\":\"a:b:1\"}");
         assert_eq!(r.external_id.as_deref(), Some("ext:9"));
@@ -316,13 +307,7 @@ async fn records_keep_their_fields_through_every_rewrite() {
     let r = claim(released, Duration::from_secs(30)).await;
     apply(&r, OutcomeKind::Complete, released).await;
     assert!(store.get(id).await.unwrap().is_none());
-    let again = store
-        .enqueue(
-            vec![Task::new("t", &1).unwrap().unique_key("u:1")],
-            &EnqueueOptions::new(T0),
-        )
-        .await
-        .unwrap();
+    let again = enqueue(&store, vec![Task::new("t", &1).unwrap().unique_key("u:1")]).await;
     assert!(again[0].is_new());
 }
 
@@ -335,10 +320,7 @@ async fn mixed_outcomes_in_one_call_each_get_their_own_details() {
         .await
         .unwrap();
     let tasks = (0..5u64).map(|i| Task::new("t", &i).unwrap()).collect();
-    store
-        .enqueue(tasks, &EnqueueOptions::new(T0))
-        .await
-        .unwrap();
+    enqueue(&store, tasks).await;
     let req = ClaimRequest::new([TopicClaim::new("t")], 5, "me", T0);
     let claimed = ready(store.claim(&req).await.unwrap());
     let outcome = |i: usize, kind: OutcomeKind| Outcome {
