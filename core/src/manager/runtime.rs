@@ -446,14 +446,11 @@ impl Shared {
                 duration_ms: u64::try_from((end - started).as_millis()).unwrap_or(u64::MAX),
                 result,
             };
-            // Only the worker that ran a task removes it, so it is still held here.
-            if self.held().remove(&run.record.id).is_some() {
-                let outcome = Outcome {
-                    lease: LeaseRef::of(&run.record),
-                    kind,
-                };
-                let _ = finished.send(Finished { outcome, report });
-            }
+            let outcome = Outcome {
+                lease: LeaseRef::of(&run.record),
+                kind,
+            };
+            let _ = finished.send(Finished { outcome, report });
             if self.held_count.fetch_sub(1, Ordering::AcqRel) == self.config.concurrency + 1 {
                 self.room.notify_one();
             }
@@ -541,6 +538,16 @@ impl Shared {
     async fn flush_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Finished>) {
         let mut finished = Vec::with_capacity(MAX_OUTCOME_BATCH);
         while rx.recv_many(&mut finished, MAX_OUTCOME_BATCH).await > 0 {
+            // Runs leave the held map here, a batch under one lock, rather than one lock per
+            // run in the workers: the map is shared by every worker, and its lock bouncing
+            // between cores cost more than the run itself. They leave before their outcome
+            // is applied, so a retried task claimed again is never confused with its last run.
+            {
+                let mut held = self.held();
+                for f in &finished {
+                    held.remove(&f.outcome.lease.id);
+                }
+            }
             let (outcomes, reports): (Vec<Outcome>, Vec<Report>) =
                 finished.drain(..).map(|f| (f.outcome, f.report)).unzip();
             let Some(applied) = self.apply_with_retry(&outcomes).await else {
