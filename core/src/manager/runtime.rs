@@ -72,8 +72,35 @@ struct Registered {
 /// A run's outcome on its way to the store, with what its event needs once it is applied.
 /// The event itself is built only if someone is subscribed.
 struct Finished {
-    outcome: Outcome,
+    task: FinishedTask,
+    kind: OutcomeKind,
     report: Report,
+}
+
+/// Whose outcome it is. A run travels as the pointer the worker already held: the lease
+/// reference (which clones the topic's `Arc`, a count every run of the topic shares) is
+/// built by the flusher, so workers on other cores leave that count alone.
+enum FinishedTask {
+    Run(Arc<Run>),
+    Corrupt(LeaseRef),
+}
+
+impl Finished {
+    fn id(&self) -> TaskId {
+        match &self.task {
+            FinishedTask::Run(run) => run.record.id,
+            FinishedTask::Corrupt(lease) => lease.id,
+        }
+    }
+
+    fn into_outcome(self) -> (Outcome, Report) {
+        let lease = match self.task {
+            FinishedTask::Run(run) => LeaseRef::of(&run.record),
+            FinishedTask::Corrupt(lease) => lease,
+        };
+        let kind = self.kind;
+        (Outcome { lease, kind }, self.report)
+    }
 }
 
 /// What a run's event says beyond its outcome.
@@ -372,10 +399,8 @@ impl Shared {
                     let error = format!("corrupt task record: {error}");
                     warn!(id = %lease.id, topic = %lease.topic, %error, "moving corrupt task to dead");
                     let _ = finished.send(Finished {
-                        outcome: Outcome {
-                            lease,
-                            kind: OutcomeKind::Dead { error },
-                        },
+                        task: FinishedTask::Corrupt(lease),
+                        kind: OutcomeKind::Dead { error },
                         report: Report {
                             attempt: 0,
                             duration_ms: 0,
@@ -446,11 +471,11 @@ impl Shared {
                 duration_ms: u64::try_from((end - started).as_millis()).unwrap_or(u64::MAX),
                 result,
             };
-            let outcome = Outcome {
-                lease: LeaseRef::of(&run.record),
+            let _ = finished.send(Finished {
+                task: FinishedTask::Run(run),
                 kind,
-            };
-            let _ = finished.send(Finished { outcome, report });
+                report,
+            });
             if self.held_count.fetch_sub(1, Ordering::AcqRel) == self.config.concurrency + 1 {
                 self.room.notify_one();
             }
@@ -545,11 +570,11 @@ impl Shared {
             {
                 let mut held = self.held();
                 for f in &finished {
-                    held.remove(&f.outcome.lease.id);
+                    held.remove(&f.id());
                 }
             }
             let (outcomes, reports): (Vec<Outcome>, Vec<Report>) =
-                finished.drain(..).map(|f| (f.outcome, f.report)).unzip();
+                finished.drain(..).map(Finished::into_outcome).unzip();
             let Some(applied) = self.apply_with_retry(&outcomes).await else {
                 continue;
             };
