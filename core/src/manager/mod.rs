@@ -2,7 +2,7 @@
 //! records their outcomes.
 
 mod config;
-mod job_queue;
+mod exchange;
 mod processor;
 mod run;
 mod runtime;

@@ -1,17 +1,19 @@
 //! The running manager: the claim loop, a fixed pool of workers, the outcome flusher, and
 //! the maintenance loop (lease renewal, reaper, stats).
 //!
-//! Data flow: the claimer claims batches into a bounded channel that `concurrency` worker
-//! tasks read from; each worker sends its outcome to the flusher, which applies outcomes in
-//! batches and publishes their events only once the store accepted them.
+//! Data flow: the claimer claims batches that `concurrency` worker tasks take one run at a
+//! time; each worker hands its outcome to the flusher, which applies outcomes in batches
+//! and publishes their events only once the store accepted them. The three meet in one
+//! [`Exchange`]: a worker that ends a run hands over the outcome and takes its next run
+//! under one lock.
 //!
-//! The claimer keeps up to `2 × concurrency` tasks held (running or waiting in the channel)
+//! The claimer keeps up to `2 × concurrency` tasks held (running or queued for a worker)
 //! and claims again only when that drops to `concurrency`: claims come in batches of about
 //! `concurrency` instead of one per finished task, and workers never wait on a round trip.
 //! Held tasks are all under lease and all renewed.
 
 use super::config::Config;
-use super::job_queue::JobQueue;
+use super::exchange::{Exchange, Producer};
 use super::processor::{Processor, TaskContext};
 use super::run::Run;
 use crate::error::Error;
@@ -23,10 +25,9 @@ use crate::task::{Payload, TaskId};
 use futures_util::{FutureExt, StreamExt};
 use rustc_hash::FxHashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::{mpsc, Notify};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -53,12 +54,12 @@ struct Shared {
     topics: FxHashMap<Arc<str>, Registered>,
     /// Tasks claimed and not yet finished (running, or waiting for a worker).
     held: Mutex<FxHashMap<TaskId, Arc<Run>>>,
-    held_count: AtomicUsize,
-    /// Signalled when `held_count` falls to the low-water mark.
-    room: Notify,
+    /// Runs on their way to the workers, outcomes on their way to the flusher, and the
+    /// count of runs in between.
+    exchange: Arc<Exchange<Arc<Run>, Finished>>,
     stop_claiming: CancellationToken,
     /// Set once runs must stop: held tasks are cancelled, and tasks taken from the
-    /// channel afterwards are released without running.
+    /// queue afterwards are released without running.
     cancelling: AtomicBool,
     stop_maintenance: CancellationToken,
 }
@@ -161,8 +162,9 @@ impl Runtime {
             config,
             topics,
             held: Mutex::new(FxHashMap::default()),
-            held_count: AtomicUsize::new(0),
-            room: Notify::new(),
+            // The claimer tops up to twice this, so claims come in batches of about
+            // `concurrency` and workers never wait on a round trip.
+            exchange: Arc::new(Exchange::new(concurrency)),
             stop_claiming: CancellationToken::new(),
             cancelling: AtomicBool::new(false),
             stop_maintenance: CancellationToken::new(),
@@ -173,21 +175,17 @@ impl Runtime {
                 at: shared.config.clock.now(),
             }])
             .await;
-        let (finished_tx, finished_rx) = mpsc::unbounded_channel();
-        let jobs = Arc::new(JobQueue::new());
         let mut workers = JoinSet::new();
         for _ in 0..concurrency {
             let store = Arc::new(shared.store.clone());
-            workers.spawn(
-                shared
-                    .clone()
-                    .worker(store, jobs.clone(), finished_tx.clone()),
-            );
+            let producer = shared.exchange.producer();
+            workers.spawn(shared.clone().worker(store, producer));
         }
+        let producer = shared.exchange.producer();
         Runtime {
-            claimer: tokio::spawn(shared.clone().claim_loop(jobs, finished_tx)),
+            claimer: tokio::spawn(shared.clone().claim_loop(producer)),
             workers,
-            flusher: tokio::spawn(shared.clone().flush_loop(finished_rx)),
+            flusher: tokio::spawn(shared.clone().flush_loop()),
             maintenance: tokio::spawn(shared.clone().maintenance_loop()),
             shared,
         }
@@ -198,7 +196,7 @@ impl Runtime {
     pub(super) async fn shutdown(mut self, grace: Duration) -> crate::Result<()> {
         let shared = self.shared.clone();
         shared.stop_claiming.cancel();
-        // The claimer owns the job sender: once it is gone, workers drain the channel and end.
+        // The claimer closes the job queue as it ends: workers then drain it and end.
         let mut joined = vec![(&mut self.claimer).await];
         let grace_ends = Instant::now() + grace;
         loop {
@@ -221,7 +219,7 @@ impl Runtime {
                 }
             }
         }
-        // Every sender of outcomes is gone now: the flusher applies what is left and ends.
+        // Every producer of outcomes (claimer, workers) is gone now: the flusher applies what is left and ends.
         joined.push((&mut self.flusher).await);
         shared.stop_maintenance.cancel();
         joined.push((&mut self.maintenance).await);
@@ -253,7 +251,7 @@ impl Shared {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Cancels every held task; tasks still in the channel are released unrun.
+    /// Cancels every held task; tasks still queued are released unrun.
     fn cancel_all(&self) {
         self.cancelling.store(true, Ordering::SeqCst);
         for run in self.held().values() {
@@ -275,19 +273,17 @@ impl Shared {
         topics
     }
 
-    async fn claim_loop(
-        self: Arc<Self>,
-        jobs: Arc<JobQueue<Arc<Run>>>,
-        finished: mpsc::UnboundedSender<Finished>,
-    ) {
+    /// Claims while held runs are few enough; hands corrupt records to the flusher
+    /// through `producer`.
+    async fn claim_loop(self: Arc<Self>, producer: Producer<Arc<Run>, Finished>) {
         // However the loop ends, workers drain what is queued and stop.
-        struct CloseOnExit(Arc<JobQueue<Arc<Run>>>);
+        struct CloseOnExit(Arc<Exchange<Arc<Run>, Finished>>);
         impl Drop for CloseOnExit {
             fn drop(&mut self) {
-                self.0.close();
+                self.0.close_jobs();
             }
         }
-        let _close = CloseOnExit(jobs.clone());
+        let _close = CloseOnExit(self.exchange.clone());
         let low_water = self.config.concurrency;
         let capacity = 2 * low_water;
         let mut wakeups = match self.store.wakeups().await {
@@ -314,20 +310,16 @@ impl Shared {
             if self.stop_claiming.is_cancelled() {
                 return;
             }
-            if self.held_count.load(Ordering::Acquire) > low_water {
+            let held = self.exchange.held();
+            if held > low_water {
                 // Enough work in hand: wait until workers bring it down to the low-water mark.
-                let room = self.room.notified();
-                tokio::pin!(room);
-                room.as_mut().enable();
-                if self.held_count.load(Ordering::Acquire) > low_water {
-                    tokio::select! {
-                        _ = self.stop_claiming.cancelled() => return,
-                        _ = room => {}
-                    }
+                tokio::select! {
+                    _ = self.stop_claiming.cancelled() => return,
+                    _ = self.exchange.room() => {}
                 }
                 continue;
             }
-            let limit = capacity - self.held_count.load(Ordering::Acquire);
+            let limit = capacity - held;
             // Each claim starts from the next topic in weighted turn (a claim fills up from
             // its first topic), so busy topics share the workers by weight.
             let first = order.next();
@@ -344,7 +336,7 @@ impl Shared {
                 Ok(batch) => {
                     failures = 0;
                     let full = batch.len() == limit;
-                    self.dispatch(batch, &jobs, &finished).await;
+                    self.dispatch(batch, &producer).await;
                     if !full && !self.wait_for_work(&mut wakeups).await {
                         return;
                     }
@@ -385,12 +377,7 @@ impl Shared {
 
     /// Hands claimed tasks to the workers; corrupt records go straight to the flusher as
     /// dead.
-    async fn dispatch(
-        &self,
-        batch: Vec<Claimed>,
-        jobs: &JobQueue<Arc<Run>>,
-        finished: &mpsc::UnboundedSender<Finished>,
-    ) {
+    async fn dispatch(&self, batch: Vec<Claimed>, producer: &Producer<Arc<Run>, Finished>) {
         let mut runs = Vec::with_capacity(batch.len());
         for claimed in batch {
             match claimed {
@@ -398,7 +385,7 @@ impl Shared {
                 Claimed::Corrupt { lease, error } => {
                     let error = format!("corrupt task record: {error}");
                     warn!(id = %lease.id, topic = %lease.topic, %error, "moving corrupt task to dead");
-                    let _ = finished.send(Finished {
+                    producer.push_outcome(Finished {
                         task: FinishedTask::Corrupt(lease),
                         kind: OutcomeKind::Dead { error },
                         report: Report {
@@ -429,27 +416,27 @@ impl Shared {
             for run in &runs {
                 held.insert(run.record.id, run.clone());
             }
-            self.held_count.fetch_add(runs.len(), Ordering::AcqRel);
         }
-        jobs.push_batch(runs);
+        self.exchange.push_jobs(runs);
     }
 
     /// A worker: runs tasks one at a time until the claimer is gone and the queue drained.
     async fn worker(
         self: Arc<Self>,
         store: Arc<Arc<dyn Store>>,
-        jobs: Arc<JobQueue<Arc<Run>>>,
-        finished: mpsc::UnboundedSender<Finished>,
+        producer: Producer<Arc<Run>, Finished>,
     ) {
         // When the next run is already queued, one run's end is the next one's start: one
         // clock read per run instead of two, which were 6% of the cost of a no-op run.
         let mut last_end = None;
+        // The run handed over with the last outcome, if one was queued.
+        let mut next = None;
         loop {
-            let run = match jobs.try_pop() {
+            let run = match next.take() {
                 Some(run) => run,
                 None => {
                     last_end = None;
-                    match jobs.pop().await {
+                    match producer.exchange().next_job().await {
                         Some(run) => run,
                         None => break,
                     }
@@ -471,14 +458,11 @@ impl Shared {
                 duration_ms: u64::try_from((end - started).as_millis()).unwrap_or(u64::MAX),
                 result,
             };
-            let _ = finished.send(Finished {
+            next = producer.finish(Finished {
                 task: FinishedTask::Run(run),
                 kind,
                 report,
             });
-            if self.held_count.fetch_sub(1, Ordering::AcqRel) == self.config.concurrency + 1 {
-                self.room.notify_one();
-            }
         }
     }
 
@@ -560,9 +544,14 @@ impl Shared {
         }
     }
 
-    async fn flush_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Finished>) {
+    /// Applies outcomes until the last producer (claimer and workers) is gone.
+    async fn flush_loop(self: Arc<Self>) {
         let mut finished = Vec::with_capacity(MAX_OUTCOME_BATCH);
-        while rx.recv_many(&mut finished, MAX_OUTCOME_BATCH).await > 0 {
+        while self
+            .exchange
+            .take_outcomes(&mut finished, MAX_OUTCOME_BATCH)
+            .await
+        {
             // Runs leave the held map here, a batch under one lock, rather than one lock per
             // run in the workers: the map is shared by every worker, and its lock bouncing
             // between cores cost more than the run itself. They leave before their outcome
