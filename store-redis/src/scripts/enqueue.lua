@@ -15,52 +15,39 @@ local r0 = f0 + nf
 local s0 = r0 + 2 * nr
 local u0 = s0 + 2 * ns
 
--- Appends the due tasks t[from..to] (ids ascending, all of `priority`) to FRESH where that
--- keeps it one priority and strictly ascending; the others (ids at or below its tail: an
--- enqueuer that reserved its ids earlier but arrived later, or another priority than the
--- list's) go to READY.
+-- Appends the due tasks t[from..to] (ids ascending, all of `priority`) to FRESH when that
+-- keeps it of one priority and strictly ascending: the list is empty, or holds `priority`
+-- and ends below t[from]. Otherwise they go to READY: another priority than the list's,
+-- or an enqueuer that reserved its ids before the list's last one but arrived later. (Ids
+-- are reserved in disjoint ranges, one per batch, so a chunk is wholly above or wholly
+-- below the tail of another batch; one that is not, never written by this store, still
+-- goes to READY whole, which costs speed, not order.)
 local function add_fresh(t, from, to)
   if from > to then
     return
   end
-  local split = from
   local tail = redis.call('LINDEX', FRESH, -1)
   local listed = redis.call('HGET', META, 'fresh_priority')
+  local append
   if not tail then
     if listed ~= priority then
       redis.call('HSET', META, 'fresh_priority', priority)
     end
-  elseif listed ~= priority then
-    split = to + 1
+    append = true
   else
-    local last = tonumber(tail) or math.huge
-    if tonumber(t[to]) <= last then
-      split = to + 1
-    elseif tonumber(t[from]) <= last then
-      -- The first id above the tail.
-      local lo, hi = from, to
-      while lo < hi do
-        local mid = math.floor((lo + hi) / 2)
-        if tonumber(t[mid]) <= last then
-          lo = mid + 1
-        else
-          hi = mid
-        end
-      end
-      split = lo
-    end
+    local last = tonumber(tail)
+    append = listed == priority and last ~= nil and tonumber(t[from]) > last
   end
-  if split > from then
+  if append then
+    bulk_range('RPUSH', FRESH, t, from, to)
+  else
     local band = tonumber(priority)
     local scored = {}
-    for i = from, split - 1 do
+    for i = from, to do
       scored[#scored + 1] = ready_score(band, tonumber(t[i]))
       scored[#scored + 1] = t[i]
     end
     bulk('ZADD', READY, scored)
-  end
-  if split <= to then
-    bulk_range('RPUSH', FRESH, t, split, to)
   end
 end
 
