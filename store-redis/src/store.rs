@@ -58,19 +58,20 @@ fn ready_score(priority: i16, id: u64) -> u64 {
     ((i64::from(priority) + 32768) as u64) * (1 << 37) + id
 }
 
-/// The priority most of `tasks` have (the lowest value among the most common), or `None`
-/// when there are none.
-fn most_common_priority(tasks: &[&(usize, TaskRecord)]) -> Option<i16> {
-    let first = tasks.first()?.1.priority;
-    if tasks.iter().all(|(_, r)| r.priority == first) {
+/// The most common of `priorities` (the lowest value among equally common ones), or
+/// `None` when there are none.
+fn most_common_priority(priorities: impl Iterator<Item = i16> + Clone) -> Option<i16> {
+    let mut all = priorities.clone();
+    let first = all.next()?;
+    if all.all(|p| p == first) {
         return Some(first);
     }
     let mut counts: BTreeMap<i16, usize> = BTreeMap::new();
-    for (_, r) in tasks {
-        *counts.entry(r.priority).or_default() += 1;
+    for p in priorities {
+        *counts.entry(p).or_default() += 1;
     }
-    // max_by_key keeps the last of equal counts: iterate from the highest priority value
-    // down so that a tie goes to the lowest.
+    // max_by_key keeps the last of equal counts: from the highest value down, a tie goes
+    // to the lowest.
     counts
         .into_iter()
         .rev()
@@ -237,7 +238,7 @@ impl Store for RedisStore {
                 // The due tasks of the chunk's most common priority may go to the topic's
                 // FIFO list (the script decides: see enqueue.lua); the others are scored
                 // for the ready set.
-                let fresh_priority = most_common_priority(&ready);
+                let fresh_priority = most_common_priority(ready.iter().map(|(_, r)| r.priority));
                 let (fresh, ready): (Vec<_>, Vec<_>) = ready
                     .into_iter()
                     .partition(|(_, r)| Some(r.priority) == fresh_priority);
@@ -711,5 +712,20 @@ impl Store for RedisStore {
 
     async fn wakeups(&self) -> Result<WakeStream> {
         Ok(self.shared.bus.wakeups().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::most_common_priority;
+
+    #[test]
+    fn the_most_common_priority_ties_to_the_lowest() {
+        let of = |p: &[i16]| most_common_priority(p.iter().copied());
+        assert_eq!(of(&[]), None);
+        assert_eq!(of(&[3, 3, 3]), Some(3));
+        assert_eq!(of(&[0, 3, 3, -1]), Some(3));
+        assert_eq!(of(&[5, 0, 5, 0, 7]), Some(0));
+        assert_eq!(of(&[i16::MAX, i16::MIN]), Some(i16::MIN));
     }
 }
