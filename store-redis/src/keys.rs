@@ -22,8 +22,8 @@ pub(crate) struct Keys {
 /// arguments (see `scripts/common.lua`).
 #[derive(Debug)]
 pub(crate) struct TopicKeys {
-    /// meta, ready, scheduled, dead, later, unique, leases, tasks.
-    pub keys: [String; 8],
+    /// meta, ready, scheduled, dead, later, unique, leases, tasks, fresh.
+    pub keys: [String; 9],
     /// The topic as a JSON string, for events built inside scripts.
     pub topic_json: String,
 }
@@ -65,6 +65,7 @@ impl Keys {
                 "unique",
                 "leases",
                 "tasks",
+                "fresh",
             ]
             .map(|suffix| format!("{tag}:{suffix}")),
             topic_json: serde_json::to_string(&**topic).unwrap_or_else(|_| "\"\"".to_owned()),

@@ -58,6 +58,27 @@ fn ready_score(priority: i16, id: u64) -> u64 {
     ((i64::from(priority) + 32768) as u64) * (1 << 37) + id
 }
 
+/// The most common of `priorities` (the lowest value among equally common ones), or
+/// `None` when there are none.
+fn most_common_priority(priorities: impl Iterator<Item = i16> + Clone) -> Option<i16> {
+    let mut all = priorities.clone();
+    let first = all.next()?;
+    if all.all(|p| p == first) {
+        return Some(first);
+    }
+    let mut counts: BTreeMap<i16, usize> = BTreeMap::new();
+    for p in priorities {
+        *counts.entry(p).or_default() += 1;
+    }
+    // max_by_key keeps the last of equal counts: from the highest value down, a tie goes
+    // to the lowest.
+    counts
+        .into_iter()
+        .rev()
+        .max_by_key(|&(_, n)| n)
+        .map(|(priority, _)| priority)
+}
+
 fn task_id(value: &Value, what: &str) -> Result<TaskId> {
     let n = int(value, what)?;
     u64::try_from(n)
@@ -214,6 +235,13 @@ impl Store for RedisStore {
                 // The script takes each block as its command does (see enqueue.lua).
                 let (ready, scheduled): (Vec<_>, Vec<_>) =
                     chunk.iter().partition(|(_, r)| r.run_at.as_millis() <= now);
+                // The due tasks of the chunk's most common priority may go to the topic's
+                // FIFO list (the script decides: see enqueue.lua); the others are scored
+                // for the ready set.
+                let fresh_priority = most_common_priority(ready.iter().map(|(_, r)| r.priority));
+                let (fresh, ready): (Vec<_>, Vec<_>) = ready
+                    .into_iter()
+                    .partition(|(_, r)| Some(r.priority) == fresh_priority);
                 let unique: Vec<_> = chunk
                     .iter()
                     .filter_map(|(_, r)| r.unique_key.as_deref().map(|k| (r.id.get(), k)))
@@ -222,6 +250,8 @@ impl Store for RedisStore {
                 // with 17 digits, which costs Redis more than reading one more argument.
                 let mut call = self.call(&SCRIPTS.enqueue, &keys);
                 call.arg(chunk.len())
+                    .arg(fresh.len())
+                    .arg(fresh_priority.unwrap_or(0))
                     .arg(ready.len())
                     .arg(scheduled.len())
                     .arg(unique.len());
@@ -229,6 +259,9 @@ impl Store for RedisStore {
                     record.clear();
                     encode_record(r, &mut record);
                     call.arg(r.id.get()).arg(&record[..]);
+                }
+                for (_, r) in &fresh {
+                    call.arg(r.id.get());
                 }
                 for (_, r) in &ready {
                     call.arg(ready_score(r.priority, r.id.get()))
@@ -679,5 +712,20 @@ impl Store for RedisStore {
 
     async fn wakeups(&self) -> Result<WakeStream> {
         Ok(self.shared.bus.wakeups().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::most_common_priority;
+
+    #[test]
+    fn the_most_common_priority_ties_to_the_lowest() {
+        let of = |p: &[i16]| most_common_priority(p.iter().copied());
+        assert_eq!(of(&[]), None);
+        assert_eq!(of(&[3, 3, 3]), Some(3));
+        assert_eq!(of(&[0, 3, 3, -1]), Some(3));
+        assert_eq!(of(&[5, 0, 5, 0, 7]), Some(0));
+        assert_eq!(of(&[i16::MAX, i16::MIN]), Some(i16::MIN));
     }
 }

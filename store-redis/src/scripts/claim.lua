@@ -29,11 +29,58 @@ if #due > 0 then
   bulk('ZREM', SCHEDULED, due)
   bulk('ZREM', LATER, due)
 end
-local ids = redis.call('ZRANGE', READY, 0, limit - 1)
-if #ids == 0 then
-  return {}
+-- Due tasks are in FRESH (ids of one priority, ascending) and in READY (by score): the
+-- claim takes the first `limit` of both merged by score, reading at most `limit` of each.
+local ids
+local fresh = redis.call('LRANGE', FRESH, 0, limit - 1)
+if #fresh == 0 then
+  ids = redis.call('ZRANGE', READY, 0, limit - 1)
+  if #ids == 0 then
+    return {}
+  end
+  redis.call('ZREMRANGEBYRANK', READY, 0, #ids - 1)
+else
+  local base = ready_score(tonumber(redis.call('HGET', META, 'fresh_priority')) or 0, 0)
+  local ready
+  if #fresh < limit then
+    ready = redis.call('ZRANGE', READY, 0, limit - 1, 'WITHSCORES')
+  else
+    -- Only ready tasks before the last fresh one taken can be among the first `limit`.
+    ready = redis.call('ZRANGEBYSCORE', READY, '-inf', base + (tonumber(fresh[#fresh]) or 0),
+      'WITHSCORES', 'LIMIT', 0, limit)
+  end
+  local taken_fresh, taken_ready = #fresh, 0
+  if #ready == 0 then
+    ids = fresh
+  else
+    ids = {}
+    local nf, nr = #fresh, #ready / 2
+    local i, j = 1, 1
+    local next_fresh, next_ready = base + (tonumber(fresh[1]) or 0), tonumber(ready[2])
+    while #ids < limit and (i <= nf or j <= nr) do
+      if j > nr or (i <= nf and next_fresh < next_ready) then
+        ids[#ids + 1] = fresh[i]
+        i = i + 1
+        if i <= nf then
+          next_fresh = base + (tonumber(fresh[i]) or 0)
+        end
+      else
+        ids[#ids + 1] = ready[2 * j - 1]
+        j = j + 1
+        if j <= nr then
+          next_ready = tonumber(ready[2 * j])
+        end
+      end
+    end
+    taken_fresh, taken_ready = i - 1, j - 1
+  end
+  if taken_fresh > 0 then
+    redis.call('LTRIM', FRESH, taken_fresh, -1)
+  end
+  if taken_ready > 0 then
+    redis.call('ZREMRANGEBYRANK', READY, 0, taken_ready - 1)
+  end
 end
-redis.call('ZREMRANGEBYRANK', READY, 0, #ids - 1)
 -- A member that is not an id names no task a lease could refer to: dropped.
 for i = #ids, 1, -1 do
   if not tonumber(ids[i]) then

@@ -3,7 +3,8 @@
 -- Every script works on one topic, so every key it touches shares the hash tag
 -- {namespace:topic} and lives in one Cluster slot.
 --
--- KEYS: 1 meta, 2 ready, 3 scheduled, 4 dead, 5 later, 6 unique, 7 leases, 8 tasks
+-- KEYS: 1 meta, 2 ready, 3 scheduled, 4 dead, 5 later, 6 unique, 7 leases, 8 tasks,
+--       9 fresh
 -- ARGV: 1 wake channel, 2 event channel, 3 the topic as a JSON string,
 --       then the script's own arguments from ARGV[4].
 --
@@ -11,8 +12,8 @@
 -- turned into text: Lua holds doubles and `..` formats them with 14 digits, so a script
 -- must never round a value it did not compute. (Numbers handed to redis.call directly are
 -- exact: Redis formats them with 17 digits.)
-local META, READY, SCHEDULED, DEAD, LATER, UNIQUE, LEASES, TASKS =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local META, READY, SCHEDULED, DEAD, LATER, UNIQUE, LEASES, TASKS, FRESH =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local WAKE, EVENTS, TOPIC_JSON = ARGV[1], ARGV[2], ARGV[3]
 
 -- Claim order among due tasks: priority ascending, then id ascending (FIFO). The i16
@@ -21,6 +22,30 @@ local WAKE, EVENTS, TOPIC_JSON = ARGV[1], ARGV[2], ARGV[3]
 local BAND = 137438953472
 local function ready_score(priority, id)
   return (priority + 32768) * BAND + id
+end
+
+-- Due INPUT tasks are in READY or in FRESH. FRESH is a list of ids in strictly ascending
+-- order, all of one priority: the META field `fresh_priority` (read only while the list is
+-- not empty; it may change whenever the list is empty). Only an enqueue appends to it, and
+-- only tasks above its tail; a claim takes from its head, merged with READY by score.
+-- Every task that comes back to INPUT (retry, release, recover, requeue, promotion) goes
+-- to READY, whatever its priority.
+
+-- The 0-based position in FRESH of the first id not below `n`, and the list's length.
+-- FRESH ascends, so this is a binary search: O(log length) LINDEX calls, each walking the
+-- list's nodes (not its elements) from the nearer end.
+local function fresh_lower_bound(n)
+  local len = redis.call('LLEN', FRESH)
+  local lo, hi = 0, len
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if (tonumber(redis.call('LINDEX', FRESH, mid)) or 0) < n then
+      lo = mid + 1
+    else
+      hi = mid
+    end
+  end
+  return lo, len
 end
 
 -- Arguments per bulk call: far below Lua's C stack limit (LUAI_MAXCSTACK, 8000).

@@ -1,15 +1,55 @@
 -- Adds a batch of tasks of one topic to INPUT.
--- ARGV[4] task count n, ARGV[5] ready count r, ARGV[6] scheduled count s, ARGV[7] count u
--- of tasks with a unique key, then four blocks laid out as the commands take them:
---   n pairs id, record;  r pairs ready score, id;  s pairs run_at, id;  u pairs id, key
+-- ARGV[4] task count n, ARGV[5] count f of due tasks that may go to FRESH, ARGV[6] their
+-- priority, ARGV[7] count r of the other due tasks, ARGV[8] scheduled count s, ARGV[9]
+-- count u of tasks with a unique key, then five blocks laid out as the commands take them:
+--   n pairs id, record;  f ids (ascending);  r pairs ready score, id;  s pairs run_at, id;
+--   u pairs id, key
 -- (every block in batch order). Returns {id, existing id, ...} for the tasks not added
 -- because their unique key is held (by a stored task or one earlier in the batch).
-local n, nr, ns, nu = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]),
-  tonumber(ARGV[7])
-local t0 = 8
-local r0 = t0 + 2 * n
+local n, nf, nr, ns, nu = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[7]),
+  tonumber(ARGV[8]), tonumber(ARGV[9])
+local priority = ARGV[6]
+local t0 = 10
+local f0 = t0 + 2 * n
+local r0 = f0 + nf
 local s0 = r0 + 2 * nr
 local u0 = s0 + 2 * ns
+
+-- Appends the due tasks t[from..to] (ids ascending, all of `priority`) to FRESH when that
+-- keeps it of one priority and strictly ascending: the list is empty, or holds `priority`
+-- and ends below t[from]. Otherwise they go to READY: another priority than the list's,
+-- or an enqueuer that reserved its ids before the list's last one but arrived later. (Ids
+-- are reserved in disjoint ranges, one per batch, so a chunk is wholly above or wholly
+-- below the tail of another batch; one that is not, never written by this store, still
+-- goes to READY whole, which costs speed, not order.)
+local function add_fresh(t, from, to)
+  if from > to then
+    return
+  end
+  local tail = redis.call('LINDEX', FRESH, -1)
+  local listed = redis.call('HGET', META, 'fresh_priority')
+  local append
+  if not tail then
+    if listed ~= priority then
+      redis.call('HSET', META, 'fresh_priority', priority)
+    end
+    append = true
+  else
+    local last = tonumber(tail)
+    append = listed == priority and last ~= nil and tonumber(t[from]) > last
+  end
+  if append then
+    bulk_range('RPUSH', FRESH, t, from, to)
+  else
+    local band = tonumber(priority)
+    local scored = {}
+    for i = from, to do
+      scored[#scored + 1] = ready_score(band, tonumber(t[i]))
+      scored[#scored + 1] = t[i]
+    end
+    bulk('ZADD', READY, scored)
+  end
+end
 
 local duplicate = {}
 local out = {}
@@ -40,7 +80,8 @@ end
 local later = {}
 if #out == 0 then
   -- The common case: every task is new, and each block goes to its command as it came.
-  bulk_range('HSET', TASKS, ARGV, t0, r0 - 1)
+  bulk_range('HSET', TASKS, ARGV, t0, f0 - 1)
+  add_fresh(ARGV, f0, r0 - 1)
   bulk_range('ZADD', READY, ARGV, r0, s0 - 1)
   bulk_range('ZADD', SCHEDULED, ARGV, s0, u0 - 1)
   for i = s0 + 1, u0 - 1, 2 do
@@ -58,7 +99,14 @@ else
     end
     return kept
   end
-  bulk('HSET', TASKS, keep(t0, r0, 0))
+  bulk('HSET', TASKS, keep(t0, f0, 0))
+  local fresh = {}
+  for i = f0, r0 - 1 do
+    if not duplicate[ARGV[i]] then
+      fresh[#fresh + 1] = ARGV[i]
+    end
+  end
+  add_fresh(fresh, 1, #fresh)
   bulk('ZADD', READY, keep(r0, s0, 1))
   local scheduled = keep(s0, u0, 1)
   bulk('ZADD', SCHEDULED, scheduled)
@@ -74,7 +122,7 @@ count('enqueued', added)
 -- Published inside the script, a watcher sees the enqueue before any claim sees the task.
 if added > 0 and redis.call('PUBSUB', 'NUMSUB', EVENTS)[2] > 0 then
   local events = {}
-  for i = t0, r0 - 1, 2 do
+  for i = t0, f0 - 1, 2 do
     local id = ARGV[i]
     if not duplicate[id] then
       local run_at = string.match(ARGV[i + 1], '^%d+:%d+:%-?%d+:%-?%d+:(%-?%d+):')

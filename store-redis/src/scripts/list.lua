@@ -23,9 +23,10 @@ elseif ARGV[4] == 'work' then
   end
   table.sort(ids, by_number)
 else
-  -- INPUT is the scheduled tasks (LATER lists them by id) and the ready ones. A ready
-  -- score is band * 2^37 + id, the band one per priority, so within a band the order is
-  -- the id's: a page is the first `limit` above `after` of each band present, merged.
+  -- INPUT is the scheduled tasks (LATER lists them by id), the fresh ones (FRESH is in id
+  -- order) and the ready ones. A ready score is band * 2^37 + id, the band one per
+  -- priority, so within a band the order is the id's: a page is the first `limit` above
+  -- `after` of each band present, merged.
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', LATER, after + 1, '+inf', 'LIMIT', 0,
       limit)) do
     if tonumber(id) then
@@ -52,6 +53,13 @@ else
       -- The next entry is in a later band, maybe with an id at or below `after`: look
       -- again from that band's start.
       band = found
+    end
+  end
+  -- FRESH ascends by id: the first `limit` above `after` follow its lower bound.
+  local from, len = fresh_lower_bound(after + 1)
+  if from < len then
+    for _, id in ipairs(redis.call('LRANGE', FRESH, from, from + limit - 1)) do
+      ids[#ids + 1] = id
     end
   end
   table.sort(ids, by_number)

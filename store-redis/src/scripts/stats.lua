@@ -2,7 +2,7 @@
 -- as {{field, value, ...}, input, work, dead}.
 return {
   redis.call('HGETALL', META),
-  redis.call('ZCARD', READY) + redis.call('ZCARD', SCHEDULED),
+  redis.call('ZCARD', READY) + redis.call('LLEN', FRESH) + redis.call('ZCARD', SCHEDULED),
   redis.call('HLEN', LEASES),
   redis.call('ZCARD', DEAD),
 }
