@@ -94,13 +94,14 @@ impl Finished {
         }
     }
 
-    fn into_outcome(self) -> (Outcome, Report) {
-        let lease = match self.task {
-            FinishedTask::Run(run) => LeaseRef::of(&run.record),
-            FinishedTask::Corrupt(lease) => lease,
+    /// The outcome for the store, the report for the event, and the run, if any.
+    fn into_parts(self) -> (Outcome, Report, Option<Arc<Run>>) {
+        let (lease, run) = match self.task {
+            FinishedTask::Run(run) => (LeaseRef::of(&run.record), Some(run)),
+            FinishedTask::Corrupt(lease) => (lease, None),
         };
         let kind = self.kind;
-        (Outcome { lease, kind }, self.report)
+        (Outcome { lease, kind }, self.report, run)
     }
 }
 
@@ -562,9 +563,21 @@ impl Shared {
                     held.remove(&f.id());
                 }
             }
-            let (outcomes, reports): (Vec<Outcome>, Vec<Report>) =
-                finished.drain(..).map(Finished::into_outcome).unzip();
-            let Some(applied) = self.apply_with_retry(&outcomes).await else {
+            let mut runs = Vec::with_capacity(finished.len());
+            let (outcomes, reports): (Vec<Outcome>, Vec<Report>) = finished
+                .drain(..)
+                .map(|f| {
+                    let (outcome, report, run) = f.into_parts();
+                    runs.extend(run);
+                    (outcome, report)
+                })
+                .unzip();
+            let applied = self.apply_with_retry(&outcomes).await;
+            // Dropped once the store let go of its copies, so that the last reference to a
+            // completed task's arguments goes here and their memory is freed outside the
+            // store's lock (where a claim would wait for it).
+            drop(runs);
+            let Some(applied) = applied else {
                 continue;
             };
             let watched = self.store.has_subscribers();
