@@ -52,7 +52,8 @@ struct Shared {
     store: Arc<dyn Store>,
     config: Arc<Config>,
     topics: FxHashMap<Arc<str>, Registered>,
-    /// Tasks claimed and not yet finished (running, or waiting for a worker).
+    /// Tasks claimed whose outcome the flusher has not taken yet: queued for a worker,
+    /// running, or finished with the outcome on its way. Their leases are renewed.
     held: Mutex<FxHashMap<TaskId, Arc<Run>>>,
     /// Runs on their way to the workers, outcomes on their way to the flusher, and the
     /// count of runs in between.
@@ -220,7 +221,8 @@ impl Runtime {
                 }
             }
         }
-        // Every producer of outcomes (claimer, workers) is gone now: the flusher applies what is left and ends.
+        // Every producer of outcomes (claimer, workers) is gone now: the flusher applies
+        // what is left and ends.
         joined.push((&mut self.flusher).await);
         shared.stop_maintenance.cancel();
         joined.push((&mut self.maintenance).await);
