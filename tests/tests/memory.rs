@@ -126,71 +126,86 @@ mod memory_only {
     }
 }
 
-/// A store that also hands out tasks of topics nobody asked for, as a faulty backend might.
+/// Stores that misbehave on purpose: one that hands out tasks of topics nobody asked for, as
+/// a faulty backend might, and one whose retry events are slow to go out.
 mod faulty_store {
-    use std::sync::Arc;
+    use futures_util::StreamExt;
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
     use taskmill_core::store::{
         Applied, Capabilities, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef,
         ListQuery, Outcome, Page, Recovered, TopicClaim, WakeStream,
     };
     use taskmill_core::{
-        async_trait, Event, EventStream, Manager, Result, Stats, Store, Task, TaskContext,
+        async_trait, Backoff, Event, EventStream, Manager, Result, Stats, Store, Task, TaskContext,
         TaskError, TaskId, TaskRecord, Timestamp,
     };
     use taskmill_memory::MemoryStore;
     use taskmill_tests::support::wait_until;
 
-    struct ClaimsStrays(MemoryStore);
+    /// The memory store, with faults.
+    #[derive(Default)]
+    struct Faulty {
+        inner: MemoryStore,
+        /// Every claim also asks for the topic `stray`.
+        claims_strays: bool,
+        /// Publishing a batch with a `TASK_RETRY` in it takes this long.
+        retry_events_take: Duration,
+    }
 
     #[async_trait]
-    impl Store for ClaimsStrays {
+    impl Store for Faulty {
         fn capabilities(&self) -> Capabilities {
-            self.0.capabilities()
+            self.inner.capabilities()
         }
         async fn enqueue(&self, tasks: Vec<Task>, opts: &EnqueueOptions) -> Result<Vec<Enqueued>> {
-            self.0.enqueue(tasks, opts).await
+            self.inner.enqueue(tasks, opts).await
         }
         async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
             let mut req = req.clone();
-            req.topics.insert(0, TopicClaim::new("stray"));
-            self.0.claim(&req).await
+            if self.claims_strays {
+                req.topics.insert(0, TopicClaim::new("stray"));
+            }
+            self.inner.claim(&req).await
         }
         async fn renew(&self, leases: &[LeaseRef], deadline: Timestamp) -> Result<Vec<Applied>> {
-            self.0.renew(leases, deadline).await
+            self.inner.renew(leases, deadline).await
         }
         async fn apply(&self, outcomes: &[Outcome], now: Timestamp) -> Result<Vec<Applied>> {
-            self.0.apply(outcomes, now).await
+            self.inner.apply(outcomes, now).await
         }
         async fn recover(&self, now: Timestamp, limit: usize) -> Result<Vec<Recovered>> {
-            self.0.recover(now, limit).await
+            self.inner.recover(now, limit).await
         }
         async fn stats(&self) -> Result<Stats> {
-            self.0.stats().await
+            self.inner.stats().await
         }
         async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
-            self.0.get(id).await
+            self.inner.get(id).await
         }
         async fn list(&self, query: &ListQuery) -> Result<Page> {
-            self.0.list(query).await
+            self.inner.list(query).await
         }
         async fn requeue(&self, ids: &[TaskId], now: Timestamp) -> Result<Vec<bool>> {
-            self.0.requeue(ids, now).await
+            self.inner.requeue(ids, now).await
         }
         async fn delete(&self, ids: &[TaskId]) -> Result<Vec<bool>> {
-            self.0.delete(ids).await
+            self.inner.delete(ids).await
         }
         async fn set_paused(&self, topic: &str, paused: bool) -> Result<()> {
-            self.0.set_paused(topic, paused).await
+            self.inner.set_paused(topic, paused).await
         }
         async fn publish(&self, events: &[Event]) -> Result<()> {
-            self.0.publish(events).await
+            if events.iter().any(|e| matches!(e, Event::TaskRetry { .. })) {
+                tokio::time::sleep(self.retry_events_take).await;
+            }
+            self.inner.publish(events).await
         }
         async fn subscribe(&self) -> Result<EventStream> {
-            self.0.subscribe().await
+            self.inner.subscribe().await
         }
         async fn wakeups(&self) -> Result<WakeStream> {
-            self.0.wakeups().await
+            self.inner.wakeups().await
         }
     }
 
@@ -199,7 +214,11 @@ mod faulty_store {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_task_of_an_unknown_topic_is_released_and_the_manager_goes_on() {
         let memory = MemoryStore::new();
-        let store: Arc<dyn Store> = Arc::new(ClaimsStrays(memory.clone()));
+        let store: Arc<dyn Store> = Arc::new(Faulty {
+            inner: memory.clone(),
+            claims_strays: true,
+            ..Faulty::default()
+        });
         let manager = Manager::builder_shared(store.clone())
             .poll_interval(Duration::from_millis(20))
             .stats_interval(None)
@@ -239,5 +258,58 @@ mod faulty_store {
             (taskmill_core::Queue::Input, 0)
         );
         assert!(record.last_error.is_none());
+    }
+
+    /// A retried task may be claimed again the moment its outcome is applied, before the
+    /// manager has published that outcome's event; its next `TASK_START` still comes after
+    /// its `TASK_RETRY`, however slow that one is to go out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retry_event_is_not_overtaken_by_the_next_start() {
+        let store: Arc<dyn Store> = Arc::new(Faulty {
+            retry_events_take: Duration::from_millis(200),
+            ..Faulty::default()
+        });
+        let manager = Manager::builder_shared(store.clone())
+            .poll_interval(Duration::from_millis(20))
+            .backoff(Backoff::constant(Duration::ZERO))
+            .stats_interval(None)
+            .build();
+        manager
+            .register("t", |ctx: TaskContext| async move {
+                match ctx.attempt() {
+                    1 => Err(TaskError::msg("first try fails")),
+                    _ => Ok(()),
+                }
+            })
+            .unwrap();
+        let names: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+        let mut events = manager.watch().await.unwrap();
+        let seen = names.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.next().await {
+                if event.task_id().is_some() {
+                    seen.lock().unwrap().push(event.name());
+                }
+            }
+        });
+        manager.start().await.unwrap();
+        manager.enqueue(Task::new("t", &1).unwrap()).await.unwrap();
+        wait_until(
+            "the task's completion event",
+            Duration::from_secs(30),
+            || async { names.lock().unwrap().contains(&"TASK_COMPLETION") },
+        )
+        .await;
+        manager.close().await.unwrap();
+        assert_eq!(
+            *names.lock().unwrap(),
+            [
+                "TASK_ENQUEUE",
+                "TASK_START",
+                "TASK_RETRY",
+                "TASK_START",
+                "TASK_COMPLETION"
+            ]
+        );
     }
 }

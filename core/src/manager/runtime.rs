@@ -63,6 +63,11 @@ struct Shared {
     /// queue afterwards are released without running.
     cancelling: AtomicBool,
     stop_maintenance: CancellationToken,
+    /// Held by the flusher from applying a batch of outcomes until their events are out,
+    /// and by the claimer while it publishes starts, when someone watches: a retried task
+    /// can be claimed again as soon as its outcome is applied, and its next `TASK_START`
+    /// must not overtake its `TASK_RETRY`.
+    event_order: tokio::sync::Mutex<()>,
 }
 
 /// What a run of a registered topic needs, found with one lookup per run.
@@ -170,6 +175,7 @@ impl Runtime {
             stop_claiming: CancellationToken::new(),
             cancelling: AtomicBool::new(false),
             stop_maintenance: CancellationToken::new(),
+            event_order: tokio::sync::Mutex::new(()),
         });
         shared
             .publish(vec![Event::ManagerStart {
@@ -403,6 +409,7 @@ impl Shared {
         // Starts are published before the runs begin, so a watcher always sees a task's
         // start before its outcome.
         if self.store.has_subscribers() {
+            let _order = self.event_order.lock().await;
             let starts = runs
                 .iter()
                 .map(|run| Event::TaskStart {
@@ -574,6 +581,12 @@ impl Shared {
                     (outcome, report)
                 })
                 .unzip();
+            let watched = self.store.has_subscribers();
+            // Held until these outcomes' events are out (see `event_order`).
+            let order = match watched {
+                true => Some(self.event_order.lock().await),
+                false => None,
+            };
             let applied = self.apply_with_retry(&outcomes).await;
             // Dropped once the store let go of its copies, so that the last reference to a
             // completed task's arguments goes here and their memory is freed outside the
@@ -582,7 +595,6 @@ impl Shared {
             let Some(applied) = applied else {
                 continue;
             };
-            let watched = self.store.has_subscribers();
             let mut events = Vec::new();
             for ((outcome, report), applied) in outcomes.into_iter().zip(reports).zip(applied) {
                 match applied {
@@ -596,6 +608,7 @@ impl Shared {
                 }
             }
             self.publish(events).await;
+            drop(order);
         }
     }
 
