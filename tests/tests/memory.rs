@@ -127,7 +127,7 @@ mod memory_only {
 }
 
 /// Stores that misbehave on purpose: one that hands out tasks of topics nobody asked for, as
-/// a faulty backend might, and one whose retry events are slow to go out.
+/// a faulty backend might, and ones whose events of one kind are slow to go out.
 mod faulty_store {
     use futures_util::StreamExt;
     use std::sync::{Arc, Mutex};
@@ -149,8 +149,9 @@ mod faulty_store {
         inner: MemoryStore,
         /// Every claim also asks for the topic `stray`.
         claims_strays: bool,
-        /// Publishing a batch with a `TASK_RETRY` in it takes this long.
-        retry_events_take: Duration,
+        /// Publishing a batch with an event of this name in it takes `slow_for`.
+        slow_event: &'static str,
+        slow_for: Duration,
     }
 
     #[async_trait]
@@ -196,8 +197,8 @@ mod faulty_store {
             self.inner.set_paused(topic, paused).await
         }
         async fn publish(&self, events: &[Event]) -> Result<()> {
-            if events.iter().any(|e| matches!(e, Event::TaskRetry { .. })) {
-                tokio::time::sleep(self.retry_events_take).await;
+            if events.iter().any(|e| e.name() == self.slow_event) {
+                tokio::time::sleep(self.slow_for).await;
             }
             self.inner.publish(events).await
         }
@@ -266,7 +267,8 @@ mod faulty_store {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_retry_event_is_not_overtaken_by_the_next_start() {
         let store: Arc<dyn Store> = Arc::new(Faulty {
-            retry_events_take: Duration::from_millis(200),
+            slow_event: "TASK_RETRY",
+            slow_for: Duration::from_millis(200),
             ..Faulty::default()
         });
         let manager = Manager::builder_shared(store.clone())
@@ -282,24 +284,10 @@ mod faulty_store {
                 }
             })
             .unwrap();
-        let names: Arc<Mutex<Vec<&'static str>>> = Arc::default();
-        let mut events = manager.watch().await.unwrap();
-        let seen = names.clone();
-        tokio::spawn(async move {
-            while let Some(event) = events.next().await {
-                if event.task_id().is_some() {
-                    seen.lock().unwrap().push(event.name());
-                }
-            }
-        });
+        let names = task_event_names(&manager).await;
         manager.start().await.unwrap();
         manager.enqueue(Task::new("t", &1).unwrap()).await.unwrap();
-        wait_until(
-            "the task's completion event",
-            Duration::from_secs(30),
-            || async { names.lock().unwrap().contains(&"TASK_COMPLETION") },
-        )
-        .await;
+        wait_for_completion(&names).await;
         manager.close().await.unwrap();
         assert_eq!(
             *names.lock().unwrap(),
@@ -311,5 +299,67 @@ mod faulty_store {
                 "TASK_COMPLETION"
             ]
         );
+    }
+
+    /// The same for a task whose lease expired (its manager died): the reaper's
+    /// `TASK_RECOVERED` comes before the task's next `TASK_START`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_recovery_event_is_not_overtaken_by_the_next_start() {
+        let store: Arc<dyn Store> = Arc::new(Faulty {
+            slow_event: "TASK_RECOVERED",
+            slow_for: Duration::from_millis(200),
+            ..Faulty::default()
+        });
+        let now = Timestamp::now();
+        let task = vec![Task::new("t", &1).unwrap()];
+        assert!(store
+            .enqueue(task, &EnqueueOptions::new(now))
+            .await
+            .unwrap()[0]
+            .is_new());
+        // A manager that died holding the task: its lease is over at once.
+        let req = ClaimRequest::new([TopicClaim::new("t")], 1, Arc::from("dead"), now)
+            .lease(Duration::ZERO);
+        assert_eq!(store.claim(&req).await.unwrap().len(), 1);
+        let manager = Manager::builder_shared(store.clone())
+            .poll_interval(Duration::from_millis(20))
+            .reap_interval(Duration::from_millis(20))
+            .stats_interval(None)
+            .build();
+        manager
+            .register("t", |_ctx: TaskContext| async { Ok::<_, TaskError>(()) })
+            .unwrap();
+        let names = task_event_names(&manager).await;
+        manager.start().await.unwrap();
+        wait_for_completion(&names).await;
+        manager.close().await.unwrap();
+        assert_eq!(
+            *names.lock().unwrap(),
+            ["TASK_RECOVERED", "TASK_START", "TASK_COMPLETION"]
+        );
+    }
+
+    /// The names of the task events `manager` reports, as they arrive.
+    async fn task_event_names(manager: &Manager) -> Arc<Mutex<Vec<&'static str>>> {
+        let names: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+        let mut events = manager.watch().await.unwrap();
+        let seen = names.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.next().await {
+                if event.task_id().is_some() {
+                    seen.lock().unwrap().push(event.name());
+                }
+            }
+        });
+        names
+    }
+
+    async fn wait_for_completion(names: &Mutex<Vec<&'static str>>) {
+        wait_until(
+            "the task's completion event",
+            Duration::from_secs(30),
+            || async { names.lock().unwrap().contains(&"TASK_COMPLETION") },
+        )
+        .await;
     }
 }

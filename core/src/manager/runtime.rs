@@ -63,10 +63,10 @@ struct Shared {
     /// queue afterwards are released without running.
     cancelling: AtomicBool,
     stop_maintenance: CancellationToken,
-    /// Held by the flusher from applying a batch of outcomes until their events are out,
-    /// and by the claimer while it publishes starts, when someone watches: a retried task
-    /// can be claimed again as soon as its outcome is applied, and its next `TASK_START`
-    /// must not overtake its `TASK_RETRY`.
+    /// Held, when someone watches, by the flusher from applying a batch of outcomes until
+    /// their events are out, by the reaper likewise for recoveries, and by the claimer while
+    /// it publishes starts: a task can be claimed again as soon as its retry or recovery is
+    /// applied, and its next `TASK_START` must not overtake that event.
     event_order: tokio::sync::Mutex<()>,
 }
 
@@ -246,6 +246,14 @@ impl Runtime {
 }
 
 impl Shared {
+    /// The event-order lock if someone watches (see `event_order`), else `None`.
+    async fn order_events(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.store.has_subscribers() {
+            true => Some(self.event_order.lock().await),
+            false => None,
+        }
+    }
+
     async fn publish(&self, events: Vec<Event>) {
         if events.is_empty() {
             return;
@@ -408,8 +416,7 @@ impl Shared {
         }
         // Starts are published before the runs begin, so a watcher always sees a task's
         // start before its outcome.
-        if self.store.has_subscribers() {
-            let _order = self.event_order.lock().await;
+        if let Some(_order) = self.order_events().await {
             let starts = runs
                 .iter()
                 .map(|run| Event::TaskStart {
@@ -581,12 +588,9 @@ impl Shared {
                     (outcome, report)
                 })
                 .unzip();
-            let watched = self.store.has_subscribers();
-            // Held until these outcomes' events are out (see `event_order`).
-            let order = match watched {
-                true => Some(self.event_order.lock().await),
-                false => None,
-            };
+            // Held until these outcomes' events are out.
+            let order = self.order_events().await;
+            let watched = order.is_some();
             let applied = self.apply_with_retry(&outcomes).await;
             // Dropped once the store let go of its copies, so that the last reference to a
             // completed task's arguments goes here and their memory is freed outside the
@@ -696,6 +700,8 @@ impl Shared {
     }
 
     async fn reap(&self) {
+        // Held until the recoveries' events are out.
+        let _order = self.order_events().await;
         match self
             .store
             .recover(self.config.clock.now(), MAX_RECOVER_BATCH)
