@@ -300,6 +300,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_batch_wakes_as_many_idle_workers_as_it_has_jobs() {
+        let exchange = Arc::new(Exchange::<u32, ()>::new(0));
+        // Each worker takes one job and keeps it: only a wake-up brings it a job.
+        let workers: Vec<_> = (0..3)
+            .map(|_| {
+                let exchange = exchange.clone();
+                tokio::spawn(async move { exchange.next_job().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        exchange.push_jobs(vec![1, 2, 3]);
+        let mut taken = Vec::new();
+        for worker in workers {
+            let job = tokio::time::timeout(DEADLINE, worker)
+                .await
+                .expect("every idle worker gets a job")
+                .unwrap();
+            taken.push(job.unwrap());
+        }
+        taken.sort_unstable();
+        assert_eq!(taken, [1, 2, 3]);
+    }
+
+    #[tokio::test]
     async fn the_claimer_waits_for_room_until_a_finish_reaches_the_mark() {
         let exchange = Arc::new(Exchange::<u32, ()>::new(1));
         let producer = exchange.producer();
