@@ -63,10 +63,11 @@ struct Shared {
     /// queue afterwards are released without running.
     cancelling: AtomicBool,
     stop_maintenance: CancellationToken,
-    /// Held, when someone watches, by the flusher from applying a batch of outcomes until
-    /// their events are out, by the reaper likewise for recoveries, and by the claimer while
-    /// it publishes starts: a task can be claimed again as soon as its retry or recovery is
-    /// applied, and its next `TASK_START` must not overtake that event.
+    /// Held, when someone watches, by the flusher from applying a batch of outcomes that
+    /// sends tasks back to INPUT (retries, releases) until their events are out, by the
+    /// reaper likewise for recoveries, and by the claimer while it publishes starts: a task
+    /// can be claimed again as soon as it is back in INPUT, and its next `TASK_START` must
+    /// not overtake the event that says how it got there.
     event_order: tokio::sync::Mutex<()>,
 }
 
@@ -588,9 +589,18 @@ impl Shared {
                     (outcome, report)
                 })
                 .unzip();
-            // Held until these outcomes' events are out.
-            let order = self.order_events().await;
-            let watched = order.is_some();
+            let watched = self.store.has_subscribers();
+            // Held until these outcomes' events are out, when a task goes back to INPUT
+            // (claimable again at once); completions and failures need no order with a
+            // later claim, and taking the lock for them would hold back every dispatch by an
+            // apply's round trip on a store that cannot tell whether anyone watches.
+            let requeues = outcomes
+                .iter()
+                .any(|o| matches!(o.kind, OutcomeKind::Retry { .. } | OutcomeKind::Release));
+            let order = match watched && requeues {
+                true => Some(self.event_order.lock().await),
+                false => None,
+            };
             let applied = self.apply_with_retry(&outcomes).await;
             // Dropped once the store let go of its copies, so that the last reference to a
             // completed task's arguments goes here and their memory is freed outside the
