@@ -153,18 +153,8 @@ impl RedisStore {
     /// Whether an event published now may reach anyone: someone in this process
     /// subscribed, or another process did when last asked (at most a second ago).
     async fn anyone_listening(&self) -> Result<bool> {
-        if self.shared.bus.has_local_subscribers() {
-            return Ok(true);
-        }
-        let cached = *self
-            .shared
-            .remote_listeners
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some((at, listening)) = cached {
-            if at.elapsed() < LISTENER_CHECK {
-                return Ok(listening);
-            }
+        if let Some(listening) = self.listening_as_known() {
+            return Ok(listening);
         }
         let mut cmd = redis::cmd("PUBSUB");
         cmd.arg("NUMSUB").arg(&self.shared.keys.events);
@@ -176,6 +166,22 @@ impl RedisStore {
         };
         self.note_listeners(listening);
         Ok(listening)
+    }
+
+    /// Whether an event published now may reach anyone, if that is known without asking
+    /// Redis: yes with a subscriber in this process, else the last check while it is fresh.
+    fn listening_as_known(&self) -> Option<bool> {
+        if self.shared.bus.has_local_subscribers() {
+            return Some(true);
+        }
+        let cached = *self
+            .shared
+            .remote_listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        cached
+            .filter(|(at, _)| at.elapsed() < LISTENER_CHECK)
+            .map(|(_, listening)| listening)
     }
 
     fn note_listeners(&self, listening: bool) {
@@ -691,6 +697,13 @@ impl Store for RedisStore {
             self.shared.bus.wake();
         }
         Ok(())
+    }
+
+    /// What `publish` would decide without asking Redis; unknown (no check yet, or one a
+    /// second old) is yes, so that the next `publish` asks again. A manager then builds no
+    /// events, and takes no event-order lock, while nobody anywhere watches.
+    fn has_subscribers(&self) -> bool {
+        self.listening_as_known().unwrap_or(true)
     }
 
     async fn publish(&self, events: &[Event]) -> Result<()> {

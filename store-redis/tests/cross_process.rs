@@ -161,3 +161,35 @@ async fn publishing_to_nobody_sends_nothing() {
     // The enqueue's wake-up is the only message.
     assert_eq!(publishes, 1, "{info}");
 }
+
+/// A handle tells without a round trip whether anyone may be watching: yes while that is
+/// unknown, no once a publish found nobody, yes with a watcher of its own, and yes again
+/// within about a second of a watcher appearing in another process.
+#[tokio::test]
+async fn has_subscribers_follows_watchers_here_and_elsewhere() {
+    let server = RedisServer::start();
+    let url = server.url(&fresh_namespace());
+    let (here, there) = (
+        RedisStore::open(&url).await.unwrap(),
+        RedisStore::open(&url).await.unwrap(),
+    );
+    assert!(here.has_subscribers(), "unknown counts as yes");
+    let event = Event::TaskCancelled {
+        id: taskmill_core::TaskId::new(1),
+        topic: "t".into(),
+    };
+    here.publish(std::slice::from_ref(&event)).await.unwrap();
+    assert!(!here.has_subscribers(), "the publish found nobody");
+    let local = here.subscribe().await.unwrap();
+    assert!(here.has_subscribers(), "a watcher here");
+    drop(local);
+    let _elsewhere = there.subscribe().await.unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while !here.has_subscribers() {
+        assert!(
+            Instant::now() < deadline,
+            "a watcher elsewhere was never noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
