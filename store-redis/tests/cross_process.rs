@@ -12,16 +12,20 @@ use taskmill_redis::RedisStore;
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
+/// A private server and two handles on one fresh namespace, as two processes would have.
+async fn two_handles() -> (RedisServer, RedisStore, RedisStore) {
+    let server = RedisServer::start();
+    let url = server.url(&fresh_namespace());
+    let a = RedisStore::open(&url).await.unwrap();
+    let b = RedisStore::open(&url).await.unwrap();
+    (server, a, b)
+}
+
 /// An idle manager claims a task enqueued through another handle long before its poll
 /// interval would have it look: the wake-up crossed over pub/sub.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_manager_wakes_on_an_enqueue_elsewhere() {
-    let server = RedisServer::start();
-    let url = server.url(&fresh_namespace());
-    let (here, there) = (
-        RedisStore::open(&url).await.unwrap(),
-        RedisStore::open(&url).await.unwrap(),
-    );
+    let (_server, here, there) = two_handles().await;
     let ran_at = Arc::new(AtomicU64::new(0));
     let seen = ran_at.clone();
     let epoch = Instant::now();
@@ -69,12 +73,7 @@ async fn idle_manager_wakes_on_an_enqueue_elsewhere() {
 /// A watcher on one handle sees what a manager on another does, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watcher_sees_a_manager_elsewhere() {
-    let server = RedisServer::start();
-    let url = server.url(&fresh_namespace());
-    let (watcher, worker) = (
-        RedisStore::open(&url).await.unwrap(),
-        RedisStore::open(&url).await.unwrap(),
-    );
+    let (_server, watcher, worker) = two_handles().await;
     let mut events = watcher.subscribe().await.unwrap();
     let manager = Manager::builder(worker.clone())
         .poll_interval(Duration::from_millis(50))
@@ -167,12 +166,7 @@ async fn publishing_to_nobody_sends_nothing() {
 /// within about a second of a watcher appearing in another process.
 #[tokio::test]
 async fn has_subscribers_follows_watchers_here_and_elsewhere() {
-    let server = RedisServer::start();
-    let url = server.url(&fresh_namespace());
-    let (here, there) = (
-        RedisStore::open(&url).await.unwrap(),
-        RedisStore::open(&url).await.unwrap(),
-    );
+    let (_server, here, there) = two_handles().await;
     assert!(here.has_subscribers(), "unknown counts as yes");
     let event = Event::TaskCancelled {
         id: taskmill_core::TaskId::new(1),

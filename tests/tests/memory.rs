@@ -154,6 +154,17 @@ mod faulty_store {
         slow_for: Duration,
     }
 
+    impl Faulty {
+        /// A store whose batches with an `event` in them take 200 ms to publish.
+        fn slow(event: &'static str) -> Self {
+            Faulty {
+                slow_event: event,
+                slow_for: Duration::from_millis(200),
+                ..Faulty::default()
+            }
+        }
+    }
+
     #[async_trait]
     impl Store for Faulty {
         fn capabilities(&self) -> Capabilities {
@@ -266,11 +277,7 @@ mod faulty_store {
     /// its `TASK_RETRY`, however slow that one is to go out.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_retry_event_is_not_overtaken_by_the_next_start() {
-        let store: Arc<dyn Store> = Arc::new(Faulty {
-            slow_event: "TASK_RETRY",
-            slow_for: Duration::from_millis(200),
-            ..Faulty::default()
-        });
+        let store: Arc<dyn Store> = Arc::new(Faulty::slow("TASK_RETRY"));
         let manager = Manager::builder_shared(store.clone())
             .poll_interval(Duration::from_millis(20))
             .backoff(Backoff::constant(Duration::ZERO))
@@ -305,11 +312,7 @@ mod faulty_store {
     /// `TASK_RECOVERED` comes before the task's next `TASK_START`.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_recovery_event_is_not_overtaken_by_the_next_start() {
-        let store: Arc<dyn Store> = Arc::new(Faulty {
-            slow_event: "TASK_RECOVERED",
-            slow_for: Duration::from_millis(200),
-            ..Faulty::default()
-        });
+        let store: Arc<dyn Store> = Arc::new(Faulty::slow("TASK_RECOVERED"));
         let now = Timestamp::now();
         let task = vec![Task::new("t", &1).unwrap()];
         assert!(store

@@ -247,9 +247,9 @@ impl Runtime {
 }
 
 impl Shared {
-    /// The event-order lock if someone watches (see `event_order`), else `None`.
-    async fn order_events(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        match self.store.has_subscribers() {
+    /// The event-order lock (see `event_order`) when `needed`.
+    async fn order_events_if(&self, needed: bool) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match needed {
             true => Some(self.event_order.lock().await),
             false => None,
         }
@@ -417,7 +417,7 @@ impl Shared {
         }
         // Starts are published before the runs begin, so a watcher always sees a task's
         // start before its outcome.
-        if let Some(_order) = self.order_events().await {
+        if let Some(_order) = self.order_events_if(self.store.has_subscribers()).await {
             let starts = runs
                 .iter()
                 .map(|run| Event::TaskStart {
@@ -597,10 +597,7 @@ impl Shared {
             let requeues = outcomes
                 .iter()
                 .any(|o| matches!(o.kind, OutcomeKind::Retry { .. } | OutcomeKind::Release));
-            let order = match watched && requeues {
-                true => Some(self.event_order.lock().await),
-                false => None,
-            };
+            let order = self.order_events_if(watched && requeues).await;
             let applied = self.apply_with_retry(&outcomes).await;
             // Dropped once the store let go of its copies, so that the last reference to a
             // completed task's arguments goes here and their memory is freed outside the
@@ -711,7 +708,7 @@ impl Shared {
 
     async fn reap(&self) {
         // Held until the recoveries' events are out.
-        let _order = self.order_events().await;
+        let _order = self.order_events_if(self.store.has_subscribers()).await;
         match self
             .store
             .recover(self.config.clock.now(), MAX_RECOVER_BATCH)
