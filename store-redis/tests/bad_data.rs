@@ -1,5 +1,7 @@
 //! Hand-written garbage in the namespace: the claim hands it over as corrupt, the manager
-//! sends it to DEAD with a corrupt-data error, and keeps running everything else.
+//! sends it to DEAD with a corrupt-data error, and keeps running everything else; an
+//! enqueue that one topic's garbage fails returns its error only once the other topics
+//! are written.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -132,4 +134,46 @@ async fn garbage_task_record_goes_to_dead_and_the_manager_keeps_going() {
         (stats.total.counters.completed, stats.total.counters.failed),
         (15, 2)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enqueue_that_fails_on_one_topic_returns_after_every_topic_answered() {
+    let server = RedisServer::start();
+    let namespace = fresh_namespace();
+    let store = RedisStore::open(&server.url(&namespace)).await.unwrap();
+    // Topic "a"'s task hash is a string, so its script fails at once with WRONGTYPE;
+    // topic "b" sends 30,000 tasks, 30 script calls that take redis-server tens of
+    // milliseconds. Each topic's calls are a pipeline of their own, sent concurrently.
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/0", server.port())).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("SET")
+        .arg(format!("{{{namespace}:a}}:tasks"))
+        .arg("not a hash")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let big = 30_000u64;
+    let batch: Vec<Task> = std::iter::once(Task::new("a", &0u64).unwrap())
+        .chain((0..big).map(|i| Task::new("b", &i).unwrap()))
+        .collect();
+
+    let error = store
+        .enqueue(batch, &EnqueueOptions::new(Timestamp::now()))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("WRONGTYPE"), "{error}");
+
+    // Read at once: a caller that retries on this error must not race its own first
+    // attempt, so "b" is wholly written by the time the error is seen.
+    let written: u64 = redis::cmd("HLEN")
+        .arg(format!("{{{namespace}:b}}:tasks"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(
+        written, big,
+        "topic b was still being written after the error"
+    );
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats.topics["b"].sizes.input, big, "{stats:?}");
 }
