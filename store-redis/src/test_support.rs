@@ -202,6 +202,16 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0?namespace={namespace}", self.port)
     }
 
+    /// A plain connection to database 0 of this server, for a test that reads or writes
+    /// keys behind the store's back. Panics if the server does not answer.
+    pub async fn connect(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(format!("redis://127.0.0.1:{}/0", self.port))
+            .expect("a loopback redis:// URL")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connecting to the test redis-server")
+    }
+
     /// Kills the server with SIGKILL and waits until it is gone.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -41,8 +41,7 @@ async fn garbage_task_record_goes_to_dead_and_the_manager_keeps_going() {
 
     // A task record nobody could have written through the store, first in claim order,
     // and a ready entry whose record is missing altogether.
-    let client = redis::Client::open(format!("redis://127.0.0.1:{}/0", server.port())).unwrap();
-    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let mut raw = server.connect().await;
     let tag = format!("{{{namespace}:t}}");
     let (garbage, missing) = (900_001u64, 900_002u64);
     redis::pipe()
@@ -144,8 +143,7 @@ async fn an_enqueue_that_fails_on_one_topic_returns_after_every_topic_answered()
     // Topic "a"'s task hash is a string, so its script fails at once with WRONGTYPE;
     // topic "b" sends 30,000 tasks, 30 script calls that take redis-server tens of
     // milliseconds. Each topic's calls are a pipeline of their own, sent concurrently.
-    let client = redis::Client::open(format!("redis://127.0.0.1:{}/0", server.port())).unwrap();
-    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let mut raw = server.connect().await;
     let () = redis::cmd("SET")
         .arg(format!("{{{namespace}:a}}:tasks"))
         .arg("not a hash")

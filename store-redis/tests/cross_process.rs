@@ -126,8 +126,7 @@ async fn publishing_to_nobody_sends_nothing() {
     let store = RedisStore::open(&server.url(&fresh_namespace()))
         .await
         .unwrap();
-    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", server.port())).unwrap();
-    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let mut raw = server.connect().await;
     let _: () = redis::cmd("CONFIG")
         .arg("RESETSTAT")
         .query_async(&mut raw)

@@ -28,8 +28,7 @@ impl Setup {
         let server = RedisServer::start();
         let namespace = fresh_namespace();
         let store = RedisStore::open(&server.url(&namespace)).await.unwrap();
-        let client = redis::Client::open(format!("redis://127.0.0.1:{}/0", server.port())).unwrap();
-        let raw = client.get_multiplexed_async_connection().await.unwrap();
+        let raw = server.connect().await;
         Setup {
             store,
             raw,
