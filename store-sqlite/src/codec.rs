@@ -1,19 +1,12 @@
-//! Rows to records and back, counter deltas, and SQLite errors to taskmill errors.
+//! The record codec: rows of `tasks` to [`TaskRecord`]s and back, and the counter deltas
+//! written to `topics`.
 
 use rusqlite::types::ValueRef;
-use rusqlite::{ErrorCode, Row};
+use rusqlite::Row;
 use std::borrow::Cow;
 use std::sync::Arc;
+use crate::layout::{DEAD, READY, SCHEDULED, WORK};
 use taskmill_core::{Counters, Error, Lease, Payload, Queue, TaskId, TaskRecord, Timestamp};
-
-/// `tasks.state`: INPUT, due when last looked at (claimable by priority).
-pub const READY: i64 = 0;
-/// `tasks.state`: INPUT, waiting for its `run_at`.
-pub const SCHEDULED: i64 = 1;
-/// `tasks.state`: WORK.
-pub const WORK: i64 = 2;
-/// `tasks.state`: DEAD.
-pub const DEAD: i64 = 3;
 
 /// The state a record in `queue` is stored with at `now`.
 pub fn state_of(queue: Queue, run_at: Timestamp, now: Timestamp) -> i64 {
@@ -274,32 +267,6 @@ impl Delta {
             Queue::Dead => &mut self.dead,
         }
     }
-}
-
-/// Maps a rusqlite error to a taskmill error of the kind a caller can act on, with
-/// `context` saying what was being done and the SQLite error as the source.
-pub fn map_err(err: rusqlite::Error, context: impl Into<Cow<'static, str>>) -> Error {
-    use rusqlite::Error as E;
-    let kind = match &err {
-        E::SqliteFailure(e, _) => match e.code {
-            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
-                taskmill_core::ErrorKind::Unavailable
-            }
-            ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt => {
-                taskmill_core::ErrorKind::Corrupt
-            }
-            ErrorCode::ApiMisuse => taskmill_core::ErrorKind::Misuse,
-            // Full disk, read-only file, I/O error, cannot open, permission denied,
-            // constraint violations and the rest: SQLite refused the operation.
-            _ => taskmill_core::ErrorKind::Storage,
-        },
-        E::FromSqlConversionFailure(..)
-        | E::IntegralValueOutOfRange(..)
-        | E::Utf8Error(..)
-        | E::InvalidColumnType(..) => taskmill_core::ErrorKind::Corrupt,
-        _ => taskmill_core::ErrorKind::Storage,
-    };
-    Error::new(kind, context).with_source(err)
 }
 
 /// A `u64` as SQLite's signed integer (ids and tokens stay far below `i64::MAX`).

@@ -11,7 +11,8 @@
 //! - a `Complete` outcome: `DELETE … WHERE id = ? AND state = 2 AND lease_token = ?`,
 //!   counting `completed` (and WORK − 1) when a row went, as `finish(Complete)` does.
 
-use crate::codec::{decode, sql_u64, state_of, Decoded, Delta, COLUMNS, DEAD, READY, WORK};
+use crate::codec::{decode, sql_u64, state_of, Decoded, Delta, COLUMNS};
+use crate::layout::{DEAD, READY, SCHEDULED, WORK};
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -528,7 +529,7 @@ pub fn delete(conn: &mut rusqlite::Connection, ids: &[TaskId]) -> R<Vec<bool>> {
         // A row too corrupt to say where it was counted is removed without a count.
         if let (Some(topic), Some(state)) = (topic, state) {
             let queue = match state {
-                READY | crate::codec::SCHEDULED => Some(Queue::Input),
+                READY | SCHEDULED => Some(Queue::Input),
                 WORK => Some(Queue::Work),
                 DEAD => Some(Queue::Dead),
                 _ => None,
@@ -576,7 +577,7 @@ mod tests {
     #[test]
     fn hot_queries_use_their_indexes() {
         let mut conn = rusqlite::Connection::open_in_memory().unwrap();
-        crate::schema::migrate(&mut conn, Path::new(":memory:"), false).unwrap();
+        crate::layout::migrate(&mut conn, Path::new(":memory:"), false).unwrap();
         let cases = [
             (
                 format!(

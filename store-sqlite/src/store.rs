@@ -1,8 +1,8 @@
-//! The [`Store`] implementation: each call is one job on the connection thread, and each
-//! job that writes is one transaction.
+//! The [`Store`] implementation: each call is one [`Command`] for the connection thread
+//! (see `conn.rs`), and each command that writes is one transaction (see `ops.rs`).
 
-use crate::codec::map_err;
-use crate::{ops, SqliteStore};
+use crate::conn::Command;
+use crate::SqliteStore;
 use taskmill_core::store::{
     Applied, Capabilities, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListQuery,
     Outcome, Page, Recovered, WakeStream,
@@ -23,26 +23,14 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let opts = opts.clone();
-        self.call(move |conn, bus| {
-            let done = ops::enqueue(conn, tasks, &opts, bus.has_subscribers())
-                .map_err(|e| map_err(e, "cannot enqueue tasks"))?;
-            // Published on the connection thread, before it runs any later claim: a
-            // watcher sees a task's enqueue before its start.
-            bus.publish(done.events);
-            if done.results.iter().any(|r| r.is_new()) {
-                bus.wake();
-            }
-            Ok(done.results)
-        })
-        .await
+        self.shared.conn
+            .call(|reply| Command::Enqueue { tasks, opts, reply })
+            .await
     }
 
     async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
         let req = req.clone();
-        self.call(move |conn, _| {
-            ops::claim(conn, &req).map_err(|e| map_err(e, "cannot claim tasks"))
-        })
-        .await
+        self.shared.conn.call(|reply| Command::Claim { req, reply }).await
     }
 
     async fn renew(&self, leases: &[LeaseRef], deadline: Timestamp) -> Result<Vec<Applied>> {
@@ -50,10 +38,13 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let leases = leases.to_vec();
-        self.call(move |conn, _| {
-            ops::renew(conn, &leases, deadline).map_err(|e| map_err(e, "cannot renew leases"))
-        })
-        .await
+        self.shared.conn
+            .call(|reply| Command::Renew {
+                leases,
+                deadline,
+                reply,
+            })
+            .await
     }
 
     async fn apply(&self, outcomes: &[Outcome], now: Timestamp) -> Result<Vec<Applied>> {
@@ -61,51 +52,37 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let outcomes = outcomes.to_vec();
-        self.call(move |conn, bus| {
-            let (applied, to_input) = ops::apply(conn, &outcomes, now)
-                .map_err(|e| map_err(e, "cannot store task outcomes"))?;
-            if to_input {
-                bus.wake();
-            }
-            Ok(applied)
-        })
-        .await
+        self.shared.conn
+            .call(|reply| Command::Apply {
+                outcomes,
+                now,
+                reply,
+            })
+            .await
     }
 
     async fn recover(&self, now: Timestamp, limit: usize) -> Result<Vec<Recovered>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.call(move |conn, bus| {
-            let recovered = ops::recover(conn, now, limit)
-                .map_err(|e| map_err(e, "cannot recover expired leases"))?;
-            if recovered.iter().any(|r| !r.dead) {
-                bus.wake();
-            }
-            Ok(recovered)
-        })
-        .await
-    }
-
-    async fn stats(&self) -> Result<Stats> {
-        self.call(|conn, _| ops::stats(conn).map_err(|e| map_err(e, "cannot read stats")))
+        self.shared.conn
+            .call(|reply| Command::Recover { now, limit, reply })
             .await
     }
 
+    async fn stats(&self) -> Result<Stats> {
+        self.shared.conn.call(|reply| Command::Stats { reply }).await
+    }
+
     async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
-        self.call(move |conn, _| {
-            let decoded = ops::get(conn, id).map_err(|e| map_err(e, "cannot read a task"))?;
-            decoded.map(|d| d.strict()).transpose()
-        })
-        .await
+        self.shared.conn.call(|reply| Command::Get { id, reply }).await
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Page> {
         let query = query.clone();
-        self.call(move |conn, _| {
-            ops::list(conn, &query).map_err(|e| map_err(e, "cannot list tasks"))
-        })
-        .await
+        self.shared.conn
+            .call(|reply| Command::List { query, reply })
+            .await
     }
 
     async fn requeue(&self, ids: &[TaskId], now: Timestamp) -> Result<Vec<bool>> {
@@ -113,15 +90,9 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let ids = ids.to_vec();
-        self.call(move |conn, bus| {
-            let moved =
-                ops::requeue(conn, &ids, now).map_err(|e| map_err(e, "cannot requeue tasks"))?;
-            if moved.contains(&true) {
-                bus.wake();
-            }
-            Ok(moved)
-        })
-        .await
+        self.shared.conn
+            .call(|reply| Command::Requeue { ids, now, reply })
+            .await
     }
 
     async fn delete(&self, ids: &[TaskId]) -> Result<Vec<bool>> {
@@ -129,24 +100,21 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let ids = ids.to_vec();
-        self.call(move |conn, _| {
-            ops::delete(conn, &ids).map_err(|e| map_err(e, "cannot delete tasks"))
-        })
-        .await
+        self.shared.conn
+            .call(|reply| Command::Delete { ids, reply })
+            .await
     }
 
     async fn set_paused(&self, topic: &str, paused: bool) -> Result<()> {
         validate_topic(topic)?;
         let topic = topic.to_owned();
-        self.call(move |conn, bus| {
-            ops::set_paused(conn, &topic, paused)
-                .map_err(|e| map_err(e, "cannot pause or resume a topic"))?;
-            if !paused {
-                bus.wake();
-            }
-            Ok(())
-        })
-        .await
+        self.shared.conn
+            .call(|reply| Command::SetPaused {
+                topic,
+                paused,
+                reply,
+            })
+            .await
     }
 
     async fn publish(&self, events: &[Event]) -> Result<()> {

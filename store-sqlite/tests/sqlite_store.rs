@@ -14,7 +14,7 @@ use taskmill_core::store::{
 use taskmill_core::{
     ErrorKind, Manager, Queue, Store, StoreExt, Task, TaskContext, TaskError, TaskId, Timestamp,
 };
-use taskmill_sqlite::{Durability, SqliteOptions, SqliteStore, SCHEMA_VERSION};
+use taskmill_sqlite::{Durability, SqliteOptions, SqliteStore, LAYOUT_VERSION};
 
 const T0: Timestamp = Timestamp::from_millis(1_700_000_000_000);
 
@@ -245,7 +245,7 @@ async fn a_schema_newer_than_the_code_is_refused_clearly() {
     let store = SqliteStore::open(&path).await.unwrap();
     enqueue(&store, tasks("t", 0..3)).await;
     drop(store);
-    let future = SCHEMA_VERSION + 1;
+    let future = i64::from(LAYOUT_VERSION) + 1;
     raw(&path)
         .pragma_update(None, "user_version", future)
         .unwrap();

@@ -1,22 +1,30 @@
-//! The database layout, its version, and how a connection is set up.
+//! The data layout (the schema) and its version.
 //!
 //! The store creates and upgrades its own schema: `PRAGMA user_version` holds the version
 //! of the layout below and `PRAGMA application_id` marks the file as taskmill's. A file
-//! whose version is newer than [`SCHEMA_VERSION`] was written by a newer taskmill and is
+//! whose version is newer than [`LAYOUT_VERSION`] was written by a newer taskmill and is
 //! refused rather than misread.
 
-use crate::codec::map_err;
-use crate::{Durability, SqliteOptions};
+use crate::error::backend_error;
 use rusqlite::{Connection, TransactionBehavior};
 use std::path::Path;
-use std::time::{Duration, Instant};
 use taskmill_core::{Error, Result};
 
-/// The schema version this code writes and understands.
-pub const SCHEMA_VERSION: i64 = 1;
+/// The version of the data layout this code writes and understands, kept in the file's
+/// `PRAGMA user_version`.
+pub const LAYOUT_VERSION: u32 = 1;
 
 /// `PRAGMA application_id` of a taskmill database: "TMIL" in ASCII.
 pub const APPLICATION_ID: i64 = 0x544D_494C;
+
+/// `tasks.state`: INPUT, due when last looked at (claimable by priority).
+pub const READY: i64 = 0;
+/// `tasks.state`: INPUT, waiting for its `run_at`.
+pub const SCHEDULED: i64 = 1;
+/// `tasks.state`: WORK.
+pub const WORK: i64 = 2;
+/// `tasks.state`: DEAD.
+pub const DEAD: i64 = 3;
 
 /// Version 1.
 ///
@@ -79,61 +87,6 @@ CREATE TABLE meta (
 INSERT INTO meta (key, value) VALUES ('last_id', 0), ('last_token', 0);
 ";
 
-/// Sets the connection's pragmas: WAL, the durability level, the busy timeout.
-pub fn configure(conn: &Connection, path: &Path, opts: &SqliteOptions) -> Result<()> {
-    let ctx = |what: &str| format!("cannot {what} on {}", path.display());
-    conn.busy_timeout(opts.busy_timeout)
-        .map_err(|e| map_err(e, ctx("set the busy timeout")))?;
-    conn.set_prepared_statement_cache_capacity(64);
-    if !opts.read_only && !opts.in_memory {
-        // WAL lets readers in other processes work while a writer commits, and makes a
-        // commit one append to the log instead of a rewrite of the pages.
-        let mode =
-            wal(conn, opts.busy_timeout).map_err(|e| map_err(e, ctx("switch to WAL mode")))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::storage(format!(
-                "{} cannot use WAL mode (journal mode stays {mode:?})",
-                path.display()
-            )));
-        }
-    }
-    let synchronous = match opts.durability {
-        Durability::Normal => "NORMAL",
-        Durability::Full => "FULL",
-    };
-    conn.pragma_update(None, "synchronous", synchronous)
-        .map_err(|e| map_err(e, ctx("set PRAGMA synchronous")))?;
-    if let Some(max) = opts.max_size {
-        let page_size: i64 = conn
-            .query_row("PRAGMA page_size", [], |r| r.get(0))
-            .map_err(|e| map_err(e, ctx("read the page size")))?;
-        let pages = (max / page_size.max(512) as u64).max(1);
-        conn.pragma_update(None, "max_page_count", pages as i64)
-            .map_err(|e| map_err(e, ctx("set PRAGMA max_page_count")))?;
-    }
-    Ok(())
-}
-
-/// Switches to WAL and returns the journal mode now in force.
-///
-/// Changing the mode of a fresh file needs a moment of exclusive access, and SQLite does
-/// not call the busy handler for it: when several processes open a new file at once, the
-/// losers get `SQLITE_BUSY` at once. They retry for up to the busy timeout.
-fn wal(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<String> {
-    let deadline = Instant::now() + busy_timeout;
-    loop {
-        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
-            Err(e)
-                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
-                    && Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            other => return other,
-        }
-    }
-}
-
 /// Creates the schema in an empty database, checks the version of an existing one.
 pub fn migrate(conn: &mut Connection, path: &Path, read_only: bool) -> Result<()> {
     let ctx = || format!("cannot read the schema of {}", path.display());
@@ -145,13 +98,13 @@ pub fn migrate(conn: &mut Connection, path: &Path, read_only: bool) -> Result<()
     };
     let tx = conn
         .transaction_with_behavior(behavior)
-        .map_err(|e| map_err(e, ctx()))?;
+        .map_err(|e| backend_error(e, ctx()))?;
     let app_id: i64 = tx
         .query_row("PRAGMA application_id", [], |r| r.get(0))
-        .map_err(|e| map_err(e, ctx()))?;
+        .map_err(|e| backend_error(e, ctx()))?;
     let version: i64 = tx
         .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(|e| map_err(e, ctx()))?;
+        .map_err(|e| backend_error(e, ctx()))?;
     if app_id != 0 && app_id != APPLICATION_ID {
         return Err(Error::misuse(format!(
             "{} is a SQLite database of another application (application_id {app_id:#x}), \
@@ -159,15 +112,16 @@ pub fn migrate(conn: &mut Connection, path: &Path, read_only: bool) -> Result<()
             path.display()
         )));
     }
-    if version > SCHEMA_VERSION {
+    let current = i64::from(LAYOUT_VERSION);
+    if version > current {
         return Err(Error::corrupt(format!(
-            "{} has taskmill schema version {version}, newer than the newest this build of \
-             taskmill-sqlite understands ({SCHEMA_VERSION}): it was written by a newer \
+            "{} has taskmill layout version {version}, newer than the newest this build of \
+             taskmill-sqlite understands ({LAYOUT_VERSION}): it was written by a newer \
              taskmill; upgrade taskmill to open it",
             path.display()
         )));
     }
-    if version == SCHEMA_VERSION {
+    if version == current {
         return Ok(());
     }
     if read_only {
@@ -183,22 +137,22 @@ pub fn migrate(conn: &mut Connection, path: &Path, read_only: bool) -> Result<()
                 [],
                 |r| r.get(0),
             )
-            .map_err(|e| map_err(e, ctx()))?;
+            .map_err(|e| backend_error(e, ctx()))?;
         if tables != 0 {
             return Err(Error::misuse(format!(
-                "{} already has tables named like taskmill's but no taskmill schema version; \
+                "{} already has tables named like taskmill's but no taskmill layout version; \
                  refusing to touch it",
                 path.display()
             )));
         }
         let create = || format!("cannot create the taskmill schema in {}", path.display());
         tx.execute_batch(SCHEMA_V1)
-            .map_err(|e| map_err(e, create()))?;
+            .map_err(|e| backend_error(e, create()))?;
         tx.pragma_update(None, "application_id", APPLICATION_ID)
-            .map_err(|e| map_err(e, create()))?;
+            .map_err(|e| backend_error(e, create()))?;
     }
     // Later versions add their steps here, each from the version before it.
-    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-        .map_err(|e| map_err(e, ctx()))?;
-    tx.commit().map_err(|e| map_err(e, ctx()))
+    tx.pragma_update(None, "user_version", LAYOUT_VERSION)
+        .map_err(|e| backend_error(e, ctx()))?;
+    tx.commit().map_err(|e| backend_error(e, ctx()))
 }

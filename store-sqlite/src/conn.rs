@@ -1,0 +1,400 @@
+//! The connection thread: the store's one SQLite connection, and the commands it runs.
+//!
+//! Every [`SqliteStore`](crate::SqliteStore) owns one connection, driven by a dedicated
+//! thread, the way sqlx drives SQLite. Each call of the store becomes a [`Command`] (one
+//! variant per operation, carrying its arguments and its own reply sender), sent with the
+//! caller's [`tracing::Span`] on a bounded channel. The thread runs the commands one
+//! after another, each inside its caller's span and each that writes as one transaction
+//! (see `ops.rs`), so no call blocks the async runtime and one call is one round trip
+//! whatever the size of its batch.
+//!
+//! - **Bounded**: once [`COMMAND_BUFFER`] commands wait, callers wait (asynchronously) for
+//!   room instead of queueing work without limit.
+//! - **Cancel safety**: a command whose caller's future is dropped before the command was
+//!   sent never runs; once sent, it runs to completion, and its reply is dropped. A
+//!   transaction is never cut in half.
+//! - **Panics**: a command that panics (a bug) rolls its transaction back as the panic
+//!   unwinds through it, and fails only its own call: the thread goes on with the next.
+//! - Events are published and managers woken on this thread, right after the transaction
+//!   that made them commits and before any later command runs: a watcher sees a task's
+//!   enqueue before its start.
+
+use crate::codec::Decoded;
+use crate::error::backend_error;
+use crate::{layout, ops, Durability, SqliteOptions};
+use rusqlite::{Connection, OpenFlags};
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use taskmill_core::store::{
+    Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListQuery, LocalBus,
+    Outcome, Page, Recovered,
+};
+use taskmill_core::{Error, Result, Stats, Task, TaskId, TaskRecord, Timestamp};
+use tokio::sync::{mpsc, oneshot};
+use tracing::Span;
+
+/// How many commands may wait for the thread before callers wait to send theirs. A
+/// manager has a handful of calls in flight (a claim, an outcome batch, a renewal, the
+/// reaper); this leaves room for many managers and clients on one store.
+pub(crate) const COMMAND_BUFFER: usize = 64;
+
+/// Where a command's result goes.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// One call of the store, for the connection thread.
+pub(crate) enum Command {
+    Enqueue {
+        tasks: Vec<Task>,
+        opts: EnqueueOptions,
+        reply: Reply<Vec<Enqueued>>,
+    },
+    Claim {
+        req: ClaimRequest,
+        reply: Reply<Vec<Claimed>>,
+    },
+    Renew {
+        leases: Vec<LeaseRef>,
+        deadline: Timestamp,
+        reply: Reply<Vec<Applied>>,
+    },
+    Apply {
+        outcomes: Vec<Outcome>,
+        now: Timestamp,
+        reply: Reply<Vec<Applied>>,
+    },
+    Recover {
+        now: Timestamp,
+        limit: usize,
+        reply: Reply<Vec<Recovered>>,
+    },
+    Stats {
+        reply: Reply<Stats>,
+    },
+    Get {
+        id: TaskId,
+        reply: Reply<Option<TaskRecord>>,
+    },
+    List {
+        query: ListQuery,
+        reply: Reply<Page>,
+    },
+    Requeue {
+        ids: Vec<TaskId>,
+        now: Timestamp,
+        reply: Reply<Vec<bool>>,
+    },
+    Delete {
+        ids: Vec<TaskId>,
+        reply: Reply<Vec<bool>>,
+    },
+    SetPaused {
+        topic: String,
+        paused: bool,
+        reply: Reply<()>,
+    },
+}
+
+/// The sending end of the connection thread's channel. The thread stops, and the
+/// connection closes (checkpointing the log), when the last `Conn` is dropped.
+pub(crate) struct Conn {
+    commands: mpsc::Sender<(Command, Span)>,
+}
+
+impl Conn {
+    /// Starts the connection thread, which opens the database at `path` (`:memory:` for
+    /// a fresh in-memory one) and creates or checks its schema.
+    pub async fn open(path: &Path, options: SqliteOptions, bus: Arc<LocalBus>) -> Result<Self> {
+        let (commands, receiver) = mpsc::channel(COMMAND_BUFFER);
+        let (ready, opened) = oneshot::channel::<Result<()>>();
+        let thread_path = path.to_path_buf();
+        std::thread::Builder::new()
+            .name("taskmill-sqlite".into())
+            .spawn(move || match connect(&thread_path, &options) {
+                Ok(conn) => {
+                    let _ = ready.send(Ok(()));
+                    run(conn, receiver, &bus);
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                }
+            })
+            .map_err(|e| {
+                Error::unavailable("cannot start the SQLite connection thread").with_source(e)
+            })?;
+        opened.await.map_err(|_| {
+            Error::storage(format!(
+                "the SQLite connection thread for {} stopped while opening it",
+                path.display()
+            ))
+        })??;
+        Ok(Conn { commands })
+    }
+
+    /// Sends the command `make` builds around its reply sender, in the caller's span, and
+    /// waits for the result.
+    pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send((make(reply), Span::current()))
+            .await
+            .map_err(|_| {
+                Error::unavailable("the SQLite connection thread has stopped; reopen the store")
+            })?;
+        answer.await.map_err(|_| {
+            Error::storage("the SQLite connection thread failed while running this call")
+        })?
+    }
+}
+
+/// The connection thread: runs commands until every [`Conn`] is gone.
+fn run(mut conn: Connection, mut commands: mpsc::Receiver<(Command, Span)>, bus: &LocalBus) {
+    while let Some((command, span)) = commands.blocking_recv() {
+        let _entered = span.enter();
+        // A panic drops the command's reply sender as it unwinds, which fails its call.
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| handle(&mut conn, bus, command)));
+    }
+}
+
+/// Runs one command and sends its result.
+fn handle(conn: &mut Connection, bus: &LocalBus, command: Command) {
+    match command {
+        Command::Enqueue { tasks, opts, reply } => {
+            let result = ops::enqueue(conn, tasks, &opts, bus.has_subscribers()).map(|done| {
+                bus.publish(done.events);
+                if done.results.iter().any(|r| r.is_new()) {
+                    bus.wake();
+                }
+                done.results
+            });
+            send(reply, result, "cannot enqueue tasks");
+        }
+        Command::Claim { req, reply } => {
+            send(reply, ops::claim(conn, &req), "cannot claim tasks");
+        }
+        Command::Renew {
+            leases,
+            deadline,
+            reply,
+        } => {
+            let result = ops::renew(conn, &leases, deadline);
+            send(reply, result, "cannot renew leases");
+        }
+        Command::Apply {
+            outcomes,
+            now,
+            reply,
+        } => {
+            let result = ops::apply(conn, &outcomes, now).map(|(applied, to_input)| {
+                if to_input {
+                    bus.wake();
+                }
+                applied
+            });
+            send(reply, result, "cannot store task outcomes");
+        }
+        Command::Recover { now, limit, reply } => {
+            let result = ops::recover(conn, now, limit).inspect(|recovered| {
+                if recovered.iter().any(|r| !r.dead) {
+                    bus.wake();
+                }
+            });
+            send(reply, result, "cannot recover expired leases");
+        }
+        Command::Stats { reply } => send(reply, ops::stats(conn), "cannot read stats"),
+        Command::Get { id, reply } => {
+            let result = ops::get(conn, id).map_err(|e| backend_error(e, "cannot read a task"));
+            let _ = reply.send(result.and_then(|d| d.map(Decoded::strict).transpose()));
+        }
+        Command::List { query, reply } => {
+            send(reply, ops::list(conn, &query), "cannot list tasks");
+        }
+        Command::Requeue { ids, now, reply } => {
+            let result = ops::requeue(conn, &ids, now).inspect(|moved| {
+                if moved.contains(&true) {
+                    bus.wake();
+                }
+            });
+            send(reply, result, "cannot requeue tasks");
+        }
+        Command::Delete { ids, reply } => {
+            send(reply, ops::delete(conn, &ids), "cannot delete tasks");
+        }
+        Command::SetPaused {
+            topic,
+            paused,
+            reply,
+        } => {
+            let result = ops::set_paused(conn, &topic, paused).inspect(|()| {
+                if !paused {
+                    bus.wake();
+                }
+            });
+            send(reply, result, "cannot pause or resume a topic");
+        }
+    }
+}
+
+/// Sends a result, its SQLite error mapped with `context`. A caller that gave up (its
+/// future was dropped) is not waiting: nothing to do then.
+fn send<T>(reply: Reply<T>, result: rusqlite::Result<T>, context: &'static str) {
+    let _ = reply.send(result.map_err(|e| backend_error(e, context)));
+}
+
+/// Opens and sets up the connection, on the connection thread.
+fn connect(path: &Path, options: &SqliteOptions) -> Result<Connection> {
+    let in_memory = is_in_memory(path);
+    let conn = if in_memory {
+        Connection::open_in_memory()
+    } else {
+        let mut flags = OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        flags |= if options.read_only {
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+        };
+        Connection::open_with_flags(path, flags)
+    };
+    let mut conn = conn.map_err(|e| {
+        backend_error(
+            e,
+            format!("cannot open the SQLite database {}", path.display()),
+        )
+    })?;
+    configure(&conn, path, options, in_memory)?;
+    layout::migrate(&mut conn, path, options.read_only)?;
+    Ok(conn)
+}
+
+/// Whether `path` names a fresh in-memory database rather than a file.
+fn is_in_memory(path: &Path) -> bool {
+    path == Path::new(":memory:")
+}
+
+/// Sets the connection's pragmas: WAL, the durability level, the busy timeout.
+fn configure(conn: &Connection, path: &Path, opts: &SqliteOptions, in_memory: bool) -> Result<()> {
+    let ctx = |what: &str| format!("cannot {what} on {}", path.display());
+    conn.busy_timeout(opts.busy_timeout)
+        .map_err(|e| backend_error(e, ctx("set the busy timeout")))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    if !opts.read_only && !in_memory {
+        // WAL lets readers in other processes work while a writer commits, and makes a
+        // commit one append to the log instead of a rewrite of the pages.
+        let mode = wal(conn, opts.busy_timeout)
+            .map_err(|e| backend_error(e, ctx("switch to WAL mode")))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::storage(format!(
+                "{} cannot use WAL mode (journal mode stays {mode:?})",
+                path.display()
+            )));
+        }
+    }
+    let synchronous = match opts.durability {
+        Durability::Normal => "NORMAL",
+        Durability::Full => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)
+        .map_err(|e| backend_error(e, ctx("set PRAGMA synchronous")))?;
+    if let Some(max) = opts.max_size {
+        let page_size: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(|e| backend_error(e, ctx("read the page size")))?;
+        let pages = (max / page_size.max(512) as u64).max(1);
+        conn.pragma_update(None, "max_page_count", pages as i64)
+            .map_err(|e| backend_error(e, ctx("set PRAGMA max_page_count")))?;
+    }
+    Ok(())
+}
+
+/// Switches to WAL and returns the journal mode now in force.
+///
+/// Changing the mode of a fresh file needs a moment of exclusive access, and SQLite does
+/// not call the busy handler for it: when several processes open a new file at once, the
+/// losers get `SQLITE_BUSY` at once. They retry for up to the busy timeout.
+fn wal(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<String> {
+    let deadline = Instant::now() + busy_timeout;
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::LAYOUT_VERSION;
+    use crate::SqliteStore;
+    use std::sync::Mutex;
+    use taskmill_core::Store;
+    use tracing::Instrument;
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+    use tracing_subscriber::registry::LookupSpan;
+
+    fn pragma(conn: &Connection, name: &str) -> String {
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| {
+            r.get::<_, rusqlite::types::Value>(0)
+        })
+        .map(|v| match v {
+            rusqlite::types::Value::Integer(i) => i.to_string(),
+            rusqlite::types::Value::Text(t) => t,
+            other => format!("{other:?}"),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn connections_use_wal_and_the_chosen_durability() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let conn = connect(&path, &SqliteOptions::default()).unwrap();
+        assert_eq!(pragma(&conn, "journal_mode"), "wal");
+        assert_eq!(pragma(&conn, "synchronous"), "1", "NORMAL");
+        assert_eq!(pragma(&conn, "busy_timeout"), "5000");
+        assert_eq!(pragma(&conn, "user_version"), LAYOUT_VERSION.to_string());
+        let full = SqliteOptions::default()
+            .durability(Durability::Full)
+            .busy_timeout(Duration::from_millis(250));
+        let conn = connect(&path, &full).unwrap();
+        assert_eq!(pragma(&conn, "synchronous"), "2", "FULL");
+        assert_eq!(pragma(&conn, "busy_timeout"), "250");
+    }
+
+    /// Records the span each thread enters, by the span's name and the thread's.
+    struct Entered(Arc<Mutex<Vec<(String, String)>>>);
+
+    impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Entered {
+        fn on_enter(&self, id: &tracing::span::Id, ctx: Context<'_, S>) {
+            let span = ctx.span(id).expect("an entered span exists");
+            let thread = std::thread::current().name().unwrap_or("").to_owned();
+            let mut entered = self.0.lock().unwrap();
+            entered.push((span.name().to_owned(), thread));
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn commands_run_in_the_callers_span() {
+        let entered = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry().with(Entered(entered.clone()));
+        let _default = tracing::subscriber::set_default(subscriber);
+        let store = SqliteStore::open(":memory:").await.unwrap();
+        store
+            .stats()
+            .instrument(tracing::info_span!("caller"))
+            .await
+            .unwrap();
+        let on_thread = ("caller".to_owned(), "taskmill-sqlite".to_owned());
+        assert!(
+            entered.lock().unwrap().contains(&on_thread),
+            "the connection thread did not enter the caller's span: {:?}",
+            entered.lock().unwrap()
+        );
+    }
+}
