@@ -1,53 +1,14 @@
-//! How keys and values are laid out in the one tree (layout 3).
+//! The record codec: chunk values, the entries in them, task records and stats rows, to
+//! and from bytes. Where each kind of value is stored (its key) is `layout.rs`.
 //!
-//! Three kinds of entry, told apart by their first byte:
-//! - `c`, first id, last id → a chunk: the entries of up to [`MAX_CHUNK_TASKS`] tasks of
-//!   one topic enqueued by one call, in id order, the first `first` and the last `last`
-//!   (those still live). Claims take a topic's tasks in id order, so a chunk per topic keeps
-//!   a claim to few chunks when a batch mixes topics. The chunks of one call may overlap in
-//!   ids, never by more than [`MAX_CHUNK_SPAN`]. Each entry holds what the task never
-//!   changes (id, priority, topic, unique key) ahead of its record, so an entry whose record
-//!   is garbage can still be indexed, claimed, salvaged and deleted like any other; and the
-//!   key alone bounds the ids a chunk whose bytes are garbage held.
-//! - `s`, topic → the topic's counters and paused flag.
-//! - `m`, name → `last_id`, `last_token`, `schema`.
-//!
-//! Integers in keys are big-endian, so the chunks are in id order, which `list` pages
-//! through. Integers in values are little-endian.
+//! Integers in values are little-endian, but for the stats rows and the counters in
+//! `meta` (big-endian).
 
 use std::ops::Range;
 use std::sync::Arc;
 use taskmill_core::{
     Counters, Error, Lease, Payload, Queue, Result, TaskId, TaskRecord, Timestamp,
 };
-
-const CHUNK: u8 = b'c';
-const STATS: u8 = b's';
-const META: u8 = b'm';
-
-/// The `meta` key of the last task id handed out.
-pub(crate) const LAST_ID: &[u8] = b"mlast_id";
-/// The `meta` key of the last fencing token handed out.
-pub(crate) const LAST_TOKEN: &[u8] = b"mlast_token";
-/// The `meta` key of the on-disk layout version.
-pub(crate) const SCHEMA: &[u8] = b"mschema";
-/// The prefix of every chunk key.
-pub(crate) const CHUNKS: &[u8] = &[CHUNK];
-/// The prefix of every stats row key.
-pub(crate) const ROWS: &[u8] = &[STATS];
-const _: () = assert!(LAST_ID[0] == META && SCHEMA[0] == META && LAST_TOKEN[0] == META);
-
-/// An enqueue closes a chunk at this many tasks…
-pub(crate) const MAX_CHUNK_TASKS: usize = 32;
-/// …or once its value reaches this many bytes. sled keeps up to 17 entries in a leaf and
-/// stores a leaf of more than 128 KiB (a quarter of its 512 KiB segment) out of line, as a
-/// blob file; chunks of a few KiB, even after claims and errors grow their records, keep
-/// leaves well below that. It also bounds what rewriting a chunk for one task costs.
-pub(crate) const MAX_CHUNK_BYTES: usize = 2048;
-/// …or before its ids would span more than this: a chunk holding id `x` starts after
-/// `x - MAX_CHUNK_SPAN`, which is how far `list` looks back. Room for 32 topics interleaved
-/// one by one in a call.
-pub(crate) const MAX_CHUNK_SPAN: u64 = 1024;
 
 /// The topic of the DEAD placeholder that stands for the unreadable part of a chunk.
 pub(crate) const CORRUPT_TOPIC: &str = "(corrupt)";
@@ -58,23 +19,6 @@ const CHUNK_FORMAT: u8 = 3;
 const CHUNK_HEAD: usize = 5;
 /// The first byte of every record; another value is a record of a later format.
 const FORMAT: u8 = 1;
-
-/// The key of the chunk of ids `first..=last`.
-pub(crate) fn chunk_key(first: u64, last: u64) -> [u8; 17] {
-    let mut key = [CHUNK; 17];
-    key[1..9].copy_from_slice(&first.to_be_bytes());
-    key[9..].copy_from_slice(&last.to_be_bytes());
-    key
-}
-
-/// The id range of a chunk key; `None` when `key` is not one this code wrote.
-pub(crate) fn decode_chunk_key(key: &[u8]) -> Option<(u64, u64)> {
-    let rest = key.strip_prefix(CHUNKS)?;
-    let (first, last) = (rest.get(..8)?, rest.get(8..)?);
-    let first = u64::from_be_bytes(first.try_into().ok()?);
-    let last = u64::from_be_bytes(last.try_into().ok()?);
-    (first <= last && first > 0).then_some((first, last))
-}
 
 /// A chunk's value split into its entries, as far as it can be read.
 #[derive(Debug, Default)]
@@ -429,14 +373,6 @@ pub(crate) fn decode_record(
     })
 }
 
-/// A topic's stats row key.
-pub(crate) fn row_key(topic: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(1 + topic.len());
-    key.push(STATS);
-    key.extend_from_slice(topic.as_bytes());
-    key
-}
-
 /// One stats row: a topic's counters and paused flag. Queue sizes are not stored: the
 /// indexes rebuilt at open count them.
 pub(crate) fn encode_row(counters: &Counters, paused: bool) -> Vec<u8> {
@@ -624,16 +560,6 @@ mod tests {
         assert!(Chunk::parse(10, 13, &trailing)
             .placeholder(10, 13, &trailing)
             .is_none());
-    }
-
-    #[test]
-    fn chunk_keys_are_in_id_order() {
-        let mut keys = [chunk_key(300, 301), chunk_key(2, 299), chunk_key(256, 256)];
-        keys.sort();
-        let ranges: Vec<_> = keys.iter().map(|k| decode_chunk_key(k).unwrap()).collect();
-        assert_eq!(ranges, [(2, 299), (256, 256), (300, 301)]);
-        assert_eq!(decode_chunk_key(b"c\0"), None);
-        assert_eq!(decode_chunk_key(&chunk_key(5, 4)), None);
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! queue.
 
 use crate::codec::{self, Chunk, KeyParts, State};
-use crate::sled_error;
+use crate::error::backend_error;
+use crate::layout;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
@@ -111,13 +112,14 @@ impl Index {
         let mut index = Index::default();
         let counter = |key: &[u8]| -> Result<u64> {
             tree.get(key)
-                .map_err(sled_error)?
+                .map_err(|e| backend_error(e, "cannot read the sled database"))?
                 .map_or(Ok(0), |v| codec::decode_u64(&v))
         };
-        index.last_id = counter(codec::LAST_ID)?;
-        index.last_token = counter(codec::LAST_TOKEN)?;
-        for entry in tree.scan_prefix(codec::ROWS) {
-            let (key, value) = entry.map_err(sled_error)?;
+        index.last_id = counter(layout::LAST_ID)?;
+        index.last_token = counter(layout::LAST_TOKEN)?;
+        for entry in tree.scan_prefix(layout::ROWS) {
+            let (key, value) =
+                entry.map_err(|e| backend_error(e, "cannot read the sled database"))?;
             let name = String::from_utf8_lossy(&key[1..]);
             let (counters, paused) = codec::decode_row(&value)?;
             let topic = index.topic_id(&name);
@@ -125,9 +127,10 @@ impl Index {
             stats.counters = counters;
             stats.paused = paused;
         }
-        for entry in tree.scan_prefix(codec::CHUNKS) {
-            let (key, value) = entry.map_err(sled_error)?;
-            let Some((first, last)) = codec::decode_chunk_key(&key) else {
+        for entry in tree.scan_prefix(layout::CHUNKS) {
+            let (key, value) =
+                entry.map_err(|e| backend_error(e, "cannot read the sled database"))?;
+            let Some((first, last)) = layout::decode_chunk_key(&key) else {
                 tracing::warn!(key = ?key, "skipping an undecodable chunk key");
                 continue;
             };

@@ -1,35 +1,16 @@
-//! The [`Store`] implementation: every call is a request to the writer thread (see
-//! `writer.rs`), reads too, so a read never sees half of a move.
+//! The [`Store`] implementation: every call is one [`Command`] for the writer thread (see
+//! `conn.rs`), reads too, so a read never sees half of a move.
 
-use crate::writer::Request;
+use crate::conn::Command;
 use crate::SledStore;
 use taskmill_core::store::{
     Applied, Capabilities, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListQuery,
     Outcome, Page, Recovered, WakeStream,
 };
 use taskmill_core::{
-    async_trait, validate_topic, Error, Event, EventStream, Result, Stats, Store, Task, TaskId,
+    async_trait, validate_topic, Event, EventStream, Result, Stats, Store, Task, TaskId,
     TaskRecord, Timestamp,
 };
-use tokio::sync::oneshot;
-
-impl SledStore {
-    /// Sends a request to the writer thread and waits for its answer.
-    pub(crate) async fn call<V>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<V>>) -> Request,
-    ) -> Result<V> {
-        let (tx, rx) = oneshot::channel();
-        let stopped = || Error::unavailable("the sled writer thread has stopped");
-        self.shared
-            .requests
-            .as_ref()
-            .ok_or_else(stopped)?
-            .send(make(tx))
-            .map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
-    }
-}
 
 #[async_trait]
 impl Store for SledStore {
@@ -42,7 +23,9 @@ impl Store for SledStore {
             return Ok(Vec::new());
         }
         let opts = opts.clone();
-        self.call(|reply| Request::Enqueue(tasks, opts, reply))
+        self.shared
+            .conn
+            .call(|reply| Command::Enqueue { tasks, opts, reply })
             .await
     }
 
@@ -51,7 +34,10 @@ impl Store for SledStore {
             return Ok(Vec::new());
         }
         let req = req.clone();
-        self.call(|reply| Request::Claim(req, reply)).await
+        self.shared
+            .conn
+            .call(|reply| Command::Claim { req, reply })
+            .await
     }
 
     async fn renew(&self, leases: &[LeaseRef], deadline: Timestamp) -> Result<Vec<Applied>> {
@@ -59,7 +45,13 @@ impl Store for SledStore {
             return Ok(Vec::new());
         }
         let leases = leases.to_vec();
-        self.call(|reply| Request::Renew(leases, deadline, reply))
+        self.shared
+            .conn
+            .call(|reply| Command::Renew {
+                leases,
+                deadline,
+                reply,
+            })
             .await
     }
 
@@ -68,7 +60,13 @@ impl Store for SledStore {
             return Ok(Vec::new());
         }
         let outcomes = outcomes.to_vec();
-        self.call(|reply| Request::Apply(outcomes, now, reply))
+        self.shared
+            .conn
+            .call(|reply| Command::Apply {
+                outcomes,
+                now,
+                reply,
+            })
             .await
     }
 
@@ -76,20 +74,32 @@ impl Store for SledStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.call(|reply| Request::Recover(now, limit, reply)).await
+        self.shared
+            .conn
+            .call(|reply| Command::Recover { now, limit, reply })
+            .await
     }
 
     async fn stats(&self) -> Result<Stats> {
-        self.call(Request::Stats).await
+        self.shared
+            .conn
+            .call(|reply| Command::Stats { reply })
+            .await
     }
 
     async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
-        self.call(|reply| Request::Get(id, reply)).await
+        self.shared
+            .conn
+            .call(|reply| Command::Get { id, reply })
+            .await
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Page> {
         let query = query.clone();
-        self.call(|reply| Request::List(query, reply)).await
+        self.shared
+            .conn
+            .call(|reply| Command::List { query, reply })
+            .await
     }
 
     async fn requeue(&self, ids: &[TaskId], now: Timestamp) -> Result<Vec<bool>> {
@@ -97,7 +107,10 @@ impl Store for SledStore {
             return Ok(Vec::new());
         }
         let ids = ids.to_vec();
-        self.call(|reply| Request::Requeue(ids, now, reply)).await
+        self.shared
+            .conn
+            .call(|reply| Command::Requeue { ids, now, reply })
+            .await
     }
 
     async fn delete(&self, ids: &[TaskId]) -> Result<Vec<bool>> {
@@ -105,13 +118,22 @@ impl Store for SledStore {
             return Ok(Vec::new());
         }
         let ids = ids.to_vec();
-        self.call(|reply| Request::Delete(ids, reply)).await
+        self.shared
+            .conn
+            .call(|reply| Command::Delete { ids, reply })
+            .await
     }
 
     async fn set_paused(&self, topic: &str, paused: bool) -> Result<()> {
         validate_topic(topic)?;
         let topic = topic.to_owned();
-        self.call(|reply| Request::SetPaused(topic, paused, reply))
+        self.shared
+            .conn
+            .call(|reply| Command::SetPaused {
+                topic,
+                paused,
+                reply,
+            })
             .await
     }
 

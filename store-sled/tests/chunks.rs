@@ -38,7 +38,7 @@ async fn pages(store: &SledStore, limit: usize) -> Vec<TaskId> {
 #[tokio::test]
 async fn lists_merge_overlapping_chunks_in_id_order() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path().join("db")).unwrap();
+    let store = SledStore::open(dir.path().join("db")).await.unwrap();
     let opts = EnqueueOptions::new(Timestamp::now());
     // Three topics interleaved one by one; then one task of `x`, 3,000 of `y` and one more
     // of `x`, whose chunk would span 3,000 ids if chunks had no span limit.
@@ -108,6 +108,6 @@ async fn lists_merge_overlapping_chunks_in_id_order() {
         left.len()
     );
     drop(store);
-    let store = SledStore::open(dir.path().join("db")).unwrap();
+    let store = SledStore::open(dir.path().join("db")).await.unwrap();
     same(&pages(&store, 1000).await, &left, "after a reopen");
 }

@@ -17,12 +17,12 @@ const TASKS: u64 = 50;
 
 /// Opens the store once the raw sled handle used to tamper with it has let go: sled's I/O
 /// threads release the file lock a moment after the handle is dropped.
-fn reopen(path: &Path) -> taskmill_core::Result<SledStore> {
+async fn reopen(path: &Path) -> taskmill_core::Result<SledStore> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match SledStore::open(path) {
+        match SledStore::open(path).await {
             Err(e) if e.kind() == ErrorKind::Unavailable && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10))
+                tokio::time::sleep(Duration::from_millis(10)).await
             }
             other => return other,
         }
@@ -124,7 +124,7 @@ async fn a_corrupt_record_goes_to_dead_and_the_rest_run() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let ids = {
-        let store = SledStore::open(&path).unwrap();
+        let store = SledStore::open(&path).await.unwrap();
         let tasks = (0..TASKS)
             .map(|i| Task::new("t", &arg(i)).unwrap().unique_key(format!("k{i}")))
             .collect();
@@ -141,7 +141,7 @@ async fn a_corrupt_record_goes_to_dead_and_the_rest_run() {
         garble_record(&raw(&path), bad_id.get(), arg(BAD).as_bytes());
     }
 
-    let store = reopen(&path).unwrap();
+    let store = reopen(&path).await.unwrap();
     let err = store.get(bad_id).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
     assert!(store.get(ids[0]).await.unwrap().is_some());
@@ -194,7 +194,7 @@ async fn a_corrupt_record_in_input_can_be_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let id = {
-        let store = SledStore::open(&path).unwrap();
+        let store = SledStore::open(&path).await.unwrap();
         let opts = EnqueueOptions::new(Timestamp::now());
         store
             .enqueue_one(Task::new("t", &arg(1)).unwrap(), &opts)
@@ -209,7 +209,7 @@ async fn a_corrupt_record_in_input_can_be_deleted() {
     {
         garble_record(&raw(&path), id.get(), arg(2).as_bytes());
     }
-    let store = reopen(&path).unwrap();
+    let store = reopen(&path).await.unwrap();
     // Listing leaves it out rather than failing the whole page.
     assert_eq!(store.list_all(Queue::Input, None).await.unwrap().len(), 1);
     assert_eq!(store.delete(&[id]).await.unwrap(), [true]);
@@ -227,11 +227,11 @@ async fn a_corrupt_record_in_input_can_be_deleted() {
 }
 
 /// A database written by a newer layout is refused with a clear error, and left alone.
-#[test]
-fn a_newer_layout_is_refused() {
+#[tokio::test]
+async fn a_newer_layout_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    drop(SledStore::open(&path).unwrap());
+    drop(SledStore::open(&path).await.unwrap());
     {
         let db = raw(&path);
         db.open_tree("taskmill")
@@ -240,7 +240,7 @@ fn a_newer_layout_is_refused() {
             .unwrap();
         db.flush().unwrap();
     }
-    let err = reopen(&path).unwrap_err();
+    let err = reopen(&path).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
     assert!(err.message().contains("99"), "{err}");
     assert!(err.message().contains(&path.display().to_string()), "{err}");
@@ -256,8 +256,8 @@ fn a_newer_layout_is_refused() {
 }
 
 /// A database of layout 1 (eight trees, versioned in `meta`) is refused, and left alone.
-#[test]
-fn the_old_layout_is_refused() {
+#[tokio::test]
+async fn the_old_layout_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     {
@@ -266,7 +266,7 @@ fn the_old_layout_is_refused() {
         meta.insert("schema", &1u64.to_be_bytes()).unwrap();
         db.flush().unwrap();
     }
-    let err = reopen(&path).unwrap_err();
+    let err = reopen(&path).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
     assert!(err.message().contains("layout version 1"), "{err}");
     // Refusing it added nothing of the new layout.
@@ -282,7 +282,7 @@ async fn paging_goes_past_a_corrupt_record() {
     let path = dir.path().join("db");
     let now = Timestamp::now();
     let ids: Vec<_> = {
-        let store = SledStore::open(&path).unwrap();
+        let store = SledStore::open(&path).await.unwrap();
         let tasks = (0..3).map(|i| Task::new("t", &arg(i)).unwrap()).collect();
         let done = store
             .enqueue(tasks, &EnqueueOptions::new(now))
@@ -291,7 +291,7 @@ async fn paging_goes_past_a_corrupt_record() {
         done.into_iter().map(|e| e.id()).collect()
     };
     garble_record(&raw(&path), ids[1].get(), arg(1).as_bytes());
-    let store = reopen(&path).unwrap();
+    let store = reopen(&path).await.unwrap();
     let mut seen = Vec::new();
     let mut query = ListQuery::new(Queue::Input).limit(1);
     for _ in 0..10 {
@@ -308,7 +308,7 @@ async fn paging_goes_past_a_corrupt_record() {
 /// Enqueues `batches` calls of `per` tasks (so at least one chunk each), numbered from 0
 /// with unique keys `k<n>`; their ids.
 async fn fill(path: &Path, batches: u64, per: u64) -> Vec<taskmill_core::TaskId> {
-    let store = SledStore::open(path).unwrap();
+    let store = SledStore::open(path).await.unwrap();
     let mut ids = Vec::new();
     for b in 0..batches {
         let tasks = (b * per..(b + 1) * per)
@@ -333,7 +333,7 @@ async fn a_garbage_chunk_becomes_one_dead_placeholder_and_the_rest_run() {
     let lost = &ids[10..20];
     rewrite_chunk(&raw(&path), lost[0].get(), |_| b"\xff\x00garbage{".to_vec());
 
-    let store = reopen(&path).unwrap();
+    let store = reopen(&path).await.unwrap();
     let placeholder = store.get(lost[9]).await.unwrap().expect("a placeholder");
     assert_eq!(placeholder.queue, Queue::Dead);
     assert_eq!(&*placeholder.topic, "(corrupt)");
@@ -371,7 +371,7 @@ async fn a_garbage_chunk_becomes_one_dead_placeholder_and_the_rest_run() {
     let chunks = db.open_tree("taskmill").unwrap().scan_prefix("c").count();
     assert_eq!(chunks, 0, "every chunk is gone");
     drop(db);
-    let store = reopen(&path).unwrap();
+    let store = reopen(&path).await.unwrap();
     assert_eq!(store.stats().await.unwrap().total.sizes.total(), 0);
 }
 
@@ -386,7 +386,7 @@ async fn a_chunk_cut_short_keeps_its_head_and_a_placeholder() {
     let ids = fill(&path, 1, 10).await;
     rewrite_chunk(&raw(&path), ids[0].get(), |v| v[..v.len() / 2].to_vec());
 
-    let store = reopen(&path).unwrap();
+    let store = reopen(&path).await.unwrap();
     let input = store.list_all(Queue::Input, None).await.unwrap();
     let kept = input.len();
     assert!((1..10).contains(&kept), "{kept} tasks survived");
@@ -412,7 +412,7 @@ async fn a_chunk_cut_short_keeps_its_head_and_a_placeholder() {
     let claimed = store.claim(&claim).await.unwrap();
     assert!(matches!(&claimed[..], [Claimed::Ready(r)] if r.id == ids[0]));
     drop(store);
-    let store = reopen(&path).unwrap();
+    let store = reopen(&path).await.unwrap();
     assert_eq!(
         store.get(placeholder.id).await.unwrap(),
         Some(placeholder.clone())
@@ -425,7 +425,7 @@ async fn a_chunk_cut_short_keeps_its_head_and_a_placeholder() {
     assert_eq!((stats.total.sizes.work, stats.total.sizes.dead), (1, 1));
     assert_eq!(store.delete(&[placeholder.id]).await.unwrap(), [true]);
     drop(store);
-    let store = reopen(&path).unwrap();
+    let store = reopen(&path).await.unwrap();
     assert_eq!(store.get(placeholder.id).await.unwrap(), None);
     assert_eq!(
         store.stats().await.unwrap().total.sizes.total() as usize,
@@ -434,18 +434,18 @@ async fn a_chunk_cut_short_keeps_its_head_and_a_placeholder() {
 }
 
 /// A database of layout 2 (one key per task) is refused, and left alone.
-#[test]
-fn layout_2_is_refused() {
+#[tokio::test]
+async fn layout_2_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    drop(SledStore::open(&path).unwrap());
+    drop(SledStore::open(&path).await.unwrap());
     {
         let db = raw(&path);
         let tree = db.open_tree("taskmill").unwrap();
         tree.insert("mschema", &2u64.to_be_bytes()).unwrap();
         db.flush().unwrap();
     }
-    let err = reopen(&path).unwrap_err();
+    let err = reopen(&path).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
     assert!(err.message().contains("layout version 2"), "{err}");
     let db = raw(&path);

@@ -8,14 +8,11 @@ use std::time::Duration;
 use taskmill_core::ErrorKind;
 use taskmill_sled::SledStore;
 
-/// Opens in a thread and fails the test if that takes longer than a few seconds: a hang is
-/// exactly what must not happen.
-fn open_within_deadline(path: std::path::PathBuf) -> taskmill_core::Result<SledStore> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(SledStore::open(path));
-    });
-    rx.recv_timeout(Duration::from_secs(10))
+/// Opens, failing the test if that takes longer than a few seconds: a hang is exactly what
+/// must not happen.
+async fn open_within_deadline(path: std::path::PathBuf) -> taskmill_core::Result<SledStore> {
+    tokio::time::timeout(Duration::from_secs(10), SledStore::open(path))
+        .await
         .expect("opening a locked database must fail at once, not hang")
 }
 
@@ -26,30 +23,37 @@ fn assert_locked(err: &taskmill_core::Error, path: &std::path::Path) {
     assert!(message.contains("locked"), "{message}");
 }
 
-#[test]
-fn a_second_open_in_the_same_process_fails_clearly() {
+#[tokio::test]
+async fn a_second_open_in_the_same_process_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    let first = SledStore::open(&path).unwrap();
-    let err = open_within_deadline(path.clone()).unwrap_err();
+    let first = SledStore::open(&path).await.unwrap();
+    let err = open_within_deadline(path.clone()).await.unwrap_err();
     assert_locked(&err, &path);
     // A clone shares the open database instead.
     let clone = first.clone();
     drop(first);
-    assert_locked(&open_within_deadline(path.clone()).unwrap_err(), &path);
+    assert_locked(
+        &open_within_deadline(path.clone()).await.unwrap_err(),
+        &path,
+    );
     // Dropping the last clone closes the database and releases the lock at once.
     drop(clone);
-    open_within_deadline(path).expect("reopens once closed");
+    open_within_deadline(path)
+        .await
+        .expect("reopens once closed");
 }
 
 const CHILD_ENV: &str = "TASKMILL_SLED_LOCK_CHILD";
 
 /// The child holds the database open until its stdin closes; the parent cannot open it
 /// meanwhile, and can once the child is killed.
-#[test]
-fn a_second_open_from_another_process_fails_clearly() {
+#[tokio::test]
+async fn a_second_open_from_another_process_fails_clearly() {
     if let Ok(path) = std::env::var(CHILD_ENV) {
-        let store = SledStore::open(&path).expect("the child opens the database");
+        let store = SledStore::open(&path)
+            .await
+            .expect("the child opens the database");
         println!("OPEN");
         std::io::stdout().flush().unwrap();
         let mut line = String::new();
@@ -84,10 +88,12 @@ fn a_second_open_from_another_process_fails_clearly() {
         let _ = child.kill();
         panic!("the child never opened the database");
     }
-    let err = open_within_deadline(path.clone()).unwrap_err();
+    let err = open_within_deadline(path.clone()).await.unwrap_err();
     assert_locked(&err, &path);
     // The lock dies with its process, however it ends.
     child.kill().unwrap();
     child.wait().unwrap();
-    open_within_deadline(path).expect("reopens once the holder is gone");
+    open_within_deadline(path)
+        .await
+        .expect("reopens once the holder is gone");
 }

@@ -27,7 +27,7 @@ async fn everything_survives_a_reopen() {
     let claim = |limit| ClaimRequest::new([TopicClaim::new("a")], limit, "m1", at(10));
 
     let (ids, working, before) = {
-        let store = SledStore::open(&path).unwrap();
+        let store = SledStore::open(&path).await.unwrap();
         let tasks = vec![
             Task::new("a", &0).unwrap().priority(-5),
             Task::new("a", &1).unwrap().unique_key("one"),
@@ -57,7 +57,7 @@ async fn everything_survives_a_reopen() {
         (ids, working, before)
     };
 
-    let store = SledStore::open(&path).unwrap();
+    let store = SledStore::open(&path).await.unwrap();
     assert_eq!(store.stats().await.unwrap(), before, "stats and sizes");
     let queue = |q| {
         let store = store.clone();

@@ -46,7 +46,9 @@ async fn child(path: &str) {
         };
         assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &rlimit), 0);
     }
-    let store = SledStore::open(path).expect("the child opens the database");
+    let store = SledStore::open(path)
+        .await
+        .expect("the child opens the database");
     let payload = "x".repeat(16 * 1024);
     let mut acknowledged = 0u64;
     // 64 MiB in all: far past the limit, so the loop ends by an error or fails the test.
@@ -83,7 +85,7 @@ async fn a_refused_write_fails_the_enqueue_and_loses_nothing_stored() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     {
-        let store = SledStore::open(&path).unwrap();
+        let store = SledStore::open(&path).await.unwrap();
         let tasks = (0..BEFORE)
             .map(|i| Task::new("small", &i).unwrap())
             .collect();
@@ -123,10 +125,7 @@ async fn a_refused_write_fails_the_enqueue_and_loses_nothing_stored() {
 
     // Reopen without the limit: everything acknowledged is there, the batch that failed
     // is there whole or not at all, and the store works.
-    let store = tokio::task::spawn_blocking(move || SledStore::open(path))
-        .await
-        .unwrap()
-        .unwrap();
+    let store = SledStore::open(path).await.unwrap();
     let small = store.list_all(Queue::Input, Some("small")).await.unwrap();
     assert_eq!(
         small.len() as u64,

@@ -1,107 +1,41 @@
-//! The writer thread: every change to the database is made here, one request at a time.
+//! The operations, one per [`Store`](taskmill_core::Store) call, on the tree and the
+//! in-memory indexes, run by the writer thread (see `conn.rs`).
 //!
-//! Why one dedicated thread rather than `spawn_blocking` per call:
-//! - Being the only writer, it can keep the indexes in memory (see `index.rs`): nothing
-//!   else changes the records behind them, so each change is one batch of chunk writes.
-//! - Group commit: the thread takes every request waiting in its channel, writes each as
-//!   its own batch, then makes them durable with one `flush` (an fsync) before it answers
-//!   any of them. Under load many claims and outcome batches share one fsync, which is
-//!   what makes flush-on-every-write affordable.
-//! - One hop per batch, never per task, and no blocking-pool thread is parked on a lock.
-//!
-//! Events and wake-ups are sent after the flush and before the replies, so a watcher sees a
-//! task's enqueue before any claim of it returns, and never sees an enqueue that failed.
+//! Each change is one `apply_batch` on the tree: every chunk the command touches is read
+//! once, changed in memory, and written once, with the stats rows and counters it moved.
+//! Reads (a task by id, a page of a queue) run on the same thread, between commands, so
+//! they see each task in exactly one queue.
 
 use crate::codec::{self, Chunk, KeyParts};
+use crate::error::backend_error;
 use crate::index::{At, Index};
-use crate::read;
-use crate::{sled_error, FlushPolicy};
+use crate::layout;
 use rustc_hash::FxHashMap;
 use sled::Batch;
+use std::collections::BTreeSet;
 use std::ops::Range;
-use std::sync::mpsc;
-use std::sync::Arc;
 use taskmill_core::store::{
-    Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListQuery, LocalBus,
-    Outcome, OutcomeKind, Page, Recovered,
+    Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListQuery, Outcome,
+    OutcomeKind, Page, Recovered,
 };
 use taskmill_core::{
     Error, Event, Lease, Payload, Queue, Result, Stats, Task, TaskId, TaskRecord, Timestamp,
 };
-use tokio::sync::oneshot;
 
-/// At most this many requests share one flush, so a flood of them still gets answers.
-const MAX_GROUP: usize = 128;
-
-type Reply<T> = oneshot::Sender<Result<T>>;
-
-/// A change to make, and where to send its result.
-pub(crate) enum Request {
-    Enqueue(Vec<Task>, EnqueueOptions, Reply<Vec<Enqueued>>),
-    Claim(ClaimRequest, Reply<Vec<Claimed>>),
-    Renew(Vec<LeaseRef>, Timestamp, Reply<Vec<Applied>>),
-    Apply(Vec<Outcome>, Timestamp, Reply<Vec<Applied>>),
-    Recover(Timestamp, usize, Reply<Vec<Recovered>>),
-    Requeue(Vec<TaskId>, Timestamp, Reply<Vec<bool>>),
-    Delete(Vec<TaskId>, Reply<Vec<bool>>),
-    SetPaused(String, bool, Reply<()>),
-    /// Reads are made here too, between batches, so they never see half of a move.
-    Stats(Reply<Stats>),
-    Get(TaskId, Reply<Option<TaskRecord>>),
-    List(ListQuery, Reply<Page>),
-    /// Flushes everything committed so far, whatever the policy.
-    Flush(Reply<()>),
-}
-
-/// Finishes a request once its group's flush is done, given the flush's error if any.
-type Finish = Box<dyn FnOnce(Option<&Error>) + Send>;
-
-/// What to do once the group's flush is done: send events, wake managers, reply.
-struct Deferred {
-    durable: bool,
-    finish: Finish,
-}
-
-fn defer<V: Send + 'static>(
-    durable: bool,
-    reply: Reply<V>,
-    result: Result<V>,
-    after: impl FnOnce() + Send + 'static,
-) -> Deferred {
-    Deferred {
-        durable,
-        finish: Box::new(move |flush_error| {
-            let result = match (result, flush_error) {
-                (Ok(_), Some(e)) if durable => Err(Error::storage(format!(
-                    "the change was made but could not be flushed to disk: {e}"
-                ))),
-                (Ok(v), _) => {
-                    after();
-                    Ok(v)
-                }
-                (Err(e), _) => Err(e),
-            };
-            // The caller may have given up (its future was dropped): nothing to do.
-            let _ = reply.send(result);
-        }),
-    }
-}
-
+/// The state the operations work on: the tree, the indexes, and the scratch space of the
+/// command being run. Owned by the writer thread (see `conn.rs`).
 pub(crate) struct Writer {
-    db: sled::Db,
-    /// The one tree (see `codec.rs`); every change is one `apply_batch` on it.
+    /// The one tree (see `layout.rs`); every change is one `apply_batch` on it.
     tree: sled::Tree,
     index: Index,
-    bus: Arc<LocalBus>,
-    policy: FlushPolicy,
-    /// The writes of the request being handled, and how many.
+    /// The writes of the command being run, and how many.
     batch: Batch,
     writes: usize,
     buf: Vec<u8>,
-    /// The chunks the request being handled read, by first id: each is read once and
-    /// written once per request, however many of its tasks the request changes.
+    /// The chunks the command being run read, by first id: each is read once and
+    /// written once per command, however many of its tasks the command changes.
     touched: FxHashMap<u64, Touched>,
-    /// The new entry (without its length) of each task the request changed, as a range of
+    /// The new entry (without its length) of each task the command changed, as a range of
     /// `entries`; `None` when it removed the task.
     changed: FxHashMap<TaskId, Option<Range<usize>>>,
     entries: Vec<u8>,
@@ -109,29 +43,16 @@ pub(crate) struct Writer {
     spare: Vec<Vec<u8>>,
     /// The counters as last written, to write them only when they moved.
     stored_ids: (u64, u64),
-    /// Whether the request being handled committed anything.
-    dirty: bool,
-    /// Set when a flush or a write failed: the database may hold changes that are not on
-    /// disk, and the indexes changes that are not in the database, so every later write
-    /// fails fast with this until the store is reopened.
-    poisoned: Option<String>,
+    /// Whether the command being run committed anything.
+    pub dirty: bool,
 }
 
 impl Writer {
-    pub fn new(
-        db: sled::Db,
-        tree: sled::Tree,
-        index: Index,
-        bus: Arc<LocalBus>,
-        policy: FlushPolicy,
-    ) -> Self {
+    pub fn new(tree: sled::Tree, index: Index) -> Self {
         Writer {
-            db,
             tree,
             stored_ids: (index.last_id, index.last_token),
             index,
-            bus,
-            policy,
             batch: Batch::default(),
             writes: 0,
             buf: Vec::new(),
@@ -140,180 +61,49 @@ impl Writer {
             entries: Vec::new(),
             spare: Vec::new(),
             dirty: false,
-            poisoned: None,
         }
     }
 
-    /// Serves requests until every sender is gone, then flushes one last time.
-    pub fn run(mut self, rx: mpsc::Receiver<Request>) {
-        let mut group = Vec::with_capacity(MAX_GROUP);
-        while let Ok(first) = rx.recv() {
-            group.push(self.handle(first));
-            while group.len() < MAX_GROUP {
-                match rx.try_recv() {
-                    Ok(next) => group.push(self.handle(next)),
-                    Err(_) => break,
-                }
-            }
-            let flush_error = if group.iter().any(|d| d.durable) {
-                self.db.flush().err().map(|e| {
-                    let e = sled_error(e);
-                    tracing::error!(error = %e, "sled flush failed; the store refuses writes from now on");
-                    self.poisoned = Some(e.to_string());
-                    e
-                })
-            } else {
-                None
-            };
-            for deferred in group.drain(..) {
-                (deferred.finish)(flush_error.as_ref());
-            }
-        }
-        if let Err(e) = self.db.flush() {
-            tracing::error!(error = %sled_error(e), "final sled flush failed");
-        }
+    /// Drops what a failed command left in the scratch space.
+    pub fn reset(&mut self) {
+        self.batch = Batch::default();
+        self.writes = 0;
+        self.touched.clear();
+        self.changed.clear();
+        self.entries.clear();
     }
 
-    fn durable(&self, always: bool) -> bool {
-        self.dirty
-            && match self.policy {
-                FlushPolicy::Always => true,
-                FlushPolicy::Enqueues => always,
-                FlushPolicy::Periodic => false,
-            }
+    /// [`Store::stats`](taskmill_core::Store::stats), from the indexes.
+    pub fn stats(&self) -> Stats {
+        self.index.stats()
     }
 
-    /// Runs a change, unless an earlier one failed.
-    fn write<V>(&mut self, change: impl FnOnce(&mut Self) -> Result<V>) -> Result<V> {
-        if let Some(e) = &self.poisoned {
-            return Err(Error::storage(format!(
-                "the sled store failed to write earlier ({e}); reopen it"
-            )));
-        }
-        change(self).inspect_err(|e| {
-            // A change that fails midway (a read refused by the disk) has moved the
-            // indexes of the tasks before it: only a reopen rebuilds them from the disk.
-            if self.poisoned.is_none() {
-                tracing::error!(error = %e, "sled change failed; the store refuses writes from now on");
-                self.poisoned = Some(e.to_string());
-            }
-            self.batch = Batch::default();
-            self.writes = 0;
-            self.touched.clear();
-            self.changed.clear();
-            self.entries.clear();
-        })
+    /// [`Store::get`](taskmill_core::Store::get).
+    pub fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
+        get(&self.tree, &self.index, id)
     }
 
-    fn handle(&mut self, request: Request) -> Deferred {
-        self.dirty = false;
-        match request {
-            Request::Enqueue(tasks, opts, reply) => {
-                let result = self.write(|w| w.enqueue(tasks, &opts));
-                let (result, events) = match result {
-                    Ok((r, e)) => (Ok(r), e),
-                    Err(e) => (Err(e), Vec::new()),
-                };
-                let bus = self.bus.clone();
-                defer(self.durable(true), reply, result, move || {
-                    if !events.is_empty() {
-                        bus.publish(events);
-                    }
-                    bus.wake();
-                })
-            }
-            Request::Claim(req, reply) => {
-                let result = self.write(|w| w.claim(&req));
-                // A claim lost in a crash leaves its tasks in INPUT, where they run again:
-                // what a flushed claim would give too, after its lease expired. Its
-                // batch reaches the disk with the next flush (sled's log is
-                // sequential), so an fsync here would buy nothing.
-                defer(false, reply, result, || {})
-            }
-            Request::Renew(leases, deadline, reply) => {
-                let result = self.write(|w| w.renew(&leases, deadline));
-                // A lost renewal only makes a lease end sooner after a crash, and a crash
-                // ends every lease of this process anyway: never worth an fsync.
-                defer(false, reply, result, || {})
-            }
-            Request::Apply(outcomes, now, reply) => {
-                let result = self.write(|w| w.apply(&outcomes, now));
-                let (result, wake) = split(result);
-                let bus = self.bus.clone();
-                defer(self.durable(false), reply, result, move || {
-                    if wake {
-                        bus.wake()
-                    }
-                })
-            }
-            Request::Recover(now, limit, reply) => {
-                // Like a claim: a recovery lost in a crash is made again by the next reaper.
-                let result = self.write(|w| w.recover(now, limit));
-                let wake = result.as_ref().is_ok_and(|r| r.iter().any(|r| !r.dead));
-                let bus = self.bus.clone();
-                defer(false, reply, result, move || {
-                    if wake {
-                        bus.wake()
-                    }
-                })
-            }
-            Request::Requeue(ids, now, reply) => {
-                let result = self.write(|w| w.requeue(&ids, now));
-                let wake = result.as_ref().is_ok_and(|r| r.contains(&true));
-                let bus = self.bus.clone();
-                defer(self.durable(true), reply, result, move || {
-                    if wake {
-                        bus.wake()
-                    }
-                })
-            }
-            Request::Delete(ids, reply) => {
-                let result = self.write(|w| w.delete(&ids));
-                defer(self.durable(true), reply, result, || {})
-            }
-            Request::SetPaused(topic, paused, reply) => {
-                let result = self.write(|w| w.set_paused(&topic, paused));
-                let bus = self.bus.clone();
-                defer(self.durable(true), reply, result, move || {
-                    if !paused {
-                        bus.wake()
-                    }
-                })
-            }
-            Request::Stats(reply) => defer(false, reply, Ok(self.index.stats()), || {}),
-            Request::Flush(reply) => {
-                self.dirty = true;
-                defer(true, reply, Ok(()), || {})
-            }
-            Request::Get(id, reply) => {
-                defer(false, reply, read::get(&self.tree, &self.index, id), || {})
-            }
-            Request::List(query, reply) => defer(
-                false,
-                reply,
-                read::list(&self.tree, &self.index, &query),
-                || {},
-            ),
-        }
+    /// [`Store::list`](taskmill_core::Store::list).
+    pub fn list(&self, query: &ListQuery) -> Result<Page> {
+        list(&self.tree, &self.index, query)
     }
 
-    /// Writes the request's batch, with the stats rows and counters it moved, as one
     /// `apply_batch`: sled's recovery replays it whole or not at all.
     fn commit(&mut self) -> Result<()> {
         self.write_chunks();
         for topic in self.index.topics_mut().iter_mut().filter(|t| t.dirty) {
             topic.dirty = false;
             let row = codec::encode_row(&topic.stats.counters, topic.stats.paused);
-            self.batch.insert(codec::row_key(&topic.name), row);
+            self.batch.insert(layout::row_key(&topic.name), row);
             self.writes += 1;
         }
         let ids = (self.index.last_id, self.index.last_token);
         if ids.0 != self.stored_ids.0 {
-            self.batch.insert(codec::LAST_ID, &ids.0.to_be_bytes());
+            self.batch.insert(layout::LAST_ID, &ids.0.to_be_bytes());
             self.writes += 1;
         }
         if ids.1 != self.stored_ids.1 {
-            self.batch.insert(codec::LAST_TOKEN, &ids.1.to_be_bytes());
+            self.batch.insert(layout::LAST_TOKEN, &ids.1.to_be_bytes());
             self.writes += 1;
         }
         self.stored_ids = ids;
@@ -322,13 +112,16 @@ impl Writer {
             return Ok(());
         }
         self.dirty = true;
-        // On failure, `write` poisons the store: the indexes already moved, and sled may
+        // On failure, the writer thread poisons the store (see `conn.rs`): the indexes
+        // already moved, and sled may
         // hold part of the batch in memory; only a reopen (recovery from the log, where the
         // batch is whole or absent) is consistent again.
-        self.tree.apply_batch(batch).map_err(sled_error)
+        self.tree
+            .apply_batch(batch)
+            .map_err(|e| backend_error(e, "cannot write to the sled database"))
     }
 
-    /// Adds to the batch each chunk the request touched, rewritten with its changes, or its
+    /// Adds to the batch each chunk the command touched, rewritten with its changes, or its
     /// removal when none of its tasks is left.
     fn write_chunks(&mut self) {
         for (first, t) in self.touched.drain() {
@@ -354,7 +147,7 @@ impl Writer {
                 }
             }
             codec::end_chunk(&mut self.buf, kept);
-            let key = codec::chunk_key(first, t.last);
+            let key = layout::chunk_key(first, t.last);
             if kept == 0 {
                 self.batch.remove(&key[..]);
             } else {
@@ -367,7 +160,7 @@ impl Writer {
         self.entries.clear();
     }
 
-    /// Reads the chunk of a task, once per request; its first id. `None`, and the task
+    /// Reads the chunk of a task, once per command; its first id. `None`, and the task
     /// forgotten, when the chunk is gone.
     fn touch(&mut self, id: TaskId) -> Result<Option<u64>> {
         let Some((first, last)) = self.index.chunk(id) else {
@@ -378,8 +171,12 @@ impl Writer {
             return Ok(None);
         };
         if !self.touched.contains_key(&first) {
-            let key = codec::chunk_key(first, last);
-            let Some(value) = self.tree.get(key).map_err(sled_error)? else {
+            let key = layout::chunk_key(first, last);
+            let Some(value) = self
+                .tree
+                .get(key)
+                .map_err(|e| backend_error(e, "cannot read a chunk"))?
+            else {
                 tracing::warn!(%id, first, last, "forgetting an indexed task whose chunk is gone");
                 self.index.set_chunk(first, last, false);
                 self.index.remove(id);
@@ -418,14 +215,16 @@ impl Writer {
         &mut topic.stats.counters
     }
 
-    fn enqueue(
+    /// [`Store::enqueue`](taskmill_core::Store::enqueue), with the enqueue events when
+    /// `with_events`.
+    pub fn enqueue(
         &mut self,
         tasks: Vec<Task>,
         opts: &EnqueueOptions,
+        with_events: bool,
     ) -> Result<(Vec<Enqueued>, Vec<Event>)> {
         let mut results = Vec::with_capacity(tasks.len());
         let mut events = Vec::new();
-        let with_events = self.bus.has_subscribers();
         // The tasks go into new chunks, one open per topic: one new sled key per chunk.
         let mut open: FxHashMap<u32, Open> = FxHashMap::default();
         for task in tasks {
@@ -443,9 +242,9 @@ impl Writer {
             self.index.last_id = id;
             let topic = self.index.topic_id(task.topic());
             let full = open.get(&topic).is_some_and(|o| {
-                o.count >= codec::MAX_CHUNK_TASKS
-                    || o.buf.len() >= codec::MAX_CHUNK_BYTES
-                    || id - o.first >= codec::MAX_CHUNK_SPAN
+                o.count >= layout::MAX_CHUNK_TASKS
+                    || o.buf.len() >= layout::MAX_CHUNK_BYTES
+                    || id - o.first >= layout::MAX_CHUNK_SPAN
             });
             if full {
                 let full = open.remove(&topic).expect("checked");
@@ -492,7 +291,7 @@ impl Writer {
     /// Adds a chunk an enqueue filled to the batch.
     fn close_chunk(&mut self, mut chunk: Open) {
         codec::end_chunk(&mut chunk.buf, chunk.count);
-        let key = codec::chunk_key(chunk.first, chunk.last);
+        let key = layout::chunk_key(chunk.first, chunk.last);
         self.batch.insert(&key[..], chunk.buf.as_slice());
         self.writes += 1;
         self.index.set_chunk(chunk.first, chunk.last, true);
@@ -502,7 +301,8 @@ impl Writer {
         }
     }
 
-    fn claim(&mut self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
+    /// [`Store::claim`](taskmill_core::Store::claim).
+    pub fn claim(&mut self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
         let mut claimed = Vec::with_capacity(req.limit.min(1024));
         let deadline = req.deadline();
         for wanted in &req.topics {
@@ -562,7 +362,7 @@ impl Writer {
         Ok(claimed)
     }
 
-    /// A task's record as stored (or as this request changed it). A record that cannot be
+    /// A task's record as stored (or as this command changed it). A record that cannot be
     /// decoded comes back salvaged, with the error; so does the placeholder of a chunk's
     /// unreadable part. `None`, and the task forgotten, when its record is gone.
     fn load(&mut self, id: TaskId, now: Timestamp) -> Result<Option<Loaded>> {
@@ -605,7 +405,8 @@ impl Writer {
         Ok(found.map(|found| found.unwrap_or_else(|(salvaged, _)| salvaged)))
     }
 
-    fn renew(&mut self, leases: &[LeaseRef], deadline: Timestamp) -> Result<Vec<Applied>> {
+    /// [`Store::renew`](taskmill_core::Store::renew).
+    pub fn renew(&mut self, leases: &[LeaseRef], deadline: Timestamp) -> Result<Vec<Applied>> {
         let mut applied = Vec::with_capacity(leases.len());
         for l in leases {
             let Some(mut record) = self.owned(l.id, l.token, deadline)? else {
@@ -627,8 +428,9 @@ impl Writer {
         Ok(applied)
     }
 
-    /// Returns one [`Applied`] per outcome, and whether any task went back to INPUT.
-    fn apply(&mut self, outcomes: &[Outcome], now: Timestamp) -> Result<(Vec<Applied>, bool)> {
+    /// [`Store::apply`](taskmill_core::Store::apply): one [`Applied`] per outcome, and
+    /// whether any task went back to INPUT.
+    pub fn apply(&mut self, outcomes: &[Outcome], now: Timestamp) -> Result<(Vec<Applied>, bool)> {
         let mut applied = Vec::with_capacity(outcomes.len());
         let mut requeued = false;
         for outcome in outcomes {
@@ -670,7 +472,8 @@ impl Writer {
         Ok((applied, requeued))
     }
 
-    fn recover(&mut self, now: Timestamp, limit: usize) -> Result<Vec<Recovered>> {
+    /// [`Store::recover`](taskmill_core::Store::recover).
+    pub fn recover(&mut self, now: Timestamp, limit: usize) -> Result<Vec<Recovered>> {
         let mut recovered = Vec::new();
         for id in self.index.expired(now, limit) {
             let Some(At::Work { token, .. }) = self.index.slot(id).map(|s| s.at) else {
@@ -693,7 +496,8 @@ impl Writer {
         Ok(recovered)
     }
 
-    fn requeue(&mut self, ids: &[TaskId], now: Timestamp) -> Result<Vec<bool>> {
+    /// [`Store::requeue`](taskmill_core::Store::requeue).
+    pub fn requeue(&mut self, ids: &[TaskId], now: Timestamp) -> Result<Vec<bool>> {
         let mut moved = Vec::with_capacity(ids.len());
         for &id in ids {
             let dead = self.index.slot(id).is_some_and(|s| s.at == At::Dead);
@@ -718,7 +522,8 @@ impl Writer {
         Ok(moved)
     }
 
-    fn delete(&mut self, ids: &[TaskId]) -> Result<Vec<bool>> {
+    /// [`Store::delete`](taskmill_core::Store::delete).
+    pub fn delete(&mut self, ids: &[TaskId]) -> Result<Vec<bool>> {
         let mut deleted = Vec::with_capacity(ids.len());
         for &id in ids {
             // The index knows all it needs, so even a corrupt record goes cleanly.
@@ -733,7 +538,8 @@ impl Writer {
         Ok(deleted)
     }
 
-    fn set_paused(&mut self, topic: &str, paused: bool) -> Result<()> {
+    /// [`Store::set_paused`](taskmill_core::Store::set_paused).
+    pub fn set_paused(&mut self, topic: &str, paused: bool) -> Result<()> {
         let id = self.index.topic_id(topic);
         let topic = self.index.topic(id);
         topic.stats.paused = paused;
@@ -750,7 +556,7 @@ struct Open {
     buf: Vec<u8>,
 }
 
-/// A chunk read by the request being handled.
+/// A chunk read by the command being handled.
 struct Touched {
     last: u64,
     value: sled::IVec,
@@ -759,13 +565,6 @@ struct Touched {
 
 /// A record as loaded: decoded, or salvaged with the reason it could not be.
 type Loaded = std::result::Result<TaskRecord, (TaskRecord, Error)>;
-
-fn split<V>(result: Result<(V, bool)>) -> (Result<V>, bool) {
-    match result {
-        Ok((v, flag)) => (Ok(v), flag),
-        Err(e) => (Err(e), false),
-    }
-}
 
 /// A record rebuilt around stored bytes that cannot be decoded, from what its key and the
 /// index know; the bytes are kept as its arguments for a human to inspect.
@@ -795,4 +594,93 @@ fn salvage(key: &KeyParts<'_>, bytes: &[u8], at: At, now: Timestamp) -> TaskReco
         failed_at: None,
         lease,
     }
+}
+
+/// The stored record of `id`, found through the index; `Corrupt` when it cannot be decoded.
+/// The placeholder of a chunk's unreadable part reads as the DEAD record it stands for.
+fn get(tree: &sled::Tree, index: &Index, id: TaskId) -> Result<Option<TaskRecord>> {
+    let Some((first, last)) = index.chunk(id) else {
+        return Ok(None);
+    };
+    let Some(value) = tree
+        .get(layout::chunk_key(first, last))
+        .map_err(|e| backend_error(e, "cannot read a chunk"))?
+    else {
+        return Ok(None);
+    };
+    let chunk = Chunk::parse(first, last, &value);
+    let Some(range) = chunk.find(id) else {
+        let placeholder = chunk.placeholder(first, last, &value);
+        return Ok(placeholder.filter(|p| p.id == id));
+    };
+    let (parts, bytes) = KeyParts::decode(&value[range]).expect("parsed");
+    let topic = index.slot(id).map(|slot| index.topic_of(slot));
+    let topic = topic.expect("the chunk came from the slot");
+    codec::decode_record(&parts, topic, bytes).map(Some)
+}
+
+/// One page of a queue, in id order.
+///
+/// Records that cannot be decoded are left out (with a warning): `get` reports them as
+/// `Corrupt`, and a claim sends them to DEAD. The page is decided by the index, so one
+/// left out does not end the paging early.
+fn list(tree: &sled::Tree, index: &Index, query: &ListQuery) -> Result<Page> {
+    let after = query.after.unwrap_or(TaskId::new(0));
+    let limit = query.limit.max(1);
+    let ids: Box<dyn Iterator<Item = TaskId>> = match index.ids(query.queue, after) {
+        Some(ids) => Box::new(ids),
+        None => Box::new(chunk_ids(tree, after)),
+    };
+    let mut ids = ids.filter(|id| index.is_in(*id, query.queue, query.topic.as_deref()));
+    let mut tasks = Vec::with_capacity(limit.min(1024));
+    let mut last = None;
+    for id in ids.by_ref() {
+        last = Some(id);
+        match get(tree, index, id) {
+            Ok(Some(record)) => tasks.push(record),
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%id, %error, "leaving an undecodable task out of a list"),
+        }
+        if tasks.len() == limit {
+            break;
+        }
+    }
+    let next = last.filter(|_| ids.next().is_some());
+    Ok(Page { tasks, next })
+}
+
+/// The ids after `after` in the chunks, in id order. The chunks of one enqueue overlap (one
+/// per topic), so they are merged: an id is given out once the next chunk starts after it,
+/// as every later chunk holds only ids from its start on. A chunk holding an id after
+/// `after` starts at most [`layout::MAX_CHUNK_SPAN`] before it, so the reading starts there.
+fn chunk_ids(tree: &sled::Tree, after: TaskId) -> impl Iterator<Item = TaskId> + '_ {
+    let next = after.get().saturating_add(1);
+    let start = layout::chunk_key(next.saturating_sub(layout::MAX_CHUNK_SPAN), 0);
+    let mut chunks = tree
+        .range(start.to_vec()..)
+        .filter_map(|entry| entry.ok())
+        .take_while(|(key, _)| key.starts_with(layout::CHUNKS))
+        .peekable();
+    let mut pending = BTreeSet::<TaskId>::new();
+    std::iter::from_fn(move || loop {
+        let next_start = chunks
+            .peek()
+            .map(|(key, _)| layout::decode_chunk_key(key).map_or(0, |(first, _)| first));
+        if let Some(&min) = pending.first() {
+            if next_start.is_none_or(|start| min.get() < start) {
+                return pending.pop_first();
+            }
+        }
+        let (key, value) = chunks.next()?;
+        if let Some((first, last)) = layout::decode_chunk_key(&key) {
+            let chunk = Chunk::parse(first, last, &value);
+            pending.extend(
+                chunk
+                    .entries
+                    .iter()
+                    .map(|(id, _)| *id)
+                    .filter(|id| *id > after),
+            );
+        }
+    })
 }

@@ -1,0 +1,474 @@
+//! The writer thread: the one owner of the sled database, and the commands it runs.
+//!
+//! sled has no connection to speak of; this thread is the store's: it opens the database,
+//! rebuilds the indexes, and runs every call of the store, reads too, one
+//! [`Command`] at a time (one variant per operation, carrying its arguments and its own
+//! reply sender). Commands come with the caller's [`tracing::Span`] on a bounded channel,
+//! and each runs inside its caller's span. Why one dedicated thread rather than
+//! `spawn_blocking` per call:
+//! - Being the only writer, it can keep the indexes in memory (see `index.rs`): nothing
+//!   else changes the records behind them, so each change is one batch of chunk writes.
+//! - Group commit: the thread takes every command waiting in its channel, runs each as
+//!   its own batch, then makes them durable with one `flush` (an fsync) before it answers
+//!   any of them. Under load many claims and outcome batches share one fsync, which is
+//!   what makes flush-on-every-write affordable.
+//! - One hop per batch, never per task, and no blocking-pool thread is parked on a lock.
+//!
+//! Events and wake-ups are sent after the flush and before the replies, so a watcher sees a
+//! task's enqueue before any claim of it returns, and never sees an enqueue that failed.
+//!
+//! Cancel safety: a command whose caller's future is dropped before the command was sent
+//! never runs; once sent, it runs to completion, and its reply is dropped.
+
+use crate::error::{backend_error, open_error};
+use crate::index::Index;
+use crate::ops::Writer;
+use crate::{layout, FlushPolicy, SledOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use taskmill_core::store::{
+    Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListQuery, LocalBus,
+    Outcome, Page, Recovered,
+};
+use taskmill_core::{Error, Result, Stats, Task, TaskId, TaskRecord, Timestamp};
+use tokio::sync::{mpsc, oneshot};
+use tracing::Span;
+
+/// How many commands may wait for the thread before callers wait to send theirs.
+const COMMAND_BUFFER: usize = 128;
+/// At most this many commands share one flush, so a flood of them still gets answers.
+const MAX_GROUP: usize = 128;
+
+/// Where a command's result goes.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// One call of the store, for the writer thread.
+pub(crate) enum Command {
+    Enqueue {
+        tasks: Vec<Task>,
+        opts: EnqueueOptions,
+        reply: Reply<Vec<Enqueued>>,
+    },
+    Claim {
+        req: ClaimRequest,
+        reply: Reply<Vec<Claimed>>,
+    },
+    Renew {
+        leases: Vec<LeaseRef>,
+        deadline: Timestamp,
+        reply: Reply<Vec<Applied>>,
+    },
+    Apply {
+        outcomes: Vec<Outcome>,
+        now: Timestamp,
+        reply: Reply<Vec<Applied>>,
+    },
+    Recover {
+        now: Timestamp,
+        limit: usize,
+        reply: Reply<Vec<Recovered>>,
+    },
+    Requeue {
+        ids: Vec<TaskId>,
+        now: Timestamp,
+        reply: Reply<Vec<bool>>,
+    },
+    Delete {
+        ids: Vec<TaskId>,
+        reply: Reply<Vec<bool>>,
+    },
+    SetPaused {
+        topic: String,
+        paused: bool,
+        reply: Reply<()>,
+    },
+    /// Reads run here too, between changes, so they never see half of a move.
+    Stats { reply: Reply<Stats> },
+    Get {
+        id: TaskId,
+        reply: Reply<Option<TaskRecord>>,
+    },
+    List {
+        query: ListQuery,
+        reply: Reply<Page>,
+    },
+    /// Flushes everything committed so far, whatever the policy.
+    Flush { reply: Reply<()> },
+}
+
+/// The sending end of the writer thread's channel.
+///
+/// Dropping it closes the channel, which stops the thread; the thread flushes and drops
+/// the database (it holds the only handle). The drop blocks until that is done and sled
+/// has released the database's lock, so the same path can be opened again right after.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    /// sled's lock file, `db` in the database directory.
+    lock: PathBuf,
+    commands: Option<mpsc::Sender<(Command, Span)>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.commands.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        // sled's I/O threads may hold the database file, and so its lock, a moment longer:
+        // wait for that, so that once the last clone is gone the path opens again at once.
+        wait_for_unlock(&self.lock, Duration::from_secs(5));
+    }
+}
+
+impl Conn {
+    /// Starts the writer thread, which opens (creating if needed) the database in `path`
+    /// and rebuilds the indexes from it.
+    pub async fn open(path: &Path, options: &SledOptions, bus: Arc<LocalBus>) -> Result<Self> {
+        let (commands, receiver) = mpsc::channel(COMMAND_BUFFER);
+        let (ready, opened) = oneshot::channel::<Result<()>>();
+        let dir = path.to_path_buf();
+        let options = options.clone();
+        let thread = std::thread::Builder::new()
+            .name("taskmill-sled".into())
+            .spawn(move || match open_db(&dir, &options) {
+                Ok((db, writer)) => {
+                    let _ = ready.send(Ok(()));
+                    let thread = Thread {
+                        db,
+                        writer,
+                        bus,
+                        policy: options.flush,
+                        poisoned: None,
+                    };
+                    thread.run(receiver);
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                }
+            })
+            .map_err(|e| Error::storage("cannot start the sled writer thread").with_source(e))?;
+        let stopped = || {
+            Error::storage(format!(
+                "the sled writer thread for {} stopped while opening it",
+                path.display()
+            ))
+        };
+        opened.await.map_err(|_| stopped())??;
+        Ok(Conn {
+            lock: path.join("db"),
+            commands: Some(commands),
+            thread: Some(thread),
+        })
+    }
+
+    /// Sends the command `make` builds around its reply sender, in the caller's span, and
+    /// waits for the result.
+    pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || Error::unavailable("the sled writer thread has stopped");
+        let commands = self.commands.as_ref().ok_or_else(stopped)?;
+        commands
+            .send((make(reply), Span::current()))
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// Opens the database and rebuilds the indexes, on the writer thread. On failure the
+/// database is closed again, its lock released, before the error returns.
+fn open_db(path: &Path, options: &SledOptions) -> Result<(sled::Db, Writer)> {
+    let mut config = sled::Config::new()
+        .path(path)
+        .mode(sled::Mode::HighThroughput)
+        .flush_every_ms(options.flush_every.map(|d| d.as_millis().max(1) as u64));
+    if let Some(bytes) = options.cache_capacity {
+        config = config.cache_capacity(bytes);
+    }
+    let db = config.open().map_err(|e| open_error(path, e))?;
+    let opened = layout::open_tree(&db, path).and_then(|tree| {
+        let started = std::time::Instant::now();
+        let index = Index::load(&tree)?;
+        tracing::debug!(elapsed = ?started.elapsed(), "sled indexes rebuilt");
+        Ok(Writer::new(tree, index))
+    });
+    match opened {
+        Ok(writer) => Ok((db, writer)),
+        Err(e) => {
+            drop(db);
+            wait_for_unlock(&path.join("db"), Duration::from_secs(5));
+            Err(e)
+        }
+    }
+}
+
+/// Waits (bounded) until nothing in this process holds sled's lock on `path`.
+fn wait_for_unlock(path: &Path, limit: Duration) {
+    use fs2::FileExt;
+    let Ok(file) = std::fs::File::open(path) else {
+        return;
+    };
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if file.try_lock_exclusive().is_ok() {
+            let _ = FileExt::unlock(&file);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    tracing::warn!(path = %path.display(), "the sled database lock outlived its store");
+}
+
+/// Finishes a command once its group's flush is done, given the flush's error if any.
+type Finish = Box<dyn FnOnce(Option<&Error>) + Send>;
+
+/// What to do once the group's flush is done: send events, wake managers, reply.
+struct Deferred {
+    durable: bool,
+    finish: Finish,
+}
+
+fn defer<V: Send + 'static>(
+    durable: bool,
+    reply: Reply<V>,
+    result: Result<V>,
+    after: impl FnOnce() + Send + 'static,
+) -> Deferred {
+    Deferred {
+        durable,
+        finish: Box::new(move |flush_error| {
+            let result = match (result, flush_error) {
+                (Ok(_), Some(e)) if durable => Err(Error::storage(format!(
+                    "the change was made but could not be flushed to disk: {e}"
+                ))),
+                (Ok(v), _) => {
+                    after();
+                    Ok(v)
+                }
+                (Err(e), _) => Err(e),
+            };
+            // The caller may have given up (its future was dropped): nothing to do.
+            let _ = reply.send(result);
+        }),
+    }
+}
+
+/// The writer thread's state.
+struct Thread {
+    db: sled::Db,
+    writer: Writer,
+    bus: Arc<LocalBus>,
+    policy: FlushPolicy,
+    /// Set when a flush or a write failed: the database may hold changes that are not on
+    /// disk, and the indexes changes that are not in the database, so every later write
+    /// fails fast with this until the store is reopened.
+    poisoned: Option<String>,
+}
+
+impl Thread {
+    /// Serves commands until every sender is gone, then flushes one last time.
+    fn run(mut self, mut commands: mpsc::Receiver<(Command, Span)>) {
+        let mut group = Vec::with_capacity(MAX_GROUP);
+        while let Some((first, span)) = commands.blocking_recv() {
+            group.push(self.handle(first, &span));
+            while group.len() < MAX_GROUP {
+                match commands.try_recv() {
+                    Ok((next, span)) => group.push(self.handle(next, &span)),
+                    Err(_) => break,
+                }
+            }
+            let flush_error = if group.iter().any(|d| d.durable) {
+                self.db.flush().err().map(|e| {
+                    let e = backend_error(e, "cannot flush the sled database");
+                    tracing::error!(error = %e, "sled flush failed; the store refuses writes from now on");
+                    self.poisoned = Some(e.to_string());
+                    e
+                })
+            } else {
+                None
+            };
+            for deferred in group.drain(..) {
+                (deferred.finish)(flush_error.as_ref());
+            }
+        }
+        if let Err(e) = self.db.flush() {
+            let e = backend_error(e, "cannot flush the sled database");
+            tracing::error!(error = %e, "final sled flush failed");
+        }
+    }
+
+    fn durable(&self, always: bool) -> bool {
+        self.writer.dirty
+            && match self.policy {
+                FlushPolicy::Always => true,
+                FlushPolicy::Enqueues => always,
+                FlushPolicy::Periodic => false,
+            }
+    }
+
+    /// Runs a change, unless an earlier one failed.
+    fn write<V>(&mut self, change: impl FnOnce(&mut Writer) -> Result<V>) -> Result<V> {
+        if let Some(e) = &self.poisoned {
+            return Err(Error::storage(format!(
+                "the sled store failed to write earlier ({e}); reopen it"
+            )));
+        }
+        change(&mut self.writer).inspect_err(|e| {
+            // A change that fails midway (a read refused by the disk) has moved the
+            // indexes of the tasks before it: only a reopen rebuilds them from the disk.
+            if self.poisoned.is_none() {
+                tracing::error!(error = %e, "sled change failed; the store refuses writes from now on");
+                self.poisoned = Some(e.to_string());
+            }
+            self.writer.reset();
+        })
+    }
+
+    /// Runs one command in its caller's span; what is left to do after the flush.
+    fn handle(&mut self, command: Command, span: &Span) -> Deferred {
+        let _entered = span.enter();
+        self.writer.dirty = false;
+        match command {
+            Command::Enqueue { tasks, opts, reply } => {
+                let with_events = self.bus.has_subscribers();
+                let result = self.write(|w| w.enqueue(tasks, &opts, with_events));
+                let (result, events) = match result {
+                    Ok((r, e)) => (Ok(r), e),
+                    Err(e) => (Err(e), Vec::new()),
+                };
+                let bus = self.bus.clone();
+                defer(self.durable(true), reply, result, move || {
+                    if !events.is_empty() {
+                        bus.publish(events);
+                    }
+                    bus.wake();
+                })
+            }
+            Command::Claim { req, reply } => {
+                let result = self.write(|w| w.claim(&req));
+                // A claim lost in a crash leaves its tasks in INPUT, where they run again:
+                // what a flushed claim would give too, after its lease expired. Its
+                // batch reaches the disk with the next flush (sled's log is
+                // sequential), so an fsync here would buy nothing.
+                defer(false, reply, result, || {})
+            }
+            Command::Renew {
+                leases,
+                deadline,
+                reply,
+            } => {
+                let result = self.write(|w| w.renew(&leases, deadline));
+                // A lost renewal only makes a lease end sooner after a crash, and a crash
+                // ends every lease of this process anyway: never worth an fsync.
+                defer(false, reply, result, || {})
+            }
+            Command::Apply {
+                outcomes,
+                now,
+                reply,
+            } => {
+                let result = self.write(|w| w.apply(&outcomes, now));
+                let (result, wake) = match result {
+                    Ok((applied, wake)) => (Ok(applied), wake),
+                    Err(e) => (Err(e), false),
+                };
+                let bus = self.bus.clone();
+                defer(self.durable(false), reply, result, move || {
+                    if wake {
+                        bus.wake()
+                    }
+                })
+            }
+            Command::Recover { now, limit, reply } => {
+                // Like a claim: a recovery lost in a crash is made again by the next reaper.
+                let result = self.write(|w| w.recover(now, limit));
+                let wake = result.as_ref().is_ok_and(|r| r.iter().any(|r| !r.dead));
+                let bus = self.bus.clone();
+                defer(false, reply, result, move || {
+                    if wake {
+                        bus.wake()
+                    }
+                })
+            }
+            Command::Requeue { ids, now, reply } => {
+                let result = self.write(|w| w.requeue(&ids, now));
+                let wake = result.as_ref().is_ok_and(|r| r.contains(&true));
+                let bus = self.bus.clone();
+                defer(self.durable(true), reply, result, move || {
+                    if wake {
+                        bus.wake()
+                    }
+                })
+            }
+            Command::Delete { ids, reply } => {
+                let result = self.write(|w| w.delete(&ids));
+                defer(self.durable(true), reply, result, || {})
+            }
+            Command::SetPaused {
+                topic,
+                paused,
+                reply,
+            } => {
+                let result = self.write(|w| w.set_paused(&topic, paused));
+                let bus = self.bus.clone();
+                defer(self.durable(true), reply, result, move || {
+                    if !paused {
+                        bus.wake()
+                    }
+                })
+            }
+            Command::Stats { reply } => defer(false, reply, Ok(self.writer.stats()), || {}),
+            Command::Get { id, reply } => defer(false, reply, self.writer.get(id), || {}),
+            Command::List { query, reply } => defer(false, reply, self.writer.list(&query), || {}),
+            Command::Flush { reply } => {
+                self.writer.dirty = true;
+                defer(true, reply, Ok(()), || {})
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::SledStore;
+    use std::sync::{Arc, Mutex};
+    use taskmill_core::Store;
+    use tracing::Instrument;
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+    use tracing_subscriber::registry::LookupSpan;
+
+    /// Records the span each thread enters, by the span's name and the thread's.
+    struct Entered(Arc<Mutex<Vec<(String, String)>>>);
+
+    impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Entered {
+        fn on_enter(&self, id: &tracing::span::Id, ctx: Context<'_, S>) {
+            let span = ctx.span(id).expect("an entered span exists");
+            let thread = std::thread::current().name().unwrap_or("").to_owned();
+            let mut entered = self.0.lock().unwrap();
+            entered.push((span.name().to_owned(), thread));
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn commands_run_in_the_callers_span() {
+        let entered = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry().with(Entered(entered.clone()));
+        let _default = tracing::subscriber::set_default(subscriber);
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path().join("db")).await.unwrap();
+        store
+            .stats()
+            .instrument(tracing::info_span!("caller"))
+            .await
+            .unwrap();
+        let on_thread = ("caller".to_owned(), "taskmill-sled".to_owned());
+        assert!(
+            entered.lock().unwrap().contains(&on_thread),
+            "the writer thread did not enter the caller's span: {:?}",
+            entered.lock().unwrap()
+        );
+    }
+}
