@@ -1,37 +1,29 @@
-//! The in-memory taskmill store.
-//!
-//! The reference implementation of the [`Store`](taskmill_core::Store) contract: the
-//! conformance suite's behaviour is defined by it first. Tasks live in this process only
-//! and are gone when it exits; use it for tests, development, and work that may be lost.
-//!
-//! ```
-//! use taskmill_memory::MemoryStore;
-//!
-//! let store = MemoryStore::new();
-//! let same = MemoryStore::from_url("memory://")?;
-//! # Ok::<_, taskmill_core::Error>(())
-//! ```
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+mod layout;
+mod ops;
+mod options;
 mod ready;
 mod records;
-mod state;
 mod store;
 
-use state::State;
+pub use options::MemoryOptions;
+
+use layout::State;
 use std::sync::{Arc, Mutex, MutexGuard};
-use taskmill_core::store::{LocalBus, StoreUrl, DEFAULT_EVENT_BUFFER};
-use taskmill_core::{Error, Result};
+use taskmill_core::store::LocalBus;
+use taskmill_core::Result;
 
 /// A store that keeps tasks in this process's memory.
 ///
 /// Clones share the same tasks: hand one to several managers to have them share a queue.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct MemoryStore {
     shared: Arc<Shared>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     /// One lock for all state, never held across an await: each call does its whole
     /// batch under it, which is what makes every move atomic.
@@ -39,31 +31,46 @@ struct Shared {
     bus: LocalBus,
 }
 
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::with_options(MemoryOptions::default())
+    }
+}
+
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store with default options: [`open`](Self::open) without the `await`,
+    /// since nothing can fail.
     pub fn new() -> Self {
-        Self::with_event_buffer(DEFAULT_EVENT_BUFFER)
+        Self::default()
     }
 
-    /// An empty store whose event subscribers may each fall `buffer` events behind.
-    pub fn with_event_buffer(buffer: usize) -> Self {
+    /// An empty store with default options.
+    ///
+    /// Async and fallible only to have the constructors of every store; it cannot fail.
+    pub async fn open() -> Result<Self> {
+        Self::open_with(MemoryOptions::default()).await
+    }
+
+    /// An empty store with `options`.
+    pub async fn open_with(options: MemoryOptions) -> Result<Self> {
+        Ok(Self::with_options(options))
+    }
+
+    /// Opens the store a URL names: `memory://`, with nothing after it.
+    ///
+    /// Fails with `Misuse` for any other URL.
+    pub async fn from_url(url: &str) -> Result<Self> {
+        let options = options::parse_url(url)?;
+        Self::open_with(options).await
+    }
+
+    fn with_options(options: MemoryOptions) -> Self {
         MemoryStore {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
-                bus: LocalBus::new(buffer),
+                bus: LocalBus::new(options.event_buffer),
             }),
         }
-    }
-
-    /// A store from a URL: `memory://` (nothing may follow).
-    pub fn from_url(url: &str) -> Result<Self> {
-        let parsed = StoreUrl::parse(url, "memory", "memory://")?;
-        if parsed.location("").is_ok() || parsed.options().next().is_some() {
-            return Err(Error::misuse(format!(
-                "memory:// takes no location or options, got {url:?}"
-            )));
-        }
-        Ok(Self::new())
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

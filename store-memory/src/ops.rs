@@ -1,124 +1,15 @@
-//! The memory store's data: every task by id, and per-topic indexes of each queue.
-//!
-//! Shaped for the hot path (claim and complete at millions per second): records live in a
-//! dense array found by id (see [`Records`]); due tasks wait in a [`ReadyQueue`], scheduled ones
-//! in a heap. Neither can remove from the middle, so a deleted task's entry stays until it
-//! surfaces and is skipped then ("lazy deletion"); sizes are counted, not read off them.
+//! The operations, one per [`Store`](taskmill_core::Store) call, as changes to the
+//! [`State`]. The store runs each under its one lock, which makes every move atomic.
 
-use crate::ready::ReadyQueue;
-use crate::records::Records;
-use rustc_hash::FxHashMap;
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use crate::layout::State;
 use std::sync::Arc;
 use taskmill_core::store::{
-    Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, IdSet, LeaseRef, ListQuery, Outcome,
+    Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListQuery, Outcome,
     Page, Recovered,
 };
-use taskmill_core::{
-    Counters, Event, Lease, Queue, QueueSizes, Stats, Task, TaskId, TaskRecord, Timestamp,
-    TopicStats,
-};
-
-#[derive(Debug, Default)]
-pub(crate) struct State {
-    last_id: u64,
-    last_token: u64,
-    tasks: Records,
-    topics: FxHashMap<Arc<str>, Topic>,
-}
-
-/// One topic's indexes. A live task has exactly one entry, in the index of its queue
-/// (INPUT is split by whether the task was due when last looked at).
-#[derive(Debug, Default)]
-struct Topic {
-    name: Arc<str>,
-    /// Due INPUT tasks, in claim order.
-    ready: ReadyQueue,
-    /// INPUT tasks not yet known to be due, by due time.
-    scheduled: BinaryHeap<Reverse<(Timestamp, TaskId)>>,
-    input: u64,
-    work: IdSet,
-    dead: BTreeSet<TaskId>,
-    /// Unique key → the task holding it (keys are per topic).
-    unique: FxHashMap<Box<str>, TaskId>,
-    counters: Counters,
-    paused: bool,
-}
-
-impl Topic {
-    fn new(name: Arc<str>) -> Self {
-        Topic {
-            name,
-            ..Topic::default()
-        }
-    }
-
-    /// Indexes a task that entered INPUT; `new` when it was just enqueued.
-    fn push_input(&mut self, record: &TaskRecord, now: Timestamp, new: bool) {
-        self.input += 1;
-        if record.run_at > now {
-            self.scheduled.push(Reverse((record.run_at, record.id)));
-        } else if new {
-            self.ready.push_new(record.priority, record.id);
-        } else {
-            self.ready.push_returned(record.priority, record.id);
-        }
-    }
-
-    /// Moves scheduled tasks that are due by `now` to `ready`.
-    fn promote(&mut self, now: Timestamp, tasks: &Records) {
-        while let Some(&Reverse((run_at, id))) = self.scheduled.peek() {
-            if run_at > now {
-                break;
-            }
-            self.scheduled.pop();
-            if let Some(task) = tasks.get(&id).filter(|t| t.queue == Queue::Input) {
-                self.ready.push_returned(task.priority, id);
-            }
-        }
-    }
-
-    /// The next due task.
-    fn pop_ready(&mut self, tasks: &Records) -> Option<TaskId> {
-        let id = self.ready.pop(tasks)?;
-        self.input -= 1;
-        Some(id)
-    }
-
-    /// Files a task under the queue it just moved to.
-    fn push(&mut self, queue: Queue, record: &TaskRecord, now: Timestamp) {
-        match queue {
-            Queue::Input => self.push_input(record, now, false),
-            Queue::Work => {
-                self.work.insert(record.id);
-            }
-            Queue::Dead => {
-                self.dead.insert(record.id);
-            }
-        }
-    }
-
-    fn stats(&self) -> TopicStats {
-        TopicStats {
-            counters: self.counters,
-            sizes: QueueSizes {
-                input: self.input,
-                work: self.work.len() as u64,
-                dead: self.dead.len() as u64,
-            },
-            paused: self.paused,
-        }
-    }
-}
+use taskmill_core::{Event, Lease, Queue, Stats, Task, TaskId, TaskRecord, Timestamp};
 
 impl State {
-    fn topic(&mut self, name: &Arc<str>) -> &mut Topic {
-        self.topics
-            .entry(name.clone())
-            .or_insert_with(|| Topic::new(name.clone()))
-    }
-
     pub fn enqueue(
         &mut self,
         tasks: Vec<Task>,
@@ -382,17 +273,6 @@ impl State {
                 true
             })
             .collect()
-    }
-
-    /// Removes a task's record, id and unique key (not its queue index entry).
-    fn remove(&mut self, id: TaskId) -> Option<TaskRecord> {
-        let record = self.tasks.remove(&id)?;
-        if let Some(key) = &record.unique_key {
-            if let Some(topic) = self.topics.get_mut(&record.topic) {
-                topic.unique.remove(key);
-            }
-        }
-        Some(record)
     }
 
     pub fn set_paused(&mut self, name: &str, paused: bool) {
