@@ -6,7 +6,9 @@
 //! queue, and reports everything as [`Event`]s and [`Stats`].
 //!
 //! Stores are picked with cargo features (`memory`, the default) and opened by URL with
-//! [`open`], or by their typed constructors.
+//! [`open`], or by their typed constructors. Each store is a module named after its
+//! feature (`taskmill::sqlite::SqliteOptions`), with its store type also at the top level
+//! (`taskmill::SqliteStore`).
 //!
 //! ```
 //! use taskmill::{Manager, Task, TaskContext, TaskError};
@@ -29,29 +31,33 @@
 
 pub use taskmill_core::*;
 
+/// The in-memory store and its options (`taskmill::memory::MemoryOptions`).
+#[cfg(feature = "memory")]
+pub use taskmill_memory as memory;
 #[cfg(feature = "memory")]
 #[doc(inline)]
 pub use taskmill_memory::MemoryStore;
 
+/// The SQLite store and its options (`taskmill::sqlite::SqliteOptions`, `Durability`).
+#[cfg(feature = "sqlite")]
+pub use taskmill_sqlite as sqlite;
 #[cfg(feature = "sqlite")]
 #[doc(inline)]
 pub use taskmill_sqlite::SqliteStore;
 
-/// The SQLite store and its options (`taskmill::sqlite::SqliteOptions`).
-#[cfg(feature = "sqlite")]
-pub use taskmill_sqlite as sqlite;
-
+/// The sled store and its options (`taskmill::sled::SledOptions`, `FlushPolicy`).
+#[cfg(feature = "sled")]
+pub use taskmill_sled as sled;
 #[cfg(feature = "sled")]
 #[doc(inline)]
 pub use taskmill_sled::SledStore;
 
-/// The sled store and its options (`taskmill::sled::SledOptions`, `FlushPolicy`).
-#[cfg(feature = "sled")]
-pub use taskmill_sled as sled;
-
+/// The Redis store and its options (`taskmill::redis::RedisOptions`).
+#[cfg(feature = "redis")]
+pub use taskmill_redis as redis;
 #[cfg(feature = "redis")]
 #[doc(inline)]
-pub use taskmill_redis::{RedisOptions, RedisStore};
+pub use taskmill_redis::RedisStore;
 
 use std::sync::Arc;
 
@@ -73,26 +79,19 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
         .ok_or_else(|| Error::misuse(format!("not a store URL: {url:?} (expected scheme://…)")))?;
     match scheme {
         #[cfg(feature = "memory")]
-        "memory" => Ok(Arc::new(MemoryStore::from_url(url)?)),
+        "memory" => Ok(Arc::new(MemoryStore::from_url(url).await?)),
         #[cfg(not(feature = "memory"))]
         "memory" => Err(not_enabled("memory")),
         #[cfg(feature = "sqlite")]
         "sqlite" => Ok(Arc::new(SqliteStore::from_url(url).await?)),
         #[cfg(not(feature = "sqlite"))]
         "sqlite" => Err(not_enabled("sqlite")),
-        // Opening blocks while sled recovers the database: off the async workers.
         #[cfg(feature = "sled")]
-        "sled" => {
-            let url = url.to_owned();
-            let store = tokio::task::spawn_blocking(move || SledStore::from_url(&url))
-                .await
-                .map_err(|e| Error::storage("opening the sled store failed").with_source(e))??;
-            Ok(Arc::new(store))
-        }
+        "sled" => Ok(Arc::new(SledStore::from_url(url).await?)),
         #[cfg(not(feature = "sled"))]
         "sled" => Err(not_enabled("sled")),
         #[cfg(feature = "redis")]
-        "redis" | "rediss" => Ok(Arc::new(RedisStore::open(url).await?)),
+        "redis" | "rediss" => Ok(Arc::new(RedisStore::from_url(url).await?)),
         #[cfg(not(feature = "redis"))]
         "redis" | "rediss" => Err(not_enabled("redis")),
         other => Err(Error::misuse(format!(

@@ -1,9 +1,9 @@
-//! The command connection: one multiplexed connection that reconnects by itself, the
-//! script calls made over it, and how Redis errors map to taskmill's error kinds.
+//! The command connection: one multiplexed connection that reconnects by itself, and the
+//! script calls made over it. (The subscription connection is `bus.rs`.)
 
-use crate::keys::TopicKeys;
+use crate::error::backend_error;
+use crate::layout::{Keys, TopicKeys};
 use crate::scripts::Script;
-use crate::Keys;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, Value};
 use std::time::{Duration, Instant};
@@ -138,7 +138,7 @@ impl Conn {
                 *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(current.clone());
                 return Ok(current);
             }
-            Ok(Err(e)) => map_error(e, "cannot connect to redis"),
+            Ok(Err(e)) => backend_error(e, "cannot connect to redis"),
             Err(_) => Error::unavailable(format!(
                 "cannot connect to redis: timed out after {:?}",
                 self.connection_timeout
@@ -169,7 +169,7 @@ impl Conn {
                 *current = None;
             }
         }
-        map_error(err, "redis command failed")
+        backend_error(err, "redis command failed")
     }
 
     /// Sends commands in one round trip and returns each reply, server errors included
@@ -278,62 +278,13 @@ fn is_noscript(value: &Value) -> bool {
     matches!(value, Value::ServerError(e) if e.code() == "NOSCRIPT")
 }
 
-/// Turns an error reply into an error.
+/// A reply, or the error it is: an error reply is mapped as [`backend_error`] maps it.
 fn reply(value: Value, what: &str) -> Result<Value> {
     match value {
-        Value::ServerError(e) => {
-            let code = e.code().to_owned();
-            let err: RedisError = e.into();
-            let kind = if transient_code(&code) {
-                ErrorKind::Unavailable
-            } else {
-                ErrorKind::Storage
-            };
-            Err(Error::new(kind, format!("redis refused {what}")).with_source(err))
-        }
+        Value::ServerError(e) => Err(backend_error(
+            RedisError::from(e),
+            format!("redis refused {what}"),
+        )),
         other => Ok(other),
-    }
-}
-
-/// Error replies that say "not now" rather than "no": loading after a restart, a busy
-/// script, a failover in progress.
-fn transient_code(code: &str) -> bool {
-    matches!(
-        code,
-        "LOADING"
-            | "BUSY"
-            | "TRYAGAIN"
-            | "CLUSTERDOWN"
-            | "MASTERDOWN"
-            | "READONLY"
-            | "MOVED"
-            | "ASK"
-    )
-}
-
-/// Maps a redis-rs error to taskmill's kinds: connection trouble is `Unavailable` (the
-/// call may be repeated), anything else `Storage`.
-pub(crate) fn map_error(err: RedisError, what: &'static str) -> Error {
-    let transient = err.is_io_error()
-        || err.is_connection_dropped()
-        || err.is_connection_refusal()
-        || err.is_timeout()
-        || err.is_unrecoverable_error()
-        || err.code().is_some_and(transient_code)
-        || matches!(
-            err.kind(),
-            redis::ErrorKind::BusyLoadingError
-                | redis::ErrorKind::TryAgain
-                | redis::ErrorKind::ClusterDown
-                | redis::ErrorKind::MasterDown
-                | redis::ErrorKind::ReadOnly
-        );
-    if transient {
-        Error::unavailable(what).with_source(err)
-    } else if err.kind() == redis::ErrorKind::AuthenticationFailed {
-        // Wrong credentials are a configuration mistake, like a bad URL.
-        Error::misuse(format!("{what}: redis refused the credentials")).with_source(err)
-    } else {
-        Error::storage(what).with_source(err)
     }
 }

@@ -186,11 +186,9 @@ async fn subscriptions_resume_after_a_restart() {
 async fn store_built_before_redis_starts_connects_when_it_is_up() {
     use taskmill_redis::test_support::free_port;
     let port = free_port();
-    let store = RedisStore::from_url(&format!(
-        "redis://127.0.0.1:{port}/0?namespace={}",
-        fresh_namespace()
-    ))
-    .unwrap();
+    let url = format!("redis://127.0.0.1:{port}/0?namespace={}", fresh_namespace());
+    let lazily = taskmill_redis::RedisOptions::default().connect_lazily(true);
+    let store = RedisStore::open_with(&url, lazily).await.unwrap();
     let asked = Instant::now();
     let err = store.stats().await.unwrap_err();
     assert_eq!(err.kind(), taskmill_core::ErrorKind::Unavailable, "{err}");

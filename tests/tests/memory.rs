@@ -86,7 +86,8 @@ mod memory_only {
     /// publisher never waits for it.
     #[tokio::test]
     async fn a_slow_watcher_lags_instead_of_blocking() {
-        let store = MemoryStore::with_event_buffer(16);
+        let options = taskmill_memory::MemoryOptions::default().event_buffer(16);
+        let store = MemoryStore::open_with(options).await.unwrap();
         let mut slow = store.subscribe().await.unwrap();
         let events: Vec<Event> = (0..100)
             .map(|i| Event::TaskCancelled {
@@ -113,12 +114,12 @@ mod memory_only {
         assert!(!store.has_subscribers());
     }
 
-    #[test]
-    fn urls_other_than_memory_are_misuse() {
-        assert!(MemoryStore::from_url("memory://").is_ok());
+    #[tokio::test]
+    async fn urls_other_than_memory_are_misuse() {
+        assert!(MemoryStore::from_url("memory://").await.is_ok());
         for url in ["memory://x", "sqlite://a.db", "memory:"] {
             assert_eq!(
-                MemoryStore::from_url(url).unwrap_err().kind(),
+                MemoryStore::from_url(url).await.unwrap_err().kind(),
                 ErrorKind::Misuse,
                 "{url}"
             );

@@ -15,7 +15,9 @@ struct SledHarness {
 impl Harness for SledHarness {
     async fn setup() -> Self {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let store = SledStore::open(dir.path().join("db")).expect("a fresh sled store");
+        let store = SledStore::open(dir.path().join("db"))
+            .await
+            .expect("a fresh sled store");
         SledHarness { store, _dir: dir }
     }
     fn store(&self) -> Arc<dyn Store> {

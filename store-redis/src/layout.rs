@@ -1,4 +1,11 @@
-//! The key layout (documented in the crate README).
+//! The data layout: the keys of a namespace and of each of its topics.
+//!
+//! The README's "Data layout" section says what each key holds; `codec.rs` how a record
+//! is written. Every key of one topic shares the hash tag `{namespace:topic}`, so a
+//! script only ever touches keys of one hash slot.
+//!
+//! There is no layout version: Redis keeps none, and a namespace written by an older
+//! layout is read as it is (see the README's "Old namespaces").
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
