@@ -21,7 +21,7 @@ use crate::error::backend_error;
 use std::path::Path;
 use taskmill_core::{Error, ErrorKind, Result};
 
-/// The version of the data layout this code reads and writes, kept under [`VERSION`]:
+/// The version of the data layout this code reads and writes, kept under the key `mschema`:
 /// 3, several tasks per key. Layout 1 (eight trees, the indexes stored beside the records)
 /// kept its version in a `meta` tree; layout 2 (one key per task) in this tree.
 pub const LAYOUT_VERSION: u32 = 3;
