@@ -4,8 +4,8 @@
 use crate::layout::State;
 use std::sync::Arc;
 use taskmill_core::store::{
-    Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListQuery, Outcome,
-    Page, Recovered,
+    Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListQuery, Outcome, Page,
+    Recovered,
 };
 use taskmill_core::{Event, Lease, Queue, Stats, Task, TaskId, TaskRecord, Timestamp};
 

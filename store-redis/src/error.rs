@@ -26,6 +26,12 @@ fn transient_code(code: &str) -> bool {
 /// credentials `Misuse`, anything else `Storage`.
 pub(crate) fn backend_error(err: RedisError, context: impl Into<Cow<'static, str>>) -> Error {
     let context = context.into();
+    // Checked first: redis-rs counts a refused login as a reason to reconnect, which
+    // would make it `Unavailable`, retried for ever.
+    if err.kind() == redis::ErrorKind::AuthenticationFailed {
+        // Wrong credentials are a configuration mistake, like a bad URL.
+        return Error::misuse(format!("{context}: redis refused the credentials")).with_source(err);
+    }
     let transient = err.is_io_error()
         || err.is_connection_dropped()
         || err.is_connection_refusal()
@@ -42,9 +48,6 @@ pub(crate) fn backend_error(err: RedisError, context: impl Into<Cow<'static, str
         );
     if transient {
         Error::unavailable(context).with_source(err)
-    } else if err.kind() == redis::ErrorKind::AuthenticationFailed {
-        // Wrong credentials are a configuration mistake, like a bad URL.
-        Error::misuse(format!("{context}: redis refused the credentials")).with_source(err)
     } else {
         Error::storage(context).with_source(err)
     }

@@ -1,11 +1,11 @@
 //! The record codec: rows of `tasks` to [`TaskRecord`]s and back, and the counter deltas
 //! written to `topics`.
 
+use crate::layout::{DEAD, READY, SCHEDULED, WORK};
 use rusqlite::types::ValueRef;
 use rusqlite::Row;
 use std::borrow::Cow;
 use std::sync::Arc;
-use crate::layout::{DEAD, READY, SCHEDULED, WORK};
 use taskmill_core::{Counters, Error, Lease, Payload, Queue, TaskId, TaskRecord, Timestamp};
 
 /// The state a record in `queue` is stored with at `now`.

@@ -134,7 +134,10 @@ mod tests {
         assert_eq!(path, PathBuf::from("/abs/t.db"));
         assert_eq!(o.durability, Durability::Full);
         assert_eq!(o.busy_timeout, Duration::from_millis(250));
-        assert_eq!(parse_url("sqlite://:memory:").unwrap().0, PathBuf::from(":memory:"));
+        assert_eq!(
+            parse_url("sqlite://:memory:").unwrap().0,
+            PathBuf::from(":memory:")
+        );
         for bad in [
             "sqlite://",
             "redis://x",

@@ -23,14 +23,18 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let opts = opts.clone();
-        self.shared.conn
+        self.shared
+            .conn
             .call(|reply| Command::Enqueue { tasks, opts, reply })
             .await
     }
 
     async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
         let req = req.clone();
-        self.shared.conn.call(|reply| Command::Claim { req, reply }).await
+        self.shared
+            .conn
+            .call(|reply| Command::Claim { req, reply })
+            .await
     }
 
     async fn renew(&self, leases: &[LeaseRef], deadline: Timestamp) -> Result<Vec<Applied>> {
@@ -38,7 +42,8 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let leases = leases.to_vec();
-        self.shared.conn
+        self.shared
+            .conn
             .call(|reply| Command::Renew {
                 leases,
                 deadline,
@@ -52,7 +57,8 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let outcomes = outcomes.to_vec();
-        self.shared.conn
+        self.shared
+            .conn
             .call(|reply| Command::Apply {
                 outcomes,
                 now,
@@ -65,22 +71,30 @@ impl Store for SqliteStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.shared.conn
+        self.shared
+            .conn
             .call(|reply| Command::Recover { now, limit, reply })
             .await
     }
 
     async fn stats(&self) -> Result<Stats> {
-        self.shared.conn.call(|reply| Command::Stats { reply }).await
+        self.shared
+            .conn
+            .call(|reply| Command::Stats { reply })
+            .await
     }
 
     async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
-        self.shared.conn.call(|reply| Command::Get { id, reply }).await
+        self.shared
+            .conn
+            .call(|reply| Command::Get { id, reply })
+            .await
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Page> {
         let query = query.clone();
-        self.shared.conn
+        self.shared
+            .conn
             .call(|reply| Command::List { query, reply })
             .await
     }
@@ -90,7 +104,8 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let ids = ids.to_vec();
-        self.shared.conn
+        self.shared
+            .conn
             .call(|reply| Command::Requeue { ids, now, reply })
             .await
     }
@@ -100,7 +115,8 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let ids = ids.to_vec();
-        self.shared.conn
+        self.shared
+            .conn
             .call(|reply| Command::Delete { ids, reply })
             .await
     }
@@ -108,7 +124,8 @@ impl Store for SqliteStore {
     async fn set_paused(&self, topic: &str, paused: bool) -> Result<()> {
         validate_topic(topic)?;
         let topic = topic.to_owned();
-        self.shared.conn
+        self.shared
+            .conn
             .call(|reply| Command::SetPaused {
                 topic,
                 paused,
