@@ -14,9 +14,8 @@
 //! into `a/b`, and lower `Data/` to a host: the text between `://` and `?` is only
 //! percent-decoded.
 //!
-//! A URL may hold a password, so neither `Debug` nor any error built here shows it: they
-//! print the URL with everything between the first `:` and the last `@` of its location
-//! replaced by `***`.
+//! A URL may hold a password, so neither `Display`, `Debug` nor any error built here shows
+//! it: they print the URL through [`StoreUrl::redact`].
 
 use crate::error::{Error, Result};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
@@ -230,10 +229,37 @@ impl StoreUrl {
         }
     }
 
-    /// The URL as text, to open the store with. It holds the password, if any: log the
-    /// `Debug` form instead.
+    /// The URL as text, to open the store with. It holds the password, if any: show the
+    /// `Display` form instead.
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+
+    /// `url` with everything between the first `:` and the last `@` of its location
+    /// replaced by `***`, whether or not it parses: the form to show a URL a user gave in
+    /// a report or a log. That covers any password a URL parser can read there, also with
+    /// an unencoded `/` in it or a bad port, at the price of hiding more than the password
+    /// in odd paths.
+    ///
+    /// ```
+    /// use taskmill_core::store::StoreUrl;
+    ///
+    /// assert_eq!(StoreUrl::redact("redis://app:s%40cret@h/0"), "redis://app:***@h/0");
+    /// assert_eq!(StoreUrl::redact("redis://:s/cret@h:bad"), "redis://:***@h:bad");
+    /// assert_eq!(StoreUrl::redact("sqlite://data/me@home.db"), "sqlite://data/me@home.db");
+    /// ```
+    pub fn redact(url: &str) -> Cow<'_, str> {
+        let start = url.find("://").map_or(0, |i| i + "://".len());
+        let rest = &url[start..];
+        let location = &rest[..rest.find(['?', '#']).unwrap_or(rest.len())];
+        let Some(at) = location.rfind('@') else {
+            return Cow::Borrowed(url);
+        };
+        let Some(colon) = location[..at].find(':') else {
+            return Cow::Borrowed(url);
+        };
+        let (head, tail) = (start + colon + 1, start + at);
+        Cow::Owned(format!("{}***{}", &url[..head], &url[tail..]))
     }
 
     /// The error for an option value (or another part, named by `key`) that does not parse.
@@ -254,17 +280,22 @@ impl StoreUrl {
     fn error(&self, message: impl fmt::Display) -> Error {
         Error::misuse(format!(
             "{message}: {:?} (expected {})",
-            redact(&self.text),
+            Self::redact(&self.text),
             self.expected
         ))
     }
 }
 
+/// The URL without its password (see [`StoreUrl::redact`]).
+impl fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&Self::redact(&self.text))
+    }
+}
+
 impl fmt::Debug for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("StoreUrl")
-            .field(&redact(&self.text))
-            .finish()
+        f.debug_tuple("StoreUrl").field(&self.to_string()).finish()
     }
 }
 
@@ -295,24 +326,6 @@ impl fmt::Debug for ServerAddress {
             .field("path", &self.path)
             .finish()
     }
-}
-
-/// `text` with everything between the first `:` and the last `@` of its location replaced
-/// by `***`. That covers any password a URL parser can read there, also in a URL that
-/// does not parse (an unencoded `/` in the password, a bad port), at the price of hiding
-/// more than the password in odd paths.
-fn redact(text: &str) -> Cow<'_, str> {
-    let start = text.find("://").map_or(0, |i| i + "://".len());
-    let rest = &text[start..];
-    let location = &rest[..rest.find(['?', '#']).unwrap_or(rest.len())];
-    let Some(at) = location.rfind('@') else {
-        return Cow::Borrowed(text);
-    };
-    let Some(colon) = location[..at].find(':') else {
-        return Cow::Borrowed(text);
-    };
-    let (head, tail) = (start + colon + 1, start + at);
-    Cow::Owned(format!("{}***{}", &text[..head], &text[tail..]))
 }
 
 #[cfg(test)]
@@ -477,6 +490,7 @@ mod tests {
             match StoreUrl::parse(&url, &["redis", "rediss"], "redis://HOST") {
                 Ok(parsed) => {
                     shown(format!("{parsed:?}"));
+                    shown(parsed.to_string());
                     shown(parsed.invalid("k", "v").to_string());
                     shown(parsed.unknown("k", &["namespace"]).to_string());
                     match parsed.server() {
@@ -493,10 +507,10 @@ mod tests {
             shown(misuse(StoreUrl::parse(&url, &["sqlite"], "sqlite://PATH")));
         }
         assert_eq!(
-            redact("redis://u:pw@h/0?x=a:b@c"),
+            StoreUrl::redact("redis://u:pw@h/0?x=a:b@c"),
             "redis://u:***@h/0?x=a:b@c"
         );
-        assert_eq!(redact("sqlite://data/a.db"), "sqlite://data/a.db");
+        assert_eq!(StoreUrl::redact("sqlite://data/a.db"), "sqlite://data/a.db");
     }
 
     #[test]
