@@ -60,7 +60,7 @@ impl MemoryStore {
         let parsed = StoreUrl::parse(url, &["memory"], "memory://")?;
         if parsed.location("").is_ok() || parsed.options().next().is_some() {
             return Err(Error::misuse(format!(
-                "memory:// takes no location or options, got {url:?}"
+                "memory:// takes no location or options, got {parsed}"
             )));
         }
         Ok(Self::new())
