@@ -29,10 +29,10 @@ impl MemoryOptions {
 
 /// Reads a store URL, `memory://`, into the options: nothing may follow the scheme.
 pub(crate) fn parse_url(url: &str) -> Result<MemoryOptions> {
-    let parsed = StoreUrl::parse(url, "memory", "memory://")?;
+    let parsed = StoreUrl::parse(url, &["memory"], "memory://")?;
     if parsed.location("").is_ok() || parsed.options().next().is_some() {
         return Err(Error::misuse(format!(
-            "memory:// takes no location or options, got {url:?}"
+            "memory:// takes no location or options, got {parsed}"
         )));
     }
     Ok(MemoryOptions::default())

@@ -18,19 +18,29 @@ pub use options::{RedisOptions, DEFAULT_NAMESPACE};
 use bus::Bus;
 use conn::Conn;
 use layout::Keys;
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use taskmill_core::{Error, Result};
+use taskmill_core::Result;
 
 /// A store in Redis, shared by every process that opens the same server and namespace.
 ///
-/// Clones share one command connection and one subscription connection.
-#[derive(Clone, Debug)]
+/// Clones share one command connection and one subscription connection. `Debug` shows
+/// the namespace and the server, never the credentials.
+#[derive(Clone)]
 pub struct RedisStore {
     shared: Arc<Shared>,
 }
 
-#[derive(Debug)]
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("namespace", &self.namespace())
+            .field("conn", &self.shared.conn)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Shared {
     conn: Conn,
     keys: Keys,
@@ -49,8 +59,10 @@ impl Drop for Shared {
 impl RedisStore {
     /// Connects to the Redis a URL names, with default options, and checks that it
     /// answers: `redis://[user:password@]host[:port][/db][?namespace=name]` (or
-    /// `rediss://` with the `tls` feature). For Redis the location is itself a URL, so
-    /// this takes what [`from_url`](Self::from_url) takes.
+    /// `rediss://` with the `tls` feature, where `?cacert=PATH` trusts a private
+    /// certificate authority). Percent-encode `@ : / %` in a user name or password
+    /// (`%40 %3A %2F %25`). For Redis the location is itself a URL, so this takes what
+    /// [`from_url`](Self::from_url) takes.
     ///
     /// Fails with `Misuse` for a bad URL and `Unavailable` when Redis does not answer.
     pub async fn open(url: &str) -> Result<Self> {
@@ -58,12 +70,11 @@ impl RedisStore {
     }
 
     /// Connects to the Redis a URL names, with options, and checks that it answers
-    /// (unless [`RedisOptions::connect_lazily`]); a `namespace` in the URL overrides the
-    /// options'. Fails as [`open`](Self::open) does.
+    /// (unless [`RedisOptions::connect_lazily`]); what the URL gives (namespace,
+    /// credentials, `cacert`) overrides the options'. Fails as [`open`](Self::open) does.
     pub async fn open_with(url: &str, options: RedisOptions) -> Result<Self> {
-        let (url, options) = options::parse_url(url, options)?;
-        let client = options::open_client(&url, &options)
-            .map_err(|e| Error::misuse(format!("invalid redis URL {url:?}")).with_source(e))?;
+        let (info, options) = options::parse_url(url, options)?;
+        let client = options::open_client(info, &options)?;
         let keys = Keys::new(&options.namespace);
         let bus = Arc::new(Bus::new(
             client.clone(),
@@ -102,5 +113,16 @@ impl RedisStore {
     pub async fn ping(&self) -> Result<()> {
         self.shared.conn.command(&redis::cmd("PING")).await?;
         Ok(())
+    }
+
+    /// Deletes every key of this store's namespace (tasks, topics, counters) and returns
+    /// how many there were; keys of other namespaces stay.
+    ///
+    /// For retiring a namespace, or starting a test or a benchmark from nothing. It walks
+    /// the keys with `SCAN` and deletes them with `UNLINK`, so Redis stays responsive, but
+    /// it is not atomic: run it when no manager works in the namespace, or keys written
+    /// meanwhile may stay and running managers see their tasks vanish.
+    pub async fn delete_namespace(&self) -> Result<u64> {
+        ops::delete_namespace(self).await
     }
 }

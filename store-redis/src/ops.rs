@@ -652,6 +652,45 @@ pub(crate) async fn set_paused(store: &RedisStore, topic: &str, paused: bool) ->
     Ok(())
 }
 
+/// [`RedisStore::delete_namespace`].
+pub(crate) async fn delete_namespace(store: &RedisStore) -> Result<u64> {
+    let conn = &store.shared.conn;
+    let mut deleted = 0;
+    for pattern in store.shared.keys.patterns() {
+        // SCAN returns cursor 0 once it has visited every key that existed throughout.
+        let mut cursor = 0;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000);
+            let mut reply = array(conn.command(&scan).await?, "SCAN")?.into_iter();
+            let (Some(next), Some(keys)) = (reply.next(), reply.next()) else {
+                return Err(taskmill_core::Error::storage(
+                    "SCAN returned fewer than two values",
+                ));
+            };
+            let keys = array(keys, "SCAN")?;
+            if !keys.is_empty() {
+                let mut unlink = redis::cmd("UNLINK");
+                for key in keys {
+                    unlink.arg(string(key, "SCAN")?);
+                }
+                deleted += int(&conn.command(&unlink).await?, "UNLINK")? as u64;
+            }
+            cursor = string(next, "SCAN")?.parse::<u64>().map_err(|e| {
+                taskmill_core::Error::storage("SCAN returned a bad cursor").with_source(e)
+            })?;
+            if cursor == 0 {
+                break;
+            }
+        }
+    }
+    Ok(deleted)
+}
+
 #[cfg(test)]
 mod tests {
     use super::most_common_priority;

@@ -103,7 +103,7 @@ impl SledOptions {
 /// Splits a store URL, `sled://DIR[?flush=…]`, into the database directory and the
 /// options.
 pub(crate) fn parse_url(url: &str) -> Result<(PathBuf, SledOptions)> {
-    let url = StoreUrl::parse(url, "sled", "sled://path/to/dir")?;
+    let url = StoreUrl::parse(url, &["sled"], "sled://path/to/dir")?;
     let path = url.location("directory")?;
     let mut options = SledOptions::default();
     for (key, value) in url.options() {

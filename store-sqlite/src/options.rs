@@ -92,7 +92,7 @@ impl SqliteOptions {
 
 /// Splits a store URL, `sqlite://PATH[?OPTIONS]`, into the database path and the options.
 pub(crate) fn parse_url(url: &str) -> Result<(PathBuf, SqliteOptions)> {
-    let url = StoreUrl::parse(url, "sqlite", "sqlite://PATH, e.g. sqlite://tasks.db")?;
+    let url = StoreUrl::parse(url, &["sqlite"], "sqlite://PATH, e.g. sqlite://tasks.db")?;
     let path = url.location("database file")?;
     let mut options = SqliteOptions::default();
     for (key, value) in url.options() {
