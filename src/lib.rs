@@ -25,9 +25,17 @@
 //! manager.close_with_timeout(std::time::Duration::from_secs(1)).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! The crate root and [`store`] are what an application uses. Writing a backend of your
+//! own? Implement [`Store`] with the building blocks in [`raw`].
 #![warn(missing_docs)]
 
 pub use taskmill_core::*;
+
+/// For backend authors: the building blocks of a [`Store`] implementation (record
+/// transitions, the in-process event bus, id-keyed maps, the store URL parser).
+/// Applications do not need it.
+pub use taskmill_core::raw;
 
 #[cfg(feature = "memory")]
 #[doc(inline)]

@@ -31,7 +31,7 @@ use conn::Conn;
 use keys::Keys;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use taskmill_core::store::DEFAULT_EVENT_BUFFER;
+use taskmill_core::raw::DEFAULT_EVENT_BUFFER;
 use taskmill_core::{Error, Result};
 
 /// The namespace of a URL that names none.

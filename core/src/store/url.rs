@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 /// A store URL split into its location and options.
 ///
 /// ```
-/// use taskmill_core::store::StoreUrl;
+/// use taskmill_core::raw::StoreUrl;
 ///
 /// let url = StoreUrl::parse("sqlite://data/tasks.db?durability=full", "sqlite", "sqlite://PATH")?;
 /// assert_eq!(url.location("database file")?, "data/tasks.db");
