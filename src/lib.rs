@@ -126,6 +126,23 @@ mod tests {
         assert!(!store.capabilities().durable);
     }
 
+    /// `Box<S>` and `Arc<S>` are stores that reach the one inside, every method included.
+    #[tokio::test]
+    async fn boxed_and_shared_stores_forward_to_the_store_inside() {
+        let memory = MemoryStore::new();
+        let boxed: Box<dyn Store> = Box::new(memory.clone());
+        let shared: Arc<Box<dyn Store>> = Arc::new(boxed);
+        let opts = store::EnqueueOptions::new(Timestamp::from_millis(1));
+        let task = Task::new("t", &1).unwrap();
+        let id = shared.enqueue_one(task, &opts).await.unwrap().id();
+        assert_eq!(memory.get(id).await.unwrap().map(|r| r.id), Some(id));
+        assert!(!shared.has_subscribers(), "nobody listens yet");
+        let _events = shared.subscribe().await.unwrap();
+        assert!(shared.has_subscribers());
+        shared.set_paused("t", true).await.unwrap();
+        assert!(memory.stats().await.unwrap().topic("t").paused);
+    }
+
     #[tokio::test]
     async fn open_rejects_bad_urls_with_misuse() {
         for url in ["tasks.db", "nosuch://x", "memory://extra"] {

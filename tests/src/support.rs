@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use taskmill_core::store::{
     Applied, ApplyOptions, ClaimOptions, Claimed, EnqueueOptions, LeaseRef, Outcome, OutcomeKind,
-    TopicClaim,
+    RecoverOptions, Recovered, TopicClaim,
 };
 use taskmill_core::{QueueSizes, Store, Task, TaskId, TaskRecord, Timestamp};
 
@@ -127,6 +127,14 @@ pub async fn finish_at(
 /// Applies one outcome at `T0`.
 pub async fn finish(store: &dyn Store, record: &TaskRecord, kind: OutcomeKind) -> Applied {
     finish_at(store, record, kind, T0).await
+}
+
+/// Runs the reaper at `now` for up to `limit` tasks.
+pub async fn recover(store: &dyn Store, now: Timestamp, limit: usize) -> Vec<Recovered> {
+    store
+        .recover(&RecoverOptions::new(now).limit(limit))
+        .await
+        .expect("recover")
 }
 
 /// The stored record of `id`, which must exist.

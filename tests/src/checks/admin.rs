@@ -4,7 +4,7 @@ use crate::support::*;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use taskmill_core::store::{
-    Applied, EnqueueOptions, Enqueued, ListOptions, OutcomeKind, RecoverOptions, RequeueOptions,
+    Applied, EnqueueOptions, Enqueued, ListOptions, OutcomeKind, RequeueOptions,
 };
 use taskmill_core::{Counters, Queue, Store, StoreExt, TaskId};
 
@@ -196,10 +196,7 @@ pub async fn stats_count_every_transition_exactly(store: Arc<dyn Store>) {
     finish(&*store, &claimed[4], OutcomeKind::release()).await;
     // claimed[5] expires.
     let late = T0 + LEASE + std::time::Duration::from_secs(1);
-    store
-        .recover(&RecoverOptions::new(late).limit(10))
-        .await
-        .unwrap();
+    recover(&*store, late, 10).await;
     store
         .requeue(&[claimed[3].id], &RequeueOptions::new(late))
         .await

@@ -3,9 +3,7 @@
 use crate::support::*;
 use std::sync::Arc;
 use std::time::Duration;
-use taskmill_core::store::{
-    Applied, ApplyOptions, LeaseRef, OutcomeKind, RecoverOptions, RenewOptions,
-};
+use taskmill_core::store::{Applied, ApplyOptions, LeaseRef, OutcomeKind, RenewOptions};
 use taskmill_core::{Queue, Store, LEASE_EXPIRED_ERROR};
 
 /// An outcome from a claim whose lease expired and was recovered is rejected and changes
@@ -14,14 +12,7 @@ pub async fn stale_outcome_is_rejected(store: Arc<dyn Store>) {
     let id = enqueue_n(&*store, "t", 1).await[0];
     let old = claim(&*store, &["t"], 1).await.remove(0);
     let expired = T0 + LEASE + Duration::from_millis(1);
-    assert_eq!(
-        store
-            .recover(&RecoverOptions::new(expired).limit(100))
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(recover(&*store, expired, 100).await.len(), 1);
     let new = claim_as(&*store, "owner-b", &["t"], 1, expired)
         .await
         .remove(0);
@@ -105,11 +96,7 @@ pub async fn renew_extends_lease(store: Arc<dyn Store>) {
         new_deadline
     );
     assert!(
-        store
-            .recover(&RecoverOptions::new(at(60_000)).limit(100))
-            .await
-            .unwrap()
-            .is_empty(),
+        recover(&*store, at(60_000), 100).await.is_empty(),
         "recovered a renewed lease"
     );
     assert_eq!(
@@ -123,10 +110,7 @@ pub async fn renew_of_lost_lease_is_stale(store: Arc<dyn Store>) {
     enqueue_n(&*store, "t", 2).await;
     let claimed = claim(&*store, &["t"], 2).await;
     let expired = T0 + LEASE + Duration::from_millis(1);
-    store
-        .recover(&RecoverOptions::new(expired).limit(100))
-        .await
-        .unwrap();
+    recover(&*store, expired, 100).await;
     let live = claim_as(&*store, "owner-b", &["t"], 1, expired)
         .await
         .remove(0);
@@ -153,18 +137,11 @@ pub async fn reaper_recovers_expired_leases(store: Arc<dyn Store>) {
     let early = claim_at(&*store, &["t"], 1, T0).await.remove(0);
     let late = claim_at(&*store, &["t"], 1, at(10_000)).await.remove(0);
     assert!(
-        store
-            .recover(&RecoverOptions::new(T0 + LEASE).limit(100))
-            .await
-            .unwrap()
-            .is_empty(),
+        recover(&*store, T0 + LEASE, 100).await.is_empty(),
         "a lease expired at its deadline, not after"
     );
     let now = T0 + LEASE + Duration::from_millis(1);
-    let recovered = store
-        .recover(&RecoverOptions::new(now).limit(100))
-        .await
-        .unwrap();
+    let recovered = recover(&*store, now, 100).await;
     assert_eq!(recovered.len(), 1);
     assert_eq!(
         (recovered[0].id, recovered[0].dead, &*recovered[0].topic),
@@ -186,10 +163,7 @@ pub async fn reaper_sends_exhausted_task_to_dead(store: Arc<dyn Store>) {
     let id = enqueue(&*store, vec![task("t", 1).max_retries(0)]).await[0];
     claim(&*store, &["t"], 1).await;
     let now = T0 + LEASE + Duration::from_secs(1);
-    let recovered = store
-        .recover(&RecoverOptions::new(now).limit(100))
-        .await
-        .unwrap();
+    let recovered = recover(&*store, now, 100).await;
     assert_eq!(recovered.len(), 1);
     assert!(recovered[0].dead);
     let stored = get(&*store, id).await;
@@ -205,27 +179,9 @@ pub async fn reaper_respects_limit(store: Arc<dyn Store>) {
     enqueue_n(&*store, "b", 3).await;
     claim(&*store, &["a", "b"], 6).await;
     let now = T0 + LEASE + Duration::from_secs(1);
-    assert_eq!(
-        store
-            .recover(&RecoverOptions::new(now).limit(4))
-            .await
-            .unwrap()
-            .len(),
-        4
-    );
-    assert_eq!(
-        store
-            .recover(&RecoverOptions::new(now).limit(4))
-            .await
-            .unwrap()
-            .len(),
-        2
-    );
-    assert!(store
-        .recover(&RecoverOptions::new(now).limit(4))
-        .await
-        .unwrap()
-        .is_empty());
+    assert_eq!(recover(&*store, now, 4).await.len(), 4);
+    assert_eq!(recover(&*store, now, 4).await.len(), 2);
+    assert!(recover(&*store, now, 4).await.is_empty());
     assert_eq!(store.stats().await.unwrap().total.sizes.input, 6);
 }
 
