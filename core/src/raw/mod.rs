@@ -17,7 +17,8 @@
 //!   file names.
 //! - [`LocalBus`]: in-process events and wake-ups, for stores with no bus of their own.
 //! - [`IdMap`], [`IdSet`], [`IdHasher`]: hash tables keyed by task id.
-//! - [`StoreUrl`]: the parser of the `scheme://location?key=value` URLs of `from_url`.
+//! - [`StoreUrl`] and [`ServerAddress`]: the parser of the `scheme://location?key=value`
+//!   URLs of `from_url`, and the address of a server one names.
 //!
 //! The extension traits are sealed: they are implemented for taskmill's own types only,
 //! so a method can be added to them without breaking anyone.
@@ -27,7 +28,7 @@ mod id_map;
 mod lifecycle;
 mod local_bus;
 
-pub use crate::store::url::StoreUrl;
+pub use crate::store::url::{ServerAddress, StoreUrl};
 pub use crate::task::validate_topic;
 pub use build::{PayloadExt, TaskExt};
 pub use id_map::{IdHasher, IdMap, IdSet};
