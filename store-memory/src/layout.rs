@@ -12,8 +12,8 @@ use rustc_hash::FxHashMap;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 use std::sync::Arc;
-use taskmill_core::store::IdSet;
-use taskmill_core::{Counters, Queue, QueueSizes, TaskId, TaskRecord, Timestamp, TopicStats};
+use taskmill_core::raw::IdSet;
+use taskmill_core::{Counters, Queue, TaskId, TaskRecord, Timestamp, TopicStats};
 
 /// Everything the store holds, under its one lock.
 #[derive(Debug, Default)]
@@ -100,15 +100,13 @@ impl Topic {
     }
 
     pub fn stats(&self) -> TopicStats {
-        TopicStats {
-            counters: self.counters,
-            sizes: QueueSizes {
-                input: self.input,
-                work: self.work.len() as u64,
-                dead: self.dead.len() as u64,
-            },
-            paused: self.paused,
-        }
+        let mut stats = TopicStats::default();
+        stats.counters = self.counters;
+        stats.sizes.input = self.input;
+        stats.sizes.work = self.work.len() as u64;
+        stats.sizes.dead = self.dead.len() as u64;
+        stats.paused = self.paused;
+        stats
     }
 }
 

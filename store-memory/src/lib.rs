@@ -12,7 +12,7 @@ pub use options::MemoryOptions;
 
 use layout::State;
 use std::sync::{Arc, Mutex, MutexGuard};
-use taskmill_core::store::LocalBus;
+use taskmill_core::raw::LocalBus;
 use taskmill_core::Result;
 
 /// A store that keeps tasks in this process's memory.
@@ -33,7 +33,7 @@ struct Shared {
 
 impl Default for MemoryStore {
     fn default() -> Self {
-        Self::with_options(MemoryOptions::default())
+        Self::from_options(MemoryOptions::default())
     }
 }
 
@@ -53,7 +53,7 @@ impl MemoryStore {
 
     /// An empty store with `options`.
     pub async fn open_with(options: MemoryOptions) -> Result<Self> {
-        Ok(Self::with_options(options))
+        Ok(Self::from_options(options))
     }
 
     /// Opens the store a URL names: `memory://`, with nothing after it.
@@ -64,7 +64,7 @@ impl MemoryStore {
         Self::open_with(options).await
     }
 
-    fn with_options(options: MemoryOptions) -> Self {
+    fn from_options(options: MemoryOptions) -> Self {
         MemoryStore {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),

@@ -3,8 +3,9 @@
 
 use crate::layout::State;
 use std::sync::Arc;
+use taskmill_core::raw::{RecordExt, TaskExt};
 use taskmill_core::store::{
-    Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListQuery, Outcome, Page,
+    Applied, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListOptions, Outcome, Page,
     Recovered,
 };
 use taskmill_core::{Event, Lease, Queue, Stats, Task, TaskId, TaskRecord, Timestamp};
@@ -50,7 +51,7 @@ impl State {
         results
     }
 
-    pub fn claim(&mut self, req: &ClaimRequest) -> Vec<Claimed> {
+    pub fn claim(&mut self, req: &ClaimOptions) -> Vec<Claimed> {
         let mut claimed = Vec::with_capacity(req.limit.min(1024));
         let deadline = req.deadline();
         for wanted in &req.topics {
@@ -82,7 +83,7 @@ impl State {
                     token: self.last_token,
                     deadline,
                 };
-                record.start(lease, &mut topic.counters);
+                record.claim(lease, &mut topic.counters);
                 topic.work.insert(id);
                 claimed.push(Claimed::Ready(record.clone()));
             }
@@ -128,7 +129,7 @@ impl State {
                 .get_mut(&record.topic)
                 .expect("a stored task's topic exists");
             topic.work.remove(&id);
-            match record.finish(&outcome.kind, now, &mut topic.counters) {
+            match record.apply_outcome(&outcome.kind, now, &mut topic.counters) {
                 None => {
                     if let Some(key) = &record.unique_key {
                         topic.unique.remove(key);
@@ -158,7 +159,7 @@ impl State {
             for id in expired {
                 let record = self.tasks.get_mut(&id).expect("indexed tasks exist");
                 topic.work.remove(&id);
-                let queue = record.expire(now, &mut topic.counters);
+                let queue = record.recover(now, &mut topic.counters);
                 topic.push(queue, record, now);
                 recovered.push(Recovered {
                     id,
@@ -186,7 +187,7 @@ impl State {
         self.tasks.get(&id).cloned()
     }
 
-    pub fn list(&self, query: &ListQuery) -> Page {
+    pub fn list(&self, query: &ListOptions) -> Page {
         let start = query
             .after
             .map_or(TaskId::new(0), |a| TaskId::new(a.get().saturating_add(1)));

@@ -1,6 +1,6 @@
 //! The options of a [`MemoryStore`](crate::MemoryStore) and its URL form.
 
-use taskmill_core::store::{StoreUrl, DEFAULT_EVENT_BUFFER};
+use taskmill_core::raw::{StoreUrl, DEFAULT_EVENT_BUFFER};
 use taskmill_core::{Error, Result};
 
 /// Options for [`MemoryStore::open_with`](crate::MemoryStore::open_with).

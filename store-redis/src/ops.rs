@@ -19,13 +19,14 @@ use crate::RedisStore;
 use redis::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use taskmill_core::raw::TaskExt;
 use taskmill_core::store::{
-    Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListQuery, Outcome,
+    Applied, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListOptions, Outcome,
     OutcomeKind, Page, Recovered,
 };
 use taskmill_core::{
-    Counters, Lease, Queue, QueueSizes, Result, Stats, Task, TaskId, TaskRecord, Timestamp,
-    TopicStats, LEASE_EXPIRED_ERROR,
+    Counters, Lease, Queue, Result, Stats, Task, TaskId, TaskRecord, Timestamp, TopicStats,
+    LEASE_EXPIRED_ERROR,
 };
 use tracing::warn;
 
@@ -53,6 +54,19 @@ fn group_by_topic<T>(items: impl IntoIterator<Item = (Arc<str>, T)>) -> Vec<Grou
 /// exact in a double (the same formula as `ready_score` in `scripts/common.lua`).
 fn ready_score(priority: i16, id: u64) -> u64 {
     ((i64::from(priority) + 32768) as u64) * (1 << 37) + id
+}
+
+/// The code of an outcome kind in the kinds string of `scripts/apply.lua`.
+fn kind_code(kind: &OutcomeKind) -> Result<char> {
+    match kind {
+        OutcomeKind::Complete { .. } => Ok('c'),
+        OutcomeKind::Retry { .. } => Ok('r'),
+        OutcomeKind::Dead { .. } => Ok('d'),
+        OutcomeKind::Release { .. } => Ok('l'),
+        other => Err(taskmill_core::Error::unsupported(format!(
+            "the Redis store cannot apply the outcome {other:?}"
+        ))),
+    }
 }
 
 /// The most common of `priorities` (the lowest value among equally common ones), or
@@ -282,7 +296,7 @@ pub(crate) async fn enqueue(
 }
 
 /// [`Store::claim`](taskmill_core::Store::claim).
-pub(crate) async fn claim(store: &RedisStore, req: &ClaimRequest) -> Result<Vec<Claimed>> {
+pub(crate) async fn claim(store: &RedisStore, req: &ClaimOptions) -> Result<Vec<Claimed>> {
     let mut claimed = Vec::new();
     let deadline = req.deadline().as_millis();
     for wanted in &req.topics {
@@ -402,13 +416,8 @@ pub(crate) async fn apply(
             let mut call = call(store, &SCRIPTS.apply, &keys);
             let kinds: String = chunk
                 .iter()
-                .map(|(_, outcome)| match &outcome.kind {
-                    OutcomeKind::Complete => 'c',
-                    OutcomeKind::Retry { .. } => 'r',
-                    OutcomeKind::Dead { .. } => 'd',
-                    OutcomeKind::Release => 'l',
-                })
-                .collect();
+                .map(|(_, outcome)| kind_code(&outcome.kind))
+                .collect::<Result<_>>()?;
             call.arg(now.as_millis()).arg(chunk.len()).arg(kinds);
             for (_, outcome) in chunk {
                 call.arg(outcome.lease.id.get());
@@ -418,16 +427,17 @@ pub(crate) async fn apply(
             }
             for (_, outcome) in chunk {
                 match &outcome.kind {
-                    OutcomeKind::Complete => {}
-                    OutcomeKind::Retry { at, error } => {
+                    OutcomeKind::Retry { at, error, .. } => {
                         call.arg(at.as_millis()).arg(error.as_str());
                     }
-                    OutcomeKind::Dead { error } => {
+                    OutcomeKind::Dead { error, .. } => {
                         call.arg(0).arg(error.as_str());
                     }
-                    OutcomeKind::Release => {
+                    OutcomeKind::Release { .. } => {
                         call.arg(0).arg("");
                     }
+                    // Complete takes no arguments; `kind_code` refused any other kind.
+                    _ => {}
                 }
             }
             calls.push(call);
@@ -529,11 +539,9 @@ pub(crate) async fn stats(store: &RedisStore) -> Result<Stats> {
                 _ => {}
             }
         }
-        stats.sizes = QueueSizes {
-            input: sizes.first().copied().unwrap_or(0),
-            work: sizes.get(1).copied().unwrap_or(0),
-            dead: sizes.get(2).copied().unwrap_or(0),
-        };
+        stats.sizes.input = sizes.first().copied().unwrap_or(0);
+        stats.sizes.work = sizes.get(1).copied().unwrap_or(0);
+        stats.sizes.dead = sizes.get(2).copied().unwrap_or(0);
         per_topic.insert(topic.to_string(), stats);
     }
     Ok(Stats::from_topics(per_topic))
@@ -573,7 +581,7 @@ pub(crate) async fn get(store: &RedisStore, id: TaskId) -> Result<Option<TaskRec
 }
 
 /// [`Store::list`](taskmill_core::Store::list).
-pub(crate) async fn list(store: &RedisStore, query: &ListQuery) -> Result<Page> {
+pub(crate) async fn list(store: &RedisStore, query: &ListOptions) -> Result<Page> {
     let topics = match &query.topic {
         Some(topic) => vec![topic.clone()],
         None => topics(store).await?,

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::time::Duration;
-use taskmill_core::store::{StoreUrl, DEFAULT_EVENT_BUFFER};
+use taskmill_core::raw::{StoreUrl, DEFAULT_EVENT_BUFFER};
 use taskmill_core::{Error, Result};
 
 /// The namespace of a URL that names none.

@@ -5,13 +5,14 @@
 use crate::codec::{array, int};
 use crate::{ops, RedisStore};
 use std::time::{Duration, Instant};
+use taskmill_core::raw::validate_topic;
 use taskmill_core::store::{
-    Applied, Capabilities, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListQuery,
-    Outcome, OutcomeKind, Page, Recovered, WakeStream,
+    Applied, ApplyOptions, Capabilities, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef,
+    ListOptions, Outcome, OutcomeKind, Page, RecoverOptions, Recovered, RenewOptions,
+    RequeueOptions, WakeStream,
 };
 use taskmill_core::{
-    async_trait, validate_topic, Event, EventStream, Result, Stats, Store, Task, TaskId,
-    TaskRecord, Timestamp,
+    async_trait, Event, EventStream, Result, Stats, Store, Task, TaskId, TaskRecord,
 };
 
 /// How long the answer to "does another process listen to events?" is trusted.
@@ -78,19 +79,22 @@ impl Store for RedisStore {
         Ok(results)
     }
 
-    async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
-        ops::claim(self, req).await
+    async fn claim(&self, opts: &ClaimOptions) -> Result<Vec<Claimed>> {
+        ops::claim(self, opts).await
     }
 
-    async fn renew(&self, leases: &[LeaseRef], deadline: Timestamp) -> Result<Vec<Applied>> {
-        ops::renew(self, leases, deadline).await
+    async fn renew(&self, leases: &[LeaseRef], opts: &RenewOptions) -> Result<Vec<Applied>> {
+        ops::renew(self, leases, opts.deadline).await
     }
 
-    async fn apply(&self, outcomes: &[Outcome], now: Timestamp) -> Result<Vec<Applied>> {
-        let applied = ops::apply(self, outcomes, now).await?;
+    async fn apply(&self, outcomes: &[Outcome], opts: &ApplyOptions) -> Result<Vec<Applied>> {
+        let applied = ops::apply(self, outcomes, opts.now).await?;
         let to_input = outcomes.iter().zip(&applied).any(|(o, a)| {
             *a == Applied::Done
-                && matches!(o.kind, OutcomeKind::Retry { .. } | OutcomeKind::Release)
+                && matches!(
+                    o.kind,
+                    OutcomeKind::Retry { .. } | OutcomeKind::Release { .. }
+                )
         });
         if to_input {
             self.shared.bus.wake();
@@ -98,8 +102,8 @@ impl Store for RedisStore {
         Ok(applied)
     }
 
-    async fn recover(&self, now: Timestamp, limit: usize) -> Result<Vec<Recovered>> {
-        let recovered = ops::recover(self, now, limit).await?;
+    async fn recover(&self, opts: &RecoverOptions) -> Result<Vec<Recovered>> {
+        let recovered = ops::recover(self, opts.now, opts.limit).await?;
         if recovered.iter().any(|r| !r.dead) {
             self.shared.bus.wake();
         }
@@ -114,12 +118,12 @@ impl Store for RedisStore {
         ops::get(self, id).await
     }
 
-    async fn list(&self, query: &ListQuery) -> Result<Page> {
-        ops::list(self, query).await
+    async fn list(&self, opts: &ListOptions) -> Result<Page> {
+        ops::list(self, opts).await
     }
 
-    async fn requeue(&self, ids: &[TaskId], now: Timestamp) -> Result<Vec<bool>> {
-        let moved = ops::requeue(self, ids, now).await?;
+    async fn requeue(&self, ids: &[TaskId], opts: &RequeueOptions) -> Result<Vec<bool>> {
+        let moved = ops::requeue(self, ids, opts.now).await?;
         if moved.contains(&true) {
             self.shared.bus.wake();
         }

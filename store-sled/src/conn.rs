@@ -28,9 +28,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
+use taskmill_core::raw::LocalBus;
 use taskmill_core::store::{
-    Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListQuery, LocalBus,
-    Outcome, Page, Recovered,
+    Applied, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListOptions, Outcome, Page,
+    Recovered,
 };
 use taskmill_core::{Error, Result, Stats, Task, TaskId, TaskRecord, Timestamp};
 use tokio::sync::{mpsc, oneshot};
@@ -52,7 +53,7 @@ pub(crate) enum Command {
         reply: Reply<Vec<Enqueued>>,
     },
     Claim {
-        req: ClaimRequest,
+        req: ClaimOptions,
         reply: Reply<Vec<Claimed>>,
     },
     Renew {
@@ -91,7 +92,7 @@ pub(crate) enum Command {
         reply: Reply<Option<TaskRecord>>,
     },
     List {
-        query: ListQuery,
+        query: ListOptions,
         reply: Reply<Page>,
     },
     /// Flushes everything committed so far, whatever the policy.

@@ -16,7 +16,7 @@ pub use options::{FlushPolicy, SledOptions};
 use conn::{Command, Conn};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use taskmill_core::store::LocalBus;
+use taskmill_core::raw::LocalBus;
 use taskmill_core::Result;
 
 /// A durable store in a sled database directory.

@@ -14,8 +14,9 @@ use rustc_hash::FxHashMap;
 use sled::Batch;
 use std::collections::BTreeSet;
 use std::ops::Range;
+use taskmill_core::raw::{PayloadExt, RecordExt, TaskExt};
 use taskmill_core::store::{
-    Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListQuery, Outcome,
+    Applied, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListOptions, Outcome,
     OutcomeKind, Page, Recovered,
 };
 use taskmill_core::{
@@ -84,7 +85,7 @@ impl Writer {
     }
 
     /// [`Store::list`](taskmill_core::Store::list).
-    pub fn list(&self, query: &ListQuery) -> Result<Page> {
+    pub fn list(&self, query: &ListOptions) -> Result<Page> {
         list(&self.tree, &self.index, query)
     }
 
@@ -302,7 +303,7 @@ impl Writer {
     }
 
     /// [`Store::claim`](taskmill_core::Store::claim).
-    pub fn claim(&mut self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
+    pub fn claim(&mut self, req: &ClaimOptions) -> Result<Vec<Claimed>> {
         let mut claimed = Vec::with_capacity(req.limit.min(1024));
         let deadline = req.deadline();
         for wanted in &req.topics {
@@ -337,14 +338,14 @@ impl Writer {
                 self.index.move_to(id, At::Work { token, deadline });
                 match found {
                     Ok(mut record) => {
-                        record.start(lease, self.counters(&wanted.topic));
+                        record.claim(lease, self.counters(&wanted.topic));
                         self.put(&record);
                         claimed.push(Claimed::Ready(record));
                     }
                     Err((mut salvaged, error)) => {
                         // Stored salvaged, so the outcome the manager sends (DEAD) is
                         // fenced and applied like any other.
-                        salvaged.start(lease, self.counters(&wanted.topic));
+                        salvaged.claim(lease, self.counters(&wanted.topic));
                         self.put(&salvaged);
                         tracing::warn!(%id, %error, "claimed a task whose record cannot be decoded");
                         claimed.push(Claimed::Corrupt {
@@ -435,7 +436,7 @@ impl Writer {
         let mut requeued = false;
         for outcome in outcomes {
             let (id, token) = (outcome.lease.id, outcome.lease.token);
-            if outcome.kind == OutcomeKind::Complete {
+            if matches!(outcome.kind, OutcomeKind::Complete { .. }) {
                 // The hot path decodes no record: the index knows the claim.
                 let owned = self.index.slot(id).filter(|_| self.index.owns(id, token));
                 match owned.map(|slot| self.index.topic_of(slot).clone()) {
@@ -454,7 +455,7 @@ impl Writer {
                 continue;
             };
             let topic = record.topic.clone();
-            match record.finish(&outcome.kind, now, self.counters(&topic)) {
+            match record.apply_outcome(&outcome.kind, now, self.counters(&topic)) {
                 None => {
                     self.del(id)?;
                     self.index.remove(id);
@@ -483,7 +484,7 @@ impl Writer {
                 continue;
             };
             let topic = record.topic.clone();
-            let to = record.expire(now, self.counters(&topic));
+            let to = record.recover(now, self.counters(&topic));
             self.index.move_to(id, At::of(to, record.run_at, now, None));
             self.put(&record);
             recovered.push(Recovered {
@@ -577,23 +578,18 @@ fn salvage(key: &KeyParts<'_>, bytes: &[u8], at: At, now: Timestamp) -> TaskReco
         }),
         _ => None,
     };
-    TaskRecord {
-        id: key.id,
-        queue: at.queue(),
-        topic: key.topic.into(),
-        external_id: None,
-        args: Payload::from_stored(String::from_utf8_lossy(bytes).into_owned()),
-        attempt: u32::from(lease.is_some()),
-        // Whatever the limit was, it is unknown now: a failure is final.
-        max_retries: 0,
-        priority: key.priority,
-        enqueued_at: now,
-        run_at: now,
-        unique_key: key.unique.map(Box::from),
-        last_error: None,
-        failed_at: None,
-        lease,
-    }
+    let args = Payload::from_stored(String::from_utf8_lossy(bytes).into_owned());
+    let mut record = TaskRecord::new(key.id, key.topic, args);
+    record.queue = at.queue();
+    record.attempt = u32::from(lease.is_some());
+    // Whatever the limit was, it is unknown now: a failure is final.
+    record.max_retries = 0;
+    record.priority = key.priority;
+    record.enqueued_at = now;
+    record.run_at = now;
+    record.unique_key = key.unique.map(Box::from);
+    record.lease = lease;
+    record
 }
 
 /// The stored record of `id`, found through the index; `Corrupt` when it cannot be decoded.
@@ -624,7 +620,7 @@ fn get(tree: &sled::Tree, index: &Index, id: TaskId) -> Result<Option<TaskRecord
 /// Records that cannot be decoded are left out (with a warning): `get` reports them as
 /// `Corrupt`, and a claim sends them to DEAD. The page is decided by the index, so one
 /// left out does not end the paging early.
-fn list(tree: &sled::Tree, index: &Index, query: &ListQuery) -> Result<Page> {
+fn list(tree: &sled::Tree, index: &Index, query: &ListOptions) -> Result<Page> {
     let after = query.after.unwrap_or(TaskId::new(0));
     let limit = query.limit.max(1);
     let ids: Box<dyn Iterator<Item = TaskId>> = match index.ids(query.queue, after) {

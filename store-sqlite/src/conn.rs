@@ -27,9 +27,10 @@ use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use taskmill_core::raw::LocalBus;
 use taskmill_core::store::{
-    Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListQuery, LocalBus,
-    Outcome, Page, Recovered,
+    Applied, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListOptions, Outcome, Page,
+    Recovered,
 };
 use taskmill_core::{Error, Result, Stats, Task, TaskId, TaskRecord, Timestamp};
 use tokio::sync::{mpsc, oneshot};
@@ -51,7 +52,7 @@ pub(crate) enum Command {
         reply: Reply<Vec<Enqueued>>,
     },
     Claim {
-        req: ClaimRequest,
+        req: ClaimOptions,
         reply: Reply<Vec<Claimed>>,
     },
     Renew {
@@ -77,7 +78,7 @@ pub(crate) enum Command {
         reply: Reply<Option<TaskRecord>>,
     },
     List {
-        query: ListQuery,
+        query: ListOptions,
         reply: Reply<Page>,
     },
     Requeue {

@@ -16,7 +16,7 @@ use conn::Conn;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use taskmill_core::store::LocalBus;
+use taskmill_core::raw::LocalBus;
 use taskmill_core::Result;
 
 /// A taskmill store in a SQLite database.

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::time::Duration;
-use taskmill_core::store::{StoreUrl, DEFAULT_EVENT_BUFFER};
+use taskmill_core::raw::{StoreUrl, DEFAULT_EVENT_BUFFER};
 use taskmill_core::Result;
 
 /// How hard a commit works to survive a power failure.
