@@ -9,19 +9,23 @@ use std::sync::Mutex;
 use std::task::Poll;
 use tokio::sync::Notify;
 
+/// The run goes on: neither returned nor cancelled.
 const RUNNING: u8 = 0;
-const FINISHED: u8 = 1;
+/// Its processor returned first; a later cancel changes nothing.
+const RETURNED: u8 = 1;
+/// It was cancelled first; whatever its processor returns is moot.
 const CANCELLED: u8 = 2;
 
 /// One allocation per run holds all of it, and everything that passes a run around (the
-/// claimer, the worker queue, the held map, the processor's context) passes this pointer:
-/// a task record is a couple of hundred bytes, and moving it through each of those hops
-/// cost more than the rest of a no-op run.
+/// claimer, the worker queue, the leased map, the processor's context) passes this
+/// pointer: a task record is a couple of hundred bytes, and each hop then copies a pointer
+/// instead.
 ///
 /// A run ends exactly once, by whichever comes first: its processor returning
-/// ([`finish`](Self::finish)) or a cancellation ([`cancel`](Self::cancel)). A processor
-/// that returned before a shutdown keeps its outcome even if the manager sees the cancel
-/// first; one that returns after it (typically because it saw the signal) is released.
+/// ([`mark_returned`](Self::mark_returned)) or a cancellation ([`cancel`](Self::cancel)).
+/// A processor that returned before a shutdown keeps its outcome even if the manager sees
+/// the cancel first; one that returns after it (typically because it saw the signal) is
+/// released.
 #[derive(Debug)]
 pub(crate) struct Run {
     /// The task as claimed; its lease is the one this run holds.
@@ -46,7 +50,8 @@ impl Run {
         }
     }
 
-    /// Cancels the run unless it already finished.
+    /// Cancels the run unless its processor returned first, and wakes whoever waits for
+    /// the cancel.
     pub fn cancel(&self) {
         let _ =
             self.state
@@ -55,14 +60,14 @@ impl Run {
         self.notify.notify_waiters();
     }
 
-    /// Marks the processor as returned; false if the run was cancelled first.
-    pub fn finish(&self) -> bool {
+    /// Ends the run as returned by its processor; false if a cancel ended it first.
+    pub fn mark_returned(&self) -> bool {
         match self
             .state
-            .compare_exchange(RUNNING, FINISHED, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(RUNNING, RETURNED, Ordering::AcqRel, Ordering::Acquire)
         {
             Ok(_) => true,
-            Err(state) => state == FINISHED,
+            Err(state) => state == RETURNED,
         }
     }
 
@@ -119,19 +124,19 @@ mod tests {
     #[test]
     fn a_run_ends_once_by_whichever_comes_first() {
         let finished_first = run();
-        assert!(finished_first.finish());
+        assert!(finished_first.mark_returned());
         finished_first.cancel();
         assert!(
             !finished_first.is_cancelled(),
             "a cancel after finishing changed the outcome"
         );
-        assert!(finished_first.finish());
+        assert!(finished_first.mark_returned());
 
         let cancelled_first = run();
         cancelled_first.cancel();
         assert!(cancelled_first.is_cancelled());
         assert!(
-            !cancelled_first.finish(),
+            !cancelled_first.mark_returned(),
             "a run that returned after its cancel was kept"
         );
     }
