@@ -9,8 +9,9 @@
 //! A job is *in flight* from [`Exchange::push_jobs`] until a producer's
 //! [`end_job`](Producer::end_job) hands over its outcome.
 
+use super::sync::{Mutex, MutexGuard};
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use tokio::sync::Notify;
 
 /// Jobs from one claimer to many workers, outcomes from the workers to one flusher, and
@@ -217,7 +218,7 @@ impl<J, O> Drop for Producer<J, O> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(taskmill_loom)))]
 mod tests {
     use super::*;
     use std::time::Duration;
@@ -278,6 +279,40 @@ mod tests {
             .expect("the flusher ends")
             .unwrap();
         assert_eq!(all, [1, 2]);
+    }
+
+    #[tokio::test]
+    async fn an_aborted_producer_still_lets_the_flusher_end() {
+        let exchange = Arc::new(Exchange::<u32, u32>::new(0));
+        let producer = exchange.producer();
+        let worker = tokio::spawn(async move {
+            producer.push_outcome(1);
+            std::future::pending::<()>().await;
+            drop(producer);
+        });
+        let mut taken = Vec::new();
+        assert!(exchange.take_outcomes(&mut taken, 10).await);
+        assert_eq!(taken, [1]);
+        worker.abort();
+        let ended = tokio::time::timeout(DEADLINE, exchange.take_outcomes(&mut Vec::new(), 10))
+            .await
+            .expect("the flusher ends once its last producer is gone");
+        assert!(!ended);
+    }
+
+    #[tokio::test]
+    async fn an_outcome_outside_a_job_leaves_the_count_alone() {
+        let exchange = Arc::new(Exchange::<u32, &str>::new(0));
+        let producer = exchange.producer();
+        exchange.push_jobs(vec![1]);
+        producer.push_outcome("corrupt");
+        assert_eq!(exchange.in_flight(), 1);
+        assert_eq!(exchange.next_job().await, Some(1));
+        assert_eq!(producer.end_job("one"), None);
+        assert_eq!(exchange.in_flight(), 0);
+        let mut taken = Vec::new();
+        assert!(exchange.take_outcomes(&mut taken, 10).await);
+        assert_eq!(taken, ["corrupt", "one"]);
     }
 
     #[tokio::test]
@@ -347,5 +382,104 @@ mod tests {
             .await
             .expect("room once one job is in flight")
             .unwrap();
+    }
+}
+
+/// The exchange's hand-offs under loom: every interleaving of its lock steps (see
+/// [`super::sync`]); a lost wake-up leaves a thread blocked for good, which loom reports.
+#[cfg(all(test, taskmill_loom))]
+mod loom_model {
+    use super::*;
+    use loom::future::block_on;
+    use loom::thread;
+
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut builder = loom::model::Builder::new();
+        // Three threads of a few lock steps each: a bound of 3 explores every schedule
+        // with up to three forced switches, which covers each pair of racing steps.
+        builder.preemption_bound = Some(3);
+        builder.check(f);
+    }
+
+    #[test]
+    fn every_job_reaches_one_worker_and_every_worker_ends() {
+        model(|| {
+            let exchange = Arc::new(Exchange::<u32, ()>::new(0));
+            let workers: Vec<_> = (0..2)
+                .map(|_| {
+                    let exchange = exchange.clone();
+                    thread::spawn(move || {
+                        block_on(async {
+                            let mut seen = Vec::new();
+                            while let Some(job) = exchange.next_job().await {
+                                seen.push(job);
+                            }
+                            seen
+                        })
+                    })
+                })
+                .collect();
+            exchange.push_jobs(vec![1, 2]);
+            exchange.close_jobs();
+            let mut seen: Vec<u32> = workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap())
+                .collect();
+            seen.sort_unstable();
+            assert_eq!(seen, [1, 2]);
+        });
+    }
+
+    #[test]
+    fn the_flusher_gets_every_outcome_before_it_ends() {
+        model(|| {
+            let exchange = Arc::new(Exchange::<u32, u32>::new(0));
+            let (worker, claimer) = (exchange.producer(), exchange.producer());
+            exchange.push_jobs(vec![1]);
+            let worker = thread::spawn({
+                let exchange = exchange.clone();
+                move || {
+                    let job = block_on(exchange.next_job()).unwrap();
+                    assert_eq!(worker.end_job(job * 10), None);
+                }
+            });
+            let claimer = thread::spawn(move || {
+                claimer.push_outcome(20);
+            });
+            let mut all = block_on(async {
+                let (mut all, mut batch) = (Vec::new(), Vec::new());
+                while exchange.take_outcomes(&mut batch, 10).await {
+                    all.append(&mut batch);
+                }
+                all
+            });
+            worker.join().unwrap();
+            claimer.join().unwrap();
+            all.sort_unstable();
+            assert_eq!(all, [10, 20]);
+            assert_eq!(exchange.in_flight(), 0);
+        });
+    }
+
+    #[test]
+    fn the_claimer_gets_room_once_the_count_falls_to_the_mark() {
+        model(|| {
+            let exchange = Arc::new(Exchange::<u32, ()>::new(1));
+            let producer = exchange.producer();
+            exchange.push_jobs(vec![1, 2, 3]);
+            let worker = thread::spawn({
+                let exchange = exchange.clone();
+                move || {
+                    assert_eq!(block_on(exchange.next_job()), Some(1));
+                    assert_eq!(producer.end_job(()), Some(2));
+                    // Job 3 goes on running: one job in flight, the mark.
+                    assert_eq!(producer.end_job(()), Some(3));
+                }
+            });
+            block_on(exchange.room());
+            assert!(exchange.in_flight() <= 1);
+            assert_eq!(exchange.in_flight(), 1, "room came before the mark");
+            worker.join().unwrap();
+        });
     }
 }

@@ -6,6 +6,7 @@ mod exchange;
 mod processor;
 mod run;
 mod runtime;
+mod sync;
 
 pub use config::{ManagerBuilder, TopicOptions};
 pub use processor::{Processor, TaskContext, TaskError, Typed};

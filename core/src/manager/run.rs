@@ -1,11 +1,9 @@
 //! One run of a task, as the manager and the processor share it: the task, how the run
 //! ended, and the result it reports.
 
+use super::sync::{AtomicU8, AtomicWaker, Mutex, Ordering};
 use crate::task::{Payload, TaskRecord};
-use futures_util::task::AtomicWaker;
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Mutex;
 use std::task::Poll;
 use tokio::sync::Notify;
 
@@ -50,14 +48,18 @@ impl Run {
         }
     }
 
-    /// Cancels the run unless its processor returned first, and wakes whoever waits for
-    /// the cancel.
+    /// Cancels the run unless it already ended, and wakes whoever waits for the cancel.
     pub fn cancel(&self) {
-        let _ =
-            self.state
-                .compare_exchange(RUNNING, CANCELLED, Ordering::AcqRel, Ordering::Acquire);
-        self.worker.wake();
-        self.notify.notify_waiters();
+        // Only the cancel that ends the run wakes: waiters that register later see the
+        // state, and a run that returned first was not cancelled.
+        if self
+            .state
+            .compare_exchange(RUNNING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.worker.wake();
+            self.notify.notify_waiters();
+        }
     }
 
     /// Ends the run as returned by its processor; false if a cancel ended it first.
@@ -109,28 +111,50 @@ impl Run {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) fn test_run() -> Run {
     use crate::store::EnqueueOptions;
     use crate::task::{Task, TaskId};
     use crate::time::Timestamp;
+    let options = EnqueueOptions::new(Timestamp::from_millis(0));
+    let task = Task::new("topic", &()).unwrap();
+    Run::new(task.into_record(TaskId::new(1), &options))
+}
 
-    fn run() -> Run {
-        let options = EnqueueOptions::new(Timestamp::from_millis(0));
-        let task = Task::new("topic", &()).unwrap();
-        Run::new(task.into_record(TaskId::new(1), &options))
+/// The cancel/return race, one interleaving per test.
+#[cfg(all(test, not(taskmill_loom)))]
+mod tests {
+    use super::test_run as run;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    /// A waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn poll<F: Future>(future: std::pin::Pin<&mut F>, wakes: &Arc<Wakes>) -> Poll<F::Output> {
+        let waker = Waker::from(wakes.clone());
+        future.poll(&mut Context::from_waker(&waker))
     }
 
     #[test]
     fn a_run_ends_once_by_whichever_comes_first() {
-        let finished_first = run();
-        assert!(finished_first.mark_returned());
-        finished_first.cancel();
+        let returned_first = run();
+        assert!(returned_first.mark_returned());
+        returned_first.cancel();
         assert!(
-            !finished_first.is_cancelled(),
-            "a cancel after finishing changed the outcome"
+            !returned_first.is_cancelled(),
+            "a cancel after the return changed the outcome"
         );
-        assert!(finished_first.mark_returned());
+        assert!(returned_first.mark_returned());
 
         let cancelled_first = run();
         cancelled_first.cancel();
@@ -139,5 +163,133 @@ mod tests {
             !cancelled_first.mark_returned(),
             "a run that returned after its cancel was kept"
         );
+        assert!(cancelled_first.is_cancelled());
+    }
+
+    #[test]
+    fn a_cancel_wakes_the_worker_waiting_for_it() {
+        let run = run();
+        let wakes = Arc::new(Wakes::default());
+        let mut waiting = pin!(run.cancelled_for_worker());
+        assert!(poll(waiting.as_mut(), &wakes).is_pending());
+        run.cancel();
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            1,
+            "the worker was not woken"
+        );
+        assert!(poll(waiting, &wakes).is_ready());
+    }
+
+    #[test]
+    fn a_cancel_wakes_every_processor_waiting_for_it() {
+        let run = run();
+        let wakes = Arc::new(Wakes::default());
+        let mut first = pin!(run.cancelled());
+        let mut second = pin!(run.cancelled());
+        assert!(poll(first.as_mut(), &wakes).is_pending());
+        assert!(poll(second.as_mut(), &wakes).is_pending());
+        run.cancel();
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            2,
+            "a processor was not woken"
+        );
+        assert!(poll(first, &wakes).is_ready());
+        assert!(poll(second, &wakes).is_ready());
+    }
+
+    #[test]
+    fn a_cancel_before_the_wait_is_seen_at_once() {
+        let run = run();
+        run.cancel();
+        let wakes = Arc::new(Wakes::default());
+        assert!(poll(pin!(run.cancelled_for_worker()), &wakes).is_ready());
+        assert!(poll(pin!(run.cancelled()), &wakes).is_ready());
+    }
+
+    #[test]
+    fn a_cancel_after_the_return_leaves_the_waiters_waiting() {
+        let run = run();
+        assert!(run.mark_returned());
+        let wakes = Arc::new(Wakes::default());
+        let mut worker = pin!(run.cancelled_for_worker());
+        let mut processor = pin!(run.cancelled());
+        assert!(poll(worker.as_mut(), &wakes).is_pending());
+        assert!(poll(processor.as_mut(), &wakes).is_pending());
+        run.cancel();
+        assert!(poll(worker, &wakes).is_pending());
+        assert!(poll(processor, &wakes).is_pending());
+    }
+}
+
+/// The cancel/return race under loom: every interleaving of the run's atomic steps (see
+/// [`super::sync`]).
+#[cfg(all(test, taskmill_loom))]
+mod loom_model {
+    use super::test_run as run;
+    use loom::future::block_on;
+    use loom::thread;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_cancel_racing_the_return_ends_the_run_once() {
+        loom::model(|| {
+            let run = Arc::new(run());
+            let canceller = thread::spawn({
+                let run = run.clone();
+                move || run.cancel()
+            });
+            let returned = run.mark_returned();
+            canceller.join().unwrap();
+            assert_eq!(
+                returned,
+                !run.is_cancelled(),
+                "both or neither ended the run"
+            );
+            assert_eq!(run.mark_returned(), returned, "the end changed afterwards");
+        });
+    }
+
+    #[test]
+    fn the_worker_never_misses_a_cancel() {
+        loom::model(|| {
+            let run = Arc::new(run());
+            let canceller = thread::spawn({
+                let run = run.clone();
+                move || run.cancel()
+            });
+            // A missed wake-up leaves this blocked for good, which loom reports.
+            block_on(run.cancelled_for_worker());
+            canceller.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn a_processor_never_misses_a_cancel() {
+        loom::model(|| {
+            let run = Arc::new(run());
+            let canceller = thread::spawn({
+                let run = run.clone();
+                move || run.cancel()
+            });
+            block_on(run.cancelled());
+            canceller.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn a_worker_that_saw_no_cancel_keeps_the_return() {
+        loom::model(|| {
+            let run = Arc::new(run());
+            let canceller = thread::spawn({
+                let run = run.clone();
+                move || run.cancel()
+            });
+            // The worker's order: look for a cancel, then end the run as returned.
+            let kept = !run.is_cancelled() && run.mark_returned();
+            canceller.join().unwrap();
+            assert_eq!(kept, !run.is_cancelled());
+        });
     }
 }
