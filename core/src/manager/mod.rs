@@ -143,32 +143,43 @@ impl Manager {
 
     /// Starts claiming and running tasks of the registered topics.
     ///
-    /// Returns at once; the work goes on in tokio tasks until [`close`](Self::close). The
-    /// manager is running once this returns (its [`Event::ManagerStart`](crate::Event) may
-    /// still be on its way, and comes before any other event of the manager).
+    /// Returns once the manager runs and its [`Event::ManagerStart`](crate::Event) is
+    /// out; the work goes on in tokio tasks until [`close`](Self::close).
     ///
-    /// Fails with `Misuse` when already started or closed, or no topic is registered. A
-    /// `close` that races with `start` either comes first (then `start` fails) or stops
-    /// the manager `start` started: never both `Ok` with the manager left running.
+    /// Fails with `Misuse` when already started or closed, or no topic is registered.
+    /// `start` and `close` are linearizable: the manager is running from the moment
+    /// `start` takes it out of registration, with no await before, so a racing `close`
+    /// either comes first (then `start` fails) or stops what `start` started.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped midway, the manager is running all the same, and its loops
+    /// publish `ManagerStart` before anything else.
     pub async fn start(&self) -> Result<()> {
-        let mut state = self.lock_state();
-        match &mut *state {
-            State::Registering(p) if p.is_empty() => {
-                Err(Error::misuse("register at least one topic before start"))
+        let announced = {
+            let mut state = self.lock_state();
+            match &mut *state {
+                State::Registering(p) if p.is_empty() => {
+                    return Err(Error::misuse("register at least one topic before start"))
+                }
+                State::Registering(p) => {
+                    let processors = std::mem::take(p);
+                    let runtime = Runtime::start(
+                        self.inner.id.clone(),
+                        self.inner.store.clone(),
+                        self.inner.config.clone(),
+                        processors,
+                    );
+                    let announced = runtime.announced();
+                    *state = State::Running(runtime);
+                    announced
+                }
+                State::Running(_) => return Err(Error::misuse("the manager has already started")),
+                State::Closed(_) => return Err(Error::misuse("the manager is closed")),
             }
-            State::Registering(p) => {
-                let processors = std::mem::take(p);
-                *state = State::Running(Runtime::start(
-                    self.inner.id.clone(),
-                    self.inner.store.clone(),
-                    self.inner.config.clone(),
-                    processors,
-                ));
-                Ok(())
-            }
-            State::Running(_) => Err(Error::misuse("the manager has already started")),
-            State::Closed(_) => Err(Error::misuse("the manager is closed")),
-        }
+        };
+        announced.await;
+        Ok(())
     }
 
     /// Enqueues one task; see [`enqueue_batch`](Self::enqueue_batch).

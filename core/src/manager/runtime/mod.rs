@@ -43,9 +43,10 @@
 //!
 //! A watcher sees a manager's events in this order; the rules say which step keeps it.
 //!
-//! 1. `ManagerStart` comes first: the claimer and the maintenance loop, the only loops
-//!    that publish on their own, each wait for it to be out before anything else
-//!    ([`Shared::announce`]). `ManagerStop` comes last (shutdown step 6).
+//! 1. `ManagerStart` comes first: `start` returns only once it is out, and the claimer
+//!    and the maintenance loop, the only loops that publish on their own, each wait for
+//!    it before anything else ([`Shared::announce`]; whichever comes first publishes it).
+//!    `ManagerStop` comes last (shutdown step 6).
 //! 2. A run's `TaskStart` is published before the run is handed to a worker, so it comes
 //!    before the run's outcome event.
 //! 3. An outcome's event is published only after the store accepted the outcome; a stale
@@ -133,8 +134,7 @@ pub(super) struct Shutdown {
 impl Runtime {
     /// Spawns the loops of a manager running `processors`.
     ///
-    /// Takes effect before it returns, with no await: nothing can see a manager half
-    /// started.
+    /// No await: nothing can see a manager half started.
     pub(super) fn start(
         id: Arc<str>,
         store: Arc<dyn Store>,
@@ -177,6 +177,13 @@ impl Runtime {
             maintenance: tokio::spawn(shared.clone().maintenance_loop()),
             shared,
         }
+    }
+
+    /// Resolves once `ManagerStart` is out (event-order rule 1), publishing it if no loop
+    /// has yet.
+    pub(super) fn announced(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let shared = self.shared.clone();
+        async move { shared.announce().await }
     }
 
     /// Starts the shutdown (the module doc's steps) in a task of its own, with `grace` for
