@@ -227,21 +227,32 @@ mod tests {
 /// [`super::sync`]).
 #[cfg(all(test, taskmill_loom))]
 mod loom_model {
-    use super::test_run as run;
+    use super::{test_run, Run};
     use loom::future::block_on;
     use loom::thread;
     use std::sync::Arc;
 
-    #[test]
-    fn a_cancel_racing_the_return_ends_the_run_once() {
-        loom::model(|| {
-            let run = Arc::new(run());
+    /// In every interleaving with a cancel on another thread, runs `side` on this one and
+    /// then `check` on what it returned.
+    fn against_a_cancel<R>(
+        side: impl Fn(&Run) -> R + Sync + Send + 'static,
+        check: impl Fn(&Run, R) + Sync + Send + 'static,
+    ) {
+        loom::model(move || {
+            let run = Arc::new(test_run());
             let canceller = thread::spawn({
                 let run = run.clone();
                 move || run.cancel()
             });
-            let returned = run.mark_returned();
+            let seen = side(&run);
             canceller.join().unwrap();
+            check(&run, seen);
+        });
+    }
+
+    #[test]
+    fn a_cancel_racing_the_return_ends_the_run_once() {
+        against_a_cancel(Run::mark_returned, |run, returned| {
             assert_eq!(
                 returned,
                 !run.is_cancelled(),
@@ -251,45 +262,23 @@ mod loom_model {
         });
     }
 
+    /// A missed wake-up leaves the waiter blocked for good, which loom reports.
     #[test]
     fn the_worker_never_misses_a_cancel() {
-        loom::model(|| {
-            let run = Arc::new(run());
-            let canceller = thread::spawn({
-                let run = run.clone();
-                move || run.cancel()
-            });
-            // A missed wake-up leaves this blocked for good, which loom reports.
-            block_on(run.cancelled_for_worker());
-            canceller.join().unwrap();
-        });
+        against_a_cancel(|run| block_on(run.cancelled_for_worker()), |_, ()| {});
     }
 
     #[test]
     fn a_processor_never_misses_a_cancel() {
-        loom::model(|| {
-            let run = Arc::new(run());
-            let canceller = thread::spawn({
-                let run = run.clone();
-                move || run.cancel()
-            });
-            block_on(run.cancelled());
-            canceller.join().unwrap();
-        });
+        against_a_cancel(|run| block_on(run.cancelled()), |_, ()| {});
     }
 
+    /// The worker's order: look for a cancel, then end the run as returned.
     #[test]
     fn a_worker_that_saw_no_cancel_keeps_the_return() {
-        loom::model(|| {
-            let run = Arc::new(run());
-            let canceller = thread::spawn({
-                let run = run.clone();
-                move || run.cancel()
-            });
-            // The worker's order: look for a cancel, then end the run as returned.
-            let kept = !run.is_cancelled() && run.mark_returned();
-            canceller.join().unwrap();
-            assert_eq!(kept, !run.is_cancelled());
-        });
+        against_a_cancel(
+            |run| !run.is_cancelled() && run.mark_returned(),
+            |run, kept| assert_eq!(kept, !run.is_cancelled()),
+        );
     }
 }
