@@ -1,5 +1,14 @@
 //! The Manager: claims tasks from a store, runs them on a bounded pool of workers, and
 //! records their outcomes.
+//!
+//! - this file: the [`Manager`] handle and its life (registering, running, closed);
+//! - `config`: the builder and the settings;
+//! - `processor`: what users register ([`Processor`], [`TaskContext`], [`TaskError`]);
+//! - `run`: one run of a task, shared by its worker and its processor, and the
+//!   cancel/return race;
+//! - `exchange`: the hand-offs between the claimer, the workers and the flusher;
+//! - `runtime`: the loops of a started manager, the shutdown steps and the event order;
+//! - `sync`: the primitives `run` and `exchange` use, swapped for loom's in model checks.
 
 mod config;
 mod exchange;
