@@ -1,7 +1,7 @@
 -- Prepended to every taskmill script (see scripts.rs).
 --
 -- Every script works on one topic, so every key it touches shares the hash tag
--- {namespace:topic} and lives in one Cluster slot.
+-- {namespace:topic} and lives in one hash slot.
 --
 -- KEYS: 1 meta, 2 ready, 3 scheduled, 4 dead, 5 later, 6 unique, 7 leases, 8 tasks,
 --       9 fresh
