@@ -1,0 +1,134 @@
+//! One call for what tests do to a store over and over; each fails the test on an error.
+
+use std::time::Duration;
+use taskmill_core::store::{
+    Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, Outcome, OutcomeKind,
+    TopicClaim,
+};
+use taskmill_core::{Store, Task, TaskId, TaskRecord, Timestamp};
+
+/// A fixed "now" for store-level tests: stores never read a clock, so time is the test's.
+pub const T0: Timestamp = Timestamp::from_millis(1_700_000_000_000);
+
+/// The lease every claim made through these helpers takes.
+pub const LEASE: Duration = Duration::from_secs(30);
+
+/// The owner every claim made through [`claim`] and [`claim_at`] names.
+pub const OWNER: &str = "owner-a";
+
+/// `T0` plus `ms` milliseconds.
+pub fn at(ms: u64) -> Timestamp {
+    T0 + Duration::from_millis(ms)
+}
+
+/// A task of `topic` whose argument is `n`.
+pub fn task(topic: &str, n: u64) -> Task {
+    Task::new(topic, &n).expect("a valid task")
+}
+
+/// `n` tasks of `topic`, with arguments `0..n`.
+pub fn tasks(topic: &str, n: u64) -> Vec<Task> {
+    (0..n).map(|i| task(topic, i)).collect()
+}
+
+/// Enqueues tasks at `T0` and returns their ids, asserting each was new.
+pub async fn enqueue(store: &dyn Store, tasks: Vec<Task>) -> Vec<TaskId> {
+    let results = store
+        .enqueue(tasks, &EnqueueOptions::new(T0))
+        .await
+        .expect("enqueue");
+    results
+        .into_iter()
+        .map(|r| match r {
+            Enqueued::New(id) => id,
+            Enqueued::Duplicate(id) => panic!("unexpected duplicate of {id}"),
+        })
+        .collect()
+}
+
+/// Enqueues `n` tasks of `topic` at `T0` (arguments `0..n`); their ids.
+pub async fn enqueue_n(store: &dyn Store, topic: &str, n: u64) -> Vec<TaskId> {
+    enqueue(store, tasks(topic, n)).await
+}
+
+/// Claims up to `limit` tasks of `topics` at `T0` as [`OWNER`]; none may be corrupt.
+pub async fn claim(store: &dyn Store, topics: &[&str], limit: usize) -> Vec<TaskRecord> {
+    claim_at(store, topics, limit, T0).await
+}
+
+/// Claims up to `limit` tasks of `topics` at `now` as [`OWNER`]; none may be corrupt.
+pub async fn claim_at(
+    store: &dyn Store,
+    topics: &[&str],
+    limit: usize,
+    now: Timestamp,
+) -> Vec<TaskRecord> {
+    claim_as(store, OWNER, topics, limit, now).await
+}
+
+/// Claims up to `limit` tasks of `topics` at `now` as `owner`, under a [`LEASE`]; none may
+/// be corrupt.
+pub async fn claim_as(
+    store: &dyn Store,
+    owner: &str,
+    topics: &[&str],
+    limit: usize,
+    now: Timestamp,
+) -> Vec<TaskRecord> {
+    let req = ClaimRequest::new(
+        topics.iter().map(|t| TopicClaim::new(*t)),
+        limit,
+        owner,
+        now,
+    )
+    .lease(LEASE);
+    ready(store.claim(&req).await.expect("claim"))
+}
+
+/// The records of a claim, asserting none was corrupt.
+pub fn ready(claimed: Vec<Claimed>) -> Vec<TaskRecord> {
+    claimed
+        .into_iter()
+        .map(|c| match c {
+            Claimed::Ready(r) => r,
+            Claimed::Corrupt { lease, error } => {
+                panic!("task {} claimed as corrupt: {error}", lease.id)
+            }
+        })
+        .collect()
+}
+
+/// Ids of records.
+pub fn ids(records: &[TaskRecord]) -> Vec<TaskId> {
+    records.iter().map(|r| r.id).collect()
+}
+
+/// Applies one outcome to a claimed record at `T0`.
+pub async fn apply_outcome(store: &dyn Store, record: &TaskRecord, kind: OutcomeKind) -> Applied {
+    apply_outcome_at(store, record, kind, T0).await
+}
+
+/// Applies one outcome to a claimed record at `now`.
+pub async fn apply_outcome_at(
+    store: &dyn Store,
+    record: &TaskRecord,
+    kind: OutcomeKind,
+    now: Timestamp,
+) -> Applied {
+    let outcome = Outcome {
+        lease: LeaseRef::of(record),
+        kind,
+    };
+    let mut applied = store.apply(&[outcome], now).await.expect("apply");
+    assert_eq!(applied.len(), 1, "one result per outcome");
+    applied.pop().expect("one result")
+}
+
+/// The stored record of `id`, which must exist.
+pub async fn get(store: &dyn Store, id: TaskId) -> TaskRecord {
+    store
+        .get(id)
+        .await
+        .expect("get")
+        .unwrap_or_else(|| panic!("task {id} should exist"))
+}
