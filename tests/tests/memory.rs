@@ -18,7 +18,10 @@ impl Harness for MemoryHarness {
 }
 
 mod memory {
-    taskmill_tests::conformance_suite!(super::MemoryHarness);
+    taskmill_tests::conformance_suite!(
+        super::MemoryHarness,
+        taskmill_tests::Capabilities::IN_PROCESS
+    );
 }
 
 /// What only the memory store (no I/O, so tokio's paused clock drives everything) can show.
@@ -141,7 +144,7 @@ mod faulty_store {
         TaskError, TaskId, TaskRecord, Timestamp,
     };
     use taskmill_memory::MemoryStore;
-    use taskmill_tests::support::wait_until;
+    use taskmill_testkit::wait_until;
 
     /// The memory store, with faults.
     #[derive(Default)]
