@@ -23,8 +23,6 @@ mod conn;
 mod keys;
 mod scripts;
 mod store;
-#[cfg(feature = "test-support")]
-pub mod test_support;
 
 use bus::Bus;
 use conn::Conn;

@@ -354,7 +354,7 @@ mod tests {
 
     #[test]
     fn connections_use_wal_and_the_chosen_durability() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = taskmill_testkit::temp_dir();
         let path = dir.path().join("t.db");
         let conn = connect(&path, &SqliteOptions::default()).unwrap();
         assert_eq!(pragma(&conn, "journal_mode"), "wal");

@@ -1,5 +1,6 @@
 //! One call for what tests do to a store over and over; each fails the test on an error.
 
+use std::ops::Range;
 use std::time::Duration;
 use taskmill_core::store::{
     Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, Outcome, OutcomeKind,
@@ -26,18 +27,23 @@ pub fn task(topic: &str, n: u64) -> Task {
     Task::new(topic, &n).expect("a valid task")
 }
 
-/// `n` tasks of `topic`, with arguments `0..n`.
-pub fn tasks(topic: &str, n: u64) -> Vec<Task> {
-    (0..n).map(|i| task(topic, i)).collect()
+/// Tasks of `topic`, one per argument in `args`.
+pub fn tasks(topic: &str, args: Range<u64>) -> Vec<Task> {
+    args.map(|i| task(topic, i)).collect()
+}
+
+/// Enqueues tasks at `T0`; what became of each (new or a duplicate).
+pub async fn enqueue_results(store: &dyn Store, tasks: Vec<Task>) -> Vec<Enqueued> {
+    store
+        .enqueue(tasks, &EnqueueOptions::new(T0))
+        .await
+        .expect("enqueue")
 }
 
 /// Enqueues tasks at `T0` and returns their ids, asserting each was new.
 pub async fn enqueue(store: &dyn Store, tasks: Vec<Task>) -> Vec<TaskId> {
-    let results = store
-        .enqueue(tasks, &EnqueueOptions::new(T0))
+    enqueue_results(store, tasks)
         .await
-        .expect("enqueue");
-    results
         .into_iter()
         .map(|r| match r {
             Enqueued::New(id) => id,
@@ -48,7 +54,7 @@ pub async fn enqueue(store: &dyn Store, tasks: Vec<Task>) -> Vec<TaskId> {
 
 /// Enqueues `n` tasks of `topic` at `T0` (arguments `0..n`); their ids.
 pub async fn enqueue_n(store: &dyn Store, topic: &str, n: u64) -> Vec<TaskId> {
-    enqueue(store, tasks(topic, n)).await
+    enqueue(store, tasks(topic, 0..n)).await
 }
 
 /// Claims up to `limit` tasks of `topics` at `T0` as [`OWNER`]; none may be corrupt.
