@@ -88,6 +88,14 @@ mod tests {
         records.get_mut(&id).expect("the task exists").queue = queue;
     }
 
+    /// Moves a task that was in the store before back to INPUT; its model entry.
+    fn return_to_input(queue: &mut ReadyQueue, records: &mut Records, id: TaskId) -> (i16, TaskId) {
+        set_queue(records, id, Queue::Input);
+        let priority = records.get(&id).expect("the task exists").priority;
+        queue.push_returned(priority, id);
+        (priority, id)
+    }
+
     /// Pops until empty, moving each task to WORK as a claim does.
     fn drain(queue: &mut ReadyQueue, records: &mut Records) -> Vec<u64> {
         let mut order = Vec::new();
@@ -167,12 +175,9 @@ mod tests {
                         }
                     }
                     65..=79 if !working.is_empty() => {
-                        // A retry, release or recovery: back to INPUT.
+                        // A retry, release or recovery.
                         let id = working.swap_remove(rng.usize(..working.len()));
-                        set_queue(&mut records, id, Queue::Input);
-                        let priority = records.get(&id).unwrap().priority;
-                        queue.push_returned(priority, id);
-                        model.insert((priority, id));
+                        model.insert(return_to_input(&mut queue, &mut records, id));
                     }
                     80..=86 if !working.is_empty() => {
                         let id = working.swap_remove(rng.usize(..working.len()));
@@ -180,11 +185,9 @@ mod tests {
                         dead.push(id);
                     }
                     87..=92 if !dead.is_empty() => {
+                        // A requeue.
                         let id = dead.swap_remove(rng.usize(..dead.len()));
-                        set_queue(&mut records, id, Queue::Input);
-                        let priority = records.get(&id).unwrap().priority;
-                        queue.push_returned(priority, id);
-                        model.insert((priority, id));
+                        model.insert(return_to_input(&mut queue, &mut records, id));
                     }
                     _ if !model.is_empty() => {
                         // Delete a task waiting in INPUT: its entry goes stale.

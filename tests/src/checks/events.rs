@@ -17,6 +17,20 @@ async fn next_event(events: &mut EventStream) -> Event {
         .expect("the event stream ended")
 }
 
+/// Publishes three events through `store` and expects them on `events`, in order.
+async fn publish_and_receive(store: &dyn Store, events: &mut EventStream) {
+    let sent: Vec<Event> = (1..=3)
+        .map(|i| Event::TaskCancelled {
+            id: TaskId::new(i),
+            topic: "t".into(),
+        })
+        .collect();
+    store.publish(&sent).await.unwrap();
+    for expected in &sent {
+        assert_eq!(&next_event(events).await, expected);
+    }
+}
+
 async fn expect_wake(wakeups: &mut taskmill_core::store::WakeStream, what: &str) {
     tokio::time::timeout(PATIENCE, wakeups.next())
         .await
@@ -30,16 +44,7 @@ checks!(
     /// Published events reach a subscriber, in order.
     pub async fn published_events_reach_subscribers(store: Arc<dyn Store>) {
         let mut events = store.subscribe().await.unwrap();
-        let sent: Vec<Event> = (1..=3)
-            .map(|i| Event::TaskCancelled {
-                id: TaskId::new(i),
-                topic: "t".into(),
-            })
-            .collect();
-        store.publish(&sent).await.unwrap();
-        for expected in &sent {
-            assert_eq!(&next_event(&mut events).await, expected);
-        }
+        publish_and_receive(&*store, &mut events).await;
     }
 
     /// Enqueue publishes a TaskEnqueue per new task (none for a duplicate).
@@ -115,16 +120,7 @@ checks!(
         let here = harness.store();
         let there = harness.open_another().await;
         let mut events = there.subscribe().await.unwrap();
-        let sent: Vec<Event> = (1..=3)
-            .map(|i| Event::TaskCancelled {
-                id: TaskId::new(i),
-                topic: "t".into(),
-            })
-            .collect();
-        here.publish(&sent).await.unwrap();
-        for expected in &sent {
-            assert_eq!(&next_event(&mut events).await, expected);
-        }
+        publish_and_receive(&*here, &mut events).await;
     }
 
     /// An enqueue through one handle wakes managers waiting on another handle.
