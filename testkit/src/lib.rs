@@ -6,7 +6,7 @@
 //!   for what a test does to a store over and over, failing the test on an error;
 //! - [`wait_until`]: wait for a condition with a deadline instead of sleeping and hoping;
 //! - [`temp_dir`]: a directory removed when the test ends, passed or not;
-//! - [`redis::RedisServer`] (feature `redis`): a private `redis-server` on a free loopback
+//! - `redis::RedisServer` (feature `redis`): a private `redis-server` on a free loopback
 //!   port.
 //!
 //! It depends on `taskmill-core` alone, so every store crate can take it as a
