@@ -67,11 +67,8 @@ use std::sync::Arc;
 /// Fails with [`ErrorKind::Misuse`] for a malformed URL or an unknown scheme, and with
 /// [`ErrorKind::Unsupported`] for a backend whose feature is not enabled.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
-    let scheme = url
-        .split_once("://")
-        .map(|(scheme, _)| scheme)
-        .ok_or_else(|| Error::misuse(format!("not a store URL: {url:?} (expected scheme://…)")))?;
-    match scheme {
+    let parsed = store::StoreUrl::parse_any(url)?;
+    match parsed.scheme() {
         #[cfg(feature = "memory")]
         "memory" => Ok(Arc::new(MemoryStore::from_url(url)?)),
         #[cfg(not(feature = "memory"))]
@@ -96,7 +93,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
         #[cfg(not(feature = "redis"))]
         "redis" | "rediss" => Err(not_enabled("redis")),
         other => Err(Error::misuse(format!(
-            "unknown store scheme {other:?} in {url:?}"
+            "unknown store scheme {other:?} in {parsed}"
         ))),
     }
 }

@@ -57,10 +57,10 @@ impl MemoryStore {
 
     /// A store from a URL: `memory://` (nothing may follow).
     pub fn from_url(url: &str) -> Result<Self> {
-        let parsed = StoreUrl::parse(url, "memory", "memory://")?;
+        let parsed = StoreUrl::parse(url, &["memory"], "memory://")?;
         if parsed.location("").is_ok() || parsed.options().next().is_some() {
             return Err(Error::misuse(format!(
-                "memory:// takes no location or options, got {url:?}"
+                "memory:// takes no location or options, got {parsed}"
             )));
         }
         Ok(Self::new())

@@ -265,7 +265,7 @@ impl SledStore {
 }
 
 fn parse_url(url: &str) -> Result<(PathBuf, SledOptions)> {
-    let url = StoreUrl::parse(url, "sled", "sled://path/to/dir")?;
+    let url = StoreUrl::parse(url, &["sled"], "sled://path/to/dir")?;
     let path = url.location("directory")?;
     let mut options = SledOptions::default();
     for (key, value) in url.options() {

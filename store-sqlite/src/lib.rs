@@ -305,7 +305,7 @@ fn connect(path: &Path, options: &SqliteOptions) -> Result<Connection> {
 }
 
 fn parse_url(url: &str) -> Result<(PathBuf, SqliteOptions)> {
-    let url = StoreUrl::parse(url, "sqlite", "sqlite://PATH, e.g. sqlite://tasks.db")?;
+    let url = StoreUrl::parse(url, &["sqlite"], "sqlite://PATH, e.g. sqlite://tasks.db")?;
     let path = url.location("database file")?;
     let mut options = SqliteOptions {
         in_memory: path == ":memory:",

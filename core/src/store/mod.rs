@@ -21,7 +21,7 @@ mod local_bus;
 mod url;
 pub use id_map::{IdHasher, IdMap, IdSet};
 pub use local_bus::{LocalBus, DEFAULT_EVENT_BUFFER};
-pub use url::StoreUrl;
+pub use url::{ServerAddress, StoreUrl};
 
 /// The retry limit of a task that sets none, unless the manager says otherwise.
 pub const DEFAULT_MAX_RETRIES: u32 = 25;
