@@ -20,7 +20,7 @@ mod store;
 
 use state::State;
 use std::sync::{Arc, Mutex, MutexGuard};
-use taskmill_core::store::{LocalBus, StoreUrl, DEFAULT_EVENT_BUFFER};
+use taskmill_core::raw::{LocalBus, StoreUrl, DEFAULT_EVENT_BUFFER};
 use taskmill_core::{Error, Result};
 
 /// A store that keeps tasks in this process's memory.

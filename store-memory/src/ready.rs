@@ -69,6 +69,7 @@ mod tests {
     use super::ReadyQueue;
     use crate::records::Records;
     use std::collections::BTreeSet;
+    use taskmill_core::raw::TaskExt;
     use taskmill_core::store::EnqueueOptions;
     use taskmill_core::{Queue, Task, TaskId, Timestamp};
 

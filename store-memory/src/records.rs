@@ -1,6 +1,6 @@
 //! Task records by id, stored densely.
 
-use taskmill_core::store::IdMap;
+use taskmill_core::raw::IdMap;
 use taskmill_core::{TaskId, TaskRecord};
 
 /// Records in one dense, reused array, found through a small id → slot map.
@@ -65,6 +65,7 @@ impl Records {
 mod tests {
     use super::Records;
     use std::collections::HashMap;
+    use taskmill_core::raw::TaskExt;
     use taskmill_core::store::EnqueueOptions;
     use taskmill_core::{Task, TaskId, TaskRecord, Timestamp};
 

@@ -30,7 +30,7 @@ use keys::Keys;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use taskmill_core::store::{StoreUrl, DEFAULT_EVENT_BUFFER};
+use taskmill_core::raw::{StoreUrl, DEFAULT_EVENT_BUFFER};
 use taskmill_core::{Error, Result};
 
 /// The namespace of a URL that names none.

@@ -43,7 +43,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use taskmill_core::store::{LocalBus, StoreUrl, DEFAULT_EVENT_BUFFER};
+use taskmill_core::raw::{LocalBus, StoreUrl, DEFAULT_EVENT_BUFFER};
 use taskmill_core::{Error, ErrorKind, Result};
 use writer::{Request, Writer};
 

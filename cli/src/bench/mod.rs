@@ -34,7 +34,7 @@ use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
-use taskmill::store::StoreUrl;
+use taskmill::raw::StoreUrl;
 use taskmill::{Error, Result};
 
 /// One benchmark scenario.

@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use taskmill::store::StoreUrl;
+use taskmill::raw::StoreUrl;
 use taskmill::{Error, Result, Store};
 
 static NEXT_RUN: AtomicU64 = AtomicU64::new(1);

@@ -106,6 +106,7 @@ impl Run {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raw::TaskExt;
     use crate::store::EnqueueOptions;
     use crate::task::{Task, TaskId};
     use crate::time::Timestamp;

@@ -19,7 +19,8 @@ use super::run::Run;
 use crate::error::Error;
 use crate::event::Event;
 use crate::store::{
-    Applied, ClaimRequest, Claimed, LeaseRef, Outcome, OutcomeKind, Store, TopicClaim, WakeStream,
+    Applied, ApplyOptions, ClaimOptions, Claimed, LeaseRef, Outcome, OutcomeKind, RecoverOptions,
+    RenewOptions, Store, TopicClaim, WakeStream,
 };
 use crate::task::{Payload, TaskId};
 use futures_util::{FutureExt, StreamExt};
@@ -341,7 +342,7 @@ impl Shared {
             // Each claim starts from the next topic in weighted turn (a claim fills up from
             // its first topic), so busy topics share the workers by weight.
             let first = order.next();
-            let req = ClaimRequest::new(
+            let req = ClaimOptions::new(
                 topics[first..].iter().chain(&topics[..first]).cloned(),
                 limit,
                 self.id.clone(),
@@ -630,7 +631,11 @@ impl Shared {
         let give_up = Instant::now() + self.config.lease;
         let mut pause = Duration::from_millis(20);
         loop {
-            match self.store.apply(outcomes, self.config.clock.now()).await {
+            match self
+                .store
+                .apply(outcomes, &ApplyOptions::new(self.config.clock.now()))
+                .await
+            {
                 Ok(applied) => return Some(applied),
                 Err(e) if Instant::now() + pause < give_up => {
                     warn!(error = %e, retry_in = ?pause, count = outcomes.len(), "cannot store outcomes; retrying");
@@ -685,7 +690,11 @@ impl Shared {
             return;
         }
         let deadline = self.config.clock.now() + self.config.lease;
-        let applied = match self.store.renew(&leases, deadline).await {
+        let applied = match self
+            .store
+            .renew(&leases, &RenewOptions::new(deadline))
+            .await
+        {
             Ok(applied) => applied,
             Err(e) => {
                 warn!(error = %e, count = leases.len(), "cannot renew leases");
@@ -711,7 +720,7 @@ impl Shared {
         let _order = self.order_events_if(self.store.has_subscribers()).await;
         match self
             .store
-            .recover(self.config.clock.now(), MAX_RECOVER_BATCH)
+            .recover(&RecoverOptions::new(self.config.clock.now()).limit(MAX_RECOVER_BATCH))
             .await
         {
             Ok(recovered) => {

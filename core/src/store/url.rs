@@ -29,7 +29,7 @@ const LOCATION: &AsciiSet = &CONTROLS.add(b'%').add(b'?').add(b'#');
 /// A store URL, split into its scheme, its location and its options, each percent-decoded.
 ///
 /// ```
-/// use taskmill_core::store::StoreUrl;
+/// use taskmill_core::raw::StoreUrl;
 ///
 /// let url = StoreUrl::parse("sqlite://data/my%20tasks.db?durability=full", &["sqlite"], "sqlite://PATH")?;
 /// assert_eq!(url.location("database file")?, "data/my tasks.db");
@@ -242,7 +242,7 @@ impl StoreUrl {
     /// in odd paths.
     ///
     /// ```
-    /// use taskmill_core::store::StoreUrl;
+    /// use taskmill_core::raw::StoreUrl;
     ///
     /// assert_eq!(StoreUrl::redact("redis://app:s%40cret@h/0"), "redis://app:***@h/0");
     /// assert_eq!(StoreUrl::redact("redis://:s/cret@h:bad"), "redis://:***@h:bad");

@@ -27,9 +27,7 @@ checks!(
         .await;
         let claimed = claim(&*store, &["t"], 2).await;
         assert_eq!(ids(&claimed), id[..2]);
-        let dead = OutcomeKind::Dead {
-            error: "no tries left".into(),
-        };
+        let dead = OutcomeKind::dead("no tries left");
         assert_eq!(
             apply_outcome(&*store, &claimed[1], dead).await,
             Applied::Done
@@ -82,7 +80,7 @@ checks!(
         );
         // The lease survived: its holder completes the task.
         assert_eq!(
-            apply_outcome(&*store, &claimed[0], OutcomeKind::Complete).await,
+            apply_outcome(&*store, &claimed[0], OutcomeKind::complete()).await,
             Applied::Done
         );
         // The paused topic stays paused; the other due task is claimed.

@@ -86,17 +86,9 @@ checks!(
         enqueue_n(&*store, "t", 2).await;
         expect_wake(&mut wakeups, "an enqueue").await;
         let claimed = claim(&*store, &["t"], 2).await;
-        apply_outcome(&*store, &claimed[0], OutcomeKind::Release).await;
+        apply_outcome(&*store, &claimed[0], OutcomeKind::release()).await;
         expect_wake(&mut wakeups, "a release").await;
-        apply_outcome(
-            &*store,
-            &claimed[1],
-            OutcomeKind::Retry {
-                at: T0,
-                error: "e".into(),
-            },
-        )
-        .await;
+        apply_outcome(&*store, &claimed[1], OutcomeKind::retry(T0, "e")).await;
         expect_wake(&mut wakeups, "a retry").await;
         store.set_paused("t", true).await.unwrap();
         store.set_paused("t", false).await.unwrap();

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use taskmill_core::store::{Applied, EnqueueOptions, OutcomeKind};
+use taskmill_core::store::{Applied, ApplyOptions, EnqueueOptions, OutcomeKind};
 use taskmill_core::{Queue, Store, Task};
 use taskmill_testkit::*;
 
@@ -67,7 +67,7 @@ checks!(
         let first = claim(&*store, &["t"], 5).await;
         for r in &first {
             assert_eq!(
-                apply_outcome(&*store, r, OutcomeKind::Release).await,
+                apply_outcome(&*store, r, OutcomeKind::release()).await,
                 Applied::Done
             );
         }
@@ -87,7 +87,7 @@ checks!(
         let id = enqueue_n(&*store, "t", 1).await[0];
         let r = claim(&*store, &["t"], 1).await.remove(0);
         assert_eq!(
-            apply_outcome(&*store, &r, OutcomeKind::Complete).await,
+            apply_outcome(&*store, &r, OutcomeKind::complete()).await,
             Applied::Done
         );
         assert!(store.get(id).await.unwrap().is_none());
@@ -98,10 +98,7 @@ checks!(
     pub async fn retry_returns_task_to_input_at_time(store: Arc<dyn Store>) {
         let id = enqueue_n(&*store, "t", 1).await[0];
         let r = claim(&*store, &["t"], 1).await.remove(0);
-        let kind = OutcomeKind::Retry {
-            at: at(5_000),
-            error: "boom".into(),
-        };
+        let kind = OutcomeKind::retry(at(5_000), "boom");
         assert_eq!(apply_outcome(&*store, &r, kind).await, Applied::Done);
         let stored = get(&*store, id).await;
         assert_eq!(
@@ -122,9 +119,7 @@ checks!(
     pub async fn dead_outcome_moves_task_to_dead(store: Arc<dyn Store>) {
         let id = enqueue_n(&*store, "t", 1).await[0];
         let r = claim(&*store, &["t"], 1).await.remove(0);
-        let kind = OutcomeKind::Dead {
-            error: "hopeless".into(),
-        };
+        let kind = OutcomeKind::dead("hopeless");
         assert_eq!(
             apply_outcome_at(&*store, &r, kind, at(10)).await,
             Applied::Done
@@ -146,7 +141,7 @@ checks!(
         let id = enqueue_n(&*store, "t", 1).await[0];
         let r = claim(&*store, &["t"], 1).await.remove(0);
         assert_eq!(
-            apply_outcome_at(&*store, &r, OutcomeKind::Release, at(7)).await,
+            apply_outcome_at(&*store, &r, OutcomeKind::release(), at(7)).await,
             Applied::Done
         );
         let stored = get(&*store, id).await;
@@ -166,17 +161,20 @@ checks!(
         enqueue_n(&*store, "t", 3).await;
         let claimed = claim(&*store, &["t"], 3).await;
         assert_eq!(
-            apply_outcome(&*store, &claimed[1], OutcomeKind::Complete).await,
+            apply_outcome(&*store, &claimed[1], OutcomeKind::complete()).await,
             Applied::Done
         );
         let outcomes: Vec<_> = claimed
             .iter()
             .map(|r| taskmill_core::store::Outcome {
                 lease: taskmill_core::store::LeaseRef::of(r),
-                kind: OutcomeKind::Complete,
+                kind: OutcomeKind::complete(),
             })
             .collect();
-        let applied = store.apply(&outcomes, T0).await.unwrap();
+        let applied = store
+            .apply(&outcomes, &ApplyOptions::new(T0))
+            .await
+            .unwrap();
         assert_eq!(applied, vec![Applied::Done, Applied::Stale, Applied::Done]);
     }
 
@@ -189,12 +187,7 @@ checks!(
             .unwrap()
             .is_none());
         let claimed = claim(&*store, &["t"], 2).await;
-        apply_outcome(
-            &*store,
-            &claimed[0],
-            OutcomeKind::Dead { error: "x".into() },
-        )
-        .await;
+        apply_outcome(&*store, &claimed[0], OutcomeKind::dead("x")).await;
         let queues = [
             get(&*store, ids_[0]).await.queue,
             get(&*store, ids_[1]).await.queue,

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
-use taskmill_core::store::{ClaimRequest, OutcomeKind, TopicClaim};
+use taskmill_core::store::{ClaimOptions, OutcomeKind, TopicClaim};
 use taskmill_core::{Store, TaskId};
 use taskmill_testkit::*;
 
@@ -98,7 +98,7 @@ checks!(
         let r = claim(&*store, &["t"], 1).await.remove(0);
         store.set_paused("t", true).await.unwrap();
         assert_eq!(
-            apply_outcome(&*store, &r, OutcomeKind::Complete).await,
+            apply_outcome(&*store, &r, OutcomeKind::complete()).await,
             taskmill_core::store::Applied::Done
         );
         assert_eq!(
@@ -111,13 +111,13 @@ checks!(
     pub async fn max_running_caps_claims(store: Arc<dyn Store>) {
         enqueue_n(&*store, "t", 5).await;
         let capped = |limit| {
-            ClaimRequest::new([TopicClaim::new("t").max_running(2)], limit, "owner-b", T0)
+            ClaimOptions::new([TopicClaim::new("t").max_running(2)], limit, "owner-b", T0)
                 .lease(LEASE)
         };
         let first = ready(store.claim(&capped(10)).await.unwrap());
         assert_eq!(first.len(), 2);
         assert!(ready(store.claim(&capped(10)).await.unwrap()).is_empty());
-        apply_outcome(&*store, &first[0], OutcomeKind::Complete).await;
+        apply_outcome(&*store, &first[0], OutcomeKind::complete()).await;
         assert_eq!(ready(store.claim(&capped(10)).await.unwrap()).len(), 1);
     }
 
