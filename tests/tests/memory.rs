@@ -138,7 +138,7 @@ mod manager_lifecycle {
         ErrorKind, EventStream, Manager, Queue, Store, Task, TaskContext, TaskError, TaskId,
     };
     use taskmill_memory::MemoryStore;
-    use taskmill_tests::support::wait_until;
+    use taskmill_testkit::wait_until;
 
     /// A manager with one topic whose runs wait for their cancel, one task of it running.
     async fn running_one_task(store: &MemoryStore) -> (Manager, TaskId, EventStream) {
