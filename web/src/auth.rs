@@ -125,9 +125,9 @@ pub(crate) async fn login(ctx: Ctx, headers: HeaderMap, Form(form): Form<Login>)
         .and_then(|o| o.to_str().ok())
         .is_some_and(|o| o.starts_with("https://"));
     let cookie = format!(
-        "{COOKIE}={}; Path={}/; HttpOnly; SameSite=Strict{}",
+        "{COOKIE}={}; Path={}; HttpOnly; SameSite=Strict{}",
         ctx.dash.session,
-        ctx.base,
+        ctx.cookie_path(),
         if secure { "; Secure" } else { "" }
     );
     session_response(&ctx, &cookie, next.as_deref().unwrap_or("/"))
@@ -136,8 +136,8 @@ pub(crate) async fn login(ctx: Ctx, headers: HeaderMap, Form(form): Form<Login>)
 /// `POST /logout`: forgets the session cookie.
 pub(crate) async fn logout(ctx: Ctx) -> Response {
     let cookie = format!(
-        "{COOKIE}=; Path={}/; HttpOnly; SameSite=Strict; Max-Age=0",
-        ctx.base
+        "{COOKIE}=; Path={}; HttpOnly; SameSite=Strict; Max-Age=0",
+        ctx.cookie_path()
     );
     session_response(&ctx, &cookie, "/login")
 }

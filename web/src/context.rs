@@ -67,8 +67,23 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     /// An absolute URL path to `path` (which starts with `/`) inside the dashboard.
+    ///
+    /// The dashboard's root is the mount path itself ("/admin/tasks", not
+    /// "/admin/tasks/"): that is the one a nesting router serves.
     pub(crate) fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        match path {
+            "/" if !self.base.is_empty() => self.base.to_string(),
+            _ => format!("{}{path}", self.base),
+        }
+    }
+
+    /// The cookie path that covers the dashboard and nothing beside it.
+    pub(crate) fn cookie_path(&self) -> &str {
+        if self.base.is_empty() {
+            "/"
+        } else {
+            &self.base
+        }
     }
 
     pub(crate) fn options(&self) -> &DashboardOptions {

@@ -30,6 +30,8 @@ pub(crate) enum Section {
     Overview,
     State(State),
     Other,
+    /// The sign-in form: no navigation, nothing that needs a signed-in visitor.
+    SignIn,
 }
 
 /// The frame around every page.
@@ -54,6 +56,18 @@ fn layout(ctx: &Ctx, title: &str, section: Section, body: Markup) -> Markup {
                         img.logo src=(Asset::Icon.url(ctx)) alt="" width="20" height="20";
                         span { (options.title) }
                     }
+                    @if section != Section::SignIn { (navigation(ctx, section)) }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+/// The sections, the live indicator, and signing out.
+fn navigation(ctx: &Ctx, section: Section) -> Markup {
+    let options = ctx.options();
+    html! {
                     nav.sections {
                         a href=(ctx.url("/")) aria-current=[current(section == Section::Overview)] { "Overview" }
                         @for state in State::ALL {
@@ -73,10 +87,6 @@ fn layout(ctx: &Ctx, title: &str, section: Section, body: Markup) -> Markup {
                             }
                         }
                     }
-                }
-                main { (body) }
-            }
-        }
     }
 }
 

@@ -20,7 +20,7 @@ pub(crate) fn login(ctx: &Ctx, next: Option<&str>, problem: Option<&str>) -> Mar
             }
         }
     };
-    layout(ctx, "Sign in", Section::Other, body)
+    layout(ctx, "Sign in", Section::SignIn, body)
 }
 
 pub(crate) fn confirm_bulk(ctx: &Ctx, action: Bulk, topic: Option<&str>, dead: u64) -> Markup {
