@@ -9,7 +9,9 @@
 
   var base = document.body.dataset.base || "";
   var numbers = new Intl.NumberFormat("en-US");
-  var WINDOW_MS = 120000;
+  // The chart spans the samples so far, from 30 s up to two minutes.
+  var MIN_WINDOW_MS = 30000;
+  var MAX_WINDOW_MS = 120000;
 
   document.querySelectorAll("select[data-autosubmit]").forEach(function (select) {
     select.addEventListener("change", function () { select.form.submit(); });
@@ -76,7 +78,7 @@
       var processed = rate(snapshot.total, previous.total, "processed");
       var failed = rate(snapshot.total, previous.total, "failed");
       samples.push({ at: snapshot.at, processed: processed, failed: failed });
-      while (samples.length && samples[0].at < snapshot.at - WINDOW_MS) samples.shift();
+      while (samples.length && samples[0].at < snapshot.at - MAX_WINDOW_MS) samples.shift();
       var now = document.getElementById("rate-processed");
       if (now) setText(now, formatRate(processed));
       var bad = document.getElementById("rate-failed");
@@ -112,7 +114,9 @@
     var plotW = width - left - right;
     var plotH = height - top - bottom;
     var end = samples.length ? samples[samples.length - 1].at : Date.now();
-    var start = end - WINDOW_MS;
+    var span = samples.length ? end - samples[0].at : 0;
+    var windowMs = Math.min(MAX_WINDOW_MS, Math.max(MIN_WINDOW_MS, span));
+    var start = end - windowMs;
 
     var peak = 0;
     samples.forEach(function (s) { peak = Math.max(peak, s.processed, s.failed); });
@@ -135,13 +139,13 @@
     }
     g.textAlign = "center";
     g.textBaseline = "alphabetic";
-    [["2 min ago", 0], ["1 min ago", 0.5], ["now", 1]].forEach(function (tick) {
+    [[ago(windowMs), 0], [ago(windowMs / 2), 0.5], ["now", 1]].forEach(function (tick) {
       var x = left + plotW * tick[1];
       g.textAlign = tick[1] === 0 ? "left" : tick[1] === 1 ? "right" : "center";
       g.fillText(tick[0], x, height - 4);
     });
 
-    var xOf = function (at) { return left + ((at - start) / WINDOW_MS) * plotW; };
+    var xOf = function (at) { return left + ((at - start) / windowMs) * plotW; };
     var yOf = function (v) { return top + plotH - (v / max) * plotH; };
     var line = function (key, stroke, fill) {
       if (samples.length < 2) return;
@@ -171,6 +175,11 @@
       g.textAlign = "center";
       g.fillText("collecting…", left + plotW / 2, top + plotH / 2);
     }
+  }
+
+  function ago(ms) {
+    var seconds = Math.round(ms / 1000);
+    return seconds < 90 ? seconds + " s ago" : Math.round(seconds / 60) + " min ago";
   }
 
   function niceCeiling(value) {

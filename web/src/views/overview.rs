@@ -90,7 +90,7 @@ pub(crate) fn overview(ctx: &Ctx, stats: &Stats) -> Markup {
                     span.key.bad { i {} "failed " b.num #rate-failed { "–" } " /s" }
                 }
             }
-            canvas #chart height="160" aria-label="Tasks processed and failed per second, last two minutes" {}
+            canvas #chart height="160" aria-label="Tasks processed and failed per second, up to the last two minutes" {}
         }
         section.card {
             div.card-head {

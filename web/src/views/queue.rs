@@ -106,7 +106,8 @@ fn table(ctx: &Ctx, view: &QueueView<'_>) -> Markup {
             thead { tr {
                 th.n { "ID" }
                 @if view.topic.is_none() { th { "Topic" } }
-                th { "Arguments" }
+                // Beside an error, arguments are what a narrow window can do without.
+                th class=[state.is_dead().then_some("wide")] { "Arguments" }
                 th.n { "Attempt" }
                 @if state.is_dead() {
                     th { "Error" }
@@ -135,10 +136,10 @@ fn row(ctx: &Ctx, view: &QueueView<'_>, task: &TaskRecord) -> Markup {
         tr data-id=(task.id) {
             td.n { a.num href=(task_url(ctx, task.id)) { (task.id) } }
             @if view.topic.is_none() { td.topic { (task.topic) } }
-            td { code.args title=(args) { (args) } }
+            td class=[state.is_dead().then_some("wide")] { code.args title=(args) { (args) } }
             td.n { span.num { (task.attempt) } span.muted { "/" (task.max_retries + 1) } }
             @if state.is_dead() {
-                td.error { (preview(task.last_error.as_deref().unwrap_or(""), 140)) }
+                td.reason { (preview(task.last_error.as_deref().unwrap_or(""), 140)) }
                 td { (when(task.failed_at, view.now)) }
             } @else if state.is_running() {
                 td { (task.lease.as_ref().map_or("", |l| &*l.owner)) }
