@@ -62,6 +62,20 @@ pub(crate) async fn queue(
     let (stats, tasks) = try_join(source.stats(), source.page(state, topic, after, limit))
         .await
         .map_err(|e| ctx.store_failure(e))?;
+    // Forms on this page come back to it without the notice, which was about this visit.
+    let mut ctx = ctx;
+    if query.done.is_some() {
+        let mut pairs = Vec::new();
+        pairs.extend(topic.map(|t| ("topic", t)));
+        let search = views::query(&pairs);
+        let path = format!("/queues/{}", state.slug());
+        ctx.here = if search.is_empty() {
+            path
+        } else {
+            format!("{path}?{search}")
+        }
+        .into();
+    }
     let notice = query.done.map(|done| {
         let n = count(query.count.unwrap_or(0));
         match done {

@@ -42,7 +42,10 @@ struct Session {
 impl Session {
     async fn open(&self, path: &str) {
         let url = format!("{}{path}", self.base);
-        self.client.goto(&url).await.unwrap_or_else(|e| panic!("open {url}: {e}"));
+        self.client
+            .goto(&url)
+            .await
+            .unwrap_or_else(|e| panic!("open {url}: {e}"));
     }
 
     async fn text(&self, css: &str) -> String {
@@ -53,7 +56,10 @@ impl Session {
             .for_element(Locator::Css(css))
             .await
             .unwrap_or_else(|e| panic!("no {css}: {e}"));
-        element.text().await.unwrap_or_else(|e| panic!("text of {css}: {e}"))
+        element
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("text of {css}: {e}"))
     }
 
     async fn click(&self, css: &str) {
@@ -64,7 +70,10 @@ impl Session {
             .for_element(Locator::Css(css))
             .await
             .unwrap_or_else(|e| panic!("no {css}: {e}"));
-        element.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
+        element
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {css}: {e}"));
     }
 
     async fn count(&self, css: &str) -> usize {
@@ -129,7 +138,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -159,8 +171,14 @@ async fn start_driver() -> (Child, u16) {
         .spawn()
         .expect("chromedriver starts");
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "chromedriver did not listen on {port}");
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "chromedriver did not listen on {port}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     (driver, port)
@@ -177,9 +195,14 @@ where
     require(CHROMEDRIVER);
     let _one = ONE_BROWSER.lock().await;
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
     let addr = listener.local_addr().expect("its address");
-    let app = axum::Router::new().nest(MOUNT, router(store, DashboardOptions::default().title("Acme shop")));
+    let app = axum::Router::new().nest(
+        MOUNT,
+        router(store, DashboardOptions::default().title("Acme shop")),
+    );
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let (mut driver, port) = start_driver().await;
@@ -236,7 +259,11 @@ async fn overview_shows_the_counts_and_keeps_them_current() {
         assert_eq!(s.text(r#".summary [data-state="input"]"#).await, "3");
         assert_eq!(s.text(r#".summary [data-state="dead"]"#).await, "2");
         assert_eq!(s.text(r#".summary [data-count="failed"]"#).await, "2");
-        assert_eq!(s.text(r#"tr[data-topic="emails"] [data-state="input"]"#).await, "3");
+        assert_eq!(
+            s.text(r#"tr[data-topic="emails"] [data-state="input"]"#)
+                .await,
+            "3"
+        );
 
         s.live().await;
         s.mark().await;
@@ -246,7 +273,11 @@ async fn overview_shows_the_counts_and_keeps_them_current() {
             s.text(r#".summary [data-state="input"]"#).await == "5"
         })
         .await;
-        assert_eq!(s.text(r#"tr[data-topic="emails"] [data-state="input"]"#).await, "5");
+        assert_eq!(
+            s.text(r#"tr[data-topic="emails"] [data-state="input"]"#)
+                .await,
+            "5"
+        );
         assert!(s.is_marked().await, "updated without a reload");
     })
     .await;
@@ -285,10 +316,17 @@ async fn a_retried_task_leaves_the_dead_tab() {
         assert_eq!(s.count(&format!(r#"tr[data-id="{kept}"]"#)).await, 1);
         assert_eq!(s.text(r#".tab[aria-current="page"] .count"#).await, "1");
         let url = s.client.current_url().await.expect("a URL");
-        assert_eq!(url.path(), format!("{MOUNT}/queues/dead"), "back on the dead tab");
+        assert_eq!(
+            url.path(),
+            format!("{MOUNT}/queues/dead"),
+            "back on the dead tab"
+        );
     })
     .await;
-    assert_eq!(store.get(retried).await.unwrap().unwrap().queue, Queue::Input);
+    assert_eq!(
+        store.get(retried).await.unwrap().unwrap().queue,
+        Queue::Input
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,7 +343,10 @@ async fn a_topic_is_paused_and_resumed() {
         })
         .await;
         assert_eq!(s.text(&format!("{row} .badge.when-paused")).await, "paused");
-        assert_eq!(s.text(&format!("{row} .when-paused button")).await, "Resume");
+        assert_eq!(
+            s.text(&format!("{row} .when-paused button")).await,
+            "Resume"
+        );
         s.click(&format!("{row} .when-paused button")).await;
         until("the store to say resumed", || async {
             !store.stats().await.unwrap().topic("emails").paused
@@ -325,10 +366,16 @@ async fn an_xss_payload_stays_text() {
     in_browser(store.clone(), |s| async move {
         let clean = |s: Arc<Session>| async move {
             assert!(!s.has_dialog().await, "no dialog opened");
-            assert_eq!(s.script("return window.taskmillXss === undefined;").await, json!(true));
+            assert_eq!(
+                s.script("return window.taskmillXss === undefined;").await,
+                json!(true)
+            );
         };
         s.open(&format!("/tasks/{pending}")).await;
-        assert!(s.text("#args").await.contains(script), "the script shows as text");
+        assert!(
+            s.text("#args").await.contains(script),
+            "the script shows as text"
+        );
         clean(s.clone()).await;
 
         s.open(&format!("/tasks/{id}")).await;
@@ -337,14 +384,21 @@ async fn an_xss_payload_stays_text() {
         clean(s.clone()).await;
 
         s.open("/queues/dead").await;
-        assert_eq!(s.text(&format!(r#"tr[data-id="{id}"] .topic"#)).await, topic);
+        assert_eq!(
+            s.text(&format!(r#"tr[data-id="{id}"] .topic"#)).await,
+            topic
+        );
         clean(s.clone()).await;
 
         s.open("").await;
         assert_eq!(s.text("tr[data-topic] .topic").await, topic);
         s.live().await;
         enqueue(&*store, topic, json!(script)).await;
-        assert_eq!(s.text(r#"#events li[data-type="TASK_ENQUEUE"] .topic"#).await, topic);
+        assert_eq!(
+            s.text(r#"#events li[data-type="TASK_ENQUEUE"] .topic"#)
+                .await,
+            topic
+        );
         clean(s.clone()).await;
     })
     .await;
@@ -361,7 +415,9 @@ async fn busy_store() -> (Arc<dyn Store>, Manager) {
         .register("emails", |ctx: TaskContext| async move {
             tokio::time::sleep(Duration::from_millis(30)).await;
             if ctx.id().get() % 19 == 0 && ctx.attempt() == 1 {
-                return Err(TaskError::msg("SMTP 421: service not available, try again later"));
+                return Err(TaskError::msg(
+                    "SMTP 421: service not available, try again later",
+                ));
             }
             Ok(())
         })
@@ -383,7 +439,12 @@ async fn busy_store() -> (Arc<dyn Store>, Manager) {
             Ok::<(), TaskError>(())
         })
         .expect("register reports");
-    enqueue(&*store, "webhooks", json!({"url": "https://example.com/hooks/orders", "event": "order.paid"})).await;
+    enqueue(
+        &*store,
+        "webhooks",
+        json!({"url": "https://example.com/hooks/orders", "event": "order.paid"}),
+    )
+    .await;
     store.set_paused("webhooks", true).await.expect("pause");
     manager.start().await.expect("start");
     (store, manager)
@@ -406,9 +467,15 @@ async fn screenshots_of_the_overview_a_queue_and_a_task() {
                 ));
             }
             if n % 8 == 0 {
-                batch.push(taskmill_core::Task::new("reports", &json!({"month": "2026-05", "account": n})));
+                batch.push(taskmill_core::Task::new(
+                    "reports",
+                    &json!({"month": "2026-05", "account": n}),
+                ));
             }
-            let batch = batch.into_iter().collect::<Result<Vec<_>, _>>().expect("valid tasks");
+            let batch = batch
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .expect("valid tasks");
             if producer.enqueue_batch(batch).await.is_err() {
                 return;
             }
@@ -416,7 +483,10 @@ async fn screenshots_of_the_overview_a_queue_and_a_task() {
         }
     });
     in_browser(store.clone(), |s| async move {
-        s.client.set_window_size(1280, 1040).await.expect("a taller window");
+        s.client
+            .set_window_size(1280, 1040)
+            .await
+            .expect("a taller window");
         s.open("").await;
         s.live().await;
         // Long enough for the chart to draw a line of several seconds.
