@@ -68,25 +68,25 @@ fn layout(ctx: &Ctx, title: &str, section: Section, body: Markup) -> Markup {
 fn navigation(ctx: &Ctx, section: Section) -> Markup {
     let options = ctx.options();
     html! {
-                    nav.sections {
-                        a href=(ctx.url("/")) aria-current=[current(section == Section::Overview)] { "Overview" }
-                        @for state in State::ALL {
-                            a href=(ctx.url(&format!("/queues/{}", state.slug())))
-                                aria-current=[current(section == Section::State(state))] { (state.label()) }
-                        }
-                    }
-                    div.top-end {
-                        @if options.read_only {
-                            span.badge.muted title="Actions that change tasks are turned off" { "read-only" }
-                        }
-                        span.live #live data-state="off" title="Live updates" { span.dot {} span.live-label { "live" } }
-                        @if options.token.is_some() {
-                            form.inline method="post" action=(ctx.url("/logout")) {
-                                (csrf(ctx))
-                                button.link type="submit" { "Sign out" }
-                            }
-                        }
-                    }
+        nav.sections {
+            a href=(ctx.url("/")) aria-current=[current(section == Section::Overview)] { "Overview" }
+            @for state in State::ALL {
+                a href=(state_url(ctx, state, None))
+                    aria-current=[current(section == Section::State(state))] { (state.label()) }
+            }
+        }
+        div.top-end {
+            @if options.read_only {
+                span.badge.muted title="Actions that change tasks are turned off" { "read-only" }
+            }
+            span.live #live data-state="off" title="Live updates" { span.dot {} span.live-label { "live" } }
+            @if options.token.is_some() {
+                form.inline method="post" action=(ctx.url("/logout")) {
+                    (csrf(ctx))
+                    button.link type="submit" { "Sign out" }
+                }
+            }
+        }
     }
 }
 
