@@ -48,14 +48,18 @@ impl Session {
             .unwrap_or_else(|e| panic!("open {url}: {e}"));
     }
 
-    async fn text(&self, css: &str) -> String {
-        let element = self
-            .client
+    /// The element `css` selects, once the page shows it.
+    async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        self.client
             .wait()
             .at_most(PATIENCE)
             .for_element(Locator::Css(css))
             .await
-            .unwrap_or_else(|e| panic!("no {css}: {e}"));
+            .unwrap_or_else(|e| panic!("no {css}: {e}"))
+    }
+
+    async fn text(&self, css: &str) -> String {
+        let element = self.find(css).await;
         element
             .text()
             .await
@@ -63,13 +67,7 @@ impl Session {
     }
 
     async fn click(&self, css: &str) {
-        let element = self
-            .client
-            .wait()
-            .at_most(PATIENCE)
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no {css}: {e}"));
+        let element = self.find(css).await;
         element
             .click()
             .await
@@ -93,12 +91,7 @@ impl Session {
 
     /// Waits until the page's event stream is connected.
     async fn live(&self) {
-        self.client
-            .wait()
-            .at_most(PATIENCE)
-            .for_element(Locator::Css(r#"#live[data-state="on"]"#))
-            .await
-            .expect("the live stream connects");
+        self.find(r#"#live[data-state="on"]"#).await;
     }
 
     /// Marks the loaded document, so a test can tell it was not reloaded.
