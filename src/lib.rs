@@ -25,9 +25,17 @@
 //! manager.close_with_timeout(std::time::Duration::from_secs(1)).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! The crate root and [`store`] are what an application uses. Writing a backend of your
+//! own? Implement [`Store`] with the building blocks in [`raw`].
 #![warn(missing_docs)]
 
 pub use taskmill_core::*;
+
+/// For backend authors: the building blocks of a [`Store`] implementation (record
+/// transitions, the in-process event bus, id-keyed maps, the store URL parser).
+/// Applications do not need it.
+pub use taskmill_core::raw;
 
 #[cfg(feature = "memory")]
 #[doc(inline)]
@@ -67,11 +75,8 @@ use std::sync::Arc;
 /// Fails with [`ErrorKind::Misuse`] for a malformed URL or an unknown scheme, and with
 /// [`ErrorKind::Unsupported`] for a backend whose feature is not enabled.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
-    let scheme = url
-        .split_once("://")
-        .map(|(scheme, _)| scheme)
-        .ok_or_else(|| Error::misuse(format!("not a store URL: {url:?} (expected scheme://…)")))?;
-    match scheme {
+    let parsed = raw::StoreUrl::parse_any(url)?;
+    match parsed.scheme() {
         #[cfg(feature = "memory")]
         "memory" => Ok(Arc::new(MemoryStore::from_url(url)?)),
         #[cfg(not(feature = "memory"))]
@@ -96,7 +101,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
         #[cfg(not(feature = "redis"))]
         "redis" | "rediss" => Err(not_enabled("redis")),
         other => Err(Error::misuse(format!(
-            "unknown store scheme {other:?} in {url:?}"
+            "unknown store scheme {other:?} in {parsed}"
         ))),
     }
 }
@@ -116,6 +121,23 @@ mod tests {
     async fn open_picks_the_backend_by_scheme() {
         let store = open("memory://").await.unwrap();
         assert!(!store.capabilities().durable);
+    }
+
+    /// `Box<S>` and `Arc<S>` are stores that reach the one inside, every method included.
+    #[tokio::test]
+    async fn boxed_and_shared_stores_forward_to_the_store_inside() {
+        let memory = MemoryStore::new();
+        let boxed: Box<dyn Store> = Box::new(memory.clone());
+        let shared: Arc<Box<dyn Store>> = Arc::new(boxed);
+        let opts = store::EnqueueOptions::new(Timestamp::from_millis(1));
+        let task = Task::new("t", &1).unwrap();
+        let id = shared.enqueue_one(task, &opts).await.unwrap().id();
+        assert_eq!(memory.get(id).await.unwrap().map(|r| r.id), Some(id));
+        assert!(!shared.has_subscribers(), "nobody listens yet");
+        let _events = shared.subscribe().await.unwrap();
+        assert!(shared.has_subscribers());
+        shared.set_paused("t", true).await.unwrap();
+        assert!(memory.stats().await.unwrap().topic("t").paused);
     }
 
     #[tokio::test]

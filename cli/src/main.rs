@@ -27,8 +27,8 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct BenchArgs {
-    /// A store URL (memory://, sqlite://PATH, sled://DIR, redis://HOST:PORT/DB); repeat to
-    /// compare stores in one run and one table.
+    /// A store URL (memory://, sqlite://PATH, sled://DIR, redis://HOST:PORT/DB, rediss://
+    /// with the `tls` feature); repeat to compare stores in one run and one table.
     #[arg(long = "store", value_name = "URL", default_value = "memory://")]
     stores: Vec<String>,
     /// Scenarios to run, comma-separated.

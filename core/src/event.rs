@@ -144,7 +144,7 @@ fn optional_buffered_payload<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Payload>, D::Error> {
     let value = Option::<serde_json::Value>::deserialize(deserializer)?;
-    Ok(value.map(|v| Payload::from_stored(v.to_string())))
+    Ok(value.map(|v| Payload(v.to_string().into())))
 }
 
 impl Event {

@@ -6,14 +6,15 @@
 //! - [`Event`], [`Stats`], [`Backoff`], and the one [`Error`] type with its [`ErrorKind`].
 //!
 //! Applications normally depend on the `taskmill` crate, which re-exports all of this and
-//! picks backends by cargo feature.
+//! picks backends by cargo feature. Backend authors also use [`raw`], the building blocks
+//! of a [`Store`] implementation, which the crate root leaves out.
 #![warn(missing_docs)]
 
 mod backoff;
 mod error;
 mod event;
-mod lifecycle;
 mod manager;
+pub mod raw;
 mod stats;
 pub mod store;
 mod task;
@@ -22,13 +23,12 @@ mod time;
 pub use backoff::Backoff;
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use event::{Event, EventStream};
-pub use lifecycle::LEASE_EXPIRED_ERROR;
 pub use manager::{
     Manager, ManagerBuilder, Processor, TaskContext, TaskError, TopicOptions, Typed,
 };
 pub use stats::{Counters, QueueSizes, Stats, TopicStats};
-pub use store::{Store, StoreExt};
-pub use task::{validate_topic, Lease, Payload, Queue, Task, TaskId, TaskRecord};
+pub use store::{Store, StoreExt, LEASE_EXPIRED_ERROR};
+pub use task::{Lease, Payload, Queue, Task, TaskId, TaskRecord};
 pub use time::{Clock, Timestamp};
 
 /// The async-trait attribute, re-exported so backends implement [`Store`] with the same

@@ -10,7 +10,11 @@ use std::ops::AddAssign;
 /// store drains, `started == completed + retried + failed + recovered + released`, minus
 /// recovered tasks that had no retries left and went to DEAD (they count in both
 /// `recovered` and `failed`).
+///
+/// Non-exhaustive, like every type here: start from `Counters::default()` and set fields,
+/// so that a new counter is added in this file alone.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Counters {
     /// Tasks added to INPUT by enqueue (duplicates excluded).
     pub enqueued: u64,
@@ -43,8 +47,9 @@ impl AddAssign for Counters {
     }
 }
 
-/// How many tasks each queue holds.
+/// How many tasks each queue holds. Start from `QueueSizes::default()` and set fields.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct QueueSizes {
     /// Tasks in INPUT, due or scheduled.
     pub input: u64,
@@ -69,8 +74,10 @@ impl AddAssign for QueueSizes {
     }
 }
 
-/// Counters and sizes of one topic, or of all of them.
+/// Counters and sizes of one topic, or of all of them. Start from
+/// `TopicStats::default()` and set fields.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TopicStats {
     /// Transition counters.
     #[serde(flatten)]
@@ -83,8 +90,10 @@ pub struct TopicStats {
     pub paused: bool,
 }
 
-/// A snapshot of a store's statistics: totals, and each topic that has any.
+/// A snapshot of a store's statistics: totals, and each topic that has any. A store builds
+/// one with [`Stats::from_topics`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Stats {
     /// Summed over all topics (`paused` is false here).
     #[serde(flatten)]

@@ -1,4 +1,6 @@
 //! Tasks: what a user enqueues ([`Task`]) and what a store keeps ([`TaskRecord`]).
+//!
+//! This module depends on no store type: the store module builds on it, not the reverse.
 
 use crate::error::{Error, Result};
 use crate::time::Timestamp;
@@ -47,11 +49,12 @@ impl std::str::FromStr for TaskId {
 /// A task's JSON arguments, kept as JSON text.
 ///
 /// Cloning is cheap (a reference count), so handing a claimed task to a worker does not
-/// copy its payload. Stores read payloads back with [`Payload::from_stored`], which does
-/// not re-validate: a payload that was corrupted at rest is caught when it is decoded, and
-/// the task fails with a clear error instead of taking the manager down.
+/// copy its payload. Stores read payloads back with
+/// [`raw::PayloadExt::from_stored`](crate::raw::PayloadExt::from_stored), which does not
+/// re-validate: a payload that was corrupted at rest is caught when it is decoded, and the
+/// task fails with a clear error instead of taking the manager down.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Payload(Arc<str>);
+pub struct Payload(pub(crate) Arc<str>);
 
 impl Payload {
     /// Serializes `value` into a payload.
@@ -81,11 +84,6 @@ impl Payload {
         let json = json.into();
         serde_json::from_str::<serde::de::IgnoredAny>(&json)?;
         Ok(Payload(json))
-    }
-
-    /// A payload read back from storage, not validated.
-    pub fn from_stored(json: impl Into<Arc<str>>) -> Self {
-        Payload(json.into())
     }
 
     /// The JSON text.
@@ -254,38 +252,34 @@ impl Task {
         self.unique_key.as_deref()
     }
 
-    /// Sets the retry limit if the task has none; used by the manager for its defaults.
-    pub fn default_max_retries(mut self, retries: u32) -> Self {
+    /// Sets the retry limit if the task has none; the manager applies its per-topic
+    /// defaults with this.
+    pub(crate) fn default_max_retries(mut self, retries: u32) -> Self {
         self.max_retries.get_or_insert(retries);
         self
     }
 
-    /// The record a store keeps for this task, given its id and the enqueue time.
-    ///
-    /// Every store builds records through this, so defaults are resolved identically
-    /// everywhere.
-    pub fn into_record(self, id: TaskId, opts: &crate::store::EnqueueOptions) -> TaskRecord {
-        let run_at = match self.schedule {
-            Schedule::Now => opts.now,
+    /// The record of this task enqueued as `id` at `now`, with `default_max_retries` if it
+    /// sets no limit. Backends reach it through
+    /// [`raw::TaskExt::into_record`](crate::raw::TaskExt::into_record).
+    pub(crate) fn resolve(
+        self,
+        id: TaskId,
+        now: Timestamp,
+        default_max_retries: u32,
+    ) -> TaskRecord {
+        let mut record = TaskRecord::new(id, self.topic, self.args);
+        record.external_id = self.external_id.map(String::into_boxed_str);
+        record.max_retries = self.max_retries.unwrap_or(default_max_retries);
+        record.priority = self.priority;
+        record.enqueued_at = now;
+        record.run_at = match self.schedule {
+            Schedule::Now => now,
             Schedule::At(at) => at,
-            Schedule::After(d) => opts.now + d,
+            Schedule::After(d) => now + d,
         };
-        TaskRecord {
-            id,
-            queue: Queue::Input,
-            topic: self.topic,
-            external_id: self.external_id.map(String::into_boxed_str),
-            args: self.args,
-            attempt: 0,
-            max_retries: self.max_retries.unwrap_or(opts.default_max_retries),
-            priority: self.priority,
-            enqueued_at: opts.now,
-            run_at,
-            unique_key: self.unique_key.map(String::into_boxed_str),
-            last_error: None,
-            failed_at: None,
-            lease: None,
-        }
+        record.unique_key = self.unique_key.map(String::into_boxed_str);
+        record
     }
 }
 
@@ -359,7 +353,11 @@ pub struct Lease {
 }
 
 /// A task as a store keeps it.
+///
+/// Non-exhaustive: a backend builds one with [`TaskRecord::new`] and sets the fields it
+/// stores, so a new field is added here alone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TaskRecord {
     /// The id.
     pub id: TaskId,
@@ -398,23 +396,55 @@ pub struct TaskRecord {
 }
 
 impl TaskRecord {
+    /// A record of task `id` of `topic` with `args`, in INPUT, with every other field zero
+    /// or `None` (times at [`Timestamp::EPOCH`]). A decoder sets the fields it reads; a
+    /// new task's record comes from [`raw::TaskExt::into_record`](crate::raw::TaskExt::into_record).
+    pub fn new(id: TaskId, topic: impl Into<Arc<str>>, args: Payload) -> Self {
+        TaskRecord {
+            id,
+            queue: Queue::Input,
+            topic: topic.into(),
+            external_id: None,
+            args,
+            attempt: 0,
+            max_retries: 0,
+            priority: 0,
+            enqueued_at: Timestamp::EPOCH,
+            run_at: Timestamp::EPOCH,
+            unique_key: None,
+            last_error: None,
+            failed_at: None,
+            lease: None,
+        }
+    }
+
     /// Whether a failure of the current attempt still leaves a retry.
     pub fn has_retries_left(&self) -> bool {
         self.attempt <= self.max_retries
+    }
+
+    /// Whether `token` is the fencing token of the claim that holds this task now.
+    pub fn is_owned_by(&self, token: u64) -> bool {
+        self.queue == Queue::Work && self.lease.as_ref().is_some_and(|l| l.token == token)
+    }
+
+    /// Whether the reaper should take this task: in WORK with a lease that ended before `now`.
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        self.queue == Queue::Work && self.lease.as_ref().is_some_and(|l| l.deadline < now)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::EnqueueOptions;
 
     #[test]
     fn payload_round_trips_as_embedded_json() {
         let p = Payload::new(&serde_json::json!({"a": [1, 2]})).unwrap();
-        let record = Task::with_payload("t", p.clone()).unwrap().into_record(
+        let record = Task::with_payload("t", p.clone()).unwrap().resolve(
             TaskId::new(7),
-            &EnqueueOptions::new(Timestamp::from_millis(5)),
+            Timestamp::from_millis(5),
+            3,
         );
         let json = serde_json::to_string(&record).unwrap();
         assert!(json.contains(r#""args":{"a":[1,2]}"#), "{json}");
@@ -437,7 +467,7 @@ mod tests {
 
     #[test]
     fn corrupt_payload_decodes_to_a_corrupt_error() {
-        let p = Payload::from_stored("{not json");
+        let p = Payload(Arc::from("{not json"));
         let err = p.decode::<serde_json::Value>().unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::Corrupt);
         assert!(Payload::from_json("{not json").is_err());
@@ -445,18 +475,18 @@ mod tests {
 
     #[test]
     fn schedule_and_defaults_resolve_against_enqueue_time() {
-        let opts = EnqueueOptions::new(Timestamp::from_millis(1_000)).default_max_retries(3);
+        let now = Timestamp::from_millis(1_000);
         let r = Task::new("t", &1)
             .unwrap()
             .delay(Duration::from_secs(2))
-            .into_record(TaskId::new(1), &opts);
+            .resolve(TaskId::new(1), now, 3);
         assert_eq!(r.run_at, Timestamp::from_millis(3_000));
-        assert_eq!(r.max_retries, 3);
+        assert_eq!((r.enqueued_at, r.max_retries), (now, 3));
         let r = Task::new("t", &1)
             .unwrap()
             .max_retries(0)
-            .into_record(TaskId::new(1), &opts);
-        assert_eq!((r.run_at, r.max_retries), (opts.now, 0));
+            .resolve(TaskId::new(1), now, 3);
+        assert_eq!((r.run_at, r.max_retries), (now, 0));
     }
 
     #[test]

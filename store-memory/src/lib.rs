@@ -20,7 +20,7 @@ mod store;
 
 use state::State;
 use std::sync::{Arc, Mutex, MutexGuard};
-use taskmill_core::store::{LocalBus, StoreUrl, DEFAULT_EVENT_BUFFER};
+use taskmill_core::raw::{LocalBus, StoreUrl, DEFAULT_EVENT_BUFFER};
 use taskmill_core::{Error, Result};
 
 /// A store that keeps tasks in this process's memory.
@@ -57,10 +57,10 @@ impl MemoryStore {
 
     /// A store from a URL: `memory://` (nothing may follow).
     pub fn from_url(url: &str) -> Result<Self> {
-        let parsed = StoreUrl::parse(url, "memory", "memory://")?;
+        let parsed = StoreUrl::parse(url, &["memory"], "memory://")?;
         if parsed.location("").is_ok() || parsed.options().next().is_some() {
             return Err(Error::misuse(format!(
-                "memory:// takes no location or options, got {url:?}"
+                "memory:// takes no location or options, got {parsed}"
             )));
         }
         Ok(Self::new())

@@ -1,6 +1,6 @@
 //! Task records by id, stored densely.
 
-use taskmill_core::store::IdMap;
+use taskmill_core::raw::IdMap;
 use taskmill_core::{TaskId, TaskRecord};
 
 /// Records in one dense, reused array, found through a small id → slot map.

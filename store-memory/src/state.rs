@@ -11,13 +11,13 @@ use rustc_hash::FxHashMap;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 use std::sync::Arc;
+use taskmill_core::raw::{IdSet, RecordExt, TaskExt};
 use taskmill_core::store::{
-    Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, IdSet, LeaseRef, ListQuery, Outcome,
-    Page, Recovered,
+    Applied, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListOptions, Outcome, Page,
+    Recovered,
 };
 use taskmill_core::{
-    Counters, Event, Lease, Queue, QueueSizes, Stats, Task, TaskId, TaskRecord, Timestamp,
-    TopicStats,
+    Counters, Event, Lease, Queue, Stats, Task, TaskId, TaskRecord, Timestamp, TopicStats,
 };
 
 #[derive(Debug, Default)]
@@ -100,15 +100,13 @@ impl Topic {
     }
 
     fn stats(&self) -> TopicStats {
-        TopicStats {
-            counters: self.counters,
-            sizes: QueueSizes {
-                input: self.input,
-                work: self.work.len() as u64,
-                dead: self.dead.len() as u64,
-            },
-            paused: self.paused,
-        }
+        let mut stats = TopicStats::default();
+        stats.counters = self.counters;
+        stats.sizes.input = self.input;
+        stats.sizes.work = self.work.len() as u64;
+        stats.sizes.dead = self.dead.len() as u64;
+        stats.paused = self.paused;
+        stats
     }
 }
 
@@ -159,7 +157,7 @@ impl State {
         results
     }
 
-    pub fn claim(&mut self, req: &ClaimRequest) -> Vec<Claimed> {
+    pub fn claim(&mut self, req: &ClaimOptions) -> Vec<Claimed> {
         let mut claimed = Vec::with_capacity(req.limit.min(1024));
         let deadline = req.deadline();
         for wanted in &req.topics {
@@ -191,7 +189,7 @@ impl State {
                     token: self.last_token,
                     deadline,
                 };
-                record.start(lease, &mut topic.counters);
+                record.claim(lease, &mut topic.counters);
                 topic.work.insert(id);
                 claimed.push(Claimed::Ready(record.clone()));
             }
@@ -237,7 +235,7 @@ impl State {
                 .get_mut(&record.topic)
                 .expect("a stored task's topic exists");
             topic.work.remove(&id);
-            match record.finish(&outcome.kind, now, &mut topic.counters) {
+            match record.apply_outcome(&outcome.kind, now, &mut topic.counters) {
                 None => {
                     if let Some(key) = &record.unique_key {
                         topic.unique.remove(key);
@@ -267,7 +265,7 @@ impl State {
             for id in expired {
                 let record = self.tasks.get_mut(&id).expect("indexed tasks exist");
                 topic.work.remove(&id);
-                let queue = record.expire(now, &mut topic.counters);
+                let queue = record.recover(now, &mut topic.counters);
                 topic.push(queue, record, now);
                 recovered.push(Recovered {
                     id,
@@ -295,7 +293,7 @@ impl State {
         self.tasks.get(&id).cloned()
     }
 
-    pub fn list(&self, query: &ListQuery) -> Page {
+    pub fn list(&self, query: &ListOptions) -> Page {
         let start = query
             .after
             .map_or(TaskId::new(0), |a| TaskId::new(a.get().saturating_add(1)));

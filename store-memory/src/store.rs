@@ -1,13 +1,14 @@
 //! The [`Store`] implementation: each call is one critical section over the state.
 
 use crate::MemoryStore;
+use taskmill_core::raw::validate_topic;
 use taskmill_core::store::{
-    Applied, Capabilities, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListQuery,
-    Outcome, Page, Recovered, WakeStream,
+    Applied, ApplyOptions, Capabilities, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef,
+    ListOptions, Outcome, Page, RecoverOptions, Recovered, RenewOptions, RequeueOptions,
+    WakeStream,
 };
 use taskmill_core::{
-    async_trait, validate_topic, Event, EventStream, Result, Stats, Store, Task, TaskId,
-    TaskRecord, Timestamp,
+    async_trait, Event, EventStream, Result, Stats, Store, Task, TaskId, TaskRecord,
 };
 
 #[async_trait]
@@ -35,24 +36,24 @@ impl Store for MemoryStore {
         Ok(results)
     }
 
-    async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
-        Ok(self.state().claim(req))
+    async fn claim(&self, opts: &ClaimOptions) -> Result<Vec<Claimed>> {
+        Ok(self.state().claim(opts))
     }
 
-    async fn renew(&self, leases: &[LeaseRef], deadline: Timestamp) -> Result<Vec<Applied>> {
-        Ok(self.state().renew(leases, deadline))
+    async fn renew(&self, leases: &[LeaseRef], opts: &RenewOptions) -> Result<Vec<Applied>> {
+        Ok(self.state().renew(leases, opts.deadline))
     }
 
-    async fn apply(&self, outcomes: &[Outcome], now: Timestamp) -> Result<Vec<Applied>> {
+    async fn apply(&self, outcomes: &[Outcome], opts: &ApplyOptions) -> Result<Vec<Applied>> {
         let mut applied = Vec::with_capacity(outcomes.len());
-        if self.state().apply(outcomes, now, &mut applied) {
+        if self.state().apply(outcomes, opts.now, &mut applied) {
             self.shared.bus.wake();
         }
         Ok(applied)
     }
 
-    async fn recover(&self, now: Timestamp, limit: usize) -> Result<Vec<Recovered>> {
-        let recovered = self.state().recover(now, limit);
+    async fn recover(&self, opts: &RecoverOptions) -> Result<Vec<Recovered>> {
+        let recovered = self.state().recover(opts.now, opts.limit);
         if recovered.iter().any(|r| !r.dead) {
             self.shared.bus.wake();
         }
@@ -67,12 +68,12 @@ impl Store for MemoryStore {
         Ok(self.state().get(id))
     }
 
-    async fn list(&self, query: &ListQuery) -> Result<Page> {
-        Ok(self.state().list(query))
+    async fn list(&self, opts: &ListOptions) -> Result<Page> {
+        Ok(self.state().list(opts))
     }
 
-    async fn requeue(&self, ids: &[TaskId], now: Timestamp) -> Result<Vec<bool>> {
-        let moved = self.state().requeue(ids, now);
+    async fn requeue(&self, ids: &[TaskId], opts: &RequeueOptions) -> Result<Vec<bool>> {
+        let moved = self.state().requeue(ids, opts.now);
         if moved.contains(&true) {
             self.shared.bus.wake();
         }

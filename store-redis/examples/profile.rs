@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 use taskmill_core::store::{
-    ClaimRequest, Claimed, EnqueueOptions, LeaseRef, Outcome, OutcomeKind, TopicClaim,
+    ApplyOptions, ClaimOptions, Claimed, EnqueueOptions, LeaseRef, Outcome, OutcomeKind, TopicClaim,
 };
 use taskmill_core::{Payload, Store, Task, Timestamp};
 use taskmill_redis::RedisStore;
@@ -146,11 +146,14 @@ async fn main() {
     let owner = "profile";
     let all_topics = || topics.iter().map(|t| TopicClaim::new(t.as_str()));
     let claimed = store
-        .claim(&ClaimRequest::new(all_topics(), 1, owner, Timestamp::now()))
+        .claim(&ClaimOptions::new(all_topics(), 1, owner, Timestamp::now()))
         .await
         .unwrap();
     let leases: Vec<Outcome> = claimed.iter().map(complete).collect();
-    store.apply(&leases, Timestamp::now()).await.unwrap();
+    store
+        .apply(&leases, &ApplyOptions::new(Timestamp::now()))
+        .await
+        .unwrap();
 
     let memory_before = used_memory(&mut conn).await;
     let before = snapshot(&mut conn).await;
@@ -176,7 +179,7 @@ async fn main() {
     let started = Instant::now();
     let mut leases = Vec::with_capacity(tasks);
     while leases.len() < tasks {
-        let req = ClaimRequest::new(all_topics(), CLAIM_BATCH, owner, Timestamp::now())
+        let req = ClaimOptions::new(all_topics(), CLAIM_BATCH, owner, Timestamp::now())
             .lease(Duration::from_secs(600));
         let claimed = store.claim(&req).await.unwrap();
         assert!(!claimed.is_empty(), "ran out of tasks");
@@ -187,7 +190,10 @@ async fn main() {
 
     let started = Instant::now();
     for chunk in leases.chunks(CLAIM_BATCH) {
-        store.apply(chunk, Timestamp::now()).await.unwrap();
+        store
+            .apply(chunk, &ApplyOptions::new(Timestamp::now()))
+            .await
+            .unwrap();
     }
     let applied = snapshot(&mut conn).await;
     report("complete", &claimed, &applied, tasks, started.elapsed());
@@ -213,6 +219,6 @@ fn complete(claimed: &Claimed) -> Outcome {
     };
     Outcome {
         lease,
-        kind: OutcomeKind::Complete,
+        kind: OutcomeKind::complete(),
     }
 }

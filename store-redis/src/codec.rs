@@ -18,6 +18,7 @@
 use redis::Value;
 use std::str::FromStr;
 use std::sync::Arc;
+use taskmill_core::raw::PayloadExt;
 use taskmill_core::{Error, Lease, Payload, Queue, Result, TaskId, TaskRecord, Timestamp};
 
 /// An error for a reply that does not have the shape a script returns.
@@ -200,22 +201,18 @@ fn decode_inner(bytes: &[u8], id: TaskId, topic: &Arc<str>, queue: Queue) -> Res
     let last_error = take(rest, error_len, "last_error")?;
     let args = std::str::from_utf8(rest)
         .map_err(|e| Error::corrupt("field \"args\" is not UTF-8").with_source(e))?;
-    Ok(TaskRecord {
-        id,
-        queue,
-        topic: topic.clone(),
-        external_id,
-        args: Payload::from_stored(args),
-        attempt,
-        max_retries,
-        priority,
-        enqueued_at,
-        run_at,
-        unique_key,
-        last_error,
-        failed_at,
-        lease: None,
-    })
+    let mut record = TaskRecord::new(id, topic.clone(), Payload::from_stored(args));
+    record.queue = queue;
+    record.external_id = external_id;
+    record.attempt = attempt;
+    record.max_retries = max_retries;
+    record.priority = priority;
+    record.enqueued_at = enqueued_at;
+    record.run_at = run_at;
+    record.unique_key = unique_key;
+    record.last_error = last_error;
+    record.failed_at = failed_at;
+    Ok(record)
 }
 
 /// Decodes the record of task `id` of `topic` in `queue`; `Corrupt` when it is missing or
@@ -285,24 +282,14 @@ pub(crate) fn decode_lenient(
         Ok(record) => record,
         Err(error) => {
             let text = String::from_utf8_lossy(bytes.unwrap_or_default());
-            TaskRecord {
-                id,
-                queue,
-                topic: topic.clone(),
-                external_id: None,
-                args: Payload::from_stored(
-                    serde_json::to_string(&text).unwrap_or_else(|_| "null".to_owned()),
-                ),
-                attempt: 0,
-                max_retries: 0,
-                priority: 0,
-                enqueued_at: Timestamp::from_millis(0),
-                run_at: Timestamp::from_millis(0),
-                unique_key: None,
-                last_error: Some(error.to_string().into()),
-                failed_at: None,
-                lease: lease.map(StoredLease::lease),
-            }
+            let args = Payload::from_stored(
+                serde_json::to_string(&text).unwrap_or_else(|_| "null".to_owned()),
+            );
+            let mut record = TaskRecord::new(id, topic.clone(), args);
+            record.queue = queue;
+            record.last_error = Some(error.to_string().into());
+            record.lease = lease.map(StoredLease::lease);
+            record
         }
     }
 }
@@ -312,22 +299,18 @@ mod tests {
     use super::*;
 
     fn record() -> TaskRecord {
-        TaskRecord {
-            id: TaskId::new(4),
-            queue: Queue::Input,
-            topic: "t".into(),
-            external_id: Some("ext:1".into()),
-            args: Payload::from_stored("{\"a\":\"é:1\"}"),
-            attempt: 2,
-            max_retries: 5,
-            priority: -3,
-            enqueued_at: Timestamp::from_millis(1000),
-            run_at: Timestamp::from_millis(-2000),
-            unique_key: Some("".into()),
-            last_error: Some("boom: 1".into()),
-            failed_at: Some(Timestamp::from_millis(3000)),
-            lease: None,
-        }
+        let args = Payload::from_stored("{\"a\":\"é:1\"}");
+        let mut r = TaskRecord::new(TaskId::new(4), "t", args);
+        r.external_id = Some("ext:1".into());
+        r.attempt = 2;
+        r.max_retries = 5;
+        r.priority = -3;
+        r.enqueued_at = Timestamp::from_millis(1000);
+        r.run_at = Timestamp::from_millis(-2000);
+        r.unique_key = Some("".into());
+        r.last_error = Some("boom: 1".into());
+        r.failed_at = Some(Timestamp::from_millis(3000));
+        r
     }
 
     fn encoded(r: &TaskRecord) -> Vec<u8> {

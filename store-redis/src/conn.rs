@@ -314,6 +314,11 @@ fn transient_code(code: &str) -> bool {
 /// Maps a redis-rs error to taskmill's kinds: connection trouble is `Unavailable` (the
 /// call may be repeated), anything else `Storage`.
 pub(crate) fn map_error(err: RedisError, what: &'static str) -> Error {
+    // Wrong credentials are a configuration mistake, like a bad URL. Checked first: redis-rs
+    // counts them as unrecoverable, which would read as a connection to retry.
+    if err.kind() == redis::ErrorKind::AuthenticationFailed {
+        return Error::misuse(format!("{what}: redis refused the credentials")).with_source(err);
+    }
     let transient = err.is_io_error()
         || err.is_connection_dropped()
         || err.is_connection_refusal()
@@ -330,9 +335,6 @@ pub(crate) fn map_error(err: RedisError, what: &'static str) -> Error {
         );
     if transient {
         Error::unavailable(what).with_source(err)
-    } else if err.kind() == redis::ErrorKind::AuthenticationFailed {
-        // Wrong credentials are a configuration mistake, like a bad URL.
-        Error::misuse(format!("{what}: redis refused the credentials")).with_source(err)
     } else {
         Error::storage(what).with_source(err)
     }

@@ -44,6 +44,14 @@ impl Keys {
         &self.namespace
     }
 
+    /// `SCAN MATCH` patterns that match every key of the namespace and no other: keys are
+    /// `ns:…` or `{ns:…`, and a namespace holds neither `:` nor a glob character, so no
+    /// other namespace's key starts the same way.
+    pub fn patterns(&self) -> [String; 2] {
+        let namespace = &self.namespace;
+        [format!("{namespace}:*"), format!("{{{namespace}:*")]
+    }
+
     /// The keys of `topic`, all under the hash tag `{namespace:topic}`.
     pub fn topic(&self, topic: &Arc<str>) -> Arc<TopicKeys> {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());

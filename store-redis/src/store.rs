@@ -19,14 +19,16 @@ use redis::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use taskmill_core::raw::{validate_topic, TaskExt};
 use taskmill_core::store::{
-    Applied, Capabilities, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListQuery,
-    Outcome, OutcomeKind, Page, Recovered, WakeStream,
+    Applied, ApplyOptions, Capabilities, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef,
+    ListOptions, Outcome, OutcomeKind, Page, RecoverOptions, Recovered, RenewOptions,
+    RequeueOptions, WakeStream,
 };
 use taskmill_core::Queue;
 use taskmill_core::{
-    async_trait, validate_topic, Counters, Event, EventStream, Lease, QueueSizes, Result, Stats,
-    Store, Task, TaskId, TaskRecord, Timestamp, TopicStats, LEASE_EXPIRED_ERROR,
+    async_trait, Counters, Event, EventStream, Lease, Result, Stats, Store, Task, TaskId,
+    TaskRecord, TopicStats, LEASE_EXPIRED_ERROR,
 };
 use tracing::warn;
 
@@ -56,6 +58,19 @@ fn group_by_topic<T>(items: impl IntoIterator<Item = (Arc<str>, T)>) -> Vec<Grou
 /// exact in a double (the same formula as `ready_score` in `scripts/common.lua`).
 fn ready_score(priority: i16, id: u64) -> u64 {
     ((i64::from(priority) + 32768) as u64) * (1 << 37) + id
+}
+
+/// The code of an outcome kind in the kinds string of `scripts/apply.lua`.
+fn kind_code(kind: &OutcomeKind) -> Result<char> {
+    match kind {
+        OutcomeKind::Complete { .. } => Ok('c'),
+        OutcomeKind::Retry { .. } => Ok('r'),
+        OutcomeKind::Dead { .. } => Ok('d'),
+        OutcomeKind::Release { .. } => Ok('l'),
+        other => Err(taskmill_core::Error::unsupported(format!(
+            "the Redis store cannot apply the outcome {other:?}"
+        ))),
+    }
 }
 
 /// The most common of `priorities` (the lowest value among equally common ones), or
@@ -335,7 +350,8 @@ impl Store for RedisStore {
         Ok(results)
     }
 
-    async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
+    async fn claim(&self, opts: &ClaimOptions) -> Result<Vec<Claimed>> {
+        let req = opts;
         let mut claimed = Vec::new();
         let deadline = req.deadline().as_millis();
         for wanted in &req.topics {
@@ -407,7 +423,8 @@ impl Store for RedisStore {
         Ok(claimed)
     }
 
-    async fn renew(&self, leases: &[LeaseRef], deadline: Timestamp) -> Result<Vec<Applied>> {
+    async fn renew(&self, leases: &[LeaseRef], opts: &RenewOptions) -> Result<Vec<Applied>> {
+        let deadline = opts.deadline;
         let groups = group_by_topic(leases.iter().map(|l| (l.topic.clone(), l)));
         let mut calls = Vec::new();
         let mut order = Vec::new();
@@ -435,7 +452,8 @@ impl Store for RedisStore {
         Ok(applied)
     }
 
-    async fn apply(&self, outcomes: &[Outcome], now: Timestamp) -> Result<Vec<Applied>> {
+    async fn apply(&self, outcomes: &[Outcome], opts: &ApplyOptions) -> Result<Vec<Applied>> {
+        let now = opts.now;
         let groups = group_by_topic(outcomes.iter().map(|o| (o.lease.topic.clone(), o)));
         let mut calls = Vec::new();
         let mut order = Vec::new();
@@ -445,13 +463,8 @@ impl Store for RedisStore {
                 let mut call = self.call(&SCRIPTS.apply, &keys);
                 let kinds: String = chunk
                     .iter()
-                    .map(|(_, outcome)| match &outcome.kind {
-                        OutcomeKind::Complete => 'c',
-                        OutcomeKind::Retry { .. } => 'r',
-                        OutcomeKind::Dead { .. } => 'd',
-                        OutcomeKind::Release => 'l',
-                    })
-                    .collect();
+                    .map(|(_, outcome)| kind_code(&outcome.kind))
+                    .collect::<Result<_>>()?;
                 call.arg(now.as_millis()).arg(chunk.len()).arg(kinds);
                 for (_, outcome) in chunk {
                     call.arg(outcome.lease.id.get());
@@ -461,16 +474,17 @@ impl Store for RedisStore {
                 }
                 for (_, outcome) in chunk {
                     match &outcome.kind {
-                        OutcomeKind::Complete => {}
-                        OutcomeKind::Retry { at, error } => {
+                        OutcomeKind::Retry { at, error, .. } => {
                             call.arg(at.as_millis()).arg(error.as_str());
                         }
-                        OutcomeKind::Dead { error } => {
+                        OutcomeKind::Dead { error, .. } => {
                             call.arg(0).arg(error.as_str());
                         }
-                        OutcomeKind::Release => {
+                        OutcomeKind::Release { .. } => {
                             call.arg(0).arg("");
                         }
+                        // Complete takes no arguments; `kind_code` refused any other kind.
+                        _ => {}
                     }
                 }
                 calls.push(call);
@@ -494,7 +508,10 @@ impl Store for RedisStore {
         }
         let requeued = outcomes.iter().zip(&applied).any(|(o, a)| {
             *a == Applied::Done
-                && matches!(o.kind, OutcomeKind::Retry { .. } | OutcomeKind::Release)
+                && matches!(
+                    o.kind,
+                    OutcomeKind::Retry { .. } | OutcomeKind::Release { .. }
+                )
         });
         if requeued {
             self.shared.bus.wake();
@@ -502,7 +519,8 @@ impl Store for RedisStore {
         Ok(applied)
     }
 
-    async fn recover(&self, now: Timestamp, limit: usize) -> Result<Vec<Recovered>> {
+    async fn recover(&self, opts: &RecoverOptions) -> Result<Vec<Recovered>> {
+        let (now, limit) = (opts.now, opts.limit);
         let mut recovered = Vec::new();
         for topic in self.topics().await? {
             let remaining = limit.saturating_sub(recovered.len());
@@ -576,11 +594,9 @@ impl Store for RedisStore {
                     _ => {}
                 }
             }
-            stats.sizes = QueueSizes {
-                input: sizes.first().copied().unwrap_or(0),
-                work: sizes.get(1).copied().unwrap_or(0),
-                dead: sizes.get(2).copied().unwrap_or(0),
-            };
+            stats.sizes.input = sizes.first().copied().unwrap_or(0);
+            stats.sizes.work = sizes.get(1).copied().unwrap_or(0);
+            stats.sizes.dead = sizes.get(2).copied().unwrap_or(0);
             per_topic.insert(topic.to_string(), stats);
         }
         Ok(Stats::from_topics(per_topic))
@@ -618,7 +634,7 @@ impl Store for RedisStore {
         Ok(None)
     }
 
-    async fn list(&self, query: &ListQuery) -> Result<Page> {
+    async fn list(&self, query: &ListOptions) -> Result<Page> {
         let topics = match &query.topic {
             Some(topic) => vec![topic.clone()],
             None => self.topics().await?,
@@ -670,9 +686,9 @@ impl Store for RedisStore {
         Ok(Page { tasks, next })
     }
 
-    async fn requeue(&self, ids: &[TaskId], now: Timestamp) -> Result<Vec<bool>> {
+    async fn requeue(&self, ids: &[TaskId], opts: &RequeueOptions) -> Result<Vec<bool>> {
         let moved = self
-            .on_every_topic(&SCRIPTS.requeue, ids, &[now.as_millis().to_string()])
+            .on_every_topic(&SCRIPTS.requeue, ids, &[opts.now.as_millis().to_string()])
             .await?;
         if moved.contains(&true) {
             self.shared.bus.wake();

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 use taskmill_core::store::{
-    Applied, ClaimRequest, Claimed, EnqueueOptions, LeaseRef, ListQuery, Outcome, OutcomeKind,
-    TopicClaim,
+    Applied, ApplyOptions, ClaimOptions, Claimed, EnqueueOptions, LeaseRef, ListOptions, Outcome,
+    OutcomeKind, TopicClaim,
 };
 use taskmill_core::{Queue, Store, Task, TaskId, Timestamp};
 use taskmill_redis::test_support::{fresh_namespace, RedisServer};
@@ -108,7 +108,7 @@ impl Setup {
         limit: usize,
         at: Timestamp,
     ) -> Vec<taskmill_core::TaskRecord> {
-        let req = ClaimRequest::new([TopicClaim::new(topic)], limit, "me", at)
+        let req = ClaimOptions::new([TopicClaim::new(topic)], limit, "me", at)
             .lease(Duration::from_secs(600));
         self.store
             .claim(&req)
@@ -138,7 +138,7 @@ impl Setup {
 
     /// Every INPUT id of `topic`, paged `limit` at a time (at most 1000 pages).
     async fn list_input(&self, topic: &str, limit: usize) -> Vec<u64> {
-        let mut query = ListQuery::new(Queue::Input).topic(topic).limit(limit);
+        let mut query = ListOptions::new(Queue::Input).topic(topic).limit(limit);
         let mut seen = Vec::new();
         for _ in 0..1000 {
             let page = self.store.list(&query).await.unwrap();
@@ -186,14 +186,14 @@ async fn claims_merge_list_and_ready_set_by_priority_then_id() {
         .iter()
         .map(|r| Outcome {
             lease: LeaseRef::of(r),
-            kind: OutcomeKind::Retry {
-                at: now,
-                error: "again".into(),
-            },
+            kind: OutcomeKind::retry(now, "again"),
         })
         .collect();
     assert_eq!(
-        s.store.apply(&retries, now).await.unwrap(),
+        s.store
+            .apply(&retries, &ApplyOptions::new(now))
+            .await
+            .unwrap(),
         vec![Applied::Done; 2]
     );
     expected.extend(first.iter().map(|&id| (id, 0)));
@@ -382,7 +382,7 @@ async fn list_pages_start_anywhere_in_the_list() {
     for limit in [1, 2, 3, 20] {
         assert_eq!(s.list_input("t", limit).await, all, "limit {limit}");
         for after in 0..=max + 1 {
-            let query = ListQuery::new(Queue::Input)
+            let query = ListOptions::new(Queue::Input)
                 .topic("t")
                 .limit(limit)
                 .after(TaskId::new(after));

@@ -3,8 +3,8 @@
 use futures_util::StreamExt;
 use std::time::Duration;
 use taskmill_core::store::{
-    Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, Outcome, OutcomeKind,
-    TopicClaim,
+    Applied, ApplyOptions, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef, Outcome,
+    OutcomeKind, RecoverOptions, RequeueOptions, TopicClaim,
 };
 use taskmill_core::{Event, Queue, Store, Task, TaskId, TaskRecord, Timestamp};
 use taskmill_redis::test_support::{fresh_namespace, RedisServer};
@@ -68,7 +68,7 @@ async fn lifecycle_round_trip() {
         matches!(first, Event::TaskEnqueue { id, .. } if id == results[0].id()),
         "{first:?}"
     );
-    let req = ClaimRequest::new([TopicClaim::new("t")], 10, "me", T0);
+    let req = ClaimOptions::new([TopicClaim::new("t")], 10, "me", T0);
     let claimed = ready(store.claim(&req).await.unwrap());
     assert_eq!(
         claimed.iter().map(|r| r.id).collect::<Vec<_>>(),
@@ -79,15 +79,21 @@ async fn lifecycle_round_trip() {
         .iter()
         .map(|r| Outcome {
             lease: LeaseRef::of(r),
-            kind: OutcomeKind::Complete,
+            kind: OutcomeKind::complete(),
         })
         .collect();
     assert_eq!(
-        store.apply(&outcomes, T0).await.unwrap(),
+        store
+            .apply(&outcomes, &ApplyOptions::new(T0))
+            .await
+            .unwrap(),
         vec![Applied::Done; 2]
     );
     assert_eq!(
-        store.apply(&outcomes, T0).await.unwrap(),
+        store
+            .apply(&outcomes, &ApplyOptions::new(T0))
+            .await
+            .unwrap(),
         vec![Applied::Stale; 2]
     );
     let stats = store.stats().await.unwrap();
@@ -119,7 +125,7 @@ async fn list_input_skips_many_running_tasks() {
         .unwrap();
     let tasks = (0..1200u64).map(|i| Task::new("t", &i).unwrap()).collect();
     let ids: Vec<_> = enqueue_new(&store, tasks).await;
-    let req = ClaimRequest::new([TopicClaim::new("t")], 700, "me", T0);
+    let req = ClaimOptions::new([TopicClaim::new("t")], 700, "me", T0);
     assert_eq!(store.claim(&req).await.unwrap().len(), 700);
     let input: Vec<_> = store
         .list_all(Queue::Input, Some("t"))
@@ -140,7 +146,7 @@ async fn list_input_skips_many_running_tasks() {
 /// id order, page by page, before and after claims.
 #[tokio::test]
 async fn list_input_pages_in_id_order_across_priorities_and_schedules() {
-    use taskmill_core::store::ListQuery;
+    use taskmill_core::store::ListOptions;
     let server = RedisServer::start();
     let store = RedisStore::open(&server.url(&fresh_namespace()))
         .await
@@ -162,7 +168,7 @@ async fn list_input_pages_in_id_order_across_priorities_and_schedules() {
     let page_through = |limit: usize| {
         let store = store.clone();
         async move {
-            let mut query = ListQuery::new(Queue::Input).topic("t").limit(limit);
+            let mut query = ListOptions::new(Queue::Input).topic("t").limit(limit);
             let mut seen = Vec::new();
             for _ in 0..100 {
                 let page = store.list(&query).await.unwrap();
@@ -180,7 +186,7 @@ async fn list_input_pages_in_id_order_across_priorities_and_schedules() {
     assert_eq!(page_through(7).await, ids);
     assert_eq!(page_through(1).await, ids);
     // Claims take the lowest priorities first: what is left is still listed in id order.
-    let req = ClaimRequest::new([TopicClaim::new("t")], 20, "me", T0);
+    let req = ClaimOptions::new([TopicClaim::new("t")], 20, "me", T0);
     let claimed: Vec<TaskId> = store
         .claim(&req)
         .await
@@ -223,7 +229,7 @@ async fn records_keep_their_fields_through_every_rewrite() {
     let claim = |at: Timestamp, lease: Duration| {
         let store = store.clone();
         async move {
-            let req = ClaimRequest::new([TopicClaim::new("t")], 10, "me", at).lease(lease);
+            let req = ClaimOptions::new([TopicClaim::new("t")], 10, "me", at).lease(lease);
             let mut claimed = store.claim(&req).await.unwrap();
             assert_eq!(claimed.len(), 1, "one task due at {at:?}");
             match claimed.pop().unwrap() {
@@ -237,7 +243,10 @@ async fn records_keep_their_fields_through_every_rewrite() {
         let lease = LeaseRef::of(r);
         async move {
             assert_eq!(
-                store.apply(&[Outcome { lease, kind }], at).await.unwrap(),
+                store
+                    .apply(&[Outcome { lease, kind }], &ApplyOptions::new(at))
+                    .await
+                    .unwrap(),
                 vec![Applied::Done]
             );
         }
@@ -252,10 +261,7 @@ async fn records_keep_their_fields_through_every_rewrite() {
     check(&r);
     assert_eq!(r.attempt, 1);
     let later = T0 + Duration::from_secs(1);
-    let retry = OutcomeKind::Retry {
-        at: later,
-        error: "e:1".into(),
-    };
+    let retry = OutcomeKind::retry(later, "e:1");
     apply(&r, retry, T0).await;
     let g = get().await;
     check(&g);
@@ -268,20 +274,20 @@ async fn records_keep_their_fields_through_every_rewrite() {
     assert_eq!(r.attempt, 2);
     assert_eq!(get().await.queue, Queue::Work);
     let reaped = later + Duration::from_secs(1);
-    assert_eq!(store.recover(reaped, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .recover(&RecoverOptions::new(reaped).limit(10))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     let g = get().await;
     check(&g);
     assert_eq!((g.queue, g.attempt, g.run_at), (Queue::Input, 2, reaped));
     // Dead, then requeued with a fresh set of attempts.
     let r = claim(reaped, Duration::from_secs(30)).await;
-    apply(
-        &r,
-        OutcomeKind::Dead {
-            error: "gone".into(),
-        },
-        reaped,
-    )
-    .await;
+    apply(&r, OutcomeKind::dead("gone"), reaped).await;
     let g = get().await;
     check(&g);
     assert_eq!(
@@ -289,7 +295,13 @@ async fn records_keep_their_fields_through_every_rewrite() {
         (Queue::Dead, 3, Some(reaped), Some("gone"))
     );
     let requeued = reaped + Duration::from_secs(1);
-    assert_eq!(store.requeue(&[id], requeued).await.unwrap(), vec![true]);
+    assert_eq!(
+        store
+            .requeue(&[id], &RequeueOptions::new(requeued))
+            .await
+            .unwrap(),
+        vec![true]
+    );
     let g = get().await;
     check(&g);
     assert_eq!(
@@ -299,13 +311,13 @@ async fn records_keep_their_fields_through_every_rewrite() {
     // Released: due now, the attempt given back.
     let r = claim(requeued, Duration::from_secs(30)).await;
     let released = requeued + Duration::from_secs(1);
-    apply(&r, OutcomeKind::Release, released).await;
+    apply(&r, OutcomeKind::release(), released).await;
     let g = get().await;
     check(&g);
     assert_eq!((g.queue, g.attempt, g.run_at), (Queue::Input, 0, released));
     // Completed: gone, and its unique key free again.
     let r = claim(released, Duration::from_secs(30)).await;
-    apply(&r, OutcomeKind::Complete, released).await;
+    apply(&r, OutcomeKind::complete(), released).await;
     assert!(store.get(id).await.unwrap().is_none());
     let again = enqueue(&store, vec![Task::new("t", &1).unwrap().unique_key("u:1")]).await;
     assert!(again[0].is_new());
@@ -321,7 +333,7 @@ async fn mixed_outcomes_in_one_call_each_get_their_own_details() {
         .unwrap();
     let tasks = (0..5u64).map(|i| Task::new("t", &i).unwrap()).collect();
     enqueue(&store, tasks).await;
-    let req = ClaimRequest::new([TopicClaim::new("t")], 5, "me", T0);
+    let req = ClaimOptions::new([TopicClaim::new("t")], 5, "me", T0);
     let claimed = ready(store.claim(&req).await.unwrap());
     let outcome = |i: usize, kind: OutcomeKind| Outcome {
         lease: LeaseRef::of(&claimed[i]),
@@ -330,36 +342,24 @@ async fn mixed_outcomes_in_one_call_each_get_their_own_details() {
     // Two outcomes for one lease in one call: the second is stale, and task 0's lease is
     // stale before the batch below.
     let twice = [
-        outcome(0, OutcomeKind::Complete),
-        outcome(0, OutcomeKind::Dead { error: "x".into() }),
+        outcome(0, OutcomeKind::complete()),
+        outcome(0, OutcomeKind::dead("x")),
     ];
     assert_eq!(
-        store.apply(&twice, T0).await.unwrap(),
+        store.apply(&twice, &ApplyOptions::new(T0)).await.unwrap(),
         vec![Applied::Done, Applied::Stale]
     );
     let later = T0 + Duration::from_secs(60);
     let now = T0 + Duration::from_secs(1);
     let batch = [
-        outcome(
-            0,
-            OutcomeKind::Retry {
-                at: later,
-                error: "stale".into(),
-            },
-        ),
-        outcome(1, OutcomeKind::Complete),
-        outcome(2, OutcomeKind::Dead { error: "b".into() }),
-        outcome(
-            3,
-            OutcomeKind::Retry {
-                at: later,
-                error: "c".into(),
-            },
-        ),
-        outcome(4, OutcomeKind::Release),
+        outcome(0, OutcomeKind::retry(later, "stale")),
+        outcome(1, OutcomeKind::complete()),
+        outcome(2, OutcomeKind::dead("b")),
+        outcome(3, OutcomeKind::retry(later, "c")),
+        outcome(4, OutcomeKind::release()),
     ];
     assert_eq!(
-        store.apply(&batch, now).await.unwrap(),
+        store.apply(&batch, &ApplyOptions::new(now)).await.unwrap(),
         vec![
             Applied::Stale,
             Applied::Done,

@@ -112,6 +112,12 @@ async fn rediss_with_a_private_authority() {
         .unwrap()[0]
         .id();
     assert!(store.get(id).await.unwrap().is_some());
+    // The authority from a file the URL names, as `taskmill::open` and the bench pass it.
+    let by_url = RedisStore::open(&format!("{url}&cacert={}", path("ca.crt")))
+        .await
+        .unwrap();
+    assert!(by_url.delete_namespace().await.unwrap() > 0);
+    assert!(store.get(id).await.unwrap().is_none());
     // Without the authority the server's certificate is not trusted.
     let untrusted = RedisStore::from_url(&url).unwrap();
     assert!(untrusted.ping().await.is_err());

@@ -17,6 +17,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use taskmill_core::raw::PayloadExt;
 use taskmill_core::{
     Counters, Error, Lease, Payload, Queue, Result, TaskId, TaskRecord, Timestamp,
 };
@@ -142,31 +143,20 @@ impl Chunk {
         let (id, broken_at) = (self.placeholder?, self.broken_at?);
         let tail = &value[broken_at.min(value.len())..];
         let from = self.lost_from;
-        Some(TaskRecord {
-            id,
-            queue: Queue::Dead,
-            topic: CORRUPT_TOPIC.into(),
-            external_id: None,
-            args: Payload::from_stored(String::from_utf8_lossy(tail).into_owned()),
-            attempt: 0,
-            max_retries: 0,
-            priority: 0,
-            enqueued_at: Timestamp::EPOCH,
-            run_at: Timestamp::EPOCH,
-            unique_key: None,
-            last_error: Some(
-                format!(
-                    "corrupt data: the stored chunk of tasks {first}..={last} cannot be read \
-                     from byte {broken_at} of {}: its unfinished tasks among {from}..={last} \
-                     are lost (their topics and arguments are unknown); the bytes are kept as \
-                     this record's arguments. Delete this record once seen.",
-                    value.len()
-                )
-                .into(),
-            ),
-            failed_at: None,
-            lease: None,
-        })
+        let args = Payload::from_stored(String::from_utf8_lossy(tail).into_owned());
+        let mut record = TaskRecord::new(id, CORRUPT_TOPIC, args);
+        record.queue = Queue::Dead;
+        record.last_error = Some(
+            format!(
+                "corrupt data: the stored chunk of tasks {first}..={last} cannot be read \
+                 from byte {broken_at} of {}: its unfinished tasks among {from}..={last} \
+                 are lost (their topics and arguments are unknown); the bytes are kept as \
+                 this record's arguments. Delete this record once seen.",
+                value.len()
+            )
+            .into(),
+        );
+        Some(record)
     }
 
     /// Where the entry of `id` is, if it is readable.
@@ -403,22 +393,19 @@ pub(crate) fn decode_record(
             _ => Some(r.time()?),
         };
         let args = std::str::from_utf8(r.0).ok()?;
-        Some(TaskRecord {
-            id: key.id,
-            queue: state.queue,
-            topic: topic.clone(),
-            external_id,
-            args: Payload::from_stored(args),
-            attempt,
-            max_retries,
-            priority: key.priority,
-            enqueued_at,
-            run_at: state.run_at,
-            unique_key: key.unique.map(Box::from),
-            last_error,
-            failed_at,
-            lease,
-        })
+        let mut record = TaskRecord::new(key.id, topic.clone(), Payload::from_stored(args));
+        record.queue = state.queue;
+        record.external_id = external_id;
+        record.attempt = attempt;
+        record.max_retries = max_retries;
+        record.priority = key.priority;
+        record.enqueued_at = enqueued_at;
+        record.run_at = state.run_at;
+        record.unique_key = key.unique.map(Box::from);
+        record.last_error = last_error;
+        record.failed_at = failed_at;
+        record.lease = lease;
+        Some(record)
     };
     decode().ok_or_else(|| {
         Error::corrupt(format!(
@@ -468,17 +455,16 @@ pub(crate) fn decode_row(v: &[u8]) -> Result<(Counters, bool)> {
         )));
     }
     let f = |i: usize| u64::from_be_bytes(v[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-    let counters = Counters {
-        enqueued: f(0),
-        started: f(1),
-        retried: f(2),
-        failed: f(3),
-        completed: f(4),
-        recovered: f(5),
-        released: f(6),
-        requeued: f(7),
-    };
-    Ok((counters, v[64] != 0))
+    let mut c = Counters::default();
+    c.enqueued = f(0);
+    c.started = f(1);
+    c.retried = f(2);
+    c.failed = f(3);
+    c.completed = f(4);
+    c.recovered = f(5);
+    c.released = f(6);
+    c.requeued = f(7);
+    Ok((c, v[64] != 0))
 }
 
 /// A big-endian u64 counter value in `meta`.
@@ -493,41 +479,37 @@ mod tests {
     use super::*;
 
     fn record() -> TaskRecord {
-        TaskRecord {
-            id: TaskId::new(42),
-            queue: Queue::Work,
-            topic: "emails".into(),
-            external_id: Some("ext".into()),
-            args: Payload::from_stored(r#"{"to":"ada"}"#),
-            attempt: 3,
-            max_retries: 7,
-            priority: -2,
-            enqueued_at: Timestamp::from_millis(-12),
-            run_at: Timestamp::from_millis(1_700_000_000_000),
-            unique_key: Some("k".into()),
-            last_error: Some("boom".into()),
-            failed_at: Some(Timestamp::from_millis(5)),
-            lease: Some(Lease {
-                owner: "m1".into(),
-                token: 77,
-                deadline: Timestamp::from_millis(99),
-            }),
-        }
+        let args = Payload::from_stored(r#"{"to":"ada"}"#);
+        let mut r = TaskRecord::new(TaskId::new(42), "emails", args);
+        r.queue = Queue::Work;
+        r.external_id = Some("ext".into());
+        r.attempt = 3;
+        r.max_retries = 7;
+        r.priority = -2;
+        r.enqueued_at = Timestamp::from_millis(-12);
+        r.run_at = Timestamp::from_millis(1_700_000_000_000);
+        r.unique_key = Some("k".into());
+        r.last_error = Some("boom".into());
+        r.failed_at = Some(Timestamp::from_millis(5));
+        r.lease = Some(Lease {
+            owner: "m1".into(),
+            token: 77,
+            deadline: Timestamp::from_millis(99),
+        });
+        r
     }
 
     #[test]
     fn records_round_trip() {
         let mut out = Vec::new();
         let full = record();
-        let bare = TaskRecord {
-            queue: Queue::Input,
-            external_id: None,
-            unique_key: None,
-            last_error: None,
-            failed_at: None,
-            lease: None,
-            ..record()
-        };
+        let mut bare = record();
+        bare.queue = Queue::Input;
+        bare.external_id = None;
+        bare.unique_key = None;
+        bare.last_error = None;
+        bare.failed_at = None;
+        bare.lease = None;
         for r in [full, bare] {
             start_chunk(&mut out);
             KeyParts::of(&r).encode_entry(&r, &mut out);
@@ -570,10 +552,8 @@ mod tests {
         let mut out = Vec::new();
         start_chunk(&mut out);
         for id in [10, 11, 13] {
-            let r = TaskRecord {
-                id: TaskId::new(id),
-                ..record()
-            };
+            let mut r = record();
+            r.id = TaskId::new(id);
             KeyParts::of(&r).encode_entry(&r, &mut out);
         }
         end_chunk(&mut out, 3);
@@ -638,11 +618,9 @@ mod tests {
 
     #[test]
     fn rows_round_trip() {
-        let counters = Counters {
-            failed: 3,
-            requeued: u64::MAX,
-            ..Counters::default()
-        };
+        let mut counters = Counters::default();
+        counters.failed = 3;
+        counters.requeued = u64::MAX;
         assert_eq!(
             decode_row(&encode_row(&counters, true)).unwrap(),
             (counters, true)

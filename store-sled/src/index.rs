@@ -13,7 +13,7 @@ use crate::sled_error;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
-use taskmill_core::store::{IdHasher, IdMap};
+use taskmill_core::raw::{IdHasher, IdMap};
 use taskmill_core::{Queue, Result, Stats, TaskId, Timestamp, TopicStats};
 
 /// Where a task is.

@@ -43,7 +43,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use taskmill_core::store::{LocalBus, StoreUrl, DEFAULT_EVENT_BUFFER};
+use taskmill_core::raw::{LocalBus, StoreUrl, DEFAULT_EVENT_BUFFER};
 use taskmill_core::{Error, ErrorKind, Result};
 use writer::{Request, Writer};
 
@@ -265,7 +265,7 @@ impl SledStore {
 }
 
 fn parse_url(url: &str) -> Result<(PathBuf, SledOptions)> {
-    let url = StoreUrl::parse(url, "sled", "sled://path/to/dir")?;
+    let url = StoreUrl::parse(url, &["sled"], "sled://path/to/dir")?;
     let path = url.location("directory")?;
     let mut options = SledOptions::default();
     for (key, value) in url.options() {

@@ -5,7 +5,7 @@ use crate::codec::{self, Chunk, KeyParts};
 use crate::index::Index;
 use crate::sled_error;
 use std::collections::BTreeSet;
-use taskmill_core::store::{ListQuery, Page};
+use taskmill_core::store::{ListOptions, Page};
 use taskmill_core::{Result, TaskId, TaskRecord};
 
 /// The stored record of `id`, found through the index; `Corrupt` when it cannot be decoded.
@@ -36,7 +36,7 @@ pub(crate) fn get(tree: &sled::Tree, index: &Index, id: TaskId) -> Result<Option
 /// Records that cannot be decoded are left out (with a warning): `get` reports them as
 /// `Corrupt`, and a claim sends them to DEAD. The page is decided by the index, so one
 /// left out does not end the paging early.
-pub(crate) fn list(tree: &sled::Tree, index: &Index, query: &ListQuery) -> Result<Page> {
+pub(crate) fn list(tree: &sled::Tree, index: &Index, query: &ListOptions) -> Result<Page> {
     let after = query.after.unwrap_or(TaskId::new(0));
     let limit = query.limit.max(1);
     let ids: Box<dyn Iterator<Item = TaskId>> = match index.ids(query.queue, after) {

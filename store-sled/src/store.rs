@@ -3,13 +3,14 @@
 
 use crate::writer::Request;
 use crate::SledStore;
+use taskmill_core::raw::validate_topic;
 use taskmill_core::store::{
-    Applied, Capabilities, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListQuery,
-    Outcome, Page, Recovered, WakeStream,
+    Applied, ApplyOptions, Capabilities, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef,
+    ListOptions, Outcome, Page, RecoverOptions, Recovered, RenewOptions, RequeueOptions,
+    WakeStream,
 };
 use taskmill_core::{
-    async_trait, validate_topic, Error, Event, EventStream, Result, Stats, Store, Task, TaskId,
-    TaskRecord, Timestamp,
+    async_trait, Error, Event, EventStream, Result, Stats, Store, Task, TaskId, TaskRecord,
 };
 use tokio::sync::oneshot;
 
@@ -46,15 +47,16 @@ impl Store for SledStore {
             .await
     }
 
-    async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
-        if req.limit == 0 || req.topics.is_empty() {
+    async fn claim(&self, opts: &ClaimOptions) -> Result<Vec<Claimed>> {
+        if opts.limit == 0 || opts.topics.is_empty() {
             return Ok(Vec::new());
         }
-        let req = req.clone();
+        let req = opts.clone();
         self.call(|reply| Request::Claim(req, reply)).await
     }
 
-    async fn renew(&self, leases: &[LeaseRef], deadline: Timestamp) -> Result<Vec<Applied>> {
+    async fn renew(&self, leases: &[LeaseRef], opts: &RenewOptions) -> Result<Vec<Applied>> {
+        let deadline = opts.deadline;
         if leases.is_empty() {
             return Ok(Vec::new());
         }
@@ -63,7 +65,8 @@ impl Store for SledStore {
             .await
     }
 
-    async fn apply(&self, outcomes: &[Outcome], now: Timestamp) -> Result<Vec<Applied>> {
+    async fn apply(&self, outcomes: &[Outcome], opts: &ApplyOptions) -> Result<Vec<Applied>> {
+        let now = opts.now;
         if outcomes.is_empty() {
             return Ok(Vec::new());
         }
@@ -72,7 +75,8 @@ impl Store for SledStore {
             .await
     }
 
-    async fn recover(&self, now: Timestamp, limit: usize) -> Result<Vec<Recovered>> {
+    async fn recover(&self, opts: &RecoverOptions) -> Result<Vec<Recovered>> {
+        let (now, limit) = (opts.now, opts.limit);
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -87,12 +91,13 @@ impl Store for SledStore {
         self.call(|reply| Request::Get(id, reply)).await
     }
 
-    async fn list(&self, query: &ListQuery) -> Result<Page> {
-        let query = query.clone();
+    async fn list(&self, opts: &ListOptions) -> Result<Page> {
+        let query = opts.clone();
         self.call(|reply| Request::List(query, reply)).await
     }
 
-    async fn requeue(&self, ids: &[TaskId], now: Timestamp) -> Result<Vec<bool>> {
+    async fn requeue(&self, ids: &[TaskId], opts: &RequeueOptions) -> Result<Vec<bool>> {
+        let now = opts.now;
         if ids.is_empty() {
             return Ok(Vec::new());
         }

@@ -21,9 +21,10 @@ use sled::Batch;
 use std::ops::Range;
 use std::sync::mpsc;
 use std::sync::Arc;
+use taskmill_core::raw::{LocalBus, PayloadExt, RecordExt, TaskExt};
 use taskmill_core::store::{
-    Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListQuery, LocalBus,
-    Outcome, OutcomeKind, Page, Recovered,
+    Applied, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListOptions, Outcome,
+    OutcomeKind, Page, Recovered,
 };
 use taskmill_core::{
     Error, Event, Lease, Payload, Queue, Result, Stats, Task, TaskId, TaskRecord, Timestamp,
@@ -38,7 +39,7 @@ type Reply<T> = oneshot::Sender<Result<T>>;
 /// A change to make, and where to send its result.
 pub(crate) enum Request {
     Enqueue(Vec<Task>, EnqueueOptions, Reply<Vec<Enqueued>>),
-    Claim(ClaimRequest, Reply<Vec<Claimed>>),
+    Claim(ClaimOptions, Reply<Vec<Claimed>>),
     Renew(Vec<LeaseRef>, Timestamp, Reply<Vec<Applied>>),
     Apply(Vec<Outcome>, Timestamp, Reply<Vec<Applied>>),
     Recover(Timestamp, usize, Reply<Vec<Recovered>>),
@@ -48,7 +49,7 @@ pub(crate) enum Request {
     /// Reads are made here too, between batches, so they never see half of a move.
     Stats(Reply<Stats>),
     Get(TaskId, Reply<Option<TaskRecord>>),
-    List(ListQuery, Reply<Page>),
+    List(ListOptions, Reply<Page>),
     /// Flushes everything committed so far, whatever the policy.
     Flush(Reply<()>),
 }
@@ -502,7 +503,7 @@ impl Writer {
         }
     }
 
-    fn claim(&mut self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
+    fn claim(&mut self, req: &ClaimOptions) -> Result<Vec<Claimed>> {
         let mut claimed = Vec::with_capacity(req.limit.min(1024));
         let deadline = req.deadline();
         for wanted in &req.topics {
@@ -537,14 +538,14 @@ impl Writer {
                 self.index.move_to(id, At::Work { token, deadline });
                 match found {
                     Ok(mut record) => {
-                        record.start(lease, self.counters(&wanted.topic));
+                        record.claim(lease, self.counters(&wanted.topic));
                         self.put(&record);
                         claimed.push(Claimed::Ready(record));
                     }
                     Err((mut salvaged, error)) => {
                         // Stored salvaged, so the outcome the manager sends (DEAD) is
                         // fenced and applied like any other.
-                        salvaged.start(lease, self.counters(&wanted.topic));
+                        salvaged.claim(lease, self.counters(&wanted.topic));
                         self.put(&salvaged);
                         tracing::warn!(%id, %error, "claimed a task whose record cannot be decoded");
                         claimed.push(Claimed::Corrupt {
@@ -633,7 +634,7 @@ impl Writer {
         let mut requeued = false;
         for outcome in outcomes {
             let (id, token) = (outcome.lease.id, outcome.lease.token);
-            if outcome.kind == OutcomeKind::Complete {
+            if matches!(outcome.kind, OutcomeKind::Complete { .. }) {
                 // The hot path decodes no record: the index knows the claim.
                 let owned = self.index.slot(id).filter(|_| self.index.owns(id, token));
                 match owned.map(|slot| self.index.topic_of(slot).clone()) {
@@ -652,7 +653,7 @@ impl Writer {
                 continue;
             };
             let topic = record.topic.clone();
-            match record.finish(&outcome.kind, now, self.counters(&topic)) {
+            match record.apply_outcome(&outcome.kind, now, self.counters(&topic)) {
                 None => {
                     self.del(id)?;
                     self.index.remove(id);
@@ -680,7 +681,7 @@ impl Writer {
                 continue;
             };
             let topic = record.topic.clone();
-            let to = record.expire(now, self.counters(&topic));
+            let to = record.recover(now, self.counters(&topic));
             self.index.move_to(id, At::of(to, record.run_at, now, None));
             self.put(&record);
             recovered.push(Recovered {
@@ -778,21 +779,16 @@ fn salvage(key: &KeyParts<'_>, bytes: &[u8], at: At, now: Timestamp) -> TaskReco
         }),
         _ => None,
     };
-    TaskRecord {
-        id: key.id,
-        queue: at.queue(),
-        topic: key.topic.into(),
-        external_id: None,
-        args: Payload::from_stored(String::from_utf8_lossy(bytes).into_owned()),
-        attempt: u32::from(lease.is_some()),
-        // Whatever the limit was, it is unknown now: a failure is final.
-        max_retries: 0,
-        priority: key.priority,
-        enqueued_at: now,
-        run_at: now,
-        unique_key: key.unique.map(Box::from),
-        last_error: None,
-        failed_at: None,
-        lease,
-    }
+    let args = Payload::from_stored(String::from_utf8_lossy(bytes).into_owned());
+    let mut record = TaskRecord::new(key.id, key.topic, args);
+    record.queue = at.queue();
+    record.attempt = u32::from(lease.is_some());
+    // Whatever the limit was, it is unknown now: a failure is final.
+    record.max_retries = 0;
+    record.priority = key.priority;
+    record.enqueued_at = now;
+    record.run_at = now;
+    record.unique_key = key.unique.map(Box::from);
+    record.lease = lease;
+    record
 }

@@ -2,7 +2,8 @@
 //! overlap: listing still gives every task once, in id order, page after page.
 
 use taskmill_core::store::{
-    ClaimRequest, Claimed, EnqueueOptions, LeaseRef, ListQuery, Outcome, OutcomeKind, TopicClaim,
+    ApplyOptions, ClaimOptions, Claimed, EnqueueOptions, LeaseRef, ListOptions, Outcome,
+    OutcomeKind, TopicClaim,
 };
 use taskmill_core::{Queue, Store, Task, TaskId, Timestamp};
 use taskmill_sled::SledStore;
@@ -24,7 +25,7 @@ fn same(got: &[TaskId], want: &[TaskId], what: &str) {
 /// Every page of INPUT, `limit` at a time.
 async fn pages(store: &SledStore, limit: usize) -> Vec<TaskId> {
     let mut seen = Vec::new();
-    let mut query = ListQuery::new(Queue::Input).limit(limit);
+    let mut query = ListOptions::new(Queue::Input).limit(limit);
     loop {
         let page = store.list(&query).await.unwrap();
         seen.extend(page.tasks.iter().map(|t| t.id));
@@ -73,7 +74,7 @@ async fn lists_merge_overlapping_chunks_in_id_order() {
         );
     }
     // By topic, from the middle of the range.
-    let query = ListQuery::new(Queue::Input).topic("x").after(ids[500]);
+    let query = ListOptions::new(Queue::Input).topic("x").after(ids[500]);
     let page = store.list(&query).await.unwrap();
     assert_eq!(
         page.tasks.iter().map(|t| t.id).collect::<Vec<_>>(),
@@ -82,7 +83,7 @@ async fn lists_merge_overlapping_chunks_in_id_order() {
 
     // Claims of one topic, and their completions, leave the other topics' tasks listed in
     // order, and the stats exact.
-    let claim = ClaimRequest::new([TopicClaim::new("b")], 250, "m", Timestamp::now());
+    let claim = ClaimOptions::new([TopicClaim::new("b")], 250, "m", Timestamp::now());
     let claimed = store.claim(&claim).await.unwrap();
     assert_eq!(claimed.len(), 250);
     let outcomes: Vec<Outcome> = claimed
@@ -90,12 +91,15 @@ async fn lists_merge_overlapping_chunks_in_id_order() {
         .map(|c| match c {
             Claimed::Ready(r) => Outcome {
                 lease: LeaseRef::of(r),
-                kind: OutcomeKind::Complete,
+                kind: OutcomeKind::complete(),
             },
             Claimed::Corrupt { error, .. } => panic!("{error}"),
         })
         .collect();
-    store.apply(&outcomes, Timestamp::now()).await.unwrap();
+    store
+        .apply(&outcomes, &ApplyOptions::new(Timestamp::now()))
+        .await
+        .unwrap();
     let gone: Vec<TaskId> = outcomes.iter().map(|o| o.lease.id).collect();
     let left: Vec<TaskId> = ids
         .iter()

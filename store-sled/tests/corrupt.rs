@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use taskmill_core::store::EnqueueOptions;
+use taskmill_core::store::{EnqueueOptions, RequeueOptions};
 use taskmill_core::{
     ErrorKind, Manager, Queue, Stats, Store, StoreExt, Task, TaskContext, TaskError, Timestamp,
 };
@@ -277,7 +277,7 @@ fn the_old_layout_is_refused() {
 /// Paging skips a corrupt record without ending early.
 #[tokio::test]
 async fn paging_goes_past_a_corrupt_record() {
-    use taskmill_core::store::ListQuery;
+    use taskmill_core::store::ListOptions;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let now = Timestamp::now();
@@ -293,7 +293,7 @@ async fn paging_goes_past_a_corrupt_record() {
     garble_record(&raw(&path), ids[1].get(), arg(1).as_bytes());
     let store = reopen(&path).unwrap();
     let mut seen = Vec::new();
-    let mut query = ListQuery::new(Queue::Input).limit(1);
+    let mut query = ListOptions::new(Queue::Input).limit(1);
     for _ in 0..10 {
         let page = store.list(&query).await.unwrap();
         seen.extend(page.tasks.iter().map(|t| t.id));
@@ -361,7 +361,10 @@ async fn a_garbage_chunk_becomes_one_dead_placeholder_and_the_rest_run() {
     // It cannot be requeued (nothing is known to run), only deleted; that frees nothing
     // more, and the chunk goes.
     assert_eq!(
-        store.requeue(&[lost[9]], Timestamp::now()).await.unwrap(),
+        store
+            .requeue(&[lost[9]], &RequeueOptions::new(Timestamp::now()))
+            .await
+            .unwrap(),
         [false]
     );
     assert_eq!(store.delete(&[lost[9]]).await.unwrap(), [true]);
@@ -380,7 +383,7 @@ async fn a_garbage_chunk_becomes_one_dead_placeholder_and_the_rest_run() {
 /// it outlives a reopen unchanged until a human deletes it.
 #[tokio::test]
 async fn a_chunk_cut_short_keeps_its_head_and_a_placeholder() {
-    use taskmill_core::store::{ClaimRequest, Claimed, TopicClaim};
+    use taskmill_core::store::{ClaimOptions, Claimed, RequeueOptions, TopicClaim};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let ids = fill(&path, 1, 10).await;
@@ -408,7 +411,7 @@ async fn a_chunk_cut_short_keeps_its_head_and_a_placeholder() {
     assert!(error.contains(&range), "{error}");
 
     // Claiming one task rewrites the chunk, with the placeholder in it.
-    let claim = ClaimRequest::new([TopicClaim::new("t")], 1, "m", Timestamp::now());
+    let claim = ClaimOptions::new([TopicClaim::new("t")], 1, "m", Timestamp::now());
     let claimed = store.claim(&claim).await.unwrap();
     assert!(matches!(&claimed[..], [Claimed::Ready(r)] if r.id == ids[0]));
     drop(store);
@@ -418,7 +421,9 @@ async fn a_chunk_cut_short_keeps_its_head_and_a_placeholder() {
         Some(placeholder.clone())
     );
     // Stored readable now, it is still not requeued: nothing is known to run.
-    let requeued = store.requeue(&[placeholder.id], Timestamp::now()).await;
+    let requeued = store
+        .requeue(&[placeholder.id], &RequeueOptions::new(Timestamp::now()))
+        .await;
     assert_eq!(requeued.unwrap(), [false]);
     let stats = store.stats().await.unwrap();
     assert_eq!(stats.total.sizes.input as usize, kept - 1);

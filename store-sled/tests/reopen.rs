@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 use taskmill_core::store::{
-    Applied, ClaimRequest, Claimed, EnqueueOptions, LeaseRef, Outcome, OutcomeKind, TopicClaim,
+    Applied, ApplyOptions, ClaimOptions, Claimed, EnqueueOptions, LeaseRef, Outcome, OutcomeKind,
+    RecoverOptions, RenewOptions, TopicClaim,
 };
 use taskmill_core::{Queue, Store, StoreExt, Task, Timestamp};
 use taskmill_sled::SledStore;
@@ -24,7 +25,7 @@ async fn everything_survives_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let opts = EnqueueOptions::new(at(0));
-    let claim = |limit| ClaimRequest::new([TopicClaim::new("a")], limit, "m1", at(10));
+    let claim = |limit| ClaimOptions::new([TopicClaim::new("a")], limit, "m1", at(10));
 
     let (ids, working, before) = {
         let store = SledStore::open(&path).unwrap();
@@ -47,9 +48,15 @@ async fn everything_survives_a_reopen() {
         assert_eq!(first.len(), 2);
         let dead = Outcome {
             lease: lease(&first[0]),
-            kind: OutcomeKind::Dead { error: "no".into() },
+            kind: OutcomeKind::dead("no"),
         };
-        assert_eq!(store.apply(&[dead], at(20)).await.unwrap(), [Applied::Done]);
+        assert_eq!(
+            store
+                .apply(&[dead], &ApplyOptions::new(at(20)))
+                .await
+                .unwrap(),
+            [Applied::Done]
+        );
         let working = lease(&first[1]);
         assert_eq!(working.id, ids[1]);
         store.set_paused("b", true).await.unwrap();
@@ -81,7 +88,10 @@ async fn everything_survives_a_reopen() {
     assert_eq!(record.lease.as_ref().unwrap().token, working.token);
     assert_eq!(
         store
-            .renew(std::slice::from_ref(&working), at(90_000))
+            .renew(
+                std::slice::from_ref(&working),
+                &RenewOptions::new(at(90_000))
+            )
             .await
             .unwrap(),
         [Applied::Done]
@@ -109,9 +119,9 @@ async fn everything_survives_a_reopen() {
     );
     assert!(next[0].token > working.token);
     // Topic b is still paused; the scheduled task is due at its time.
-    let b = ClaimRequest::new([TopicClaim::new("b")], 10, "m1", at(10));
+    let b = ClaimOptions::new([TopicClaim::new("b")], 10, "m1", at(10));
     assert!(store.claim(&b).await.unwrap().is_empty());
-    let later = ClaimRequest::new([TopicClaim::new("a")], 10, "m1", at(60_000));
+    let later = ClaimOptions::new([TopicClaim::new("a")], 10, "m1", at(60_000));
     let due: Vec<_> = store
         .claim(&later)
         .await
@@ -122,16 +132,19 @@ async fn everything_survives_a_reopen() {
     assert_eq!(due, [ids[3]]);
     // The recovered lease's old token is stale.
     let recovered = store
-        .recover(at(90_000) + Duration::from_millis(1), 10)
+        .recover(&RecoverOptions::new(at(90_000) + Duration::from_millis(1)).limit(10))
         .await
         .unwrap();
     assert!(recovered.iter().any(|r| r.id == ids[1]));
     let stale = Outcome {
         lease: working,
-        kind: OutcomeKind::Complete,
+        kind: OutcomeKind::complete(),
     };
     assert_eq!(
-        store.apply(&[stale], at(100_000)).await.unwrap(),
+        store
+            .apply(&[stale], &ApplyOptions::new(at(100_000)))
+            .await
+            .unwrap(),
         [Applied::Stale]
     );
 }

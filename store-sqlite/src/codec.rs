@@ -4,6 +4,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{ErrorCode, Row};
 use std::borrow::Cow;
 use std::sync::Arc;
+use taskmill_core::raw::PayloadExt;
 use taskmill_core::{Counters, Error, Lease, Payload, Queue, TaskId, TaskRecord, Timestamp};
 
 /// `tasks.state`: INPUT, due when last looked at (claimable by priority).
@@ -222,21 +223,20 @@ pub fn decode(
         r.fail("lease_token", "is missing on a task in WORK");
     }
     Ok(Decoded {
-        record: TaskRecord {
-            id: TaskId::new(id as u64),
-            queue,
-            topic,
-            external_id: external_id.map(String::into_boxed_str),
-            args,
-            attempt,
-            max_retries,
-            priority,
-            enqueued_at,
-            run_at,
-            unique_key: unique_key.map(String::into_boxed_str),
-            last_error: last_error.map(String::into_boxed_str),
-            failed_at,
-            lease,
+        record: {
+            let mut record = TaskRecord::new(TaskId::new(id as u64), topic, args);
+            record.queue = queue;
+            record.external_id = external_id.map(String::into_boxed_str);
+            record.attempt = attempt;
+            record.max_retries = max_retries;
+            record.priority = priority;
+            record.enqueued_at = enqueued_at;
+            record.run_at = run_at;
+            record.unique_key = unique_key.map(String::into_boxed_str);
+            record.last_error = last_error.map(String::into_boxed_str);
+            record.failed_at = failed_at;
+            record.lease = lease;
+            record
         },
         problem: r.problem,
     })

@@ -42,7 +42,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
-use taskmill_core::store::{LocalBus, StoreUrl, DEFAULT_EVENT_BUFFER};
+use taskmill_core::raw::{LocalBus, StoreUrl, DEFAULT_EVENT_BUFFER};
 use taskmill_core::{Error, Result};
 use tokio::sync::oneshot;
 
@@ -305,7 +305,7 @@ fn connect(path: &Path, options: &SqliteOptions) -> Result<Connection> {
 }
 
 fn parse_url(url: &str) -> Result<(PathBuf, SqliteOptions)> {
-    let url = StoreUrl::parse(url, "sqlite", "sqlite://PATH, e.g. sqlite://tasks.db")?;
+    let url = StoreUrl::parse(url, &["sqlite"], "sqlite://PATH, e.g. sqlite://tasks.db")?;
     let path = url.location("database file")?;
     let mut options = SqliteOptions {
         in_memory: path == ":memory:",

@@ -3,26 +3,24 @@
 //! Each public function is one `BEGIN IMMEDIATE` transaction over a whole batch: the
 //! write lock it takes is what keeps processes sharing the file apart, and the counters
 //! and queue sizes in `topics` are updated in the same transaction as the moves they
-//! count. Whole records are read and moved through [`TaskRecord`]'s lifecycle methods
-//! (`start`, `finish`, `expire`, `requeue`, `is_owned_by`), then written back. Two hot
+//! count. Whole records are read and moved through [`RecordExt`]'s transitions
+//! (`claim`, `apply_outcome`, `recover`, `requeue`) and `is_owned_by`, then written back. Two hot
 //! paths are the equivalent SQL instead, since they need nothing of the record:
 //! - `renew`: `is_owned_by(token)` is `state = 2 AND lease_token = ?`, and the renewal
 //!   sets `lease_deadline`;
 //! - a `Complete` outcome: `DELETE … WHERE id = ? AND state = 2 AND lease_token = ?`,
-//!   counting `completed` (and WORK − 1) when a row went, as `finish(Complete)` does.
+//!   counting `completed` (and WORK − 1) when a row went, as `apply_outcome(Complete)` does.
 
 use crate::codec::{decode, sql_u64, state_of, Decoded, Delta, COLUMNS, DEAD, READY, WORK};
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 use std::collections::HashMap;
 use std::sync::Arc;
+use taskmill_core::raw::{RecordExt, TaskExt};
 use taskmill_core::store::{
-    Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListQuery, Outcome,
+    Applied, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListOptions, Outcome,
     OutcomeKind, Page, Recovered,
 };
-use taskmill_core::{
-    Counters, Event, Lease, Queue, QueueSizes, Stats, Task, TaskId, TaskRecord, Timestamp,
-    TopicStats,
-};
+use taskmill_core::{Event, Lease, Queue, Stats, Task, TaskId, TaskRecord, Timestamp, TopicStats};
 
 type R<T> = rusqlite::Result<T>;
 
@@ -198,7 +196,7 @@ pub fn enqueue(
 }
 
 /// [`Store::claim`](taskmill_core::Store::claim).
-pub fn claim(conn: &mut rusqlite::Connection, req: &ClaimRequest) -> R<Vec<Claimed>> {
+pub fn claim(conn: &mut rusqlite::Connection, req: &ClaimOptions) -> R<Vec<Claimed>> {
     if req.limit == 0 || req.topics.is_empty() {
         return Ok(Vec::new());
     }
@@ -261,7 +259,7 @@ pub fn claim(conn: &mut rusqlite::Connection, req: &ClaimRequest) -> R<Vec<Claim
                 token,
                 deadline,
             };
-            record.start(lease, &mut d.counters);
+            record.claim(lease, &mut d.counters);
             d.moved(Some(Queue::Input), Some(Queue::Work));
             write_back(&tx, &record, req.now)?;
             claimed.push(match problem {
@@ -323,9 +321,9 @@ pub fn apply(
     let mut to_input = false;
     for outcome in outcomes {
         let lease = &outcome.lease;
-        if outcome.kind == OutcomeKind::Complete {
+        if matches!(outcome.kind, OutcomeKind::Complete { .. }) {
             // The hot path, in one statement: `is_owned_by` is the WHERE clause, and
-            // `finish(Complete)` removes the task and counts `completed`.
+            // `apply_outcome(Complete)` removes the task and counts `completed`.
             let removed = tx
                 .prepare_cached(
                     "DELETE FROM tasks WHERE id = ?1 AND state = 2 AND lease_token = ?2",
@@ -351,7 +349,7 @@ pub fn apply(
             continue;
         };
         let d = delta(&mut deltas, &lease.topic);
-        let to = record.finish(&outcome.kind, now, &mut d.counters);
+        let to = record.apply_outcome(&outcome.kind, now, &mut d.counters);
         d.moved(Some(Queue::Work), to);
         match to {
             None => delete_row(&tx, record.id)?,
@@ -387,7 +385,7 @@ pub fn recover(conn: &mut rusqlite::Connection, now: Timestamp, limit: usize) ->
             continue;
         }
         let d = delta(&mut deltas, &record.topic);
-        let queue = record.expire(now, &mut d.counters);
+        let queue = record.recover(now, &mut d.counters);
         d.moved(Some(Queue::Work), Some(queue));
         write_back(&tx, &record, now)?;
         recovered.push(Recovered {
@@ -410,27 +408,21 @@ pub fn stats(conn: &mut rusqlite::Connection) -> R<Stats> {
     let n = |r: &rusqlite::Row<'_>, i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
     let topics = stmt
         .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                TopicStats {
-                    counters: Counters {
-                        enqueued: n(r, 1)?,
-                        started: n(r, 2)?,
-                        retried: n(r, 3)?,
-                        failed: n(r, 4)?,
-                        completed: n(r, 5)?,
-                        recovered: n(r, 6)?,
-                        released: n(r, 7)?,
-                        requeued: n(r, 8)?,
-                    },
-                    sizes: QueueSizes {
-                        input: n(r, 9)?,
-                        work: n(r, 10)?,
-                        dead: n(r, 11)?,
-                    },
-                    paused: r.get(12)?,
-                },
-            ))
+            let mut t = TopicStats::default();
+            let c = &mut t.counters;
+            c.enqueued = n(r, 1)?;
+            c.started = n(r, 2)?;
+            c.retried = n(r, 3)?;
+            c.failed = n(r, 4)?;
+            c.completed = n(r, 5)?;
+            c.recovered = n(r, 6)?;
+            c.released = n(r, 7)?;
+            c.requeued = n(r, 8)?;
+            t.sizes.input = n(r, 9)?;
+            t.sizes.work = n(r, 10)?;
+            t.sizes.dead = n(r, 11)?;
+            t.paused = r.get(12)?;
+            Ok((r.get::<_, String>(0)?, t))
         })?
         .collect::<R<_>>()?;
     Ok(Stats::from_topics(topics))
@@ -444,7 +436,7 @@ pub fn get(conn: &mut rusqlite::Connection, id: TaskId) -> R<Option<Decoded>> {
 }
 
 /// [`Store::list`](taskmill_core::Store::list).
-pub fn list(conn: &mut rusqlite::Connection, query: &ListQuery) -> R<Page> {
+pub fn list(conn: &mut rusqlite::Connection, query: &ListOptions) -> R<Page> {
     let states = match query.queue {
         Queue::Input => "state IN (0, 1)",
         Queue::Work => "state = 2",

@@ -3,13 +3,14 @@
 
 use crate::codec::map_err;
 use crate::{ops, SqliteStore};
+use taskmill_core::raw::validate_topic;
 use taskmill_core::store::{
-    Applied, Capabilities, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListQuery,
-    Outcome, Page, Recovered, WakeStream,
+    Applied, ApplyOptions, Capabilities, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef,
+    ListOptions, Outcome, Page, RecoverOptions, Recovered, RenewOptions, RequeueOptions,
+    WakeStream,
 };
 use taskmill_core::{
-    async_trait, validate_topic, Event, EventStream, Result, Stats, Store, Task, TaskId,
-    TaskRecord, Timestamp,
+    async_trait, Event, EventStream, Result, Stats, Store, Task, TaskId, TaskRecord,
 };
 
 #[async_trait]
@@ -37,15 +38,16 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
-        let req = req.clone();
+    async fn claim(&self, opts: &ClaimOptions) -> Result<Vec<Claimed>> {
+        let req = opts.clone();
         self.call(move |conn, _| {
             ops::claim(conn, &req).map_err(|e| map_err(e, "cannot claim tasks"))
         })
         .await
     }
 
-    async fn renew(&self, leases: &[LeaseRef], deadline: Timestamp) -> Result<Vec<Applied>> {
+    async fn renew(&self, leases: &[LeaseRef], opts: &RenewOptions) -> Result<Vec<Applied>> {
+        let deadline = opts.deadline;
         if leases.is_empty() {
             return Ok(Vec::new());
         }
@@ -56,7 +58,8 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn apply(&self, outcomes: &[Outcome], now: Timestamp) -> Result<Vec<Applied>> {
+    async fn apply(&self, outcomes: &[Outcome], opts: &ApplyOptions) -> Result<Vec<Applied>> {
+        let now = opts.now;
         if outcomes.is_empty() {
             return Ok(Vec::new());
         }
@@ -72,7 +75,8 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn recover(&self, now: Timestamp, limit: usize) -> Result<Vec<Recovered>> {
+    async fn recover(&self, opts: &RecoverOptions) -> Result<Vec<Recovered>> {
+        let (now, limit) = (opts.now, opts.limit);
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -100,15 +104,16 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list(&self, query: &ListQuery) -> Result<Page> {
-        let query = query.clone();
+    async fn list(&self, opts: &ListOptions) -> Result<Page> {
+        let query = opts.clone();
         self.call(move |conn, _| {
             ops::list(conn, &query).map_err(|e| map_err(e, "cannot list tasks"))
         })
         .await
     }
 
-    async fn requeue(&self, ids: &[TaskId], now: Timestamp) -> Result<Vec<bool>> {
+    async fn requeue(&self, ids: &[TaskId], opts: &RequeueOptions) -> Result<Vec<bool>> {
+        let now = opts.now;
         if ids.is_empty() {
             return Ok(Vec::new());
         }

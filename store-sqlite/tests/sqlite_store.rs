@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use taskmill_core::store::{
-    Applied, ClaimRequest, Claimed, EnqueueOptions, LeaseRef, ListQuery, Outcome, OutcomeKind,
-    TopicClaim,
+    Applied, ApplyOptions, ClaimOptions, Claimed, EnqueueOptions, LeaseRef, ListOptions, Outcome,
+    OutcomeKind, TopicClaim,
 };
 use taskmill_core::{
     ErrorKind, Manager, Queue, Store, StoreExt, Task, TaskContext, TaskError, TaskId, Timestamp,
@@ -32,8 +32,8 @@ async fn enqueue(store: &SqliteStore, tasks: Vec<Task>) -> Vec<TaskId> {
         .collect()
 }
 
-fn claim_req(limit: usize, owner: &str) -> ClaimRequest {
-    ClaimRequest::new([TopicClaim::new("t")], limit, owner, T0)
+fn claim_req(limit: usize, owner: &str) -> ClaimOptions {
+    ClaimOptions::new([TopicClaim::new("t")], limit, owner, T0)
 }
 
 /// Waits for `condition`, failing after `limit`.
@@ -219,19 +219,20 @@ async fn corrupt_columns_are_claimed_as_corrupt_and_can_be_finished() {
     assert!(matches!(claimed[0], Claimed::Ready(_)));
     let outcome = Outcome {
         lease: lease.clone(),
-        kind: OutcomeKind::Dead {
-            error: error.to_string(),
-        },
+        kind: OutcomeKind::dead(error.to_string()),
     };
     assert_eq!(
         store
-            .apply(std::slice::from_ref(&outcome), T0)
+            .apply(std::slice::from_ref(&outcome), &ApplyOptions::new(T0))
             .await
             .unwrap(),
         vec![Applied::Done]
     );
     assert_eq!(
-        store.apply(&[outcome], T0).await.unwrap(),
+        store
+            .apply(&[outcome], &ApplyOptions::new(T0))
+            .await
+            .unwrap(),
         vec![Applied::Stale]
     );
     let sizes = store.stats().await.unwrap().topic("t").sizes;
@@ -424,13 +425,16 @@ async fn two_connections_on_one_file_never_share_a_task() {
                             mine.push(r.id);
                             Outcome {
                                 lease: LeaseRef::of(r),
-                                kind: OutcomeKind::Complete,
+                                kind: OutcomeKind::complete(),
                             }
                         }
                         Claimed::Corrupt { lease, .. } => panic!("corrupt {}", lease.id),
                     })
                     .collect();
-                let applied = store.apply(&outcomes, T0).await.unwrap();
+                let applied = store
+                    .apply(&outcomes, &ApplyOptions::new(T0))
+                    .await
+                    .unwrap();
                 assert!(applied.iter().all(|a| *a == Applied::Done));
             }
             mine
@@ -462,7 +466,7 @@ async fn list_shows_corrupt_rows() {
             [ids[2].get() as i64],
         )
         .unwrap();
-    let page = store.list(&ListQuery::new(Queue::Input)).await.unwrap();
+    let page = store.list(&ListOptions::new(Queue::Input)).await.unwrap();
     assert_eq!(page.tasks.len(), 3);
     assert_eq!(page.tasks[2].args.as_str(), "not json");
 }

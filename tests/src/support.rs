@@ -4,10 +4,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use taskmill_core::store::{
-    Applied, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, Outcome, OutcomeKind,
-    TopicClaim,
+    Applied, ApplyOptions, ClaimOptions, Claimed, EnqueueOptions, LeaseRef, Outcome, OutcomeKind,
+    RecoverOptions, Recovered, TopicClaim,
 };
-use taskmill_core::{Store, Task, TaskId, TaskRecord, Timestamp};
+use taskmill_core::{QueueSizes, Store, Task, TaskId, TaskRecord, Timestamp};
 
 /// A fixed "now" for store-level checks: stores never read a clock, so time is ours.
 pub const T0: Timestamp = Timestamp::from_millis(1_700_000_000_000);
@@ -33,9 +33,9 @@ pub async fn enqueue(store: &dyn Store, tasks: Vec<Task>) -> Vec<TaskId> {
         .expect("enqueue");
     results
         .into_iter()
-        .map(|r| match r {
-            Enqueued::New(id) => id,
-            Enqueued::Duplicate(id) => panic!("unexpected duplicate of {id}"),
+        .map(|r| {
+            assert!(r.is_new(), "unexpected duplicate of {}", r.id());
+            r.id()
         })
         .collect()
 }
@@ -68,7 +68,7 @@ pub async fn claim_as(
     limit: usize,
     now: Timestamp,
 ) -> Vec<TaskRecord> {
-    let req = ClaimRequest::new(
+    let req = ClaimOptions::new(
         topics.iter().map(|t| TopicClaim::new(*t)),
         limit,
         owner,
@@ -91,6 +91,15 @@ pub fn ready(claimed: Vec<Claimed>) -> Vec<TaskRecord> {
         .collect()
 }
 
+/// Queue sizes with these figures (and zero in any other queue), to compare with a store's.
+pub fn sizes(input: u64, work: u64, dead: u64) -> QueueSizes {
+    let mut sizes = QueueSizes::default();
+    sizes.input = input;
+    sizes.work = work;
+    sizes.dead = dead;
+    sizes
+}
+
 /// Ids of records.
 pub fn ids(records: &[TaskRecord]) -> Vec<TaskId> {
     records.iter().map(|r| r.id).collect()
@@ -107,7 +116,10 @@ pub async fn finish_at(
         lease: LeaseRef::of(record),
         kind,
     };
-    let mut applied = store.apply(&[outcome], now).await.expect("apply");
+    let mut applied = store
+        .apply(&[outcome], &ApplyOptions::new(now))
+        .await
+        .expect("apply");
     assert_eq!(applied.len(), 1, "one result per outcome");
     applied.pop().unwrap()
 }
@@ -115,6 +127,14 @@ pub async fn finish_at(
 /// Applies one outcome at `T0`.
 pub async fn finish(store: &dyn Store, record: &TaskRecord, kind: OutcomeKind) -> Applied {
     finish_at(store, record, kind, T0).await
+}
+
+/// Runs the reaper at `now` for up to `limit` tasks.
+pub async fn recover(store: &dyn Store, now: Timestamp, limit: usize) -> Vec<Recovered> {
+    store
+        .recover(&RecoverOptions::new(now).limit(limit))
+        .await
+        .expect("recover")
 }
 
 /// The stored record of `id`, which must exist.

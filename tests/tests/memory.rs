@@ -126,6 +126,142 @@ mod memory_only {
     }
 }
 
+/// The manager's start and close, and its handling of bad arguments, on the memory store
+/// under tokio's paused clock.
+mod manager_lifecycle {
+    use futures_util::StreamExt;
+    use std::time::Duration;
+    use taskmill_core::{
+        ErrorKind, EventStream, Manager, Queue, Store, Task, TaskContext, TaskError, TaskId,
+    };
+    use taskmill_memory::MemoryStore;
+    use taskmill_tests::support::wait_until;
+
+    /// A manager with one topic whose runs wait for their cancel, one task of it running.
+    async fn running_one_task(store: &MemoryStore) -> (Manager, TaskId, EventStream) {
+        let manager = Manager::builder(store.clone()).stats_interval(None).build();
+        manager
+            .register("t", |ctx: TaskContext| async move {
+                ctx.cancelled().await;
+                Ok::<_, TaskError>(())
+            })
+            .unwrap();
+        let mut events = manager.watch().await.unwrap();
+        manager.start().await.unwrap();
+        let id = manager
+            .enqueue(Task::new("t", &()).unwrap())
+            .await
+            .unwrap()
+            .id();
+        next_event(&mut events, "TASK_START").await;
+        (manager, id, events)
+    }
+
+    /// Reads `events` until one named `name`, failing after a minute of (virtual) time.
+    async fn next_event(events: &mut EventStream, name: &str) {
+        let found = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(event) = events.next().await {
+                if event.name() == name {
+                    return;
+                }
+            }
+            panic!("the event stream ended before {name}");
+        })
+        .await;
+        assert!(found.is_ok(), "no {name} within a minute");
+    }
+
+    async fn assert_released(store: &MemoryStore, id: TaskId) {
+        let record = store.get(id).await.unwrap().expect("the task is kept");
+        assert_eq!(
+            (record.queue, record.attempt),
+            (Queue::Input, 0),
+            "the task is back in INPUT, its attempt not counted"
+        );
+    }
+
+    /// A close future dropped after its first poll still stops the manager: every loop ends
+    /// (`MANAGER_STOP` is out), the running task is released, and a later close is `Ok`.
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_close_still_stops_the_manager() {
+        let store = MemoryStore::new();
+        let (manager, id, mut events) = running_one_task(&store).await;
+        let dropped = tokio::time::timeout(Duration::ZERO, manager.close()).await;
+        assert!(dropped.is_err(), "the close was dropped midway");
+        next_event(&mut events, "MANAGER_STOP").await;
+        assert_released(&store, id).await;
+        manager.close().await.unwrap();
+    }
+
+    /// A later close finishes what a dropped one started, and its own timeout cuts the
+    /// dropped one's grace period short.
+    #[tokio::test(start_paused = true)]
+    async fn a_later_close_finishes_a_dropped_one() {
+        let store = MemoryStore::new();
+        let (manager, id, _events) = running_one_task(&store).await;
+        let hour = Duration::from_secs(3600);
+        let dropped = tokio::time::timeout(Duration::ZERO, manager.close_with_timeout(hour)).await;
+        assert!(dropped.is_err(), "the close was dropped midway");
+        let closed = tokio::time::timeout(Duration::from_secs(60), manager.close()).await;
+        closed
+            .expect("close() ends the grace period at once")
+            .unwrap();
+        assert_released(&store, id).await;
+        assert_eq!(
+            manager.start().await.unwrap_err().kind(),
+            ErrorKind::Misuse,
+            "a closed manager does not start again"
+        );
+    }
+
+    /// Closes that overlap wait for one shutdown, and both see it succeed.
+    #[tokio::test(start_paused = true)]
+    async fn overlapping_closes_share_one_shutdown() {
+        let store = MemoryStore::new();
+        let (manager, id, _events) = running_one_task(&store).await;
+        let (first, second) = tokio::join!(
+            manager.close_with_timeout(Duration::from_secs(1)),
+            manager.close()
+        );
+        first.unwrap();
+        second.unwrap();
+        assert_released(&store, id).await;
+    }
+
+    /// `ctx.args()?` in a plain processor: arguments that do not decode send the task to
+    /// DEAD on its first attempt, retries left or not.
+    #[tokio::test(start_paused = true)]
+    async fn undecodable_arguments_skip_the_retries_of_a_plain_processor() {
+        let store = MemoryStore::new();
+        let manager = Manager::builder(store.clone())
+            .stats_interval(None)
+            .default_retries(5)
+            .build();
+        manager
+            .register("t", |ctx: TaskContext| async move {
+                let _n: u64 = ctx.args()?;
+                Ok::<_, TaskError>(())
+            })
+            .unwrap();
+        manager.start().await.unwrap();
+        let id = manager
+            .enqueue(Task::new("t", &"not a number").unwrap())
+            .await
+            .unwrap()
+            .id();
+        wait_until("the task to fail", Duration::from_secs(3600), || async {
+            let record = store.get(id).await.unwrap().unwrap();
+            record.queue == Queue::Dead || record.attempt > 1
+        })
+        .await;
+        manager.close().await.unwrap();
+        let record = store.get(id).await.unwrap().unwrap();
+        assert_eq!((record.queue, record.attempt), (Queue::Dead, 1));
+        let error = record.last_error.as_deref().unwrap_or_default();
+        assert!(error.contains("decode"), "{error}");
+    }
+}
+
 /// Stores that misbehave on purpose: one that hands out tasks of topics nobody asked for, as
 /// a faulty backend might, and ones whose events of one kind are slow to go out.
 mod faulty_store {
@@ -133,8 +269,9 @@ mod faulty_store {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
     use taskmill_core::store::{
-        Applied, Capabilities, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef,
-        ListQuery, Outcome, Page, Recovered, TopicClaim, WakeStream,
+        Applied, ApplyOptions, Capabilities, ClaimOptions, Claimed, EnqueueOptions, Enqueued,
+        LeaseRef, ListOptions, Outcome, Page, RecoverOptions, Recovered, RenewOptions,
+        RequeueOptions, TopicClaim, WakeStream,
     };
     use taskmill_core::{
         async_trait, Backoff, Event, EventStream, Manager, Result, Stats, Store, Task, TaskContext,
@@ -165,7 +302,9 @@ mod faulty_store {
         }
     }
 
+    // Forwards every method: the lint catches one with a default body left out.
     #[async_trait]
+    #[warn(clippy::missing_trait_methods)]
     impl Store for Faulty {
         fn capabilities(&self) -> Capabilities {
             self.inner.capabilities()
@@ -173,21 +312,21 @@ mod faulty_store {
         async fn enqueue(&self, tasks: Vec<Task>, opts: &EnqueueOptions) -> Result<Vec<Enqueued>> {
             self.inner.enqueue(tasks, opts).await
         }
-        async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
-            let mut req = req.clone();
+        async fn claim(&self, opts: &ClaimOptions) -> Result<Vec<Claimed>> {
+            let mut opts = opts.clone();
             if self.claims_strays {
-                req.topics.insert(0, TopicClaim::new("stray"));
+                opts.topics.insert(0, TopicClaim::new("stray"));
             }
-            self.inner.claim(&req).await
+            self.inner.claim(&opts).await
         }
-        async fn renew(&self, leases: &[LeaseRef], deadline: Timestamp) -> Result<Vec<Applied>> {
-            self.inner.renew(leases, deadline).await
+        async fn renew(&self, leases: &[LeaseRef], opts: &RenewOptions) -> Result<Vec<Applied>> {
+            self.inner.renew(leases, opts).await
         }
-        async fn apply(&self, outcomes: &[Outcome], now: Timestamp) -> Result<Vec<Applied>> {
-            self.inner.apply(outcomes, now).await
+        async fn apply(&self, outcomes: &[Outcome], opts: &ApplyOptions) -> Result<Vec<Applied>> {
+            self.inner.apply(outcomes, opts).await
         }
-        async fn recover(&self, now: Timestamp, limit: usize) -> Result<Vec<Recovered>> {
-            self.inner.recover(now, limit).await
+        async fn recover(&self, opts: &RecoverOptions) -> Result<Vec<Recovered>> {
+            self.inner.recover(opts).await
         }
         async fn stats(&self) -> Result<Stats> {
             self.inner.stats().await
@@ -195,11 +334,11 @@ mod faulty_store {
         async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
             self.inner.get(id).await
         }
-        async fn list(&self, query: &ListQuery) -> Result<Page> {
-            self.inner.list(query).await
+        async fn list(&self, opts: &ListOptions) -> Result<Page> {
+            self.inner.list(opts).await
         }
-        async fn requeue(&self, ids: &[TaskId], now: Timestamp) -> Result<Vec<bool>> {
-            self.inner.requeue(ids, now).await
+        async fn requeue(&self, ids: &[TaskId], opts: &RequeueOptions) -> Result<Vec<bool>> {
+            self.inner.requeue(ids, opts).await
         }
         async fn delete(&self, ids: &[TaskId]) -> Result<Vec<bool>> {
             self.inner.delete(ids).await
@@ -212,6 +351,9 @@ mod faulty_store {
                 tokio::time::sleep(self.slow_for).await;
             }
             self.inner.publish(events).await
+        }
+        fn has_subscribers(&self) -> bool {
+            self.inner.has_subscribers()
         }
         async fn subscribe(&self) -> Result<EventStream> {
             self.inner.subscribe().await
@@ -321,7 +463,7 @@ mod faulty_store {
             .unwrap()[0]
             .is_new());
         // A manager that died holding the task: its lease is over at once.
-        let req = ClaimRequest::new([TopicClaim::new("t")], 1, Arc::from("dead"), now)
+        let req = ClaimOptions::new([TopicClaim::new("t")], 1, Arc::from("dead"), now)
             .lease(Duration::ZERO);
         assert_eq!(store.claim(&req).await.unwrap().len(), 1);
         let manager = Manager::builder_shared(store.clone())
@@ -339,6 +481,57 @@ mod faulty_store {
         assert_eq!(
             *names.lock().unwrap(),
             ["TASK_RECOVERED", "TASK_START", "TASK_COMPLETION"]
+        );
+    }
+
+    /// A close while `start` is under way (here: while its `MANAGER_START` is slow to go
+    /// out) is ordered with it: once both returned, the manager is closed and claims
+    /// nothing, whichever came first.
+    #[tokio::test(start_paused = true)]
+    async fn a_close_during_start_leaves_the_manager_closed() {
+        let memory = MemoryStore::new();
+        let store: Arc<dyn Store> = Arc::new(Faulty {
+            inner: memory.clone(),
+            ..Faulty::slow("MANAGER_START")
+        });
+        let manager = Manager::builder_shared(store)
+            .poll_interval(Duration::from_millis(20))
+            .stats_interval(None)
+            .build();
+        manager
+            .register("t", |_ctx: TaskContext| async { Ok::<_, TaskError>(()) })
+            .unwrap();
+        let starting = tokio::spawn({
+            let manager = manager.clone();
+            async move { manager.start().await }
+        });
+        // On this one-thread runtime the spawned `start` runs now, up to its first await.
+        tokio::task::yield_now().await;
+        manager.close().await.unwrap();
+        if let Err(e) = starting.await.unwrap() {
+            assert_eq!(e.kind(), taskmill_core::ErrorKind::Misuse, "{e}");
+        }
+        let enqueued = manager.enqueue(Task::new("t", &1).unwrap()).await;
+        assert_eq!(
+            enqueued.map(|e| e.id()).unwrap_err().kind(),
+            taskmill_core::ErrorKind::Misuse,
+            "the manager took work after close returned"
+        );
+        let id = memory
+            .enqueue(
+                vec![Task::new("t", &2).unwrap()],
+                &EnqueueOptions::new(Timestamp::now()),
+            )
+            .await
+            .unwrap()[0]
+            .id();
+        // A running manager would claim it within a poll interval of virtual time.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let record = memory.get(id).await.unwrap().unwrap();
+        assert_eq!(
+            record.queue,
+            taskmill_core::Queue::Input,
+            "a closed manager claimed"
         );
     }
 

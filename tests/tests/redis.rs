@@ -132,15 +132,11 @@ mod redis_processes {
         let stats =
             rt.block_on(async { RedisStore::open(&url).await.unwrap().stats().await.unwrap() });
         assert_eq!(stats.total.sizes, QueueSizes::default());
-        assert_eq!(
-            stats.total.counters,
-            Counters {
-                enqueued: TASKS,
-                started: all.started.len() as u64,
-                completed: all.runs.len() as u64,
-                ..Counters::default()
-            }
-        );
+        let mut counted = Counters::default();
+        counted.enqueued = TASKS;
+        counted.started = all.started.len() as u64;
+        counted.completed = all.runs.len() as u64;
+        assert_eq!(stats.total.counters, counted);
         assert_eq!(stats.topics.len(), 3);
     }
 

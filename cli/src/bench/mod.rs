@@ -23,7 +23,6 @@
 
 mod progress;
 pub mod report;
-mod resp;
 pub mod rss;
 mod scenario;
 pub mod target;
@@ -35,6 +34,7 @@ use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
+use taskmill::raw::StoreUrl;
 use taskmill::{Error, Result};
 
 /// One benchmark scenario.
@@ -194,7 +194,7 @@ impl BenchConfig {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Row {
-    /// The store URL as given.
+    /// The store URL as given, without its password.
     pub store: String,
     /// The scenario.
     pub scenario: &'static str,
@@ -239,7 +239,7 @@ pub struct Row {
 impl Row {
     fn new(store: &str, scenario: Scenario, config: &BenchConfig) -> Row {
         Row {
-            store: store.to_string(),
+            store: StoreUrl::redact(store).into_owned(),
             scenario: scenario.as_str(),
             tasks: 0,
             enqueue_per_sec: None,
@@ -379,5 +379,12 @@ mod tests {
             .collect();
         let row = Row::median(runs);
         assert_eq!(row.backlog_ratio, Some(0.3));
+    }
+
+    #[test]
+    fn rows_do_not_show_passwords() {
+        let config = BenchConfig::default();
+        let row = Row::new("redis://:s%40cret@h/0", Scenario::Latency, &config);
+        assert_eq!(row.store, "redis://:***@h/0");
     }
 }

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-use taskmill::store::{EnqueueOptions, Enqueued};
+use taskmill::store::EnqueueOptions;
 use taskmill::{
     Error, Manager, Payload, Processor, Result, Stats, Store, Task, TaskContext, TaskError, TaskId,
     Timestamp,
@@ -120,17 +120,13 @@ async fn fill(
             )));
         }
         for result in results {
-            match result {
-                Enqueued::New(id) => {
-                    first = first.min(id.get());
-                    last = last.max(id.get());
-                }
-                Enqueued::Duplicate(id) => {
-                    return Err(Error::storage(format!(
-                        "a task without a unique key was reported as a duplicate of {id}"
-                    )))
-                }
+            if !result.is_new() {
+                return Err(Error::storage(format!(
+                    "a task without a unique key was not added: {result:?}"
+                )));
             }
+            first = first.min(result.id().get());
+            last = last.max(result.id().get());
         }
         next += n;
         bar.set(next);
@@ -714,7 +710,9 @@ mod tests {
 
     fn stats(input: u64, work: u64, dead: u64, enqueued: u64, completed: u64) -> Stats {
         let mut stats = Stats::default();
-        stats.total.sizes = taskmill::QueueSizes { input, work, dead };
+        stats.total.sizes.input = input;
+        stats.total.sizes.work = work;
+        stats.total.sizes.dead = dead;
         stats.total.counters.enqueued = enqueued;
         stats.total.counters.completed = completed;
         stats

@@ -7,15 +7,15 @@
 //! | `memory://` | a new memory store | (dropped) |
 //! | `sqlite://DIR/NAME?q` | `sqlite://DIR/NAME.bench-PID-K/NAME?q` | the `….bench-PID-K` directory (with `-wal`, `-shm`) |
 //! | `sled://DIR?q` | `sled://DIR.bench-PID-K?q` | that directory |
-//! | `redis://HOST/DB?namespace=NS&q` | `…?namespace=NS-bench-PID-K&q` (NS defaults to `taskmill`) | every key whose name contains `NS-bench-PID-K` |
+//! | `redis://HOST/DB?namespace=NS&q` (or `rediss://`) | `…?q&namespace=NS-bench-PID-K` (NS defaults to `taskmill`) | every key of namespace `NS-bench-PID-K` (`RedisStore::delete_namespace`) |
 //!
 //! `PID` is the benchmark's process id and `K` counts scenarios within the run, so two
 //! benchmarks started side by side never share data. Any other scheme is opened as given.
 
-use super::resp;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use taskmill::raw::StoreUrl;
 use taskmill::{Error, Result, Store};
 
 static NEXT_RUN: AtomicU64 = AtomicU64::new(1);
@@ -32,7 +32,9 @@ pub struct Target {
 enum Cleanup {
     Nothing,
     RemoveDir(PathBuf),
-    RedisNamespace { url: String, namespace: String },
+    /// Delete the keys of the namespace [`Target::url`] names.
+    #[cfg(feature = "redis")]
+    RedisNamespace,
 }
 
 impl Target {
@@ -44,69 +46,59 @@ impl Target {
 
     /// The location for `url` with `tag` making it unique.
     pub fn derive(url: &str, tag: &str) -> Result<Target> {
-        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-            Error::misuse(format!("not a store URL: {url:?} (expected scheme://…)"))
-        })?;
-        let (path, query) = match rest.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (rest, None),
-        };
-        let with_query = |path: &str| match query {
-            Some(q) => format!("{scheme}://{path}?{q}"),
-            None => format!("{scheme}://{path}"),
-        };
+        let parsed = StoreUrl::parse_any(url)?;
         // `:memory:`-style or empty paths hold no data on disk: nothing to isolate.
-        let on_disk = !path.is_empty() && !path.starts_with(':');
-        match scheme {
-            "sqlite" if on_disk => {
+        let on_disk = parsed
+            .location("location")
+            .ok()
+            .filter(|path| !path.starts_with(':'));
+        let target = match (parsed.scheme(), on_disk) {
+            ("sqlite", Some(path)) => {
                 let file = Path::new(path);
                 let name = file
                     .file_name()
-                    .ok_or_else(|| Error::misuse(format!("{url:?} names no database file")))?;
+                    .ok_or_else(|| parsed.invalid("the database file", path))?;
                 let dir = PathBuf::from(format!("{path}.{tag}"));
-                let db = dir.join(name);
                 std::fs::create_dir_all(&dir).map_err(|e| {
                     Error::storage(format!("cannot create {}", dir.display())).with_source(e)
                 })?;
-                Ok(Target {
-                    url: with_query(&db.to_string_lossy()),
+                let db = dir.join(name);
+                Target {
+                    url: parsed
+                        .with_location(&db.to_string_lossy())
+                        .as_str()
+                        .to_owned(),
                     cleanup: Cleanup::RemoveDir(dir),
-                })
-            }
-            "sled" if on_disk => {
-                let dir = format!("{}.{tag}", path.trim_end_matches('/'));
-                Ok(Target {
-                    url: with_query(&dir),
-                    cleanup: Cleanup::RemoveDir(PathBuf::from(dir)),
-                })
-            }
-            "redis" | "rediss" => {
-                let mut base = "taskmill".to_string();
-                let mut params: Vec<String> = Vec::new();
-                for pair in query.into_iter().flat_map(|q| q.split('&')) {
-                    match pair.strip_prefix("namespace=") {
-                        Some(ns) if !ns.is_empty() => base = ns.to_string(),
-                        Some(_) => {}
-                        None if pair.is_empty() => {}
-                        None => params.push(pair.to_string()),
-                    }
                 }
-                let namespace = format!("{base}-{tag}");
-                params.insert(0, format!("namespace={namespace}"));
-                let url = format!("{scheme}://{path}?{}", params.join("&"));
-                Ok(Target {
-                    cleanup: Cleanup::RedisNamespace {
-                        url: url.clone(),
-                        namespace,
-                    },
-                    url,
-                })
             }
-            _ => Ok(Target {
-                url: url.to_string(),
+            ("sled", Some(path)) => {
+                let dir = format!("{}.{tag}", path.trim_end_matches('/'));
+                Target {
+                    url: parsed.with_location(&dir).as_str().to_owned(),
+                    cleanup: Cleanup::RemoveDir(PathBuf::from(dir)),
+                }
+            }
+            #[cfg(feature = "redis")]
+            ("redis" | "rediss", _) => {
+                let base = parsed
+                    .option("namespace")
+                    .filter(|ns| !ns.is_empty())
+                    .unwrap_or(taskmill_redis::DEFAULT_NAMESPACE);
+                let namespace = format!("{base}-{tag}");
+                Target {
+                    url: parsed
+                        .with_option("namespace", &namespace)
+                        .as_str()
+                        .to_owned(),
+                    cleanup: Cleanup::RedisNamespace,
+                }
+            }
+            _ => Target {
+                url: url.to_owned(),
                 cleanup: Cleanup::Nothing,
-            }),
-        }
+            },
+        };
+        Ok(target)
     }
 
     /// Opens the store at this location.
@@ -126,11 +118,10 @@ impl Target {
                     Err(Error::storage(format!("cannot remove {}", dir.display())).with_source(e))
                 }
             },
-            Cleanup::RedisNamespace { url, namespace } => {
-                let (url, namespace) = (url.clone(), namespace.clone());
-                tokio::task::spawn_blocking(move || resp::delete_matching(&url, &namespace))
-                    .await
-                    .map_err(|e| Error::storage("redis cleanup panicked").with_source(e))?
+            #[cfg(feature = "redis")]
+            Cleanup::RedisNamespace => {
+                let store = taskmill_redis::RedisStore::open(&self.url).await?;
+                store.delete_namespace().await.map(drop)
             }
         }
     }
@@ -184,15 +175,80 @@ mod tests {
     }
 
     #[test]
+    fn percent_encoded_paths_are_decoded_and_encoded_again() {
+        let base = std::env::temp_dir().join(format!("taskmill-target-pct-{}", std::process::id()));
+        let url = format!("sqlite://{}/50%25%3F.db", base.display());
+        let t = Target::derive(&url, "b-1").unwrap();
+        let dir = PathBuf::from(format!("{}/50%?.db.b-1", base.display()));
+        assert_eq!(t.cleanup, Cleanup::RemoveDir(dir.clone()));
+        assert!(dir.is_dir());
+        assert_eq!(
+            StoreUrl::parse_any(&t.url)
+                .unwrap()
+                .location("file")
+                .unwrap(),
+            dir.join("50%?.db").to_str().unwrap()
+        );
+        let _ = std::fs::remove_dir_all(base);
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
     fn redis_gets_a_fresh_namespace_keeping_other_options() {
-        let t = Target::derive("redis://127.0.0.1:6379/0?pool=4&namespace=app", "b-1").unwrap();
-        assert_eq!(t.url, "redis://127.0.0.1:6379/0?namespace=app-b-1&pool=4");
-        let t = Target::derive("redis://127.0.0.1:6379", "b-1").unwrap();
-        assert_eq!(t.url, "redis://127.0.0.1:6379?namespace=taskmill-b-1");
-        assert!(matches!(
-            t.cleanup,
-            Cleanup::RedisNamespace { ref namespace, .. } if namespace == "taskmill-b-1"
-        ));
+        let t = Target::derive(
+            "redis://:p%40ss@127.0.0.1:6379/0?cacert=ca.pem&namespace=app",
+            "b-1",
+        )
+        .unwrap();
+        assert_eq!(
+            t.url,
+            "redis://:p%40ss@127.0.0.1:6379/0?cacert=ca.pem&namespace=app-b-1"
+        );
+        assert_eq!(t.cleanup, Cleanup::RedisNamespace);
+        let t = Target::derive("rediss://127.0.0.1:6379?namespace=", "b-1").unwrap();
+        assert_eq!(t.url, "rediss://127.0.0.1:6379?namespace=taskmill-b-1");
+    }
+
+    /// The cleanup deletes the run's namespace and nothing else, on a server that wants a
+    /// password with `@ : / %` in it (percent-encoded in the URL).
+    #[cfg(feature = "redis")]
+    #[tokio::test]
+    async fn redis_cleanup_deletes_the_namespace_only() {
+        use taskmill::store::EnqueueOptions;
+        use taskmill::{Task, Timestamp};
+        let server = taskmill_redis::test_support::RedisServer::start();
+        let mut admin = server.connect().await;
+        let set = |key: &str| redis::cmd("SET").arg(key).arg(1).clone();
+        for key in ["app:ids", "app-b-10:ids", "{app-b-1x:t}:ready"] {
+            set(key).query_async::<()>(&mut admin).await.unwrap();
+        }
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("requirepass")
+            .arg("a@b:c/d%41")
+            .query_async::<()>(&mut admin)
+            .await
+            .unwrap();
+        let url = format!(
+            "redis://:a%40b%3Ac%2Fd%2541@127.0.0.1:{}/0?namespace=app",
+            server.port()
+        );
+        let target = Target::derive(&url, "b-1").unwrap();
+        let store = target.open().await.unwrap();
+        let tasks = (0..50)
+            .map(|i| Task::new(format!("t{}", i % 3), &i).unwrap())
+            .collect();
+        store
+            .enqueue(tasks, &EnqueueOptions::new(Timestamp::now()))
+            .await
+            .unwrap();
+        drop(store);
+        let count = || redis::cmd("DBSIZE").clone();
+        let before: u64 = count().query_async(&mut admin).await.unwrap();
+        assert!(before > 3, "{before}");
+        target.remove().await.unwrap();
+        let after: u64 = count().query_async(&mut admin).await.unwrap();
+        assert_eq!(after, 3);
     }
 
     #[test]

@@ -1,23 +1,27 @@
 //! The hand-offs between the claimer, the workers and the flusher, under one lock.
 //!
 //! Every run touches three pieces of shared state when it ends: its outcome goes to the
-//! flusher, its place goes back to the claimer, and its worker takes the next run. As a
-//! channel, an atomic counter and a queue, each was a cache line bouncing between cores
-//! once per run; here a worker does all three in one critical section, and the claimer
-//! and the flusher take their side in batches.
+//! flusher, its place goes back to the claimer, and its worker takes the next run. A worker
+//! does all three in one critical section ([`Producer::end_job`]), so the end of a run
+//! touches one contended cache line, not three; the claimer and the flusher take their side
+//! in batches.
+//!
+//! A job is *in flight* from [`Exchange::push_jobs`] until a producer's
+//! [`end_job`](Producer::end_job) hands over its outcome.
 
+use super::sync::{Mutex, MutexGuard};
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use tokio::sync::Notify;
 
 /// Jobs from one claimer to many workers, outcomes from the workers to one flusher, and
-/// the count of jobs held between them.
+/// the count of jobs in flight between them.
 #[derive(Debug)]
 pub(crate) struct Exchange<J, O> {
     state: Mutex<State<J, O>>,
     /// Workers waiting for a job.
     jobs_ready: Notify,
-    /// The claimer waiting for the held count to fall to `low_water`.
+    /// The claimer waiting for the in-flight count to fall to `low_water`.
     room: Notify,
     /// The flusher waiting for outcomes (or for the last producer to go).
     outcomes_ready: Notify,
@@ -28,8 +32,8 @@ pub(crate) struct Exchange<J, O> {
 struct State<J, O> {
     jobs: VecDeque<J>,
     outcomes: Vec<O>,
-    /// Jobs pushed and not yet finished: queued or running.
-    held: usize,
+    /// Jobs pushed and not yet ended: queued or running.
+    in_flight: usize,
     /// No more jobs will be pushed: workers end once the queue is empty.
     jobs_closed: bool,
     /// Live [`Producer`]s; with none left and no outcomes queued, the flusher ends.
@@ -37,13 +41,13 @@ struct State<J, O> {
 }
 
 impl<J, O> Exchange<J, O> {
-    /// An exchange whose claimer waits while more than `low_water` jobs are held.
+    /// An exchange whose claimer waits while more than `low_water` jobs are in flight.
     pub fn new(low_water: usize) -> Self {
         Exchange {
             state: Mutex::new(State {
                 jobs: VecDeque::new(),
                 outcomes: Vec::new(),
-                held: 0,
+                in_flight: 0,
                 jobs_closed: false,
                 producers: 0,
             }),
@@ -67,31 +71,31 @@ impl<J, O> Exchange<J, O> {
         Producer(self.clone())
     }
 
-    /// Jobs pushed and not yet finished.
-    pub fn held(&self) -> usize {
-        self.state().held
+    /// Jobs pushed and not yet ended.
+    pub fn in_flight(&self) -> usize {
+        self.state().in_flight
     }
 
-    /// Waits until at most `low_water` jobs are held.
+    /// Waits until at most `low_water` jobs are in flight.
     pub async fn room(&self) {
         loop {
             let room = self.room.notified();
             tokio::pin!(room);
-            // Registered before looking, so a finish in between is not missed.
+            // Registered before looking, so an `end_job` in between is not missed.
             room.as_mut().enable();
-            if self.held() <= self.low_water {
+            if self.in_flight() <= self.low_water {
                 return;
             }
             room.await;
         }
     }
 
-    /// Queues jobs for the workers; each counts as held until it is finished.
+    /// Queues jobs for the workers; each is in flight until it is ended.
     pub fn push_jobs(&self, jobs: Vec<J>) {
         let added = jobs.len();
         {
             let mut state = self.state();
-            state.held += added;
+            state.in_flight += added;
             state.jobs.extend(jobs);
         }
         // Each notify wakes one idle worker; busy ones take the rest when they come back.
@@ -163,7 +167,7 @@ impl<J, O> Producer<J, O> {
         &self.0
     }
 
-    /// Hands over an outcome that ends no held job.
+    /// Hands over an outcome that ends no job in flight.
     pub fn push_outcome(&self, outcome: O) {
         let was_empty = {
             let mut state = self.0.state();
@@ -175,17 +179,17 @@ impl<J, O> Producer<J, O> {
         }
     }
 
-    /// Ends a held job with its outcome and takes the next queued job, if any: one lock
-    /// for the three.
-    pub fn finish(&self, outcome: O) -> Option<J> {
+    /// Ends a job in flight with its outcome and takes the next queued job, if any: one
+    /// lock for the three.
+    pub fn end_job(&self, outcome: O) -> Option<J> {
         let exchange = &*self.0;
         let (was_empty, room, next) = {
             let mut state = exchange.state();
             state.outcomes.push(outcome);
-            state.held -= 1;
+            state.in_flight -= 1;
             (
                 state.outcomes.len() == 1,
-                state.held == exchange.low_water,
+                state.in_flight == exchange.low_water,
                 state.jobs.pop_front(),
             )
         };
@@ -214,7 +218,7 @@ impl<J, O> Drop for Producer<J, O> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(taskmill_loom)))]
 mod tests {
     use super::*;
     use std::time::Duration;
@@ -222,16 +226,16 @@ mod tests {
     const DEADLINE: Duration = Duration::from_secs(5);
 
     #[tokio::test]
-    async fn a_finish_hands_over_the_outcome_and_the_next_job() {
+    async fn an_end_job_hands_over_the_outcome_and_the_next_job() {
         let exchange = Arc::new(Exchange::<u32, &str>::new(1));
         let producer = exchange.producer();
         exchange.push_jobs(vec![1, 2, 3]);
-        assert_eq!(exchange.held(), 3);
+        assert_eq!(exchange.in_flight(), 3);
         assert_eq!(exchange.next_job().await, Some(1));
-        assert_eq!(producer.finish("one"), Some(2));
-        assert_eq!(producer.finish("two"), Some(3));
-        assert_eq!(producer.finish("three"), None);
-        assert_eq!(exchange.held(), 0);
+        assert_eq!(producer.end_job("one"), Some(2));
+        assert_eq!(producer.end_job("two"), Some(3));
+        assert_eq!(producer.end_job("three"), None);
+        assert_eq!(exchange.in_flight(), 0);
         let mut taken = Vec::new();
         assert!(exchange.take_outcomes(&mut taken, 10).await);
         assert_eq!(taken, ["one", "two", "three"]);
@@ -275,6 +279,40 @@ mod tests {
             .expect("the flusher ends")
             .unwrap();
         assert_eq!(all, [1, 2]);
+    }
+
+    #[tokio::test]
+    async fn an_aborted_producer_still_lets_the_flusher_end() {
+        let exchange = Arc::new(Exchange::<u32, u32>::new(0));
+        let producer = exchange.producer();
+        let worker = tokio::spawn(async move {
+            producer.push_outcome(1);
+            std::future::pending::<()>().await;
+            drop(producer);
+        });
+        let mut taken = Vec::new();
+        assert!(exchange.take_outcomes(&mut taken, 10).await);
+        assert_eq!(taken, [1]);
+        worker.abort();
+        let ended = tokio::time::timeout(DEADLINE, exchange.take_outcomes(&mut Vec::new(), 10))
+            .await
+            .expect("the flusher ends once its last producer is gone");
+        assert!(!ended);
+    }
+
+    #[tokio::test]
+    async fn an_outcome_outside_a_job_leaves_the_count_alone() {
+        let exchange = Arc::new(Exchange::<u32, &str>::new(0));
+        let producer = exchange.producer();
+        exchange.push_jobs(vec![1]);
+        producer.push_outcome("corrupt");
+        assert_eq!(exchange.in_flight(), 1);
+        assert_eq!(exchange.next_job().await, Some(1));
+        assert_eq!(producer.end_job("one"), None);
+        assert_eq!(exchange.in_flight(), 0);
+        let mut taken = Vec::new();
+        assert!(exchange.take_outcomes(&mut taken, 10).await);
+        assert_eq!(taken, ["corrupt", "one"]);
     }
 
     #[tokio::test]
@@ -324,7 +362,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_claimer_waits_for_room_until_a_finish_reaches_the_mark() {
+    async fn the_claimer_waits_for_room_until_an_end_job_reaches_the_mark() {
         let exchange = Arc::new(Exchange::<u32, ()>::new(1));
         let producer = exchange.producer();
         exchange.push_jobs(vec![1, 2, 3]);
@@ -333,16 +371,115 @@ mod tests {
             let exchange = exchange.clone();
             async move { exchange.room().await }
         });
-        assert_eq!(producer.finish(()), Some(2));
+        assert_eq!(producer.end_job(()), Some(2));
         tokio::task::yield_now().await;
         assert!(
             !claimer.is_finished(),
-            "two jobs are still held, above the mark"
+            "two jobs are still in flight, above the mark"
         );
-        assert_eq!(producer.finish(()), Some(3));
+        assert_eq!(producer.end_job(()), Some(3));
         tokio::time::timeout(DEADLINE, claimer)
             .await
-            .expect("room once one job is held")
+            .expect("room once one job is in flight")
             .unwrap();
+    }
+}
+
+/// The exchange's hand-offs under loom: every interleaving of its lock steps (see
+/// [`super::sync`]); a lost wake-up leaves a thread blocked for good, which loom reports.
+#[cfg(all(test, taskmill_loom))]
+mod loom_model {
+    use super::*;
+    use loom::future::block_on;
+    use loom::thread;
+
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut builder = loom::model::Builder::new();
+        // Three threads of a few lock steps each: a bound of 3 explores every schedule
+        // with up to three forced switches, which covers each pair of racing steps.
+        builder.preemption_bound = Some(3);
+        builder.check(f);
+    }
+
+    #[test]
+    fn every_job_reaches_one_worker_and_every_worker_ends() {
+        model(|| {
+            let exchange = Arc::new(Exchange::<u32, ()>::new(0));
+            let workers: Vec<_> = (0..2)
+                .map(|_| {
+                    let exchange = exchange.clone();
+                    thread::spawn(move || {
+                        block_on(async {
+                            let mut seen = Vec::new();
+                            while let Some(job) = exchange.next_job().await {
+                                seen.push(job);
+                            }
+                            seen
+                        })
+                    })
+                })
+                .collect();
+            exchange.push_jobs(vec![1, 2]);
+            exchange.close_jobs();
+            let mut seen: Vec<u32> = workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap())
+                .collect();
+            seen.sort_unstable();
+            assert_eq!(seen, [1, 2]);
+        });
+    }
+
+    #[test]
+    fn the_flusher_gets_every_outcome_before_it_ends() {
+        model(|| {
+            let exchange = Arc::new(Exchange::<u32, u32>::new(0));
+            let (worker, claimer) = (exchange.producer(), exchange.producer());
+            exchange.push_jobs(vec![1]);
+            let worker = thread::spawn({
+                let exchange = exchange.clone();
+                move || {
+                    let job = block_on(exchange.next_job()).unwrap();
+                    assert_eq!(worker.end_job(job * 10), None);
+                }
+            });
+            let claimer = thread::spawn(move || {
+                claimer.push_outcome(20);
+            });
+            let mut all = block_on(async {
+                let (mut all, mut batch) = (Vec::new(), Vec::new());
+                while exchange.take_outcomes(&mut batch, 10).await {
+                    all.append(&mut batch);
+                }
+                all
+            });
+            worker.join().unwrap();
+            claimer.join().unwrap();
+            all.sort_unstable();
+            assert_eq!(all, [10, 20]);
+            assert_eq!(exchange.in_flight(), 0);
+        });
+    }
+
+    #[test]
+    fn the_claimer_gets_room_once_the_count_falls_to_the_mark() {
+        model(|| {
+            let exchange = Arc::new(Exchange::<u32, ()>::new(1));
+            let producer = exchange.producer();
+            exchange.push_jobs(vec![1, 2, 3]);
+            let worker = thread::spawn({
+                let exchange = exchange.clone();
+                move || {
+                    assert_eq!(block_on(exchange.next_job()), Some(1));
+                    assert_eq!(producer.end_job(()), Some(2));
+                    // Job 3 goes on running: one job in flight, the mark.
+                    assert_eq!(producer.end_job(()), Some(3));
+                }
+            });
+            block_on(exchange.room());
+            assert!(exchange.in_flight() <= 1);
+            assert_eq!(exchange.in_flight(), 1, "room came before the mark");
+            worker.join().unwrap();
+        });
     }
 }

@@ -1,11 +1,21 @@
 //! The Manager: claims tasks from a store, runs them on a bounded pool of workers, and
 //! records their outcomes.
+//!
+//! - this file: the [`Manager`] handle and its life (registering, running, closed);
+//! - `config`: the builder and the settings;
+//! - `processor`: what users register ([`Processor`], [`TaskContext`], [`TaskError`]);
+//! - `run`: one run of a task, shared by its worker and its processor, and the
+//!   cancel/return race;
+//! - `exchange`: the hand-offs between the claimer, the workers and the flusher;
+//! - `runtime`: the loops of a started manager, the shutdown steps and the event order;
+//! - `sync`: the primitives `run` and `exchange` use, swapped for loom's in model checks.
 
 mod config;
 mod exchange;
 mod processor;
 mod run;
 mod runtime;
+mod sync;
 
 pub use config::{ManagerBuilder, TopicOptions};
 pub use processor::{Processor, TaskContext, TaskError, Typed};
@@ -16,7 +26,7 @@ use crate::stats::Stats;
 use crate::store::{EnqueueOptions, Enqueued, Store};
 use crate::task::{Task, TaskId, TaskRecord};
 use config::Config;
-use runtime::Runtime;
+use runtime::{Runtime, Shutdown};
 use rustc_hash::FxHashMap;
 use serde::de::DeserializeOwned;
 use std::future::Future;
@@ -56,11 +66,16 @@ struct Inner {
     state: Mutex<State>,
 }
 
+/// Where the manager is in its life. Every change is one step under `Inner::state`, with
+/// no await in between, so `start` and `close` are linearizable.
 enum State {
+    /// Built; taking registrations.
     Registering(FxHashMap<Arc<str>, Arc<dyn Processor>>),
+    /// Started: its loops run.
     Running(Runtime),
-    Stopping,
-    Closed,
+    /// Closed for good. `Some` when it had started: the shutdown, under way or over, that
+    /// every close waits on.
+    Closed(Option<Shutdown>),
 }
 
 impl Manager {
@@ -137,27 +152,42 @@ impl Manager {
 
     /// Starts claiming and running tasks of the registered topics.
     ///
-    /// Returns at once; the work goes on in tokio tasks until [`close`](Self::close).
+    /// Returns once the manager runs and its [`Event::ManagerStart`](crate::Event) is
+    /// out; the work goes on in tokio tasks until [`close`](Self::close).
+    ///
     /// Fails with `Misuse` when already started or closed, or no topic is registered.
+    /// `start` and `close` are linearizable: the manager is running from the moment
+    /// `start` takes it out of registration, with no await before, so a racing `close`
+    /// either comes first (then `start` fails) or stops what `start` started.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped midway, the manager is running all the same, and its loops
+    /// publish `ManagerStart` before anything else.
     pub async fn start(&self) -> Result<()> {
-        let processors = {
+        let announced = {
             let mut state = self.lock_state();
             match &mut *state {
                 State::Registering(p) if p.is_empty() => {
                     return Err(Error::misuse("register at least one topic before start"))
                 }
-                State::Registering(p) => std::mem::take(p),
-                _ => return Err(Error::misuse("the manager has already started")),
+                State::Registering(p) => {
+                    let processors = std::mem::take(p);
+                    let runtime = Runtime::start(
+                        self.inner.id.clone(),
+                        self.inner.store.clone(),
+                        self.inner.config.clone(),
+                        processors,
+                    );
+                    let announced = runtime.announced();
+                    *state = State::Running(runtime);
+                    announced
+                }
+                State::Running(_) => return Err(Error::misuse("the manager has already started")),
+                State::Closed(_) => return Err(Error::misuse("the manager is closed")),
             }
         };
-        let runtime = Runtime::start(
-            self.inner.id.clone(),
-            self.inner.store.clone(),
-            self.inner.config.clone(),
-            processors,
-        )
-        .await;
-        *self.lock_state() = State::Running(runtime);
+        announced.await;
         Ok(())
     }
 
@@ -173,7 +203,7 @@ impl Manager {
     /// Once this returns `Ok`, each new task runs to an outcome at least once. Fails with
     /// `Misuse` after [`close`](Self::close).
     pub async fn enqueue_batch(&self, tasks: Vec<Task>) -> Result<Vec<Enqueued>> {
-        if matches!(*self.lock_state(), State::Stopping | State::Closed) {
+        if matches!(*self.lock_state(), State::Closed(_)) {
             return Err(Error::misuse("the manager is closed"));
         }
         let config = &self.inner.config;
@@ -209,30 +239,47 @@ impl Manager {
 
     /// Stops at once: no more claims, running tasks are cancelled and go back to INPUT
     /// without using an attempt. Returns when every outcome is stored.
+    ///
+    /// Closing a manager that never started closes it for good; closing one already closed
+    /// waits for that shutdown, as below.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: see [`close_with_timeout`](Self::close_with_timeout).
     pub async fn close(&self) -> Result<()> {
         self.close_with_timeout(Duration::ZERO).await
     }
 
     /// Stops claiming, lets running tasks finish for up to `timeout`, then cancels the rest
-    /// as [`close`](Self::close) does.
+    /// as [`close`](Self::close) does. Returns when every outcome is stored, with an error
+    /// of kind `Storage` if one of the manager's tasks panicked.
+    ///
+    /// Every close after the first waits for the same shutdown and returns its result; its
+    /// `timeout` can shorten the grace period that is left, never lengthen it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe. The shutdown runs in a tokio task of its own: a close future dropped
+    /// midway does not stop it, and it still ends every loop and releases every task the
+    /// manager holds (after the grace period the first close set). A later close waits
+    /// for it to end, and can cut its grace short.
     pub async fn close_with_timeout(&self, timeout: Duration) -> Result<()> {
-        let runtime = {
+        let shutdown = {
             let mut state = self.lock_state();
-            match std::mem::replace(&mut *state, State::Stopping) {
-                State::Running(rt) => rt,
-                State::Registering(_) | State::Closed => {
-                    *state = State::Closed;
-                    return Ok(());
+            match std::mem::replace(&mut *state, State::Closed(None)) {
+                State::Registering(_) | State::Closed(None) => return Ok(()),
+                State::Running(runtime) => {
+                    let shutdown = runtime.shutdown(timeout);
+                    *state = State::Closed(Some(shutdown.clone()));
+                    shutdown
                 }
-                State::Stopping => {
-                    *state = State::Stopping;
-                    return Err(Error::misuse("the manager is already closing"));
+                State::Closed(Some(shutdown)) => {
+                    *state = State::Closed(Some(shutdown.clone()));
+                    shutdown
                 }
             }
         };
-        let result = runtime.shutdown(timeout).await;
-        *self.lock_state() = State::Closed;
-        result
+        shutdown.wait(timeout).await
     }
 
     fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {

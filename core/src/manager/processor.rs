@@ -1,7 +1,7 @@
 //! What users register per topic: processors, the context a run gets, and task errors.
 
 use super::run::Run;
-use crate::error::{BoxError, Result};
+use crate::error::{BoxError, Error, ErrorKind, Result};
 use crate::event::Event;
 use crate::store::Store;
 use crate::task::{Payload, TaskId, TaskRecord};
@@ -66,15 +66,21 @@ where
     E: Into<TaskError> + 'static,
 {
     async fn process(&self, ctx: TaskContext) -> Result<(), TaskError> {
-        let args = ctx.args().map_err(TaskError::permanent)?;
+        let args = ctx.args()?;
         (self.f)(args, ctx).await.map_err(Into::into)
     }
 }
 
 /// Why a run failed.
 ///
-/// Converts from any `std::error::Error` (so `?` works in processors) and from
-/// taskmill's [`Error`](crate::Error); [`TaskError::msg`] makes one from text.
+/// Converts from any `std::error::Error`, taskmill's [`Error`] among them, so `?` works in
+/// processors; [`TaskError::msg`] makes one from text.
+///
+/// A conversion is an ordinary failure, retried while the task has retries left, unless
+/// the error or one of its sources is an [`Error`] of kind
+/// [`Corrupt`](ErrorKind::Corrupt): data that cannot be decoded fails the same way on
+/// every attempt, so that failure is [permanent](Self::permanent). This is what makes
+/// `ctx.args()?` send a task whose arguments do not decode straight to DEAD.
 pub struct TaskError {
     error: BoxError,
     permanent: bool,
@@ -109,11 +115,17 @@ impl TaskError {
 
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for TaskError {
     fn from(error: E) -> Self {
-        TaskError {
-            error: Box::new(error),
-            permanent: false,
-        }
+        let error: BoxError = Box::new(error);
+        let permanent = is_undecodable(&*error);
+        TaskError { error, permanent }
     }
+}
+
+/// Whether `error` or one of its sources is a taskmill [`Error`] of kind `Corrupt`.
+fn is_undecodable(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source())
+        .filter_map(|e| e.downcast_ref::<Error>())
+        .any(|e| e.kind() == ErrorKind::Corrupt)
 }
 
 impl fmt::Debug for TaskError {
@@ -141,8 +153,7 @@ impl fmt::Display for TaskError {
 /// progress and a result.
 pub struct TaskContext {
     pub(crate) run: Arc<Run>,
-    /// The worker's own handle on the store: a clone of the manager's `Arc` for every run
-    /// would have every worker, on every core, bump the one shared reference count.
+    /// The worker's own handle on the store (see the worker for why it is its own).
     pub(crate) store: Arc<Arc<dyn Store>>,
 }
 
@@ -173,6 +184,10 @@ impl TaskContext {
     }
 
     /// The arguments deserialized into `T`.
+    ///
+    /// Fails with [`ErrorKind::Corrupt`] when they do not decode into `T`; `?` turns that
+    /// into a [permanent](TaskError::permanent) failure, so the task goes to DEAD without
+    /// retries.
     pub fn args<T: DeserializeOwned>(&self) -> Result<T> {
         self.run.record.args.decode()
     }
@@ -212,5 +227,52 @@ impl fmt::Debug for TaskContext {
             .field("topic", &self.run.record.topic)
             .field("attempt", &self.run.record.attempt)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn undecodable() -> Payload {
+        Payload::new("not a number").unwrap()
+    }
+
+    /// What `ctx.args()?` does in a processor: the same decode, the same conversion.
+    fn args_of(payload: &Payload) -> Result<u64, TaskError> {
+        Ok(payload.decode::<u64>()?)
+    }
+
+    #[test]
+    fn a_decode_error_through_question_mark_is_permanent() {
+        let error = args_of(&undecodable()).unwrap_err();
+        assert!(error.is_permanent(), "{error}");
+        assert!(error.to_string().contains("cannot decode task arguments"));
+    }
+
+    #[test]
+    fn a_decode_error_stays_permanent_inside_an_error_of_the_users() {
+        #[derive(Debug)]
+        struct Wrapped(Error);
+        impl fmt::Display for Wrapped {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("the user's own error")
+            }
+        }
+        impl std::error::Error for Wrapped {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let decode = undecodable().decode::<u64>().unwrap_err();
+        assert!(TaskError::from(Wrapped(decode)).is_permanent());
+    }
+
+    #[test]
+    fn other_errors_are_retried() {
+        assert!(!TaskError::from(Error::unavailable("the store is down")).is_permanent());
+        assert!(!TaskError::from(std::io::Error::other("disk full")).is_permanent());
+        assert!(!TaskError::msg("not yet").is_permanent());
+        assert!(TaskError::permanent(TaskError::msg("bad input")).is_permanent());
     }
 }

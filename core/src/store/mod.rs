@@ -1,336 +1,81 @@
 //! The Store contract: what a backend must do for the Manager to keep its guarantees.
 //!
 //! [`Store`] holds the operations that define a backend; [`StoreExt`] holds conveniences
-//! built only from them and is implemented for every store. Options travel in
-//! `#[non_exhaustive]` structs, so a new feature adds a field rather than a method.
+//! built only from them and is implemented for every store. The building blocks a backend
+//! uses to implement it (record transitions, the in-process bus) are in
+//! [`raw`](crate::raw).
 //!
-//! Stores never read a clock: each time-dependent call carries `now`.
+//! | file | holds |
+//! |---|---|
+//! | `mod.rs` | the [`Store`] trait, the rules below |
+//! | `options.rs` | the options of each method ([`EnqueueOptions`], [`ClaimOptions`], …) |
+//! | `outcome.rs` | a claim's vocabulary: [`LeaseRef`], [`Outcome`], [`OutcomeKind`], [`Applied`] |
+//! | `results.rs` | what methods hand back: [`Enqueued`], [`Claimed`], [`Recovered`], [`Page`] |
+//! | `capabilities.rs` | [`Capabilities`] |
+//! | `ext.rs` | [`StoreExt`] |
+//! | `forward.rs` | `Store` for `Arc<S>` and `Box<S>` |
+//!
+//! # Arguments
+//!
+//! A method takes, positionally, what it acts on: the batch (tasks, leases, outcomes,
+//! ids), the one id, or the topic and the flag it sets on it. Everything else it needs,
+//! the time, limits and tuning, travels in one options struct named after the method
+//! ([`EnqueueOptions`], [`ClaimOptions`], [`RenewOptions`], [`ApplyOptions`],
+//! [`RecoverOptions`], [`ListOptions`], [`RequeueOptions`]), passed by reference. Options
+//! are `#[non_exhaustive]`, so a new parameter is a new field, not a new signature in every
+//! backend. They are small values built on the stack: the hot path (claim, apply, renew)
+//! allocates nothing for them beyond the claim's topic list.
+//!
+//! Stores never read a clock: each time-dependent call carries `now` in its options.
+//!
+//! # One trait
+//!
+//! `Store` stays one trait, although it serves three callers: the manager's queue
+//! operations (enqueue, claim, renew, apply, recover), inspection and administration
+//! (stats, get, list, requeue, delete, pause), and the event bus (publish, subscribe,
+//! wake-ups). River splits its driver by caller and apalis by ability because their
+//! backends differ in what they can do at all; taskmill's do not. Every backend implements
+//! every operation (the in-process [`LocalBus`](crate::raw::LocalBus) gives any store the
+//! bus), and what differs is how far a guarantee reaches, which [`Capabilities`] says. The
+//! manager needs all three parts on one `Arc<dyn Store>`, and so does the client the CLI is
+//! built on, so split traits would come back together as one supertrait, with an impl
+//! block, a forwarding impl and a suite per part, and a trait object that cannot be
+//! narrowed to one part without trait upcasting (newer than this crate's minimum Rust).
+//! New operations join the section of their caller; one that some backend cannot carry
+//! out returns [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) there, and gets a
+//! [`Capabilities`] flag.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::event::{Event, EventStream};
 use crate::stats::Stats;
-use crate::task::{Queue, Task, TaskId, TaskRecord};
-use crate::time::Timestamp;
+use crate::task::{Task, TaskId, TaskRecord};
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
-use std::sync::Arc;
-use std::time::Duration;
 
-mod id_map;
-mod local_bus;
-mod url;
-pub use id_map::{IdHasher, IdMap, IdSet};
-pub use local_bus::{LocalBus, DEFAULT_EVENT_BUFFER};
-pub use url::StoreUrl;
+mod capabilities;
+mod ext;
+mod forward;
+mod options;
+mod outcome;
+mod results;
+pub(crate) mod url;
 
-/// The retry limit of a task that sets none, unless the manager says otherwise.
-pub const DEFAULT_MAX_RETRIES: u32 = 25;
-
-/// Options for [`Store::enqueue`].
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct EnqueueOptions {
-    /// The time of the enqueue: `enqueued_at`, and the base of a task's `delay`.
-    pub now: Timestamp,
-    /// The retry limit of tasks that set none.
-    pub default_max_retries: u32,
-}
-
-impl EnqueueOptions {
-    /// Options for an enqueue at `now`.
-    pub fn new(now: Timestamp) -> Self {
-        EnqueueOptions {
-            now,
-            default_max_retries: DEFAULT_MAX_RETRIES,
-        }
-    }
-
-    /// Sets the retry limit of tasks that set none.
-    pub fn default_max_retries(mut self, retries: u32) -> Self {
-        self.default_max_retries = retries;
-        self
-    }
-}
-
-/// What became of one task given to [`Store::enqueue`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Enqueued {
-    /// Added to INPUT under this id.
-    New(TaskId),
-    /// Not added: a task with the same unique key exists, under this id.
-    Duplicate(TaskId),
-}
-
-impl Enqueued {
-    /// The id of the new task, or of the existing one it duplicates.
-    pub fn id(self) -> TaskId {
-        match self {
-            Enqueued::New(id) | Enqueued::Duplicate(id) => id,
-        }
-    }
-
-    /// Whether the task was added.
-    pub fn is_new(self) -> bool {
-        matches!(self, Enqueued::New(_))
-    }
-}
-
-/// A topic to claim from, with its limits.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct TopicClaim {
-    /// The topic.
-    pub topic: Arc<str>,
-    /// At most this many tasks of the topic in WORK at once, across every manager sharing
-    /// the store; `None` for no limit.
-    pub max_running: Option<u32>,
-}
-
-impl TopicClaim {
-    /// A topic to claim from, without a limit.
-    pub fn new(topic: impl Into<Arc<str>>) -> Self {
-        TopicClaim {
-            topic: topic.into(),
-            max_running: None,
-        }
-    }
-
-    /// Limits how many tasks of the topic may be in WORK at once, store-wide.
-    pub fn max_running(mut self, max: u32) -> Self {
-        self.max_running = Some(max);
-        self
-    }
-}
-
-/// Options for [`Store::claim`].
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct ClaimRequest {
-    /// The topics to claim from, in the order to try them.
-    pub topics: Vec<TopicClaim>,
-    /// At most this many tasks in total.
-    pub limit: usize,
-    /// Who claims: written into each lease.
-    pub owner: Arc<str>,
-    /// The current time: what is due, and the base of the lease deadline.
-    pub now: Timestamp,
-    /// How long the lease lasts unless renewed.
-    pub lease: Duration,
-}
-
-impl ClaimRequest {
-    /// A claim of up to `limit` tasks from `topics` by `owner` at `now`, with a 30 s lease.
-    pub fn new(
-        topics: impl IntoIterator<Item = TopicClaim>,
-        limit: usize,
-        owner: impl Into<Arc<str>>,
-        now: Timestamp,
-    ) -> Self {
-        ClaimRequest {
-            topics: topics.into_iter().collect(),
-            limit,
-            owner: owner.into(),
-            now,
-            lease: Duration::from_secs(30),
-        }
-    }
-
-    /// Sets the lease duration.
-    pub fn lease(mut self, lease: Duration) -> Self {
-        self.lease = lease;
-        self
-    }
-
-    /// The deadline of leases taken by this claim.
-    pub fn deadline(&self) -> Timestamp {
-        self.now + self.lease
-    }
-}
-
-/// Names one claim of one task: what an outcome or a renewal must present.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct LeaseRef {
-    /// The task.
-    pub id: TaskId,
-    /// Its topic (backends that shard by topic locate the task with it).
-    pub topic: Arc<str>,
-    /// The claim's fencing token.
-    pub token: u64,
-}
-
-impl LeaseRef {
-    /// The lease reference of a claimed record.
-    ///
-    /// # Panics
-    /// If the record holds no lease (it was not returned by a claim).
-    pub fn of(record: &TaskRecord) -> Self {
-        let lease = record.lease.as_ref().expect("a claimed task holds a lease");
-        LeaseRef {
-            id: record.id,
-            topic: record.topic.clone(),
-            token: lease.token,
-        }
-    }
-}
-
-/// A task claimed by [`Store::claim`].
-#[derive(Debug)]
-pub enum Claimed {
-    /// A task to run.
-    Ready(TaskRecord),
-    /// A task whose stored record cannot be decoded. It is in WORK under this lease like
-    /// any other; the manager sends it to DEAD with the error.
-    Corrupt {
-        /// The claim.
-        lease: LeaseRef,
-        /// What could not be decoded.
-        error: Error,
-    },
-}
-
-/// What to do with a claimed task.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OutcomeKind {
-    /// It succeeded: remove it (counts `completed`).
-    Complete,
-    /// It failed with retries left: back to INPUT, due at `at`, with `error` as its last
-    /// error (counts `retried`).
-    Retry {
-        /// When it is due again.
-        at: Timestamp,
-        /// Why it failed.
-        error: String,
-    },
-    /// It failed for good: to DEAD with `error` (counts `failed`).
-    Dead {
-        /// Why.
-        error: String,
-    },
-    /// The run was abandoned (shutdown): back to INPUT, due now, and the attempt does not
-    /// count (counts `released`).
-    Release,
-}
-
-/// An outcome of one claim, for [`Store::apply`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    /// The claim it applies to.
-    pub lease: LeaseRef,
-    /// What to do.
-    pub kind: OutcomeKind,
-}
-
-/// Whether an outcome or a renewal took effect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
-    /// The claim still owned the task and the change was made.
-    Done,
-    /// The claim no longer owns the task (lease expired and recovered, task deleted or
-    /// claimed again): nothing was changed.
-    Stale,
-}
-
-/// A task the reaper moved out of WORK, from [`Store::recover`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recovered {
-    /// The task.
-    pub id: TaskId,
-    /// Its topic.
-    pub topic: Arc<str>,
-    /// Whether it went to DEAD (no retries left) rather than INPUT.
-    pub dead: bool,
-}
-
-/// Options for [`Store::list`].
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct ListQuery {
-    /// The queue to list.
-    pub queue: Queue,
-    /// Only this topic; `None` for all.
-    pub topic: Option<Arc<str>>,
-    /// Start after this id (the `next` of the previous page); `None` for the first page.
-    pub after: Option<TaskId>,
-    /// At most this many tasks.
-    pub limit: usize,
-}
-
-impl ListQuery {
-    /// The first page of up to 100 tasks of `queue`.
-    pub fn new(queue: Queue) -> Self {
-        ListQuery {
-            queue,
-            topic: None,
-            after: None,
-            limit: 100,
-        }
-    }
-
-    /// Only tasks of `topic`.
-    pub fn topic(mut self, topic: impl Into<Arc<str>>) -> Self {
-        self.topic = Some(topic.into());
-        self
-    }
-
-    /// Tasks after `id`.
-    pub fn after(mut self, id: TaskId) -> Self {
-        self.after = Some(id);
-        self
-    }
-
-    /// At most `limit` tasks.
-    pub fn limit(mut self, limit: usize) -> Self {
-        self.limit = limit;
-        self
-    }
-}
-
-/// One page of [`Store::list`].
-#[derive(Debug, Clone, Default)]
-pub struct Page {
-    /// The tasks, in ascending id order.
-    pub tasks: Vec<TaskRecord>,
-    /// The cursor for the next page; `None` on the last page.
-    pub next: Option<TaskId>,
-}
-
-/// What a backend can and cannot do; the conformance suite runs a check only where it
-/// applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Capabilities {
-    /// Events published by one process reach subscribers in another.
-    pub cross_process_events: bool,
-    /// The store survives the process that wrote it (a crash loses nothing acknowledged).
-    pub durable: bool,
-}
-
-impl Capabilities {
-    /// A store that lives in one process only, like the memory store.
-    pub const IN_PROCESS: Capabilities = Capabilities {
-        cross_process_events: false,
-        durable: false,
-    };
-
-    /// A durable store whose events stay in one process, like SQLite or sled.
-    pub const DURABLE: Capabilities = Capabilities {
-        cross_process_events: false,
-        durable: true,
-    };
-
-    /// A durable, shared store, like Redis.
-    pub const SHARED: Capabilities = Capabilities {
-        cross_process_events: true,
-        durable: true,
-    };
-}
+pub use capabilities::Capabilities;
+pub use ext::StoreExt;
+pub use options::{
+    ApplyOptions, ClaimOptions, EnqueueOptions, ListOptions, RecoverOptions, RenewOptions,
+    RequeueOptions, TopicClaim, DEFAULT_MAX_RETRIES,
+};
+pub use outcome::{Applied, LeaseRef, Outcome, OutcomeKind};
+pub use results::{Claimed, Enqueued, Page, Recovered, LEASE_EXPIRED_ERROR};
 
 /// A stream that yields whenever work may have become available in the store.
 pub type WakeStream = BoxStream<'static, ()>;
 
 /// A backend that keeps tasks in three queues (INPUT, WORK, DEAD), with stats and events.
 ///
-/// Object safe: `Arc<dyn Store>` holds a store chosen at run time.
+/// Object safe: `Arc<dyn Store>` holds a store chosen at run time, and `Arc<S>` and
+/// `Box<S>` are stores themselves.
 ///
 /// Every method is atomic per task: a task is in exactly one queue before and after,
 /// and the stats counters move in the same step as the transition they count. Methods
@@ -339,10 +84,20 @@ pub type WakeStream = BoxStream<'static, ()>;
 /// Errors carry an [`ErrorKind`](crate::ErrorKind): `Unavailable` when the backend cannot
 /// be reached (nothing was changed, or the call can be repeated safely), `Storage` when it
 /// refused the write, `Corrupt` when stored data cannot be decoded.
+///
+/// No method has a default body, so a wrapper that forgets to forward one does not compile.
+///
+/// The methods come in three groups (see the [module docs](self) for why they share one
+/// trait): queue operations ([`enqueue`](Self::enqueue) to [`recover`](Self::recover)),
+/// inspection and administration ([`stats`](Self::stats) to
+/// [`set_paused`](Self::set_paused)), and the event bus ([`publish`](Self::publish) to
+/// [`wakeups`](Self::wakeups)).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// What this backend can do.
     fn capabilities(&self) -> Capabilities;
+
+    // Queue operations: what the manager runs tasks with.
 
     /// Adds tasks to INPUT.
     ///
@@ -352,8 +107,9 @@ pub trait Store: Send + Sync + 'static {
     /// - A task whose unique key is held by a task of the same topic in the store (INPUT,
     ///   WORK or DEAD, or earlier in the same batch) is not added: its entry is
     ///   `Duplicate(existing id)`. The same key in another topic is another key.
-    /// - Counts `enqueued` once per new task. A new task is due at its `run_at`
-    ///   ([`Task::into_record`] resolves it against `opts.now`), with attempt 0.
+    /// - Counts `enqueued` once per new task. A new task's record is the one
+    ///   [`TaskExt::into_record`](crate::raw::TaskExt::into_record) builds from `opts`: due
+    ///   at its `run_at`, attempt 0.
     /// - Publishes an [`Event::TaskEnqueue`] per new task, before any claim can return
     ///   it (so a watcher sees a task's enqueue before its start), and wakes
     ///   [`wakeups`](Store::wakeups) streams.
@@ -366,11 +122,11 @@ pub trait Store: Send + Sync + 'static {
     /// them as it goes), never half of one task.
     async fn enqueue(&self, tasks: Vec<Task>, opts: &EnqueueOptions) -> Result<Vec<Enqueued>>;
 
-    /// Moves up to `req.limit` due tasks of `req.topics` from INPUT to WORK, each under a
-    /// new lease (owner, a fresh fencing token, deadline `req.now + req.lease`).
+    /// Moves up to `opts.limit` due tasks of `opts.topics` from INPUT to WORK, each under a
+    /// new lease (owner, a fresh fencing token, deadline `opts.now + opts.lease`).
     ///
     /// # Behavior
-    /// - A task is due when `run_at <= req.now`. Within a topic, due tasks are claimed in
+    /// - A task is due when `run_at <= opts.now`. Within a topic, due tasks are claimed in
     ///   ascending `priority`, then ascending id (FIFO). Topics are tried in the order given.
     /// - Paused topics are skipped. A topic with `max_running` gives at most as many tasks
     ///   as keep its WORK size (store-wide) within the limit.
@@ -382,16 +138,16 @@ pub trait Store: Send + Sync + 'static {
     /// # Cancel safety
     /// Dropping the future may leave tasks claimed by nobody; the reaper returns them when
     /// their lease expires.
-    async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Claimed>>;
+    async fn claim(&self, opts: &ClaimOptions) -> Result<Vec<Claimed>>;
 
-    /// Extends leases to `deadline`.
+    /// Extends leases to `opts.deadline`.
     ///
     /// # Behavior
     /// - Returns one [`Applied`] per lease, in order: `Done` when the token still owns the
     ///   task (the deadline is set), `Stale` otherwise (nothing changes).
-    async fn renew(&self, leases: &[LeaseRef], deadline: Timestamp) -> Result<Vec<Applied>>;
+    async fn renew(&self, leases: &[LeaseRef], opts: &RenewOptions) -> Result<Vec<Applied>>;
 
-    /// Applies outcomes of runs.
+    /// Applies outcomes of runs at `opts.now`.
     ///
     /// # Behavior
     /// - Returns one [`Applied`] per outcome, in order. An outcome whose token no longer
@@ -400,22 +156,25 @@ pub trait Store: Send + Sync + 'static {
     ///   at `at` with `last_error`; `Dead` puts it in DEAD with `last_error` and
     ///   `failed_at = now`; `Release` puts it in INPUT due at `now` with `attempt` one less.
     ///   Each clears the lease and counts its counter (see [`OutcomeKind`]).
+    /// - An outcome kind the backend does not know fails the call with `Unsupported`.
     /// - Outcomes that put tasks back in INPUT wake [`wakeups`](Store::wakeups) streams.
     ///
     /// # Cancel safety
     /// Dropping the future may leave some outcomes applied and others not; applying the same
     /// outcomes again returns `Stale` for those already applied.
-    async fn apply(&self, outcomes: &[Outcome], now: Timestamp) -> Result<Vec<Applied>>;
+    async fn apply(&self, outcomes: &[Outcome], opts: &ApplyOptions) -> Result<Vec<Applied>>;
 
-    /// The reaper: moves up to `limit` tasks whose lease deadline is before `now` out of
-    /// WORK.
+    /// The reaper: moves up to `opts.limit` tasks whose lease deadline is before `opts.now`
+    /// out of WORK.
     ///
     /// # Behavior
     /// - A task with retries left (`attempt <= max_retries`) goes back to INPUT, due now;
-    ///   one without goes to DEAD with a "lease expired" error (counts `failed` too). Either
+    ///   one without goes to DEAD with [`LEASE_EXPIRED_ERROR`] (counts `failed` too). Either
     ///   way it counts `recovered`, and any outcome for the old lease is then `Stale`.
     /// - Returns the tasks it moved.
-    async fn recover(&self, now: Timestamp, limit: usize) -> Result<Vec<Recovered>>;
+    async fn recover(&self, opts: &RecoverOptions) -> Result<Vec<Recovered>>;
+
+    // Inspection and administration: what the CLI, a dashboard and a client use.
 
     /// A snapshot of counters and queue sizes, totals and per topic, with paused flags.
     ///
@@ -432,19 +191,19 @@ pub trait Store: Send + Sync + 'static {
     /// A page of one queue, in ascending id order.
     ///
     /// # Behavior
-    /// - Returns up to `query.limit` tasks of `query.queue` (and `query.topic`, if set) with
-    ///   ids above `query.after`. `next` is the last id of the page when more may follow.
+    /// - Returns up to `opts.limit` tasks of `opts.queue` (and `opts.topic`, if set) with
+    ///   ids above `opts.after`. `next` is the last id of the page when more may follow.
     /// - Paging through with `next` visits each task that stays in the queue exactly once.
     /// - A record that cannot be decoded never fails the page: it is shown as far as it can
     ///   be read, or left out with a warning. [`get`](Store::get) reports it as `Corrupt`,
     ///   and [`delete`](Store::delete) removes it.
-    async fn list(&self, query: &ListQuery) -> Result<Page>;
+    async fn list(&self, opts: &ListOptions) -> Result<Page>;
 
-    /// Sends dead tasks back to INPUT, due at `now`, with attempt reset to 0.
+    /// Sends dead tasks back to INPUT, due at `opts.now`, with attempt reset to 0.
     ///
     /// # Behavior
     /// - Returns, per id, whether it was in DEAD and moved. Counts `requeued` per move.
-    async fn requeue(&self, ids: &[TaskId], now: Timestamp) -> Result<Vec<bool>>;
+    async fn requeue(&self, ids: &[TaskId], opts: &RequeueOptions) -> Result<Vec<bool>>;
 
     /// Removes tasks from whichever queue holds them and frees their unique keys.
     ///
@@ -458,7 +217,11 @@ pub trait Store: Send + Sync + 'static {
     /// # Behavior
     /// - A paused topic's tasks are not claimed; running ones finish normally. Resuming
     ///   wakes [`wakeups`](Store::wakeups) streams.
+    /// - Fails with `Misuse` for a topic name that
+    ///   [`validate_topic`](crate::raw::validate_topic) rejects.
     async fn set_paused(&self, topic: &str, paused: bool) -> Result<()>;
+
+    // The event bus: events for watchers, wake-ups for managers.
 
     /// Publishes events to every subscriber of this store (in other processes too, where
     /// [`Capabilities::cross_process_events`]).
@@ -471,11 +234,8 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// # Behavior
     /// - Must not return `false` while a subscriber (in any process) would receive events.
-    ///   The default, `true`, is always correct; a store that knows better saves its
-    ///   publishers the work.
-    fn has_subscribers(&self) -> bool {
-        true
-    }
+    ///   `true` is always correct; a store that knows better saves its publishers the work.
+    fn has_subscribers(&self) -> bool;
 
     /// Subscribes to events published from now on.
     ///
@@ -492,97 +252,4 @@ pub trait Store: Send + Sync + 'static {
     ///   stream is first polled. Managers still poll as a fallback, so a backend may signal
     ///   only changes made through its own handle.
     async fn wakeups(&self) -> Result<WakeStream>;
-}
-
-/// Conveniences built from [`Store`]; implemented for every store.
-#[async_trait]
-pub trait StoreExt: Store {
-    /// Enqueues one task.
-    async fn enqueue_one(&self, task: Task, opts: &EnqueueOptions) -> Result<Enqueued> {
-        let mut results = self.enqueue(vec![task], opts).await?;
-        results
-            .pop()
-            .ok_or_else(|| Error::storage("the store returned no result for an enqueue"))
-    }
-
-    /// Every task of a queue (and topic), paging through [`Store::list`].
-    async fn list_all(&self, queue: Queue, topic: Option<&str>) -> Result<Vec<TaskRecord>> {
-        let mut query = ListQuery::new(queue).limit(1000);
-        query.topic = topic.map(Arc::from);
-        let mut all = Vec::new();
-        loop {
-            let page = self.list(&query).await?;
-            all.extend(page.tasks);
-            match page.next {
-                Some(next) => query.after = Some(next),
-                None => return Ok(all),
-            }
-        }
-    }
-
-    /// Requeues every dead task (of `topic`, if given); returns how many moved.
-    async fn requeue_all_dead(&self, topic: Option<&str>, now: Timestamp) -> Result<u64> {
-        let ids: Vec<TaskId> = self
-            .list_all(Queue::Dead, topic)
-            .await?
-            .iter()
-            .map(|t| t.id)
-            .collect();
-        let moved = self.requeue(&ids, now).await?;
-        Ok(moved.into_iter().filter(|m| *m).count() as u64)
-    }
-}
-
-impl<S: Store + ?Sized> StoreExt for S {}
-
-#[async_trait]
-impl<S: Store + ?Sized> Store for Arc<S> {
-    fn capabilities(&self) -> Capabilities {
-        (**self).capabilities()
-    }
-    async fn enqueue(&self, tasks: Vec<Task>, opts: &EnqueueOptions) -> Result<Vec<Enqueued>> {
-        (**self).enqueue(tasks, opts).await
-    }
-    async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
-        (**self).claim(req).await
-    }
-    async fn renew(&self, leases: &[LeaseRef], deadline: Timestamp) -> Result<Vec<Applied>> {
-        (**self).renew(leases, deadline).await
-    }
-    async fn apply(&self, outcomes: &[Outcome], now: Timestamp) -> Result<Vec<Applied>> {
-        (**self).apply(outcomes, now).await
-    }
-    async fn recover(&self, now: Timestamp, limit: usize) -> Result<Vec<Recovered>> {
-        (**self).recover(now, limit).await
-    }
-    async fn stats(&self) -> Result<Stats> {
-        (**self).stats().await
-    }
-    async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
-        (**self).get(id).await
-    }
-    async fn list(&self, query: &ListQuery) -> Result<Page> {
-        (**self).list(query).await
-    }
-    async fn requeue(&self, ids: &[TaskId], now: Timestamp) -> Result<Vec<bool>> {
-        (**self).requeue(ids, now).await
-    }
-    async fn delete(&self, ids: &[TaskId]) -> Result<Vec<bool>> {
-        (**self).delete(ids).await
-    }
-    async fn set_paused(&self, topic: &str, paused: bool) -> Result<()> {
-        (**self).set_paused(topic, paused).await
-    }
-    async fn publish(&self, events: &[Event]) -> Result<()> {
-        (**self).publish(events).await
-    }
-    fn has_subscribers(&self) -> bool {
-        (**self).has_subscribers()
-    }
-    async fn subscribe(&self) -> Result<EventStream> {
-        (**self).subscribe().await
-    }
-    async fn wakeups(&self) -> Result<WakeStream> {
-        (**self).wakeups().await
-    }
 }

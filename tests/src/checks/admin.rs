@@ -3,8 +3,10 @@
 use crate::support::*;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use taskmill_core::store::{Applied, EnqueueOptions, Enqueued, ListQuery, OutcomeKind};
-use taskmill_core::{Counters, Queue, QueueSizes, Store, StoreExt, TaskId};
+use taskmill_core::store::{
+    Applied, EnqueueOptions, Enqueued, ListOptions, OutcomeKind, RequeueOptions,
+};
+use taskmill_core::{Counters, Queue, Store, StoreExt, TaskId};
 
 async fn enqueue_keyed(store: &dyn Store, key: &str) -> Enqueued {
     store
@@ -37,7 +39,7 @@ pub async fn unique_key_rejects_duplicate_while_running_or_dead(store: Arc<dyn S
         enqueue_keyed(&*store, "k").await,
         Enqueued::Duplicate(first)
     );
-    finish(&*store, &r, OutcomeKind::Dead { error: "x".into() }).await;
+    finish(&*store, &r, OutcomeKind::dead("x")).await;
     assert_eq!(
         enqueue_keyed(&*store, "k").await,
         Enqueued::Duplicate(first)
@@ -48,7 +50,7 @@ pub async fn unique_key_rejects_duplicate_while_running_or_dead(store: Arc<dyn S
 pub async fn unique_key_is_free_after_completion_or_delete(store: Arc<dyn Store>) {
     enqueue_keyed(&*store, "k").await;
     let r = claim(&*store, &["t"], 1).await.remove(0);
-    finish(&*store, &r, OutcomeKind::Complete).await;
+    finish(&*store, &r, OutcomeKind::complete()).await;
     let second = enqueue_keyed(&*store, "k").await;
     assert!(second.is_new(), "key still held after completion");
     assert_eq!(store.delete(&[second.id()]).await.unwrap(), vec![true]);
@@ -91,9 +93,12 @@ pub async fn unique_key_applies_within_a_batch(store: Arc<dyn Store>) {
 pub async fn requeue_moves_dead_tasks_to_input(store: Arc<dyn Store>) {
     let id = enqueue_n(&*store, "t", 2).await;
     let claimed = claim(&*store, &["t"], 1).await.remove(0);
-    finish(&*store, &claimed, OutcomeKind::Dead { error: "x".into() }).await;
+    finish(&*store, &claimed, OutcomeKind::dead("x")).await;
     let moved = store
-        .requeue(&[id[0], id[1], TaskId::new(id[1].get() + 99)], at(5))
+        .requeue(
+            &[id[0], id[1], TaskId::new(id[1].get() + 99)],
+            &RequeueOptions::new(at(5)),
+        )
         .await
         .unwrap();
     assert_eq!(moved, vec![true, false, false]);
@@ -118,12 +123,7 @@ pub async fn requeue_moves_dead_tasks_to_input(store: Arc<dyn Store>) {
 pub async fn delete_removes_tasks_from_every_queue(store: Arc<dyn Store>) {
     let id = enqueue_n(&*store, "t", 4).await;
     let claimed = claim(&*store, &["t"], 2).await;
-    finish(
-        &*store,
-        &claimed[0],
-        OutcomeKind::Dead { error: "x".into() },
-    )
-    .await;
+    finish(&*store, &claimed[0], OutcomeKind::dead("x")).await;
     // id[0] dead, id[1] in work, id[2] and id[3] in input.
     let deleted = store
         .delete(&[id[0], id[1], id[2], TaskId::new(id[3].get() + 50)])
@@ -134,25 +134,18 @@ pub async fn delete_removes_tasks_from_every_queue(store: Arc<dyn Store>) {
         assert!(store.get(*gone).await.unwrap().is_none());
     }
     assert_eq!(
-        finish(&*store, &claimed[1], OutcomeKind::Complete).await,
+        finish(&*store, &claimed[1], OutcomeKind::complete()).await,
         Applied::Stale
     );
-    let sizes = store.stats().await.unwrap().total.sizes;
-    assert_eq!(
-        sizes,
-        QueueSizes {
-            input: 1,
-            work: 0,
-            dead: 0
-        }
-    );
+    let total = store.stats().await.unwrap().total.sizes;
+    assert_eq!(total, sizes(1, 0, 0));
     assert_eq!(ids(&claim(&*store, &["t"], 5).await), vec![id[3]]);
 }
 
 /// Paging through a queue with `next` visits each task once, in id order.
 pub async fn list_pages_through_a_queue(store: Arc<dyn Store>) {
     let all = enqueue_n(&*store, "t", 25).await;
-    let mut query = ListQuery::new(Queue::Input).limit(7);
+    let mut query = ListOptions::new(Queue::Input).limit(7);
     let mut seen = Vec::new();
     for _ in 0..10 {
         let page = store.list(&query).await.unwrap();
@@ -172,7 +165,7 @@ pub async fn list_filters_by_queue_and_topic(store: Arc<dyn Store>) {
     let a = enqueue_n(&*store, "a", 3).await;
     let b = enqueue_n(&*store, "b", 3).await;
     let work = claim(&*store, &["a", "b"], 4).await; // a0 a1 a2 b0
-    finish(&*store, &work[1], OutcomeKind::Dead { error: "x".into() }).await;
+    finish(&*store, &work[1], OutcomeKind::dead("x")).await;
     let listed = |queue, topic: Option<&'static str>| {
         let store = store.clone();
         async move {
@@ -196,80 +189,42 @@ pub async fn stats_count_every_transition_exactly(store: Arc<dyn Store>) {
     enqueue_n(&*store, "a", 6).await;
     enqueue_n(&*store, "b", 2).await;
     let claimed = claim(&*store, &["a"], 6).await;
-    finish(&*store, &claimed[0], OutcomeKind::Complete).await;
-    finish(&*store, &claimed[1], OutcomeKind::Complete).await;
-    finish(
-        &*store,
-        &claimed[2],
-        OutcomeKind::Retry {
-            at: T0,
-            error: "e".into(),
-        },
-    )
-    .await;
-    finish(
-        &*store,
-        &claimed[3],
-        OutcomeKind::Dead { error: "e".into() },
-    )
-    .await;
-    finish(&*store, &claimed[4], OutcomeKind::Release).await;
+    finish(&*store, &claimed[0], OutcomeKind::complete()).await;
+    finish(&*store, &claimed[1], OutcomeKind::complete()).await;
+    finish(&*store, &claimed[2], OutcomeKind::retry(T0, "e")).await;
+    finish(&*store, &claimed[3], OutcomeKind::dead("e")).await;
+    finish(&*store, &claimed[4], OutcomeKind::release()).await;
     // claimed[5] expires.
     let late = T0 + LEASE + std::time::Duration::from_secs(1);
-    store.recover(late, 10).await.unwrap();
-    store.requeue(&[claimed[3].id], late).await.unwrap();
+    recover(&*store, late, 10).await;
+    store
+        .requeue(&[claimed[3].id], &RequeueOptions::new(late))
+        .await
+        .unwrap();
     // A stale outcome and a duplicate enqueue count nothing.
-    finish(&*store, &claimed[0], OutcomeKind::Complete).await;
+    finish(&*store, &claimed[0], OutcomeKind::complete()).await;
     let stats = store.stats().await.unwrap();
     let a = stats.topic("a");
-    assert_eq!(
-        a.counters,
-        Counters {
-            enqueued: 6,
-            started: 6,
-            retried: 1,
-            failed: 1,
-            completed: 2,
-            recovered: 1,
-            released: 1,
-            requeued: 1
-        }
-    );
-    assert_eq!(
-        a.sizes,
-        QueueSizes {
-            input: 4,
-            work: 0,
-            dead: 0
-        }
-    );
+    let mut counted = Counters::default();
+    counted.enqueued = 6;
+    counted.started = 6;
+    counted.retried = 1;
+    counted.failed = 1;
+    counted.completed = 2;
+    counted.recovered = 1;
+    counted.released = 1;
+    counted.requeued = 1;
+    assert_eq!(a.counters, counted);
+    assert_eq!(a.sizes, sizes(4, 0, 0));
     let b = stats.topic("b");
-    assert_eq!(
-        b.counters,
-        Counters {
-            enqueued: 2,
-            ..Counters::default()
-        }
-    );
-    assert_eq!(
-        b.sizes,
-        QueueSizes {
-            input: 2,
-            work: 0,
-            dead: 0
-        }
-    );
+    let mut counted = Counters::default();
+    counted.enqueued = 2;
+    assert_eq!(b.counters, counted);
+    assert_eq!(b.sizes, sizes(2, 0, 0));
     let mut sum = a.counters;
     sum += b.counters;
     assert_eq!(stats.total.counters, sum);
-    assert_eq!(
-        stats.total.sizes,
-        QueueSizes {
-            input: 6,
-            work: 0,
-            dead: 0
-        }
-    );
+    assert_eq!(stats.total.sizes, sizes(6, 0, 0));
     let names: BTreeSet<_> = stats.topics.keys().cloned().collect();
     assert_eq!(names, ["a", "b"].map(String::from).into_iter().collect());
 }
@@ -279,29 +234,10 @@ pub async fn sizes_per_topic_follow_the_queues(store: Arc<dyn Store>) {
     enqueue_n(&*store, "a", 3).await;
     enqueue(&*store, vec![task("b", 1).run_at(at(100_000))]).await;
     let claimed = claim(&*store, &["a"], 2).await;
-    finish(
-        &*store,
-        &claimed[0],
-        OutcomeKind::Dead { error: "x".into() },
-    )
-    .await;
+    finish(&*store, &claimed[0], OutcomeKind::dead("x")).await;
     let stats = store.stats().await.unwrap();
-    assert_eq!(
-        stats.topic("a").sizes,
-        QueueSizes {
-            input: 1,
-            work: 1,
-            dead: 1
-        }
-    );
-    assert_eq!(
-        stats.topic("b").sizes,
-        QueueSizes {
-            input: 1,
-            work: 0,
-            dead: 0
-        }
-    );
+    assert_eq!(stats.topic("a").sizes, sizes(1, 1, 1));
+    assert_eq!(stats.topic("b").sizes, sizes(1, 0, 0));
     assert_eq!(stats.total.sizes.total(), 4);
 }
 
@@ -317,7 +253,7 @@ pub async fn unique_keys_are_per_topic(store: Arc<dyn Store>) {
     assert!(results[0].is_new() && results[1].is_new(), "{results:?}");
     assert_eq!(results[2], Enqueued::Duplicate(results[0].id()));
     let r = claim(&*store, &["b"], 1).await.remove(0);
-    finish(&*store, &r, OutcomeKind::Complete).await;
+    finish(&*store, &r, OutcomeKind::complete()).await;
     let again = store
         .enqueue_one(task("a", 4).unique_key("k"), &opts)
         .await
@@ -339,7 +275,7 @@ pub async fn requeue_all_dead_moves_every_dead_task(store: Arc<dyn Store>) {
     enqueue_n(&*store, "a", 3).await;
     enqueue_n(&*store, "b", 2).await;
     for r in claim(&*store, &["a", "b"], 5).await {
-        finish(&*store, &r, OutcomeKind::Dead { error: "x".into() }).await;
+        finish(&*store, &r, OutcomeKind::dead("x")).await;
     }
     assert_eq!(store.requeue_all_dead(Some("a"), T0).await.unwrap(), 3);
     let sizes = store.stats().await.unwrap();

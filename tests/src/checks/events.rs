@@ -77,17 +77,9 @@ pub async fn changes_that_add_due_work_wake_managers(store: Arc<dyn Store>) {
     enqueue_n(&*store, "t", 2).await;
     expect_wake(&mut wakeups, "an enqueue").await;
     let claimed = claim(&*store, &["t"], 2).await;
-    finish(&*store, &claimed[0], OutcomeKind::Release).await;
+    finish(&*store, &claimed[0], OutcomeKind::release()).await;
     expect_wake(&mut wakeups, "a release").await;
-    finish(
-        &*store,
-        &claimed[1],
-        OutcomeKind::Retry {
-            at: T0,
-            error: "e".into(),
-        },
-    )
-    .await;
+    finish(&*store, &claimed[1], OutcomeKind::retry(T0, "e")).await;
     expect_wake(&mut wakeups, "a retry").await;
     store.set_paused("t", true).await.unwrap();
     store.set_paused("t", false).await.unwrap();

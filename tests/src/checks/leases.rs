@@ -3,7 +3,7 @@
 use crate::support::*;
 use std::sync::Arc;
 use std::time::Duration;
-use taskmill_core::store::{Applied, LeaseRef, OutcomeKind};
+use taskmill_core::store::{Applied, ApplyOptions, LeaseRef, OutcomeKind, RenewOptions};
 use taskmill_core::{Queue, Store, LEASE_EXPIRED_ERROR};
 
 /// An outcome from a claim whose lease expired and was recovered is rejected and changes
@@ -12,19 +12,16 @@ pub async fn stale_outcome_is_rejected(store: Arc<dyn Store>) {
     let id = enqueue_n(&*store, "t", 1).await[0];
     let old = claim(&*store, &["t"], 1).await.remove(0);
     let expired = T0 + LEASE + Duration::from_millis(1);
-    assert_eq!(store.recover(expired, 100).await.unwrap().len(), 1);
+    assert_eq!(recover(&*store, expired, 100).await.len(), 1);
     let new = claim_as(&*store, "owner-b", &["t"], 1, expired)
         .await
         .remove(0);
     let before = store.stats().await.unwrap();
     for kind in [
-        OutcomeKind::Complete,
-        OutcomeKind::Retry {
-            at: expired,
-            error: "x".into(),
-        },
-        OutcomeKind::Dead { error: "x".into() },
-        OutcomeKind::Release,
+        OutcomeKind::complete(),
+        OutcomeKind::retry(expired, "x"),
+        OutcomeKind::dead("x"),
+        OutcomeKind::release(),
     ] {
         assert_eq!(
             finish_at(&*store, &old, kind, expired).await,
@@ -42,7 +39,7 @@ pub async fn stale_outcome_is_rejected(store: Arc<dyn Store>) {
         (Queue::Work, new.lease.clone())
     );
     assert_eq!(
-        finish_at(&*store, &new, OutcomeKind::Complete, expired).await,
+        finish_at(&*store, &new, OutcomeKind::complete(), expired).await,
         Applied::Done
     );
 }
@@ -55,10 +52,13 @@ pub async fn outcome_with_wrong_token_is_stale(store: Arc<dyn Store>) {
     forged.token = forged.token.wrapping_add(1_000_003);
     let outcome = taskmill_core::store::Outcome {
         lease: forged,
-        kind: OutcomeKind::Complete,
+        kind: OutcomeKind::complete(),
     };
     assert_eq!(
-        store.apply(&[outcome], T0).await.unwrap(),
+        store
+            .apply(&[outcome], &ApplyOptions::new(T0))
+            .await
+            .unwrap(),
         vec![Applied::Stale]
     );
     assert_eq!(get(&*store, r.id).await.queue, Queue::Work);
@@ -69,11 +69,11 @@ pub async fn outcome_for_unclaimed_task_is_stale(store: Arc<dyn Store>) {
     enqueue_n(&*store, "t", 1).await;
     let r = claim(&*store, &["t"], 1).await.remove(0);
     assert_eq!(
-        finish(&*store, &r, OutcomeKind::Release).await,
+        finish(&*store, &r, OutcomeKind::release()).await,
         Applied::Done
     );
     assert_eq!(
-        finish(&*store, &r, OutcomeKind::Complete).await,
+        finish(&*store, &r, OutcomeKind::complete()).await,
         Applied::Stale
     );
     assert_eq!(get(&*store, r.id).await.queue, Queue::Input);
@@ -86,7 +86,7 @@ pub async fn renew_extends_lease(store: Arc<dyn Store>) {
     let new_deadline = at(90_000);
     assert_eq!(
         store
-            .renew(&[LeaseRef::of(&r)], new_deadline)
+            .renew(&[LeaseRef::of(&r)], &RenewOptions::new(new_deadline))
             .await
             .unwrap(),
         vec![Applied::Done]
@@ -96,11 +96,11 @@ pub async fn renew_extends_lease(store: Arc<dyn Store>) {
         new_deadline
     );
     assert!(
-        store.recover(at(60_000), 100).await.unwrap().is_empty(),
+        recover(&*store, at(60_000), 100).await.is_empty(),
         "recovered a renewed lease"
     );
     assert_eq!(
-        finish(&*store, &r, OutcomeKind::Complete).await,
+        finish(&*store, &r, OutcomeKind::complete()).await,
         Applied::Done
     );
 }
@@ -110,12 +110,15 @@ pub async fn renew_of_lost_lease_is_stale(store: Arc<dyn Store>) {
     enqueue_n(&*store, "t", 2).await;
     let claimed = claim(&*store, &["t"], 2).await;
     let expired = T0 + LEASE + Duration::from_millis(1);
-    store.recover(expired, 100).await.unwrap();
+    recover(&*store, expired, 100).await;
     let live = claim_as(&*store, "owner-b", &["t"], 1, expired)
         .await
         .remove(0);
     let leases: Vec<LeaseRef> = claimed.iter().chain([&live]).map(LeaseRef::of).collect();
-    let applied = store.renew(&leases, at(1_000_000)).await.unwrap();
+    let applied = store
+        .renew(&leases, &RenewOptions::new(at(1_000_000)))
+        .await
+        .unwrap();
     let stale = applied.iter().filter(|a| **a == Applied::Stale).count();
     assert_eq!(stale, 2, "{applied:?}");
     assert_eq!(applied[2], Applied::Done);
@@ -134,11 +137,11 @@ pub async fn reaper_recovers_expired_leases(store: Arc<dyn Store>) {
     let early = claim_at(&*store, &["t"], 1, T0).await.remove(0);
     let late = claim_at(&*store, &["t"], 1, at(10_000)).await.remove(0);
     assert!(
-        store.recover(T0 + LEASE, 100).await.unwrap().is_empty(),
+        recover(&*store, T0 + LEASE, 100).await.is_empty(),
         "a lease expired at its deadline, not after"
     );
     let now = T0 + LEASE + Duration::from_millis(1);
-    let recovered = store.recover(now, 100).await.unwrap();
+    let recovered = recover(&*store, now, 100).await;
     assert_eq!(recovered.len(), 1);
     assert_eq!(
         (recovered[0].id, recovered[0].dead, &*recovered[0].topic),
@@ -160,7 +163,7 @@ pub async fn reaper_sends_exhausted_task_to_dead(store: Arc<dyn Store>) {
     let id = enqueue(&*store, vec![task("t", 1).max_retries(0)]).await[0];
     claim(&*store, &["t"], 1).await;
     let now = T0 + LEASE + Duration::from_secs(1);
-    let recovered = store.recover(now, 100).await.unwrap();
+    let recovered = recover(&*store, now, 100).await;
     assert_eq!(recovered.len(), 1);
     assert!(recovered[0].dead);
     let stored = get(&*store, id).await;
@@ -176,9 +179,9 @@ pub async fn reaper_respects_limit(store: Arc<dyn Store>) {
     enqueue_n(&*store, "b", 3).await;
     claim(&*store, &["a", "b"], 6).await;
     let now = T0 + LEASE + Duration::from_secs(1);
-    assert_eq!(store.recover(now, 4).await.unwrap().len(), 4);
-    assert_eq!(store.recover(now, 4).await.unwrap().len(), 2);
-    assert!(store.recover(now, 4).await.unwrap().is_empty());
+    assert_eq!(recover(&*store, now, 4).await.len(), 4);
+    assert_eq!(recover(&*store, now, 4).await.len(), 2);
+    assert!(recover(&*store, now, 4).await.is_empty());
     assert_eq!(store.stats().await.unwrap().total.sizes.input, 6);
 }
 
@@ -191,18 +194,12 @@ pub async fn second_outcome_for_a_claim_in_one_batch_is_stale(store: Arc<dyn Sto
         kind,
     };
     let batch = [
-        outcome(&claimed[0], OutcomeKind::Complete),
-        outcome(&claimed[0], OutcomeKind::Dead { error: "x".into() }),
-        outcome(
-            &claimed[1],
-            OutcomeKind::Retry {
-                at: T0,
-                error: "e".into(),
-            },
-        ),
-        outcome(&claimed[1], OutcomeKind::Release),
+        outcome(&claimed[0], OutcomeKind::complete()),
+        outcome(&claimed[0], OutcomeKind::dead("x")),
+        outcome(&claimed[1], OutcomeKind::retry(T0, "e")),
+        outcome(&claimed[1], OutcomeKind::release()),
     ];
-    let applied = store.apply(&batch, T0).await.unwrap();
+    let applied = store.apply(&batch, &ApplyOptions::new(T0)).await.unwrap();
     assert_eq!(
         applied,
         vec![Applied::Done, Applied::Stale, Applied::Done, Applied::Stale]

@@ -3,7 +3,7 @@
 use crate::support::*;
 use std::sync::Arc;
 use std::time::Duration;
-use taskmill_core::store::{Applied, EnqueueOptions, OutcomeKind};
+use taskmill_core::store::{Applied, ApplyOptions, EnqueueOptions, OutcomeKind};
 use taskmill_core::{Queue, Store, Task};
 
 /// Ids grow with enqueue order, across batches.
@@ -64,7 +64,7 @@ pub async fn fencing_tokens_are_unique(store: Arc<dyn Store>) {
     let first = claim(&*store, &["t"], 5).await;
     for r in &first {
         assert_eq!(
-            finish(&*store, r, OutcomeKind::Release).await,
+            finish(&*store, r, OutcomeKind::release()).await,
             Applied::Done
         );
     }
@@ -84,7 +84,7 @@ pub async fn complete_removes_task(store: Arc<dyn Store>) {
     let id = enqueue_n(&*store, "t", 1).await[0];
     let r = claim(&*store, &["t"], 1).await.remove(0);
     assert_eq!(
-        finish(&*store, &r, OutcomeKind::Complete).await,
+        finish(&*store, &r, OutcomeKind::complete()).await,
         Applied::Done
     );
     assert!(store.get(id).await.unwrap().is_none());
@@ -95,10 +95,7 @@ pub async fn complete_removes_task(store: Arc<dyn Store>) {
 pub async fn retry_returns_task_to_input_at_time(store: Arc<dyn Store>) {
     let id = enqueue_n(&*store, "t", 1).await[0];
     let r = claim(&*store, &["t"], 1).await.remove(0);
-    let kind = OutcomeKind::Retry {
-        at: at(5_000),
-        error: "boom".into(),
-    };
+    let kind = OutcomeKind::retry(at(5_000), "boom");
     assert_eq!(finish(&*store, &r, kind).await, Applied::Done);
     let stored = get(&*store, id).await;
     assert_eq!(
@@ -119,9 +116,7 @@ pub async fn retry_returns_task_to_input_at_time(store: Arc<dyn Store>) {
 pub async fn dead_outcome_moves_task_to_dead(store: Arc<dyn Store>) {
     let id = enqueue_n(&*store, "t", 1).await[0];
     let r = claim(&*store, &["t"], 1).await.remove(0);
-    let kind = OutcomeKind::Dead {
-        error: "hopeless".into(),
-    };
+    let kind = OutcomeKind::dead("hopeless");
     assert_eq!(finish_at(&*store, &r, kind, at(10)).await, Applied::Done);
     let stored = get(&*store, id).await;
     assert_eq!(
@@ -140,7 +135,7 @@ pub async fn release_returns_task_without_using_an_attempt(store: Arc<dyn Store>
     let id = enqueue_n(&*store, "t", 1).await[0];
     let r = claim(&*store, &["t"], 1).await.remove(0);
     assert_eq!(
-        finish_at(&*store, &r, OutcomeKind::Release, at(7)).await,
+        finish_at(&*store, &r, OutcomeKind::release(), at(7)).await,
         Applied::Done
     );
     let stored = get(&*store, id).await;
@@ -160,17 +155,20 @@ pub async fn apply_reports_each_outcome_in_order(store: Arc<dyn Store>) {
     enqueue_n(&*store, "t", 3).await;
     let claimed = claim(&*store, &["t"], 3).await;
     assert_eq!(
-        finish(&*store, &claimed[1], OutcomeKind::Complete).await,
+        finish(&*store, &claimed[1], OutcomeKind::complete()).await,
         Applied::Done
     );
     let outcomes: Vec<_> = claimed
         .iter()
         .map(|r| taskmill_core::store::Outcome {
             lease: taskmill_core::store::LeaseRef::of(r),
-            kind: OutcomeKind::Complete,
+            kind: OutcomeKind::complete(),
         })
         .collect();
-    let applied = store.apply(&outcomes, T0).await.unwrap();
+    let applied = store
+        .apply(&outcomes, &ApplyOptions::new(T0))
+        .await
+        .unwrap();
     assert_eq!(applied, vec![Applied::Done, Applied::Stale, Applied::Done]);
 }
 
@@ -183,12 +181,7 @@ pub async fn get_reports_each_state(store: Arc<dyn Store>) {
         .unwrap()
         .is_none());
     let claimed = claim(&*store, &["t"], 2).await;
-    finish(
-        &*store,
-        &claimed[0],
-        OutcomeKind::Dead { error: "x".into() },
-    )
-    .await;
+    finish(&*store, &claimed[0], OutcomeKind::dead("x")).await;
     let queues = [
         get(&*store, ids_[0]).await.queue,
         get(&*store, ids_[1]).await.queue,

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use taskmill_core::store::{ClaimRequest, TopicClaim};
+use taskmill_core::store::{ClaimOptions, TopicClaim};
 use taskmill_core::{
     Backoff, ErrorKind, Event, Manager, ManagerBuilder, Queue, Store, Task, TaskContext, TaskError,
     TaskId, TaskRecord, Timestamp, TopicOptions,
@@ -540,7 +540,7 @@ pub async fn two_managers_never_run_a_task_at_once(store: Arc<dyn Store>) {
 pub async fn crashed_managers_tasks_are_recovered(store: Arc<dyn Store>) {
     enqueue_n(&*store, "t", 3).await;
     // A "manager" that claims and then vanishes, with a short lease.
-    let req = ClaimRequest::new([TopicClaim::new("t")], 3, "crashed", Timestamp::now())
+    let req = ClaimOptions::new([TopicClaim::new("t")], 3, "crashed", Timestamp::now())
         .lease(Duration::from_millis(100));
     assert_eq!(store.claim(&req).await.unwrap().len(), 3);
     let manager = builder(&store)

@@ -4,7 +4,7 @@ use crate::support::*;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
-use taskmill_core::store::{ClaimRequest, OutcomeKind, TopicClaim};
+use taskmill_core::store::{ClaimOptions, OutcomeKind, TopicClaim};
 use taskmill_core::{Store, TaskId};
 
 /// Among due tasks, a lower priority value is claimed first.
@@ -95,7 +95,7 @@ pub async fn pausing_does_not_affect_running_tasks(store: Arc<dyn Store>) {
     let r = claim(&*store, &["t"], 1).await.remove(0);
     store.set_paused("t", true).await.unwrap();
     assert_eq!(
-        finish(&*store, &r, OutcomeKind::Complete).await,
+        finish(&*store, &r, OutcomeKind::complete()).await,
         taskmill_core::store::Applied::Done
     );
     assert_eq!(
@@ -108,12 +108,12 @@ pub async fn pausing_does_not_affect_running_tasks(store: Arc<dyn Store>) {
 pub async fn max_running_caps_claims(store: Arc<dyn Store>) {
     enqueue_n(&*store, "t", 5).await;
     let capped = |limit| {
-        ClaimRequest::new([TopicClaim::new("t").max_running(2)], limit, "owner-b", T0).lease(LEASE)
+        ClaimOptions::new([TopicClaim::new("t").max_running(2)], limit, "owner-b", T0).lease(LEASE)
     };
     let first = ready(store.claim(&capped(10)).await.unwrap());
     assert_eq!(first.len(), 2);
     assert!(ready(store.claim(&capped(10)).await.unwrap()).is_empty());
-    finish(&*store, &first[0], OutcomeKind::Complete).await;
+    finish(&*store, &first[0], OutcomeKind::complete()).await;
     assert_eq!(ready(store.claim(&capped(10)).await.unwrap()).len(), 1);
 }
 

@@ -1,0 +1,154 @@
+//! A worker: runs one task at a time, the processor under its timeout and the run's cancel
+//! signal, and hands the outcome over.
+
+use super::outcome::{OutcomeOf, PendingOutcome, Report};
+use super::{Registered, Shared};
+use crate::manager::exchange::Producer;
+use crate::manager::processor::TaskContext;
+use crate::manager::run::Run;
+use crate::store::{OutcomeKind, Store};
+use crate::task::Payload;
+use futures_util::FutureExt;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::time::Instant;
+use tracing::{debug, warn, Instrument};
+
+impl Shared {
+    /// Runs tasks one at a time until the job queue is closed and empty.
+    ///
+    /// `store` is this worker's own handle, handed to every run's context: cloning the
+    /// manager's `Arc` per run would have every worker bump one shared reference count.
+    pub(super) async fn worker(
+        self: Arc<Self>,
+        store: Arc<Arc<dyn Store>>,
+        producer: Producer<Arc<Run>, PendingOutcome>,
+    ) {
+        // When the next run is already queued, one run's end is the next one's start: one
+        // clock read per run instead of two.
+        let mut last_end = None;
+        // The run handed over with the last outcome, if one was queued.
+        let mut next = None;
+        loop {
+            let run = match next.take() {
+                Some(run) => run,
+                None => {
+                    last_end = None;
+                    match producer.exchange().next_job().await {
+                        Some(run) => run,
+                        None => break,
+                    }
+                }
+            };
+            let started = last_end.take().unwrap_or_else(Instant::now);
+            let record = &run.record;
+            let span = tracing::info_span!(
+                "task",
+                id = %record.id,
+                topic = %record.topic,
+                attempt = record.attempt
+            );
+            let (kind, result) = self.attempt(&run, &store).instrument(span).await;
+            let end = Instant::now();
+            last_end = Some(end);
+            let report = Report {
+                attempt: run.record.attempt,
+                duration_ms: u64::try_from((end - started).as_millis()).unwrap_or(u64::MAX),
+                result,
+            };
+            next = producer.end_job(PendingOutcome {
+                of: OutcomeOf::Run(run),
+                kind,
+                report,
+            });
+        }
+    }
+
+    /// Runs one attempt; returns what became of it, and the result the processor set.
+    async fn attempt(
+        &self,
+        run: &Arc<Run>,
+        store: &Arc<Arc<dyn Store>>,
+    ) -> (OutcomeKind, Option<Payload>) {
+        let record = &run.record;
+        // Shutdown step 3: a run taken after the cancel is released unrun.
+        if self.cancelling.load(Ordering::SeqCst) {
+            run.cancel();
+        }
+        let (attempt, retries_left) = (record.attempt, record.has_retries_left());
+        let Some(Registered { processor, timeout }) = self.topics.get(&record.topic) else {
+            // Claims name only registered topics, so only a faulty store gets here; a
+            // manager that has the topic can still run the task.
+            warn!("the store returned a task of an unregistered topic; releasing it");
+            return (OutcomeKind::Release, None);
+        };
+        let ctx = TaskContext {
+            run: run.clone(),
+            store: store.clone(),
+        };
+        let timeout = *timeout;
+        let attempt_fut = async move {
+            let process = AssertUnwindSafe(processor.process(ctx)).catch_unwind();
+            let returned = match timeout {
+                Some(limit) => tokio::time::timeout(limit, process)
+                    .await
+                    .map_err(|_| limit),
+                None => Ok(process.await),
+            };
+            // The run ends here unless a cancel came first; then what it returned is moot
+            // (processors often return Ok or Err once they see the signal): it is released.
+            if !run.mark_returned() {
+                return None;
+            }
+            Some(match returned {
+                Ok(Ok(Ok(()))) => Ok(()),
+                Ok(Ok(Err(e))) => Err((e.to_string(), e.is_permanent())),
+                Ok(Err(panic)) => Err((
+                    format!("processor panicked: {}", panic_message(&*panic)),
+                    false,
+                )),
+                Err(limit) => Err((format!("timed out after {limit:?}"), false)),
+            })
+        };
+        let ended = if run.is_cancelled() {
+            None
+        } else {
+            // The processor is polled first: one that watches `ctx.cancelled()` gets to run
+            // its own clean-up; one that does not is dropped at its next await.
+            tokio::select! {
+                biased;
+                ended = attempt_fut => ended,
+                _ = run.cancelled_for_worker() => None,
+            }
+        };
+        match ended {
+            Some(Ok(())) => {
+                debug!("task completed");
+                (OutcomeKind::Complete, run.take_result())
+            }
+            Some(Err((error, permanent))) if permanent || !retries_left => {
+                warn!(%error, "task failed for good");
+                (OutcomeKind::Dead { error }, None)
+            }
+            Some(Err((error, _))) => {
+                let backoff = self.config.backoff_for(&record.topic);
+                let at = self.config.clock.now() + backoff.delay(attempt);
+                warn!(%error, retry_at = %at, "task failed; will retry");
+                (OutcomeKind::Retry { at, error }, None)
+            }
+            None => {
+                debug!("task cancelled");
+                (OutcomeKind::Release, None)
+            }
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a non-string panic payload")
+}
