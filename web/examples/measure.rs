@@ -11,7 +11,8 @@ use axum::http::Request;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use taskmill_core::store::{
-    ClaimRequest, Claimed, EnqueueOptions, LeaseRef, ListQuery, Outcome, OutcomeKind, TopicClaim,
+    ApplyOptions, ClaimOptions, Claimed, EnqueueOptions, LeaseRef, ListOptions, Outcome,
+    OutcomeKind, TopicClaim,
 };
 use taskmill_core::{Queue, Store, Task, Timestamp};
 use taskmill_web::{router, DashboardOptions};
@@ -85,12 +86,12 @@ async fn fill(store: &dyn Store, total: usize) -> Result<(), Box<dyn std::error:
                 .iter()
                 .map(|lease| Outcome {
                     lease: lease.clone(),
-                    kind: OutcomeKind::Dead {
-                        error: "upstream said 503 three times".to_owned(),
-                    },
+                    kind: OutcomeKind::dead("upstream said 503 three times"),
                 })
                 .collect();
-            store.apply(&outcomes, Timestamp::now()).await?;
+            store
+                .apply(&outcomes, &ApplyOptions::new(Timestamp::now()))
+                .await?;
             left -= claimed.len();
         }
         claim(store, topic, 200).await?;
@@ -99,7 +100,7 @@ async fn fill(store: &dyn Store, total: usize) -> Result<(), Box<dyn std::error:
 }
 
 async fn claim(store: &dyn Store, topic: &str, n: usize) -> taskmill_core::Result<Vec<LeaseRef>> {
-    let request = ClaimRequest::new([TopicClaim::new(topic)], n, "measure", Timestamp::now())
+    let request = ClaimOptions::new([TopicClaim::new(topic)], n, "measure", Timestamp::now())
         .lease(Duration::from_secs(3600));
     Ok(store
         .claim(&request)
@@ -116,7 +117,7 @@ async fn measure(store: Arc<dyn Store>) -> Result<(), Box<dyn std::error::Error>
     // A cursor 40 % of the way through the ids, so that a later page is timed too.
     let deep = store.stats().await?.total.sizes.total() * 2 / 5;
     let any = store
-        .list(&ListQuery::new(Queue::Dead).limit(1))
+        .list(&ListOptions::new(Queue::Dead).limit(1))
         .await?
         .tasks[0]
         .id;

@@ -7,7 +7,7 @@
 
 use futures_util::StreamExt;
 use std::sync::Arc;
-use taskmill_core::store::{ListQuery, Page};
+use taskmill_core::store::{ListOptions, Page, RequeueOptions};
 use taskmill_core::{
     Event, EventStream, Queue, Result, Stats, Store, TaskId, TaskRecord, Timestamp, TopicStats,
 };
@@ -123,7 +123,7 @@ impl Source {
         after: Option<TaskId>,
         limit: usize,
     ) -> Result<Page> {
-        let mut query = ListQuery::new(state.0).limit(limit);
+        let mut query = ListOptions::new(state.0).limit(limit);
         if let Some(topic) = topic {
             query = query.topic(topic);
         }
@@ -140,7 +140,10 @@ impl Source {
 
     /// Sends a dead task back to pending; whether it was dead.
     pub(crate) async fn retry(&self, id: TaskId) -> Result<bool> {
-        let moved = self.store.requeue(&[id], Timestamp::now()).await?;
+        let moved = self
+            .store
+            .requeue(&[id], &RequeueOptions::new(Timestamp::now()))
+            .await?;
         Ok(moved.first().copied().unwrap_or(false))
     }
 
@@ -164,7 +167,11 @@ impl Source {
             let page = self.page(State::DEAD, topic, after, BULK_PAGE).await?;
             let ids: Vec<TaskId> = page.tasks.iter().map(|t| t.id).collect();
             let changed = match action {
-                Bulk::Retry => self.store.requeue(&ids, Timestamp::now()).await?,
+                Bulk::Retry => {
+                    self.store
+                        .requeue(&ids, &RequeueOptions::new(Timestamp::now()))
+                        .await?
+                }
                 Bulk::Delete => self.store.delete(&ids).await?,
             };
             done += changed.into_iter().filter(|c| *c).count() as u64;

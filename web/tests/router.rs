@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use taskmill_core::store::{
-    Applied, Capabilities, ClaimRequest, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListQuery,
-    Outcome, Page, Recovered, WakeStream,
+    Applied, ApplyOptions, Capabilities, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef,
+    ListOptions, Outcome, Page, RecoverOptions, Recovered, RenewOptions, RequeueOptions,
+    WakeStream,
 };
 use taskmill_core::{
     async_trait, Event, EventStream, Payload, Queue, Result, Stats, Store, StoreExt, Task, TaskId,
@@ -403,6 +404,7 @@ struct Counted {
 }
 
 #[async_trait]
+#[warn(clippy::missing_trait_methods)]
 impl Store for Counted {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
@@ -410,17 +412,17 @@ impl Store for Counted {
     async fn enqueue(&self, tasks: Vec<Task>, opts: &EnqueueOptions) -> Result<Vec<Enqueued>> {
         self.inner.enqueue(tasks, opts).await
     }
-    async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
-        self.inner.claim(req).await
+    async fn claim(&self, opts: &ClaimOptions) -> Result<Vec<Claimed>> {
+        self.inner.claim(opts).await
     }
-    async fn renew(&self, leases: &[LeaseRef], deadline: Timestamp) -> Result<Vec<Applied>> {
-        self.inner.renew(leases, deadline).await
+    async fn renew(&self, leases: &[LeaseRef], opts: &RenewOptions) -> Result<Vec<Applied>> {
+        self.inner.renew(leases, opts).await
     }
-    async fn apply(&self, outcomes: &[Outcome], now: Timestamp) -> Result<Vec<Applied>> {
-        self.inner.apply(outcomes, now).await
+    async fn apply(&self, outcomes: &[Outcome], opts: &ApplyOptions) -> Result<Vec<Applied>> {
+        self.inner.apply(outcomes, opts).await
     }
-    async fn recover(&self, now: Timestamp, limit: usize) -> Result<Vec<Recovered>> {
-        self.inner.recover(now, limit).await
+    async fn recover(&self, opts: &RecoverOptions) -> Result<Vec<Recovered>> {
+        self.inner.recover(opts).await
     }
     async fn stats(&self) -> Result<Stats> {
         self.inner.stats().await
@@ -428,13 +430,13 @@ impl Store for Counted {
     async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
         self.inner.get(id).await
     }
-    async fn list(&self, query: &ListQuery) -> Result<Page> {
+    async fn list(&self, opts: &ListOptions) -> Result<Page> {
         self.lists.fetch_add(1, Ordering::Relaxed);
-        self.largest_page.fetch_max(query.limit, Ordering::Relaxed);
-        self.inner.list(query).await
+        self.largest_page.fetch_max(opts.limit, Ordering::Relaxed);
+        self.inner.list(opts).await
     }
-    async fn requeue(&self, ids: &[TaskId], now: Timestamp) -> Result<Vec<bool>> {
-        self.inner.requeue(ids, now).await
+    async fn requeue(&self, ids: &[TaskId], opts: &RequeueOptions) -> Result<Vec<bool>> {
+        self.inner.requeue(ids, opts).await
     }
     async fn delete(&self, ids: &[TaskId]) -> Result<Vec<bool>> {
         self.inner.delete(ids).await
@@ -444,6 +446,9 @@ impl Store for Counted {
     }
     async fn publish(&self, events: &[Event]) -> Result<()> {
         self.inner.publish(events).await
+    }
+    fn has_subscribers(&self) -> bool {
+        self.inner.has_subscribers()
     }
     async fn subscribe(&self) -> Result<EventStream> {
         self.inner.subscribe().await

@@ -8,7 +8,7 @@ use axum::Router;
 use serde_json::Value;
 use std::sync::Arc;
 use taskmill_core::store::{
-    ClaimRequest, Claimed, EnqueueOptions, LeaseRef, Outcome, OutcomeKind, TopicClaim,
+    ApplyOptions, ClaimOptions, Claimed, EnqueueOptions, LeaseRef, Outcome, OutcomeKind, TopicClaim,
 };
 use taskmill_core::{Store, StoreExt, Task, TaskId, TaskRecord, Timestamp};
 use tower::ServiceExt;
@@ -25,7 +25,7 @@ pub async fn enqueue(store: &dyn Store, topic: &str, args: Value) -> TaskId {
 
 /// Claims every due task of `topic` into WORK under `owner`'s lease.
 pub async fn claim(store: &dyn Store, topic: &str, owner: &str) -> Vec<TaskRecord> {
-    let request = ClaimRequest::new(
+    let request = ClaimOptions::new(
         [TopicClaim::new(topic)],
         usize::MAX,
         owner,
@@ -57,13 +57,11 @@ pub async fn dead(store: &dyn Store, topic: &str, n: usize, error: &str) -> Vec<
         .iter()
         .map(|record| Outcome {
             lease: LeaseRef::of(record),
-            kind: OutcomeKind::Dead {
-                error: error.to_owned(),
-            },
+            kind: OutcomeKind::dead(error),
         })
         .collect();
     store
-        .apply(&outcomes, Timestamp::now())
+        .apply(&outcomes, &ApplyOptions::new(Timestamp::now()))
         .await
         .expect("apply");
     outcomes.into_iter().map(|o| o.lease.id).collect()
