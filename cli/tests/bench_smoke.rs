@@ -6,6 +6,8 @@ use std::process::Command;
 use std::time::Duration;
 use taskmill::ErrorKind;
 use taskmill_cli::bench::{self, BenchConfig, Row, Scenario, Target};
+use taskmill_testkit::redis::RedisServer;
+use taskmill_testkit::temp_dir;
 
 const REQUIRED_KEYS: [&str; 10] = [
     "store",
@@ -44,82 +46,15 @@ async fn stores(dir: &std::path::Path, redis: &mut Option<RedisServer>) -> Vec<S
         Err(e) if not_built_in(&e) => eprintln!("not smoke-testing redis: {e}"),
         _ => {
             let server = RedisServer::start();
-            stores.push(format!(
-                "redis://127.0.0.1:{}/0?namespace=smoke",
-                server.port
-            ));
+            stores.push(server.url("smoke"));
             *redis = Some(server);
         }
     }
     stores
 }
 
-/// A directory of the test's own, removed when the test ends, passed or not.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let dir = std::env::temp_dir().join(format!("taskmill-smoke-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn not_built_in(e: &taskmill::Error) -> bool {
     matches!(e.kind(), ErrorKind::Unsupported | ErrorKind::Misuse)
-}
-
-/// A redis-server on a free loopback port, stopped on drop.
-struct RedisServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is not installed: `apt-get install redis-server`");
-        let server = RedisServer { child, port };
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while server.cli(&["PING"]).as_deref() != Some("PONG") {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        server
-    }
-
-    fn cli(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .ok()?;
-        Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn tiny(stores: Vec<String>) -> BenchConfig {
@@ -194,8 +129,8 @@ fn check_json_line(line: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_runs_clean_on_every_store() {
-    let dir = TempDir::new();
-    let dir = &dir.0;
+    let dir = temp_dir();
+    let dir = dir.path();
     let mut redis = None;
     let stores = stores(dir, &mut redis).await;
     let config = tiny(stores.clone());
@@ -221,7 +156,7 @@ async fn every_scenario_runs_clean_on_every_store() {
     assert!(left.is_empty(), "left behind: {left:?}");
     // And every Redis namespace the runs used is gone.
     if let Some(server) = &redis {
-        assert_eq!(server.cli(&["DBSIZE"]).as_deref(), Some("0"));
+        assert_eq!(server.dbsize(), 0);
     }
 }
 

@@ -10,8 +10,6 @@ mod ops;
 mod options;
 mod scripts;
 mod store;
-#[cfg(feature = "test-support")]
-pub mod test_support;
 
 pub use options::{RedisOptions, DEFAULT_NAMESPACE};
 

@@ -4,8 +4,8 @@
 
 use taskmill_core::store::EnqueueOptions;
 use taskmill_core::{ErrorKind, Store, Task, Timestamp};
-use taskmill_redis::test_support::{fresh_namespace, RedisServer};
 use taskmill_redis::{RedisOptions, RedisStore};
+use taskmill_testkit::redis::{fresh_namespace, RedisServer};
 
 /// Every character a URL parser could split on, and a `%41` that must not be decoded twice.
 const PASSWORD: &str = "p@ss%41:w/rd";

@@ -5,24 +5,14 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use taskmill_core::store::EnqueueOptions;
 use taskmill_core::{
     ErrorKind, Manager, Queue, Store, StoreExt, Task, TaskContext, TaskError, TaskId, Timestamp,
 };
-use taskmill_redis::test_support::{fresh_namespace, RedisServer};
 use taskmill_redis::RedisStore;
-
-async fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+use taskmill_testkit::redis::{fresh_namespace, RedisServer};
+use taskmill_testkit::wait_until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_task_record_goes_to_dead_and_the_manager_keeps_going() {
@@ -83,21 +73,16 @@ async fn garbage_task_record_goes_to_dead_and_the_manager_keeps_going() {
         .unwrap();
     manager.start().await.unwrap();
     manager.enqueue_batch(tasks(5..10)).await.unwrap();
-    wait_for("ten good tasks", Duration::from_secs(20), || {
+    wait_until("ten good tasks", Duration::from_secs(20), || async {
         ran.lock().unwrap().len() == 10
     })
     .await;
 
-    let dead = {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let dead = store.list_all(Queue::Dead, None).await.unwrap();
-            if dead.len() == 2 || Instant::now() > deadline {
-                break dead;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
+    wait_until("two dead tasks", Duration::from_secs(20), || async {
+        store.list_all(Queue::Dead, None).await.unwrap().len() == 2
+    })
+    .await;
+    let dead = store.list_all(Queue::Dead, None).await.unwrap();
     let ids: Vec<u64> = dead.iter().map(|r| r.id.get()).collect();
     assert_eq!(ids, vec![garbage, missing]);
     for record in &dead {
@@ -115,7 +100,7 @@ async fn garbage_task_record_goes_to_dead_and_the_manager_keeps_going() {
 
     // Still going: new work runs, and the garbage can be deleted like any task.
     manager.enqueue_batch(tasks(10..15)).await.unwrap();
-    wait_for("five more tasks", Duration::from_secs(20), || {
+    wait_until("five more tasks", Duration::from_secs(20), || async {
         ran.lock().unwrap().len() == 15
     })
     .await;

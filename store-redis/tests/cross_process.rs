@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use taskmill_core::store::EnqueueOptions;
 use taskmill_core::{Event, Manager, Store, Task, TaskContext, TaskError, Timestamp};
-use taskmill_redis::test_support::{fresh_namespace, RedisServer};
 use taskmill_redis::RedisStore;
+use taskmill_testkit::redis::{fresh_namespace, RedisServer};
+use taskmill_testkit::wait_until;
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -177,12 +178,8 @@ async fn has_subscribers_follows_watchers_here_and_elsewhere() {
     assert!(here.has_subscribers(), "a watcher here");
     drop(local);
     let _elsewhere = there.subscribe().await.unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    while !here.has_subscribers() {
-        assert!(
-            Instant::now() < deadline,
-            "a watcher elsewhere was never noticed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("a watcher elsewhere to be noticed", PATIENCE, || async {
+        here.has_subscribers()
+    })
+    .await;
 }

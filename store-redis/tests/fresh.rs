@@ -10,10 +10,9 @@ use taskmill_core::store::{
     OutcomeKind, TopicClaim,
 };
 use taskmill_core::{Queue, Store, Task, TaskId, Timestamp};
-use taskmill_redis::test_support::{fresh_namespace, RedisServer};
 use taskmill_redis::RedisStore;
-
-const T0: Timestamp = Timestamp::from_millis(1_700_000_000_000);
+use taskmill_testkit::redis::{fresh_namespace, RedisServer};
+use taskmill_testkit::T0;
 
 /// A store on a private server, a raw connection to it, and the namespace.
 struct Setup {

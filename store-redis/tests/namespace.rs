@@ -2,8 +2,8 @@
 
 use taskmill_core::store::EnqueueOptions;
 use taskmill_core::{Store, Task, Timestamp};
-use taskmill_redis::test_support::RedisServer;
 use taskmill_redis::RedisStore;
+use taskmill_testkit::redis::RedisServer;
 
 async fn keys(server: &RedisServer, pattern: &str) -> Vec<String> {
     let mut conn = server.connect().await;

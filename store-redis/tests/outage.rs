@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use taskmill_core::store::EnqueueOptions;
 use taskmill_core::{Manager, Store, Task, TaskContext, TaskError, Timestamp};
-use taskmill_redis::test_support::{fresh_namespace, RedisServer, ServerConfig};
 use taskmill_redis::RedisStore;
+use taskmill_testkit::redis::{fresh_namespace, RedisServer, ServerConfig};
+use taskmill_testkit::wait_until;
 
 const TASKS: u64 = 20_000;
 
@@ -48,11 +49,12 @@ async fn manager_reconnects_after_redis_is_killed_and_restarted() {
         .unwrap();
     manager.start().await.unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while done.lock().unwrap().len() < 3_000 {
-        assert!(Instant::now() < deadline, "the manager did not get going");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until(
+        "the manager to get going",
+        Duration::from_secs(60),
+        || async { done.lock().unwrap().len() >= 3_000 },
+    )
+    .await;
     let server = tokio::task::spawn_blocking(move || {
         let mut server = server;
         server.kill();
@@ -184,7 +186,7 @@ async fn subscriptions_resume_after_a_restart() {
 /// A store built before Redis is up fails fast as unavailable, then works once it is.
 #[tokio::test]
 async fn store_built_before_redis_starts_connects_when_it_is_up() {
-    use taskmill_redis::test_support::free_port;
+    use taskmill_testkit::redis::free_port;
     let port = free_port();
     let url = format!("redis://127.0.0.1:{port}/0?namespace={}", fresh_namespace());
     let lazily = taskmill_redis::RedisOptions::default().connect_lazily(true);
@@ -202,11 +204,10 @@ async fn store_built_before_redis_starts_connects_when_it_is_up() {
     })
     .await
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while store.stats().await.is_err() {
-        assert!(Instant::now() < deadline, "the store never connected");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("the store to connect", Duration::from_secs(10), || async {
+        store.stats().await.is_ok()
+    })
+    .await;
     store
         .enqueue(
             vec![Task::new("t", &1).unwrap()],

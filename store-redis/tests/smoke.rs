@@ -3,40 +3,13 @@
 use futures_util::StreamExt;
 use std::time::Duration;
 use taskmill_core::store::{
-    Applied, ApplyOptions, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef, Outcome,
-    OutcomeKind, RecoverOptions, RequeueOptions, TopicClaim,
+    Applied, ApplyOptions, ClaimOptions, Claimed, LeaseRef, Outcome, OutcomeKind, RecoverOptions,
+    RequeueOptions, TopicClaim,
 };
-use taskmill_core::{Event, Queue, Store, Task, TaskId, TaskRecord, Timestamp};
-use taskmill_redis::test_support::{fresh_namespace, RedisServer};
+use taskmill_core::{Event, Queue, Store, Task, TaskId, Timestamp};
 use taskmill_redis::RedisStore;
-
-/// The records of a claim; a corrupt one fails the test.
-fn ready(claimed: Vec<Claimed>) -> Vec<TaskRecord> {
-    claimed
-        .into_iter()
-        .map(|c| match c {
-            Claimed::Ready(r) => r,
-            Claimed::Corrupt { error, .. } => panic!("{error}"),
-        })
-        .collect()
-}
-
-const T0: Timestamp = Timestamp::from_millis(1_700_000_000_000);
-
-/// Enqueues `tasks` at `T0`.
-async fn enqueue(store: &RedisStore, tasks: Vec<Task>) -> Vec<Enqueued> {
-    store
-        .enqueue(tasks, &EnqueueOptions::new(T0))
-        .await
-        .unwrap()
-}
-
-/// Enqueues `tasks` at `T0`; their ids, each task new.
-async fn enqueue_new(store: &RedisStore, tasks: Vec<Task>) -> Vec<TaskId> {
-    let results = enqueue(store, tasks).await;
-    assert!(results.iter().all(|r| r.is_new()), "{results:?}");
-    results.iter().map(|r| r.id()).collect()
-}
+use taskmill_testkit::redis::{fresh_namespace, RedisServer};
+use taskmill_testkit::{enqueue, enqueue_results, ready, T0};
 
 #[tokio::test]
 async fn lifecycle_round_trip() {
@@ -46,7 +19,7 @@ async fn lifecycle_round_trip() {
         .unwrap();
     let mut events = store.subscribe().await.unwrap();
     let mut wake = store.wakeups().await.unwrap();
-    let results = enqueue(
+    let results = enqueue_results(
         &store,
         vec![
             Task::new("t", &1).unwrap().unique_key("k"),
@@ -107,7 +80,7 @@ async fn lifecycle_round_trip() {
     );
     assert_eq!(stats.total.sizes.total(), 0);
     assert!(store.get(results[0].id()).await.unwrap().is_none());
-    let again = enqueue(&store, vec![Task::new("t", &4).unwrap().unique_key("k")]).await;
+    let again = enqueue_results(&store, vec![Task::new("t", &4).unwrap().unique_key("k")]).await;
     assert!(again[0].is_new());
     assert_eq!(
         store.get(again[0].id()).await.unwrap().unwrap().queue,
@@ -124,7 +97,7 @@ async fn list_input_skips_many_running_tasks() {
         .await
         .unwrap();
     let tasks = (0..1200u64).map(|i| Task::new("t", &i).unwrap()).collect();
-    let ids: Vec<_> = enqueue_new(&store, tasks).await;
+    let ids: Vec<_> = enqueue(&store, tasks).await;
     let req = ClaimOptions::new([TopicClaim::new("t")], 700, "me", T0);
     assert_eq!(store.claim(&req).await.unwrap().len(), 700);
     let input: Vec<_> = store
@@ -164,7 +137,7 @@ async fn list_input_pages_in_id_order_across_priorities_and_schedules() {
             }
         })
         .collect();
-    let ids: Vec<TaskId> = enqueue_new(&store, tasks).await;
+    let ids: Vec<TaskId> = enqueue(&store, tasks).await;
     let page_through = |limit: usize| {
         let store = store.clone();
         async move {
@@ -219,7 +192,7 @@ async fn records_keep_their_fields_through_every_rewrite() {
         .unique_key("u:1")
         .priority(7)
         .max_retries(3);
-    let id = enqueue(&store, vec![task]).await[0].id();
+    let id = enqueue_results(&store, vec![task]).await[0].id();
     let check = |r: &taskmill_core::TaskRecord| {
         assert_eq!(r.args.as_str(), "{\"k\":\"a:b:1\"}");
         assert_eq!(r.external_id.as_deref(), Some("ext:9"));
@@ -319,7 +292,7 @@ async fn records_keep_their_fields_through_every_rewrite() {
     let r = claim(released, Duration::from_secs(30)).await;
     apply(&r, OutcomeKind::complete(), released).await;
     assert!(store.get(id).await.unwrap().is_none());
-    let again = enqueue(&store, vec![Task::new("t", &1).unwrap().unique_key("u:1")]).await;
+    let again = enqueue_results(&store, vec![Task::new("t", &1).unwrap().unique_key("u:1")]).await;
     assert!(again[0].is_new());
 }
 
@@ -332,7 +305,7 @@ async fn mixed_outcomes_in_one_call_each_get_their_own_details() {
         .await
         .unwrap();
     let tasks = (0..5u64).map(|i| Task::new("t", &i).unwrap()).collect();
-    enqueue(&store, tasks).await;
+    enqueue_results(&store, tasks).await;
     let req = ClaimOptions::new([TopicClaim::new("t")], 5, "me", T0);
     let claimed = ready(store.claim(&req).await.unwrap());
     let outcome = |i: usize, kind: OutcomeKind| Outcome {

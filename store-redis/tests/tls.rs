@@ -6,8 +6,8 @@
 use std::process::Command;
 use taskmill_core::store::EnqueueOptions;
 use taskmill_core::{Store, Task, Timestamp};
-use taskmill_redis::test_support::{free_port, fresh_namespace, RedisServer, ServerConfig};
 use taskmill_redis::{RedisOptions, RedisStore};
+use taskmill_testkit::redis::{free_port, fresh_namespace, RedisServer, ServerConfig};
 
 fn openssl(dir: &std::path::Path, args: &[&str]) {
     let status = Command::new("openssl")
@@ -21,10 +21,10 @@ fn openssl(dir: &std::path::Path, args: &[&str]) {
 
 #[tokio::test]
 async fn rediss_with_a_private_authority() {
-    let dir = std::env::temp_dir().join(format!("taskmill-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = taskmill_testkit::temp_dir();
+    let dir = dir.path();
     openssl(
-        &dir,
+        dir,
         &[
             "req",
             "-x509",
@@ -42,7 +42,7 @@ async fn rediss_with_a_private_authority() {
         ],
     );
     openssl(
-        &dir,
+        dir,
         &[
             "req",
             "-newkey",
@@ -62,7 +62,7 @@ async fn rediss_with_a_private_authority() {
     )
     .unwrap();
     openssl(
-        &dir,
+        dir,
         &[
             "x509",
             "-req",
@@ -120,5 +120,4 @@ async fn rediss_with_a_private_authority() {
     // Without the authority the server's certificate is not trusted.
     assert!(RedisStore::from_url(&url).await.is_err());
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -435,41 +435,23 @@ impl Thread {
 #[cfg(test)]
 mod tests {
     use crate::SledStore;
-    use std::sync::{Arc, Mutex};
     use taskmill_core::Store;
+    use taskmill_testkit::EnteredSpans;
     use tracing::Instrument;
-    use tracing_subscriber::layer::{Context, SubscriberExt};
-    use tracing_subscriber::registry::LookupSpan;
-
-    /// Records the span each thread enters, by the span's name and the thread's.
-    struct Entered(Arc<Mutex<Vec<(String, String)>>>);
-
-    impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Entered {
-        fn on_enter(&self, id: &tracing::span::Id, ctx: Context<'_, S>) {
-            let span = ctx.span(id).expect("an entered span exists");
-            let thread = std::thread::current().name().unwrap_or("").to_owned();
-            let mut entered = self.0.lock().unwrap();
-            entered.push((span.name().to_owned(), thread));
-        }
-    }
 
     #[tokio::test(flavor = "current_thread")]
     async fn commands_run_in_the_callers_span() {
-        let entered = Arc::new(Mutex::new(Vec::new()));
-        let subscriber = tracing_subscriber::registry().with(Entered(entered.clone()));
-        let _default = tracing::subscriber::set_default(subscriber);
-        let dir = tempfile::tempdir().unwrap();
+        let entered = EnteredSpans::record();
+        let dir = taskmill_testkit::temp_dir();
         let store = SledStore::open(dir.path().join("db")).await.unwrap();
         store
             .stats()
             .instrument(tracing::info_span!("caller"))
             .await
             .unwrap();
-        let on_thread = ("caller".to_owned(), "taskmill-sled".to_owned());
         assert!(
-            entered.lock().unwrap().contains(&on_thread),
-            "the writer thread did not enter the caller's span: {:?}",
-            entered.lock().unwrap()
+            entered.contains("caller", "taskmill-sled"),
+            "the writer thread did not enter the caller's span: {entered:?}"
         );
     }
 }

@@ -38,7 +38,7 @@ async fn pages(store: &SledStore, limit: usize) -> Vec<TaskId> {
 
 #[tokio::test]
 async fn lists_merge_overlapping_chunks_in_id_order() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = taskmill_testkit::temp_dir();
     let store = SledStore::open(dir.path().join("db")).await.unwrap();
     let opts = EnqueueOptions::new(Timestamp::now());
     // Three topics interleaved one by one; then one task of `x`, 3,000 of `y` and one more

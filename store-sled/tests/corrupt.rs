@@ -121,7 +121,7 @@ async fn run_until(store: &SledStore, drained: impl Fn(&Stats) -> bool) -> HashS
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_record_goes_to_dead_and_the_rest_run() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = taskmill_testkit::temp_dir();
     let path = dir.path().join("db");
     let ids = {
         let store = SledStore::open(&path).await.unwrap();
@@ -191,7 +191,7 @@ async fn a_corrupt_record_goes_to_dead_and_the_rest_run() {
 /// with it.
 #[tokio::test]
 async fn a_corrupt_record_in_input_can_be_deleted() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = taskmill_testkit::temp_dir();
     let path = dir.path().join("db");
     let id = {
         let store = SledStore::open(&path).await.unwrap();
@@ -229,7 +229,7 @@ async fn a_corrupt_record_in_input_can_be_deleted() {
 /// A database written by a newer layout is refused with a clear error, and left alone.
 #[tokio::test]
 async fn a_newer_layout_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = taskmill_testkit::temp_dir();
     let path = dir.path().join("db");
     drop(SledStore::open(&path).await.unwrap());
     {
@@ -258,7 +258,7 @@ async fn a_newer_layout_is_refused() {
 /// A database of layout 1 (eight trees, versioned in `meta`) is refused, and left alone.
 #[tokio::test]
 async fn the_old_layout_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = taskmill_testkit::temp_dir();
     let path = dir.path().join("db");
     {
         let db = sled::open(&path).unwrap();
@@ -278,7 +278,7 @@ async fn the_old_layout_is_refused() {
 #[tokio::test]
 async fn paging_goes_past_a_corrupt_record() {
     use taskmill_core::store::ListOptions;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = taskmill_testkit::temp_dir();
     let path = dir.path().join("db");
     let now = Timestamp::now();
     let ids: Vec<_> = {
@@ -327,7 +327,7 @@ async fn fill(path: &Path, batches: u64, per: u64) -> Vec<taskmill_core::TaskId>
 /// (under the chunk's last id) names their ids, every other task runs, and deleting the placeholder removes the chunk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_garbage_chunk_becomes_one_dead_placeholder_and_the_rest_run() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = taskmill_testkit::temp_dir();
     let path = dir.path().join("db");
     let ids = fill(&path, 3, 10).await;
     let lost = &ids[10..20];
@@ -384,7 +384,7 @@ async fn a_garbage_chunk_becomes_one_dead_placeholder_and_the_rest_run() {
 #[tokio::test]
 async fn a_chunk_cut_short_keeps_its_head_and_a_placeholder() {
     use taskmill_core::store::{ClaimOptions, Claimed, RequeueOptions, TopicClaim};
-    let dir = tempfile::tempdir().unwrap();
+    let dir = taskmill_testkit::temp_dir();
     let path = dir.path().join("db");
     let ids = fill(&path, 1, 10).await;
     rewrite_chunk(&raw(&path), ids[0].get(), |v| v[..v.len() / 2].to_vec());
@@ -441,7 +441,7 @@ async fn a_chunk_cut_short_keeps_its_head_and_a_placeholder() {
 /// A database of layout 2 (one key per task) is refused, and left alone.
 #[tokio::test]
 async fn layout_2_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = taskmill_testkit::temp_dir();
     let path = dir.path().join("db");
     drop(SledStore::open(&path).await.unwrap());
     {

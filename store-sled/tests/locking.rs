@@ -25,7 +25,7 @@ fn assert_locked(err: &taskmill_core::Error, path: &std::path::Path) {
 
 #[tokio::test]
 async fn a_second_open_in_the_same_process_fails_clearly() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = taskmill_testkit::temp_dir();
     let path = dir.path().join("db");
     let first = SledStore::open(&path).await.unwrap();
     let err = open_within_deadline(path.clone()).await.unwrap_err();
@@ -61,7 +61,7 @@ async fn a_second_open_from_another_process_fails_clearly() {
         drop(store);
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = taskmill_testkit::temp_dir();
     let path = dir.path().join("db");
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([

@@ -6,12 +6,9 @@ use taskmill_core::store::{
     Applied, ApplyOptions, ClaimOptions, Claimed, EnqueueOptions, LeaseRef, Outcome, OutcomeKind,
     RecoverOptions, RenewOptions, TopicClaim,
 };
-use taskmill_core::{Queue, Store, StoreExt, Task, Timestamp};
+use taskmill_core::{Queue, Store, StoreExt, Task};
 use taskmill_sled::SledStore;
-
-fn at(ms: i64) -> Timestamp {
-    Timestamp::from_millis(1_700_000_000_000 + ms)
-}
+use taskmill_testkit::at;
 
 fn lease(claimed: &Claimed) -> LeaseRef {
     match claimed {
@@ -22,7 +19,7 @@ fn lease(claimed: &Claimed) -> LeaseRef {
 
 #[tokio::test]
 async fn everything_survives_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = taskmill_testkit::temp_dir();
     let path = dir.path().join("db");
     let opts = EnqueueOptions::new(at(0));
     let claim = |limit| ClaimOptions::new([TopicClaim::new("a")], limit, "m1", at(10));

@@ -82,7 +82,7 @@ async fn a_refused_write_fails_the_enqueue_and_loses_nothing_stored() {
         child(&path).await;
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = taskmill_testkit::temp_dir();
     let path = dir.path().join("db");
     {
         let store = SledStore::open(&path).await.unwrap();

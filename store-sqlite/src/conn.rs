@@ -333,11 +333,9 @@ mod tests {
     use super::*;
     use crate::layout::LAYOUT_VERSION;
     use crate::SqliteStore;
-    use std::sync::Mutex;
     use taskmill_core::Store;
+    use taskmill_testkit::EnteredSpans;
     use tracing::Instrument;
-    use tracing_subscriber::layer::{Context, SubscriberExt};
-    use tracing_subscriber::registry::LookupSpan;
 
     fn pragma(conn: &Connection, name: &str) -> String {
         conn.query_row(&format!("PRAGMA {name}"), [], |r| {
@@ -353,7 +351,7 @@ mod tests {
 
     #[test]
     fn connections_use_wal_and_the_chosen_durability() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = taskmill_testkit::temp_dir();
         let path = dir.path().join("t.db");
         let conn = connect(&path, &SqliteOptions::default()).unwrap();
         assert_eq!(pragma(&conn, "journal_mode"), "wal");
@@ -368,34 +366,18 @@ mod tests {
         assert_eq!(pragma(&conn, "busy_timeout"), "250");
     }
 
-    /// Records the span each thread enters, by the span's name and the thread's.
-    struct Entered(Arc<Mutex<Vec<(String, String)>>>);
-
-    impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Entered {
-        fn on_enter(&self, id: &tracing::span::Id, ctx: Context<'_, S>) {
-            let span = ctx.span(id).expect("an entered span exists");
-            let thread = std::thread::current().name().unwrap_or("").to_owned();
-            let mut entered = self.0.lock().unwrap();
-            entered.push((span.name().to_owned(), thread));
-        }
-    }
-
     #[tokio::test(flavor = "current_thread")]
     async fn commands_run_in_the_callers_span() {
-        let entered = Arc::new(Mutex::new(Vec::new()));
-        let subscriber = tracing_subscriber::registry().with(Entered(entered.clone()));
-        let _default = tracing::subscriber::set_default(subscriber);
+        let entered = EnteredSpans::record();
         let store = SqliteStore::open(":memory:").await.unwrap();
         store
             .stats()
             .instrument(tracing::info_span!("caller"))
             .await
             .unwrap();
-        let on_thread = ("caller".to_owned(), "taskmill-sqlite".to_owned());
         assert!(
-            entered.lock().unwrap().contains(&on_thread),
-            "the connection thread did not enter the caller's span: {:?}",
-            entered.lock().unwrap()
+            entered.contains("caller", "taskmill-sqlite"),
+            "the connection thread did not enter the caller's span: {entered:?}"
         );
     }
 }

@@ -12,41 +12,13 @@ use taskmill_core::store::{
     OutcomeKind, TopicClaim,
 };
 use taskmill_core::{
-    ErrorKind, Manager, Queue, Store, StoreExt, Task, TaskContext, TaskError, TaskId, Timestamp,
+    ErrorKind, Manager, Queue, Store, StoreExt, Task, TaskContext, TaskError, TaskId,
 };
 use taskmill_sqlite::{Durability, SqliteOptions, SqliteStore, LAYOUT_VERSION};
-
-const T0: Timestamp = Timestamp::from_millis(1_700_000_000_000);
-
-fn tasks(topic: &str, range: std::ops::Range<u64>) -> Vec<Task> {
-    range.map(|i| Task::new(topic, &i).unwrap()).collect()
-}
-
-async fn enqueue(store: &SqliteStore, tasks: Vec<Task>) -> Vec<TaskId> {
-    store
-        .enqueue(tasks, &EnqueueOptions::new(T0))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.id())
-        .collect()
-}
+use taskmill_testkit::{enqueue, tasks, temp_dir, wait_until, T0};
 
 fn claim_req(limit: usize, owner: &str) -> ClaimOptions {
     ClaimOptions::new([TopicClaim::new("t")], limit, owner, T0)
-}
-
-/// Waits for `condition`, failing after `limit`.
-async fn wait_until<F, Fut>(what: &str, limit: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn raw(path: &Path) -> Connection {
@@ -57,7 +29,7 @@ fn raw(path: &Path) -> Connection {
 
 #[tokio::test]
 async fn tasks_survive_closing_and_reopening() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let path = dir.path().join("tasks.db");
     let store = SqliteStore::open(&path).await.unwrap();
     let ids = enqueue(&store, tasks("t", 0..10)).await;
@@ -98,7 +70,7 @@ async fn tasks_survive_closing_and_reopening() {
 
 #[tokio::test]
 async fn urls_open_stores_with_options() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let url = format!(
         "sqlite://{}?durability=full&busy_timeout_ms=100",
         dir.path().join("t.db").display()
@@ -117,7 +89,7 @@ async fn urls_open_stores_with_options() {
 /// `Claimed::Corrupt` under a lease, and a manager sends it to DEAD and runs the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_payload_goes_to_dead_and_the_rest_run() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let path = dir.path().join("tasks.db");
     let store = SqliteStore::open(&path).await.unwrap();
     let ids = enqueue(&store, tasks("t", 0..50)).await;
@@ -198,7 +170,7 @@ async fn corrupt_payload_goes_to_dead_and_the_rest_run() {
 /// Damaged bookkeeping columns are reported the same way, and the row can still be moved.
 #[tokio::test]
 async fn corrupt_columns_are_claimed_as_corrupt_and_can_be_finished() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let path = dir.path().join("tasks.db");
     let store = SqliteStore::open(&path).await.unwrap();
     let ids = enqueue(&store, tasks("t", 0..3)).await;
@@ -241,7 +213,7 @@ async fn corrupt_columns_are_claimed_as_corrupt_and_can_be_finished() {
 
 #[tokio::test]
 async fn a_schema_newer_than_the_code_is_refused_clearly() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let path = dir.path().join("tasks.db");
     let store = SqliteStore::open(&path).await.unwrap();
     enqueue(&store, tasks("t", 0..3)).await;
@@ -272,7 +244,7 @@ async fn a_schema_newer_than_the_code_is_refused_clearly() {
 
 #[tokio::test]
 async fn files_that_are_not_taskmill_stores_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let garbage = dir.path().join("garbage.db");
     std::fs::write(&garbage, vec![0x5a; 8192]).unwrap();
     let err = SqliteStore::open(&garbage).await.unwrap_err();
@@ -300,7 +272,7 @@ async fn assert_intact(store: &SqliteStore, ids: &[TaskId]) {
 
 #[tokio::test]
 async fn a_read_only_database_refuses_writes_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let path = dir.path().join("tasks.db");
     let store = SqliteStore::open(&path).await.unwrap();
     let ids = enqueue(&store, tasks("t", 0..20)).await;
@@ -328,7 +300,7 @@ async fn a_read_only_database_refuses_writes_and_loses_nothing() {
 /// with `Storage` as a whole, and everything stored before it stays.
 #[tokio::test]
 async fn a_full_database_refuses_the_batch_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let path = dir.path().join("tasks.db");
     let capped = SqliteOptions::default().max_size(512 * 1024);
     let store = SqliteStore::open_with(&path, capped).await.unwrap();
@@ -376,7 +348,7 @@ async fn a_full_database_refuses_the_batch_and_loses_nothing() {
 /// with `Unavailable` (retryable), not hang.
 #[tokio::test]
 async fn a_lock_held_elsewhere_is_unavailable_after_the_busy_timeout() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let path = dir.path().join("tasks.db");
     let options = SqliteOptions::default()
         .busy_timeout(Duration::from_millis(100))
@@ -402,7 +374,7 @@ async fn a_lock_held_elsewhere_is_unavailable_after_the_busy_timeout() {
 /// is handed to both, and every task is handed out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_connections_on_one_file_never_share_a_task() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let path = dir.path().join("tasks.db");
     let a = SqliteStore::open(&path).await.unwrap();
     let b = SqliteStore::open(&path).await.unwrap();
@@ -456,7 +428,7 @@ async fn two_connections_on_one_file_never_share_a_task() {
 /// Listing shows what can be read of a damaged row, so an admin can find it.
 #[tokio::test]
 async fn list_shows_corrupt_rows() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let path = dir.path().join("tasks.db");
     let store = SqliteStore::open(&path).await.unwrap();
     let ids = enqueue(&store, tasks("t", 0..3)).await;
@@ -476,7 +448,7 @@ async fn list_shows_corrupt_rows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simultaneous_opens_of_a_new_file_all_succeed() {
     for round in 0..100 {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = temp_dir();
         let path = dir.path().join("tasks.db");
         let (a, b, c) = tokio::join!(
             SqliteStore::open(&path),

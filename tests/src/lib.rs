@@ -1,112 +1,173 @@
 //! The Store conformance suite, and helpers for crash and multi-process tests.
 //!
-//! Each check in [`checks`] is a plain `async fn` taking a fresh store. A backend runs the
-//! whole suite by implementing [`Harness`] and invoking [`conformance_suite!`] inside a
-//! module named after it, so every check becomes a named test
-//! (`sqlite::stale_outcome_is_rejected`):
+//! Each check in [`checks`] is a plain `async fn` taking a fresh store (or the [`Harness`]
+//! that made it). A backend runs the whole suite by implementing [`Harness`] and invoking
+//! [`conformance_suite!`] inside a module named after it, so every check becomes a named
+//! test (`sqlite::stale_outcome_is_rejected`):
 //!
 //! ```text
 //! mod memory {
-//!     taskmill_tests::conformance_suite!(crate::MemoryHarness);
+//!     use taskmill_tests::Capabilities;
+//!     taskmill_tests::conformance_suite!(crate::MemoryHarness, Capabilities::IN_PROCESS);
 //! }
 //! ```
+//!
+//! # Adding a check
+//!
+//! Write it as a `pub async fn` inside the `checks!( … )` call of one of the
+//! [`checks`] modules: that is its registration, there is no list to update. A check that
+//! only holds for stores with a capability (a field of [`Capabilities`]) says so with
+//! `#[needs(field)]` after its doc comment; its test then returns early, printing
+//! `skipped: needs field`, on a store that lacks it, and runs everywhere else.
+//!
+//! A check takes either `store: Arc<dyn Store>` (most do) or
+//! `harness: &mut dyn Harness`, for a check that opens the store again
+//! ([`Harness::reopen`], [`Harness::open_another`]).
 
 #![warn(missing_docs)]
 
+// Defined before the modules that use it (textual scope).
+/// Defines a module's checks and registers them: `checks!(mod NAME; CHECKS…)`, in the file
+/// of module `checks::NAME`.
+///
+/// Each check is `$(/// doc)* $(#[needs(capability, …)])? pub async fn name(arg: Type) { … }`.
+/// Besides the functions it defines `taskmill_tests::NAME!(Harness)`, an exported macro
+/// (called by [`conformance_suite!`]) that expands to one test per check. The call uses
+/// parentheses so that rustfmt formats the checks inside it.
+macro_rules! checks {
+    (
+        mod $module:ident;
+        $(
+            $(#[doc = $doc:literal])*
+            $(#[needs($($capability:ident),+ $(,)?)])?
+            pub async fn $name:ident($($params:tt)*) $body:block
+        )*
+    ) => {
+        $(
+            $(#[doc = $doc])*
+            $(#[doc = concat!("\n\nRuns only where the store has: ", $("`", stringify!($capability), "` "),+)])?
+            pub async fn $name($($params)*) $body
+        )*
+        checks!(@tests ($) $module; $($name [$($($capability)+)?])*);
+    };
+    // `$d` is a `$` for the generated macro's own metavariables.
+    (@tests ($d:tt) $module:ident; $($name:ident [$($capability:ident)*])*) => {
+        #[doc(hidden)]
+        #[macro_export]
+        macro_rules! $module {
+            ($d harness:ty) => {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let mut harness = <$d harness as $crate::Harness>::setup().await;
+                        let _capabilities = $crate::capabilities_of(&harness);
+                        $(
+                            if !_capabilities.$capability {
+                                println!(concat!("skipped: needs ", stringify!($capability)));
+                                return;
+                            }
+                        )*
+                        $crate::checks::$module::$name($crate::CheckArg::from_harness(
+                            &mut harness,
+                        ))
+                        .await;
+                    }
+                )*
+            };
+        }
+    };
+}
+
 pub mod checks;
 pub mod process;
-pub mod support;
 
 use std::sync::Arc;
+pub use taskmill_core::store::Capabilities;
 use taskmill_core::Store;
 
 /// Gives each test an isolated store (a temp dir, a fresh namespace, …).
 #[async_trait::async_trait]
-pub trait Harness: Sized + Send + Sync + 'static {
+pub trait Harness: Send + Sync + 'static {
     /// Opens a fresh, empty store. Whatever keeps it alive (temp dir, server) lives in `Self`.
-    async fn setup() -> Self;
+    async fn setup() -> Self
+    where
+        Self: Sized;
+
     /// The store under test.
     fn store(&self) -> Arc<dyn Store>;
+
+    /// A second handle on the same store, opened on its own as another process would open
+    /// it (its own connections, its own subscriptions).
+    ///
+    /// Checks that need [`Capabilities::cross_process_events`] call it; a harness whose
+    /// store has that capability must implement it.
+    async fn open_another(&self) -> Arc<dyn Store> {
+        panic!(
+            "the store has cross_process_events, so its harness must implement \
+             Harness::open_another"
+        )
+    }
+
+    /// Closes the store and opens it again from what it persisted, as a restarted process
+    /// would; later calls to [`store`](Self::store) give the reopened store.
+    ///
+    /// The caller drops every handle it got from the harness first. Checks that need
+    /// [`Capabilities::durable`] call it; a harness whose store has that capability must
+    /// implement it.
+    async fn reopen(&mut self) -> Arc<dyn Store> {
+        panic!("the store is durable, so its harness must implement Harness::reopen")
+    }
 }
 
-/// Expands to one `#[tokio::test]` per check, each on a fresh store from the harness.
+/// What a check takes: the store, or the harness itself. Lets a generated test hand each
+/// check the argument its signature asks for.
+pub trait CheckArg<'a> {
+    /// The argument, from the harness of the test.
+    fn from_harness(harness: &'a mut dyn Harness) -> Self;
+}
+
+impl<'a> CheckArg<'a> for Arc<dyn Store> {
+    fn from_harness(harness: &'a mut dyn Harness) -> Self {
+        harness.store()
+    }
+}
+
+impl<'a> CheckArg<'a> for &'a mut dyn Harness {
+    fn from_harness(harness: &'a mut dyn Harness) -> Self {
+        harness
+    }
+}
+
+/// The capabilities of the harness's store.
+#[doc(hidden)]
+pub fn capabilities_of(harness: &dyn Harness) -> Capabilities {
+    harness.store().capabilities()
+}
+
+/// Expands to one `#[tokio::test]` per check, each on a fresh store from the harness, and
+/// one that the store reports `capabilities`: the checks gated on a capability the store
+/// lacks are skipped, so the call site states which those are.
+///
+/// The tests of each [`checks`] module come from the macro its `checks!` call defines, so
+/// this lists modules, never checks.
 #[macro_export]
 macro_rules! conformance_suite {
-    ($harness:ty) => {
-        $crate::conformance_suite!(@checks $harness;
-            enqueue_assigns_increasing_ids,
-            enqueued_task_is_in_input,
-            claim_moves_task_to_work_under_lease,
-            fencing_tokens_are_unique,
-            complete_removes_task,
-            retry_returns_task_to_input_at_time,
-            dead_outcome_moves_task_to_dead,
-            release_returns_task_without_using_an_attempt,
-            apply_reports_each_outcome_in_order,
-            get_reports_each_state,
-            payload_round_trips,
-            priority_orders_claims,
-            equal_priorities_are_fifo,
-            run_at_is_not_claimed_early,
-            due_tasks_order_by_priority_not_due_time,
-            claim_respects_limit,
-            claim_takes_only_requested_topics_in_order,
-            paused_topic_is_not_claimed_until_resumed,
-            pausing_does_not_affect_running_tasks,
-            max_running_caps_claims,
-            concurrent_claims_never_share_a_task,
-            stale_outcome_is_rejected,
-            outcome_with_wrong_token_is_stale,
-            outcome_for_unclaimed_task_is_stale,
-            renew_extends_lease,
-            renew_of_lost_lease_is_stale,
-            reaper_recovers_expired_leases,
-            reaper_sends_exhausted_task_to_dead,
-            reaper_respects_limit,
-            second_outcome_for_a_claim_in_one_batch_is_stale,
-            unique_key_rejects_duplicate_while_pending,
-            unique_key_rejects_duplicate_while_running_or_dead,
-            unique_key_is_free_after_completion_or_delete,
-            unique_key_applies_within_a_batch,
-            unique_keys_are_per_topic,
-            requeue_moves_dead_tasks_to_input,
-            requeue_all_dead_moves_every_dead_task,
-            delete_removes_tasks_from_every_queue,
-            list_pages_through_a_queue,
-            list_filters_by_queue_and_topic,
-            stats_count_every_transition_exactly,
-            sizes_per_topic_follow_the_queues,
-            published_events_reach_subscribers,
-            enqueue_publishes_task_enqueue_events,
-            changes_that_add_due_work_wake_managers,
-            has_subscribers_while_someone_listens,
-            manager_runs_every_task,
-            failing_task_is_retried_until_it_succeeds,
-            exhausted_retries_move_task_to_dead,
-            panicking_processor_fails_only_its_task,
-            undecodable_payload_goes_to_dead_without_retries,
-            permanent_error_skips_retries,
-            hung_processor_times_out,
-            close_releases_running_tasks_without_using_attempts,
-            close_with_timeout_lets_running_tasks_finish,
-            events_arrive_in_order_for_one_task,
-            two_managers_never_run_a_task_at_once,
-            crashed_managers_tasks_are_recovered,
-            lost_lease_cancels_the_run,
-            registration_errors_are_misuse,
-            manager_publishes_stats_periodically,
-            long_run_keeps_its_lease,
-            completion_reports_the_runs_own_duration,
-            topic_weights_share_the_workers,
-        );
-    };
-    (@checks $harness:ty; $($check:ident,)*) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $check() {
-                let harness = <$harness as $crate::Harness>::setup().await;
-                $crate::checks::$check($crate::Harness::store(&harness)).await;
-            }
-        )*
+    ($harness:ty, $capabilities:expr) => {
+        #[tokio::test]
+        async fn store_reports_its_capabilities() {
+            let harness = <$harness as $crate::Harness>::setup().await;
+            assert_eq!(
+                $crate::capabilities_of(&harness),
+                $capabilities,
+                "the checks gated on these capabilities run or skip by them"
+            );
+        }
+        $crate::lifecycle!($harness);
+        $crate::ordering!($harness);
+        $crate::leases!($harness);
+        $crate::admin!($harness);
+        $crate::events!($harness);
+        $crate::durability!($harness);
+        $crate::manager!($harness);
     };
 }

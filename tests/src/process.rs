@@ -180,33 +180,15 @@ pub fn kill9(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// A small xorshift generator for kill moments. The seed is printed so a failing schedule
-/// can be replayed with `TASKMILL_CRASH_SEED=…`.
-pub struct Rng(u64);
-
-impl Rng {
-    /// Seeded from `TASKMILL_CRASH_SEED`, or the clock.
-    pub fn from_env() -> Self {
-        let seed = std::env::var("TASKMILL_CRASH_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(1, |d| d.as_nanos() as u64)
-                    | 1
-            });
-        eprintln!("crash schedule seed: {seed} (TASKMILL_CRASH_SEED={seed} replays it)");
-        Rng(seed)
-    }
-
-    /// A number below `n`.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
+/// The generator of kill moments, seeded from `TASKMILL_CRASH_SEED` or at random. The seed
+/// is printed, so a failing schedule can be replayed with `TASKMILL_CRASH_SEED=…`.
+fn crash_schedule_rng() -> fastrand::Rng {
+    let seed = std::env::var("TASKMILL_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("crash schedule seed: {seed} (TASKMILL_CRASH_SEED={seed} replays it)");
+    fastrand::Rng::with_seed(seed)
 }
 
 /// How many runs a record file says finished (a torn last line is not counted).
@@ -290,10 +272,10 @@ pub fn kill_at_random_moments(
     enqueue_with_worker(bin, url, tasks, topics);
     // Kill once the record shows this many finished runs: spread over the whole backlog,
     // in increasing order, each at a random point of its slice.
-    let mut rng = Rng::from_env();
+    let mut rng = crash_schedule_rng();
     let slice = tasks as usize * 9 / 10 / kills.max(1);
     let targets: Vec<usize> = (0..kills)
-        .map(|i| slice / 10 + i * slice + rng.below(slice as u64 * 9 / 10) as usize)
+        .map(|i| slice / 10 + i * slice + rng.usize(..(slice * 9 / 10).max(1)))
         .collect();
     let record_arg = record.display().to_string();
     let mut args = vec!["run", "--store", url, "--record", &record_arg];

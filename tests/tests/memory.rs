@@ -18,7 +18,10 @@ impl Harness for MemoryHarness {
 }
 
 mod memory {
-    taskmill_tests::conformance_suite!(super::MemoryHarness);
+    taskmill_tests::conformance_suite!(
+        super::MemoryHarness,
+        taskmill_tests::Capabilities::IN_PROCESS
+    );
 }
 
 /// What only the memory store (no I/O, so tokio's paused clock drives everything) can show.
@@ -136,7 +139,7 @@ mod manager_lifecycle {
         ErrorKind, EventStream, Manager, Queue, Store, Task, TaskContext, TaskError, TaskId,
     };
     use taskmill_memory::MemoryStore;
-    use taskmill_tests::support::wait_until;
+    use taskmill_testkit::wait_until;
 
     /// A manager with one topic whose runs wait for their cancel, one task of it running.
     async fn running_one_task(store: &MemoryStore) -> (Manager, TaskId, EventStream) {
@@ -279,7 +282,7 @@ mod faulty_store {
         TaskError, TaskId, TaskRecord, Timestamp,
     };
     use taskmill_memory::MemoryStore;
-    use taskmill_tests::support::wait_until;
+    use taskmill_testkit::wait_until;
 
     /// The memory store, with faults.
     #[derive(Default)]

@@ -5,65 +5,63 @@
 
 use std::sync::Arc;
 use taskmill_core::Store;
-use taskmill_redis::test_support::{fresh_namespace, RedisServer};
 use taskmill_redis::RedisStore;
+use taskmill_testkit::redis::{fresh_namespace, RedisServer};
 use taskmill_tests::Harness;
 
 struct RedisHarness {
     store: RedisStore,
+    url: String,
     _server: RedisServer,
+}
+
+async fn open(url: &str) -> RedisStore {
+    RedisStore::open(url).await.expect("open the redis store")
 }
 
 #[async_trait::async_trait]
 impl Harness for RedisHarness {
     async fn setup() -> Self {
         let server = RedisServer::start();
-        let store = RedisStore::open(&server.url(&fresh_namespace()))
-            .await
-            .expect("open the redis store");
+        let url = server.url(&fresh_namespace());
         RedisHarness {
-            store,
+            store: open(&url).await,
+            url,
             _server: server,
         }
     }
     fn store(&self) -> Arc<dyn Store> {
         Arc::new(self.store.clone())
     }
+    async fn open_another(&self) -> Arc<dyn Store> {
+        Arc::new(open(&self.url).await)
+    }
+    /// A new handle with connections of its own: what the store keeps lives in the server.
+    async fn reopen(&mut self) -> Arc<dyn Store> {
+        self.store = open(&self.url).await;
+        self.store()
+    }
 }
 
 mod redis {
-    taskmill_tests::conformance_suite!(super::RedisHarness);
+    taskmill_tests::conformance_suite!(super::RedisHarness, taskmill_tests::Capabilities::SHARED);
 }
 
 /// Several manager processes sharing one Redis.
 mod redis_processes {
     use std::collections::HashSet;
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
     use std::time::{Duration, Instant};
     use taskmill_core::{Counters, QueueSizes, Store};
-    use taskmill_redis::test_support::{fresh_namespace, RedisServer};
     use taskmill_redis::RedisStore;
+    use taskmill_testkit::redis::{fresh_namespace, RedisServer};
+    use taskmill_testkit::{temp_dir, TempDir};
     use taskmill_tests::process::{enqueue_with_worker, kill9, spawn_worker, wait_child, Records};
     use taskmill_tests::worker_bin;
 
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!("taskmill-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-        fn file(&self, name: &str) -> String {
-            self.0.join(name).to_str().unwrap().to_owned()
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+    /// The path of `name` in `dir`, as a worker argument.
+    fn file(dir: &TempDir, name: &str) -> String {
+        dir.path().join(name).display().to_string()
     }
 
     fn merged(paths: &[String]) -> Records {
@@ -83,9 +81,11 @@ mod redis_processes {
         const TASKS: u64 = 30_000;
         let server = RedisServer::start();
         let url = server.url(&fresh_namespace());
-        let dir = TempDir::new("redis-three");
+        let dir = temp_dir();
         enqueue_with_worker(worker_bin!(), &url, TASKS, 3);
-        let records: Vec<String> = (0..3).map(|i| dir.file(&format!("runs-{i}.log"))).collect();
+        let records: Vec<String> = (0..3)
+            .map(|i| file(&dir, &format!("runs-{i}.log")))
+            .collect();
         let mut children: Vec<_> = records
             .iter()
             .map(|record| {
@@ -147,9 +147,9 @@ mod redis_processes {
         const TASKS: u64 = 6_000;
         let server = RedisServer::start();
         let url = server.url(&fresh_namespace());
-        let dir = TempDir::new("redis-killed");
+        let dir = temp_dir();
         enqueue_with_worker(worker_bin!(), &url, TASKS, 2);
-        let (victim_log, survivor_log) = (dir.file("victim.log"), dir.file("survivor.log"));
+        let (victim_log, survivor_log) = (file(&dir, "victim.log"), file(&dir, "survivor.log"));
         let common = [
             "--topics",
             "2",

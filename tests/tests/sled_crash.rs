@@ -20,7 +20,7 @@ fn sled_with_flush_enqueues_loses_no_task_across_kill_9() {
 }
 
 fn crash_test(flush: &str) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = taskmill_testkit::temp_dir();
     let url = format!("sled://{}?flush={flush}", dir.path().join("db").display());
     let run = kill_at_random_moments(
         worker_bin!(),

@@ -20,7 +20,7 @@ fn url(path: &Path) -> String {
 #[test]
 fn sqlite_survives_kill_9_at_random_moments() {
     const TOTAL: u64 = 20_000;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = taskmill_testkit::temp_dir();
     let db = url(&dir.path().join("tasks.db"));
     // Short leases, so a killed worker's tasks come back within seconds (renewed every
     // second, so a live worker keeps them even on a loaded machine).
@@ -51,7 +51,7 @@ fn sqlite_survives_kill_9_at_random_moments() {
 #[test]
 fn two_processes_share_one_sqlite_file() {
     const TOTAL: u64 = 10_000;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = taskmill_testkit::temp_dir();
     let db = url(&dir.path().join("tasks.db"));
     enqueue_with_worker(worker_bin!(), &db, TOTAL, 5);
     let records: Vec<PathBuf> = (0..2)

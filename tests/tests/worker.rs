@@ -6,10 +6,8 @@ use taskmill_tests::worker_bin;
 
 #[test]
 fn worker_records_every_run_once() {
-    let dir = std::env::temp_dir().join(format!("taskmill-worker-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let record = dir.join("runs.log");
-    let _ = std::fs::remove_file(&record);
+    let dir = taskmill_testkit::temp_dir();
+    let record = dir.path().join("runs.log");
     let path = record.to_str().unwrap();
     run_worker(
         worker_bin!(),
@@ -33,5 +31,4 @@ fn worker_records_every_run_once() {
     assert!(records.lost(500).is_empty());
     assert_eq!(records.duplicated(), 0);
     assert!(records.overlapping().is_empty());
-    std::fs::remove_dir_all(&dir).unwrap();
 }

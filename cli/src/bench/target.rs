@@ -216,7 +216,7 @@ mod tests {
     async fn redis_cleanup_deletes_the_namespace_only() {
         use taskmill::store::EnqueueOptions;
         use taskmill::{Task, Timestamp};
-        let server = taskmill_redis::test_support::RedisServer::start();
+        let server = taskmill_testkit::redis::RedisServer::start();
         let mut admin = server.connect().await;
         let set = |key: &str| redis::cmd("SET").arg(key).arg(1).clone();
         for key in ["app:ids", "app-b-10:ids", "{app-b-1x:t}:ready"] {

@@ -14,58 +14,61 @@
 //! knows of is on disk. Times are microseconds since the Unix epoch. With `--until-empty`
 //! it exits 0 once INPUT and WORK are both empty.
 
+use clap::{Args, Parser, Subcommand};
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use taskmill::{Manager, Task, TaskContext, TaskError};
 
-struct Args {
-    command: String,
-    store: String,
-    record: Option<String>,
-    tasks: u64,
-    topics: u64,
-    concurrency: usize,
-    work_ms: u64,
-    lease_ms: u64,
-    until_empty: bool,
+#[derive(Parser)]
+#[command(name = "taskmill-test-worker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
 }
 
-fn parse() -> Result<Args, String> {
-    let mut it = std::env::args().skip(1);
-    let command = it
-        .next()
-        .ok_or("usage: taskmill-test-worker enqueue|run --store URL …")?;
-    let mut args = Args {
-        command,
-        store: String::new(),
-        record: None,
-        tasks: 0,
-        topics: 1,
-        concurrency: 25,
-        work_ms: 0,
-        lease_ms: 30_000,
-        until_empty: false,
-    };
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        let number = |v: String| v.parse::<u64>().map_err(|e| format!("{flag}: {e}"));
-        match flag.as_str() {
-            "--store" => args.store = value()?,
-            "--record" => args.record = Some(value()?),
-            "--tasks" => args.tasks = number(value()?)?,
-            "--topics" => args.topics = number(value()?)?.max(1),
-            "--concurrency" => args.concurrency = number(value()?)? as usize,
-            "--work-ms" => args.work_ms = number(value()?)?,
-            "--lease-ms" => args.lease_ms = number(value()?)?,
-            "--until-empty" => args.until_empty = true,
-            other => return Err(format!("unknown flag {other}")),
-        }
-    }
-    if args.store.is_empty() {
-        return Err("--store URL is required".into());
-    }
-    Ok(args)
+#[derive(Subcommand)]
+enum Command {
+    /// Adds tasks `0..N` over topics `t0..tT` and exits.
+    Enqueue(Tasks),
+    /// Processes the tasks with a Manager, recording every run.
+    Run(Run),
+}
+
+/// Which store, and which tasks to enqueue in it.
+#[derive(Args)]
+struct Tasks {
+    /// The store's URL.
+    #[arg(long)]
+    store: String,
+    /// How many tasks to enqueue (`run` enqueues them before it starts).
+    #[arg(long, default_value_t = 0)]
+    tasks: u64,
+    /// How many topics the tasks spread over.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    topics: u64,
+}
+
+#[derive(Args)]
+struct Run {
+    #[command(flatten)]
+    tasks: Tasks,
+    /// The file each run appends its `start` and `end` lines to.
+    #[arg(long)]
+    record: PathBuf,
+    /// The manager's workers.
+    #[arg(long, default_value_t = 25)]
+    concurrency: usize,
+    /// How long each run works.
+    #[arg(long, default_value_t = 0)]
+    work_ms: u64,
+    /// The manager's lease.
+    #[arg(long, default_value_t = 30_000)]
+    lease_ms: u64,
+    /// Exit 0 once INPUT and WORK are both empty.
+    #[arg(long)]
+    until_empty: bool,
 }
 
 fn micros() -> u128 {
@@ -77,12 +80,12 @@ fn micros() -> u128 {
 
 /// Appends lines to the record file from one thread, fsyncing in groups: a line sent with
 /// an acknowledgement is acknowledged only once it is on disk.
-fn recorder(path: &str) -> mpsc::Sender<(String, Option<tokio::sync::oneshot::Sender<()>>)> {
+fn recorder(path: &Path) -> mpsc::Sender<(String, Option<tokio::sync::oneshot::Sender<()>>)> {
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
-        .unwrap_or_else(|e| panic!("cannot open record file {path}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot open record file {}: {e}", path.display()));
     let (tx, rx) = mpsc::channel::<(String, Option<tokio::sync::oneshot::Sender<()>>)>();
     std::thread::spawn(move || {
         while let Ok(first) = rx.recv() {
@@ -105,85 +108,75 @@ fn recorder(path: &str) -> mpsc::Sender<(String, Option<tokio::sync::oneshot::Se
 
 #[tokio::main]
 async fn main() {
-    let args = parse().unwrap_or_else(|e| {
-        eprintln!("taskmill-test-worker: {e}");
-        std::process::exit(2)
-    });
-    let store = taskmill::open(&args.store).await.unwrap_or_else(|e| {
-        eprintln!("taskmill-test-worker: cannot open {}: {e}", args.store);
+    let cli = Cli::parse();
+    let (Command::Enqueue(tasks) | Command::Run(Run { tasks, .. })) = &cli.command;
+    let store = taskmill::open(&tasks.store).await.unwrap_or_else(|e| {
+        eprintln!("taskmill-test-worker: cannot open {}: {e}", tasks.store);
         std::process::exit(1)
     });
-    let topic = |i: u64| format!("t{}", i % args.topics);
+    let topic = |i: u64| format!("t{}", i % tasks.topics);
     let enqueue = |manager: Manager| async move {
-        for chunk in (0..args.tasks).collect::<Vec<_>>().chunks(1000) {
-            let tasks = chunk
+        for chunk in (0..tasks.tasks).collect::<Vec<_>>().chunks(1000) {
+            let batch = chunk
                 .iter()
                 .map(|i| Task::new(topic(*i), i).expect("task"))
                 .collect();
-            manager.enqueue_batch(tasks).await.expect("enqueue");
+            manager.enqueue_batch(batch).await.expect("enqueue");
         }
-        eprintln!("enqueued {}", args.tasks);
+        eprintln!("enqueued {}", tasks.tasks);
     };
-    match args.command.as_str() {
-        "enqueue" => enqueue(Manager::builder_shared(store).build()).await,
-        "run" => {
-            let record = recorder(args.record.as_deref().expect("run needs --record FILE"));
-            let lease = Duration::from_millis(args.lease_ms);
-            let manager = Manager::builder_shared(store.clone())
-                .concurrency(args.concurrency)
-                .lease(lease)
-                .poll_interval(Duration::from_millis(100))
-                .stats_interval(None)
-                .build();
-            let pid = std::process::id();
-            let work = Duration::from_millis(args.work_ms);
-            for t in 0..args.topics {
+    let run = match &cli.command {
+        Command::Enqueue(_) => return enqueue(Manager::builder_shared(store).build()).await,
+        Command::Run(run) => run,
+    };
+    let record = recorder(&run.record);
+    let manager = Manager::builder_shared(store.clone())
+        .concurrency(run.concurrency)
+        .lease(Duration::from_millis(run.lease_ms))
+        .poll_interval(Duration::from_millis(100))
+        .stats_interval(None)
+        .build();
+    let pid = std::process::id();
+    let work = Duration::from_millis(run.work_ms);
+    for t in 0..tasks.topics {
+        let record = record.clone();
+        manager
+            .register(topic(t), move |ctx: TaskContext| {
                 let record = record.clone();
-                manager
-                    .register(topic(t), move |ctx: TaskContext| {
-                        let record = record.clone();
-                        async move {
-                            let n: u64 = ctx.args()?;
-                            let start = micros();
-                            let line = format!("start {n} {pid} {} {start}\n", ctx.attempt());
-                            record.send((line, None)).map_err(TaskError::msg)?;
-                            if !work.is_zero() {
-                                tokio::time::sleep(work).await;
-                            }
-                            let (ack, done) = tokio::sync::oneshot::channel();
-                            let line =
-                                format!("end {n} {pid} {} {start} {}\n", ctx.attempt(), micros());
-                            record.send((line, Some(ack))).map_err(TaskError::msg)?;
-                            done.await.map_err(TaskError::msg)?;
-                            Ok::<_, TaskError>(())
-                        }
-                    })
-                    .expect("register");
-            }
-            if args.tasks > 0 {
-                enqueue(manager.clone()).await;
-            }
-            manager.start().await.expect("start");
-            eprintln!("worker {pid} started");
-            if args.until_empty {
-                // Bounded by the caller: tests kill a worker that outlives their deadline.
-                loop {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    match store.stats().await {
-                        Ok(s) if s.total.sizes.input == 0 && s.total.sizes.work == 0 => break,
-                        Ok(_) => {}
-                        Err(e) => eprintln!("worker {pid}: stats: {e}"),
+                async move {
+                    let n: u64 = ctx.args()?;
+                    let start = micros();
+                    let line = format!("start {n} {pid} {} {start}\n", ctx.attempt());
+                    record.send((line, None)).map_err(TaskError::msg)?;
+                    if !work.is_zero() {
+                        tokio::time::sleep(work).await;
                     }
+                    let (ack, done) = tokio::sync::oneshot::channel();
+                    let line = format!("end {n} {pid} {} {start} {}\n", ctx.attempt(), micros());
+                    record.send((line, Some(ack))).map_err(TaskError::msg)?;
+                    done.await.map_err(TaskError::msg)?;
+                    Ok::<_, TaskError>(())
                 }
-                manager.close().await.expect("close");
-                eprintln!("worker {pid} done");
-            } else {
-                std::future::pending::<()>().await;
-            }
-        }
-        other => {
-            eprintln!("taskmill-test-worker: unknown command {other:?}");
-            std::process::exit(2)
+            })
+            .expect("register");
+    }
+    if tasks.tasks > 0 {
+        enqueue(manager.clone()).await;
+    }
+    manager.start().await.expect("start");
+    eprintln!("worker {pid} started");
+    if !run.until_empty {
+        return std::future::pending().await;
+    }
+    // Bounded by the caller: tests kill a worker that outlives their deadline.
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        match store.stats().await {
+            Ok(s) if s.total.sizes.input == 0 && s.total.sizes.work == 0 => break,
+            Ok(_) => {}
+            Err(e) => eprintln!("worker {pid}: stats: {e}"),
         }
     }
+    manager.close().await.expect("close");
+    eprintln!("worker {pid} done");
 }

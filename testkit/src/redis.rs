@@ -1,19 +1,21 @@
 //! A private `redis-server` for tests: started on a free loopback port, killed on drop.
 //!
-//! Enabled by the `test-support` feature. Never touches a Redis the user runs (6379 or
-//! any other): each server gets its own port and its own temporary directory.
+//! Never touches a Redis the user runs (6379 or any other): each server gets its own port
+//! and its own temporary directory.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tempfile::TempDir;
 
 /// Where the server binary is looked for (then `$PATH`), unless `REDIS_SERVER` names one.
 const DEFAULT_BINARY: &str = "/usr/bin/redis-server";
 /// How long a server may take to answer PING after it was started.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How to install the binary, for the messages that say it is missing.
+const INSTALL: &str = "install it with `apt-get install redis-server`";
 
 /// How to start a test server.
 #[derive(Debug, Clone, Default)]
@@ -48,16 +50,14 @@ impl ServerConfig {
     }
 }
 
-/// A running `redis-server` owned by a test.
+/// A running `redis-server` owned by a test; SIGKILLed and its directory removed on drop.
 #[derive(Debug)]
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
-    dir: PathBuf,
+    dir: TempDir,
     config: ServerConfig,
 }
-
-static NEXT: AtomicU64 = AtomicU64::new(0);
 
 fn binary() -> PathBuf {
     if let Some(path) = std::env::var_os("REDIS_SERVER") {
@@ -74,8 +74,8 @@ fn binary() -> PathBuf {
         })
         .unwrap_or_else(|| {
             panic!(
-                "redis-server not found (looked at {DEFAULT_BINARY}, $REDIS_SERVER and $PATH): \
-                 install it with `apt-get install redis-server`"
+                "redis-server not found (looked at {DEFAULT_BINARY}, $REDIS_SERVER and \
+                 $PATH): {INSTALL}"
             )
         })
 }
@@ -86,19 +86,14 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
-/// Whether a Redis answers PING on `port`.
-pub fn answers_ping(port: u16) -> bool {
-    let Ok(mut stream) =
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
-    else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    if stream.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 7];
-    stream.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+/// A Redis namespace no other test of this process uses.
+pub fn fresh_namespace() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "t{}x{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl RedisServer {
@@ -112,23 +107,24 @@ impl RedisServer {
     }
 
     /// Starts a server as configured.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
     pub fn start_with(config: ServerConfig) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "taskmill-redis-test-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("create the server's temp dir");
+        let mut server = RedisServer {
+            child: None,
+            port: 0,
+            dir: tempfile::Builder::new()
+                .prefix("taskmill-redis-")
+                .tempdir()
+                .expect("create the server's temp dir"),
+            config,
+        };
         // The port is free when asked, but another process may take it before the server
-        // binds it: try a few.
+        // binds it: a few tries cover that.
         let mut last = String::new();
         for _ in 0..5 {
-            let mut server = RedisServer {
-                child: None,
-                port: config.port.unwrap_or_else(free_port),
-                dir: dir.clone(),
-                config: config.clone(),
-            };
+            server.port = server.config.port.unwrap_or_else(free_port);
             match server.spawn() {
                 Ok(()) => return server,
                 Err(e) => last = e,
@@ -141,31 +137,25 @@ impl RedisServer {
         let mut cmd = Command::new(binary());
         cmd.arg("--port")
             .arg(self.port.to_string())
-            .arg("--bind")
-            .arg("127.0.0.1")
-            .arg("--save")
-            .arg("")
+            .args(["--bind", "127.0.0.1", "--save", ""])
             .arg("--dir")
-            .arg(&self.dir)
-            .arg("--daemonize")
-            .arg("no")
-            .arg("--maxmemory-policy")
-            .arg("noeviction");
+            .arg(self.dir.path())
+            .args(["--daemonize", "no", "--maxmemory-policy", "noeviction"]);
         if self.config.appendonly {
             cmd.args(["--appendonly", "yes", "--appendfsync", "everysec"]);
         } else {
             cmd.args(["--appendonly", "no"]);
         }
         cmd.args(&self.config.args);
-        let log = std::fs::File::create(self.dir.join(format!("server-{}.log", self.port)))
+        let log = std::fs::File::create(self.dir.path().join(format!("server-{}.log", self.port)))
             .map_err(|e| e.to_string())?;
         cmd.stdin(Stdio::null()).stdout(log).stderr(Stdio::null());
-        let mut child = cmd.spawn().map_err(|e| {
-            format!("cannot run redis-server ({e}): install it with `apt-get install redis-server`")
-        })?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run redis-server ({e}): {INSTALL}"))?;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if answers_ping(self.port) {
+            if self.answers_ping() {
                 self.child = Some(child);
                 return Ok(());
             }
@@ -187,9 +177,23 @@ impl RedisServer {
         }
     }
 
+    /// Whether the server answers PING (within a fraction of a second).
+    pub fn answers_ping(&self) -> bool {
+        let Ok(client) = redis::Client::open(self.plain_url()) else {
+            return false;
+        };
+        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200)) else {
+            return false;
+        };
+        let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+        redis::cmd("PING")
+            .query::<String>(&mut conn)
+            .is_ok_and(|pong| pong == "PONG")
+    }
+
     /// The server's temporary directory (removed on drop).
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
     /// The server's port on 127.0.0.1.
@@ -202,14 +206,33 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0?namespace={namespace}", self.port)
     }
 
-    /// A plain connection to database 0 of this server, for a test that reads or writes
-    /// keys behind the store's back. Panics if the server does not answer.
+    /// The URL of database 0 without a namespace, for a plain Redis client.
+    pub fn plain_url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// A plain connection to database 0, for a test that reads or writes keys behind the
+    /// store's back.
+    ///
+    /// # Panics
+    /// When the server does not answer.
     pub async fn connect(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(format!("redis://127.0.0.1:{}/0", self.port))
+        redis::Client::open(self.plain_url())
             .expect("a loopback redis:// URL")
             .get_multiplexed_async_connection()
             .await
             .expect("connecting to the test redis-server")
+    }
+
+    /// How many keys database 0 holds.
+    ///
+    /// # Panics
+    /// When the server does not answer.
+    pub fn dbsize(&self) -> u64 {
+        let mut conn = redis::Client::open(self.plain_url())
+            .and_then(|client| client.get_connection_with_timeout(Duration::from_secs(5)))
+            .expect("connecting to the test redis-server");
+        redis::cmd("DBSIZE").query(&mut conn).expect("DBSIZE")
     }
 
     /// Kills the server with SIGKILL and waits until it is gone.
@@ -243,15 +266,5 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// A namespace no other test uses.
-pub fn fresh_namespace() -> String {
-    format!(
-        "t{}x{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
 }

@@ -1,19 +1,21 @@
-//! Small helpers the checks share.
+//! One call for what tests do to a store over and over; each fails the test on an error.
 
-use std::future::Future;
-use std::sync::Arc;
+use std::ops::Range;
 use std::time::Duration;
 use taskmill_core::store::{
-    Applied, ApplyOptions, ClaimOptions, Claimed, EnqueueOptions, LeaseRef, Outcome, OutcomeKind,
-    RecoverOptions, Recovered, TopicClaim,
+    Applied, ApplyOptions, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef, Outcome,
+    OutcomeKind, RecoverOptions, Recovered, TopicClaim,
 };
 use taskmill_core::{QueueSizes, Store, Task, TaskId, TaskRecord, Timestamp};
 
-/// A fixed "now" for store-level checks: stores never read a clock, so time is ours.
+/// A fixed "now" for store-level tests: stores never read a clock, so time is the test's.
 pub const T0: Timestamp = Timestamp::from_millis(1_700_000_000_000);
 
-/// The lease every store-level claim takes.
+/// The lease every claim made through these helpers takes.
 pub const LEASE: Duration = Duration::from_secs(30);
+
+/// The owner every claim made through [`claim`] and [`claim_at`] names.
+pub const OWNER: &str = "owner-a";
 
 /// `T0` plus `ms` milliseconds.
 pub fn at(ms: u64) -> Timestamp {
@@ -25,13 +27,23 @@ pub fn task(topic: &str, n: u64) -> Task {
     Task::new(topic, &n).expect("a valid task")
 }
 
-/// Enqueues tasks at `T0` and returns their ids, asserting each was new.
-pub async fn enqueue(store: &dyn Store, tasks: Vec<Task>) -> Vec<TaskId> {
-    let results = store
+/// Tasks of `topic`, one per argument in `args`.
+pub fn tasks(topic: &str, args: Range<u64>) -> Vec<Task> {
+    args.map(|i| task(topic, i)).collect()
+}
+
+/// Enqueues tasks at `T0`; what became of each (new or a duplicate).
+pub async fn enqueue_results(store: &dyn Store, tasks: Vec<Task>) -> Vec<Enqueued> {
+    store
         .enqueue(tasks, &EnqueueOptions::new(T0))
         .await
-        .expect("enqueue");
-    results
+        .expect("enqueue")
+}
+
+/// Enqueues tasks at `T0` and returns their ids, asserting each was new.
+pub async fn enqueue(store: &dyn Store, tasks: Vec<Task>) -> Vec<TaskId> {
+    enqueue_results(store, tasks)
+        .await
         .into_iter()
         .map(|r| {
             assert!(r.is_new(), "unexpected duplicate of {}", r.id());
@@ -40,27 +52,28 @@ pub async fn enqueue(store: &dyn Store, tasks: Vec<Task>) -> Vec<TaskId> {
         .collect()
 }
 
-/// Enqueues `n` tasks of `topic` at `T0`.
+/// Enqueues `n` tasks of `topic` at `T0` (arguments `0..n`); their ids.
 pub async fn enqueue_n(store: &dyn Store, topic: &str, n: u64) -> Vec<TaskId> {
-    enqueue(store, (0..n).map(|i| task(topic, i)).collect()).await
+    enqueue(store, tasks(topic, 0..n)).await
 }
 
-/// Claims up to `limit` tasks of `topics` at `now` as owner "owner-a"; all must be ready.
+/// Claims up to `limit` tasks of `topics` at `T0` as [`OWNER`]; none may be corrupt.
+pub async fn claim(store: &dyn Store, topics: &[&str], limit: usize) -> Vec<TaskRecord> {
+    claim_at(store, topics, limit, T0).await
+}
+
+/// Claims up to `limit` tasks of `topics` at `now` as [`OWNER`]; none may be corrupt.
 pub async fn claim_at(
     store: &dyn Store,
     topics: &[&str],
     limit: usize,
     now: Timestamp,
 ) -> Vec<TaskRecord> {
-    claim_as(store, "owner-a", topics, limit, now).await
+    claim_as(store, OWNER, topics, limit, now).await
 }
 
-/// Claims up to `limit` tasks of `topics` at `T0`.
-pub async fn claim(store: &dyn Store, topics: &[&str], limit: usize) -> Vec<TaskRecord> {
-    claim_at(store, topics, limit, T0).await
-}
-
-/// Claims as `owner`.
+/// Claims up to `limit` tasks of `topics` at `now` as `owner`, under a [`LEASE`]; none may
+/// be corrupt.
 pub async fn claim_as(
     store: &dyn Store,
     owner: &str,
@@ -105,8 +118,13 @@ pub fn ids(records: &[TaskRecord]) -> Vec<TaskId> {
     records.iter().map(|r| r.id).collect()
 }
 
+/// Applies one outcome to a claimed record at `T0`.
+pub async fn apply_outcome(store: &dyn Store, record: &TaskRecord, kind: OutcomeKind) -> Applied {
+    apply_outcome_at(store, record, kind, T0).await
+}
+
 /// Applies one outcome to a claimed record at `now`.
-pub async fn finish_at(
+pub async fn apply_outcome_at(
     store: &dyn Store,
     record: &TaskRecord,
     kind: OutcomeKind,
@@ -121,12 +139,7 @@ pub async fn finish_at(
         .await
         .expect("apply");
     assert_eq!(applied.len(), 1, "one result per outcome");
-    applied.pop().unwrap()
-}
-
-/// Applies one outcome at `T0`.
-pub async fn finish(store: &dyn Store, record: &TaskRecord, kind: OutcomeKind) -> Applied {
-    finish_at(store, record, kind, T0).await
+    applied.pop().expect("one result")
 }
 
 /// Runs the reaper at `now` for up to `limit` tasks.
@@ -144,31 +157,4 @@ pub async fn get(store: &dyn Store, id: TaskId) -> TaskRecord {
         .await
         .expect("get")
         .unwrap_or_else(|| panic!("task {id} should exist"))
-}
-
-/// Polls `condition` every few milliseconds until it holds, failing after `limit`.
-pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if condition().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// A shared, growing list of what a test observed.
-pub type Log<T> = Arc<std::sync::Mutex<Vec<T>>>;
-
-/// A new, empty log.
-pub fn log<T>() -> Log<T> {
-    Arc::new(std::sync::Mutex::new(Vec::new()))
 }

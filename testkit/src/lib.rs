@@ -1,0 +1,28 @@
+//! Helpers shared by taskmill's tests: the conformance suite (`taskmill-tests`), each store
+//! crate's own tests, and the benchmark's smoke test.
+//!
+//! - [`T0`], [`at`], [`LEASE`]: fixed times, since stores never read a clock;
+//! - [`enqueue`], [`claim`], [`ready`], [`apply_outcome`], [`get`] and their kin: one call
+//!   for what a test does to a store over and over, failing the test on an error;
+//! - [`wait_until`]: wait for a condition with a deadline instead of sleeping and hoping;
+//! - [`temp_dir`]: a directory removed when the test ends, passed or not;
+//! - [`EnteredSpans`]: which thread entered which `tracing` span;
+//! - `redis::RedisServer` (feature `redis`): a private `redis-server` on a free loopback
+//!   port.
+//!
+//! It depends on `taskmill-core` alone, so every store crate can take it as a
+//! dev-dependency without a cycle.
+
+#![warn(missing_docs)]
+
+mod dir;
+#[cfg(feature = "redis")]
+pub mod redis;
+mod spans;
+mod store;
+mod wait;
+
+pub use dir::{temp_dir, TempDir};
+pub use spans::EnteredSpans;
+pub use store::*;
+pub use wait::{log, wait_until, Log};

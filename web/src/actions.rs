@@ -1,0 +1,114 @@
+//! The POSTs that change the store. Each is guarded (same origin, CSRF token, not
+//! read-only) by [`guard`](crate::guard) before it gets here, and ends in a redirect, so
+//! reloading the page it lands on repeats nothing.
+
+use crate::context::{is_local_path, Ctx};
+use crate::data::{Bulk, State};
+use crate::error::Failure;
+use crate::pages::parse_id;
+use crate::views::query;
+use axum::extract::{Form, Path};
+use axum::response::Redirect;
+use serde::Deserialize;
+
+/// Where to send the browser afterwards: a path inside the dashboard.
+#[derive(Deserialize)]
+pub(crate) struct Back {
+    next: Option<String>,
+}
+
+impl Back {
+    fn redirect(self, ctx: &Ctx, fallback: &str) -> Redirect {
+        let to = self.next.filter(|n| is_local_path(n));
+        Redirect::to(&ctx.url(to.as_deref().unwrap_or(fallback)))
+    }
+}
+
+/// `POST /tasks/{id}/retry`: a dead task back to pending.
+pub(crate) async fn retry(
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(back): Form<Back>,
+) -> Result<Redirect, Failure> {
+    let id = parse_id(&ctx, &id)?;
+    ctx.source()
+        .retry(id)
+        .await
+        .map_err(|e| ctx.store_failure(e))?;
+    Ok(back.redirect(&ctx, &format!("/tasks/{id}")))
+}
+
+/// `POST /tasks/{id}/delete`. From the task's own page, goes on to the list it was in.
+pub(crate) async fn delete(
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(back): Form<Back>,
+) -> Result<Redirect, Failure> {
+    let id = parse_id(&ctx, &id)?;
+    let source = ctx.source();
+    let task = source.task(id).await.map_err(|e| ctx.store_failure(e))?;
+    source.delete(id).await.map_err(|e| ctx.store_failure(e))?;
+    let own_page = format!("/tasks/{id}");
+    let list = match &task {
+        Some(task) => format!(
+            "/queues/{}?{}",
+            State::of(task).slug(),
+            query(&[("topic", &task.topic)])
+        ),
+        None => "/".to_owned(),
+    };
+    if back.next.as_deref() == Some(own_page.as_str()) {
+        return Ok(Redirect::to(&ctx.url(&list)));
+    }
+    Ok(back.redirect(&ctx, &list))
+}
+
+/// The fields of pause and resume.
+#[derive(Deserialize)]
+pub(crate) struct TopicForm {
+    topic: String,
+    next: Option<String>,
+}
+
+/// `POST /topics/pause`.
+pub(crate) async fn pause(ctx: Ctx, Form(form): Form<TopicForm>) -> Result<Redirect, Failure> {
+    set_paused(ctx, form, true).await
+}
+
+/// `POST /topics/resume`.
+pub(crate) async fn resume(ctx: Ctx, Form(form): Form<TopicForm>) -> Result<Redirect, Failure> {
+    set_paused(ctx, form, false).await
+}
+
+async fn set_paused(ctx: Ctx, form: TopicForm, paused: bool) -> Result<Redirect, Failure> {
+    ctx.source()
+        .set_paused(&form.topic, paused)
+        .await
+        .map_err(|e| ctx.store_failure(e))?;
+    Ok(Back { next: form.next }.redirect(&ctx, "/"))
+}
+
+/// The fields of a bulk action.
+#[derive(Deserialize)]
+pub(crate) struct BulkForm {
+    action: Bulk,
+    topic: Option<String>,
+}
+
+/// `POST /bulk`: retries or deletes every dead task (of a topic), a page at a time.
+pub(crate) async fn bulk(ctx: Ctx, Form(form): Form<BulkForm>) -> Result<Redirect, Failure> {
+    let topic = form.topic.as_deref().filter(|t| !t.is_empty());
+    let done = ctx
+        .source()
+        .bulk_dead(form.action, topic)
+        .await
+        .map_err(|e| ctx.store_failure(e))?;
+    let done = done.to_string();
+    let mut pairs = vec![("done", form.action.slug()), ("count", done.as_str())];
+    if let Some(topic) = topic {
+        pairs.push(("topic", topic));
+    }
+    Ok(Redirect::to(
+        &ctx.url(&format!("/queues/dead?{}", query(&pairs))),
+    ))
+}

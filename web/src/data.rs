@@ -1,0 +1,194 @@
+//! Everything the dashboard reads from or does to the store, in one place.
+//!
+//! Pages and actions call [`Source`] and nothing else, so moving the dashboard from
+//! `Arc<dyn Store>` onto another handle (a client with task history and cancel) changes
+//! this file only. The vocabulary of states the dashboard shows (which tabs exist, what a
+//! row can do) lives here too, for the same reason.
+
+use futures_util::StreamExt;
+use std::sync::Arc;
+use taskmill_core::store::{ListOptions, Page, RequeueOptions};
+use taskmill_core::{
+    Event, EventStream, Queue, Result, Stats, Store, TaskId, TaskRecord, Timestamp, TopicStats,
+};
+
+/// How many tasks one step of a bulk action lists and moves.
+const BULK_PAGE: usize = 500;
+
+/// The dashboard's handle on a store.
+#[derive(Clone)]
+pub(crate) struct Source {
+    store: Arc<dyn Store>,
+}
+
+/// A state a task can be in, as the dashboard shows it: one tab of a queue page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct State(Queue);
+
+impl State {
+    /// Waiting to run, now or later.
+    pub(crate) const PENDING: State = State(Queue::Input);
+    /// Claimed by a worker.
+    pub(crate) const RUNNING: State = State(Queue::Work);
+    /// Failed for good.
+    pub(crate) const DEAD: State = State(Queue::Dead);
+
+    /// Every state, in lifecycle order: the tabs of a queue page.
+    pub(crate) const ALL: [State; 3] = [State::PENDING, State::RUNNING, State::DEAD];
+
+    /// The state named in a URL (`input`, `work`, `dead`).
+    pub(crate) fn parse(slug: &str) -> Option<State> {
+        slug.parse().ok().map(State)
+    }
+
+    /// The state of a stored task.
+    pub(crate) fn of(task: &TaskRecord) -> State {
+        State(task.queue)
+    }
+
+    /// The name in URLs and in the stats stream's fields.
+    pub(crate) fn slug(self) -> &'static str {
+        self.0.as_str()
+    }
+
+    /// The name people read.
+    pub(crate) fn label(self) -> &'static str {
+        match self.0 {
+            Queue::Input => "Pending",
+            Queue::Work => "Running",
+            Queue::Dead => "Dead",
+        }
+    }
+
+    /// How many tasks of `stats` are in this state.
+    pub(crate) fn count(self, stats: &TopicStats) -> u64 {
+        match self.0 {
+            Queue::Input => stats.sizes.input,
+            Queue::Work => stats.sizes.work,
+            Queue::Dead => stats.sizes.dead,
+        }
+    }
+
+    /// Whether its tasks can be sent back to run again.
+    pub(crate) fn is_retryable(self) -> bool {
+        self.0 == Queue::Dead
+    }
+
+    /// Whether its tasks are dead.
+    pub(crate) fn is_dead(self) -> bool {
+        self.0 == Queue::Dead
+    }
+
+    /// Whether its tasks hold a lease.
+    pub(crate) fn is_running(self) -> bool {
+        self.0 == Queue::Work
+    }
+}
+
+/// A bulk action on every dead task of a topic, or of all topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Bulk {
+    /// Send them back to pending.
+    Retry,
+    /// Remove them.
+    Delete,
+}
+
+impl Bulk {
+    /// The name in URLs.
+    pub(crate) fn slug(self) -> &'static str {
+        match self {
+            Bulk::Retry => "retry",
+            Bulk::Delete => "delete",
+        }
+    }
+}
+
+impl Source {
+    pub(crate) fn new(store: Arc<dyn Store>) -> Self {
+        Source { store }
+    }
+
+    /// Counters, sizes and paused flags, totals and per topic.
+    pub(crate) async fn stats(&self) -> Result<Stats> {
+        self.store.stats().await
+    }
+
+    /// One page of tasks in `state`, ascending by id, after the cursor.
+    pub(crate) async fn page(
+        &self,
+        state: State,
+        topic: Option<&str>,
+        after: Option<TaskId>,
+        limit: usize,
+    ) -> Result<Page> {
+        let mut query = ListOptions::new(state.0).limit(limit);
+        if let Some(topic) = topic {
+            query = query.topic(topic);
+        }
+        if let Some(after) = after {
+            query = query.after(after);
+        }
+        self.store.list(&query).await
+    }
+
+    /// One task, wherever it is.
+    pub(crate) async fn task(&self, id: TaskId) -> Result<Option<TaskRecord>> {
+        self.store.get(id).await
+    }
+
+    /// Sends a dead task back to pending; whether it was dead.
+    pub(crate) async fn retry(&self, id: TaskId) -> Result<bool> {
+        let moved = self
+            .store
+            .requeue(&[id], &RequeueOptions::new(Timestamp::now()))
+            .await?;
+        Ok(moved.first().copied().unwrap_or(false))
+    }
+
+    /// Removes a task; whether it existed.
+    pub(crate) async fn delete(&self, id: TaskId) -> Result<bool> {
+        let gone = self.store.delete(&[id]).await?;
+        Ok(gone.first().copied().unwrap_or(false))
+    }
+
+    /// Pauses or resumes claiming from a topic.
+    pub(crate) async fn set_paused(&self, topic: &str, paused: bool) -> Result<()> {
+        self.store.set_paused(topic, paused).await
+    }
+
+    /// Applies `action` to every dead task (of `topic`), a page at a time, so that no more
+    /// than one page is held however many there are. Returns how many it moved or removed.
+    pub(crate) async fn bulk_dead(&self, action: Bulk, topic: Option<&str>) -> Result<u64> {
+        let mut after = None;
+        let mut done = 0;
+        loop {
+            let page = self.page(State::DEAD, topic, after, BULK_PAGE).await?;
+            let ids: Vec<TaskId> = page.tasks.iter().map(|t| t.id).collect();
+            let changed = match action {
+                Bulk::Retry => {
+                    self.store
+                        .requeue(&ids, &RequeueOptions::new(Timestamp::now()))
+                        .await?
+                }
+                Bulk::Delete => self.store.delete(&ids).await?,
+            };
+            done += changed.into_iter().filter(|c| *c).count() as u64;
+            // Ids only grow, so the cursor moves past every task seen, and tasks that
+            // die meanwhile (with larger ids) are reached too.
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(done),
+            }
+        }
+    }
+
+    /// Task events from now on; stats snapshots are polled, not relayed.
+    pub(crate) async fn events(&self) -> Result<EventStream> {
+        let events = self.store.subscribe().await?;
+        Ok(events
+            .filter(|e| std::future::ready(!matches!(e, Event::ManagerStats { .. })))
+            .boxed())
+    }
+}

@@ -1,0 +1,160 @@
+//! The pages a browser GETs.
+
+use crate::context::Ctx;
+use crate::data::{Bulk, State};
+use crate::error::Failure;
+use crate::views::{self, count, QueueView};
+use axum::extract::{Path, Query};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use futures_util::future::try_join;
+use maud::Markup;
+use serde::Deserialize;
+use taskmill_core::{TaskId, Timestamp};
+
+/// Tasks on a queue page unless the query asks for another number.
+const PAGE: usize = 50;
+/// The most tasks one page may ask for.
+const MAX_PAGE: usize = 500;
+
+/// A rendered page: never cached, since it shows live state.
+fn page(markup: Markup) -> Response {
+    ([(header::CACHE_CONTROL, "no-store")], markup).into_response()
+}
+
+/// `GET /`.
+pub(crate) async fn overview(ctx: Ctx) -> Result<Response, Failure> {
+    let stats = ctx
+        .source()
+        .stats()
+        .await
+        .map_err(|e| ctx.store_failure(e))?;
+    Ok(page(views::overview(&ctx, &stats)))
+}
+
+/// The query of a queue page.
+#[derive(Deserialize)]
+pub(crate) struct QueueQuery {
+    topic: Option<String>,
+    after: Option<u64>,
+    limit: Option<usize>,
+    /// The bulk action that led here, and how many tasks it changed.
+    done: Option<Bulk>,
+    count: Option<u64>,
+}
+
+/// `GET /queues/{state}`: one page of tasks in a state, of one topic or all.
+pub(crate) async fn queue(
+    ctx: Ctx,
+    Path(slug): Path<String>,
+    Query(query): Query<QueueQuery>,
+) -> Result<Response, Failure> {
+    let state = State::parse(&slug).ok_or_else(|| {
+        ctx.failure(
+            StatusCode::NOT_FOUND,
+            format!("There is no state {slug:?}."),
+        )
+    })?;
+    let topic = query.topic.as_deref().filter(|t| !t.is_empty());
+    let after = query.after.map(TaskId::new);
+    let limit = query.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
+    let source = ctx.source();
+    let (stats, tasks) = try_join(source.stats(), source.page(state, topic, after, limit))
+        .await
+        .map_err(|e| ctx.store_failure(e))?;
+    // Forms on this page come back to it without the notice, which was about this visit.
+    let mut ctx = ctx;
+    if query.done.is_some() {
+        let mut pairs = Vec::new();
+        pairs.extend(topic.map(|t| ("topic", t)));
+        let search = views::query(&pairs);
+        let path = format!("/queues/{}", state.slug());
+        ctx.here = if search.is_empty() {
+            path
+        } else {
+            format!("{path}?{search}")
+        }
+        .into();
+    }
+    let notice = query.done.map(|done| {
+        let n = count(query.count.unwrap_or(0));
+        match done {
+            Bulk::Retry => format!("Sent {n} dead tasks back to pending."),
+            Bulk::Delete => format!("Deleted {n} dead tasks."),
+        }
+    });
+    let view = QueueView {
+        state,
+        topic,
+        stats: &stats,
+        page: &tasks,
+        after,
+        notice,
+        now: Timestamp::now(),
+    };
+    Ok(page(views::queue(&ctx, &view)))
+}
+
+/// The query of the search box.
+#[derive(Deserialize)]
+pub(crate) struct FindQuery {
+    id: String,
+}
+
+/// `GET /tasks?id=N`: the search box, which goes to the task's page.
+pub(crate) async fn find(ctx: Ctx, Query(query): Query<FindQuery>) -> Result<Response, Failure> {
+    let id = parse_id(&ctx, &query.id)?;
+    Ok(Redirect::to(&ctx.url(&format!("/tasks/{id}"))).into_response())
+}
+
+/// `GET /tasks/{id}`.
+pub(crate) async fn task(ctx: Ctx, Path(id): Path<String>) -> Result<Response, Failure> {
+    let id = parse_id(&ctx, &id)?;
+    match ctx.source().task(id).await.map_err(|e| ctx.store_failure(e))? {
+        Some(task) => Ok(page(views::task(&ctx, &task, Timestamp::now()))),
+        None => Err(ctx.failure(
+            StatusCode::NOT_FOUND,
+            format!("No task {id}: it completed (completed tasks are not kept) or was deleted, or never existed."),
+        )),
+    }
+}
+
+pub(crate) fn parse_id(ctx: &Ctx, text: &str) -> Result<TaskId, Failure> {
+    text.trim().parse().map_err(|_| {
+        ctx.failure(
+            StatusCode::BAD_REQUEST,
+            format!("{text:?} is not a task id (a whole number)."),
+        )
+    })
+}
+
+/// The query of the bulk confirmation.
+#[derive(Deserialize)]
+pub(crate) struct BulkQuery {
+    action: Bulk,
+    topic: Option<String>,
+}
+
+/// `GET /bulk?action=retry|delete[&topic=T]`: asks before acting on every dead task.
+pub(crate) async fn confirm_bulk(
+    ctx: Ctx,
+    Query(query): Query<BulkQuery>,
+) -> Result<Response, Failure> {
+    if !ctx.can_act() {
+        return Err(ctx.failure(StatusCode::FORBIDDEN, "The dashboard is read-only."));
+    }
+    let topic = query.topic.as_deref().filter(|t| !t.is_empty());
+    let stats = ctx
+        .source()
+        .stats()
+        .await
+        .map_err(|e| ctx.store_failure(e))?;
+    let figures = topic.map_or(stats.total, |t| stats.topic(t));
+    let dead = State::DEAD.count(&figures);
+    Ok(page(views::confirm_bulk(&ctx, query.action, topic, dead)))
+}
+
+/// Any other path.
+pub(crate) async fn not_found(ctx: Ctx) -> Failure {
+    ctx.failure(StatusCode::NOT_FOUND, "There is no such page.")
+}

@@ -1,0 +1,153 @@
+//! The overview: totals, throughput, topics, and live events.
+
+use super::{action, count, layout, state_url, Section};
+use crate::context::Ctx;
+use crate::data::State;
+use maud::{html, Markup};
+use taskmill_core::{Stats, TopicStats};
+
+/// The figures of the summary bar, in order.
+const SUMMARY: [Figure; 5] = [
+    Figure::Processed,
+    Figure::Failed,
+    Figure::State(State::RUNNING),
+    Figure::State(State::PENDING),
+    Figure::State(State::DEAD),
+];
+
+/// One figure of the summary bar.
+#[derive(Clone, Copy)]
+enum Figure {
+    /// The `completed` counter.
+    Processed,
+    /// The `failed` counter: tasks that went to DEAD.
+    Failed,
+    /// How many tasks are in a state now.
+    State(State),
+}
+
+impl Figure {
+    fn label(self) -> &'static str {
+        match self {
+            Figure::Processed => "Processed",
+            Figure::Failed => "Failed",
+            Figure::State(state) => state.label(),
+        }
+    }
+
+    /// The tasks behind the figure, where a page lists them.
+    fn state(self) -> Option<State> {
+        match self {
+            Figure::Processed => None,
+            Figure::Failed => Some(State::DEAD),
+            Figure::State(state) => Some(state),
+        }
+    }
+
+    fn tone(self) -> &'static str {
+        match self {
+            Figure::Processed => "stat good",
+            Figure::Failed => "stat bad",
+            Figure::State(state) if state.is_dead() => "stat bad",
+            Figure::State(_) => "stat",
+        }
+    }
+
+    /// The element showing the figure, kept current by the stats stream.
+    fn cell(self, stats: &TopicStats) -> Markup {
+        match self {
+            Figure::Processed => counter("processed", stats.counters.completed),
+            Figure::Failed => counter("failed", stats.counters.failed),
+            Figure::State(state) => {
+                html! { span.num data-state=(state.slug()) { (count(state.count(stats))) } }
+            }
+        }
+    }
+}
+
+/// A counter, named as in the stats stream.
+fn counter(key: &str, value: u64) -> Markup {
+    html! { span.num data-count=(key) { (count(value)) } }
+}
+
+pub(crate) fn overview(ctx: &Ctx, stats: &Stats) -> Markup {
+    let body = html! {
+        section.summary {
+            @for figure in SUMMARY {
+                @match figure.state() {
+                    Some(state) => a class=(figure.tone()) href=(state_url(ctx, state, None)) {
+                        span.label { (figure.label()) } (figure.cell(&stats.total))
+                    },
+                    None => div class=(figure.tone()) { span.label { (figure.label()) } (figure.cell(&stats.total)) },
+                }
+            }
+        }
+        section.card.chart-card {
+            div.card-head {
+                h2 { "Throughput" }
+                div.legend {
+                    span.key.good { i {} "processed " b.num #rate-processed { "–" } " /s" }
+                    span.key.bad { i {} "failed " b.num #rate-failed { "–" } " /s" }
+                }
+            }
+            canvas #chart height="160" aria-label="Tasks processed and failed per second, up to the last two minutes" {}
+        }
+        section.card {
+            div.card-head {
+                h2 { "Topics" }
+                span.hint #new-topics hidden { "New topics appeared — " a href=(ctx.url("/")) { "reload" } }
+            }
+            @if stats.topics.is_empty() {
+                p.empty { "No topics yet. Enqueue a task and its topic shows up here." }
+            } @else {
+                div.table-wrap { table.grid.topics {
+                    thead { tr {
+                        th { "Topic" }
+                        @for state in State::ALL { th.n { (state.label()) } }
+                        th.n { "Processed" }
+                        th.n { "Failed" }
+                        th.n.wide { "Retried" }
+                        th.n { "Rate /s" }
+                        th { "Status" }
+                        @if ctx.can_act() { th.actions { span.sr { "Actions" } } }
+                    } }
+                    tbody {
+                        @for (name, topic) in &stats.topics {
+                            tr data-topic=(name) class=[topic.paused.then_some("is-paused")] {
+                                td.topic { a href=(state_url(ctx, State::PENDING, Some(name))) { (name) } }
+                                @for state in State::ALL {
+                                    td.n { a.num.quiet href=(state_url(ctx, state, Some(name))) data-state=(state.slug()) data-alert[state.is_dead()]
+                                        class=[(state.is_dead() && state.count(topic) > 0).then_some("bad")] { (count(state.count(topic))) } }
+                                }
+                                td.n { (counter("processed", topic.counters.completed)) }
+                                td.n { (counter("failed", topic.counters.failed)) }
+                                td.n.wide { (counter("retried", topic.counters.retried)) }
+                                td.n { span.num.muted data-rate="processed" { "–" } }
+                                td {
+                                    span.badge.warn.when-paused { "paused" }
+                                    span.badge.ok.when-active { "active" }
+                                }
+                                @if ctx.can_act() {
+                                    td.actions {
+                                        span.when-active { (action(ctx, "/topics/pause", "Pause", "small", &[("topic", name)])) }
+                                        span.when-paused { (action(ctx, "/topics/resume", "Resume", "small primary", &[("topic", name)])) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                } }
+            }
+        }
+        section.card {
+            div.card-head {
+                h2 { "Events" }
+                span.hint { "as they happen, newest first" }
+            }
+            ol.events #events {
+                li.empty #events-empty { "Waiting for events…" }
+            }
+        }
+    };
+    layout(ctx, "Overview", Section::Overview, body)
+}

@@ -1,0 +1,507 @@
+//! The dashboard in a real browser: headless Chromium driven through chromedriver, against
+//! the router served on a loopback port and mounted under a prefix, as an application
+//! would mount it.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (`apt-get install chromium
+//! chromium-driver`); without them these tests fail and say so. With
+//! `TASKMILL_SCREENSHOTS=write` the screenshot test also writes `docs/screenshots/*.png`.
+
+mod common;
+
+use common::{dead, enqueue, memory};
+use fantoccini::{Client, ClientBuilder, Locator};
+use futures_util::FutureExt;
+use serde_json::json;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use taskmill_core::{Manager, Queue, Store, TaskContext, TaskError};
+use taskmill_web::{router, DashboardOptions};
+use tokio::process::{Child, Command};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// Where the dashboard is mounted in the application the tests serve.
+const MOUNT: &str = "/admin/tasks";
+/// How long a page may take to show what a test waits for.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// One browser at a time: the machine running the suite may have two cores.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A browser session on a dashboard served from a loopback port.
+struct Session {
+    client: Client,
+    /// `http://127.0.0.1:PORT/admin/tasks`.
+    base: String,
+}
+
+impl Session {
+    async fn open(&self, path: &str) {
+        let url = format!("{}{path}", self.base);
+        self.client
+            .goto(&url)
+            .await
+            .unwrap_or_else(|e| panic!("open {url}: {e}"));
+    }
+
+    /// The element `css` selects, once the page shows it.
+    async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        self.client
+            .wait()
+            .at_most(PATIENCE)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"))
+    }
+
+    async fn text(&self, css: &str) -> String {
+        let element = self.find(css).await;
+        element
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("text of {css}: {e}"))
+    }
+
+    async fn click(&self, css: &str) {
+        let element = self.find(css).await;
+        element
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    }
+
+    async fn count(&self, css: &str) -> usize {
+        self.client
+            .find_all(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("find {css}: {e}"))
+            .len()
+    }
+
+    async fn script(&self, js: &str) -> serde_json::Value {
+        self.client
+            .execute(js, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("run {js}: {e}"))
+    }
+
+    /// Waits until the page's event stream is connected.
+    async fn live(&self) {
+        self.find(r#"#live[data-state="on"]"#).await;
+    }
+
+    /// Marks the loaded document, so a test can tell it was not reloaded.
+    async fn mark(&self) {
+        self.script("window.taskmillTestMark = 1;").await;
+    }
+
+    async fn is_marked(&self) -> bool {
+        self.script("return window.taskmillTestMark === 1;").await == json!(true)
+    }
+
+    /// Whether an alert, confirm or prompt is open.
+    async fn has_dialog(&self) -> bool {
+        self.client.get_alert_text().await.is_ok()
+    }
+
+    async fn screenshot(&self, name: &str) -> PathBuf {
+        let png = self.client.screenshot().await.expect("a screenshot");
+        assert!(png.starts_with(b"\x89PNG"), "{name} is a PNG");
+        let mut dirs = vec![PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots")];
+        if std::env::var("TASKMILL_SCREENSHOTS").as_deref() == Ok("write") {
+            dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots"));
+        }
+        for dir in &dirs {
+            std::fs::create_dir_all(dir).expect("a screenshot folder");
+            std::fs::write(dir.join(name), &png).expect("write the screenshot");
+        }
+        dirs[0].join(name)
+    }
+}
+
+/// Polls `check` every 50 ms until it holds, failing the test after [`PATIENCE`].
+async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn require(binary: &str) {
+    assert!(
+        Path::new(binary).exists(),
+        "{binary} is missing: the browser tests need headless Chromium and its driver; \
+         install them with `apt-get install chromium chromium-driver`"
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+async fn start_driver() -> (Child, u16) {
+    let port = free_port();
+    let driver = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chromedriver starts");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "chromedriver did not listen on {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (driver, port)
+}
+
+/// Serves `store`'s dashboard under [`MOUNT`] and runs `test` in a fresh headless
+/// Chromium on it; the browser is closed whether the test passes or not.
+async fn in_browser<F, Fut>(store: Arc<dyn Store>, test: F)
+where
+    F: FnOnce(Arc<Session>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    require(CHROMIUM);
+    require(CHROMEDRIVER);
+    let _one = ONE_BROWSER.lock().await;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let addr = listener.local_addr().expect("its address");
+    let app = axum::Router::new().nest(
+        MOUNT,
+        router(store, DashboardOptions::default().title("Acme shop")),
+    );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let (mut driver, port) = start_driver().await;
+    let profile = tempfile::tempdir().expect("a browser profile folder");
+    let args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,900",
+    ]
+    .map(String::from)
+    .into_iter()
+    .chain([format!("--user-data-dir={}", profile.path().display())])
+    .collect::<Vec<_>>();
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".to_owned(),
+        json!({ "binary": CHROMIUM, "args": args }),
+    );
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a Chromium session");
+    let session = Arc::new(Session {
+        client,
+        base: format!("http://{addr}{MOUNT}"),
+    });
+
+    let outcome = AssertUnwindSafe(test(session.clone())).catch_unwind().await;
+    let session = Arc::into_inner(session).expect("the test keeps no session");
+    let _ = session.client.close().await;
+    let _ = driver.kill().await;
+    server.abort();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overview_shows_the_counts_and_keeps_them_current() {
+    let (_, store) = memory();
+    for i in 0..3 {
+        enqueue(&*store, "emails", json!({ "i": i })).await;
+    }
+    dead(&*store, "thumbnails", 2, "bad image").await;
+    in_browser(store.clone(), |s| async move {
+        s.open("").await;
+        assert_eq!(s.text(r#".summary [data-state="input"]"#).await, "3");
+        assert_eq!(s.text(r#".summary [data-state="dead"]"#).await, "2");
+        assert_eq!(s.text(r#".summary [data-count="failed"]"#).await, "2");
+        assert_eq!(
+            s.text(r#"tr[data-topic="emails"] [data-state="input"]"#)
+                .await,
+            "3"
+        );
+
+        s.live().await;
+        s.mark().await;
+        enqueue(&*store, "emails", json!("more")).await;
+        enqueue(&*store, "emails", json!("more")).await;
+        until("the pending count to reach 5", || async {
+            s.text(r#".summary [data-state="input"]"#).await == "5"
+        })
+        .await;
+        assert_eq!(
+            s.text(r#"tr[data-topic="emails"] [data-state="input"]"#)
+                .await,
+            "5"
+        );
+        assert!(s.is_marked().await, "updated without a reload");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_event_appears_without_a_reload() {
+    let (_, store) = memory();
+    in_browser(store.clone(), |s| async move {
+        s.open("").await;
+        assert_eq!(s.count("#events li[data-type]").await, 0);
+        s.live().await;
+        s.mark().await;
+        let id = enqueue(&*store, "emails", json!({"to": "ada@example.com"})).await;
+        let row = r#"#events li[data-type="TASK_ENQUEUE"]"#;
+        assert_eq!(s.text(&format!("{row} .id")).await, format!("#{id}"));
+        assert_eq!(s.text(&format!("{row} .topic")).await, "emails");
+        assert!(s.is_marked().await, "shown without a reload");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_task_leaves_the_dead_tab() {
+    let (_, store) = memory();
+    let ids = dead(&*store, "thumbnails", 2, "bad image").await;
+    let (retried, kept) = (ids[0], ids[1]);
+    in_browser(store.clone(), |s| async move {
+        s.open("/queues/dead").await;
+        assert_eq!(s.text(r#".tab[aria-current="page"] .count"#).await, "2");
+        s.click(&format!(r#"tr[data-id="{retried}"] button"#)).await;
+        until("the retried row to leave the dead tab", || async {
+            s.count(&format!(r#"tr[data-id="{retried}"]"#)).await == 0
+        })
+        .await;
+        assert_eq!(s.count(&format!(r#"tr[data-id="{kept}"]"#)).await, 1);
+        assert_eq!(s.text(r#".tab[aria-current="page"] .count"#).await, "1");
+        let url = s.client.current_url().await.expect("a URL");
+        assert_eq!(
+            url.path(),
+            format!("{MOUNT}/queues/dead"),
+            "back on the dead tab"
+        );
+    })
+    .await;
+    assert_eq!(
+        store.get(retried).await.unwrap().unwrap().queue,
+        Queue::Input
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_is_paused_and_resumed() {
+    let (_, store) = memory();
+    enqueue(&*store, "emails", json!(1)).await;
+    in_browser(store.clone(), |s| async move {
+        s.open("").await;
+        let row = r#"tr[data-topic="emails"]"#;
+        assert_eq!(s.text(&format!("{row} .badge.when-active")).await, "active");
+        s.click(&format!("{row} .when-active button")).await;
+        until("the store to say paused", || async {
+            store.stats().await.unwrap().topic("emails").paused
+        })
+        .await;
+        assert_eq!(s.text(&format!("{row} .badge.when-paused")).await, "paused");
+        assert_eq!(
+            s.text(&format!("{row} .when-paused button")).await,
+            "Resume"
+        );
+        s.click(&format!("{row} .when-paused button")).await;
+        until("the store to say resumed", || async {
+            !store.stats().await.unwrap().topic("emails").paused
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_xss_payload_stays_text() {
+    let (_, store) = memory();
+    let topic = "<img src=x onerror=window.taskmillXss=1>";
+    let script = "<script>window.taskmillXss=2;alert(2)</script>";
+    let id = dead(&*store, topic, 1, "<img src=x onerror=alert(3)>").await[0];
+    let pending = enqueue(&*store, "emails", json!({ "html": script })).await;
+    in_browser(store.clone(), |s| async move {
+        let clean = |s: Arc<Session>| async move {
+            assert!(!s.has_dialog().await, "no dialog opened");
+            assert_eq!(
+                s.script("return window.taskmillXss === undefined;").await,
+                json!(true)
+            );
+        };
+        s.open(&format!("/tasks/{pending}")).await;
+        assert!(
+            s.text("#args").await.contains(script),
+            "the script shows as text"
+        );
+        clean(s.clone()).await;
+
+        s.open(&format!("/tasks/{id}")).await;
+        assert_eq!(s.text(".facts dd").await, topic);
+        assert_eq!(s.text("pre.error").await, "<img src=x onerror=alert(3)>");
+        clean(s.clone()).await;
+
+        s.open("/queues/dead").await;
+        assert_eq!(
+            s.text(&format!(r#"tr[data-id="{id}"] .topic"#)).await,
+            topic
+        );
+        clean(s.clone()).await;
+
+        s.open("").await;
+        assert_eq!(s.text("tr[data-topic] .topic").await, topic);
+        s.live().await;
+        enqueue(&*store, topic, json!(script)).await;
+        assert_eq!(
+            s.text(r#"#events li[data-type="TASK_ENQUEUE"] .topic"#)
+                .await,
+            topic
+        );
+        clean(s.clone()).await;
+    })
+    .await;
+}
+
+/// A store with a manager working through three topics, some tasks failing.
+async fn busy_store() -> (Arc<dyn Store>, Manager) {
+    let (_, store) = memory();
+    let manager = Manager::builder_shared(store.clone())
+        .concurrency(8)
+        .default_retries(2)
+        .build();
+    manager
+        .register("emails", |ctx: TaskContext| async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            if ctx.id().get() % 19 == 0 && ctx.attempt() == 1 {
+                return Err(TaskError::msg(
+                    "SMTP 421: service not available, try again later",
+                ));
+            }
+            Ok(())
+        })
+        .expect("register emails");
+    manager
+        .register("thumbnails", |ctx: TaskContext| async move {
+            tokio::time::sleep(Duration::from_millis(80)).await;
+            if ctx.id().get() % 13 == 0 {
+                return Err(TaskError::permanent(TaskError::msg(
+                    "image decoder: unexpected end of file at byte 48213",
+                )));
+            }
+            Ok(())
+        })
+        .expect("register thumbnails");
+    manager
+        .register("reports", |_: TaskContext| async move {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            Ok::<(), TaskError>(())
+        })
+        .expect("register reports");
+    enqueue(
+        &*store,
+        "webhooks",
+        json!({"url": "https://example.com/hooks/orders", "event": "order.paid"}),
+    )
+    .await;
+    store.set_paused("webhooks", true).await.expect("pause");
+    manager.start().await.expect("start");
+    (store, manager)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn screenshots_of_the_overview_a_queue_and_a_task() {
+    let (store, manager) = busy_store().await;
+    let producer = manager.clone();
+    let feed = tokio::spawn(async move {
+        for n in 0u64..2_000 {
+            let mut batch = vec![taskmill_core::Task::new(
+                "emails",
+                &json!({"to": format!("customer{n}@example.com"), "template": "order-shipped"}),
+            )];
+            if n % 2 == 0 {
+                batch.push(taskmill_core::Task::new(
+                    "thumbnails",
+                    &json!({"image": format!("uploads/2026/05/{n}.jpg"), "sizes": [64, 256, 1024]}),
+                ));
+            }
+            if n % 8 == 0 {
+                batch.push(taskmill_core::Task::new(
+                    "reports",
+                    &json!({"month": "2026-05", "account": n}),
+                ));
+            }
+            let batch = batch
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .expect("valid tasks");
+            if producer.enqueue_batch(batch).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(40 + (n * 37 % 60))).await;
+        }
+    });
+    in_browser(store.clone(), |s| async move {
+        s.client
+            .set_window_size(1280, 1040)
+            .await
+            .expect("a taller window");
+        s.open("").await;
+        s.live().await;
+        // Long enough for the chart to draw a line of several seconds.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(12);
+        until("some throughput to show", || async {
+            s.text("#rate-processed").await != "–"
+        })
+        .await;
+        tokio::time::sleep_until(deadline).await;
+        assert!(s.count("#events li[data-type]").await > 5, "events arrived");
+        s.screenshot("overview.png").await;
+
+        s.open("/queues/dead").await;
+        assert!(s.count("tr[data-id]").await > 0, "some tasks died");
+        s.screenshot("queue.png").await;
+
+        let id = s.text("tr[data-id] td a").await;
+        s.open(&format!("/tasks/{id}")).await;
+        assert_eq!(s.text(".page-head h1 .badge").await, "Dead");
+        s.screenshot("task.png").await;
+    })
+    .await;
+    feed.abort();
+    manager.close().await.expect("close");
+}

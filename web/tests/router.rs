@@ -1,0 +1,838 @@
+//! The dashboard's router, driven with requests as a browser sends them: pages, paging,
+//! actions, the live stream, and each security rule.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use common::{attribute_after, claim, dead, enqueue, get, memory, post, post_with, send};
+use futures_util::StreamExt;
+use serde_json::json;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use taskmill_core::store::{
+    Applied, ApplyOptions, Capabilities, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef,
+    ListOptions, Outcome, Page, RecoverOptions, Recovered, RenewOptions, RequeueOptions,
+    WakeStream,
+};
+use taskmill_core::{
+    async_trait, Event, EventStream, Payload, Queue, Result, Stats, Store, StoreExt, Task, TaskId,
+    TaskRecord, Timestamp,
+};
+use taskmill_web::{router, DashboardOptions};
+use tower::ServiceExt;
+
+fn open(store: Arc<dyn Store>) -> Router {
+    router(store, DashboardOptions::default())
+}
+
+#[tokio::test]
+async fn overview_shows_counts_and_topics() {
+    let (_, store) = memory();
+    for i in 0..3 {
+        enqueue(&*store, "emails", json!({ "i": i })).await;
+    }
+    dead(&*store, "thumbnails", 2, "bad image").await;
+    store.set_paused("emails", true).await.unwrap();
+
+    let reply = send(&open(store), get("/")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let html = &reply.body;
+    assert!(
+        html.contains(r#"<span class="num" data-state="input">3</span>"#),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"<span class="num" data-state="dead">2</span>"#),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"<span class="num" data-count="failed">2</span>"#),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"data-topic="emails" class="is-paused""#),
+        "{html}"
+    );
+    assert!(html.contains(r#"data-topic="thumbnails">"#), "{html}");
+    assert!(html.contains(r#"action="/topics/resume""#), "{html}");
+}
+
+/// Every href, src and form action of a page.
+fn links(html: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for marker in [r#"href=""#, r#"src=""#, r#"action=""#] {
+        let mut rest = html;
+        while let Some(at) = rest.find(marker) {
+            rest = &rest[at + marker.len()..];
+            let end = rest.find('"').expect("a closed attribute");
+            found.push(rest[..end].replace("&amp;", "&"));
+            rest = &rest[end..];
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn every_link_works_under_a_prefix() {
+    let (_, store) = memory();
+    let id = enqueue(&*store, "a/b c", json!({})).await;
+    dead(&*store, "a/b c", 1, "boom").await;
+    let app = Router::new()
+        .route(
+            "/",
+            axum::routing::get(|| async { "the application's own page" }),
+        )
+        .nest("/admin/tasks", open(store));
+
+    let mut pages = vec![
+        "/admin/tasks".to_owned(),
+        format!("/admin/tasks/tasks/{id}"),
+    ];
+    pages.push("/admin/tasks/queues/dead?topic=a%2Fb+c".to_owned());
+    pages.push("/admin/tasks/bulk?action=retry".to_owned());
+    let mut checked = 0;
+    for page in pages {
+        let reply = send(&app, get(&page)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{page}");
+        for link in links(&reply.body) {
+            assert!(
+                link.starts_with("/admin/tasks/") || link == "/admin/tasks",
+                "{page} links to {link}"
+            );
+            let form = reply.body.contains(&format!(r#"action="{link}""#));
+            if !form {
+                let target = send(&app, get(&link)).await;
+                assert_eq!(target.status, StatusCode::OK, "{link} (linked from {page})");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 20, "only {checked} links were followed");
+    // The application's own route is untouched.
+    assert_eq!(
+        send(&app, get("/")).await.body,
+        "the application's own page"
+    );
+}
+
+#[tokio::test]
+async fn queue_pages_follow_the_cursor_to_the_end() {
+    let (_, store) = memory();
+    let ids = dead(&*store, "t", 120, "no").await;
+    let app = open(store);
+    let mut seen = Vec::new();
+    let mut next = Some("/queues/dead".to_owned());
+    for _ in 0..10 {
+        let Some(uri) = next.take() else { break };
+        let reply = send(&app, get(&uri)).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        let mut rest = reply.body.as_str();
+        while let Some(id) = attribute_after(rest, r#"<tr data-id=""#) {
+            seen.push(id.parse::<u64>().unwrap());
+            rest = &rest[rest.find(r#"<tr data-id=""#).unwrap() + 10..];
+        }
+        next = reply.body.find(r#"rel="next""#).map(|at| {
+            let anchor = &reply.body[..at];
+            let start = anchor.rfind(r#"href=""#).expect("the link has an href") + 6;
+            anchor[start..]
+                .split('"')
+                .next()
+                .unwrap()
+                .replace("&amp;", "&")
+        });
+    }
+    let expected: Vec<u64> = ids.iter().map(|i| i.get()).collect();
+    assert_eq!(
+        seen, expected,
+        "pages of 50 visit every dead task once, in order"
+    );
+}
+
+#[tokio::test]
+async fn task_page_shows_what_the_store_keeps() {
+    let (_, store) = memory();
+    // Keys out of alphabetical order: the page keeps the stored order.
+    let args = Payload::from_json(r#"{"to":"ada@example.com","tags":[1,2]}"#).unwrap();
+    let task = Task::with_payload("emails", args)
+        .unwrap()
+        .priority(-3)
+        .max_retries(4)
+        .unique_key("welcome:ada");
+    let id = store
+        .enqueue_one(task, &EnqueueOptions::new(Timestamp::now()))
+        .await
+        .unwrap()
+        .id();
+    claim(&*store, "emails", "worker-7").await;
+    let reply = send(&open(store.clone()), get(&format!("/tasks/{id}"))).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let html = &reply.body;
+    for expected in [
+        "<pre class=\"json\" id=\"args\">{\n  &quot;to&quot;: &quot;ada@example.com&quot;,\n  &quot;tags&quot;: [\n    1,\n    2\n  ]\n}</pre>",
+        "welcome:ada",
+        "worker-7",
+        "Running",
+        ">-3<",
+        ">4<",
+        " of 5 runs",
+    ] {
+        assert!(html.contains(expected), "missing {expected:?} in\n{html}");
+    }
+
+    let id = dead(&*store, "thumbs", 1, "decoder: EOF").await[0];
+    let html = send(&open(store), get(&format!("/tasks/{id}"))).await.body;
+    assert!(
+        html.contains(r#"<pre class="error">decoder: EOF</pre>"#),
+        "{html}"
+    );
+    assert!(html.contains("Failed at"), "{html}");
+    assert!(html.contains("Retry now"), "{html}");
+}
+
+#[tokio::test]
+async fn missing_and_malformed_addresses_say_so() {
+    let (_, store) = memory();
+    let app = open(store);
+    assert_eq!(
+        send(&app, get("/tasks/999")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(&app, get("/tasks/abc")).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        send(&app, get("/queues/nowhere")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(&app, get("/no/such/page")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let found = send(&app, get("/tasks?id=+42+")).await;
+    assert_eq!(
+        (found.status, found.location()),
+        (StatusCode::SEE_OTHER, "/tasks/42")
+    );
+}
+
+#[tokio::test]
+async fn markup_in_a_task_renders_as_text() {
+    let (_, store) = memory();
+    let evil = "<script>alert(1)</script>";
+    let topic = "<img src=x onerror=alert(2)>";
+    let id = dead(&*store, topic, 1, "<b onmouseover=alert(3)>error</b>").await[0];
+    let pending = enqueue(&*store, topic, json!({ "html": evil })).await;
+    let app = open(store);
+    for uri in [
+        "/".to_owned(),
+        "/queues/dead".to_owned(),
+        "/queues/input".to_owned(),
+        format!("/tasks/{id}"),
+        format!("/tasks/{pending}"),
+        "/bulk?action=delete&topic=%3Cimg%20src%3Dx%20onerror%3Dalert(2)%3E".to_owned(),
+    ] {
+        let html = send(&app, get(&uri)).await.body;
+        for raw in ["<script>alert", "<img src=x", "<b onmouseover"] {
+            assert!(
+                !html.contains(raw),
+                "{uri} contains {raw:?} unescaped:\n{html}"
+            );
+        }
+        assert!(
+            html.contains("&lt;img src=x onerror=alert(2)&gt;")
+                || html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{uri} does not show the markup as text:\n{html}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn pages_forbid_inline_script_and_framing() {
+    let (_, store) = memory();
+    let reply = send(&open(store), get("/")).await;
+    let csp = reply.headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(reply.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert_eq!(reply.headers[header::CACHE_CONTROL], "no-store");
+    assert!(
+        !reply.body.contains("<script>"),
+        "no inline script: {}",
+        reply.body
+    );
+}
+
+#[tokio::test]
+async fn assets_are_compiled_in_and_cacheable() {
+    let (_, store) = memory();
+    let app = open(store);
+    let html = send(&app, get("/")).await.body;
+    for (name, kind) in [
+        ("app.css", "text/css"),
+        ("app.js", "text/javascript"),
+        ("icon.svg", "image/svg+xml"),
+    ] {
+        let url = attribute_after(&html, &format!("/assets/{name}?v="))
+            .map(|v| format!("/assets/{name}?v={v}"))
+            .unwrap_or_else(|| panic!("no link to {name}"));
+        let reply = send(&app, get(&url)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{url}");
+        assert!(reply.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with(kind));
+        assert!(reply.headers[header::CACHE_CONTROL]
+            .to_str()
+            .unwrap()
+            .contains("immutable"));
+        assert!(
+            !reply.body.contains("http://") && !reply.body.contains("https://")
+                || name == "icon.svg",
+            "{name} loads nothing from elsewhere"
+        );
+    }
+}
+
+// Actions.
+
+#[tokio::test]
+async fn retry_sends_a_dead_task_back_and_returns_to_the_page() {
+    let (_, store) = memory();
+    let ids = dead(&*store, "t", 2, "no").await;
+    let app = open(store.clone());
+    let page = send(&app, get("/queues/dead?topic=t")).await;
+    let reply = send(
+        &app,
+        post(
+            &format!("/tasks/{}/retry", ids[0]),
+            &[("csrf", &page.csrf()), ("next", "/queues/dead?topic=t")],
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    assert_eq!(reply.location(), "/queues/dead?topic=t");
+    assert_eq!(
+        store.get(ids[0]).await.unwrap().unwrap().queue,
+        Queue::Input
+    );
+    assert_eq!(store.get(ids[1]).await.unwrap().unwrap().queue, Queue::Dead);
+}
+
+#[tokio::test]
+async fn delete_from_the_task_page_goes_to_its_list() {
+    let (_, store) = memory();
+    let id = dead(&*store, "t", 1, "no").await[0];
+    let app = open(store.clone());
+    let page = send(&app, get(&format!("/tasks/{id}"))).await;
+    let own = format!("/tasks/{id}");
+    let reply = send(
+        &app,
+        post(
+            &format!("/tasks/{id}/delete"),
+            &[("csrf", &page.csrf()), ("next", &own)],
+        ),
+    )
+    .await;
+    assert_eq!(reply.location(), "/queues/dead?topic=t");
+    assert_eq!(store.get(id).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn pause_and_resume_a_topic() {
+    let (_, store) = memory();
+    enqueue(&*store, "t", json!(1)).await;
+    let app = open(store.clone());
+    let csrf = send(&app, get("/")).await.csrf();
+    let reply = send(
+        &app,
+        post(
+            "/topics/pause",
+            &[("csrf", &csrf), ("topic", "t"), ("next", "/")],
+        ),
+    )
+    .await;
+    assert_eq!(
+        (reply.status, reply.location()),
+        (StatusCode::SEE_OTHER, "/")
+    );
+    assert!(store.stats().await.unwrap().topic("t").paused);
+    send(
+        &app,
+        post("/topics/resume", &[("csrf", &csrf), ("topic", "t")]),
+    )
+    .await;
+    assert!(!store.stats().await.unwrap().topic("t").paused);
+}
+
+#[tokio::test]
+async fn redirects_stay_inside_the_dashboard() {
+    let (_, store) = memory();
+    enqueue(&*store, "t", json!(1)).await;
+    let app = open(store);
+    let csrf = send(&app, get("/")).await.csrf();
+    for next in [
+        "//evil.example/",
+        "https://evil.example/",
+        "/\\evil.example",
+        "relative",
+    ] {
+        let reply = send(
+            &app,
+            post(
+                "/topics/pause",
+                &[("csrf", &csrf), ("topic", "t"), ("next", next)],
+            ),
+        )
+        .await;
+        assert_eq!(reply.location(), "/", "next={next}");
+    }
+}
+
+/// A store that counts how it is listed, around the memory store.
+struct Counted {
+    inner: Arc<dyn Store>,
+    lists: AtomicUsize,
+    largest_page: AtomicUsize,
+}
+
+#[async_trait]
+#[warn(clippy::missing_trait_methods)]
+impl Store for Counted {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn enqueue(&self, tasks: Vec<Task>, opts: &EnqueueOptions) -> Result<Vec<Enqueued>> {
+        self.inner.enqueue(tasks, opts).await
+    }
+    async fn claim(&self, opts: &ClaimOptions) -> Result<Vec<Claimed>> {
+        self.inner.claim(opts).await
+    }
+    async fn renew(&self, leases: &[LeaseRef], opts: &RenewOptions) -> Result<Vec<Applied>> {
+        self.inner.renew(leases, opts).await
+    }
+    async fn apply(&self, outcomes: &[Outcome], opts: &ApplyOptions) -> Result<Vec<Applied>> {
+        self.inner.apply(outcomes, opts).await
+    }
+    async fn recover(&self, opts: &RecoverOptions) -> Result<Vec<Recovered>> {
+        self.inner.recover(opts).await
+    }
+    async fn stats(&self) -> Result<Stats> {
+        self.inner.stats().await
+    }
+    async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
+        self.inner.get(id).await
+    }
+    async fn list(&self, opts: &ListOptions) -> Result<Page> {
+        self.lists.fetch_add(1, Ordering::Relaxed);
+        self.largest_page.fetch_max(opts.limit, Ordering::Relaxed);
+        self.inner.list(opts).await
+    }
+    async fn requeue(&self, ids: &[TaskId], opts: &RequeueOptions) -> Result<Vec<bool>> {
+        self.inner.requeue(ids, opts).await
+    }
+    async fn delete(&self, ids: &[TaskId]) -> Result<Vec<bool>> {
+        self.inner.delete(ids).await
+    }
+    async fn set_paused(&self, topic: &str, paused: bool) -> Result<()> {
+        self.inner.set_paused(topic, paused).await
+    }
+    async fn publish(&self, events: &[Event]) -> Result<()> {
+        self.inner.publish(events).await
+    }
+    fn has_subscribers(&self) -> bool {
+        self.inner.has_subscribers()
+    }
+    async fn subscribe(&self) -> Result<EventStream> {
+        self.inner.subscribe().await
+    }
+    async fn wakeups(&self) -> Result<WakeStream> {
+        self.inner.wakeups().await
+    }
+}
+
+#[tokio::test]
+async fn bulk_actions_confirm_first_and_work_a_page_at_a_time() {
+    let (_, inner) = memory();
+    dead(&*inner, "a", 1_200, "no").await;
+    dead(&*inner, "b", 10, "no").await;
+    let store = Arc::new(Counted {
+        inner,
+        lists: AtomicUsize::new(0),
+        largest_page: AtomicUsize::new(0),
+    });
+    let app = open(store.clone());
+
+    let confirm = send(&app, get("/bulk?action=retry&topic=a")).await;
+    assert_eq!(confirm.status, StatusCode::OK);
+    assert!(
+        confirm
+            .body
+            .contains(r#"<strong class="num">1,200</strong>"#),
+        "{}",
+        confirm.body
+    );
+    assert!(confirm.body.contains(r#"name="topic" value="a""#));
+
+    let reply = send(
+        &app,
+        post(
+            "/bulk",
+            &[
+                ("csrf", &confirm.csrf()),
+                ("action", "retry"),
+                ("topic", "a"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(
+        reply.location(),
+        "/queues/dead?done=retry&count=1200&topic=a"
+    );
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (stats.topic("a").sizes.dead, stats.topic("a").sizes.input),
+        (0, 1_200)
+    );
+    assert_eq!(
+        stats.topic("b").sizes.dead,
+        10,
+        "another topic's dead tasks stay"
+    );
+    assert!(
+        store.lists.load(Ordering::Relaxed) >= 3,
+        "1,200 tasks took several pages"
+    );
+    assert!(store.largest_page.load(Ordering::Relaxed) <= 500);
+
+    let page = send(&app, get(reply.location())).await;
+    assert!(
+        page.body.contains("Sent 1,200 dead tasks back to pending."),
+        "{}",
+        page.body
+    );
+
+    let reply = send(
+        &app,
+        post("/bulk", &[("csrf", &confirm.csrf()), ("action", "delete")]),
+    )
+    .await;
+    assert_eq!(reply.location(), "/queues/dead?done=delete&count=10");
+    assert_eq!(store.stats().await.unwrap().total.sizes.dead, 0);
+}
+
+#[tokio::test]
+async fn pages_list_one_page_however_large_the_queue() {
+    let (_, inner) = memory();
+    dead(&*inner, "a", 2_000, "no").await;
+    let store = Arc::new(Counted {
+        inner,
+        lists: AtomicUsize::new(0),
+        largest_page: AtomicUsize::new(0),
+    });
+    let app = open(store.clone());
+    for uri in [
+        "/",
+        "/queues/dead",
+        "/queues/dead?topic=a&limit=100000",
+        "/queues/input",
+    ] {
+        send(&app, get(uri)).await;
+    }
+    assert_eq!(
+        store.lists.load(Ordering::Relaxed),
+        3,
+        "one list call per queue page"
+    );
+    assert!(store.largest_page.load(Ordering::Relaxed) <= 500);
+}
+
+// The live stream.
+
+/// Reads the event stream until an event whose text contains `needle`, for up to 5 s.
+async fn read_until(body: &mut axum::body::BodyDataStream, needle: &str) -> String {
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !seen.contains(needle) {
+        let chunk = tokio::time::timeout_at(deadline, body.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {needle:?} within 5 s; got:\n{seen}"))
+            .expect("the stream stays open")
+            .expect("a readable chunk");
+        seen.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    seen
+}
+
+#[tokio::test]
+async fn the_event_stream_sends_stats_and_relays_store_events() {
+    let (_, store) = memory();
+    dead(&*store, "t", 2, "no").await;
+    let response = open(store.clone())
+        .oneshot(Request::get("/events").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/event-stream"
+    );
+    let mut body = response.into_body().into_data_stream();
+    let first = read_until(&mut body, "\n\n").await;
+    assert!(first.starts_with("event: stats\ndata: {"), "{first}");
+    assert!(first.contains(r#""total":{"processed":0,"failed":2,"retried":0,"states":{"dead":2,"input":0,"work":0},"paused":false}"#), "{first}");
+
+    let id = enqueue(&*store, "t", json!("hello")).await;
+    let relayed = read_until(&mut body, "TASK_ENQUEUE").await;
+    assert!(
+        relayed.contains(&format!(
+            r#"event: task
+data: {{"type":"TASK_ENQUEUE","id":{id},"topic":"t""#
+        )),
+        "{relayed}"
+    );
+}
+
+// Security: the token.
+
+fn with_token(store: Arc<dyn Store>) -> Router {
+    router(store, DashboardOptions::default().token("s3cret"))
+}
+
+fn bearer(uri: &str, token: &str) -> Request<Body> {
+    Request::get(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn with_a_token_every_request_needs_it() {
+    let (_, store) = memory();
+    let id = enqueue(&*store, "t", json!(1)).await;
+    let app = with_token(store);
+    for uri in [
+        "/",
+        "/queues/input",
+        &format!("/tasks/{id}"),
+        "/events",
+        "/bulk?action=retry",
+        "/nowhere",
+    ] {
+        let anonymous = send(&app, Request::get(uri).body(Body::empty()).unwrap()).await;
+        assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED, "{uri}");
+        assert!(
+            !anonymous.body.contains("data-topic"),
+            "{uri} leaks nothing"
+        );
+        assert_eq!(
+            send(&app, bearer(uri, "wrong")).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{uri}"
+        );
+    }
+    assert_eq!(
+        send(&app, bearer("/", "s3cret")).await.status,
+        StatusCode::OK
+    );
+    // A browser is sent to the sign-in form, and back afterwards.
+    let to_login = send(&app, get("/queues/input?topic=t")).await;
+    assert_eq!(to_login.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        to_login.location(),
+        "/login?next=%2Fqueues%2Finput%3Ftopic%3Dt"
+    );
+    assert_eq!(send(&app, get("/login")).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn signing_in_sets_a_strict_http_only_cookie() {
+    let (_, store) = memory();
+    let app = Router::new().nest("/ops", with_token(store));
+    let wrong = send(
+        &app,
+        post("/ops/login", &[("token", "guess"), ("next", "/")]),
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.headers.get(header::SET_COOKIE).is_none());
+
+    let right = send(
+        &app,
+        post(
+            "/ops/login",
+            &[("token", "s3cret"), ("next", "/queues/dead")],
+        ),
+    )
+    .await;
+    assert_eq!(
+        (right.status, right.location()),
+        (StatusCode::SEE_OTHER, "/ops/queues/dead")
+    );
+    let cookie = right.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        cookie.contains("; Path=/ops; HttpOnly; SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains("s3cret"),
+        "the cookie is not the token: {cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_owned();
+
+    let signed_in = Request::get("/ops")
+        .header(header::COOKIE, &session)
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, signed_in).await.status, StatusCode::OK);
+    let forged = Request::get("/ops")
+        .header(header::COOKIE, "taskmill_session=00000000")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, forged).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn assets_and_the_sign_in_form_need_no_token() {
+    let (_, store) = memory();
+    let app = with_token(store);
+    let login = send(&app, get("/login")).await;
+    assert_eq!(login.status, StatusCode::OK);
+    assert!(
+        !login.body.contains(r#"name="csrf""#),
+        "the public form does not carry the CSRF token"
+    );
+    let css = attribute_after(&login.body, "/assets/app.css?v=").unwrap();
+    let reply = send(
+        &app,
+        Request::get(format!("/assets/app.css?v={css}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+// Security: CSRF and origin.
+
+#[tokio::test]
+async fn a_post_without_the_form_token_changes_nothing() {
+    let (_, store) = memory();
+    let id = dead(&*store, "t", 1, "no").await[0];
+    let app = open(store.clone());
+    let retry = format!("/tasks/{id}/retry");
+    let other = send(&open(store.clone()), get("/")).await.csrf();
+    for fields in [
+        vec![],
+        vec![("csrf", "")],
+        vec![("csrf", "0123")],
+        vec![("csrf", other.as_str())],
+    ] {
+        let reply = send(&app, post(&retry, &fields)).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{fields:?}");
+    }
+    assert_eq!(
+        store.get(id).await.unwrap().unwrap().queue,
+        Queue::Dead,
+        "still dead"
+    );
+    let csrf = send(&app, get("/")).await.csrf();
+    assert_eq!(
+        send(&app, post(&retry, &[("csrf", &csrf)])).await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(store.get(id).await.unwrap().unwrap().queue, Queue::Input);
+}
+
+#[tokio::test]
+async fn a_cross_origin_post_is_refused_even_with_the_token() {
+    let (_, store) = memory();
+    let id = dead(&*store, "t", 1, "no").await[0];
+    let app = open(store.clone());
+    let csrf = send(&app, get("/")).await.csrf();
+    let retry = format!("/tasks/{id}/retry");
+    for headers in [
+        vec![("sec-fetch-site", "cross-site")],
+        vec![("sec-fetch-site", "same-site")],
+        vec![
+            ("origin", "http://evil.example"),
+            ("host", "127.0.0.1:8080"),
+        ],
+        vec![("origin", "null"), ("host", "127.0.0.1:8080")],
+    ] {
+        let reply = send(&app, post_with(&retry, &[("csrf", &csrf)], &headers)).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{headers:?}");
+    }
+    // Signing in is checked for origin too.
+    let login = post_with(
+        "/login",
+        &[("token", "x")],
+        &[("sec-fetch-site", "cross-site")],
+    );
+    assert_eq!(
+        send(&with_token(store.clone()), login).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(store.get(id).await.unwrap().unwrap().queue, Queue::Dead);
+    let same = post_with(
+        &retry,
+        &[("csrf", &csrf)],
+        &[
+            ("origin", "http://127.0.0.1:8080"),
+            ("host", "127.0.0.1:8080"),
+        ],
+    );
+    assert_eq!(send(&app, same).await.status, StatusCode::SEE_OTHER);
+}
+
+// Security: read-only.
+
+#[tokio::test]
+async fn read_only_hides_the_buttons_and_refuses_the_posts() {
+    let (_, store) = memory();
+    let id = dead(&*store, "t", 1, "no").await[0];
+    let app = router(store.clone(), DashboardOptions::default().read_only(true));
+    for uri in [
+        "/".to_owned(),
+        "/queues/dead".to_owned(),
+        format!("/tasks/{id}"),
+    ] {
+        let html = send(&app, get(&uri)).await.body;
+        assert!(
+            !html.contains(r#"method="post""#),
+            "{uri} has a form:\n{html}"
+        );
+        assert!(!html.contains("Retry"), "{uri} offers a retry:\n{html}");
+        assert!(html.contains("read-only"), "{uri} says it is read-only");
+    }
+    assert_eq!(
+        send(&app, get("/bulk?action=delete")).await.status,
+        StatusCode::FORBIDDEN
+    );
+    // Refused for being read-only, before any token is looked at.
+    for (uri, fields) in [
+        (format!("/tasks/{id}/retry"), vec![]),
+        (format!("/tasks/{id}/delete"), vec![]),
+        ("/topics/pause".to_owned(), vec![("topic", "t")]),
+        ("/bulk".to_owned(), vec![("action", "delete")]),
+    ] {
+        let reply = send(&app, post(&uri, &fields)).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{uri}");
+        assert!(reply.body.contains("read-only"), "{uri}: {}", reply.body);
+    }
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (stats.total.sizes.dead, stats.topic("t").paused),
+        (1, false)
+    );
+}
