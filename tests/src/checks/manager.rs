@@ -25,6 +25,12 @@ fn builder(store: &Arc<dyn Store>) -> ManagerBuilder {
         .stats_interval(None)
 }
 
+/// Enqueues `tasks` through the manager and returns their ids.
+async fn enqueue_all(manager: &Manager, tasks: Vec<Task>) -> Vec<TaskId> {
+    let results = manager.enqueue_batch(tasks).await.unwrap();
+    results.iter().map(|e| e.id()).collect()
+}
+
 /// Collects the store's events in the background.
 async fn record_events(manager: &Manager) -> Log<Event> {
     let events = log();
@@ -92,13 +98,7 @@ checks!(
         let tasks: Vec<Task> = (0..300)
             .map(|i| task(if i % 2 == 0 { "a" } else { "b" }, i))
             .collect();
-        let ids: Vec<TaskId> = manager
-            .enqueue_batch(tasks)
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.id())
-            .collect();
+        let ids = enqueue_all(&manager, tasks).await;
         wait_for_stats(&store, "300 completions", |s| {
             s.total.counters.completed == 300
         })
@@ -300,13 +300,7 @@ checks!(
             })
             .unwrap();
         manager.start().await.unwrap();
-        let ids: Vec<TaskId> = manager
-            .enqueue_batch((0..5).map(|i| task("t", i)).collect())
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.id())
-            .collect();
+        let ids = enqueue_all(&manager, (0..5).map(|i| task("t", i)).collect()).await;
         wait_until("5 runs started", PATIENCE, || async {
             started.load(Ordering::SeqCst) == 5
         })
@@ -367,13 +361,7 @@ checks!(
             Task::new("t", &false).unwrap(),
             Task::new("t", &true).unwrap(),
         ];
-        let ids: Vec<TaskId> = manager
-            .enqueue_batch(tasks)
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.id())
-            .collect();
+        let ids = enqueue_all(&manager, tasks).await;
         wait_until("4 runs started", PATIENCE, || async {
             started.load(Ordering::SeqCst) == 4
         })
