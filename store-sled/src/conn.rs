@@ -2,7 +2,7 @@
 //!
 //! sled has no connection to speak of; this thread is the store's: it opens the database,
 //! rebuilds the indexes, and runs every call of the store, reads too, one
-//! [`Command`] at a time (one variant per operation, carrying its arguments and its own
+//! [`Call`] at a time (one variant per operation, carrying its arguments and its own
 //! reply sender). Commands come with the caller's [`tracing::Span`] on a bounded channel,
 //! and each runs inside its caller's span. Why one dedicated thread rather than
 //! `spawn_blocking` per call:
@@ -28,12 +28,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
-use taskmill_core::raw::LocalBus;
-use taskmill_core::store::{
-    Applied, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListOptions, Outcome, Page,
-    Recovered,
-};
-use taskmill_core::{Error, Result, Stats, Task, TaskId, TaskRecord, Timestamp};
+use taskmill_core::raw::{Call, LocalBus, Reply};
+use taskmill_core::{Error, Result};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Span;
 
@@ -42,59 +38,10 @@ const COMMAND_BUFFER: usize = 128;
 /// At most this many commands share one flush, so a flood of them still gets answers.
 const MAX_GROUP: usize = 128;
 
-/// Where a command's result goes.
-pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
-
-/// One call of the store, for the writer thread.
+/// What the writer thread serves: a store call, or a flush.
 pub(crate) enum Command {
-    Enqueue {
-        tasks: Vec<Task>,
-        opts: EnqueueOptions,
-        reply: Reply<Vec<Enqueued>>,
-    },
-    Claim {
-        req: ClaimOptions,
-        reply: Reply<Vec<Claimed>>,
-    },
-    Renew {
-        leases: Vec<LeaseRef>,
-        deadline: Timestamp,
-        reply: Reply<Vec<Applied>>,
-    },
-    Apply {
-        outcomes: Vec<Outcome>,
-        now: Timestamp,
-        reply: Reply<Vec<Applied>>,
-    },
-    Recover {
-        now: Timestamp,
-        limit: usize,
-        reply: Reply<Vec<Recovered>>,
-    },
-    Requeue {
-        ids: Vec<TaskId>,
-        now: Timestamp,
-        reply: Reply<Vec<bool>>,
-    },
-    Delete {
-        ids: Vec<TaskId>,
-        reply: Reply<Vec<bool>>,
-    },
-    SetPaused {
-        topic: String,
-        paused: bool,
-        reply: Reply<()>,
-    },
-    /// Reads run here too, between changes, so they never see half of a move.
-    Stats { reply: Reply<Stats> },
-    Get {
-        id: TaskId,
-        reply: Reply<Option<TaskRecord>>,
-    },
-    List {
-        query: ListOptions,
-        reply: Reply<Page>,
-    },
+    /// One call of the [`Store`](taskmill_core::Store).
+    Store(Call),
     /// Flushes everything committed so far, whatever the policy.
     Flush { reply: Reply<()> },
 }
@@ -165,17 +112,14 @@ impl Conn {
         })
     }
 
-    /// Sends the command `make` builds around its reply sender, in the caller's span, and
-    /// waits for the result.
-    pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T> {
-        let (reply, answer) = oneshot::channel();
+    /// Hands `command` to the thread, in the caller's span.
+    pub async fn send(&self, command: Command) -> Result<()> {
         let stopped = || Error::unavailable("the sled writer thread has stopped");
         let commands = self.commands.as_ref().ok_or_else(stopped)?;
         commands
-            .send((make(reply), Span::current()))
+            .send((command, Span::current()))
             .await
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+            .map_err(|_| stopped())
     }
 }
 
@@ -332,8 +276,15 @@ impl Thread {
     fn handle(&mut self, command: Command, span: &Span) -> Deferred {
         let _entered = span.enter();
         self.writer.dirty = false;
-        match command {
-            Command::Enqueue { tasks, opts, reply } => {
+        let call = match command {
+            Command::Store(call) => call,
+            Command::Flush { reply } => {
+                self.writer.dirty = true;
+                return defer(true, reply, Ok(()), || {});
+            }
+        };
+        match call {
+            Call::Enqueue { tasks, opts, reply } => {
                 let with_events = self.bus.has_subscribers();
                 let result = self.write(|w| w.enqueue(tasks, &opts, with_events));
                 let (result, events) = match result {
@@ -348,30 +299,30 @@ impl Thread {
                     bus.wake();
                 })
             }
-            Command::Claim { req, reply } => {
-                let result = self.write(|w| w.claim(&req));
+            Call::Claim { opts, reply } => {
+                let result = self.write(|w| w.claim(&opts));
                 // A claim lost in a crash leaves its tasks in INPUT, where they run again:
                 // what a flushed claim would give too, after its lease expired. Its
                 // batch reaches the disk with the next flush (sled's log is
                 // sequential), so an fsync here would buy nothing.
                 defer(false, reply, result, || {})
             }
-            Command::Renew {
+            Call::Renew {
                 leases,
-                deadline,
+                opts,
                 reply,
             } => {
-                let result = self.write(|w| w.renew(&leases, deadline));
+                let result = self.write(|w| w.renew(&leases, opts.deadline));
                 // A lost renewal only makes a lease end sooner after a crash, and a crash
                 // ends every lease of this process anyway: never worth an fsync.
                 defer(false, reply, result, || {})
             }
-            Command::Apply {
+            Call::Apply {
                 outcomes,
-                now,
+                opts,
                 reply,
             } => {
-                let result = self.write(|w| w.apply(&outcomes, now));
+                let result = self.write(|w| w.apply(&outcomes, opts.now));
                 let (result, wake) = match result {
                     Ok((applied, wake)) => (Ok(applied), wake),
                     Err(e) => (Err(e), false),
@@ -383,9 +334,9 @@ impl Thread {
                     }
                 })
             }
-            Command::Recover { now, limit, reply } => {
+            Call::Recover { opts, reply } => {
                 // Like a claim: a recovery lost in a crash is made again by the next reaper.
-                let result = self.write(|w| w.recover(now, limit));
+                let result = self.write(|w| w.recover(opts.now, opts.limit));
                 let wake = result.as_ref().is_ok_and(|r| r.iter().any(|r| !r.dead));
                 let bus = self.bus.clone();
                 defer(false, reply, result, move || {
@@ -394,8 +345,8 @@ impl Thread {
                     }
                 })
             }
-            Command::Requeue { ids, now, reply } => {
-                let result = self.write(|w| w.requeue(&ids, now));
+            Call::Requeue { ids, opts, reply } => {
+                let result = self.write(|w| w.requeue(&ids, opts.now));
                 let wake = result.as_ref().is_ok_and(|r| r.contains(&true));
                 let bus = self.bus.clone();
                 defer(self.durable(true), reply, result, move || {
@@ -404,11 +355,11 @@ impl Thread {
                     }
                 })
             }
-            Command::Delete { ids, reply } => {
+            Call::Delete { ids, reply } => {
                 let result = self.write(|w| w.delete(&ids));
                 defer(self.durable(true), reply, result, || {})
             }
-            Command::SetPaused {
+            Call::SetPaused {
                 topic,
                 paused,
                 reply,
@@ -421,13 +372,9 @@ impl Thread {
                     }
                 })
             }
-            Command::Stats { reply } => defer(false, reply, Ok(self.writer.stats()), || {}),
-            Command::Get { id, reply } => defer(false, reply, self.writer.get(id), || {}),
-            Command::List { query, reply } => defer(false, reply, self.writer.list(&query), || {}),
-            Command::Flush { reply } => {
-                self.writer.dirty = true;
-                defer(true, reply, Ok(()), || {})
-            }
+            Call::Stats { reply } => defer(false, reply, Ok(self.writer.stats()), || {}),
+            Call::Get { id, reply } => defer(false, reply, self.writer.get(id), || {}),
+            Call::List { opts, reply } => defer(false, reply, self.writer.list(&opts), || {}),
         }
     }
 }

@@ -79,9 +79,10 @@ impl SledStore {
 
     /// Flushes every change made so far to disk (useful with a relaxed [`FlushPolicy`]).
     pub async fn flush(&self) -> Result<()> {
-        self.shared
-            .conn
-            .call(|reply| Command::Flush { reply })
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.shared.conn.send(Command::Flush { reply }).await?;
+        answer
             .await
+            .map_err(|_| taskmill_core::Error::unavailable("the sled writer thread has stopped"))?
     }
 }

@@ -1,161 +1,28 @@
-//! The [`Store`] implementation: every call is one [`Command`] for the writer thread (see
-//! `conn.rs`), reads too, so a read never sees half of a move.
+//! The [`Store`](taskmill_core::Store) implementation: every call is one
+//! [`Call`](taskmill_core::raw::Call) for the writer thread (see `conn.rs`), reads too, so
+//! a read never sees half of a move. The impl itself is
+//! [`store_via_calls!`](taskmill_core::store_via_calls), shared with every store that runs
+//! its calls on a thread of its own.
 
 use crate::conn::Command;
 use crate::SledStore;
-use taskmill_core::raw::validate_topic;
-use taskmill_core::store::{
-    Applied, ApplyOptions, Capabilities, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef,
-    ListOptions, Outcome, Page, RecoverOptions, Recovered, RenewOptions, RequeueOptions,
-    WakeStream,
-};
-use taskmill_core::{
-    async_trait, Event, EventStream, Result, Stats, Store, Task, TaskId, TaskRecord,
-};
+use taskmill_core::raw::{Call, CallThread, LocalBus};
+use taskmill_core::store::Capabilities;
+use taskmill_core::{async_trait, Result};
 
 #[async_trait]
-impl Store for SledStore {
+impl CallThread for SledStore {
     fn capabilities(&self) -> Capabilities {
         Capabilities::DURABLE
     }
 
-    async fn enqueue(&self, tasks: Vec<Task>, opts: &EnqueueOptions) -> Result<Vec<Enqueued>> {
-        if tasks.is_empty() {
-            return Ok(Vec::new());
-        }
-        let opts = opts.clone();
-        self.shared
-            .conn
-            .call(|reply| Command::Enqueue { tasks, opts, reply })
-            .await
+    fn bus(&self) -> &LocalBus {
+        &self.shared.bus
     }
 
-    async fn claim(&self, opts: &ClaimOptions) -> Result<Vec<Claimed>> {
-        if opts.limit == 0 || opts.topics.is_empty() {
-            return Ok(Vec::new());
-        }
-        let req = opts.clone();
-        self.shared
-            .conn
-            .call(|reply| Command::Claim { req, reply })
-            .await
-    }
-
-    async fn renew(&self, leases: &[LeaseRef], opts: &RenewOptions) -> Result<Vec<Applied>> {
-        let deadline = opts.deadline;
-        if leases.is_empty() {
-            return Ok(Vec::new());
-        }
-        let leases = leases.to_vec();
-        self.shared
-            .conn
-            .call(|reply| Command::Renew {
-                leases,
-                deadline,
-                reply,
-            })
-            .await
-    }
-
-    async fn apply(&self, outcomes: &[Outcome], opts: &ApplyOptions) -> Result<Vec<Applied>> {
-        let now = opts.now;
-        if outcomes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let outcomes = outcomes.to_vec();
-        self.shared
-            .conn
-            .call(|reply| Command::Apply {
-                outcomes,
-                now,
-                reply,
-            })
-            .await
-    }
-
-    async fn recover(&self, opts: &RecoverOptions) -> Result<Vec<Recovered>> {
-        let (now, limit) = (opts.now, opts.limit);
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        self.shared
-            .conn
-            .call(|reply| Command::Recover { now, limit, reply })
-            .await
-    }
-
-    async fn stats(&self) -> Result<Stats> {
-        self.shared
-            .conn
-            .call(|reply| Command::Stats { reply })
-            .await
-    }
-
-    async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
-        self.shared
-            .conn
-            .call(|reply| Command::Get { id, reply })
-            .await
-    }
-
-    async fn list(&self, opts: &ListOptions) -> Result<Page> {
-        let query = opts.clone();
-        self.shared
-            .conn
-            .call(|reply| Command::List { query, reply })
-            .await
-    }
-
-    async fn requeue(&self, ids: &[TaskId], opts: &RequeueOptions) -> Result<Vec<bool>> {
-        let now = opts.now;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids = ids.to_vec();
-        self.shared
-            .conn
-            .call(|reply| Command::Requeue { ids, now, reply })
-            .await
-    }
-
-    async fn delete(&self, ids: &[TaskId]) -> Result<Vec<bool>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids = ids.to_vec();
-        self.shared
-            .conn
-            .call(|reply| Command::Delete { ids, reply })
-            .await
-    }
-
-    async fn set_paused(&self, topic: &str, paused: bool) -> Result<()> {
-        validate_topic(topic)?;
-        let topic = topic.to_owned();
-        self.shared
-            .conn
-            .call(|reply| Command::SetPaused {
-                topic,
-                paused,
-                reply,
-            })
-            .await
-    }
-
-    async fn publish(&self, events: &[Event]) -> Result<()> {
-        self.shared.bus.publish(events.iter().cloned());
-        Ok(())
-    }
-
-    fn has_subscribers(&self) -> bool {
-        self.shared.bus.has_subscribers()
-    }
-
-    async fn subscribe(&self) -> Result<EventStream> {
-        Ok(self.shared.bus.subscribe())
-    }
-
-    async fn wakeups(&self) -> Result<WakeStream> {
-        Ok(self.shared.bus.wakeups())
+    async fn send(&self, call: Call) -> Result<()> {
+        self.shared.conn.send(Command::Store(call)).await
     }
 }
+
+taskmill_core::store_via_calls!(SledStore);

@@ -1,7 +1,7 @@
 //! The connection thread: the store's one SQLite connection, and the commands it runs.
 //!
 //! Every [`SqliteStore`](crate::SqliteStore) owns one connection, driven by a dedicated
-//! thread, the way sqlx drives SQLite. Each call of the store becomes a [`Command`] (one
+//! thread, the way sqlx drives SQLite. Each call of the store becomes a [`Call`] (one
 //! variant per operation, carrying its arguments and its own reply sender), sent with the
 //! caller's [`tracing::Span`] on a bounded channel. The thread runs the commands one
 //! after another, each inside its caller's span and each that writes as one transaction
@@ -27,12 +27,8 @@ use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use taskmill_core::raw::LocalBus;
-use taskmill_core::store::{
-    Applied, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListOptions, Outcome, Page,
-    Recovered,
-};
-use taskmill_core::{Error, Result, Stats, Task, TaskId, TaskRecord, Timestamp};
+use taskmill_core::raw::{Call, LocalBus, Reply};
+use taskmill_core::{Error, Result};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Span;
 
@@ -41,66 +37,10 @@ use tracing::Span;
 /// reaper); this leaves room for many managers and clients on one store.
 pub(crate) const COMMAND_BUFFER: usize = 64;
 
-/// Where a command's result goes.
-pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
-
-/// One call of the store, for the connection thread.
-pub(crate) enum Command {
-    Enqueue {
-        tasks: Vec<Task>,
-        opts: EnqueueOptions,
-        reply: Reply<Vec<Enqueued>>,
-    },
-    Claim {
-        req: ClaimOptions,
-        reply: Reply<Vec<Claimed>>,
-    },
-    Renew {
-        leases: Vec<LeaseRef>,
-        deadline: Timestamp,
-        reply: Reply<Vec<Applied>>,
-    },
-    Apply {
-        outcomes: Vec<Outcome>,
-        now: Timestamp,
-        reply: Reply<Vec<Applied>>,
-    },
-    Recover {
-        now: Timestamp,
-        limit: usize,
-        reply: Reply<Vec<Recovered>>,
-    },
-    Stats {
-        reply: Reply<Stats>,
-    },
-    Get {
-        id: TaskId,
-        reply: Reply<Option<TaskRecord>>,
-    },
-    List {
-        query: ListOptions,
-        reply: Reply<Page>,
-    },
-    Requeue {
-        ids: Vec<TaskId>,
-        now: Timestamp,
-        reply: Reply<Vec<bool>>,
-    },
-    Delete {
-        ids: Vec<TaskId>,
-        reply: Reply<Vec<bool>>,
-    },
-    SetPaused {
-        topic: String,
-        paused: bool,
-        reply: Reply<()>,
-    },
-}
-
 /// The sending end of the connection thread's channel. The thread stops, and the
 /// connection closes (checkpointing the log), when the last `Conn` is dropped.
 pub(crate) struct Conn {
-    commands: mpsc::Sender<(Command, Span)>,
+    commands: mpsc::Sender<(Call, Span)>,
 }
 
 impl Conn {
@@ -133,24 +73,19 @@ impl Conn {
         Ok(Conn { commands })
     }
 
-    /// Sends the command `make` builds around its reply sender, in the caller's span, and
-    /// waits for the result.
-    pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T> {
-        let (reply, answer) = oneshot::channel();
+    /// Hands `call` to the thread, in the caller's span.
+    pub async fn send(&self, call: Call) -> Result<()> {
         self.commands
-            .send((make(reply), Span::current()))
+            .send((call, Span::current()))
             .await
             .map_err(|_| {
                 Error::unavailable("the SQLite connection thread has stopped; reopen the store")
-            })?;
-        answer.await.map_err(|_| {
-            Error::storage("the SQLite connection thread failed while running this call")
-        })?
+            })
     }
 }
 
 /// The connection thread: runs commands until every [`Conn`] is gone.
-fn run(mut conn: Connection, mut commands: mpsc::Receiver<(Command, Span)>, bus: &LocalBus) {
+fn run(mut conn: Connection, mut commands: mpsc::Receiver<(Call, Span)>, bus: &LocalBus) {
     while let Some((command, span)) = commands.blocking_recv() {
         let _entered = span.enter();
         // A panic drops the command's reply sender as it unwinds, which fails its call.
@@ -159,9 +94,9 @@ fn run(mut conn: Connection, mut commands: mpsc::Receiver<(Command, Span)>, bus:
 }
 
 /// Runs one command and sends its result.
-fn handle(conn: &mut Connection, bus: &LocalBus, command: Command) {
+fn handle(conn: &mut Connection, bus: &LocalBus, command: Call) {
     match command {
-        Command::Enqueue { tasks, opts, reply } => {
+        Call::Enqueue { tasks, opts, reply } => {
             let result = ops::enqueue(conn, tasks, &opts, bus.has_subscribers()).map(|done| {
                 bus.publish(done.events);
                 if done.results.iter().any(|r| r.is_new()) {
@@ -171,23 +106,23 @@ fn handle(conn: &mut Connection, bus: &LocalBus, command: Command) {
             });
             send(reply, result, "cannot enqueue tasks");
         }
-        Command::Claim { req, reply } => {
-            send(reply, ops::claim(conn, &req), "cannot claim tasks");
+        Call::Claim { opts, reply } => {
+            send(reply, ops::claim(conn, &opts), "cannot claim tasks");
         }
-        Command::Renew {
+        Call::Renew {
             leases,
-            deadline,
+            opts,
             reply,
         } => {
-            let result = ops::renew(conn, &leases, deadline);
+            let result = ops::renew(conn, &leases, opts.deadline);
             send(reply, result, "cannot renew leases");
         }
-        Command::Apply {
+        Call::Apply {
             outcomes,
-            now,
+            opts,
             reply,
         } => {
-            let result = ops::apply(conn, &outcomes, now).map(|(applied, to_input)| {
+            let result = ops::apply(conn, &outcomes, opts.now).map(|(applied, to_input)| {
                 if to_input {
                     bus.wake();
                 }
@@ -195,34 +130,34 @@ fn handle(conn: &mut Connection, bus: &LocalBus, command: Command) {
             });
             send(reply, result, "cannot store task outcomes");
         }
-        Command::Recover { now, limit, reply } => {
-            let result = ops::recover(conn, now, limit).inspect(|recovered| {
+        Call::Recover { opts, reply } => {
+            let result = ops::recover(conn, opts.now, opts.limit).inspect(|recovered| {
                 if recovered.iter().any(|r| !r.dead) {
                     bus.wake();
                 }
             });
             send(reply, result, "cannot recover expired leases");
         }
-        Command::Stats { reply } => send(reply, ops::stats(conn), "cannot read stats"),
-        Command::Get { id, reply } => {
+        Call::Stats { reply } => send(reply, ops::stats(conn), "cannot read stats"),
+        Call::Get { id, reply } => {
             let result = ops::get(conn, id).map_err(|e| backend_error(e, "cannot read a task"));
             let _ = reply.send(result.and_then(|d| d.map(Decoded::strict).transpose()));
         }
-        Command::List { query, reply } => {
-            send(reply, ops::list(conn, &query), "cannot list tasks");
+        Call::List { opts, reply } => {
+            send(reply, ops::list(conn, &opts), "cannot list tasks");
         }
-        Command::Requeue { ids, now, reply } => {
-            let result = ops::requeue(conn, &ids, now).inspect(|moved| {
+        Call::Requeue { ids, opts, reply } => {
+            let result = ops::requeue(conn, &ids, opts.now).inspect(|moved| {
                 if moved.contains(&true) {
                     bus.wake();
                 }
             });
             send(reply, result, "cannot requeue tasks");
         }
-        Command::Delete { ids, reply } => {
+        Call::Delete { ids, reply } => {
             send(reply, ops::delete(conn, &ids), "cannot delete tasks");
         }
-        Command::SetPaused {
+        Call::SetPaused {
             topic,
             paused,
             reply,

@@ -16,6 +16,8 @@
 //! - [`validate_topic`]: the one rule for topic names, which backends put inside keys and
 //!   file names.
 //! - [`LocalBus`]: in-process events and wake-ups, for stores with no bus of their own.
+//! - [`Call`], [`CallThread`] and [`store_via_calls!`](crate::store_via_calls): the
+//!   `Store` impl of a store that runs every call on a thread of its own, written once.
 //! - [`IdMap`], [`IdSet`], [`IdHasher`]: hash tables keyed by task id.
 //! - [`StoreUrl`] and [`ServerAddress`]: the parser of the `scheme://location?key=value`
 //!   URLs of `from_url`, and the address of a server one names.
@@ -24,6 +26,7 @@
 //! so a method can be added to them without breaking anyone.
 
 mod build;
+mod call;
 mod id_map;
 mod lifecycle;
 mod local_bus;
@@ -31,6 +34,7 @@ mod local_bus;
 pub use crate::store::url::{ServerAddress, StoreUrl};
 pub use crate::task::validate_topic;
 pub use build::{PayloadExt, TaskExt};
+pub use call::{call, Call, CallThread, Reply};
 pub use id_map::{IdHasher, IdMap, IdSet};
 pub use lifecycle::RecordExt;
 pub use local_bus::{LocalBus, DEFAULT_EVENT_BUFFER};
