@@ -114,13 +114,26 @@ pub enum Event {
         /// Why.
         error: String,
     },
-    /// A run was cancelled (shutdown) and the task went back to INPUT without using an
-    /// attempt.
+    /// A run was given back (the manager shut down before it ended) and the task went
+    /// back to INPUT without using an attempt.
+    TaskReleased {
+        /// The task.
+        id: TaskId,
+        /// Its topic.
+        topic: Arc<str>,
+    },
+    /// A task was cancelled and moved to CANCELLED: at once when it was waiting, or when
+    /// its run ended (or its lease expired) after the cancel was requested.
     TaskCancelled {
         /// The task.
         id: TaskId,
         /// Its topic.
         topic: Arc<str>,
+        /// Who cancelled it, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<Arc<str>>,
+        /// Whether it was running when the cancel was requested.
+        was_running: bool,
     },
     /// The reaper found the task's lease expired (its worker died or stalled) and put it
     /// back in INPUT, or in DEAD when it had no retries left.
@@ -157,6 +170,7 @@ impl Event {
             | Event::TaskRetry { id, .. }
             | Event::TaskCompletion { id, .. }
             | Event::TaskFailure { id, .. }
+            | Event::TaskReleased { id, .. }
             | Event::TaskCancelled { id, .. }
             | Event::TaskRecovered { id, .. } => Some(*id),
             _ => None,
@@ -175,6 +189,7 @@ impl Event {
             Event::TaskRetry { .. } => "TASK_RETRY",
             Event::TaskCompletion { .. } => "TASK_COMPLETION",
             Event::TaskFailure { .. } => "TASK_FAILURE",
+            Event::TaskReleased { .. } => "TASK_RELEASED",
             Event::TaskCancelled { .. } => "TASK_CANCELLED",
             Event::TaskRecovered { .. } => "TASK_RECOVERED",
             Event::Lagged { .. } => "LAGGED",

@@ -28,7 +28,10 @@ pub use manager::{
 };
 pub use stats::{Counters, QueueSizes, Stats, TopicStats};
 pub use store::{Store, StoreExt, LEASE_EXPIRED_ERROR};
-pub use task::{Lease, Payload, Queue, Task, TaskId, TaskRecord};
+pub use task::{
+    AttemptError, Lease, Payload, Queue, Task, TaskId, TaskRecord, TaskStatus, MAX_ERROR_BYTES,
+    MAX_KEPT_ERRORS,
+};
 pub use time::{Clock, Timestamp};
 
 /// The async-trait attribute, re-exported so backends implement [`Store`] with the same

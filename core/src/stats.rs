@@ -7,9 +7,10 @@ use std::ops::AddAssign;
 /// How many transitions of each kind a store has performed.
 ///
 /// Each counter moves in the same atomic step as the transition it counts, so after the
-/// store drains, `started == completed + retried + failed + recovered + released`, minus
-/// recovered tasks that had no retries left and went to DEAD (they count in both
-/// `recovered` and `failed`).
+/// store drains, `started == completed + retried + failed + recovered + released +
+/// cancelled`, minus the tasks counted twice: recovered tasks that went to DEAD (in
+/// `recovered` and `failed`) or to CANCELLED (in `recovered` and `cancelled`), and tasks
+/// cancelled before they ever started (in `cancelled` only).
 ///
 /// Non-exhaustive, like every type here: start from `Counters::default()` and set fields,
 /// so that a new counter is added in this file alone.
@@ -32,6 +33,10 @@ pub struct Counters {
     pub released: u64,
     /// Dead tasks sent back to INPUT by a human: DEAD → INPUT.
     pub requeued: u64,
+    /// Cancelled tasks: INPUT → CANCELLED at once, or WORK → CANCELLED when a run with a
+    /// cancel request ends or is recovered.
+    #[serde(default)]
+    pub cancelled: u64,
 }
 
 impl AddAssign for Counters {
@@ -44,6 +49,7 @@ impl AddAssign for Counters {
         self.recovered += o.recovered;
         self.released += o.released;
         self.requeued += o.requeued;
+        self.cancelled += o.cancelled;
     }
 }
 
@@ -57,12 +63,48 @@ pub struct QueueSizes {
     pub work: u64,
     /// Tasks in DEAD.
     pub dead: u64,
+    /// Completed tasks kept as history.
+    #[serde(default)]
+    pub completed: u64,
+    /// Cancelled tasks kept as history.
+    #[serde(default)]
+    pub cancelled: u64,
 }
 
 impl QueueSizes {
-    /// All tasks in the store.
+    /// Every record in the store, history included.
     pub fn total(&self) -> u64 {
+        self.active() + self.completed + self.cancelled
+    }
+
+    /// Tasks not finished: waiting, running or dead. Zero once a store has drained,
+    /// whatever history it keeps.
+    pub fn active(&self) -> u64 {
         self.input + self.work + self.dead
+    }
+
+    /// How many tasks `queue` holds.
+    pub fn of(&self, queue: crate::task::Queue) -> u64 {
+        use crate::task::Queue;
+        match queue {
+            Queue::Input => self.input,
+            Queue::Work => self.work,
+            Queue::Dead => self.dead,
+            Queue::Completed => self.completed,
+            Queue::Cancelled => self.cancelled,
+        }
+    }
+
+    /// The count of `queue`, to change it.
+    pub fn of_mut(&mut self, queue: crate::task::Queue) -> &mut u64 {
+        use crate::task::Queue;
+        match queue {
+            Queue::Input => &mut self.input,
+            Queue::Work => &mut self.work,
+            Queue::Dead => &mut self.dead,
+            Queue::Completed => &mut self.completed,
+            Queue::Cancelled => &mut self.cancelled,
+        }
     }
 }
 
@@ -71,6 +113,8 @@ impl AddAssign for QueueSizes {
         self.input += o.input;
         self.work += o.work;
         self.dead += o.dead;
+        self.completed += o.completed;
+        self.cancelled += o.cancelled;
     }
 }
 

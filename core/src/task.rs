@@ -169,6 +169,7 @@ pub struct Task {
     priority: i16,
     schedule: Schedule,
     unique_key: Option<String>,
+    unique_while_kept: bool,
 }
 
 impl Task {
@@ -192,6 +193,7 @@ impl Task {
             priority: 0,
             schedule: Schedule::Now,
             unique_key: None,
+            unique_while_kept: false,
         })
     }
 
@@ -202,7 +204,9 @@ impl Task {
     }
 
     /// How many times the task is retried after a failure before it goes to DEAD
-    /// (0: it runs once). Without it, the manager's default for the topic applies.
+    /// (0: it runs once). Without it, the limit is that of the manager that first runs the
+    /// task (its topic's, else its default): a producer that does not run the topic never
+    /// has to know it.
     pub fn max_retries(mut self, retries: u32) -> Self {
         self.max_retries = Some(retries);
         self
@@ -228,12 +232,21 @@ impl Task {
     }
 
     /// A key that makes the task unique within its topic: while a task of the same topic
-    /// with this key exists in the store (in INPUT, WORK or DEAD), enqueueing another is
-    /// reported as a duplicate and adds nothing. The key is free again once the task
-    /// completes or is deleted. Keys are per topic so that a backend sharded by topic (Redis
-    /// Cluster) can check them in one place.
+    /// with this key is waiting, running or dead, enqueueing another is reported as a
+    /// duplicate and adds nothing. The key is free again once the task completes, is
+    /// cancelled or is deleted (see [`unique_while_kept`](Self::unique_while_kept) to hold
+    /// it longer). Keys are per topic so that a backend sharded by topic (Redis Cluster) can
+    /// check them in one place.
     pub fn unique_key(mut self, key: impl Into<String>) -> Self {
         self.unique_key = Some(key.into());
+        self
+    }
+
+    /// Holds the unique key while the finished (completed or cancelled) task's record is
+    /// kept, until retention prunes it: "at most once per retention window" instead of "at
+    /// most one at a time".
+    pub fn unique_while_kept(mut self) -> Self {
+        self.unique_while_kept = true;
         self
     }
 
@@ -252,25 +265,12 @@ impl Task {
         self.unique_key.as_deref()
     }
 
-    /// Sets the retry limit if the task has none; the manager applies its per-topic
-    /// defaults with this.
-    pub(crate) fn default_max_retries(mut self, retries: u32) -> Self {
-        self.max_retries.get_or_insert(retries);
-        self
-    }
-
-    /// The record of this task enqueued as `id` at `now`, with `default_max_retries` if it
-    /// sets no limit. Backends reach it through
+    /// The record of this task enqueued as `id` at `now`. Backends reach it through
     /// [`raw::TaskExt::into_record`](crate::raw::TaskExt::into_record).
-    pub(crate) fn resolve(
-        self,
-        id: TaskId,
-        now: Timestamp,
-        default_max_retries: u32,
-    ) -> TaskRecord {
+    pub(crate) fn resolve(self, id: TaskId, now: Timestamp) -> TaskRecord {
         let mut record = TaskRecord::new(id, self.topic, self.args);
         record.external_id = self.external_id.map(String::into_boxed_str);
-        record.max_retries = self.max_retries.unwrap_or(default_max_retries);
+        record.max_retries = self.max_retries;
         record.priority = self.priority;
         record.enqueued_at = now;
         record.run_at = match self.schedule {
@@ -279,6 +279,7 @@ impl Task {
             Schedule::After(d) => now + d,
         };
         record.unique_key = self.unique_key.map(String::into_boxed_str);
+        record.unique_while_kept = self.unique_while_kept;
         record
     }
 }
@@ -296,8 +297,13 @@ pub fn validate_topic(topic: &str) -> Result<()> {
 }
 
 /// The queue a task is in.
+///
+/// A task waits in INPUT, runs in WORK, and ends in DEAD (failed for good, until a human
+/// requeues or deletes it), COMPLETED or CANCELLED. The last two hold history: a finished
+/// task's record is kept there for its topic's retention, then pruned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Queue {
     /// Waiting to run: due now or scheduled for later.
     Input,
@@ -305,11 +311,21 @@ pub enum Queue {
     Work,
     /// Failed for good; waits for a human to requeue or delete it.
     Dead,
+    /// Succeeded; kept for the retention period.
+    Completed,
+    /// Cancelled before or while it ran; kept for the retention period.
+    Cancelled,
 }
 
 impl Queue {
     /// All queues, in lifecycle order.
-    pub const ALL: [Queue; 3] = [Queue::Input, Queue::Work, Queue::Dead];
+    pub const ALL: [Queue; 5] = [
+        Queue::Input,
+        Queue::Work,
+        Queue::Dead,
+        Queue::Completed,
+        Queue::Cancelled,
+    ];
 
     /// The queue's lowercase name.
     pub fn as_str(self) -> &'static str {
@@ -317,7 +333,15 @@ impl Queue {
             Queue::Input => "input",
             Queue::Work => "work",
             Queue::Dead => "dead",
+            Queue::Completed => "completed",
+            Queue::Cancelled => "cancelled",
         }
+    }
+
+    /// Whether tasks here are done for good (COMPLETED or CANCELLED): kept as history,
+    /// pruned after their retention, never run again.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Queue::Completed | Queue::Cancelled)
     }
 }
 
@@ -329,15 +353,16 @@ impl fmt::Display for Queue {
 
 impl std::str::FromStr for Queue {
     type Err = Error;
+
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "input" => Ok(Queue::Input),
-            "work" => Ok(Queue::Work),
-            "dead" => Ok(Queue::Dead),
-            _ => Err(Error::misuse(format!(
-                "unknown queue {s:?} (expected input, work or dead)"
-            ))),
-        }
+        Queue::ALL
+            .into_iter()
+            .find(|q| q.as_str() == s)
+            .ok_or_else(|| {
+                Error::misuse(format!(
+                    "unknown queue {s:?} (expected input, work, dead, completed or cancelled)"
+                ))
+            })
     }
 }
 
@@ -350,6 +375,45 @@ pub struct Lease {
     pub token: u64,
     /// When the lease expires unless renewed.
     pub deadline: Timestamp,
+}
+
+/// The retry limit of a task that sets none, when the manager that claims it sets none
+/// either.
+pub const DEFAULT_MAX_RETRIES: u32 = 25;
+
+/// How many failed attempts a record remembers; older ones are dropped first.
+pub const MAX_KEPT_ERRORS: usize = 10;
+
+/// The longest error message a record keeps, in bytes; longer ones are cut at a character
+/// boundary and end in `…`.
+pub const MAX_ERROR_BYTES: usize = 2048;
+
+/// The error of one failed attempt, as a record keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptError {
+    /// The attempt that failed, from 1.
+    pub attempt: u32,
+    /// When it failed.
+    pub at: Timestamp,
+    /// Why: the processor's error, a panic message, a timeout, or
+    /// [`LEASE_EXPIRED_ERROR`](crate::LEASE_EXPIRED_ERROR).
+    pub message: Box<str>,
+}
+
+/// `message` cut to at most [`MAX_ERROR_BYTES`] at a character boundary.
+pub(crate) fn bounded_message(message: String) -> String {
+    if message.len() <= MAX_ERROR_BYTES {
+        return message;
+    }
+    const ELLIPSIS: &str = "…";
+    let mut end = MAX_ERROR_BYTES - ELLIPSIS.len();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut cut = message;
+    cut.truncate(end);
+    cut.push_str(ELLIPSIS);
+    cut
 }
 
 /// A task as a store keeps it.
@@ -373,8 +437,11 @@ pub struct TaskRecord {
     /// How many times the task has been claimed to run (the current run included, while
     /// in WORK). A run given back at shutdown does not count.
     pub attempt: u32,
-    /// How many retries follow a failure before the task goes to DEAD.
-    pub max_retries: u32,
+    /// How many retries follow a failure before the task goes to DEAD. `None` until the
+    /// first claim when the task set none: the claiming manager's limit for the topic is
+    /// written then (see [`TopicClaim`](crate::store::TopicClaim)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
     /// Lower runs first among due tasks of the topic.
     pub priority: i16,
     /// When it was enqueued.
@@ -384,21 +451,59 @@ pub struct TaskRecord {
     /// The unique key, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unique_key: Option<Box<str>>,
-    /// The error of the last failed attempt.
+    /// Whether the unique key stays held while the finished record is kept
+    /// ([`Task::unique_while_kept`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unique_while_kept: bool,
+    /// When its first run started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<Box<str>>,
-    /// When the task moved to DEAD.
+    pub first_started_at: Option<Timestamp>,
+    /// When its latest run started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failed_at: Option<Timestamp>,
+    pub started_at: Option<Timestamp>,
+    /// When it moved to DEAD, COMPLETED or CANCELLED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// The errors of its failed attempts, oldest first; at most [`MAX_KEPT_ERRORS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<AttemptError>,
+    /// What the successful run set with
+    /// [`TaskContext::set_result`](crate::TaskContext::set_result).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "optional_payload"
+    )]
+    pub result: Option<Payload>,
+    /// The last value a run reported with
+    /// [`TaskContext::progress`](crate::TaskContext::progress) (stored at most once per
+    /// the manager's progress interval).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "optional_payload"
+    )]
+    pub progress: Option<Payload>,
+    /// Who asked for the cancel: set on a running task when the cancel is requested, kept
+    /// once it is CANCELLED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<Box<str>>,
     /// The lease, while the task is in WORK.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<Lease>,
 }
 
+fn optional_payload<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<Payload>, D::Error> {
+    Ok(Some(Payload::deserialize(deserializer)?))
+}
+
 impl TaskRecord {
-    /// A record of task `id` of `topic` with `args`, in INPUT, with every other field zero
-    /// or `None` (times at [`Timestamp::EPOCH`]). A decoder sets the fields it reads; a
-    /// new task's record comes from [`raw::TaskExt::into_record`](crate::raw::TaskExt::into_record).
+    /// A record of task `id` of `topic` with `args`, in INPUT, with every other field zero,
+    /// empty or `None` (times at [`Timestamp::EPOCH`]). A decoder sets the fields it reads;
+    /// a new task's record comes from
+    /// [`raw::TaskExt::into_record`](crate::raw::TaskExt::into_record).
     pub fn new(id: TaskId, topic: impl Into<Arc<str>>, args: Payload) -> Self {
         TaskRecord {
             id,
@@ -407,20 +512,37 @@ impl TaskRecord {
             external_id: None,
             args,
             attempt: 0,
-            max_retries: 0,
+            max_retries: None,
             priority: 0,
             enqueued_at: Timestamp::EPOCH,
             run_at: Timestamp::EPOCH,
             unique_key: None,
-            last_error: None,
-            failed_at: None,
+            unique_while_kept: false,
+            first_started_at: None,
+            started_at: None,
+            finished_at: None,
+            errors: Vec::new(),
+            result: None,
+            progress: None,
+            cancelled_by: None,
             lease: None,
         }
     }
 
+    /// The retry limit in force: the task's own or the one written at its first claim,
+    /// else [`DEFAULT_MAX_RETRIES`].
+    pub fn retry_limit(&self) -> u32 {
+        self.max_retries.unwrap_or(DEFAULT_MAX_RETRIES)
+    }
+
     /// Whether a failure of the current attempt still leaves a retry.
     pub fn has_retries_left(&self) -> bool {
-        self.attempt <= self.max_retries
+        self.attempt <= self.retry_limit()
+    }
+
+    /// The error of the last failed attempt, if any.
+    pub fn last_error(&self) -> Option<&str> {
+        self.errors.last().map(|e| &*e.message)
     }
 
     /// Whether `token` is the fencing token of the claim that holds this task now.
@@ -432,6 +554,95 @@ impl TaskRecord {
     pub fn is_expired(&self, now: Timestamp) -> bool {
         self.queue == Queue::Work && self.lease.as_ref().is_some_and(|l| l.deadline < now)
     }
+
+    /// Whether a cancel was requested while it ran (or it was cancelled).
+    pub fn is_cancel_requested(&self) -> bool {
+        self.cancelled_by.is_some()
+    }
+
+    /// Whether the task holds its unique key: while it is not finished, or while it is
+    /// kept when it asked for [`unique_while_kept`](Task::unique_while_kept).
+    pub fn holds_unique_key(&self) -> bool {
+        self.unique_key.is_some() && (!self.queue.is_finished() || self.unique_while_kept)
+    }
+
+    /// Whether retention lets pruning remove this record at `now`: finished, and finished
+    /// at least `retention` before `now`.
+    pub fn is_prunable(&self, now: Timestamp, retention: Duration) -> bool {
+        self.queue.is_finished() && self.finished_at.is_some_and(|at| at + retention <= now)
+    }
+
+    /// Where the task stands at `now`, as a status query reports it.
+    pub fn status(&self, now: Timestamp) -> TaskStatus {
+        match self.queue {
+            Queue::Input if self.run_at > now && self.attempt > 0 => {
+                TaskStatus::Retrying { at: self.run_at }
+            }
+            Queue::Input if self.run_at > now => TaskStatus::Scheduled { at: self.run_at },
+            Queue::Input => TaskStatus::Pending,
+            Queue::Work => TaskStatus::Running {
+                owner: self
+                    .lease
+                    .as_ref()
+                    .map_or_else(|| Arc::from(""), |l| l.owner.clone()),
+                since: self.started_at.unwrap_or(self.run_at),
+                cancel_requested: self.is_cancel_requested(),
+            },
+            Queue::Dead => TaskStatus::Dead,
+            Queue::Completed => TaskStatus::Completed,
+            Queue::Cancelled => TaskStatus::Cancelled,
+        }
+    }
+}
+
+/// Where a task stands, from [`TaskRecord::status`]: its queue, refined by time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TaskStatus {
+    /// Waiting for its first run, not due before `at`.
+    Scheduled {
+        /// When it becomes due.
+        at: Timestamp,
+    },
+    /// Due, waiting for a worker.
+    Pending,
+    /// Running under a lease.
+    Running {
+        /// The manager running it.
+        owner: Arc<str>,
+        /// When this run started.
+        since: Timestamp,
+        /// Whether a cancel was requested and the run is being stopped.
+        cancel_requested: bool,
+    },
+    /// Failed, and runs again at `at`.
+    Retrying {
+        /// When it is due again.
+        at: Timestamp,
+    },
+    /// Failed for good.
+    Dead,
+    /// Succeeded.
+    Completed,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// The status's lowercase name: `scheduled`, `pending`, `running`, `retrying`, `dead`,
+    /// `completed` or `cancelled`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TaskStatus::Scheduled { .. } => "scheduled",
+            TaskStatus::Pending => "pending",
+            TaskStatus::Running { .. } => "running",
+            TaskStatus::Retrying { .. } => "retrying",
+            TaskStatus::Dead => "dead",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
 }
 
 #[cfg(test)]
@@ -441,11 +652,9 @@ mod tests {
     #[test]
     fn payload_round_trips_as_embedded_json() {
         let p = Payload::new(&serde_json::json!({"a": [1, 2]})).unwrap();
-        let record = Task::with_payload("t", p.clone()).unwrap().resolve(
-            TaskId::new(7),
-            Timestamp::from_millis(5),
-            3,
-        );
+        let record = Task::with_payload("t", p.clone())
+            .unwrap()
+            .resolve(TaskId::new(7), Timestamp::from_millis(5));
         let json = serde_json::to_string(&record).unwrap();
         assert!(json.contains(r#""args":{"a":[1,2]}"#), "{json}");
         let back: TaskRecord = serde_json::from_str(&json).unwrap();
@@ -479,14 +688,50 @@ mod tests {
         let r = Task::new("t", &1)
             .unwrap()
             .delay(Duration::from_secs(2))
-            .resolve(TaskId::new(1), now, 3);
+            .resolve(TaskId::new(1), now);
         assert_eq!(r.run_at, Timestamp::from_millis(3_000));
-        assert_eq!((r.enqueued_at, r.max_retries), (now, 3));
+        assert_eq!((r.enqueued_at, r.max_retries), (now, None));
         let r = Task::new("t", &1)
             .unwrap()
             .max_retries(0)
-            .resolve(TaskId::new(1), now, 3);
-        assert_eq!((r.run_at, r.max_retries), (now, 0));
+            .resolve(TaskId::new(1), now);
+        assert_eq!((r.run_at, r.max_retries), (now, Some(0)));
+    }
+
+    #[test]
+    fn long_error_messages_are_cut_at_a_character_boundary() {
+        let short = "x".repeat(MAX_ERROR_BYTES);
+        assert_eq!(bounded_message(short.clone()), short);
+        let long = "é".repeat(MAX_ERROR_BYTES);
+        let cut = bounded_message(long);
+        assert!(cut.len() <= MAX_ERROR_BYTES, "{}", cut.len());
+        assert!(cut.ends_with('…') && cut.starts_with("éé"));
+    }
+
+    #[test]
+    fn status_refines_the_queue_by_time() {
+        let now = Timestamp::from_millis(10_000);
+        let later = Timestamp::from_millis(20_000);
+        let mut r = Task::new("t", &1)
+            .unwrap()
+            .run_at(later)
+            .resolve(TaskId::new(1), now);
+        assert_eq!(r.status(now), TaskStatus::Scheduled { at: later });
+        assert_eq!(r.status(later), TaskStatus::Pending);
+        r.attempt = 1;
+        assert_eq!(r.status(now), TaskStatus::Retrying { at: later });
+        r.queue = Queue::Completed;
+        assert_eq!(r.status(now).as_str(), "completed");
+        let json = serde_json::to_value(TaskStatus::Retrying { at: later }).unwrap();
+        assert_eq!(json["state"], "retrying");
+    }
+
+    #[test]
+    fn queue_names_round_trip() {
+        for queue in Queue::ALL {
+            assert_eq!(queue.as_str().parse::<Queue>().unwrap(), queue);
+        }
+        assert!("done".parse::<Queue>().is_err());
     }
 
     #[test]

@@ -198,7 +198,8 @@ impl Manager {
             .ok_or_else(|| Error::storage("the store returned no result for an enqueue"))
     }
 
-    /// Enqueues tasks in one store call. Tasks that set no retry limit get their topic's.
+    /// Enqueues tasks in one store call. A task that sets no retry limit gets that of the
+    /// manager that first claims it.
     ///
     /// Once this returns `Ok`, each new task runs to an outcome at least once. Fails with
     /// `Misuse` after [`close`](Self::close).
@@ -207,13 +208,6 @@ impl Manager {
             return Err(Error::misuse("the manager is closed"));
         }
         let config = &self.inner.config;
-        let tasks = tasks
-            .into_iter()
-            .map(|t| {
-                let retries = config.retries_for(t.topic());
-                t.default_max_retries(retries)
-            })
-            .collect();
         let opts = EnqueueOptions::new(config.clock.now());
         self.inner.store.enqueue(tasks, &opts).await
     }

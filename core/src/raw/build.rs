@@ -10,7 +10,7 @@ use std::sync::Arc;
 pub trait TaskExt: Sealed {
     /// The record a store keeps for this task, given its id and the enqueue's options: in
     /// INPUT with attempt 0, enqueued at `opts.now`, due at its `run_at` (or `opts.now`
-    /// plus its delay, or `opts.now`), with `opts.default_max_retries` if it sets no limit.
+    /// plus its delay, or `opts.now`), its retry limit unset unless it sets one.
     ///
     /// Every store builds records through this, so defaults are resolved identically
     /// everywhere.
@@ -21,7 +21,7 @@ impl Sealed for Task {}
 
 impl TaskExt for Task {
     fn into_record(self, id: TaskId, opts: &EnqueueOptions) -> TaskRecord {
-        self.resolve(id, opts.now, opts.default_max_retries)
+        self.resolve(id, opts.now)
     }
 }
 

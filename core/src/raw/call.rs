@@ -13,8 +13,9 @@ use crate::error::{Error, Result};
 use crate::raw::LocalBus;
 use crate::stats::Stats;
 use crate::store::{
-    Applied, ApplyOptions, Capabilities, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef,
-    ListOptions, Outcome, Page, RecoverOptions, Recovered, RenewOptions, RequeueOptions,
+    Applied, ApplyOptions, CancelOptions, Cancellation, Capabilities, ClaimOptions, Claimed,
+    EnqueueOptions, Enqueued, LeaseRef, ListOptions, Outcome, Page, Progress, PruneOptions,
+    RecoverOptions, Recovered, RenewOptions, RequeueOptions,
 };
 use crate::task::{Task, TaskId, TaskRecord};
 use async_trait::async_trait;
@@ -55,6 +56,13 @@ pub enum Call {
         /// Where the result goes.
         reply: Reply<Vec<Applied>>,
     },
+    /// [`Store::progress`](crate::Store::progress), with at least one update.
+    Progress {
+        /// The updates.
+        updates: Vec<Progress>,
+        /// Where the result goes.
+        reply: Reply<Vec<Applied>>,
+    },
     /// [`Store::apply`](crate::Store::apply), with at least one outcome.
     Apply {
         /// The outcomes.
@@ -70,6 +78,13 @@ pub enum Call {
         opts: RecoverOptions,
         /// Where the result goes.
         reply: Reply<Vec<Recovered>>,
+    },
+    /// [`Store::prune`](crate::Store::prune), with a limit above zero.
+    Prune {
+        /// Its options.
+        opts: PruneOptions,
+        /// Where the result goes.
+        reply: Reply<u64>,
     },
     /// [`Store::stats`](crate::Store::stats).
     Stats {
@@ -106,6 +121,15 @@ pub enum Call {
         /// Where the result goes.
         reply: Reply<Vec<bool>>,
     },
+    /// [`Store::cancel`](crate::Store::cancel), with at least one id.
+    Cancel {
+        /// The tasks.
+        ids: Vec<TaskId>,
+        /// Its options.
+        opts: CancelOptions,
+        /// Where the result goes.
+        reply: Reply<Vec<Cancellation>>,
+    },
     /// [`Store::set_paused`](crate::Store::set_paused), with a valid topic.
     SetPaused {
         /// The topic.
@@ -118,7 +142,7 @@ pub enum Call {
 }
 
 /// A store whose calls run on a thread of its own: how a [`Call`] reaches that thread, and
-/// the in-process bus its events and wake-ups go through. With it,
+/// the in-process bus its events, wake-ups and cancel requests go through. With it,
 /// [`store_via_calls!`](crate::store_via_calls) writes the store's whole
 /// [`Store`](crate::Store) impl.
 #[async_trait]
@@ -231,6 +255,26 @@ macro_rules! store_via_calls {
                 .await
             }
 
+            async fn progress(
+                &self,
+                updates: &[$crate::store::Progress],
+            ) -> $crate::Result<::std::vec::Vec<$crate::store::Applied>> {
+                if updates.is_empty() {
+                    return Ok(::std::vec::Vec::new());
+                }
+                let updates = updates.to_vec();
+                $crate::raw::call(self, |reply| $crate::raw::Call::Progress { updates, reply })
+                    .await
+            }
+
+            async fn prune(&self, opts: &$crate::store::PruneOptions) -> $crate::Result<u64> {
+                if opts.limit == 0 {
+                    return Ok(0);
+                }
+                let opts = opts.clone();
+                $crate::raw::call(self, |reply| $crate::raw::Call::Prune { opts, reply }).await
+            }
+
             async fn recover(
                 &self,
                 opts: &$crate::store::RecoverOptions,
@@ -289,6 +333,19 @@ macro_rules! store_via_calls {
                 $crate::raw::call(self, |reply| $crate::raw::Call::Delete { ids, reply }).await
             }
 
+            async fn cancel(
+                &self,
+                ids: &[$crate::TaskId],
+                opts: &$crate::store::CancelOptions,
+            ) -> $crate::Result<::std::vec::Vec<$crate::store::Cancellation>> {
+                if ids.is_empty() {
+                    return Ok(::std::vec::Vec::new());
+                }
+                let (ids, opts) = (ids.to_vec(), opts.clone());
+                $crate::raw::call(self, |reply| $crate::raw::Call::Cancel { ids, opts, reply })
+                    .await
+            }
+
             async fn set_paused(&self, topic: &str, paused: bool) -> $crate::Result<()> {
                 $crate::raw::validate_topic(topic)?;
                 let topic = topic.to_owned();
@@ -315,6 +372,10 @@ macro_rules! store_via_calls {
 
             async fn wakeups(&self) -> $crate::Result<$crate::store::WakeStream> {
                 Ok($crate::raw::CallThread::bus(self).wakeups())
+            }
+
+            async fn cancellations(&self) -> $crate::Result<$crate::store::CancelStream> {
+                Ok($crate::raw::CallThread::bus(self).cancellations())
             }
         }
     };

@@ -1,7 +1,8 @@
 //! Events and wake-ups within one process, for stores that have nothing better.
 
 use crate::event::{Event, EventStream};
-use crate::store::WakeStream;
+use crate::store::{CancelStream, WakeStream};
+use crate::task::TaskId;
 use futures_util::StreamExt;
 use tokio::sync::{broadcast, watch};
 
@@ -12,11 +13,13 @@ pub const DEFAULT_EVENT_BUFFER: usize = 4096;
 ///
 /// The memory, sled and SQLite stores share this: events go to subscribers in this
 /// process through a bounded broadcast (a slow one lags, the publisher never waits), and
-/// [`wake`](LocalBus::wake) signals managers that work may be available.
+/// [`wake`](LocalBus::wake) signals managers that work may be available, and
+/// [`request_cancel`](LocalBus::request_cancel) tells them of cancelled runs.
 #[derive(Debug)]
 pub struct LocalBus {
     events: broadcast::Sender<Event>,
     wake: watch::Sender<u64>,
+    cancels: broadcast::Sender<TaskId>,
 }
 
 impl LocalBus {
@@ -25,6 +28,7 @@ impl LocalBus {
         LocalBus {
             events: broadcast::channel(buffer.max(1)).0,
             wake: watch::channel(0).0,
+            cancels: broadcast::channel(1024).0,
         }
     }
 
@@ -69,6 +73,35 @@ impl LocalBus {
     pub fn wakeups(&self) -> WakeStream {
         futures_util::stream::unfold(self.wake.subscribe(), |mut rx| async move {
             rx.changed().await.ok().map(|()| ((), rx))
+        })
+        .boxed()
+    }
+}
+
+impl LocalBus {
+    /// Tells every [`cancellations`](LocalBus::cancellations) stream that these running
+    /// tasks are to be cancelled.
+    pub fn request_cancel(&self, ids: impl IntoIterator<Item = TaskId>) {
+        if self.cancels.receiver_count() == 0 {
+            return;
+        }
+        for id in ids {
+            let _ = self.cancels.send(id);
+        }
+    }
+
+    /// A stream of the ids passed to [`request_cancel`](LocalBus::request_cancel) from now
+    /// on. One that falls more than 1024 ids behind skips the ones it missed: the manager
+    /// learns of those at its next renewal, which the store refuses.
+    pub fn cancellations(&self) -> CancelStream {
+        futures_util::stream::unfold(self.cancels.subscribe(), |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(id) => return Some((id, rx)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
         })
         .boxed()
     }

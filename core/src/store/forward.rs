@@ -8,9 +8,9 @@
 //! `cargo clippy -- -D warnings` rather than silently taking the default.
 
 use super::{
-    Applied, ApplyOptions, Capabilities, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef,
-    ListOptions, Outcome, Page, RecoverOptions, Recovered, RenewOptions, RequeueOptions, Store,
-    WakeStream,
+    Applied, ApplyOptions, CancelOptions, CancelStream, Cancellation, Capabilities, ClaimOptions,
+    Claimed, EnqueueOptions, Enqueued, LeaseRef, ListOptions, Outcome, Page, Progress,
+    PruneOptions, RecoverOptions, Recovered, RenewOptions, RequeueOptions, Store, WakeStream,
 };
 use crate::error::Result;
 use crate::event::{Event, EventStream};
@@ -52,8 +52,14 @@ macro_rules! forward_store {
             ) -> Result<Vec<Applied>> {
                 (**self).apply(outcomes, opts).await
             }
+            async fn progress(&self, updates: &[Progress]) -> Result<Vec<Applied>> {
+                (**self).progress(updates).await
+            }
             async fn recover(&self, opts: &RecoverOptions) -> Result<Vec<Recovered>> {
                 (**self).recover(opts).await
+            }
+            async fn prune(&self, opts: &PruneOptions) -> Result<u64> {
+                (**self).prune(opts).await
             }
             async fn stats(&self) -> Result<Stats> {
                 (**self).stats().await
@@ -70,6 +76,13 @@ macro_rules! forward_store {
             async fn delete(&self, ids: &[TaskId]) -> Result<Vec<bool>> {
                 (**self).delete(ids).await
             }
+            async fn cancel(
+                &self,
+                ids: &[TaskId],
+                opts: &CancelOptions,
+            ) -> Result<Vec<Cancellation>> {
+                (**self).cancel(ids, opts).await
+            }
             async fn set_paused(&self, topic: &str, paused: bool) -> Result<()> {
                 (**self).set_paused(topic, paused).await
             }
@@ -84,6 +97,9 @@ macro_rules! forward_store {
             }
             async fn wakeups(&self) -> Result<WakeStream> {
                 (**self).wakeups().await
+            }
+            async fn cancellations(&self) -> Result<CancelStream> {
+                (**self).cancellations().await
             }
         }
     };

@@ -21,7 +21,8 @@
 //! ids), the one id, or the topic and the flag it sets on it. Everything else it needs,
 //! the time, limits and tuning, travels in one options struct named after the method
 //! ([`EnqueueOptions`], [`ClaimOptions`], [`RenewOptions`], [`ApplyOptions`],
-//! [`RecoverOptions`], [`ListOptions`], [`RequeueOptions`]), passed by reference. Options
+//! [`RecoverOptions`], [`PruneOptions`], [`ListOptions`], [`RequeueOptions`],
+//! [`CancelOptions`]), passed by reference; a method that needs nothing else has none. Options
 //! are `#[non_exhaustive]`, so a new parameter is a new field, not a new signature in every
 //! backend. They are small values built on the stack: the hot path (claim, apply, renew)
 //! allocates nothing for them beyond the claim's topic list.
@@ -31,9 +32,9 @@
 //! # One trait
 //!
 //! `Store` stays one trait, although it serves three callers: the manager's queue
-//! operations (enqueue, claim, renew, apply, recover), inspection and administration
-//! (stats, get, list, requeue, delete, pause), and the event bus (publish, subscribe,
-//! wake-ups). River splits its driver by caller and apalis by ability because their
+//! operations (enqueue, claim, renew, progress, apply, recover, prune), inspection and
+//! administration (stats, get, list, requeue, delete, cancel, pause), and the event bus
+//! (publish, subscribe, wake-ups, cancellations). River splits its driver by caller and apalis by ability because their
 //! backends differ in what they can do at all; taskmill's do not. Every backend implements
 //! every operation (the in-process [`LocalBus`](crate::raw::LocalBus) gives any store the
 //! bus), and what differs is how far a guarantee reaches, which [`Capabilities`] says. The
@@ -63,16 +64,20 @@ pub(crate) mod url;
 pub use capabilities::Capabilities;
 pub use ext::StoreExt;
 pub use options::{
-    ApplyOptions, ClaimOptions, EnqueueOptions, ListOptions, RecoverOptions, RenewOptions,
-    RequeueOptions, TopicClaim, DEFAULT_MAX_RETRIES,
+    ApplyOptions, CancelOptions, ClaimOptions, EnqueueOptions, ListOptions, PruneOptions,
+    RecoverOptions, RenewOptions, RequeueOptions, TopicClaim, DEFAULT_MAX_RETRIES,
 };
-pub use outcome::{Applied, LeaseRef, Outcome, OutcomeKind};
+pub use outcome::{Applied, Cancellation, LeaseRef, Outcome, OutcomeKind, Progress};
 pub use results::{Claimed, Enqueued, Page, Recovered, LEASE_EXPIRED_ERROR};
 
 /// A stream that yields whenever work may have become available in the store.
 pub type WakeStream = BoxStream<'static, ()>;
 
-/// A backend that keeps tasks in three queues (INPUT, WORK, DEAD), with stats and events.
+/// A stream of the ids of running tasks whose cancel was requested.
+pub type CancelStream = BoxStream<'static, TaskId>;
+
+/// A backend that keeps tasks in five queues (INPUT, WORK, DEAD, and the history of
+/// COMPLETED and CANCELLED), with stats and events.
 ///
 /// Object safe: `Arc<dyn Store>` holds a store chosen at run time, and `Arc<S>` and
 /// `Box<S>` are stores themselves.
@@ -88,10 +93,16 @@ pub type WakeStream = BoxStream<'static, ()>;
 /// No method has a default body, so a wrapper that forgets to forward one does not compile.
 ///
 /// The methods come in three groups (see the [module docs](self) for why they share one
-/// trait): queue operations ([`enqueue`](Self::enqueue) to [`recover`](Self::recover)),
+/// trait): queue operations ([`enqueue`](Self::enqueue) to [`prune`](Self::prune)),
 /// inspection and administration ([`stats`](Self::stats) to
 /// [`set_paused`](Self::set_paused)), and the event bus ([`publish`](Self::publish) to
-/// [`wakeups`](Self::wakeups)).
+/// [`cancellations`](Self::cancellations)).
+///
+/// # Unique keys
+/// A task [holds its unique key](TaskRecord::holds_unique_key) while it is in INPUT, WORK
+/// or DEAD, and while it is kept in COMPLETED or CANCELLED if it asked for
+/// [`unique_while_kept`](crate::Task::unique_while_kept). Every move that ends the holding
+/// (finish, prune, delete) frees the key in the same step, unless another task holds it.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// What this backend can do.
@@ -104,12 +115,12 @@ pub trait Store: Send + Sync + 'static {
     /// # Behavior
     /// - Returns one [`Enqueued`] per task, in order. Each new task gets a fresh id, larger
     ///   than every id the store handed out before; ids grow in batch order.
-    /// - A task whose unique key is held by a task of the same topic in the store (INPUT,
-    ///   WORK or DEAD, or earlier in the same batch) is not added: its entry is
-    ///   `Duplicate(existing id)`. The same key in another topic is another key.
+    /// - A task whose unique key is held by a task of the same topic (see the trait docs),
+    ///   or earlier in the same batch, is not added: its entry is `Duplicate(existing id)`.
+    ///   The same key in another topic is another key.
     /// - Counts `enqueued` once per new task. A new task's record is the one
     ///   [`TaskExt::into_record`](crate::raw::TaskExt::into_record) builds from `opts`: due
-    ///   at its `run_at`, attempt 0.
+    ///   at its `run_at`, attempt 0, its retry limit unset unless the task sets one.
     /// - Publishes an [`Event::TaskEnqueue`] per new task, before any claim can return
     ///   it (so a watcher sees a task's enqueue before its start), and wakes
     ///   [`wakeups`](Store::wakeups) streams.
@@ -130,7 +141,9 @@ pub trait Store: Send + Sync + 'static {
     ///   ascending `priority`, then ascending id (FIFO). Topics are tried in the order given.
     /// - Paused topics are skipped. A topic with `max_running` gives at most as many tasks
     ///   as keep its WORK size (store-wide) within the limit.
-    /// - Each claimed task's `attempt` goes up by 1; counts `started` once per task.
+    /// - Each claimed task's `attempt` goes up by 1, `started_at` (and, the first time,
+    ///   `first_started_at`) is `opts.now`, and a task with no retry limit gets its topic's
+    ///   [`TopicClaim::max_retries`] for good. Counts `started` once per task.
     /// - A task whose record cannot be decoded is claimed all the same and returned as
     ///   [`Claimed::Corrupt`].
     /// - No task is returned by two claims unless the first lease was recovered in between.
@@ -144,18 +157,40 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// # Behavior
     /// - Returns one [`Applied`] per lease, in order: `Done` when the token still owns the
-    ///   task (the deadline is set), `Stale` otherwise (nothing changes).
+    ///   task (the deadline is set), `Cancelled` when it owns it but a cancel was requested
+    ///   (the deadline is left as it was, so the lease runs out), `Stale` otherwise
+    ///   (nothing changes).
+    /// - This is how a manager that cannot receive [`cancellations`](Store::cancellations)
+    ///   from other processes learns of a cancel: within one renew interval.
     async fn renew(&self, leases: &[LeaseRef], opts: &RenewOptions) -> Result<Vec<Applied>>;
+
+    /// Stores the latest progress of runs on their records.
+    ///
+    /// # Behavior
+    /// - Returns one [`Applied`] per update, in order: `Done` (stored), `Cancelled`
+    ///   (stored, and a cancel was requested), or `Stale` (the token no longer owns the
+    ///   task: nothing changes). Counts nothing and publishes nothing (the manager publishes
+    ///   [`Event::TaskProgress`] itself, at every report).
+    async fn progress(&self, updates: &[Progress]) -> Result<Vec<Applied>>;
 
     /// Applies outcomes of runs at `opts.now`.
     ///
     /// # Behavior
     /// - Returns one [`Applied`] per outcome, in order. An outcome whose token no longer
     ///   owns the task returns `Stale` and changes nothing: no move, no counter.
-    /// - `Complete` removes the task and frees its unique key. `Retry` puts it in INPUT due
-    ///   at `at` with `last_error`; `Dead` puts it in DEAD with `last_error` and
-    ///   `failed_at = now`; `Release` puts it in INPUT due at `now` with `attempt` one less.
-    ///   Each clears the lease and counts its counter (see [`OutcomeKind`]).
+    /// - A task with a cancel request ends CANCELLED whatever the outcome (its result and
+    ///   progress are stored, its attempt is left as it is, `finished_at = now`), counts
+    ///   `cancelled`, and returns `Cancelled`.
+    /// - Otherwise it returns `Done`. `Complete` puts the task in COMPLETED with its result
+    ///   and `finished_at = now`. `Retry` puts it in INPUT due at `at`; `Dead` in DEAD with
+    ///   `finished_at = now`; each adds its error to `errors` as
+    ///   [`AttemptError`](crate::AttemptError) `{ attempt, at: now, message }`,
+    ///   dropping the oldest beyond [`MAX_KEPT_ERRORS`](crate::MAX_KEPT_ERRORS).
+    ///   `Release` puts it in INPUT due at `now` with `attempt` one less. Each clears the
+    ///   lease and counts its counter (see [`OutcomeKind`]).
+    /// - A finished task (COMPLETED or CANCELLED) of an outcome with `keep == false` is
+    ///   removed instead. A finished task frees its unique key unless it holds it while kept.
+    /// - An outcome's `progress`, if set, is stored first.
     /// - An outcome kind the backend does not know fails the call with `Unsupported`.
     /// - Outcomes that put tasks back in INPUT wake [`wakeups`](Store::wakeups) streams.
     ///
@@ -168,15 +203,29 @@ pub trait Store: Send + Sync + 'static {
     /// out of WORK.
     ///
     /// # Behavior
-    /// - A task with retries left (`attempt <= max_retries`) goes back to INPUT, due now;
-    ///   one without goes to DEAD with [`LEASE_EXPIRED_ERROR`] (counts `failed` too). Either
-    ///   way it counts `recovered`, and any outcome for the old lease is then `Stale`.
+    /// - A task with a cancel request goes to CANCELLED (counts `cancelled` too). One with
+    ///   retries left ([`TaskRecord::has_retries_left`]) goes back to INPUT, due now; one
+    ///   without goes to DEAD with [`LEASE_EXPIRED_ERROR`] added to its errors (counts
+    ///   `failed` too). Each counts `recovered`, sets `finished_at = now` when it ends, and
+    ///   any outcome for the old lease is then `Stale`. Recovered tasks are kept (a
+    ///   cancelled one until pruned).
     /// - Returns the tasks it moved.
     async fn recover(&self, opts: &RecoverOptions) -> Result<Vec<Recovered>>;
 
+    /// Removes up to `opts.limit` finished records (COMPLETED and CANCELLED) whose
+    /// `finished_at` is at or before their topic's cutoff ([`PruneOptions::cutoff_of`]).
+    ///
+    /// # Behavior
+    /// - Returns how many it removed; fewer than `opts.limit` means none is left to prune.
+    ///   A pruned task frees its unique key if it held it. Counts nothing.
+    /// - Its cost does not grow with the number of records kept but not yet due for
+    ///   pruning: each backend keeps finished tasks in `finished_at` order per topic.
+    async fn prune(&self, opts: &PruneOptions) -> Result<u64>;
+
     // Inspection and administration: what the CLI, a dashboard and a client use.
 
-    /// A snapshot of counters and queue sizes, totals and per topic, with paused flags.
+    /// A snapshot of counters and queue sizes (every queue, COMPLETED and CANCELLED too),
+    /// totals and per topic, with paused flags.
     ///
     /// # Behavior
     /// - Each topic that has counted anything, holds a task or is paused has an entry.
@@ -203,14 +252,32 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// # Behavior
     /// - Returns, per id, whether it was in DEAD and moved. Counts `requeued` per move.
+    /// - Keeps its errors (the history of its attempts) and clears `finished_at`.
     async fn requeue(&self, ids: &[TaskId], opts: &RequeueOptions) -> Result<Vec<bool>>;
 
-    /// Removes tasks from whichever queue holds them and frees their unique keys.
+    /// Removes tasks from whichever queue holds them and frees the unique keys they hold.
     ///
     /// # Behavior
     /// - Returns, per id, whether it existed. A deleted task in WORK makes its run's outcome
     ///   `Stale`.
     async fn delete(&self, ids: &[TaskId]) -> Result<Vec<bool>>;
+
+    /// Cancels tasks on behalf of `opts.by`.
+    ///
+    /// # Behavior
+    /// - Returns one [`Cancellation`] per id, in order.
+    /// - A task in INPUT (pending, scheduled or retrying) moves to CANCELLED at once, with
+    ///   `cancelled_by`, `finished_at = now`; it frees its unique key unless it holds it
+    ///   while kept, counts `cancelled`, and the store publishes an
+    ///   [`Event::TaskCancelled`] with `was_running: false`.
+    /// - A task in WORK gets `cancelled_by` (its cancel request; a second request keeps the
+    ///   first `by`) and stays where it is: its next outcome, or the reaper, ends it
+    ///   CANCELLED, and its renewals are refused. Its id is sent to every
+    ///   [`cancellations`](Store::cancellations) stream (across processes where
+    ///   [`Capabilities::cross_process_events`]).
+    /// - A task in DEAD, COMPLETED or CANCELLED is `Refused` and unchanged; an unknown id is
+    ///   `NotFound`.
+    async fn cancel(&self, ids: &[TaskId], opts: &CancelOptions) -> Result<Vec<Cancellation>>;
 
     /// Pauses (`true`) or resumes (`false`) claiming from a topic, store-wide.
     ///
@@ -252,4 +319,16 @@ pub trait Store: Send + Sync + 'static {
     ///   stream is first polled. Managers still poll as a fallback, so a backend may signal
     ///   only changes made through its own handle.
     async fn wakeups(&self) -> Result<WakeStream>;
+
+    /// A stream of the ids of running tasks whose cancel was requested
+    /// ([`cancel`](Store::cancel) answered `Requested`), for the manager that runs them.
+    ///
+    /// # Behavior
+    /// - A request made after this call returns is delivered, even before the stream is
+    ///   first polled, to the streams of this store handle (and its clones), and to those
+    ///   of other handles and processes where [`Capabilities::cross_process_events`]. A
+    ///   request may be delivered more than once, or (a lagging stream, a dropped
+    ///   connection) not at all: the stored request, which [`renew`](Store::renew)
+    ///   reports, is what a manager relies on in the end.
+    async fn cancellations(&self) -> Result<CancelStream>;
 }

@@ -11,8 +11,7 @@ use crate::time::Timestamp;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The retry limit of a task that sets none, unless the manager says otherwise.
-pub const DEFAULT_MAX_RETRIES: u32 = 25;
+pub use crate::task::DEFAULT_MAX_RETRIES;
 
 /// Options for [`Store::enqueue`](super::Store::enqueue).
 #[derive(Debug, Clone)]
@@ -20,23 +19,12 @@ pub const DEFAULT_MAX_RETRIES: u32 = 25;
 pub struct EnqueueOptions {
     /// The time of the enqueue: `enqueued_at`, and the base of a task's `delay`.
     pub now: Timestamp,
-    /// The retry limit of tasks that set none; [`DEFAULT_MAX_RETRIES`] unless set.
-    pub default_max_retries: u32,
 }
 
 impl EnqueueOptions {
     /// Options for an enqueue at `now`.
     pub fn new(now: Timestamp) -> Self {
-        EnqueueOptions {
-            now,
-            default_max_retries: DEFAULT_MAX_RETRIES,
-        }
-    }
-
-    /// Sets the retry limit of tasks that set none.
-    pub fn default_max_retries(mut self, retries: u32) -> Self {
-        self.default_max_retries = retries;
-        self
+        EnqueueOptions { now }
     }
 }
 
@@ -49,6 +37,10 @@ pub struct TopicClaim {
     /// At most this many tasks of the topic in WORK at once, across every manager sharing
     /// the store; `None` (the default) for no limit.
     pub max_running: Option<u32>,
+    /// The retry limit written into a claimed task that has none
+    /// ([`TaskRecord::max_retries`](crate::TaskRecord::max_retries) is `None`);
+    /// [`DEFAULT_MAX_RETRIES`] unless set.
+    pub max_retries: u32,
 }
 
 impl TopicClaim {
@@ -57,7 +49,14 @@ impl TopicClaim {
         TopicClaim {
             topic: topic.into(),
             max_running: None,
+            max_retries: DEFAULT_MAX_RETRIES,
         }
+    }
+
+    /// The retry limit of claimed tasks that set none.
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = retries;
+        self
     }
 
     /// Limits how many tasks of the topic may be in WORK at once, store-wide.
@@ -131,7 +130,8 @@ impl RenewOptions {
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct ApplyOptions {
-    /// The current time: `failed_at` of dead tasks, the due time of released ones.
+    /// The current time: `finished_at` of finished and dead tasks, the time of a failed
+    /// attempt's error, the due time of released ones.
     pub now: Timestamp,
 }
 
@@ -222,5 +222,74 @@ impl RequeueOptions {
     /// A requeue at `now`.
     pub fn new(now: Timestamp) -> Self {
         RequeueOptions { now }
+    }
+}
+
+/// Options for [`Store::cancel`](super::Store::cancel).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CancelOptions {
+    /// The current time: `finished_at` of the tasks cancelled at once.
+    pub now: Timestamp,
+    /// Who cancels (a user, a service, a manager's id): kept on the record and in the
+    /// [`Event::TaskCancelled`](crate::Event::TaskCancelled).
+    pub by: Arc<str>,
+}
+
+impl CancelOptions {
+    /// A cancel at `now` on behalf of `by`.
+    pub fn new(now: Timestamp, by: impl Into<Arc<str>>) -> Self {
+        CancelOptions { now, by: by.into() }
+    }
+}
+
+/// Options for [`Store::prune`](super::Store::prune): how long finished tasks are kept.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PruneOptions {
+    /// The current time.
+    pub now: Timestamp,
+    /// How long finished tasks of a topic not in `topics` are kept.
+    pub retention: Duration,
+    /// Topics kept for another time than `retention`.
+    pub topics: Vec<(Arc<str>, Duration)>,
+    /// At most this many records per call; 1000 unless set.
+    pub limit: usize,
+}
+
+impl PruneOptions {
+    /// A pruning at `now` of tasks finished at least `retention` earlier, 1000 at most.
+    pub fn new(now: Timestamp, retention: Duration) -> Self {
+        PruneOptions {
+            now,
+            retention,
+            topics: Vec::new(),
+            limit: 1000,
+        }
+    }
+
+    /// Keeps finished tasks of `topic` for `retention` instead.
+    pub fn topic(mut self, topic: impl Into<Arc<str>>, retention: Duration) -> Self {
+        self.topics.push((topic.into(), retention));
+        self
+    }
+
+    /// At most `limit` records.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// The retention of `topic`.
+    pub fn retention_of(&self, topic: &str) -> Duration {
+        self.topics
+            .iter()
+            .find(|(t, _)| &**t == topic)
+            .map_or(self.retention, |(_, r)| *r)
+    }
+
+    /// Tasks of `topic` finished at or before this time may be pruned.
+    pub fn cutoff_of(&self, topic: &str) -> Timestamp {
+        self.now - self.retention_of(topic)
     }
 }

@@ -3,7 +3,7 @@
 
 use super::outcome::LeaseRef;
 use crate::error::Error;
-use crate::task::{TaskId, TaskRecord};
+use crate::task::{Queue, TaskId, TaskRecord};
 use std::sync::Arc;
 
 /// The error stored on a task whose lease expired with no retries left.
@@ -59,9 +59,9 @@ pub struct Recovered {
     pub id: TaskId,
     /// Its topic.
     pub topic: Arc<str>,
-    /// Whether it went to DEAD (no retries left, with [`LEASE_EXPIRED_ERROR`]) rather than
-    /// INPUT.
-    pub dead: bool,
+    /// Where it went: INPUT, DEAD (no retries left, with [`LEASE_EXPIRED_ERROR`]), or
+    /// CANCELLED (a cancel was requested while it ran).
+    pub queue: Queue,
 }
 
 /// One page of [`Store::list`](super::Store::list).

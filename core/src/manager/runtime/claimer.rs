@@ -102,7 +102,8 @@ impl Shared {
             .topics
             .keys()
             .map(|topic| {
-                let mut claim = TopicClaim::new(topic.clone());
+                let mut claim =
+                    TopicClaim::new(topic.clone()).max_retries(self.config.retries_for(topic));
                 claim.max_running = self.config.topic(topic).and_then(|o| o.max_running);
                 claim
             })

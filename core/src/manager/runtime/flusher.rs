@@ -3,6 +3,7 @@
 
 use super::outcome::Report;
 use super::Shared;
+use crate::event::Event;
 use crate::store::{Applied, ApplyOptions, Outcome, OutcomeKind};
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,13 @@ impl Shared {
                 match applied {
                     Applied::Done if watched => events.push(report.event(outcome)),
                     Applied::Done => {}
+                    Applied::Cancelled if watched => events.push(Event::TaskCancelled {
+                        id: outcome.lease.id,
+                        topic: outcome.lease.topic,
+                        by: None,
+                        was_running: true,
+                    }),
+                    Applied::Cancelled => {}
                     Applied::Stale => warn!(
                         id = %outcome.lease.id,
                         topic = %outcome.lease.topic,

@@ -4,6 +4,7 @@
 use super::Shared;
 use crate::event::Event;
 use crate::store::{Applied, LeaseRef, RecoverOptions, RenewOptions};
+use crate::task::Queue;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -95,8 +96,20 @@ impl Shared {
                 let events = recovered
                     .into_iter()
                     .map(|r| {
-                        warn!(id = %r.id, topic = %r.topic, dead = r.dead, "recovered a task whose lease expired");
-                        Event::TaskRecovered { id: r.id, topic: r.topic, dead: r.dead }
+                        warn!(id = %r.id, topic = %r.topic, queue = %r.queue, "recovered a task whose lease expired");
+                        match r.queue {
+                            Queue::Cancelled => Event::TaskCancelled {
+                                id: r.id,
+                                topic: r.topic,
+                                by: None,
+                                was_running: true,
+                            },
+                            queue => Event::TaskRecovered {
+                                id: r.id,
+                                topic: r.topic,
+                                dead: queue == Queue::Dead,
+                            },
+                        }
                     })
                     .collect();
                 self.publish(events).await;

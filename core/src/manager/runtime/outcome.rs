@@ -38,7 +38,7 @@ impl PendingOutcome {
             OutcomeOf::Corrupt(lease) => (lease, None),
         };
         let kind = self.kind;
-        (Outcome { lease, kind }, self.report, run)
+        (Outcome::new(lease, kind), self.report, run)
     }
 }
 
@@ -55,7 +55,7 @@ impl Report {
         let LeaseRef { id, topic, .. } = outcome.lease;
         let attempt = self.attempt;
         match outcome.kind {
-            OutcomeKind::Complete => Event::TaskCompletion {
+            OutcomeKind::Complete { .. } => Event::TaskCompletion {
                 id,
                 topic,
                 attempt,
@@ -75,7 +75,7 @@ impl Report {
                 attempt,
                 error,
             },
-            OutcomeKind::Release => Event::TaskCancelled { id, topic },
+            OutcomeKind::Release => Event::TaskReleased { id, topic },
         }
     }
 }

@@ -125,17 +125,18 @@ impl Shared {
         match ended {
             Some(Ok(())) => {
                 debug!("task completed");
-                (OutcomeKind::Complete, run.take_result())
+                let result = run.take_result();
+                (OutcomeKind::complete_with(result.clone()), result)
             }
             Some(Err((error, permanent))) if permanent || !retries_left => {
                 warn!(%error, "task failed for good");
-                (OutcomeKind::Dead { error }, None)
+                (OutcomeKind::dead(error), None)
             }
             Some(Err((error, _))) => {
                 let backoff = self.config.backoff_for(&record.topic);
                 let at = self.config.clock.now() + backoff.delay(attempt);
                 warn!(%error, retry_at = %at, "task failed; will retry");
-                (OutcomeKind::Retry { at, error }, None)
+                (OutcomeKind::retry(at, error), None)
             }
             None => {
                 debug!("task cancelled");
