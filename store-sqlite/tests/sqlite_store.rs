@@ -154,17 +154,18 @@ async fn corrupt_payload_goes_to_dead_and_the_rest_run() {
     let dead_ids: HashSet<TaskId> = dead.iter().map(|r| r.id).collect();
     assert_eq!(dead_ids, HashSet::from([bad_text, bad_blob]));
     for record in &dead {
-        let error = record.last_error.as_deref().unwrap_or_default();
+        let error = record.last_error().unwrap_or_default();
         assert!(error.contains("corrupt"), "dead with {error:?}");
         assert_eq!(record.attempt, 1);
-        assert!(record.lease.is_none() && record.failed_at.is_some());
+        assert!(record.lease.is_none() && record.finished_at.is_some());
     }
     // A human can still delete what cannot be repaired.
     assert_eq!(
         store.delete(&[bad_text, bad_blob]).await.unwrap(),
         vec![true, true]
     );
-    assert_eq!(store.stats().await.unwrap().total.sizes.total(), 0);
+    let sizes = store.stats().await.unwrap().total.sizes;
+    assert_eq!((sizes.active(), sizes.completed), (0, 48));
 }
 
 /// Damaged bookkeeping columns are reported the same way, and the row can still be moved.
@@ -189,10 +190,7 @@ async fn corrupt_columns_are_claimed_as_corrupt_and_can_be_finished() {
     assert_eq!(lease.id, ids[1]);
     assert_eq!(error.kind(), ErrorKind::Corrupt);
     assert!(matches!(claimed[0], Claimed::Ready(_)));
-    let outcome = Outcome {
-        lease: lease.clone(),
-        kind: OutcomeKind::dead(error.to_string()),
-    };
+    let outcome = Outcome::new(lease.clone(), OutcomeKind::dead(error.to_string()));
     assert_eq!(
         store
             .apply(std::slice::from_ref(&outcome), &ApplyOptions::new(T0))
@@ -395,10 +393,7 @@ async fn two_connections_on_one_file_never_share_a_task() {
                     .map(|c| match c {
                         Claimed::Ready(r) => {
                             mine.push(r.id);
-                            Outcome {
-                                lease: LeaseRef::of(r),
-                                kind: OutcomeKind::complete(),
-                            }
+                            Outcome::new(LeaseRef::of(r), OutcomeKind::complete())
                         }
                         Claimed::Corrupt { lease, .. } => panic!("corrupt {}", lease.id),
                     })
@@ -422,7 +417,10 @@ async fn two_connections_on_one_file_never_share_a_task() {
     );
     assert_eq!(all.len(), total as usize);
     let c = a.stats().await.unwrap().total;
-    assert_eq!((c.counters.completed, c.sizes.total()), (total, 0));
+    assert_eq!(
+        (c.counters.completed, c.sizes.active(), c.sizes.completed),
+        (total, 0, total)
+    );
 }
 
 /// Listing shows what can be read of a damaged row, so an admin can find it.
