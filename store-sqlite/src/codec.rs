@@ -1,13 +1,15 @@
 //! The record codec: rows of `tasks` to [`TaskRecord`]s and back, and the counter deltas
 //! written to `topics`.
 
-use crate::layout::{DEAD, READY, SCHEDULED, WORK};
+use crate::layout::{CANCELLED, COMPLETED, DEAD, READY, SCHEDULED, WORK};
 use rusqlite::types::ValueRef;
 use rusqlite::Row;
 use std::borrow::Cow;
 use std::sync::Arc;
 use taskmill_core::raw::PayloadExt;
-use taskmill_core::{Counters, Error, Lease, Payload, Queue, TaskId, TaskRecord, Timestamp};
+use taskmill_core::{
+    AttemptError, Counters, Error, Lease, Payload, Queue, TaskId, TaskRecord, Timestamp,
+};
 
 /// The state a record in `queue` is stored with at `now`.
 pub fn state_of(queue: Queue, run_at: Timestamp, now: Timestamp) -> i64 {
@@ -16,13 +18,40 @@ pub fn state_of(queue: Queue, run_at: Timestamp, now: Timestamp) -> i64 {
         Queue::Input => SCHEDULED,
         Queue::Work => WORK,
         Queue::Dead => DEAD,
+        Queue::Completed => COMPLETED,
+        Queue::Cancelled => CANCELLED,
+        // `Queue` is non-exhaustive: a queue added to the core needs a state here (and a
+        // layout version) before this store can hold it. The call fails, nothing is written.
+        other => panic!("the SQLite layout has no state for queue {other}"),
+    }
+}
+
+/// The queue of a stored state; `None` for a state no layout writes.
+pub fn queue_of(state: i64) -> Option<Queue> {
+    match state {
+        READY | SCHEDULED => Some(Queue::Input),
+        WORK => Some(Queue::Work),
+        DEAD => Some(Queue::Dead),
+        COMPLETED => Some(Queue::Completed),
+        CANCELLED => Some(Queue::Cancelled),
+        _ => None,
     }
 }
 
 /// The columns every query that reads whole records selects, in [`decode`]'s order.
 pub const COLUMNS: &str = "id, state, topic, priority, run_at, args, external_id, attempt, \
-     max_retries, enqueued_at, unique_key, last_error, failed_at, lease_owner, lease_token, \
+     max_retries, enqueued_at, unique_key, unique_while_kept, first_started_at, started_at, \
+     finished_at, errors, result, progress, cancelled_by, lease_owner, lease_token, \
      lease_deadline";
+
+/// `errors` as stored: a JSON array, or NULL when there is none.
+pub fn encode_errors(errors: &[AttemptError]) -> Option<String> {
+    if errors.is_empty() {
+        return None;
+    }
+    // A Vec of plain structs of strings and integers always serializes.
+    serde_json::to_string(errors).ok()
+}
 
 /// A row read back as a record.
 ///
@@ -108,6 +137,32 @@ impl Reader<'_, '_> {
         }
     }
 
+    fn opt_ranged<T: TryFrom<i64>>(&mut self, idx: usize, column: &str) -> Option<T> {
+        match self.opt_int(idx, column).map(T::try_from)? {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.fail(column, "is out of range");
+                None
+            }
+        }
+    }
+
+    fn opt_time(&mut self, idx: usize, column: &str) -> Option<Timestamp> {
+        self.opt_int(idx, column).map(Timestamp::from_millis)
+    }
+
+    /// JSON text kept as a payload; with `check`, text that is not JSON is reported.
+    fn opt_payload(&mut self, idx: usize, column: &str, check: bool) -> Option<Payload> {
+        let text = self.opt_text(idx, column)?;
+        if check && self.problem.is_none() {
+            if let Err(e) = Payload::from_json(text.as_str()) {
+                self.fail(column, "is not valid JSON");
+                self.problem = self.problem.take().map(|p| p.with_source(e));
+            }
+        }
+        Some(Payload::from_stored(text))
+    }
+
     /// Text; invalid UTF-8 is reported and replaced.
     fn opt_text(&mut self, idx: usize, column: &str) -> Option<String> {
         match self.value(idx, column)? {
@@ -145,13 +200,13 @@ impl Reader<'_, '_> {
 }
 
 /// Reads a row selected with [`COLUMNS`]. `topic`, when given, is the topic the query
-/// filtered on, which saves an allocation per row. `check_args` parses the payload to
-/// report one that is not JSON: claims and `get` do; moves that never hand the payload to
-/// anyone skip the cost.
+/// filtered on, which saves an allocation per row. `check_payloads` parses the payloads
+/// (`args`, `result`, `progress`) to report one that is not JSON: claims and `get` do;
+/// moves that never hand them to anyone skip the cost.
 pub fn decode(
     row: &Row<'_>,
     topic: Option<&Arc<str>>,
-    check_args: bool,
+    check_payloads: bool,
 ) -> rusqlite::Result<Decoded> {
     // The id is the rowid: always an integer, so this cannot fail on stored data.
     let id: i64 = row.get(0)?;
@@ -160,15 +215,11 @@ pub fn decode(
         id,
         problem: None,
     };
-    let state = r.int(1, "state");
-    let queue = match state {
-        Some(READY | SCHEDULED) => Queue::Input,
-        Some(WORK) => Queue::Work,
-        Some(DEAD) => Queue::Dead,
-        Some(other) => {
-            r.fail("state", format!("holds unknown state {other}"));
+    let queue = match r.int(1, "state") {
+        Some(state) => queue_of(state).unwrap_or_else(|| {
+            r.fail("state", format!("holds unknown state {state}"));
             Queue::Input
-        }
+        }),
         None => Queue::Input,
     };
     let topic = match topic {
@@ -178,7 +229,7 @@ pub fn decode(
     let priority: i16 = r.ranged(3, "priority", 0);
     let run_at = Timestamp::from_millis(r.int(4, "run_at").unwrap_or(0));
     let args = r.text(5, "args");
-    if check_args && r.problem.is_none() {
+    if check_payloads && r.problem.is_none() {
         if let Err(e) = Payload::from_json(args.as_str()) {
             r.fail("args", "is not valid JSON");
             r.problem = r.problem.map(|p| p.with_source(e));
@@ -192,14 +243,26 @@ pub fn decode(
         r.fail("attempt", "is out of range");
         attempt = 0;
     }
-    let max_retries: u32 = r.ranged(8, "max_retries", 0);
+    let max_retries: Option<u32> = r.opt_ranged(8, "max_retries");
     let enqueued_at = Timestamp::from_millis(r.int(9, "enqueued_at").unwrap_or(0));
     let unique_key = r.opt_text(10, "unique_key");
-    let last_error = r.opt_text(11, "last_error");
-    let failed_at = r.opt_int(12, "failed_at").map(Timestamp::from_millis);
-    let owner = r.opt_text(13, "lease_owner");
-    let token = r.opt_int(14, "lease_token");
-    let deadline = r.opt_int(15, "lease_deadline");
+    let unique_while_kept = r.int(11, "unique_while_kept").unwrap_or(0) != 0;
+    let first_started_at = r.opt_time(12, "first_started_at");
+    let started_at = r.opt_time(13, "started_at");
+    let finished_at = r.opt_time(14, "finished_at");
+    let errors = match r.opt_text(15, "errors") {
+        None => Vec::new(),
+        Some(json) => serde_json::from_str::<Vec<AttemptError>>(&json).unwrap_or_else(|e| {
+            r.fail("errors", format!("is not a JSON array of errors: {e}"));
+            Vec::new()
+        }),
+    };
+    let result = r.opt_payload(16, "result", check_payloads);
+    let progress = r.opt_payload(17, "progress", check_payloads);
+    let cancelled_by = r.opt_text(18, "cancelled_by");
+    let owner = r.opt_text(19, "lease_owner");
+    let token = r.opt_int(20, "lease_token");
+    let deadline = r.opt_int(21, "lease_deadline");
     let lease = match (owner, token, deadline) {
         (Some(owner), Some(token), Some(deadline)) => Some(Lease {
             owner: owner.into(),
@@ -226,8 +289,14 @@ pub fn decode(
             record.enqueued_at = enqueued_at;
             record.run_at = run_at;
             record.unique_key = unique_key.map(String::into_boxed_str);
-            record.last_error = last_error.map(String::into_boxed_str);
-            record.failed_at = failed_at;
+            record.unique_while_kept = unique_while_kept;
+            record.first_started_at = first_started_at;
+            record.started_at = started_at;
+            record.finished_at = finished_at;
+            record.errors = errors;
+            record.result = result;
+            record.progress = progress;
+            record.cancelled_by = cancelled_by.map(String::into_boxed_str);
             record.lease = lease;
             record
         },
@@ -241,32 +310,30 @@ pub fn decode(
 pub struct Delta {
     /// Transition counters.
     pub counters: Counters,
-    /// INPUT size change.
-    pub input: i64,
-    /// WORK size change.
-    pub work: i64,
-    /// DEAD size change.
-    pub dead: i64,
+    /// Queue size changes, in [`Queue::ALL`] order.
+    pub sizes: [i64; Queue::ALL.len()],
 }
 
 impl Delta {
     /// Records a task leaving `from` (if it was somewhere) and entering `to` (if it stays).
     pub fn moved(&mut self, from: Option<Queue>, to: Option<Queue>) {
         if let Some(q) = from {
-            *self.size(q) -= 1;
+            self.sizes[index(q)] -= 1;
         }
         if let Some(q) = to {
-            *self.size(q) += 1;
+            self.sizes[index(q)] += 1;
         }
     }
 
-    fn size(&mut self, queue: Queue) -> &mut i64 {
-        match queue {
-            Queue::Input => &mut self.input,
-            Queue::Work => &mut self.work,
-            Queue::Dead => &mut self.dead,
-        }
+    /// The size change of `queue`.
+    pub fn size(&self, queue: Queue) -> i64 {
+        self.sizes[index(queue)]
     }
+}
+
+fn index(queue: Queue) -> usize {
+    // Every queue is in `ALL`.
+    Queue::ALL.iter().position(|q| *q == queue).unwrap_or(0)
 }
 
 /// A `u64` as SQLite's signed integer (ids and tokens stay far below `i64::MAX`).

@@ -28,7 +28,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use taskmill_core::raw::{Call, LocalBus, Reply};
-use taskmill_core::{Error, Result};
+use taskmill_core::{Error, Queue, Result};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Span;
 
@@ -117,6 +117,13 @@ fn handle(conn: &mut Connection, bus: &LocalBus, command: Call) {
             let result = ops::renew(conn, &leases, opts.deadline);
             send(reply, result, "cannot renew leases");
         }
+        Call::Progress { updates, reply } => {
+            send(
+                reply,
+                ops::progress(conn, &updates),
+                "cannot store progress",
+            );
+        }
         Call::Apply {
             outcomes,
             opts,
@@ -132,11 +139,18 @@ fn handle(conn: &mut Connection, bus: &LocalBus, command: Call) {
         }
         Call::Recover { opts, reply } => {
             let result = ops::recover(conn, opts.now, opts.limit).inspect(|recovered| {
-                if recovered.iter().any(|r| !r.dead) {
+                if recovered.iter().any(|r| r.queue == Queue::Input) {
                     bus.wake();
                 }
             });
             send(reply, result, "cannot recover expired leases");
+        }
+        Call::Prune { opts, reply } => {
+            send(
+                reply,
+                ops::prune(conn, &opts),
+                "cannot prune finished tasks",
+            );
         }
         Call::Stats { reply } => send(reply, ops::stats(conn), "cannot read stats"),
         Call::Get { id, reply } => {
@@ -156,6 +170,16 @@ fn handle(conn: &mut Connection, bus: &LocalBus, command: Call) {
         }
         Call::Delete { ids, reply } => {
             send(reply, ops::delete(conn, &ids), "cannot delete tasks");
+        }
+        Call::Cancel { ids, opts, reply } => {
+            let result = ops::cancel(conn, &ids, &opts, bus.has_subscribers()).map(|done| {
+                bus.publish(done.events);
+                // A manager in this process stops the run at once; one in another
+                // process learns of the request when its renewal is refused.
+                bus.request_cancel(done.requested);
+                done.results
+            });
+            send(reply, result, "cannot cancel tasks");
         }
         Call::SetPaused {
             topic,

@@ -1,18 +1,19 @@
-//! The data layout (the schema) and its version.
+//! The data layout (the schema), its version, and the upgrade from older versions.
 //!
 //! The store creates and upgrades its own schema: `PRAGMA user_version` holds the version
 //! of the layout below and `PRAGMA application_id` marks the file as taskmill's. A file
 //! whose version is newer than [`LAYOUT_VERSION`] was written by a newer taskmill and is
-//! refused rather than misread.
+//! refused rather than misread; one whose version is older is upgraded in place, in the
+//! same transaction that checks the version (see [`upgrade_v1`]).
 
 use crate::error::backend_error;
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::path::Path;
 use taskmill_core::{Error, Result};
 
 /// The version of the data layout this code writes and understands, kept in the file's
 /// `PRAGMA user_version`.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// `PRAGMA application_id` of a taskmill database: "TMIL" in ASCII.
 pub const APPLICATION_ID: i64 = 0x544D_494C;
@@ -25,59 +26,100 @@ pub const SCHEDULED: i64 = 1;
 pub const WORK: i64 = 2;
 /// `tasks.state`: DEAD.
 pub const DEAD: i64 = 3;
+/// `tasks.state`: COMPLETED (kept until pruned).
+pub const COMPLETED: i64 = 4;
+/// `tasks.state`: CANCELLED (kept until pruned).
+pub const CANCELLED: i64 = 5;
 
-/// Version 1.
+/// The `tasks` table of version 2, created under `{name}` (the upgrade builds it beside
+/// the old one, then renames it).
 ///
-/// `tasks.state` splits INPUT the way the memory store does: `0` (ready: due when last
-/// looked at, claimed by `(priority, id)`) and `1` (scheduled: waiting for `run_at`); a
-/// claim first promotes the scheduled tasks of its topic that fell due. `2` is WORK and
-/// `3` is DEAD. Each index is partial, so a task sits in exactly the index of its state
-/// and every claim, promotion and reaper pass is an index range scan: O(log n + k) in the
-/// size of the backlog.
-///
-/// `topics` holds each topic's counters and queue sizes (updated in the transaction of
-/// every move, so they never drift) and its paused flag. `meta` holds the last task id
-/// and the last fencing token handed out, so neither is ever reused, even after the
-/// newest task is deleted.
-const SCHEMA_V1: &str = "
-CREATE TABLE tasks (
-    id             INTEGER PRIMARY KEY,
-    state          INTEGER NOT NULL,
-    topic          TEXT NOT NULL,
-    priority       INTEGER NOT NULL,
-    run_at         INTEGER NOT NULL,
-    args           TEXT NOT NULL,
-    external_id    TEXT,
-    attempt        INTEGER NOT NULL,
-    max_retries    INTEGER NOT NULL,
-    enqueued_at    INTEGER NOT NULL,
-    unique_key     TEXT,
-    last_error     TEXT,
-    failed_at      INTEGER,
-    lease_owner    TEXT,
-    lease_token    INTEGER,
-    lease_deadline INTEGER
+/// `state` splits INPUT the way the memory store does: `0` (ready: due when last looked
+/// at, claimed by `(priority, id)`) and `1` (scheduled: waiting for `run_at`); a claim
+/// first promotes the scheduled tasks of its topic that fell due. `2` is WORK, `3` DEAD,
+/// `4` COMPLETED and `5` CANCELLED. `max_retries` is NULL until the first claim writes
+/// the claiming topic's limit. `errors` is a JSON array of
+/// [`AttemptError`](taskmill_core::AttemptError)s (NULL when empty), `result` and
+/// `progress` JSON text, times milliseconds since the Unix epoch.
+const TASKS_TABLE: &str = "
+CREATE TABLE {name} (
+    id                INTEGER PRIMARY KEY,
+    state             INTEGER NOT NULL,
+    topic             TEXT NOT NULL,
+    priority          INTEGER NOT NULL,
+    run_at            INTEGER NOT NULL,
+    args              TEXT NOT NULL,
+    external_id       TEXT,
+    attempt           INTEGER NOT NULL,
+    max_retries       INTEGER,
+    enqueued_at       INTEGER NOT NULL,
+    unique_key        TEXT,
+    unique_while_kept INTEGER NOT NULL DEFAULT 0,
+    first_started_at  INTEGER,
+    started_at        INTEGER,
+    finished_at       INTEGER,
+    errors            TEXT,
+    result            TEXT,
+    progress          TEXT,
+    cancelled_by      TEXT,
+    lease_owner       TEXT,
+    lease_token       INTEGER,
+    lease_deadline    INTEGER
 );
-CREATE INDEX tasks_ready     ON tasks (topic, priority, id) WHERE state = 0;
-CREATE INDEX tasks_scheduled ON tasks (topic, run_at)       WHERE state = 1;
-CREATE INDEX tasks_leases    ON tasks (lease_deadline)      WHERE state = 2;
-CREATE INDEX tasks_dead      ON tasks (id)                  WHERE state = 3;
-CREATE UNIQUE INDEX tasks_unique ON tasks (topic, unique_key) WHERE unique_key IS NOT NULL;
+";
 
+/// The indexes of `tasks`, version 2.
+///
+/// Each is partial, so a task sits only in the indexes of its state, and every claim,
+/// promotion, reaper pass and pruning is an index range scan: O(log n + k) in the number
+/// of rows, whatever the other states hold.
+///
+/// - `tasks_history (topic, state, id)` lists COMPLETED and CANCELLED of one topic in id
+///   order; `tasks_pruning (topic, finished_at)` finds each topic's oldest finished rows,
+///   so pruning never reads a kept row that is not due.
+/// - `tasks_unique` holds the rows that [hold their unique
+///   key](taskmill_core::TaskRecord::holds_unique_key): any row not finished, and finished
+///   ones that asked for `unique_while_kept`. A row that finishes leaves the index in the
+///   same update, which frees its key while the record keeps showing it. Queries that look
+///   a key up repeat the index's condition word for word, so SQLite can use it.
+const TASKS_INDEXES: &str = "
+CREATE INDEX tasks_ready     ON tasks (topic, priority, id)  WHERE state = 0;
+CREATE INDEX tasks_scheduled ON tasks (topic, run_at)        WHERE state = 1;
+CREATE INDEX tasks_leases    ON tasks (lease_deadline)       WHERE state = 2;
+CREATE INDEX tasks_dead      ON tasks (id)                   WHERE state = 3;
+CREATE INDEX tasks_history   ON tasks (topic, state, id)     WHERE state >= 4;
+CREATE INDEX tasks_pruning   ON tasks (topic, finished_at)   WHERE state >= 4;
+CREATE UNIQUE INDEX tasks_unique ON tasks (topic, unique_key)
+    WHERE unique_key IS NOT NULL AND (state < 4 OR unique_while_kept);
+";
+
+/// The condition of `tasks_unique`, for the queries that look a key up.
+pub const HOLDS_UNIQUE_KEY: &str = "(state < 4 OR unique_while_kept)";
+
+/// The other tables of version 2.
+///
+/// `topics` holds each topic's counters, its queue sizes (`input`, `work`, `dead`,
+/// `kept_completed`, `kept_cancelled`; updated in the transaction of every move, so they
+/// never drift) and its paused flag. `meta` holds the last task id and the last fencing
+/// token handed out, so neither is ever reused, even after the newest task is deleted.
+const OTHER_TABLES: &str = "
 CREATE TABLE topics (
-    topic     TEXT PRIMARY KEY,
-    enqueued  INTEGER NOT NULL DEFAULT 0,
-    started   INTEGER NOT NULL DEFAULT 0,
-    retried   INTEGER NOT NULL DEFAULT 0,
-    failed    INTEGER NOT NULL DEFAULT 0,
-    completed INTEGER NOT NULL DEFAULT 0,
-    recovered INTEGER NOT NULL DEFAULT 0,
-    released  INTEGER NOT NULL DEFAULT 0,
-    requeued  INTEGER NOT NULL DEFAULT 0,
-    input     INTEGER NOT NULL DEFAULT 0,
-    work      INTEGER NOT NULL DEFAULT 0,
-    dead      INTEGER NOT NULL DEFAULT 0,
-    paused    INTEGER NOT NULL DEFAULT 0
+    topic          TEXT PRIMARY KEY,
+    enqueued       INTEGER NOT NULL DEFAULT 0,
+    started        INTEGER NOT NULL DEFAULT 0,
+    retried        INTEGER NOT NULL DEFAULT 0,
+    failed         INTEGER NOT NULL DEFAULT 0,
+    completed      INTEGER NOT NULL DEFAULT 0,
+    recovered      INTEGER NOT NULL DEFAULT 0,
+    released       INTEGER NOT NULL DEFAULT 0,
+    requeued       INTEGER NOT NULL DEFAULT 0,
+    input          INTEGER NOT NULL DEFAULT 0,
+    work           INTEGER NOT NULL DEFAULT 0,
+    dead           INTEGER NOT NULL DEFAULT 0,
+    paused         INTEGER NOT NULL DEFAULT 0,
+    cancelled      INTEGER NOT NULL DEFAULT 0,
+    kept_completed INTEGER NOT NULL DEFAULT 0,
+    kept_cancelled INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 
 CREATE TABLE meta (
@@ -87,10 +129,42 @@ CREATE TABLE meta (
 INSERT INTO meta (key, value) VALUES ('last_id', 0), ('last_token', 0);
 ";
 
-/// Creates the schema in an empty database, checks the version of an existing one.
+/// Version 1 → 2, for a file written before finished tasks were kept.
+///
+/// `tasks` is rebuilt (SQLite cannot make `max_retries` nullable in place): the new table
+/// is filled from the old one, the old one dropped and the new one renamed, all in the
+/// transaction that read the version, so a failure or a crash leaves the file at
+/// version 1, untouched. Version 1 never kept a finished task, so every row stays in its
+/// state; its `last_error` becomes the one entry of `errors` (the attempt it was stored
+/// for, at `failed_at`, or at `enqueued_at` for a task that was retrying, the closest the
+/// old layout knew), and `failed_at` of a DEAD task becomes `finished_at`. `topics` gains
+/// its new columns, all zero.
+const UPGRADE_V1: &str = "
+INSERT INTO tasks_v2 (id, state, topic, priority, run_at, args, external_id, attempt,
+    max_retries, enqueued_at, unique_key, finished_at, errors, lease_owner, lease_token,
+    lease_deadline)
+SELECT id, state, topic, priority, run_at, args, external_id, attempt, max_retries,
+    enqueued_at, unique_key,
+    CASE WHEN state = 3 THEN failed_at END,
+    CASE WHEN last_error IS NOT NULL THEN json_array(json_object(
+        'attempt', CASE WHEN state = 2 THEN max(attempt - 1, 0) ELSE attempt END,
+        'at', coalesce(failed_at, enqueued_at),
+        'message', last_error)) END,
+    lease_owner, lease_token, lease_deadline
+FROM tasks;
+DROP TABLE tasks;
+ALTER TABLE tasks_v2 RENAME TO tasks;
+ALTER TABLE topics ADD COLUMN cancelled      INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE topics ADD COLUMN kept_completed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE topics ADD COLUMN kept_cancelled INTEGER NOT NULL DEFAULT 0;
+";
+
+/// Creates the schema in an empty database, upgrades an older one, checks the version of
+/// one that is current.
 pub fn migrate(conn: &mut Connection, path: &Path, read_only: bool) -> Result<()> {
     let ctx = || format!("cannot read the schema of {}", path.display());
-    // IMMEDIATE: two processes opening a fresh file at once must not both create tables.
+    // IMMEDIATE: two processes opening a fresh (or old) file at once must not both create
+    // or upgrade tables.
     let behavior = if read_only {
         TransactionBehavior::Deferred
     } else {
@@ -125,34 +199,70 @@ pub fn migrate(conn: &mut Connection, path: &Path, read_only: bool) -> Result<()
         return Ok(());
     }
     if read_only {
-        return Err(Error::storage(format!(
-            "{} has no taskmill schema yet and is opened read-only, so none can be created",
-            path.display()
-        )));
+        return Err(Error::storage(if version == 0 {
+            format!(
+                "{} has no taskmill schema yet and is opened read-only, so none can be created",
+                path.display()
+            )
+        } else {
+            format!(
+                "{} has taskmill layout version {version}, older than this build's \
+                 ({LAYOUT_VERSION}), and is opened read-only, so it cannot be upgraded: open \
+                 it once read-write to upgrade it",
+                path.display()
+            )
+        }));
     }
     if version == 0 {
-        let tables: i64 = tx
-            .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE name IN ('tasks', 'topics', 'meta')",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(|e| backend_error(e, ctx()))?;
-        if tables != 0 {
-            return Err(Error::misuse(format!(
-                "{} already has tables named like taskmill's but no taskmill layout version; \
-                 refusing to touch it",
-                path.display()
-            )));
-        }
-        let create = || format!("cannot create the taskmill schema in {}", path.display());
-        tx.execute_batch(SCHEMA_V1)
-            .map_err(|e| backend_error(e, create()))?;
-        tx.pragma_update(None, "application_id", APPLICATION_ID)
-            .map_err(|e| backend_error(e, create()))?;
+        create(&tx, path)?;
+    } else {
+        upgrade_v1(&tx, path)?;
     }
-    // Later versions add their steps here, each from the version before it.
     tx.pragma_update(None, "user_version", LAYOUT_VERSION)
         .map_err(|e| backend_error(e, ctx()))?;
     tx.commit().map_err(|e| backend_error(e, ctx()))
+}
+
+/// Creates the current schema in a file that has none.
+fn create(tx: &Transaction<'_>, path: &Path) -> Result<()> {
+    let tables: i64 = tx
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name IN ('tasks', 'topics', 'meta')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| backend_error(e, format!("cannot read the schema of {}", path.display())))?;
+    if tables != 0 {
+        return Err(Error::misuse(format!(
+            "{} already has tables named like taskmill's but no taskmill layout version; \
+             refusing to touch it",
+            path.display()
+        )));
+    }
+    let create = || format!("cannot create the taskmill schema in {}", path.display());
+    let schema = format!(
+        "{}{TASKS_INDEXES}{OTHER_TABLES}",
+        TASKS_TABLE.replace("{name}", "tasks")
+    );
+    tx.execute_batch(&schema)
+        .map_err(|e| backend_error(e, create()))?;
+    tx.pragma_update(None, "application_id", APPLICATION_ID)
+        .map_err(|e| backend_error(e, create()))
+}
+
+/// Upgrades a version 1 file to the current layout (see [`UPGRADE_V1`]).
+fn upgrade_v1(tx: &Transaction<'_>, path: &Path) -> Result<()> {
+    let upgrade = || {
+        format!(
+            "cannot upgrade the taskmill schema of {} from version 1 to {LAYOUT_VERSION} \
+             (nothing was changed)",
+            path.display()
+        )
+    };
+    let steps = format!(
+        "{}{UPGRADE_V1}{TASKS_INDEXES}",
+        TASKS_TABLE.replace("{name}", "tasks_v2")
+    );
+    tx.execute_batch(&steps)
+        .map_err(|e| backend_error(e, upgrade()))
 }

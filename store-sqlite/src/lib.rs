@@ -24,8 +24,9 @@ use taskmill_core::Result;
 /// Clones share one connection (and one event bus): hand one to several managers in a
 /// process to have them share it. Another process, or another [`SqliteStore::open`] of the
 /// same file, has its own connection; the file's locks and the leases keep them apart,
-/// but events and wake-ups only reach subscribers of the same handle (other handles see
-/// new work at their manager's next poll).
+/// but events, wake-ups and cancel requests only reach subscribers of the same handle
+/// (other handles see new work at their manager's next poll, and a cancel of a task they
+/// run when their next renewal is refused).
 ///
 /// The connection thread stops, and the database is closed, when the last clone is
 /// dropped.

@@ -1,27 +1,41 @@
 //! The store's operations as SQL, run on the connection thread.
 //!
-//! Each public function is one `BEGIN IMMEDIATE` transaction over a whole batch: the
-//! write lock it takes is what keeps processes sharing the file apart, and the counters
-//! and queue sizes in `topics` are updated in the same transaction as the moves they
-//! count. Whole records are read and moved through [`RecordExt`]'s transitions
-//! (`claim`, `apply_outcome`, `recover`, `requeue`) and `is_owned_by`, then written back. Two hot
-//! paths are the equivalent SQL instead, since they need nothing of the record:
-//! - `renew`: `is_owned_by(token)` is `state = 2 AND lease_token = ?`, and the renewal
-//!   sets `lease_deadline`;
-//! - a `Complete` outcome: `DELETE … WHERE id = ? AND state = 2 AND lease_token = ?`,
-//!   counting `completed` (and WORK − 1) when a row went, as `apply_outcome(Complete)` does.
+//! Each public function that writes is one `BEGIN IMMEDIATE` transaction over a whole
+//! batch: the write lock it takes is what keeps processes sharing the file apart, and the
+//! counters and queue sizes in `topics` are updated in the same transaction as the moves
+//! they count. Whole records are read and moved through [`RecordExt`]'s transitions
+//! (`claim`, `apply_outcome`, `recover`, `requeue`, `cancel`) and `is_owned_by`, then
+//! written back. The hot paths that need nothing of the record are the equivalent SQL
+//! instead, each rule of the transition a term of the statement:
+//! - `renew`: `is_owned_by(token)` is `state = 2 AND lease_token = ?`, and a renewal
+//!   extends only a lease without a cancel request (`cancelled_by IS NULL`); when it
+//!   extends nothing, one lookup tells `Cancelled` (owned, cancel requested) from `Stale`;
+//! - `progress`: the same ownership test, storing `progress`;
+//! - a `Complete` outcome of a task without a cancel request: kept, one `UPDATE` to
+//!   COMPLETED (`result`, `progress` if given, `finished_at`, the lease cleared), as
+//!   `apply_outcome(Complete)` does; not kept, one `DELETE`. Either counts `completed`
+//!   (and moves the sizes) when a row changed. Anything else (a stale lease, a cancel
+//!   request) goes the general way, through the record;
+//! - `prune`: deletes rows whose `finished_at` is at or before their topic's cutoff,
+//!   `is_prunable` as a range of `tasks_pruning`.
+//!
+//! Unique keys are freed by the index: `tasks_unique` holds exactly the rows that hold
+//! their key (see `layout.rs`), so a row that finishes or goes leaves it in the same
+//! statement.
 
-use crate::codec::{decode, sql_u64, state_of, Decoded, Delta, COLUMNS};
-use crate::layout::{DEAD, READY, SCHEDULED, WORK};
+use crate::codec::{decode, encode_errors, queue_of, sql_u64, state_of, Decoded, Delta, COLUMNS};
+use crate::layout::HOLDS_UNIQUE_KEY;
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 use std::collections::HashMap;
 use std::sync::Arc;
 use taskmill_core::raw::{RecordExt, TaskExt};
 use taskmill_core::store::{
-    Applied, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListOptions, Outcome,
-    OutcomeKind, Page, Recovered,
+    Applied, CancelOptions, Cancellation, ClaimOptions, Claimed, EnqueueOptions, Enqueued,
+    LeaseRef, ListOptions, Outcome, OutcomeKind, Page, Progress, PruneOptions, Recovered,
 };
-use taskmill_core::{Event, Lease, Queue, Stats, Task, TaskId, TaskRecord, Timestamp, TopicStats};
+use taskmill_core::{
+    Event, Lease, Payload, Queue, Stats, Task, TaskId, TaskRecord, Timestamp, TopicStats,
+};
 
 type R<T> = rusqlite::Result<T>;
 
@@ -29,25 +43,46 @@ type R<T> = rusqlite::Result<T>;
 type Deltas = HashMap<Arc<str>, Delta>;
 
 const INSERT: &str = "INSERT INTO tasks (id, state, topic, priority, run_at, args, external_id, \
-     attempt, max_retries, enqueued_at, unique_key, last_error, failed_at, lease_owner, \
-     lease_token, lease_deadline) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
+     attempt, max_retries, enqueued_at, unique_key, unique_while_kept) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 
 /// Writes back every column a lifecycle method may change. The others (topic, args,
 /// priority, …) are never rewritten, so a corrupt payload stays as it was found.
 const WRITE_BACK: &str = "UPDATE tasks SET state = ?2, run_at = ?3, attempt = ?4, \
-     last_error = ?5, failed_at = ?6, lease_owner = ?7, lease_token = ?8, lease_deadline = ?9 \
-     WHERE id = ?1";
+     max_retries = ?5, first_started_at = ?6, started_at = ?7, finished_at = ?8, errors = ?9, \
+     result = ?10, progress = ?11, cancelled_by = ?12, lease_owner = ?13, lease_token = ?14, \
+     lease_deadline = ?15 WHERE id = ?1";
+
+/// Writes back what [`RecordExt::claim`] changes: the hot path of a claim.
+const CLAIM_BACK: &str = "UPDATE tasks SET state = 2, attempt = ?2, max_retries = ?3, \
+     first_started_at = ?4, started_at = ?5, lease_owner = ?6, lease_token = ?7, \
+     lease_deadline = ?8 WHERE id = ?1";
+
+/// `apply_outcome(Complete)` of a kept task that has no cancel request, when the token
+/// owns it.
+const COMPLETE_KEPT: &str = "UPDATE tasks SET state = 4, result = ?3, \
+     progress = coalesce(?4, progress), finished_at = ?5, lease_owner = NULL, \
+     lease_token = NULL, lease_deadline = NULL \
+     WHERE id = ?1 AND state = 2 AND lease_token = ?2 AND cancelled_by IS NULL";
+
+/// `apply_outcome(Complete)` of a task not kept that has no cancel request, when the token
+/// owns it.
+const COMPLETE_REMOVED: &str = "DELETE FROM tasks \
+     WHERE id = ?1 AND state = 2 AND lease_token = ?2 AND cancelled_by IS NULL";
 
 const FLUSH: &str = "INSERT INTO topics (topic, enqueued, started, retried, failed, completed, \
-     recovered, released, requeued, input, work, dead) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+     recovered, released, requeued, cancelled, input, work, dead, kept_completed, \
+     kept_cancelled) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
      ON CONFLICT (topic) DO UPDATE SET \
      enqueued = enqueued + excluded.enqueued, started = started + excluded.started, \
      retried = retried + excluded.retried, failed = failed + excluded.failed, \
      completed = completed + excluded.completed, recovered = recovered + excluded.recovered, \
      released = released + excluded.released, requeued = requeued + excluded.requeued, \
-     input = input + excluded.input, work = work + excluded.work, dead = dead + excluded.dead";
+     cancelled = cancelled + excluded.cancelled, \
+     input = input + excluded.input, work = work + excluded.work, dead = dead + excluded.dead, \
+     kept_completed = kept_completed + excluded.kept_completed, \
+     kept_cancelled = kept_cancelled + excluded.kept_cancelled";
 
 fn begin(conn: &mut rusqlite::Connection) -> R<Transaction<'_>> {
     conn.transaction_with_behavior(TransactionBehavior::Immediate)
@@ -79,12 +114,23 @@ fn flush(tx: &Transaction<'_>, deltas: &Deltas) -> R<()> {
             sql_u64(c.recovered),
             sql_u64(c.released),
             sql_u64(c.requeued),
-            d.input,
-            d.work,
-            d.dead,
+            sql_u64(c.cancelled),
+            d.size(Queue::Input),
+            d.size(Queue::Work),
+            d.size(Queue::Dead),
+            d.size(Queue::Completed),
+            d.size(Queue::Cancelled),
         ])?;
     }
     Ok(())
+}
+
+fn millis(t: Option<Timestamp>) -> Option<i64> {
+    t.map(Timestamp::as_millis)
+}
+
+fn text(p: &Option<Payload>) -> Option<&str> {
+    p.as_ref().map(Payload::as_str)
 }
 
 fn write_back(tx: &Transaction<'_>, record: &TaskRecord, now: Timestamp) -> R<()> {
@@ -94,8 +140,14 @@ fn write_back(tx: &Transaction<'_>, record: &TaskRecord, now: Timestamp) -> R<()
         state_of(record.queue, record.run_at, now),
         record.run_at.as_millis(),
         record.attempt,
-        record.last_error,
-        record.failed_at.map(Timestamp::as_millis),
+        record.max_retries,
+        millis(record.first_started_at),
+        millis(record.started_at),
+        millis(record.finished_at),
+        encode_errors(&record.errors),
+        text(&record.result),
+        text(&record.progress),
+        record.cancelled_by,
         lease.map(|l| l.owner.as_ref()),
         lease.map(|l| sql_u64(l.token)),
         lease.map(|l| l.deadline.as_millis()),
@@ -141,8 +193,9 @@ pub fn enqueue(
     let mut results = Vec::with_capacity(tasks.len());
     let mut events = Vec::new();
     {
-        let mut find_unique =
-            tx.prepare_cached("SELECT id FROM tasks WHERE topic = ?1 AND unique_key = ?2")?;
+        let mut find_unique = tx.prepare_cached(&format!(
+            "SELECT id FROM tasks WHERE topic = ?1 AND unique_key = ?2 AND {HOLDS_UNIQUE_KEY}"
+        ))?;
         let mut insert = tx.prepare_cached(INSERT)?;
         for task in tasks {
             if let Some(key) = task.unique_key_ref() {
@@ -156,6 +209,7 @@ pub fn enqueue(
             }
             last_id += 1;
             let id = TaskId::new(last_id);
+            // Every column not written here is NULL, as the new record's field is.
             let r = task.into_record(id, opts);
             insert.execute(params![
                 sql_u64(last_id),
@@ -169,11 +223,7 @@ pub fn enqueue(
                 r.max_retries,
                 r.enqueued_at.as_millis(),
                 r.unique_key,
-                r.last_error,
-                r.failed_at.map(Timestamp::as_millis),
-                Option::<&str>::None,
-                Option::<i64>::None,
-                Option::<i64>::None,
+                r.unique_while_kept,
             ])?;
             let d = delta(&mut deltas, &r.topic);
             d.counters.enqueued += 1;
@@ -226,7 +276,7 @@ pub fn claim(conn: &mut rusqlite::Connection, req: &ClaimOptions) -> R<Vec<Claim
         }
         let allowed = match wanted.max_running {
             Some(max) => {
-                let work = work + deltas.get(topic).map_or(0, |d| d.work);
+                let work = work + deltas.get(topic).map_or(0, |d| d.size(Queue::Work));
                 (i64::from(max) - work).clamp(0, remaining as i64) as usize
             }
             None => remaining,
@@ -249,6 +299,7 @@ pub fn claim(conn: &mut rusqlite::Connection, req: &ClaimOptions) -> R<Vec<Claim
             })?
             .collect::<R<Vec<Decoded>>>()?;
         let d = delta(&mut deltas, topic);
+        let mut claim_back = tx.prepare_cached(CLAIM_BACK)?;
         for Decoded {
             mut record,
             problem,
@@ -260,9 +311,18 @@ pub fn claim(conn: &mut rusqlite::Connection, req: &ClaimOptions) -> R<Vec<Claim
                 token,
                 deadline,
             };
-            record.claim(lease, &mut d.counters);
+            record.claim(lease, req.now, wanted.max_retries, &mut d.counters);
             d.moved(Some(Queue::Input), Some(Queue::Work));
-            write_back(&tx, &record, req.now)?;
+            claim_back.execute(params![
+                sql_u64(record.id.get()),
+                record.attempt,
+                record.max_retries,
+                millis(record.first_started_at),
+                millis(record.started_at),
+                req.owner.as_ref(),
+                sql_u64(token),
+                deadline.as_millis(),
+            ])?;
             claimed.push(match problem {
                 None => Claimed::Ready(record),
                 Some(error) => Claimed::Corrupt {
@@ -289,19 +349,55 @@ pub fn renew(
     let tx = begin(conn)?;
     let mut applied = Vec::with_capacity(leases.len());
     {
-        let mut stmt = tx.prepare_cached(
-            "UPDATE tasks SET lease_deadline = ?3 WHERE id = ?1 AND state = 2 AND lease_token = ?2",
+        let mut extend = tx.prepare_cached(
+            "UPDATE tasks SET lease_deadline = ?3 \
+             WHERE id = ?1 AND state = 2 AND lease_token = ?2 AND cancelled_by IS NULL",
+        )?;
+        let mut owned = tx.prepare_cached(
+            "SELECT 1 FROM tasks WHERE id = ?1 AND state = 2 AND lease_token = ?2",
         )?;
         for l in leases {
-            let n = stmt.execute(params![
-                sql_u64(l.id.get()),
-                sql_u64(l.token),
-                deadline.as_millis()
-            ])?;
-            applied.push(if n == 1 {
-                Applied::Done
-            } else {
-                Applied::Stale
+            let (id, token) = (sql_u64(l.id.get()), sql_u64(l.token));
+            applied.push(
+                if extend.execute(params![id, token, deadline.as_millis()])? == 1 {
+                    Applied::Done
+                } else if owned.exists(params![id, token])? {
+                    // Owned, so the cancel request is what held the deadline back.
+                    Applied::Cancelled
+                } else {
+                    Applied::Stale
+                },
+            );
+        }
+    }
+    tx.commit()?;
+    Ok(applied)
+}
+
+/// [`Store::progress`](taskmill_core::Store::progress).
+pub fn progress(conn: &mut rusqlite::Connection, updates: &[Progress]) -> R<Vec<Applied>> {
+    let tx = begin(conn)?;
+    let mut applied = Vec::with_capacity(updates.len());
+    {
+        let mut store = tx.prepare_cached(
+            "UPDATE tasks SET progress = ?3 WHERE id = ?1 AND state = 2 AND lease_token = ?2 \
+             RETURNING cancelled_by IS NOT NULL",
+        )?;
+        for u in updates {
+            let cancel_requested = store
+                .query_row(
+                    params![
+                        sql_u64(u.lease.id.get()),
+                        sql_u64(u.lease.token),
+                        u.value.as_str()
+                    ],
+                    |r| r.get::<_, bool>(0),
+                )
+                .optional()?;
+            applied.push(match cancel_requested {
+                None => Applied::Stale,
+                Some(false) => Applied::Done,
+                Some(true) => Applied::Cancelled,
             });
         }
     }
@@ -322,23 +418,30 @@ pub fn apply(
     let mut to_input = false;
     for outcome in outcomes {
         let lease = &outcome.lease;
-        if matches!(outcome.kind, OutcomeKind::Complete { .. }) {
-            // The hot path, in one statement: `is_owned_by` is the WHERE clause, and
-            // `apply_outcome(Complete)` removes the task and counts `completed`.
-            let removed = tx
-                .prepare_cached(
-                    "DELETE FROM tasks WHERE id = ?1 AND state = 2 AND lease_token = ?2",
-                )?
-                .execute(params![sql_u64(lease.id.get()), sql_u64(lease.token)])?;
-            if removed == 1 {
+        if let OutcomeKind::Complete { result, .. } = &outcome.kind {
+            // The hot path, in one statement (see the module docs). It changes nothing
+            // when the lease is stale or a cancel was requested; the general path below
+            // tells those apart.
+            let (id, token) = (sql_u64(lease.id.get()), sql_u64(lease.token));
+            let changed = if outcome.keep {
+                tx.prepare_cached(COMPLETE_KEPT)?.execute(params![
+                    id,
+                    token,
+                    text(result),
+                    text(&outcome.progress),
+                    now.as_millis(),
+                ])?
+            } else {
+                tx.prepare_cached(COMPLETE_REMOVED)?
+                    .execute(params![id, token])?
+            };
+            if changed == 1 {
                 let d = delta(&mut deltas, &lease.topic);
                 d.counters.completed += 1;
-                d.moved(Some(Queue::Work), None);
+                d.moved(Some(Queue::Work), outcome.keep.then_some(Queue::Completed));
                 applied.push(Applied::Done);
-            } else {
-                applied.push(Applied::Stale);
+                continue;
             }
-            continue;
         }
         // The lease names the topic the claim found the task under; with the token
         // matching, it is the stored one, and a corrupt topic column cannot misfile counts.
@@ -350,7 +453,7 @@ pub fn apply(
             continue;
         };
         let d = delta(&mut deltas, &lease.topic);
-        let to = record.apply_outcome(&outcome.kind, now, &mut d.counters);
+        let to = record.apply_outcome(outcome, now, &mut d.counters);
         d.moved(Some(Queue::Work), to);
         match to {
             None => delete_row(&tx, record.id)?,
@@ -359,7 +462,11 @@ pub fn apply(
                 write_back(&tx, &record, now)?;
             }
         }
-        applied.push(Applied::Done);
+        applied.push(if record.is_cancel_requested() {
+            Applied::Cancelled
+        } else {
+            Applied::Done
+        });
     }
     flush(&tx, &deltas)?;
     tx.commit()?;
@@ -392,7 +499,7 @@ pub fn recover(conn: &mut rusqlite::Connection, now: Timestamp, limit: usize) ->
         recovered.push(Recovered {
             id: record.id,
             topic: record.topic,
-            dead: queue == Queue::Dead,
+            queue,
         });
     }
     flush(&tx, &deltas)?;
@@ -400,11 +507,59 @@ pub fn recover(conn: &mut rusqlite::Connection, now: Timestamp, limit: usize) ->
     Ok(recovered)
 }
 
+/// [`Store::prune`](taskmill_core::Store::prune): per topic that keeps finished tasks, the
+/// oldest ones at or before its cutoff, until `limit`.
+pub fn prune(conn: &mut rusqlite::Connection, opts: &PruneOptions) -> R<u64> {
+    let tx = begin(conn)?;
+    let topics = tx
+        .prepare_cached("SELECT topic FROM topics WHERE kept_completed > 0 OR kept_cancelled > 0")?
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<R<Vec<String>>>()?;
+    let mut deltas = Deltas::new();
+    let mut removed = 0usize;
+    {
+        let mut prune = tx.prepare_cached(
+            "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks \
+             WHERE topic = ?1 AND state >= 4 AND finished_at <= ?2 \
+             ORDER BY finished_at LIMIT ?3) RETURNING state",
+        )?;
+        for topic in topics {
+            let remaining = opts.limit.saturating_sub(removed);
+            if remaining == 0 {
+                break;
+            }
+            let cutoff = opts.cutoff_of(&topic);
+            let states = prune
+                .query_map(
+                    params![
+                        topic,
+                        cutoff.as_millis(),
+                        remaining.min(i64::MAX as usize) as i64
+                    ],
+                    |r| r.get::<_, i64>(0),
+                )?
+                .collect::<R<Vec<i64>>>()?;
+            if states.is_empty() {
+                continue;
+            }
+            removed += states.len();
+            let d = delta(&mut deltas, &Arc::from(topic));
+            for state in states {
+                d.moved(queue_of(state), None);
+            }
+        }
+    }
+    flush(&tx, &deltas)?;
+    tx.commit()?;
+    Ok(removed as u64)
+}
+
 /// [`Store::stats`](taskmill_core::Store::stats).
 pub fn stats(conn: &mut rusqlite::Connection) -> R<Stats> {
     let mut stmt = conn.prepare_cached(
         "SELECT topic, enqueued, started, retried, failed, completed, recovered, released, \
-         requeued, input, work, dead, paused FROM topics",
+         requeued, cancelled, input, work, dead, kept_completed, kept_cancelled, paused \
+         FROM topics",
     )?;
     let n = |r: &rusqlite::Row<'_>, i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
     let topics = stmt
@@ -419,10 +574,13 @@ pub fn stats(conn: &mut rusqlite::Connection) -> R<Stats> {
             c.recovered = n(r, 6)?;
             c.released = n(r, 7)?;
             c.requeued = n(r, 8)?;
-            t.sizes.input = n(r, 9)?;
-            t.sizes.work = n(r, 10)?;
-            t.sizes.dead = n(r, 11)?;
-            t.paused = r.get(12)?;
+            c.cancelled = n(r, 9)?;
+            t.sizes.input = n(r, 10)?;
+            t.sizes.work = n(r, 11)?;
+            t.sizes.dead = n(r, 12)?;
+            t.sizes.completed = n(r, 13)?;
+            t.sizes.cancelled = n(r, 14)?;
+            t.paused = r.get(15)?;
             Ok((r.get::<_, String>(0)?, t))
         })?
         .collect::<R<_>>()?;
@@ -436,13 +594,27 @@ pub fn get(conn: &mut rusqlite::Connection, id: TaskId) -> R<Option<Decoded>> {
         .optional()
 }
 
+/// The `WHERE` terms that select `queue` in a listing; with `by_topic`, the terms that let
+/// SQLite use the topic's index.
+fn list_filter(queue: Queue, by_topic: bool) -> &'static str {
+    match (queue, by_topic) {
+        (Queue::Input, _) => "state IN (0, 1)",
+        (Queue::Work, _) => "state = 2",
+        (Queue::Dead, _) => "state = 3",
+        // `tasks_history` is usable only when the query repeats its condition; without a
+        // topic, the rowid order (`id > ?`) serves better than that index and a sort.
+        (Queue::Completed, true) => "state >= 4 AND state = 4",
+        (Queue::Completed, false) => "state = 4",
+        (Queue::Cancelled, true) => "state >= 4 AND state = 5",
+        (Queue::Cancelled, false) => "state = 5",
+        // A queue this layout does not know holds nothing here.
+        _ => "0",
+    }
+}
+
 /// [`Store::list`](taskmill_core::Store::list).
 pub fn list(conn: &mut rusqlite::Connection, query: &ListOptions) -> R<Page> {
-    let states = match query.queue {
-        Queue::Input => "state IN (0, 1)",
-        Queue::Work => "state = 2",
-        Queue::Dead => "state = 3",
-    };
+    let states = list_filter(query.queue, query.topic.is_some());
     let topic = if query.topic.is_some() {
         "AND topic = ?3"
     } else {
@@ -519,22 +691,75 @@ pub fn delete(conn: &mut rusqlite::Connection, ids: &[TaskId]) -> R<Vec<bool>> {
         };
         delete_row(&tx, id)?;
         // A row too corrupt to say where it was counted is removed without a count.
-        if let (Some(topic), Some(state)) = (topic, state) {
-            let queue = match state {
-                READY | SCHEDULED => Some(Queue::Input),
-                WORK => Some(Queue::Work),
-                DEAD => Some(Queue::Dead),
-                _ => None,
-            };
-            if queue.is_some() {
-                delta(&mut deltas, &Arc::from(topic)).moved(queue, None);
-            }
+        if let (Some(topic), Some(queue)) = (topic, state.and_then(queue_of)) {
+            delta(&mut deltas, &Arc::from(topic)).moved(Some(queue), None);
         }
         existed.push(true);
     }
     flush(&tx, &deltas)?;
     tx.commit()?;
     Ok(existed)
+}
+
+/// What a cancel did, for the caller to publish once it is committed.
+pub struct CancelDone {
+    /// One result per id.
+    pub results: Vec<Cancellation>,
+    /// The `TaskCancelled` events of the tasks cancelled at once, when someone listens.
+    pub events: Vec<Event>,
+    /// The running tasks whose cancel was requested, for the cancellation streams.
+    pub requested: Vec<TaskId>,
+}
+
+/// [`Store::cancel`](taskmill_core::Store::cancel).
+pub fn cancel(
+    conn: &mut rusqlite::Connection,
+    ids: &[TaskId],
+    opts: &CancelOptions,
+    want_events: bool,
+) -> R<CancelDone> {
+    let tx = begin(conn)?;
+    let mut deltas = Deltas::new();
+    let mut done = CancelDone {
+        results: Vec::with_capacity(ids.len()),
+        events: Vec::new(),
+        requested: Vec::new(),
+    };
+    for &id in ids {
+        let Some(Decoded { mut record, .. }) = load(&tx, id, None)? else {
+            done.results.push(Cancellation::NotFound);
+            continue;
+        };
+        let requested_before = record.is_cancel_requested();
+        let d = delta(&mut deltas, &record.topic);
+        let result = record.cancel(opts.now, &opts.by, &mut d.counters);
+        match result {
+            Cancellation::Cancelled => {
+                d.moved(Some(Queue::Input), Some(Queue::Cancelled));
+                write_back(&tx, &record, opts.now)?;
+                if want_events {
+                    done.events.push(Event::TaskCancelled {
+                        id,
+                        topic: record.topic.clone(),
+                        by: Some(opts.by.clone()),
+                        was_running: false,
+                    });
+                }
+            }
+            Cancellation::Requested => {
+                if !requested_before {
+                    tx.prepare_cached("UPDATE tasks SET cancelled_by = ?2 WHERE id = ?1")?
+                        .execute(params![sql_u64(id.get()), record.cancelled_by])?;
+                }
+                done.requested.push(id);
+            }
+            _ => {}
+        }
+        done.results.push(result);
+    }
+    flush(&tx, &deltas)?;
+    tx.commit()?;
+    Ok(done)
 }
 
 /// [`Store::set_paused`](taskmill_core::Store::set_paused).
@@ -591,8 +816,33 @@ mod tests {
                 "tasks_leases",
             ),
             (
-                "SELECT id FROM tasks WHERE topic = ?1 AND unique_key = ?2".to_owned(),
+                format!(
+                    "SELECT id FROM tasks WHERE topic = ?1 AND unique_key = ?2 \
+                     AND {HOLDS_UNIQUE_KEY}"
+                ),
                 "tasks_unique",
+            ),
+            (
+                format!(
+                    "SELECT {COLUMNS} FROM tasks WHERE {} AND id > ?1 AND topic = ?3 \
+                     ORDER BY id LIMIT ?2",
+                    list_filter(Queue::Completed, true)
+                ),
+                "tasks_history",
+            ),
+            (
+                format!(
+                    "SELECT {COLUMNS} FROM tasks WHERE {} AND id > ?1 AND topic = ?3 \
+                     ORDER BY id LIMIT ?2",
+                    list_filter(Queue::Cancelled, true)
+                ),
+                "tasks_history",
+            ),
+            (
+                "SELECT id FROM tasks WHERE topic = ?1 AND state >= 4 AND finished_at <= ?2 \
+                 ORDER BY finished_at LIMIT ?3"
+                    .to_owned(),
+                "tasks_pruning",
             ),
             (
                 format!(
@@ -610,5 +860,28 @@ mod tests {
             );
             assert!(!plan.contains("TEMP B-TREE"), "{sql} sorts:\n{plan}");
         }
+        // Finished tasks of every topic are listed in rowid order, without a sort.
+        for queue in [Queue::Completed, Queue::Cancelled] {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM tasks WHERE {} AND id > ?1 ORDER BY id LIMIT ?2",
+                list_filter(queue, false)
+            );
+            let plan = plan(&conn, &sql);
+            assert!(
+                plan.starts_with("SEARCH tasks USING INTEGER PRIMARY KEY (rowid>?)"),
+                "{sql}\nshould search the rowid, plan:\n{plan}"
+            );
+        }
+        // The pruning statement deletes through that index, not a scan.
+        let prune = plan(
+            &conn,
+            "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks \
+             WHERE topic = ?1 AND state >= 4 AND finished_at <= ?2 \
+             ORDER BY finished_at LIMIT ?3) RETURNING state",
+        );
+        assert!(
+            prune.contains("tasks_pruning") && !prune.contains("SCAN tasks"),
+            "{prune}"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! What only the SQLite store has: a file that outlives the process, corrupt rows, schema
 //! versions, refused writes, and several connections on one file.
 
+use futures_util::{FutureExt, StreamExt};
 use rusqlite::Connection;
 use std::collections::HashSet;
 use std::path::Path;
@@ -8,14 +9,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use taskmill_core::store::{
-    Applied, ApplyOptions, ClaimOptions, Claimed, EnqueueOptions, LeaseRef, ListOptions, Outcome,
-    OutcomeKind, TopicClaim,
+    Applied, ApplyOptions, CancelOptions, Cancellation, ClaimOptions, Claimed, EnqueueOptions,
+    Enqueued, LeaseRef, ListOptions, Outcome, OutcomeKind, Progress, PruneOptions, RenewOptions,
+    TopicClaim,
 };
 use taskmill_core::{
-    ErrorKind, Manager, Queue, Store, StoreExt, Task, TaskContext, TaskError, TaskId,
+    ErrorKind, Event, Manager, Payload, Queue, Store, StoreExt, Task, TaskContext, TaskError,
+    TaskId,
 };
 use taskmill_sqlite::{Durability, SqliteOptions, SqliteStore, LAYOUT_VERSION};
-use taskmill_testkit::{enqueue, tasks, temp_dir, wait_until, T0};
+use taskmill_testkit::{
+    enqueue, enqueue_results, get, ready, tasks, temp_dir, wait_until, LEASE, T0,
+};
 
 fn claim_req(limit: usize, owner: &str) -> ClaimOptions {
     ClaimOptions::new([TopicClaim::new("t")], limit, owner, T0)
@@ -154,17 +159,18 @@ async fn corrupt_payload_goes_to_dead_and_the_rest_run() {
     let dead_ids: HashSet<TaskId> = dead.iter().map(|r| r.id).collect();
     assert_eq!(dead_ids, HashSet::from([bad_text, bad_blob]));
     for record in &dead {
-        let error = record.last_error.as_deref().unwrap_or_default();
+        let error = record.last_error().unwrap_or_default();
         assert!(error.contains("corrupt"), "dead with {error:?}");
         assert_eq!(record.attempt, 1);
-        assert!(record.lease.is_none() && record.failed_at.is_some());
+        assert!(record.lease.is_none() && record.finished_at.is_some());
     }
     // A human can still delete what cannot be repaired.
     assert_eq!(
         store.delete(&[bad_text, bad_blob]).await.unwrap(),
         vec![true, true]
     );
-    assert_eq!(store.stats().await.unwrap().total.sizes.total(), 0);
+    let sizes = store.stats().await.unwrap().total.sizes;
+    assert_eq!((sizes.active(), sizes.completed), (0, 48));
 }
 
 /// Damaged bookkeeping columns are reported the same way, and the row can still be moved.
@@ -189,10 +195,7 @@ async fn corrupt_columns_are_claimed_as_corrupt_and_can_be_finished() {
     assert_eq!(lease.id, ids[1]);
     assert_eq!(error.kind(), ErrorKind::Corrupt);
     assert!(matches!(claimed[0], Claimed::Ready(_)));
-    let outcome = Outcome {
-        lease: lease.clone(),
-        kind: OutcomeKind::dead(error.to_string()),
-    };
+    let outcome = Outcome::new(lease.clone(), OutcomeKind::dead(error.to_string()));
     assert_eq!(
         store
             .apply(std::slice::from_ref(&outcome), &ApplyOptions::new(T0))
@@ -395,10 +398,7 @@ async fn two_connections_on_one_file_never_share_a_task() {
                     .map(|c| match c {
                         Claimed::Ready(r) => {
                             mine.push(r.id);
-                            Outcome {
-                                lease: LeaseRef::of(r),
-                                kind: OutcomeKind::complete(),
-                            }
+                            Outcome::new(LeaseRef::of(r), OutcomeKind::complete())
                         }
                         Claimed::Corrupt { lease, .. } => panic!("corrupt {}", lease.id),
                     })
@@ -422,7 +422,10 @@ async fn two_connections_on_one_file_never_share_a_task() {
     );
     assert_eq!(all.len(), total as usize);
     let c = a.stats().await.unwrap().total;
-    assert_eq!((c.counters.completed, c.sizes.total()), (total, 0));
+    assert_eq!(
+        (c.counters.completed, c.sizes.active(), c.sizes.completed),
+        (total, 0, total)
+    );
 }
 
 /// Listing shows what can be read of a damaged row, so an admin can find it.
@@ -460,4 +463,196 @@ async fn simultaneous_opens_of_a_new_file_all_succeed() {
             assert_eq!(store.stats().await.unwrap().total.sizes.total(), 0);
         }
     }
+}
+
+/// A cancel made through another connection (as another process would) reaches the
+/// manager that runs the task through its renewal, which the store refuses: the
+/// cancellation streams are per handle.
+#[tokio::test]
+async fn a_cancel_from_another_connection_is_learnt_at_renewal() {
+    let dir = temp_dir();
+    let path = dir.path().join("tasks.db");
+    let a = SqliteStore::open(&path).await.unwrap();
+    let b = SqliteStore::open(&path).await.unwrap();
+    let ids = enqueue(&a, tasks("t", 0..3)).await;
+    let running = ready(a.claim(&claim_req(2, "m1")).await.unwrap());
+    let leases: Vec<LeaseRef> = running.iter().map(LeaseRef::of).collect();
+    let mut a_cancels = a.cancellations().await.unwrap();
+    let mut b_cancels = b.cancellations().await.unwrap();
+    let mut b_events = b.subscribe().await.unwrap();
+
+    let unknown = TaskId::new(1_000);
+    let results = b
+        .cancel(&[ids[0], ids[2], unknown], &CancelOptions::new(T0, "ops"))
+        .await
+        .unwrap();
+    assert_eq!(
+        results,
+        vec![
+            Cancellation::Requested,
+            Cancellation::Cancelled,
+            Cancellation::NotFound
+        ]
+    );
+    let heard = tokio::time::timeout(Duration::from_secs(5), b_cancels.next()).await;
+    assert_eq!(
+        heard.unwrap(),
+        Some(ids[0]),
+        "the cancelling handle's stream"
+    );
+    assert!(
+        a_cancels.next().now_or_never().is_none(),
+        "another handle's stream hears nothing"
+    );
+    let event = tokio::time::timeout(Duration::from_secs(5), b_events.next()).await;
+    match event.unwrap() {
+        Some(Event::TaskCancelled {
+            id,
+            by,
+            was_running,
+            ..
+        }) => assert_eq!(
+            (id, by.as_deref(), was_running),
+            (ids[2], Some("ops"), false)
+        ),
+        other => panic!("expected the waiting task's TaskCancelled, got {other:?}"),
+    }
+
+    let later = T0 + Duration::from_secs(60);
+    let renewed = a.renew(&leases, &RenewOptions::new(later)).await.unwrap();
+    assert_eq!(renewed, vec![Applied::Cancelled, Applied::Done]);
+    let cancelled_run = get(&a, ids[0]).await;
+    assert_eq!(
+        cancelled_run.lease.unwrap().deadline,
+        T0 + LEASE,
+        "not extended"
+    );
+    assert_eq!(cancelled_run.cancelled_by.as_deref(), Some("ops"));
+    assert_eq!(get(&a, ids[1]).await.lease.unwrap().deadline, later);
+
+    // The run goes on until it ends: its progress is stored, its outcome ends it CANCELLED.
+    let value = Payload::new(&serde_json::json!({"done": 3})).unwrap();
+    let progress = Progress {
+        lease: leases[0].clone(),
+        value: value.clone(),
+    };
+    assert_eq!(
+        a.progress(&[progress]).await.unwrap(),
+        vec![Applied::Cancelled]
+    );
+    let result = Payload::new(&"partial").unwrap();
+    let outcome = Outcome::new(
+        leases[0].clone(),
+        OutcomeKind::complete_with(Some(result.clone())),
+    );
+    let applied = a
+        .apply(&[outcome], &ApplyOptions::new(later))
+        .await
+        .unwrap();
+    assert_eq!(applied, vec![Applied::Cancelled]);
+    let record = get(&a, ids[0]).await;
+    assert_eq!(record.queue, Queue::Cancelled);
+    assert_eq!(
+        (record.result, record.progress),
+        (Some(result), Some(value))
+    );
+    assert_eq!((record.finished_at, record.attempt), (Some(later), 1));
+    assert!(record.lease.is_none());
+
+    let t = b.stats().await.unwrap().topic("t");
+    assert_eq!((t.counters.cancelled, t.counters.completed), (2, 0));
+    assert_eq!((t.sizes.cancelled, t.sizes.work, t.sizes.input), (2, 1, 0));
+    let again = b
+        .cancel(&[ids[0]], &CancelOptions::new(later, "ops"))
+        .await
+        .unwrap();
+    assert_eq!(again, vec![Cancellation::Refused(Queue::Cancelled)]);
+}
+
+/// A kept completion keeps the run's result and progress; one not kept removes the row;
+/// a finished task frees its unique key unless it holds it while kept, until pruned.
+#[tokio::test]
+async fn completions_keep_or_remove_and_free_unique_keys() {
+    let store = SqliteStore::open(":memory:").await.unwrap();
+    let ids = enqueue(
+        &store,
+        vec![
+            Task::new("t", &0).unwrap().unique_key("a"),
+            Task::new("t", &1)
+                .unwrap()
+                .unique_key("b")
+                .unique_while_kept(),
+            Task::new("t", &2).unwrap(),
+        ],
+    )
+    .await;
+    let running = ready(store.claim(&claim_req(3, "m1")).await.unwrap());
+    let leases: Vec<LeaseRef> = running.iter().map(LeaseRef::of).collect();
+    let reported = Payload::new(&10).unwrap();
+    let last = Payload::new(&20).unwrap();
+    let result = Payload::new(&"ok").unwrap();
+    let stored = store
+        .progress(&[Progress {
+            lease: leases[0].clone(),
+            value: reported.clone(),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(stored, vec![Applied::Done]);
+    let outcomes = vec![
+        Outcome::new(
+            leases[0].clone(),
+            OutcomeKind::complete_with(Some(result.clone())),
+        ),
+        Outcome::new(leases[1].clone(), OutcomeKind::complete()).progress(Some(last.clone())),
+        Outcome::new(leases[2].clone(), OutcomeKind::complete()).keep(false),
+    ];
+    let applied = store
+        .apply(&outcomes, &ApplyOptions::new(T0))
+        .await
+        .unwrap();
+    assert_eq!(applied, vec![Applied::Done; 3]);
+    let again = store
+        .apply(&outcomes, &ApplyOptions::new(T0))
+        .await
+        .unwrap();
+    assert_eq!(again, vec![Applied::Stale; 3], "applied once only");
+
+    let a = get(&store, ids[0]).await;
+    assert_eq!(a.queue, Queue::Completed);
+    assert_eq!((a.result, a.progress), (Some(result), Some(reported)));
+    assert_eq!((a.finished_at, a.attempt), (Some(T0), 1));
+    assert!(a.lease.is_none());
+    assert_eq!(
+        a.unique_key.as_deref(),
+        Some("a"),
+        "the record still shows its key"
+    );
+    let b = get(&store, ids[1]).await;
+    assert_eq!((b.result, b.progress), (None, Some(last)));
+    assert_eq!(store.get(ids[2]).await.unwrap(), None, "not kept");
+    let t = store.stats().await.unwrap().topic("t");
+    assert_eq!(
+        (t.counters.completed, t.sizes.completed, t.sizes.work),
+        (3, 2, 0)
+    );
+
+    let keys = |n: u64| {
+        vec![
+            Task::new("t", &n).unwrap().unique_key("a"),
+            Task::new("t", &n).unwrap().unique_key("b"),
+        ]
+    };
+    let first = enqueue_results(&store, keys(3)).await;
+    assert!(first[0].is_new(), "a finished task frees its key");
+    assert_eq!(first[1], Enqueued::Duplicate(ids[1]), "held while kept");
+
+    let retention = Duration::from_secs(3600);
+    let prune = |now| PruneOptions::new(now, retention);
+    assert_eq!(store.prune(&prune(T0)).await.unwrap(), 0, "not due yet");
+    assert_eq!(store.prune(&prune(T0 + retention)).await.unwrap(), 2);
+    assert_eq!(store.stats().await.unwrap().topic("t").sizes.completed, 0);
+    let second = enqueue_results(&store, keys(4)).await;
+    assert_eq!(second[0], Enqueued::Duplicate(first[0].id()));
+    assert!(second[1].is_new(), "pruning frees a key held while kept");
 }
