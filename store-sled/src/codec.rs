@@ -8,7 +8,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use taskmill_core::raw::PayloadExt;
 use taskmill_core::{
-    Counters, Error, Lease, Payload, Queue, Result, TaskId, TaskRecord, Timestamp,
+    AttemptError, Counters, Error, Lease, Payload, Queue, Result, TaskId, TaskRecord, Timestamp,
 };
 
 /// The topic of the DEAD placeholder that stands for the unreadable part of a chunk.
@@ -18,8 +18,9 @@ pub(crate) const CORRUPT_TOPIC: &str = "(corrupt)";
 const CHUNK_FORMAT: u8 = 3;
 /// The format byte and the entry count.
 const CHUNK_HEAD: usize = 5;
-/// The first byte of every record; another value is a record of a later format.
-const FORMAT: u8 = 1;
+/// The first byte of every record this code writes. Records of format 1 (written before
+/// COMPLETED and CANCELLED were kept) are read too; another value is a later format.
+const FORMAT: u8 = 2;
 
 /// A chunk's value split into its entries, as far as it can be read.
 #[derive(Debug, Default)]
@@ -90,16 +91,20 @@ impl Chunk {
         let args = Payload::from_stored(String::from_utf8_lossy(tail).into_owned());
         let mut record = TaskRecord::new(id, CORRUPT_TOPIC, args);
         record.queue = Queue::Dead;
-        record.last_error = Some(
-            format!(
-                "corrupt data: the stored chunk of tasks {first}..={last} cannot be read \
-                 from byte {broken_at} of {}: its unfinished tasks among {from}..={last} \
-                 are lost (their topics and arguments are unknown); the bytes are kept as \
-                 this record's arguments. Delete this record once seen.",
-                value.len()
-            )
-            .into(),
+        let message = format!(
+            "corrupt data: the stored chunk of tasks {first}..={last} cannot be read \
+                 from byte {broken_at} of {}: the tasks it still held among \
+                 {from}..={last} are lost (their topics and arguments are unknown); the \
+                 bytes are kept as this record's arguments. Delete this record once seen.",
+            value.len()
         );
+        // Attempt 0 at the epoch: it never ran, and the record is made the same at every
+        // read.
+        record.errors = vec![AttemptError {
+            attempt: 0,
+            at: Timestamp::EPOCH,
+            message: message.into(),
+        }];
         Some(record)
     }
 
@@ -185,59 +190,127 @@ pub(crate) fn end_chunk(out: &mut [u8], count: usize) {
     out[1..CHUNK_HEAD].copy_from_slice(&(count as u32).to_le_bytes());
 }
 
-const HAS_LEASE: u8 = 1;
-const HAS_EXTERNAL_ID: u8 = 2;
-const HAS_LAST_ERROR: u8 = 4;
-const HAS_FAILED_AT: u8 = 8;
+/// The flags of a record (format 2): which optional fields follow, and
+/// [`TaskRecord::unique_while_kept`].
+mod flag {
+    pub const LEASE: u16 = 1;
+    pub const EXTERNAL_ID: u16 = 1 << 1;
+    pub const FINISHED_AT: u16 = 1 << 2;
+    pub const MAX_RETRIES: u16 = 1 << 3;
+    pub const FIRST_STARTED_AT: u16 = 1 << 4;
+    pub const STARTED_AT: u16 = 1 << 5;
+    /// Also the cancel request of a task in WORK, which the indexes read at open.
+    pub const CANCELLED_BY: u16 = 1 << 6;
+    pub const ERRORS: u16 = 1 << 7;
+    pub const RESULT: u16 = 1 << 8;
+    pub const PROGRESS: u16 = 1 << 9;
+    pub const UNIQUE_WHILE_KEPT: u16 = 1 << 10;
+    /// Every flag this code writes; a record with another one set is of a later format.
+    pub const KNOWN: u16 = (1 << 11) - 1;
+}
+
+/// The flags of a record of format 1, the layout-3 codec before history was kept.
+mod v1 {
+    pub const FORMAT: u8 = 1;
+    pub const HAS_LEASE: u8 = 1;
+    pub const HAS_EXTERNAL_ID: u8 = 2;
+    pub const HAS_LAST_ERROR: u8 = 4;
+    pub const HAS_FAILED_AT: u8 = 8;
+}
 
 fn queue_byte(queue: Queue) -> u8 {
     match queue {
         Queue::Input => 0,
         Queue::Work => 1,
         Queue::Dead => 2,
+        Queue::Completed => 3,
+        Queue::Cancelled => 4,
+        // `Queue` is non-exhaustive, but no transition of this store's core version moves
+        // a task elsewhere; a queue it does not know is stored as DEAD, for a human.
+        _ => 2,
     }
 }
 
-/// A record's value: format, queue, flags, attempt, max retries, enqueued at, run at, then
-/// the optional lease (token, deadline, owner), external id, last error and failure time,
-/// and the arguments' JSON as the rest. Little-endian; strings carry a u32 length. Appended
-/// to `out`.
+fn byte_queue(byte: u8) -> Option<Queue> {
+    Some(match byte {
+        0 => Queue::Input,
+        1 => Queue::Work,
+        2 => Queue::Dead,
+        3 => Queue::Completed,
+        4 => Queue::Cancelled,
+        _ => return None,
+    })
+}
+
+/// Appends a string with its u32 length.
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_time(out: &mut Vec<u8>, t: Timestamp) {
+    out.extend_from_slice(&t.as_millis().to_le_bytes());
+}
+
+/// A record's value (format 2): format, queue, flags (u16), attempt, enqueued at, run at,
+/// then the optional fields in this order, each when its flag is set: finished at, the
+/// lease (token, deadline, owner), max retries, first and latest start, external id,
+/// cancelled by, the errors (a u32 count, then each one's attempt, time and message), the
+/// result, the progress; and the arguments' JSON as the rest. What the indexes read at
+/// open (queue, due time, finish time, lease, flags) comes first, at fixed places or
+/// after fixed-size fields only. Little-endian; strings carry a u32 length. Appended to
+/// `out`.
 pub(crate) fn encode_record(record: &TaskRecord, out: &mut Vec<u8>) {
+    let r = record;
     let flags = [
-        (record.lease.is_some(), HAS_LEASE),
-        (record.external_id.is_some(), HAS_EXTERNAL_ID),
-        (record.last_error.is_some(), HAS_LAST_ERROR),
-        (record.failed_at.is_some(), HAS_FAILED_AT),
+        (r.lease.is_some(), flag::LEASE),
+        (r.external_id.is_some(), flag::EXTERNAL_ID),
+        (r.finished_at.is_some(), flag::FINISHED_AT),
+        (r.max_retries.is_some(), flag::MAX_RETRIES),
+        (r.first_started_at.is_some(), flag::FIRST_STARTED_AT),
+        (r.started_at.is_some(), flag::STARTED_AT),
+        (r.cancelled_by.is_some(), flag::CANCELLED_BY),
+        (!r.errors.is_empty(), flag::ERRORS),
+        (r.result.is_some(), flag::RESULT),
+        (r.progress.is_some(), flag::PROGRESS),
+        (r.unique_while_kept, flag::UNIQUE_WHILE_KEPT),
     ]
     .iter()
-    .fold(
-        0,
-        |flags, &(set, flag)| if set { flags | flag } else { flags },
-    );
-    out.extend_from_slice(&[FORMAT, queue_byte(record.queue), flags]);
-    out.extend_from_slice(&record.attempt.to_le_bytes());
-    out.extend_from_slice(&record.max_retries.to_le_bytes());
-    out.extend_from_slice(&record.enqueued_at.as_millis().to_le_bytes());
-    out.extend_from_slice(&record.run_at.as_millis().to_le_bytes());
-    let string = |out: &mut Vec<u8>, s: &str| {
-        out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-        out.extend_from_slice(s.as_bytes());
-    };
-    if let Some(lease) = &record.lease {
+    .fold(0u16, |flags, &(set, f)| if set { flags | f } else { flags });
+    out.extend_from_slice(&[FORMAT, queue_byte(r.queue)]);
+    out.extend_from_slice(&flags.to_le_bytes());
+    out.extend_from_slice(&r.attempt.to_le_bytes());
+    put_time(out, r.enqueued_at);
+    put_time(out, r.run_at);
+    if let Some(t) = r.finished_at {
+        put_time(out, t);
+    }
+    if let Some(lease) = &r.lease {
         out.extend_from_slice(&lease.token.to_le_bytes());
-        out.extend_from_slice(&lease.deadline.as_millis().to_le_bytes());
-        string(out, &lease.owner);
+        put_time(out, lease.deadline);
+        put_str(out, &lease.owner);
     }
-    if let Some(x) = &record.external_id {
-        string(out, x);
+    if let Some(n) = r.max_retries {
+        out.extend_from_slice(&n.to_le_bytes());
     }
-    if let Some(e) = &record.last_error {
-        string(out, e);
+    for t in [r.first_started_at, r.started_at].into_iter().flatten() {
+        put_time(out, t);
     }
-    if let Some(t) = record.failed_at {
-        out.extend_from_slice(&t.as_millis().to_le_bytes());
+    for s in [&r.external_id, &r.cancelled_by].into_iter().flatten() {
+        put_str(out, s);
     }
-    out.extend_from_slice(record.args.as_str().as_bytes());
+    if !r.errors.is_empty() {
+        out.extend_from_slice(&(r.errors.len() as u32).to_le_bytes());
+        for e in &r.errors {
+            out.extend_from_slice(&e.attempt.to_le_bytes());
+            put_time(out, e.at);
+            put_str(out, &e.message);
+        }
+    }
+    for p in [&r.result, &r.progress].into_iter().flatten() {
+        put_str(out, p.as_str());
+    }
+    out.extend_from_slice(r.args.as_str().as_bytes());
 }
 
 /// Reads a value front to back; every read past the end is `None`.
@@ -248,6 +321,9 @@ impl<'a> Reader<'a> {
         let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
         self.0 = rest;
         Some(head)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
     }
     fn u32(&mut self) -> Option<u32> {
         Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
@@ -262,6 +338,18 @@ impl<'a> Reader<'a> {
         let len = self.u32()? as usize;
         std::str::from_utf8(self.take(len)?).ok()
     }
+    /// The field when `set`: `Some(None)` when not, `None` when it cannot be read.
+    fn optional<T>(
+        &mut self,
+        set: bool,
+        read: impl FnOnce(&mut Self) -> Option<T>,
+    ) -> Option<Option<T>> {
+        if set {
+            read(self).map(Some)
+        } else {
+            Some(None)
+        }
+    }
 }
 
 /// What the indexes need of a record, read without decoding the rest of it.
@@ -269,89 +357,92 @@ impl<'a> Reader<'a> {
 pub(crate) struct State {
     pub queue: Queue,
     pub run_at: Timestamp,
+    /// When it moved to DEAD, COMPLETED or CANCELLED (not read from records of format 1,
+    /// which kept it for DEAD only, where the indexes do not need it).
+    pub finished_at: Option<Timestamp>,
     /// The lease's token and deadline.
     pub lease: Option<(u64, Timestamp)>,
+    /// Whether a cancel was requested (or it was cancelled).
+    pub cancel_requested: bool,
+    /// Whether it holds its unique key while kept once finished.
+    pub unique_while_kept: bool,
+}
+
+impl State {
+    /// The state of a record in memory, as [`decode_state`] reads it back once stored.
+    pub fn of(record: &TaskRecord) -> State {
+        State {
+            queue: record.queue,
+            run_at: record.run_at,
+            finished_at: record.finished_at,
+            lease: record.lease.as_ref().map(|l| (l.token, l.deadline)),
+            cancel_requested: record.is_cancel_requested(),
+            unique_while_kept: record.unique_while_kept,
+        }
+    }
 }
 
 /// The [`State`] of a stored record; `None` when it cannot be decoded.
 pub(crate) fn decode_state(bytes: &[u8]) -> Option<State> {
     let mut r = Reader(bytes);
-    let [format, queue, flags] = r.take(3)?.try_into().ok()?;
-    if format != FORMAT {
+    let [format, queue] = r.take(2)?.try_into().ok()?;
+    let queue = byte_queue(queue)?;
+    if format == v1::FORMAT {
+        return decode_state_v1(queue, r);
+    }
+    let flags = r.u16()?;
+    if format != FORMAT || flags & !flag::KNOWN != 0 {
         return None;
     }
-    let queue = match queue {
-        0 => Queue::Input,
-        1 => Queue::Work,
-        2 => Queue::Dead,
-        _ => return None,
-    };
-    r.take(16)?;
+    r.take(12)?;
     let run_at = r.time()?;
-    let lease = if flags & HAS_LEASE != 0 {
-        Some((r.u64()?, r.time()?))
-    } else {
-        None
-    };
+    let finished_at = r.optional(flags & flag::FINISHED_AT != 0, Reader::time)?;
+    let lease = r.optional(flags & flag::LEASE != 0, |r| Some((r.u64()?, r.time()?)))?;
     Some(State {
         queue,
         run_at,
+        finished_at,
         lease,
+        cancel_requested: flags & flag::CANCELLED_BY != 0,
+        unique_while_kept: flags & flag::UNIQUE_WHILE_KEPT != 0,
+    })
+}
+
+/// [`decode_state`] of a record of format 1: format, queue, flags (u8), attempt, max
+/// retries, enqueued at, run at, then the lease, external id, last error and failure
+/// time when present, and the arguments. It knew INPUT, WORK and DEAD only.
+fn decode_state_v1(queue: Queue, mut r: Reader<'_>) -> Option<State> {
+    let flags = r.take(1)?[0];
+    if queue.is_finished() {
+        return None;
+    }
+    r.take(16)?;
+    let run_at = r.time()?;
+    let lease = r.optional(flags & v1::HAS_LEASE != 0, |r| Some((r.u64()?, r.time()?)))?;
+    Some(State {
+        queue,
+        run_at,
+        finished_at: None,
+        lease,
+        cancel_requested: false,
+        unique_while_kept: false,
     })
 }
 
 /// Reads a stored record back; `Corrupt` when it cannot be decoded. `topic` is the key's,
-/// shared rather than allocated per record.
+/// shared rather than allocated per record. Records of format 1 read as they would have
+/// been written now: their retry limit set, their failure time as `finished_at`, their
+/// last error as the one error they remember.
 pub(crate) fn decode_record(
     key: &KeyParts<'_>,
     topic: &Arc<str>,
     bytes: &[u8],
 ) -> Result<TaskRecord> {
-    let decode = || {
-        let state = decode_state(bytes)?;
-        let mut r = Reader(bytes);
-        let flags = r.take(3)?[2];
-        let attempt = r.u32()?;
-        let max_retries = r.u32()?;
-        let enqueued_at = r.time()?;
-        r.take(8)?;
-        let lease = match state.lease {
-            Some((token, deadline)) => {
-                r.take(16)?;
-                Some(Lease {
-                    owner: r.str()?.into(),
-                    token,
-                    deadline,
-                })
-            }
-            None => None,
-        };
-        let mut optional = |flag: u8| match flags & flag {
-            0 => Some(None),
-            _ => r.str().map(Some),
-        };
-        let external_id = optional(HAS_EXTERNAL_ID)?.map(Box::from);
-        let last_error = optional(HAS_LAST_ERROR)?.map(Box::from);
-        let failed_at = match flags & HAS_FAILED_AT {
-            0 => None,
-            _ => Some(r.time()?),
-        };
-        let args = std::str::from_utf8(r.0).ok()?;
-        let mut record = TaskRecord::new(key.id, topic.clone(), Payload::from_stored(args));
-        record.queue = state.queue;
-        record.external_id = external_id;
-        record.attempt = attempt;
-        record.max_retries = max_retries;
-        record.priority = key.priority;
-        record.enqueued_at = enqueued_at;
-        record.run_at = state.run_at;
-        record.unique_key = key.unique.map(Box::from);
-        record.last_error = last_error;
-        record.failed_at = failed_at;
-        record.lease = lease;
-        Some(record)
+    let decoded = match bytes.first() {
+        Some(&v1::FORMAT) => decode_v1(key, topic, bytes),
+        _ => decode_v2(key, topic, bytes),
     };
-    decode().ok_or_else(|| {
+    decoded.ok_or_else(|| {
         Error::corrupt(format!(
             "cannot decode the stored record of task {} ({} bytes)",
             key.id,
@@ -360,11 +451,129 @@ pub(crate) fn decode_record(
     })
 }
 
-/// One stats row: a topic's counters and paused flag. Queue sizes are not stored: the
-/// indexes rebuilt at open count them.
-pub(crate) fn encode_row(counters: &Counters, paused: bool) -> Vec<u8> {
-    let c = counters;
-    let fields = [
+/// A record of the fields every format has, the rest empty.
+fn base_record(
+    key: &KeyParts<'_>,
+    topic: &Arc<str>,
+    state: &State,
+    attempt: u32,
+    enqueued_at: Timestamp,
+    lease: Option<Lease>,
+    args: &str,
+) -> TaskRecord {
+    let mut record = TaskRecord::new(key.id, topic.clone(), Payload::from_stored(args));
+    record.queue = state.queue;
+    record.attempt = attempt;
+    record.priority = key.priority;
+    record.enqueued_at = enqueued_at;
+    record.run_at = state.run_at;
+    record.unique_key = key.unique.map(Box::from);
+    record.unique_while_kept = state.unique_while_kept;
+    record.finished_at = state.finished_at;
+    record.lease = lease;
+    record
+}
+
+fn decode_v2(key: &KeyParts<'_>, topic: &Arc<str>, bytes: &[u8]) -> Option<TaskRecord> {
+    let state = decode_state(bytes)?;
+    let mut r = Reader(bytes);
+    r.take(2)?;
+    let flags = r.u16()?;
+    let has = |f: u16| flags & f != 0;
+    let attempt = r.u32()?;
+    let enqueued_at = r.time()?;
+    // The due and finish times, and the lease's token and deadline, are in `state`.
+    r.take(8 + if has(flag::FINISHED_AT) { 8 } else { 0 })?;
+    let lease = match state.lease {
+        Some((token, deadline)) => {
+            r.take(16)?;
+            let owner = r.str()?.into();
+            Some(Lease {
+                owner,
+                token,
+                deadline,
+            })
+        }
+        None => None,
+    };
+    let max_retries = r.optional(has(flag::MAX_RETRIES), Reader::u32)?;
+    let first_started_at = r.optional(has(flag::FIRST_STARTED_AT), Reader::time)?;
+    let started_at = r.optional(has(flag::STARTED_AT), Reader::time)?;
+    let external_id = r.optional(has(flag::EXTERNAL_ID), Reader::str)?;
+    let cancelled_by = r.optional(has(flag::CANCELLED_BY), Reader::str)?;
+    let mut errors = Vec::new();
+    if has(flag::ERRORS) {
+        // Not preallocated: the count is as untrusted as the rest of the bytes.
+        for _ in 0..r.u32()? {
+            let attempt = r.u32()?;
+            let at = r.time()?;
+            let message = r.str()?.into();
+            errors.push(AttemptError {
+                attempt,
+                at,
+                message,
+            });
+        }
+    }
+    let result = r.optional(has(flag::RESULT), Reader::str)?;
+    let progress = r.optional(has(flag::PROGRESS), Reader::str)?;
+    let args = std::str::from_utf8(r.0).ok()?;
+    let mut record = base_record(key, topic, &state, attempt, enqueued_at, lease, args);
+    record.max_retries = max_retries;
+    record.first_started_at = first_started_at;
+    record.started_at = started_at;
+    record.external_id = external_id.map(Box::from);
+    record.cancelled_by = cancelled_by.map(Box::from);
+    record.errors = errors;
+    record.result = result.map(Payload::from_stored);
+    record.progress = progress.map(Payload::from_stored);
+    Some(record)
+}
+
+fn decode_v1(key: &KeyParts<'_>, topic: &Arc<str>, bytes: &[u8]) -> Option<TaskRecord> {
+    let state = decode_state(bytes)?;
+    let mut r = Reader(bytes);
+    let flags = r.take(3)?[2];
+    let has = |f: u8| flags & f != 0;
+    let attempt = r.u32()?;
+    let max_retries = r.u32()?;
+    let enqueued_at = r.time()?;
+    r.take(8)?;
+    let lease = match state.lease {
+        Some((token, deadline)) => {
+            r.take(16)?;
+            let owner = r.str()?.into();
+            Some(Lease {
+                owner,
+                token,
+                deadline,
+            })
+        }
+        None => None,
+    };
+    let external_id = r.optional(has(v1::HAS_EXTERNAL_ID), Reader::str)?;
+    let last_error = r.optional(has(v1::HAS_LAST_ERROR), Reader::str)?;
+    let failed_at = r.optional(has(v1::HAS_FAILED_AT), Reader::time)?;
+    let args = std::str::from_utf8(r.0).ok()?;
+    let mut record = base_record(key, topic, &state, attempt, enqueued_at, lease, args);
+    record.max_retries = Some(max_retries);
+    record.external_id = external_id.map(Box::from);
+    // Format 1 set the failure time on the move to DEAD only, and cleared it on requeue.
+    record.finished_at = failed_at;
+    record.errors = last_error
+        .map(|message| AttemptError {
+            attempt,
+            at: failed_at.unwrap_or(enqueued_at),
+            message: message.into(),
+        })
+        .into_iter()
+        .collect();
+    Some(record)
+}
+
+/// The counters of a stats row, in their stored order.
+fn row_fields(c: &Counters) -> [u64; ROW_COUNTERS] {
+    [
         c.enqueued,
         c.started,
         c.retried,
@@ -373,24 +582,43 @@ pub(crate) fn encode_row(counters: &Counters, paused: bool) -> Vec<u8> {
         c.recovered,
         c.released,
         c.requeued,
-    ];
-    let mut v = Vec::with_capacity(fields.len() * 8 + 1);
-    for f in fields {
+        c.cancelled,
+    ]
+}
+
+/// How many counters a stats row holds; rows written before `cancelled` was counted hold
+/// the first eight.
+const ROW_COUNTERS: usize = 9;
+const OLD_ROW_COUNTERS: usize = 8;
+
+/// One stats row: a topic's counters (big-endian) and paused flag. Queue sizes are not
+/// stored: the indexes rebuilt at open count them.
+pub(crate) fn encode_row(counters: &Counters, paused: bool) -> Vec<u8> {
+    let mut v = Vec::with_capacity(ROW_COUNTERS * 8 + 1);
+    for f in row_fields(counters) {
         v.extend_from_slice(&f.to_be_bytes());
     }
     v.push(u8::from(paused));
     v
 }
 
-/// Reads a stats row back.
+/// Reads a stats row back; a row of eight counters (written before cancels were counted)
+/// reads with `cancelled` at 0.
 pub(crate) fn decode_row(v: &[u8]) -> Result<(Counters, bool)> {
-    if v.len() != 8 * 8 + 1 {
+    let count = (v.len().wrapping_sub(1)) / 8;
+    if !(count == ROW_COUNTERS || count == OLD_ROW_COUNTERS) || v.len() != count * 8 + 1 {
         return Err(Error::corrupt(format!(
-            "undecodable stats row ({} bytes, expected 65)",
-            v.len()
+            "undecodable stats row ({} bytes, expected {} or {})",
+            v.len(),
+            ROW_COUNTERS * 8 + 1,
+            OLD_ROW_COUNTERS * 8 + 1
         )));
     }
-    let f = |i: usize| u64::from_be_bytes(v[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+    let f = |i: usize| {
+        v.get(i * 8..i * 8 + 8)
+            .filter(|_| i < count)
+            .map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+    };
     let mut c = Counters::default();
     c.enqueued = f(0);
     c.started = f(1);
@@ -400,7 +628,8 @@ pub(crate) fn decode_row(v: &[u8]) -> Result<(Counters, bool)> {
     c.recovered = f(5);
     c.released = f(6);
     c.requeued = f(7);
-    Ok((c, v[64] != 0))
+    c.cancelled = f(8);
+    Ok((c, v[count * 8] != 0))
 }
 
 /// A big-endian u64 counter value in `meta`.
@@ -414,19 +643,37 @@ pub(crate) fn decode_u64(v: &[u8]) -> Result<u64> {
 mod tests {
     use super::*;
 
+    /// A record with every field set.
     fn record() -> TaskRecord {
         let args = Payload::from_stored(r#"{"to":"ada"}"#);
         let mut r = TaskRecord::new(TaskId::new(42), "emails", args);
         r.queue = Queue::Work;
         r.external_id = Some("ext".into());
         r.attempt = 3;
-        r.max_retries = 7;
+        r.max_retries = Some(7);
         r.priority = -2;
         r.enqueued_at = Timestamp::from_millis(-12);
         r.run_at = Timestamp::from_millis(1_700_000_000_000);
         r.unique_key = Some("k".into());
-        r.last_error = Some("boom".into());
-        r.failed_at = Some(Timestamp::from_millis(5));
+        r.unique_while_kept = true;
+        r.first_started_at = Some(Timestamp::from_millis(3));
+        r.started_at = Some(Timestamp::from_millis(4));
+        r.finished_at = Some(Timestamp::from_millis(5));
+        r.errors = vec![
+            AttemptError {
+                attempt: 1,
+                at: Timestamp::from_millis(1),
+                message: "boom".into(),
+            },
+            AttemptError {
+                attempt: 2,
+                at: Timestamp::from_millis(2),
+                message: "encore é".into(),
+            },
+        ];
+        r.result = Some(Payload::from_stored(r#"{"sent":true}"#));
+        r.progress = Some(Payload::from_stored("0.5"));
+        r.cancelled_by = Some("ops".into());
         r.lease = Some(Lease {
             owner: "m1".into(),
             token: 77,
@@ -435,35 +682,126 @@ mod tests {
         r
     }
 
+    /// A record with every optional field empty.
+    fn bare() -> TaskRecord {
+        let mut r = record();
+        r.queue = Queue::Input;
+        r.external_id = None;
+        r.max_retries = None;
+        r.unique_key = None;
+        r.unique_while_kept = false;
+        r.first_started_at = None;
+        r.started_at = None;
+        r.finished_at = None;
+        r.errors.clear();
+        r.result = None;
+        r.progress = None;
+        r.cancelled_by = None;
+        r.lease = None;
+        r
+    }
+
+    /// Stores `r` in a chunk of its own and reads it back, with its state.
+    fn round_trip(r: &TaskRecord) -> (TaskRecord, State) {
+        let mut out = Vec::new();
+        start_chunk(&mut out);
+        KeyParts::of(r).encode_entry(r, &mut out);
+        end_chunk(&mut out, 1);
+        let chunk = Chunk::parse(r.id.get(), r.id.get(), &out);
+        assert_eq!((chunk.broken_at, chunk.placeholder), (None, None));
+        let (parts, bytes) = KeyParts::decode(&out[chunk.find(r.id).unwrap()]).unwrap();
+        assert_eq!(parts, KeyParts::of(r));
+        let state = decode_state(bytes).expect("the state decodes");
+        (decode_record(&parts, &r.topic, bytes).unwrap(), state)
+    }
+
     #[test]
     fn records_round_trip() {
-        let mut out = Vec::new();
-        let full = record();
-        let mut bare = record();
-        bare.queue = Queue::Input;
-        bare.external_id = None;
-        bare.unique_key = None;
-        bare.last_error = None;
-        bare.failed_at = None;
-        bare.lease = None;
-        for r in [full, bare] {
-            start_chunk(&mut out);
-            KeyParts::of(&r).encode_entry(&r, &mut out);
-            end_chunk(&mut out, 1);
-            let chunk = Chunk::parse(r.id.get(), r.id.get(), &out);
-            assert_eq!((chunk.broken_at, chunk.placeholder), (None, None));
-            let (parts, bytes) = KeyParts::decode(&out[chunk.find(r.id).unwrap()]).unwrap();
-            assert_eq!(parts, KeyParts::of(&r));
-            assert_eq!(decode_record(&parts, &r.topic, bytes).unwrap(), r);
-            let state = decode_state(bytes).unwrap();
-            assert_eq!(
-                (state.queue, state.run_at, state.lease),
-                (
-                    r.queue,
-                    r.run_at,
-                    r.lease.as_ref().map(|l| (l.token, l.deadline))
-                )
-            );
+        for r in [record(), bare()] {
+            for queue in Queue::ALL {
+                let mut r = r.clone();
+                r.queue = queue;
+                let (back, state) = round_trip(&r);
+                assert_eq!(back, r);
+                assert_eq!(state, State::of(&r));
+            }
+        }
+    }
+
+    /// A small deterministic generator (xorshift), so the property test needs no crate.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn coin(&mut self) -> bool {
+            self.next() & 1 == 1
+        }
+        fn time(&mut self) -> Timestamp {
+            Timestamp::from_millis(self.next() as i64 >> self.below(64))
+        }
+        fn text(&mut self) -> String {
+            const PIECES: [&str; 6] = ["a", "é", "\"", "{}", "\u{1F600}", " "];
+            let len = self.below(12);
+            (0..len).map(|_| PIECES[self.below(6) as usize]).collect()
+        }
+        fn maybe<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> Option<T> {
+            if self.coin() {
+                Some(f(self))
+            } else {
+                None
+            }
+        }
+    }
+
+    fn random_record(rng: &mut Rng) -> TaskRecord {
+        let args = Payload::from_stored(rng.text());
+        let mut r = TaskRecord::new(TaskId::new(rng.next()), rng.text(), args);
+        r.queue = Queue::ALL[rng.below(5) as usize];
+        r.external_id = rng.maybe(|g| g.text().into());
+        r.attempt = rng.next() as u32;
+        r.max_retries = rng.maybe(|g| g.next() as u32);
+        r.priority = rng.next() as i16;
+        r.enqueued_at = rng.time();
+        r.run_at = rng.time();
+        r.unique_key = rng.maybe(|g| g.text().into());
+        r.unique_while_kept = rng.coin();
+        r.first_started_at = rng.maybe(Rng::time);
+        r.started_at = rng.maybe(Rng::time);
+        r.finished_at = rng.maybe(Rng::time);
+        r.errors = (0..rng.below(4))
+            .map(|_| AttemptError {
+                attempt: rng.next() as u32,
+                at: rng.time(),
+                message: rng.text().into(),
+            })
+            .collect();
+        r.result = rng.maybe(|g| Payload::from_stored(g.text()));
+        r.progress = rng.maybe(|g| Payload::from_stored(g.text()));
+        r.cancelled_by = rng.maybe(|g| g.text().into());
+        r.lease = rng.maybe(|g| Lease {
+            owner: g.text().into(),
+            token: g.next(),
+            deadline: g.time(),
+        });
+        r
+    }
+
+    #[test]
+    fn random_records_round_trip() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..5_000 {
+            let r = random_record(&mut rng);
+            let (back, state) = round_trip(&r);
+            assert_eq!(back, r);
+            assert_eq!(state, State::of(&r));
         }
     }
 
@@ -473,7 +811,7 @@ mod tests {
         let mut out = Vec::new();
         encode_record(&r, &mut out);
         let key = KeyParts::of(&r);
-        // Every truncation, and a few bytes of garbage, fail cleanly.
+        // Every truncation before the arguments, and a few bytes of garbage, fail cleanly.
         for len in 0..out.len() - r.args.as_str().len() {
             assert!(decode_record(&key, &r.topic, &out[..len]).is_err(), "{len}");
         }
@@ -481,6 +819,146 @@ mod tests {
         assert_eq!(err.kind(), taskmill_core::ErrorKind::Corrupt);
         assert!(decode_state(b"").is_none());
         assert!(KeyParts::decode(b"t\0\0").is_none());
+        // A flag this code does not know, or a count of errors the bytes cannot hold.
+        let mut unknown = out.clone();
+        unknown[3] |= 0x80;
+        assert!(decode_state(&unknown).is_none());
+        assert!(decode_record(&key, &r.topic, &unknown).is_err());
+        let (mut none, mut out) = (Vec::new(), Vec::new());
+        encode_record(&bare(), &mut none);
+        let mut only_errors = bare();
+        only_errors.errors = record().errors;
+        encode_record(&only_errors, &mut out);
+        // The count is where the arguments of the record without errors start.
+        let count = none.len() - bare().args.as_str().len();
+        assert_eq!(out[count..count + 4], 2u32.to_le_bytes());
+        out[count..count + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_record(&key, &r.topic, &out).is_err());
+        // Any byte changed to any value decodes to something or fails: it never panics.
+        let mut rng = Rng(7);
+        let mut full = Vec::new();
+        encode_record(&r, &mut full);
+        for _ in 0..20_000 {
+            let mut bytes = full.clone();
+            let at = rng.below(bytes.len() as u64) as usize;
+            bytes[at] = rng.next() as u8;
+            let _ = decode_state(&bytes);
+            let _ = decode_record(&key, &r.topic, &bytes);
+        }
+    }
+
+    /// The record codec of format 1 as layout 3 wrote it before history was kept, byte for
+    /// byte: what a database written then holds.
+    fn encode_v1(
+        r: &TaskRecord,
+        max_retries: u32,
+        last_error: Option<&str>,
+        failed_at: Option<Timestamp>,
+        out: &mut Vec<u8>,
+    ) {
+        let flags = [
+            (r.lease.is_some(), 1),
+            (r.external_id.is_some(), 2),
+            (last_error.is_some(), 4),
+            (failed_at.is_some(), 8),
+        ]
+        .iter()
+        .fold(0u8, |f, &(set, bit)| if set { f | bit } else { f });
+        out.extend_from_slice(&[1, queue_byte(r.queue), flags]);
+        out.extend_from_slice(&r.attempt.to_le_bytes());
+        out.extend_from_slice(&max_retries.to_le_bytes());
+        put_time(out, r.enqueued_at);
+        put_time(out, r.run_at);
+        if let Some(lease) = &r.lease {
+            out.extend_from_slice(&lease.token.to_le_bytes());
+            put_time(out, lease.deadline);
+            put_str(out, &lease.owner);
+        }
+        if let Some(x) = &r.external_id {
+            put_str(out, x);
+        }
+        if let Some(e) = last_error {
+            put_str(out, e);
+        }
+        if let Some(t) = failed_at {
+            put_time(out, t);
+        }
+        out.extend_from_slice(r.args.as_str().as_bytes());
+    }
+
+    #[test]
+    fn records_of_format_1_decode() {
+        let enqueued = Timestamp::from_millis(-12);
+        let failed = Timestamp::from_millis(5);
+        // DEAD with its error and failure time; a retry in INPUT with its error but no
+        // failure time (format 1 had none for retries); WORK under a lease; and bare.
+        let mut dead = bare();
+        dead.queue = Queue::Dead;
+        dead.external_id = Some("ext".into());
+        dead.unique_key = Some("k".into());
+        let mut retrying = bare();
+        retrying.attempt = 2;
+        let mut working = record();
+        working.queue = Queue::Work;
+        let cases = [
+            (dead, Some("boom"), Some(failed)),
+            (retrying, Some("again"), None),
+            (working, None, None),
+            (bare(), None, None),
+        ];
+        for (r, last_error, failed_at) in cases {
+            let mut bytes = Vec::new();
+            encode_v1(&r, 7, last_error, failed_at, &mut bytes);
+            let key = KeyParts::of(&r);
+            let back = decode_record(&key, &r.topic, &bytes).unwrap();
+            let mut want = TaskRecord::new(r.id, r.topic.clone(), r.args.clone());
+            want.queue = r.queue;
+            want.external_id = r.external_id.clone();
+            want.attempt = r.attempt;
+            want.max_retries = Some(7);
+            want.priority = r.priority;
+            want.enqueued_at = enqueued;
+            want.run_at = r.run_at;
+            want.unique_key = r.unique_key.clone();
+            want.lease = r.lease.clone();
+            want.finished_at = failed_at;
+            want.errors = last_error
+                .map(|message| AttemptError {
+                    attempt: r.attempt,
+                    at: failed_at.unwrap_or(enqueued),
+                    message: message.into(),
+                })
+                .into_iter()
+                .collect();
+            assert_eq!(back, want);
+            let state = decode_state(&bytes).unwrap();
+            assert_eq!(
+                (state.queue, state.run_at, state.lease),
+                (
+                    r.queue,
+                    r.run_at,
+                    r.lease.as_ref().map(|l| (l.token, l.deadline))
+                )
+            );
+            assert!(!state.cancel_requested && !state.unique_while_kept);
+            // Re-encoded, it is a record of format 2 like any other.
+            let mut again = Vec::new();
+            encode_record(&back, &mut again);
+            assert_eq!(again[0], FORMAT);
+            assert_eq!(decode_record(&key, &r.topic, &again).unwrap(), back);
+            for len in 0..bytes.len() - r.args.as_str().len() {
+                assert!(
+                    decode_record(&key, &r.topic, &bytes[..len]).is_err(),
+                    "{len}"
+                );
+            }
+        }
+        // Format 1 knew no finished queue.
+        let mut bytes = Vec::new();
+        let mut completed = bare();
+        completed.queue = Queue::Completed;
+        encode_v1(&completed, 7, None, None, &mut bytes);
+        assert!(decode_state(&bytes).is_none());
     }
 
     /// A chunk of ids 10..=13 holding 10, 11 and 13 (12 finished).
@@ -536,7 +1014,10 @@ mod tests {
         let dead = chunk.placeholder(10, 12, &whole).unwrap();
         assert_eq!((dead.id.get(), dead.queue), (12, Queue::Dead));
         assert_eq!(&*dead.topic, CORRUPT_TOPIC);
-        assert!(dead.last_error.unwrap().contains("among 12..=12"));
+        assert!(dead.last_error().unwrap().contains("among 12..=12"));
+        // Made the same at every read, and stored readable.
+        assert_eq!(chunk.placeholder(10, 12, &whole), Some(dead.clone()));
+        assert_eq!(round_trip(&dead).0, dead);
         assert!(Chunk::parse(10, 13, &trailing)
             .placeholder(10, 13, &trailing)
             .is_none());
@@ -547,10 +1028,17 @@ mod tests {
         let mut counters = Counters::default();
         counters.failed = 3;
         counters.requeued = u64::MAX;
+        counters.cancelled = 9;
         assert_eq!(
             decode_row(&encode_row(&counters, true)).unwrap(),
             (counters, true)
         );
         assert!(decode_row(&[1, 2]).is_err());
+        assert!(decode_row(&[]).is_err());
+        // A row of eight counters, as written before cancels were counted.
+        let mut old = encode_row(&counters, true);
+        old.drain(64..72);
+        counters.cancelled = 0;
+        assert_eq!(decode_row(&old).unwrap(), (counters, true));
     }
 }

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 use taskmill_core::raw::{Call, LocalBus, Reply};
-use taskmill_core::{Error, Result};
+use taskmill_core::{Error, Queue, Result};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Span;
 
@@ -337,12 +337,42 @@ impl Thread {
             Call::Recover { opts, reply } => {
                 // Like a claim: a recovery lost in a crash is made again by the next reaper.
                 let result = self.write(|w| w.recover(opts.now, opts.limit));
-                let wake = result.as_ref().is_ok_and(|r| r.iter().any(|r| !r.dead));
+                let wake = result
+                    .as_ref()
+                    .is_ok_and(|r| r.iter().any(|r| r.queue == Queue::Input));
                 let bus = self.bus.clone();
                 defer(false, reply, result, move || {
                     if wake {
                         bus.wake()
                     }
+                })
+            }
+            Call::Progress { updates, reply } => {
+                let result = self.write(|w| w.progress(&updates));
+                // Like a renewal: progress lost in a crash belongs to a run the crash
+                // ended, and the next run reports its own.
+                defer(false, reply, result, || {})
+            }
+            Call::Prune { opts, reply } => {
+                // Like a recovery: records a crash brings back are pruned again by the next
+                // pruning. A flushed call after it (an enqueue reusing a freed unique key)
+                // flushes it too, as sled's log is sequential.
+                let result = self.write(|w| w.prune(&opts));
+                defer(false, reply, result, || {})
+            }
+            Call::Cancel { ids, opts, reply } => {
+                let with_events = self.bus.has_subscribers();
+                let result = self.write(|w| w.cancel(&ids, &opts, with_events));
+                let (result, events, running) = match result {
+                    Ok((r, e, running)) => (Ok(r), e, running),
+                    Err(e) => (Err(e), Vec::new(), Vec::new()),
+                };
+                let bus = self.bus.clone();
+                defer(self.durable(true), reply, result, move || {
+                    if !events.is_empty() {
+                        bus.publish(events);
+                    }
+                    bus.request_cancel(running);
                 })
             }
             Call::Requeue { ids, opts, reply } => {

@@ -1,8 +1,10 @@
-//! Where every task is: the queues, claim order, leases, unique keys and the chunk that
-//! holds each task's record, kept in memory by the writer thread.
+//! Where every task is: the queues, claim order, leases and cancel requests, the finished
+//! tasks in pruning order, unique keys and the chunk that holds each task's record, kept in
+//! memory by the writer thread.
 //!
-//! None of it is stored. The records are the truth (each says its queue, due time and
-//! lease), and one scan of the chunks at open rebuilds all of this. That is sound because
+//! None of it is stored. The records are the truth (each says its queue, due and finish
+//! times, lease, cancel request and whether it keeps its unique key once finished), and one
+//! scan of the chunks at open rebuilds all of this. That is sound because
 //! sled admits one process per database and every change goes through the writer thread,
 //! so nothing changes the records behind the indexes' back. It is what makes each change
 //! one write per chunk it touches, in one tree, instead of a record plus an index entry per
@@ -15,7 +17,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use taskmill_core::raw::{IdHasher, IdMap};
-use taskmill_core::{Queue, Result, Stats, TaskId, Timestamp, TopicStats};
+use taskmill_core::{Queue, Result, Stats, TaskId, TaskRecord, Timestamp, TopicStats};
 
 /// Where a task is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,12 +26,17 @@ pub(crate) enum At {
     Ready,
     /// In INPUT, not known to be due at the last claim's `now`.
     Scheduled(Timestamp),
-    /// In WORK under this claim.
+    /// In WORK under this claim; `cancel` when a cancel was requested.
     Work {
         token: u64,
         deadline: Timestamp,
+        cancel: bool,
     },
     Dead,
+    /// Kept in COMPLETED since this time, in its topic's pruning order.
+    Completed(Timestamp),
+    /// Kept in CANCELLED since this time, in its topic's pruning order.
+    Cancelled(Timestamp),
 }
 
 impl At {
@@ -38,28 +45,41 @@ impl At {
             At::Ready | At::Scheduled(_) => Queue::Input,
             At::Work { .. } => Queue::Work,
             At::Dead => Queue::Dead,
+            At::Completed(_) => Queue::Completed,
+            At::Cancelled(_) => Queue::Cancelled,
         }
     }
 
-    /// Where a task entering `queue` goes, given its record.
-    pub fn of(
-        queue: Queue,
-        run_at: Timestamp,
-        now: Timestamp,
-        lease: Option<(u64, Timestamp)>,
-    ) -> At {
-        match (queue, lease) {
-            (Queue::Input, _) if run_at <= now => At::Ready,
-            (Queue::Input, _) => At::Scheduled(run_at),
-            (Queue::Work, Some((token, deadline))) => At::Work { token, deadline },
+    /// Where a task in `state` goes, a task in INPUT being due when it is at `now`.
+    pub fn of(state: &State, now: Timestamp) -> At {
+        // A finished record without a finish time is as old as can be: pruned first.
+        let finished_at = state.finished_at.unwrap_or(Timestamp::EPOCH);
+        match (state.queue, state.lease) {
+            (Queue::Input, _) if state.run_at <= now => At::Ready,
+            (Queue::Input, _) => At::Scheduled(state.run_at),
+            (Queue::Work, Some((token, deadline))) => At::Work {
+                token,
+                deadline,
+                cancel: state.cancel_requested,
+            },
             // A claim without a lease cannot be fenced: expired at once, so the reaper
             // takes it.
             (Queue::Work, None) => At::Work {
                 token: 0,
                 deadline: Timestamp::EPOCH,
+                cancel: state.cancel_requested,
             },
             (Queue::Dead, _) => At::Dead,
+            (Queue::Completed, _) => At::Completed(finished_at),
+            (Queue::Cancelled, _) => At::Cancelled(finished_at),
+            // `Queue` is non-exhaustive; the codec reads no other queue.
+            (_, _) => At::Dead,
         }
+    }
+
+    /// Where the task of `record` goes (see [`At::of`]).
+    pub fn of_record(record: &TaskRecord, now: Timestamp) -> At {
+        At::of(&State::of(record), now)
     }
 }
 
@@ -70,6 +90,7 @@ pub(crate) struct Slot {
     /// The first id of its chunk (see [`Index::chunk`]).
     pub chunk: u64,
     pub priority: i16,
+    /// The unique key while the task [holds it](TaskRecord::holds_unique_key).
     pub unique: Option<Box<str>>,
     pub at: At,
 }
@@ -81,6 +102,12 @@ pub(crate) struct Topic {
     ready: BTreeSet<(i16, TaskId)>,
     /// INPUT tasks not yet due, by due time.
     scheduled: BTreeSet<(Timestamp, TaskId)>,
+    /// Finished tasks kept (COMPLETED and CANCELLED) by finish time: what pruning takes
+    /// first, without looking at those not due.
+    finished: BTreeSet<(Timestamp, TaskId)>,
+    /// The tasks kept in COMPLETED and in CANCELLED, in id order for `list`.
+    completed: BTreeSet<TaskId>,
+    cancelled: BTreeSet<TaskId>,
     /// Unique key → the task holding it (keys are per topic).
     unique: HashMap<Box<str>, TaskId>,
     /// Counters and paused as stored; sizes as counted here.
@@ -142,19 +169,14 @@ impl Index {
                 // Due or not is for a claim to say (stores never read a clock). A record
                 // that cannot be decoded goes where a claim finds it, to be salvaged and
                 // sent to DEAD.
-                let at = match codec::decode_state(record) {
-                    Some(State {
-                        queue,
-                        run_at,
-                        lease,
-                    }) => At::of(queue, run_at, Timestamp::EPOCH, lease),
-                    None => At::Ready,
-                };
+                let state = codec::decode_state(record);
+                let at = state.map_or(At::Ready, |s| At::of(&s, Timestamp::EPOCH));
                 let topic = index.topic_id(parts.topic);
                 if let At::Work { token, .. } = at {
                     index.last_token = index.last_token.max(token);
                 }
-                let unique = parts.unique.map(Box::from);
+                let holds = !at.queue().is_finished() || state.is_some_and(|s| s.unique_while_kept);
+                let unique = parts.unique.filter(|_| holds).map(Box::from);
                 index.insert(parts.id, topic, parts.priority, unique, at, first);
             }
             if let Some(at) = chunk.broken_at {
@@ -183,6 +205,9 @@ impl Index {
             name,
             ready: BTreeSet::new(),
             scheduled: BTreeSet::new(),
+            finished: BTreeSet::new(),
+            completed: BTreeSet::new(),
+            cancelled: BTreeSet::new(),
             unique: HashMap::new(),
             stats: TopicStats::default(),
             dirty: true,
@@ -273,6 +298,31 @@ impl Index {
         }
     }
 
+    /// Frees the unique key of a task that no longer holds it (it finished, and does not
+    /// keep it while kept), unless another task holds it.
+    pub fn release_unique(&mut self, id: TaskId) {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        if let Some(key) = slot.unique.take() {
+            let topic = &mut self.topics[slot.topic as usize];
+            if topic.unique.get(&key) == Some(&id) {
+                topic.unique.remove(&key);
+            }
+        }
+    }
+
+    /// Whether a cancel was requested for the task, which is in WORK.
+    pub fn cancel_requested(&self, id: TaskId) -> bool {
+        matches!(
+            self.slots.get(&id),
+            Some(Slot {
+                at: At::Work { cancel: true, .. },
+                ..
+            })
+        )
+    }
+
     /// Moves a task to `at`.
     pub fn move_to(&mut self, id: TaskId, at: At) {
         let Some(slot) = self.slots.get_mut(&id) else {
@@ -287,26 +337,32 @@ impl Index {
     /// Adds (or removes) a task's entry in the index of its queue, and counts it.
     fn file(&mut self, id: TaskId, topic: u32, priority: i16, at: At, add: bool) {
         let topic = &mut self.topics[topic as usize];
-        let sizes = &mut topic.stats.sizes;
-        let size = match at.queue() {
-            Queue::Input => &mut sizes.input,
-            Queue::Work => &mut sizes.work,
-            Queue::Dead => &mut sizes.dead,
-        };
+        let size = topic.stats.sizes.of_mut(at.queue());
         *size = if add {
             *size + 1
         } else {
             size.saturating_sub(1)
         };
-        match (at, add) {
-            (At::Ready, true) => drop(topic.ready.insert((priority, id))),
-            (At::Ready, false) => drop(topic.ready.remove(&(priority, id))),
-            (At::Scheduled(t), true) => drop(topic.scheduled.insert((t, id))),
-            (At::Scheduled(t), false) => drop(topic.scheduled.remove(&(t, id))),
-            (At::Work { .. }, true) => drop(self.work.insert(id)),
-            (At::Work { .. }, false) => drop(self.work.remove(&id)),
-            (At::Dead, true) => drop(self.dead.insert(id)),
-            (At::Dead, false) => drop(self.dead.remove(&id)),
+        fn set<T: Ord>(set: &mut BTreeSet<T>, item: T, add: bool) {
+            if add {
+                set.insert(item);
+            } else {
+                set.remove(&item);
+            }
+        }
+        match at {
+            At::Ready => set(&mut topic.ready, (priority, id), add),
+            At::Scheduled(t) => set(&mut topic.scheduled, (t, id), add),
+            At::Work { .. } => set(&mut self.work, id, add),
+            At::Dead => set(&mut self.dead, id, add),
+            At::Completed(t) => {
+                set(&mut topic.completed, id, add);
+                set(&mut topic.finished, (t, id), add);
+            }
+            At::Cancelled(t) => {
+                set(&mut topic.cancelled, id, add);
+                set(&mut topic.finished, (t, id), add);
+            }
         }
     }
 
@@ -339,15 +395,75 @@ impl Index {
             .collect()
     }
 
-    /// Ids in WORK or DEAD after `after`, in id order; `None` for INPUT, which is most of
-    /// the store: its pages come from the records, already in id order.
-    pub fn ids(&self, queue: Queue, after: TaskId) -> Option<impl Iterator<Item = TaskId> + '_> {
+    /// The finished tasks of `topic` whose finish time is at or before `cutoff`, oldest
+    /// first, at most `limit`: what pruning removes. Costs what it returns, whatever else
+    /// is kept.
+    pub fn prunable(&self, topic: u32, cutoff: Timestamp, limit: usize) -> Vec<TaskId> {
+        self.topics[topic as usize]
+            .finished
+            .iter()
+            .take_while(|(at, _)| *at <= cutoff)
+            .take(limit)
+            .map(|&(_, id)| id)
+            .collect()
+    }
+
+    /// How many topics there are (their numbers are `0..topic_count()`).
+    pub fn topic_count(&self) -> u32 {
+        self.topics.len() as u32
+    }
+
+    /// Ids in `queue` (and `topic`, when given) after `after`, in id order; `None` for
+    /// INPUT unless it is small and most records are elsewhere (see [`SMALL_INPUT`]): its
+    /// pages then come from the records, already in id order. A topic filter still
+    /// applies to what comes back from WORK and DEAD, which are kept store-wide.
+    pub fn ids(
+        &self,
+        queue: Queue,
+        topic: Option<&str>,
+        after: TaskId,
+    ) -> Option<Box<dyn Iterator<Item = TaskId> + '_>> {
+        let topics: Vec<&Topic> = match topic {
+            Some(name) => self
+                .find_topic(name)
+                .map(|t| &self.topics[t as usize])
+                .into_iter()
+                .collect(),
+            None => self.topics.iter().collect(),
+        };
         let set = match queue {
-            Queue::Input => return None,
             Queue::Work => &self.work,
             Queue::Dead => &self.dead,
+            Queue::Input => {
+                let size: u64 = topics.iter().map(|t| t.stats.sizes.input).sum();
+                let records: u64 = self.topics.iter().map(|t| t.stats.sizes.total()).sum();
+                if size > SMALL_INPUT || size * 2 >= records {
+                    return None;
+                }
+                let mut ids: Vec<TaskId> = topics
+                    .iter()
+                    .flat_map(|t| {
+                        let ready = t.ready.iter().map(|&(_, id)| id);
+                        ready.chain(t.scheduled.iter().map(|&(_, id)| id))
+                    })
+                    .filter(|id| *id > after)
+                    .collect();
+                ids.sort_unstable();
+                return Some(Box::new(ids.into_iter()));
+            }
+            Queue::Completed | Queue::Cancelled => {
+                let sets = topics.into_iter().map(|t| match queue {
+                    Queue::Completed => &t.completed,
+                    _ => &t.cancelled,
+                });
+                return Some(Box::new(merged(sets, after)));
+            }
+            // `Queue` is non-exhaustive: a queue this store does not know holds nothing.
+            _ => return Some(Box::new(std::iter::empty())),
         };
-        Some(set.range(after..).copied().filter(move |id| *id > after))
+        Some(Box::new(
+            set.range(after..).copied().filter(move |id| *id > after),
+        ))
     }
 
     /// Whether the task is in `queue`, and in `topic` when one is given.
@@ -365,4 +481,28 @@ impl Index {
                 .collect(),
         )
     }
+}
+
+/// When at most this many tasks are in INPUT (of the topic listed, or in all) and they are
+/// under half of the records, `list` gathers their ids from the claim orders and sorts
+/// them. Otherwise it pages through the records, which are in id order and then at least
+/// half in INPUT, so a page costs about its length. Kept history can make the records
+/// mostly COMPLETED, and a small INPUT would then cost a scan of all of them.
+pub(crate) const SMALL_INPUT: u64 = 4096;
+
+/// The ids after `after` of several sets, in id order: one per topic, so a few.
+fn merged<'a>(
+    sets: impl Iterator<Item = &'a BTreeSet<TaskId>>,
+    after: TaskId,
+) -> impl Iterator<Item = TaskId> + 'a {
+    let bound = (std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded);
+    let mut heads: Vec<_> = sets.map(|s| s.range(bound).copied().peekable()).collect();
+    std::iter::from_fn(move || {
+        let next = heads
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, h)| h.peek().map(|id| (*id, i)))
+            .min()?;
+        heads[next.1].next()
+    })
 }

@@ -4,7 +4,7 @@
 //! byte of their key:
 //! - `c`, first id, last id → a chunk: the entries of up to [`MAX_CHUNK_TASKS`] tasks of
 //!   one topic enqueued by one call, in id order, the first `first` and the last `last`
-//!   (those still live). Claims take a topic's tasks in id order, so a chunk per topic keeps
+//!   (those still stored: waiting, running, dead, or finished and kept). Claims take a topic's tasks in id order, so a chunk per topic keeps
 //!   a claim to few chunks when a batch mixes topics. The chunks of one call may overlap in
 //!   ids, never by more than [`MAX_CHUNK_SPAN`]. Each entry holds what the task never
 //!   changes (id, priority, topic, unique key) ahead of its record, so an entry whose record
@@ -21,10 +21,19 @@ use crate::error::backend_error;
 use std::path::Path;
 use taskmill_core::{Error, ErrorKind, Result};
 
-/// The version of the data layout this code reads and writes, kept under the key `mschema`:
-/// 3, several tasks per key. Layout 1 (eight trees, the indexes stored beside the records)
-/// kept its version in a `meta` tree; layout 2 (one key per task) in this tree.
-pub const LAYOUT_VERSION: u32 = 3;
+/// The version of the data layout this code writes, kept under the key `mschema`: 4,
+/// several tasks per key, finished tasks kept (records of format 2, stats rows with the
+/// `cancelled` counter).
+///
+/// Layout 3 is the same but for those: this code reads it as it is, and marks the
+/// database 4 when it opens it, since a layout-3 reader would take the records it writes
+/// from then on for corrupt ones. Layout 1 (eight trees, the indexes stored beside the
+/// records) kept its version in a `meta` tree; layout 2 (one key per task) in this tree;
+/// neither is read.
+pub const LAYOUT_VERSION: u32 = 4;
+
+/// The oldest layout this code reads (and upgrades in place; see [`LAYOUT_VERSION`]).
+const OLDEST_READ: u32 = 3;
 
 /// The tree that holds everything.
 pub(crate) const TREE: &str = "taskmill";
@@ -102,7 +111,7 @@ pub(crate) fn open_tree(db: &sled::Db, path: &Path) -> Result<sled::Tree> {
         Some(v) => {
             let version = codec::decode_u64(&v)?;
             let current = u64::from(LAYOUT_VERSION);
-            if version < current {
+            if version < u64::from(OLDEST_READ) {
                 return Err(Error::new(
                     ErrorKind::Unsupported,
                     format!(
@@ -121,14 +130,24 @@ pub(crate) fn open_tree(db: &sled::Db, path: &Path) -> Result<sled::Tree> {
                     path.display()
                 )));
             }
+            if version < current {
+                tracing::info!(path = %path.display(), from = version, to = current,
+                    "upgrading the sled database's layout in place (its records are read as they are)");
+                write_version(db, &tree, path)?;
+            }
         }
-        None => {
-            tree.insert(VERSION, &u64::from(LAYOUT_VERSION).to_be_bytes())
-                .map_err(|e| backend_error(e, ctx()))?;
-            db.flush().map_err(|e| backend_error(e, ctx()))?;
-        }
+        None => write_version(db, &tree, path)?,
     }
     Ok(tree)
+}
+
+/// Marks the database as of [`LAYOUT_VERSION`], on disk before anything else is written.
+fn write_version(db: &sled::Db, tree: &sled::Tree, path: &Path) -> Result<()> {
+    let ctx = || format!("cannot open the sled database at {}", path.display());
+    tree.insert(VERSION, &u64::from(LAYOUT_VERSION).to_be_bytes())
+        .map_err(|e| backend_error(e, ctx()))?;
+    db.flush().map_err(|e| backend_error(e, ctx()))?;
+    Ok(())
 }
 
 #[cfg(test)]

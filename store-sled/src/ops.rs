@@ -16,8 +16,8 @@ use std::collections::BTreeSet;
 use std::ops::Range;
 use taskmill_core::raw::{PayloadExt, RecordExt, TaskExt};
 use taskmill_core::store::{
-    Applied, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListOptions, Outcome,
-    OutcomeKind, Page, Recovered,
+    Applied, CancelOptions, Cancellation, ClaimOptions, Claimed, EnqueueOptions, Enqueued,
+    LeaseRef, ListOptions, Outcome, OutcomeKind, Page, Progress, PruneOptions, Recovered,
 };
 use taskmill_core::{
     Error, Event, Lease, Payload, Queue, Result, Stats, Task, TaskId, TaskRecord, Timestamp,
@@ -267,7 +267,7 @@ impl Writer {
             let id = TaskId::new(id);
             let record = task.into_record(id, opts);
             self.counters(&record.topic).enqueued += 1;
-            let at = At::of(Queue::Input, record.run_at, opts.now, None);
+            let at = At::of_record(&record, opts.now);
             let unique = record.unique_key.clone();
             self.index
                 .insert(id, topic, record.priority, unique, at, first);
@@ -335,17 +335,23 @@ impl Writer {
                     token,
                     deadline,
                 };
-                self.index.move_to(id, At::Work { token, deadline });
+                let at = At::Work {
+                    token,
+                    deadline,
+                    cancel: false,
+                };
+                self.index.move_to(id, at);
+                let retries = wanted.max_retries;
                 match found {
                     Ok(mut record) => {
-                        record.claim(lease, self.counters(&wanted.topic));
+                        record.claim(lease, req.now, retries, self.counters(&wanted.topic));
                         self.put(&record);
                         claimed.push(Claimed::Ready(record));
                     }
                     Err((mut salvaged, error)) => {
                         // Stored salvaged, so the outcome the manager sends (DEAD) is
                         // fenced and applied like any other.
-                        salvaged.claim(lease, self.counters(&wanted.topic));
+                        salvaged.claim(lease, req.now, retries, self.counters(&wanted.topic));
                         self.put(&salvaged);
                         tracing::warn!(%id, %error, "claimed a task whose record cannot be decoded");
                         claimed.push(Claimed::Corrupt {
@@ -410,6 +416,16 @@ impl Writer {
     pub fn renew(&mut self, leases: &[LeaseRef], deadline: Timestamp) -> Result<Vec<Applied>> {
         let mut applied = Vec::with_capacity(leases.len());
         for l in leases {
+            if !self.index.owns(l.id, l.token) {
+                applied.push(Applied::Stale);
+                continue;
+            }
+            // Not extended: the lease runs out, and the reaper ends the task CANCELLED if
+            // the run does not end first.
+            if self.index.cancel_requested(l.id) {
+                applied.push(Applied::Cancelled);
+                continue;
+            }
             let Some(mut record) = self.owned(l.id, l.token, deadline)? else {
                 applied.push(Applied::Stale);
                 continue;
@@ -420,10 +436,32 @@ impl Writer {
             let at = At::Work {
                 token: l.token,
                 deadline,
+                cancel: false,
             };
             self.index.move_to(l.id, at);
             self.put(&record);
             applied.push(Applied::Done);
+        }
+        self.commit()?;
+        Ok(applied)
+    }
+
+    /// [`Store::progress`](taskmill_core::Store::progress).
+    pub fn progress(&mut self, updates: &[Progress]) -> Result<Vec<Applied>> {
+        let mut applied = Vec::with_capacity(updates.len());
+        for update in updates {
+            let (id, token) = (update.lease.id, update.lease.token);
+            // The time only matters to a salvaged record, which has no due time to keep.
+            let Some(mut record) = self.owned(id, token, Timestamp::EPOCH)? else {
+                applied.push(Applied::Stale);
+                continue;
+            };
+            record.progress = Some(update.value.clone());
+            self.put(&record);
+            applied.push(match record.is_cancel_requested() {
+                true => Applied::Cancelled,
+                false => Applied::Done,
+            });
         }
         self.commit()?;
         Ok(applied)
@@ -436,18 +474,32 @@ impl Writer {
         let mut requeued = false;
         for outcome in outcomes {
             let (id, token) = (outcome.lease.id, outcome.lease.token);
-            if matches!(outcome.kind, OutcomeKind::Complete { .. }) {
-                // The hot path decodes no record: the index knows the claim.
-                let owned = self.index.slot(id).filter(|_| self.index.owns(id, token));
-                match owned.map(|slot| self.index.topic_of(slot).clone()) {
-                    Some(topic) => {
-                        self.counters(&topic).completed += 1;
-                        self.del(id)?;
-                        self.index.remove(id);
-                        applied.push(Applied::Done);
-                    }
-                    None => applied.push(Applied::Stale),
+            let Some((slot, cancel)) = self.index.slot(id).and_then(|slot| match slot.at {
+                At::Work {
+                    token: t, cancel, ..
+                } if t == token => Some((slot, cancel)),
+                _ => None,
+            }) else {
+                applied.push(Applied::Stale);
+                continue;
+            };
+            if !outcome.keep && (cancel || matches!(outcome.kind, OutcomeKind::Complete { .. })) {
+                // The hot path decodes no record: the task finishes and is not kept, and
+                // the index knows its claim, its cancel request and its unique key.
+                let topic = self.index.topic_of(slot).clone();
+                let counters = self.counters(&topic);
+                if cancel {
+                    counters.cancelled += 1;
+                } else {
+                    counters.completed += 1;
                 }
+                self.del(id)?;
+                self.index.remove(id);
+                applied.push(if cancel {
+                    Applied::Cancelled
+                } else {
+                    Applied::Done
+                });
                 continue;
             }
             let Some(mut record) = self.owned(id, token, now)? else {
@@ -455,22 +507,33 @@ impl Writer {
                 continue;
             };
             let topic = record.topic.clone();
-            match record.apply_outcome(&outcome.kind, now, self.counters(&topic)) {
+            match record.apply_outcome(outcome, now, self.counters(&topic)) {
                 None => {
                     self.del(id)?;
                     self.index.remove(id);
                 }
                 Some(queue) => {
                     requeued |= queue == Queue::Input;
-                    let at = At::of(queue, record.run_at, now, None);
-                    self.index.move_to(id, at);
-                    self.put(&record);
+                    self.moved(&record, now);
                 }
             }
-            applied.push(Applied::Done);
+            applied.push(match record.is_cancel_requested() {
+                true => Applied::Cancelled,
+                false => Applied::Done,
+            });
         }
         self.commit()?;
         Ok((applied, requeued))
+    }
+
+    /// Files a task that a transition moved where its record now says, frees its unique
+    /// key if it no longer holds it, and stores the record.
+    fn moved(&mut self, record: &TaskRecord, now: Timestamp) {
+        self.index.move_to(record.id, At::of_record(record, now));
+        if !record.holds_unique_key() {
+            self.index.release_unique(record.id);
+        }
+        self.put(record);
     }
 
     /// [`Store::recover`](taskmill_core::Store::recover).
@@ -484,17 +547,79 @@ impl Writer {
                 continue;
             };
             let topic = record.topic.clone();
-            let to = record.recover(now, self.counters(&topic));
-            self.index.move_to(id, At::of(to, record.run_at, now, None));
-            self.put(&record);
-            recovered.push(Recovered {
-                id,
-                topic,
-                dead: to == Queue::Dead,
-            });
+            let queue = record.recover(now, self.counters(&topic));
+            self.moved(&record, now);
+            recovered.push(Recovered { id, topic, queue });
         }
         self.commit()?;
         Ok(recovered)
+    }
+
+    /// [`Store::prune`](taskmill_core::Store::prune): per topic, the finished tasks due
+    /// for pruning, oldest first, from the index's finish-time order; the records are not
+    /// decoded.
+    pub fn prune(&mut self, opts: &PruneOptions) -> Result<u64> {
+        let mut pruned = 0;
+        for topic in 0..self.index.topic_count() {
+            let left = opts.limit.saturating_sub(pruned);
+            if left == 0 {
+                break;
+            }
+            let cutoff = opts.cutoff_of(&self.index.topic(topic).name);
+            for id in self.index.prunable(topic, cutoff, left) {
+                self.del(id)?;
+                self.index.remove(id);
+                pruned += 1;
+            }
+        }
+        self.commit()?;
+        Ok(pruned as u64)
+    }
+
+    /// [`Store::cancel`](taskmill_core::Store::cancel): what became of each task, the
+    /// `TaskCancelled` events of those cancelled at once when `with_events`, and the ids of
+    /// the running ones whose managers are to be told.
+    pub fn cancel(
+        &mut self,
+        ids: &[TaskId],
+        opts: &CancelOptions,
+        with_events: bool,
+    ) -> Result<(Vec<Cancellation>, Vec<Event>, Vec<TaskId>)> {
+        let mut cancellations = Vec::with_capacity(ids.len());
+        let (mut events, mut running) = (Vec::new(), Vec::new());
+        for &id in ids {
+            let Some(queue) = self.index.slot(id).map(|s| s.at.queue()) else {
+                cancellations.push(Cancellation::NotFound);
+                continue;
+            };
+            if !matches!(queue, Queue::Input | Queue::Work) {
+                cancellations.push(Cancellation::Refused(queue));
+                continue;
+            }
+            // A record that cannot be decoded is cancelled salvaged, its bytes kept as its
+            // arguments, as a claim would have done.
+            let Some(found) = self.load(id, opts.now)? else {
+                cancellations.push(Cancellation::NotFound);
+                continue;
+            };
+            let mut record = found.unwrap_or_else(|(salvaged, _)| salvaged);
+            let topic = record.topic.clone();
+            let cancellation = record.cancel(opts.now, &opts.by, self.counters(&topic));
+            match cancellation {
+                Cancellation::Cancelled if with_events => events.push(Event::TaskCancelled {
+                    id,
+                    topic,
+                    by: Some(opts.by.clone()),
+                    was_running: false,
+                }),
+                Cancellation::Requested => running.push(id),
+                _ => {}
+            }
+            self.moved(&record, opts.now);
+            cancellations.push(cancellation);
+        }
+        self.commit()?;
+        Ok((cancellations, events, running))
     }
 
     /// [`Store::requeue`](taskmill_core::Store::requeue).
@@ -514,9 +639,7 @@ impl Writer {
             };
             let topic = record.topic.clone();
             record.requeue(now, self.counters(&topic));
-            self.index
-                .move_to(id, At::of(Queue::Input, record.run_at, now, None));
-            self.put(&record);
+            self.moved(&record, now);
             moved.push(true);
         }
         self.commit()?;
@@ -571,7 +694,9 @@ type Loaded = std::result::Result<TaskRecord, (TaskRecord, Error)>;
 /// index know; the bytes are kept as its arguments for a human to inspect.
 fn salvage(key: &KeyParts<'_>, bytes: &[u8], at: At, now: Timestamp) -> TaskRecord {
     let lease = match at {
-        At::Work { token, deadline } => Some(Lease {
+        At::Work {
+            token, deadline, ..
+        } => Some(Lease {
             owner: "(unknown: the record was corrupt)".into(),
             token,
             deadline,
@@ -583,7 +708,7 @@ fn salvage(key: &KeyParts<'_>, bytes: &[u8], at: At, now: Timestamp) -> TaskReco
     record.queue = at.queue();
     record.attempt = u32::from(lease.is_some());
     // Whatever the limit was, it is unknown now: a failure is final.
-    record.max_retries = 0;
+    record.max_retries = Some(0);
     record.priority = key.priority;
     record.enqueued_at = now;
     record.run_at = now;
@@ -623,8 +748,8 @@ fn get(tree: &sled::Tree, index: &Index, id: TaskId) -> Result<Option<TaskRecord
 fn list(tree: &sled::Tree, index: &Index, query: &ListOptions) -> Result<Page> {
     let after = query.after.unwrap_or(TaskId::new(0));
     let limit = query.limit.max(1);
-    let ids: Box<dyn Iterator<Item = TaskId>> = match index.ids(query.queue, after) {
-        Some(ids) => Box::new(ids),
+    let ids = match index.ids(query.queue, query.topic.as_deref(), after) {
+        Some(ids) => ids,
         None => Box::new(chunk_ids(tree, after)),
     };
     let mut ids = ids.filter(|id| index.is_in(*id, query.queue, query.topic.as_deref()));

@@ -89,10 +89,7 @@ async fn lists_merge_overlapping_chunks_in_id_order() {
     let outcomes: Vec<Outcome> = claimed
         .iter()
         .map(|c| match c {
-            Claimed::Ready(r) => Outcome {
-                lease: LeaseRef::of(r),
-                kind: OutcomeKind::complete(),
-            },
+            Claimed::Ready(r) => Outcome::new(LeaseRef::of(r), OutcomeKind::complete()),
             Claimed::Corrupt { error, .. } => panic!("{error}"),
         })
         .collect();

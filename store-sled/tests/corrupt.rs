@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use taskmill_core::store::{EnqueueOptions, RequeueOptions};
+use taskmill_core::store::{EnqueueOptions, PruneOptions, RequeueOptions};
 use taskmill_core::{
     ErrorKind, Manager, Queue, Stats, Store, StoreExt, Task, TaskContext, TaskError, Timestamp,
 };
@@ -157,7 +157,7 @@ async fn a_corrupt_record_goes_to_dead_and_the_rest_run() {
     assert_eq!(dead.len(), 1);
     let record = &dead[0];
     assert_eq!(record.id, bad_id);
-    let error = record.last_error.as_deref().unwrap_or_default();
+    let error = record.last_error().unwrap_or_default();
     assert!(error.contains("corrupt"), "last error: {error:?}");
     // The bytes are kept for a human to look at, and the unique key was recovered.
     let kept = &arg(BAD)[1..];
@@ -171,7 +171,9 @@ async fn a_corrupt_record_goes_to_dead_and_the_rest_run() {
     let stats = store.stats().await.unwrap();
     assert_eq!(stats.total.counters.started, TASKS);
     assert_eq!(stats.total.counters.failed, 1);
-    assert_eq!(stats.total.sizes.total(), 1);
+    assert_eq!(stats.total.sizes.active(), 1);
+    // The manager keeps finished tasks: each is where it finished, its chunk rewritten.
+    assert_eq!(stats.total.sizes.completed, TASKS - 1);
 
     // Deleting it frees its unique key like any task's.
     assert_eq!(store.delete(&[bad_id]).await.unwrap(), [true]);
@@ -337,7 +339,7 @@ async fn a_garbage_chunk_becomes_one_dead_placeholder_and_the_rest_run() {
     let placeholder = store.get(lost[9]).await.unwrap().expect("a placeholder");
     assert_eq!(placeholder.queue, Queue::Dead);
     assert_eq!(&*placeholder.topic, "(corrupt)");
-    let error = placeholder.last_error.as_deref().unwrap();
+    let error = placeholder.last_error().unwrap();
     let range = format!("{}..={}", lost[0], lost[9]);
     assert!(
         error.contains("corrupt") && error.contains(&range),
@@ -368,6 +370,10 @@ async fn a_garbage_chunk_becomes_one_dead_placeholder_and_the_rest_run() {
         [false]
     );
     assert_eq!(store.delete(&[lost[9]]).await.unwrap(), [true]);
+    assert_eq!(store.stats().await.unwrap().total.sizes.active(), 0);
+    // Once the kept tasks are pruned too, nothing is left of any chunk.
+    let prune = PruneOptions::new(Timestamp::now() + Duration::from_secs(1), Duration::ZERO);
+    assert_eq!(store.prune(&prune).await.unwrap(), 20);
     assert_eq!(store.stats().await.unwrap().total.sizes.total(), 0);
     drop(store);
     let db = raw(&path);
@@ -407,7 +413,7 @@ async fn a_chunk_cut_short_keeps_its_head_and_a_placeholder() {
         "the placeholder takes the last id of the chunk"
     );
     let range = format!("{}..={}", ids[kept], ids[9]);
-    let error = placeholder.last_error.as_deref().unwrap();
+    let error = placeholder.last_error().unwrap();
     assert!(error.contains(&range), "{error}");
 
     // Claiming one task rewrites the chunk, with the placeholder in it.

@@ -43,10 +43,7 @@ async fn everything_survives_a_reopen() {
         // Task 0 (priority -5) to DEAD, task 1 stays in WORK.
         let first = store.claim(&claim(2)).await.unwrap();
         assert_eq!(first.len(), 2);
-        let dead = Outcome {
-            lease: lease(&first[0]),
-            kind: OutcomeKind::dead("no"),
-        };
+        let dead = Outcome::new(lease(&first[0]), OutcomeKind::dead("no"));
         assert_eq!(
             store
                 .apply(&[dead], &ApplyOptions::new(at(20)))
@@ -133,10 +130,7 @@ async fn everything_survives_a_reopen() {
         .await
         .unwrap();
     assert!(recovered.iter().any(|r| r.id == ids[1]));
-    let stale = Outcome {
-        lease: working,
-        kind: OutcomeKind::complete(),
-    };
+    let stale = Outcome::new(working, OutcomeKind::complete());
     assert_eq!(
         store
             .apply(&[stale], &ApplyOptions::new(at(100_000)))
