@@ -133,7 +133,7 @@ async fn publishing_to_nobody_sends_nothing() {
         .query_async(&mut raw)
         .await
         .unwrap();
-    let event = Event::TaskCancelled {
+    let event = Event::TaskReleased {
         id: taskmill_core::TaskId::new(1),
         topic: "t".into(),
     };
@@ -168,7 +168,7 @@ async fn publishing_to_nobody_sends_nothing() {
 async fn has_subscribers_follows_watchers_here_and_elsewhere() {
     let (_server, here, there) = two_handles().await;
     assert!(here.has_subscribers(), "unknown counts as yes");
-    let event = Event::TaskCancelled {
+    let event = Event::TaskReleased {
         id: taskmill_core::TaskId::new(1),
         topic: "t".into(),
     };

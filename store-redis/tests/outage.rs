@@ -83,7 +83,7 @@ async fn manager_reconnects_after_redis_is_killed_and_restarted() {
     let deadline = Instant::now() + Duration::from_secs(120);
     let stats = loop {
         match store.stats().await {
-            Ok(stats) if stats.total.sizes.total() == 0 => break stats,
+            Ok(stats) if stats.total.sizes.active() == 0 => break stats,
             Ok(s) => eprintln!(
                 "{:?} {:?} done {}",
                 restarted.elapsed(),
@@ -141,7 +141,7 @@ async fn subscriptions_resume_after_a_restart() {
     .unwrap();
     // A fresh handle, as another process would have after the restart.
     let other = RedisStore::open(&url).await.unwrap();
-    let marker = Event::TaskCancelled {
+    let marker = Event::TaskReleased {
         id: TaskId::new(7),
         topic: "marker".into(),
     };
