@@ -113,7 +113,7 @@ impl StoredLease {
             .find(|&(i, c)| !(c.is_ascii_digit() || (i == 0 && c == '-')))
             .map(|(i, _)| i)?;
         let deadline: i64 = rest[..end].parse().ok()?;
-        let (started_at, max_retries, owner) = match rest[end..].as_bytes().first() {
+        let (started_at, max_retries, owner) = match rest.as_bytes().get(end) {
             Some(b':') => (None, None, &rest[end + 1..]),
             Some(b';') => {
                 let (run, owner) = rest[end + 1..].split_once(':')?;

@@ -183,6 +183,52 @@ async fn subscriptions_resume_after_a_restart() {
     drop(server);
 }
 
+/// The cancellations stream comes back with the subscription: a cancel requested through
+/// another handle after a restart reaches a stream opened before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellations_resume_after_a_restart() {
+    use futures_util::StreamExt;
+    use taskmill_core::store::{CancelOptions, Cancellation};
+
+    let mut server = RedisServer::start_with(ServerConfig::default().appendonly(true));
+    let url = server.url(&fresh_namespace());
+    let runner = RedisStore::open(&url).await.unwrap();
+    let mut cancels = runner.cancellations().await.unwrap();
+    let id = taskmill_testkit::enqueue(&runner, vec![Task::new("t", &1).unwrap()]).await[0];
+    taskmill_testkit::claim_at(&runner, &["t"], 1, taskmill_testkit::T0).await;
+    server = tokio::task::spawn_blocking(move || {
+        server.restart();
+        server
+    })
+    .await
+    .unwrap();
+    let admin = RedisStore::open(&url).await.unwrap();
+    let by = CancelOptions::new(Timestamp::now(), "admin");
+    // Until the stream's connection is back, a request is lost (the renewal would tell the
+    // manager): ask again until one arrives.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no cancel request reached the old stream after the restart"
+        );
+        assert_eq!(
+            admin.cancel(&[id], &by).await.unwrap(),
+            [Cancellation::Requested],
+            "the running task survived the restart (append-only file)"
+        );
+        match tokio::time::timeout(Duration::from_millis(200), cancels.next()).await {
+            Ok(Some(got)) => {
+                assert_eq!(got, id);
+                break;
+            }
+            Ok(None) => panic!("the cancellations stream ended"),
+            Err(_) => {}
+        }
+    }
+    drop(server);
+}
+
 /// A store built before Redis is up fails fast as unavailable, then works once it is.
 #[tokio::test]
 async fn store_built_before_redis_starts_connects_when_it_is_up() {
