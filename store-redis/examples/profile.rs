@@ -3,14 +3,19 @@
 //! its script's alone. Less noisy than a wall-clock benchmark on a shared machine.
 //!
 //! ```text
-//! cargo run --release -p taskmill-redis --example profile -- redis://127.0.0.1:6392/0 [tasks]
+//! cargo run --release -p taskmill-redis --example profile -- redis://127.0.0.1:6392/0 [tasks] [keep|drop]
 //! ```
+//!
+//! `keep` (the default) completes tasks into COMPLETED and then reports what a kept
+//! completed task costs in memory and what pruning them costs; `drop` completes them with
+//! `keep(false)`, removing them as a completion did before history.
 //!
 //! Uses a fresh namespace and deletes its keys at the end.
 
 use std::time::{Duration, Instant};
 use taskmill_core::store::{
-    ApplyOptions, ClaimOptions, Claimed, EnqueueOptions, LeaseRef, Outcome, OutcomeKind, TopicClaim,
+    ApplyOptions, ClaimOptions, Claimed, EnqueueOptions, LeaseRef, Outcome, OutcomeKind,
+    PruneOptions, TopicClaim,
 };
 use taskmill_core::{Payload, Store, Task, Timestamp};
 use taskmill_redis::RedisStore;
@@ -126,6 +131,12 @@ async fn main() {
         .next()
         .unwrap_or_else(|| "redis://127.0.0.1:6379/0".to_owned());
     let tasks: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(100_000);
+    let keep = match args.next().as_deref() {
+        None | Some("keep") => true,
+        Some("drop") => false,
+        Some(other) => panic!("expected keep or drop, not {other:?}"),
+    };
+    let complete = |claimed: &Claimed| complete(claimed, keep);
     let namespace = format!("profile-{}", std::process::id());
     let store = RedisStore::open(&format!("{server}?namespace={namespace}"))
         .await
@@ -198,6 +209,40 @@ async fn main() {
     let applied = snapshot(&mut conn).await;
     report("complete", &claimed, &applied, tasks, started.elapsed());
 
+    if keep {
+        // What the history holds: each topic's records hash and its two sorted sets of
+        // finished tasks (by id and by finished_at), nothing else being left.
+        let mut bytes = 0u64;
+        for topic in &topics {
+            for suffix in ["tasks", "completed", "finished"] {
+                let usage: Option<u64> = redis::cmd("MEMORY")
+                    .arg("USAGE")
+                    .arg(format!("{{{namespace}:{topic}}}:{suffix}"))
+                    .arg("SAMPLES")
+                    .arg(0)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                bytes += usage.unwrap_or(0);
+            }
+        }
+        println!(
+            "memory   {:.0} bytes per kept completed task (MEMORY USAGE of tasks, completed and finished), {:.0} by used_memory growth",
+            bytes as f64 / tasks as f64,
+            used_memory(&mut conn).await.saturating_sub(memory_before) as f64 / tasks as f64
+        );
+        let started = Instant::now();
+        let mut pruned = 0;
+        while pruned < tasks as u64 {
+            let opts = PruneOptions::new(Timestamp::now() + Duration::from_secs(1), Duration::ZERO);
+            let n = store.prune(&opts).await.unwrap();
+            assert!(n > 0, "nothing left to prune after {pruned}");
+            pruned += n;
+        }
+        let after = snapshot(&mut conn).await;
+        report("prune", &applied, &after, tasks, started.elapsed());
+    }
+
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("*{namespace}*"))
         .query_async(&mut conn)
@@ -212,13 +257,10 @@ async fn main() {
     }
 }
 
-fn complete(claimed: &Claimed) -> Outcome {
+fn complete(claimed: &Claimed, keep: bool) -> Outcome {
     let lease = match claimed {
         Claimed::Ready(record) => LeaseRef::of(record),
         Claimed::Corrupt { lease, .. } => lease.clone(),
     };
-    Outcome {
-        lease,
-        kind: OutcomeKind::complete(),
-    }
+    Outcome::new(lease, OutcomeKind::complete()).keep(keep)
 }

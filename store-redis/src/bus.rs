@@ -1,15 +1,19 @@
-//! The subscription connection: wake-ups and events from every process on the namespace.
+//! The subscription connection: wake-ups, events and cancel requests from every process on
+//! the namespace.
 //!
 //! One dedicated connection subscribes to the namespace's wake channel (published by the
-//! scripts that add due work) and, once anyone in this process subscribes to events, to
-//! the event channel. It is opened on first use, and when it drops it reconnects with
-//! backoff, resubscribes, and wakes the local managers (a wake-up may have been missed).
+//! scripts that add due work) and, once anyone in this process asks for them, to the event
+//! channel and to the cancel channel (published by the cancel script with the ids of
+//! running tasks whose cancel was requested). It is opened on first use, and when it drops
+//! it reconnects with backoff, resubscribes, and wakes the local managers (a wake-up may
+//! have been missed; a cancel request missed meanwhile reaches its manager at its next
+//! renewal, which the store refuses).
 
 use futures_util::StreamExt;
 use std::sync::Mutex;
 use std::time::Duration;
-use taskmill_core::store::WakeStream;
-use taskmill_core::{Error, Event, EventStream, Result};
+use taskmill_core::store::{CancelStream, WakeStream};
+use taskmill_core::{Error, Event, EventStream, Result, TaskId};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -17,6 +21,9 @@ use tracing::{debug, info, warn};
 /// How long `wakeups` waits for the wake subscription before returning anyway (the
 /// manager's polling covers the gap).
 const WAKE_SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
+/// How many cancel requests a `cancellations` stream may fall behind by; one that falls
+/// further skips those it missed (its manager learns of them at its next renewal).
+const CANCEL_BUFFER: usize = 1024;
 /// How long `subscribe` waits for the event subscription before failing.
 const EVENT_SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -30,6 +37,15 @@ const PING_TIMEOUT: Duration = Duration::from_secs(5);
 struct Subscribed {
     wake: bool,
     events: bool,
+    cancels: bool,
+}
+
+/// The channels someone in this process asked for, besides the wake channel (which is
+/// always on).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Wanted {
+    events: bool,
+    cancels: bool,
 }
 
 #[derive(Debug)]
@@ -37,10 +53,12 @@ pub(crate) struct Bus {
     client: redis::Client,
     wake_channel: String,
     events_channel: String,
+    cancel_channel: String,
     connect_timeout: Duration,
     wake: watch::Sender<u64>,
     events: broadcast::Sender<Event>,
-    want_events: watch::Sender<bool>,
+    cancels: broadcast::Sender<TaskId>,
+    wanted: watch::Sender<Wanted>,
     subscribed: watch::Sender<Subscribed>,
     started: Mutex<bool>,
     stop: CancellationToken,
@@ -51,6 +69,7 @@ impl Bus {
         client: redis::Client,
         wake_channel: String,
         events_channel: String,
+        cancel_channel: String,
         connect_timeout: Duration,
         event_buffer: usize,
     ) -> Self {
@@ -58,10 +77,12 @@ impl Bus {
             client,
             wake_channel,
             events_channel,
+            cancel_channel,
             connect_timeout,
             wake: watch::channel(0).0,
             events: broadcast::channel(event_buffer.max(1)).0,
-            want_events: watch::channel(false).0,
+            cancels: broadcast::channel(CANCEL_BUFFER).0,
+            wanted: watch::channel(Wanted::default()).0,
             subscribed: watch::channel(Subscribed::default()).0,
             started: Mutex::new(false),
             stop: CancellationToken::new(),
@@ -110,8 +131,8 @@ impl Bus {
 
     pub async fn subscribe(self: &std::sync::Arc<Self>) -> Result<EventStream> {
         self.ensure_started();
-        self.want_events
-            .send_if_modified(|want| !std::mem::replace(want, true));
+        self.wanted
+            .send_if_modified(|want| !std::mem::replace(&mut want.events, true));
         let rx = self.events.subscribe();
         let mut subscribed = self.subscribed.subscribe();
         match tokio::time::timeout(EVENT_SUBSCRIBE_WAIT, subscribed.wait_for(|s| s.events)).await {
@@ -134,8 +155,40 @@ impl Bus {
         .boxed())
     }
 
-    fn set_subscribed(&self, wake: bool, events: bool) {
-        self.subscribed.send_replace(Subscribed { wake, events });
+    /// A stream of the ids published on the cancel channel from now on. Like `wakeups`, it
+    /// waits a moment for the subscription and then returns anyway: a request sent before
+    /// the subscription is up is not delivered, and the renewal refused for it tells the
+    /// manager instead.
+    pub async fn cancellations(self: &std::sync::Arc<Self>) -> CancelStream {
+        self.ensure_started();
+        self.wanted
+            .send_if_modified(|want| !std::mem::replace(&mut want.cancels, true));
+        let rx = self.cancels.subscribe();
+        let mut subscribed = self.subscribed.subscribe();
+        if tokio::time::timeout(WAKE_SUBSCRIBE_WAIT, subscribed.wait_for(|s| s.cancels))
+            .await
+            .is_err()
+        {
+            debug!("cancel channel not subscribed yet; renewals report cancels until it is");
+        }
+        futures_util::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(id) => return Some((id, rx)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+        .boxed()
+    }
+
+    fn set_subscribed(&self, wake: bool, on: Wanted) {
+        self.subscribed.send_replace(Subscribed {
+            wake,
+            events: on.events,
+            cancels: on.cancels,
+        });
     }
 
     fn handle(&self, msg: redis::Msg) {
@@ -156,6 +209,20 @@ impl Bus {
             for event in events {
                 // An error means the last subscriber left meanwhile: nothing to do.
                 let _ = self.events.send(event);
+            }
+        } else if channel == self.cancel_channel {
+            if self.cancels.receiver_count() == 0 {
+                return;
+            }
+            match serde_json::from_slice::<Vec<u64>>(msg.get_payload_bytes()) {
+                Ok(ids) => {
+                    for id in ids {
+                        let _ = self.cancels.send(TaskId::new(id));
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "ignoring an undecodable message on the cancel channel")
+                }
             }
         }
     }
@@ -183,25 +250,33 @@ impl Bus {
                                 info!("redis subscription connection restored");
                             }
                             failing = false;
-                            self.set_subscribed(true, false);
+                            self.set_subscribed(true, Wanted::default());
                             if connected_before {
                                 // Wake-ups published while we were away are lost: look now.
                                 self.wake();
                             }
                             connected_before = true;
-                            let mut want = self.want_events.subscribe();
-                            let mut events_on = false;
+                            let mut want = self.wanted.subscribe();
+                            let mut on = Wanted::default();
                             let mut ping = tokio::time::interval_at(
                                 tokio::time::Instant::now() + PING_EVERY,
                                 PING_EVERY,
                             );
                             let lost = loop {
-                                if !events_on && *want.borrow_and_update() {
+                                let wanted = *want.borrow_and_update();
+                                if wanted.events && !on.events {
                                     if let Err(e) = sink.subscribe(&self.events_channel).await {
                                         break e.to_string();
                                     }
-                                    events_on = true;
-                                    self.set_subscribed(true, true);
+                                    on.events = true;
+                                    self.set_subscribed(true, on);
+                                }
+                                if wanted.cancels && !on.cancels {
+                                    if let Err(e) = sink.subscribe(&self.cancel_channel).await {
+                                        break e.to_string();
+                                    }
+                                    on.cancels = true;
+                                    self.set_subscribed(true, on);
                                 }
                                 tokio::select! {
                                     _ = self.stop.cancelled() => return,
@@ -209,7 +284,7 @@ impl Bus {
                                         Some(msg) => self.handle(msg),
                                         None => break "connection closed".to_owned(),
                                     },
-                                    Ok(()) = want.changed(), if !events_on => {}
+                                    Ok(()) = want.changed(), if on != (Wanted { events: true, cancels: true }) => {}
                                     _ = ping.tick() => {
                                         let pong = tokio::time::timeout(PING_TIMEOUT, sink.ping::<redis::Value>()).await;
                                         match pong {
@@ -220,7 +295,7 @@ impl Bus {
                                     }
                                 }
                             };
-                            self.set_subscribed(false, false);
+                            self.set_subscribed(false, Wanted::default());
                             warn!(error = %lost, "redis subscription connection lost; reconnecting");
                             // Reconnect at once the first time: a restart is often quick.
                             continue;
@@ -299,6 +374,8 @@ mod tests {
             Event::TaskCancelled {
                 id: TaskId::new(3),
                 topic: "t".into(),
+                by: Some("ops".into()),
+                was_running: false,
             },
         ];
         let json = serde_json::to_vec(&events).unwrap();

@@ -4,22 +4,32 @@
 //! the key):
 //!
 //! ```text
-//! attempt:max_retries:priority:enqueued_at:run_at:failed_at:xlen:ulen:elen:<external_id><unique_key><last_error><args>
+//! v2:attempt:max_retries:priority:enqueued_at:run_at:finished_at:first_started_at:started_at:flags:xlen:ulen:elen:rlen:plen:clen:<external_id><unique_key><errors><result><progress><cancelled_by><args>
 //! ```
 //!
-//! Times are ms since the epoch; `failed_at` is empty when unset; `xlen`, `ulen`, `elen`
-//! are the byte lengths of the optional strings that follow, empty when the field is
-//! absent; the args (JSON text) are the rest. The queue is not in the record: it is the
-//! index holding the id (`ready` or `scheduled`: INPUT, `leases`: WORK, `dead`: DEAD). A
+//! Times are ms since the epoch; `max_retries` and the times are empty when unset;
+//! `flags` holds `u` when the unique key is held while the finished task is kept; `xlen` …
+//! `clen` are the byte lengths of the optional strings that follow, empty when the field
+//! is absent; `errors` is the JSON array of [`AttemptError`]s; the args (JSON text) are
+//! the rest. The queue is not in the record: it is the index holding the id (`fresh`,
+//! `ready` or `scheduled`: INPUT, `leases`: WORK, `dead`, `completed`, `cancelled`). A
 //! claim leaves the record alone: `attempt` counts the runs before the current one, and
-//! the lease is the `leases` entry `token:deadline:owner`. `scripts/common.lua` reads and
-//! writes the same format.
+//! the lease entry `token:deadline;started_at;max_retries:owner` holds what the claim set;
+//! a run's cancel request and progress live in the `cancels` and `progress` hashes until
+//! the run ends. `scripts/common.lua` reads and writes the same format.
+//!
+//! A record of the layout before history has no `v2:` mark and fewer fields
+//! (`attempt:max_retries:priority:enqueued_at:run_at:failed_at:xlen:ulen:elen:` then
+//! external_id, unique_key, last_error and the args); it is read as the README's "Old
+//! namespaces" says, and rewritten in the new form by the next script that changes it.
 
 use redis::Value;
 use std::str::FromStr;
 use std::sync::Arc;
 use taskmill_core::raw::PayloadExt;
-use taskmill_core::{Error, Lease, Payload, Queue, Result, TaskId, TaskRecord, Timestamp};
+use taskmill_core::{
+    AttemptError, Error, Lease, Payload, Queue, Result, TaskId, TaskRecord, Timestamp,
+};
 
 /// An error for a reply that does not have the shape a script returns.
 pub(crate) fn unexpected(what: &str, value: &Value) -> Error {
@@ -59,12 +69,26 @@ pub(crate) fn string(value: Value, what: &str) -> Result<String> {
     }
 }
 
-/// A task's entry in its topic's `leases` hash: `token:deadline:owner`.
+/// An optional string reply: `None` for nil.
+pub(crate) fn optional_string(value: Value, what: &str) -> Result<Option<String>> {
+    match value {
+        Value::Nil => Ok(None),
+        other => string(other, what).map(Some),
+    }
+}
+
+/// A task's entry in its topic's `leases` hash: `token:deadline;started_at;max_retries:owner`
+/// (or `token:deadline:owner`, as written before history).
 #[derive(Debug, Clone)]
 pub(crate) struct StoredLease {
     pub token: u64,
     pub owner: Arc<str>,
     pub deadline: Timestamp,
+    /// When the run started; `None` in a lease written before history.
+    pub started_at: Option<Timestamp>,
+    /// The retry limit the claim resolved for a task that sets none; `None` in a lease
+    /// written before history.
+    pub max_retries: Option<u32>,
 }
 
 impl StoredLease {
@@ -77,16 +101,35 @@ impl StoredLease {
             Value::SimpleString(s) => s,
             other => return Err(unexpected("lease", &other)),
         };
-        let bad = || Error::corrupt(format!("invalid lease {text:?}"));
-        let mut parts = text.splitn(3, ':');
-        let token = parts.next().and_then(|t| t.parse().ok()).ok_or_else(bad)?;
-        let deadline: i64 = parts.next().and_then(|d| d.parse().ok()).ok_or_else(bad)?;
-        let owner: Arc<str> = Arc::from(parts.next().ok_or_else(bad)?);
-        Ok(Some(StoredLease {
-            token,
-            owner,
+        Self::parse(&text)
+            .map(Some)
+            .ok_or_else(|| Error::corrupt(format!("invalid lease {text:?}")))
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let (token, rest) = text.split_once(':')?;
+        let end = rest
+            .char_indices()
+            .find(|&(i, c)| !(c.is_ascii_digit() || (i == 0 && c == '-')))
+            .map(|(i, _)| i)?;
+        let deadline: i64 = rest[..end].parse().ok()?;
+        let (started_at, max_retries, owner) = match rest.as_bytes().get(end) {
+            Some(b':') => (None, None, &rest[end + 1..]),
+            Some(b';') => {
+                let (run, owner) = rest[end + 1..].split_once(':')?;
+                let (started, retries) = run.split_once(';')?;
+                let started = Timestamp::from_millis(started.parse().ok()?);
+                (Some(started), Some(retries.parse().ok()?), owner)
+            }
+            _ => return None,
+        };
+        Some(StoredLease {
+            token: token.parse().ok()?,
+            owner: Arc::from(owner),
             deadline: Timestamp::from_millis(deadline),
-        }))
+            started_at,
+            max_retries,
+        })
     }
 
     fn lease(&self) -> Lease {
@@ -98,30 +141,88 @@ impl StoredLease {
     }
 }
 
-/// Appends the stored form of a new task's record to `out`.
+/// What a run in WORK keeps beside its record: the lease, and the `cancels` and
+/// `progress` entries.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Run {
+    pub lease: Option<StoredLease>,
+    pub cancelled_by: Option<String>,
+    pub progress: Option<String>,
+}
+
+impl Run {
+    /// A run from the replies of the lease, cancel request and progress lookups. A lease
+    /// that cannot be read shows the task without it (the reaper treats it as expired).
+    pub fn from_values(lease: Value, request: Value, progress: Value) -> Self {
+        Run {
+            lease: StoredLease::from_value(lease).unwrap_or(None),
+            cancelled_by: optional_string(request, "cancel request").unwrap_or(None),
+            progress: optional_string(progress, "progress").unwrap_or(None),
+        }
+    }
+
+    /// Applies the run to a record decoded as stored: WORK, the run under the lease one
+    /// attempt past the record's, the claim's start and retry limit, the request, the
+    /// progress.
+    fn apply_to(&self, record: &mut TaskRecord) {
+        let Some(lease) = &self.lease else { return };
+        record.queue = Queue::Work;
+        record.attempt = record.attempt.saturating_add(1);
+        record.lease = Some(lease.lease());
+        if let Some(started) = lease.started_at {
+            record.started_at = Some(started);
+            record.first_started_at.get_or_insert(started);
+        }
+        if record.max_retries.is_none() {
+            record.max_retries = lease.max_retries;
+        }
+        if let Some(by) = &self.cancelled_by {
+            record.cancelled_by = Some(by.as_str().into());
+        }
+        if let Some(progress) = &self.progress {
+            record.progress = Some(Payload::from_stored(progress.as_str()));
+        }
+    }
+}
+
+/// Appends the stored form of a record to `out`.
 pub(crate) fn encode_record(r: &TaskRecord, out: &mut Vec<u8>) {
     use std::io::Write;
-    let len = |s: &Option<Box<str>>| s.as_ref().map(|s| s.len().to_string()).unwrap_or_default();
+    let errors = if r.errors.is_empty() {
+        None
+    } else {
+        serde_json::to_string(&r.errors).ok()
+    };
+    let strings: [Option<&str>; 6] = [
+        r.external_id.as_deref(),
+        r.unique_key.as_deref(),
+        errors.as_deref(),
+        r.result.as_ref().map(Payload::as_str),
+        r.progress.as_ref().map(Payload::as_str),
+        r.cancelled_by.as_deref(),
+    ];
+    let time = |t: Option<Timestamp>| t.map(|t| t.as_millis().to_string()).unwrap_or_default();
     // Writing to a Vec cannot fail.
     let _ = write!(
         out,
-        "{}:{}:{}:{}:{}:{}:{}:{}:{}:",
+        "v2:{}:{}:{}:{}:{}:{}:{}:{}:{}:",
         r.attempt,
-        r.max_retries,
+        r.max_retries.map(|m| m.to_string()).unwrap_or_default(),
         r.priority,
         r.enqueued_at.as_millis(),
         r.run_at.as_millis(),
-        r.failed_at
-            .map(|t| t.as_millis().to_string())
-            .unwrap_or_default(),
-        len(&r.external_id),
-        len(&r.unique_key),
-        len(&r.last_error),
+        time(r.finished_at),
+        time(r.first_started_at),
+        time(r.started_at),
+        if r.unique_while_kept { "u" } else { "" },
     );
-    for s in [&r.external_id, &r.unique_key, &r.last_error]
-        .into_iter()
-        .flatten()
-    {
+    for s in strings {
+        if let Some(s) = s {
+            let _ = write!(out, "{}", s.len());
+        }
+        out.push(b':');
+    }
+    for s in strings.into_iter().flatten() {
         out.extend_from_slice(s.as_bytes());
     }
     out.extend_from_slice(r.args.as_str().as_bytes());
@@ -172,6 +273,10 @@ where
     })
 }
 
+fn time(rest: &mut &[u8], name: &str) -> Result<Option<Timestamp>> {
+    Ok(optional::<i64>(rest, name)?.map(Timestamp::from_millis))
+}
+
 fn take(rest: &mut &[u8], len: Option<usize>, name: &str) -> Result<Option<Box<str>>> {
     let Some(len) = len else { return Ok(None) };
     if len > rest.len() {
@@ -185,24 +290,43 @@ fn take(rest: &mut &[u8], len: Option<usize>, name: &str) -> Result<Option<Box<s
         .map_err(|e| Error::corrupt(format!("field {name:?} is not UTF-8")).with_source(e))
 }
 
-fn decode_inner(bytes: &[u8], id: TaskId, topic: &Arc<str>, queue: Queue) -> Result<TaskRecord> {
-    let rest = &mut &bytes[..];
+fn payload(text: Option<Box<str>>) -> Option<Payload> {
+    text.map(|t| Payload::from_stored(&*t))
+}
+
+fn args(rest: &[u8]) -> Result<Payload> {
+    std::str::from_utf8(rest)
+        .map(Payload::from_stored)
+        .map_err(|e| Error::corrupt("field \"args\" is not UTF-8").with_source(e))
+}
+
+/// A record in the current form (after its `v2:` mark).
+fn decode_current(rest: &mut &[u8], id: TaskId, topic: &Arc<str>) -> Result<TaskRecord> {
     let attempt = number(rest, "attempt")?;
-    let max_retries = number(rest, "max_retries")?;
+    let max_retries = optional(rest, "max_retries")?;
     let priority = number(rest, "priority")?;
     let enqueued_at = Timestamp::from_millis(number(rest, "enqueued_at")?);
     let run_at = Timestamp::from_millis(number(rest, "run_at")?);
-    let failed_at = optional::<i64>(rest, "failed_at")?.map(Timestamp::from_millis);
-    let external_len = optional(rest, "external_id length")?;
-    let unique_len = optional(rest, "unique_key length")?;
-    let error_len = optional(rest, "last_error length")?;
-    let external_id = take(rest, external_len, "external_id")?;
-    let unique_key = take(rest, unique_len, "unique_key")?;
-    let last_error = take(rest, error_len, "last_error")?;
-    let args = std::str::from_utf8(rest)
-        .map_err(|e| Error::corrupt("field \"args\" is not UTF-8").with_source(e))?;
-    let mut record = TaskRecord::new(id, topic.clone(), Payload::from_stored(args));
-    record.queue = queue;
+    let finished_at = time(rest, "finished_at")?;
+    let first_started_at = time(rest, "first_started_at")?;
+    let started_at = time(rest, "started_at")?;
+    let flags = field(rest, "flags")?;
+    let mut lengths = [None; 6];
+    for (len, name) in lengths.iter_mut().zip(FIELDS) {
+        *len = optional(rest, name)?;
+    }
+    let mut strings: [Option<Box<str>>; 6] = Default::default();
+    for ((value, len), name) in strings.iter_mut().zip(lengths).zip(FIELDS) {
+        *value = take(rest, len, name)?;
+    }
+    let [external_id, unique_key, errors, result, progress, cancelled_by] = strings;
+    let errors = match errors {
+        Some(json) => serde_json::from_str::<Vec<AttemptError>>(&json).map_err(|e| {
+            Error::corrupt("field \"errors\" is not a JSON array of errors").with_source(e)
+        })?,
+        None => Vec::new(),
+    };
+    let mut record = TaskRecord::new(id, topic.clone(), args(rest)?);
     record.external_id = external_id;
     record.attempt = attempt;
     record.max_retries = max_retries;
@@ -210,8 +334,68 @@ fn decode_inner(bytes: &[u8], id: TaskId, topic: &Arc<str>, queue: Queue) -> Res
     record.enqueued_at = enqueued_at;
     record.run_at = run_at;
     record.unique_key = unique_key;
-    record.last_error = last_error;
-    record.failed_at = failed_at;
+    record.unique_while_kept = flags.contains('u');
+    record.first_started_at = first_started_at;
+    record.started_at = started_at;
+    record.finished_at = finished_at;
+    record.errors = errors;
+    record.result = payload(result);
+    record.progress = payload(progress);
+    record.cancelled_by = cancelled_by;
+    Ok(record)
+}
+
+/// The names of the optional strings of a current record, in their order.
+const FIELDS: [&str; 6] = [
+    "external_id",
+    "unique_key",
+    "errors",
+    "result",
+    "progress",
+    "cancelled_by",
+];
+
+/// A record of the layout before history: `failed_at` becomes `finished_at`, and
+/// `last_error` the one error of attempt `attempt` at `failed_at` (the epoch when unset).
+fn decode_old(rest: &mut &[u8], id: TaskId, topic: &Arc<str>) -> Result<TaskRecord> {
+    let attempt = number(rest, "attempt")?;
+    let max_retries = number(rest, "max_retries")?;
+    let priority = number(rest, "priority")?;
+    let enqueued_at = Timestamp::from_millis(number(rest, "enqueued_at")?);
+    let run_at = Timestamp::from_millis(number(rest, "run_at")?);
+    let failed_at = time(rest, "failed_at")?;
+    let external_len = optional(rest, "external_id length")?;
+    let unique_len = optional(rest, "unique_key length")?;
+    let error_len = optional(rest, "last_error length")?;
+    let external_id = take(rest, external_len, "external_id")?;
+    let unique_key = take(rest, unique_len, "unique_key")?;
+    let last_error = take(rest, error_len, "last_error")?;
+    let mut record = TaskRecord::new(id, topic.clone(), args(rest)?);
+    record.external_id = external_id;
+    record.attempt = attempt;
+    record.max_retries = Some(max_retries);
+    record.priority = priority;
+    record.enqueued_at = enqueued_at;
+    record.run_at = run_at;
+    record.unique_key = unique_key;
+    record.finished_at = failed_at;
+    record.errors = last_error
+        .map(|message| AttemptError {
+            attempt,
+            at: failed_at.unwrap_or(Timestamp::EPOCH),
+            message,
+        })
+        .into_iter()
+        .collect();
+    Ok(record)
+}
+
+fn decode_inner(bytes: &[u8], id: TaskId, topic: &Arc<str>, queue: Queue) -> Result<TaskRecord> {
+    let mut record = match bytes.strip_prefix(b"v2:") {
+        Some(mut rest) => decode_current(&mut rest, id, topic)?,
+        None => decode_old(&mut &bytes[..], id, topic)?,
+    };
+    record.queue = queue;
     Ok(record)
 }
 
@@ -236,49 +420,50 @@ pub(crate) fn decode(
     })
 }
 
-/// Decodes a stored task with its lease, if it is in WORK (the run under the lease is the
-/// record's attempt plus one).
+/// Decodes a stored task with its run, if it is in WORK (see [`Run::apply_to`]).
 pub(crate) fn decode_stored(
     bytes: Option<&[u8]>,
     id: TaskId,
     topic: &Arc<str>,
     queue: Queue,
-    lease: Option<&StoredLease>,
+    run: &Run,
 ) -> Result<TaskRecord> {
     let mut record = decode(bytes, id, topic, queue)?;
-    if let Some(lease) = lease {
-        record.queue = Queue::Work;
-        record.attempt = record.attempt.saturating_add(1);
-        record.lease = Some(lease.lease());
-    }
+    run.apply_to(&mut record);
     Ok(record)
 }
 
 /// Decodes a task as it was before a claim (what the claim script returns) and applies
-/// the claim: WORK, one more attempt, and `lease`.
+/// the claim at `now`: WORK, one more attempt, `lease`, the start times, and
+/// `max_retries` when the task sets none.
 pub(crate) fn decode_claimed(
     bytes: Option<&[u8]>,
     id: TaskId,
     topic: &Arc<str>,
     lease: Lease,
+    now: Timestamp,
+    max_retries: u32,
 ) -> Result<TaskRecord> {
     let mut record = decode(bytes, id, topic, Queue::Work)?;
     record.attempt = record.attempt.saturating_add(1);
     record.lease = Some(lease);
+    record.max_retries.get_or_insert(max_retries);
+    record.first_started_at.get_or_insert(now);
+    record.started_at = Some(now);
     Ok(record)
 }
 
 /// A record for listing that never fails: a record that cannot be read is shown with
-/// defaults, its stored text as a JSON string in `args`, and the problem in `last_error`,
+/// defaults, its stored text as a JSON string in `args`, and the problem as its one error,
 /// so an operator can see the task and delete or requeue it.
 pub(crate) fn decode_lenient(
     bytes: Option<&[u8]>,
     id: TaskId,
     topic: &Arc<str>,
     queue: Queue,
-    lease: Option<&StoredLease>,
+    run: &Run,
 ) -> TaskRecord {
-    match decode_stored(bytes, id, topic, queue, lease) {
+    match decode_stored(bytes, id, topic, queue, run) {
         Ok(record) => record,
         Err(error) => {
             let text = String::from_utf8_lossy(bytes.unwrap_or_default());
@@ -287,8 +472,12 @@ pub(crate) fn decode_lenient(
             );
             let mut record = TaskRecord::new(id, topic.clone(), args);
             record.queue = queue;
-            record.last_error = Some(error.to_string().into());
-            record.lease = lease.map(StoredLease::lease);
+            record.errors = vec![AttemptError {
+                attempt: 0,
+                at: Timestamp::EPOCH,
+                message: error.to_string().into(),
+            }];
+            record.lease = run.lease.as_ref().map(StoredLease::lease);
             record
         }
     }
@@ -303,13 +492,30 @@ mod tests {
         let mut r = TaskRecord::new(TaskId::new(4), "t", args);
         r.external_id = Some("ext:1".into());
         r.attempt = 2;
-        r.max_retries = 5;
+        r.max_retries = Some(5);
         r.priority = -3;
         r.enqueued_at = Timestamp::from_millis(1000);
         r.run_at = Timestamp::from_millis(-2000);
         r.unique_key = Some("".into());
-        r.last_error = Some("boom: 1".into());
-        r.failed_at = Some(Timestamp::from_millis(3000));
+        r.unique_while_kept = true;
+        r.first_started_at = Some(Timestamp::from_millis(1100));
+        r.started_at = Some(Timestamp::from_millis(1200));
+        r.finished_at = Some(Timestamp::from_millis(3000));
+        r.errors = vec![
+            AttemptError {
+                attempt: 1,
+                at: Timestamp::from_millis(1150),
+                message: "boom: 1 {\"attempt\":".into(),
+            },
+            AttemptError {
+                attempt: 2,
+                at: Timestamp::from_millis(1250),
+                message: "two".into(),
+            },
+        ];
+        r.result = Some(Payload::from_stored("[1,\"r:2\"]"));
+        r.progress = Some(Payload::from_stored("{\"half\":true}"));
+        r.cancelled_by = Some("ops:1".into());
         r
     }
 
@@ -323,6 +529,12 @@ mod tests {
         assert_eq!(format!("{a:?}"), format!("{b:?}"));
     }
 
+    fn lease(text: &str) -> StoredLease {
+        StoredLease::from_value(Value::BulkString(text.as_bytes().to_vec()))
+            .unwrap()
+            .unwrap()
+    }
+
     #[test]
     fn records_round_trip() {
         let topic: Arc<str> = "t".into();
@@ -332,15 +544,13 @@ mod tests {
             &decode(Some(&bytes), r.id, &topic, Queue::Input).unwrap(),
             &r,
         );
-        let mut bare = record();
-        (
-            bare.external_id,
-            bare.unique_key,
-            bare.last_error,
-            bare.failed_at,
-        ) = (None, None, None, None);
+        let bare = TaskRecord::new(r.id, "t", r.args.clone());
         let bytes = encoded(&bare);
-        assert!(bytes.starts_with(b"2:5:-3:1000:-2000:::::"));
+        assert!(
+            bytes.starts_with(b"v2:0::0:0:0:::::::::::{"),
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
         same(
             &decode(Some(&bytes), r.id, &topic, Queue::Input).unwrap(),
             &bare,
@@ -348,19 +558,60 @@ mod tests {
     }
 
     #[test]
-    fn a_leased_record_is_in_work_one_attempt_on() {
+    fn records_of_the_layout_before_history_are_read() {
         let topic: Arc<str> = "t".into();
-        let bytes = encoded(&record());
-        let lease = StoredLease::from_value(Value::BulkString(b"9:3000:m:1".to_vec())).unwrap();
-        let r = decode_stored(
-            Some(&bytes),
-            TaskId::new(4),
+        let dead = b"3:5:-3:1000:2000:3000:5:1:7:ext:1ugone: 1{\"a\":1}";
+        let r = decode(Some(dead), TaskId::new(4), &topic, Queue::Dead).unwrap();
+        assert_eq!((r.attempt, r.max_retries, r.priority), (3, Some(5), -3));
+        assert_eq!(r.finished_at, Some(Timestamp::from_millis(3000)));
+        assert_eq!(
+            (r.external_id.as_deref(), r.unique_key.as_deref()),
+            (Some("ext:1"), Some("u"))
+        );
+        assert_eq!(
+            r.errors,
+            vec![AttemptError {
+                attempt: 3,
+                at: Timestamp::from_millis(3000),
+                message: "gone: 1".into()
+            }]
+        );
+        assert_eq!(r.args.as_str(), "{\"a\":1}");
+        assert!(!r.unique_while_kept && r.result.is_none() && r.started_at.is_none());
+        // A retried task: no failed_at, so its error's time is unknown (the epoch).
+        let retried = decode(
+            Some(b"1:2:0:5:9::::1:x{}"),
+            TaskId::new(5),
             &topic,
             Queue::Input,
-            lease.as_ref(),
         )
         .unwrap();
-        assert_eq!((r.queue, r.attempt), (Queue::Work, 3));
+        assert_eq!((retried.finished_at, retried.errors.len()), (None, 1));
+        assert_eq!(retried.errors[0].at, Timestamp::EPOCH);
+        assert_eq!(retried.last_error(), Some("x"));
+    }
+
+    #[test]
+    fn a_leased_record_is_in_work_one_attempt_on() {
+        let topic: Arc<str> = "t".into();
+        let mut stored = record();
+        stored.max_retries = None;
+        stored.first_started_at = None;
+        let bytes = encoded(&stored);
+        let run = Run {
+            lease: Some(lease("9:3000;2500;7:m:1")),
+            cancelled_by: Some("me".into()),
+            progress: Some("50".into()),
+        };
+        let r = decode_stored(Some(&bytes), TaskId::new(4), &topic, Queue::Input, &run).unwrap();
+        assert_eq!(
+            (r.queue, r.attempt, r.max_retries),
+            (Queue::Work, 3, Some(7))
+        );
+        let started = Some(Timestamp::from_millis(2500));
+        assert_eq!((r.started_at, r.first_started_at), (started, started));
+        assert_eq!(r.cancelled_by.as_deref(), Some("me"));
+        assert_eq!(r.progress.unwrap().as_str(), "50");
         let lease = r.lease.unwrap();
         assert_eq!(
             (lease.token, &*lease.owner, lease.deadline.as_millis()),
@@ -369,15 +620,45 @@ mod tests {
     }
 
     #[test]
+    fn leases_of_both_layouts_are_read() {
+        let new = lease("12:-5;4;0:host:1;2");
+        assert_eq!((new.token, new.deadline.as_millis()), (12, -5));
+        assert_eq!(
+            (new.started_at, new.max_retries, &*new.owner),
+            (Some(Timestamp::from_millis(4)), Some(0), "host:1;2")
+        );
+        // Before history: the owner follows the deadline, whatever it holds.
+        let old = lease("12:30:7;8;9:x");
+        assert_eq!((old.deadline.as_millis(), &*old.owner), (30, "7;8;9:x"));
+        assert_eq!((old.started_at, old.max_retries), (None, None));
+        for bad in ["", "x:1:o", "1:", "1:2", "1:2;3:o", "1:2;a;1:o", "1:2x:o"] {
+            let parsed = StoredLease::from_value(Value::BulkString(bad.as_bytes().to_vec()));
+            assert!(parsed.is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn the_lua_codec_reads_and_writes_the_same_format() {
-        // The Lua pattern must accept exactly what encode_record writes: spot-check its
-        // field list against the Rust order.
+        // The Lua patterns must accept exactly what encode_record writes, and the Lua
+        // constants must be the core's: spot-check them against the Rust side.
         let lua = include_str!("scripts/common.lua");
-        assert!(lua
-            .contains("attempt:max_retries:priority:enqueued_at:run_at:failed_at:xlen:ulen:elen:"));
+        assert!(lua.contains(
+            "v2:attempt:max_retries:priority:enqueued_at:run_at:finished_at:first_started_at:\n--   started_at:flags:xlen:ulen:elen:rlen:plen:clen:"
+        ));
+        assert!(lua.contains(
+            "'^v2:(%d+):(%d*):(%-?%d+):(%-?%d+):(%-?%d+):(%-?%d*):(%-?%d*):(%-?%d*):(%a*):' ..\n  '(%d*):(%d*):(%d*):(%d*):(%d*):(%d*):()'"
+        ));
         assert!(
             lua.contains("'^(%d+):(%d+):(%-?%d+):(%-?%d+):(%-?%d+):(%-?%d*):(%d*):(%d*):(%d*):()'")
         );
+        assert!(lua.contains(&format!(
+            "local MAX_KEPT_ERRORS = {}\n",
+            taskmill_core::MAX_KEPT_ERRORS
+        )));
+        assert!(lua.contains(&format!(
+            "local DEFAULT_MAX_RETRIES = {}\n",
+            taskmill_core::store::DEFAULT_MAX_RETRIES
+        )));
     }
 
     #[test]
@@ -394,16 +675,31 @@ mod tests {
             b"0:5:0:0:0:::99::{}",
             b"0:5:high:0:0::::::{}",
             b"0:5:0:0:0::::1:\xff{}",
+            b"v2:0::0:0:0",
+            b"v2:0::0:0:0:::::99:::::::{}",
+            b"v2:0:x:0:0:0::::::::::::{}",
+            BAD_ERRORS,
             &cut[..],
         ] {
             let err = decode(Some(broken), TaskId::new(1), &topic, Queue::Input).unwrap_err();
             assert_eq!(err.kind(), taskmill_core::ErrorKind::Corrupt, "{err}");
             assert!(err.to_string().contains("corrupt record"), "{err}");
-            let lenient = decode_lenient(Some(broken), TaskId::new(1), &topic, Queue::Dead, None);
-            assert!(lenient.last_error.unwrap().contains("corrupt record"));
+            let lenient = decode_lenient(
+                Some(broken),
+                TaskId::new(1),
+                &topic,
+                Queue::Dead,
+                &Run::default(),
+            );
+            assert!(lenient.last_error().unwrap().contains("corrupt record"));
             assert!(serde_json::from_str::<String>(lenient.args.as_str()).is_ok());
         }
         let missing = decode(None, TaskId::new(1), &topic, Queue::Dead).unwrap_err();
         assert_eq!(missing.kind(), taskmill_core::ErrorKind::Corrupt);
+        let err = decode(Some(BAD_ERRORS), TaskId::new(1), &topic, Queue::Dead).unwrap_err();
+        assert!(err.to_string().contains("errors"), "{err}");
     }
+
+    /// A record whose errors field is not a JSON array of errors.
+    const BAD_ERRORS: &[u8] = b"v2:0::0:0:0:::::::3::::[1]{}";
 }

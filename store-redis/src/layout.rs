@@ -22,6 +22,8 @@ pub(crate) struct Keys {
     pub wake: String,
     /// Channel: JSON arrays of events.
     pub events: String,
+    /// Channel: JSON arrays of the ids of running tasks whose cancel was requested.
+    pub cancel: String,
     cache: Mutex<HashMap<Arc<str>, Arc<TopicKeys>>>,
 }
 
@@ -29,10 +31,19 @@ pub(crate) struct Keys {
 /// arguments (see `scripts/common.lua`).
 #[derive(Debug)]
 pub(crate) struct TopicKeys {
-    /// meta, ready, scheduled, dead, later, unique, leases, tasks, fresh.
-    pub keys: [String; 9],
+    /// meta, ready, scheduled, dead, later, unique, leases, tasks, fresh, completed,
+    /// cancelled, finished, cancels, progress.
+    pub keys: [String; 14],
     /// The topic as a JSON string, for events built inside scripts.
     pub topic_json: String,
+}
+
+impl TopicKeys {
+    /// The `finished` sorted set: the topic's COMPLETED and CANCELLED tasks by
+    /// `finished_at`.
+    pub fn finished(&self) -> &str {
+        &self.keys[11]
+    }
 }
 
 impl Keys {
@@ -43,6 +54,7 @@ impl Keys {
             topics: format!("{namespace}:topics"),
             wake: format!("{namespace}:wake"),
             events: format!("{namespace}:events"),
+            cancel: format!("{namespace}:cancel"),
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -81,6 +93,11 @@ impl Keys {
                 "leases",
                 "tasks",
                 "fresh",
+                "completed",
+                "cancelled",
+                "finished",
+                "cancels",
+                "progress",
             ]
             .map(|suffix| format!("{tag}:{suffix}")),
             topic_json: serde_json::to_string(&**topic).unwrap_or_else(|_| "\"\"".to_owned()),

@@ -78,6 +78,7 @@ impl RedisStore {
             client.clone(),
             keys.wake.clone(),
             keys.events.clone(),
+            keys.cancel.clone(),
             options.connection_timeout,
             options.event_buffer,
         ));

@@ -10,7 +10,7 @@
 
 use crate::codec::{
     array, decode_claimed, decode_lenient, decode_stored, encode_record, int, record_bytes, string,
-    StoredLease,
+    Run,
 };
 use crate::conn::Call;
 use crate::layout::TopicKeys;
@@ -21,8 +21,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use taskmill_core::raw::TaskExt;
 use taskmill_core::store::{
-    Applied, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListOptions, Outcome,
-    OutcomeKind, Page, Recovered,
+    Applied, CancelOptions, Cancellation, ClaimOptions, Claimed, EnqueueOptions, Enqueued,
+    LeaseRef, ListOptions, Outcome, OutcomeKind, Page, Progress, PruneOptions, Recovered,
 };
 use taskmill_core::{
     Counters, Lease, Queue, Result, Stats, Task, TaskId, TaskRecord, Timestamp, TopicStats,
@@ -56,17 +56,32 @@ fn ready_score(priority: i16, id: u64) -> u64 {
     ((i64::from(priority) + 32768) as u64) * (1 << 37) + id
 }
 
-/// The code of an outcome kind in the kinds string of `scripts/apply.lua`.
-fn kind_code(kind: &OutcomeKind) -> Result<char> {
-    match kind {
-        OutcomeKind::Complete { .. } => Ok('c'),
-        OutcomeKind::Retry { .. } => Ok('r'),
-        OutcomeKind::Dead { .. } => Ok('d'),
-        OutcomeKind::Release { .. } => Ok('l'),
-        other => Err(taskmill_core::Error::unsupported(format!(
-            "the Redis store cannot apply the outcome {other:?}"
-        ))),
-    }
+/// The code of an outcome in the codes string of `scripts/apply.lua`: its kind's letter and
+/// a digit saying what follows its kind's own arguments (1: a finished task is kept, 2: a
+/// result follows, 4: a progress value follows).
+fn outcome_code(outcome: &Outcome, codes: &mut String) -> Result<()> {
+    let (kind, result) = match &outcome.kind {
+        OutcomeKind::Complete { result, .. } => ('c', result.is_some()),
+        OutcomeKind::Retry { .. } => ('r', false),
+        OutcomeKind::Dead { .. } => ('d', false),
+        OutcomeKind::Release { .. } => ('l', false),
+        other => {
+            return Err(taskmill_core::Error::unsupported(format!(
+                "the Redis store cannot apply the outcome {other:?}"
+            )))
+        }
+    };
+    let digit =
+        u8::from(outcome.keep) + 2 * u8::from(result) + 4 * u8::from(outcome.progress.is_some());
+    codes.push(kind);
+    codes.push(char::from(b'0' + digit));
+    Ok(())
+}
+
+/// A string as JSON, as the scripts put it into the JSON they build (a record's errors,
+/// an event).
+fn json_string(message: &str) -> String {
+    serde_json::to_string(message).unwrap_or_else(|_| "\"\"".to_owned())
 }
 
 /// The most common of `priorities` (the lowest value among equally common ones), or
@@ -119,16 +134,17 @@ pub(crate) async fn topics(store: &RedisStore) -> Result<Vec<Arc<str>>> {
 }
 
 /// Runs a per-topic script over ids whose topic is unknown (admin calls): every topic
-/// is asked about every id, and an id counts as found where any topic says so.
+/// is asked about every id, and each id gets the largest code any topic answered (0 from
+/// the topics that do not hold it).
 async fn on_every_topic(
     store: &RedisStore,
     script: &Script,
     ids: &[TaskId],
     leading: &[String],
-) -> Result<Vec<bool>> {
-    let mut found = vec![false; ids.len()];
+) -> Result<Vec<i64>> {
+    let mut codes = vec![0; ids.len()];
     if ids.is_empty() {
-        return Ok(found);
+        return Ok(codes);
     }
     let topics = topics(store).await?;
     let mut calls = Vec::new();
@@ -150,14 +166,13 @@ async fn on_every_topic(
     let replies = store.shared.conn.eval(&calls).await?;
     for (reply, start) in replies.into_iter().zip(spans) {
         for (i, v) in array(reply, script.name)?.iter().enumerate() {
-            if int(v, script.name)? == 1 {
-                if let Some(slot) = found.get_mut(start + i) {
-                    *slot = true;
-                }
+            let code = int(v, script.name)?;
+            if let Some(slot) = codes.get_mut(start + i) {
+                *slot = (*slot).max(code);
             }
         }
     }
-    Ok(found)
+    Ok(codes)
 }
 
 /// [`Store::enqueue`](taskmill_core::Store::enqueue).
@@ -316,7 +331,8 @@ pub(crate) async fn claim(store: &RedisStore, req: &ClaimOptions) -> Result<Vec<
             )
             .arg(&*req.owner)
             .arg(deadline)
-            .arg(store.shared.options.promote_limit.max(1));
+            .arg(store.shared.options.promote_limit.max(1))
+            .arg(wanted.max_retries);
         let reply = match store.shared.conn.eval_one(call).await {
             Ok(reply) => reply,
             // Tasks already claimed from earlier topics are returned, not stranded
@@ -350,8 +366,10 @@ pub(crate) async fn claim(store: &RedisStore, req: &ClaimOptions) -> Result<Vec<
                 token,
                 deadline: req.deadline(),
             };
-            let decoded = record_bytes(record)
-                .and_then(|bytes| decode_claimed(bytes.as_deref(), id, &wanted.topic, lease));
+            let decoded = record_bytes(record).and_then(|bytes| {
+                let (now, retries) = (req.now, wanted.max_retries);
+                decode_claimed(bytes.as_deref(), id, &wanted.topic, lease, now, retries)
+            });
             claimed.push(match decoded {
                 Ok(record) => Claimed::Ready(record),
                 Err(error) => Claimed::Corrupt {
@@ -393,9 +411,45 @@ pub(crate) async fn renew(
     let mut applied = vec![Applied::Stale; leases.len()];
     for (reply, indexes) in replies.into_iter().zip(order) {
         for (v, i) in array(reply, "renew")?.iter().zip(indexes) {
-            if int(v, "renew")? == 1 {
-                applied[i] = Applied::Done;
+            applied[i] = applied_code(int(v, "renew")?);
+        }
+    }
+    Ok(applied)
+}
+
+/// What a renew or progress script's code per item means: 1 done, 2 done but a cancel
+/// was requested, anything else stale.
+fn applied_code(code: i64) -> Applied {
+    match code {
+        1 => Applied::Done,
+        2 => Applied::Cancelled,
+        _ => Applied::Stale,
+    }
+}
+
+/// [`Store::progress`](taskmill_core::Store::progress).
+pub(crate) async fn progress(store: &RedisStore, updates: &[Progress]) -> Result<Vec<Applied>> {
+    let groups = group_by_topic(updates.iter().map(|u| (u.lease.topic.clone(), u)));
+    let mut calls = Vec::new();
+    let mut order = Vec::new();
+    for (topic, group) in &groups {
+        let keys = topic_keys(store, topic);
+        for chunk in group.chunks(CHUNK) {
+            let mut call = call(store, &SCRIPTS.progress, &keys);
+            for (_, update) in chunk {
+                call.arg(update.lease.id.get())
+                    .arg(update.lease.token)
+                    .arg(update.value.as_str());
             }
+            calls.push(call);
+            order.push(chunk.iter().map(|(i, _)| *i).collect::<Vec<_>>());
+        }
+    }
+    let replies = store.shared.conn.eval(&calls).await?;
+    let mut applied = vec![Applied::Stale; updates.len()];
+    for (reply, indexes) in replies.into_iter().zip(order) {
+        for (v, i) in array(reply, "progress")?.iter().zip(indexes) {
+            applied[i] = applied_code(int(v, "progress")?);
         }
     }
     Ok(applied)
@@ -414,11 +468,11 @@ pub(crate) async fn apply(
         let keys = topic_keys(store, topic);
         for chunk in group.chunks(CHUNK) {
             let mut call = call(store, &SCRIPTS.apply, &keys);
-            let kinds: String = chunk
-                .iter()
-                .map(|(_, outcome)| kind_code(&outcome.kind))
-                .collect::<Result<_>>()?;
-            call.arg(now.as_millis()).arg(chunk.len()).arg(kinds);
+            let mut codes = String::with_capacity(2 * chunk.len());
+            for (_, outcome) in chunk {
+                outcome_code(outcome, &mut codes)?;
+            }
+            call.arg(now.as_millis()).arg(chunk.len()).arg(codes);
             for (_, outcome) in chunk {
                 call.arg(outcome.lease.id.get());
             }
@@ -428,16 +482,23 @@ pub(crate) async fn apply(
             for (_, outcome) in chunk {
                 match &outcome.kind {
                     OutcomeKind::Retry { at, error, .. } => {
-                        call.arg(at.as_millis()).arg(error.as_str());
+                        call.arg(at.as_millis()).arg(json_string(error));
                     }
                     OutcomeKind::Dead { error, .. } => {
-                        call.arg(0).arg(error.as_str());
+                        call.arg(json_string(error));
                     }
-                    OutcomeKind::Release { .. } => {
-                        call.arg(0).arg("");
+                    OutcomeKind::Complete {
+                        result: Some(result),
+                        ..
+                    } => {
+                        call.arg(result.as_str());
                     }
-                    // Complete takes no arguments; `kind_code` refused any other kind.
+                    // Release and a completion without a result take no arguments;
+                    // `outcome_code` refused any other kind.
                     _ => {}
+                }
+                if let Some(progress) = &outcome.progress {
+                    call.arg(progress.as_str());
                 }
             }
             calls.push(call);
@@ -447,16 +508,20 @@ pub(crate) async fn apply(
     let replies = store.shared.conn.eval(&calls).await?;
     let mut applied = vec![Applied::Done; outcomes.len()];
     for (reply, indexes) in replies.into_iter().zip(order) {
-        // Only the stale outcomes come back, by 1-based position in the call.
-        for v in array(reply, "apply")? {
-            let at = usize::try_from(int(&v, "apply")?)
-                .ok()
-                .and_then(|k| k.checked_sub(1))
-                .and_then(|k| indexes.get(k))
-                .ok_or_else(|| {
-                    taskmill_core::Error::storage("apply script named an outcome not sent")
-                })?;
-            applied[*at] = Applied::Stale;
+        // Only the exceptions come back, by 1-based position in the call: the stale
+        // outcomes, then those that ended their task cancelled.
+        let mut lists = array(reply, "apply")?.into_iter();
+        for marked in [Applied::Stale, Applied::Cancelled] {
+            for v in array(lists.next().unwrap_or(Value::Nil), "apply")? {
+                let at = usize::try_from(int(&v, "apply")?)
+                    .ok()
+                    .and_then(|k| k.checked_sub(1))
+                    .and_then(|k| indexes.get(k))
+                    .ok_or_else(|| {
+                        taskmill_core::Error::storage("apply script named an outcome not sent")
+                    })?;
+                applied[*at] = marked;
+            }
         }
     }
     Ok(applied)
@@ -478,7 +543,7 @@ pub(crate) async fn recover(
         let mut call = call(store, &SCRIPTS.recover, &keys);
         call.arg(now.as_millis())
             .arg(remaining)
-            .arg(LEASE_EXPIRED_ERROR);
+            .arg(json_string(LEASE_EXPIRED_ERROR));
         let reply = match store.shared.conn.eval_one(call).await {
             Ok(reply) => reply,
             Err(e) if !recovered.is_empty() => {
@@ -489,19 +554,79 @@ pub(crate) async fn recover(
         };
         for entry in array(reply, "recover")? {
             let pair = array(entry, "recover")?;
-            let (Some(id), Some(dead)) = (pair.first(), pair.get(1)) else {
+            let mut pair = pair.into_iter();
+            let (Some(id), Some(queue)) = (pair.next(), pair.next()) else {
                 return Err(taskmill_core::Error::storage(
                     "recover script returned a bad entry",
                 ));
             };
+            let queue = match string(queue, "recover")?.as_str() {
+                "i" => Queue::Input,
+                "d" => Queue::Dead,
+                "c" => Queue::Cancelled,
+                other => {
+                    return Err(taskmill_core::Error::storage(format!(
+                        "recover script returned the queue {other:?}"
+                    )))
+                }
+            };
             recovered.push(Recovered {
-                id: task_id(id, "recover")?,
+                id: task_id(&id, "recover")?,
                 topic: topic.clone(),
-                dead: int(dead, "recover")? == 1,
+                queue,
             });
         }
     }
     Ok(recovered)
+}
+
+/// [`Store::prune`](taskmill_core::Store::prune): one `ZCOUNT` per topic (pipelined, a
+/// logarithmic lookup each) tells which topics have records due, and only those get a
+/// script call, all in one more round trip.
+pub(crate) async fn prune(store: &RedisStore, opts: &PruneOptions) -> Result<u64> {
+    if opts.limit == 0 {
+        return Ok(0);
+    }
+    let topics = topics(store).await?;
+    if topics.is_empty() {
+        return Ok(0);
+    }
+    let cutoffs: Vec<i64> = topics
+        .iter()
+        .map(|t| opts.cutoff_of(t).as_millis())
+        .collect();
+    let mut pipe = redis::pipe();
+    for (topic, cutoff) in topics.iter().zip(&cutoffs) {
+        pipe.cmd("ZCOUNT")
+            .arg(topic_keys(store, topic).finished())
+            .arg("-inf")
+            .arg(*cutoff);
+    }
+    let due = store.shared.conn.query(&pipe, topics.len()).await?;
+    let mut remaining = opts.limit;
+    let mut calls = Vec::new();
+    for ((topic, cutoff), due) in topics.iter().zip(&cutoffs).zip(due) {
+        if remaining == 0 {
+            break;
+        }
+        let mut take = usize::try_from(int(&due, "ZCOUNT")?.max(0))
+            .unwrap_or(usize::MAX)
+            .min(remaining);
+        remaining -= take;
+        let keys = topic_keys(store, topic);
+        while take > 0 {
+            let chunk = take.min(CHUNK);
+            let mut call = call(store, &SCRIPTS.prune, &keys);
+            call.arg(*cutoff).arg(chunk);
+            calls.push(call);
+            take -= chunk;
+        }
+    }
+    let mut pruned = 0;
+    for reply in store.shared.conn.eval(&calls).await? {
+        pruned += u64::try_from(int(&reply, "prune")?).unwrap_or(0);
+    }
+    Ok(pruned)
 }
 
 /// [`Store::stats`](taskmill_core::Store::stats).
@@ -535,6 +660,7 @@ pub(crate) async fn stats(store: &RedisStore) -> Result<Stats> {
                 "recovered" => c.recovered = n_u,
                 "released" => c.released = n_u,
                 "requeued" => c.requeued = n_u,
+                "cancelled" => c.cancelled = n_u,
                 "paused" => stats.paused = n == 1,
                 _ => {}
             }
@@ -542,6 +668,8 @@ pub(crate) async fn stats(store: &RedisStore) -> Result<Stats> {
         stats.sizes.input = sizes.first().copied().unwrap_or(0);
         stats.sizes.work = sizes.get(1).copied().unwrap_or(0);
         stats.sizes.dead = sizes.get(2).copied().unwrap_or(0);
+        stats.sizes.completed = sizes.get(3).copied().unwrap_or(0);
+        stats.sizes.cancelled = sizes.get(4).copied().unwrap_or(0);
         per_topic.insert(topic.to_string(), stats);
     }
     Ok(Stats::from_topics(per_topic))
@@ -561,13 +689,17 @@ pub(crate) async fn get(store: &RedisStore, id: TaskId) -> Result<Option<TaskRec
     let replies = store.shared.conn.eval(&calls).await?;
     for (topic, reply) in topics.iter().zip(replies) {
         let mut items = array(reply, "get")?.into_iter();
-        let record = record_bytes(items.next().unwrap_or(Value::Nil))?;
-        let lease = StoredLease::from_value(items.next().unwrap_or(Value::Nil))?;
-        let queue = string(items.next().unwrap_or(Value::Nil), "get")?;
+        let mut next = || items.next().unwrap_or(Value::Nil);
+        let record = record_bytes(next())?;
+        let lease = next();
+        let queue = string(next(), "get")?;
+        let run = Run::from_values(lease, next(), next());
         let queue = match queue.as_str() {
             "input" => Queue::Input,
             "dead" => Queue::Dead,
             "work" => Queue::Work,
+            "completed" => Queue::Completed,
+            "cancelled" => Queue::Cancelled,
             _ if record.is_some() => {
                 return Err(taskmill_core::Error::corrupt(format!(
                     "task {id} of topic {topic:?} has a record but is in no queue"
@@ -575,7 +707,7 @@ pub(crate) async fn get(store: &RedisStore, id: TaskId) -> Result<Option<TaskRec
             }
             _ => continue,
         };
-        return decode_stored(record.as_deref(), id, topic, queue, lease.as_ref()).map(Some);
+        return decode_stored(record.as_deref(), id, topic, queue, &run).map(Some);
     }
     Ok(None)
 }
@@ -597,23 +729,34 @@ pub(crate) async fn list(store: &RedisStore, query: &ListOptions) -> Result<Page
         })
         .collect();
     let replies = store.shared.conn.eval(&calls).await?;
-    type Found<'t> = (TaskId, &'t Arc<str>, Option<Vec<u8>>, Option<StoredLease>);
+    type Found<'t> = (TaskId, &'t Arc<str>, Option<Vec<u8>>, Run);
     let mut found: Vec<Found<'_>> = Vec::new();
     for (topic, reply) in topics.iter().zip(replies) {
         let mut items = array(reply, "list")?.into_iter();
-        let ids = array(items.next().unwrap_or(Value::Nil), "list")?;
-        let records = array(items.next().unwrap_or(Value::Nil), "list")?;
-        let leases = array(items.next().unwrap_or(Value::Nil), "list")?;
-        if records.len() != ids.len() || leases.len() != ids.len() {
+        let mut next = || array(items.next().unwrap_or(Value::Nil), "list");
+        let (ids, records) = (next()?, next()?);
+        // The run's parts come only for WORK.
+        let (leases, requests, progress) = (next()?, next()?, next()?);
+        if records.len() != ids.len()
+            || [&leases, &requests, &progress]
+                .iter()
+                .any(|part| !part.is_empty() && part.len() != ids.len())
+        {
             return Err(taskmill_core::Error::storage(
                 "list script returned a bad reply",
             ));
         }
-        for ((id, record), lease) in ids.into_iter().zip(records).zip(leases) {
+        let mut leases = leases.into_iter();
+        let mut requests = requests.into_iter();
+        let mut progress = progress.into_iter();
+        for (id, record) in ids.into_iter().zip(records) {
             let record = record_bytes(record)?;
-            // A lease that cannot be read lists the task without it (see decode_lenient).
-            let lease = StoredLease::from_value(lease).unwrap_or(None);
-            found.push((task_id(&id, "list")?, topic, record, lease));
+            let run = Run::from_values(
+                leases.next().unwrap_or(Value::Nil),
+                requests.next().unwrap_or(Value::Nil),
+                progress.next().unwrap_or(Value::Nil),
+            );
+            found.push((task_id(&id, "list")?, topic, record, run));
         }
     }
     found.sort_by_key(|(id, ..)| *id);
@@ -621,8 +764,8 @@ pub(crate) async fn list(store: &RedisStore, query: &ListOptions) -> Result<Page
     found.truncate(limit);
     let tasks: Vec<TaskRecord> = found
         .into_iter()
-        .map(|(id, topic, record, lease)| {
-            decode_lenient(record.as_deref(), id, topic, query.queue, lease.as_ref())
+        .map(|(id, topic, record, run)| {
+            decode_lenient(record.as_deref(), id, topic, query.queue, &run)
         })
         .collect();
     let next = if more {
@@ -640,12 +783,41 @@ pub(crate) async fn requeue(
     now: Timestamp,
 ) -> Result<Vec<bool>> {
     let now = [now.as_millis().to_string()];
-    on_every_topic(store, &SCRIPTS.requeue, ids, &now).await
+    let codes = on_every_topic(store, &SCRIPTS.requeue, ids, &now).await?;
+    Ok(codes.into_iter().map(|c| c == 1).collect())
 }
 
 /// [`Store::delete`](taskmill_core::Store::delete).
 pub(crate) async fn delete(store: &RedisStore, ids: &[TaskId]) -> Result<Vec<bool>> {
-    on_every_topic(store, &SCRIPTS.delete, ids, &[]).await
+    let codes = on_every_topic(store, &SCRIPTS.delete, ids, &[]).await?;
+    Ok(codes.into_iter().map(|c| c == 1).collect())
+}
+
+/// [`Store::cancel`](taskmill_core::Store::cancel). The scripts publish the requests for
+/// running tasks on the cancel channel and the events of the tasks cancelled at once.
+pub(crate) async fn cancel(
+    store: &RedisStore,
+    ids: &[TaskId],
+    opts: &CancelOptions,
+) -> Result<Vec<Cancellation>> {
+    let leading = [
+        opts.now.as_millis().to_string(),
+        opts.by.to_string(),
+        json_string(&opts.by),
+        store.shared.keys.cancel.clone(),
+    ];
+    let codes = on_every_topic(store, &SCRIPTS.cancel, ids, &leading).await?;
+    Ok(codes
+        .into_iter()
+        .map(|code| match code {
+            1 => Cancellation::Cancelled,
+            2 => Cancellation::Requested,
+            3 => Cancellation::Refused(Queue::Dead),
+            4 => Cancellation::Refused(Queue::Completed),
+            5 => Cancellation::Refused(Queue::Cancelled),
+            _ => Cancellation::NotFound,
+        })
+        .collect())
 }
 
 /// [`Store::set_paused`](taskmill_core::Store::set_paused).

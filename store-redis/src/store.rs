@@ -1,18 +1,18 @@
 //! The [`Store`] implementation: the operations are script calls (see `ops.rs`); here are
-//! the wake-ups that follow them, and the events, which cross processes on the
-//! namespace's channel.
+//! the wake-ups that follow them, and the events and cancel requests, which cross
+//! processes on the namespace's channels.
 
 use crate::codec::{array, int};
 use crate::{ops, RedisStore};
 use std::time::{Duration, Instant};
 use taskmill_core::raw::validate_topic;
 use taskmill_core::store::{
-    Applied, ApplyOptions, Capabilities, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef,
-    ListOptions, Outcome, OutcomeKind, Page, RecoverOptions, Recovered, RenewOptions,
-    RequeueOptions, WakeStream,
+    Applied, ApplyOptions, CancelOptions, CancelStream, Cancellation, Capabilities, ClaimOptions,
+    Claimed, EnqueueOptions, Enqueued, LeaseRef, ListOptions, Outcome, OutcomeKind, Page, Progress,
+    PruneOptions, RecoverOptions, Recovered, RenewOptions, RequeueOptions, WakeStream,
 };
 use taskmill_core::{
-    async_trait, Event, EventStream, Result, Stats, Store, Task, TaskId, TaskRecord,
+    async_trait, Event, EventStream, Queue, Result, Stats, Store, Task, TaskId, TaskRecord,
 };
 
 /// How long the answer to "does another process listen to events?" is trusted.
@@ -87,6 +87,13 @@ impl Store for RedisStore {
         ops::renew(self, leases, opts.deadline).await
     }
 
+    async fn progress(&self, updates: &[Progress]) -> Result<Vec<Applied>> {
+        if updates.is_empty() {
+            return Ok(Vec::new());
+        }
+        ops::progress(self, updates).await
+    }
+
     async fn apply(&self, outcomes: &[Outcome], opts: &ApplyOptions) -> Result<Vec<Applied>> {
         let applied = ops::apply(self, outcomes, opts.now).await?;
         let to_input = outcomes.iter().zip(&applied).any(|(o, a)| {
@@ -104,10 +111,14 @@ impl Store for RedisStore {
 
     async fn recover(&self, opts: &RecoverOptions) -> Result<Vec<Recovered>> {
         let recovered = ops::recover(self, opts.now, opts.limit).await?;
-        if recovered.iter().any(|r| !r.dead) {
+        if recovered.iter().any(|r| r.queue == Queue::Input) {
             self.shared.bus.wake();
         }
         Ok(recovered)
+    }
+
+    async fn prune(&self, opts: &PruneOptions) -> Result<u64> {
+        ops::prune(self, opts).await
     }
 
     async fn stats(&self) -> Result<Stats> {
@@ -132,6 +143,10 @@ impl Store for RedisStore {
 
     async fn delete(&self, ids: &[TaskId]) -> Result<Vec<bool>> {
         ops::delete(self, ids).await
+    }
+
+    async fn cancel(&self, ids: &[TaskId], opts: &CancelOptions) -> Result<Vec<Cancellation>> {
+        ops::cancel(self, ids, opts).await
     }
 
     async fn set_paused(&self, topic: &str, paused: bool) -> Result<()> {
@@ -169,5 +184,9 @@ impl Store for RedisStore {
 
     async fn wakeups(&self) -> Result<WakeStream> {
         Ok(self.shared.bus.wakeups().await)
+    }
+
+    async fn cancellations(&self) -> Result<CancelStream> {
+        Ok(self.shared.bus.cancellations().await)
     }
 }

@@ -133,7 +133,7 @@ async fn publishing_to_nobody_sends_nothing() {
         .query_async(&mut raw)
         .await
         .unwrap();
-    let event = Event::TaskCancelled {
+    let event = Event::TaskReleased {
         id: taskmill_core::TaskId::new(1),
         topic: "t".into(),
     };
@@ -168,7 +168,7 @@ async fn publishing_to_nobody_sends_nothing() {
 async fn has_subscribers_follows_watchers_here_and_elsewhere() {
     let (_server, here, there) = two_handles().await;
     assert!(here.has_subscribers(), "unknown counts as yes");
-    let event = Event::TaskCancelled {
+    let event = Event::TaskReleased {
         id: taskmill_core::TaskId::new(1),
         topic: "t".into(),
     };
@@ -182,4 +182,37 @@ async fn has_subscribers_follows_watchers_here_and_elsewhere() {
         here.has_subscribers()
     })
     .await;
+}
+
+/// A cancel of a running task issued through one handle reaches the cancellations stream
+/// of another (its own connections, as another process has), and only the requests for
+/// running tasks do: one cancelled while waiting is not sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_task_cancelled_elsewhere_reaches_the_cancellations_here() {
+    use taskmill_core::store::{CancelOptions, Cancellation};
+    let (_server, runner, admin) = two_handles().await;
+    let mut cancels = runner.cancellations().await.unwrap();
+    let ids = taskmill_testkit::enqueue(
+        &runner,
+        vec![Task::new("t", &1).unwrap(), Task::new("t", &2).unwrap()],
+    )
+    .await;
+    let claimed = taskmill_testkit::claim_at(&runner, &["t"], 1, taskmill_testkit::T0).await;
+    assert_eq!(claimed[0].id, ids[0]);
+    let by = CancelOptions::new(Timestamp::now(), "admin");
+    assert_eq!(
+        admin.cancel(&[ids[1], ids[0]], &by).await.unwrap(),
+        [Cancellation::Cancelled, Cancellation::Requested]
+    );
+    let got = tokio::time::timeout(PATIENCE, cancels.next())
+        .await
+        .expect("no cancel request arrived")
+        .expect("the cancellations stream ended");
+    assert_eq!(got, ids[0]);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), cancels.next())
+            .await
+            .is_err(),
+        "more than the one request arrived"
+    );
 }

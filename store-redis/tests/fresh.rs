@@ -183,10 +183,7 @@ async fn claims_merge_list_and_ready_set_by_priority_then_id() {
     );
     let retries: Vec<Outcome> = claimed
         .iter()
-        .map(|r| Outcome {
-            lease: LeaseRef::of(r),
-            kind: OutcomeKind::retry(now, "again"),
-        })
+        .map(|r| Outcome::new(LeaseRef::of(r), OutcomeKind::retry(now, "again")))
         .collect();
     assert_eq!(
         s.store

@@ -83,7 +83,7 @@ async fn manager_reconnects_after_redis_is_killed_and_restarted() {
     let deadline = Instant::now() + Duration::from_secs(120);
     let stats = loop {
         match store.stats().await {
-            Ok(stats) if stats.total.sizes.total() == 0 => break stats,
+            Ok(stats) if stats.total.sizes.active() == 0 => break stats,
             Ok(s) => eprintln!(
                 "{:?} {:?} done {}",
                 restarted.elapsed(),
@@ -141,7 +141,7 @@ async fn subscriptions_resume_after_a_restart() {
     .unwrap();
     // A fresh handle, as another process would have after the restart.
     let other = RedisStore::open(&url).await.unwrap();
-    let marker = Event::TaskCancelled {
+    let marker = Event::TaskReleased {
         id: TaskId::new(7),
         topic: "marker".into(),
     };
@@ -180,6 +180,52 @@ async fn subscriptions_resume_after_a_restart() {
         .await
         .expect("no wake-up after the restart")
         .expect("the wake-up stream ended");
+    drop(server);
+}
+
+/// The cancellations stream comes back with the subscription: a cancel requested through
+/// another handle after a restart reaches a stream opened before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellations_resume_after_a_restart() {
+    use futures_util::StreamExt;
+    use taskmill_core::store::{CancelOptions, Cancellation};
+
+    let mut server = RedisServer::start_with(ServerConfig::default().appendonly(true));
+    let url = server.url(&fresh_namespace());
+    let runner = RedisStore::open(&url).await.unwrap();
+    let mut cancels = runner.cancellations().await.unwrap();
+    let id = taskmill_testkit::enqueue(&runner, vec![Task::new("t", &1).unwrap()]).await[0];
+    taskmill_testkit::claim_at(&runner, &["t"], 1, taskmill_testkit::T0).await;
+    server = tokio::task::spawn_blocking(move || {
+        server.restart();
+        server
+    })
+    .await
+    .unwrap();
+    let admin = RedisStore::open(&url).await.unwrap();
+    let by = CancelOptions::new(Timestamp::now(), "admin");
+    // Until the stream's connection is back, a request is lost (the renewal would tell the
+    // manager): ask again until one arrives.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no cancel request reached the old stream after the restart"
+        );
+        assert_eq!(
+            admin.cancel(&[id], &by).await.unwrap(),
+            [Cancellation::Requested],
+            "the running task survived the restart (append-only file)"
+        );
+        match tokio::time::timeout(Duration::from_millis(200), cancels.next()).await {
+            Ok(Some(got)) => {
+                assert_eq!(got, id);
+                break;
+            }
+            Ok(None) => panic!("the cancellations stream ended"),
+            Err(_) => {}
+        }
+    }
     drop(server);
 }
 

@@ -50,10 +50,7 @@ async fn lifecycle_round_trip() {
     assert_eq!(claimed[0].attempt, 1);
     let outcomes: Vec<_> = claimed
         .iter()
-        .map(|r| Outcome {
-            lease: LeaseRef::of(r),
-            kind: OutcomeKind::complete(),
-        })
+        .map(|r| Outcome::new(LeaseRef::of(r), OutcomeKind::complete()))
         .collect();
     assert_eq!(
         store
@@ -78,8 +75,13 @@ async fn lifecycle_round_trip() {
         ),
         (2, 2, 2)
     );
-    assert_eq!(stats.total.sizes.total(), 0);
-    assert!(store.get(results[0].id()).await.unwrap().is_none());
+    assert_eq!(
+        (stats.total.sizes.active(), stats.total.sizes.completed),
+        (0, 2)
+    );
+    let done = store.get(results[0].id()).await.unwrap().unwrap();
+    assert_eq!((done.queue, done.finished_at), (Queue::Completed, Some(T0)));
+    // The key is free once the task completed, although its record is kept.
     let again = enqueue_results(&store, vec![Task::new("t", &4).unwrap().unique_key("k")]).await;
     assert!(again[0].is_new());
     assert_eq!(
@@ -197,7 +199,7 @@ async fn records_keep_their_fields_through_every_rewrite() {
         assert_eq!(r.args.as_str(), "{\"k\":\"a:b:1\"}");
         assert_eq!(r.external_id.as_deref(), Some("ext:9"));
         assert_eq!(r.unique_key.as_deref(), Some("u:1"));
-        assert_eq!((r.priority, r.max_retries, r.enqueued_at), (7, 3, T0));
+        assert_eq!((r.priority, r.max_retries, r.enqueued_at), (7, Some(3), T0));
     };
     let claim = |at: Timestamp, lease: Duration| {
         let store = store.clone();
@@ -217,7 +219,7 @@ async fn records_keep_their_fields_through_every_rewrite() {
         async move {
             assert_eq!(
                 store
-                    .apply(&[Outcome { lease, kind }], &ApplyOptions::new(at))
+                    .apply(&[Outcome::new(lease, kind)], &ApplyOptions::new(at))
                     .await
                     .unwrap(),
                 vec![Applied::Done]
@@ -239,9 +241,11 @@ async fn records_keep_their_fields_through_every_rewrite() {
     let g = get().await;
     check(&g);
     assert_eq!(
-        (g.queue, g.attempt, g.run_at, g.last_error.as_deref()),
+        (g.queue, g.attempt, g.run_at, g.last_error()),
         (Queue::Input, 1, later, Some("e:1"))
     );
+    assert_eq!((g.errors[0].attempt, g.errors[0].at), (1, T0));
+    assert_eq!((g.first_started_at, g.started_at), (Some(T0), Some(T0)));
     // Expired lease: the reaper puts it back due now, the attempt counted.
     let r = claim(later, Duration::from_millis(10)).await;
     assert_eq!(r.attempt, 2);
@@ -258,14 +262,21 @@ async fn records_keep_their_fields_through_every_rewrite() {
     let g = get().await;
     check(&g);
     assert_eq!((g.queue, g.attempt, g.run_at), (Queue::Input, 2, reaped));
+    assert_eq!((g.first_started_at, g.started_at), (Some(T0), Some(later)));
     // Dead, then requeued with a fresh set of attempts.
     let r = claim(reaped, Duration::from_secs(30)).await;
     apply(&r, OutcomeKind::dead("gone"), reaped).await;
     let g = get().await;
     check(&g);
     assert_eq!(
-        (g.queue, g.attempt, g.failed_at, g.last_error.as_deref()),
+        (g.queue, g.attempt, g.finished_at, g.last_error()),
         (Queue::Dead, 3, Some(reaped), Some("gone"))
+    );
+    let attempts: Vec<u32> = g.errors.iter().map(|e| e.attempt).collect();
+    assert_eq!(
+        attempts,
+        [1, 3],
+        "the reaped attempt had retries left: no error"
     );
     let requeued = reaped + Duration::from_secs(1);
     assert_eq!(
@@ -278,9 +289,10 @@ async fn records_keep_their_fields_through_every_rewrite() {
     let g = get().await;
     check(&g);
     assert_eq!(
-        (g.queue, g.attempt, g.failed_at, g.run_at),
+        (g.queue, g.attempt, g.finished_at, g.run_at),
         (Queue::Input, 0, None, requeued)
     );
+    assert_eq!(g.errors.len(), 2, "a requeue keeps the errors");
     // Released: due now, the attempt given back.
     let r = claim(requeued, Duration::from_secs(30)).await;
     let released = requeued + Duration::from_secs(1);
@@ -288,10 +300,19 @@ async fn records_keep_their_fields_through_every_rewrite() {
     let g = get().await;
     check(&g);
     assert_eq!((g.queue, g.attempt, g.run_at), (Queue::Input, 0, released));
-    // Completed: gone, and its unique key free again.
+    // Completed: kept with its result, and its unique key free again.
     let r = claim(released, Duration::from_secs(30)).await;
-    apply(&r, OutcomeKind::complete(), released).await;
-    assert!(store.get(id).await.unwrap().is_none());
+    let result = taskmill_core::Payload::from_json("{\"ok\":[1]}").unwrap();
+    let finished = released + Duration::from_secs(1);
+    apply(&r, OutcomeKind::complete_with(Some(result)), finished).await;
+    let g = get().await;
+    check(&g);
+    assert_eq!(
+        (g.queue, g.attempt, g.finished_at, g.started_at),
+        (Queue::Completed, 1, Some(finished), Some(released))
+    );
+    assert_eq!(g.result.unwrap().as_str(), "{\"ok\":[1]}");
+    assert_eq!((g.first_started_at, g.errors.len()), (Some(T0), 2));
     let again = enqueue_results(&store, vec![Task::new("t", &1).unwrap().unique_key("u:1")]).await;
     assert!(again[0].is_new());
 }
@@ -308,10 +329,7 @@ async fn mixed_outcomes_in_one_call_each_get_their_own_details() {
     enqueue_results(&store, tasks).await;
     let req = ClaimOptions::new([TopicClaim::new("t")], 5, "me", T0);
     let claimed = ready(store.claim(&req).await.unwrap());
-    let outcome = |i: usize, kind: OutcomeKind| Outcome {
-        lease: LeaseRef::of(&claimed[i]),
-        kind,
-    };
+    let outcome = |i: usize, kind: OutcomeKind| Outcome::new(LeaseRef::of(&claimed[i]), kind);
     // Two outcomes for one lease in one call: the second is stale, and task 0's lease is
     // stale before the batch below.
     let twice = [
@@ -346,16 +364,20 @@ async fn mixed_outcomes_in_one_call_each_get_their_own_details() {
         let id = claimed[i].id;
         async move { store.get(id).await.unwrap() }
     };
-    assert!(get(0).await.is_none());
-    assert!(get(1).await.is_none());
+    let completed = |i: usize| {
+        let get = get(i);
+        async move { get.await.map(|r| (r.queue, r.finished_at)) }
+    };
+    assert_eq!(completed(0).await, Some((Queue::Completed, Some(T0))));
+    assert_eq!(completed(1).await, Some((Queue::Completed, Some(now))));
     let dead = get(2).await.unwrap();
     assert_eq!(
-        (dead.queue, dead.last_error.as_deref(), dead.failed_at),
+        (dead.queue, dead.last_error(), dead.finished_at),
         (Queue::Dead, Some("b"), Some(now))
     );
     let retried = get(3).await.unwrap();
     assert_eq!(
-        (retried.queue, retried.last_error.as_deref(), retried.run_at),
+        (retried.queue, retried.last_error(), retried.run_at),
         (Queue::Input, Some("c"), later)
     );
     let released = get(4).await.unwrap();
@@ -364,9 +386,9 @@ async fn mixed_outcomes_in_one_call_each_get_their_own_details() {
             released.queue,
             released.attempt,
             released.run_at,
-            released.last_error
+            released.errors.len()
         ),
-        (Queue::Input, 0, now, None)
+        (Queue::Input, 0, now, 0)
     );
     let counters = store.stats().await.unwrap().total.counters;
     assert_eq!(

@@ -1,70 +1,158 @@
--- Applies outcomes of runs. ARGV[4] now, ARGV[5] count n, ARGV[6] the kinds as one string
--- of n letters ('c' complete, 'r' retry, 'd' dead, 'l' release), then two blocks of n: ids,
--- tokens; then, for each outcome that is not a completion, in order: retry time, error.
--- Returns the (1-based) positions of stale outcomes: nothing changed, nothing counted.
+-- Applies outcomes of runs. ARGV[4] now, ARGV[5] count n, ARGV[6] the outcomes' codes, two
+-- characters each: the kind ('c' complete, 'r' retry, 'd' dead, 'l' release) and a digit,
+-- the sum of 1 (a finished task is kept), 2 (a result follows) and 4 (a progress value
+-- follows). Then two blocks of n: ids, tokens; then each outcome's own arguments, in
+-- order: retry time and error (retry) or error (dead), then its result and its progress
+-- when its digit says so. Errors come as JSON strings.
+-- Returns {stale, cancelled}: the (1-based) positions of stale outcomes (nothing changed,
+-- nothing counted) and of those that ended their task CANCELLED (a cancel was requested).
 local now = tonumber(ARGV[4])
 local n = tonumber(ARGV[5])
 if n == 0 then
-  return {}
+  return {{}, {}}
 end
-local kinds = ARGV[6]
+local codes = ARGV[6]
 local i0 = 7
 local x = 7 + 2 * n
 local leases = bulk_range('HMGET', LEASES, ARGV, i0, i0 + n - 1)
-local stale = {}
-local finished, completed, others = {}, {}, {}
+-- Cancel requests and progress exist beside few runs: a topic without any costs one
+-- EXISTS each.
+local requests, progress = {}, {}
+local has_requests = redis.call('EXISTS', CANCELS) == 1
+if has_requests then
+  requests = bulk_range('HMGET', CANCELS, ARGV, i0, i0 + n - 1)
+end
+local has_progress = redis.call('EXISTS', PROGRESS) == 1
+if has_progress then
+  progress = bulk_range('HMGET', PROGRESS, ARGV, i0, i0 + n - 1)
+end
+local stale, cancelled = {}, {}
+-- ended: every task whose lease the call ends; dropped: completions not kept (removed in
+-- bulk, as cheap as a completion was before history); completed: completions kept; others:
+-- the rest, one task at a time.
+local ended, dropped, completed, others = {}, {}, {}, {}
 -- The second of two outcomes for one task in a call is stale: the first ended the lease.
 local done = {}
 for k = 1, n do
-  local id, kind = ARGV[i0 + k - 1], string.sub(kinds, k, k)
+  local id = ARGV[i0 + k - 1]
+  local kind = string.sub(codes, 2 * k - 1, 2 * k - 1)
+  local flags = tonumber(string.sub(codes, 2 * k, 2 * k)) or 1
+  local at, error, result, value
+  if kind == 'r' then
+    at, error, x = ARGV[x], ARGV[x + 1], x + 2
+  elseif kind == 'd' then
+    error, x = ARGV[x], x + 1
+  end
+  if flags % 4 >= 2 then
+    result, x = ARGV[x], x + 1
+  end
+  if flags >= 4 then
+    value, x = ARGV[x], x + 1
+  end
   local lease = leases[k]
   local applies = lease and not done[id] and string.match(lease, '^%d+') == ARGV[i0 + n + k - 1]
   if not applies then
     stale[#stale + 1] = k
   else
     done[id] = true
-    finished[#finished + 1] = id
-  end
-  if kind == 'c' then
-    if applies then
-      completed[#completed + 1] = id
+    ended[#ended + 1] = id
+    -- The outcome's progress is the newest; else the one stored while the task ran.
+    value = value or present(progress[k])
+    local keep = flags % 2 == 1
+    if requests[k] then
+      cancelled[#cancelled + 1] = k
+      if kind ~= 'c' then
+        result = nil
+      end
+      others[#others + 1] = {id, 'x', nil, nil, lease, value, keep, result, requests[k]}
+    elseif kind == 'c' and not keep then
+      dropped[#dropped + 1] = id
+    elseif kind == 'c' then
+      completed[#completed + 1] = {id, lease, result, value}
+    else
+      others[#others + 1] = {id, kind, at, error, lease, value}
     end
-  else
-    if applies then
-      others[#others + 1] = {id, kind, ARGV[x], ARGV[x + 1]}
-    end
-    x = x + 2
   end
 end
-if #finished == 0 then
-  return stale
+if #ended == 0 then
+  return {stale, cancelled}
 end
-bulk('HDEL', LEASES, finished)
-if #completed > 0 then
+bulk('HDEL', LEASES, ended)
+if has_requests then
+  bulk('HDEL', CANCELS, ended)
+end
+if has_progress then
+  bulk('HDEL', PROGRESS, ended)
+end
+local check_unique = redis.call('EXISTS', UNIQUE) == 1
+if #dropped > 0 then
   -- Only a topic that uses unique keys at all needs the records read to free them.
-  if redis.call('EXISTS', UNIQUE) == 1 then
-    local records = bulk('HMGET', TASKS, completed)
-    for i, id in ipairs(completed) do
+  if check_unique then
+    local records = bulk('HMGET', TASKS, dropped)
+    for i, id in ipairs(dropped) do
       free_unique(id, parse_record(records[i]))
     end
   end
-  bulk('HDEL', TASKS, completed)
+  bulk('HDEL', TASKS, dropped)
 end
-local retried, failed, released = 0, 0, 0
-for _, o in ipairs(others) do
-  local id, kind, at, error = o[1], o[2], o[3], o[4]
-  local rec = redis.call('HGET', TASKS, id)
-  local t = parse_record(rec)
-  if kind == 'r' then
+if #completed > 0 then
+  local ids = {}
+  for i, c in ipairs(completed) do
+    ids[i] = c[1]
+  end
+  local records = bulk('HMGET', TASKS, ids)
+  local rewritten, listed, finished = {}, {}, {}
+  for i, c in ipairs(completed) do
+    local id = c[1]
+    local t = parse_record(records[i])
+    -- A record that cannot be read is kept as it is: it shows in COMPLETED as corrupt.
     if t then
-      t.attempt, t.run_at, t.last_error = tonumber(t.attempt) + 1, at, error
+      fold_run(t, c[2], c[4])
+      t.attempt, t.result, t.finished_at = tonumber(t.attempt) + 1, c[3], ARGV[4]
+      rewritten[#rewritten + 1] = id
+      rewritten[#rewritten + 1] = pack_record(t)
+      if check_unique and not holds_key_while_kept(t) then
+        free_unique(id, t)
+      end
+    end
+    listed[#listed + 1] = id
+    listed[#listed + 1] = id
+    finished[#finished + 1] = ARGV[4]
+    finished[#finished + 1] = id
+  end
+  bulk('HSET', TASKS, rewritten)
+  bulk('ZADD', COMPLETED, listed)
+  bulk('ZADD', FINISHED, finished)
+end
+local retried, failed, released, ncancelled = 0, 0, 0, 0
+for _, o in ipairs(others) do
+  local id, kind, at, error, lease, value = o[1], o[2], o[3], o[4], o[5], o[6]
+  local t = parse_record(redis.call('HGET', TASKS, id))
+  if t then
+    fold_run(t, lease, value)
+  end
+  if kind == 'x' then
+    -- A cancel was requested: CANCELLED whatever the outcome, the attempt counted as run.
+    if t then
+      t.attempt, t.cancelled_by = tonumber(t.attempt) + 1, o[9]
+      if o[8] then
+        t.result = o[8]
+      end
+    end
+    finish(id, t, CANCELLED, ARGV[4], o[7])
+    ncancelled = ncancelled + 1
+  elseif kind == 'r' then
+    if t then
+      t.attempt, t.run_at = tonumber(t.attempt) + 1, at
+      push_error(t, t.attempt, ARGV[4], error)
       redis.call('HSET', TASKS, id, pack_record(t))
     end
     push_input(id, t and t.priority, at, now)
     retried = retried + 1
   elseif kind == 'd' then
     if t then
-      t.attempt, t.last_error, t.failed_at = tonumber(t.attempt) + 1, error, ARGV[4]
+      t.attempt, t.finished_at = tonumber(t.attempt) + 1, ARGV[4]
+      push_error(t, t.attempt, ARGV[4], error)
       redis.call('HSET', TASKS, id, pack_record(t))
     end
     -- A record that cannot be read goes to DEAD as it is: it shows there as corrupt.
@@ -80,11 +168,12 @@ for _, o in ipairs(others) do
     released = released + 1
   end
 end
-count('completed', #completed)
+count('completed', #dropped + #completed)
 count('retried', retried)
 count('failed', failed)
 count('released', released)
+count('cancelled', ncancelled)
 if retried + released > 0 then
   wake()
 end
-return stale
+return {stale, cancelled}

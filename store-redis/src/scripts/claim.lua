@@ -1,9 +1,11 @@
 -- Moves up to `limit` due tasks of one topic from INPUT to WORK under new leases.
 -- ARGV[4] now, ARGV[5] limit, ARGV[6] max_running ('' for none), ARGV[7] owner,
--- ARGV[8] lease deadline, ARGV[9] most scheduled tasks to promote in this call.
+-- ARGV[8] lease deadline, ARGV[9] most scheduled tasks to promote in this call, ARGV[10]
+-- the retry limit of claimed tasks that set none.
 -- Returns {last token, {ids}, {records}}: the i-th of n tasks got token last - n + i. A
--- record is as stored (false when missing): a claim does not change it, the caller applies
--- the claim to it.
+-- record is as stored (false when missing): a claim does not change it. The start time
+-- and the retry limit go into the lease (see parse_lease), and the caller applies the
+-- claim to the records it returns.
 if redis.call('HGET', META, 'paused') == '1' then
   return {}
 end
@@ -93,7 +95,7 @@ end
 -- One counter step hands out this claim's fencing tokens: last - #ids + 1 .. last.
 local last = redis.call('HINCRBY', META, 'token', #ids)
 local first = last - #ids
-local suffix = ':' .. ARGV[8] .. ':' .. ARGV[7]
+local suffix = ':' .. ARGV[8] .. ';' .. ARGV[4] .. ';' .. ARGV[10] .. ':' .. ARGV[7]
 local leases = {}
 for i, id in ipairs(ids) do
   leases[2 * i - 1] = id

@@ -4,7 +4,7 @@
 -- {namespace:topic} and lives in one hash slot.
 --
 -- KEYS: 1 meta, 2 ready, 3 scheduled, 4 dead, 5 later, 6 unique, 7 leases, 8 tasks,
---       9 fresh
+--       9 fresh, 10 completed, 11 cancelled, 12 finished, 13 cancels, 14 progress
 -- ARGV: 1 wake channel, 2 event channel, 3 the topic as a JSON string,
 --       then the script's own arguments from ARGV[4].
 --
@@ -14,6 +14,12 @@
 -- exact: Redis formats them with 17 digits.)
 local META, READY, SCHEDULED, DEAD, LATER, UNIQUE, LEASES, TASKS, FRESH =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+-- COMPLETED and CANCELLED list the finished tasks kept as history by id (score the id);
+-- FINISHED holds both by finished_at (the score), the order pruning takes them in.
+-- CANCELS (id -> who asked) and PROGRESS (id -> the last value reported) belong to runs in
+-- WORK, like LEASES, and are folded into the record when the run leaves WORK.
+local COMPLETED, CANCELLED, FINISHED, CANCELS, PROGRESS =
+  KEYS[10], KEYS[11], KEYS[12], KEYS[13], KEYS[14]
 local WAKE, EVENTS, TOPIC_JSON = ARGV[1], ARGV[2], ARGV[3]
 
 -- Claim order among due tasks: priority ascending, then id ascending (FIFO). The i16
@@ -74,32 +80,77 @@ local function bulk(command, key, t)
 end
 
 -- A task record (the value in TASKS) is one string:
+--   v2:attempt:max_retries:priority:enqueued_at:run_at:finished_at:first_started_at:
+--   started_at:flags:xlen:ulen:elen:rlen:plen:clen:
+-- followed by external_id, unique_key, errors, result, progress and cancelled_by (xlen ..
+-- clen bytes; an empty length means the field is absent) and the args (JSON text, the
+-- rest). max_retries and the times are empty when unset; flags holds 'u' when the unique
+-- key is held while the finished task is kept; errors is a JSON array of
+-- {"attempt":n,"at":ms,"message":"..."}, oldest first. `attempt` counts the runs before
+-- the current one: a claim leaves the record alone (see LEASES). codec.rs knows it too.
+local RECORD = '^v2:(%d+):(%d*):(%-?%d+):(%-?%d+):(%-?%d+):(%-?%d*):(%-?%d*):(%-?%d*):(%a*):' ..
+  '(%d*):(%d*):(%d*):(%d*):(%d*):(%d*):()'
+-- The record of the layout before history (read, never written): no version mark,
 --   attempt:max_retries:priority:enqueued_at:run_at:failed_at:xlen:ulen:elen:
--- followed by external_id, unique_key and last_error (xlen, ulen, elen bytes; an empty
--- length means the field is absent) and the args (JSON text, the rest). `attempt` counts
--- the runs before the current one: a claim leaves the record alone. codec.rs knows it too.
-local RECORD = '^(%d+):(%d+):(%-?%d+):(%-?%d+):(%-?%d+):(%-?%d*):(%d*):(%d*):(%d*):()'
+-- then external_id, unique_key, last_error and the args. failed_at reads as finished_at,
+-- last_error as the one error of attempt `attempt` at failed_at (0 when unset).
+local OLD_RECORD = '^(%d+):(%d+):(%-?%d+):(%-?%d+):(%-?%d+):(%-?%d*):(%d*):(%d*):(%d*):()'
 
--- The record as a table of strings, or nil when it is missing or cannot be read.
+-- The most errors a record keeps (taskmill_core::MAX_KEPT_ERRORS); older ones are dropped.
+local MAX_KEPT_ERRORS = 10
+-- The retry limit of a task that has none and whose lease carries none
+-- (taskmill_core::DEFAULT_MAX_RETRIES).
+local DEFAULT_MAX_RETRIES = 25
+
+-- Reads `len` bytes at `pos` of `rec`: the string (nil for an empty length) and the next
+-- position.
+local function take(rec, pos, len)
+  if len == '' then
+    return nil, pos
+  end
+  local n = tonumber(len)
+  return string.sub(rec, pos, pos + n - 1), pos + n
+end
+
+-- The record as a table of strings (absent fields nil, unset numbers ''), or nil when it
+-- is missing or cannot be read.
 local function parse_record(rec)
   if not rec then
     return nil
   end
-  local a, m, p, e, r, f, xl, ul, el, pos = string.match(rec, RECORD)
-  if not a then
-    return nil
-  end
-  local t = {attempt = a, max_retries = m, priority = p, enqueued_at = e, run_at = r,
-    failed_at = f}
-  local function take(len)
-    if len == '' then
+  local t, pos
+  local a, m, p, e, r, f, fs, s, flags, xl, ul, el, rl, pl, cl, at = string.match(rec, RECORD)
+  if a then
+    t = {attempt = a, max_retries = m, priority = p, enqueued_at = e, run_at = r,
+      finished_at = f, first_started_at = fs, started_at = s, flags = flags}
+    pos = at
+    t.external_id, pos = take(rec, pos, xl)
+    t.unique_key, pos = take(rec, pos, ul)
+    t.errors, pos = take(rec, pos, el)
+    t.result, pos = take(rec, pos, rl)
+    t.progress, pos = take(rec, pos, pl)
+    t.cancelled_by, pos = take(rec, pos, cl)
+  else
+    a, m, p, e, r, f, xl, ul, el, at = string.match(rec, OLD_RECORD)
+    if not a then
       return nil
     end
-    local s = string.sub(rec, pos, pos + tonumber(len) - 1)
-    pos = pos + tonumber(len)
-    return s
+    t = {attempt = a, max_retries = m, priority = p, enqueued_at = e, run_at = r,
+      finished_at = f, first_started_at = '', started_at = '', flags = ''}
+    pos = at
+    local last_error
+    t.external_id, pos = take(rec, pos, xl)
+    t.unique_key, pos = take(rec, pos, ul)
+    last_error, pos = take(rec, pos, el)
+    if last_error then
+      local when = f
+      if when == '' then
+        when = '0'
+      end
+      t.errors = '[{"attempt":' .. a .. ',"at":' .. when .. ',"message":' ..
+        cjson.encode(last_error) .. '}]'
+    end
   end
-  t.external_id, t.unique_key, t.last_error = take(xl), take(ul), take(el)
   if pos > #rec + 1 then
     return nil
   end
@@ -115,14 +166,51 @@ local function opt_len(s)
 end
 
 local function pack_record(t)
-  return table.concat({t.attempt, t.max_retries, t.priority, t.enqueued_at, t.run_at,
-    t.failed_at, opt_len(t.external_id), opt_len(t.unique_key), opt_len(t.last_error),
-    (t.external_id or '') .. (t.unique_key or '') .. (t.last_error or '') .. t.args}, ':')
+  return table.concat({'v2', t.attempt, t.max_retries, t.priority, t.enqueued_at, t.run_at,
+    t.finished_at, t.first_started_at, t.started_at, t.flags, opt_len(t.external_id),
+    opt_len(t.unique_key), opt_len(t.errors), opt_len(t.result), opt_len(t.progress),
+    opt_len(t.cancelled_by),
+    (t.external_id or '') .. (t.unique_key or '') .. (t.errors or '') .. (t.result or '') ..
+    (t.progress or '') .. (t.cancelled_by or '') .. t.args}, ':')
+end
+
+-- Adds the error of attempt `attempt` at `at` (`message` a JSON string) to the record,
+-- dropping the oldest beyond MAX_KEPT_ERRORS. Entries are written as
+-- {"attempt":…} objects without nesting, and `{"` cannot occur inside a JSON string (a
+-- quote there is escaped), so `,{"attempt":` marks the start of every entry but the
+-- first.
+local function push_error(t, attempt, at, message)
+  local entry = '{"attempt":' .. attempt .. ',"at":' .. at .. ',"message":' .. message .. '}'
+  local errors = t.errors
+  if not errors or string.sub(errors, 1, 2) ~= '[{' then
+    t.errors = '[' .. entry .. ']'
+    return
+  end
+  local _, kept = string.gsub(errors, '{"attempt":', '')
+  while kept >= MAX_KEPT_ERRORS do
+    local second = string.find(errors, ',{"attempt":', 1, true)
+    if not second then
+      t.errors = '[' .. entry .. ']'
+      return
+    end
+    errors = '[' .. string.sub(errors, second + 1)
+    kept = kept - 1
+  end
+  t.errors = string.sub(errors, 1, -2) .. ',' .. entry .. ']'
+end
+
+-- Whether the task keeps its unique key while its finished record is kept.
+local function holds_key_while_kept(t)
+  return t and string.find(t.flags, 'u', 1, true) ~= nil
 end
 
 -- Just the priority, for promotions (0 when the record cannot be read).
 local function record_priority(rec)
-  return tonumber(rec and string.match(rec, '^%d+:%d+:(%-?%d+):')) or 0
+  if not rec then
+    return 0
+  end
+  return tonumber(string.match(rec, '^v2:%d+:%d*:(%-?%d+):') or
+    string.match(rec, '^%d+:%d+:(%-?%d+):')) or 0
 end
 
 -- Indexes a task that (re)entered INPUT: ready when due at `now`, scheduled otherwise
@@ -143,14 +231,107 @@ local function free_unique(id, t)
   end
 end
 
--- WORK is LEASES: id -> "token:deadline:owner" for every claimed task. The current run's
--- attempt is the record's plus one. WORK stays small (the tasks running now), which is why
--- the reaper may read it whole instead of keeping it sorted.
+-- WORK is LEASES: id -> "token:deadline;started_at;max_retries:owner" for every claimed
+-- task: the fencing token, the lease deadline, when the run started and the retry limit
+-- the claim resolved for a task that sets none (the claim writes them here, not into the
+-- record). A lease written before history is "token:deadline:owner" (a ':' follows the
+-- deadline, never a ';'). The current run's attempt is the record's plus one. WORK stays
+-- small (the tasks running now), which is why the reaper may read it whole instead of
+-- keeping it sorted.
+-- Returns token, deadline, started_at, max_retries, owner (started_at and max_retries nil
+-- for an old lease), or nil when the value cannot be read.
 local function parse_lease(value)
   if not value then
     return nil
   end
-  return string.match(value, '^(%d+):(%-?%d+):(.*)$')
+  local token, deadline, started, retries, owner =
+    string.match(value, '^(%d+):(%-?%d+);(%-?%d+);(%d+):(.*)$')
+  if token then
+    return token, deadline, started, retries, owner
+  end
+  token, deadline, owner = string.match(value, '^(%d+):(%-?%d+):(.*)$')
+  return token, deadline, nil, nil, owner
+end
+
+-- Folds what a run kept outside the record into it as the run leaves WORK: its start
+-- (and the first start, the first time), the retry limit its claim resolved, and the last
+-- progress it reported (`progress`, nil for none).
+local function fold_run(t, lease, progress)
+  local _, _, started, retries = parse_lease(lease)
+  if started then
+    t.started_at = started
+    if t.first_started_at == '' then
+      t.first_started_at = started
+    end
+    if t.max_retries == '' then
+      t.max_retries = retries
+    end
+  end
+  if progress then
+    t.progress = progress
+  end
+end
+
+-- A value of an HMGET reply: nil for a missing field (false in Lua).
+local function present(v)
+  if v then
+    return v
+  end
+  return nil
+end
+
+-- Ends a task in a finished queue (COMPLETED or CANCELLED) at `now` (a string): kept there
+-- with its record `t` (nil for one that cannot be read, kept as it is), listed by id and by
+-- finished_at, or removed when `keep` is false. Frees its unique key unless it holds it
+-- while kept.
+local function finish(id, t, queue, now, keep)
+  if keep then
+    if t then
+      t.finished_at = now
+      redis.call('HSET', TASKS, id, pack_record(t))
+    end
+    redis.call('ZADD', queue, id, id)
+    redis.call('ZADD', FINISHED, now, id)
+    if not holds_key_while_kept(t) then
+      free_unique(id, t)
+    end
+  else
+    free_unique(id, t)
+    redis.call('HDEL', TASKS, id)
+  end
+end
+
+-- Whether `id` is in FRESH, and its 0-based position there.
+local function fresh_position(id)
+  local n = tonumber(id)
+  if not n then
+    return nil
+  end
+  local at, len = fresh_lower_bound(n)
+  if at < len and tonumber(redis.call('LINDEX', FRESH, at)) == n then
+    return at
+  end
+  return nil
+end
+
+-- Removes the entries of FRESH at `positions` (0-based, each once): each is overwritten by
+-- a marker no id can equal, then the markers are removed in one pass from the nearer end
+-- (LREM stops after the count it is given).
+local function remove_from_fresh(positions)
+  if #positions == 0 then
+    return
+  end
+  local len = redis.call('LLEN', FRESH)
+  local low, high = len, -1
+  for _, at in ipairs(positions) do
+    redis.call('LSET', FRESH, at, '-')
+    low, high = math.min(low, at), math.max(high, at)
+  end
+  if high < len - 1 - low then
+    redis.call('LREM', FRESH, #positions, '-')
+  else
+    redis.call('LREM', FRESH, -#positions, '-')
+  end
 end
 
 local function count(field, n)

@@ -8,7 +8,6 @@ if redis.call('EXISTS', FRESH) == 1 then
   head = tonumber(redis.call('LINDEX', FRESH, 0))
   tail = tonumber(redis.call('LINDEX', FRESH, -1))
 end
-local len = 0
 for i = 4, #ARGV do
   local id = ARGV[i]
   local rec = redis.call('HGET', TASKS, id)
@@ -17,14 +16,17 @@ for i = 4, #ARGV do
   -- record (corrupt data) is a task all the same, so that it can be deleted.
   local found = redis.call('HDEL', LEASES, id) + redis.call('ZREM', READY, id)
     + redis.call('ZREM', SCHEDULED, id) + redis.call('ZREM', DEAD, id)
+    + redis.call('ZREM', COMPLETED, id) + redis.call('ZREM', CANCELLED, id)
   redis.call('ZREM', LATER, id)
+  redis.call('ZREM', FINISHED, id)
+  redis.call('HDEL', CANCELS, id)
+  redis.call('HDEL', PROGRESS, id)
   -- A task is in one index at most: FRESH (a search) is looked at only when no other
   -- index holds it.
   local n = tonumber(id)
   if found == 0 and head and n and n >= head and n <= tail then
-    local at
-    at, len = fresh_lower_bound(n)
-    if at < len and not marked[at] and tonumber(redis.call('LINDEX', FRESH, at)) == n then
+    local at = fresh_position(id)
+    if at and not marked[at] then
       marked[at] = true
       positions[#positions + 1] = at
       found = 1
@@ -37,18 +39,5 @@ for i = 4, #ARGV do
     out[#out + 1] = 0
   end
 end
-if #positions > 0 then
-  -- Each found id is overwritten by a marker no id can equal, then the markers are removed
-  -- in one pass from the nearer end (LREM stops after the count it is given).
-  local low, high = len, -1
-  for _, at in ipairs(positions) do
-    redis.call('LSET', FRESH, at, '-')
-    low, high = math.min(low, at), math.max(high, at)
-  end
-  if high < len - 1 - low then
-    redis.call('LREM', FRESH, #positions, '-')
-  else
-    redis.call('LREM', FRESH, -#positions, '-')
-  end
-end
+remove_from_fresh(positions)
 return out

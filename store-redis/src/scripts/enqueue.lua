@@ -125,7 +125,7 @@ if added > 0 and redis.call('PUBSUB', 'NUMSUB', EVENTS)[2] > 0 then
   for i = t0, f0 - 1, 2 do
     local id = ARGV[i]
     if not duplicate[id] then
-      local run_at = string.match(ARGV[i + 1], '^%d+:%d+:%-?%d+:%-?%d+:(%-?%d+):')
+      local run_at = string.match(ARGV[i + 1], '^v2:%d+:%d*:%-?%d+:%-?%d+:(%-?%d+):')
       events[#events + 1] = '{"type":"TASK_ENQUEUE","id":' .. id .. ',"topic":' ..
         TOPIC_JSON .. ',"run_at":' .. run_at .. '}'
     end

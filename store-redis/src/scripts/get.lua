@@ -1,15 +1,8 @@
--- One task of this topic as stored: {record or nil, lease or nil, queue}, queue being
--- 'work' (leased), 'input' (ready, fresh or scheduled), 'dead', or '' (in no queue).
--- ARGV[4] id.
+-- One task of this topic as stored: {record or nil, lease or nil, queue, cancel request or
+-- nil, progress or nil}, queue being 'work' (leased), 'input' (ready, fresh or scheduled),
+-- 'dead', 'completed', 'cancelled', or '' (in no queue). The cancel request and the
+-- progress are those of a run in WORK. ARGV[4] id.
 local id = ARGV[4]
-local function in_fresh()
-  local n = tonumber(id)
-  if not n then
-    return false
-  end
-  local at, len = fresh_lower_bound(n)
-  return at < len and tonumber(redis.call('LINDEX', FRESH, at)) == n
-end
 local lease = redis.call('HGET', LEASES, id)
 local queue = ''
 if lease then
@@ -18,8 +11,17 @@ elseif redis.call('ZSCORE', READY, id) or redis.call('ZSCORE', SCHEDULED, id) th
   queue = 'input'
 elseif redis.call('ZSCORE', DEAD, id) then
   queue = 'dead'
-elseif in_fresh() then
+elseif redis.call('ZSCORE', COMPLETED, id) then
+  queue = 'completed'
+elseif redis.call('ZSCORE', CANCELLED, id) then
+  queue = 'cancelled'
+elseif fresh_position(id) then
   -- Last: the only index that costs more than one lookup.
   queue = 'input'
 end
-return {redis.call('HGET', TASKS, id), lease, queue}
+local request, progress = false, false
+if lease then
+  request = redis.call('HGET', CANCELS, id)
+  progress = redis.call('HGET', PROGRESS, id)
+end
+return {redis.call('HGET', TASKS, id), lease, queue, request, progress}

@@ -1,14 +1,18 @@
 -- A page of one queue of this topic in ascending id order.
--- ARGV[4] queue ('input' | 'work' | 'dead'), ARGV[5] list ids above this, ARGV[6] limit.
--- Returns {{ids}, {records}, {leases}} (false for a missing record or lease).
+-- ARGV[4] queue ('input' | 'work' | 'dead' | 'completed' | 'cancelled'), ARGV[5] list ids
+-- above this, ARGV[6] limit.
+-- Returns {{ids}, {records}, {leases}, {cancel requests}, {progress}} (false for a missing
+-- one; the last three only for WORK, empty for the other queues).
 local after, limit = tonumber(ARGV[5]), tonumber(ARGV[6])
 local ids = {}
 local function by_number(a, b)
   return tonumber(a) < tonumber(b)
 end
-if ARGV[4] == 'dead' then
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', DEAD, '(' .. ARGV[5], '+inf', 'LIMIT', 0,
-      limit)) do
+local by_id = {dead = DEAD, completed = COMPLETED, cancelled = CANCELLED}
+if by_id[ARGV[4]] then
+  -- Scored by id: a page is a range.
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', by_id[ARGV[4]], '(' .. ARGV[5], '+inf',
+      'LIMIT', 0, limit)) do
     if tonumber(id) then
       ids[#ids + 1] = id
     end
@@ -68,6 +72,12 @@ while #ids > limit do
   table.remove(ids)
 end
 if #ids == 0 then
-  return {{}, {}, {}}
+  return {{}, {}, {}, {}, {}}
 end
-return {ids, bulk('HMGET', TASKS, ids), bulk('HMGET', LEASES, ids)}
+local leases, requests, progress = {}, {}, {}
+if ARGV[4] == 'work' then
+  leases = bulk('HMGET', LEASES, ids)
+  requests = bulk('HMGET', CANCELS, ids)
+  progress = bulk('HMGET', PROGRESS, ids)
+end
+return {ids, bulk('HMGET', TASKS, ids), leases, requests, progress}

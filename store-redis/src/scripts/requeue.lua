@@ -1,4 +1,5 @@
--- Sends dead tasks of this topic back to INPUT with a fresh set of attempts.
+-- Sends dead tasks of this topic back to INPUT with a fresh set of attempts, keeping their
+-- errors.
 -- ARGV[4] now, then ids. Returns per id 1 (moved) or 0 (not a dead task of this topic).
 local now = tonumber(ARGV[4])
 local out = {}
@@ -9,7 +10,7 @@ for i = 5, #ARGV do
     local t = parse_record(redis.call('HGET', TASKS, id))
     -- A record that cannot be read moves as it is (a claim hands it over as corrupt).
     if t then
-      t.attempt, t.run_at, t.failed_at = '0', ARGV[4], ''
+      t.attempt, t.run_at, t.finished_at = '0', ARGV[4], ''
       redis.call('HSET', TASKS, id, pack_record(t))
     end
     push_input(id, t and t.priority, now, now)
