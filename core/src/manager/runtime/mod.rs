@@ -1,5 +1,6 @@
 //! The running manager: the claimer, a fixed pool of workers, the flusher, and the
-//! maintenance loop (lease renewal, reaper, stats), each a tokio task in a file of its own.
+//! maintenance loop (lease renewal, cancel requests, progress writes, reaper, pruning,
+//! stats), each a tokio task in a file of its own.
 //!
 //! # Data flow
 //!
@@ -39,6 +40,22 @@
 //! 6. `ManagerStop` is published, and the result (whether a loop panicked) goes to every
 //!    close waiting for it.
 //!
+//! # Cancels
+//!
+//! A cancel of a running task reaches the manager in one of two ways: its id on the
+//! store's [`cancellations`](Store::cancellations) stream, which the maintenance loop
+//! follows (taken before the first claim, see [`Shared::announce`]), or a renewal or
+//! progress write the store answers `Applied::Cancelled` (how a manager on a store whose
+//! events do not cross processes learns of a cancel made elsewhere: within one renew
+//! interval). Either way the leased run is cancelled as in shutdown step 3: the processor
+//! sees the signal, is polled once more, and is dropped at its next await unless it
+//! returned. Its outcome (a release, or what it returned first) goes to the store like any
+//! other; the store ends the task CANCELLED because the request is stored on it, and
+//! answers `Applied::Cancelled`, for which the flusher publishes `TaskCancelled`. A
+//! processor that never yields keeps its worker until it returns; the store refuses to
+//! renew its lease meanwhile, so if it outlasts the lease the reaper (any manager's) ends
+//! the task CANCELLED and the late outcome is stale.
+//!
 //! # Event order
 //!
 //! A watcher sees a manager's events in this order; the rules say which step keeps it.
@@ -72,7 +89,7 @@ use super::processor::Processor;
 use super::run::Run;
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::store::Store;
+use crate::store::{CancelStream, Store};
 use crate::task::TaskId;
 use outcome::PendingOutcome;
 use rustc_hash::FxHashMap;
@@ -108,6 +125,9 @@ struct Shared {
     exchange: Arc<Exchange<Arc<Run>, PendingOutcome>>,
     /// Set once `ManagerStart` is out (event-order rule 1).
     announced: OnceCell<()>,
+    /// The store's stream of cancel requests, taken before `ManagerStart` (so before the
+    /// first claim) and left here for the maintenance loop, which follows it.
+    cancel_requests: Mutex<Option<CancelStream>>,
     stop_claiming: CancellationToken,
     /// Set once runs must stop (shutdown step 3): leased runs are cancelled, and runs taken
     /// from the queue afterwards are released without running.
@@ -121,6 +141,8 @@ struct Shared {
 struct Registered {
     processor: Arc<dyn Processor>,
     timeout: Option<Duration>,
+    /// Whether its finished tasks are kept: its retention is not zero.
+    keep: bool,
 }
 
 /// A shutdown under way or over; every close waits on it. See [`Runtime::shutdown`].
@@ -146,7 +168,13 @@ impl Runtime {
             .into_iter()
             .map(|(topic, processor)| {
                 let timeout = config.topic(&topic).and_then(|o| o.timeout);
-                (topic, Registered { processor, timeout })
+                let keep = config.keeps(&topic);
+                let registered = Registered {
+                    processor,
+                    timeout,
+                    keep,
+                };
+                (topic, registered)
             })
             .collect();
         let shared = Arc::new(Shared {
@@ -158,6 +186,7 @@ impl Runtime {
             // The claimer tops up to twice this (see the module doc).
             exchange: Arc::new(Exchange::new(concurrency)),
             announced: OnceCell::new(),
+            cancel_requests: Mutex::new(None),
             stop_claiming: CancellationToken::new(),
             cancelling: AtomicBool::new(false),
             stop_maintenance: CancellationToken::new(),
@@ -274,9 +303,19 @@ impl Shutdown {
 impl Shared {
     /// Publishes `ManagerStart` unless it is out already, and waits until it is
     /// (event-order rule 1).
+    ///
+    /// The stream of cancel requests is taken first: a cancel of a task this manager
+    /// claims is then never requested before the manager listens.
     async fn announce(&self) {
         self.announced
             .get_or_init(|| async {
+                match self.store.cancellations().await {
+                    Ok(stream) => *self.cancel_requests_slot() = Some(stream),
+                    Err(e) => warn!(
+                        error = %e,
+                        "store gives no cancel requests; running tasks learn of cancels at lease renewal"
+                    ),
+                }
                 self.publish(vec![Event::ManagerStart {
                     manager: self.id.clone(),
                     at: self.config.clock.now(),
@@ -301,6 +340,32 @@ impl Shared {
         if let Err(e) = self.store.publish(&events).await {
             warn!(error = %e, "cannot publish events");
         }
+    }
+
+    /// The event of a running task `id` that ended CANCELLED, with who cancelled it as its
+    /// record says (a lookup: cancels are rare, and this runs only for watchers). `by` is
+    /// `None` when the record is gone (its topic keeps nothing) or cannot be read.
+    async fn cancelled_event(&self, id: TaskId, topic: Arc<str>) -> Event {
+        let by = match self.store.get(id).await {
+            Ok(record) => record.and_then(|r| r.cancelled_by).map(Arc::from),
+            Err(e) => {
+                warn!(%id, error = %e, "cannot read who cancelled a task");
+                None
+            }
+        };
+        Event::TaskCancelled {
+            id,
+            topic,
+            by,
+            was_running: true,
+        }
+    }
+
+    fn cancel_requests_slot(&self) -> MutexGuard<'_, Option<CancelStream>> {
+        // Only ever set or taken whole.
+        self.cancel_requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn leased(&self) -> MutexGuard<'_, FxHashMap<TaskId, Arc<Run>>> {
