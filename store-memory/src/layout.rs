@@ -3,8 +3,10 @@
 //!
 //! Shaped for the hot path (claim and complete at millions per second): records live in a
 //! dense array found by id (see [`Records`]); due tasks wait in a [`ReadyQueue`], scheduled ones
-//! in a heap. Neither can remove from the middle, so a deleted task's entry stays until it
-//! surfaces and is skipped then ("lazy deletion"); sizes are counted, not read off them.
+//! in a heap. Neither can remove from the middle, so a deleted or cancelled task's entry
+//! stays until it surfaces and is skipped then ("lazy deletion"); sizes are counted, not
+//! read off them. Finished tasks (COMPLETED and CANCELLED) stay where their record lies,
+//! named once more in their topic's [`Finished`] index, in the order pruning takes them.
 
 use crate::ready::ReadyQueue;
 use crate::records::Records;
@@ -28,6 +30,72 @@ pub(crate) struct State {
     pub topics: FxHashMap<Arc<str>, Topic>,
 }
 
+/// One topic's finished tasks, by `finished_at` then id, one set per queue: pruning takes
+/// the older of the two heads and stops at the first task not due, so its cost does not
+/// grow with the history kept, and a page of one queue reads that queue's set alone.
+/// Exact (no stale entries): a record leaves only through [`remove`](Self::remove),
+/// which its `finished_at` locates.
+#[derive(Debug, Default)]
+pub(crate) struct Finished {
+    completed: BTreeSet<(Timestamp, TaskId)>,
+    cancelled: BTreeSet<(Timestamp, TaskId)>,
+}
+
+impl Finished {
+    /// Files a task that just finished; its record has `finished_at` set.
+    pub fn insert(&mut self, record: &TaskRecord) {
+        self.set_mut(record.queue)
+            .insert((Self::finished_at(record), record.id));
+    }
+
+    /// Forgets a finished task whose record is being removed.
+    pub fn remove(&mut self, record: &TaskRecord) {
+        self.set_mut(record.queue)
+            .remove(&(Self::finished_at(record), record.id));
+    }
+
+    /// The task that finished first, of either queue, if it finished at or before `cutoff`.
+    pub fn first_due(&self, cutoff: Timestamp) -> Option<TaskId> {
+        let heads = [self.completed.first(), self.cancelled.first()];
+        heads
+            .into_iter()
+            .flatten()
+            .filter(|(at, _)| *at <= cutoff)
+            .min()
+            .map(|(_, id)| *id)
+    }
+
+    /// The ids of the tasks in `queue` (COMPLETED or CANCELLED), in `finished_at` order.
+    pub fn ids(&self, queue: Queue) -> impl Iterator<Item = TaskId> + '_ {
+        let set = match queue {
+            Queue::Completed => Some(&self.completed),
+            Queue::Cancelled => Some(&self.cancelled),
+            _ => None,
+        };
+        set.into_iter().flatten().map(|(_, id)| *id)
+    }
+
+    /// How many tasks `queue` (COMPLETED or CANCELLED) holds.
+    pub fn len(&self, queue: Queue) -> u64 {
+        match queue {
+            Queue::Completed => self.completed.len() as u64,
+            Queue::Cancelled => self.cancelled.len() as u64,
+            _ => 0,
+        }
+    }
+
+    fn set_mut(&mut self, queue: Queue) -> &mut BTreeSet<(Timestamp, TaskId)> {
+        match queue {
+            Queue::Cancelled => &mut self.cancelled,
+            _ => &mut self.completed,
+        }
+    }
+
+    fn finished_at(record: &TaskRecord) -> Timestamp {
+        record.finished_at.unwrap_or(Timestamp::EPOCH)
+    }
+}
+
 /// One topic's indexes. A live task has exactly one entry, in the index of its queue
 /// (INPUT is split by whether the task was due when last looked at).
 #[derive(Debug, Default)]
@@ -40,7 +108,9 @@ pub(crate) struct Topic {
     pub input: u64,
     pub work: IdSet,
     pub dead: BTreeSet<TaskId>,
-    /// Unique key → the task holding it (keys are per topic).
+    pub finished: Finished,
+    /// Unique key → the task holding it (keys are per topic): only tasks that
+    /// [hold](TaskRecord::holds_unique_key) their key are here.
     pub unique: FxHashMap<Box<str>, TaskId>,
     pub counters: Counters,
     pub paused: bool,
@@ -86,15 +156,49 @@ impl Topic {
         Some(id)
     }
 
-    /// Files a task under the queue it just moved to.
-    pub fn push(&mut self, queue: Queue, record: &TaskRecord, now: Timestamp) {
-        match queue {
+    /// Files a task under the queue it just moved to, and frees its unique key if it no
+    /// longer holds it (a finished task that does not hold it while kept).
+    pub fn push(&mut self, record: &TaskRecord, now: Timestamp) {
+        match record.queue {
             Queue::Input => self.push_input(record, now, false),
             Queue::Work => {
                 self.work.insert(record.id);
             }
             Queue::Dead => {
                 self.dead.insert(record.id);
+            }
+            // COMPLETED or CANCELLED.
+            _ => {
+                self.finished.insert(record);
+                if !record.holds_unique_key() {
+                    self.release_key(record);
+                }
+            }
+        }
+    }
+
+    /// Takes a task's entry out of the index of its queue, for a record about to be
+    /// removed. INPUT's ready queue and heap keep theirs, skipped when they surface.
+    pub fn unindex(&mut self, record: &TaskRecord) {
+        match record.queue {
+            Queue::Input => self.input -= 1,
+            Queue::Work => {
+                self.work.remove(&record.id);
+            }
+            Queue::Dead => {
+                self.dead.remove(&record.id);
+            }
+            // COMPLETED or CANCELLED.
+            _ => self.finished.remove(record),
+        }
+    }
+
+    /// Frees `record`'s unique key if it is the task holding it: a finished task that
+    /// stopped holding its key may have seen another task take it since.
+    pub fn release_key(&mut self, record: &TaskRecord) {
+        if let Some(key) = &record.unique_key {
+            if self.unique.get(key) == Some(&record.id) {
+                self.unique.remove(key);
             }
         }
     }
@@ -105,6 +209,8 @@ impl Topic {
         stats.sizes.input = self.input;
         stats.sizes.work = self.work.len() as u64;
         stats.sizes.dead = self.dead.len() as u64;
+        stats.sizes.completed = self.finished.len(Queue::Completed);
+        stats.sizes.cancelled = self.finished.len(Queue::Cancelled);
         stats.paused = self.paused;
         stats
     }
@@ -118,13 +224,12 @@ impl State {
             .or_insert_with(|| Topic::new(name.clone()))
     }
 
-    /// Removes a task's record, id and unique key (not its queue index entry).
+    /// Removes a task: its record, its queue index entry and the unique key it holds.
     pub fn remove(&mut self, id: TaskId) -> Option<TaskRecord> {
         let record = self.tasks.remove(&id)?;
-        if let Some(key) = &record.unique_key {
-            if let Some(topic) = self.topics.get_mut(&record.topic) {
-                topic.unique.remove(key);
-            }
+        if let Some(topic) = self.topics.get_mut(&record.topic) {
+            topic.unindex(&record);
+            topic.release_key(&record);
         }
         Some(record)
     }

@@ -2,11 +2,12 @@
 //! [`State`]. The store runs each under its one lock, which makes every move atomic.
 
 use crate::layout::State;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 use taskmill_core::raw::{RecordExt, TaskExt};
 use taskmill_core::store::{
-    Applied, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListOptions, Outcome, Page,
-    Recovered,
+    Applied, CancelOptions, Cancellation, ClaimOptions, Claimed, EnqueueOptions, Enqueued,
+    LeaseRef, ListOptions, Outcome, Page, Progress, PruneOptions, Recovered,
 };
 use taskmill_core::{Event, Lease, Queue, Stats, Task, TaskId, TaskRecord, Timestamp};
 
@@ -83,7 +84,7 @@ impl State {
                     token: self.last_token,
                     deadline,
                 };
-                record.claim(lease, &mut topic.counters);
+                record.claim(lease, req.now, wanted.max_retries, &mut topic.counters);
                 topic.work.insert(id);
                 claimed.push(Claimed::Ready(record.clone()));
             }
@@ -96,10 +97,31 @@ impl State {
             .iter()
             .map(|l| match self.tasks.get_mut(&l.id) {
                 Some(record) if record.is_owned_by(l.token) => {
+                    if record.is_cancel_requested() {
+                        // The deadline stays, so a run that ignores the cancel loses its lease.
+                        return Applied::Cancelled;
+                    }
                     if let Some(lease) = record.lease.as_mut() {
                         lease.deadline = deadline;
                     }
                     Applied::Done
+                }
+                _ => Applied::Stale,
+            })
+            .collect()
+    }
+
+    pub fn progress(&mut self, updates: &[Progress]) -> Vec<Applied> {
+        updates
+            .iter()
+            .map(|update| match self.tasks.get_mut(&update.lease.id) {
+                Some(record) if record.is_owned_by(update.lease.token) => {
+                    record.progress = Some(update.value.clone());
+                    if record.is_cancel_requested() {
+                        Applied::Cancelled
+                    } else {
+                        Applied::Done
+                    }
                 }
                 _ => Applied::Stale,
             })
@@ -128,20 +150,24 @@ impl State {
                 .topics
                 .get_mut(&record.topic)
                 .expect("a stored task's topic exists");
+            let cancelled = record.is_cancel_requested();
             topic.work.remove(&id);
-            match record.apply_outcome(&outcome.kind, now, &mut topic.counters) {
+            match record.apply_outcome(outcome, now, &mut topic.counters) {
                 None => {
-                    if let Some(key) = &record.unique_key {
-                        topic.unique.remove(key);
-                    }
+                    // Finished and not kept: dropped where it lies.
+                    topic.release_key(record);
                     self.tasks.discard(&id);
                 }
                 Some(queue) => {
-                    topic.push(queue, record, now);
+                    topic.push(record, now);
                     requeued |= queue == Queue::Input;
                 }
             }
-            applied.push(Applied::Done);
+            applied.push(if cancelled {
+                Applied::Cancelled
+            } else {
+                Applied::Done
+            });
         }
         requeued
     }
@@ -160,11 +186,11 @@ impl State {
                 let record = self.tasks.get_mut(&id).expect("indexed tasks exist");
                 topic.work.remove(&id);
                 let queue = record.recover(now, &mut topic.counters);
-                topic.push(queue, record, now);
+                topic.push(record, now);
                 recovered.push(Recovered {
                     id,
                     topic: topic.name.clone(),
-                    dead: queue == Queue::Dead,
+                    queue,
                 });
             }
             if recovered.len() >= limit {
@@ -172,6 +198,27 @@ impl State {
             }
         }
         recovered
+    }
+
+    pub fn prune(&mut self, opts: &PruneOptions) -> u64 {
+        let mut pruned = 0;
+        for topic in self.topics.values_mut() {
+            if pruned >= opts.limit {
+                break;
+            }
+            let cutoff = opts.cutoff_of(&topic.name);
+            while pruned < opts.limit {
+                let Some(id) = topic.finished.first_due(cutoff) else {
+                    break;
+                };
+                let record = self.tasks.get(&id).expect("indexed tasks exist");
+                topic.unindex(record);
+                topic.release_key(record);
+                self.tasks.discard(&id);
+                pruned += 1;
+            }
+        }
+        pruned as u64
     }
 
     pub fn stats(&self) -> Stats {
@@ -191,35 +238,39 @@ impl State {
         let start = query
             .after
             .map_or(TaskId::new(0), |a| TaskId::new(a.get().saturating_add(1)));
-        let limit = query.limit.max(1);
+        // One more than the page, to know whether another follows.
+        let limit = query.limit.clamp(1, usize::MAX - 1);
         let matches_topic = |r: &TaskRecord| query.topic.as_ref().is_none_or(|t| *t == r.topic);
-        let mut ids: Vec<TaskId> = match query.queue {
+        let topics = self
+            .topics
+            .values()
+            .filter(|t| query.topic.as_ref().is_none_or(|q| *q == t.name));
+        let ids = match query.queue {
             // No ordered index of INPUT is kept: it would cost every enqueue and completion
-            // to serve listing, which is rare. A page is a scan and a partial sort instead.
-            Queue::Input => self
-                .tasks
-                .values()
-                .filter(|r| r.queue == Queue::Input && r.id >= start && matches_topic(r))
-                .map(|r| r.id)
-                .collect(),
-            queue => self
-                .topics
-                .values()
-                .filter(|t| query.topic.as_ref().is_none_or(|q| *q == t.name))
-                .flat_map(|t| -> Box<dyn Iterator<Item = TaskId> + '_> {
-                    match queue {
-                        // WORK holds about as many tasks as there are workers.
-                        Queue::Work => Box::new(t.work.iter().copied().filter(|id| *id >= start)),
-                        _ => Box::new(t.dead.range(start..).take(limit + 1).copied()),
-                    }
-                })
-                .collect(),
+            // to serve listing, which is rare. A page is a scan instead.
+            Queue::Input => smallest(
+                self.tasks
+                    .values()
+                    .filter(|r| r.queue == Queue::Input && r.id >= start && matches_topic(r))
+                    .map(|r| r.id),
+                limit + 1,
+            ),
+            // WORK holds about as many tasks as there are workers.
+            Queue::Work => smallest(
+                topics.flat_map(|t| t.work.iter().copied().filter(|id| *id >= start)),
+                limit + 1,
+            ),
+            Queue::Dead => smallest(
+                topics.flat_map(|t| t.dead.range(start..).take(limit + 1).copied()),
+                limit + 1,
+            ),
+            // History is kept in the order pruning needs (finished_at), and an id index
+            // beside it would cost every completion: a page is a scan of it instead.
+            queue => smallest(
+                topics.flat_map(|t| t.finished.ids(queue).filter(|id| *id >= start)),
+                limit + 1,
+            ),
         };
-        if ids.len() > limit + 1 {
-            ids.select_nth_unstable(limit);
-            ids.truncate(limit + 1);
-        }
-        ids.sort_unstable();
         let mut tasks: Vec<TaskRecord> = ids
             .iter()
             .filter_map(|id| self.tasks.get(id).cloned())
@@ -252,26 +303,46 @@ impl State {
     }
 
     pub fn delete(&mut self, ids: &[TaskId]) -> Vec<bool> {
+        ids.iter().map(|id| self.remove(*id).is_some()).collect()
+    }
+
+    /// Cancels tasks; the ids of running ones whose cancel was requested go to `running`.
+    pub fn cancel(
+        &mut self,
+        ids: &[TaskId],
+        opts: &CancelOptions,
+        mut events: Option<&mut Vec<Event>>,
+        running: &mut Vec<TaskId>,
+    ) -> Vec<Cancellation> {
         ids.iter()
             .map(|id| {
-                let Some(record) = self.remove(*id) else {
-                    return false;
+                let Some(record) = self.tasks.get_mut(id) else {
+                    return Cancellation::NotFound;
                 };
                 let topic = self
                     .topics
                     .get_mut(&record.topic)
                     .expect("a stored task's topic exists");
-                // A heap entry of a deleted INPUT task stays, and is skipped when it surfaces.
-                match record.queue {
-                    Queue::Input => topic.input -= 1,
-                    Queue::Work => {
-                        topic.work.remove(id);
+                let cancellation = record.cancel(opts.now, &opts.by, &mut topic.counters);
+                match cancellation {
+                    Cancellation::Cancelled => {
+                        // Out of INPUT: its ready or scheduled entry is skipped when it
+                        // surfaces.
+                        topic.input -= 1;
+                        topic.push(record, opts.now);
+                        if let Some(events) = events.as_deref_mut() {
+                            events.push(Event::TaskCancelled {
+                                id: *id,
+                                topic: record.topic.clone(),
+                                by: Some(opts.by.clone()),
+                                was_running: false,
+                            });
+                        }
                     }
-                    Queue::Dead => {
-                        topic.dead.remove(id);
-                    }
+                    Cancellation::Requested => running.push(*id),
+                    _ => {}
                 }
-                true
+                cancellation
             })
             .collect()
     }
@@ -280,4 +351,18 @@ impl State {
         let name: Arc<str> = Arc::from(name);
         self.topic(&name).paused = paused;
     }
+}
+
+/// The `n` smallest of `ids`, ascending, keeping no more than `n` at a time.
+fn smallest(ids: impl Iterator<Item = TaskId>, n: usize) -> Vec<TaskId> {
+    let mut kept: BinaryHeap<TaskId> = BinaryHeap::with_capacity(n.min(1024));
+    for id in ids {
+        if kept.len() < n {
+            kept.push(id);
+        } else if kept.peek().is_some_and(|largest| id < *largest) {
+            kept.pop();
+            kept.push(id);
+        }
+    }
+    kept.into_sorted_vec()
 }

@@ -3,12 +3,12 @@
 use crate::MemoryStore;
 use taskmill_core::raw::validate_topic;
 use taskmill_core::store::{
-    Applied, ApplyOptions, Capabilities, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef,
-    ListOptions, Outcome, Page, RecoverOptions, Recovered, RenewOptions, RequeueOptions,
-    WakeStream,
+    Applied, ApplyOptions, CancelOptions, CancelStream, Cancellation, Capabilities, ClaimOptions,
+    Claimed, EnqueueOptions, Enqueued, LeaseRef, ListOptions, Outcome, Page, Progress,
+    PruneOptions, RecoverOptions, Recovered, RenewOptions, RequeueOptions, WakeStream,
 };
 use taskmill_core::{
-    async_trait, Event, EventStream, Result, Stats, Store, Task, TaskId, TaskRecord,
+    async_trait, Event, EventStream, Queue, Result, Stats, Store, Task, TaskId, TaskRecord,
 };
 
 #[async_trait]
@@ -44,6 +44,10 @@ impl Store for MemoryStore {
         Ok(self.state().renew(leases, opts.deadline))
     }
 
+    async fn progress(&self, updates: &[Progress]) -> Result<Vec<Applied>> {
+        Ok(self.state().progress(updates))
+    }
+
     async fn apply(&self, outcomes: &[Outcome], opts: &ApplyOptions) -> Result<Vec<Applied>> {
         let mut applied = Vec::with_capacity(outcomes.len());
         if self.state().apply(outcomes, opts.now, &mut applied) {
@@ -54,10 +58,14 @@ impl Store for MemoryStore {
 
     async fn recover(&self, opts: &RecoverOptions) -> Result<Vec<Recovered>> {
         let recovered = self.state().recover(opts.now, opts.limit);
-        if recovered.iter().any(|r| !r.dead) {
+        if recovered.iter().any(|r| r.queue == Queue::Input) {
             self.shared.bus.wake();
         }
         Ok(recovered)
+    }
+
+    async fn prune(&self, opts: &PruneOptions) -> Result<u64> {
+        Ok(self.state().prune(opts))
     }
 
     async fn stats(&self) -> Result<Stats> {
@@ -84,6 +92,24 @@ impl Store for MemoryStore {
         Ok(self.state().delete(ids))
     }
 
+    async fn cancel(&self, ids: &[TaskId], opts: &CancelOptions) -> Result<Vec<Cancellation>> {
+        let bus = &self.shared.bus;
+        let mut events = bus.has_subscribers().then(Vec::new);
+        let mut running = Vec::new();
+        let cancellations = {
+            let mut state = self.state();
+            let cancellations = state.cancel(ids, opts, events.as_mut(), &mut running);
+            // Published under the lock, as the enqueue events are: in the order of the
+            // moves they report.
+            if let Some(events) = events {
+                bus.publish(events);
+            }
+            cancellations
+        };
+        bus.request_cancel(running);
+        Ok(cancellations)
+    }
+
     async fn set_paused(&self, topic: &str, paused: bool) -> Result<()> {
         validate_topic(topic)?;
         self.state().set_paused(topic, paused);
@@ -108,5 +134,9 @@ impl Store for MemoryStore {
 
     async fn wakeups(&self) -> Result<WakeStream> {
         Ok(self.shared.bus.wakeups())
+    }
+
+    async fn cancellations(&self) -> Result<CancelStream> {
+        Ok(self.shared.bus.cancellations())
     }
 }
