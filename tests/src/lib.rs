@@ -169,5 +169,6 @@ macro_rules! conformance_suite {
         $crate::events!($harness);
         $crate::durability!($harness);
         $crate::manager!($harness);
+        $crate::control!($harness);
     };
 }

@@ -6,6 +6,7 @@
 //! [`conformance_suite!`](crate::conformance_suite).
 
 pub mod admin;
+pub mod control;
 pub mod durability;
 pub mod events;
 pub mod leases;
