@@ -169,12 +169,7 @@ impl Shared {
                 .collect();
             self.publish(starts).await;
         }
-        {
-            let mut leased = self.leased();
-            for run in &runs {
-                leased.insert(run.record.id, run.clone());
-            }
-        }
+        self.lease_runs(&runs);
         self.exchange.push_jobs(runs);
     }
 }

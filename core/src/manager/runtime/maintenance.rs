@@ -5,7 +5,7 @@
 use super::Shared;
 use crate::event::Event;
 use crate::store::{Applied, LeaseRef, Progress, RecoverOptions, RenewOptions};
-use crate::task::{Queue, TaskId};
+use crate::task::Queue;
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,7 +76,10 @@ impl Shared {
                         self.cancel_requested(id);
                     }
                 }
-                _ = renew.tick() => self.renew_leases().await,
+                _ = renew.tick() => {
+                    self.early_cancels().rotate();
+                    self.renew_leases().await;
+                }
                 _ = reap.tick() => self.reap().await,
                 _ = progress.tick() => self.write_progress().await,
                 _ = stats_tick => self.publish_stats().await,
@@ -88,14 +91,6 @@ impl Shared {
                     };
                 }
             }
-        }
-    }
-
-    /// Cancels the run of task `id`, if this manager holds it: a cancel was requested.
-    fn cancel_requested(&self, id: TaskId) {
-        if let Some(run) = self.leased().get(&id) {
-            debug!(%id, topic = %run.record.topic, "cancel requested; cancelling the run");
-            run.cancel();
         }
     }
 

@@ -47,7 +47,9 @@
 //! follows (taken before the first claim, see [`Shared::announce`]), or a renewal or
 //! progress write the store answers `Applied::Cancelled` (how a manager on a store whose
 //! events do not cross processes learns of a cancel made elsewhere: within one renew
-//! interval). Either way the leased run is cancelled as in shutdown step 3: the processor
+//! interval). A request on the stream for a task just claimed, whose run is not leased
+//! yet, is kept for a renew interval or two and applied as the run is leased. Either way
+//! the leased run is cancelled as in shutdown step 3: the processor
 //! sees the signal, is polled once more, and is dropped at its next await unless it
 //! returned. Its outcome (a release, or what it returned first) goes to the store like any
 //! other; the store ends the task CANCELLED because the request is stored on it, and
@@ -92,14 +94,14 @@ use crate::event::Event;
 use crate::store::{CancelStream, Store};
 use crate::task::TaskId;
 use outcome::PendingOutcome;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{watch, OnceCell};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// A manager that has started: its loops, and what they share.
 pub(super) struct Runtime {
@@ -120,6 +122,11 @@ struct Shared {
     /// takes the outcome (queued for a worker, running, or ended with the outcome on its
     /// way). The maintenance loop renews their leases; shutdown cancels them.
     leased: Mutex<FxHashMap<TaskId, Arc<Run>>>,
+    /// Cancel requests for tasks not leased here when they came: a claim returns its tasks
+    /// a moment before the claimer puts them in `leased`, and a request in between is
+    /// applied as they go in rather than at the next renewal. Locked after `leased`, never
+    /// before.
+    early_cancels: Mutex<EarlyCancels>,
     /// Runs on their way to the workers, outcomes on their way to the flusher, and the
     /// count of runs in flight between them.
     exchange: Arc<Exchange<Arc<Run>, PendingOutcome>>,
@@ -143,6 +150,30 @@ struct Registered {
     timeout: Option<Duration>,
     /// Whether its finished tasks are kept: its retention is not zero.
     keep: bool,
+}
+
+/// The ids of cancel requests no leased run matched, kept for one to two renew intervals
+/// (after which a renewal reports the request anyway): most are of tasks other managers
+/// run, where the store's requests reach every manager.
+#[derive(Default)]
+struct EarlyCancels {
+    current: FxHashSet<TaskId>,
+    previous: FxHashSet<TaskId>,
+}
+
+impl EarlyCancels {
+    fn contains(&self, id: TaskId) -> bool {
+        self.current.contains(&id) || self.previous.contains(&id)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.current.is_empty() && self.previous.is_empty()
+    }
+
+    /// Forgets the ids older than one rotation; called once per renew interval.
+    fn rotate(&mut self) {
+        self.previous = std::mem::take(&mut self.current);
+    }
 }
 
 /// A shutdown under way or over; every close waits on it. See [`Runtime::shutdown`].
@@ -183,6 +214,7 @@ impl Runtime {
             config,
             topics,
             leased: Mutex::new(FxHashMap::default()),
+            early_cancels: Mutex::new(EarlyCancels::default()),
             // The claimer tops up to twice this (see the module doc).
             exchange: Arc::new(Exchange::new(concurrency)),
             announced: OnceCell::new(),
@@ -371,6 +403,41 @@ impl Shared {
     fn leased(&self) -> MutexGuard<'_, FxHashMap<TaskId, Arc<Run>>> {
         // Entries are inserted or removed whole; a poisoned map is still consistent.
         self.leased.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn early_cancels(&self) -> MutexGuard<'_, EarlyCancels> {
+        // Sets are changed by whole inserts and swaps.
+        self.early_cancels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Puts claimed runs in `leased`, cancelling those whose cancel was requested before
+    /// they got there.
+    fn lease_runs(&self, runs: &[Arc<Run>]) {
+        let mut leased = self.leased();
+        for run in runs {
+            leased.insert(run.record.id, run.clone());
+        }
+        let early = self.early_cancels();
+        if !early.is_empty() {
+            for run in runs.iter().filter(|r| early.contains(r.record.id)) {
+                run.cancel();
+            }
+        }
+    }
+
+    /// A cancel was requested for task `id`: cancels its run if this manager holds it, or
+    /// keeps the request for a run about to be leased.
+    fn cancel_requested(&self, id: TaskId) {
+        let leased = self.leased();
+        match leased.get(&id) {
+            Some(run) => {
+                debug!(%id, topic = %run.record.topic, "cancel requested; cancelling the run");
+                run.cancel();
+            }
+            None => {
+                self.early_cancels().current.insert(id);
+            }
+        }
     }
 
     /// Shutdown step 3: cancels every leased run; runs still queued are released unrun.
