@@ -2,8 +2,9 @@
 //! crate's own tests, and the benchmark's smoke test.
 //!
 //! - [`T0`], [`at`], [`LEASE`]: fixed times, since stores never read a clock;
-//! - [`enqueue`], [`claim`], [`ready`], [`apply_outcome`], [`get`] and their kin: one call
-//!   for what a test does to a store over and over, failing the test on an error;
+//! - [`enqueue`], [`claim`], [`ready`], [`apply_outcome`], [`cancel_at`], [`prune`],
+//!   [`get`] and their kin: one call for what a test does to a store over and over,
+//!   failing the test on an error;
 //! - [`wait_until`]: wait for a condition with a deadline instead of sleeping and hoping;
 //! - [`temp_dir`]: a directory removed when the test ends, passed or not;
 //! - [`EnteredSpans`]: which thread entered which `tracing` span;

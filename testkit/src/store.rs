@@ -3,8 +3,8 @@
 use std::ops::Range;
 use std::time::Duration;
 use taskmill_core::store::{
-    Applied, ApplyOptions, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef, Outcome,
-    OutcomeKind, RecoverOptions, Recovered, TopicClaim,
+    Applied, ApplyOptions, CancelOptions, Cancellation, ClaimOptions, Claimed, EnqueueOptions,
+    Enqueued, LeaseRef, Outcome, OutcomeKind, PruneOptions, RecoverOptions, Recovered, TopicClaim,
 };
 use taskmill_core::{QueueSizes, Store, Task, TaskId, TaskRecord, Timestamp};
 
@@ -123,23 +123,44 @@ pub async fn apply_outcome(store: &dyn Store, record: &TaskRecord, kind: Outcome
     apply_outcome_at(store, record, kind, T0).await
 }
 
-/// Applies one outcome to a claimed record at `now`.
+/// Applies one outcome to a claimed record at `now` (a finished task is kept).
 pub async fn apply_outcome_at(
     store: &dyn Store,
     record: &TaskRecord,
     kind: OutcomeKind,
     now: Timestamp,
 ) -> Applied {
-    let outcome = Outcome {
-        lease: LeaseRef::of(record),
-        kind,
-    };
+    apply_one(store, Outcome::new(LeaseRef::of(record), kind), now).await
+}
+
+/// Applies one outcome at `now`.
+pub async fn apply_one(store: &dyn Store, outcome: Outcome, now: Timestamp) -> Applied {
     let mut applied = store
         .apply(&[outcome], &ApplyOptions::new(now))
         .await
         .expect("apply");
     assert_eq!(applied.len(), 1, "one result per outcome");
     applied.pop().expect("one result")
+}
+
+/// Cancels tasks at `now` on behalf of `by`.
+pub async fn cancel_at(
+    store: &dyn Store,
+    ids: &[TaskId],
+    by: &str,
+    now: Timestamp,
+) -> Vec<Cancellation> {
+    let results = store
+        .cancel(ids, &CancelOptions::new(now, by))
+        .await
+        .expect("cancel");
+    assert_eq!(results.len(), ids.len(), "one result per id");
+    results
+}
+
+/// Prunes finished tasks as `opts` says; how many it removed.
+pub async fn prune(store: &dyn Store, opts: &PruneOptions) -> u64 {
+    store.prune(opts).await.expect("prune")
 }
 
 /// Runs the reaper at `now` for up to `limit` tasks.

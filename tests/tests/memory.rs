@@ -93,7 +93,7 @@ mod memory_only {
         let store = MemoryStore::open_with(options).await.unwrap();
         let mut slow = store.subscribe().await.unwrap();
         let events: Vec<Event> = (0..100)
-            .map(|i| Event::TaskCancelled {
+            .map(|i| Event::TaskReleased {
                 id: taskmill_core::TaskId::new(i),
                 topic: "t".into(),
             })
@@ -261,7 +261,7 @@ mod manager_lifecycle {
         manager.close().await.unwrap();
         let record = store.get(id).await.unwrap().unwrap();
         assert_eq!((record.queue, record.attempt), (Queue::Dead, 1));
-        let error = record.last_error.as_deref().unwrap_or_default();
+        let error = record.last_error().unwrap_or_default();
         assert!(error.contains("decode"), "{error}");
     }
 }
@@ -273,9 +273,10 @@ mod faulty_store {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
     use taskmill_core::store::{
-        Applied, ApplyOptions, Capabilities, ClaimOptions, Claimed, EnqueueOptions, Enqueued,
-        LeaseRef, ListOptions, Outcome, Page, RecoverOptions, Recovered, RenewOptions,
-        RequeueOptions, TopicClaim, WakeStream,
+        Applied, ApplyOptions, CancelOptions, CancelStream, Cancellation, Capabilities,
+        ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef, ListOptions, Outcome, Page,
+        Progress, PruneOptions, RecoverOptions, Recovered, RenewOptions, RequeueOptions,
+        TopicClaim, WakeStream,
     };
     use taskmill_core::{
         async_trait, Backoff, Event, EventStream, Manager, Result, Stats, Store, Task, TaskContext,
@@ -326,11 +327,17 @@ mod faulty_store {
         async fn renew(&self, leases: &[LeaseRef], opts: &RenewOptions) -> Result<Vec<Applied>> {
             self.inner.renew(leases, opts).await
         }
+        async fn progress(&self, updates: &[Progress]) -> Result<Vec<Applied>> {
+            self.inner.progress(updates).await
+        }
         async fn apply(&self, outcomes: &[Outcome], opts: &ApplyOptions) -> Result<Vec<Applied>> {
             self.inner.apply(outcomes, opts).await
         }
         async fn recover(&self, opts: &RecoverOptions) -> Result<Vec<Recovered>> {
             self.inner.recover(opts).await
+        }
+        async fn prune(&self, opts: &PruneOptions) -> Result<u64> {
+            self.inner.prune(opts).await
         }
         async fn stats(&self) -> Result<Stats> {
             self.inner.stats().await
@@ -346,6 +353,9 @@ mod faulty_store {
         }
         async fn delete(&self, ids: &[TaskId]) -> Result<Vec<bool>> {
             self.inner.delete(ids).await
+        }
+        async fn cancel(&self, ids: &[TaskId], opts: &CancelOptions) -> Result<Vec<Cancellation>> {
+            self.inner.cancel(ids, opts).await
         }
         async fn set_paused(&self, topic: &str, paused: bool) -> Result<()> {
             self.inner.set_paused(topic, paused).await
@@ -364,6 +374,9 @@ mod faulty_store {
         }
         async fn wakeups(&self) -> Result<WakeStream> {
             self.inner.wakeups().await
+        }
+        async fn cancellations(&self) -> Result<CancelStream> {
+            self.inner.cancellations().await
         }
     }
 
@@ -415,7 +428,7 @@ mod faulty_store {
             (record.queue, record.attempt),
             (taskmill_core::Queue::Input, 0)
         );
-        assert!(record.last_error.is_none());
+        assert!(record.errors.is_empty());
     }
 
     /// A retried task may be claimed again the moment its outcome is applied, before the

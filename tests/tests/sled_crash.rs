@@ -49,7 +49,12 @@ fn crash_test(flush: &str) {
     let stats = final_stats(&url);
     let (c, sizes) = (stats.total.counters, stats.total.sizes);
     println!("final stats: {c:?}");
-    assert_eq!(sizes.total(), 0, "{sizes:?}");
+    assert_eq!(sizes.active(), 0, "{sizes:?}");
+    assert_eq!(
+        (sizes.completed, sizes.cancelled),
+        (TASKS, 0),
+        "one record kept per task"
+    );
     assert_eq!((c.enqueued, c.completed), (TASKS, TASKS), "{c:?}");
     assert_eq!((c.retried, c.failed), (0, 0), "{c:?}");
     assert_eq!(c.started, c.completed + c.recovered + c.released, "{c:?}");

@@ -49,13 +49,15 @@ checks!(
         );
     }
 
-    /// A unique key is free again once its task completes, or is deleted.
+    /// A unique key is free again once its task completes (its record kept in COMPLETED), or
+    /// is deleted.
     pub async fn unique_key_is_free_after_completion_or_delete(store: Arc<dyn Store>) {
         enqueue_keyed(&*store, "k").await;
         let r = claim(&*store, &["t"], 1).await.remove(0);
         apply_outcome(&*store, &r, OutcomeKind::complete()).await;
         let second = enqueue_keyed(&*store, "k").await;
         assert!(second.is_new(), "key still held after completion");
+        assert_eq!(get(&*store, r.id).await.queue, Queue::Completed);
         assert_eq!(store.delete(&[second.id()]).await.unwrap(), vec![true]);
         assert!(
             enqueue_keyed(&*store, "k").await.is_new(),
@@ -111,7 +113,7 @@ checks!(
                 stored.queue,
                 stored.attempt,
                 stored.run_at,
-                stored.failed_at
+                stored.finished_at
             ),
             (Queue::Input, 0, at(5), None)
         );
@@ -218,7 +220,9 @@ checks!(
         counted.released = 1;
         counted.requeued = 1;
         assert_eq!(a.counters, counted);
-        assert_eq!(a.sizes, sizes(4, 0, 0));
+        let mut a_sizes = sizes(4, 0, 0);
+        a_sizes.completed = 2;
+        assert_eq!(a.sizes, a_sizes);
         let b = stats.topic("b");
         let mut counted = Counters::default();
         counted.enqueued = 2;
@@ -227,7 +231,9 @@ checks!(
         let mut sum = a.counters;
         sum += b.counters;
         assert_eq!(stats.total.counters, sum);
-        assert_eq!(stats.total.sizes, sizes(6, 0, 0));
+        let mut total = sizes(6, 0, 0);
+        total.completed = 2;
+        assert_eq!(stats.total.sizes, total);
         let names: BTreeSet<_> = stats.topics.keys().cloned().collect();
         assert_eq!(names, ["a", "b"].map(String::from).into_iter().collect());
     }

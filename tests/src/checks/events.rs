@@ -20,7 +20,7 @@ async fn next_event(events: &mut EventStream) -> Event {
 /// Publishes three events through `store` and expects them on `events`, in order.
 async fn publish_and_receive(store: &dyn Store, events: &mut EventStream) {
     let sent: Vec<Event> = (1..=3)
-        .map(|i| Event::TaskCancelled {
+        .map(|i| Event::TaskReleased {
             id: TaskId::new(i),
             topic: "t".into(),
         })
@@ -72,7 +72,7 @@ checks!(
             }
         }
         // The duplicate published nothing: the next event is the marker.
-        let marker = Event::TaskCancelled {
+        let marker = Event::TaskReleased {
             id: TaskId::new(0),
             topic: "marker".into(),
         };

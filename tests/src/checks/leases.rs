@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use taskmill_core::store::{Applied, ApplyOptions, LeaseRef, OutcomeKind, RenewOptions};
+use taskmill_core::store::{Applied, ApplyOptions, LeaseRef, Outcome, OutcomeKind, RenewOptions};
 use taskmill_core::{Queue, Store, LEASE_EXPIRED_ERROR};
 use taskmill_testkit::*;
 
@@ -53,10 +53,7 @@ checks!(
         let r = claim(&*store, &["t"], 1).await.remove(0);
         let mut forged = LeaseRef::of(&r);
         forged.token = forged.token.wrapping_add(1_000_003);
-        let outcome = taskmill_core::store::Outcome {
-            lease: forged,
-            kind: OutcomeKind::complete(),
-        };
+        let outcome = Outcome::new(forged, OutcomeKind::complete());
         assert_eq!(
             store
                 .apply(&[outcome], &ApplyOptions::new(T0))
@@ -147,8 +144,8 @@ checks!(
         let recovered = recover(&*store, now, 100).await;
         assert_eq!(recovered.len(), 1);
         assert_eq!(
-            (recovered[0].id, recovered[0].dead, &*recovered[0].topic),
-            (early.id, false, "t")
+            (recovered[0].id, recovered[0].queue, &*recovered[0].topic),
+            (early.id, Queue::Input, "t")
         );
         let stored = get(&*store, early.id).await;
         assert_eq!(
@@ -168,10 +165,18 @@ checks!(
         let now = T0 + LEASE + Duration::from_secs(1);
         let recovered = recover(&*store, now, 100).await;
         assert_eq!(recovered.len(), 1);
-        assert!(recovered[0].dead);
+        assert_eq!(recovered[0].queue, Queue::Dead);
         let stored = get(&*store, id).await;
-        assert_eq!((stored.queue, stored.failed_at), (Queue::Dead, Some(now)));
-        assert_eq!(stored.last_error.as_deref(), Some(LEASE_EXPIRED_ERROR));
+        assert_eq!((stored.queue, stored.finished_at), (Queue::Dead, Some(now)));
+        assert_eq!(stored.last_error(), Some(LEASE_EXPIRED_ERROR));
+        assert_eq!(
+            (
+                stored.errors.len(),
+                stored.errors[0].attempt,
+                stored.errors[0].at
+            ),
+            (1, 1, now)
+        );
         let counters = store.stats().await.unwrap().total.counters;
         assert_eq!((counters.recovered, counters.failed), (1, 1));
     }
@@ -192,10 +197,7 @@ checks!(
     pub async fn second_outcome_for_a_claim_in_one_batch_is_stale(store: Arc<dyn Store>) {
         enqueue_n(&*store, "t", 2).await;
         let claimed = claim(&*store, &["t"], 2).await;
-        let outcome = |r: &taskmill_core::TaskRecord, kind| taskmill_core::store::Outcome {
-            lease: LeaseRef::of(r),
-            kind,
-        };
+        let outcome = |r: &taskmill_core::TaskRecord, kind| Outcome::new(LeaseRef::of(r), kind);
         let batch = [
             outcome(&claimed[0], OutcomeKind::complete()),
             outcome(&claimed[0], OutcomeKind::dead("x")),
@@ -209,10 +211,11 @@ checks!(
         );
         let c = store.stats().await.unwrap().total.counters;
         assert_eq!((c.completed, c.failed, c.retried, c.released), (1, 0, 1, 0));
-        assert!(store.get(claimed[0].id).await.unwrap().is_none());
+        assert_eq!(get(&*store, claimed[0].id).await.queue, Queue::Completed);
+        let retried = get(&*store, claimed[1].id).await;
         assert_eq!(
-            get(&*store, claimed[1].id).await.last_error.as_deref(),
-            Some("e")
+            (retried.queue, retried.last_error()),
+            (Queue::Input, Some("e"))
         );
     }
 );

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use taskmill_core::store::{Applied, ApplyOptions, EnqueueOptions, OutcomeKind};
+use taskmill_core::store::{Applied, ApplyOptions, EnqueueOptions, LeaseRef, Outcome, OutcomeKind};
 use taskmill_core::{Queue, Store, Task};
 use taskmill_testkit::*;
 
@@ -20,41 +20,64 @@ checks!(
         );
     }
 
-    /// An enqueued task is in INPUT with every field as given and attempt 0.
+    /// An enqueued task is in INPUT with every field as given, attempt 0, and nothing of a
+    /// run yet: no lease, start or finish time, error, result, progress or cancel. A task
+    /// that sets no retry limit has none until its first claim.
     pub async fn enqueued_task_is_in_input(store: Arc<dyn Store>) {
-        let opts = EnqueueOptions::new(T0).default_max_retries(7);
+        let opts = EnqueueOptions::new(T0);
         let t = Task::new("emails", &serde_json::json!({"to": "ada"}))
             .unwrap()
             .external_id("ext-1")
             .priority(3)
+            .max_retries(7)
             .unique_key("k1");
-        let id = store.enqueue(vec![t], &opts).await.unwrap()[0].id();
-        let r = get(&*store, id).await;
+        let ids = store
+            .enqueue(vec![t, task("emails", 2)], &opts)
+            .await
+            .unwrap();
+        let r = get(&*store, ids[0].id()).await;
         assert_eq!(r.queue, Queue::Input);
         assert_eq!(&*r.topic, "emails");
         assert_eq!(r.external_id.as_deref(), Some("ext-1"));
         assert_eq!(r.args.decode::<serde_json::Value>().unwrap()["to"], "ada");
-        assert_eq!((r.attempt, r.max_retries, r.priority), (0, 7, 3));
+        assert_eq!((r.attempt, r.max_retries, r.priority), (0, Some(7), 3));
         assert_eq!((r.enqueued_at, r.run_at), (T0, T0));
         assert_eq!(r.unique_key.as_deref(), Some("k1"));
-        assert!(r.lease.is_none() && r.last_error.is_none() && r.failed_at.is_none());
+        assert!(!r.unique_while_kept);
+        assert!(r.lease.is_none() && r.errors.is_empty() && r.finished_at.is_none());
+        assert_eq!((r.first_started_at, r.started_at), (None, None));
+        assert!(r.result.is_none() && r.progress.is_none() && r.cancelled_by.is_none());
+        assert_eq!(
+            get(&*store, ids[1].id()).await.max_retries,
+            None,
+            "a task without a retry limit got one before its first claim"
+        );
     }
 
-    /// A claim moves a task to WORK under a lease with owner, token and deadline, attempt 1.
+    /// A claim moves a task to WORK under a lease with owner, token and deadline, attempt 1,
+    /// started now.
     pub async fn claim_moves_task_to_work_under_lease(store: Arc<dyn Store>) {
         let id = enqueue_n(&*store, "t", 1).await[0];
-        let claimed = claim_as(&*store, "worker-7", &["t"], 10, T0).await;
+        let claimed = claim_as(&*store, "worker-7", &["t"], 10, at(5)).await;
         assert_eq!(ids(&claimed), vec![id]);
         let lease = claimed[0]
             .lease
             .clone()
             .expect("a claimed task has a lease");
         assert_eq!(&*lease.owner, "worker-7");
-        assert_eq!(lease.deadline, T0 + LEASE);
+        assert_eq!(lease.deadline, at(5) + LEASE);
         assert_eq!(claimed[0].attempt, 1);
         let stored = get(&*store, id).await;
         assert_eq!(stored.queue, Queue::Work);
         assert_eq!(stored.lease, Some(lease));
+        assert_eq!(
+            (stored.first_started_at, stored.started_at),
+            (Some(at(5)), Some(at(5)))
+        );
+        assert_eq!(
+            stored, claimed[0],
+            "the claim returned the record it stored"
+        );
         assert!(
             claim(&*store, &["t"], 10).await.is_empty(),
             "a claimed task is claimed again"
@@ -82,16 +105,27 @@ checks!(
         assert_eq!(tokens.len(), 10, "tokens repeat across claims");
     }
 
-    /// Complete removes the task from the store.
-    pub async fn complete_removes_task(store: Arc<dyn Store>) {
+    /// Complete puts the task in COMPLETED, finished now, without its lease; it is never
+    /// claimed again and counts as completed, not as active.
+    pub async fn complete_moves_task_to_completed(store: Arc<dyn Store>) {
         let id = enqueue_n(&*store, "t", 1).await[0];
         let r = claim(&*store, &["t"], 1).await.remove(0);
         assert_eq!(
-            apply_outcome(&*store, &r, OutcomeKind::complete()).await,
+            apply_outcome_at(&*store, &r, OutcomeKind::complete(), at(9)).await,
             Applied::Done
         );
-        assert!(store.get(id).await.unwrap().is_none());
-        assert_eq!(store.stats().await.unwrap().total.sizes.total(), 0);
+        let stored = get(&*store, id).await;
+        assert_eq!(
+            (stored.queue, stored.finished_at, stored.attempt),
+            (Queue::Completed, Some(at(9)), 1)
+        );
+        assert!(stored.lease.is_none() && stored.errors.is_empty());
+        let sizes = store.stats().await.unwrap().total.sizes;
+        assert_eq!((sizes.active(), sizes.completed), (0, 1), "{sizes:?}");
+        assert!(
+            claim_at(&*store, &["t"], 1, at(1_000_000)).await.is_empty(),
+            "a completed task was claimed"
+        );
     }
 
     /// Retry puts the task back in INPUT, due at the given time, with its error.
@@ -105,8 +139,8 @@ checks!(
             (stored.queue, stored.run_at, stored.attempt),
             (Queue::Input, at(5_000), 1)
         );
-        assert_eq!(stored.last_error.as_deref(), Some("boom"));
-        assert!(stored.lease.is_none());
+        assert_eq!(stored.last_error(), Some("boom"));
+        assert!(stored.lease.is_none() && stored.finished_at.is_none());
         assert!(
             claim_at(&*store, &["t"], 1, at(4_999)).await.is_empty(),
             "claimed before its retry time"
@@ -126,10 +160,10 @@ checks!(
         );
         let stored = get(&*store, id).await;
         assert_eq!(
-            (stored.queue, stored.failed_at),
+            (stored.queue, stored.finished_at),
             (Queue::Dead, Some(at(10)))
         );
-        assert_eq!(stored.last_error.as_deref(), Some("hopeless"));
+        assert_eq!(stored.last_error(), Some("hopeless"));
         assert!(
             claim_at(&*store, &["t"], 1, at(1_000_000)).await.is_empty(),
             "a dead task was claimed"
@@ -166,10 +200,7 @@ checks!(
         );
         let outcomes: Vec<_> = claimed
             .iter()
-            .map(|r| taskmill_core::store::Outcome {
-                lease: taskmill_core::store::LeaseRef::of(r),
-                kind: OutcomeKind::complete(),
-            })
+            .map(|r| Outcome::new(LeaseRef::of(r), OutcomeKind::complete()))
             .collect();
         let applied = store
             .apply(&outcomes, &ApplyOptions::new(T0))
@@ -178,22 +209,32 @@ checks!(
         assert_eq!(applied, vec![Applied::Done, Applied::Stale, Applied::Done]);
     }
 
-    /// get reports each state; a task that never existed is None.
+    /// get reports each queue; a task that never existed is None.
     pub async fn get_reports_each_state(store: Arc<dyn Store>) {
-        let ids_ = enqueue_n(&*store, "t", 3).await;
+        let ids_ = enqueue_n(&*store, "t", 5).await;
         assert!(store
-            .get(taskmill_core::TaskId::new(ids_[2].get() + 1000))
+            .get(taskmill_core::TaskId::new(ids_[4].get() + 1000))
             .await
             .unwrap()
             .is_none());
-        let claimed = claim(&*store, &["t"], 2).await;
+        let claimed = claim(&*store, &["t"], 3).await;
         apply_outcome(&*store, &claimed[0], OutcomeKind::dead("x")).await;
-        let queues = [
-            get(&*store, ids_[0]).await.queue,
-            get(&*store, ids_[1]).await.queue,
-            get(&*store, ids_[2]).await.queue,
-        ];
-        assert_eq!(queues, [Queue::Dead, Queue::Work, Queue::Input]);
+        apply_outcome(&*store, &claimed[2], OutcomeKind::complete()).await;
+        cancel_at(&*store, &[ids_[3]], "ops", T0).await;
+        let mut queues = Vec::new();
+        for id in &ids_ {
+            queues.push(get(&*store, *id).await.queue);
+        }
+        assert_eq!(
+            queues,
+            [
+                Queue::Dead,
+                Queue::Work,
+                Queue::Completed,
+                Queue::Cancelled,
+                Queue::Input
+            ]
+        );
     }
 
     /// Arguments and metadata survive the round trip through the store byte for byte.
