@@ -168,6 +168,8 @@ macro_rules! conformance_suite {
         $crate::admin!($harness);
         $crate::events!($harness);
         $crate::durability!($harness);
+        $crate::history!($harness);
+        $crate::cancel!($harness);
         $crate::manager!($harness);
         $crate::control!($harness);
     };
