@@ -143,9 +143,11 @@ async fn wait_cancelled(client: &Client, id: TaskId) {
     }
 }
 
-/// Runs [`CANCELS`] tasks one at a time in a child on `url` and cancels each from here;
-/// the delays from cancel to `ctx.cancelled()` in the child, sorted.
-async fn cancel_delays(url: &str, lease: Duration) -> Vec<Duration> {
+/// Runs [`CANCELS`] tasks one at a time in a child on `url` and cancels each from here, a
+/// random time up to `jitter` after its run started (so that cancels fall at every point
+/// of the child's renew interval, not always just after the renewal that ended the
+/// previous one); the delays from cancel to `ctx.cancelled()` in the child, sorted.
+async fn cancel_delays(url: &str, lease: Duration, jitter: Duration) -> Vec<Duration> {
     let dir = temp_dir();
     let record = dir.path().join("record.log");
     let client = Client::shared(taskmill::open(url).await.expect("open the store")).by("parent");
@@ -159,6 +161,8 @@ async fn cancel_delays(url: &str, lease: Duration) -> Vec<Duration> {
             .expect("enqueue")
             .id();
         wait_for_line(&record, &format!("start {id} ")).await;
+        let pause = fastrand::u64(..=jitter.as_millis() as u64);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
         let asked = micros();
         assert_eq!(
             client.cancel(&[id]).await.expect("cancel"),
@@ -204,7 +208,7 @@ async fn sqlite_cancel_reaches_another_process_within_the_renew_interval() {
     let url = format!("sqlite://{}", dir.path().join("tasks.db").display());
     let lease = Duration::from_millis(600);
     let renew_interval = lease / 3;
-    let delays = cancel_delays(&url, lease).await;
+    let delays = cancel_delays(&url, lease, renew_interval).await;
     let (_, p99) = report("sqlite", &delays);
     assert!(
         p99 <= lease,
@@ -219,7 +223,7 @@ async fn sqlite_cancel_reaches_another_process_within_the_renew_interval() {
 async fn redis_cancel_reaches_another_process_through_pub_sub() {
     let server = RedisServer::start();
     let url = server.url(&fresh_namespace());
-    let delays = cancel_delays(&url, Duration::from_secs(30)).await;
+    let delays = cancel_delays(&url, Duration::from_secs(30), Duration::ZERO).await;
     let (_, p99) = report("redis", &delays);
     assert!(
         p99 < Duration::from_secs(1),

@@ -61,6 +61,16 @@ async fn wait_for(
     }
 }
 
+/// Waits until a processor set `started`: a task claimed (so `running`) may still be
+/// queued for a worker, and a cancel then releases it unrun, which is not what a check of
+/// a running processor wants.
+async fn wait_started(started: &AtomicBool) {
+    wait_until("the processor to start", PATIENCE, || async {
+        started.load(Ordering::SeqCst)
+    })
+    .await;
+}
+
 fn is_running(info: &TaskInfo) -> bool {
     matches!(info.status, TaskStatus::Running { .. })
 }
@@ -145,9 +155,11 @@ checks!(
         let saw_cancel = Arc::new(AtomicBool::new(false));
         // Renewals every 100 s: only the store's cancel requests reach the run in time.
         let manager = builder(&store).lease(Duration::from_secs(300)).build();
-        let seen = saw_cancel.clone();
+        let started = Arc::new(AtomicBool::new(false));
+        let (seen, start) = (saw_cancel.clone(), started.clone());
         manager
             .register("t", move |ctx: TaskContext| {
+                start.store(true, Ordering::SeqCst);
                 let seen = seen.clone();
                 async move {
                     ctx.cancelled().await;
@@ -165,7 +177,7 @@ checks!(
             .await
             .unwrap()
             .id();
-        wait_for(&client, id, "running", is_running).await;
+        wait_started(&started).await;
         let asked = tokio::time::Instant::now();
         assert_eq!(
             client.cancel(&[id]).await.unwrap(),
@@ -210,9 +222,11 @@ checks!(
         }
         let dropped = Arc::new(AtomicBool::new(false));
         let manager = builder(&store).build();
-        let flag = dropped.clone();
+        let started = Arc::new(AtomicBool::new(false));
+        let (flag, start) = (dropped.clone(), started.clone());
         manager
             .register("t", move |_ctx: TaskContext| {
+                start.store(true, Ordering::SeqCst);
                 let guard = SetOnDrop(flag.clone());
                 async move {
                     let _guard = guard;
@@ -224,7 +238,7 @@ checks!(
         let client = client(&store);
         manager.start().await.unwrap();
         let id = client.enqueue(task("t", 1)).await.unwrap().id();
-        wait_for(&client, id, "running", is_running).await;
+        wait_started(&started).await;
         assert_eq!(
             client.cancel(&[id]).await.unwrap(),
             [Cancellation::Requested]
@@ -250,9 +264,11 @@ checks!(
             .lease(Duration::from_millis(900))
             .reap_interval(Duration::from_millis(50))
             .build();
-        let (until, done) = (release.clone(), returned.clone());
+        let started = Arc::new(AtomicBool::new(false));
+        let (until, done, start) = (release.clone(), returned.clone(), started.clone());
         manager
             .register("t", move |_ctx: TaskContext| {
+                start.store(true, Ordering::SeqCst);
                 // Blocks its thread (never awaits) until released, for at most PATIENCE.
                 let deadline = std::time::Instant::now() + PATIENCE;
                 while !until.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
@@ -269,7 +285,7 @@ checks!(
             .await
             .unwrap()
             .id();
-        wait_for(&client, id, "running", is_running).await;
+        wait_started(&started).await;
         assert_eq!(
             client.cancel(&[id]).await.unwrap(),
             [Cancellation::Requested]
