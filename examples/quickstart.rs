@@ -1,18 +1,26 @@
-//! Quickstart: two topics, a few hundred tasks, some failing and retried, one dead.
+//! Quickstart: two topics, a few hundred tasks, some failing and retried, one dead; then
+//! a status lookup with its result, and a cancel of a running task from a client.
 //!
 //! Run it with `cargo run --example quickstart` (add `RUST_LOG=taskmill=debug` to see the
-//! manager's tracing). It prints a live summary of the event stream and the final stats,
-//! and exits by itself in a few seconds.
+//! manager's tracing). It prints a live summary of the event stream, a task's status and
+//! result, a cancel, and the final stats, and exits by itself in a few seconds.
 
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use taskmill::{Backoff, Event, Manager, Task, TaskContext, TaskError};
+use taskmill::store::Cancellation;
+use taskmill::{Backoff, Client, Event, Manager, Task, TaskContext, TaskError, TaskId, TaskStatus};
 
 #[derive(Serialize, Deserialize)]
 struct Email {
     to: String,
+}
+
+/// What the emails processor stores as its result.
+#[derive(Debug, Serialize, Deserialize)]
+struct Receipt {
+    message_id: String,
 }
 
 #[tokio::main]
@@ -24,7 +32,7 @@ async fn main() -> taskmill::Result<()> {
     // Any URL works here: "sqlite://tasks.db", "redis://127.0.0.1:6379/0?namespace=demo", …
     // with the matching cargo feature enabled.
     let store = taskmill::open("memory://").await?;
-    let manager = Manager::builder_shared(store)
+    let manager = Manager::builder_shared(store.clone())
         .concurrency(16)
         .backoff(Backoff::exponential(
             Duration::from_millis(50),
@@ -41,6 +49,10 @@ async fn main() -> taskmill::Result<()> {
         if email.to.starts_with("user7") && ctx.attempt() == 1 {
             return Err(TaskError::msg(format!("mailbox {} is busy", email.to)));
         }
+        // Kept on the task's record (for a day, by default) and shown by its status.
+        ctx.set_result(&Receipt {
+            message_id: format!("<{}.{}@mail.example>", ctx.id(), ctx.attempt()),
+        })?;
         Ok(())
     })?;
     // A raw processor: it reads the JSON itself.
@@ -51,6 +63,17 @@ async fn main() -> taskmill::Result<()> {
             return Err(TaskError::msg("cannot make a 0-pixel thumbnail"));
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
+        Ok(())
+    })?;
+    // A long task that reports its progress and stops when it is cancelled.
+    manager.register("exports", |ctx: TaskContext| async move {
+        for rows in (0u64..).step_by(1000) {
+            ctx.progress(&rows).await?;
+            tokio::select! {
+                _ = ctx.cancelled() => return Err(TaskError::msg("export stopped")),
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
         Ok(())
     })?;
 
@@ -69,7 +92,8 @@ async fn main() -> taskmill::Result<()> {
     for size in 0..100u32 {
         tasks.push(Task::new("thumbnails", &size)?.priority(if size < 10 { -1 } else { 0 }));
     }
-    manager.enqueue_batch(tasks).await?;
+    let ids = manager.enqueue_batch(tasks).await?;
+    let user71 = ids[71].id();
 
     // Follow the event stream until every task is completed or dead.
     let mut seen: BTreeMap<&'static str, u64> = BTreeMap::new();
@@ -103,14 +127,74 @@ async fn main() -> taskmill::Result<()> {
         }
     }
 
+    // A client on the same store: what a web server or an operator's script uses, with no
+    // processors of its own. Look a task up by id: its status, attempts, and result.
+    let client = Client::shared(store).by("quickstart");
+    let info = client.status(user71).await?.expect("kept for a day");
+    println!(
+        "\ntask {user71}: {} after {} attempts (first failed: {:?}), result {:?}",
+        info.status.as_str(),
+        info.record.attempt,
+        info.record.errors.first().map(|e| &e.message),
+        info.result::<Receipt>()?,
+    );
+
+    // Cancel a running task: its processor sees `ctx.cancelled()` and the task ends
+    // cancelled, not retried. A task that is only waiting is cancelled at once.
+    let export = client.enqueue(Task::new("exports", "orders")?).await?.id();
+    wait_for(&client, export, "a running export with progress", |info| {
+        matches!(info.status, TaskStatus::Running { .. }) && info.record.progress.is_some()
+    })
+    .await?;
+    let cancelled = client.cancel(&[export]).await?;
+    assert_eq!(cancelled, [Cancellation::Requested], "it was running");
+    let info = wait_for(&client, export, "the export cancelled", |info| {
+        info.status == TaskStatus::Cancelled
+    })
+    .await?;
+    println!(
+        "task {export}: {} by {:?} at {} rows",
+        info.status.as_str(),
+        info.record.cancelled_by,
+        info.progress::<u64>()?.unwrap_or(0),
+    );
+
     manager.close_with_timeout(Duration::from_secs(5)).await?;
     println!("\nevents seen: {seen:?}");
-    let stats = manager.stats().await?;
-    let c = stats.total.counters;
+    let stats = client.stats().await?;
+    let (c, sizes) = (stats.total.counters, stats.total.sizes);
     println!(
-        "final stats: enqueued {} started {} retried {} failed {} completed {} | input {} work {} dead {}",
-        c.enqueued, c.started, c.retried, c.failed, c.completed,
-        stats.total.sizes.input, stats.total.sizes.work, stats.total.sizes.dead
+        "final stats: enqueued {} started {} retried {} failed {} completed {} cancelled {} \
+         | input {} work {} dead {} | kept: completed {} cancelled {}",
+        c.enqueued,
+        c.started,
+        c.retried,
+        c.failed,
+        c.completed,
+        c.cancelled,
+        sizes.input,
+        sizes.work,
+        sizes.dead,
+        sizes.completed,
+        sizes.cancelled
     );
     Ok(())
+}
+
+/// Polls the status of `id` until `done` holds (for at most 5 s).
+async fn wait_for(
+    client: &Client,
+    id: TaskId,
+    what: &str,
+    done: impl Fn(&taskmill::TaskInfo) -> bool,
+) -> taskmill::Result<taskmill::TaskInfo> {
+    for _ in 0..500 {
+        if let Some(info) = client.status(id).await? {
+            if done(&info) {
+                return Ok(info);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Err(taskmill::Error::storage(format!("no {what} within 5 s")))
 }

@@ -28,6 +28,23 @@
 //! # Ok(()) }
 //! ```
 //!
+//! A process that only enqueues or administers (a web server, an operator's script) uses
+//! a [`Client`] on the store instead: enqueue, status by id with the task's result and
+//! progress, lists, cancel, requeue and delete by id or in bulk, pause, stats, events.
+//!
+//! ```
+//! use taskmill::{Client, Task};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> taskmill::Result<()> {
+//! let client = Client::shared(taskmill::open("memory://").await?).by("web");
+//! let id = client.enqueue(Task::new("greet", "ada")?).await?.id();
+//! let info = client.status(id).await?.expect("just enqueued");
+//! assert_eq!(info.status.as_str(), "pending");
+//! client.cancel(&[id]).await?; // it never runs
+//! # Ok(()) }
+//! ```
+//!
 //! The crate root and [`store`] are what an application uses. Writing a backend of your
 //! own? Implement [`Store`] with the building blocks in [`raw`].
 #![warn(missing_docs)]

@@ -2,7 +2,8 @@
 //!
 //! - [`Task`] is what an application enqueues; [`TaskRecord`] is what a store keeps.
 //! - [`Store`] is the contract a backend implements; [`StoreExt`] adds conveniences.
-//! - [`Manager`] claims tasks from a store and runs them on registered [`Processor`]s.
+//! - [`Manager`] claims tasks from a store and runs them on registered [`Processor`]s;
+//!   [`Client`] enqueues, looks up, cancels and administers tasks without running any.
 //! - [`Event`], [`Stats`], [`Backoff`], and the one [`Error`] type with its [`ErrorKind`].
 //!
 //! Applications normally depend on the `taskmill` crate, which re-exports all of this and
@@ -11,6 +12,7 @@
 #![warn(missing_docs)]
 
 mod backoff;
+mod client;
 mod error;
 mod event;
 mod manager;
@@ -21,10 +23,12 @@ mod task;
 mod time;
 
 pub use backoff::Backoff;
+pub use client::{Client, TaskInfo, BULK_PAGE};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use event::{Event, EventStream};
 pub use manager::{
     Manager, ManagerBuilder, Processor, TaskContext, TaskError, TopicOptions, Typed,
+    DEFAULT_MAX_RESULT_BYTES, DEFAULT_RETENTION,
 };
 pub use stats::{Counters, QueueSizes, Stats, TopicStats};
 pub use store::{Store, StoreExt, LEASE_EXPIRED_ERROR};

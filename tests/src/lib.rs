@@ -171,5 +171,6 @@ macro_rules! conformance_suite {
         $crate::history!($harness);
         $crate::cancel!($harness);
         $crate::manager!($harness);
+        $crate::control!($harness);
     };
 }

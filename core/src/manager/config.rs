@@ -2,8 +2,8 @@
 
 use super::Manager;
 use crate::backoff::Backoff;
-use crate::store::{Store, DEFAULT_MAX_RETRIES};
-use crate::time::Clock;
+use crate::store::{PruneOptions, Store, DEFAULT_MAX_RETRIES};
+use crate::time::{Clock, Timestamp};
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +25,8 @@ pub struct TopicOptions {
     /// (default 1): a topic of weight 3 gets about three times the workers of a topic of
     /// weight 1.
     pub weight: Option<u32>,
+    /// How long the topic's finished tasks are kept (see [`ManagerBuilder::retention`]).
+    pub retention: Option<Duration>,
 }
 
 impl TopicOptions {
@@ -62,7 +64,21 @@ impl TopicOptions {
         self.weight = Some(weight.max(1));
         self
     }
+
+    /// Keeps the topic's completed and cancelled tasks for `retention` instead of the
+    /// manager's default ([`ManagerBuilder::retention`]); zero keeps none.
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = Some(retention);
+        self
+    }
 }
+
+/// How long finished tasks are kept unless the manager says otherwise: a day.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The largest result or progress value a run may set unless the manager says otherwise:
+/// 64 KiB of JSON.
+pub const DEFAULT_MAX_RESULT_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -73,6 +89,10 @@ pub(crate) struct Config {
     pub reap_interval: Duration,
     pub stats_interval: Option<Duration>,
     pub default_retries: u32,
+    pub retention: Duration,
+    pub prune_interval: Duration,
+    pub progress_interval: Duration,
+    pub max_result_bytes: usize,
     pub backoff: Backoff,
     pub clock: Clock,
     pub topics: FxHashMap<Arc<str>, TopicOptions>,
@@ -88,6 +108,31 @@ impl Config {
         self.topic(topic)
             .and_then(|t| t.retries)
             .unwrap_or(self.default_retries)
+    }
+
+    /// How long finished tasks of `topic` are kept.
+    pub fn retention_for(&self, topic: &str) -> Duration {
+        self.topic(topic)
+            .and_then(|t| t.retention)
+            .unwrap_or(self.retention)
+    }
+
+    /// Whether the outcomes of `topic`'s runs keep the finished task
+    /// ([`Outcome::keep`](crate::store::Outcome::keep)).
+    pub fn keeps(&self, topic: &str) -> bool {
+        !self.retention_for(topic).is_zero()
+    }
+
+    /// What one round of pruning removes: the default retention, and each configured
+    /// topic's own.
+    pub fn prune_options(&self, now: Timestamp, limit: usize) -> PruneOptions {
+        let mut opts = PruneOptions::new(now, self.retention).limit(limit);
+        for (topic, options) in &self.topics {
+            if let Some(retention) = options.retention {
+                opts = opts.topic(topic.clone(), retention);
+            }
+        }
+        opts
     }
 
     pub fn backoff_for(&self, topic: &str) -> &Backoff {
@@ -123,6 +168,10 @@ impl ManagerBuilder {
                 reap_interval: Duration::from_secs(15),
                 stats_interval: Some(Duration::from_secs(10)),
                 default_retries: DEFAULT_MAX_RETRIES,
+                retention: DEFAULT_RETENTION,
+                prune_interval: Duration::from_secs(30),
+                progress_interval: Duration::from_secs(1),
+                max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
                 backoff: Backoff::default(),
                 clock: Clock::system(),
                 topics: FxHashMap::default(),
@@ -173,9 +222,61 @@ impl ManagerBuilder {
         self
     }
 
-    /// The retry limit of tasks that set none (default 25).
+    /// The retry limit of tasks that set none (default 25), unless their topic sets one
+    /// ([`TopicOptions::retries`]).
+    ///
+    /// It is written into a task at its first claim, by the manager that claims it: the
+    /// process that enqueued the task (a bare [`Client`](crate::Client) or another
+    /// manager) need not know it, and the limit a task's status shows from then on is the
+    /// one it runs under.
     pub fn default_retries(mut self, retries: u32) -> Self {
         self.config.default_retries = retries;
+        self
+    }
+
+    /// How long completed and cancelled tasks are kept, with their result, errors and
+    /// progress, before pruning removes them (default [`DEFAULT_RETENTION`], a day), unless
+    /// their topic sets its own ([`TopicOptions::retention`]). Zero keeps none: a task's
+    /// record goes with its last outcome.
+    ///
+    /// A day answers "what became of the task I enqueued an hour ago" (or last night)
+    /// from a status lookup, as River's default does, at the cost of one record per
+    /// finished task of the last day; a high-volume topic whose results nobody looks at
+    /// sets a short retention or zero.
+    ///
+    /// Retention belongs to the managers, not to whoever enqueues: a manager's outcomes keep
+    /// its topics' tasks or not, and every manager prunes the finished tasks of every topic
+    /// (by this default, or its topics' own) in its maintenance. Managers sharing a store
+    /// should agree on it.
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.config.retention = retention;
+        self
+    }
+
+    /// How often the manager prunes finished tasks past their retention (default 30 s). A
+    /// round removes up to 1000 records a store call and calls again while a call came back
+    /// full, up to 100 calls, between the maintenance loop's other work.
+    pub fn prune_interval(mut self, d: Duration) -> Self {
+        self.config.prune_interval = d;
+        self
+    }
+
+    /// How often the latest [`TaskContext::progress`](crate::TaskContext::progress) value of
+    /// each running task is written to its record (default 1 s): at most one store write
+    /// per task per interval, however often it reports. The event goes out at every
+    /// report, and a value not yet written goes with the run's outcome.
+    pub fn progress_interval(mut self, d: Duration) -> Self {
+        self.config.progress_interval = d;
+        self
+    }
+
+    /// The largest value, in bytes of JSON, a run may store as its result
+    /// ([`TaskContext::set_result`](crate::TaskContext::set_result)) or its progress
+    /// ([`TaskContext::progress`](crate::TaskContext::progress)); default
+    /// [`DEFAULT_MAX_RESULT_BYTES`] (64 KiB). Records are read whole by status lookups
+    /// and lists: large outputs belong in a blob store, with their key as the result.
+    pub fn max_result_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_result_bytes = bytes;
         self
     }
 

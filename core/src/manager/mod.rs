@@ -1,7 +1,8 @@
 //! The Manager: claims tasks from a store, runs them on a bounded pool of workers, and
 //! records their outcomes.
 //!
-//! - this file: the [`Manager`] handle and its life (registering, running, closed);
+//! - this file: the [`Manager`] handle and its life (registering, running, closed), and
+//!   the [`Client`] it owns for everything that is not running tasks;
 //! - `config`: the builder and the settings;
 //! - `processor`: what users register ([`Processor`], [`TaskContext`], [`TaskError`]);
 //! - `run`: one run of a task, shared by its worker and its processor, and the
@@ -17,13 +18,14 @@ mod run;
 mod runtime;
 mod sync;
 
-pub use config::{ManagerBuilder, TopicOptions};
+pub use config::{ManagerBuilder, TopicOptions, DEFAULT_MAX_RESULT_BYTES, DEFAULT_RETENTION};
 pub use processor::{Processor, TaskContext, TaskError, Typed};
 
+use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::event::EventStream;
 use crate::stats::Stats;
-use crate::store::{EnqueueOptions, Enqueued, Store};
+use crate::store::{Enqueued, Store};
 use crate::task::{Task, TaskId, TaskRecord};
 use config::Config;
 use runtime::{Runtime, Shutdown};
@@ -62,6 +64,8 @@ pub struct Manager {
 struct Inner {
     id: Arc<str>,
     store: Arc<dyn Store>,
+    /// On `store`, with the manager's clock, cancelling as the manager.
+    client: Client,
     config: Arc<Config>,
     state: Mutex<State>,
 }
@@ -94,10 +98,15 @@ impl Manager {
             .id
             .clone()
             .unwrap_or_else(|| format!("{}-{:08x}", std::process::id(), fastrand::u32(..)));
+        let id: Arc<str> = id.into();
+        let client = Client::shared(store.clone())
+            .clock(config.clock)
+            .by(id.clone());
         Manager {
             inner: Arc::new(Inner {
-                id: id.into(),
+                id,
                 store,
+                client,
                 config: Arc::new(config),
                 state: Mutex::new(State::Registering(FxHashMap::default())),
             }),
@@ -112,6 +121,14 @@ impl Manager {
     /// The store the manager works on.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    /// The manager's [`Client`] on its store, with its clock, cancelling on behalf of the
+    /// manager's id (`manager.client().clone().by("alice")` for another name): status
+    /// lookups, lists, cancels, requeues, pauses. It works before `start` and after
+    /// `close` too.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
     }
 
     /// Registers the processor of `topic`.
@@ -198,37 +215,37 @@ impl Manager {
             .ok_or_else(|| Error::storage("the store returned no result for an enqueue"))
     }
 
-    /// Enqueues tasks in one store call. A task that sets no retry limit gets that of the
-    /// manager that first claims it.
+    /// Enqueues tasks in one store call ([`Client::enqueue_batch`]). A task that sets no
+    /// retry limit gets that of the manager that first claims it.
     ///
     /// Once this returns `Ok`, each new task runs to an outcome at least once. Fails with
-    /// `Misuse` after [`close`](Self::close).
+    /// `Misuse` after [`close`](Self::close) (the [client](Self::client) still enqueues).
     pub async fn enqueue_batch(&self, tasks: Vec<Task>) -> Result<Vec<Enqueued>> {
         if matches!(*self.lock_state(), State::Closed(_)) {
             return Err(Error::misuse("the manager is closed"));
         }
-        let config = &self.inner.config;
-        let opts = EnqueueOptions::new(config.clock.now());
-        self.inner.store.enqueue(tasks, &opts).await
+        self.inner.client.enqueue_batch(tasks).await
     }
 
-    /// A snapshot of the store's statistics.
+    /// A snapshot of the store's statistics ([`Client::stats`]).
     pub async fn stats(&self) -> Result<Stats> {
-        self.inner.store.stats().await
+        self.inner.client.stats().await
     }
 
-    /// The task with this id, wherever it is; `None` once it completed or was deleted.
+    /// The task with this id, in whichever queue it is ([`Client::get`]); `None` once it
+    /// was deleted, or pruned after its retention. [`Client::status`] also says where it
+    /// stands.
     pub async fn task(&self, id: TaskId) -> Result<Option<TaskRecord>> {
-        self.inner.store.get(id).await
+        self.inner.client.get(id).await
     }
 
-    /// The events of the store: this manager's and, where the backend carries them across
-    /// processes, other managers'.
+    /// The events of the store ([`Client::watch`]): this manager's and, where the backend
+    /// carries them across processes, other managers'.
     ///
     /// Events are buffered per watcher; one that falls behind gets [`crate::Event::Lagged`] with
     /// the number it missed, and the manager never waits for it.
     pub async fn watch(&self) -> Result<EventStream> {
-        self.inner.store.subscribe().await
+        self.inner.client.watch().await
     }
 
     /// Stops at once: no more claims, running tasks are cancelled and go back to INPUT

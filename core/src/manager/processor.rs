@@ -155,6 +155,8 @@ pub struct TaskContext {
     pub(crate) run: Arc<Run>,
     /// The worker's own handle on the store (see the worker for why it is its own).
     pub(crate) store: Arc<Arc<dyn Store>>,
+    /// The largest result or progress value, in bytes of JSON.
+    pub(crate) max_value_bytes: usize,
 }
 
 impl TaskContext {
@@ -173,7 +175,7 @@ impl TaskContext {
         self.run.record.attempt
     }
 
-    /// The whole task as stored.
+    /// The whole task as claimed for this run.
     pub fn record(&self) -> &TaskRecord {
         &self.run.record
     }
@@ -192,31 +194,75 @@ impl TaskContext {
         self.run.record.args.decode()
     }
 
-    /// Whether the run has been cancelled (shutdown, or the lease was lost).
+    /// Whether the run has been told to stop: see [`cancelled`](Self::cancelled).
     pub fn is_cancelled(&self) -> bool {
         self.run.is_cancelled()
     }
 
-    /// Resolves when the run is cancelled. A processor that ignores it is dropped at its
-    /// next `.await` all the same; this lets it stop at a point of its choosing.
+    /// Resolves when the run is told to stop, for one of three reasons:
+    ///
+    /// - the task was cancelled ([`Client::cancel`](crate::Client::cancel)): the task ends
+    ///   CANCELLED, not retried, whatever the processor returns now. A cancel made in this
+    ///   process arrives at once, one from another process through the store's pub/sub
+    ///   (Redis) or at the manager's next lease renewal (within its renew interval);
+    /// - the manager is shutting down and the grace period is over: the task goes back to
+    ///   INPUT without using an attempt;
+    /// - the lease was lost (the store no longer gives this run the task): its outcome
+    ///   will change nothing.
+    ///
+    /// Once it fires, the processor is polled once more, so that one that awaits this can
+    /// clean up and return, and then dropped at its next `.await` if it has not returned. A
+    /// processor that never awaits cannot be dropped; it is recorded as above when it
+    /// returns, and a cancelled task's lease is no longer renewed meanwhile, so the reaper
+    /// ends it CANCELLED once the lease runs out if it has not returned by then.
     pub async fn cancelled(&self) {
         self.run.cancelled().await
     }
 
-    /// Publishes a [`Event::TaskProgress`] with `progress`.
+    /// Reports the run's progress: publishes a [`Event::TaskProgress`] with `progress`,
+    /// and keeps it as the task's latest, which the manager writes to the record at most
+    /// once per [progress interval](crate::ManagerBuilder::progress_interval) (and with the
+    /// run's outcome), where [`Client::status`](crate::Client::status) shows it.
+    ///
+    /// Fails with [`ErrorKind::Misuse`] when `progress` serializes to more than the
+    /// manager's [`max_result_bytes`](crate::ManagerBuilder::max_result_bytes); nothing is
+    /// then published or kept.
     pub async fn progress<T: Serialize + ?Sized>(&self, progress: &T) -> Result<()> {
+        let progress = self.bounded(progress, "progress value")?;
+        self.run.set_progress(progress.clone());
         let event = Event::TaskProgress {
             id: self.run.record.id,
             topic: self.run.record.topic.clone(),
-            progress: Payload::new(progress)?,
+            progress,
         };
         self.store.publish(std::slice::from_ref(&event)).await
     }
 
-    /// Sets the result reported in the task's [`Event::TaskCompletion`].
+    /// Sets the task's result: stored on its record when the run completes (where
+    /// [`Client::status`](crate::Client::status) shows it for as long as the task is
+    /// kept), and carried by its [`Event::TaskCompletion`]. A later call replaces it.
+    ///
+    /// Fails with [`ErrorKind::Misuse`] when `result` serializes to more than the
+    /// manager's [`max_result_bytes`](crate::ManagerBuilder::max_result_bytes); the
+    /// result is then left as it was, and the run still completes when it returns `Ok`.
     pub fn set_result<T: Serialize + ?Sized>(&self, result: &T) -> Result<()> {
-        self.run.set_result(Payload::new(result)?);
+        let result = self.bounded(result, "result")?;
+        self.run.set_result(result);
         Ok(())
+    }
+
+    /// `value` as JSON, if it is within the size limit.
+    fn bounded<T: Serialize + ?Sized>(&self, value: &T, what: &str) -> Result<Payload> {
+        let payload = Payload::new(value)?;
+        let (size, limit) = (payload.as_str().len(), self.max_value_bytes);
+        if size > limit {
+            return Err(Error::misuse(format!(
+                "task {}: the {what} is {size} bytes of JSON, more than the limit of {limit} \
+                 bytes (ManagerBuilder::max_result_bytes); it is not kept",
+                self.run.record.id
+            )));
+        }
+        Ok(payload)
     }
 }
 

@@ -1,5 +1,5 @@
 //! One run of a task, as the manager and the processor share it: the task, how the run
-//! ended, and the result it reports.
+//! ended, the result it reports, and its latest progress.
 
 use super::sync::{AtomicU8, AtomicWaker, Mutex, Ordering};
 use crate::task::{Payload, TaskRecord};
@@ -35,6 +35,20 @@ pub(crate) struct Run {
     /// Processors waiting in [`TaskContext::cancelled`](super::TaskContext::cancelled).
     notify: Notify,
     result: Mutex<Option<Payload>>,
+    progress: Mutex<ProgressSlot>,
+}
+
+/// A run's latest progress value, and how much of it the store has.
+///
+/// Versions count reports; `written` is the newest version the store acknowledged. The
+/// maintenance loop writes the value when it is newer than `written`, and the outcome
+/// carries it when it still is: a value whose write races the outcome is written twice
+/// rather than lost.
+#[derive(Debug, Default)]
+struct ProgressSlot {
+    value: Option<Payload>,
+    version: u64,
+    written: u64,
 }
 
 impl Run {
@@ -45,6 +59,7 @@ impl Run {
             worker: AtomicWaker::new(),
             notify: Notify::new(),
             result: Mutex::new(None),
+            progress: Mutex::new(ProgressSlot::default()),
         }
     }
 
@@ -107,6 +122,33 @@ impl Run {
 
     pub fn take_result(&self) -> Option<Payload> {
         self.result.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn progress_slot(&self) -> super::sync::MutexGuard<'_, ProgressSlot> {
+        // Each change is a field assignment that cannot panic midway.
+        self.progress.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps `progress` as the run's latest, to be written.
+    pub fn set_progress(&self, progress: Payload) {
+        let mut slot = self.progress_slot();
+        slot.value = Some(progress);
+        slot.version += 1;
+    }
+
+    /// The latest progress value and its version, if the store does not have it yet.
+    pub fn unwritten_progress(&self) -> Option<(Payload, u64)> {
+        let slot = self.progress_slot();
+        match &slot.value {
+            Some(value) if slot.version > slot.written => Some((value.clone(), slot.version)),
+            _ => None,
+        }
+    }
+
+    /// Records that the store has the value of `version`.
+    pub fn progress_written(&self, version: u64) {
+        let mut slot = self.progress_slot();
+        slot.written = slot.written.max(version);
     }
 }
 
@@ -207,6 +249,25 @@ mod tests {
         let wakes = Arc::new(Wakes::default());
         assert!(poll(pin!(run.cancelled_for_worker()), &wakes).is_ready());
         assert!(poll(pin!(run.cancelled()), &wakes).is_ready());
+    }
+
+    #[test]
+    fn progress_stays_unwritten_until_its_version_is_acknowledged() {
+        let run = run();
+        assert!(run.unwritten_progress().is_none());
+        run.set_progress(crate::task::Payload::new(&1).unwrap());
+        let (first, v1) = run.unwritten_progress().unwrap();
+        assert_eq!(first.as_str(), "1");
+        // A newer report while the first is being written: the newer stays unwritten.
+        run.set_progress(crate::task::Payload::new(&2).unwrap());
+        run.progress_written(v1);
+        let (second, v2) = run.unwritten_progress().unwrap();
+        assert_eq!(second.as_str(), "2");
+        run.progress_written(v2);
+        assert!(run.unwritten_progress().is_none());
+        // An older acknowledgement arriving late changes nothing.
+        run.progress_written(v1);
+        assert!(run.unwritten_progress().is_none());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod cancel;
+pub mod control;
 pub mod durability;
 pub mod events;
 pub mod history;

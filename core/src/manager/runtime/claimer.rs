@@ -142,9 +142,11 @@ impl Shared {
                 Claimed::Corrupt { lease, error } => {
                     let error = format!("corrupt task record: {error}");
                     warn!(id = %lease.id, topic = %lease.topic, %error, "moving corrupt task to dead");
+                    let keep = self.config.keeps(&lease.topic);
                     producer.push_outcome(PendingOutcome {
                         of: OutcomeOf::Corrupt(lease),
-                        kind: OutcomeKind::Dead { error },
+                        kind: OutcomeKind::dead(error),
+                        keep,
                         report: Report {
                             attempt: 0,
                             duration_ms: 0,
@@ -167,12 +169,7 @@ impl Shared {
                 .collect();
             self.publish(starts).await;
         }
-        {
-            let mut leased = self.leased();
-            for run in &runs {
-                leased.insert(run.record.id, run.clone());
-            }
-        }
+        self.lease_runs(&runs);
         self.exchange.push_jobs(runs);
     }
 }

@@ -3,8 +3,7 @@
 
 use super::outcome::Report;
 use super::Shared;
-use crate::event::Event;
-use crate::store::{Applied, ApplyOptions, Outcome, OutcomeKind};
+use crate::store::{Applied, ApplyOptions, LeaseRef, Outcome, OutcomeKind};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -64,12 +63,10 @@ impl Shared {
                 match applied {
                     Applied::Done if watched => events.push(report.event(outcome)),
                     Applied::Done => {}
-                    Applied::Cancelled if watched => events.push(Event::TaskCancelled {
-                        id: outcome.lease.id,
-                        topic: outcome.lease.topic,
-                        by: None,
-                        was_running: true,
-                    }),
+                    Applied::Cancelled if watched => {
+                        let LeaseRef { id, topic, .. } = outcome.lease;
+                        events.push(self.cancelled_event(id, topic).await);
+                    }
                     Applied::Cancelled => {}
                     Applied::Stale => warn!(
                         id = %outcome.lease.id,

@@ -1,5 +1,6 @@
 //! The running manager: the claimer, a fixed pool of workers, the flusher, and the
-//! maintenance loop (lease renewal, reaper, stats), each a tokio task in a file of its own.
+//! maintenance loop (lease renewal, cancel requests, progress writes, reaper, pruning,
+//! stats), each a tokio task in a file of its own.
 //!
 //! # Data flow
 //!
@@ -39,6 +40,24 @@
 //! 6. `ManagerStop` is published, and the result (whether a loop panicked) goes to every
 //!    close waiting for it.
 //!
+//! # Cancels
+//!
+//! A cancel of a running task reaches the manager in one of two ways: its id on the
+//! store's [`cancellations`](Store::cancellations) stream, which the maintenance loop
+//! follows (taken before the first claim, see [`Shared::announce`]), or a renewal or
+//! progress write the store answers `Applied::Cancelled` (how a manager on a store whose
+//! events do not cross processes learns of a cancel made elsewhere: within one renew
+//! interval). A request on the stream for a task just claimed, whose run is not leased
+//! yet, is kept for a renew interval or two and applied as the run is leased. Either way
+//! the leased run is cancelled as in shutdown step 3: the processor
+//! sees the signal, is polled once more, and is dropped at its next await unless it
+//! returned. Its outcome (a release, or what it returned first) goes to the store like any
+//! other; the store ends the task CANCELLED because the request is stored on it, and
+//! answers `Applied::Cancelled`, for which the flusher publishes `TaskCancelled`. A
+//! processor that never yields keeps its worker until it returns; the store refuses to
+//! renew its lease meanwhile, so if it outlasts the lease the reaper (any manager's) ends
+//! the task CANCELLED and the late outcome is stale.
+//!
 //! # Event order
 //!
 //! A watcher sees a manager's events in this order; the rules say which step keeps it.
@@ -72,17 +91,17 @@ use super::processor::Processor;
 use super::run::Run;
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::store::Store;
+use crate::store::{CancelStream, Store};
 use crate::task::TaskId;
 use outcome::PendingOutcome;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{watch, OnceCell};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// A manager that has started: its loops, and what they share.
 pub(super) struct Runtime {
@@ -103,11 +122,19 @@ struct Shared {
     /// takes the outcome (queued for a worker, running, or ended with the outcome on its
     /// way). The maintenance loop renews their leases; shutdown cancels them.
     leased: Mutex<FxHashMap<TaskId, Arc<Run>>>,
+    /// Cancel requests for tasks not leased here when they came: a claim returns its tasks
+    /// a moment before the claimer puts them in `leased`, and a request in between is
+    /// applied as they go in rather than at the next renewal. Locked after `leased`, never
+    /// before.
+    early_cancels: Mutex<EarlyCancels>,
     /// Runs on their way to the workers, outcomes on their way to the flusher, and the
     /// count of runs in flight between them.
     exchange: Arc<Exchange<Arc<Run>, PendingOutcome>>,
     /// Set once `ManagerStart` is out (event-order rule 1).
     announced: OnceCell<()>,
+    /// The store's stream of cancel requests, taken before `ManagerStart` (so before the
+    /// first claim) and left here for the maintenance loop, which follows it.
+    cancel_requests: Mutex<Option<CancelStream>>,
     stop_claiming: CancellationToken,
     /// Set once runs must stop (shutdown step 3): leased runs are cancelled, and runs taken
     /// from the queue afterwards are released without running.
@@ -121,6 +148,32 @@ struct Shared {
 struct Registered {
     processor: Arc<dyn Processor>,
     timeout: Option<Duration>,
+    /// Whether its finished tasks are kept: its retention is not zero.
+    keep: bool,
+}
+
+/// The ids of cancel requests no leased run matched, kept for one to two renew intervals
+/// (after which a renewal reports the request anyway): most are of tasks other managers
+/// run, where the store's requests reach every manager.
+#[derive(Default)]
+struct EarlyCancels {
+    current: FxHashSet<TaskId>,
+    previous: FxHashSet<TaskId>,
+}
+
+impl EarlyCancels {
+    fn contains(&self, id: TaskId) -> bool {
+        self.current.contains(&id) || self.previous.contains(&id)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.current.is_empty() && self.previous.is_empty()
+    }
+
+    /// Forgets the ids older than one rotation; called once per renew interval.
+    fn rotate(&mut self) {
+        self.previous = std::mem::take(&mut self.current);
+    }
 }
 
 /// A shutdown under way or over; every close waits on it. See [`Runtime::shutdown`].
@@ -146,7 +199,13 @@ impl Runtime {
             .into_iter()
             .map(|(topic, processor)| {
                 let timeout = config.topic(&topic).and_then(|o| o.timeout);
-                (topic, Registered { processor, timeout })
+                let keep = config.keeps(&topic);
+                let registered = Registered {
+                    processor,
+                    timeout,
+                    keep,
+                };
+                (topic, registered)
             })
             .collect();
         let shared = Arc::new(Shared {
@@ -155,9 +214,11 @@ impl Runtime {
             config,
             topics,
             leased: Mutex::new(FxHashMap::default()),
+            early_cancels: Mutex::new(EarlyCancels::default()),
             // The claimer tops up to twice this (see the module doc).
             exchange: Arc::new(Exchange::new(concurrency)),
             announced: OnceCell::new(),
+            cancel_requests: Mutex::new(None),
             stop_claiming: CancellationToken::new(),
             cancelling: AtomicBool::new(false),
             stop_maintenance: CancellationToken::new(),
@@ -274,9 +335,19 @@ impl Shutdown {
 impl Shared {
     /// Publishes `ManagerStart` unless it is out already, and waits until it is
     /// (event-order rule 1).
+    ///
+    /// The stream of cancel requests is taken first: a cancel of a task this manager
+    /// claims is then never requested before the manager listens.
     async fn announce(&self) {
         self.announced
             .get_or_init(|| async {
+                match self.store.cancellations().await {
+                    Ok(stream) => *self.cancel_requests_slot() = Some(stream),
+                    Err(e) => warn!(
+                        error = %e,
+                        "store gives no cancel requests; running tasks learn of cancels at lease renewal"
+                    ),
+                }
                 self.publish(vec![Event::ManagerStart {
                     manager: self.id.clone(),
                     at: self.config.clock.now(),
@@ -303,9 +374,70 @@ impl Shared {
         }
     }
 
+    /// The event of a running task `id` that ended CANCELLED, with who cancelled it as its
+    /// record says (a lookup: cancels are rare, and this runs only for watchers). `by` is
+    /// `None` when the record is gone (its topic keeps nothing) or cannot be read.
+    async fn cancelled_event(&self, id: TaskId, topic: Arc<str>) -> Event {
+        let by = match self.store.get(id).await {
+            Ok(record) => record.and_then(|r| r.cancelled_by).map(Arc::from),
+            Err(e) => {
+                warn!(%id, error = %e, "cannot read who cancelled a task");
+                None
+            }
+        };
+        Event::TaskCancelled {
+            id,
+            topic,
+            by,
+            was_running: true,
+        }
+    }
+
+    fn cancel_requests_slot(&self) -> MutexGuard<'_, Option<CancelStream>> {
+        // Only ever set or taken whole.
+        self.cancel_requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     fn leased(&self) -> MutexGuard<'_, FxHashMap<TaskId, Arc<Run>>> {
         // Entries are inserted or removed whole; a poisoned map is still consistent.
         self.leased.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn early_cancels(&self) -> MutexGuard<'_, EarlyCancels> {
+        // Sets are changed by whole inserts and swaps.
+        self.early_cancels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Puts claimed runs in `leased`, cancelling those whose cancel was requested before
+    /// they got there.
+    fn lease_runs(&self, runs: &[Arc<Run>]) {
+        let mut leased = self.leased();
+        for run in runs {
+            leased.insert(run.record.id, run.clone());
+        }
+        let early = self.early_cancels();
+        if !early.is_empty() {
+            for run in runs.iter().filter(|r| early.contains(r.record.id)) {
+                run.cancel();
+            }
+        }
+    }
+
+    /// A cancel was requested for task `id`: cancels its run if this manager holds it, or
+    /// keeps the request for a run about to be leased.
+    fn cancel_requested(&self, id: TaskId) {
+        let leased = self.leased();
+        match leased.get(&id) {
+            Some(run) => {
+                debug!(%id, topic = %run.record.topic, "cancel requested; cancelling the run");
+                run.cancel();
+            }
+            None => {
+                self.early_cancels().current.insert(id);
+            }
+        }
     }
 
     /// Shutdown step 3: cancels every leased run; runs still queued are released unrun.

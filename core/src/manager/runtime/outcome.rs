@@ -11,6 +11,9 @@ use std::sync::Arc;
 pub(super) struct PendingOutcome {
     pub of: OutcomeOf,
     pub kind: OutcomeKind,
+    /// Whether the task's record is kept once it finishes: its topic's retention is not
+    /// zero.
+    pub keep: bool,
     pub report: Report,
 }
 
@@ -31,14 +34,20 @@ impl PendingOutcome {
         }
     }
 
-    /// The outcome for the store, the report for the event, and the run, if any.
+    /// The outcome for the store (with the run's progress not yet written), the report
+    /// for the event, and the run, if any.
     pub fn into_parts(self) -> (Outcome, Report, Option<Arc<Run>>) {
-        let (lease, run) = match self.of {
-            OutcomeOf::Run(run) => (LeaseRef::of(&run.record), Some(run)),
-            OutcomeOf::Corrupt(lease) => (lease, None),
+        let (lease, progress, run) = match self.of {
+            OutcomeOf::Run(run) => {
+                let progress = run.unwritten_progress().map(|(value, _)| value);
+                (LeaseRef::of(&run.record), progress, Some(run))
+            }
+            OutcomeOf::Corrupt(lease) => (lease, None, None),
         };
-        let kind = self.kind;
-        (Outcome::new(lease, kind), self.report, run)
+        let outcome = Outcome::new(lease, self.kind)
+            .keep(self.keep)
+            .progress(progress);
+        (outcome, self.report, run)
     }
 }
 

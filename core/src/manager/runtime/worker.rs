@@ -49,7 +49,7 @@ impl Shared {
                 topic = %record.topic,
                 attempt = record.attempt
             );
-            let (kind, result) = self.attempt(&run, &store).instrument(span).await;
+            let (kind, keep, result) = self.attempt(&run, &store).instrument(span).await;
             let end = Instant::now();
             last_end = Some(end);
             let report = Report {
@@ -60,34 +60,41 @@ impl Shared {
             next = producer.end_job(PendingOutcome {
                 of: OutcomeOf::Run(run),
                 kind,
+                keep,
                 report,
             });
         }
     }
 
-    /// Runs one attempt; returns what became of it, and the result the processor set.
+    /// Runs one attempt; returns what became of it, whether its topic keeps finished tasks,
+    /// and the result the processor set.
     async fn attempt(
         &self,
         run: &Arc<Run>,
         store: &Arc<Arc<dyn Store>>,
-    ) -> (OutcomeKind, Option<Payload>) {
+    ) -> (OutcomeKind, bool, Option<Payload>) {
         let record = &run.record;
         // Shutdown step 3: a run taken after the cancel is released unrun.
         if self.cancelling.load(Ordering::SeqCst) {
             run.cancel();
         }
         let (attempt, retries_left) = (record.attempt, record.has_retries_left());
-        let Some(Registered { processor, timeout }) = self.topics.get(&record.topic) else {
+        let Some(&Registered {
+            ref processor,
+            timeout,
+            keep,
+        }) = self.topics.get(&record.topic)
+        else {
             // Claims name only registered topics, so only a faulty store gets here; a
             // manager that has the topic can still run the task.
             warn!("the store returned a task of an unregistered topic; releasing it");
-            return (OutcomeKind::Release, None);
+            return (OutcomeKind::Release, true, None);
         };
         let ctx = TaskContext {
             run: run.clone(),
             store: store.clone(),
+            max_value_bytes: self.config.max_result_bytes,
         };
-        let timeout = *timeout;
         let attempt_fut = async move {
             let process = AssertUnwindSafe(processor.process(ctx)).catch_unwind();
             let returned = match timeout {
@@ -122,7 +129,7 @@ impl Shared {
                 _ = run.cancelled_for_worker() => None,
             }
         };
-        match ended {
+        let (kind, result) = match ended {
             Some(Ok(())) => {
                 debug!("task completed");
                 let result = run.take_result();
@@ -139,10 +146,13 @@ impl Shared {
                 (OutcomeKind::retry(at, error), None)
             }
             None => {
-                debug!("task cancelled");
+                // A release: the store ends the task CANCELLED instead when a cancel was
+                // requested for it, which is why a cancelled run stopped.
+                debug!("run cancelled");
                 (OutcomeKind::Release, None)
             }
-        }
+        };
+        (kind, keep, result)
     }
 }
 
