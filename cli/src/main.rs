@@ -74,12 +74,36 @@ struct BenchArgs {
     /// Run each scenario this many times and report the median of each figure.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
+    /// How long the manager keeps completed tasks (`0`, `90s`, `10m`, `24h`, `7d`; plain
+    /// numbers are seconds). Repeat to compare retentions in one run: each scenario runs
+    /// with each, alternating, and gets a row per retention. Unset: the manager's default.
+    #[arg(long = "retention", value_name = "DURATION", value_parser = parse_duration)]
+    retentions: Vec<Duration>,
     /// Print one JSON object per store and scenario instead of a table.
     #[arg(long)]
     json: bool,
     /// No progress bars.
     #[arg(long, short)]
     quiet: bool,
+}
+
+/// `0`, `90`, `90s`, `10m`, `24h` or `7d` as a duration.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let scale = match unit {
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3_600.0,
+        "d" => 86_400.0,
+        _ => return Err(format!("unknown unit {unit:?} in {text:?} (use s, m, h or d)")),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 0, 90s, 10m, 24h or 7d"))?;
+    Duration::try_from_secs_f64(value * scale).map_err(|_| format!("{text:?} is out of range"))
 }
 
 fn secs(value: f64, name: &str) -> Result<Duration, String> {
@@ -104,6 +128,11 @@ impl BenchArgs {
         config.stall_timeout = secs(self.stall_secs, "stall-secs")?;
         config.progress = !self.quiet;
         config.repeat = self.repeat;
+        match self.retentions.as_slice() {
+            [] => {}
+            [one] => config.retention = Some(*one),
+            many => config.retention_sweep = many.iter().copied().map(Some).collect(),
+        }
         Ok(config)
     }
 }
@@ -156,5 +185,23 @@ fn run_bench(args: BenchArgs) -> ExitCode {
             eprintln!("taskmill bench: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_take_a_unit_or_mean_seconds() {
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1_500)));
+        assert!(parse_duration("3w").unwrap_err().contains("unit"));
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("-1s").is_err());
     }
 }

@@ -38,6 +38,21 @@ pub(crate) async fn retry(
     Ok(back.redirect(&ctx, &format!("/tasks/{id}")))
 }
 
+/// `POST /tasks/{id}/cancel`: a waiting task is cancelled at once, a running one is asked
+/// to stop; either way the browser lands back where it was.
+pub(crate) async fn cancel(
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(back): Form<Back>,
+) -> Result<Redirect, Failure> {
+    let id = parse_id(&ctx, &id)?;
+    ctx.source()
+        .cancel(id)
+        .await
+        .map_err(|e| ctx.store_failure(e))?;
+    Ok(back.redirect(&ctx, &format!("/tasks/{id}")))
+}
+
 /// `POST /tasks/{id}/delete`. From the task's own page, goes on to the list it was in.
 pub(crate) async fn delete(
     ctx: Ctx,

@@ -7,7 +7,7 @@
 
 use futures_util::StreamExt;
 use std::sync::Arc;
-use taskmill_core::store::{ListOptions, Page, RequeueOptions};
+use taskmill_core::store::{CancelOptions, Cancellation, ListOptions, Page, RequeueOptions};
 use taskmill_core::{
     Event, EventStream, Queue, Result, Stats, Store, TaskId, TaskRecord, Timestamp, TopicStats,
 };
@@ -32,11 +32,21 @@ impl State {
     pub(crate) const RUNNING: State = State(Queue::Work);
     /// Failed for good.
     pub(crate) const DEAD: State = State(Queue::Dead);
+    /// Succeeded, kept as history.
+    pub(crate) const COMPLETED: State = State(Queue::Completed);
+    /// Cancelled, kept as history.
+    pub(crate) const CANCELLED: State = State(Queue::Cancelled);
 
     /// Every state, in lifecycle order: the tabs of a queue page.
-    pub(crate) const ALL: [State; 3] = [State::PENDING, State::RUNNING, State::DEAD];
+    pub(crate) const ALL: [State; 5] = [
+        State::PENDING,
+        State::RUNNING,
+        State::DEAD,
+        State::COMPLETED,
+        State::CANCELLED,
+    ];
 
-    /// The state named in a URL (`input`, `work`, `dead`).
+    /// The state named in a URL (`input`, `work`, `dead`, `completed`, `cancelled`).
     pub(crate) fn parse(slug: &str) -> Option<State> {
         slug.parse().ok().map(State)
     }
@@ -57,16 +67,25 @@ impl State {
             Queue::Input => "Pending",
             Queue::Work => "Running",
             Queue::Dead => "Dead",
+            Queue::Completed => "Completed",
+            Queue::Cancelled => "Cancelled",
+            _ => "Unknown",
         }
     }
 
     /// How many tasks of `stats` are in this state.
     pub(crate) fn count(self, stats: &TopicStats) -> u64 {
-        match self.0 {
-            Queue::Input => stats.sizes.input,
-            Queue::Work => stats.sizes.work,
-            Queue::Dead => stats.sizes.dead,
-        }
+        stats.sizes.of(self.0)
+    }
+
+    /// Whether its tasks can still be cancelled: waiting or running.
+    pub(crate) fn is_cancellable(self) -> bool {
+        matches!(self.0, Queue::Input | Queue::Work)
+    }
+
+    /// Whether its tasks are history: finished, kept until pruned.
+    pub(crate) fn is_finished(self) -> bool {
+        self.0.is_finished()
     }
 
     /// Whether its tasks can be sent back to run again.
@@ -145,6 +164,14 @@ impl Source {
             .requeue(&[id], &RequeueOptions::new(Timestamp::now()))
             .await?;
         Ok(moved.first().copied().unwrap_or(false))
+    }
+
+    /// Cancels a task on behalf of the dashboard: at once when it waits, by request when
+    /// it runs.
+    pub(crate) async fn cancel(&self, id: TaskId) -> Result<Cancellation> {
+        let opts = CancelOptions::new(Timestamp::now(), "dashboard");
+        let done = self.store.cancel(&[id], &opts).await?;
+        Ok(done.first().copied().unwrap_or(Cancellation::NotFound))
     }
 
     /// Removes a task; whether it existed.

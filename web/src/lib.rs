@@ -41,6 +41,7 @@ pub fn router(store: Arc<dyn Store>, options: DashboardOptions) -> Router {
         .route("/tasks/{id}", get(pages::task))
         .route("/tasks/{id}/retry", post(actions::retry))
         .route("/tasks/{id}/delete", post(actions::delete))
+        .route("/tasks/{id}/cancel", post(actions::cancel))
         .route("/topics/pause", post(actions::pause))
         .route("/topics/resume", post(actions::resume))
         .route("/bulk", get(pages::confirm_bulk).post(actions::bulk))

@@ -114,7 +114,7 @@ pub(crate) async fn task(ctx: Ctx, Path(id): Path<String>) -> Result<Response, F
         Some(task) => Ok(page(views::task(&ctx, &task, Timestamp::now()))),
         None => Err(ctx.failure(
             StatusCode::NOT_FOUND,
-            format!("No task {id}: it completed (completed tasks are not kept) or was deleted, or never existed."),
+            format!("No task {id}: it was deleted, or pruned after its retention, or never existed."),
         )),
     }
 }

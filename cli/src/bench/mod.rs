@@ -117,6 +117,11 @@ pub struct BenchConfig {
     /// Runs of each scenario; the row reports the median of each figure (worst for
     /// memory, sums for lost and duplicated). More runs steady figures on a busy machine.
     pub repeat: usize,
+    /// How long the manager keeps completed tasks: `None` for its default.
+    pub retention: Option<Duration>,
+    /// The retentions [`run`] compares: every scenario runs once per entry, alternating
+    /// them within each repeat, with a row each. Empty: only `retention`.
+    pub retention_sweep: Vec<Option<Duration>>,
 }
 
 impl Default for BenchConfig {
@@ -137,6 +142,8 @@ impl Default for BenchConfig {
             stall_timeout: Duration::from_secs(30),
             progress: true,
             repeat: 1,
+            retention: None,
+            retention_sweep: Vec::new(),
         }
     }
 }
@@ -224,6 +231,12 @@ pub struct Row {
     pub peak_rss_bytes: Option<u64>,
     /// Memory store: resident bytes per queued task beyond its payload.
     pub bytes_per_task: Option<f64>,
+    /// Bytes each finished task's record occupies after the throughput run (files for
+    /// SQLite and sled, resident memory for the memory store): the cost of history, near
+    /// zero with retention 0.
+    pub kept_bytes_per_task: Option<f64>,
+    /// The manager's retention of completed tasks in seconds; `None` for its default.
+    pub retention_secs: Option<f64>,
     /// The manager's concurrency.
     pub concurrency: usize,
     /// Topics the tasks were spread over.
@@ -254,6 +267,8 @@ impl Row {
             duplicated: 0,
             peak_rss_bytes: None,
             bytes_per_task: None,
+            kept_bytes_per_task: None,
+            retention_secs: config.retention.map(|r| r.as_secs_f64()),
             concurrency: config.concurrency,
             topics: config.topics,
             payload_bytes: config.payload_bytes.max(2),
@@ -274,22 +289,38 @@ impl Row {
 pub async fn run(config: &BenchConfig, mut on_row: impl FnMut(&Row)) -> Result<Vec<Row>> {
     config.validate()?;
     let mut rows = Vec::new();
+    let sweep: Vec<BenchConfig> = match config.retention_sweep.as_slice() {
+        [] => vec![config.clone()],
+        retentions => retentions
+            .iter()
+            .map(|&retention| BenchConfig {
+                retention,
+                ..config.clone()
+            })
+            .collect(),
+    };
     for store in &config.stores {
         for &scenario in &config.scenarios {
-            let mut runs = Vec::with_capacity(config.repeat);
+            // One list of runs per configuration of the sweep, filled in turn, so that a
+            // change in the machine's load falls on every configuration alike.
+            let mut runs: Vec<Vec<Row>> = vec![Vec::with_capacity(config.repeat); sweep.len()];
             for _ in 0..config.repeat {
-                let mut row = Row::new(store, scenario, config);
-                rss::release_free_memory();
-                rss::reset_peak();
-                if let Err(e) = scenario::run(scenario, store, config, &mut row).await {
-                    row.error = Some(error_chain(&e));
+                for (config, runs) in sweep.iter().zip(&mut runs) {
+                    let mut row = Row::new(store, scenario, config);
+                    rss::release_free_memory();
+                    rss::reset_peak();
+                    if let Err(e) = scenario::run(scenario, store, config, &mut row).await {
+                        row.error = Some(error_chain(&e));
+                    }
+                    row.peak_rss_bytes = rss::peak();
+                    runs.push(row);
                 }
-                row.peak_rss_bytes = rss::peak();
-                runs.push(row);
             }
-            let row = Row::median(runs);
-            on_row(&row);
-            rows.push(row);
+            for runs in runs {
+                let row = Row::median(runs);
+                on_row(&row);
+                rows.push(row);
+            }
         }
     }
     Ok(rows)
@@ -322,6 +353,7 @@ impl Row {
             _ => None,
         };
         row.bytes_per_task = mid(&runs, |r| r.bytes_per_task);
+        row.kept_bytes_per_task = mid(&runs, |r| r.kept_bytes_per_task);
         row.peak_rss_bytes = runs.iter().filter_map(|r| r.peak_rss_bytes).max();
         row.lost = runs.iter().map(|r| r.lost).sum();
         row.duplicated = runs.iter().map(|r| r.duplicated).sum();

@@ -8,9 +8,10 @@ pub fn json_line(row: &Row) -> String {
     serde_json::to_string(row).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
-const HEADERS: [&str; 13] = [
+const HEADERS: [&str; 15] = [
     "store",
     "scenario",
+    "keep",
     "tasks",
     "enqueue/s",
     "process/s",
@@ -22,12 +23,13 @@ const HEADERS: [&str; 13] = [
     "dup",
     "peak RSS",
     "B/task",
+    "kept B/task",
 ];
 
 /// The rows as a plain table with aligned columns, followed by the error of each failed
 /// row. Missing figures show as `-`.
 pub fn table(rows: &[Row]) -> String {
-    let cells: Vec<[String; 13]> = rows.iter().map(cells).collect();
+    let cells: Vec<[String; 15]> = rows.iter().map(cells).collect();
     let mut widths = HEADERS.map(|h| h.chars().count());
     for row in &cells {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -43,7 +45,7 @@ pub fn table(rows: &[Row]) -> String {
                 text.push_str("  ");
             }
             // Text columns align left, figures right.
-            if i < 2 {
+            if i < 3 {
                 text.push_str(cell);
                 text.push_str(&" ".repeat(pad));
             } else {
@@ -66,7 +68,7 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
-fn cells(row: &Row) -> [String; 13] {
+fn cells(row: &Row) -> [String; 15] {
     let rate = |v: Option<f64>| v.map_or("-".to_string(), |v| thousands(v.round() as u64));
     let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
     let backlog = match (row.backlog_small_per_sec, row.backlog_large_per_sec) {
@@ -82,6 +84,7 @@ fn cells(row: &Row) -> [String; 13] {
     [
         row.store.clone(),
         row.scenario.to_string(),
+        row.retention_secs.map_or("default".to_string(), duration_label),
         thousands(row.tasks),
         rate(row.enqueue_per_sec),
         rate(row.process_per_sec),
@@ -96,7 +99,21 @@ fn cells(row: &Row) -> [String; 13] {
         }),
         row.bytes_per_task
             .map_or("-".to_string(), |b| format!("{b:.0}")),
+        row.kept_bytes_per_task
+            .map_or("-".to_string(), |b| format!("{b:.0}")),
     ]
+}
+
+/// Seconds in the largest whole unit: `0s`, `90s`, `10m`, `24h`, `7d`.
+fn duration_label(secs: f64) -> String {
+    let secs = secs.round() as u64;
+    match secs {
+        0 => "0s".to_string(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 /// `1234567` as `1,234,567`.

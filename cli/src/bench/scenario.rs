@@ -1,6 +1,7 @@
 //! The scenarios themselves.
 
 use super::progress::Progress;
+use super::target::Footprint;
 use super::{rss, BenchConfig, Row, Scenario, Target};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -28,21 +29,27 @@ pub(super) async fn run(
     row: &mut Row,
 ) -> Result<()> {
     match scenario {
-        Scenario::Throughput => on_fresh(url, |store| throughput(store, url, config, row)).await,
-        Scenario::Latency => on_fresh(url, |store| latency(store, url, config, row)).await,
+        Scenario::Throughput => {
+            on_fresh(url, |store, footprint| {
+                throughput(store, footprint, url, config, row)
+            })
+            .await
+        }
+        Scenario::Latency => on_fresh(url, |store, _| latency(store, url, config, row)).await,
         Scenario::Backlog => backlog(url, config, row).await,
     }
 }
 
-/// Runs `f` on a store at a fresh location derived from `url`, then removes the location.
-/// `f` owns the store, so every handle is gone by the time the location is removed.
+/// Runs `f` on a store at a fresh location derived from `url` (with the means to measure
+/// what it occupies), then removes the location. `f` owns the store, so every handle is
+/// gone by the time the location is removed.
 async fn on_fresh<T, F, Fut>(url: &str, f: F) -> Result<T>
 where
-    F: FnOnce(Arc<dyn Store>) -> Fut,
+    F: FnOnce(Arc<dyn Store>, Footprint) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
     let target = Target::fresh(url)?;
-    let result = async { f(target.open().await?).await }.await;
+    let result = async { f(target.open().await?, target.footprint()).await }.await;
     let cleanup = target.remove().await;
     let value = result?;
     cleanup?;
@@ -262,9 +269,11 @@ fn manager<P: Processor>(
     config: &BenchConfig,
     processor: impl Fn() -> P,
 ) -> Result<Manager> {
-    let manager = Manager::builder_shared(store)
-        .concurrency(config.concurrency)
-        .build();
+    let mut builder = Manager::builder_shared(store).concurrency(config.concurrency);
+    if let Some(retention) = config.retention {
+        builder = builder.retention(retention);
+    }
+    let manager = builder.build();
     for topic in topic_names(config.topics) {
         manager.register(topic, processor())?;
     }
@@ -374,6 +383,7 @@ fn fail_on(problems: Vec<String>) -> Result<()> {
 
 async fn throughput(
     store: Arc<dyn Store>,
+    footprint: Footprint,
     url: &str,
     config: &BenchConfig,
     row: &mut Row,
@@ -381,6 +391,7 @@ async fn throughput(
     let n = config.tasks;
     row.tasks = n;
     let label = format!("{url} throughput");
+    let empty = footprint.bytes();
     let filled = fill(&*store, url, config, n, &label).await?;
     row.enqueue_per_sec = Some(per_sec(n, filled.timed));
     row.bytes_per_task = filled.bytes_per_task;
@@ -406,6 +417,11 @@ async fn throughput(
         row.process_per_sec = Some(per_sec(n, elapsed));
     }
     let stats = store.stats().await?;
+    // What the finished tasks' records occupy once processing is over: history kept by
+    // retention, or (retention 0) what deleting them left behind.
+    if let (Some(empty), Some(full)) = (empty, footprint.bytes()) {
+        row.kept_bytes_per_task = Some((full as f64 - empty as f64) / n as f64);
+    }
     let mut problems = check(row, &stats, n, &tracker.counts(), true);
     if !finished {
         problems.insert(
@@ -568,11 +584,11 @@ struct BacklogRun {
 
 async fn backlog(url: &str, config: &BenchConfig, row: &mut Row) -> Result<()> {
     row.tasks = config.backlog_large;
-    let small = on_fresh(url, |store| {
+    let small = on_fresh(url, |store, _| {
         backlog_once(store, url, config, config.backlog_small, &mut *row)
     })
     .await?;
-    let large = on_fresh(url, |store| {
+    let large = on_fresh(url, |store, _| {
         backlog_once(store, url, config, config.backlog_large, &mut *row)
     })
     .await?;

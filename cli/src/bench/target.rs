@@ -28,6 +28,46 @@ pub struct Target {
     cleanup: Cleanup,
 }
 
+/// What a store occupies: the bytes of its files, or the process's resident memory for
+/// the memory store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Footprint {
+    /// The files under this directory.
+    Disk(PathBuf),
+    /// The process's resident set (after handing freed memory back).
+    Resident,
+    /// Not measured (Redis: the server's memory is another process's).
+    Unknown,
+}
+
+impl Footprint {
+    /// The bytes occupied now, if measured.
+    pub fn bytes(&self) -> Option<u64> {
+        match self {
+            Footprint::Disk(dir) => dir_size(dir).ok(),
+            Footprint::Resident => {
+                super::rss::release_free_memory();
+                super::rss::current()
+            }
+            Footprint::Unknown => None,
+        }
+    }
+}
+
+fn dir_size(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            dir_size(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Cleanup {
     Nothing,
@@ -99,6 +139,15 @@ impl Target {
             },
         };
         Ok(target)
+    }
+
+    /// How to measure what the store at this location occupies.
+    pub fn footprint(&self) -> Footprint {
+        match &self.cleanup {
+            Cleanup::RemoveDir(dir) => Footprint::Disk(dir.clone()),
+            _ if self.url.starts_with("memory:") => Footprint::Resident,
+            _ => Footprint::Unknown,
+        }
     }
 
     /// Opens the store at this location.

@@ -112,6 +112,9 @@ fn table(ctx: &Ctx, view: &QueueView<'_>) -> Markup {
                 @if state.is_dead() {
                     th { "Error" }
                     th { "Failed" }
+                } @else if state.is_finished() {
+                    th { (if state == State::COMPLETED { "Result" } else { "Cancelled by" }) }
+                    th { "Finished" }
                 } @else if state.is_running() {
                     th { "Worker" }
                     th { "Lease ends" }
@@ -137,10 +140,20 @@ fn row(ctx: &Ctx, view: &QueueView<'_>, task: &TaskRecord) -> Markup {
             td.n { a.num href=(task_url(ctx, task.id)) { (task.id) } }
             @if view.topic.is_none() { td.topic { (task.topic) } }
             td class=[state.is_dead().then_some("wide")] { code.args title=(args) { (args) } }
-            td.n { span.num { (task.attempt) } span.muted { "/" (task.max_retries + 1) } }
+            td.n {
+                span.num { (task.attempt) }
+                @if let Some(retries) = task.max_retries { span.muted { "/" (u64::from(retries) + 1) } }
+            }
             @if state.is_dead() {
-                td.reason { (preview(task.last_error.as_deref().unwrap_or(""), 140)) }
-                td { (when(task.failed_at, view.now)) }
+                td.reason { (preview(task.last_error().unwrap_or(""), 140)) }
+                td { (when(task.finished_at, view.now)) }
+            } @else if state.is_finished() {
+                @if state == State::COMPLETED {
+                    td { code.args { (preview(&task.result.as_ref().map_or(String::new(), |r| compact_json(r.as_str())), 100)) } }
+                } @else {
+                    td { (task.cancelled_by.as_deref().unwrap_or("")) }
+                }
+                td { (when(task.finished_at, view.now)) }
             } @else if state.is_running() {
                 td { (task.lease.as_ref().map_or("", |l| &*l.owner)) }
                 td { (when(task.lease.as_ref().map(|l| l.deadline), view.now)) }
@@ -151,6 +164,7 @@ fn row(ctx: &Ctx, view: &QueueView<'_>, task: &TaskRecord) -> Markup {
             @if ctx.can_act() {
                 td.actions {
                     @if state.is_retryable() { (action(ctx, &path("retry"), "Retry", "small", &[])) }
+                    @if state.is_cancellable() { (action(ctx, &path("cancel"), "Cancel", "small", &[])) }
                     (action(ctx, &path("delete"), "Delete", "small danger", &[]))
                 }
             }

@@ -6,10 +6,11 @@ use super::{action, layout, state_url, Section};
 use crate::context::Ctx;
 use crate::data::State;
 use maud::{html, Markup};
-use taskmill_core::{TaskRecord, Timestamp};
+use taskmill_core::{TaskRecord, TaskStatus, Timestamp};
 
 pub(crate) fn task(ctx: &Ctx, task: &TaskRecord, now: Timestamp) -> Markup {
     let state = State::of(task);
+    let status = task.status(now);
     let args = pretty_json(task.args.as_str());
     let path = |verb: &str| format!("/tasks/{}/{verb}", task.id);
     let body = html! {
@@ -25,6 +26,9 @@ pub(crate) fn task(ctx: &Ctx, task: &TaskRecord, now: Timestamp) -> Markup {
             }
             div.tools {
                 @if state.is_retryable() { (action(ctx, &path("retry"), "Retry now", "primary", &[])) }
+                @if state.is_cancellable() && !task.is_cancel_requested() {
+                    (action(ctx, &path("cancel"), "Cancel", "", &[]))
+                }
                 (action(ctx, &path("delete"), "Delete", "danger", &[]))
             }
         }
@@ -33,11 +37,25 @@ pub(crate) fn task(ctx: &Ctx, task: &TaskRecord, now: Timestamp) -> Markup {
                 h2 { "Details" }
                 dl.facts {
                     dt { "Topic" } dd { (task.topic) }
-                    dt { "State" } dd { (state.label()) }
-                    dt { "Attempt" } dd { span.num { (task.attempt) } span.muted { " of " (task.max_retries + 1) " runs" } }
-                    dt { "Max retries" } dd.num { (task.max_retries) }
+                    dt { "Status" } dd { (status_line(&status, now)) }
+                    dt { "Attempt" } dd {
+                        span.num { (task.attempt) }
+                        @if let Some(retries) = task.max_retries { span.muted { " of " (u64::from(retries) + 1) " runs" } }
+                    }
+                    dt { "Max retries" } dd {
+                        @match task.max_retries {
+                            Some(retries) => span.num { (retries) },
+                            None => span.muted { "the running manager's, set at the first run" },
+                        }
+                    }
                     dt { "Priority" } dd.num { (task.priority) span.muted { " (lower runs first)" } }
-                    dt { "Unique key" } dd { (optional(task.unique_key.as_deref())) }
+                    dt { "Unique key" } dd {
+                        (optional(task.unique_key.as_deref()))
+                        @if task.unique_key.is_some() && task.unique_while_kept { span.muted { " (held while kept)" } }
+                    }
+                    @if let Some(by) = &task.cancelled_by {
+                        dt { "Cancelled by" } dd { code { (by) } }
+                    }
                     @if let Some(external) = &task.external_id {
                         dt { "External id" } dd { code { (external) } }
                     }
@@ -48,7 +66,9 @@ pub(crate) fn task(ctx: &Ctx, task: &TaskRecord, now: Timestamp) -> Markup {
                 dl.facts {
                     dt { "Enqueued" } dd { (exact(Some(task.enqueued_at), now)) }
                     dt { "Run at" } dd { (exact(Some(task.run_at), now)) }
-                    dt { "Failed at" } dd { (exact(task.failed_at, now)) }
+                    dt { "First started" } dd { (exact(task.first_started_at, now)) }
+                    dt { "Last started" } dd { (exact(task.started_at, now)) }
+                    dt { "Finished" } dd { (exact(task.finished_at, now)) }
                 }
                 h2 { "Lease" }
                 dl.facts {
@@ -57,10 +77,33 @@ pub(crate) fn task(ctx: &Ctx, task: &TaskRecord, now: Timestamp) -> Markup {
                 }
             }
         }
-        @if let Some(error) = &task.last_error {
+        @if let Some(result) = &task.result {
             section.card {
-                h2 { "Last error" }
-                pre.error { (error) }
+                h2 { "Result" }
+                (json_block(result.as_str(), "result"))
+            }
+        }
+        @if let Some(progress) = &task.progress {
+            section.card {
+                h2 { "Progress" }
+                (json_block(progress.as_str(), "progress"))
+            }
+        }
+        @if !task.errors.is_empty() {
+            section.card {
+                h2 { "Errors" span.muted { " · the last " (task.errors.len()) ", newest first" } }
+                table.grid.errors {
+                    thead { tr { th.n { "Attempt" } th { "When" } th { "Error" } } }
+                    tbody {
+                        @for error in task.errors.iter().rev() {
+                            tr {
+                                td.n.num { (error.attempt) }
+                                td { (exact(Some(error.at), now)) }
+                                td { pre.error { (error.message) } }
+                            }
+                        }
+                    }
+                }
             }
         }
         section.card {
@@ -75,6 +118,34 @@ pub(crate) fn task(ctx: &Ctx, task: &TaskRecord, now: Timestamp) -> Markup {
         }
     };
     layout(ctx, &format!("Task {}", task.id), Section::Other, body)
+}
+
+/// The status with what refines it: who runs it since when, when it runs next.
+fn status_line(status: &TaskStatus, now: Timestamp) -> Markup {
+    html! {
+        span class={ "badge status-" (status.as_str()) } { (status.as_str()) }
+        @match status {
+            TaskStatus::Running { owner, since, cancel_requested } => {
+                " by " code { (owner) } " since " (exact(Some(*since), now))
+                @if *cancel_requested { " " strong { "cancel requested" } }
+            }
+            TaskStatus::Scheduled { at } | TaskStatus::Retrying { at } => {
+                " until " (exact(Some(*at), now))
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Stored JSON, pretty when it parses and as stored when it does not.
+fn json_block(json: &str, id: &str) -> Markup {
+    match pretty_json(json) {
+        Some(pretty) => html! { pre.json id=(id) { (pretty) } },
+        None => html! {
+            p.notice.bad { "Not valid JSON; shown as stored." }
+            pre.json id=(id) { (json) }
+        },
+    }
 }
 
 fn optional(value: Option<&str>) -> Markup {
