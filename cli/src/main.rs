@@ -98,7 +98,11 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => 60.0,
         "h" => 3_600.0,
         "d" => 86_400.0,
-        _ => return Err(format!("unknown unit {unit:?} in {text:?} (use s, m, h or d)")),
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {text:?} (use s, m, h or d)"
+            ))
+        }
     };
     let value: f64 = number
         .parse()

@@ -84,9 +84,11 @@ async fn fill(store: &dyn Store, total: usize) -> Result<(), Box<dyn std::error:
             let claimed = claim(store, topic, left.min(BATCH)).await?;
             let outcomes: Vec<Outcome> = claimed
                 .iter()
-                .map(|lease| Outcome {
-                    lease: lease.clone(),
-                    kind: OutcomeKind::dead("upstream said 503 three times"),
+                .map(|lease| {
+                    Outcome::new(
+                        lease.clone(),
+                        OutcomeKind::dead("upstream said 503 three times"),
+                    )
                 })
                 .collect();
             store

@@ -110,11 +110,18 @@ pub(crate) async fn find(ctx: Ctx, Query(query): Query<FindQuery>) -> Result<Res
 /// `GET /tasks/{id}`.
 pub(crate) async fn task(ctx: Ctx, Path(id): Path<String>) -> Result<Response, Failure> {
     let id = parse_id(&ctx, &id)?;
-    match ctx.source().task(id).await.map_err(|e| ctx.store_failure(e))? {
+    match ctx
+        .source()
+        .task(id)
+        .await
+        .map_err(|e| ctx.store_failure(e))?
+    {
         Some(task) => Ok(page(views::task(&ctx, &task, Timestamp::now()))),
         None => Err(ctx.failure(
             StatusCode::NOT_FOUND,
-            format!("No task {id}: it was deleted, or pruned after its retention, or never existed."),
+            format!(
+                "No task {id}: it was deleted, or pruned after its retention, or never existed."
+            ),
         )),
     }
 }

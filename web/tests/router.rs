@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use taskmill_core::store::{
-    Applied, ApplyOptions, Capabilities, ClaimOptions, Claimed, EnqueueOptions, Enqueued, LeaseRef,
-    ListOptions, Outcome, Page, RecoverOptions, Recovered, RenewOptions, RequeueOptions,
-    WakeStream,
+    Applied, ApplyOptions, CancelOptions, CancelStream, Cancellation, Capabilities, ClaimOptions,
+    Claimed, EnqueueOptions, Enqueued, LeaseRef, ListOptions, Outcome, Page, Progress,
+    PruneOptions, RecoverOptions, Recovered, RenewOptions, RequeueOptions, WakeStream,
 };
 use taskmill_core::{
     async_trait, Event, EventStream, Payload, Queue, Result, Stats, Store, StoreExt, Task, TaskId,
@@ -421,8 +421,14 @@ impl Store for Counted {
     async fn apply(&self, outcomes: &[Outcome], opts: &ApplyOptions) -> Result<Vec<Applied>> {
         self.inner.apply(outcomes, opts).await
     }
+    async fn progress(&self, updates: &[Progress]) -> Result<Vec<Applied>> {
+        self.inner.progress(updates).await
+    }
     async fn recover(&self, opts: &RecoverOptions) -> Result<Vec<Recovered>> {
         self.inner.recover(opts).await
+    }
+    async fn prune(&self, opts: &PruneOptions) -> Result<u64> {
+        self.inner.prune(opts).await
     }
     async fn stats(&self) -> Result<Stats> {
         self.inner.stats().await
@@ -441,6 +447,9 @@ impl Store for Counted {
     async fn delete(&self, ids: &[TaskId]) -> Result<Vec<bool>> {
         self.inner.delete(ids).await
     }
+    async fn cancel(&self, ids: &[TaskId], opts: &CancelOptions) -> Result<Vec<Cancellation>> {
+        self.inner.cancel(ids, opts).await
+    }
     async fn set_paused(&self, topic: &str, paused: bool) -> Result<()> {
         self.inner.set_paused(topic, paused).await
     }
@@ -455,6 +464,9 @@ impl Store for Counted {
     }
     async fn wakeups(&self) -> Result<WakeStream> {
         self.inner.wakeups().await
+    }
+    async fn cancellations(&self) -> Result<CancelStream> {
+        self.inner.cancellations().await
     }
 }
 

@@ -84,7 +84,8 @@ fn cells(row: &Row) -> [String; 15] {
     [
         row.store.clone(),
         row.scenario.to_string(),
-        row.retention_secs.map_or("default".to_string(), duration_label),
+        row.retention_secs
+            .map_or("default".to_string(), duration_label),
         thousands(row.tasks),
         rate(row.enqueue_per_sec),
         rate(row.process_per_sec),

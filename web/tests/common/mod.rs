@@ -55,10 +55,7 @@ pub async fn dead(store: &dyn Store, topic: &str, n: usize, error: &str) -> Vec<
     let outcomes: Vec<Outcome> = claim(store, topic, "test")
         .await
         .iter()
-        .map(|record| Outcome {
-            lease: LeaseRef::of(record),
-            kind: OutcomeKind::dead(error),
-        })
+        .map(|record| Outcome::new(LeaseRef::of(record), OutcomeKind::dead(error)))
         .collect();
     store
         .apply(&outcomes, &ApplyOptions::new(Timestamp::now()))
