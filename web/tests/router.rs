@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use taskmill_core::store::{
     Applied, ApplyOptions, CancelOptions, CancelStream, Cancellation, Capabilities, ClaimOptions,
-    Claimed, EnqueueOptions, Enqueued, LeaseRef, ListOptions, Outcome, Page, Progress,
+    Claimed, EnqueueOptions, Enqueued, LeaseRef, ListOptions, Outcome, OutcomeKind, Page, Progress,
     PruneOptions, RecoverOptions, Recovered, RenewOptions, RequeueOptions, WakeStream,
 };
 use taskmill_core::{
@@ -188,7 +188,8 @@ async fn task_page_shows_what_the_store_keeps() {
         html.contains(r#"<pre class="error">decoder: EOF</pre>"#),
         "{html}"
     );
-    assert!(html.contains("Failed at"), "{html}");
+    assert!(html.contains("Finished"), "{html}");
+    assert!(html.contains("the last 1, newest first"), "{html}");
     assert!(html.contains("Retry now"), "{html}");
 }
 
@@ -324,6 +325,74 @@ async fn retry_sends_a_dead_task_back_and_returns_to_the_page() {
         Queue::Input
     );
     assert_eq!(store.get(ids[1]).await.unwrap().unwrap().queue, Queue::Dead);
+}
+
+#[tokio::test]
+async fn a_completed_task_shows_its_result_and_progress_as_text() {
+    let (_, store) = memory();
+    let id = enqueue(&*store, "t", json!({"n": 1})).await;
+    let claimed = claim(&*store, "t", "worker-1").await;
+    let hostile = Payload::new(&json!({"html": "<script>alert(1)</script>"})).unwrap();
+    let outcome = Outcome::new(
+        LeaseRef::of(&claimed[0]),
+        OutcomeKind::complete_with(Some(hostile.clone())),
+    )
+    .progress(Some(Payload::new(&json!({"done": 7})).unwrap()));
+    store
+        .apply(&[outcome], &ApplyOptions::new(Timestamp::now()))
+        .await
+        .unwrap();
+    let app = open(store.clone());
+    let html = send(&app, get(&format!("/tasks/{id}"))).await.body;
+    assert!(html.contains("status-completed"), "{html}");
+    assert!(html.contains(r#"<pre class="json" id="result">"#), "{html}");
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{html}"
+    );
+    assert!(!html.contains("<script>alert(1)"), "{html}");
+    assert!(
+        html.contains(r#"<pre class="json" id="progress">"#),
+        "{html}"
+    );
+    let tab = send(&app, get("/queues/completed")).await.body;
+    assert!(tab.contains(&format!("data-id=\"{id}\"")), "{tab}");
+    assert!(tab.contains("&lt;script&gt;"), "{tab}");
+}
+
+#[tokio::test]
+async fn cancel_ends_a_waiting_task_and_the_page_shows_who() {
+    let (_, store) = memory();
+    let id = enqueue(&*store, "t", json!({"n": 1})).await;
+    let app = open(store.clone());
+    let own = format!("/tasks/{id}");
+    let page = send(&app, get(&own)).await;
+    assert!(
+        page.body.contains(&format!("/tasks/{id}/cancel")),
+        "{}",
+        page.body
+    );
+    let reply = send(
+        &app,
+        post(
+            &format!("/tasks/{id}/cancel"),
+            &[("csrf", &page.csrf()), ("next", &own)],
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    assert_eq!(reply.location(), own);
+    let record = store.get(id).await.unwrap().unwrap();
+    assert_eq!(record.queue, Queue::Cancelled);
+    let html = send(&app, get(&own)).await.body;
+    assert!(html.contains("status-cancelled"), "{html}");
+    assert!(html.contains("<code>dashboard</code>"), "{html}");
+    assert!(
+        !html.contains(&format!("/tasks/{id}/cancel")),
+        "a cancelled task offers Cancel again: {html}"
+    );
+    let tab = send(&app, get("/queues/cancelled?topic=t")).await.body;
+    assert!(tab.contains(&format!("data-id=\"{id}\"")), "{tab}");
 }
 
 #[tokio::test]
@@ -599,7 +668,7 @@ async fn the_event_stream_sends_stats_and_relays_store_events() {
     let mut body = response.into_body().into_data_stream();
     let first = read_until(&mut body, "\n\n").await;
     assert!(first.starts_with("event: stats\ndata: {"), "{first}");
-    assert!(first.contains(r#""total":{"processed":0,"failed":2,"retried":0,"states":{"dead":2,"input":0,"work":0},"paused":false}"#), "{first}");
+    assert!(first.contains(r#""total":{"processed":0,"failed":2,"retried":0,"states":{"cancelled":0,"completed":0,"dead":2,"input":0,"work":0},"paused":false}"#), "{first}");
 
     let id = enqueue(&*store, "t", json!("hello")).await;
     let relayed = read_until(&mut body, "TASK_ENQUEUE").await;
