@@ -20,6 +20,10 @@
 //! `#[needs(field)]` after its doc comment; its test then returns early, printing
 //! `skipped: needs field`, on a store that lacks it, and runs everywhere else.
 //!
+//! Each backend's test targets (`--test sqlite`, `--test sled_crash`, …) need the crate
+//! feature of that backend; all are on by default, and `--no-default-features` builds the
+//! memory suite alone, for a tree where another store crate does not compile yet.
+//!
 //! A check takes either `store: Arc<dyn Store>` (most do) or
 //! `harness: &mut dyn Harness`, for a check that opens the store again
 //! ([`Harness::reopen`], [`Harness::open_another`]).
