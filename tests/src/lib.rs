@@ -12,6 +12,10 @@
 //! }
 //! ```
 //!
+//! Each backend's test targets (`--test sqlite`, `--test sled_crash`, …) need the crate
+//! feature of that backend; all are on by default, and `--no-default-features` builds the
+//! memory suite alone, for a tree where another store crate does not compile yet.
+//!
 //! # Adding a check
 //!
 //! Write it as a `pub async fn` inside the `checks!( … )` call of one of the
@@ -19,10 +23,6 @@
 //! only holds for stores with a capability (a field of [`Capabilities`]) says so with
 //! `#[needs(field)]` after its doc comment; its test then returns early, printing
 //! `skipped: needs field`, on a store that lacks it, and runs everywhere else.
-//!
-//! Each backend's test targets (`--test sqlite`, `--test sled_crash`, …) need the crate
-//! feature of that backend; all are on by default, and `--no-default-features` builds the
-//! memory suite alone, for a tree where another store crate does not compile yet.
 //!
 //! A check takes either `store: Arc<dyn Store>` (most do) or
 //! `harness: &mut dyn Harness`, for a check that opens the store again
