@@ -13,6 +13,7 @@
 use crate::codec::{self, Chunk, KeyParts, State};
 use crate::error::backend_error;
 use crate::layout;
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
@@ -86,7 +87,8 @@ impl At {
 /// A task's entry: the unchanging part of its record, its chunk, and where it is.
 #[derive(Debug)]
 pub(crate) struct Slot {
-    topic: u32,
+    /// Its topic's number (see [`Index::topic`]).
+    pub topic: u32,
     /// The first id of its chunk (see [`Index::chunk`]).
     pub chunk: u64,
     pub priority: i16,
@@ -125,7 +127,9 @@ pub(crate) struct Index {
     /// that neighbouring ids, which move together, share cache lines.
     slots: IdMap<Slot>,
     topics: Vec<Topic>,
-    by_name: HashMap<Arc<str>, u32>,
+    /// Hashed with Fx: topic names are the application's, not its users', and an enqueue
+    /// looks one up per task.
+    by_name: FxHashMap<Arc<str>, u32>,
     /// Every task in WORK (for the reaper) and in DEAD, in id order for `list`.
     work: BTreeSet<TaskId>,
     dead: BTreeSet<TaskId>,
