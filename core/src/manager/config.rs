@@ -204,6 +204,11 @@ impl ManagerBuilder {
     }
 
     /// How often running tasks' leases are renewed (default a third of the lease).
+    ///
+    /// A renewal is also how a manager learns of a cancel of one of its running tasks made
+    /// through another process on a store whose events stay in their process (SQLite: the
+    /// store refuses the renewal): such a cancel reaches the run within this interval. In
+    /// the same process, and across processes on Redis, it arrives at once.
     pub fn renew_interval(mut self, d: Duration) -> Self {
         self.config.renew_interval = d;
         self
