@@ -70,6 +70,23 @@ const COMPLETE_KEPT: &str = "UPDATE tasks SET state = 4, result = ?3, \
 const COMPLETE_REMOVED: &str = "DELETE FROM tasks \
      WHERE id = ?1 AND state = 2 AND lease_token = ?2 AND cancelled_by IS NULL";
 
+/// Scheduled tasks of topic `?1` that fell due by `?2` join the ready ones.
+const PROMOTE: &str = "UPDATE tasks SET state = 0 WHERE topic = ?1 AND state = 1 AND run_at <= ?2";
+
+/// What a claim needs to know of topic `?1`.
+const TOPIC_STATE: &str = "SELECT paused, work FROM topics WHERE topic = ?1";
+
+/// A renewal: `is_owned_by`, and no cancel request.
+const EXTEND: &str = "UPDATE tasks SET lease_deadline = ?3 \
+     WHERE id = ?1 AND state = 2 AND lease_token = ?2 AND cancelled_by IS NULL";
+
+/// `is_owned_by`.
+const OWNED: &str = "SELECT 1 FROM tasks WHERE id = ?1 AND state = 2 AND lease_token = ?2";
+
+/// A progress update of a run the token owns; says whether a cancel was requested.
+const STORE_PROGRESS: &str = "UPDATE tasks SET progress = ?3 \
+     WHERE id = ?1 AND state = 2 AND lease_token = ?2 RETURNING cancelled_by IS NOT NULL";
+
 const FLUSH: &str = "INSERT INTO topics (topic, enqueued, started, retried, failed, completed, \
      recovered, released, requeued, cancelled, input, work, dead, kept_completed, \
      kept_cancelled) \
@@ -246,6 +263,15 @@ pub fn enqueue(
     Ok(EnqueueDone { results, events })
 }
 
+/// The ready tasks of topic `?1`, in claim order.
+///
+/// Without a `LIMIT`: SQLite marks a statement whose `LIMIT` is a bound parameter to be
+/// prepared again at every new binding, which would parse and plan this statement at
+/// every claim of every topic.
+fn claimable() -> String {
+    format!("SELECT {COLUMNS} FROM tasks WHERE topic = ?1 AND state = 0 ORDER BY priority, id")
+}
+
 /// [`Store::claim`](taskmill_core::Store::claim).
 pub fn claim(conn: &mut rusqlite::Connection, req: &ClaimOptions) -> R<Vec<Claimed>> {
     if req.limit == 0 || req.topics.is_empty() {
@@ -264,7 +290,7 @@ pub fn claim(conn: &mut rusqlite::Connection, req: &ClaimOptions) -> R<Vec<Claim
         }
         let topic = &wanted.topic;
         let row = tx
-            .prepare_cached("SELECT paused, work FROM topics WHERE topic = ?1")?
+            .prepare_cached(TOPIC_STATE)?
             .query_row([topic.as_ref()], |r| {
                 Ok((r.get::<_, bool>(0)?, r.get::<_, i64>(1)?))
             })
@@ -285,18 +311,14 @@ pub fn claim(conn: &mut rusqlite::Connection, req: &ClaimOptions) -> R<Vec<Claim
             continue;
         }
         // Scheduled tasks that fell due join the ready index, where priority orders them.
-        tx.prepare_cached(
-            "UPDATE tasks SET state = 0 WHERE topic = ?1 AND state = 1 AND run_at <= ?2",
-        )?
-        .execute(params![topic.as_ref(), req.now.as_millis()])?;
+        tx.prepare_cached(PROMOTE)?
+            .execute(params![topic.as_ref(), req.now.as_millis()])?;
+        // The index yields rows in order as they are stepped, so taking `allowed` of them
+        // reads no more than a LIMIT would.
         let rows = tx
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM tasks WHERE topic = ?1 AND state = 0 \
-                 ORDER BY priority, id LIMIT ?2"
-            ))?
-            .query_map(params![topic.as_ref(), allowed as i64], |row| {
-                decode(row, Some(topic), true)
-            })?
+            .prepare_cached(&claimable())?
+            .query_map([topic.as_ref()], |row| decode(row, Some(topic), true))?
+            .take(allowed)
             .collect::<R<Vec<Decoded>>>()?;
         let d = delta(&mut deltas, topic);
         let mut claim_back = tx.prepare_cached(CLAIM_BACK)?;
@@ -349,13 +371,8 @@ pub fn renew(
     let tx = begin(conn)?;
     let mut applied = Vec::with_capacity(leases.len());
     {
-        let mut extend = tx.prepare_cached(
-            "UPDATE tasks SET lease_deadline = ?3 \
-             WHERE id = ?1 AND state = 2 AND lease_token = ?2 AND cancelled_by IS NULL",
-        )?;
-        let mut owned = tx.prepare_cached(
-            "SELECT 1 FROM tasks WHERE id = ?1 AND state = 2 AND lease_token = ?2",
-        )?;
+        let mut extend = tx.prepare_cached(EXTEND)?;
+        let mut owned = tx.prepare_cached(OWNED)?;
         for l in leases {
             let (id, token) = (sql_u64(l.id.get()), sql_u64(l.token));
             applied.push(
@@ -379,10 +396,7 @@ pub fn progress(conn: &mut rusqlite::Connection, updates: &[Progress]) -> R<Vec<
     let tx = begin(conn)?;
     let mut applied = Vec::with_capacity(updates.len());
     {
-        let mut store = tx.prepare_cached(
-            "UPDATE tasks SET progress = ?3 WHERE id = ?1 AND state = 2 AND lease_token = ?2 \
-             RETURNING cancelled_by IS NOT NULL",
-        )?;
+        let mut store = tx.prepare_cached(STORE_PROGRESS)?;
         for u in updates {
             let cancel_requested = store
                 .query_row(
@@ -476,15 +490,14 @@ pub fn apply(
 /// [`Store::recover`](taskmill_core::Store::recover).
 pub fn recover(conn: &mut rusqlite::Connection, now: Timestamp, limit: usize) -> R<Vec<Recovered>> {
     let tx = begin(conn)?;
+    // No `LIMIT` parameter, for the reason given at `claimable`.
     let expired = tx
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM tasks WHERE state = 2 AND lease_deadline < ?1 \
-             ORDER BY lease_deadline LIMIT ?2"
+             ORDER BY lease_deadline"
         ))?
-        .query_map(
-            params![now.as_millis(), limit.min(i64::MAX as usize) as i64],
-            |row| decode(row, None, false),
-        )?
+        .query_map([now.as_millis()], |row| decode(row, None, false))?
+        .take(limit)
         .collect::<R<Vec<Decoded>>>()?;
     let mut deltas = Deltas::new();
     let mut recovered = Vec::with_capacity(expired.len());
@@ -796,22 +809,12 @@ mod tests {
         let mut conn = rusqlite::Connection::open_in_memory().unwrap();
         crate::layout::migrate(&mut conn, Path::new(":memory:"), false).unwrap();
         let cases = [
-            (
-                format!(
-                    "SELECT {COLUMNS} FROM tasks WHERE topic = ?1 AND state = 0 \
-                     ORDER BY priority, id LIMIT ?2"
-                ),
-                "tasks_ready",
-            ),
-            (
-                "UPDATE tasks SET state = 0 WHERE topic = ?1 AND state = 1 AND run_at <= ?2"
-                    .to_owned(),
-                "tasks_scheduled",
-            ),
+            (claimable(), "tasks_ready"),
+            (PROMOTE.to_owned(), "tasks_scheduled"),
             (
                 format!(
                     "SELECT {COLUMNS} FROM tasks WHERE state = 2 AND lease_deadline < ?1 \
-                     ORDER BY lease_deadline LIMIT ?2"
+                     ORDER BY lease_deadline"
                 ),
                 "tasks_leases",
             ),
@@ -883,5 +886,71 @@ mod tests {
             prune.contains("tasks_pruning") && !prune.contains("SCAN tasks"),
             "{prune}"
         );
+    }
+
+    /// The statements every claim, renewal and completion runs are prepared once and
+    /// reused: none is marked to be prepared again when a parameter changes (as a bound
+    /// `LIMIT` would be), whatever topics and tasks they are run for.
+    #[test]
+    fn hot_statements_are_never_prepared_again() {
+        use rusqlite::StatementStatus;
+        use taskmill_core::store::{RenewOptions, TopicClaim};
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        crate::layout::migrate(&mut conn, Path::new(":memory:"), false).unwrap();
+        let now = Timestamp::from_millis(1_000);
+        let tasks = (0..30)
+            .map(|n| Task::new(format!("t{}", n % 3), &n).unwrap())
+            .collect();
+        enqueue(&mut conn, tasks, &EnqueueOptions::new(now), false).unwrap();
+        for (round, order) in [[0, 1, 2], [2, 1, 0], [1, 2, 0], [0, 2, 1]]
+            .iter()
+            .enumerate()
+        {
+            let topics = order.map(|t| TopicClaim::new(format!("t{t}")));
+            let claimed =
+                claim(&mut conn, &ClaimOptions::new(topics, 2 + round, "m", now)).unwrap();
+            let leases: Vec<LeaseRef> = claimed
+                .iter()
+                .map(|c| match c {
+                    Claimed::Ready(r) => LeaseRef::of(r),
+                    Claimed::Corrupt { lease, .. } => lease.clone(),
+                })
+                .collect();
+            let deadline = RenewOptions::new(now + std::time::Duration::from_secs(60)).deadline;
+            renew(&mut conn, &leases, deadline).unwrap();
+            let reports: Vec<Progress> = leases
+                .iter()
+                .map(|l| Progress {
+                    lease: l.clone(),
+                    value: Payload::new(&round).unwrap(),
+                })
+                .collect();
+            progress(&mut conn, &reports).unwrap();
+            let outcomes: Vec<Outcome> = leases
+                .into_iter()
+                .enumerate()
+                .map(|(i, l)| Outcome::new(l, OutcomeKind::complete()).keep(i % 2 == 0))
+                .collect();
+            apply(&mut conn, &outcomes, now).unwrap();
+        }
+        let hot = [
+            claimable(),
+            PROMOTE.to_owned(),
+            TOPIC_STATE.to_owned(),
+            CLAIM_BACK.to_owned(),
+            EXTEND.to_owned(),
+            STORE_PROGRESS.to_owned(),
+            COMPLETE_KEPT.to_owned(),
+            COMPLETE_REMOVED.to_owned(),
+            FLUSH.to_owned(),
+        ];
+        for sql in hot {
+            let stmt = conn.prepare_cached(&sql).unwrap();
+            assert_eq!(
+                stmt.get_status(StatementStatus::RePrepare),
+                0,
+                "prepared again: {sql}"
+            );
+        }
     }
 }
