@@ -1,24 +1,21 @@
 //! Everything the dashboard reads from or does to the store, in one place.
 //!
-//! Pages and actions call [`Source`] and nothing else, so moving the dashboard from
-//! `Arc<dyn Store>` onto another handle (a client with task history and cancel) changes
-//! this file only. The vocabulary of states the dashboard shows (which tabs exist, what a
+//! Pages and actions call [`Source`] and nothing else; it wraps the
+//! [`Client`](taskmill_core::Client), so that what the dashboard may do is one short
+//! list. The vocabulary of states the dashboard shows (which tabs exist, what a
 //! row can do) lives here too, for the same reason.
 
 use futures_util::StreamExt;
 use std::sync::Arc;
-use taskmill_core::store::{CancelOptions, Cancellation, ListOptions, Page, RequeueOptions};
+use taskmill_core::store::{Cancellation, ListOptions, Page};
 use taskmill_core::{
-    Event, EventStream, Queue, Result, Stats, Store, TaskId, TaskRecord, Timestamp, TopicStats,
+    Client, Event, EventStream, Queue, Result, Stats, Store, TaskId, TaskRecord, TopicStats,
 };
 
-/// How many tasks one step of a bulk action lists and moves.
-const BULK_PAGE: usize = 500;
-
-/// The dashboard's handle on a store.
+/// The dashboard's handle on a store: a [`Client`] that cancels as `dashboard`.
 #[derive(Clone)]
 pub(crate) struct Source {
-    store: Arc<dyn Store>,
+    client: Client,
 }
 
 /// A state a task can be in, as the dashboard shows it: one tab of a queue page.
@@ -126,12 +123,14 @@ impl Bulk {
 
 impl Source {
     pub(crate) fn new(store: Arc<dyn Store>) -> Self {
-        Source { store }
+        Source {
+            client: Client::shared(store).by("dashboard"),
+        }
     }
 
     /// Counters, sizes and paused flags, totals and per topic.
     pub(crate) async fn stats(&self) -> Result<Stats> {
-        self.store.stats().await
+        self.client.stats().await
     }
 
     /// One page of tasks in `state`, ascending by id, after the cursor.
@@ -149,71 +148,54 @@ impl Source {
         if let Some(after) = after {
             query = query.after(after);
         }
-        self.store.list(&query).await
+        self.client.list(query).await
     }
 
     /// One task, wherever it is.
     pub(crate) async fn task(&self, id: TaskId) -> Result<Option<TaskRecord>> {
-        self.store.get(id).await
+        self.client.get(id).await
     }
 
     /// Sends a dead task back to pending; whether it was dead.
     pub(crate) async fn retry(&self, id: TaskId) -> Result<bool> {
-        let moved = self
-            .store
-            .requeue(&[id], &RequeueOptions::new(Timestamp::now()))
-            .await?;
+        let moved = self.client.requeue(&[id]).await?;
         Ok(moved.first().copied().unwrap_or(false))
     }
 
     /// Cancels a task on behalf of the dashboard: at once when it waits, by request when
     /// it runs.
     pub(crate) async fn cancel(&self, id: TaskId) -> Result<Cancellation> {
-        let opts = CancelOptions::new(Timestamp::now(), "dashboard");
-        let done = self.store.cancel(&[id], &opts).await?;
+        let done = self.client.cancel(&[id]).await?;
         Ok(done.first().copied().unwrap_or(Cancellation::NotFound))
     }
 
     /// Removes a task; whether it existed.
     pub(crate) async fn delete(&self, id: TaskId) -> Result<bool> {
-        let gone = self.store.delete(&[id]).await?;
+        let gone = self.client.delete(&[id]).await?;
         Ok(gone.first().copied().unwrap_or(false))
     }
 
     /// Pauses or resumes claiming from a topic.
     pub(crate) async fn set_paused(&self, topic: &str, paused: bool) -> Result<()> {
-        self.store.set_paused(topic, paused).await
+        match paused {
+            true => self.client.pause(topic).await,
+            false => self.client.resume(topic).await,
+        }
     }
 
-    /// Applies `action` to every dead task (of `topic`), a page at a time, so that no more
-    /// than one page is held however many there are. Returns how many it moved or removed.
+    /// Applies `action` to every dead task (of `topic`), a page at a time (the client's
+    /// bulk calls), so that no more than one page is held however many there are. Returns
+    /// how many it moved or removed.
     pub(crate) async fn bulk_dead(&self, action: Bulk, topic: Option<&str>) -> Result<u64> {
-        let mut after = None;
-        let mut done = 0;
-        loop {
-            let page = self.page(State::DEAD, topic, after, BULK_PAGE).await?;
-            let ids: Vec<TaskId> = page.tasks.iter().map(|t| t.id).collect();
-            let changed = match action {
-                Bulk::Retry => {
-                    self.store
-                        .requeue(&ids, &RequeueOptions::new(Timestamp::now()))
-                        .await?
-                }
-                Bulk::Delete => self.store.delete(&ids).await?,
-            };
-            done += changed.into_iter().filter(|c| *c).count() as u64;
-            // Ids only grow, so the cursor moves past every task seen, and tasks that
-            // die meanwhile (with larger ids) are reached too.
-            match page.next {
-                Some(next) => after = Some(next),
-                None => return Ok(done),
-            }
+        match action {
+            Bulk::Retry => self.client.requeue_dead(topic).await,
+            Bulk::Delete => self.client.delete_dead(topic).await,
         }
     }
 
     /// Task events from now on; stats snapshots are polled, not relayed.
     pub(crate) async fn events(&self) -> Result<EventStream> {
-        let events = self.store.subscribe().await?;
+        let events = self.client.watch().await?;
         Ok(events
             .filter(|e| std::future::ready(!matches!(e, Event::ManagerStats { .. })))
             .boxed())

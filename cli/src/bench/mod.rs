@@ -231,9 +231,9 @@ pub struct Row {
     pub peak_rss_bytes: Option<u64>,
     /// Memory store: resident bytes per queued task beyond its payload.
     pub bytes_per_task: Option<f64>,
-    /// Bytes each finished task's record occupies after the throughput run (files for
-    /// SQLite and sled, resident memory for the memory store): the cost of history, near
-    /// zero with retention 0.
+    /// Bytes each finished task's record occupies after the throughput run (growth of the
+    /// files for SQLite and sled, of resident memory for the memory store, from the empty
+    /// store): the cost of history. Not measured with retention 0, nor on Redis.
     pub kept_bytes_per_task: Option<f64>,
     /// The manager's retention of completed tasks in seconds; `None` for its default.
     pub retention_secs: Option<f64>,

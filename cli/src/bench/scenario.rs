@@ -417,9 +417,12 @@ async fn throughput(
         row.process_per_sec = Some(per_sec(n, elapsed));
     }
     let stats = store.stats().await?;
-    // What the finished tasks' records occupy once processing is over: history kept by
-    // retention, or (retention 0) what deleting them left behind.
-    if let (Some(empty), Some(full)) = (empty, footprint.bytes()) {
+    // What the finished tasks' records occupy once processing is over.
+    // With retention 0 nothing is kept, and what the figure would show is only what the
+    // store does not give back after deleting (a memory store's slots, a file's free
+    // pages): not reported.
+    let keeps = config.retention != Some(Duration::ZERO);
+    if let (true, Some(empty), Some(full)) = (keeps, empty, footprint.bytes()) {
         row.kept_bytes_per_task = Some((full as f64 - empty as f64) / n as f64);
     }
     let mut problems = check(row, &stats, n, &tracker.counts(), true);
