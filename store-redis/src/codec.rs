@@ -158,9 +158,20 @@ pub(crate) struct Run {
 }
 
 impl Run {
-    /// A run from the replies of the lease, cancel request and progress lookups. A lease
-    /// that cannot be read shows the task without it (the reaper treats it as expired).
-    pub fn from_values(lease: Value, request: Value, progress: Value) -> Self {
+    /// A run from the replies of the lease, cancel request and progress lookups;
+    /// `Corrupt` when one cannot be read.
+    pub fn from_values(lease: Value, request: Value, progress: Value) -> Result<Self> {
+        Ok(Run {
+            lease: StoredLease::from_value(lease)?,
+            cancelled_by: optional_string(request, "cancel request")?,
+            progress: optional_string(progress, "progress")?,
+        })
+    }
+
+    /// A run for listing, which never fails: a part that cannot be read is left out (a
+    /// lease that cannot be read shows the task without it; the reaper treats it as
+    /// expired).
+    pub fn lenient(lease: Value, request: Value, progress: Value) -> Self {
         Run {
             lease: StoredLease::from_value(lease).unwrap_or(None),
             cancelled_by: optional_string(request, "cancel request").unwrap_or(None),
