@@ -213,8 +213,10 @@ async fn main() {
         // What the history holds: each topic's records hash and its two sorted sets of
         // finished tasks (by id and by finished_at), nothing else being left.
         let mut bytes = 0u64;
-        for topic in &topics {
-            for suffix in ["tasks", "completed", "finished"] {
+        let mut parts = Vec::new();
+        for suffix in ["tasks", "completed", "finished"] {
+            let mut part = 0u64;
+            for topic in &topics {
                 let usage: Option<u64> = redis::cmd("MEMORY")
                     .arg("USAGE")
                     .arg(format!("{{{namespace}:{topic}}}:{suffix}"))
@@ -223,12 +225,15 @@ async fn main() {
                     .query_async(&mut conn)
                     .await
                     .unwrap();
-                bytes += usage.unwrap_or(0);
+                part += usage.unwrap_or(0);
             }
+            bytes += part;
+            parts.push(format!("{suffix} {:.0}", part as f64 / tasks as f64));
         }
         println!(
-            "memory   {:.0} bytes per kept completed task (MEMORY USAGE of tasks, completed and finished), {:.0} by used_memory growth",
+            "memory   {:.0} bytes per kept completed task (MEMORY USAGE: {}), {:.0} by used_memory growth",
             bytes as f64 / tasks as f64,
+            parts.join(", "),
             used_memory(&mut conn).await.saturating_sub(memory_before) as f64 / tasks as f64
         );
         let started = Instant::now();

@@ -18,6 +18,13 @@
 //! a run's cancel request and progress live in the `cancels` and `progress` hashes until
 //! the run ends. `scripts/common.lua` reads and writes the same format.
 //!
+//! A completion kept as history does not rewrite the record: it appends, after the byte
+//! RS (`\x1e`), how the run ended, `finished_at:started_at;max_retries:rlen:plen:<result><progress>`
+//! (the start and retry limit from the lease, empty for a lease written before history),
+//! which decoding folds in as the end of one more run. RS cannot occur in the args, which
+//! are JSON text (a control character there is escaped), so the first RS after the
+//! length-prefixed strings ends them.
+//!
 //! A record of the layout before history has no `v2:` mark and fewer fields
 //! (`attempt:max_retries:priority:enqueued_at:run_at:failed_at:xlen:ulen:elen:` then
 //! external_id, unique_key, last_error and the args); it is read as the README's "Old
@@ -151,9 +158,20 @@ pub(crate) struct Run {
 }
 
 impl Run {
-    /// A run from the replies of the lease, cancel request and progress lookups. A lease
-    /// that cannot be read shows the task without it (the reaper treats it as expired).
-    pub fn from_values(lease: Value, request: Value, progress: Value) -> Self {
+    /// A run from the replies of the lease, cancel request and progress lookups;
+    /// `Corrupt` when one cannot be read.
+    pub fn from_values(lease: Value, request: Value, progress: Value) -> Result<Self> {
+        Ok(Run {
+            lease: StoredLease::from_value(lease)?,
+            cancelled_by: optional_string(request, "cancel request")?,
+            progress: optional_string(progress, "progress")?,
+        })
+    }
+
+    /// A run for listing, which never fails: a part that cannot be read is left out (a
+    /// lease that cannot be read shows the task without it; the reaper treats it as
+    /// expired).
+    pub fn lenient(lease: Value, request: Value, progress: Value) -> Self {
         Run {
             lease: StoredLease::from_value(lease).unwrap_or(None),
             cancelled_by: optional_string(request, "cancel request").unwrap_or(None),
@@ -294,6 +312,61 @@ fn payload(text: Option<Box<str>>) -> Option<Payload> {
     text.map(|t| Payload::from_stored(&*t))
 }
 
+/// The byte before a completion's trailer.
+const RS: u8 = 0x1e;
+
+/// The args of a record and, after RS, the trailer of the completion that finished it.
+fn split_finish(rest: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match rest.iter().position(|b| *b == RS) {
+        Some(at) => (&rest[..at], Some(&rest[at + 1..])),
+        None => (rest, None),
+    }
+}
+
+/// Folds a completion's trailer into the record: one more run, its start (and the first
+/// start, the first time) and retry limit from the lease, finished at `finished_at` with
+/// its result and, if it reported one, its progress.
+fn apply_finish(record: &mut TaskRecord, mut finish: &[u8]) -> Result<()> {
+    let rest = &mut finish;
+    let finished_at = Timestamp::from_millis(number(rest, "finished_at of the completion")?);
+    let run = field(rest, "run of the completion")?;
+    let (started, retries) = run
+        .split_once(';')
+        .ok_or_else(|| Error::corrupt(format!("the completion's run {run:?} is invalid")))?;
+    let bad = |e: std::num::ParseIntError| {
+        Error::corrupt(format!("the completion's run {run:?} is invalid")).with_source(e)
+    };
+    let started = match started {
+        "" => None,
+        s => Some(Timestamp::from_millis(s.parse().map_err(bad)?)),
+    };
+    let retries: Option<u32> = match retries {
+        "" => None,
+        r => Some(r.parse().map_err(bad)?),
+    };
+    let result_len = optional(rest, "result length")?;
+    let progress_len = optional(rest, "progress length")?;
+    let result = take(rest, result_len, "result")?;
+    let progress = take(rest, progress_len, "progress")?;
+    if !rest.is_empty() {
+        return Err(Error::corrupt("the completion is followed by extra bytes"));
+    }
+    record.attempt = record.attempt.saturating_add(1);
+    if let Some(started) = started {
+        record.started_at = Some(started);
+        record.first_started_at.get_or_insert(started);
+    }
+    if record.max_retries.is_none() {
+        record.max_retries = retries;
+    }
+    record.finished_at = Some(finished_at);
+    record.result = payload(result);
+    if let Some(progress) = payload(progress) {
+        record.progress = Some(progress);
+    }
+    Ok(())
+}
+
 fn args(rest: &[u8]) -> Result<Payload> {
     std::str::from_utf8(rest)
         .map(Payload::from_stored)
@@ -326,7 +399,8 @@ fn decode_current(rest: &mut &[u8], id: TaskId, topic: &Arc<str>) -> Result<Task
         })?,
         None => Vec::new(),
     };
-    let mut record = TaskRecord::new(id, topic.clone(), args(rest)?);
+    let (args_bytes, finish) = split_finish(rest);
+    let mut record = TaskRecord::new(id, topic.clone(), args(args_bytes)?);
     record.external_id = external_id;
     record.attempt = attempt;
     record.max_retries = max_retries;
@@ -342,6 +416,9 @@ fn decode_current(rest: &mut &[u8], id: TaskId, topic: &Arc<str>) -> Result<Task
     record.result = payload(result);
     record.progress = payload(progress);
     record.cancelled_by = cancelled_by;
+    if let Some(finish) = finish {
+        apply_finish(&mut record, finish)?;
+    }
     Ok(record)
 }
 
@@ -370,7 +447,8 @@ fn decode_old(rest: &mut &[u8], id: TaskId, topic: &Arc<str>) -> Result<TaskReco
     let external_id = take(rest, external_len, "external_id")?;
     let unique_key = take(rest, unique_len, "unique_key")?;
     let last_error = take(rest, error_len, "last_error")?;
-    let mut record = TaskRecord::new(id, topic.clone(), args(rest)?);
+    let (args_bytes, finish) = split_finish(rest);
+    let mut record = TaskRecord::new(id, topic.clone(), args(args_bytes)?);
     record.external_id = external_id;
     record.attempt = attempt;
     record.max_retries = Some(max_retries);
@@ -387,6 +465,9 @@ fn decode_old(rest: &mut &[u8], id: TaskId, topic: &Arc<str>) -> Result<TaskReco
         })
         .into_iter()
         .collect();
+    if let Some(finish) = finish {
+        apply_finish(&mut record, finish)?;
+    }
     Ok(record)
 }
 
@@ -592,6 +673,58 @@ mod tests {
     }
 
     #[test]
+    fn a_completion_trailer_is_folded_in() {
+        let topic: Arc<str> = "t".into();
+        let mut stored = record();
+        (stored.max_retries, stored.first_started_at, stored.result) = (None, None, None);
+        let mut bytes = encoded(&stored);
+        bytes.extend_from_slice(b"\x1e5000:4000;9:3:1:[1]7");
+        let r = decode(Some(&bytes), stored.id, &topic, Queue::Completed).unwrap();
+        assert_eq!(r.args, stored.args);
+        assert_eq!((r.attempt, r.max_retries), (3, Some(9)));
+        let (started, finished) = (Timestamp::from_millis(4000), Timestamp::from_millis(5000));
+        assert_eq!(
+            (r.started_at, r.first_started_at, r.finished_at),
+            (Some(started), Some(started), Some(finished))
+        );
+        assert_eq!(
+            (r.result.unwrap().as_str(), r.progress.unwrap().as_str()),
+            ("[1]", "7")
+        );
+        // No result, no progress, a lease from before history: the record's own stay.
+        let mut bytes = encoded(&record());
+        bytes.extend_from_slice(b"\x1e5000:;:::");
+        let r = decode(Some(&bytes), stored.id, &topic, Queue::Completed).unwrap();
+        assert_eq!((r.attempt, r.max_retries, r.result), (3, Some(5), None));
+        assert_eq!(r.progress.unwrap().as_str(), "{\"half\":true}");
+        assert_eq!(r.started_at, Some(Timestamp::from_millis(1200)));
+        // After an old record too.
+        let old = b"0:5:0:1000:1000:::::{}\x1e5000:4000;9:::";
+        let r = decode(Some(old), stored.id, &topic, Queue::Completed).unwrap();
+        assert_eq!(
+            (r.attempt, r.max_retries, r.args.as_str()),
+            (1, Some(5), "{}")
+        );
+        for broken in [
+            "x:;:::",
+            "5000:4000:::",
+            "5000:;:9::",
+            "5000:;:::tail",
+            "5000:a;:::",
+        ] {
+            let mut bytes = encoded(&record());
+            bytes.push(RS);
+            bytes.extend_from_slice(broken.as_bytes());
+            let err = decode(Some(&bytes), stored.id, &topic, Queue::Completed).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                taskmill_core::ErrorKind::Corrupt,
+                "{broken}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn a_leased_record_is_in_work_one_attempt_on() {
         let topic: Arc<str> = "t".into();
         let mut stored = record();
@@ -651,6 +784,8 @@ mod tests {
         assert!(
             lua.contains("'^(%d+):(%d+):(%-?%d+):(%-?%d+):(%-?%d+):(%-?%d*):(%d*):(%d*):(%d*):()'")
         );
+        assert!(lua.contains("local FINISH = '^(%-?%d+):(%-?%d*);(%d*):(%d*):(%d*):()'"));
+        assert!(lua.contains(&format!("local RS = '\\{}'", RS)));
         assert!(lua.contains(&format!(
             "local MAX_KEPT_ERRORS = {}\n",
             taskmill_core::MAX_KEPT_ERRORS

@@ -693,7 +693,7 @@ pub(crate) async fn get(store: &RedisStore, id: TaskId) -> Result<Option<TaskRec
         let record = record_bytes(next())?;
         let lease = next();
         let queue = string(next(), "get")?;
-        let run = Run::from_values(lease, next(), next());
+        let run = Run::from_values(lease, next(), next())?;
         let queue = match queue.as_str() {
             "input" => Queue::Input,
             "dead" => Queue::Dead,
@@ -751,7 +751,7 @@ pub(crate) async fn list(store: &RedisStore, query: &ListOptions) -> Result<Page
         let mut progress = progress.into_iter();
         for (id, record) in ids.into_iter().zip(records) {
             let record = record_bytes(record)?;
-            let run = Run::from_values(
+            let run = Run::lenient(
                 leases.next().unwrap_or(Value::Nil),
                 requests.next().unwrap_or(Value::Nil),
                 progress.next().unwrap_or(Value::Nil),

@@ -162,3 +162,40 @@ async fn an_enqueue_that_fails_on_one_topic_returns_after_every_topic_answered()
     let stats = store.stats().await.unwrap();
     assert_eq!(stats.topics["b"].sizes.input, big, "{stats:?}");
 }
+
+/// A lease that cannot be read: `get` reports the task as corrupt, a WORK page shows it
+/// without the lease, and the reaper takes it as expired.
+#[tokio::test]
+async fn a_garbage_lease_is_corrupt_to_get_listed_and_reaped() {
+    use taskmill_core::store::RecoverOptions;
+    let server = RedisServer::start();
+    let namespace = fresh_namespace();
+    let store = RedisStore::open(&server.url(&namespace)).await.unwrap();
+    let id = taskmill_testkit::enqueue(&store, vec![Task::new("t", &1).unwrap()]).await[0];
+    taskmill_testkit::claim_at(&store, &["t"], 1, taskmill_testkit::T0).await;
+    let mut raw = server.connect().await;
+    let () = redis::cmd("HSET")
+        .arg(format!("{{{namespace}:t}}:leases"))
+        .arg(id.get())
+        .arg("not a lease")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(store.get(id).await.unwrap_err().kind(), ErrorKind::Corrupt);
+    let work = store.list_all(Queue::Work, None).await.unwrap();
+    assert_eq!(
+        work.iter()
+            .map(|r| (r.id, r.lease.is_none()))
+            .collect::<Vec<_>>(),
+        [(id, true)]
+    );
+    let reaped = store
+        .recover(&RecoverOptions::new(taskmill_testkit::T0))
+        .await
+        .unwrap();
+    assert_eq!(
+        reaped.iter().map(|r| (r.id, r.queue)).collect::<Vec<_>>(),
+        [(id, Queue::Input)]
+    );
+    assert_eq!(store.get(id).await.unwrap().unwrap().attempt, 1);
+}

@@ -27,6 +27,7 @@ if has_progress then
   progress = bulk_range('HMGET', PROGRESS, ARGV, i0, i0 + n - 1)
 end
 local stale, cancelled = {}, {}
+local C, R, D = string.byte('c'), string.byte('r'), string.byte('d')
 -- ended: every task whose lease the call ends; dropped: completions not kept (removed in
 -- bulk, as cheap as a completion was before history); completed: completions kept; others:
 -- the rest, one task at a time.
@@ -35,12 +36,12 @@ local ended, dropped, completed, others = {}, {}, {}, {}
 local done = {}
 for k = 1, n do
   local id = ARGV[i0 + k - 1]
-  local kind = string.sub(codes, 2 * k - 1, 2 * k - 1)
-  local flags = tonumber(string.sub(codes, 2 * k, 2 * k)) or 1
+  local kind, flags = string.byte(codes, 2 * k - 1, 2 * k)
+  flags = flags - 48
   local at, error, result, value
-  if kind == 'r' then
+  if kind == R then
     at, error, x = ARGV[x], ARGV[x + 1], x + 2
-  elseif kind == 'd' then
+  elseif kind == D then
     error, x = ARGV[x], x + 1
   end
   if flags % 4 >= 2 then
@@ -56,21 +57,25 @@ for k = 1, n do
   else
     done[id] = true
     ended[#ended + 1] = id
-    -- The outcome's progress is the newest; else the one stored while the task ran.
-    value = value or present(progress[k])
     local keep = flags % 2 == 1
-    if requests[k] then
-      cancelled[#cancelled + 1] = k
-      if kind ~= 'c' then
-        result = nil
+    if kind == C and not requests[k] then
+      if keep then
+        -- The outcome's progress is the newest; else the one stored while the task ran.
+        completed[#completed + 1] = {id, lease, result, value or progress[k]}
+      else
+        dropped[#dropped + 1] = id
       end
-      others[#others + 1] = {id, 'x', nil, nil, lease, value, keep, result, requests[k]}
-    elseif kind == 'c' and not keep then
-      dropped[#dropped + 1] = id
-    elseif kind == 'c' then
-      completed[#completed + 1] = {id, lease, result, value}
     else
-      others[#others + 1] = {id, kind, at, error, lease, value}
+      value = value or progress[k]
+      if requests[k] then
+        cancelled[#cancelled + 1] = k
+        if kind ~= C then
+          result = nil
+        end
+        others[#others + 1] = {id, 'x', nil, nil, lease, value, keep, result, requests[k]}
+      else
+        others[#others + 1] = {id, string.char(kind), at, error, lease, value}
+      end
     end
   end
 end
@@ -90,7 +95,7 @@ if #dropped > 0 then
   if check_unique then
     local records = bulk('HMGET', TASKS, dropped)
     for i, id in ipairs(dropped) do
-      free_unique(id, parse_record(records[i]))
+      free_key(id, (record_unique(records[i])))
     end
   end
   bulk('HDEL', TASKS, dropped)
@@ -103,16 +108,20 @@ if #completed > 0 then
   local records = bulk('HMGET', TASKS, ids)
   local rewritten, listed, finished = {}, {}, {}
   for i, c in ipairs(completed) do
-    local id = c[1]
-    local t = parse_record(records[i])
-    -- A record that cannot be read is kept as it is: it shows in COMPLETED as corrupt.
-    if t then
-      fold_run(t, c[2], c[4])
-      t.attempt, t.result, t.finished_at = tonumber(t.attempt) + 1, c[3], ARGV[4]
+    local id, rec = c[1], records[i]
+    if rec then
+      -- The run's end goes after the record as a trailer (see RS in common.lua): taking
+      -- the record apart and packing it again would cost several times more. A record that
+      -- cannot be read stays one: it shows in COMPLETED as corrupt.
+      local run = string.match(c[2], '^%d+:%-?%d+;(%-?%d+;%d+):') or ';'
       rewritten[#rewritten + 1] = id
-      rewritten[#rewritten + 1] = pack_record(t)
-      if check_unique and not holds_key_while_kept(t) then
-        free_unique(id, t)
+      rewritten[#rewritten + 1] = rec .. RS .. ARGV[4] .. ':' .. run .. ':' .. opt_len(c[3]) ..
+        ':' .. opt_len(c[4]) .. ':' .. (c[3] or '') .. (c[4] or '')
+      if check_unique then
+        local key, held = record_unique(rec)
+        if not held then
+          free_key(id, key)
+        end
       end
     end
     listed[#listed + 1] = id

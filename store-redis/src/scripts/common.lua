@@ -88,6 +88,13 @@ end
 -- key is held while the finished task is kept; errors is a JSON array of
 -- {"attempt":n,"at":ms,"message":"..."}, oldest first. `attempt` counts the runs before
 -- the current one: a claim leaves the record alone (see LEASES). codec.rs knows it too.
+--
+-- A completion does not rewrite the record: it appends how the run ended, after RS,
+--   finished_at:started_at;max_retries:rlen:plen:<result><progress>
+-- (started_at and max_retries from the lease, both empty for a lease written before
+-- history), which reading folds in as the end of one more run (see apply_finish). RS
+-- cannot occur in the args, which are JSON text (a control character there is escaped),
+-- so the first RS after the length-prefixed strings ends them.
 local RECORD = '^v2:(%d+):(%d*):(%-?%d+):(%-?%d+):(%-?%d+):(%-?%d*):(%-?%d*):(%-?%d*):(%a*):' ..
   '(%d*):(%d*):(%d*):(%d*):(%d*):(%d*):()'
 -- The record of the layout before history (read, never written): no version mark,
@@ -95,6 +102,9 @@ local RECORD = '^v2:(%d+):(%d*):(%-?%d+):(%-?%d+):(%-?%d+):(%-?%d*):(%-?%d*):(%-
 -- then external_id, unique_key, last_error and the args. failed_at reads as finished_at,
 -- last_error as the one error of attempt `attempt` at failed_at (0 when unset).
 local OLD_RECORD = '^(%d+):(%d+):(%-?%d+):(%-?%d+):(%-?%d+):(%-?%d*):(%d*):(%d*):(%d*):()'
+
+local RS = '\30'
+local FINISH = '^(%-?%d+):(%-?%d*);(%d*):(%d*):(%d*):()'
 
 -- The most errors a record keeps (taskmill_core::MAX_KEPT_ERRORS); older ones are dropped.
 local MAX_KEPT_ERRORS = 10
@@ -112,8 +122,35 @@ local function take(rec, pos, len)
   return string.sub(rec, pos, pos + n - 1), pos + n
 end
 
--- The record as a table of strings (absent fields nil, unset numbers ''), or nil when it
--- is missing or cannot be read.
+-- Folds a completion's trailer (the text after RS) into the record `t`: one more run,
+-- its start and retry limit, finished at finished_at with its result and progress.
+-- Returns false when the trailer cannot be read.
+local function apply_finish(t, finish)
+  local f, started, retries, rl, pl, pos = string.match(finish, FINISH)
+  if not f then
+    return false
+  end
+  t.attempt, t.finished_at = tonumber(t.attempt) + 1, f
+  if started ~= '' then
+    t.started_at = started
+    if t.first_started_at == '' then
+      t.first_started_at = started
+    end
+  end
+  if t.max_retries == '' then
+    t.max_retries = retries
+  end
+  local progress
+  t.result, pos = take(finish, pos, rl)
+  progress, pos = take(finish, pos, pl)
+  if progress then
+    t.progress = progress
+  end
+  return pos == #finish + 1
+end
+
+-- The record as a table of strings (absent fields nil, unset numbers ''), its trailer
+-- folded in, or nil when it is missing or cannot be read.
 local function parse_record(rec)
   if not rec then
     return nil
@@ -154,8 +191,36 @@ local function parse_record(rec)
   if pos > #rec + 1 then
     return nil
   end
-  t.args = string.sub(rec, pos)
+  local cut = string.find(rec, RS, pos, true)
+  if cut then
+    t.args = string.sub(rec, pos, cut - 1)
+    if not apply_finish(t, string.sub(rec, cut + 1)) then
+      return nil
+    end
+  else
+    t.args = string.sub(rec, pos)
+  end
   return t
+end
+
+-- The unique key of a record (nil for none) and whether it is held while the finished
+-- record is kept, read without taking the record apart.
+local UNIQUE_FIELDS = '^v2:%d+:%d*:%-?%d+:%-?%d+:%-?%d+:%-?%d*:%-?%d*:%-?%d*:(%a*):(%d*):(%d*):' ..
+  '%d*:%d*:%d*:%d*:()'
+local function record_unique(rec)
+  if not rec then
+    return nil, false
+  end
+  local flags, xl, ul, pos = string.match(rec, UNIQUE_FIELDS)
+  if not flags then
+    local t = parse_record(rec)
+    return t and t.unique_key, false
+  end
+  if ul == '' then
+    return nil, false
+  end
+  local from = pos + (tonumber(xl) or 0)
+  return string.sub(rec, from, from + tonumber(ul) - 1), string.find(flags, 'u', 1, true) ~= nil
 end
 
 local function opt_len(s)
@@ -224,11 +289,16 @@ local function push_input(id, priority, run_at, now)
   end
 end
 
+-- Frees `key` (nil for none), if task `id` still holds it.
+local function free_key(id, key)
+  if key and redis.call('HGET', UNIQUE, key) == id then
+    redis.call('HDEL', UNIQUE, key)
+  end
+end
+
 -- Frees the unique key a record holds, if this task still holds it.
 local function free_unique(id, t)
-  if t and t.unique_key and redis.call('HGET', UNIQUE, t.unique_key) == id then
-    redis.call('HDEL', UNIQUE, t.unique_key)
-  end
+  free_key(id, t and t.unique_key)
 end
 
 -- WORK is LEASES: id -> "token:deadline;started_at;max_retries:owner" for every claimed
@@ -255,7 +325,7 @@ end
 
 -- Folds what a run kept outside the record into it as the run leaves WORK: its start
 -- (and the first start, the first time), the retry limit its claim resolved, and the last
--- progress it reported (`progress`, nil for none).
+-- progress it reported (`progress`, nil or false for none).
 local function fold_run(t, lease, progress)
   local _, _, started, retries = parse_lease(lease)
   if started then
@@ -270,14 +340,6 @@ local function fold_run(t, lease, progress)
   if progress then
     t.progress = progress
   end
-end
-
--- A value of an HMGET reply: nil for a missing field (false in Lua).
-local function present(v)
-  if v then
-    return v
-  end
-  return nil
 end
 
 -- Ends a task in a finished queue (COMPLETED or CANCELLED) at `now` (a string): kept there

@@ -11,7 +11,7 @@ end
 for i = 4, #ARGV do
   local id = ARGV[i]
   local rec = redis.call('HGET', TASKS, id)
-  free_unique(id, parse_record(rec))
+  free_key(id, (record_unique(rec)))
   -- Dropping the lease makes the running claim's outcome stale. An index entry without a
   -- record (corrupt data) is a task all the same, so that it can be deleted.
   local found = redis.call('HDEL', LEASES, id) + redis.call('ZREM', READY, id)

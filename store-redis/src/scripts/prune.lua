@@ -9,7 +9,7 @@ end
 if redis.call('EXISTS', UNIQUE) == 1 then
   local records = bulk('HMGET', TASKS, ids)
   for i, id in ipairs(ids) do
-    free_unique(id, parse_record(records[i]))
+    free_key(id, (record_unique(records[i])))
   end
 end
 bulk('HDEL', TASKS, ids)

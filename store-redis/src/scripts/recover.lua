@@ -41,7 +41,7 @@ for k, id in ipairs(expired) do
     recovered = recovered + 1
     local t = parse_record(rec)
     if t then
-      fold_run(t, expired_leases[k], present(progress[k]))
+      fold_run(t, expired_leases[k], progress[k])
     end
     if requests[k] then
       -- Cancelled while it ran: kept in CANCELLED (whatever the topic's retention, until
