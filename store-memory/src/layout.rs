@@ -6,8 +6,10 @@
 //! in a heap. Neither can remove from the middle, so a deleted or cancelled task's entry
 //! stays until it surfaces and is skipped then ("lazy deletion"); sizes are counted, not
 //! read off them. Finished tasks (COMPLETED and CANCELLED) stay where their record lies,
-//! named once more in their topic's [`Finished`] index, in the order pruning takes them.
+//! named once more in their topic's [`Finished`] index, in the order pruning takes them;
+//! that index skips a deleted task's entry the same way.
 
+use crate::finished::Finished;
 use crate::ready::ReadyQueue;
 use crate::records::Records;
 use rustc_hash::FxHashMap;
@@ -28,72 +30,6 @@ pub(crate) struct State {
     pub tasks: Records,
     /// Every topic that ever held a task or was paused, with its indexes.
     pub topics: FxHashMap<Arc<str>, Topic>,
-}
-
-/// One topic's finished tasks, by `finished_at` then id, one set per queue: pruning takes
-/// the older of the two heads and stops at the first task not due, so its cost does not
-/// grow with the history kept, and a page of one queue reads that queue's set alone.
-/// Exact (no stale entries): a record leaves only through [`remove`](Self::remove),
-/// which its `finished_at` locates.
-#[derive(Debug, Default)]
-pub(crate) struct Finished {
-    completed: BTreeSet<(Timestamp, TaskId)>,
-    cancelled: BTreeSet<(Timestamp, TaskId)>,
-}
-
-impl Finished {
-    /// Files a task that just finished; its record has `finished_at` set.
-    pub fn insert(&mut self, record: &TaskRecord) {
-        self.set_mut(record.queue)
-            .insert((Self::finished_at(record), record.id));
-    }
-
-    /// Forgets a finished task whose record is being removed.
-    pub fn remove(&mut self, record: &TaskRecord) {
-        self.set_mut(record.queue)
-            .remove(&(Self::finished_at(record), record.id));
-    }
-
-    /// The task that finished first, of either queue, if it finished at or before `cutoff`.
-    pub fn first_due(&self, cutoff: Timestamp) -> Option<TaskId> {
-        let heads = [self.completed.first(), self.cancelled.first()];
-        heads
-            .into_iter()
-            .flatten()
-            .filter(|(at, _)| *at <= cutoff)
-            .min()
-            .map(|(_, id)| *id)
-    }
-
-    /// The ids of the tasks in `queue` (COMPLETED or CANCELLED), in `finished_at` order.
-    pub fn ids(&self, queue: Queue) -> impl Iterator<Item = TaskId> + '_ {
-        let set = match queue {
-            Queue::Completed => Some(&self.completed),
-            Queue::Cancelled => Some(&self.cancelled),
-            _ => None,
-        };
-        set.into_iter().flatten().map(|(_, id)| *id)
-    }
-
-    /// How many tasks `queue` (COMPLETED or CANCELLED) holds.
-    pub fn len(&self, queue: Queue) -> u64 {
-        match queue {
-            Queue::Completed => self.completed.len() as u64,
-            Queue::Cancelled => self.cancelled.len() as u64,
-            _ => 0,
-        }
-    }
-
-    fn set_mut(&mut self, queue: Queue) -> &mut BTreeSet<(Timestamp, TaskId)> {
-        match queue {
-            Queue::Cancelled => &mut self.cancelled,
-            _ => &mut self.completed,
-        }
-    }
-
-    fn finished_at(record: &TaskRecord) -> Timestamp {
-        record.finished_at.unwrap_or(Timestamp::EPOCH)
-    }
 }
 
 /// One topic's indexes. A live task has exactly one entry, in the index of its queue

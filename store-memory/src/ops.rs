@@ -208,7 +208,7 @@ impl State {
             }
             let cutoff = opts.cutoff_of(&topic.name);
             while pruned < opts.limit {
-                let Some(id) = topic.finished.first_due(cutoff) else {
+                let Some(id) = topic.finished.pop_due(cutoff, &self.tasks) else {
                     break;
                 };
                 let record = self.tasks.get(&id).expect("indexed tasks exist");
@@ -267,7 +267,10 @@ impl State {
             // History is kept in the order pruning needs (finished_at), and an id index
             // beside it would cost every completion: a page is a scan of it instead.
             queue => smallest(
-                topics.flat_map(|t| t.finished.ids(queue).filter(|id| *id >= start)),
+                topics.flat_map(|t| {
+                    let ids = t.finished.ids(queue, &self.tasks);
+                    ids.filter(|id| *id >= start)
+                }),
                 limit + 1,
             ),
         };

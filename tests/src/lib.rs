@@ -12,6 +12,10 @@
 //! }
 //! ```
 //!
+//! Each backend's test targets (`--test sqlite`, `--test sled_crash`, …) need the crate
+//! feature of that backend; all are on by default, and `--no-default-features` builds the
+//! memory suite alone, for a tree where another store crate does not compile yet.
+//!
 //! # Adding a check
 //!
 //! Write it as a `pub async fn` inside the `checks!( … )` call of one of the
@@ -168,6 +172,8 @@ macro_rules! conformance_suite {
         $crate::admin!($harness);
         $crate::events!($harness);
         $crate::durability!($harness);
+        $crate::history!($harness);
+        $crate::cancel!($harness);
         $crate::manager!($harness);
     };
 }

@@ -6,8 +6,10 @@
 //! [`conformance_suite!`](crate::conformance_suite).
 
 pub mod admin;
+pub mod cancel;
 pub mod durability;
 pub mod events;
+pub mod history;
 pub mod leases;
 pub mod lifecycle;
 pub mod manager;
