@@ -1,34 +1,4 @@
 //! The [`Client`]: what producers and operators use on a store without running processors.
-//!
-//! A web server that only enqueues, a script that requeues the dead tasks of a topic, a
-//! dashboard that shows a task's status: each opens the store and builds a `Client` on it
-//! instead of a whole [`Manager`](crate::Manager). A manager owns one too
-//! ([`Manager::client`](crate::Manager::client)), and its own `enqueue`, `stats`, `task`
-//! and `watch` are the client's.
-//!
-//! # What the enqueuer decides, and what it does not
-//!
-//! A task carries its own arguments, priority, schedule, unique key and, if it sets one,
-//! its retry limit. Two settings are not the enqueuer's, so that a bare client and a
-//! manager never disagree about them:
-//!
-//! - **The retry limit of a task that sets none** is resolved at the task's first claim, by
-//!   the manager running its topic (its [`TopicOptions::retries`](crate::TopicOptions), else
-//!   its [`default_retries`](crate::ManagerBuilder::default_retries)), and written into the
-//!   record for good: [`status`](Client::status) shows it from then on.
-//! - **How long a finished task is kept** is the retention of the managers: the one that
-//!   ran the task keeps its record or not, and every manager's maintenance prunes finished
-//!   records past their topic's retention ([`ManagerBuilder::retention`](crate::ManagerBuilder::retention)).
-//!
-//! # Bulk operations
-//!
-//! [`requeue_dead`](Client::requeue_dead), [`delete_dead`](Client::delete_dead) and
-//! [`cancel_waiting`](Client::cancel_waiting) page through a queue with
-//! [`Store::list`], acting on one page of at most [`BULK_PAGE`] ids at a time, so a
-//! queue of a million tasks never sits in memory at once. Each page is one store call per
-//! operation: a bulk operation is not atomic, and one that fails midway has done the
-//! pages before it (the count it would have returned is lost with the error; running it
-//! again does the rest).
 
 use crate::error::{Error, Result};
 use crate::event::EventStream;
@@ -47,6 +17,36 @@ pub const BULK_PAGE: usize = 500;
 
 /// A handle on a store for enqueueing, looking up and administering tasks: asynq's
 /// Client and Inspector in one.
+///
+/// A web server that only enqueues, a script that requeues the dead tasks of a topic, a
+/// dashboard that shows a task's status: each opens the store and builds a `Client` on it
+/// instead of a whole [`Manager`](crate::Manager). A manager owns one too
+/// ([`Manager::client`](crate::Manager::client)), and its own `enqueue`, `stats`, `task`
+/// and `watch` are the client's.
+///
+/// # What the enqueuer decides, and what it does not
+///
+/// A task carries its own arguments, priority, schedule, unique key and, if it sets one,
+/// its retry limit. Two settings are not the enqueuer's, so that a bare client and a
+/// manager never disagree about them:
+///
+/// - **The retry limit of a task that sets none** is resolved at the task's first claim, by
+///   the manager running its topic (its [`TopicOptions::retries`](crate::TopicOptions), else
+///   its [`default_retries`](crate::ManagerBuilder::default_retries)), and written into the
+///   record for good: [`status`](Client::status) shows it from then on.
+/// - **How long a finished task is kept** is the retention of the managers: the one that
+///   ran the task keeps its record or not, and every manager's maintenance prunes finished
+///   records past their topic's retention ([`ManagerBuilder::retention`](crate::ManagerBuilder::retention)).
+///
+/// # Bulk operations
+///
+/// [`requeue_dead`](Client::requeue_dead), [`delete_dead`](Client::delete_dead) and
+/// [`cancel_waiting`](Client::cancel_waiting) page through a queue with
+/// [`Store::list`], acting on one page of at most [`BULK_PAGE`] ids at a time, so a
+/// queue of a million tasks never sits in memory at once. Each page is one store call per
+/// operation: a bulk operation is not atomic, and one that fails midway has done the
+/// pages before it (the count it would have returned is lost with the error; running it
+/// again does the rest).
 ///
 /// Cheap to clone (a shared store, a clock and a name), and usable from any process that
 /// opens the store, whether a manager runs there or not.
@@ -123,7 +123,7 @@ impl Client {
     ///
     /// Once this returns `Ok`, each new task runs to an outcome at least once (unless it is
     /// cancelled or deleted). A task that sets no retry limit gets the one of the manager
-    /// that first claims it (see the [module docs](self)).
+    /// that first claims it (see [`Client`]).
     pub async fn enqueue_batch(&self, tasks: Vec<Task>) -> Result<Vec<Enqueued>> {
         let opts = EnqueueOptions::new(self.clock.now());
         self.store.enqueue(tasks, &opts).await
