@@ -512,6 +512,45 @@ checks!(
         );
     }
 
+    /// With retention zero a cancelled run leaves no record, yet its `TASK_CANCELLED` still
+    /// names who cancelled it (read before the outcome removes the record).
+    pub async fn a_cancel_event_names_who_when_nothing_is_kept(store: Arc<dyn Store>) {
+        let manager = builder(&store)
+            .lease(Duration::from_secs(300))
+            .retention(Duration::ZERO)
+            .build();
+        let started = Arc::new(AtomicBool::new(false));
+        let start = started.clone();
+        manager
+            .register("t", move |ctx: TaskContext| {
+                start.store(true, Ordering::SeqCst);
+                async move {
+                    ctx.cancelled().await;
+                    Ok::<_, TaskError>(())
+                }
+            })
+            .unwrap();
+        let client = client(&store);
+        let events = record_events(&client).await;
+        manager.start().await.unwrap();
+        let id = client.enqueue(task("t", 1)).await.unwrap().id();
+        wait_started(&started).await;
+        assert_eq!(
+            client.cancel(&[id]).await.unwrap(),
+            [Cancellation::Requested]
+        );
+        assert_eq!(
+            wait_for_cancelled_event(&events, id).await,
+            (Some("ops".to_string()), true)
+        );
+        manager.close().await.unwrap();
+        assert!(
+            client.status(id).await.unwrap().is_none(),
+            "retention zero kept the cancelled task"
+        );
+        assert_eq!(client.stats().await.unwrap().total.counters.cancelled, 1);
+    }
+
     /// The maintenance loop prunes finished tasks once their topic's retention has
     /// passed, and leaves those of a topic kept longer.
     pub async fn finished_tasks_are_pruned_after_their_retention(store: Arc<dyn Store>) {

@@ -4,6 +4,7 @@
 use super::outcome::Report;
 use super::Shared;
 use crate::store::{Applied, ApplyOptions, LeaseRef, Outcome, OutcomeKind};
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -33,15 +34,29 @@ impl Shared {
                 }
             }
             let mut runs = Vec::with_capacity(pending.len());
+            // Cancelled runs whose record goes with their outcome (retention 0).
+            let mut unkept_cancels = Vec::new();
             let (outcomes, reports): (Vec<Outcome>, Vec<Report>) = pending
                 .drain(..)
                 .map(|p| {
                     let (outcome, report, run) = p.into_parts();
+                    if !outcome.keep && run.as_ref().is_some_and(|r| r.is_cancelled()) {
+                        unkept_cancels.push(outcome.lease.id);
+                    }
                     runs.extend(run);
                     (outcome, report)
                 })
                 .unzip();
             let watched = self.store.has_subscribers();
+            // Who cancelled a task is on its record, which an outcome that is not kept
+            // removes: for the event, it is read first. Only when someone watches, and only
+            // for runs this manager stopped (cancels are rare).
+            let mut cancelled_by = FxHashMap::default();
+            if watched {
+                for id in unkept_cancels {
+                    cancelled_by.insert(id, self.cancelled_by(id).await);
+                }
+            }
             // Event-order rule 4, for the batches that send a task back to INPUT. Completions
             // and failures need no order with a later claim, and taking the lock for them
             // would hold back every dispatch by an apply's round trip on a store that
@@ -65,7 +80,10 @@ impl Shared {
                     Applied::Done => {}
                     Applied::Cancelled if watched => {
                         let LeaseRef { id, topic, .. } = outcome.lease;
-                        events.push(self.cancelled_event(id, topic).await);
+                        events.push(match cancelled_by.remove(&id) {
+                            Some(by) => Self::cancelled_event_by(id, topic, by),
+                            None => self.cancelled_event(id, topic).await,
+                        });
                     }
                     Applied::Cancelled => {}
                     Applied::Stale => warn!(

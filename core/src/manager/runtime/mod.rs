@@ -378,13 +378,22 @@ impl Shared {
     /// record says (a lookup: cancels are rare, and this runs only for watchers). `by` is
     /// `None` when the record is gone (its topic keeps nothing) or cannot be read.
     async fn cancelled_event(&self, id: TaskId, topic: Arc<str>) -> Event {
-        let by = match self.store.get(id).await {
+        let by = self.cancelled_by(id).await;
+        Self::cancelled_event_by(id, topic, by)
+    }
+
+    /// Who asked for the cancel of task `id`, as its record says.
+    async fn cancelled_by(&self, id: TaskId) -> Option<Arc<str>> {
+        match self.store.get(id).await {
             Ok(record) => record.and_then(|r| r.cancelled_by).map(Arc::from),
             Err(e) => {
                 warn!(%id, error = %e, "cannot read who cancelled a task");
                 None
             }
-        };
+        }
+    }
+
+    fn cancelled_event_by(id: TaskId, topic: Arc<str>, by: Option<Arc<str>>) -> Event {
         Event::TaskCancelled {
             id,
             topic,
