@@ -10,36 +10,13 @@ use taskmill_core::store::{
     OutcomeKind, TopicClaim,
 };
 use taskmill_core::{Queue, Store, Task, TaskId, Timestamp};
-use taskmill_redis::RedisStore;
-use taskmill_testkit::redis::{fresh_namespace, RedisServer};
 use taskmill_testkit::T0;
 
-/// A store on a private server, a raw connection to it, and the namespace.
-struct Setup {
-    store: RedisStore,
-    raw: redis::aio::MultiplexedConnection,
-    namespace: String,
-    _server: RedisServer,
-}
+mod common;
+
+use common::Setup;
 
 impl Setup {
-    async fn new() -> Self {
-        let server = RedisServer::start();
-        let namespace = fresh_namespace();
-        let store = RedisStore::open(&server.url(&namespace)).await.unwrap();
-        let raw = server.connect().await;
-        Setup {
-            store,
-            raw,
-            namespace,
-            _server: server,
-        }
-    }
-
-    fn key(&self, topic: &str, suffix: &str) -> String {
-        format!("{{{}:{topic}}}:{suffix}", self.namespace)
-    }
-
     /// (ids in the fresh list, ids in the ready set) of `topic`.
     async fn layout(&mut self, topic: &str) -> (Vec<u64>, Vec<u64>) {
         let fresh: Vec<u64> = redis::cmd("LRANGE")

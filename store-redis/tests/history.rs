@@ -14,35 +14,13 @@ use taskmill_core::{
     Event, Payload, Queue, Store, StoreExt, Task, TaskId, TaskRecord, Timestamp, MAX_KEPT_ERRORS,
 };
 use taskmill_redis::RedisStore;
-use taskmill_testkit::redis::{fresh_namespace, RedisServer};
 use taskmill_testkit::{apply_outcome_at, claim_at, enqueue, get, ready, recover, T0};
 
-/// A store on a private server, a raw connection to it, and the namespace.
-struct Setup {
-    store: RedisStore,
-    raw: redis::aio::MultiplexedConnection,
-    namespace: String,
-    _server: RedisServer,
-}
+mod common;
+
+use common::Setup;
 
 impl Setup {
-    async fn new() -> Self {
-        let server = RedisServer::start();
-        let namespace = fresh_namespace();
-        let store = RedisStore::open(&server.url(&namespace)).await.unwrap();
-        let raw = server.connect().await;
-        Setup {
-            store,
-            raw,
-            namespace,
-            _server: server,
-        }
-    }
-
-    fn key(&self, topic: &str, suffix: &str) -> String {
-        format!("{{{}:{topic}}}:{suffix}", self.namespace)
-    }
-
     /// The members of a sorted set of `topic` with their scores, lowest first.
     async fn zset(&mut self, topic: &str, suffix: &str) -> Vec<(u64, i64)> {
         redis::cmd("ZRANGE")

@@ -10,6 +10,7 @@ use crate::views::query;
 use axum::extract::{Form, Path};
 use axum::response::Redirect;
 use serde::Deserialize;
+use taskmill_core::TaskId;
 
 /// Where to send the browser afterwards: a path inside the dashboard.
 #[derive(Deserialize)]
@@ -21,6 +22,11 @@ impl Back {
     fn redirect(self, ctx: &Ctx, fallback: &str) -> Redirect {
         let to = self.next.filter(|n| is_local_path(n));
         Redirect::to(&ctx.url(to.as_deref().unwrap_or(fallback)))
+    }
+
+    /// Back where the browser came from, else to task `id`'s page.
+    fn or_task(self, ctx: &Ctx, id: TaskId) -> Redirect {
+        self.redirect(ctx, &format!("/tasks/{id}"))
     }
 }
 
@@ -35,7 +41,7 @@ pub(crate) async fn retry(
         .retry(id)
         .await
         .map_err(|e| ctx.store_failure(e))?;
-    Ok(back.redirect(&ctx, &format!("/tasks/{id}")))
+    Ok(back.or_task(&ctx, id))
 }
 
 /// `POST /tasks/{id}/cancel`: a waiting task is cancelled at once, a running one is asked
@@ -50,7 +56,7 @@ pub(crate) async fn cancel(
         .cancel(id)
         .await
         .map_err(|e| ctx.store_failure(e))?;
-    Ok(back.redirect(&ctx, &format!("/tasks/{id}")))
+    Ok(back.or_task(&ctx, id))
 }
 
 /// `POST /tasks/{id}/delete`. From the task's own page, goes on to the list it was in.

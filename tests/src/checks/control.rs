@@ -81,15 +81,7 @@ fn is(status: TaskStatus) -> impl Fn(&TaskInfo) -> bool {
 
 /// Collects the store's events in the background.
 async fn record_events(client: &Client) -> Log<Event> {
-    let events = log();
-    let mut stream = client.watch().await.unwrap();
-    let sink = events.clone();
-    tokio::spawn(async move {
-        while let Some(e) = stream.next().await {
-            sink.lock().unwrap().push(e);
-        }
-    });
-    events
+    super::record_events(client.watch().await.unwrap())
 }
 
 /// The `TASK_CANCELLED` events of task `id` seen so far, as `(by, was_running)`.

@@ -2,7 +2,6 @@
 //!
 //! These run in real time with short intervals and wait on conditions with deadlines.
 
-use futures_util::StreamExt;
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -33,15 +32,7 @@ async fn enqueue_all(manager: &Manager, tasks: Vec<Task>) -> Vec<TaskId> {
 
 /// Collects the store's events in the background.
 async fn record_events(manager: &Manager) -> Log<Event> {
-    let events = log();
-    let mut stream = manager.watch().await.unwrap();
-    let sink = events.clone();
-    tokio::spawn(async move {
-        while let Some(e) = stream.next().await {
-            sink.lock().unwrap().push(e);
-        }
-    });
-    events
+    super::record_events(manager.watch().await.unwrap())
 }
 
 async fn wait_for_stats(

@@ -15,3 +15,20 @@ pub mod leases;
 pub mod lifecycle;
 pub mod manager;
 pub mod ordering;
+
+use futures_util::StreamExt;
+use taskmill_core::{Event, EventStream};
+use taskmill_testkit::{log, Log};
+
+/// Collects the events of `stream` (a manager's or a client's `watch()`) in the
+/// background, for manager checks to look at.
+pub(crate) fn record_events(mut stream: EventStream) -> Log<Event> {
+    let events = log();
+    let sink = events.clone();
+    tokio::spawn(async move {
+        while let Some(e) = stream.next().await {
+            sink.lock().unwrap().push(e);
+        }
+    });
+    events
+}
