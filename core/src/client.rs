@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::event::EventStream;
+use crate::middleware::{Chain, EnqueueNext, Middleware};
 use crate::stats::Stats;
 use crate::store::{
     CancelOptions, Cancellation, EnqueueOptions, Enqueued, ListOptions, Page, RequeueOptions, Store,
@@ -11,6 +12,7 @@ use crate::time::Clock;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use tracing::Instrument;
 
 /// How many ids a bulk operation lists and acts on per store call.
 pub const BULK_PAGE: usize = 500;
@@ -67,6 +69,8 @@ pub struct Client {
     store: Arc<dyn Store>,
     clock: Clock,
     by: Arc<str>,
+    /// Wraps every enqueue, outermost first.
+    middleware: Chain,
 }
 
 impl Client {
@@ -82,7 +86,22 @@ impl Client {
             store,
             clock: Clock::system(),
             by: format!("client:{}", std::process::id()).into(),
+            middleware: Arc::new([]),
         }
+    }
+
+    /// Sends every enqueue through `middleware` ([`Middleware::enqueue`]), after the
+    /// middleware added before it: a middleware can stamp [headers](Task::headers_mut) on
+    /// tasks, or refuse them.
+    pub fn middleware(self, middleware: impl Middleware) -> Self {
+        self.middleware_shared(Arc::new(middleware))
+    }
+
+    pub(crate) fn middleware_shared(mut self, middleware: Arc<dyn Middleware>) -> Self {
+        let mut chain = self.middleware.to_vec();
+        chain.push(middleware);
+        self.middleware = chain.into();
+        self
     }
 
     /// Reads the time from `clock` (default [`Clock::system`]): enqueue times, due times
@@ -124,9 +143,17 @@ impl Client {
     /// Once this returns `Ok`, each new task runs to an outcome at least once (unless it is
     /// cancelled or deleted). A task that sets no retry limit gets the one of the manager
     /// that first claims it (see [`Client`]).
+    ///
+    /// Runs in a `taskmill.enqueue` span (OpenTelemetry kind `producer`), inside which the
+    /// client's [middleware](Self::middleware) sees the tasks: a trace-propagation
+    /// middleware records this span as the parent of the tasks' runs.
     pub async fn enqueue_batch(&self, tasks: Vec<Task>) -> Result<Vec<Enqueued>> {
+        let span = enqueue_span(&tasks);
         let opts = EnqueueOptions::new(self.clock.now());
-        self.store.enqueue(tasks, &opts).await
+        EnqueueNext::new(&self.middleware, &*self.store, &opts)
+            .enqueue(tasks)
+            .instrument(span)
+            .await
     }
 
     /// Where the task stands now, with its record (times, attempts, errors, result,
@@ -313,4 +340,21 @@ impl TaskInfo {
 
 fn decode_optional<T: DeserializeOwned>(payload: Option<&Payload>) -> Result<Option<T>> {
     payload.map(Payload::decode).transpose()
+}
+
+/// The span of one enqueue call, with the fields an OpenTelemetry exporter reads (span
+/// name and kind, the messaging system, and the topic when the batch has one).
+fn enqueue_span(tasks: &[Task]) -> tracing::Span {
+    let topic = match tasks.split_first() {
+        Some((first, rest)) if rest.iter().all(|t| t.topic() == first.topic()) => first.topic(),
+        _ => "",
+    };
+    tracing::info_span!(
+        "taskmill.enqueue",
+        otel.name = %format_args!("{topic} publish"),
+        otel.kind = "producer",
+        messaging.system = "taskmill",
+        messaging.destination.name = topic,
+        messaging.batch.message_count = tasks.len(),
+    )
 }

@@ -15,7 +15,9 @@ mod backoff;
 mod client;
 mod error;
 mod event;
+mod headers;
 mod manager;
+mod middleware;
 pub mod raw;
 mod stats;
 pub mod store;
@@ -26,10 +28,12 @@ pub use backoff::Backoff;
 pub use client::{Client, TaskInfo, BULK_PAGE};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use event::{Event, EventStream};
+pub use headers::{Headers, MAX_HEADERS, MAX_HEADERS_BYTES, MAX_HEADER_KEY_BYTES};
 pub use manager::{
     Manager, ManagerBuilder, Processor, TaskContext, TaskError, TopicOptions, Typed,
     DEFAULT_MAX_RESULT_BYTES, DEFAULT_RETENTION,
 };
+pub use middleware::{EnqueueNext, Middleware, Next};
 pub use stats::{Counters, QueueSizes, Stats, TopicStats};
 pub use store::{Store, StoreExt, LEASE_EXPIRED_ERROR};
 pub use task::{

@@ -1,8 +1,10 @@
 //! Counters and queue sizes, in total and per topic.
 
+use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ops::AddAssign;
+use std::time::Duration;
 
 /// How many transitions of each kind a store has performed.
 ///
@@ -132,6 +134,21 @@ pub struct TopicStats {
     /// Whether the topic is paused.
     #[serde(default)]
     pub paused: bool,
+    /// The earliest `run_at` among the tasks in INPUT, if any: when the oldest due task
+    /// became due, if it is not after now. Stores read it from an index, so asking costs
+    /// the same with a thousand tasks waiting as with a million.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub earliest_run_at: Option<Timestamp>,
+}
+
+impl TopicStats {
+    /// The queue latency at `now`: how long the oldest due task has waited since it became
+    /// due (zero when no task is due). Sidekiq and asynq put this figure on their front
+    /// page: it grows when workers fall behind, whatever the queue's length.
+    pub fn latency(&self, now: Timestamp) -> Duration {
+        self.earliest_run_at
+            .map_or(Duration::ZERO, |at| now.saturating_since(at))
+    }
 }
 
 /// A snapshot of a store's statistics: totals, and each topic that has any. A store builds
@@ -139,7 +156,8 @@ pub struct TopicStats {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Summed over all topics (`paused` is false here).
+    /// Summed over all topics (`paused` is false here; `earliest_run_at` is the earliest
+    /// of any topic).
     #[serde(flatten)]
     pub total: TopicStats,
     /// Per topic.
@@ -153,6 +171,10 @@ impl Stats {
         for t in topics.values() {
             total.counters += t.counters;
             total.sizes += t.sizes;
+            total.earliest_run_at = match (total.earliest_run_at, t.earliest_run_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
         }
         Stats { total, topics }
     }

@@ -3,6 +3,7 @@
 //! This module depends on no store type: the store module builds on it, not the reverse.
 
 use crate::error::{Error, Result};
+use crate::headers::Headers;
 use crate::time::Timestamp;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -170,6 +171,7 @@ pub struct Task {
     schedule: Schedule,
     unique_key: Option<String>,
     unique_while_kept: bool,
+    headers: Headers,
 }
 
 impl Task {
@@ -194,6 +196,7 @@ impl Task {
             schedule: Schedule::Now,
             unique_key: None,
             unique_while_kept: false,
+            headers: Headers::new(),
         })
     }
 
@@ -250,6 +253,27 @@ impl Task {
         self
     }
 
+    /// Sets a header, carried with the task to every run
+    /// ([`TaskContext::headers`](crate::TaskContext::headers)) and kept on its record.
+    ///
+    /// Fails with [`ErrorKind::Misuse`](crate::ErrorKind::Misuse) when the key or value
+    /// breaks the rules of [`Headers`] or a limit would be exceeded.
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Result<Self> {
+        self.headers.insert(key, value)?;
+        Ok(self)
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// The headers, to change them (a [`Middleware`](crate::Middleware) stamping tasks
+    /// on enqueue does this).
+    pub fn headers_mut(&mut self) -> &mut Headers {
+        &mut self.headers
+    }
+
     /// The topic.
     pub fn topic(&self) -> &str {
         &self.topic
@@ -280,6 +304,7 @@ impl Task {
         };
         record.unique_key = self.unique_key.map(String::into_boxed_str);
         record.unique_while_kept = self.unique_while_kept;
+        record.headers = self.headers;
         record
     }
 }
@@ -434,6 +459,9 @@ pub struct TaskRecord {
     pub external_id: Option<Box<str>>,
     /// The JSON arguments.
     pub args: Payload,
+    /// The headers set at enqueue ([`Task::header`]).
+    #[serde(default, skip_serializing_if = "Headers::is_empty")]
+    pub headers: Headers,
     /// How many times the task has been claimed to run (the current run included, while
     /// in WORK). A run given back at shutdown does not count.
     pub attempt: u32,
@@ -511,6 +539,7 @@ impl TaskRecord {
             topic: topic.into(),
             external_id: None,
             args,
+            headers: Headers::new(),
             attempt: 0,
             max_retries: None,
             priority: 0,

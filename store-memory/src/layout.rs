@@ -66,9 +66,11 @@ impl Topic {
         if record.run_at > now {
             self.scheduled.push(Reverse((record.run_at, record.id)));
         } else if new {
-            self.ready.push_new(record.priority, record.id);
+            self.ready
+                .push_new(record.priority, record.id, record.run_at);
         } else {
-            self.ready.push_returned(record.priority, record.id);
+            self.ready
+                .push_returned(record.priority, record.id, record.run_at);
         }
     }
 
@@ -80,7 +82,7 @@ impl Topic {
             }
             self.scheduled.pop();
             if let Some(task) = tasks.get(&id).filter(|t| t.queue == Queue::Input) {
-                self.ready.push_returned(task.priority, id);
+                self.ready.push_returned(task.priority, id, task.run_at);
             }
         }
     }
@@ -139,8 +141,25 @@ impl Topic {
         }
     }
 
-    pub fn stats(&self) -> TopicStats {
+    /// The earliest `run_at` in INPUT: of the due tasks, or the first scheduled one.
+    /// Drops the stale entries it meets on the way, as claims do.
+    fn earliest_run_at(&mut self, tasks: &Records) -> Option<Timestamp> {
+        let due = self.ready.earliest_run_at(tasks);
+        while let Some(&Reverse((run_at, id))) = self.scheduled.peek() {
+            if tasks
+                .get(&id)
+                .is_some_and(|t| t.queue == Queue::Input && t.run_at == run_at)
+            {
+                return Some(due.map_or(run_at, |d| d.min(run_at)));
+            }
+            self.scheduled.pop();
+        }
+        due
+    }
+
+    pub fn stats(&mut self, tasks: &Records) -> TopicStats {
         let mut stats = TopicStats::default();
+        stats.earliest_run_at = self.earliest_run_at(tasks);
         stats.counters = self.counters;
         stats.sizes.input = self.input;
         stats.sizes.work = self.work.len() as u64;

@@ -221,11 +221,12 @@ impl State {
         pruned as u64
     }
 
-    pub fn stats(&self) -> Stats {
+    pub fn stats(&mut self) -> Stats {
+        let tasks = &self.tasks;
         Stats::from_topics(
             self.topics
-                .iter()
-                .map(|(name, topic)| (name.to_string(), topic.stats()))
+                .iter_mut()
+                .map(|(name, topic)| (name.to_string(), topic.stats(tasks)))
                 .collect(),
         )
     }

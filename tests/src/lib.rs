@@ -176,5 +176,6 @@ macro_rules! conformance_suite {
         $crate::cancel!($harness);
         $crate::manager!($harness);
         $crate::control!($harness);
+        $crate::observe!($harness);
     };
 }

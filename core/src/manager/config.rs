@@ -2,6 +2,7 @@
 
 use super::Manager;
 use crate::backoff::Backoff;
+use crate::middleware::Middleware;
 use crate::store::{PruneOptions, Store, DEFAULT_MAX_RETRIES};
 use crate::time::{Clock, Timestamp};
 use rustc_hash::FxHashMap;
@@ -27,6 +28,9 @@ pub struct TopicOptions {
     pub weight: Option<u32>,
     /// How long the topic's finished tasks are kept (see [`ManagerBuilder::retention`]).
     pub retention: Option<Duration>,
+    /// Middleware around the topic's runs, inside the manager's own
+    /// ([`ManagerBuilder::middleware`]), outermost first.
+    pub middleware: Vec<Arc<dyn Middleware>>,
 }
 
 impl TopicOptions {
@@ -71,6 +75,14 @@ impl TopicOptions {
         self.retention = Some(retention);
         self
     }
+
+    /// Wraps the topic's runs in `middleware` ([`Middleware::run`]), inside the manager's
+    /// middleware and any added to the topic before. Its enqueue side is not used: enqueues
+    /// go through a client's middleware, whatever their topics.
+    pub fn middleware(mut self, middleware: impl Middleware) -> Self {
+        self.middleware.push(Arc::new(middleware));
+        self
+    }
 }
 
 /// How long finished tasks are kept unless the manager says otherwise: a day.
@@ -97,6 +109,8 @@ pub(crate) struct Config {
     pub clock: Clock,
     pub topics: FxHashMap<Arc<str>, TopicOptions>,
     pub id: Option<String>,
+    /// Around every run and every enqueue of the manager's client, outermost first.
+    pub middleware: Vec<Arc<dyn Middleware>>,
 }
 
 impl Config {
@@ -176,6 +190,7 @@ impl ManagerBuilder {
                 clock: Clock::system(),
                 topics: FxHashMap::default(),
                 id: None,
+                middleware: Vec::new(),
             },
         }
     }
@@ -300,6 +315,16 @@ impl ManagerBuilder {
     /// Options for one topic.
     pub fn topic(mut self, topic: impl Into<Arc<str>>, options: TopicOptions) -> Self {
         self.config.topics.insert(topic.into(), options);
+        self
+    }
+
+    /// Wraps every run of every topic in `middleware` ([`Middleware::run`]), after (inside)
+    /// the middleware added before it and outside each topic's own
+    /// ([`TopicOptions::middleware`]); the manager's [client](Manager::client) sends its
+    /// enqueues through it too ([`Middleware::enqueue`]). See
+    /// [`Middleware`](crate::Middleware) for the order and the cost.
+    pub fn middleware(mut self, middleware: impl Middleware) -> Self {
+        self.config.middleware.push(Arc::new(middleware));
         self
     }
 

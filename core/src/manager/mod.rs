@@ -99,9 +99,12 @@ impl Manager {
             .clone()
             .unwrap_or_else(|| format!("{}-{:08x}", std::process::id(), fastrand::u32(..)));
         let id: Arc<str> = id.into();
-        let client = Client::shared(store.clone())
-            .clock(config.clock)
-            .by(id.clone());
+        let client = config.middleware.iter().fold(
+            Client::shared(store.clone())
+                .clock(config.clock)
+                .by(id.clone()),
+            |client, middleware| client.middleware_shared(middleware.clone()),
+        );
         Manager {
             inner: Arc::new(Inner {
                 id,

@@ -3,6 +3,7 @@
 use super::run::Run;
 use crate::error::{BoxError, Error, ErrorKind, Result};
 use crate::event::Event;
+use crate::headers::Headers;
 use crate::store::Store;
 use crate::task::{Payload, TaskId, TaskRecord};
 use async_trait::async_trait;
@@ -151,6 +152,10 @@ impl fmt::Display for TaskError {
 
 /// What a processor gets for one run: the task, a cancellation signal, and ways to report
 /// progress and a result.
+///
+/// Cheap to clone (two reference counts), so a [`Middleware`](crate::Middleware) can keep
+/// one after handing the context on.
+#[derive(Clone)]
 pub struct TaskContext {
     pub(crate) run: Arc<Run>,
     /// The worker's own handle on the store (see the worker for why it is its own).
@@ -173,6 +178,11 @@ impl TaskContext {
     /// This run's attempt number: 1 for the first run.
     pub fn attempt(&self) -> u32 {
         self.run.record.attempt
+    }
+
+    /// The headers the task was enqueued with ([`Task::header`](crate::Task::header)).
+    pub fn headers(&self) -> &Headers {
+        &self.run.record.headers
     }
 
     /// The whole task as claimed for this run.

@@ -2,6 +2,7 @@
 //! from storage.
 
 use super::sealed::Sealed;
+use crate::headers::Headers;
 use crate::store::EnqueueOptions;
 use crate::task::{Payload, Task, TaskId, TaskRecord};
 use std::sync::Arc;
@@ -37,5 +38,21 @@ impl Sealed for Payload {}
 impl PayloadExt for Payload {
     fn from_stored(json: impl Into<Arc<str>>) -> Self {
         Payload(json.into())
+    }
+}
+
+/// Rebuilds [`Headers`] from stored entries.
+pub trait HeadersExt: Sealed {
+    /// Headers read back from storage, not validated against the key and size rules (a
+    /// record written by another version still reads): put in key order, the last value
+    /// of a repeated key kept.
+    fn from_stored(entries: Vec<(Box<str>, Box<str>)>) -> Self;
+}
+
+impl Sealed for Headers {}
+
+impl HeadersExt for Headers {
+    fn from_stored(entries: Vec<(Box<str>, Box<str>)>) -> Self {
+        Headers::from_stored(entries)
     }
 }

@@ -10,7 +10,8 @@
 //! ```
 //!
 //! - Records: [`TaskExt::into_record`] builds a new task's record,
-//!   [`PayloadExt::from_stored`] rebuilds a payload read from storage, and [`RecordExt`]
+//!   [`PayloadExt::from_stored`] and [`HeadersExt::from_stored`] rebuild a payload and
+//!   headers read from storage, and [`RecordExt`]
 //!   moves a record between the queues (`claim`, `apply_outcome`, `recover`, `requeue`),
 //!   counting each move, for stores that keep whole records.
 //! - [`validate_topic`]: the one rule for topic names, which backends put inside keys and
@@ -33,7 +34,7 @@ mod local_bus;
 
 pub use crate::store::url::{ServerAddress, StoreUrl};
 pub use crate::task::validate_topic;
-pub use build::{PayloadExt, TaskExt};
+pub use build::{HeadersExt, PayloadExt, TaskExt};
 pub use call::{call, Call, CallThread, Reply};
 pub use id_map::{IdHasher, IdMap, IdSet};
 pub use lifecycle::RecordExt;

@@ -229,6 +229,10 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// # Behavior
     /// - Each topic that has counted anything, holds a task or is paused has an entry.
+    /// - A topic's [`earliest_run_at`](crate::TopicStats::earliest_run_at) is the smallest
+    ///   `run_at` of its tasks in INPUT (due or scheduled), `None` when it has none. It is
+    ///   read from an index in `run_at` order: its cost does not grow with the number of
+    ///   tasks waiting.
     async fn stats(&self) -> Result<Stats>;
 
     /// The task with this id, in whichever queue it is; `None` if the store does not hold it.

@@ -14,6 +14,7 @@ pub mod history;
 pub mod leases;
 pub mod lifecycle;
 pub mod manager;
+pub mod observe;
 pub mod ordering;
 
 use futures_util::StreamExt;

@@ -91,6 +91,7 @@ use super::processor::Processor;
 use super::run::Run;
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::middleware::Chain;
 use crate::store::{CancelStream, Store};
 use crate::task::TaskId;
 use outcome::PendingOutcome;
@@ -147,6 +148,8 @@ struct Shared {
 /// What a run of a registered topic needs, found with one lookup per run.
 struct Registered {
     processor: Arc<dyn Processor>,
+    /// The manager's middleware, then the topic's.
+    middleware: Chain,
     timeout: Option<Duration>,
     /// Whether its finished tasks are kept: its retention is not zero.
     keep: bool,
@@ -200,8 +203,15 @@ impl Runtime {
             .map(|(topic, processor)| {
                 let timeout = config.topic(&topic).and_then(|o| o.timeout);
                 let keep = config.keeps(&topic);
+                let middleware = config
+                    .middleware
+                    .iter()
+                    .chain(config.topic(&topic).into_iter().flat_map(|o| &o.middleware))
+                    .cloned()
+                    .collect();
                 let registered = Registered {
                     processor,
+                    middleware,
                     timeout,
                     keep,
                 };

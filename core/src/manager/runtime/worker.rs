@@ -6,6 +6,7 @@ use super::{Registered, Shared};
 use crate::manager::exchange::Producer;
 use crate::manager::processor::TaskContext;
 use crate::manager::run::Run;
+use crate::middleware::Next;
 use crate::store::{OutcomeKind, Store};
 use crate::task::Payload;
 use futures_util::FutureExt;
@@ -47,7 +48,10 @@ impl Shared {
                 "task",
                 id = %record.id,
                 topic = %record.topic,
-                attempt = record.attempt
+                attempt = record.attempt,
+                otel.name = %format_args!("{} process", record.topic),
+                otel.kind = "consumer",
+                messaging.system = "taskmill",
             );
             let (kind, keep, result) = self.attempt(&run, &store).instrument(span).await;
             let end = Instant::now();
@@ -81,6 +85,7 @@ impl Shared {
         let (attempt, retries_left) = (record.attempt, record.has_retries_left());
         let Some(&Registered {
             ref processor,
+            ref middleware,
             timeout,
             keep,
         }) = self.topics.get(&record.topic)
@@ -96,7 +101,8 @@ impl Shared {
             max_value_bytes: self.config.max_result_bytes,
         };
         let attempt_fut = async move {
-            let process = AssertUnwindSafe(processor.process(ctx)).catch_unwind();
+            let chain = Next::new(middleware, &**processor).run(ctx);
+            let process = AssertUnwindSafe(chain).catch_unwind();
             let returned = match timeout {
                 Some(limit) => tokio::time::timeout(limit, process)
                     .await

@@ -1,0 +1,470 @@
+//! What operators and middleware observe: task headers on every path through the store,
+//! the earliest `run_at` in stats (queue latency), and middleware around runs and
+//! enqueues on a manager.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use taskmill_core::store::{EnqueueOptions, Enqueued, ListOptions, OutcomeKind};
+use taskmill_core::{
+    async_trait, Backoff, Client, EnqueueNext, Headers, Manager, ManagerBuilder, Middleware, Next,
+    Queue, Store, Task, TaskContext, TaskError, TaskId, Timestamp, TopicOptions, MAX_HEADERS,
+    MAX_HEADERS_BYTES,
+};
+use taskmill_testkit::*;
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Headers that exercise every rule: JSON and HTML metacharacters, non-ASCII text, and
+/// an empty value.
+fn awkward_headers() -> Headers {
+    let mut headers = Headers::new();
+    headers
+        .insert(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )
+        .unwrap();
+    headers
+        .insert("x-note", r#"<script>alert("x")</script> \ "q" é ü 日本"#)
+        .unwrap();
+    headers.insert("empty", "").unwrap();
+    headers
+}
+
+fn with_headers(task: Task, headers: &Headers) -> Task {
+    headers
+        .iter()
+        .fold(task, |t, (k, v)| t.header(k, v).expect("a valid header"))
+}
+
+/// The earliest `run_at` of `topic` (or of all topics) in the store's stats.
+async fn earliest(store: &dyn Store, topic: Option<&str>) -> Option<Timestamp> {
+    let stats = store.stats().await.unwrap();
+    match topic {
+        Some(topic) => stats.topic(topic).earliest_run_at,
+        None => stats.total.earliest_run_at,
+    }
+}
+
+fn builder(store: &Arc<dyn Store>) -> ManagerBuilder {
+    Manager::builder_shared(store.clone())
+        .poll_interval(Duration::from_millis(50))
+        .backoff(Backoff::constant(Duration::from_millis(10)))
+        .stats_interval(None)
+}
+
+type Trail = Arc<Mutex<Vec<String>>>;
+
+/// Writes `name>` before the rest of the chain and `<name ok|err` after, and stamps
+/// `x-stamped-by: name` on every task it enqueues.
+struct Tracer {
+    name: &'static str,
+    trail: Trail,
+}
+
+#[async_trait]
+impl Middleware for Tracer {
+    async fn run(&self, ctx: TaskContext, next: Next<'_>) -> Result<(), TaskError> {
+        self.trail.lock().unwrap().push(format!("{}>", self.name));
+        let outcome = next.run(ctx).await;
+        let how = if outcome.is_ok() { "ok" } else { "err" };
+        self.trail
+            .lock()
+            .unwrap()
+            .push(format!("<{} {how}", self.name));
+        outcome
+    }
+
+    async fn enqueue(
+        &self,
+        mut tasks: Vec<Task>,
+        next: EnqueueNext<'_>,
+    ) -> taskmill_core::Result<Vec<Enqueued>> {
+        for task in &mut tasks {
+            task.headers_mut().insert("x-stamped-by", self.name)?;
+        }
+        next.enqueue(tasks).await
+    }
+}
+
+/// Answers every run itself: completes `ok-*` tasks' topics, fails the rest for good.
+struct ShortCircuit;
+
+#[async_trait]
+impl Middleware for ShortCircuit {
+    async fn run(&self, ctx: TaskContext, _next: Next<'_>) -> Result<(), TaskError> {
+        match ctx.topic().starts_with("ok") {
+            true => Ok(()),
+            false => Err(TaskError::permanent(TaskError::msg(
+                "refused by middleware",
+            ))),
+        }
+    }
+}
+
+struct Panics;
+
+#[async_trait]
+impl Middleware for Panics {
+    async fn run(&self, _ctx: TaskContext, _next: Next<'_>) -> Result<(), TaskError> {
+        panic!("the middleware broke")
+    }
+}
+
+/// Waits until `id` is in `queue`, and returns its record.
+async fn wait_in(store: &Arc<dyn Store>, id: TaskId, queue: Queue) -> taskmill_core::TaskRecord {
+    wait_until(&format!("task {id} in {queue}"), PATIENCE, || async {
+        store
+            .get(id)
+            .await
+            .unwrap()
+            .is_some_and(|r| r.queue == queue)
+    })
+    .await;
+    get(&**store, id).await
+}
+
+checks!(
+    mod observe;
+
+    /// A task's headers come back as enqueued from every queue: in INPUT, from a claim,
+    /// after a retry, in COMPLETED, DEAD and CANCELLED, and in lists. A task without
+    /// headers has none.
+    pub async fn headers_are_kept_on_every_path(store: Arc<dyn Store>) {
+        let headers = awkward_headers();
+        let ids = enqueue(
+            &*store,
+            vec![
+                with_headers(task("t", 1), &headers),
+                with_headers(task("t", 2), &headers),
+                with_headers(task("t", 3), &headers),
+                task("t", 4),
+            ],
+        )
+        .await;
+        assert_eq!(get(&*store, ids[0]).await.headers, headers, "in INPUT");
+        assert!(get(&*store, ids[3]).await.headers.is_empty());
+        let claimed = claim(&*store, &["t"], 2).await;
+        assert!(claimed.iter().all(|r| r.headers == headers), "from a claim");
+        apply_outcome(&*store, &claimed[0], OutcomeKind::retry(T0, "again")).await;
+        apply_outcome(&*store, &claimed[1], OutcomeKind::dead("no")).await;
+        assert_eq!(get(&*store, ids[0]).await.headers, headers, "after a retry");
+        assert_eq!(get(&*store, ids[1]).await.headers, headers, "in DEAD");
+        let again = claim(&*store, &["t"], 1).await.remove(0);
+        assert_eq!((again.id, &again.headers), (ids[0], &headers));
+        apply_outcome(&*store, &again, OutcomeKind::complete()).await;
+        assert_eq!(get(&*store, ids[0]).await.headers, headers, "in COMPLETED");
+        cancel_at(&*store, &[ids[2]], "tester", T0).await;
+        assert_eq!(get(&*store, ids[2]).await.headers, headers, "in CANCELLED");
+        for queue in [Queue::Completed, Queue::Dead, Queue::Cancelled] {
+            let page = store.list(&ListOptions::new(queue)).await.unwrap();
+            assert_eq!(page.tasks.len(), 1, "{queue}");
+            assert_eq!(page.tasks[0].headers, headers, "listed in {queue}");
+        }
+        let page = store
+            .list(&ListOptions::new(Queue::Input))
+            .await
+            .unwrap();
+        assert_eq!(taskmill_testkit::ids(&page.tasks), [ids[3]]);
+        assert!(page.tasks[0].headers.is_empty());
+    }
+
+    /// Headers at the limits (the most headers, the most bytes) are kept exactly.
+    pub async fn headers_at_the_limits_are_kept(store: Arc<dyn Store>) {
+        let mut headers = Headers::new();
+        let value_len = MAX_HEADERS_BYTES / MAX_HEADERS - 4;
+        for i in 0..MAX_HEADERS {
+            let value: String = (0..value_len)
+                .map(|j| char::from(b'a' + ((i + j) % 26) as u8))
+                .collect();
+            headers.insert(format!("k{i:02}"), value).unwrap();
+        }
+        assert_eq!(headers.len(), MAX_HEADERS);
+        let id = enqueue(&*store, vec![with_headers(task("t", 1), &headers)]).await[0];
+        assert_eq!(get(&*store, id).await.headers, headers);
+        assert_eq!(claim(&*store, &["t"], 1).await[0].headers, headers);
+    }
+
+    /// Stats give each topic's earliest `run_at` in INPUT, due or scheduled, whatever the
+    /// claim order, and follow claims, retries, cancels and deletes; the total is the
+    /// earliest of all topics.
+    pub async fn stats_report_the_earliest_run_at_in_input(store: Arc<dyn Store>) {
+        assert_eq!(earliest(&*store, None).await, None, "an empty store");
+        let opts = EnqueueOptions::new(at(100));
+        let enqueued = store
+            .enqueue(
+                vec![
+                    task("t", 1).priority(5),                       // due at 100, claimed last
+                    task("t", 2).run_at(at(40)),                    // due since 40
+                    task("t", 3).priority(-1),                      // due at 100, claimed first
+                    task("t", 4).delay(Duration::from_millis(900)), // scheduled for 1000
+                    task("u", 5).run_at(at(70)),
+                ],
+                &opts,
+            )
+            .await
+            .unwrap();
+        let id: Vec<TaskId> = enqueued.iter().map(|e| e.id()).collect();
+        assert_eq!(earliest(&*store, Some("t")).await, Some(at(40)));
+        assert_eq!(earliest(&*store, Some("u")).await, Some(at(70)));
+        assert_eq!(
+            earliest(&*store, None).await,
+            Some(at(40)),
+            "the earliest of all"
+        );
+        let stats = store.stats().await.unwrap();
+        assert_eq!(
+            stats.topic("t").latency(at(140)),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            stats.topic("t").latency(at(10)),
+            Duration::ZERO,
+            "not yet due"
+        );
+
+        // Claims go by priority: task 3 first, then 2; the earliest follows what is left.
+        let first = claim_at(&*store, &["t"], 1, at(100)).await.remove(0);
+        assert_eq!(first.id, id[2]);
+        assert_eq!(earliest(&*store, Some("t")).await, Some(at(40)));
+        let second = claim_at(&*store, &["t"], 1, at(100)).await.remove(0);
+        assert_eq!(second.id, id[1]);
+        assert_eq!(
+            earliest(&*store, Some("t")).await,
+            Some(at(100)),
+            "task 1 is left"
+        );
+
+        // A retry comes back at its own time; a completed task leaves INPUT for good.
+        apply_outcome_at(
+            &*store,
+            &second,
+            OutcomeKind::retry(at(60), "again"),
+            at(100),
+        )
+        .await;
+        assert_eq!(earliest(&*store, Some("t")).await, Some(at(60)));
+        apply_outcome_at(&*store, &first, OutcomeKind::complete(), at(100)).await;
+        assert_eq!(earliest(&*store, Some("t")).await, Some(at(60)));
+
+        // Cancels and deletes take tasks out; what is left is the scheduled one.
+        cancel_at(&*store, &[id[1]], "tester", at(110)).await;
+        assert_eq!(earliest(&*store, Some("t")).await, Some(at(100)));
+        assert_eq!(store.delete(&[id[0]]).await.unwrap(), vec![true]);
+        assert_eq!(
+            earliest(&*store, Some("t")).await,
+            Some(at(1000)),
+            "only task 4, scheduled"
+        );
+        assert_eq!(
+            store.stats().await.unwrap().topic("t").latency(at(500)),
+            Duration::ZERO
+        );
+
+        // Claimed when due, the topic has nothing waiting.
+        let last = claim_at(&*store, &["t"], 5, at(1000)).await;
+        assert_eq!(ids(&last), [id[3]]);
+        assert_eq!(earliest(&*store, Some("t")).await, None);
+        assert_eq!(
+            earliest(&*store, None).await,
+            Some(at(70)),
+            "u's task remains"
+        );
+    }
+
+    /// A dead task requeued, and a task recovered from an expired lease, count from the
+    /// `run_at` they get back.
+    pub async fn the_earliest_run_at_follows_requeues_and_recoveries(store: Arc<dyn Store>) {
+        let id = enqueue(&*store, tasks("t", 0..2)).await;
+        let claimed = claim(&*store, &["t"], 2).await;
+        apply_outcome(&*store, &claimed[0], OutcomeKind::dead("no")).await;
+        assert_eq!(earliest(&*store, Some("t")).await, None, "nothing in INPUT");
+        let requeued = store
+            .requeue(
+                &[id[0]],
+                &taskmill_core::store::RequeueOptions::new(at(500)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(requeued, [true]);
+        assert_eq!(earliest(&*store, Some("t")).await, Some(at(500)));
+        let late = T0 + LEASE + Duration::from_secs(1);
+        assert_eq!(recover(&*store, late, 10).await.len(), 1);
+        assert_eq!(
+            earliest(&*store, Some("t")).await,
+            Some(at(500).min(get(&*store, id[1]).await.run_at)),
+            "the recovered task is due at its new run_at"
+        );
+    }
+
+    /// Headers set at enqueue reach the processor through any store, and a middleware's
+    /// enqueue side stamps tasks: the manager's own on its client, a bare client's on
+    /// its enqueues.
+    pub async fn headers_and_stamps_reach_the_processor(store: Arc<dyn Store>) {
+        let trail: Trail = Arc::default();
+        let seen: Arc<Mutex<Vec<(String, Option<String>, Option<String>)>>> = Arc::default();
+        let manager = builder(&store)
+            .middleware(Tracer {
+                name: "manager",
+                trail: trail.clone(),
+            })
+            .build();
+        let sink = seen.clone();
+        manager
+            .register("t", move |ctx: TaskContext| {
+                let sink = sink.clone();
+                async move {
+                    let h = ctx.headers();
+                    sink.lock().unwrap().push((
+                        ctx.raw_args().to_owned(),
+                        h.get("x-request-id").map(str::to_owned),
+                        h.get("x-stamped-by").map(str::to_owned),
+                    ));
+                    Ok::<_, TaskError>(())
+                }
+            })
+            .unwrap();
+        manager.start().await.unwrap();
+        let own = task("t", 1).header("x-request-id", "req-1").unwrap();
+        let a = manager.client().enqueue(own).await.unwrap().id();
+        let bare = Client::shared(store.clone()).middleware(Tracer {
+            name: "web",
+            trail: trail.clone(),
+        });
+        let b = bare
+            .enqueue(task("t", 2).header("x-request-id", "req-2").unwrap())
+            .await
+            .unwrap()
+            .id();
+        let c = Client::shared(store.clone())
+            .enqueue(task("t", 3))
+            .await
+            .unwrap()
+            .id();
+        for id in [a, b, c] {
+            wait_in(&store, id, Queue::Completed).await;
+        }
+        manager.close().await.unwrap();
+        let mut seen = seen.lock().unwrap().clone();
+        seen.sort();
+        let s = |v: &str| Some(v.to_owned());
+        assert_eq!(
+            seen,
+            [
+                ("1".into(), s("req-1"), s("manager")),
+                ("2".into(), s("req-2"), s("web")),
+                ("3".into(), None, None),
+            ]
+        );
+        assert_eq!(
+            get(&*store, b).await.headers.get("x-stamped-by"),
+            Some("web"),
+            "stored"
+        );
+    }
+
+    /// Middleware wraps runs in order (the manager's, first registered outermost, then the
+    /// topic's), sees the outcome, and applies to its topics only.
+    pub async fn middleware_wraps_runs_in_order(store: Arc<dyn Store>) {
+        let trail: Trail = Arc::default();
+        let tracer = |name| Tracer {
+            name,
+            trail: trail.clone(),
+        };
+        let manager = builder(&store)
+            .concurrency(1)
+            .middleware(tracer("outer"))
+            .middleware(tracer("inner"))
+            .topic(
+                "fails",
+                TopicOptions::new().retries(0).middleware(tracer("topic")),
+            )
+            .build();
+        let log = trail.clone();
+        manager
+            .register("fails", move |_ctx: TaskContext| {
+                let log = log.clone();
+                async move {
+                    log.lock().unwrap().push("processor".into());
+                    Err::<(), _>(TaskError::msg("boom"))
+                }
+            })
+            .unwrap();
+        manager
+            .register("plain", |_ctx: TaskContext| async {
+                Ok::<_, TaskError>(())
+            })
+            .unwrap();
+        manager.start().await.unwrap();
+        let failing = manager.enqueue(task("fails", 1)).await.unwrap().id();
+        wait_in(&store, failing, Queue::Dead).await;
+        let plain = manager.enqueue(task("plain", 2)).await.unwrap().id();
+        wait_in(&store, plain, Queue::Completed).await;
+        manager.close().await.unwrap();
+        let trail = trail.lock().unwrap().clone();
+        assert_eq!(
+            trail,
+            [
+                "outer>",
+                "inner>",
+                "topic>",
+                "processor",
+                "<topic err",
+                "<inner err",
+                "<outer err",
+                "outer>",
+                "inner>",
+                "<inner ok",
+                "<outer ok",
+            ]
+        );
+    }
+
+    /// A middleware that does not call the rest of the chain decides the run: its `Ok`
+    /// completes the task and its `Err` fails it, and the processor never runs.
+    pub async fn middleware_can_short_circuit_a_run(store: Arc<dyn Store>) {
+        let ran = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let manager = builder(&store).middleware(ShortCircuit).build();
+        for topic in ["ok-topic", "refused"] {
+            let ran = ran.clone();
+            manager
+                .register(topic, move |_ctx: TaskContext| {
+                    ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    async { Ok::<_, TaskError>(()) }
+                })
+                .unwrap();
+        }
+        manager.start().await.unwrap();
+        let ok = manager.enqueue(task("ok-topic", 1)).await.unwrap().id();
+        let refused = manager.enqueue(task("refused", 2)).await.unwrap().id();
+        wait_in(&store, ok, Queue::Completed).await;
+        let dead = wait_in(&store, refused, Queue::Dead).await;
+        manager.close().await.unwrap();
+        assert_eq!(dead.last_error(), Some("refused by middleware"));
+        assert_eq!(
+            ran.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "a processor ran"
+        );
+    }
+
+    /// A middleware that panics fails its run like a panicking processor; the manager goes on.
+    pub async fn a_panicking_middleware_fails_only_its_run(store: Arc<dyn Store>) {
+        let manager = builder(&store)
+            .topic("broken", TopicOptions::new().retries(0).middleware(Panics))
+            .build();
+        for topic in ["broken", "fine"] {
+            manager
+                .register(topic, |_ctx: TaskContext| async { Ok::<_, TaskError>(()) })
+                .unwrap();
+        }
+        manager.start().await.unwrap();
+        let broken = manager.enqueue(task("broken", 1)).await.unwrap().id();
+        let fine = manager.enqueue(task("fine", 2)).await.unwrap().id();
+        let dead = wait_in(&store, broken, Queue::Dead).await;
+        wait_in(&store, fine, Queue::Completed).await;
+        manager.close().await.unwrap();
+        let error = dead.last_error().unwrap_or_default();
+        assert!(error.contains("panicked: the middleware broke"), "{error}");
+    }
+);
