@@ -1,4 +1,5 @@
-//! Each run is traced in a `task` span.
+//! Each run is traced in a `task` span, and each enqueue in a `taskmill.enqueue` span,
+//! with the fields an OpenTelemetry exporter reads.
 //!
 //! In a test binary of its own: tracing caches per call site whether anyone is interested,
 //! process-wide, so a thread-local subscriber is only reliable without other tests' threads
@@ -9,7 +10,7 @@ use std::time::Duration;
 use taskmill_core::{Backoff, Manager, Store, Task, TaskContext, TaskError};
 use taskmill_memory::MemoryStore;
 
-/// Records the fields of every span named "task".
+/// Records the name and fields of every span taskmill opens.
 struct SpanRecorder(Arc<Mutex<Vec<String>>>);
 
 struct Fields(String);
@@ -25,8 +26,9 @@ impl tracing::Subscriber for SpanRecorder {
         true
     }
     fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        if span.metadata().name() == "task" {
-            let mut fields = Fields(String::new());
+        let name = span.metadata().name();
+        if name == "task" || name.starts_with("taskmill.") {
+            let mut fields = Fields(format!("{name}: "));
             span.record(&mut fields);
             self.0.lock().unwrap().push(fields.0.trim_end().to_owned());
         }
@@ -39,7 +41,8 @@ impl tracing::Subscriber for SpanRecorder {
     fn exit(&self, _: &tracing::span::Id) {}
 }
 
-/// Every run is traced in a `task` span carrying its id, topic and attempt.
+/// Every run is traced in a `task` span carrying its id, topic and attempt, named and
+/// kinded for OpenTelemetry; the enqueue in a producer span.
 #[tokio::test(flavor = "current_thread")]
 async fn each_run_has_a_task_span() {
     let spans = Arc::new(Mutex::new(Vec::new()));
@@ -70,11 +73,19 @@ async fn each_run_has_a_task_span() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     manager.close().await.unwrap();
+    let otel = |kind: &str, name: &str| {
+        format!("otel.name={name} otel.kind=\"{kind}\" messaging.system=\"taskmill\"")
+    };
     assert_eq!(
         *spans.lock().unwrap(),
         vec![
-            format!("id={id} topic=mail attempt=1"),
-            format!("id={id} topic=mail attempt=2")
+            format!(
+                "taskmill.enqueue: {} messaging.destination.name=\"mail\" \
+                 messaging.batch.message_count=1",
+                otel("producer", "mail publish")
+            ),
+            format!("task: id={id} topic=mail attempt=1 {}", otel("consumer", "mail process")),
+            format!("task: id={id} topic=mail attempt=2 {}", otel("consumer", "mail process")),
         ]
     );
 }
