@@ -84,8 +84,14 @@ async fn each_run_has_a_task_span() {
                  messaging.batch.message_count=1",
                 otel("producer", "mail publish")
             ),
-            format!("task: id={id} topic=mail attempt=1 {}", otel("consumer", "mail process")),
-            format!("task: id={id} topic=mail attempt=2 {}", otel("consumer", "mail process")),
+            format!(
+                "task: id={id} topic=mail attempt=1 {}",
+                otel("consumer", "mail process")
+            ),
+            format!(
+                "task: id={id} topic=mail attempt=2 {}",
+                otel("consumer", "mail process")
+            ),
         ]
     );
 }
