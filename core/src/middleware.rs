@@ -82,6 +82,19 @@ pub trait Middleware: Send + Sync + 'static {
     }
 }
 
+/// A shared middleware is one: the same instance can wrap a manager's runs and a bare
+/// client's enqueues (`Arc::clone(&metrics)` to each).
+#[async_trait]
+impl<M: Middleware + ?Sized> Middleware for Arc<M> {
+    async fn run(&self, ctx: TaskContext, next: Next<'_>) -> Result<(), TaskError> {
+        (**self).run(ctx, next).await
+    }
+
+    async fn enqueue(&self, tasks: Vec<Task>, next: EnqueueNext<'_>) -> Result<Vec<Enqueued>> {
+        (**self).enqueue(tasks, next).await
+    }
+}
+
 impl fmt::Debug for dyn Middleware {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Middleware")
