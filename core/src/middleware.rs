@@ -56,7 +56,7 @@
 use crate::error::Result;
 use crate::manager::{Processor, TaskContext, TaskError};
 use crate::store::{EnqueueOptions, Enqueued, Store};
-use crate::task::Task;
+use crate::task::{Task, TaskRecord};
 use async_trait::async_trait;
 use std::fmt;
 use std::sync::Arc;
@@ -71,6 +71,16 @@ pub trait Middleware: Send + Sync + 'static {
     /// retries or fails the task as a processor's would, an `Ok` completes it).
     async fn run(&self, ctx: TaskContext, next: Next<'_>) -> Result<(), TaskError> {
         next.run(ctx).await
+    }
+
+    /// Sees the run's span (`task`) once it is opened and before it is first entered,
+    /// with the task as claimed. This is the one moment a span's OpenTelemetry parent can
+    /// still be set (a tracing-opentelemetry layer starts a span when it is entered, and
+    /// [`run`](Self::run) is called inside it): a trace-propagation middleware makes the
+    /// span a child of the context in the task's [headers](TaskRecord::headers) here. Not
+    /// called when no subscriber records the span.
+    fn run_span(&self, task: &TaskRecord, span: &tracing::Span) {
+        let _ = (task, span);
     }
 
     /// Runs around one enqueue call of a [`Client`](crate::Client) (a batch of tasks,
@@ -88,6 +98,10 @@ pub trait Middleware: Send + Sync + 'static {
 impl<M: Middleware + ?Sized> Middleware for Arc<M> {
     async fn run(&self, ctx: TaskContext, next: Next<'_>) -> Result<(), TaskError> {
         (**self).run(ctx, next).await
+    }
+
+    fn run_span(&self, task: &TaskRecord, span: &tracing::Span) {
+        (**self).run_span(task, span)
     }
 
     async fn enqueue(&self, tasks: Vec<Task>, next: EnqueueNext<'_>) -> Result<Vec<Enqueued>> {
