@@ -63,7 +63,7 @@ impl Shared {
                     }
                 }
             }
-            let (kind, keep, result) = self.attempt(&run, &store).instrument(span).await;
+            let (kind, keep, result) = self.attempt(&run, &store, started).instrument(span).await;
             let end = Instant::now();
             last_end = Some(end);
             let report = Report {
@@ -86,6 +86,7 @@ impl Shared {
         &self,
         run: &Arc<Run>,
         store: &Arc<Arc<dyn Store>>,
+        started: Instant,
     ) -> (OutcomeKind, bool, Option<Payload>) {
         let record = &run.record;
         // Shutdown step 3: a run taken after the cancel is released unrun.
@@ -109,6 +110,7 @@ impl Shared {
             run: run.clone(),
             store: store.clone(),
             max_value_bytes: self.config.max_result_bytes,
+            started,
         };
         let attempt_fut = async move {
             let chain = Next::new(middleware, &**processor).run(ctx);
