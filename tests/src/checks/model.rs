@@ -4,8 +4,10 @@
 //!
 //! After every step the store must agree with the model on what the step returned, on
 //! each topic's counters, queue sizes, paused flag and earliest `run_at`, and on every
-//! task's queue, attempt, due time, retry limit, lease, cancel request and error count;
-//! a removed task must be gone. A failure is shrunk by proptest to a short sequence, which
+//! task's queue, attempt, due time, retry limit, lease, cancel request, error count,
+//! result and progress; a removed task must be gone. Every few steps, and at the end,
+//! each queue of each topic is paged through three tasks at a time and must list exactly
+//! the model's tasks in id order. A failure is shrunk by proptest to a short sequence, which
 //! the panic prints.
 //!
 //! `cargo test` runs [`DEFAULT_CASES`] sequences per backend from a fixed seed. More:
@@ -28,10 +30,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use taskmill_core::store::{
     Applied, ApplyOptions, CancelOptions, Cancellation, ClaimOptions, EnqueueOptions, Enqueued,
-    LeaseRef, Outcome, OutcomeKind, PruneOptions, RecoverOptions, RenewOptions, RequeueOptions,
-    TopicClaim, DEFAULT_MAX_RETRIES,
+    LeaseRef, ListOptions, Outcome, OutcomeKind, Progress, PruneOptions, RecoverOptions,
+    RenewOptions, RequeueOptions, TopicClaim, DEFAULT_MAX_RETRIES,
 };
-use taskmill_core::{Counters, Queue, Store, Task, TaskId, TaskRecord, Timestamp, TopicStats};
+use taskmill_core::{
+    Counters, Payload, Queue, Store, Task, TaskId, TaskRecord, Timestamp, TopicStats,
+};
 use taskmill_testkit::{ready, T0};
 
 /// Sequences per backend in `cargo test`.
@@ -62,6 +66,10 @@ enum Op {
     },
     Renew {
         lease: usize,
+    },
+    Progress {
+        lease: usize,
+        value: u8,
     },
     Recover,
     Advance {
@@ -97,7 +105,7 @@ struct NewTask {
 
 #[derive(Debug, Clone, Copy)]
 enum Kind {
-    Complete,
+    Complete { result: Option<u8> },
     Retry { delay_ms: u64 },
     Dead,
     Release,
@@ -126,7 +134,7 @@ fn new_task() -> impl Strategy<Value = NewTask> {
 
 fn kind() -> impl Strategy<Value = Kind> {
     prop_oneof![
-        3 => Just(Kind::Complete),
+        3 => prop::option::weighted(0.3, any::<u8>()).prop_map(|result| Kind::Complete { result }),
         2 => (0u64..2_000).prop_map(|delay_ms| Kind::Retry { delay_ms }),
         1 => Just(Kind::Dead),
         1 => Just(Kind::Release),
@@ -148,6 +156,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (any::<usize>(), kind(), prop::bool::weighted(0.8))
             .prop_map(|(lease, kind, keep)| Op::Apply { lease, kind, keep }),
         1 => any::<usize>().prop_map(|lease| Op::Renew { lease }),
+        1 => (any::<usize>(), any::<u8>()).prop_map(|(lease, value)| Op::Progress { lease, value }),
         1 => Just(Op::Recover),
         2 => prop_oneof![0u64..1_500, 20_000u64..40_000].prop_map(|ms| Op::Advance { ms }),
         1 => any::<usize>().prop_map(|task| Op::Requeue { task }),
@@ -174,6 +183,8 @@ struct Model {
     cancel_requested: bool,
     finished_at: Option<Timestamp>,
     errors: usize,
+    result: Option<String>,
+    progress: Option<String>,
 }
 
 impl Model {
@@ -268,7 +279,9 @@ impl Case {
                     return Ok(());
                 };
                 let kind = match *kind {
-                    Kind::Complete => OutcomeKind::complete(),
+                    Kind::Complete { result } => {
+                        OutcomeKind::complete_with(result.map(|r| Payload::new(&r).unwrap()))
+                    }
                     Kind::Retry { delay_ms } => {
                         OutcomeKind::retry(now + Duration::from_millis(delay_ms), "again")
                     }
@@ -303,6 +316,28 @@ impl Case {
                     "renew",
                 )?;
                 agree!(got, vec![expected], "renew of task {}", lease.id);
+            }
+            Op::Progress { lease, value } => {
+                let Some(lease) = self.pick_lease(*lease) else {
+                    return Ok(());
+                };
+                let value = Payload::new(value).unwrap();
+                let expected = match self.tasks.get_mut(&lease.id) {
+                    Some(t) if t.owns(lease.token) => {
+                        t.progress = Some(value.as_str().to_owned());
+                        match t.cancel_requested {
+                            true => Applied::Cancelled,
+                            false => Applied::Done,
+                        }
+                    }
+                    _ => Applied::Stale,
+                };
+                let update = Progress {
+                    lease: lease.clone(),
+                    value,
+                };
+                let got = ok(self.store.progress(&[update]).await, "progress")?;
+                agree!(got, vec![expected], "progress of task {}", lease.id);
             }
             Op::Recover => self.recover().await?,
             Op::Advance { ms } => self.now = now + Duration::from_millis(*ms),
@@ -466,6 +501,8 @@ impl Case {
                             cancel_requested: false,
                             finished_at: None,
                             errors: 0,
+                            result: None,
+                            progress: None,
                         },
                     );
                 }
@@ -559,13 +596,21 @@ impl Case {
             return Applied::Stale;
         };
         let counters = &mut self.counters[t.topic];
+        let result = match kind {
+            OutcomeKind::Complete { result, .. } => result.as_ref().map(|r| r.as_str().to_owned()),
+            _ => None,
+        };
         let answer = if t.cancel_requested {
+            if result.is_some() {
+                t.result = result;
+            }
             t.finish(Queue::Cancelled, now);
             counters.cancelled += 1;
             Applied::Cancelled
         } else {
             match kind {
                 OutcomeKind::Complete { .. } => {
+                    t.result = result;
                     t.finish(Queue::Completed, now);
                     counters.completed += 1;
                 }
@@ -666,8 +711,38 @@ impl Case {
                 cancel_requested: t.cancel_requested,
                 finished_at: t.finished_at,
                 errors: t.errors,
+                result: t.result.clone(),
+                progress: t.progress.clone(),
             });
             agree!(got, want, "task {id}");
+        }
+        Ok(())
+    }
+
+    /// Pages through every queue of each topic, three tasks a page: each holds exactly
+    /// the model's tasks, in ascending id order.
+    async fn compare_lists(&self) -> Result<(), TestCaseError> {
+        for (n, name) in self.topics.iter().enumerate() {
+            for queue in Queue::ALL {
+                let want: Vec<TaskId> = self
+                    .tasks
+                    .iter()
+                    .filter(|(_, t)| t.topic == n && t.queue == queue)
+                    .map(|(id, _)| *id)
+                    .collect();
+                let mut got = Vec::new();
+                let mut opts = ListOptions::new(queue).topic(name.clone()).limit(3);
+                // Bounded: a store whose cursor never ends still fails.
+                for _ in 0..=want.len() + 1 {
+                    let page = ok(self.store.list(&opts).await, "list")?;
+                    got.extend(page.tasks.iter().map(|r| r.id));
+                    match page.next {
+                        Some(next) => opts = opts.after(next),
+                        None => break,
+                    }
+                }
+                agree!(got, want, "list of {queue} in {name}");
+            }
         }
         Ok(())
     }
@@ -692,6 +767,8 @@ struct View {
     cancel_requested: bool,
     finished_at: Option<Timestamp>,
     errors: usize,
+    result: Option<String>,
+    progress: Option<String>,
 }
 
 fn view(r: &TaskRecord) -> View {
@@ -706,6 +783,8 @@ fn view(r: &TaskRecord) -> View {
         cancel_requested: r.is_cancel_requested(),
         finished_at: r.finished_at,
         errors: r.errors.len(),
+        result: r.result.as_ref().map(|p| p.as_str().to_owned()),
+        progress: r.progress.as_ref().map(|p| p.as_str().to_owned()),
     }
 }
 
@@ -716,7 +795,13 @@ async fn run_case(store: Arc<dyn Store>, ops: Vec<Op>) -> Result<(), TestCaseErr
         case.step(op)
             .await
             .map_err(|e| TestCaseError::fail(format!("step {n} ({op:?}): {e}")))?;
+        if n % 8 == 7 {
+            case.compare_lists()
+                .await
+                .map_err(|e| TestCaseError::fail(format!("after step {n}: {e}")))?;
+        }
     }
+    case.compare_lists().await?;
     case.clean().await
 }
 
