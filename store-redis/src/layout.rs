@@ -32,8 +32,8 @@ pub(crate) struct Keys {
 #[derive(Debug)]
 pub(crate) struct TopicKeys {
     /// meta, ready, scheduled, dead, later, unique, leases, tasks, fresh, completed,
-    /// cancelled, finished, cancels, progress.
-    pub keys: [String; 14],
+    /// cancelled, finished, cancels, progress, due.
+    pub keys: [String; 15],
     /// The topic as a JSON string, for events built inside scripts.
     pub topic_json: String,
 }
@@ -98,6 +98,7 @@ impl Keys {
                 "finished",
                 "cancels",
                 "progress",
+                "due",
             ]
             .map(|suffix| format!("{tag}:{suffix}")),
             topic_json: serde_json::to_string(&**topic).unwrap_or_else(|_| "\"\"".to_owned()),

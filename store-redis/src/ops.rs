@@ -223,9 +223,29 @@ pub(crate) async fn enqueue(
             // FIFO list (the script decides: see enqueue.lua); the others are scored
             // for the ready set.
             let fresh_priority = most_common_priority(ready.iter().map(|(_, r)| r.priority));
-            let (fresh, ready): (Vec<_>, Vec<_>) = ready
+            let (fresh, mut ready): (Vec<_>, Vec<_>) = ready
                 .into_iter()
                 .partition(|(_, r)| Some(r.priority) == fresh_priority);
+            // The list's run_ats never decrease (its head has the earliest, for stats): a
+            // task due before one ahead of it in the chunk is scored for the ready set.
+            let mut latest = i64::MIN;
+            let (fresh, behind): (Vec<_>, Vec<_>) = fresh.into_iter().partition(|(_, r)| {
+                let at = r.run_at.as_millis();
+                let in_order = at >= latest;
+                latest = latest.max(at);
+                in_order
+            });
+            if !behind.is_empty() {
+                ready.extend(behind);
+                ready.sort_by_key(|(i, _)| *i);
+            }
+            let fresh_run_ats = match (fresh.first(), fresh.last()) {
+                (Some((_, first)), Some((_, last))) => (
+                    first.run_at.as_millis().to_string(),
+                    last.run_at.as_millis().to_string(),
+                ),
+                _ => Default::default(),
+            };
             let unique: Vec<_> = chunk
                 .iter()
                 .filter_map(|(_, r)| r.unique_key.as_deref().map(|k| (r.id.get(), k)))
@@ -238,7 +258,9 @@ pub(crate) async fn enqueue(
                 .arg(fresh_priority.unwrap_or(0))
                 .arg(ready.len())
                 .arg(scheduled.len())
-                .arg(unique.len());
+                .arg(unique.len())
+                .arg(&fresh_run_ats.0)
+                .arg(&fresh_run_ats.1);
             for (_, r) in chunk {
                 record.clear();
                 encode_record(r, &mut record);
@@ -250,6 +272,9 @@ pub(crate) async fn enqueue(
             for (_, r) in &ready {
                 call.arg(ready_score(r.priority, r.id.get()))
                     .arg(r.id.get());
+            }
+            for (_, r) in &ready {
+                call.arg(r.run_at.as_millis()).arg(r.id.get());
             }
             for (_, r) in &scheduled {
                 call.arg(r.run_at.as_millis()).arg(r.id.get());
@@ -641,7 +666,15 @@ pub(crate) async fn stats(store: &RedisStore) -> Result<Stats> {
     for (topic, reply) in topics.iter().zip(replies) {
         let mut items = array(reply, "stats")?.into_iter();
         let meta = array(items.next().unwrap_or(Value::Nil), "stats")?;
-        let sizes: Vec<u64> = items
+        // Five sizes, then the earliest run_at (nil, false in Lua, for none).
+        let mut rest: Vec<Value> = items.collect();
+        let earliest = if rest.len() > 5 {
+            rest.pop().unwrap_or(Value::Nil)
+        } else {
+            Value::Nil
+        };
+        let sizes: Vec<u64> = rest
+            .into_iter()
             .map(|v| int(&v, "stats").map(|n| n.max(0) as u64))
             .collect::<Result<_>>()?;
         let mut stats = TopicStats::default();
@@ -670,6 +703,10 @@ pub(crate) async fn stats(store: &RedisStore) -> Result<Stats> {
         stats.sizes.dead = sizes.get(2).copied().unwrap_or(0);
         stats.sizes.completed = sizes.get(3).copied().unwrap_or(0);
         stats.sizes.cancelled = sizes.get(4).copied().unwrap_or(0);
+        stats.earliest_run_at = match earliest {
+            Value::Nil => None,
+            v => Some(Timestamp::from_millis(int(&v, "earliest run_at")?)),
+        };
         per_topic.insert(topic.to_string(), stats);
     }
     Ok(Stats::from_topics(per_topic))

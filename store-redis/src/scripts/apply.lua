@@ -173,7 +173,7 @@ for _, o in ipairs(others) do
       t.run_at = ARGV[4]
       redis.call('HSET', TASKS, id, pack_record(t))
     end
-    push_input(id, t and t.priority, now, now)
+    push_input(id, t and t.priority, ARGV[4], now)
     released = released + 1
   end
 end
