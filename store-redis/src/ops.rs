@@ -9,8 +9,8 @@
 //! more than one topic.
 
 use crate::codec::{
-    array, decode_claimed, decode_lenient, decode_stored, encode_record, int, record_bytes, string,
-    Run,
+    array, decode_claimed, decode_lenient, decode_stored, encode_record, int, optional_string,
+    record_bytes, string, Run,
 };
 use crate::conn::Call;
 use crate::layout::TopicKeys;
@@ -605,9 +605,11 @@ pub(crate) async fn recover(
     Ok(recovered)
 }
 
-/// [`Store::prune`](taskmill_core::Store::prune): one `ZCOUNT` per topic (pipelined, a
-/// logarithmic lookup each) tells which topics have records due, and only those get a
-/// script call, all in one more round trip.
+/// [`Store::prune`](taskmill_core::Store::prune): per topic, one `ZCOUNT` of `finished`
+/// and one `LINDEX` of the head of `finish_log` (pipelined, a logarithmic lookup and a
+/// constant one) tell which topics have records due; only those get script calls, one
+/// chunk at a time, each told how many are still wanted, so that the limit holds across
+/// topics without knowing in advance how many each has due.
 pub(crate) async fn prune(store: &RedisStore, opts: &PruneOptions) -> Result<u64> {
     if opts.limit == 0 {
         return Ok(0);
@@ -622,34 +624,46 @@ pub(crate) async fn prune(store: &RedisStore, opts: &PruneOptions) -> Result<u64
         .collect();
     let mut pipe = redis::pipe();
     for (topic, cutoff) in topics.iter().zip(&cutoffs) {
+        let keys = topic_keys(store, topic);
         pipe.cmd("ZCOUNT")
-            .arg(topic_keys(store, topic).finished())
+            .arg(keys.finished())
             .arg("-inf")
             .arg(*cutoff);
+        pipe.cmd("LINDEX").arg(keys.finish_log()).arg(0);
     }
-    let due = store.shared.conn.query(&pipe, topics.len()).await?;
+    let heads = store.shared.conn.query(&pipe, 2 * topics.len()).await?;
     let mut remaining = opts.limit;
-    let mut calls = Vec::new();
-    for ((topic, cutoff), due) in topics.iter().zip(&cutoffs).zip(due) {
+    let mut pruned = 0;
+    for ((topic, cutoff), head) in topics.iter().zip(&cutoffs).zip(heads.chunks(2)) {
         if remaining == 0 {
             break;
         }
-        let mut take = usize::try_from(int(&due, "ZCOUNT")?.max(0))
-            .unwrap_or(usize::MAX)
-            .min(remaining);
-        remaining -= take;
+        let in_set = int(&head[0], "ZCOUNT")? > 0;
+        // A log entry is `finished_at:id`; one that cannot be read is due (pruning drops it).
+        let in_log = match optional_string(head[1].clone(), "finish_log head")? {
+            Some(entry) => entry
+                .split_once(':')
+                .and_then(|(at, _)| at.parse::<i64>().ok())
+                .is_none_or(|at| at <= *cutoff),
+            None => false,
+        };
+        if !(in_set || in_log) {
+            continue;
+        }
         let keys = topic_keys(store, topic);
-        while take > 0 {
-            let chunk = take.min(CHUNK);
+        while remaining > 0 {
+            let chunk = remaining.min(CHUNK);
             let mut call = call(store, &SCRIPTS.prune, &keys);
             call.arg(*cutoff).arg(chunk);
-            calls.push(call);
-            take -= chunk;
+            let removed = usize::try_from(int(&store.shared.conn.eval_one(call).await?, "prune")?)
+                .unwrap_or(0)
+                .min(chunk);
+            pruned += removed as u64;
+            remaining -= removed;
+            if removed < chunk {
+                break;
+            }
         }
-    }
-    let mut pruned = 0;
-    for reply in store.shared.conn.eval(&calls).await? {
-        pruned += u64::try_from(int(&reply, "prune")?).unwrap_or(0);
     }
     Ok(pruned)
 }

@@ -106,7 +106,7 @@ if #completed > 0 then
     ids[i] = c[1]
   end
   local records = bulk('HMGET', TASKS, ids)
-  local rewritten, listed, finished = {}, {}, {}
+  local rewritten, listed = {}, {}
   for i, c in ipairs(completed) do
     local id, rec = c[1], records[i]
     if rec then
@@ -126,12 +126,10 @@ if #completed > 0 then
     end
     listed[#listed + 1] = id
     listed[#listed + 1] = id
-    finished[#finished + 1] = ARGV[4]
-    finished[#finished + 1] = id
   end
   bulk('HSET', TASKS, rewritten)
   bulk('ZADD', COMPLETED, listed)
-  bulk('ZADD', FINISHED, finished)
+  file_finished(ids, ARGV[4])
 end
 local retried, failed, released, ncancelled = 0, 0, 0, 0
 for _, o in ipairs(others) do

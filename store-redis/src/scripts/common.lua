@@ -4,7 +4,8 @@
 -- {namespace:topic} and lives in one hash slot.
 --
 -- KEYS: 1 meta, 2 ready, 3 scheduled, 4 dead, 5 later, 6 unique, 7 leases, 8 tasks,
---       9 fresh, 10 completed, 11 cancelled, 12 finished, 13 cancels, 14 progress, 15 due
+--       9 fresh, 10 completed, 11 cancelled, 12 finished, 13 cancels, 14 progress, 15 due,
+--       16 finish_log
 -- ARGV: 1 wake channel, 2 event channel, 3 the topic as a JSON string,
 --       then the script's own arguments from ARGV[4].
 --
@@ -14,15 +15,22 @@
 -- exact: Redis formats them with 17 digits.)
 local META, READY, SCHEDULED, DEAD, LATER, UNIQUE, LEASES, TASKS, FRESH =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
--- COMPLETED and CANCELLED list the finished tasks kept as history by id (score the id);
--- FINISHED holds both by finished_at (the score), the order pruning takes them in.
+-- COMPLETED and CANCELLED list the finished tasks kept as history by id (score the id).
+-- FINISH_LOG and FINISHED hold both in the order pruning takes them, by finished_at:
+-- FINISH_LOG is a list of `finished_at:id` entries whose times never decrease (a task
+-- finishing at or after the tail's time is appended: an RPUSH, where a sorted set costs a
+-- skiplist insert), FINISHED a sorted set (score finished_at) of the tasks that finished
+-- before the tail's time (an outcome applied with an older `now`), and of every task kept
+-- before FINISH_LOG existed. A deleted task's FINISH_LOG entry stays until pruning reaches
+-- it: ids are never reused, so an entry whose id is in neither COMPLETED nor CANCELLED is
+-- stale.
 -- CANCELS (id -> who asked) and PROGRESS (id -> the last value reported) belong to runs in
 -- WORK, like LEASES, and are folded into the record when the run leaves WORK.
 local COMPLETED, CANCELLED, FINISHED, CANCELS, PROGRESS =
   KEYS[10], KEYS[11], KEYS[12], KEYS[13], KEYS[14]
 -- DUE holds READY's tasks again, scored by run_at: with FRESH's head and SCHEDULED's
 -- first entry it gives the earliest run_at in INPUT (stats) without a scan.
-local DUE = KEYS[15]
+local DUE, FINISH_LOG = KEYS[15], KEYS[16]
 local WAKE, EVENTS, TOPIC_JSON = ARGV[1], ARGV[2], ARGV[3]
 
 -- Claim order among due tasks: priority ascending, then id ascending (FIFO). The i16
@@ -385,6 +393,28 @@ local function fold_run(t, lease, progress)
   end
 end
 
+-- Files the tasks `ids`, which finished at `now` (a string), in finish order.
+local function file_finished(ids, now)
+  if #ids == 0 then
+    return
+  end
+  local tail = redis.call('LINDEX', FINISH_LOG, -1)
+  local last = tail and tonumber(string.match(tail, '^(%-?%d+):'))
+  local entries = {}
+  if not tail or (last and tonumber(now) >= last) then
+    for i, id in ipairs(ids) do
+      entries[i] = now .. ':' .. id
+    end
+    bulk('RPUSH', FINISH_LOG, entries)
+  else
+    for i, id in ipairs(ids) do
+      entries[2 * i - 1] = now
+      entries[2 * i] = id
+    end
+    bulk('ZADD', FINISHED, entries)
+  end
+end
+
 -- Ends a task in a finished queue (COMPLETED or CANCELLED) at `now` (a string): kept there
 -- with its record `t` (nil for one that cannot be read, kept as it is), listed by id and by
 -- finished_at, or removed when `keep` is false. Frees its unique key unless it holds it
@@ -396,7 +426,7 @@ local function finish(id, t, queue, now, keep)
       redis.call('HSET', TASKS, id, pack_record(t))
     end
     redis.call('ZADD', queue, id, id)
-    redis.call('ZADD', FINISHED, now, id)
+    file_finished({id}, now)
     if not holds_key_while_kept(t) then
       free_unique(id, t)
     end
