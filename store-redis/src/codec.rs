@@ -268,6 +268,20 @@ pub(crate) fn encode_record(r: &TaskRecord, out: &mut Vec<u8>) {
     out.extend_from_slice(r.args.as_str().as_bytes());
 }
 
+/// A record with how its completed run ended (its `finish` entry, nil for none) after RS:
+/// the form decoding reads, which a completion of an earlier version wrote into the record
+/// itself.
+pub(crate) fn with_end(record: Option<Vec<u8>>, end: Value) -> Result<Option<Vec<u8>>> {
+    let Some(mut record) = record else {
+        return Ok(None);
+    };
+    if let Some(end) = record_bytes(end)? {
+        record.push(RS);
+        record.extend_from_slice(&end);
+    }
+    Ok(Some(record))
+}
+
 /// The bytes of a record reply: `None` for nil (no record).
 pub(crate) fn record_bytes(value: Value) -> Result<Option<Vec<u8>>> {
     match value {

@@ -32,8 +32,8 @@ pub(crate) struct Keys {
 #[derive(Debug)]
 pub(crate) struct TopicKeys {
     /// meta, ready, scheduled, dead, later, unique, leases, tasks, fresh, completed,
-    /// cancelled, finished, cancels, progress, due, finish_log.
-    pub keys: [String; 16],
+    /// cancelled, finished, cancels, progress, due, finish_log, ends.
+    pub keys: [String; 17],
     /// The topic as a JSON string, for events built inside scripts.
     pub topic_json: String,
 }
@@ -106,6 +106,7 @@ impl Keys {
                 "progress",
                 "due",
                 "finish_log",
+                "ends",
             ]
             .map(|suffix| format!("{tag}:{suffix}")),
             topic_json: serde_json::to_string(&**topic).unwrap_or_else(|_| "\"\"".to_owned()),

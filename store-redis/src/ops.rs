@@ -10,7 +10,7 @@
 
 use crate::codec::{
     array, decode_claimed, decode_lenient, decode_stored, encode_record, int, optional_string,
-    record_bytes, string, Run,
+    record_bytes, string, with_end, Run,
 };
 use crate::conn::Call;
 use crate::layout::TopicKeys;
@@ -745,6 +745,7 @@ pub(crate) async fn get(store: &RedisStore, id: TaskId) -> Result<Option<TaskRec
         let lease = next();
         let queue = string(next(), "get")?;
         let run = Run::from_values(lease, next(), next())?;
+        let record = with_end(record, next())?;
         let queue = match queue.as_str() {
             "input" => Queue::Input,
             "dead" => Queue::Dead,
@@ -786,10 +787,10 @@ pub(crate) async fn list(store: &RedisStore, query: &ListOptions) -> Result<Page
         let mut items = array(reply, "list")?.into_iter();
         let mut next = || array(items.next().unwrap_or(Value::Nil), "list");
         let (ids, records) = (next()?, next()?);
-        // The run's parts come only for WORK.
-        let (leases, requests, progress) = (next()?, next()?, next()?);
+        // The run's parts come only for WORK, the ends of the runs only for COMPLETED.
+        let (leases, requests, progress, ends) = (next()?, next()?, next()?, next()?);
         if records.len() != ids.len()
-            || [&leases, &requests, &progress]
+            || [&leases, &requests, &progress, &ends]
                 .iter()
                 .any(|part| !part.is_empty() && part.len() != ids.len())
         {
@@ -800,8 +801,9 @@ pub(crate) async fn list(store: &RedisStore, query: &ListOptions) -> Result<Page
         let mut leases = leases.into_iter();
         let mut requests = requests.into_iter();
         let mut progress = progress.into_iter();
+        let mut ends = ends.into_iter();
         for (id, record) in ids.into_iter().zip(records) {
-            let record = record_bytes(record)?;
+            let record = with_end(record_bytes(record)?, ends.next().unwrap_or(Value::Nil))?;
             let run = Run::lenient(
                 leases.next().unwrap_or(Value::Nil),
                 requests.next().unwrap_or(Value::Nil),

@@ -268,13 +268,16 @@ async fn completions_are_kept_with_their_result_or_removed() {
         (Queue::Completed, "[\"r\"]", "{\"of\":2}")
     );
     assert_eq!(get(&store, ids[2]).await.progress.unwrap().as_str(), "3");
-    // The completion was appended to the record as it was, not rewritten into it.
+    // The record is as enqueued; how the run ended is beside it, in `ends`.
     let raw = s.raw_record("t", ids[1]).await.unwrap();
-    let (before, finish) = raw.split_once('\x1e').expect("no completion trailer");
-    assert!(
-        before.ends_with(":k11") && finish.ends_with("[\"r\"]{\"of\":2}"),
-        "{raw:?}"
-    );
+    assert!(raw.ends_with(":k11") && !raw.contains('\x1e'), "{raw:?}");
+    let end: String = redis::cmd("HGET")
+        .arg(s.key("t", "ends"))
+        .arg(ids[1].get())
+        .query_async(&mut s.raw)
+        .await
+        .unwrap();
+    assert!(end.ends_with(";25:5:8:[\"r\"]{\"of\":2}"), "{end:?}");
     let hash_len: u64 = redis::cmd("HLEN")
         .arg(s.key("t", "progress"))
         .query_async(&mut s.raw)

@@ -106,36 +106,36 @@ if #dropped > 0 then
   bulk('HDEL', TASKS, dropped)
 end
 if #kept > 0 then
-  local records = bulk('HMGET', TASKS, kept)
-  local rewritten, listed = {}, {}
-  -- Every trailer starts with the call's time; most have neither result nor progress.
-  local head = RS .. ARGV[4] .. ':'
+  -- How each run ended goes to ENDS, beside the record (see RS in common.lua): taking
+  -- the record apart and packing it again would cost several times more, and even
+  -- appending to it reads and writes it whole. A record that is missing or cannot be read
+  -- stays so: the task shows in COMPLETED as corrupt.
+  local ends, listed = {}, {}
+  -- Every end starts with the call's time; most have neither result nor progress.
+  local head = ARGV[4] .. ':'
   for i, id in ipairs(kept) do
-    local rec = records[i]
-    if rec then
-      -- The run's end goes after the record as a trailer (see RS in common.lua): taking
-      -- the record apart and packing it again would cost several times more. A record that
-      -- cannot be read stays one: it shows in COMPLETED as corrupt.
-      local run = string.match(kept_leases[i], '^%d+:%-?%d+;(%-?%d+;%d+):') or ';'
-      local result, value = kept_results[i], kept_values[i]
-      rewritten[#rewritten + 1] = id
-      if result or value then
-        rewritten[#rewritten + 1] = rec .. head .. run .. ':' .. opt_len(result or nil) ..
-          ':' .. opt_len(value or nil) .. ':' .. (result or '') .. (value or '')
-      else
-        rewritten[#rewritten + 1] = rec .. head .. run .. ':::'
-      end
-      if check_unique then
-        local key, held = record_unique(rec)
-        if not held then
-          free_key(id, key)
-        end
-      end
+    local run = string.match(kept_leases[i], '^%d+:%-?%d+;(%-?%d+;%d+):') or ';'
+    local result, value = kept_results[i], kept_values[i]
+    ends[2 * i - 1] = id
+    if result or value then
+      ends[2 * i] = head .. run .. ':' .. opt_len(result or nil) .. ':' ..
+        opt_len(value or nil) .. ':' .. (result or '') .. (value or '')
+    else
+      ends[2 * i] = head .. run .. ':::'
     end
     listed[2 * i - 1] = id
     listed[2 * i] = id
   end
-  bulk('HSET', TASKS, rewritten)
+  if check_unique then
+    local records = bulk('HMGET', TASKS, kept)
+    for i, id in ipairs(kept) do
+      local key, held = record_unique(records[i])
+      if not held then
+        free_key(id, key)
+      end
+    end
+  end
+  bulk('HSET', ENDS, ends)
   bulk('ZADD', COMPLETED, listed)
   file_finished(kept, ARGV[4])
 end

@@ -5,7 +5,7 @@
 --
 -- KEYS: 1 meta, 2 ready, 3 scheduled, 4 dead, 5 later, 6 unique, 7 leases, 8 tasks,
 --       9 fresh, 10 completed, 11 cancelled, 12 finished, 13 cancels, 14 progress, 15 due,
---       16 finish_log
+--       16 finish_log, 17 ends
 -- ARGV: 1 wake channel, 2 event channel, 3 the topic as a JSON string,
 --       then the script's own arguments from ARGV[4].
 --
@@ -30,7 +30,10 @@ local COMPLETED, CANCELLED, FINISHED, CANCELS, PROGRESS =
   KEYS[10], KEYS[11], KEYS[12], KEYS[13], KEYS[14]
 -- DUE holds READY's tasks again, scored by run_at: with FRESH's head and SCHEDULED's
 -- first entry it gives the earliest run_at in INPUT (stats) without a scan.
-local DUE, FINISH_LOG = KEYS[15], KEYS[16]
+-- ENDS holds how each completed task kept as history ended (id -> the trailer below,
+-- without its RS), so that a completion writes a few bytes beside the record instead of
+-- reading and writing the record whole.
+local DUE, FINISH_LOG, ENDS = KEYS[15], KEYS[16], KEYS[17]
 local WAKE, EVENTS, TOPIC_JSON = ARGV[1], ARGV[2], ARGV[3]
 
 -- Claim order among due tasks: priority ascending, then id ascending (FIFO). The i16
@@ -106,7 +109,8 @@ end
 -- {"attempt":n,"at":ms,"message":"..."}, oldest first. `attempt` counts the runs before
 -- the current one: a claim leaves the record alone (see LEASES). codec.rs knows it too.
 --
--- A completion does not rewrite the record: it appends how the run ended, after RS,
+-- A completion does not rewrite the record: it writes how the run ended to ENDS (a
+-- completion of an earlier version appended it to the record, after RS),
 --   finished_at:started_at;max_retries:rlen:plen:<result><progress>
 -- (started_at and max_retries from the lease, both empty for a lease written before
 -- history), which reading folds in as the end of one more run (see apply_finish). RS

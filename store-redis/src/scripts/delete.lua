@@ -22,6 +22,7 @@ for i = 4, #ARGV do
   redis.call('ZREM', FINISHED, id)
   redis.call('HDEL', CANCELS, id)
   redis.call('HDEL', PROGRESS, id)
+  redis.call('HDEL', ENDS, id)
   -- A task is in one index at most: FRESH (a search) is looked at only when no other
   -- index holds it.
   local n = tonumber(id)

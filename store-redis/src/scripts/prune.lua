@@ -73,6 +73,7 @@ while removed < limit do
       end
     end
     bulk('HDEL', TASKS, live)
+    bulk('HDEL', ENDS, done)
   end
   removed = removed + #live
   if #live == #ids then
