@@ -21,10 +21,12 @@
 //! a run's cancel request and progress live in the `cancels` and `progress` hashes until
 //! the run ends. `scripts/common.lua` reads and writes the same format.
 //!
-//! A completion kept as history does not rewrite the record: it appends, after the byte
-//! RS (`\x1e`), how the run ended, `finished_at:started_at;max_retries:rlen:plen:<result><progress>`
-//! (the start and retry limit from the lease, empty for a lease written before history),
-//! which decoding folds in as the end of one more run. RS cannot occur in the args, which
+//! A completion kept as history does not touch the record: it writes how the run ended,
+//! `finished_at:started_at;max_retries:rlen:plen:<result><progress>` (the start and retry
+//! limit from the lease, empty for a lease written before history), to the topic's `ends`
+//! hash. Decoding reads the record followed by the byte RS (`\x1e`) and that end
+//! ([`with_end`]; a completion of the version before `ends` appended it to the record so),
+//! and folds the end in as the end of one more run. RS cannot occur in the args, which
 //! are JSON text (a control character there is escaped), so the first RS after the
 //! length-prefixed strings ends them.
 //!

@@ -16,11 +16,13 @@ while removed < limit do
   local nl, ns = #logged, #set / 2
   local log_at, log_id
   local function next_logged()
+    log_at = nil
     if i <= nl then
-      local at, id = string.match(logged[i], '^(%-?%d+):(.*)$')
-      log_at, log_id = tonumber(at), id
-    else
-      log_at = nil
+      local entry = logged[i]
+      local colon = string.find(entry, ':', 1, true)
+      if colon then
+        log_at, log_id = tonumber(string.sub(entry, 1, colon - 1)), string.sub(entry, colon + 1)
+      end
     end
   end
   next_logged()
@@ -51,16 +53,24 @@ while removed < limit do
     break
   end
   -- Only ids still in a finished queue are tasks; the others were deleted.
+  -- Most are completed: CANCELLED is asked only about the others.
   local completed = bulk('ZMSCORE', COMPLETED, ids)
-  local cancelled = bulk('ZMSCORE', CANCELLED, ids)
-  local live, done, ended = {}, {}, {}
+  local live, done, others, ended = {}, {}, {}, {}
   for k, id in ipairs(ids) do
     if completed[k] then
       done[#done + 1] = id
       live[#live + 1] = id
-    elseif cancelled[k] then
-      ended[#ended + 1] = id
-      live[#live + 1] = id
+    else
+      others[#others + 1] = id
+    end
+  end
+  if #others > 0 then
+    local cancelled = bulk('ZMSCORE', CANCELLED, others)
+    for k, id in ipairs(others) do
+      if cancelled[k] then
+        ended[#ended + 1] = id
+        live[#live + 1] = id
+      end
     end
   end
   bulk('ZREM', COMPLETED, done)
