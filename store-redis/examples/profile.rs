@@ -210,11 +210,12 @@ async fn main() {
     report("complete", &claimed, &applied, tasks, started.elapsed());
 
     if keep {
-        // What the history holds: each topic's records hash and its two sorted sets of
-        // finished tasks (by id and by finished_at), nothing else being left.
+        // What the history holds: each topic's records hash, the ends of their runs, and
+        // the finished tasks by id (a sorted set) and in finish order (the log, and the
+        // sorted set of those out of order), nothing else being left.
         let mut bytes = 0u64;
         let mut parts = Vec::new();
-        for suffix in ["tasks", "completed", "finished"] {
+        for suffix in ["tasks", "ends", "completed", "finish_log", "finished"] {
             let mut part = 0u64;
             for topic in &topics {
                 let usage: Option<u64> = redis::cmd("MEMORY")

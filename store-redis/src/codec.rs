@@ -4,11 +4,14 @@
 //! the key):
 //!
 //! ```text
-//! v2:attempt:max_retries:priority:enqueued_at:run_at:finished_at:first_started_at:started_at:flags:xlen:ulen:elen:rlen:plen:clen:<external_id><unique_key><errors><result><progress><cancelled_by><args>
+//! v2:attempt:max_retries:priority:enqueued_at:run_at:finished_at:first_started_at:started_at:flags:xlen:ulen:elen:rlen:plen:clen:[hlen:]<external_id><unique_key><errors><result><progress><cancelled_by>[<headers>]<args>
 //! ```
 //!
 //! Times are ms since the epoch; `max_retries` and the times are empty when unset;
-//! `flags` holds `u` when the unique key is held while the finished task is kept; `xlen` …
+//! `flags` holds `u` when the unique key is held while the finished task is kept, and `h`
+//! when the task has headers: only then follow `hlen` and the headers (a JSON object of
+//! strings), so a task without headers costs no byte, and a record written before headers
+//! existed reads with none; `xlen` …
 //! `clen` are the byte lengths of the optional strings that follow, empty when the field
 //! is absent; `errors` is the JSON array of [`AttemptError`]s; the args (JSON text) are
 //! the rest. The queue is not in the record: it is the index holding the id (`fresh`,
@@ -18,10 +21,12 @@
 //! a run's cancel request and progress live in the `cancels` and `progress` hashes until
 //! the run ends. `scripts/common.lua` reads and writes the same format.
 //!
-//! A completion kept as history does not rewrite the record: it appends, after the byte
-//! RS (`\x1e`), how the run ended, `finished_at:started_at;max_retries:rlen:plen:<result><progress>`
-//! (the start and retry limit from the lease, empty for a lease written before history),
-//! which decoding folds in as the end of one more run. RS cannot occur in the args, which
+//! A completion kept as history does not touch the record: it writes how the run ended,
+//! `finished_at:started_at;max_retries:rlen:plen:<result><progress>` (the start and retry
+//! limit from the lease, empty for a lease written before history), to the topic's `ends`
+//! hash. Decoding reads the record followed by the byte RS (`\x1e`) and that end
+//! ([`with_end`]; a completion of the version before `ends` appended it to the record so),
+//! and folds the end in as the end of one more run. RS cannot occur in the args, which
 //! are JSON text (a control character there is escaped), so the first RS after the
 //! length-prefixed strings ends them.
 //!
@@ -35,7 +40,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use taskmill_core::raw::PayloadExt;
 use taskmill_core::{
-    AttemptError, Error, Lease, Payload, Queue, Result, TaskId, TaskRecord, Timestamp,
+    AttemptError, Error, Headers, Lease, Payload, Queue, Result, TaskId, TaskRecord, Timestamp,
 };
 
 /// An error for a reply that does not have the shape a script returns.
@@ -219,7 +224,20 @@ pub(crate) fn encode_record(r: &TaskRecord, out: &mut Vec<u8>) {
         r.progress.as_ref().map(Payload::as_str),
         r.cancelled_by.as_deref(),
     ];
+    // Headers are JSON, written only when there are some: a task without headers stores
+    // no byte more than before they existed.
+    let headers = if r.headers.is_empty() {
+        None
+    } else {
+        serde_json::to_string(&r.headers).ok()
+    };
     let time = |t: Option<Timestamp>| t.map(|t| t.as_millis().to_string()).unwrap_or_default();
+    let flags = match (r.unique_while_kept, headers.is_some()) {
+        (false, false) => "",
+        (true, false) => "u",
+        (false, true) => "h",
+        (true, true) => "uh",
+    };
     // Writing to a Vec cannot fail.
     let _ = write!(
         out,
@@ -232,7 +250,7 @@ pub(crate) fn encode_record(r: &TaskRecord, out: &mut Vec<u8>) {
         time(r.finished_at),
         time(r.first_started_at),
         time(r.started_at),
-        if r.unique_while_kept { "u" } else { "" },
+        flags,
     );
     for s in strings {
         if let Some(s) = s {
@@ -240,10 +258,30 @@ pub(crate) fn encode_record(r: &TaskRecord, out: &mut Vec<u8>) {
         }
         out.push(b':');
     }
+    if let Some(h) = &headers {
+        let _ = write!(out, "{}:", h.len());
+    }
     for s in strings.into_iter().flatten() {
         out.extend_from_slice(s.as_bytes());
     }
+    if let Some(h) = &headers {
+        out.extend_from_slice(h.as_bytes());
+    }
     out.extend_from_slice(r.args.as_str().as_bytes());
+}
+
+/// A record with how its completed run ended (its `finish` entry, nil for none) after RS:
+/// the form decoding reads, which a completion of an earlier version wrote into the record
+/// itself.
+pub(crate) fn with_end(record: Option<Vec<u8>>, end: Value) -> Result<Option<Vec<u8>>> {
+    let Some(mut record) = record else {
+        return Ok(None);
+    };
+    if let Some(end) = record_bytes(end)? {
+        record.push(RS);
+        record.extend_from_slice(&end);
+    }
+    Ok(Some(record))
 }
 
 /// The bytes of a record reply: `None` for nil (no record).
@@ -388,11 +426,21 @@ fn decode_current(rest: &mut &[u8], id: TaskId, topic: &Arc<str>) -> Result<Task
     for (len, name) in lengths.iter_mut().zip(FIELDS) {
         *len = optional(rest, name)?;
     }
+    // Flag `h`: the headers' length follows the others, and the headers the other strings.
+    let headers_len: Option<usize> = if flags.contains('h') {
+        Some(number(rest, "headers length")?)
+    } else {
+        None
+    };
     let mut strings: [Option<Box<str>>; 6] = Default::default();
     for ((value, len), name) in strings.iter_mut().zip(lengths).zip(FIELDS) {
         *value = take(rest, len, name)?;
     }
     let [external_id, unique_key, errors, result, progress, cancelled_by] = strings;
+    let headers = match headers_len {
+        Some(len) => stored_headers(&take(rest, Some(len), "headers")?.unwrap_or_default())?,
+        None => Headers::new(),
+    };
     let errors = match errors {
         Some(json) => serde_json::from_str::<Vec<AttemptError>>(&json).map_err(|e| {
             Error::corrupt("field \"errors\" is not a JSON array of errors").with_source(e)
@@ -416,10 +464,21 @@ fn decode_current(rest: &mut &[u8], id: TaskId, topic: &Arc<str>) -> Result<Task
     record.result = payload(result);
     record.progress = payload(progress);
     record.cancelled_by = cancelled_by;
+    record.headers = headers;
     if let Some(finish) = finish {
         apply_finish(&mut record, finish)?;
     }
     Ok(record)
+}
+
+/// Headers from their stored JSON object. `Headers`' own deserializer reads them as
+/// stored ([`HeadersExt::from_stored`](taskmill_core::raw::HeadersExt)): in key order, the
+/// last of a repeated key kept, not validated against the rules a new task's headers
+/// follow, so that what one version wrote another reads.
+fn stored_headers(json: &str) -> Result<Headers> {
+    serde_json::from_str(json).map_err(|e| {
+        Error::corrupt("field \"headers\" is not a JSON object of strings").with_source(e)
+    })
 }
 
 /// The names of the optional strings of a current record, in their order.
@@ -639,6 +698,57 @@ mod tests {
     }
 
     #[test]
+    fn headers_round_trip_and_cost_nothing_when_absent() {
+        let topic: Arc<str> = "t".into();
+        let mut r = record();
+        let without = encoded(&r);
+        let mut headers = Headers::new();
+        headers.insert("traceparent", "00-ab-cd-01").unwrap();
+        headers.insert("x-note", "a:b \"c\" é").unwrap();
+        r.headers = headers.clone();
+        let with = String::from_utf8(encoded(&r)).unwrap();
+        let json = serde_json::to_string(&headers).unwrap();
+        // Flag `h`, the headers' length after the others and the headers after the other
+        // strings; the rest is the record without headers.
+        let plain = String::from_utf8(without).unwrap();
+        let strings_at = plain.match_indices(':').nth(15).unwrap().0 + 1;
+        let args_at = plain.len() - r.args.as_str().len();
+        let expected = format!(
+            "{}{}:{}{json}{}",
+            plain[..strings_at].replacen(":u:", ":uh:", 1),
+            json.len(),
+            &plain[strings_at..args_at],
+            r.args.as_str()
+        );
+        assert_eq!(with, expected);
+        let with = with.into_bytes();
+        let decoded = decode(Some(&with), r.id, &topic, Queue::Input).unwrap();
+        assert_eq!(decoded.headers, headers);
+        same(&decoded, &r);
+        // After a completion's trailer too.
+        let mut kept = with.clone();
+        kept.extend_from_slice(b"\x1e5000:4000;9:::");
+        let decoded = decode(Some(&kept), r.id, &topic, Queue::Completed).unwrap();
+        assert_eq!(decoded.headers, headers);
+        // Stored headers are read as stored: not validated, the last of a repeated key kept.
+        let mut odd = TaskRecord::new(r.id, "t", Payload::from_stored("{}"));
+        odd.headers = headers;
+        let mut bytes = encoded(&odd);
+        let stored = String::from_utf8(bytes.clone()).unwrap();
+        let replaced = r#"{"bad key":"1","bad key":"2"}"#;
+        let stored = stored.replace(
+            &format!("{}:{json}", json.len()),
+            &format!("{}:{replaced}", replaced.len()),
+        );
+        bytes = stored.into_bytes();
+        let decoded = decode(Some(&bytes), r.id, &topic, Queue::Input).unwrap();
+        assert_eq!(
+            decoded.headers.iter().collect::<Vec<_>>(),
+            [("bad key", "2")]
+        );
+    }
+
+    #[test]
     fn records_of_the_layout_before_history_are_read() {
         let topic: Arc<str> = "t".into();
         let dead = b"3:5:-3:1000:2000:3000:5:1:7:ext:1ugone: 1{\"a\":1}";
@@ -813,6 +923,11 @@ mod tests {
             b"v2:0::0:0:0",
             b"v2:0::0:0:0:::::99:::::::{}",
             b"v2:0:x:0:0:0::::::::::::{}",
+            b"v2:0::0:0:0::::h:::::::{}",
+            b"v2:0::0:0:0::::h:::::::x:{}",
+            b"v2:0::0:0:0::::h:::::::99:{}",
+            b"v2:0::0:0:0::::h:::::::5:[1,2]{}",
+            b"v2:0::0:0:0::::h:::::::7:{\"a\":1}{}",
             BAD_ERRORS,
             &cut[..],
         ] {

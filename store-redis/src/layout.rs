@@ -32,17 +32,23 @@ pub(crate) struct Keys {
 #[derive(Debug)]
 pub(crate) struct TopicKeys {
     /// meta, ready, scheduled, dead, later, unique, leases, tasks, fresh, completed,
-    /// cancelled, finished, cancels, progress.
-    pub keys: [String; 14],
+    /// cancelled, finished, cancels, progress, due, finish_log, ends.
+    pub keys: [String; 17],
     /// The topic as a JSON string, for events built inside scripts.
     pub topic_json: String,
 }
 
 impl TopicKeys {
     /// The `finished` sorted set: the topic's COMPLETED and CANCELLED tasks by
-    /// `finished_at`.
+    /// `finished_at` that are not in `finish_log`.
     pub fn finished(&self) -> &str {
         &self.keys[11]
+    }
+
+    /// The `finish_log` list: the topic's COMPLETED and CANCELLED tasks as they finished,
+    /// `finished_at:id` entries whose times never decrease.
+    pub fn finish_log(&self) -> &str {
+        &self.keys[15]
     }
 }
 
@@ -98,6 +104,9 @@ impl Keys {
                 "finished",
                 "cancels",
                 "progress",
+                "due",
+                "finish_log",
+                "ends",
             ]
             .map(|suffix| format!("{tag}:{suffix}")),
             topic_json: serde_json::to_string(&**topic).unwrap_or_else(|_| "\"\"".to_owned()),

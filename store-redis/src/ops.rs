@@ -9,8 +9,8 @@
 //! more than one topic.
 
 use crate::codec::{
-    array, decode_claimed, decode_lenient, decode_stored, encode_record, int, record_bytes, string,
-    Run,
+    array, decode_claimed, decode_lenient, decode_stored, encode_record, int, optional_string,
+    record_bytes, string, with_end, Run,
 };
 use crate::conn::Call;
 use crate::layout::TopicKeys;
@@ -223,9 +223,29 @@ pub(crate) async fn enqueue(
             // FIFO list (the script decides: see enqueue.lua); the others are scored
             // for the ready set.
             let fresh_priority = most_common_priority(ready.iter().map(|(_, r)| r.priority));
-            let (fresh, ready): (Vec<_>, Vec<_>) = ready
+            let (fresh, mut ready): (Vec<_>, Vec<_>) = ready
                 .into_iter()
                 .partition(|(_, r)| Some(r.priority) == fresh_priority);
+            // The list's run_ats never decrease (its head has the earliest, for stats): a
+            // task due before one ahead of it in the chunk is scored for the ready set.
+            let mut latest = i64::MIN;
+            let (fresh, behind): (Vec<_>, Vec<_>) = fresh.into_iter().partition(|(_, r)| {
+                let at = r.run_at.as_millis();
+                let in_order = at >= latest;
+                latest = latest.max(at);
+                in_order
+            });
+            if !behind.is_empty() {
+                ready.extend(behind);
+                ready.sort_by_key(|(i, _)| *i);
+            }
+            let fresh_run_ats = match (fresh.first(), fresh.last()) {
+                (Some((_, first)), Some((_, last))) => (
+                    first.run_at.as_millis().to_string(),
+                    last.run_at.as_millis().to_string(),
+                ),
+                _ => Default::default(),
+            };
             let unique: Vec<_> = chunk
                 .iter()
                 .filter_map(|(_, r)| r.unique_key.as_deref().map(|k| (r.id.get(), k)))
@@ -238,7 +258,9 @@ pub(crate) async fn enqueue(
                 .arg(fresh_priority.unwrap_or(0))
                 .arg(ready.len())
                 .arg(scheduled.len())
-                .arg(unique.len());
+                .arg(unique.len())
+                .arg(&fresh_run_ats.0)
+                .arg(&fresh_run_ats.1);
             for (_, r) in chunk {
                 record.clear();
                 encode_record(r, &mut record);
@@ -250,6 +272,9 @@ pub(crate) async fn enqueue(
             for (_, r) in &ready {
                 call.arg(ready_score(r.priority, r.id.get()))
                     .arg(r.id.get());
+            }
+            for (_, r) in &ready {
+                call.arg(r.run_at.as_millis()).arg(r.id.get());
             }
             for (_, r) in &scheduled {
                 call.arg(r.run_at.as_millis()).arg(r.id.get());
@@ -580,9 +605,11 @@ pub(crate) async fn recover(
     Ok(recovered)
 }
 
-/// [`Store::prune`](taskmill_core::Store::prune): one `ZCOUNT` per topic (pipelined, a
-/// logarithmic lookup each) tells which topics have records due, and only those get a
-/// script call, all in one more round trip.
+/// [`Store::prune`](taskmill_core::Store::prune): per topic, one `ZCOUNT` of `finished`
+/// and one `LINDEX` of the head of `finish_log` (pipelined, a logarithmic lookup and a
+/// constant one) tell which topics have records due; only those get script calls, one
+/// chunk at a time, each told how many are still wanted, so that the limit holds across
+/// topics without knowing in advance how many each has due.
 pub(crate) async fn prune(store: &RedisStore, opts: &PruneOptions) -> Result<u64> {
     if opts.limit == 0 {
         return Ok(0);
@@ -597,34 +624,46 @@ pub(crate) async fn prune(store: &RedisStore, opts: &PruneOptions) -> Result<u64
         .collect();
     let mut pipe = redis::pipe();
     for (topic, cutoff) in topics.iter().zip(&cutoffs) {
+        let keys = topic_keys(store, topic);
         pipe.cmd("ZCOUNT")
-            .arg(topic_keys(store, topic).finished())
+            .arg(keys.finished())
             .arg("-inf")
             .arg(*cutoff);
+        pipe.cmd("LINDEX").arg(keys.finish_log()).arg(0);
     }
-    let due = store.shared.conn.query(&pipe, topics.len()).await?;
+    let heads = store.shared.conn.query(&pipe, 2 * topics.len()).await?;
     let mut remaining = opts.limit;
-    let mut calls = Vec::new();
-    for ((topic, cutoff), due) in topics.iter().zip(&cutoffs).zip(due) {
+    let mut pruned = 0;
+    for ((topic, cutoff), head) in topics.iter().zip(&cutoffs).zip(heads.chunks(2)) {
         if remaining == 0 {
             break;
         }
-        let mut take = usize::try_from(int(&due, "ZCOUNT")?.max(0))
-            .unwrap_or(usize::MAX)
-            .min(remaining);
-        remaining -= take;
+        let in_set = int(&head[0], "ZCOUNT")? > 0;
+        // A log entry is `finished_at:id`; one that cannot be read is due (pruning drops it).
+        let in_log = match optional_string(head[1].clone(), "finish_log head")? {
+            Some(entry) => entry
+                .split_once(':')
+                .and_then(|(at, _)| at.parse::<i64>().ok())
+                .is_none_or(|at| at <= *cutoff),
+            None => false,
+        };
+        if !(in_set || in_log) {
+            continue;
+        }
         let keys = topic_keys(store, topic);
-        while take > 0 {
-            let chunk = take.min(CHUNK);
+        while remaining > 0 {
+            let chunk = remaining.min(CHUNK);
             let mut call = call(store, &SCRIPTS.prune, &keys);
             call.arg(*cutoff).arg(chunk);
-            calls.push(call);
-            take -= chunk;
+            let removed = usize::try_from(int(&store.shared.conn.eval_one(call).await?, "prune")?)
+                .unwrap_or(0)
+                .min(chunk);
+            pruned += removed as u64;
+            remaining -= removed;
+            if removed < chunk {
+                break;
+            }
         }
-    }
-    let mut pruned = 0;
-    for reply in store.shared.conn.eval(&calls).await? {
-        pruned += u64::try_from(int(&reply, "prune")?).unwrap_or(0);
     }
     Ok(pruned)
 }
@@ -641,7 +680,15 @@ pub(crate) async fn stats(store: &RedisStore) -> Result<Stats> {
     for (topic, reply) in topics.iter().zip(replies) {
         let mut items = array(reply, "stats")?.into_iter();
         let meta = array(items.next().unwrap_or(Value::Nil), "stats")?;
-        let sizes: Vec<u64> = items
+        // Five sizes, then the earliest run_at (nil, false in Lua, for none).
+        let mut rest: Vec<Value> = items.collect();
+        let earliest = if rest.len() > 5 {
+            rest.pop().unwrap_or(Value::Nil)
+        } else {
+            Value::Nil
+        };
+        let sizes: Vec<u64> = rest
+            .into_iter()
             .map(|v| int(&v, "stats").map(|n| n.max(0) as u64))
             .collect::<Result<_>>()?;
         let mut stats = TopicStats::default();
@@ -670,6 +717,10 @@ pub(crate) async fn stats(store: &RedisStore) -> Result<Stats> {
         stats.sizes.dead = sizes.get(2).copied().unwrap_or(0);
         stats.sizes.completed = sizes.get(3).copied().unwrap_or(0);
         stats.sizes.cancelled = sizes.get(4).copied().unwrap_or(0);
+        stats.earliest_run_at = match earliest {
+            Value::Nil => None,
+            v => Some(Timestamp::from_millis(int(&v, "earliest run_at")?)),
+        };
         per_topic.insert(topic.to_string(), stats);
     }
     Ok(Stats::from_topics(per_topic))
@@ -694,6 +745,7 @@ pub(crate) async fn get(store: &RedisStore, id: TaskId) -> Result<Option<TaskRec
         let lease = next();
         let queue = string(next(), "get")?;
         let run = Run::from_values(lease, next(), next())?;
+        let record = with_end(record, next())?;
         let queue = match queue.as_str() {
             "input" => Queue::Input,
             "dead" => Queue::Dead,
@@ -735,10 +787,10 @@ pub(crate) async fn list(store: &RedisStore, query: &ListOptions) -> Result<Page
         let mut items = array(reply, "list")?.into_iter();
         let mut next = || array(items.next().unwrap_or(Value::Nil), "list");
         let (ids, records) = (next()?, next()?);
-        // The run's parts come only for WORK.
-        let (leases, requests, progress) = (next()?, next()?, next()?);
+        // The run's parts come only for WORK, the ends of the runs only for COMPLETED.
+        let (leases, requests, progress, ends) = (next()?, next()?, next()?, next()?);
         if records.len() != ids.len()
-            || [&leases, &requests, &progress]
+            || [&leases, &requests, &progress, &ends]
                 .iter()
                 .any(|part| !part.is_empty() && part.len() != ids.len())
         {
@@ -749,8 +801,9 @@ pub(crate) async fn list(store: &RedisStore, query: &ListOptions) -> Result<Page
         let mut leases = leases.into_iter();
         let mut requests = requests.into_iter();
         let mut progress = progress.into_iter();
+        let mut ends = ends.into_iter();
         for (id, record) in ids.into_iter().zip(records) {
-            let record = record_bytes(record)?;
+            let record = with_end(record_bytes(record)?, ends.next().unwrap_or(Value::Nil))?;
             let run = Run::lenient(
                 leases.next().unwrap_or(Value::Nil),
                 requests.next().unwrap_or(Value::Nil),

@@ -29,9 +29,12 @@ end
 local stale, cancelled = {}, {}
 local C, R, D = string.byte('c'), string.byte('r'), string.byte('d')
 -- ended: every task whose lease the call ends; dropped: completions not kept (removed in
--- bulk, as cheap as a completion was before history); completed: completions kept; others:
--- the rest, one task at a time.
-local ended, dropped, completed, others = {}, {}, {}, {}
+-- bulk, as cheap as a completion was before history); kept: completions kept, as parallel
+-- arrays of ids, leases, results and progress values (no table per task: most calls are
+-- nothing but completions, and a table each cost more than the rest of the Lua work);
+-- others: the rest, one task at a time.
+local ended, dropped, others = {}, {}, {}
+local kept, kept_leases, kept_results, kept_values = {}, {}, {}, {}
 -- The second of two outcomes for one task in a call is stale: the first ended the lease.
 local done = {}
 for k = 1, n do
@@ -61,7 +64,9 @@ for k = 1, n do
     if kind == C and not requests[k] then
       if keep then
         -- The outcome's progress is the newest; else the one stored while the task ran.
-        completed[#completed + 1] = {id, lease, result, value or progress[k]}
+        local c = #kept + 1
+        kept[c], kept_leases[c], kept_results[c], kept_values[c] =
+          id, lease, result or false, value or progress[k] or false
       else
         dropped[#dropped + 1] = id
       end
@@ -100,38 +105,39 @@ if #dropped > 0 then
   end
   bulk('HDEL', TASKS, dropped)
 end
-if #completed > 0 then
-  local ids = {}
-  for i, c in ipairs(completed) do
-    ids[i] = c[1]
+if #kept > 0 then
+  -- How each run ended goes to ENDS, beside the record (see RS in common.lua): taking
+  -- the record apart and packing it again would cost several times more, and even
+  -- appending to it reads and writes it whole. A record that is missing or cannot be read
+  -- stays so: the task shows in COMPLETED as corrupt.
+  local ends, listed = {}, {}
+  -- Every end starts with the call's time; most have neither result nor progress.
+  local head = ARGV[4] .. ':'
+  for i, id in ipairs(kept) do
+    local run = string.match(kept_leases[i], '^%d+:%-?%d+;(%-?%d+;%d+):') or ';'
+    local result, value = kept_results[i], kept_values[i]
+    ends[2 * i - 1] = id
+    if result or value then
+      ends[2 * i] = head .. run .. ':' .. opt_len(result or nil) .. ':' ..
+        opt_len(value or nil) .. ':' .. (result or '') .. (value or '')
+    else
+      ends[2 * i] = head .. run .. ':::'
+    end
+    listed[2 * i - 1] = id
+    listed[2 * i] = id
   end
-  local records = bulk('HMGET', TASKS, ids)
-  local rewritten, listed, finished = {}, {}, {}
-  for i, c in ipairs(completed) do
-    local id, rec = c[1], records[i]
-    if rec then
-      -- The run's end goes after the record as a trailer (see RS in common.lua): taking
-      -- the record apart and packing it again would cost several times more. A record that
-      -- cannot be read stays one: it shows in COMPLETED as corrupt.
-      local run = string.match(c[2], '^%d+:%-?%d+;(%-?%d+;%d+):') or ';'
-      rewritten[#rewritten + 1] = id
-      rewritten[#rewritten + 1] = rec .. RS .. ARGV[4] .. ':' .. run .. ':' .. opt_len(c[3]) ..
-        ':' .. opt_len(c[4]) .. ':' .. (c[3] or '') .. (c[4] or '')
-      if check_unique then
-        local key, held = record_unique(rec)
-        if not held then
-          free_key(id, key)
-        end
+  if check_unique then
+    local records = bulk('HMGET', TASKS, kept)
+    for i, id in ipairs(kept) do
+      local key, held = record_unique(records[i])
+      if not held then
+        free_key(id, key)
       end
     end
-    listed[#listed + 1] = id
-    listed[#listed + 1] = id
-    finished[#finished + 1] = ARGV[4]
-    finished[#finished + 1] = id
   end
-  bulk('HSET', TASKS, rewritten)
+  bulk('HSET', ENDS, ends)
   bulk('ZADD', COMPLETED, listed)
-  bulk('ZADD', FINISHED, finished)
+  file_finished(kept, ARGV[4])
 end
 local retried, failed, released, ncancelled = 0, 0, 0, 0
 for _, o in ipairs(others) do
@@ -173,11 +179,11 @@ for _, o in ipairs(others) do
       t.run_at = ARGV[4]
       redis.call('HSET', TASKS, id, pack_record(t))
     end
-    push_input(id, t and t.priority, now, now)
+    push_input(id, t and t.priority, ARGV[4], now)
     released = released + 1
   end
 end
-count('completed', #dropped + #completed)
+count('completed', #dropped + #kept)
 count('retried', retried)
 count('failed', failed)
 count('released', released)

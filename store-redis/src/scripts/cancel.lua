@@ -23,8 +23,11 @@ for i = 8, #ARGV do
     requested[#requested + 1] = id
     code = 2
   else
-    local input = redis.call('ZREM', READY, id) + redis.call('ZREM', SCHEDULED, id) > 0
-    if input then
+    local ready = redis.call('ZREM', READY, id) == 1
+    local input = ready or redis.call('ZREM', SCHEDULED, id) == 1
+    if ready then
+      redis.call('ZREM', DUE, id)
+    elseif input then
       redis.call('ZREM', LATER, id)
     else
       local n = tonumber(id)

@@ -19,8 +19,17 @@ end
 if limit <= 0 then
   return {}
 end
-local due = redis.call('ZRANGEBYSCORE', SCHEDULED, '-inf', ARGV[4], 'LIMIT', 0, tonumber(ARGV[9]))
-if #due > 0 then
+-- Scheduled tasks now due move to READY, and to DUE with the run_at they had in
+-- SCHEDULED. They are SCHEDULED's first entries, so they leave it by rank.
+local scheduled = redis.call('ZRANGEBYSCORE', SCHEDULED, '-inf', ARGV[4], 'WITHSCORES',
+  'LIMIT', 0, tonumber(ARGV[9]))
+if #scheduled > 0 then
+  local due, by_run_at = {}, {}
+  for i = 1, #scheduled, 2 do
+    due[#due + 1] = scheduled[i]
+    by_run_at[i] = scheduled[i + 1]
+    by_run_at[i + 1] = scheduled[i]
+  end
   local records = bulk('HMGET', TASKS, due)
   local promoted = {}
   for i, id in ipairs(due) do
@@ -28,7 +37,8 @@ if #due > 0 then
     promoted[#promoted + 1] = id
   end
   bulk('ZADD', READY, promoted)
-  bulk('ZREM', SCHEDULED, due)
+  bulk('ZADD', DUE, by_run_at)
+  redis.call('ZREMRANGEBYRANK', SCHEDULED, 0, #due - 1)
   bulk('ZREM', LATER, due)
 end
 -- Due tasks are in FRESH (ids of one priority, ascending) and in READY (by score): the
@@ -41,6 +51,7 @@ if #fresh == 0 then
     return {}
   end
   redis.call('ZREMRANGEBYRANK', READY, 0, #ids - 1)
+  bulk('ZREM', DUE, ids)
 else
   local base = ready_score(tonumber(redis.call('HGET', META, 'fresh_priority')) or 0, 0)
   local ready
@@ -81,6 +92,11 @@ else
   end
   if taken_ready > 0 then
     redis.call('ZREMRANGEBYRANK', READY, 0, taken_ready - 1)
+    local taken = {}
+    for k = 1, taken_ready do
+      taken[k] = ready[2 * k - 1]
+    end
+    bulk('ZREM', DUE, taken)
   end
 end
 -- A member that is not an id names no task a lease could refer to: dropped.

@@ -4,7 +4,8 @@
 -- {namespace:topic} and lives in one hash slot.
 --
 -- KEYS: 1 meta, 2 ready, 3 scheduled, 4 dead, 5 later, 6 unique, 7 leases, 8 tasks,
---       9 fresh, 10 completed, 11 cancelled, 12 finished, 13 cancels, 14 progress
+--       9 fresh, 10 completed, 11 cancelled, 12 finished, 13 cancels, 14 progress, 15 due,
+--       16 finish_log, 17 ends
 -- ARGV: 1 wake channel, 2 event channel, 3 the topic as a JSON string,
 --       then the script's own arguments from ARGV[4].
 --
@@ -14,12 +15,25 @@
 -- exact: Redis formats them with 17 digits.)
 local META, READY, SCHEDULED, DEAD, LATER, UNIQUE, LEASES, TASKS, FRESH =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
--- COMPLETED and CANCELLED list the finished tasks kept as history by id (score the id);
--- FINISHED holds both by finished_at (the score), the order pruning takes them in.
+-- COMPLETED and CANCELLED list the finished tasks kept as history by id (score the id).
+-- FINISH_LOG and FINISHED hold both in the order pruning takes them, by finished_at:
+-- FINISH_LOG is a list of `finished_at:id` entries whose times never decrease (a task
+-- finishing at or after the tail's time is appended: an RPUSH, where a sorted set costs a
+-- skiplist insert), FINISHED a sorted set (score finished_at) of the tasks that finished
+-- before the tail's time (an outcome applied with an older `now`), and of every task kept
+-- before FINISH_LOG existed. A deleted task's FINISH_LOG entry stays until pruning reaches
+-- it: ids are never reused, so an entry whose id is in neither COMPLETED nor CANCELLED is
+-- stale.
 -- CANCELS (id -> who asked) and PROGRESS (id -> the last value reported) belong to runs in
 -- WORK, like LEASES, and are folded into the record when the run leaves WORK.
 local COMPLETED, CANCELLED, FINISHED, CANCELS, PROGRESS =
   KEYS[10], KEYS[11], KEYS[12], KEYS[13], KEYS[14]
+-- DUE holds READY's tasks again, scored by run_at: with FRESH's head and SCHEDULED's
+-- first entry it gives the earliest run_at in INPUT (stats) without a scan.
+-- ENDS holds how each completed task kept as history ended (id -> the trailer below,
+-- without its RS), so that a completion writes a few bytes beside the record instead of
+-- reading and writing the record whole.
+local DUE, FINISH_LOG, ENDS = KEYS[15], KEYS[16], KEYS[17]
 local WAKE, EVENTS, TOPIC_JSON = ARGV[1], ARGV[2], ARGV[3]
 
 -- Claim order among due tasks: priority ascending, then id ascending (FIFO). The i16
@@ -31,11 +45,15 @@ local function ready_score(priority, id)
 end
 
 -- Due INPUT tasks are in READY or in FRESH. FRESH is a list of ids in strictly ascending
--- order, all of one priority: the META field `fresh_priority` (read only while the list is
--- not empty; it may change whenever the list is empty). Only an enqueue appends to it, and
--- only tasks above its tail; a claim takes from its head, merged with READY by score.
--- Every task that comes back to INPUT (retry, release, recover, requeue, promotion) goes
--- to READY, whatever its priority.
+-- order, all of one priority: the META field `fresh_priority`, and their run_ats never
+-- decrease along it: the META field `fresh_run_at` is the largest (both read only while
+-- the list is not empty; they may change whenever the list is empty). So the list's head
+-- has its earliest run_at. A list without `fresh_run_at` was written before the field
+-- existed, its run_ats in no known order: nothing is appended to it (see enqueue.lua),
+-- and stats read it whole until it drains (see stats.lua). Only an enqueue appends to
+-- FRESH, and only tasks above its tail in id and run_at; a claim takes from its head,
+-- merged with READY by score. Every task that comes back to INPUT (retry, release,
+-- recover, requeue, promotion) goes to READY (and DUE), whatever its priority.
 
 -- The 0-based position in FRESH of the first id not below `n`, and the list's length.
 -- FRESH ascends, so this is a binary search: O(log length) LINDEX calls, each walking the
@@ -85,11 +103,14 @@ end
 -- followed by external_id, unique_key, errors, result, progress and cancelled_by (xlen ..
 -- clen bytes; an empty length means the field is absent) and the args (JSON text, the
 -- rest). max_retries and the times are empty when unset; flags holds 'u' when the unique
--- key is held while the finished task is kept; errors is a JSON array of
+-- key is held while the finished task is kept, and 'h' when the task has headers: then
+-- `hlen:` follows clen, and the headers (a JSON object of strings, which no script reads)
+-- follow cancelled_by. errors is a JSON array of
 -- {"attempt":n,"at":ms,"message":"..."}, oldest first. `attempt` counts the runs before
 -- the current one: a claim leaves the record alone (see LEASES). codec.rs knows it too.
 --
--- A completion does not rewrite the record: it appends how the run ended, after RS,
+-- A completion does not rewrite the record: it writes how the run ended to ENDS (a
+-- completion of an earlier version appended it to the record, after RS),
 --   finished_at:started_at;max_retries:rlen:plen:<result><progress>
 -- (started_at and max_retries from the lease, both empty for a lease written before
 -- history), which reading folds in as the end of one more run (see apply_finish). RS
@@ -161,12 +182,22 @@ local function parse_record(rec)
     t = {attempt = a, max_retries = m, priority = p, enqueued_at = e, run_at = r,
       finished_at = f, first_started_at = fs, started_at = s, flags = flags}
     pos = at
+    local hl
+    if string.find(flags, 'h', 1, true) then
+      hl, pos = string.match(rec, '^(%d+):()', pos)
+      if not hl then
+        return nil
+      end
+    end
     t.external_id, pos = take(rec, pos, xl)
     t.unique_key, pos = take(rec, pos, ul)
     t.errors, pos = take(rec, pos, el)
     t.result, pos = take(rec, pos, rl)
     t.progress, pos = take(rec, pos, pl)
     t.cancelled_by, pos = take(rec, pos, cl)
+    if hl then
+      t.headers, pos = take(rec, pos, hl)
+    end
   else
     a, m, p, e, r, f, xl, ul, el, at = string.match(rec, OLD_RECORD)
     if not a then
@@ -219,6 +250,13 @@ local function record_unique(rec)
   if ul == '' then
     return nil, false
   end
+  if string.find(flags, 'h', 1, true) then
+    -- The headers' length comes before the strings.
+    pos = string.match(rec, '^%d+:()', pos)
+    if not pos then
+      return nil, false
+    end
+  end
   local from = pos + (tonumber(xl) or 0)
   return string.sub(rec, from, from + tonumber(ul) - 1), string.find(flags, 'u', 1, true) ~= nil
 end
@@ -230,13 +268,19 @@ local function opt_len(s)
   return ''
 end
 
+-- The headers are written back as they were read (flag 'h' and their length with them).
 local function pack_record(t)
-  return table.concat({'v2', t.attempt, t.max_retries, t.priority, t.enqueued_at, t.run_at,
+  local lengths = {'v2', t.attempt, t.max_retries, t.priority, t.enqueued_at, t.run_at,
     t.finished_at, t.first_started_at, t.started_at, t.flags, opt_len(t.external_id),
     opt_len(t.unique_key), opt_len(t.errors), opt_len(t.result), opt_len(t.progress),
-    opt_len(t.cancelled_by),
-    (t.external_id or '') .. (t.unique_key or '') .. (t.errors or '') .. (t.result or '') ..
-    (t.progress or '') .. (t.cancelled_by or '') .. t.args}, ':')
+    opt_len(t.cancelled_by)}
+  if t.headers then
+    lengths[#lengths + 1] = #t.headers
+  end
+  lengths[#lengths + 1] = (t.external_id or '') .. (t.unique_key or '') .. (t.errors or '') ..
+    (t.result or '') .. (t.progress or '') .. (t.cancelled_by or '') .. (t.headers or '') ..
+    t.args
+  return table.concat(lengths, ':')
 end
 
 -- Adds the error of attempt `attempt` at `at` (`message` a JSON string) to the record,
@@ -269,6 +313,15 @@ local function holds_key_while_kept(t)
   return t and string.find(t.flags, 'u', 1, true) ~= nil
 end
 
+-- Just the run_at (a string), for stats and enqueues (nil when the record cannot be read).
+local function record_run_at(rec)
+  if not rec then
+    return nil
+  end
+  return string.match(rec, '^v2:%d+:%d*:%-?%d+:%-?%d+:(%-?%d+):') or
+    string.match(rec, '^%d+:%d+:%-?%d+:%-?%d+:(%-?%d+):')
+end
+
 -- Just the priority, for promotions (0 when the record cannot be read).
 local function record_priority(rec)
   if not rec then
@@ -278,11 +331,13 @@ local function record_priority(rec)
     string.match(rec, '^%d+:%d+:(%-?%d+):')) or 0
 end
 
--- Indexes a task that (re)entered INPUT: ready when due at `now`, scheduled otherwise
--- (with its id in LATER, which lists scheduled tasks in id order).
+-- Indexes a task that (re)entered INPUT at `run_at` (a string): ready when due at `now`
+-- (in READY and DUE), scheduled otherwise (with its id in LATER, which lists scheduled
+-- tasks in id order).
 local function push_input(id, priority, run_at, now)
   if tonumber(run_at) <= now then
     redis.call('ZADD', READY, ready_score(tonumber(priority) or 0, tonumber(id) or 0), id)
+    redis.call('ZADD', DUE, run_at, id)
   else
     redis.call('ZADD', SCHEDULED, run_at, id)
     redis.call('ZADD', LATER, id, id)
@@ -342,6 +397,28 @@ local function fold_run(t, lease, progress)
   end
 end
 
+-- Files the tasks `ids`, which finished at `now` (a string), in finish order.
+local function file_finished(ids, now)
+  if #ids == 0 then
+    return
+  end
+  local tail = redis.call('LINDEX', FINISH_LOG, -1)
+  local last = tail and tonumber(string.match(tail, '^(%-?%d+):'))
+  local entries = {}
+  if not tail or (last and tonumber(now) >= last) then
+    for i, id in ipairs(ids) do
+      entries[i] = now .. ':' .. id
+    end
+    bulk('RPUSH', FINISH_LOG, entries)
+  else
+    for i, id in ipairs(ids) do
+      entries[2 * i - 1] = now
+      entries[2 * i] = id
+    end
+    bulk('ZADD', FINISHED, entries)
+  end
+end
+
 -- Ends a task in a finished queue (COMPLETED or CANCELLED) at `now` (a string): kept there
 -- with its record `t` (nil for one that cannot be read, kept as it is), listed by id and by
 -- finished_at, or removed when `keep` is false. Frees its unique key unless it holds it
@@ -353,7 +430,7 @@ local function finish(id, t, queue, now, keep)
       redis.call('HSET', TASKS, id, pack_record(t))
     end
     redis.call('ZADD', queue, id, id)
-    redis.call('ZADD', FINISHED, now, id)
+    file_finished({id}, now)
     if not holds_key_while_kept(t) then
       free_unique(id, t)
     end

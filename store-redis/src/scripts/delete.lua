@@ -18,9 +18,11 @@ for i = 4, #ARGV do
     + redis.call('ZREM', SCHEDULED, id) + redis.call('ZREM', DEAD, id)
     + redis.call('ZREM', COMPLETED, id) + redis.call('ZREM', CANCELLED, id)
   redis.call('ZREM', LATER, id)
+  redis.call('ZREM', DUE, id)
   redis.call('ZREM', FINISHED, id)
   redis.call('HDEL', CANCELS, id)
   redis.call('HDEL', PROGRESS, id)
+  redis.call('HDEL', ENDS, id)
   -- A task is in one index at most: FRESH (a search) is looked at only when no other
   -- index holds it.
   local n = tonumber(id)

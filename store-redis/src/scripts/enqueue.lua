@@ -1,53 +1,77 @@
 -- Adds a batch of tasks of one topic to INPUT.
 -- ARGV[4] task count n, ARGV[5] count f of due tasks that may go to FRESH, ARGV[6] their
 -- priority, ARGV[7] count r of the other due tasks, ARGV[8] scheduled count s, ARGV[9]
--- count u of tasks with a unique key, then five blocks laid out as the commands take them:
---   n pairs id, record;  f ids (ascending);  r pairs ready score, id;  s pairs run_at, id;
---   u pairs id, key
+-- count u of tasks with a unique key, ARGV[10] and ARGV[11] the first and the last run_at
+-- of the f tasks (which never decrease along them; empty when f is 0), then six blocks
+-- laid out as the commands take them:
+--   n pairs id, record;  f ids (ascending);  r pairs ready score, id;  r pairs run_at, id
+--   (the same tasks, for DUE);  s pairs run_at, id;  u pairs id, key
 -- (every block in batch order). Returns {id, existing id, ...} for the tasks not added
 -- because their unique key is held (by a stored task or one earlier in the batch).
 local n, nf, nr, ns, nu = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[7]),
   tonumber(ARGV[8]), tonumber(ARGV[9])
-local priority = ARGV[6]
-local t0 = 10
+local priority, first_run_at, last_run_at = ARGV[6], ARGV[10], ARGV[11]
+local t0 = 12
 local f0 = t0 + 2 * n
 local r0 = f0 + nf
-local s0 = r0 + 2 * nr
+local d0 = r0 + 2 * nr
+local s0 = d0 + 2 * nr
 local u0 = s0 + 2 * ns
 
--- Appends the due tasks t[from..to] (ids ascending, all of `priority`) to FRESH when that
--- keeps it of one priority and strictly ascending: the list is empty, or holds `priority`
--- and ends below t[from]. Otherwise they go to READY: another priority than the list's,
--- or an enqueuer that reserved its ids before the list's last one but arrived later. (Ids
--- are reserved in disjoint ranges, one per batch, so a chunk is wholly above or wholly
--- below the tail of another batch; one that is not, never written by this store, still
--- goes to READY whole, which costs speed, not order.)
+-- The run_at of each task of the batch, by id, read from the records (only when due
+-- tasks meant for FRESH go to READY instead).
+local function batch_run_ats()
+  local run_at = {}
+  for i = t0, f0 - 1, 2 do
+    run_at[ARGV[i]] = record_run_at(ARGV[i + 1])
+  end
+  return run_at
+end
+
+-- Appends the due tasks t[from..to] (ids ascending, all of `priority`, run_ats from
+-- first_run_at to last_run_at, never decreasing) to FRESH when that keeps it of one
+-- priority, strictly ascending in id and never decreasing in run_at: the list is empty, or
+-- holds `priority`, ends below t[from] and has no run_at after first_run_at. Otherwise they
+-- go to READY and DUE: another priority than the list's, an enqueuer that reserved its ids
+-- before the list's last one but arrived later, one whose clock is behind the list's last
+-- enqueuer, or a list written before `fresh_run_at` existed. (Ids are reserved in
+-- disjoint ranges, one per batch, so a chunk is wholly above or wholly below the tail of
+-- another batch; one that is not, never written by this store, still goes to READY whole,
+-- which costs speed, not order.) `fresh_run_at` becomes last_run_at: at least the largest
+-- run_at listed (duplicates dropped from t may have had it), which keeps the order safe.
 local function add_fresh(t, from, to)
   if from > to then
     return
   end
   local tail = redis.call('LINDEX', FRESH, -1)
-  local listed = redis.call('HGET', META, 'fresh_priority')
+  local fields = redis.call('HMGET', META, 'fresh_priority', 'fresh_run_at')
+  local listed, listed_run_at = fields[1], fields[2]
   local append
   if not tail then
-    if listed ~= priority then
-      redis.call('HSET', META, 'fresh_priority', priority)
-    end
+    redis.call('HSET', META, 'fresh_priority', priority, 'fresh_run_at', last_run_at)
     append = true
   else
     local last = tonumber(tail)
-    append = listed == priority and last ~= nil and tonumber(t[from]) > last
+    append = listed == priority and last ~= nil and tonumber(t[from]) > last and
+      listed_run_at and tonumber(first_run_at) >= tonumber(listed_run_at)
+    if append and listed_run_at ~= last_run_at then
+      redis.call('HSET', META, 'fresh_run_at', last_run_at)
+    end
   end
   if append then
     bulk_range('RPUSH', FRESH, t, from, to)
   else
     local band = tonumber(priority)
-    local scored = {}
+    local run_at = batch_run_ats()
+    local scored, due = {}, {}
     for i = from, to do
       scored[#scored + 1] = ready_score(band, tonumber(t[i]))
       scored[#scored + 1] = t[i]
+      due[#due + 1] = run_at[t[i]] or first_run_at
+      due[#due + 1] = t[i]
     end
     bulk('ZADD', READY, scored)
+    bulk('ZADD', DUE, due)
   end
 end
 
@@ -82,7 +106,8 @@ if #out == 0 then
   -- The common case: every task is new, and each block goes to its command as it came.
   bulk_range('HSET', TASKS, ARGV, t0, f0 - 1)
   add_fresh(ARGV, f0, r0 - 1)
-  bulk_range('ZADD', READY, ARGV, r0, s0 - 1)
+  bulk_range('ZADD', READY, ARGV, r0, d0 - 1)
+  bulk_range('ZADD', DUE, ARGV, d0, s0 - 1)
   bulk_range('ZADD', SCHEDULED, ARGV, s0, u0 - 1)
   for i = s0 + 1, u0 - 1, 2 do
     later[#later + 1] = ARGV[i]
@@ -107,7 +132,8 @@ else
     end
   end
   add_fresh(fresh, 1, #fresh)
-  bulk('ZADD', READY, keep(r0, s0, 1))
+  bulk('ZADD', READY, keep(r0, d0, 1))
+  bulk('ZADD', DUE, keep(d0, s0, 1))
   local scheduled = keep(s0, u0, 1)
   bulk('ZADD', SCHEDULED, scheduled)
   for i = 2, #scheduled, 2 do

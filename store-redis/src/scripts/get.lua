@@ -1,6 +1,7 @@
 -- One task of this topic as stored: {record or nil, lease or nil, queue, cancel request or
--- nil, progress or nil}, queue being 'work' (leased), 'input' (ready, fresh or scheduled),
--- 'dead', 'completed', 'cancelled', or '' (in no queue). The cancel request and the
+-- nil, progress or nil, how a completed run ended (ENDS) or nil}, queue being 'work'
+-- (leased), 'input' (ready, fresh or scheduled), 'dead', 'completed', 'cancelled', or ''
+-- (in no queue). The cancel request and the
 -- progress are those of a run in WORK. ARGV[4] id.
 local id = ARGV[4]
 local lease = redis.call('HGET', LEASES, id)
@@ -24,4 +25,8 @@ if lease then
   request = redis.call('HGET', CANCELS, id)
   progress = redis.call('HGET', PROGRESS, id)
 end
-return {redis.call('HGET', TASKS, id), lease, queue, request, progress}
+local ended = false
+if queue == 'completed' then
+  ended = redis.call('HGET', ENDS, id)
+end
+return {redis.call('HGET', TASKS, id), lease, queue, request, progress, ended}

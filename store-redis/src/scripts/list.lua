@@ -1,8 +1,9 @@
 -- A page of one queue of this topic in ascending id order.
 -- ARGV[4] queue ('input' | 'work' | 'dead' | 'completed' | 'cancelled'), ARGV[5] list ids
 -- above this, ARGV[6] limit.
--- Returns {{ids}, {records}, {leases}, {cancel requests}, {progress}} (false for a missing
--- one; the last three only for WORK, empty for the other queues).
+-- Returns {{ids}, {records}, {leases}, {cancel requests}, {progress}, {ends}} (false for a
+-- missing one; leases, requests and progress only for WORK, the ends of the runs (ENDS)
+-- only for COMPLETED, empty for the other queues).
 local after, limit = tonumber(ARGV[5]), tonumber(ARGV[6])
 local ids = {}
 local function by_number(a, b)
@@ -72,7 +73,7 @@ while #ids > limit do
   table.remove(ids)
 end
 if #ids == 0 then
-  return {{}, {}, {}, {}, {}}
+  return {{}, {}, {}, {}, {}, {}}
 end
 local leases, requests, progress = {}, {}, {}
 if ARGV[4] == 'work' then
@@ -80,4 +81,8 @@ if ARGV[4] == 'work' then
   requests = bulk('HMGET', CANCELS, ids)
   progress = bulk('HMGET', PROGRESS, ids)
 end
-return {ids, bulk('HMGET', TASKS, ids), leases, requests, progress}
+local ends = {}
+if ARGV[4] == 'completed' then
+  ends = bulk('HMGET', ENDS, ids)
+end
+return {ids, bulk('HMGET', TASKS, ids), leases, requests, progress, ends}

@@ -55,7 +55,7 @@ for k, id in ipairs(expired) do
     elseif t and tonumber(t.attempt) + 1 <= (tonumber(t.max_retries) or DEFAULT_MAX_RETRIES) then
       t.attempt, t.run_at = tonumber(t.attempt) + 1, ARGV[4]
       redis.call('HSET', TASKS, id, pack_record(t))
-      push_input(id, t.priority, now, now)
+      push_input(id, t.priority, ARGV[4], now)
       requeued = true
       out[#out + 1] = {id, 'i'}
     else

@@ -13,7 +13,7 @@ for i = 5, #ARGV do
       t.attempt, t.run_at, t.finished_at = '0', ARGV[4], ''
       redis.call('HSET', TASKS, id, pack_record(t))
     end
-    push_input(id, t and t.priority, now, now)
+    push_input(id, t and t.priority, ARGV[4], now)
     moved = moved + 1
     out[#out + 1] = 1
   else
