@@ -125,5 +125,6 @@ async fn a_run_continues_the_trace_of_its_enqueue() {
     }
     assert!(runs.iter().all(|s| s.parent_span_id != SpanId::INVALID));
 
+    assert_eq!(otel.warnings(), 0);
     manager.close().await.unwrap();
 }

@@ -9,38 +9,81 @@
 
 use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use taskmill_core::{Client, TaskId, TaskInfo, TaskStatus};
-use tracing_subscriber::layer::SubscriberExt;
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
 /// How long any awaited condition may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
-/// The provider and its exporter behind the global subscriber.
+/// The provider and its exporter behind the global subscriber, and the warnings this
+/// crate logged.
 pub struct Otel {
     provider: SdkTracerProvider,
     exporter: InMemorySpanExporter,
+    warnings: Arc<AtomicUsize>,
 }
 
-/// Installs the global subscriber (once per binary) and returns what it exports to.
+/// Installs the global subscriber (once per binary) with the layer built as the crate
+/// docs say, and returns what it exports to.
 pub fn otel() -> &'static Otel {
-    static OTEL: OnceLock<Otel> = OnceLock::new();
-    OTEL.get_or_init(|| {
+    install(false)
+}
+
+/// Installs the global subscriber with tracing-opentelemetry's default context
+/// activation, against the crate docs' advice.
+pub fn otel_with_context_activation() -> &'static Otel {
+    install(true)
+}
+
+fn install(context_activation: bool) -> &'static Otel {
+    static OTEL: OnceLock<(bool, Otel)> = OnceLock::new();
+    let (installed, otel) = OTEL.get_or_init(|| {
         let exporter = InMemorySpanExporter::default();
         let provider = SdkTracerProvider::builder()
             .with_simple_exporter(exporter.clone())
             .build();
         let layer = tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("taskmill-otel-tests"))
-            .with_context_activation(false);
-        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
+            .with_context_activation(context_activation);
+        let warnings = Arc::new(AtomicUsize::new(0));
+        let subscriber = tracing_subscriber::registry()
+            .with(layer)
+            .with(CountWarnings(warnings.clone()));
+        tracing::subscriber::set_global_default(subscriber)
             .expect("no other global subscriber in this binary");
-        Otel { provider, exporter }
-    })
+        let otel = Otel {
+            provider,
+            exporter,
+            warnings,
+        };
+        (context_activation, otel)
+    });
+    assert_eq!(*installed, context_activation, "one subscriber per binary");
+    otel
+}
+
+/// Counts the warnings taskmill-otel logs.
+struct CountWarnings(Arc<AtomicUsize>);
+
+impl<S: Subscriber> Layer<S> for CountWarnings {
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        let meta = event.metadata();
+        if *meta.level() == Level::WARN && meta.target().starts_with("taskmill_otel") {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Otel {
+    /// How many warnings taskmill-otel has logged.
+    pub fn warnings(&self) -> usize {
+        self.warnings.load(Ordering::Relaxed)
+    }
+
     /// The finished spans once `ready` holds of them, flushing the provider before each
     /// read; panics after [`DEADLINE`], listing what was exported.
     pub async fn spans_when(&self, ready: impl Fn(&[SpanData]) -> bool) -> Vec<SpanData> {
