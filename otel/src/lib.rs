@@ -74,8 +74,8 @@
 //! first needs its context (a child span, [`OpenTelemetrySpanExt::context`]) or when it
 //! closes, which is after the middleware has set its parent. For the same reason
 //! [`TraceContext`] must come before any middleware that opens spans or reads the span's
-//! context. If the span has started anyway, the run goes on in a trace of its own and the
-//! middleware logs one warning saying so.
+//! context. If the span has started anyway, the run goes on in a trace of its own with a
+//! link to the enqueuer's span, and the middleware logs one warning saying so.
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
@@ -146,23 +146,26 @@ impl TraceContext {
     /// Makes `span` a child of the trace context `headers` carry, and returns whether it
     /// did. It does not when the headers carry none, when `span` is not recorded by a
     /// tracing-opentelemetry layer, or when `span` has already started (see the
-    /// [crate docs](crate#why-context-activation-must-be-off)); the last logs a warning,
-    /// once.
+    /// [crate docs](crate#why-context-activation-must-be-off)); then it adds a link to
+    /// that context instead, and logs a warning, once.
     pub fn set_parent(&self, span: &Span, headers: &Headers) -> bool {
         let Some(parent) = self.extract(headers) else {
             return false;
         };
-        match span.set_parent(parent) {
+        // A clone of a context is a few reference counts.
+        match span.set_parent(parent.clone()) {
             Ok(()) => true,
             // No OpenTelemetry layer, or one that filters the run's span out: there is no
             // trace to continue, and nothing to tell.
             Err(SetParentError::LayerNotFound | SetParentError::SpanDisabled) => false,
             Err(SetParentError::AlreadyStarted) => {
+                // A started span's parent is fixed, but it can still point at the enqueuer.
+                span.add_link(parent.span().span_context().clone());
                 if !self.warned_started.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
-                        "taskmill-otel could not continue a task's trace: the run's span had \
-                         already started; build the tracing-opentelemetry layer with \
-                         `with_context_activation(false)` and register TraceContext as the \
+                        "taskmill-otel could not continue a task's trace, only link to it: the \
+                         run's span had already started; build the tracing-opentelemetry layer \
+                         with `with_context_activation(false)` and register TraceContext as the \
                          manager's first middleware (logged once)"
                     );
                 }

@@ -1,6 +1,7 @@
 //! With tracing-opentelemetry's default context activation the run's span has started by
 //! the time the middleware sees the task, so its parent can no longer be set: the runs go
-//! on in traces of their own, and the middleware says so once (see the crate docs).
+//! on in traces of their own with a link to the enqueue's span, and the middleware says so
+//! once (see the crate docs).
 
 mod common;
 
@@ -12,7 +13,7 @@ use taskmill_otel::TraceContext;
 use tracing::Instrument;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runs_still_complete_and_the_middleware_warns_once() {
+async fn runs_complete_linked_to_the_enqueue_and_the_middleware_warns_once() {
     let otel = otel_with_context_activation();
     let store = MemoryStore::new();
     let manager = Manager::builder(store.clone())
@@ -43,6 +44,12 @@ async fn runs_still_complete_and_the_middleware_warns_once() {
     for run in spans.iter().filter(|s| s.name == "emails process") {
         assert_eq!(run.parent_span_id, SpanId::INVALID);
         assert_ne!(ids(run).0, ids(publish).0);
+        let links: Vec<_> = run
+            .links
+            .iter()
+            .map(|l| (l.span_context.trace_id(), l.span_context.span_id()))
+            .collect();
+        assert_eq!(links, [ids(publish)], "a link to the enqueue span");
     }
     assert_eq!(otel.warnings(), 1, "one warning, not one per run");
     manager.close().await.unwrap();
