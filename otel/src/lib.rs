@@ -32,9 +32,9 @@
 //!    ([`Client::middleware`](taskmill_core::Client::middleware)).
 //!
 //! Whatever filter the subscriber has must let the INFO spans of `taskmill_core` reach the
-//! OpenTelemetry layer. Where it filters the enqueue span out, the context of the span the
-//! caller is in is carried instead. The sampled flag travels with the context, so a
-//! parent-based sampler keeps or drops a task's runs with the trace that enqueued it.
+//! OpenTelemetry layer: a run span it filters out has no parent to set, and an enqueue
+//! span it filters out has no context to carry. The sampled flag travels with the context,
+//! so a parent-based sampler keeps or drops a task's runs with the trace that enqueued it.
 //!
 //! ```
 //! use opentelemetry::trace::TracerProvider as _;
