@@ -49,10 +49,20 @@ impl Shared {
                 id = %record.id,
                 topic = %record.topic,
                 attempt = record.attempt,
-                otel.name = %format_args!("{} process", record.topic),
+                otel.name = %format_args!("process {}", record.topic),
                 otel.kind = "consumer",
                 messaging.system = "taskmill",
+                messaging.operation.type = "process",
             );
+            // Before the span is first entered: an OpenTelemetry layer fixes a span's parent
+            // when it starts, which is on first entry (see `Middleware::run_span`).
+            if !span.is_disabled() {
+                if let Some(topic) = self.topics.get(&record.topic) {
+                    for middleware in topic.middleware.iter() {
+                        middleware.run_span(record, &span);
+                    }
+                }
+            }
             let (kind, keep, result) = self.attempt(&run, &store).instrument(span).await;
             let end = Instant::now();
             last_end = Some(end);
