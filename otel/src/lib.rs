@@ -2,7 +2,7 @@
 //! continue the trace of the code that enqueued it, across processes and stores.
 //!
 //! taskmill opens a span per enqueue (`taskmill.enqueue`, OpenTelemetry kind `producer`,
-//! named `<topic> publish`) and per run (`task`, kind `consumer`, named `<topic> process`),
+//! named `send <topic>`) and per run (`task`, kind `consumer`, named `process <topic>`),
 //! with the fields [tracing-opentelemetry](tracing_opentelemetry) turns into span names,
 //! kinds and `messaging.*` attributes. Without this crate each run's span starts a trace of
 //! its own. The [`TraceContext`] middleware links them:
@@ -12,7 +12,7 @@
 //!   task's [headers](taskmill_core::Headers), as W3C `traceparent` and, when there is one,
 //!   `tracestate`;
 //! - on run it reads them back and makes the run's span a child of that context, so the
-//!   trace goes on: request → `emails publish` → `emails process` → what the processor
+//!   trace goes on: request → `send emails` → `process emails` → what the processor
 //!   does.
 //!
 //! A task without trace headers, or with ones that do not parse, runs in a trace of its
@@ -23,8 +23,7 @@
 //! Three pieces, in every process that enqueues or runs tasks:
 //!
 //! 1. a tracing subscriber with the [`tracing_opentelemetry`] layer over your tracer
-//!    provider (the OTLP exporter, usually), built with
-//!    [`with_context_activation(false)`](tracing_opentelemetry::OpenTelemetryLayer::with_context_activation);
+//!    provider (the OTLP exporter, usually);
 //! 2. the middleware on the manager, as its **first** middleware
 //!    ([`ManagerBuilder::middleware`](taskmill_core::ManagerBuilder::middleware)): the
 //!    manager's own client gets it too;
@@ -48,10 +47,7 @@
 //! let provider = SdkTracerProvider::builder()
 //!     .with_simple_exporter(InMemorySpanExporter::default())
 //!     .build();
-//! let otel = tracing_opentelemetry::layer()
-//!     .with_tracer(provider.tracer("my-service"))
-//!     // The run's span must not start before the middleware has set its parent.
-//!     .with_context_activation(false);
+//! let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("my-service"));
 //! tracing::subscriber::set_global_default(tracing_subscriber::registry().with(otel))?;
 //!
 //! let store = taskmill_memory::MemoryStore::new();
@@ -69,18 +65,17 @@
 //! # Ok(()) }
 //! ```
 //!
-//! # Why context activation must be off
+//! # When the run's span gets its parent
 //!
-//! An OpenTelemetry span's parent is fixed when the span starts, and with context
-//! activation on (tracing-opentelemetry's default) a span starts when it is first entered.
-//! The manager enters the run's span before the middleware chain runs, so that everything
-//! the chain logs lands in it; by the time [`TraceContext`] sees the task, the span would
-//! have started in a trace of its own. With activation off the span starts when something
-//! first needs its context (a child span, [`OpenTelemetrySpanExt::context`]) or when it
-//! closes, which is after the middleware has set its parent. For the same reason
-//! [`TraceContext`] must come before any middleware that opens spans or reads the span's
-//! context. If the span has started anyway, the run goes on in a trace of its own with a
-//! link to the enqueuer's span, and the middleware logs one warning saying so.
+//! An OpenTelemetry span's parent is fixed when the span starts, which by default is when
+//! it is first entered, and the manager enters the run's span around the whole middleware
+//! chain. So the middleware does its work in
+//! [`Middleware::run_span`](taskmill_core::Middleware::run_span), which the manager calls
+//! with the span after opening it and before entering it. A middleware registered before
+//! [`TraceContext`] whose own `run_span` starts the span (by reading its OpenTelemetry
+//! context) would leave it too late: the run then goes on in a trace of its own with a
+//! link to the enqueuer's span, and the middleware logs one warning saying so. Register it
+//! first.
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
@@ -90,8 +85,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use taskmill_core::{
-    async_trait, store::Enqueued, EnqueueNext, Headers, Middleware, Next, Result, Task,
-    TaskContext, TaskError,
+    async_trait, store::Enqueued, EnqueueNext, Headers, Middleware, Result, Task, TaskRecord,
 };
 use tracing::Span;
 use tracing_opentelemetry::{OpenTelemetrySpanExt, SetParentError};
@@ -151,7 +145,7 @@ impl TraceContext {
     /// Makes `span` a child of the trace context `headers` carry, and returns whether it
     /// did. It does not when the headers carry none, when `span` is not recorded by a
     /// tracing-opentelemetry layer, or when `span` has already started (see the
-    /// [crate docs](crate#why-context-activation-must-be-off)); then it adds a link to
+    /// [crate docs](crate#when-the-runs-span-gets-its-parent)); then it adds a link to
     /// that context instead, and logs a warning, once.
     pub fn set_parent(&self, span: &Span, headers: &Headers) -> bool {
         let Some(parent) = self.extract(headers) else {
@@ -169,9 +163,9 @@ impl TraceContext {
                 if !self.warned_started.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         "taskmill-otel could not continue a task's trace, only link to it: the \
-                         run's span had already started; build the tracing-opentelemetry layer \
-                         with `with_context_activation(false)` and register TraceContext as the \
-                         manager's first middleware (logged once)"
+                         run's span had already started (a middleware registered before \
+                         TraceContext read its context); register TraceContext as the manager's \
+                         first middleware (logged once)"
                     );
                 }
                 false
@@ -220,11 +214,10 @@ impl fmt::Debug for TraceContext {
 
 #[async_trait]
 impl Middleware for TraceContext {
-    /// Runs inside the run's span (the manager enters it around the whole chain), so
-    /// `Span::current()` is the span to re-parent.
-    async fn run(&self, ctx: TaskContext, next: Next<'_>) -> std::result::Result<(), TaskError> {
-        self.set_parent(&Span::current(), ctx.headers());
-        next.run(ctx).await
+    /// Called with the run's span before the manager enters it, the one moment its parent
+    /// can still be set.
+    fn run_span(&self, task: &TaskRecord, span: &Span) {
+        self.set_parent(span, &task.headers);
     }
 
     /// Runs inside the `taskmill.enqueue` span: its context, one per batch, becomes the

@@ -1,20 +1,18 @@
-//! With tracing-opentelemetry's default context activation the run's span has started by
-//! the time the middleware sees the task, so its parent can no longer be set: the runs go
-//! on in traces of their own with a link to the enqueue's span, and the middleware says so
-//! once (see the crate docs).
+//! With context activation off (spans start when their context is first needed) the runs
+//! continue the enqueue's trace just as with the default layer: the middleware sets the
+//! parent before the run's span is entered either way.
 
 mod common;
 
-use common::{completed, ids, otel_with_context_activation};
-use opentelemetry::trace::SpanId;
+use common::{completed, ids, otel_without_context_activation};
 use taskmill_core::{Client, Manager, Task, TaskContext, TaskError};
 use taskmill_memory::MemoryStore;
 use taskmill_otel::TraceContext;
 use tracing::Instrument;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runs_complete_linked_to_the_enqueue_and_the_middleware_warns_once() {
-    let otel = otel_with_context_activation();
+async fn without_context_activation_runs_continue_the_trace_too() {
+    let otel = otel_without_context_activation();
     let store = MemoryStore::new();
     let manager = Manager::builder(store.clone())
         .middleware(TraceContext::new())
@@ -38,19 +36,18 @@ async fn runs_complete_linked_to_the_enqueue_and_the_middleware_warns_once() {
     }
 
     let spans = otel
-        .spans_when(|s| s.iter().filter(|s| s.name == "emails process").count() == 3)
+        .spans_when(|s| s.iter().filter(|s| s.name == "process emails").count() == 3)
         .await;
-    let publish = spans.iter().find(|s| s.name == "emails publish").unwrap();
-    for run in spans.iter().filter(|s| s.name == "emails process") {
-        assert_eq!(run.parent_span_id, SpanId::INVALID);
-        assert_ne!(ids(run).0, ids(publish).0);
-        let links: Vec<_> = run
-            .links
-            .iter()
-            .map(|l| (l.span_context.trace_id(), l.span_context.span_id()))
-            .collect();
-        assert_eq!(links, [ids(publish)], "a link to the enqueue span");
+    let publish = spans.iter().find(|s| s.name == "send emails").unwrap();
+    for run in spans.iter().filter(|s| s.name == "process emails") {
+        assert_eq!(
+            run.parent_span_id,
+            ids(publish).1,
+            "the enqueue span is the parent"
+        );
+        assert_eq!(ids(run).0, ids(publish).0, "one trace");
+        assert!(run.links.is_empty(), "a parent, not a link");
     }
-    assert_eq!(otel.warnings(), 1, "one warning, not one per run");
+    assert_eq!(otel.warnings(), 0);
     manager.close().await.unwrap();
 }

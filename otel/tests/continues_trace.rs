@@ -55,25 +55,23 @@ async fn a_run_continues_the_trace_of_its_enqueue() {
 
     let spans = otel
         .spans_when(|spans| {
-            has_each(
-                spans,
-                &["request", "emails publish", "batch request", " publish"],
-            ) && spans.iter().filter(|s| s.name == "emails process").count() == 2
+            has_each(spans, &["request", "send emails", "batch request", "send"])
+                && spans.iter().filter(|s| s.name == "process emails").count() == 2
                 && spans.iter().filter(|s| s.name == "work").count() == 3
         })
         .await;
     let request = one(&spans, "request");
-    let publish = one(&spans, "emails publish");
+    let publish = one(&spans, "send emails");
     let runs: Vec<_> = spans
         .iter()
-        .filter(|s| s.name == "emails process")
+        .filter(|s| s.name == "process emails")
         .collect();
     let run = runs
         .iter()
         .find(|s| s.span_context.trace_id() == request.span_context.trace_id())
         .expect("a run in the request's trace");
 
-    // request → emails publish (producer) → emails process (consumer) → work.
+    // request → send emails (producer) → process emails (consumer) → work.
     assert_eq!(publish.parent_span_id, ids(request).1);
     assert_eq!(ids(publish).0, ids(request).0);
     assert_eq!(publish.span_kind, SpanKind::Producer);
@@ -110,7 +108,7 @@ async fn a_run_continues_the_trace_of_its_enqueue() {
 
     // The batch: both runs, of two topics, are children of its one enqueue span.
     let batch_request = one(&spans, "batch request");
-    let batch_publish = one(&spans, " publish");
+    let batch_publish = one(&spans, "send");
     assert_eq!(batch_publish.parent_span_id, ids(batch_request).1);
     let batch_runs: Vec<_> = spans
         .iter()
@@ -118,7 +116,7 @@ async fn a_run_continues_the_trace_of_its_enqueue() {
         .collect();
     let mut names: Vec<_> = batch_runs.iter().map(|s| &*s.name).collect();
     names.sort_unstable();
-    assert_eq!(names, ["emails process", "receipts process"]);
+    assert_eq!(names, ["process emails", "process receipts"]);
     for run in batch_runs {
         assert_eq!(ids(run).0, ids(batch_request).0);
         assert_eq!(run.span_kind, SpanKind::Consumer);

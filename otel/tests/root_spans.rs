@@ -45,9 +45,9 @@ async fn a_task_enqueued_without_the_middleware_runs_in_a_fresh_trace() {
     assert!(info.record.headers.is_empty(), "{:?}", info.record.headers);
 
     let spans = otel()
-        .spans_when(|s| has_each(s, &["plain request", "plain publish", "plain process"]))
+        .spans_when(|s| has_each(s, &["plain request", "send plain", "process plain"]))
         .await;
-    let (publish, run) = (one(&spans, "plain publish"), one(&spans, "plain process"));
+    let (publish, run) = (one(&spans, "send plain"), one(&spans, "process plain"));
     assert_eq!(publish.span_kind, SpanKind::Producer);
     assert_eq!(run.span_kind, SpanKind::Consumer);
     assert_eq!(run.parent_span_id, SpanId::INVALID, "the run is a root");
@@ -75,12 +75,9 @@ async fn a_garbage_traceparent_is_ignored() {
     assert_eq!(info.record.attempt, 1);
 
     let spans = otel()
-        .spans_when(|s| has_each(s, &["garbage publish", "garbage process"]))
+        .spans_when(|s| has_each(s, &["send garbage", "process garbage"]))
         .await;
-    let (publish, run) = (
-        one(&spans, "garbage publish"),
-        one(&spans, "garbage process"),
-    );
+    let (publish, run) = (one(&spans, "send garbage"), one(&spans, "process garbage"));
     assert_eq!(run.parent_span_id, SpanId::INVALID, "the run is a root");
     assert!(run.span_context.is_valid());
     assert_ne!(ids(run).0, ids(publish).0);
@@ -106,9 +103,9 @@ async fn a_task_that_carries_a_trace_keeps_it() {
     assert_eq!(info.record.headers.get("traceparent"), Some(FOREIGN));
 
     let spans = otel()
-        .spans_when(|s| has_each(s, &["forwarded publish", "forwarded process"]))
+        .spans_when(|s| has_each(s, &["send forwarded", "process forwarded"]))
         .await;
-    let run = one(&spans, "forwarded process");
+    let run = one(&spans, "process forwarded");
     assert_eq!(
         run.span_context.trace_id().to_string(),
         "0af7651916cd43dd8448eb211c80319c"

@@ -27,16 +27,16 @@ pub struct Otel {
     warnings: Arc<AtomicUsize>,
 }
 
-/// Installs the global subscriber (once per binary) with the layer built as the crate
-/// docs say, and returns what it exports to.
+/// Installs the global subscriber (once per binary) with tracing-opentelemetry's default
+/// layer, and returns what it exports to.
 pub fn otel() -> &'static Otel {
-    install(false)
+    install(true)
 }
 
-/// Installs the global subscriber with tracing-opentelemetry's default context
-/// activation, against the crate docs' advice.
-pub fn otel_with_context_activation() -> &'static Otel {
-    install(true)
+/// Installs the global subscriber with context activation off (spans start when their
+/// context is first needed, not when first entered).
+pub fn otel_without_context_activation() -> &'static Otel {
+    install(false)
 }
 
 fn install(context_activation: bool) -> &'static Otel {
