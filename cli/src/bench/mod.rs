@@ -25,10 +25,14 @@
 //! ([`BenchConfig::middleware`]), to measure what they cost per run. Like retentions,
 //! several settings are compared in one run by the sweeps, alternating within each repeat.
 //!
+//! The throughput rows also give the CPU time the process used per task while processing
+//! ([`cpu`]), which other load on the machine disturbs much less than the rate.
+//!
 //! Every row has the peak resident memory of the process during its scenario, and the
 //! memory store's rows of throughput and backlog the bytes each queued task costs beyond
 //! its payload (the growth of resident memory while enqueueing, divided by the count).
 
+pub mod cpu;
 mod progress;
 pub mod report;
 pub mod rss;
@@ -272,6 +276,10 @@ pub struct Row {
     pub enqueue_per_sec: Option<f64>,
     /// Processing rate (tasks/s); for backlog, with the large backlog waiting.
     pub process_per_sec: Option<f64>,
+    /// Throughput: CPU time the whole process used per task while processing, in
+    /// microseconds (every thread: workers, claimer, store). Steadier than the rate on a
+    /// shared machine, and what a middleware's cost shows in.
+    pub cpu_us_per_task: Option<f64>,
     /// Median enqueue→start latency.
     pub latency_p50_ms: Option<f64>,
     /// 99th percentile enqueue→start latency.
@@ -326,6 +334,7 @@ impl Row {
             tasks: 0,
             enqueue_per_sec: None,
             process_per_sec: None,
+            cpu_us_per_task: None,
             latency_p50_ms: None,
             latency_p99_ms: None,
             latency_max_ms: None,
@@ -406,6 +415,7 @@ impl Row {
         let mut row = runs[0].clone();
         row.enqueue_per_sec = mid(&runs, |r| r.enqueue_per_sec);
         row.process_per_sec = mid(&runs, |r| r.process_per_sec);
+        row.cpu_us_per_task = mid(&runs, |r| r.cpu_us_per_task);
         row.latency_p50_ms = mid(&runs, |r| r.latency_p50_ms);
         row.latency_p99_ms = mid(&runs, |r| r.latency_p99_ms);
         row.latency_max_ms = mid(&runs, |r| r.latency_max_ms);

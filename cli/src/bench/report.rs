@@ -8,7 +8,7 @@ pub fn json_line(row: &Row) -> String {
     serde_json::to_string(row).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
-const HEADERS: [&str; 17] = [
+const HEADERS: [&str; 18] = [
     "store",
     "scenario",
     "keep",
@@ -16,6 +16,7 @@ const HEADERS: [&str; 17] = [
     "tasks",
     "enqueue/s",
     "process/s",
+    "CPU µs/task",
     "p50 ms",
     "p99 ms",
     "max ms",
@@ -31,7 +32,7 @@ const HEADERS: [&str; 17] = [
 /// The rows as a plain table with aligned columns, followed by the error of each failed
 /// row. Missing figures show as `-`.
 pub fn table(rows: &[Row]) -> String {
-    let cells: Vec<[String; 17]> = rows.iter().map(cells).collect();
+    let cells: Vec<[String; 18]> = rows.iter().map(cells).collect();
     let mut widths = HEADERS.map(|h| h.chars().count());
     for row in &cells {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -70,7 +71,7 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
-fn cells(row: &Row) -> [String; 17] {
+fn cells(row: &Row) -> [String; 18] {
     let rate = |v: Option<f64>| v.map_or("-".to_string(), |v| thousands(v.round() as u64));
     let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
     let backlog = match (row.backlog_small_per_sec, row.backlog_large_per_sec) {
@@ -92,6 +93,8 @@ fn cells(row: &Row) -> [String; 17] {
         thousands(row.tasks),
         rate(row.enqueue_per_sec),
         rate(row.process_per_sec),
+        row.cpu_us_per_task
+            .map_or("-".to_string(), |us| format!("{us:.2}")),
         ms(row.latency_p50_ms),
         ms(row.latency_p99_ms),
         ms(row.latency_max_ms),

@@ -2,7 +2,7 @@
 
 use super::progress::Progress;
 use super::target::Footprint;
-use super::{rss, BenchConfig, Row, Scenario, Target};
+use super::{cpu, rss, BenchConfig, Row, Scenario, Target};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -442,6 +442,7 @@ async fn throughput(
     let tracker = Arc::new(Tracker::new(&filled, n));
     let (manager, metrics) = manager(store.clone(), config, || Counting(tracker.clone()))?;
     let bar = Progress::new(config.progress, n, format!("{label}: process"));
+    let cpu_before = cpu::process_time();
     let started = Instant::now();
     manager.start().await?;
     let finished = wait_for(
@@ -453,11 +454,15 @@ async fn throughput(
     )
     .await;
     let elapsed = started.elapsed();
+    let cpu_used = cpu::process_time()
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     drop(bar);
     manager.close_with_timeout(CLOSE_TIMEOUT).await?;
     drop(manager);
     if finished {
         row.process_per_sec = Some(per_sec(n, elapsed));
+        row.cpu_us_per_task = cpu_used.map(|cpu| cpu.as_secs_f64() * 1e6 / n as f64);
     }
     let stats = store.stats().await?;
     // What the finished tasks' records occupy once processing is over.
