@@ -383,20 +383,20 @@ async fn a_store_error_answers_503_with_the_reason() {
     );
 }
 
-/// A run that never returns (here: cut off by its topic's timeout) leaves no run counted
-/// in progress, and is not observed in the duration histogram; the store counts it.
+/// Runs that never return (cut off by their topic's timeout, or panicking) leave no run
+/// counted in progress, and are not observed in the duration histogram; the store counts
+/// them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runs_cut_off_are_not_left_in_progress() {
+async fn runs_cut_off_or_panicking_are_not_left_in_progress() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let metrics = Metrics::new(Client::shared(store.clone()));
     let app: Router = metrics.router();
     let manager = Manager::builder_shared(store.clone())
         .middleware(metrics.clone())
+        .default_retries(0)
         .topic(
             "stuck",
-            TopicOptions::new()
-                .timeout(Duration::from_millis(20))
-                .retries(0),
+            TopicOptions::new().timeout(Duration::from_millis(20)),
         )
         .build();
     manager
@@ -404,30 +404,71 @@ async fn runs_cut_off_are_not_left_in_progress() {
             std::future::pending::<Result<(), TaskError>>().await
         })
         .unwrap();
-    manager.start().await.unwrap();
     manager
-        .enqueue(Task::new("stuck", &0).unwrap())
-        .await
+        .register("panics", |_ctx: TaskContext| async {
+            panic!("a processor bug");
+            #[allow(unreachable_code)]
+            Ok::<_, TaskError>(())
+        })
         .unwrap();
-    wait_until("the stuck task is dead", LIMIT, || async {
+    manager.start().await.unwrap();
+    for topic in ["stuck", "panics"] {
         manager
-            .stats()
+            .enqueue(Task::new(topic, &0).unwrap())
             .await
-            .unwrap()
-            .topic("stuck")
-            .counters
-            .failed
-            == 1
+            .unwrap();
+    }
+    wait_until("both tasks are dead", LIMIT, || async {
+        let stats = manager.stats().await.unwrap();
+        stats.topic("stuck").counters.failed == 1 && stats.topic("panics").counters.failed == 1
     })
     .await;
     let m = scrape_ok(&app).await;
-    assert_eq!(
-        m.value("taskmill_runs_in_progress", &[("topic", "stuck")]),
-        Some(0.0)
+    for topic in ["stuck", "panics"] {
+        assert_eq!(
+            m.value("taskmill_runs_in_progress", &[("topic", topic)]),
+            Some(0.0),
+            "{topic}"
+        );
+        assert_eq!(runs(&m, topic, "ok"), Some(0.0), "{topic}");
+        assert_eq!(runs(&m, topic, "err"), Some(0.0), "{topic}");
+        assert_sizes(&m, topic, &[("dead", 1.0)]);
+    }
+    manager.close_with_timeout(LIMIT).await.unwrap();
+}
+
+/// Given to some topics only ([`TopicOptions::middleware`]), the layer times those alone;
+/// the store-wide figures still cover every topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_topic_middleware_times_only_its_topics() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let metrics = Metrics::new(Client::shared(store.clone()));
+    let app: Router = metrics.router();
+    let manager = Manager::builder_shared(store.clone())
+        .topic("timed", TopicOptions::new().middleware(metrics.clone()))
+        .build();
+    let ok = |_ctx: TaskContext| async { Ok::<_, TaskError>(()) };
+    manager.register("timed", ok).unwrap();
+    manager.register("untimed", ok).unwrap();
+    manager.start().await.unwrap();
+    for topic in ["timed", "untimed", "timed"] {
+        manager
+            .enqueue(Task::new(topic, &0).unwrap())
+            .await
+            .unwrap();
+    }
+    wait_until("all three ran", LIMIT, || async {
+        manager.stats().await.unwrap().total.counters.completed == 3
+    })
+    .await;
+    let m = scrape_ok(&app).await;
+    assert_eq!(runs(&m, "timed", "ok"), Some(2.0));
+    assert_eq!(runs(&m, "untimed", "ok"), None);
+    assert_counters(
+        &m,
+        "untimed",
+        &[("enqueued", 1.0), ("started", 1.0), ("completed", 1.0)],
     );
-    assert_eq!(runs(&m, "stuck", "ok"), Some(0.0));
-    assert_eq!(runs(&m, "stuck", "err"), Some(0.0));
-    assert_sizes(&m, "stuck", &[("dead", 1.0)]);
     manager.close_with_timeout(LIMIT).await.unwrap();
 }
 
