@@ -343,18 +343,34 @@ fn decode_optional<T: DeserializeOwned>(payload: Option<&Payload>) -> Result<Opt
 }
 
 /// The span of one enqueue call, with the fields an OpenTelemetry exporter reads (span
-/// name and kind, the messaging system, and the topic when the batch has one).
+/// name and kind, the messaging system and operation, and the topic when the batch has
+/// one).
 fn enqueue_span(tasks: &[Task]) -> tracing::Span {
     let topic = match tasks.split_first() {
-        Some((first, rest)) if rest.iter().all(|t| t.topic() == first.topic()) => first.topic(),
-        _ => "",
+        Some((first, rest)) if rest.iter().all(|t| t.topic() == first.topic()) => {
+            Some(first.topic())
+        }
+        _ => None,
     };
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "taskmill.enqueue",
-        otel.name = %format_args!("{topic} publish"),
+        otel.name = tracing::field::Empty,
         otel.kind = "producer",
         messaging.system = "taskmill",
-        messaging.destination.name = topic,
+        messaging.operation.type = "send",
+        messaging.destination.name = tracing::field::Empty,
         messaging.batch.message_count = tasks.len(),
-    )
+    );
+    if !span.is_disabled() {
+        match topic {
+            Some(topic) => {
+                span.record("otel.name", format_args!("send {topic}"));
+                span.record("messaging.destination.name", topic);
+            }
+            None => {
+                span.record("otel.name", "send");
+            }
+        }
+    }
+    span
 }

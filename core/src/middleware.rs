@@ -56,7 +56,7 @@
 use crate::error::Result;
 use crate::manager::{Processor, TaskContext, TaskError};
 use crate::store::{EnqueueOptions, Enqueued, Store};
-use crate::task::Task;
+use crate::task::{Task, TaskRecord};
 use async_trait::async_trait;
 use std::fmt;
 use std::sync::Arc;
@@ -73,12 +73,39 @@ pub trait Middleware: Send + Sync + 'static {
         next.run(ctx).await
     }
 
+    /// Sees the run's span (`task`) once it is opened and before it is first entered,
+    /// with the task as claimed. This is the one moment a span's OpenTelemetry parent can
+    /// still be set (a tracing-opentelemetry layer starts a span when it is entered, and
+    /// [`run`](Self::run) is called inside it): a trace-propagation middleware makes the
+    /// span a child of the context in the task's [headers](TaskRecord::headers) here. Not
+    /// called when no subscriber records the span.
+    fn run_span(&self, task: &TaskRecord, span: &tracing::Span) {
+        let _ = (task, span);
+    }
+
     /// Runs around one enqueue call of a [`Client`](crate::Client) (a batch of tasks,
     /// possibly of several topics). Change the tasks (stamp
     /// [headers](crate::Task::headers_mut)) and call `next.enqueue(tasks)`, or refuse the
     /// batch with an error. The answer must keep one entry per task, in order.
     async fn enqueue(&self, tasks: Vec<Task>, next: EnqueueNext<'_>) -> Result<Vec<Enqueued>> {
         next.enqueue(tasks).await
+    }
+}
+
+/// A shared middleware is one: the same instance can wrap a manager's runs and a bare
+/// client's enqueues (`Arc::clone(&metrics)` to each).
+#[async_trait]
+impl<M: Middleware + ?Sized> Middleware for Arc<M> {
+    async fn run(&self, ctx: TaskContext, next: Next<'_>) -> Result<(), TaskError> {
+        (**self).run(ctx, next).await
+    }
+
+    fn run_span(&self, task: &TaskRecord, span: &tracing::Span) {
+        (**self).run_span(task, span)
+    }
+
+    async fn enqueue(&self, tasks: Vec<Task>, next: EnqueueNext<'_>) -> Result<Vec<Enqueued>> {
+        (**self).enqueue(tasks, next).await
     }
 }
 

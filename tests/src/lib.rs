@@ -177,5 +177,6 @@ macro_rules! conformance_suite {
         $crate::manager!($harness);
         $crate::control!($harness);
         $crate::observe!($harness);
+        $crate::model!($harness);
     };
 }

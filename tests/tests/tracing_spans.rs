@@ -1,4 +1,5 @@
-//! Each run is traced in a `task` span.
+//! Each run is traced in a `task` span, and each enqueue in a `taskmill.enqueue` span,
+//! with the fields an OpenTelemetry exporter reads.
 //!
 //! In a test binary of its own: tracing caches per call site whether anyone is interested,
 //! process-wide, so a thread-local subscriber is only reliable without other tests' threads
@@ -9,7 +10,7 @@ use std::time::Duration;
 use taskmill_core::{Backoff, Manager, Store, Task, TaskContext, TaskError};
 use taskmill_memory::MemoryStore;
 
-/// Records the fields of every span named "task".
+/// Records the name and fields of every span taskmill opens.
 struct SpanRecorder(Arc<Mutex<Vec<String>>>);
 
 struct Fields(String);
@@ -25,21 +26,33 @@ impl tracing::Subscriber for SpanRecorder {
         true
     }
     fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        if span.metadata().name() == "task" {
-            let mut fields = Fields(String::new());
+        let name = span.metadata().name();
+        let mut spans = self.0.lock().unwrap();
+        let mut fields = Fields(format!("{name}: "));
+        if name == "task" || name.starts_with("taskmill.") {
             span.record(&mut fields);
-            self.0.lock().unwrap().push(fields.0.trim_end().to_owned());
+        } else {
+            // Kept only to number the spans: not compared.
+            fields.0 = String::from("(other)");
         }
-        tracing::span::Id::from_u64(1)
+        spans.push(fields.0);
+        tracing::span::Id::from_u64(spans.len() as u64)
     }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record(&self, id: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        let mut spans = self.0.lock().unwrap();
+        let entry = &mut spans[id.into_u64() as usize - 1];
+        let mut fields = Fields(std::mem::take(entry));
+        values.record(&mut fields);
+        *entry = fields.0;
+    }
     fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
     fn event(&self, _: &tracing::Event<'_>) {}
     fn enter(&self, _: &tracing::span::Id) {}
     fn exit(&self, _: &tracing::span::Id) {}
 }
 
-/// Every run is traced in a `task` span carrying its id, topic and attempt.
+/// Every run is traced in a `task` span carrying its id, topic and attempt, named and
+/// kinded for OpenTelemetry; the enqueue in a producer span.
 #[tokio::test(flavor = "current_thread")]
 async fn each_run_has_a_task_span() {
     let spans = Arc::new(Mutex::new(Vec::new()));
@@ -70,11 +83,29 @@ async fn each_run_has_a_task_span() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     manager.close().await.unwrap();
+    let spans: Vec<String> = spans
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| *s != "(other)")
+        .map(|s| s.trim_end().to_owned())
+        .collect();
+    let run = |attempt| {
+        format!(
+            "task: id={id} topic=mail attempt={attempt} otel.name=process mail \
+             otel.kind=\"consumer\" messaging.system=\"taskmill\" \
+             messaging.operation.type=\"process\""
+        )
+    };
     assert_eq!(
-        *spans.lock().unwrap(),
+        spans,
         vec![
-            format!("id={id} topic=mail attempt=1"),
-            format!("id={id} topic=mail attempt=2")
+            "taskmill.enqueue: otel.kind=\"producer\" messaging.system=\"taskmill\" \
+             messaging.operation.type=\"send\" messaging.batch.message_count=1 \
+             otel.name=send mail messaging.destination.name=\"mail\""
+                .to_owned(),
+            run(1),
+            run(2),
         ]
     );
 }

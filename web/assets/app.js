@@ -51,6 +51,10 @@
       setText(el, numbers.format(value));
       if (el.hasAttribute("data-alert")) el.classList.toggle("bad", value > 0);
     });
+    document.querySelectorAll("[data-latency]").forEach(function (el) {
+      var figures = figuresFor(el, snapshot);
+      if (figures && typeof figures.latency === "string") setText(el, figures.latency);
+    });
 
     var known = {};
     document.querySelectorAll("tr[data-topic]").forEach(function (row) {

@@ -120,24 +120,27 @@ struct Figures {
     /// Tasks per state, by the state's URL name.
     states: BTreeMap<&'static str, u64>,
     paused: bool,
+    /// The queue latency (how long the oldest due task has waited), as the page shows it.
+    latency: String,
 }
 
 impl Snapshot<'_> {
     fn of(stats: &Stats) -> Snapshot<'_> {
+        let now = Timestamp::now();
         Snapshot {
-            at: Timestamp::now().as_millis(),
-            total: Figures::of(&stats.total),
+            at: now.as_millis(),
+            total: Figures::of(&stats.total, now),
             topics: stats
                 .topics
                 .iter()
-                .map(|(name, topic)| (name.as_str(), Figures::of(topic)))
+                .map(|(name, topic)| (name.as_str(), Figures::of(topic, now)))
                 .collect(),
         }
     }
 }
 
 impl Figures {
-    fn of(stats: &TopicStats) -> Figures {
+    fn of(stats: &TopicStats, now: Timestamp) -> Figures {
         Figures {
             processed: stats.counters.completed,
             failed: stats.counters.failed,
@@ -147,6 +150,7 @@ impl Figures {
                 .map(|s| (s.slug(), s.count(stats)))
                 .collect(),
             paused: stats.paused,
+            latency: crate::views::format::wait(stats.latency(now)),
         }
     }
 }

@@ -29,7 +29,7 @@ pub(crate) async fn overview(ctx: Ctx) -> Result<Response, Failure> {
         .stats()
         .await
         .map_err(|e| ctx.store_failure(e))?;
-    Ok(page(views::overview(&ctx, &stats)))
+    Ok(page(views::overview(&ctx, &stats, Timestamp::now())))
 }
 
 /// The query of a queue page.

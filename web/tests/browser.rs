@@ -454,10 +454,19 @@ async fn screenshots_of_the_overview_a_queue_and_a_task() {
                 &json!({"to": format!("customer{n}@example.com"), "template": "order-shipped"}),
             )];
             if n % 2 == 0 {
-                batch.push(taskmill_core::Task::new(
-                    "thumbnails",
-                    &json!({"image": format!("uploads/2026/05/{n}.jpg"), "sizes": [64, 256, 1024]}),
-                ));
+                batch.push(
+                    taskmill_core::Task::new(
+                        "thumbnails",
+                        &json!({"image": format!("uploads/2026/05/{n}.jpg"), "sizes": [64, 256, 1024]}),
+                    )
+                    .and_then(|t| t.header("x-request-id", format!("req-{:08x}", n * 2_654_435_761 % (1 << 32))))
+                    .and_then(|t| {
+                        t.header(
+                            "traceparent",
+                            format!("00-4bf92f3577b34da6a3ce929d0e0e{n:04x}-00f067aa0ba902b7-01"),
+                        )
+                    }),
+                );
             }
             if n % 8 == 0 {
                 batch.push(taskmill_core::Task::new(

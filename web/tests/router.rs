@@ -252,6 +252,60 @@ async fn markup_in_a_task_renders_as_text() {
 }
 
 #[tokio::test]
+async fn a_task_page_shows_its_headers_as_text() {
+    let (_, store) = memory();
+    let task = Task::new("t", &1)
+        .unwrap()
+        .header("x-request-id", "req-7")
+        .unwrap()
+        .header("x-evil", "<script>alert(4)</script>")
+        .unwrap();
+    let id = store
+        .enqueue_one(task, &EnqueueOptions::new(Timestamp::now()))
+        .await
+        .unwrap()
+        .id();
+    let html = send(&open(store), get(&format!("/tasks/{id}"))).await.body;
+    assert!(html.contains("Headers"), "{html}");
+    assert!(html.contains("<code>x-request-id</code>"), "{html}");
+    assert!(html.contains("req-7"), "{html}");
+    assert!(!html.contains("<script>alert(4)"), "{html}");
+    assert!(
+        html.contains("&lt;script&gt;alert(4)&lt;/script&gt;"),
+        "{html}"
+    );
+}
+
+#[tokio::test]
+async fn the_overview_shows_each_topics_latency() {
+    let (_, store) = memory();
+    let now = Timestamp::now();
+    let waiting = Task::new("late", &1)
+        .unwrap()
+        .run_at(now - Duration::from_secs(125));
+    store
+        .enqueue(
+            vec![
+                waiting,
+                Task::new("fresh", &2)
+                    .unwrap()
+                    .delay(Duration::from_secs(60)),
+            ],
+            &EnqueueOptions::new(now),
+        )
+        .await
+        .unwrap();
+    let html = send(&open(store), get("/")).await.body;
+    let latency = |topic: &str| {
+        let row = &html[html.find(&format!("data-topic=\"{topic}\"")).expect(topic)..];
+        let cell = &row[row.find("data-latency").expect("a latency cell")..];
+        cell[cell.find('>').unwrap() + 1..cell.find('<').unwrap()].to_owned()
+    };
+    assert_eq!(latency("late"), "2 min", "waited since 125 s ago");
+    assert_eq!(latency("fresh"), "0 s", "not due yet");
+}
+
+#[tokio::test]
 async fn pages_forbid_inline_script_and_framing() {
     let (_, store) = memory();
     let reply = send(&open(store), get("/")).await;
@@ -668,7 +722,7 @@ async fn the_event_stream_sends_stats_and_relays_store_events() {
     let mut body = response.into_body().into_data_stream();
     let first = read_until(&mut body, "\n\n").await;
     assert!(first.starts_with("event: stats\ndata: {"), "{first}");
-    assert!(first.contains(r#""total":{"processed":0,"failed":2,"retried":0,"states":{"cancelled":0,"completed":0,"dead":2,"input":0,"work":0},"paused":false}"#), "{first}");
+    assert!(first.contains(r#""total":{"processed":0,"failed":2,"retried":0,"states":{"cancelled":0,"completed":0,"dead":2,"input":0,"work":0},"paused":false,"latency":"0 s"}"#), "{first}");
 
     let id = enqueue(&*store, "t", json!("hello")).await;
     let relayed = read_until(&mut body, "TASK_ENQUEUE").await;

@@ -162,6 +162,8 @@ pub struct TaskContext {
     pub(crate) store: Arc<Arc<dyn Store>>,
     /// The largest result or progress value, in bytes of JSON.
     pub(crate) max_value_bytes: usize,
+    /// When the worker started the run (the clock read its duration is measured from).
+    pub(crate) started: tokio::time::Instant,
 }
 
 impl TaskContext {
@@ -178,6 +180,14 @@ impl TaskContext {
     /// This run's attempt number: 1 for the first run.
     pub fn attempt(&self) -> u32 {
         self.run.record.attempt
+    }
+
+    /// When the run started, on the clock the manager measures run durations with
+    /// (`TASK_COMPLETION`'s `duration_ms`): a middleware timing runs reads
+    /// `ctx.started().elapsed()` instead of reading the clock once more. Tokio's clock, so
+    /// tests on paused time see it move with the time they advance.
+    pub fn started(&self) -> tokio::time::Instant {
+        self.started
     }
 
     /// The headers the task was enqueued with ([`Task::header`](crate::Task::header)).

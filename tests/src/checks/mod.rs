@@ -14,6 +14,7 @@ pub mod history;
 pub mod leases;
 pub mod lifecycle;
 pub mod manager;
+pub mod model;
 pub mod observe;
 pub mod ordering;
 

@@ -161,10 +161,7 @@ checks!(
             assert_eq!(page.tasks.len(), 1, "{queue}");
             assert_eq!(page.tasks[0].headers, headers, "listed in {queue}");
         }
-        let page = store
-            .list(&ListOptions::new(Queue::Input))
-            .await
-            .unwrap();
+        let page = store.list(&ListOptions::new(Queue::Input)).await.unwrap();
         assert_eq!(taskmill_testkit::ids(&page.tasks), [ids[3]]);
         assert!(page.tasks[0].headers.is_empty());
     }

@@ -45,6 +45,17 @@ pub(crate) fn relative(at: Timestamp, now: Timestamp) -> String {
     }
 }
 
+/// A wait as people read it: `0 s`, `42 s`, `3 min`, `5 h`, `2 d`; the queue latency.
+pub(crate) fn wait(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        0..=59 => format!("{secs} s"),
+        60..=3599 => format!("{} min", secs / 60),
+        3600..=86_399 => format!("{} h", secs / 3600),
+        _ => format!("{} d", secs / 86_400),
+    }
+}
+
 /// At most `max` characters of `text`, with an ellipsis when cut.
 pub(crate) fn preview(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {

@@ -6,7 +6,7 @@
 //! wrapped in `PreEscaped`, which this crate never does with anything a task carries.
 //! Nothing is read at run time: the templates are compiled into the binary.
 
-mod format;
+pub(crate) mod format;
 mod overview;
 mod queue;
 mod simple;

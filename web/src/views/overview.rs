@@ -1,10 +1,11 @@
 //! The overview: totals, throughput, topics, and live events.
 
+use super::format::wait;
 use super::{action, count, layout, state_url, Section};
 use crate::context::Ctx;
 use crate::data::State;
 use maud::{html, Markup};
-use taskmill_core::{Stats, TopicStats};
+use taskmill_core::{Stats, Timestamp, TopicStats};
 
 /// The figures of the summary bar, in order.
 const SUMMARY: [Figure; 5] = [
@@ -70,7 +71,7 @@ fn counter(key: &str, value: u64) -> Markup {
     html! { span.num data-count=(key) { (count(value)) } }
 }
 
-pub(crate) fn overview(ctx: &Ctx, stats: &Stats) -> Markup {
+pub(crate) fn overview(ctx: &Ctx, stats: &Stats, now: Timestamp) -> Markup {
     let body = html! {
         section.summary {
             @for figure in SUMMARY {
@@ -108,6 +109,7 @@ pub(crate) fn overview(ctx: &Ctx, stats: &Stats) -> Markup {
                         th.n { "Failed" }
                         th.n.wide { "Retried" }
                         th.n { "Rate /s" }
+                        th.n title="How long the oldest due task has waited" { "Latency" }
                         th { "Status" }
                         @if ctx.can_act() { th.actions { span.sr { "Actions" } } }
                     } }
@@ -123,6 +125,7 @@ pub(crate) fn overview(ctx: &Ctx, stats: &Stats) -> Markup {
                                 td.n { (counter("failed", topic.counters.failed)) }
                                 td.n.wide { (counter("retried", topic.counters.retried)) }
                                 td.n { span.num.muted data-rate="processed" { "–" } }
+                                td.n { span.num data-latency { (wait(topic.latency(now))) } }
                                 td {
                                     span.badge.warn.when-paused { "paused" }
                                     span.badge.ok.when-active { "active" }

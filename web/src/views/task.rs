@@ -77,6 +77,19 @@ pub(crate) fn task(ctx: &Ctx, task: &TaskRecord, now: Timestamp) -> Markup {
                 }
             }
         }
+        @if !task.headers.is_empty() {
+            section.card {
+                h2 { "Headers" }
+                table.grid.headers #headers {
+                    thead { tr { th { "Key" } th { "Value" } } }
+                    tbody {
+                        @for (key, value) in &task.headers {
+                            tr { td { code { (key) } } td { code.wrap { (value) } } }
+                        }
+                    }
+                }
+            }
+        }
         @if let Some(result) = &task.result {
             section.card {
                 h2 { "Result" }

@@ -49,11 +49,21 @@ impl Shared {
                 id = %record.id,
                 topic = %record.topic,
                 attempt = record.attempt,
-                otel.name = %format_args!("{} process", record.topic),
+                otel.name = %format_args!("process {}", record.topic),
                 otel.kind = "consumer",
                 messaging.system = "taskmill",
+                messaging.operation.type = "process",
             );
-            let (kind, keep, result) = self.attempt(&run, &store).instrument(span).await;
+            // Before the span is first entered: an OpenTelemetry layer fixes a span's parent
+            // when it starts, which is on first entry (see `Middleware::run_span`).
+            if !span.is_disabled() {
+                if let Some(topic) = self.topics.get(&record.topic) {
+                    for middleware in topic.middleware.iter() {
+                        middleware.run_span(record, &span);
+                    }
+                }
+            }
+            let (kind, keep, result) = self.attempt(&run, &store, started).instrument(span).await;
             let end = Instant::now();
             last_end = Some(end);
             let report = Report {
@@ -76,6 +86,7 @@ impl Shared {
         &self,
         run: &Arc<Run>,
         store: &Arc<Arc<dyn Store>>,
+        started: Instant,
     ) -> (OutcomeKind, bool, Option<Payload>) {
         let record = &run.record;
         // Shutdown step 3: a run taken after the cancel is released unrun.
@@ -99,6 +110,7 @@ impl Shared {
             run: run.clone(),
             store: store.clone(),
             max_value_bytes: self.config.max_result_bytes,
+            started,
         };
         let attempt_fut = async move {
             let chain = Next::new(middleware, &**processor).run(ctx);
