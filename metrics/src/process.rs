@@ -6,13 +6,14 @@
 //! hot path avoids what makes cores wait on each other: it takes no lock, touches no
 //! reference count, allocates nothing and writes no cache line another thread writes.
 //! Per run it finds its topic's figures with plain loads (an insert-only table,
-//! [`Topics`]), reads the monotonic clock twice, and makes three atomic additions into its
-//! thread's own stripe of the topic's counters: the run entering, its bucket and its
-//! duration sum. A scrape sums the stripes. The runs in progress are not a counter moved
-//! up and down but what entered minus what ended. (`prometheus-client`'s own histogram
-//! takes one mutex per observation, shared by every thread.) The clock reads are most of
-//! what is left: 25–50 ns each on the 2-core build machines. A topic's figures are made
-//! once, on its first run in this process.
+//! [`Topics`]), reads the monotonic clock once (the start is the worker's own reading,
+//! [`TaskContext::started`]), and makes three atomic additions into its thread's own
+//! stripe of the topic's counters: the run entering, its bucket and its duration sum. A
+//! scrape sums the stripes. The runs in progress are not a counter moved up and down but
+//! what entered minus what ended. (`prometheus-client`'s own histogram takes one mutex per
+//! observation, shared by every thread.) The clock read is much of what is left: 25–50 ns
+//! on the 2-core build machines. A topic's figures are made once, on its first run in this
+//! process.
 
 use crate::Metrics;
 use prometheus_client::collector::Collector;
