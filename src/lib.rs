@@ -84,6 +84,12 @@ pub use taskmill_redis as redis;
 #[doc(inline)]
 pub use taskmill_redis::RedisStore;
 
+/// Prometheus metrics (feature `metrics`): store-wide counters, queue sizes and latency
+/// read at each scrape, and a middleware timing this process's runs
+/// (`taskmill::metrics::Metrics`; with feature `metrics-axum`, a `/metrics` router).
+#[cfg(feature = "metrics")]
+pub use taskmill_metrics as metrics;
+
 use std::sync::Arc;
 
 /// Opens the store a URL names, with the backends this build enables:

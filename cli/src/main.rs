@@ -79,6 +79,14 @@ struct BenchArgs {
     /// with each, alternating, and gets a row per retention. Unset: the manager's default.
     #[arg(long = "retention", value_name = "DURATION", value_parser = parse_duration)]
     retentions: Vec<Duration>,
+    /// Compare runs without and with the metrics middleware (taskmill::metrics) around
+    /// every run: each scenario runs both ways, alternating, with a row each.
+    #[arg(long)]
+    metrics: bool,
+    /// Wrap every run in N no-op middleware, to measure what the chain costs per run.
+    /// Repeat to compare counts in one run (`--middleware 0 --middleware 4`).
+    #[arg(long = "middleware", value_name = "N")]
+    middlewares: Vec<usize>,
     /// Print one JSON object per store and scenario instead of a table.
     #[arg(long)]
     json: bool,
@@ -136,6 +144,14 @@ impl BenchArgs {
             [] => {}
             [one] => config.retention = Some(*one),
             many => config.retention_sweep = many.iter().copied().map(Some).collect(),
+        }
+        if self.metrics {
+            config.metrics_sweep = vec![false, true];
+        }
+        match self.middlewares.as_slice() {
+            [] => {}
+            [one] => config.middleware = *one,
+            many => config.middleware_sweep = many.to_vec(),
         }
         Ok(config)
     }

@@ -108,6 +108,11 @@ fn check_row(row: &Row) {
             assert_eq!(row.process_per_sec, Some(large), "{what}");
             let ratio = row.backlog_ratio.expect("ratio");
             assert!((ratio - large / small).abs() < 1e-9, "{what}");
+            let (small, large) = (
+                row.stats_small_ms.expect("stats() with the small backlog"),
+                row.stats_large_ms.expect("stats() with the large backlog"),
+            );
+            assert!(small > 0.0 && large > 0.0, "{what}: {small} {large}");
         }
         other => panic!("unexpected scenario {other}"),
     }
@@ -169,6 +174,38 @@ async fn repeated_runs_give_one_row() {
     assert_eq!(rows.len(), 1);
     check_row(&rows[0]);
     assert_eq!(rows[0].runs, 3);
+}
+
+/// `--metrics` and `--middleware N`: a row per setting, alternating, and with metrics on
+/// the layer must have seen every run (the scenario fails otherwise).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_middleware_sweeps_give_a_row_each() {
+    let mut config = tiny(vec!["memory://".into()]);
+    config.scenarios = vec![Scenario::Throughput, Scenario::Latency];
+    config.metrics_sweep = vec![false, true];
+    config.middleware = 2;
+    let rows = bench::run(&config, |_| {}).await.unwrap();
+    let settings: Vec<_> = rows
+        .iter()
+        .map(|r| (r.scenario, r.metrics, r.middleware))
+        .collect();
+    assert_eq!(
+        settings,
+        [
+            ("throughput", false, 2),
+            ("throughput", true, 2),
+            ("latency", false, 2),
+            ("latency", true, 2),
+        ]
+    );
+    for row in &rows {
+        check_row(row);
+    }
+    let value = check_json_line(&bench::json_line(&rows[1]));
+    assert_eq!(
+        (value["metrics"].clone(), value["middleware"].clone()),
+        (true.into(), 2.into())
+    );
 }
 
 #[tokio::test]

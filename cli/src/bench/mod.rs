@@ -15,12 +15,24 @@
 //!   the time from just before each `enqueue` call to the start of its processor.
 //! - **backlog**: the rate of processing the first `backlog_measure` tasks with
 //!   `backlog_small` and with `backlog_large` tasks waiting, and their ratio. The first
-//!   tenth of those runs is not timed, so the manager's start-up is not in the rate.
+//!   tenth of those runs is not timed, so the manager's start-up is not in the rate. Before
+//!   each, one `Store::stats` call is timed with the whole backlog waiting: the statistics
+//!   a metrics scrape reads, the earliest due time among them, should not grow with the
+//!   queue.
+//!
+//! Every manager can run with middleware around its runs: the metrics layer
+//! (`taskmill::metrics::Metrics`, [`BenchConfig::metrics`]) and any number of no-op ones
+//! ([`BenchConfig::middleware`]), to measure what they cost per run. Like retentions,
+//! several settings are compared in one run by the sweeps, alternating within each repeat.
+//!
+//! The throughput rows also give the CPU time the process used per task while processing
+//! ([`cpu`]), which other load on the machine disturbs much less than the rate.
 //!
 //! Every row has the peak resident memory of the process during its scenario, and the
 //! memory store's rows of throughput and backlog the bytes each queued task costs beyond
 //! its payload (the growth of resident memory while enqueueing, divided by the count).
 
+pub mod cpu;
 mod progress;
 pub mod report;
 pub mod rss;
@@ -122,6 +134,18 @@ pub struct BenchConfig {
     /// The retentions [`run`] compares: every scenario runs once per entry, alternating
     /// them within each repeat, with a row each. Empty: only `retention`.
     pub retention_sweep: Vec<Option<Duration>>,
+    /// Wrap every run in the metrics middleware (`taskmill::metrics::Metrics`, the
+    /// outermost), on a client of the store measured.
+    pub metrics: bool,
+    /// The metrics settings [`run`] compares, like `retention_sweep` (`[false, true]` for
+    /// without and with). Empty: only `metrics`.
+    pub metrics_sweep: Vec<bool>,
+    /// No-op middleware around every run (inside the metrics one): what the chain costs
+    /// per run and per middleware.
+    pub middleware: usize,
+    /// The no-op middleware counts [`run`] compares, like `retention_sweep`. Empty: only
+    /// `middleware`.
+    pub middleware_sweep: Vec<usize>,
 }
 
 impl Default for BenchConfig {
@@ -144,6 +168,10 @@ impl Default for BenchConfig {
             repeat: 1,
             retention: None,
             retention_sweep: Vec::new(),
+            metrics: false,
+            metrics_sweep: Vec::new(),
+            middleware: 0,
+            middleware_sweep: Vec::new(),
         }
     }
 }
@@ -192,9 +220,46 @@ impl BenchConfig {
         if self.latency_duration.is_zero() {
             return Err(Error::misuse("the latency duration must be positive"));
         }
+        if self.middleware > MAX_MIDDLEWARE
+            || self.middleware_sweep.iter().any(|&n| n > MAX_MIDDLEWARE)
+        {
+            return Err(Error::misuse(format!(
+                "at most {MAX_MIDDLEWARE} no-op middleware"
+            )));
+        }
         Ok(())
     }
+
+    /// Every configuration the sweeps name: each retention × each metrics setting × each
+    /// middleware count, in that order of nesting.
+    fn sweep(&self) -> Vec<BenchConfig> {
+        fn or_one<T: Clone>(sweep: &[T], one: T) -> Vec<T> {
+            if sweep.is_empty() {
+                vec![one]
+            } else {
+                sweep.to_vec()
+            }
+        }
+        let mut out = Vec::new();
+        for retention in or_one(&self.retention_sweep, self.retention) {
+            for metrics in or_one(&self.metrics_sweep, self.metrics) {
+                for middleware in or_one(&self.middleware_sweep, self.middleware) {
+                    out.push(BenchConfig {
+                        retention,
+                        metrics,
+                        middleware,
+                        ..self.clone()
+                    });
+                }
+            }
+        }
+        out
+    }
 }
+
+/// The most no-op middleware [`BenchConfig::middleware`] takes: enough to show the cost
+/// per middleware, few enough that a typo does not build a chain of millions.
+pub const MAX_MIDDLEWARE: usize = 64;
 
 /// The result of one scenario on one store. Fields a scenario does not measure are `None`
 /// (`null` in JSON).
@@ -211,6 +276,10 @@ pub struct Row {
     pub enqueue_per_sec: Option<f64>,
     /// Processing rate (tasks/s); for backlog, with the large backlog waiting.
     pub process_per_sec: Option<f64>,
+    /// Throughput: CPU time the whole process used per task while processing, in
+    /// microseconds (every thread: workers, claimer, store). Steadier than the rate on a
+    /// shared machine, and what a middleware's cost shows in.
+    pub cpu_us_per_task: Option<f64>,
     /// Median enqueue→start latency.
     pub latency_p50_ms: Option<f64>,
     /// 99th percentile enqueue→start latency.
@@ -223,6 +292,10 @@ pub struct Row {
     pub backlog_large_per_sec: Option<f64>,
     /// `backlog_large_per_sec / backlog_small_per_sec`.
     pub backlog_ratio: Option<f64>,
+    /// Milliseconds one `Store::stats` call took with the small backlog waiting.
+    pub stats_small_ms: Option<f64>,
+    /// Milliseconds one `Store::stats` call took with the large backlog waiting.
+    pub stats_large_ms: Option<f64>,
     /// Tasks that never ran, or are not accounted for in the store afterwards.
     pub lost: u64,
     /// Runs beyond one per task.
@@ -237,6 +310,10 @@ pub struct Row {
     pub kept_bytes_per_task: Option<f64>,
     /// The manager's retention of completed tasks in seconds; `None` for its default.
     pub retention_secs: Option<f64>,
+    /// Whether every run went through the metrics middleware.
+    pub metrics: bool,
+    /// No-op middleware around every run.
+    pub middleware: usize,
     /// The manager's concurrency.
     pub concurrency: usize,
     /// Topics the tasks were spread over.
@@ -257,18 +334,23 @@ impl Row {
             tasks: 0,
             enqueue_per_sec: None,
             process_per_sec: None,
+            cpu_us_per_task: None,
             latency_p50_ms: None,
             latency_p99_ms: None,
             latency_max_ms: None,
             backlog_small_per_sec: None,
             backlog_large_per_sec: None,
             backlog_ratio: None,
+            stats_small_ms: None,
+            stats_large_ms: None,
             lost: 0,
             duplicated: 0,
             peak_rss_bytes: None,
             bytes_per_task: None,
             kept_bytes_per_task: None,
             retention_secs: config.retention.map(|r| r.as_secs_f64()),
+            metrics: config.metrics,
+            middleware: config.middleware,
             concurrency: config.concurrency,
             topics: config.topics,
             payload_bytes: config.payload_bytes.max(2),
@@ -289,16 +371,7 @@ impl Row {
 pub async fn run(config: &BenchConfig, mut on_row: impl FnMut(&Row)) -> Result<Vec<Row>> {
     config.validate()?;
     let mut rows = Vec::new();
-    let sweep: Vec<BenchConfig> = match config.retention_sweep.as_slice() {
-        [] => vec![config.clone()],
-        retentions => retentions
-            .iter()
-            .map(|&retention| BenchConfig {
-                retention,
-                ..config.clone()
-            })
-            .collect(),
-    };
+    let sweep = config.sweep();
     for store in &config.stores {
         for &scenario in &config.scenarios {
             // One list of runs per configuration of the sweep, filled in turn, so that a
@@ -342,6 +415,7 @@ impl Row {
         let mut row = runs[0].clone();
         row.enqueue_per_sec = mid(&runs, |r| r.enqueue_per_sec);
         row.process_per_sec = mid(&runs, |r| r.process_per_sec);
+        row.cpu_us_per_task = mid(&runs, |r| r.cpu_us_per_task);
         row.latency_p50_ms = mid(&runs, |r| r.latency_p50_ms);
         row.latency_p99_ms = mid(&runs, |r| r.latency_p99_ms);
         row.latency_max_ms = mid(&runs, |r| r.latency_max_ms);
@@ -352,6 +426,8 @@ impl Row {
             (Some(small), Some(large)) => Some(large / small),
             _ => None,
         };
+        row.stats_small_ms = mid(&runs, |r| r.stats_small_ms);
+        row.stats_large_ms = mid(&runs, |r| r.stats_large_ms);
         row.bytes_per_task = mid(&runs, |r| r.bytes_per_task);
         row.kept_bytes_per_task = mid(&runs, |r| r.kept_bytes_per_task);
         row.peak_rss_bytes = runs.iter().filter_map(|r| r.peak_rss_bytes).max();
@@ -411,6 +487,37 @@ mod tests {
             .collect();
         let row = Row::median(runs);
         assert_eq!(row.backlog_ratio, Some(0.3));
+    }
+
+    #[test]
+    fn sweeps_multiply_and_default_to_the_single_setting() {
+        let config = BenchConfig::default();
+        let one = config.sweep();
+        assert_eq!(one.len(), 1);
+        assert_eq!((one[0].metrics, one[0].middleware), (false, 0));
+
+        let config = BenchConfig {
+            retention_sweep: vec![Some(Duration::ZERO), None],
+            metrics_sweep: vec![false, true],
+            middleware_sweep: vec![0, 4],
+            ..BenchConfig::default()
+        };
+        let all = config.sweep();
+        let settings: Vec<_> = all
+            .iter()
+            .map(|c| (c.retention, c.metrics, c.middleware))
+            .collect();
+        assert_eq!(settings.len(), 8);
+        assert_eq!(settings[0], (Some(Duration::ZERO), false, 0));
+        assert_eq!(settings[1], (Some(Duration::ZERO), false, 4));
+        assert_eq!(settings[2], (Some(Duration::ZERO), true, 0));
+        assert_eq!(settings[7], (None, true, 4));
+
+        let config = BenchConfig {
+            middleware_sweep: vec![1, MAX_MIDDLEWARE + 1],
+            ..BenchConfig::default()
+        };
+        assert!(config.validate().is_err());
     }
 
     #[test]

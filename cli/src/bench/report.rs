@@ -8,17 +8,20 @@ pub fn json_line(row: &Row) -> String {
     serde_json::to_string(row).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
-const HEADERS: [&str; 15] = [
+const HEADERS: [&str; 18] = [
     "store",
     "scenario",
     "keep",
+    "middleware",
     "tasks",
     "enqueue/s",
     "process/s",
+    "CPU µs/task",
     "p50 ms",
     "p99 ms",
     "max ms",
     "backlog small→large /s (ratio)",
+    "stats() ms small→large",
     "lost",
     "dup",
     "peak RSS",
@@ -29,7 +32,7 @@ const HEADERS: [&str; 15] = [
 /// The rows as a plain table with aligned columns, followed by the error of each failed
 /// row. Missing figures show as `-`.
 pub fn table(rows: &[Row]) -> String {
-    let cells: Vec<[String; 15]> = rows.iter().map(cells).collect();
+    let cells: Vec<[String; 18]> = rows.iter().map(cells).collect();
     let mut widths = HEADERS.map(|h| h.chars().count());
     for row in &cells {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -45,7 +48,7 @@ pub fn table(rows: &[Row]) -> String {
                 text.push_str("  ");
             }
             // Text columns align left, figures right.
-            if i < 3 {
+            if i < 4 {
                 text.push_str(cell);
                 text.push_str(&" ".repeat(pad));
             } else {
@@ -68,7 +71,7 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
-fn cells(row: &Row) -> [String; 15] {
+fn cells(row: &Row) -> [String; 18] {
     let rate = |v: Option<f64>| v.map_or("-".to_string(), |v| thousands(v.round() as u64));
     let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
     let backlog = match (row.backlog_small_per_sec, row.backlog_large_per_sec) {
@@ -86,13 +89,20 @@ fn cells(row: &Row) -> [String; 15] {
         row.scenario.to_string(),
         row.retention_secs
             .map_or("default".to_string(), duration_label),
+        middleware_label(row.metrics, row.middleware),
         thousands(row.tasks),
         rate(row.enqueue_per_sec),
         rate(row.process_per_sec),
+        row.cpu_us_per_task
+            .map_or("-".to_string(), |us| format!("{us:.2}")),
         ms(row.latency_p50_ms),
         ms(row.latency_p99_ms),
         ms(row.latency_max_ms),
         backlog,
+        match (row.stats_small_ms, row.stats_large_ms) {
+            (None, None) => "-".to_string(),
+            (s, l) => format!("{} → {}", ms(s), ms(l)),
+        },
         row.lost.to_string(),
         row.duplicated.to_string(),
         row.peak_rss_bytes.map_or("-".to_string(), |b| {
@@ -103,6 +113,16 @@ fn cells(row: &Row) -> [String; 15] {
         row.kept_bytes_per_task
             .map_or("-".to_string(), |b| format!("{b:.0}")),
     ]
+}
+
+/// The middleware around each run: `-`, `metrics`, `4 no-op`, `metrics+4 no-op`.
+fn middleware_label(metrics: bool, no_ops: usize) -> String {
+    match (metrics, no_ops) {
+        (false, 0) => "-".to_string(),
+        (true, 0) => "metrics".to_string(),
+        (false, n) => format!("{n} no-op"),
+        (true, n) => format!("metrics+{n} no-op"),
+    }
 }
 
 /// Seconds in the largest whole unit: `0s`, `90s`, `10m`, `24h`, `7d`.
@@ -162,5 +182,19 @@ mod tests {
         assert_eq!(&lines[1][col..col + 10], "throughput");
         assert_eq!(&lines[2][col..col + 7], "latency");
         assert_eq!(lines[3], "FAILED sqlite:///tmp/x.db latency: 2 tasks lost");
+    }
+
+    #[test]
+    fn middleware_and_stats_columns() {
+        assert_eq!(middleware_label(false, 0), "-");
+        assert_eq!(middleware_label(true, 0), "metrics");
+        assert_eq!(middleware_label(false, 4), "4 no-op");
+        assert_eq!(middleware_label(true, 1), "metrics+1 no-op");
+        let config = BenchConfig::default();
+        let mut row = Row::new("memory://", Scenario::Backlog, &config);
+        row.stats_small_ms = Some(0.0123);
+        row.stats_large_ms = Some(0.02);
+        let text = table(&[row]);
+        assert!(text.contains("0.012 → 0.020"), "{text}");
     }
 }

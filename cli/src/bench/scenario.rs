@@ -2,16 +2,17 @@
 
 use super::progress::Progress;
 use super::target::Footprint;
-use super::{rss, BenchConfig, Row, Scenario, Target};
+use super::{cpu, rss, BenchConfig, Row, Scenario, Target};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+use taskmill::metrics::Metrics;
 use taskmill::store::EnqueueOptions;
 use taskmill::{
-    Error, Manager, Payload, Processor, Result, Stats, Store, Task, TaskContext, TaskError, TaskId,
-    Timestamp,
+    Client, Error, Manager, Middleware, Payload, Processor, Result, Stats, Store, Task,
+    TaskContext, TaskError, TaskId, Timestamp,
 };
 use tokio::sync::Notify;
 
@@ -264,20 +265,62 @@ impl Processor for Counting {
     }
 }
 
+/// A middleware that passes every run and enqueue straight on: what the chain itself
+/// costs per middleware.
+struct PassOn;
+
+impl Middleware for PassOn {}
+
+/// A manager on `store` with the configuration's settings and middleware, and `processor`
+/// on every topic; with the metrics handle its runs report to, if any.
 fn manager<P: Processor>(
     store: Arc<dyn Store>,
     config: &BenchConfig,
     processor: impl Fn() -> P,
-) -> Result<Manager> {
-    let mut builder = Manager::builder_shared(store).concurrency(config.concurrency);
+) -> Result<(Manager, Option<Metrics>)> {
+    let mut builder = Manager::builder_shared(store.clone()).concurrency(config.concurrency);
     if let Some(retention) = config.retention {
         builder = builder.retention(retention);
+    }
+    let metrics = config
+        .metrics
+        .then(|| Metrics::new(Client::shared(store.clone())));
+    if let Some(metrics) = &metrics {
+        builder = builder.middleware(metrics.clone());
+    }
+    for _ in 0..config.middleware {
+        builder = builder.middleware(PassOn);
     }
     let manager = builder.build();
     for topic in topic_names(config.topics) {
         manager.register(topic, processor())?;
     }
-    Ok(manager)
+    Ok((manager, metrics))
+}
+
+/// The runs the metrics layer observed: the sum of the duration histogram's counts.
+async fn observed_runs(metrics: &Metrics) -> Result<u64> {
+    let text = metrics.render().await?;
+    let mut runs = 0.0;
+    for line in text.lines() {
+        if line.starts_with("taskmill_run_duration_seconds_count{") {
+            let value = line.rsplit(' ').next().unwrap_or_default();
+            runs += value
+                .parse::<f64>()
+                .map_err(|_| Error::storage(format!("a metrics line without a number: {line}")))?;
+        }
+    }
+    Ok(runs as u64)
+}
+
+/// With metrics on, a problem unless the layer observed exactly `runs` runs.
+async fn check_observed(metrics: Option<&Metrics>, runs: u64) -> Result<Option<String>> {
+    let Some(metrics) = metrics else {
+        return Ok(None);
+    };
+    let observed = observed_runs(metrics).await?;
+    Ok((observed != runs)
+        .then(|| format!("the metrics layer observed {observed} runs, not {runs}")))
 }
 
 /// Waits until `runs()` reaches `target`, or until it stops moving for `stall`; returns
@@ -397,8 +440,9 @@ async fn throughput(
     row.bytes_per_task = filled.bytes_per_task;
 
     let tracker = Arc::new(Tracker::new(&filled, n));
-    let manager = manager(store.clone(), config, || Counting(tracker.clone()))?;
+    let (manager, metrics) = manager(store.clone(), config, || Counting(tracker.clone()))?;
     let bar = Progress::new(config.progress, n, format!("{label}: process"));
+    let cpu_before = cpu::process_time();
     let started = Instant::now();
     manager.start().await?;
     let finished = wait_for(
@@ -410,11 +454,15 @@ async fn throughput(
     )
     .await;
     let elapsed = started.elapsed();
+    let cpu_used = cpu::process_time()
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     drop(bar);
     manager.close_with_timeout(CLOSE_TIMEOUT).await?;
     drop(manager);
     if finished {
         row.process_per_sec = Some(per_sec(n, elapsed));
+        row.cpu_us_per_task = cpu_used.map(|cpu| cpu.as_secs_f64() * 1e6 / n as f64);
     }
     let stats = store.stats().await?;
     // What the finished tasks' records occupy once processing is over.
@@ -426,6 +474,7 @@ async fn throughput(
         row.kept_bytes_per_task = Some((full as f64 - empty as f64) / n as f64);
     }
     let mut problems = check(row, &stats, n, &tracker.counts(), true);
+    problems.extend(check_observed(metrics.as_ref(), tracker.runs()).await?);
     if !finished {
         problems.insert(
             0,
@@ -510,7 +559,7 @@ async fn latency(
         target: count,
         done: Notify::new(),
     });
-    let manager = manager(store.clone(), config, || Probe(recorder.clone()))?;
+    let (manager, metrics) = manager(store.clone(), config, || Probe(recorder.clone()))?;
     manager.start().await?;
     // Let the claimer find the queue empty and go to sleep: the scenario measures how an
     // idle manager picks up work.
@@ -572,6 +621,7 @@ async fn latency(
     row.latency_p99_ms = percentile(&nanos, 0.99).map(ms);
     row.latency_max_ms = nanos.last().copied().map(ms);
     let mut problems = check(row, &stats, count, &counts, true);
+    problems.extend(check_observed(metrics.as_ref(), counts.runs).await?);
     if !finished {
         problems.insert(0, format!("stalled: {} of {count} runs", counts.runs));
     }
@@ -583,6 +633,8 @@ struct BacklogRun {
     enqueue_per_sec: f64,
     process_per_sec: Option<f64>,
     bytes_per_task: Option<f64>,
+    /// Milliseconds of one `stats` call with the whole backlog waiting.
+    stats_ms: f64,
 }
 
 async fn backlog(url: &str, config: &BenchConfig, row: &mut Row) -> Result<()> {
@@ -597,6 +649,8 @@ async fn backlog(url: &str, config: &BenchConfig, row: &mut Row) -> Result<()> {
     .await?;
     row.enqueue_per_sec = Some(large.enqueue_per_sec);
     row.bytes_per_task = large.bytes_per_task.or(small.bytes_per_task);
+    row.stats_small_ms = Some(small.stats_ms);
+    row.stats_large_ms = Some(large.stats_ms);
     row.backlog_small_per_sec = small.process_per_sec;
     row.backlog_large_per_sec = large.process_per_sec;
     row.process_per_sec = large.process_per_sec;
@@ -606,8 +660,8 @@ async fn backlog(url: &str, config: &BenchConfig, row: &mut Row) -> Result<()> {
     Ok(())
 }
 
-/// Fills a queue of `size` tasks, then times the processing of the first
-/// `backlog_measure` of them, from the end of the first tenth.
+/// Fills a queue of `size` tasks, times one `stats` call, then times the processing of the
+/// first `backlog_measure` of them, from the end of the first tenth.
 async fn backlog_once(
     store: Arc<dyn Store>,
     url: &str,
@@ -618,11 +672,21 @@ async fn backlog_once(
     let measure = config.backlog_measure;
     let label = format!("{url} backlog {size}");
     let filled = fill(&*store, url, config, size, &label).await?;
+    // What a metrics scrape reads (the oldest due time among it), with every task waiting.
+    let started = Instant::now();
+    let waiting = store.stats().await?;
+    let stats_ms = started.elapsed().as_secs_f64() * 1e3;
+    if waiting.total.sizes.input != size {
+        return Err(Error::storage(format!(
+            "stats with {size} tasks waiting counted {} in INPUT",
+            waiting.total.sizes.input
+        )));
+    }
     // The first tenth of the runs is not timed: it holds the manager's start-up and first
     // claim, which for a fast store is much of a 10,000-task measurement.
     let warm_up = (measure / 10).max(1);
     let tracker = Arc::new(Tracker::new(&filled, measure).mark(warm_up));
-    let manager = manager(store.clone(), config, || Counting(tracker.clone()))?;
+    let (manager, _metrics) = manager(store.clone(), config, || Counting(tracker.clone()))?;
     let bar = Progress::new(config.progress, measure, format!("{label}: process"));
     let started = Instant::now();
     manager.start().await?;
@@ -654,6 +718,7 @@ async fn backlog_once(
                 .unwrap_or_else(|| per_sec(measure, elapsed))
         }),
         bytes_per_task: filled.bytes_per_task,
+        stats_ms,
     })
 }
 

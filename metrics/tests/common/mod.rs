@@ -1,0 +1,259 @@
+//! A parser of the OpenMetrics text the tests scrape, and a store whose statistics fail.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use taskmill_core::store::{
+    Applied, ApplyOptions, CancelOptions, CancelStream, Cancellation, Capabilities, ClaimOptions,
+    Claimed, EnqueueOptions, Enqueued, LeaseRef, ListOptions, Outcome, Page, Progress,
+    PruneOptions, RecoverOptions, Recovered, RenewOptions, RequeueOptions, WakeStream,
+};
+use taskmill_core::{
+    async_trait, Error, Event, EventStream, Result, Stats, Store, Task, TaskId, TaskRecord,
+};
+
+/// Labels of a sample, sorted by name.
+pub type Labels = BTreeMap<String, String>;
+
+/// A parsed exposition: every sample by name and labels, and every family's type.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    pub samples: BTreeMap<(String, Labels), f64>,
+    pub types: BTreeMap<String, String>,
+}
+
+impl Exposition {
+    /// The value of the sample `name` with exactly `labels`.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let labels: Labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.samples.get(&(name.to_string(), labels)).copied()
+    }
+
+    /// The `# TYPE` of family `name`.
+    pub fn kind(&self, name: &str) -> Option<&str> {
+        self.types.get(name).map(String::as_str)
+    }
+}
+
+/// Parses OpenMetrics text strictly enough to catch a malformed exposition: `# HELP`,
+/// `# TYPE` and `# UNIT` lines, samples `name{label="value",…} number`, label values with
+/// `\\`, `\"` and `\n` escapes, no sample twice, and a final `# EOF`.
+///
+/// # Panics
+/// On anything else, naming the line.
+pub fn parse(text: &str) -> Exposition {
+    let mut out = Exposition::default();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.last(), Some(&"# EOF"), "no # EOF at the end:\n{text}");
+    assert!(text.ends_with("# EOF\n"), "the text ends with a newline");
+    for line in &lines[..lines.len() - 1] {
+        if let Some(meta) = line.strip_prefix("# ") {
+            let mut parts = meta.splitn(3, ' ');
+            let (what, name) = (parts.next(), parts.next());
+            match (what, name, parts.next()) {
+                (Some("TYPE"), Some(name), Some(kind)) => {
+                    let known = ["counter", "gauge", "histogram", "info", "unknown"];
+                    assert!(known.contains(&kind), "type {kind:?}: {line}");
+                    let previous = out.types.insert(name.to_string(), kind.to_string());
+                    assert!(previous.is_none(), "family {name} declared twice");
+                }
+                (Some("HELP" | "UNIT"), Some(_), Some(_)) => {}
+                _ => panic!("unexpected comment line: {line}"),
+            }
+            continue;
+        }
+        let (name, labels, rest) = sample(line);
+        let value = match rest {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v
+                .parse::<f64>()
+                .unwrap_or_else(|_| panic!("bad value {v:?}: {line}")),
+        };
+        let previous = out.samples.insert((name.to_string(), labels), value);
+        assert!(previous.is_none(), "sample twice: {line}");
+    }
+    out
+}
+
+/// A sample line's name, labels and value text.
+fn sample(line: &str) -> (&str, Labels, &str) {
+    let name_end = line
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .unwrap_or_else(|| panic!("no value: {line}"));
+    let (name, mut rest) = line.split_at(name_end);
+    assert!(!name.is_empty(), "no name: {line}");
+    let mut labels = Labels::new();
+    if let Some(inside) = rest.strip_prefix('{') {
+        let mut chars = inside.char_indices();
+        let mut key = String::new();
+        loop {
+            let (i, c) = chars
+                .next()
+                .unwrap_or_else(|| panic!("unclosed {{: {line}"));
+            match c {
+                '}' if key.is_empty() => {
+                    rest = &inside[i + 1..];
+                    break;
+                }
+                '=' => {
+                    assert_eq!(chars.next().map(|(_, c)| c), Some('"'), "{line}");
+                    let mut value = String::new();
+                    loop {
+                        match chars.next().map(|(_, c)| c) {
+                            Some('"') => break,
+                            Some('\\') => match chars.next().map(|(_, c)| c) {
+                                Some('\\') => value.push('\\'),
+                                Some('"') => value.push('"'),
+                                Some('n') => value.push('\n'),
+                                other => panic!("bad escape {other:?}: {line}"),
+                            },
+                            Some(c) => value.push(c),
+                            None => panic!("unclosed label value: {line}"),
+                        }
+                    }
+                    let k = std::mem::take(&mut key);
+                    assert!(labels.insert(k, value).is_none(), "label twice: {line}");
+                    match chars.next() {
+                        Some((_, ',')) => {}
+                        Some((i, '}')) => {
+                            rest = &inside[i + 1..];
+                            break;
+                        }
+                        other => panic!("expected , or }} but got {other:?}: {line}"),
+                    }
+                }
+                c if c.is_ascii_alphanumeric() || c == '_' => key.push(c),
+                _ => panic!("bad label name character {c:?}: {line}"),
+            }
+        }
+    }
+    let value = rest
+        .strip_prefix(' ')
+        .unwrap_or_else(|| panic!("no space before the value: {line}"));
+    assert!(!value.contains(' '), "timestamps or exemplars: {line}");
+    (name, labels, value)
+}
+
+/// A store whose `stats` fail while [`fail`](FailingStats::fail) says so; everything else
+/// is the memory store's.
+pub struct FailingStats<S> {
+    inner: S,
+    failing: AtomicBool,
+}
+
+impl<S: Store> FailingStats<S> {
+    pub fn new(inner: S) -> Self {
+        FailingStats {
+            inner,
+            failing: AtomicBool::new(false),
+        }
+    }
+
+    pub fn fail(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+#[warn(clippy::missing_trait_methods)]
+impl<S: Store> Store for FailingStats<S> {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn enqueue(&self, tasks: Vec<Task>, opts: &EnqueueOptions) -> Result<Vec<Enqueued>> {
+        self.inner.enqueue(tasks, opts).await
+    }
+    async fn claim(&self, opts: &ClaimOptions) -> Result<Vec<Claimed>> {
+        self.inner.claim(opts).await
+    }
+    async fn renew(&self, leases: &[LeaseRef], opts: &RenewOptions) -> Result<Vec<Applied>> {
+        self.inner.renew(leases, opts).await
+    }
+    async fn apply(&self, outcomes: &[Outcome], opts: &ApplyOptions) -> Result<Vec<Applied>> {
+        self.inner.apply(outcomes, opts).await
+    }
+    async fn progress(&self, updates: &[Progress]) -> Result<Vec<Applied>> {
+        self.inner.progress(updates).await
+    }
+    async fn recover(&self, opts: &RecoverOptions) -> Result<Vec<Recovered>> {
+        self.inner.recover(opts).await
+    }
+    async fn prune(&self, opts: &PruneOptions) -> Result<u64> {
+        self.inner.prune(opts).await
+    }
+    async fn stats(&self) -> Result<Stats> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(Error::unavailable("the disk is on fire"));
+        }
+        self.inner.stats().await
+    }
+    async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
+        self.inner.get(id).await
+    }
+    async fn list(&self, opts: &ListOptions) -> Result<Page> {
+        self.inner.list(opts).await
+    }
+    async fn requeue(&self, ids: &[TaskId], opts: &RequeueOptions) -> Result<Vec<bool>> {
+        self.inner.requeue(ids, opts).await
+    }
+    async fn delete(&self, ids: &[TaskId]) -> Result<Vec<bool>> {
+        self.inner.delete(ids).await
+    }
+    async fn cancel(&self, ids: &[TaskId], opts: &CancelOptions) -> Result<Vec<Cancellation>> {
+        self.inner.cancel(ids, opts).await
+    }
+    async fn set_paused(&self, topic: &str, paused: bool) -> Result<()> {
+        self.inner.set_paused(topic, paused).await
+    }
+    async fn publish(&self, events: &[Event]) -> Result<()> {
+        self.inner.publish(events).await
+    }
+    fn has_subscribers(&self) -> bool {
+        self.inner.has_subscribers()
+    }
+    async fn subscribe(&self) -> Result<EventStream> {
+        self.inner.subscribe().await
+    }
+    async fn wakeups(&self) -> Result<WakeStream> {
+        self.inner.wakeups().await
+    }
+    async fn cancellations(&self) -> Result<CancelStream> {
+        self.inner.cancellations().await
+    }
+}
+
+#[test]
+fn the_parser_reads_labels_with_escapes_and_rejects_garbage() {
+    let m = parse(concat!(
+        "# HELP a_total help text\n",
+        "# TYPE a counter\n",
+        "a_total{topic=\"say \\\"hi\\\" \\\\ now\",q=\"x\"} 3\n",
+        "b 1.5\n",
+        "c{le=\"+Inf\"} +Inf\n",
+        "# EOF\n",
+    ));
+    assert_eq!(
+        m.value("a_total", &[("topic", "say \"hi\" \\ now"), ("q", "x")]),
+        Some(3.0)
+    );
+    assert_eq!(m.value("b", &[]), Some(1.5));
+    assert_eq!(m.value("c", &[("le", "+Inf")]), Some(f64::INFINITY));
+    assert_eq!(m.kind("a"), Some("counter"));
+    for bad in [
+        "a 1\n",                     // no EOF
+        "a{x=\"1} 2\n# EOF\n",       // unclosed value
+        "a{x=1} 2\n# EOF\n",         // unquoted value
+        "a 1\na 2\n# EOF\n",         // the same sample twice
+        "a one\n# EOF\n",            // not a number
+        "# BOGUS x y\na 1\n# EOF\n", // unknown comment
+    ] {
+        let text = bad.to_string();
+        assert!(
+            std::panic::catch_unwind(|| parse(&text)).is_err(),
+            "accepted {bad:?}"
+        );
+    }
+}
