@@ -6,9 +6,10 @@
 
 use std::ops::Range;
 use std::sync::Arc;
-use taskmill_core::raw::PayloadExt;
+use taskmill_core::raw::{HeadersExt, PayloadExt};
 use taskmill_core::{
-    AttemptError, Counters, Error, Lease, Payload, Queue, Result, TaskId, TaskRecord, Timestamp,
+    AttemptError, Counters, Error, Headers, Lease, Payload, Queue, Result, TaskId, TaskRecord,
+    Timestamp,
 };
 
 /// The topic of the DEAD placeholder that stands for the unreadable part of a chunk.
@@ -18,9 +19,13 @@ pub(crate) const CORRUPT_TOPIC: &str = "(corrupt)";
 const CHUNK_FORMAT: u8 = 3;
 /// The format byte and the entry count.
 const CHUNK_HEAD: usize = 5;
-/// The first byte of every record this code writes. Records of format 1 (written before
-/// COMPLETED and CANCELLED were kept) are read too; another value is a later format.
-const FORMAT: u8 = 2;
+/// The first byte of every record this code writes: format 3, which is format 2 with the
+/// [`flag::HEADERS`] flag. Records of format 2 (written before headers were kept; they
+/// read with none) and of format 1 (before COMPLETED and CANCELLED were kept) are read
+/// too; another value is a later format.
+const FORMAT: u8 = 3;
+/// Records of format 2: as [`FORMAT`], without headers.
+const FORMAT_2: u8 = 2;
 
 /// A chunk's value split into its entries, as far as it can be read.
 #[derive(Debug, Default)]
@@ -190,7 +195,7 @@ pub(crate) fn end_chunk(out: &mut [u8], count: usize) {
     out[1..CHUNK_HEAD].copy_from_slice(&(count as u32).to_le_bytes());
 }
 
-/// The flags of a record (format 2): which optional fields follow, and
+/// The flags of a record (formats 2 and 3): which optional fields follow, and
 /// [`TaskRecord::unique_while_kept`].
 mod flag {
     pub const LEASE: u16 = 1;
@@ -205,8 +210,13 @@ mod flag {
     pub const RESULT: u16 = 1 << 8;
     pub const PROGRESS: u16 = 1 << 9;
     pub const UNIQUE_WHILE_KEPT: u16 = 1 << 10;
+    /// Format 3 only: the record carries headers. Unset when a task has none, so a task
+    /// without headers costs no byte for them.
+    pub const HEADERS: u16 = 1 << 11;
     /// Every flag this code writes; a record with another one set is of a later format.
-    pub const KNOWN: u16 = (1 << 11) - 1;
+    pub const KNOWN: u16 = (1 << 12) - 1;
+    /// Every flag of format 2.
+    pub const KNOWN_2: u16 = HEADERS - 1;
 }
 
 /// The flags of a record of format 1, the layout-3 codec before history was kept.
@@ -252,11 +262,12 @@ fn put_time(out: &mut Vec<u8>, t: Timestamp) {
     out.extend_from_slice(&t.as_millis().to_le_bytes());
 }
 
-/// A record's value (format 2): format, queue, flags (u16), attempt, enqueued at, run at,
+/// A record's value (format 3): format, queue, flags (u16), attempt, enqueued at, run at,
 /// then the optional fields in this order, each when its flag is set: finished at, the
 /// lease (token, deadline, owner), max retries, first and latest start, external id,
 /// cancelled by, the errors (a u32 count, then each one's attempt, time and message), the
-/// result, the progress; and the arguments' JSON as the rest. What the indexes read at
+/// result, the progress, the headers (a u32 count, then each key and value, in key
+/// order); and the arguments' JSON as the rest. Format 2 is the same without headers. What the indexes read at
 /// open (queue, due time, finish time, lease, flags) comes first, at fixed places or
 /// after fixed-size fields only. Little-endian; strings carry a u32 length. Appended to
 /// `out`.
@@ -274,6 +285,7 @@ pub(crate) fn encode_record(record: &TaskRecord, out: &mut Vec<u8>) {
         (r.result.is_some(), flag::RESULT),
         (r.progress.is_some(), flag::PROGRESS),
         (r.unique_while_kept, flag::UNIQUE_WHILE_KEPT),
+        (!r.headers.is_empty(), flag::HEADERS),
     ]
     .iter()
     .fold(0u16, |flags, &(set, f)| if set { flags | f } else { flags });
@@ -309,6 +321,13 @@ pub(crate) fn encode_record(record: &TaskRecord, out: &mut Vec<u8>) {
     }
     for p in [&r.result, &r.progress].into_iter().flatten() {
         put_str(out, p.as_str());
+    }
+    if !r.headers.is_empty() {
+        out.extend_from_slice(&(r.headers.len() as u32).to_le_bytes());
+        for (key, value) in r.headers.iter() {
+            put_str(out, key);
+            put_str(out, value);
+        }
     }
     out.extend_from_slice(r.args.as_str().as_bytes());
 }
@@ -391,7 +410,12 @@ pub(crate) fn decode_state(bytes: &[u8]) -> Option<State> {
         return decode_state_v1(queue, r);
     }
     let flags = r.u16()?;
-    if format != FORMAT || flags & !flag::KNOWN != 0 {
+    let known = match format {
+        FORMAT => flag::KNOWN,
+        FORMAT_2 => flag::KNOWN_2,
+        _ => return None,
+    };
+    if flags & !known != 0 {
         return None;
     }
     r.take(12)?;
@@ -474,6 +498,7 @@ fn base_record(
     record
 }
 
+/// Reads a record of format 3 or 2 (which [`decode_state`] tells apart by their flags).
 fn decode_v2(key: &KeyParts<'_>, topic: &Arc<str>, bytes: &[u8]) -> Option<TaskRecord> {
     let state = decode_state(bytes)?;
     let mut r = Reader(bytes);
@@ -517,6 +542,15 @@ fn decode_v2(key: &KeyParts<'_>, topic: &Arc<str>, bytes: &[u8]) -> Option<TaskR
     }
     let result = r.optional(has(flag::RESULT), Reader::str)?;
     let progress = r.optional(has(flag::PROGRESS), Reader::str)?;
+    let mut headers = Vec::new();
+    if has(flag::HEADERS) {
+        // Not preallocated either; put in key order by `from_stored`.
+        for _ in 0..r.u32()? {
+            let key = r.str()?.into();
+            let value = r.str()?.into();
+            headers.push((key, value));
+        }
+    }
     let args = std::str::from_utf8(r.0).ok()?;
     let mut record = base_record(key, topic, &state, attempt, enqueued_at, lease, args);
     record.max_retries = max_retries;
@@ -527,6 +561,9 @@ fn decode_v2(key: &KeyParts<'_>, topic: &Arc<str>, bytes: &[u8]) -> Option<TaskR
     record.errors = errors;
     record.result = result.map(Payload::from_stored);
     record.progress = progress.map(Payload::from_stored);
+    if !headers.is_empty() {
+        record.headers = Headers::from_stored(headers);
+    }
     Some(record)
 }
 
@@ -679,7 +716,20 @@ mod tests {
             token: 77,
             deadline: Timestamp::from_millis(99),
         });
+        r.headers = headers(&[
+            ("traceparent", "00-ab-cd-01"),
+            ("x-note", "é \"q\" {}"),
+            ("e", ""),
+        ]);
         r
+    }
+
+    fn headers(entries: &[(&str, &str)]) -> Headers {
+        let mut headers = Headers::new();
+        for (key, value) in entries {
+            headers.insert(*key, *value).unwrap();
+        }
+        headers
     }
 
     /// A record with every optional field empty.
@@ -698,6 +748,7 @@ mod tests {
         r.progress = None;
         r.cancelled_by = None;
         r.lease = None;
+        r.headers = Headers::new();
         r
     }
 
@@ -745,8 +796,69 @@ mod tests {
         r.finished_at = Some(Timestamp::from_millis(2));
         let mut out = Vec::new();
         KeyParts::of(&r).encode_entry(&r, &mut out);
-        // Head 26 (length, id, priority, topic, no unique key), record 52, arguments 16.
+        // Head 26 (length, id, priority, topic, no unique key), record 52, arguments 16:
+        // no headers, no byte for them.
         assert_eq!(out.len(), 94);
+    }
+
+    /// Headers cost their bytes only: a count, then each key and value with its length.
+    #[test]
+    fn headers_cost_only_their_bytes() {
+        let (mut with, mut without) = (Vec::new(), Vec::new());
+        let mut r = bare();
+        encode_record(&r, &mut without);
+        r.headers = headers(&[("ab", "xyz")]);
+        encode_record(&r, &mut with);
+        assert_eq!(with.len() - without.len(), 4 + (4 + 2) + (4 + 3));
+        assert_eq!(
+            u16::from_le_bytes([without[2], without[3]]) & flag::HEADERS,
+            0
+        );
+    }
+
+    /// A record of format 2, written before headers were kept, is a record of format 3
+    /// without them: it reads with none, and format 2 knows no headers flag.
+    #[test]
+    fn records_of_format_2_decode_without_headers() {
+        for mut r in [record(), bare()] {
+            r.headers = Headers::new();
+            let owner = r.clone();
+            let key = KeyParts::of(&owner);
+            let mut bytes = Vec::new();
+            encode_record(&r, &mut bytes);
+            assert_eq!(bytes[0], FORMAT);
+            bytes[0] = FORMAT_2;
+            assert_eq!(decode_record(&key, &r.topic, &bytes).unwrap(), r);
+            assert_eq!(decode_state(&bytes), Some(State::of(&r)));
+            // Headers in a record marked format 2 are of no format this code knows.
+            r.headers = headers(&[("k", "v")]);
+            let mut bytes = Vec::new();
+            encode_record(&r, &mut bytes);
+            bytes[0] = FORMAT_2;
+            assert!(decode_state(&bytes).is_none());
+            assert!(decode_record(&key, &r.topic, &bytes).is_err());
+        }
+    }
+
+    /// Headers stored out of key order or with a key twice (by another version, or by
+    /// hand) read in key order, the last value of a key kept.
+    #[test]
+    fn stored_headers_are_put_in_key_order() {
+        let mut r = bare();
+        r.headers = headers(&[("a", "1")]);
+        let mut bytes = Vec::new();
+        encode_record(&r, &mut bytes);
+        let args = r.args.as_str().len();
+        let mut tail = Vec::new();
+        tail.extend_from_slice(&3u32.to_le_bytes());
+        for s in ["b", "2", "a", "1", "b", "3"] {
+            put_str(&mut tail, s);
+        }
+        let at = bytes.len() - args - (4 + 5 + 5);
+        bytes.splice(at..bytes.len() - args, tail);
+        let back = decode_record(&KeyParts::of(&r), &r.topic, &bytes).unwrap();
+        let read: Vec<_> = back.headers.iter().collect();
+        assert_eq!(read, [("a", "1"), ("b", "3")]);
     }
 
     /// A small deterministic generator (xorshift), so the property test needs no crate.
@@ -812,6 +924,11 @@ mod tests {
             token: g.next(),
             deadline: g.time(),
         });
+        for i in 0..rng.below(4) {
+            // Keys follow the rules; values are any text.
+            let key = format!("k{i}-{}", rng.below(3));
+            r.headers.insert(key, rng.text()).unwrap();
+        }
         r
     }
 
@@ -962,7 +1079,7 @@ mod tests {
                 )
             );
             assert!(!state.cancel_requested && !state.unique_while_kept);
-            // Re-encoded, it is a record of format 2 like any other.
+            // Re-encoded, it is a record of the current format like any other.
             let mut again = Vec::new();
             encode_record(&back, &mut again);
             assert_eq!(again[0], FORMAT);
