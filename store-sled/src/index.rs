@@ -23,8 +23,10 @@ use taskmill_core::{Queue, Result, Stats, TaskId, TaskRecord, Timestamp, TopicSt
 /// Where a task is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum At {
-    /// In INPUT, due: in its topic's claim order.
-    Ready,
+    /// In INPUT, due: in its topic's claim order, and in its due-time order at its
+    /// `run_at` (`None` for a record that cannot be decoded, whose `run_at` is unknown: it
+    /// counts in no earliest `run_at`).
+    Ready(Option<Timestamp>),
     /// In INPUT, not known to be due at the last claim's `now`.
     Scheduled(Timestamp),
     /// In WORK under this claim; `cancel` when a cancel was requested.
@@ -43,7 +45,7 @@ pub(crate) enum At {
 impl At {
     pub fn queue(self) -> Queue {
         match self {
-            At::Ready | At::Scheduled(_) => Queue::Input,
+            At::Ready(_) | At::Scheduled(_) => Queue::Input,
             At::Work { .. } => Queue::Work,
             At::Dead => Queue::Dead,
             At::Completed(_) => Queue::Completed,
@@ -56,7 +58,7 @@ impl At {
         // A finished record without a finish time is as old as can be: pruned first.
         let finished_at = state.finished_at.unwrap_or(Timestamp::EPOCH);
         match (state.queue, state.lease) {
-            (Queue::Input, _) if state.run_at <= now => At::Ready,
+            (Queue::Input, _) if state.run_at <= now => At::Ready(Some(state.run_at)),
             (Queue::Input, _) => At::Scheduled(state.run_at),
             (Queue::Work, Some((token, deadline))) => At::Work {
                 token,
@@ -102,6 +104,9 @@ pub(crate) struct Topic {
     pub name: Arc<str>,
     /// Due INPUT tasks in claim order: lowest priority value, then lowest id.
     ready: BTreeSet<(i16, TaskId)>,
+    /// The same tasks by due time (but those whose due time is unknown), for the earliest
+    /// `run_at` in INPUT, which is its first or `scheduled`'s first.
+    due: BTreeSet<(Timestamp, TaskId)>,
     /// INPUT tasks not yet due, by due time.
     scheduled: BTreeSet<(Timestamp, TaskId)>,
     /// Finished tasks kept (COMPLETED and CANCELLED) by finish time: what pruning takes
@@ -174,7 +179,7 @@ impl Index {
                 // that cannot be decoded goes where a claim finds it, to be salvaged and
                 // sent to DEAD.
                 let state = codec::decode_state(record);
-                let at = state.map_or(At::Ready, |s| At::of(&s, Timestamp::EPOCH));
+                let at = state.map_or(At::Ready(None), |s| At::of(&s, Timestamp::EPOCH));
                 let topic = index.topic_id(parts.topic);
                 if let At::Work { token, .. } = at {
                     index.last_token = index.last_token.max(token);
@@ -208,6 +213,7 @@ impl Index {
         self.topics.push(Topic {
             name,
             ready: BTreeSet::new(),
+            due: BTreeSet::new(),
             scheduled: BTreeSet::new(),
             finished: BTreeSet::new(),
             completed: BTreeSet::new(),
@@ -355,7 +361,12 @@ impl Index {
             }
         }
         match at {
-            At::Ready => set(&mut topic.ready, (priority, id), add),
+            At::Ready(run_at) => {
+                set(&mut topic.ready, (priority, id), add);
+                if let Some(run_at) = run_at {
+                    set(&mut topic.due, (run_at, id), add);
+                }
+            }
             At::Scheduled(t) => set(&mut topic.scheduled, (t, id), add),
             At::Work { .. } => set(&mut self.work, id, add),
             At::Dead => set(&mut self.dead, id, add),
@@ -380,8 +391,9 @@ impl Index {
             }
             t.scheduled.pop_first();
             if let Some(slot) = self.slots.get_mut(&id) {
-                slot.at = At::Ready;
+                slot.at = At::Ready(Some(run_at));
                 t.ready.insert((slot.priority, id));
+                t.due.insert((run_at, id));
             }
         }
         t.ready.first().map(|&(_, id)| id)
@@ -477,11 +489,20 @@ impl Index {
         })
     }
 
+    /// Counters, sizes and paused flags as kept, and each topic's earliest `run_at` in
+    /// INPUT: the first of its due tasks or of its scheduled ones, whichever is earlier
+    /// (two lookups in ordered sets, whatever INPUT holds).
     pub fn stats(&self) -> Stats {
         Stats::from_topics(
             self.topics
                 .iter()
-                .map(|t| (t.name.to_string(), t.stats))
+                .map(|t| {
+                    let mut stats = t.stats;
+                    let due = t.due.first().map(|&(at, _)| at);
+                    let scheduled = t.scheduled.first().map(|&(at, _)| at);
+                    stats.earliest_run_at = due.into_iter().chain(scheduled).min();
+                    (t.name.to_string(), stats)
+                })
                 .collect(),
         )
     }
@@ -509,4 +530,92 @@ fn merged<'a>(
             .min()?;
         heads[next.1].next()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use taskmill_core::raw::PayloadExt;
+    use taskmill_core::Payload;
+
+    /// Where a task in INPUT due at `run_at` goes at `now`.
+    fn input_at(id: TaskId, run_at: Timestamp, now: Timestamp) -> At {
+        let mut record = TaskRecord::new(id, "t", Payload::from_stored("0"));
+        record.run_at = run_at;
+        At::of_record(&record, now)
+    }
+
+    /// Random enqueues (due, overdue or scheduled, at random priorities), claims, returns
+    /// to INPUT and deletions, with the clock moving on: the earliest `run_at` in stats is
+    /// always a scan's, whichever of the two orders holds the task.
+    #[test]
+    fn the_earliest_run_at_matches_a_scan() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut random = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let mut index = Index::default();
+        let topic = index.topic_id("t");
+        let mut model: BTreeMap<TaskId, Timestamp> = BTreeMap::new();
+        let (mut working, mut now, mut last_id) = (Vec::new(), 0i64, 0u64);
+        let (mut scheduled_seen, mut both_seen) = (false, false);
+        for _ in 0..8_000 {
+            let now_at = Timestamp::from_millis(now);
+            let run_at = Timestamp::from_millis(now + random(200) as i64 - 100);
+            match random(8) {
+                0..=2 => {
+                    last_id += 1;
+                    let id = TaskId::new(last_id);
+                    let priority = random(3) as i16 - 1;
+                    let at = input_at(id, run_at, now_at);
+                    index.insert(id, topic, priority, None, at, last_id);
+                    model.insert(id, run_at);
+                }
+                3 | 4 => {
+                    if let Some(id) = index.next_ready(topic, now_at) {
+                        let work = At::Work {
+                            token: last_id,
+                            deadline: now_at,
+                            cancel: false,
+                        };
+                        index.move_to(id, work);
+                        model.remove(&id);
+                        working.push(id);
+                    }
+                }
+                5 => {
+                    if let Some(id) = working.pop() {
+                        index.move_to(id, input_at(id, run_at, now_at));
+                        model.insert(id, run_at);
+                    }
+                }
+                6 => {
+                    let from = TaskId::new(random(last_id + 1));
+                    if let Some((&id, _)) = model.range(from..).next() {
+                        index.remove(id);
+                        model.remove(&id);
+                    }
+                }
+                _ => now += random(50) as i64,
+            }
+            let topic = &index.topics[topic as usize];
+            scheduled_seen |= !topic.scheduled.is_empty();
+            both_seen |= !topic.scheduled.is_empty() && !topic.due.is_empty();
+            let stats = index.stats();
+            assert_eq!(
+                stats.topic("t").earliest_run_at,
+                model.values().min().copied()
+            );
+            assert_eq!(stats.total.earliest_run_at, model.values().min().copied());
+            assert_eq!(stats.topic("t").sizes.input, model.len() as u64);
+        }
+        assert!(
+            scheduled_seen && both_seen,
+            "the test never mixed the orders"
+        );
+    }
 }
