@@ -14,7 +14,7 @@ use crate::codec::{self, Chunk, KeyParts, State};
 use crate::error::backend_error;
 use crate::layout;
 use rustc_hash::FxHashMap;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use taskmill_core::raw::{IdHasher, IdMap};
@@ -23,10 +23,13 @@ use taskmill_core::{Queue, Result, Stats, TaskId, TaskRecord, Timestamp, TopicSt
 /// Where a task is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum At {
-    /// In INPUT, due: in its topic's claim order, and in its due-time order at its
-    /// `run_at` (`None` for a record that cannot be decoded, whose `run_at` is unknown: it
-    /// counts in no earliest `run_at`).
-    Ready(Option<Timestamp>),
+    /// In INPUT, due since `run_at` (`None` for a record that cannot be decoded, whose
+    /// due time is unknown: it counts in no earliest `run_at`): in its topic's claim order,
+    /// and in its lane when `lane` (see [`Lane`]), else in its topic's due-time order.
+    Ready {
+        run_at: Option<Timestamp>,
+        lane: bool,
+    },
     /// In INPUT, not known to be due at the last claim's `now`.
     Scheduled(Timestamp),
     /// In WORK under this claim; `cancel` when a cancel was requested.
@@ -45,7 +48,7 @@ pub(crate) enum At {
 impl At {
     pub fn queue(self) -> Queue {
         match self {
-            At::Ready(_) | At::Scheduled(_) => Queue::Input,
+            At::Ready { .. } | At::Scheduled(_) => Queue::Input,
             At::Work { .. } => Queue::Work,
             At::Dead => Queue::Dead,
             At::Completed(_) => Queue::Completed,
@@ -58,7 +61,10 @@ impl At {
         // A finished record without a finish time is as old as can be: pruned first.
         let finished_at = state.finished_at.unwrap_or(Timestamp::EPOCH);
         match (state.queue, state.lease) {
-            (Queue::Input, _) if state.run_at <= now => At::Ready(Some(state.run_at)),
+            (Queue::Input, _) if state.run_at <= now => At::Ready {
+                run_at: Some(state.run_at),
+                lane: false,
+            },
             (Queue::Input, _) => At::Scheduled(state.run_at),
             (Queue::Work, Some((token, deadline))) => At::Work {
                 token,
@@ -104,8 +110,12 @@ pub(crate) struct Topic {
     pub name: Arc<str>,
     /// Due INPUT tasks in claim order: lowest priority value, then lowest id.
     ready: BTreeSet<(i16, TaskId)>,
-    /// The same tasks by due time (but those whose due time is unknown), for the earliest
-    /// `run_at` in INPUT, which is its first or `scheduled`'s first.
+    /// Where the earliest `run_at` in INPUT is found: the due tasks that joined the claim
+    /// order as they were enqueued, per priority (see [`Lane`])…
+    lanes: Vec<(i16, Lane)>,
+    /// …the other due tasks (back from WORK or DEAD, once scheduled, or enqueued due
+    /// earlier than their lane's last) by due time, and `scheduled`. Each holds its
+    /// earliest first.
     due: BTreeSet<(Timestamp, TaskId)>,
     /// INPUT tasks not yet due, by due time.
     scheduled: BTreeSet<(Timestamp, TaskId)>,
@@ -121,6 +131,68 @@ pub(crate) struct Topic {
     pub stats: TopicStats,
     /// Whether counters or paused changed since the row was last written.
     pub dirty: bool,
+}
+
+/// Tasks of one topic and priority enqueued due, in id order, their due times never
+/// decreasing from front to back (a task due earlier than the lane's last goes to the
+/// topic's due-time order instead): the front's `run_at` is the lane's earliest. Joining
+/// costs a push and leaving, as claims do in id order, a pop, where an ordered set by due
+/// time would cost a search and a rebalance each way on the hot path.
+///
+/// A task that leaves from the middle (deleted, cancelled) stays until it reaches the
+/// front, which is always a task still in the lane: each removal pops the tasks gone.
+#[derive(Debug, Default)]
+struct Lane {
+    ids: VecDeque<TaskId>,
+    last_run_at: Timestamp,
+}
+
+impl Topic {
+    /// Puts a task just enqueued due at `run_at` (its id the largest so far) in the lane of
+    /// its priority, if its due time keeps the lane's order; whether it did.
+    fn join_lane(&mut self, priority: i16, id: TaskId, run_at: Timestamp) -> bool {
+        let lane = match self.lanes.iter_mut().position(|(p, _)| *p == priority) {
+            Some(i) => &mut self.lanes[i].1,
+            None => {
+                self.lanes.push((priority, Lane::default()));
+                &mut self.lanes.last_mut().expect("just pushed").1
+            }
+        };
+        let fits = match lane.ids.back() {
+            None => true,
+            Some(&last) => last < id && lane.last_run_at <= run_at,
+        };
+        if fits {
+            lane.ids.push_back(id);
+            lane.last_run_at = run_at;
+        }
+        fits
+    }
+
+    /// After task `id` left the lane of `priority` (its slot already says where it went,
+    /// or is gone), pops the tasks no longer in it from the lane's front, so that the front
+    /// is one that is. A claim takes the front itself, known gone without a lookup.
+    fn leave_lane(&mut self, priority: i16, id: TaskId, slots: &IdMap<Slot>) {
+        let Some((_, lane)) = self.lanes.iter_mut().find(|(p, _)| *p == priority) else {
+            return;
+        };
+        if lane.ids.front() == Some(&id) {
+            lane.ids.pop_front();
+        }
+        while let Some(front) = lane.ids.front() {
+            let in_lane = matches!(
+                slots.get(front),
+                Some(Slot {
+                    at: At::Ready { lane: true, .. },
+                    ..
+                })
+            );
+            if in_lane {
+                break;
+            }
+            lane.ids.pop_front();
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -179,7 +251,11 @@ impl Index {
                 // that cannot be decoded goes where a claim finds it, to be salvaged and
                 // sent to DEAD.
                 let state = codec::decode_state(record);
-                let at = state.map_or(At::Ready(None), |s| At::of(&s, Timestamp::EPOCH));
+                let unknown = At::Ready {
+                    run_at: None,
+                    lane: false,
+                };
+                let at = state.map_or(unknown, |s| At::of(&s, Timestamp::EPOCH));
                 let topic = index.topic_id(parts.topic);
                 if let At::Work { token, .. } = at {
                     index.last_token = index.last_token.max(token);
@@ -213,6 +289,7 @@ impl Index {
         self.topics.push(Topic {
             name,
             ready: BTreeSet::new(),
+            lanes: Vec::new(),
             due: BTreeSet::new(),
             scheduled: BTreeSet::new(),
             finished: BTreeSet::new(),
@@ -284,6 +361,16 @@ impl Index {
         if let Some(key) = &unique {
             self.topics[topic as usize].unique.insert(key.clone(), id);
         }
+        let at = match at {
+            At::Ready {
+                run_at: Some(run_at),
+                lane: false,
+            } => At::Ready {
+                run_at: Some(run_at),
+                lane: self.topics[topic as usize].join_lane(priority, id, run_at),
+            },
+            at => at,
+        };
         self.file(id, topic, priority, at, true);
         let slot = Slot {
             topic,
@@ -361,9 +448,14 @@ impl Index {
             }
         }
         match at {
-            At::Ready(run_at) => {
+            At::Ready { run_at, lane } => {
                 set(&mut topic.ready, (priority, id), add);
-                if let Some(run_at) = run_at {
+                if lane {
+                    // Joined in `insert`; left here, with the tasks gone before it.
+                    if !add {
+                        topic.leave_lane(priority, id, &self.slots);
+                    }
+                } else if let Some(run_at) = run_at {
                     set(&mut topic.due, (run_at, id), add);
                 }
             }
@@ -391,7 +483,10 @@ impl Index {
             }
             t.scheduled.pop_first();
             if let Some(slot) = self.slots.get_mut(&id) {
-                slot.at = At::Ready(Some(run_at));
+                slot.at = At::Ready {
+                    run_at: Some(run_at),
+                    lane: false,
+                };
                 t.ready.insert((slot.priority, id));
                 t.due.insert((run_at, id));
             }
@@ -490,8 +585,8 @@ impl Index {
     }
 
     /// Counters, sizes and paused flags as kept, and each topic's earliest `run_at` in
-    /// INPUT: the first of its due tasks or of its scheduled ones, whichever is earlier
-    /// (two lookups in ordered sets, whatever INPUT holds).
+    /// INPUT: the earliest of its lanes' fronts, its due-time order's first and its
+    /// scheduled order's first (a lookup per priority and two, whatever INPUT holds).
     pub fn stats(&self) -> Stats {
         Stats::from_topics(
             self.topics
@@ -500,7 +595,13 @@ impl Index {
                     let mut stats = t.stats;
                     let due = t.due.first().map(|&(at, _)| at);
                     let scheduled = t.scheduled.first().map(|&(at, _)| at);
-                    stats.earliest_run_at = due.into_iter().chain(scheduled).min();
+                    let lanes = t.lanes.iter().filter_map(|(_, lane)| {
+                        match self.slots.get(lane.ids.front()?)?.at {
+                            At::Ready { run_at, .. } => run_at,
+                            _ => None,
+                        }
+                    });
+                    stats.earliest_run_at = lanes.chain(due).chain(scheduled).min();
                     (t.name.to_string(), stats)
                 })
                 .collect(),
@@ -548,7 +649,8 @@ mod tests {
 
     /// Random enqueues (due, overdue or scheduled, at random priorities), claims, returns
     /// to INPUT and deletions, with the clock moving on: the earliest `run_at` in stats is
-    /// always a scan's, whichever of the two orders holds the task.
+    /// always a scan's, whichever of the lanes, the due-time and the scheduled orders holds
+    /// the task.
     #[test]
     fn the_earliest_run_at_matches_a_scan() {
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
@@ -562,7 +664,7 @@ mod tests {
         let topic = index.topic_id("t");
         let mut model: BTreeMap<TaskId, Timestamp> = BTreeMap::new();
         let (mut working, mut now, mut last_id) = (Vec::new(), 0i64, 0u64);
-        let (mut scheduled_seen, mut both_seen) = (false, false);
+        let mut all_seen = false;
         for _ in 0..8_000 {
             let now_at = Timestamp::from_millis(now);
             let run_at = Timestamp::from_millis(now + random(200) as i64 - 100);
@@ -603,8 +705,16 @@ mod tests {
                 _ => now += random(50) as i64,
             }
             let topic = &index.topics[topic as usize];
-            scheduled_seen |= !topic.scheduled.is_empty();
-            both_seen |= !topic.scheduled.is_empty() && !topic.due.is_empty();
+            let lanes = topic.lanes.iter().any(|(_, lane)| !lane.ids.is_empty());
+            all_seen |= lanes && !topic.scheduled.is_empty() && !topic.due.is_empty();
+            for (_, lane) in &topic.lanes {
+                // Each lane's front is a task in it: what the stats read, and what keeps
+                // the lanes from holding tasks gone for long.
+                if let Some(front) = lane.ids.front() {
+                    let at = index.slots.get(front).map(|slot| slot.at);
+                    assert!(matches!(at, Some(At::Ready { lane: true, .. })), "{at:?}");
+                }
+            }
             let stats = index.stats();
             assert_eq!(
                 stats.topic("t").earliest_run_at,
@@ -613,9 +723,6 @@ mod tests {
             assert_eq!(stats.total.earliest_run_at, model.values().min().copied());
             assert_eq!(stats.topic("t").sizes.input, model.len() as u64);
         }
-        assert!(
-            scheduled_seen && both_seen,
-            "the test never mixed the orders"
-        );
+        assert!(all_seen, "the test never mixed the three orders");
     }
 }
