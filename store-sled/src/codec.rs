@@ -332,6 +332,75 @@ pub(crate) fn encode_record(record: &TaskRecord, out: &mut Vec<u8>) {
     out.extend_from_slice(r.args.as_str().as_bytes());
 }
 
+/// The record a kept completion makes of a stored record in WORK, appended to `out`, made
+/// from its bytes without decoding them: the bytes of
+/// [`RecordExt::apply_outcome`](taskmill_core::raw::RecordExt::apply_outcome) applied to
+/// the decoded record with `Complete { result }`, no progress, kept, at `now`, re-encoded
+/// (format 3, COMPLETED, `finished_at = now`, no lease, the result). Whether it keeps its
+/// unique key once finished (`unique_while_kept`) is the answer.
+///
+/// `None`, with `out` as it was, for a record this does not handle, which the caller
+/// then decodes: of format 1, not in WORK, with a cancel request (it ends CANCELLED) or a
+/// result already, or one that would not decode. Every field is walked, so a record that
+/// would not decode is never rewritten here.
+pub(crate) fn complete_in_place(
+    bytes: &[u8],
+    now: Timestamp,
+    result: Option<&str>,
+    out: &mut Vec<u8>,
+) -> Option<bool> {
+    let mut r = Reader(bytes);
+    let [format, queue] = r.take(2)?.try_into().ok()?;
+    let flags = r.u16()?;
+    let known = match format {
+        FORMAT => flag::KNOWN,
+        FORMAT_2 => flag::KNOWN_2,
+        _ => return None,
+    };
+    let refused = !known | flag::CANCELLED_BY | flag::RESULT;
+    if byte_queue(queue)? != Queue::Work || flags & refused != 0 {
+        return None;
+    }
+    let has = |f: u16| flags & f != 0;
+    // Attempt, enqueued at, run at: kept as they are.
+    let fixed = r.take(4 + 8 + 8)?;
+    r.optional(has(flag::FINISHED_AT), Reader::time)?;
+    r.optional(has(flag::LEASE), |r| Some((r.take(16)?, r.str()?)))?;
+    let kept_from = bytes.len() - r.0.len();
+    r.optional(has(flag::MAX_RETRIES), Reader::u32)?;
+    r.optional(has(flag::FIRST_STARTED_AT), Reader::time)?;
+    r.optional(has(flag::STARTED_AT), Reader::time)?;
+    r.optional(has(flag::EXTERNAL_ID), Reader::str)?;
+    if has(flag::ERRORS) {
+        for _ in 0..r.u32()? {
+            r.take(4 + 8)?;
+            r.str()?;
+        }
+    }
+    // The result goes here, between the errors and the progress.
+    let result_at = bytes.len() - r.0.len();
+    r.optional(has(flag::PROGRESS), Reader::str)?;
+    if has(flag::HEADERS) {
+        for _ in 0..r.u32()? {
+            r.str()?;
+            r.str()?;
+        }
+    }
+    std::str::from_utf8(r.0).ok()?;
+    let set = flag::FINISHED_AT | if result.is_some() { flag::RESULT } else { 0 };
+    let flags = (flags | set) & !flag::LEASE;
+    out.extend_from_slice(&[FORMAT, queue_byte(Queue::Completed)]);
+    out.extend_from_slice(&flags.to_le_bytes());
+    out.extend_from_slice(fixed);
+    put_time(out, now);
+    out.extend_from_slice(&bytes[kept_from..result_at]);
+    if let Some(result) = result {
+        put_str(out, result);
+    }
+    out.extend_from_slice(&bytes[result_at..]);
+    Some(has(flag::UNIQUE_WHILE_KEPT))
+}
+
 /// Reads a value front to back; every read past the end is `None`.
 struct Reader<'a>(&'a [u8]);
 
@@ -930,6 +999,78 @@ mod tests {
             r.headers.insert(key, rng.text()).unwrap();
         }
         r
+    }
+
+    /// A kept completion on the bytes is the completion on the decoded record, re-encoded,
+    /// for every record it takes; it takes every readable record in WORK without a cancel
+    /// request or a result, whatever its other fields, and leaves the others alone.
+    #[test]
+    fn completing_in_place_is_completing_the_decoded_record() {
+        use taskmill_core::raw::RecordExt;
+        use taskmill_core::store::{LeaseRef, Outcome, OutcomeKind};
+        let mut rng = Rng(0x51ed_270b_2791_1f2f);
+        let now = Timestamp::from_millis(123_456);
+        let (mut taken, mut left) = (0, 0);
+        for i in 0..5_000 {
+            let mut r = random_record(&mut rng);
+            if i % 4 != 0 {
+                r.queue = Queue::Work;
+            }
+            if i % 2 == 0 {
+                (r.cancelled_by, r.result) = (None, None);
+            }
+            let mut bytes = Vec::new();
+            encode_record(&r, &mut bytes);
+            if i % 3 == 0 {
+                // Format 2 when it has no headers: written before headers were kept.
+                if r.headers.is_empty() {
+                    bytes[0] = FORMAT_2;
+                }
+            }
+            let result = rng.maybe(|g| g.text());
+            let mut out = vec![9];
+            let done = complete_in_place(&bytes, now, result.as_deref(), &mut out);
+            let takes = r.queue == Queue::Work && r.cancelled_by.is_none() && r.result.is_none();
+            assert_eq!(done.is_some(), takes, "{r:?}");
+            let Some(keeps_unique) = done else {
+                assert_eq!(out, [9], "left as it was");
+                left += 1;
+                continue;
+            };
+            taken += 1;
+            let mut want = r.clone();
+            let outcome = Outcome::new(
+                LeaseRef {
+                    id: r.id,
+                    topic: r.topic.clone(),
+                    token: 0,
+                },
+                OutcomeKind::complete_with(result.map(Payload::from_stored)),
+            );
+            let mut counters = Counters::default();
+            let queue = want.apply_outcome(&outcome, now, &mut counters);
+            assert_eq!((queue, counters.completed), (Some(Queue::Completed), 1));
+            let mut expected = vec![9];
+            encode_record(&want, &mut expected);
+            assert_eq!(out, expected, "{r:?}");
+            assert_eq!(keeps_unique, r.unique_while_kept);
+        }
+        assert!(taken > 1_000 && left > 1_000, "{taken} taken, {left} left");
+        // A record cut anywhere, or of format 1, is left to the decoder.
+        let mut r = record();
+        (r.cancelled_by, r.result) = (None, None);
+        let mut bytes = Vec::new();
+        encode_record(&r, &mut bytes);
+        for len in 0..bytes.len() {
+            let cut = &bytes[..len];
+            let mut out = Vec::new();
+            let done = complete_in_place(cut, now, None, &mut out);
+            let decodes = decode_record(&KeyParts::of(&r), &r.topic, cut).is_ok();
+            assert_eq!(done.is_some(), decodes, "{len}");
+        }
+        let mut v1 = Vec::new();
+        encode_v1(&r, 3, None, None, &mut v1);
+        assert_eq!(complete_in_place(&v1, now, None, &mut Vec::new()), None);
     }
 
     #[test]
