@@ -121,7 +121,7 @@ pub(crate) struct Topic {
     scheduled: BTreeSet<(Timestamp, TaskId)>,
     /// Finished tasks kept (COMPLETED and CANCELLED) by finish time: what pruning takes
     /// first, without looking at those not due.
-    finished: BTreeSet<(Timestamp, TaskId)>,
+    finished: Finished,
     /// The tasks kept in COMPLETED and in CANCELLED, in id order for `list`.
     completed: BTreeSet<TaskId>,
     cancelled: BTreeSet<TaskId>,
@@ -193,6 +193,64 @@ impl Topic {
             lane.ids.pop_front();
         }
     }
+}
+
+/// A topic's finished tasks kept (COMPLETED and CANCELLED), by finish time.
+///
+/// Tasks finish in time order almost always, so most go on a FIFO: a push, where an
+/// ordered set costs a search and a rebalance on the hot path of kept history. One that
+/// finishes before the FIFO's last goes to an ordered set instead, and pruning takes the
+/// earlier of the two heads. A finished task leaves only by being removed (pruned or
+/// deleted), and ids are never reused, so a FIFO entry whose task is no longer indexed is
+/// stale: the front is always live (each removal pops the stale entries there), the others
+/// are skipped when met, and the FIFO is compacted when they outnumber the live ones.
+#[derive(Debug, Default)]
+struct Finished {
+    fifo: VecDeque<(Timestamp, TaskId)>,
+    late: BTreeSet<(Timestamp, TaskId)>,
+}
+
+impl Finished {
+    fn add(&mut self, at: Timestamp, id: TaskId) {
+        match self.fifo.back() {
+            Some(&(last, _)) if last > at => {
+                self.late.insert((at, id));
+            }
+            _ => self.fifo.push_back((at, id)),
+        }
+    }
+
+    /// After task `id`, finished at `at`, was removed from `slots` (`kept` finished tasks
+    /// are left).
+    fn remove(&mut self, at: Timestamp, id: TaskId, kept: u64, slots: &IdMap<Slot>) {
+        if !self.late.is_empty() && self.late.remove(&(at, id)) {
+            return;
+        }
+        if self.fifo.front() == Some(&(at, id)) {
+            self.fifo.pop_front();
+        }
+        while let Some((_, front)) = self.fifo.front() {
+            if is_finished(slots, front) {
+                break;
+            }
+            self.fifo.pop_front();
+        }
+        if self.fifo.len() as u64 > 2 * kept + 1024 {
+            self.fifo.retain(|(_, id)| is_finished(slots, id));
+        }
+    }
+}
+
+/// Whether task `id` is indexed as finished and kept: whether its entry in
+/// [`Finished::fifo`] is live.
+fn is_finished(slots: &IdMap<Slot>, id: &TaskId) -> bool {
+    matches!(
+        slots.get(id),
+        Some(Slot {
+            at: At::Completed(_) | At::Cancelled(_),
+            ..
+        })
+    )
 }
 
 #[derive(Debug, Default)]
@@ -292,7 +350,7 @@ impl Index {
             lanes: Vec::new(),
             due: BTreeSet::new(),
             scheduled: BTreeSet::new(),
-            finished: BTreeSet::new(),
+            finished: Finished::default(),
             completed: BTreeSet::new(),
             cancelled: BTreeSet::new(),
             unique: HashMap::new(),
@@ -462,13 +520,18 @@ impl Index {
             At::Scheduled(t) => set(&mut topic.scheduled, (t, id), add),
             At::Work { .. } => set(&mut self.work, id, add),
             At::Dead => set(&mut self.dead, id, add),
-            At::Completed(t) => {
-                set(&mut topic.completed, id, add);
-                set(&mut topic.finished, (t, id), add);
-            }
-            At::Cancelled(t) => {
-                set(&mut topic.cancelled, id, add);
-                set(&mut topic.finished, (t, id), add);
+            At::Completed(t) | At::Cancelled(t) => {
+                let by_id = match at {
+                    At::Completed(_) => &mut topic.completed,
+                    _ => &mut topic.cancelled,
+                };
+                set(by_id, id, add);
+                if add {
+                    topic.finished.add(t, id);
+                } else {
+                    let kept = topic.stats.sizes.completed + topic.stats.sizes.cancelled;
+                    topic.finished.remove(t, id, kept, &self.slots);
+                }
             }
         }
     }
@@ -510,13 +573,26 @@ impl Index {
     /// first, at most `limit`: what pruning removes. Costs what it returns, whatever else
     /// is kept.
     pub fn prunable(&self, topic: u32, cutoff: Timestamp, limit: usize) -> Vec<TaskId> {
-        self.topics[topic as usize]
-            .finished
+        let finished = &self.topics[topic as usize].finished;
+        let mut fifo = finished
+            .fifo
             .iter()
-            .take_while(|(at, _)| *at <= cutoff)
-            .take(limit)
-            .map(|&(_, id)| id)
-            .collect()
+            .filter(|(_, id)| is_finished(&self.slots, id))
+            .peekable();
+        let mut late = finished.late.iter().peekable();
+        let mut ids = Vec::new();
+        while ids.len() < limit {
+            let next = match (fifo.peek(), late.peek()) {
+                (Some(a), Some(b)) if b < a => late.next(),
+                (Some(_), _) => fifo.next(),
+                (None, _) => late.next(),
+            };
+            match next {
+                Some(&(at, id)) if at <= cutoff => ids.push(id),
+                _ => break,
+            }
+        }
+        ids
     }
 
     /// How many topics there are (their numbers are `0..topic_count()`).
@@ -645,6 +721,86 @@ mod tests {
         let mut record = TaskRecord::new(id, "t", Payload::from_stored("0"));
         record.run_at = run_at;
         At::of_record(&record, now)
+    }
+
+    /// Random finishes (mostly in time order, some earlier, COMPLETED and CANCELLED),
+    /// deletions and prunings at random cutoffs and limits: pruning always takes the
+    /// earliest finish times a scan finds, and the finish-time FIFO never holds many
+    /// deleted tasks.
+    #[test]
+    fn pruning_takes_the_earliest_finished_like_a_scan() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut random = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let mut index = Index::default();
+        let topic = index.topic_id("t");
+        let mut model: BTreeMap<TaskId, Timestamp> = BTreeMap::new();
+        let (mut now, mut last_id) = (1_000i64, 0u64);
+        let mut late_seen = false;
+        for _ in 0..20_000 {
+            match random(10) {
+                0..=5 => {
+                    last_id += 1;
+                    let id = TaskId::new(last_id);
+                    now += random(3) as i64;
+                    // One in ten finishes earlier than the last.
+                    let at = match random(10) {
+                        0 => Timestamp::from_millis(now - random(100) as i64),
+                        _ => Timestamp::from_millis(now),
+                    };
+                    let at = match random(2) {
+                        0 => At::Completed(at),
+                        _ => At::Cancelled(at),
+                    };
+                    index.insert(id, topic, 0, None, at, last_id);
+                    model.insert(
+                        id,
+                        match at {
+                            At::Completed(t) | At::Cancelled(t) => t,
+                            _ => unreachable!(),
+                        },
+                    );
+                }
+                6 | 7 => {
+                    let from = TaskId::new(random(last_id + 1));
+                    if let Some((&id, _)) = model.range(from..).next() {
+                        index.remove(id);
+                        model.remove(&id);
+                    }
+                }
+                _ => {
+                    let cutoff = Timestamp::from_millis(now - random(200) as i64);
+                    let limit = 1 + random(50) as usize;
+                    let pruned = index.prunable(topic, cutoff, limit);
+                    let mut want: Vec<Timestamp> = model
+                        .values()
+                        .filter(|at| **at <= cutoff)
+                        .copied()
+                        .collect();
+                    want.sort();
+                    want.truncate(limit);
+                    let got: Vec<Timestamp> = pruned.iter().map(|id| model[id]).collect();
+                    assert_eq!(got, want);
+                    for id in pruned {
+                        index.remove(id);
+                        model.remove(&id);
+                    }
+                }
+            }
+            let finished = &index.topics[topic as usize].finished;
+            late_seen |= !finished.late.is_empty();
+            assert!(finished.fifo.len() <= 2 * model.len() + 1024 + 1);
+            if let Some((_, front)) = finished.fifo.front() {
+                assert!(is_finished(&index.slots, front), "a stale front");
+            }
+            let sizes = index.topics[topic as usize].stats.sizes;
+            assert_eq!(sizes.completed + sizes.cancelled, model.len() as u64);
+        }
+        assert!(late_seen, "no task finished out of order");
     }
 
     /// Random enqueues (due, overdue or scheduled, at random priorities), claims, returns
