@@ -122,9 +122,6 @@ pub(crate) struct Topic {
     /// Finished tasks kept (COMPLETED and CANCELLED) by finish time: what pruning takes
     /// first, without looking at those not due.
     finished: Finished,
-    /// The tasks kept in COMPLETED and in CANCELLED, in id order for `list`.
-    completed: BTreeSet<TaskId>,
-    cancelled: BTreeSet<TaskId>,
     /// Unique key → the task holding it (keys are per topic).
     unique: HashMap<Box<str>, TaskId>,
     /// Counters and paused as stored; sizes as counted here.
@@ -211,6 +208,12 @@ struct Finished {
 }
 
 impl Finished {
+    /// Every task here, in no order, with deleted ones (see [`is_finished`]).
+    fn ids(&self) -> impl Iterator<Item = TaskId> + '_ {
+        let fifo = self.fifo.iter().map(|&(_, id)| id);
+        fifo.chain(self.late.iter().map(|&(_, id)| id))
+    }
+
     fn add(&mut self, at: Timestamp, id: TaskId) {
         match self.fifo.back() {
             Some(&(last, _)) if last > at => {
@@ -351,8 +354,6 @@ impl Index {
             due: BTreeSet::new(),
             scheduled: BTreeSet::new(),
             finished: Finished::default(),
-            completed: BTreeSet::new(),
-            cancelled: BTreeSet::new(),
             unique: HashMap::new(),
             stats: TopicStats::default(),
             dirty: true,
@@ -521,11 +522,6 @@ impl Index {
             At::Work { .. } => set(&mut self.work, id, add),
             At::Dead => set(&mut self.dead, id, add),
             At::Completed(t) | At::Cancelled(t) => {
-                let by_id = match at {
-                    At::Completed(_) => &mut topic.completed,
-                    _ => &mut topic.cancelled,
-                };
-                set(by_id, id, add);
                 if add {
                     topic.finished.add(t, id);
                 } else {
@@ -600,10 +596,11 @@ impl Index {
         self.topics.len() as u32
     }
 
-    /// Ids in `queue` (and `topic`, when given) after `after`, in id order; `None` for
-    /// INPUT unless it is small and most records are elsewhere (see [`SMALL_INPUT`]): its
-    /// pages then come from the records, already in id order. A topic filter still
-    /// applies to what comes back from WORK and DEAD, which are kept store-wide.
+    /// Ids in `queue` (and `topic`, when given) after `after`, in id order, and maybe
+    /// some that are not in it; `None` for INPUT, COMPLETED and CANCELLED unless the queue
+    /// is small and most records are elsewhere (see [`SMALL_QUEUE`]): its pages then come
+    /// from the records, already in id order. A filter by queue and topic still applies to
+    /// what comes back.
     pub fn ids(
         &self,
         queue: Queue,
@@ -621,29 +618,31 @@ impl Index {
         let set = match queue {
             Queue::Work => &self.work,
             Queue::Dead => &self.dead,
-            Queue::Input => {
-                let size: u64 = topics.iter().map(|t| t.stats.sizes.input).sum();
+            Queue::Input | Queue::Completed | Queue::Cancelled => {
+                let size: u64 = topics.iter().map(|t| t.stats.sizes.of(queue)).sum();
                 let records: u64 = self.topics.iter().map(|t| t.stats.sizes.total()).sum();
-                if size > SMALL_INPUT || size * 2 >= records {
+                if size > SMALL_QUEUE || size * 2 >= records {
                     return None;
                 }
-                let mut ids: Vec<TaskId> = topics
-                    .iter()
-                    .flat_map(|t| {
-                        let ready = t.ready.iter().map(|&(_, id)| id);
-                        ready.chain(t.scheduled.iter().map(|&(_, id)| id))
-                    })
-                    .filter(|id| *id > after)
-                    .collect();
+                let mut ids: Vec<TaskId> = match queue {
+                    Queue::Input => topics
+                        .iter()
+                        .flat_map(|t| {
+                            let ready = t.ready.iter().map(|&(_, id)| id);
+                            ready.chain(t.scheduled.iter().map(|&(_, id)| id))
+                        })
+                        .filter(|id| *id > after)
+                        .collect(),
+                    // Both finished queues, deleted tasks too: the caller's filter sorts
+                    // them out.
+                    _ => topics
+                        .iter()
+                        .flat_map(|t| t.finished.ids())
+                        .filter(|id| *id > after)
+                        .collect(),
+                };
                 ids.sort_unstable();
                 return Some(Box::new(ids.into_iter()));
-            }
-            Queue::Completed | Queue::Cancelled => {
-                let sets = topics.into_iter().map(|t| match queue {
-                    Queue::Completed => &t.completed,
-                    _ => &t.cancelled,
-                });
-                return Some(Box::new(merged(sets, after)));
             }
             // `Queue` is non-exhaustive: a queue this store does not know holds nothing.
             _ => return Some(Box::new(std::iter::empty())),
@@ -685,29 +684,15 @@ impl Index {
     }
 }
 
-/// When at most this many tasks are in INPUT (of the topic listed, or in all) and they are
-/// under half of the records, `list` gathers their ids from the claim orders and sorts
-/// them. Otherwise it pages through the records, which are in id order and then at least
-/// half in INPUT, so a page costs about its length. Kept history can make the records
-/// mostly COMPLETED, and a small INPUT would then cost a scan of all of them.
-pub(crate) const SMALL_INPUT: u64 = 4096;
-
-/// The ids after `after` of several sets, in id order: one per topic, so a few.
-fn merged<'a>(
-    sets: impl Iterator<Item = &'a BTreeSet<TaskId>>,
-    after: TaskId,
-) -> impl Iterator<Item = TaskId> + 'a {
-    let bound = (std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded);
-    let mut heads: Vec<_> = sets.map(|s| s.range(bound).copied().peekable()).collect();
-    std::iter::from_fn(move || {
-        let next = heads
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(i, h)| h.peek().map(|id| (*id, i)))
-            .min()?;
-        heads[next.1].next()
-    })
-}
+/// When at most this many tasks are in INPUT, COMPLETED or CANCELLED (of the topic
+/// listed, or in all) and they are under half of the records, `list` gathers their ids
+/// from the claim or finish orders and sorts them. Otherwise it pages through the
+/// records, which are in id order: with at least half of them in that queue a page costs
+/// about twice its length, and past this size at most `records / size` times it, which
+/// keeping every queue in id order too would cost on every move instead. Kept history
+/// can make the records mostly COMPLETED, and a small INPUT would then cost a scan of all
+/// of them; a small history beside a large INPUT likewise.
+pub(crate) const SMALL_QUEUE: u64 = 4096;
 
 #[cfg(test)]
 mod tests {
