@@ -214,6 +214,18 @@ impl Finished {
         fifo.chain(self.late.iter().map(|&(_, id)| id))
     }
 
+    /// Puts every task on the FIFO, in finish order, without the deleted ones.
+    fn settle(&mut self, slots: &IdMap<Slot>) {
+        if self.late.is_empty() {
+            return;
+        }
+        let mut all: Vec<_> = self.fifo.drain(..).collect();
+        all.extend(std::mem::take(&mut self.late));
+        all.retain(|(_, id)| is_finished(slots, id));
+        all.sort_unstable();
+        self.fifo = all.into();
+    }
+
     fn add(&mut self, at: Timestamp, id: TaskId) {
         match self.fifo.back() {
             Some(&(last, _)) if last > at => {
@@ -336,6 +348,13 @@ impl Index {
         }
         // The rows just read are on disk as they are.
         index.topics.iter_mut().for_each(|t| t.dirty = false);
+        // Read in id order, the finished tasks are in finish order but for the jitter of
+        // concurrent runs, which would leave many in `late`.
+        let slots = &index.slots;
+        index
+            .topics
+            .iter_mut()
+            .for_each(|t| t.finished.settle(slots));
         Ok(index)
     }
 
@@ -756,6 +775,9 @@ mod tests {
                         index.remove(id);
                         model.remove(&id);
                     }
+                }
+                8 if random(20) == 0 => {
+                    index.topics[topic as usize].finished.settle(&index.slots);
                 }
                 _ => {
                     let cutoff = Timestamp::from_millis(now - random(200) as i64);
