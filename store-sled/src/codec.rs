@@ -6,9 +6,10 @@
 
 use std::ops::Range;
 use std::sync::Arc;
-use taskmill_core::raw::PayloadExt;
+use taskmill_core::raw::{HeadersExt, PayloadExt};
 use taskmill_core::{
-    AttemptError, Counters, Error, Lease, Payload, Queue, Result, TaskId, TaskRecord, Timestamp,
+    AttemptError, Counters, Error, Headers, Lease, Payload, Queue, Result, TaskId, TaskRecord,
+    Timestamp,
 };
 
 /// The topic of the DEAD placeholder that stands for the unreadable part of a chunk.
@@ -18,9 +19,13 @@ pub(crate) const CORRUPT_TOPIC: &str = "(corrupt)";
 const CHUNK_FORMAT: u8 = 3;
 /// The format byte and the entry count.
 const CHUNK_HEAD: usize = 5;
-/// The first byte of every record this code writes. Records of format 1 (written before
-/// COMPLETED and CANCELLED were kept) are read too; another value is a later format.
-const FORMAT: u8 = 2;
+/// The first byte of every record this code writes: format 3, which is format 2 with the
+/// [`flag::HEADERS`] flag. Records of format 2 (written before headers were kept; they
+/// read with none) and of format 1 (before COMPLETED and CANCELLED were kept) are read
+/// too; another value is a later format.
+const FORMAT: u8 = 3;
+/// Records of format 2: as [`FORMAT`], without headers.
+const FORMAT_2: u8 = 2;
 
 /// A chunk's value split into its entries, as far as it can be read.
 #[derive(Debug, Default)]
@@ -190,7 +195,7 @@ pub(crate) fn end_chunk(out: &mut [u8], count: usize) {
     out[1..CHUNK_HEAD].copy_from_slice(&(count as u32).to_le_bytes());
 }
 
-/// The flags of a record (format 2): which optional fields follow, and
+/// The flags of a record (formats 2 and 3): which optional fields follow, and
 /// [`TaskRecord::unique_while_kept`].
 mod flag {
     pub const LEASE: u16 = 1;
@@ -205,8 +210,13 @@ mod flag {
     pub const RESULT: u16 = 1 << 8;
     pub const PROGRESS: u16 = 1 << 9;
     pub const UNIQUE_WHILE_KEPT: u16 = 1 << 10;
+    /// Format 3 only: the record carries headers. Unset when a task has none, so a task
+    /// without headers costs no byte for them.
+    pub const HEADERS: u16 = 1 << 11;
     /// Every flag this code writes; a record with another one set is of a later format.
-    pub const KNOWN: u16 = (1 << 11) - 1;
+    pub const KNOWN: u16 = (1 << 12) - 1;
+    /// Every flag of format 2.
+    pub const KNOWN_2: u16 = HEADERS - 1;
 }
 
 /// The flags of a record of format 1, the layout-3 codec before history was kept.
@@ -252,11 +262,12 @@ fn put_time(out: &mut Vec<u8>, t: Timestamp) {
     out.extend_from_slice(&t.as_millis().to_le_bytes());
 }
 
-/// A record's value (format 2): format, queue, flags (u16), attempt, enqueued at, run at,
+/// A record's value (format 3): format, queue, flags (u16), attempt, enqueued at, run at,
 /// then the optional fields in this order, each when its flag is set: finished at, the
 /// lease (token, deadline, owner), max retries, first and latest start, external id,
 /// cancelled by, the errors (a u32 count, then each one's attempt, time and message), the
-/// result, the progress; and the arguments' JSON as the rest. What the indexes read at
+/// result, the progress, the headers (a u32 count, then each key and value, in key
+/// order); and the arguments' JSON as the rest. Format 2 is the same without headers. What the indexes read at
 /// open (queue, due time, finish time, lease, flags) comes first, at fixed places or
 /// after fixed-size fields only. Little-endian; strings carry a u32 length. Appended to
 /// `out`.
@@ -274,6 +285,7 @@ pub(crate) fn encode_record(record: &TaskRecord, out: &mut Vec<u8>) {
         (r.result.is_some(), flag::RESULT),
         (r.progress.is_some(), flag::PROGRESS),
         (r.unique_while_kept, flag::UNIQUE_WHILE_KEPT),
+        (!r.headers.is_empty(), flag::HEADERS),
     ]
     .iter()
     .fold(0u16, |flags, &(set, f)| if set { flags | f } else { flags });
@@ -310,7 +322,91 @@ pub(crate) fn encode_record(record: &TaskRecord, out: &mut Vec<u8>) {
     for p in [&r.result, &r.progress].into_iter().flatten() {
         put_str(out, p.as_str());
     }
+    if !r.headers.is_empty() {
+        out.extend_from_slice(&(r.headers.len() as u32).to_le_bytes());
+        for (key, value) in r.headers.iter() {
+            put_str(out, key);
+            put_str(out, value);
+        }
+    }
     out.extend_from_slice(r.args.as_str().as_bytes());
+}
+
+/// The record a kept completion makes of a stored record in WORK, appended to `out`, made
+/// from its bytes without decoding them: the bytes of
+/// [`RecordExt::apply_outcome`](taskmill_core::raw::RecordExt::apply_outcome) applied to
+/// the decoded record with `Complete { result }`, no progress, kept, at `now`, re-encoded
+/// (format 3, COMPLETED, `finished_at = now`, no lease, the result). Whether it keeps its
+/// unique key once finished (`unique_while_kept`) is the answer.
+///
+/// `None`, with `out` as it was, for a record this does not handle, which the caller
+/// then decodes: of format 1, not in WORK, with a cancel request (it ends CANCELLED) or a
+/// result already, or one that would not decode. Every field is walked, so a record that
+/// would not decode is never rewritten here; but for the lease's owner, which is dropped
+/// unread (its length is checked, not its text).
+pub(crate) fn complete_in_place(
+    bytes: &[u8],
+    now: Timestamp,
+    result: Option<&str>,
+    out: &mut Vec<u8>,
+) -> Option<bool> {
+    let mut r = Reader(bytes);
+    let [format, queue] = r.take(2)?.try_into().ok()?;
+    let flags = r.u16()?;
+    let known = match format {
+        FORMAT => flag::KNOWN,
+        FORMAT_2 => flag::KNOWN_2,
+        _ => return None,
+    };
+    let refused = !known | flag::CANCELLED_BY | flag::RESULT;
+    if byte_queue(queue)? != Queue::Work || flags & refused != 0 {
+        return None;
+    }
+    let has = |f: u16| flags & f != 0;
+    // Attempt, enqueued at, run at: kept as they are.
+    let fixed = r.take(4 + 8 + 8)?;
+    r.optional(has(flag::FINISHED_AT), Reader::time)?;
+    r.optional(has(flag::LEASE), |r| {
+        r.take(16)?;
+        let len = r.u32()? as usize;
+        r.take(len)
+    })?;
+    let kept_from = bytes.len() - r.0.len();
+    r.optional(has(flag::MAX_RETRIES), Reader::u32)?;
+    r.optional(has(flag::FIRST_STARTED_AT), Reader::time)?;
+    r.optional(has(flag::STARTED_AT), Reader::time)?;
+    r.optional(has(flag::EXTERNAL_ID), Reader::str)?;
+    if has(flag::ERRORS) {
+        for _ in 0..r.u32()? {
+            r.take(4 + 8)?;
+            r.str()?;
+        }
+    }
+    // The result goes here, between the errors and the progress.
+    let result_at = bytes.len() - r.0.len();
+    r.optional(has(flag::PROGRESS), Reader::str)?;
+    if has(flag::HEADERS) {
+        for _ in 0..r.u32()? {
+            r.str()?;
+            r.str()?;
+        }
+    }
+    // Arguments are JSON, nearly always ASCII, which is checked faster.
+    if !r.0.is_ascii() {
+        std::str::from_utf8(r.0).ok()?;
+    }
+    let set = flag::FINISHED_AT | if result.is_some() { flag::RESULT } else { 0 };
+    let flags = (flags | set) & !flag::LEASE;
+    out.extend_from_slice(&[FORMAT, queue_byte(Queue::Completed)]);
+    out.extend_from_slice(&flags.to_le_bytes());
+    out.extend_from_slice(fixed);
+    put_time(out, now);
+    out.extend_from_slice(&bytes[kept_from..result_at]);
+    if let Some(result) = result {
+        put_str(out, result);
+    }
+    out.extend_from_slice(&bytes[result_at..]);
+    Some(has(flag::UNIQUE_WHILE_KEPT))
 }
 
 /// Reads a value front to back; every read past the end is `None`.
@@ -391,7 +487,12 @@ pub(crate) fn decode_state(bytes: &[u8]) -> Option<State> {
         return decode_state_v1(queue, r);
     }
     let flags = r.u16()?;
-    if format != FORMAT || flags & !flag::KNOWN != 0 {
+    let known = match format {
+        FORMAT => flag::KNOWN,
+        FORMAT_2 => flag::KNOWN_2,
+        _ => return None,
+    };
+    if flags & !known != 0 {
         return None;
     }
     r.take(12)?;
@@ -474,6 +575,7 @@ fn base_record(
     record
 }
 
+/// Reads a record of format 3 or 2 (which [`decode_state`] tells apart by their flags).
 fn decode_v2(key: &KeyParts<'_>, topic: &Arc<str>, bytes: &[u8]) -> Option<TaskRecord> {
     let state = decode_state(bytes)?;
     let mut r = Reader(bytes);
@@ -517,6 +619,15 @@ fn decode_v2(key: &KeyParts<'_>, topic: &Arc<str>, bytes: &[u8]) -> Option<TaskR
     }
     let result = r.optional(has(flag::RESULT), Reader::str)?;
     let progress = r.optional(has(flag::PROGRESS), Reader::str)?;
+    let mut headers = Vec::new();
+    if has(flag::HEADERS) {
+        // Not preallocated either; put in key order by `from_stored`.
+        for _ in 0..r.u32()? {
+            let key = r.str()?.into();
+            let value = r.str()?.into();
+            headers.push((key, value));
+        }
+    }
     let args = std::str::from_utf8(r.0).ok()?;
     let mut record = base_record(key, topic, &state, attempt, enqueued_at, lease, args);
     record.max_retries = max_retries;
@@ -527,6 +638,9 @@ fn decode_v2(key: &KeyParts<'_>, topic: &Arc<str>, bytes: &[u8]) -> Option<TaskR
     record.errors = errors;
     record.result = result.map(Payload::from_stored);
     record.progress = progress.map(Payload::from_stored);
+    if !headers.is_empty() {
+        record.headers = Headers::from_stored(headers);
+    }
     Some(record)
 }
 
@@ -679,7 +793,20 @@ mod tests {
             token: 77,
             deadline: Timestamp::from_millis(99),
         });
+        r.headers = headers(&[
+            ("traceparent", "00-ab-cd-01"),
+            ("x-note", "é \"q\" {}"),
+            ("e", ""),
+        ]);
         r
+    }
+
+    fn headers(entries: &[(&str, &str)]) -> Headers {
+        let mut headers = Headers::new();
+        for (key, value) in entries {
+            headers.insert(*key, *value).unwrap();
+        }
+        headers
     }
 
     /// A record with every optional field empty.
@@ -698,6 +825,7 @@ mod tests {
         r.progress = None;
         r.cancelled_by = None;
         r.lease = None;
+        r.headers = Headers::new();
         r
     }
 
@@ -745,8 +873,69 @@ mod tests {
         r.finished_at = Some(Timestamp::from_millis(2));
         let mut out = Vec::new();
         KeyParts::of(&r).encode_entry(&r, &mut out);
-        // Head 26 (length, id, priority, topic, no unique key), record 52, arguments 16.
+        // Head 26 (length, id, priority, topic, no unique key), record 52, arguments 16:
+        // no headers, no byte for them.
         assert_eq!(out.len(), 94);
+    }
+
+    /// Headers cost their bytes only: a count, then each key and value with its length.
+    #[test]
+    fn headers_cost_only_their_bytes() {
+        let (mut with, mut without) = (Vec::new(), Vec::new());
+        let mut r = bare();
+        encode_record(&r, &mut without);
+        r.headers = headers(&[("ab", "xyz")]);
+        encode_record(&r, &mut with);
+        assert_eq!(with.len() - without.len(), 4 + (4 + 2) + (4 + 3));
+        assert_eq!(
+            u16::from_le_bytes([without[2], without[3]]) & flag::HEADERS,
+            0
+        );
+    }
+
+    /// A record of format 2, written before headers were kept, is a record of format 3
+    /// without them: it reads with none, and format 2 knows no headers flag.
+    #[test]
+    fn records_of_format_2_decode_without_headers() {
+        for mut r in [record(), bare()] {
+            r.headers = Headers::new();
+            let owner = r.clone();
+            let key = KeyParts::of(&owner);
+            let mut bytes = Vec::new();
+            encode_record(&r, &mut bytes);
+            assert_eq!(bytes[0], FORMAT);
+            bytes[0] = FORMAT_2;
+            assert_eq!(decode_record(&key, &r.topic, &bytes).unwrap(), r);
+            assert_eq!(decode_state(&bytes), Some(State::of(&r)));
+            // Headers in a record marked format 2 are of no format this code knows.
+            r.headers = headers(&[("k", "v")]);
+            let mut bytes = Vec::new();
+            encode_record(&r, &mut bytes);
+            bytes[0] = FORMAT_2;
+            assert!(decode_state(&bytes).is_none());
+            assert!(decode_record(&key, &r.topic, &bytes).is_err());
+        }
+    }
+
+    /// Headers stored out of key order or with a key twice (by another version, or by
+    /// hand) read in key order, the last value of a key kept.
+    #[test]
+    fn stored_headers_are_put_in_key_order() {
+        let mut r = bare();
+        r.headers = headers(&[("a", "1")]);
+        let mut bytes = Vec::new();
+        encode_record(&r, &mut bytes);
+        let args = r.args.as_str().len();
+        let mut tail = Vec::new();
+        tail.extend_from_slice(&3u32.to_le_bytes());
+        for s in ["b", "2", "a", "1", "b", "3"] {
+            put_str(&mut tail, s);
+        }
+        let at = bytes.len() - args - (4 + 5 + 5);
+        bytes.splice(at..bytes.len() - args, tail);
+        let back = decode_record(&KeyParts::of(&r), &r.topic, &bytes).unwrap();
+        let read: Vec<_> = back.headers.iter().collect();
+        assert_eq!(read, [("a", "1"), ("b", "3")]);
     }
 
     /// A small deterministic generator (xorshift), so the property test needs no crate.
@@ -812,7 +1001,94 @@ mod tests {
             token: g.next(),
             deadline: g.time(),
         });
+        for i in 0..rng.below(4) {
+            // Keys follow the rules; values are any text.
+            let key = format!("k{i}-{}", rng.below(3));
+            r.headers.insert(key, rng.text()).unwrap();
+        }
         r
+    }
+
+    /// A kept completion on the bytes is the completion on the decoded record, re-encoded,
+    /// for every record it takes; it takes every readable record in WORK without a cancel
+    /// request or a result, whatever its other fields, and leaves the others alone.
+    #[test]
+    fn completing_in_place_is_completing_the_decoded_record() {
+        use taskmill_core::raw::RecordExt;
+        use taskmill_core::store::{LeaseRef, Outcome, OutcomeKind};
+        let mut rng = Rng(0x51ed_270b_2791_1f2f);
+        let now = Timestamp::from_millis(123_456);
+        let (mut taken, mut left) = (0, 0);
+        for i in 0..5_000 {
+            let mut r = random_record(&mut rng);
+            if i % 4 != 0 {
+                r.queue = Queue::Work;
+            }
+            if i % 2 == 0 {
+                (r.cancelled_by, r.result) = (None, None);
+            }
+            let mut bytes = Vec::new();
+            encode_record(&r, &mut bytes);
+            if i % 3 == 0 {
+                // Format 2 when it has no headers: written before headers were kept.
+                if r.headers.is_empty() {
+                    bytes[0] = FORMAT_2;
+                }
+            }
+            let result = rng.maybe(|g| g.text());
+            let mut out = vec![9];
+            let done = complete_in_place(&bytes, now, result.as_deref(), &mut out);
+            let takes = r.queue == Queue::Work && r.cancelled_by.is_none() && r.result.is_none();
+            assert_eq!(done.is_some(), takes, "{r:?}");
+            let Some(keeps_unique) = done else {
+                assert_eq!(out, [9], "left as it was");
+                left += 1;
+                continue;
+            };
+            taken += 1;
+            let mut want = r.clone();
+            let outcome = Outcome::new(
+                LeaseRef {
+                    id: r.id,
+                    topic: r.topic.clone(),
+                    token: 0,
+                },
+                OutcomeKind::complete_with(result.map(Payload::from_stored)),
+            );
+            let mut counters = Counters::default();
+            let queue = want.apply_outcome(&outcome, now, &mut counters);
+            assert_eq!((queue, counters.completed), (Some(Queue::Completed), 1));
+            let mut expected = vec![9];
+            encode_record(&want, &mut expected);
+            assert_eq!(out, expected, "{r:?}");
+            assert_eq!(keeps_unique, r.unique_while_kept);
+        }
+        assert!(taken > 1_000 && left > 1_000, "{taken} taken, {left} left");
+        // A record cut anywhere, or of format 1, is left to the decoder.
+        let mut r = record();
+        (r.cancelled_by, r.result) = (None, None);
+        let mut bytes = Vec::new();
+        encode_record(&r, &mut bytes);
+        for len in 0..bytes.len() {
+            let cut = &bytes[..len];
+            let mut out = Vec::new();
+            let done = complete_in_place(cut, now, None, &mut out);
+            let decodes = decode_record(&KeyParts::of(&r), &r.topic, cut).is_ok();
+            assert_eq!(done.is_some(), decodes, "{len}");
+        }
+        // The lease's owner is dropped unread: one that is not text does not matter.
+        let at = bytes
+            .windows(2)
+            .position(|w| w == b"m1")
+            .expect("the owner");
+        bytes[at..at + 2].copy_from_slice(&[0xff, 0xfe]);
+        let mut out = Vec::new();
+        assert!(complete_in_place(&bytes, now, None, &mut out).is_some());
+        let done = decode_record(&KeyParts::of(&r), &r.topic, &out).unwrap();
+        assert_eq!((done.queue, done.lease), (Queue::Completed, None));
+        let mut v1 = Vec::new();
+        encode_v1(&r, 3, None, None, &mut v1);
+        assert_eq!(complete_in_place(&v1, now, None, &mut Vec::new()), None);
     }
 
     #[test]
@@ -962,7 +1238,7 @@ mod tests {
                 )
             );
             assert!(!state.cancel_requested && !state.unique_while_kept);
-            // Re-encoded, it is a record of format 2 like any other.
+            // Re-encoded, it is a record of the current format like any other.
             let mut again = Vec::new();
             encode_record(&back, &mut again);
             assert_eq!(again[0], FORMAT);

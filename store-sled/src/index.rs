@@ -14,7 +14,7 @@ use crate::codec::{self, Chunk, KeyParts, State};
 use crate::error::backend_error;
 use crate::layout;
 use rustc_hash::FxHashMap;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use taskmill_core::raw::{IdHasher, IdMap};
@@ -23,8 +23,13 @@ use taskmill_core::{Queue, Result, Stats, TaskId, TaskRecord, Timestamp, TopicSt
 /// Where a task is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum At {
-    /// In INPUT, due: in its topic's claim order.
-    Ready,
+    /// In INPUT, due since `run_at` (`None` for a record that cannot be decoded, whose
+    /// due time is unknown: it counts in no earliest `run_at`): in its topic's claim order,
+    /// and in its lane when `lane` (see [`Lane`]), else in its topic's due-time order.
+    Ready {
+        run_at: Option<Timestamp>,
+        lane: bool,
+    },
     /// In INPUT, not known to be due at the last claim's `now`.
     Scheduled(Timestamp),
     /// In WORK under this claim; `cancel` when a cancel was requested.
@@ -43,7 +48,7 @@ pub(crate) enum At {
 impl At {
     pub fn queue(self) -> Queue {
         match self {
-            At::Ready | At::Scheduled(_) => Queue::Input,
+            At::Ready { .. } | At::Scheduled(_) => Queue::Input,
             At::Work { .. } => Queue::Work,
             At::Dead => Queue::Dead,
             At::Completed(_) => Queue::Completed,
@@ -56,7 +61,10 @@ impl At {
         // A finished record without a finish time is as old as can be: pruned first.
         let finished_at = state.finished_at.unwrap_or(Timestamp::EPOCH);
         match (state.queue, state.lease) {
-            (Queue::Input, _) if state.run_at <= now => At::Ready,
+            (Queue::Input, _) if state.run_at <= now => At::Ready {
+                run_at: Some(state.run_at),
+                lane: false,
+            },
             (Queue::Input, _) => At::Scheduled(state.run_at),
             (Queue::Work, Some((token, deadline))) => At::Work {
                 token,
@@ -102,20 +110,162 @@ pub(crate) struct Topic {
     pub name: Arc<str>,
     /// Due INPUT tasks in claim order: lowest priority value, then lowest id.
     ready: BTreeSet<(i16, TaskId)>,
+    /// Where the earliest `run_at` in INPUT is found: the due tasks that joined the claim
+    /// order as they were enqueued, per priority (see [`Lane`])…
+    lanes: Vec<(i16, Lane)>,
+    /// …the other due tasks (back from WORK or DEAD, once scheduled, or enqueued due
+    /// earlier than their lane's last) by due time, and `scheduled`. Each holds its
+    /// earliest first.
+    due: BTreeSet<(Timestamp, TaskId)>,
     /// INPUT tasks not yet due, by due time.
     scheduled: BTreeSet<(Timestamp, TaskId)>,
     /// Finished tasks kept (COMPLETED and CANCELLED) by finish time: what pruning takes
     /// first, without looking at those not due.
-    finished: BTreeSet<(Timestamp, TaskId)>,
-    /// The tasks kept in COMPLETED and in CANCELLED, in id order for `list`.
-    completed: BTreeSet<TaskId>,
-    cancelled: BTreeSet<TaskId>,
+    finished: Finished,
     /// Unique key → the task holding it (keys are per topic).
     unique: HashMap<Box<str>, TaskId>,
     /// Counters and paused as stored; sizes as counted here.
     pub stats: TopicStats,
     /// Whether counters or paused changed since the row was last written.
     pub dirty: bool,
+}
+
+/// Tasks of one topic and priority enqueued due, in id order, their due times never
+/// decreasing from front to back (a task due earlier than the lane's last goes to the
+/// topic's due-time order instead): the front's `run_at` is the lane's earliest. Joining
+/// costs a push and leaving, as claims do in id order, a pop, where an ordered set by due
+/// time would cost a search and a rebalance each way on the hot path.
+///
+/// A task that leaves from the middle (deleted, cancelled) stays until it reaches the
+/// front, which is always a task still in the lane: each removal pops the tasks gone.
+#[derive(Debug, Default)]
+struct Lane {
+    ids: VecDeque<TaskId>,
+    last_run_at: Timestamp,
+}
+
+impl Topic {
+    /// Puts a task just enqueued due at `run_at` (its id the largest so far) in the lane of
+    /// its priority, if its due time keeps the lane's order; whether it did.
+    fn join_lane(&mut self, priority: i16, id: TaskId, run_at: Timestamp) -> bool {
+        let lane = match self.lanes.iter_mut().position(|(p, _)| *p == priority) {
+            Some(i) => &mut self.lanes[i].1,
+            None => {
+                self.lanes.push((priority, Lane::default()));
+                &mut self.lanes.last_mut().expect("just pushed").1
+            }
+        };
+        let fits = match lane.ids.back() {
+            None => true,
+            Some(&last) => last < id && lane.last_run_at <= run_at,
+        };
+        if fits {
+            lane.ids.push_back(id);
+            lane.last_run_at = run_at;
+        }
+        fits
+    }
+
+    /// After task `id` left the lane of `priority` (its slot already says where it went,
+    /// or is gone), pops the tasks no longer in it from the lane's front, so that the front
+    /// is one that is. A claim takes the front itself, known gone without a lookup.
+    fn leave_lane(&mut self, priority: i16, id: TaskId, slots: &IdMap<Slot>) {
+        let Some((_, lane)) = self.lanes.iter_mut().find(|(p, _)| *p == priority) else {
+            return;
+        };
+        if lane.ids.front() == Some(&id) {
+            lane.ids.pop_front();
+        }
+        while let Some(front) = lane.ids.front() {
+            let in_lane = matches!(
+                slots.get(front),
+                Some(Slot {
+                    at: At::Ready { lane: true, .. },
+                    ..
+                })
+            );
+            if in_lane {
+                break;
+            }
+            lane.ids.pop_front();
+        }
+    }
+}
+
+/// A topic's finished tasks kept (COMPLETED and CANCELLED), by finish time.
+///
+/// Tasks finish in time order almost always, so most go on a FIFO: a push, where an
+/// ordered set costs a search and a rebalance on the hot path of kept history. One that
+/// finishes before the FIFO's last goes to an ordered set instead, and pruning takes the
+/// earlier of the two heads. A finished task leaves only by being removed (pruned or
+/// deleted), and ids are never reused, so a FIFO entry whose task is no longer indexed is
+/// stale: the front is always live (each removal pops the stale entries there), the others
+/// are skipped when met, and the FIFO is compacted when they outnumber the live ones.
+#[derive(Debug, Default)]
+struct Finished {
+    fifo: VecDeque<(Timestamp, TaskId)>,
+    late: BTreeSet<(Timestamp, TaskId)>,
+}
+
+impl Finished {
+    /// Every task here, in no order, with deleted ones (see [`is_finished`]).
+    fn ids(&self) -> impl Iterator<Item = TaskId> + '_ {
+        let fifo = self.fifo.iter().map(|&(_, id)| id);
+        fifo.chain(self.late.iter().map(|&(_, id)| id))
+    }
+
+    /// Puts every task on the FIFO, in finish order, without the deleted ones.
+    fn settle(&mut self, slots: &IdMap<Slot>) {
+        if self.late.is_empty() {
+            return;
+        }
+        let mut all: Vec<_> = self.fifo.drain(..).collect();
+        all.extend(std::mem::take(&mut self.late));
+        all.retain(|(_, id)| is_finished(slots, id));
+        all.sort_unstable();
+        self.fifo = all.into();
+    }
+
+    fn add(&mut self, at: Timestamp, id: TaskId) {
+        match self.fifo.back() {
+            Some(&(last, _)) if last > at => {
+                self.late.insert((at, id));
+            }
+            _ => self.fifo.push_back((at, id)),
+        }
+    }
+
+    /// After task `id`, finished at `at`, was removed from `slots` (`kept` finished tasks
+    /// are left).
+    fn remove(&mut self, at: Timestamp, id: TaskId, kept: u64, slots: &IdMap<Slot>) {
+        if !self.late.is_empty() && self.late.remove(&(at, id)) {
+            return;
+        }
+        if self.fifo.front() == Some(&(at, id)) {
+            self.fifo.pop_front();
+        }
+        while let Some((_, front)) = self.fifo.front() {
+            if is_finished(slots, front) {
+                break;
+            }
+            self.fifo.pop_front();
+        }
+        if self.fifo.len() as u64 > 2 * kept + 1024 {
+            self.fifo.retain(|(_, id)| is_finished(slots, id));
+        }
+    }
+}
+
+/// Whether task `id` is indexed as finished and kept: whether its entry in
+/// [`Finished::fifo`] is live.
+fn is_finished(slots: &IdMap<Slot>, id: &TaskId) -> bool {
+    matches!(
+        slots.get(id),
+        Some(Slot {
+            at: At::Completed(_) | At::Cancelled(_),
+            ..
+        })
+    )
 }
 
 #[derive(Debug, Default)]
@@ -174,7 +324,11 @@ impl Index {
                 // that cannot be decoded goes where a claim finds it, to be salvaged and
                 // sent to DEAD.
                 let state = codec::decode_state(record);
-                let at = state.map_or(At::Ready, |s| At::of(&s, Timestamp::EPOCH));
+                let unknown = At::Ready {
+                    run_at: None,
+                    lane: false,
+                };
+                let at = state.map_or(unknown, |s| At::of(&s, Timestamp::EPOCH));
                 let topic = index.topic_id(parts.topic);
                 if let At::Work { token, .. } = at {
                     index.last_token = index.last_token.max(token);
@@ -194,6 +348,13 @@ impl Index {
         }
         // The rows just read are on disk as they are.
         index.topics.iter_mut().for_each(|t| t.dirty = false);
+        // Read in id order, the finished tasks are in finish order but for the jitter of
+        // concurrent runs, which would leave many in `late`.
+        let slots = &index.slots;
+        index
+            .topics
+            .iter_mut()
+            .for_each(|t| t.finished.settle(slots));
         Ok(index)
     }
 
@@ -208,10 +369,10 @@ impl Index {
         self.topics.push(Topic {
             name,
             ready: BTreeSet::new(),
+            lanes: Vec::new(),
+            due: BTreeSet::new(),
             scheduled: BTreeSet::new(),
-            finished: BTreeSet::new(),
-            completed: BTreeSet::new(),
-            cancelled: BTreeSet::new(),
+            finished: Finished::default(),
             unique: HashMap::new(),
             stats: TopicStats::default(),
             dirty: true,
@@ -278,6 +439,16 @@ impl Index {
         if let Some(key) = &unique {
             self.topics[topic as usize].unique.insert(key.clone(), id);
         }
+        let at = match at {
+            At::Ready {
+                run_at: Some(run_at),
+                lane: false,
+            } => At::Ready {
+                run_at: Some(run_at),
+                lane: self.topics[topic as usize].join_lane(priority, id, run_at),
+            },
+            at => at,
+        };
         self.file(id, topic, priority, at, true);
         let slot = Slot {
             topic,
@@ -355,17 +526,27 @@ impl Index {
             }
         }
         match at {
-            At::Ready => set(&mut topic.ready, (priority, id), add),
+            At::Ready { run_at, lane } => {
+                set(&mut topic.ready, (priority, id), add);
+                if lane {
+                    // Joined in `insert`; left here, with the tasks gone before it.
+                    if !add {
+                        topic.leave_lane(priority, id, &self.slots);
+                    }
+                } else if let Some(run_at) = run_at {
+                    set(&mut topic.due, (run_at, id), add);
+                }
+            }
             At::Scheduled(t) => set(&mut topic.scheduled, (t, id), add),
             At::Work { .. } => set(&mut self.work, id, add),
             At::Dead => set(&mut self.dead, id, add),
-            At::Completed(t) => {
-                set(&mut topic.completed, id, add);
-                set(&mut topic.finished, (t, id), add);
-            }
-            At::Cancelled(t) => {
-                set(&mut topic.cancelled, id, add);
-                set(&mut topic.finished, (t, id), add);
+            At::Completed(t) | At::Cancelled(t) => {
+                if add {
+                    topic.finished.add(t, id);
+                } else {
+                    let kept = topic.stats.sizes.completed + topic.stats.sizes.cancelled;
+                    topic.finished.remove(t, id, kept, &self.slots);
+                }
             }
         }
     }
@@ -380,8 +561,12 @@ impl Index {
             }
             t.scheduled.pop_first();
             if let Some(slot) = self.slots.get_mut(&id) {
-                slot.at = At::Ready;
+                slot.at = At::Ready {
+                    run_at: Some(run_at),
+                    lane: false,
+                };
                 t.ready.insert((slot.priority, id));
+                t.due.insert((run_at, id));
             }
         }
         t.ready.first().map(|&(_, id)| id)
@@ -403,13 +588,26 @@ impl Index {
     /// first, at most `limit`: what pruning removes. Costs what it returns, whatever else
     /// is kept.
     pub fn prunable(&self, topic: u32, cutoff: Timestamp, limit: usize) -> Vec<TaskId> {
-        self.topics[topic as usize]
-            .finished
+        let finished = &self.topics[topic as usize].finished;
+        let mut fifo = finished
+            .fifo
             .iter()
-            .take_while(|(at, _)| *at <= cutoff)
-            .take(limit)
-            .map(|&(_, id)| id)
-            .collect()
+            .filter(|(_, id)| is_finished(&self.slots, id))
+            .peekable();
+        let mut late = finished.late.iter().peekable();
+        let mut ids = Vec::new();
+        while ids.len() < limit {
+            let next = match (fifo.peek(), late.peek()) {
+                (Some(a), Some(b)) if b < a => late.next(),
+                (Some(_), _) => fifo.next(),
+                (None, _) => late.next(),
+            };
+            match next {
+                Some(&(at, id)) if at <= cutoff => ids.push(id),
+                _ => break,
+            }
+        }
+        ids
     }
 
     /// How many topics there are (their numbers are `0..topic_count()`).
@@ -417,10 +615,11 @@ impl Index {
         self.topics.len() as u32
     }
 
-    /// Ids in `queue` (and `topic`, when given) after `after`, in id order; `None` for
-    /// INPUT unless it is small and most records are elsewhere (see [`SMALL_INPUT`]): its
-    /// pages then come from the records, already in id order. A topic filter still
-    /// applies to what comes back from WORK and DEAD, which are kept store-wide.
+    /// Ids in `queue` (and `topic`, when given) after `after`, in id order, and maybe
+    /// some that are not in it; `None` for INPUT, COMPLETED and CANCELLED unless the queue
+    /// is small and most records are elsewhere (see [`SMALL_QUEUE`]): its pages then come
+    /// from the records, already in id order. A filter by queue and topic still applies to
+    /// what comes back.
     pub fn ids(
         &self,
         queue: Queue,
@@ -438,29 +637,31 @@ impl Index {
         let set = match queue {
             Queue::Work => &self.work,
             Queue::Dead => &self.dead,
-            Queue::Input => {
-                let size: u64 = topics.iter().map(|t| t.stats.sizes.input).sum();
+            Queue::Input | Queue::Completed | Queue::Cancelled => {
+                let size: u64 = topics.iter().map(|t| t.stats.sizes.of(queue)).sum();
                 let records: u64 = self.topics.iter().map(|t| t.stats.sizes.total()).sum();
-                if size > SMALL_INPUT || size * 2 >= records {
+                if size > SMALL_QUEUE || size * 2 >= records {
                     return None;
                 }
-                let mut ids: Vec<TaskId> = topics
-                    .iter()
-                    .flat_map(|t| {
-                        let ready = t.ready.iter().map(|&(_, id)| id);
-                        ready.chain(t.scheduled.iter().map(|&(_, id)| id))
-                    })
-                    .filter(|id| *id > after)
-                    .collect();
+                let mut ids: Vec<TaskId> = match queue {
+                    Queue::Input => topics
+                        .iter()
+                        .flat_map(|t| {
+                            let ready = t.ready.iter().map(|&(_, id)| id);
+                            ready.chain(t.scheduled.iter().map(|&(_, id)| id))
+                        })
+                        .filter(|id| *id > after)
+                        .collect(),
+                    // Both finished queues, deleted tasks too: the caller's filter sorts
+                    // them out.
+                    _ => topics
+                        .iter()
+                        .flat_map(|t| t.finished.ids())
+                        .filter(|id| *id > after)
+                        .collect(),
+                };
                 ids.sort_unstable();
                 return Some(Box::new(ids.into_iter()));
-            }
-            Queue::Completed | Queue::Cancelled => {
-                let sets = topics.into_iter().map(|t| match queue {
-                    Queue::Completed => &t.completed,
-                    _ => &t.cancelled,
-                });
-                return Some(Box::new(merged(sets, after)));
             }
             // `Queue` is non-exhaustive: a queue this store does not know holds nothing.
             _ => return Some(Box::new(std::iter::empty())),
@@ -477,36 +678,214 @@ impl Index {
         })
     }
 
+    /// Counters, sizes and paused flags as kept, and each topic's earliest `run_at` in
+    /// INPUT: the earliest of its lanes' fronts, its due-time order's first and its
+    /// scheduled order's first (a lookup per priority and two, whatever INPUT holds).
     pub fn stats(&self) -> Stats {
         Stats::from_topics(
             self.topics
                 .iter()
-                .map(|t| (t.name.to_string(), t.stats))
+                .map(|t| {
+                    let mut stats = t.stats;
+                    let due = t.due.first().map(|&(at, _)| at);
+                    let scheduled = t.scheduled.first().map(|&(at, _)| at);
+                    let lanes = t.lanes.iter().filter_map(|(_, lane)| {
+                        match self.slots.get(lane.ids.front()?)?.at {
+                            At::Ready { run_at, .. } => run_at,
+                            _ => None,
+                        }
+                    });
+                    stats.earliest_run_at = lanes.chain(due).chain(scheduled).min();
+                    (t.name.to_string(), stats)
+                })
                 .collect(),
         )
     }
 }
 
-/// When at most this many tasks are in INPUT (of the topic listed, or in all) and they are
-/// under half of the records, `list` gathers their ids from the claim orders and sorts
-/// them. Otherwise it pages through the records, which are in id order and then at least
-/// half in INPUT, so a page costs about its length. Kept history can make the records
-/// mostly COMPLETED, and a small INPUT would then cost a scan of all of them.
-pub(crate) const SMALL_INPUT: u64 = 4096;
+/// When at most this many tasks are in INPUT, COMPLETED or CANCELLED (of the topic
+/// listed, or in all) and they are under half of the records, `list` gathers their ids
+/// from the claim or finish orders and sorts them. Otherwise it pages through the
+/// records, which are in id order: with at least half of them in that queue a page costs
+/// about twice its length, and past this size at most `records / size` times it, which
+/// keeping every queue in id order too would cost on every move instead. Kept history
+/// can make the records mostly COMPLETED, and a small INPUT would then cost a scan of all
+/// of them; a small history beside a large INPUT likewise.
+pub(crate) const SMALL_QUEUE: u64 = 4096;
 
-/// The ids after `after` of several sets, in id order: one per topic, so a few.
-fn merged<'a>(
-    sets: impl Iterator<Item = &'a BTreeSet<TaskId>>,
-    after: TaskId,
-) -> impl Iterator<Item = TaskId> + 'a {
-    let bound = (std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded);
-    let mut heads: Vec<_> = sets.map(|s| s.range(bound).copied().peekable()).collect();
-    std::iter::from_fn(move || {
-        let next = heads
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(i, h)| h.peek().map(|id| (*id, i)))
-            .min()?;
-        heads[next.1].next()
-    })
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use taskmill_core::raw::PayloadExt;
+    use taskmill_core::Payload;
+
+    /// Where a task in INPUT due at `run_at` goes at `now`.
+    fn input_at(id: TaskId, run_at: Timestamp, now: Timestamp) -> At {
+        let mut record = TaskRecord::new(id, "t", Payload::from_stored("0"));
+        record.run_at = run_at;
+        At::of_record(&record, now)
+    }
+
+    /// Random finishes (mostly in time order, some earlier, COMPLETED and CANCELLED),
+    /// deletions and prunings at random cutoffs and limits: pruning always takes the
+    /// earliest finish times a scan finds, and the finish-time FIFO never holds many
+    /// deleted tasks.
+    #[test]
+    fn pruning_takes_the_earliest_finished_like_a_scan() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut random = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let mut index = Index::default();
+        let topic = index.topic_id("t");
+        let mut model: BTreeMap<TaskId, Timestamp> = BTreeMap::new();
+        let (mut now, mut last_id) = (1_000i64, 0u64);
+        let mut late_seen = false;
+        for _ in 0..20_000 {
+            match random(10) {
+                0..=5 => {
+                    last_id += 1;
+                    let id = TaskId::new(last_id);
+                    now += random(3) as i64;
+                    // One in ten finishes earlier than the last.
+                    let at = match random(10) {
+                        0 => Timestamp::from_millis(now - random(100) as i64),
+                        _ => Timestamp::from_millis(now),
+                    };
+                    let at = match random(2) {
+                        0 => At::Completed(at),
+                        _ => At::Cancelled(at),
+                    };
+                    index.insert(id, topic, 0, None, at, last_id);
+                    model.insert(
+                        id,
+                        match at {
+                            At::Completed(t) | At::Cancelled(t) => t,
+                            _ => unreachable!(),
+                        },
+                    );
+                }
+                6 | 7 => {
+                    let from = TaskId::new(random(last_id + 1));
+                    if let Some((&id, _)) = model.range(from..).next() {
+                        index.remove(id);
+                        model.remove(&id);
+                    }
+                }
+                8 if random(20) == 0 => {
+                    index.topics[topic as usize].finished.settle(&index.slots);
+                }
+                _ => {
+                    let cutoff = Timestamp::from_millis(now - random(200) as i64);
+                    let limit = 1 + random(50) as usize;
+                    let pruned = index.prunable(topic, cutoff, limit);
+                    let mut want: Vec<Timestamp> = model
+                        .values()
+                        .filter(|at| **at <= cutoff)
+                        .copied()
+                        .collect();
+                    want.sort();
+                    want.truncate(limit);
+                    let got: Vec<Timestamp> = pruned.iter().map(|id| model[id]).collect();
+                    assert_eq!(got, want);
+                    for id in pruned {
+                        index.remove(id);
+                        model.remove(&id);
+                    }
+                }
+            }
+            let finished = &index.topics[topic as usize].finished;
+            late_seen |= !finished.late.is_empty();
+            assert!(finished.fifo.len() <= 2 * model.len() + 1024 + 1);
+            if let Some((_, front)) = finished.fifo.front() {
+                assert!(is_finished(&index.slots, front), "a stale front");
+            }
+            let sizes = index.topics[topic as usize].stats.sizes;
+            assert_eq!(sizes.completed + sizes.cancelled, model.len() as u64);
+        }
+        assert!(late_seen, "no task finished out of order");
+    }
+
+    /// Random enqueues (due, overdue or scheduled, at random priorities), claims, returns
+    /// to INPUT and deletions, with the clock moving on: the earliest `run_at` in stats is
+    /// always a scan's, whichever of the lanes, the due-time and the scheduled orders holds
+    /// the task.
+    #[test]
+    fn the_earliest_run_at_matches_a_scan() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut random = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let mut index = Index::default();
+        let topic = index.topic_id("t");
+        let mut model: BTreeMap<TaskId, Timestamp> = BTreeMap::new();
+        let (mut working, mut now, mut last_id) = (Vec::new(), 0i64, 0u64);
+        let mut all_seen = false;
+        for _ in 0..8_000 {
+            let now_at = Timestamp::from_millis(now);
+            let run_at = Timestamp::from_millis(now + random(200) as i64 - 100);
+            match random(8) {
+                0..=2 => {
+                    last_id += 1;
+                    let id = TaskId::new(last_id);
+                    let priority = random(3) as i16 - 1;
+                    let at = input_at(id, run_at, now_at);
+                    index.insert(id, topic, priority, None, at, last_id);
+                    model.insert(id, run_at);
+                }
+                3 | 4 => {
+                    if let Some(id) = index.next_ready(topic, now_at) {
+                        let work = At::Work {
+                            token: last_id,
+                            deadline: now_at,
+                            cancel: false,
+                        };
+                        index.move_to(id, work);
+                        model.remove(&id);
+                        working.push(id);
+                    }
+                }
+                5 => {
+                    if let Some(id) = working.pop() {
+                        index.move_to(id, input_at(id, run_at, now_at));
+                        model.insert(id, run_at);
+                    }
+                }
+                6 => {
+                    let from = TaskId::new(random(last_id + 1));
+                    if let Some((&id, _)) = model.range(from..).next() {
+                        index.remove(id);
+                        model.remove(&id);
+                    }
+                }
+                _ => now += random(50) as i64,
+            }
+            let topic = &index.topics[topic as usize];
+            let lanes = topic.lanes.iter().any(|(_, lane)| !lane.ids.is_empty());
+            all_seen |= lanes && !topic.scheduled.is_empty() && !topic.due.is_empty();
+            for (_, lane) in &topic.lanes {
+                // Each lane's front is a task in it: what the stats read, and what keeps
+                // the lanes from holding tasks gone for long.
+                if let Some(front) = lane.ids.front() {
+                    let at = index.slots.get(front).map(|slot| slot.at);
+                    assert!(matches!(at, Some(At::Ready { lane: true, .. })), "{at:?}");
+                }
+            }
+            let stats = index.stats();
+            assert_eq!(
+                stats.topic("t").earliest_run_at,
+                model.values().min().copied()
+            );
+            assert_eq!(stats.total.earliest_run_at, model.values().min().copied());
+            assert_eq!(stats.topic("t").sizes.input, model.len() as u64);
+        }
+        assert!(all_seen, "the test never mixed the three orders");
+    }
 }

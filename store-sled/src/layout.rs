@@ -21,16 +21,17 @@ use crate::error::backend_error;
 use std::path::Path;
 use taskmill_core::{Error, ErrorKind, Result};
 
-/// The version of the data layout this code writes, kept under the key `mschema`: 4,
-/// several tasks per key, finished tasks kept (records of format 2, stats rows with the
-/// `cancelled` counter).
+/// The version of the data layout this code writes, kept under the key `mschema`: 5,
+/// several tasks per key, finished tasks kept, headers kept (records of format 3, stats
+/// rows with the `cancelled` counter).
 ///
-/// Layout 3 is the same but for those: this code reads it as it is, and marks the
-/// database 4 when it opens it, since a layout-3 reader would take the records it writes
-/// from then on for corrupt ones. Layout 1 (eight trees, the indexes stored beside the
-/// records) kept its version in a `meta` tree; layout 2 (one key per task) in this tree;
-/// neither is read.
-pub const LAYOUT_VERSION: u32 = 4;
+/// Layout 4 is the same with records of format 2 (no headers), and layout 3 with records
+/// of format 1 and stats rows of eight counters: this code reads both as they are, and
+/// marks the database 5 when it opens it, since an older reader would take the records
+/// it writes from then on for corrupt ones. Layout 1 (eight trees, the indexes stored
+/// beside the records) kept its version in a `meta` tree; layout 2 (one key per task) in
+/// this tree; neither is read.
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// The oldest layout this code reads (and upgrades in place; see [`LAYOUT_VERSION`]).
 const OLDEST_READ: u32 = 3;

@@ -507,6 +507,17 @@ impl Writer {
                 });
                 continue;
             }
+            if let OutcomeKind::Complete { result, .. } = &outcome.kind {
+                // The hot path of kept history: the record's bytes rewritten, not decoded.
+                let topic = slot.topic;
+                if !cancel && outcome.progress.is_none() {
+                    let result = result.as_ref().map(Payload::as_str);
+                    if self.complete_kept(id, topic, result, now)? {
+                        applied.push(Applied::Done);
+                        continue;
+                    }
+                }
+            }
             let Some(mut record) = self.owned(id, token, now)? else {
                 applied.push(Applied::Stale);
                 continue;
@@ -528,6 +539,47 @@ impl Writer {
         }
         self.commit()?;
         Ok((applied, requeued))
+    }
+
+    /// Completes the task `id` of topic number `topic`, kept, with `result`, on its stored
+    /// bytes (see [`codec::complete_in_place`]): what decoding it, applying the outcome and
+    /// storing it does, without the decoding. `false`, and nothing done, for a record that
+    /// takes the decoding way: one this command changed already, a placeholder, or one
+    /// `complete_in_place` does not handle.
+    fn complete_kept(
+        &mut self,
+        id: TaskId,
+        topic: u32,
+        result: Option<&str>,
+        now: Timestamp,
+    ) -> Result<bool> {
+        if self.changed.contains_key(&id) {
+            return Ok(false);
+        }
+        let Some(first) = self.touch(id)? else {
+            return Ok(false);
+        };
+        let t = &self.touched[&first];
+        let Some(entry) = t.chunk.find(id).map(|range| &t.value[range]) else {
+            return Ok(false);
+        };
+        let (_, bytes) = KeyParts::decode(entry).expect("parsed");
+        let start = self.entries.len();
+        // The entry's head is the task's unchanging part: copied as it is.
+        self.entries
+            .extend_from_slice(&entry[..entry.len() - bytes.len()]);
+        let Some(keeps_unique) = codec::complete_in_place(bytes, now, result, &mut self.entries)
+        else {
+            self.entries.truncate(start);
+            return Ok(false);
+        };
+        self.changed.insert(id, Some(start..self.entries.len()));
+        self.counters(topic).completed += 1;
+        self.index.move_to(id, At::Completed(now));
+        if !keeps_unique {
+            self.index.release_unique(id);
+        }
+        Ok(true)
     }
 
     /// Files a task that a transition moved where its record now says, frees its unique

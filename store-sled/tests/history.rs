@@ -1,7 +1,8 @@
 //! Finished tasks kept by the sled store: COMPLETED and CANCELLED records, cancel requests
 //! and the unique keys they hold survive a reopen exactly (the indexes are rebuilt from the
 //! records), pruning takes each topic's oldest finished tasks by its own cutoff, and a
-//! database written before history was kept (layout 3) opens, reads and runs.
+//! database written before history was kept (layout 3), or before headers were (layout 4),
+//! opens, reads and runs.
 
 use std::time::Duration;
 use taskmill_core::store::{
@@ -528,7 +529,7 @@ async fn a_layout_3_database_opens_and_runs() {
     assert_eq!(before.total.sizes.completed, 3);
     drop(store);
 
-    // Marked layout 4 now, and everything reads back the same.
+    // Marked the current layout now, and everything reads back the same.
     let store = SledStore::open(&path).await.unwrap();
     assert_eq!(store.stats().await.unwrap(), before);
     assert_eq!(store.get(TaskId::new(2)).await.unwrap(), Some(dead));
@@ -537,5 +538,114 @@ async fn a_layout_3_database_opens_and_runs() {
     drop(store);
     let db = sled::open(&path).unwrap();
     let version = db.open_tree("taskmill").unwrap().get("mschema").unwrap();
-    assert_eq!(version.unwrap().as_ref(), 4u64.to_be_bytes());
+    assert_eq!(version.unwrap().as_ref(), 5u64.to_be_bytes());
+}
+
+/// An entry of a layout-4 database (see the crate's README): a record of format 2, which
+/// format 3 extends with headers.
+fn layout_4_entry(id: u64, record: &[u8], args: &str, out: &mut Vec<u8>) {
+    let mut e = Vec::new();
+    e.extend_from_slice(&id.to_le_bytes());
+    e.extend_from_slice(&0i16.to_le_bytes());
+    e.extend_from_slice(&1u32.to_le_bytes());
+    e.push(b't');
+    e.push(0); // no unique key
+    e.extend_from_slice(record);
+    e.extend_from_slice(args.as_bytes());
+    out.extend_from_slice(&(e.len() as u32).to_le_bytes());
+    out.extend_from_slice(&e);
+}
+
+/// A database written before headers were kept (layout 4, records of format 2) opens as it
+/// is: its tasks read with no headers and run beside new ones that carry them, and the
+/// database is marked 5.
+#[tokio::test]
+async fn a_layout_4_database_opens_and_runs() {
+    let dir = taskmill_testkit::temp_dir();
+    let path = dir.path().join("db");
+    let le = |v: i64| v.to_le_bytes();
+    let ms = Timestamp::from_millis;
+    {
+        let db = sled::open(&path).unwrap();
+        let tree = db.open_tree("taskmill").unwrap();
+        tree.insert("mschema", &4u64.to_be_bytes()).unwrap();
+        tree.insert("mlast_id", &2u64.to_be_bytes()).unwrap();
+        // Task 1 in INPUT, due at 7, 3 retries; task 2 COMPLETED at 20 after a run from 10.
+        let mut waiting = vec![2, 0];
+        waiting.extend_from_slice(&8u16.to_le_bytes()); // max retries
+        waiting.extend_from_slice(&0u32.to_le_bytes()); // attempt
+        waiting.extend_from_slice(&le(5)); // enqueued at
+        waiting.extend_from_slice(&le(7)); // run at
+        waiting.extend_from_slice(&3u32.to_le_bytes());
+        let mut done = vec![2, 3];
+        done.extend_from_slice(&(4u16 | 8 | 16 | 32).to_le_bytes());
+        done.extend_from_slice(&1u32.to_le_bytes());
+        done.extend_from_slice(&le(5));
+        done.extend_from_slice(&le(7));
+        done.extend_from_slice(&le(20)); // finished at
+        done.extend_from_slice(&3u32.to_le_bytes());
+        done.extend_from_slice(&le(10)); // first started at
+        done.extend_from_slice(&le(10)); // started at
+        let mut chunk = vec![3];
+        chunk.extend_from_slice(&2u32.to_le_bytes());
+        layout_4_entry(1, &waiting, "\"one\"", &mut chunk);
+        layout_4_entry(2, &done, "\"two\"", &mut chunk);
+        tree.insert(layout_3::chunk_key(1, 2), chunk).unwrap();
+        db.flush().unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let store = loop {
+        match SledStore::open(&path).await {
+            Err(e) if e.kind() == taskmill_core::ErrorKind::Unavailable => {
+                assert!(std::time::Instant::now() < deadline, "{e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            other => break other.unwrap(),
+        }
+    };
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (stats.total.sizes.input, stats.total.sizes.completed),
+        (1, 1)
+    );
+    assert_eq!(stats.topic("t").earliest_run_at, Some(ms(7)));
+    let old = store.get(TaskId::new(1)).await.unwrap().unwrap();
+    assert_eq!(
+        (old.queue, old.run_at, old.max_retries, old.args.as_str()),
+        (Queue::Input, ms(7), Some(3), "\"one\"")
+    );
+    assert!(old.headers.is_empty());
+    let completed = store.get(TaskId::new(2)).await.unwrap().unwrap();
+    assert_eq!(
+        (completed.queue, completed.finished_at, completed.started_at),
+        (Queue::Completed, Some(ms(20)), Some(ms(10)))
+    );
+    assert!(completed.headers.is_empty());
+    let new = Task::new("t", &3).unwrap().header("x-id", "3").unwrap();
+    let new = enqueue(&store, vec![new]).await[0];
+    let claimed = claim(&store, "t", 10, at(100)).await;
+    assert_eq!(
+        claimed.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [TaskId::new(1), new]
+    );
+    assert!(claimed[0].headers.is_empty());
+    assert_eq!(claimed[1].headers.get("x-id"), Some("3"));
+    for record in &claimed {
+        let outcome = Outcome::new(LeaseRef::of(record), OutcomeKind::complete());
+        assert_eq!(apply(&store, outcome, at(200)).await, Applied::Done);
+    }
+    let mut before = Vec::new();
+    for id in [TaskId::new(1), TaskId::new(2), new] {
+        before.push(store.get(id).await.unwrap().unwrap());
+    }
+    assert!(before.iter().all(|r| r.queue == Queue::Completed));
+    drop(store);
+    let store = SledStore::open(&path).await.unwrap();
+    for record in &before {
+        assert_eq!(store.get(record.id).await.unwrap().as_ref(), Some(record));
+    }
+    drop(store);
+    let db = sled::open(&path).unwrap();
+    let version = db.open_tree("taskmill").unwrap().get("mschema").unwrap();
+    assert_eq!(version.unwrap().as_ref(), 5u64.to_be_bytes());
 }
