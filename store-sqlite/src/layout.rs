@@ -82,9 +82,12 @@ CREATE TABLE {name} (
 ///   `run_at` is the first entry of `(topic, 0)` or of `(topic, 1)`, two seeks. Queries
 ///   repeat its condition (`state <= 1 AND state = ...`), SQLite's query planner does not
 ///   infer it from `state = 0`.
-/// - `tasks_history (topic, state, id)` lists COMPLETED and CANCELLED of one topic in id
-///   order; `tasks_pruning (topic, finished_at)` finds each topic's oldest finished rows,
-///   so pruning never reads a kept row that is not due.
+/// - `tasks_pruning (topic, finished_at)` is the one index of COMPLETED and CANCELLED: it
+///   finds each topic's oldest finished rows, so pruning never reads a kept row that is
+///   not due. Listings walk the rowid instead of a second index by id, which would cost
+///   every kept completion one more entry (and one more page written per commit): a
+///   kept completion is then an update of its row and one index entry, where a removed
+///   one is a delete.
 /// - `tasks_unique` holds the rows that [hold their unique
 ///   key](taskmill_core::TaskRecord::holds_unique_key): any row not finished, and finished
 ///   ones that asked for `unique_while_kept`. A row that finishes leaves the index in the
@@ -95,7 +98,6 @@ CREATE INDEX tasks_ready     ON tasks (topic, priority, id)  WHERE state = 0;
 CREATE INDEX tasks_waiting   ON tasks (topic, state, run_at) WHERE state <= 1;
 CREATE INDEX tasks_leases    ON tasks (lease_deadline)       WHERE state = 2;
 CREATE INDEX tasks_dead      ON tasks (id)                   WHERE state = 3;
-CREATE INDEX tasks_history   ON tasks (topic, state, id)     WHERE state >= 4;
 CREATE INDEX tasks_pruning   ON tasks (topic, finished_at)   WHERE state >= 4;
 CREATE UNIQUE INDEX tasks_unique ON tasks (topic, unique_key)
     WHERE unique_key IS NOT NULL AND (state < 4 OR unique_while_kept);
@@ -170,16 +172,19 @@ ALTER TABLE topics ADD COLUMN kept_completed INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE topics ADD COLUMN kept_cancelled INTEGER NOT NULL DEFAULT 0;
 ";
 
-/// Version 2 → 3: task headers and the index of INPUT by `run_at`.
+/// Version 2 → 3: task headers, the index of INPUT by `run_at`, one index of finished
+/// tasks instead of two.
 ///
 /// `headers` is added at the end of `tasks` (no row is rewritten: they all read it as
-/// NULL, no headers), and `tasks_scheduled (topic, run_at) WHERE state = 1` is replaced by
-/// `tasks_waiting`, which also holds the due tasks (see [`TASKS_INDEXES`]). Building the
+/// NULL, no headers), `tasks_scheduled (topic, run_at) WHERE state = 1` is replaced by
+/// `tasks_waiting`, which also holds the due tasks, and `tasks_history` is dropped (see
+/// [`TASKS_INDEXES`]). Building the
 /// index reads INPUT once; it runs in the transaction that read the version, so a failure
 /// or a crash leaves the file at version 2, untouched.
 const UPGRADE_V2: &str = "
 ALTER TABLE tasks ADD COLUMN headers TEXT;
 DROP INDEX tasks_scheduled;
+DROP INDEX tasks_history;
 CREATE INDEX tasks_waiting ON tasks (topic, state, run_at) WHERE state <= 1;
 ";
 

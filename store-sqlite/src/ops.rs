@@ -636,19 +636,19 @@ pub fn get(conn: &mut rusqlite::Connection, id: TaskId) -> R<Option<Decoded>> {
         .optional()
 }
 
-/// The `WHERE` terms that select `queue` in a listing; with `by_topic`, the terms that let
-/// SQLite use the topic's index.
-fn list_filter(queue: Queue, by_topic: bool) -> &'static str {
-    match (queue, by_topic) {
-        (Queue::Input, _) => "state IN (0, 1)",
-        (Queue::Work, _) => "state = 2",
-        (Queue::Dead, _) => "state = 3",
-        // `tasks_history` is usable only when the query repeats its condition; without a
-        // topic, the rowid order (`id > ?`) serves better than that index and a sort.
-        (Queue::Completed, true) => "state >= 4 AND state = 4",
-        (Queue::Completed, false) => "state = 4",
-        (Queue::Cancelled, true) => "state >= 4 AND state = 5",
-        (Queue::Cancelled, false) => "state = 5",
+/// The `WHERE` terms that select `queue` in a listing.
+///
+/// Every listing walks the rowid from `after` (ascending id is the order asked for) and
+/// filters on state and topic: no index of finished tasks by id is kept, because each
+/// one would cost every kept completion an entry (see `layout.rs`). A page reads the
+/// rows between its first and last match.
+fn list_filter(queue: Queue) -> &'static str {
+    match queue {
+        Queue::Input => "state IN (0, 1)",
+        Queue::Work => "state = 2",
+        Queue::Dead => "state = 3",
+        Queue::Completed => "state = 4",
+        Queue::Cancelled => "state = 5",
         // A queue this layout does not know holds nothing here.
         _ => "0",
     }
@@ -656,7 +656,7 @@ fn list_filter(queue: Queue, by_topic: bool) -> &'static str {
 
 /// [`Store::list`](taskmill_core::Store::list).
 pub fn list(conn: &mut rusqlite::Connection, query: &ListOptions) -> R<Page> {
-    let states = list_filter(query.queue, query.topic.is_some());
+    let states = list_filter(query.queue);
     let topic = if query.topic.is_some() {
         "AND topic = ?3"
     } else {
@@ -855,22 +855,6 @@ mod tests {
                 "tasks_unique",
             ),
             (
-                format!(
-                    "SELECT {COLUMNS} FROM tasks WHERE {} AND id > ?1 AND topic = ?3 \
-                     ORDER BY id LIMIT ?2",
-                    list_filter(Queue::Completed, true)
-                ),
-                "tasks_history",
-            ),
-            (
-                format!(
-                    "SELECT {COLUMNS} FROM tasks WHERE {} AND id > ?1 AND topic = ?3 \
-                     ORDER BY id LIMIT ?2",
-                    list_filter(Queue::Cancelled, true)
-                ),
-                "tasks_history",
-            ),
-            (
                 "SELECT id FROM tasks WHERE topic = ?1 AND state >= 4 AND finished_at <= ?2 \
                  ORDER BY finished_at LIMIT ?3"
                     .to_owned(),
@@ -897,17 +881,21 @@ mod tests {
         let seek = "SEARCH tasks USING COVERING INDEX tasks_waiting (topic=? AND state=?)";
         assert_eq!(stats.matches(seek).count(), 2, "{stats}");
         assert!(!stats.contains("SCAN tasks"), "{stats}");
-        // Finished tasks of every topic are listed in rowid order, without a sort.
-        for queue in [Queue::Completed, Queue::Cancelled] {
+        // Finished tasks, of one topic or all, are listed in rowid order, without a sort.
+        for (queue, topic) in [Queue::Completed, Queue::Cancelled]
+            .into_iter()
+            .flat_map(|q| [(q, ""), (q, "AND topic = ?3")])
+        {
             let sql = format!(
-                "SELECT {COLUMNS} FROM tasks WHERE {} AND id > ?1 ORDER BY id LIMIT ?2",
-                list_filter(queue, false)
+                "SELECT {COLUMNS} FROM tasks WHERE {} AND id > ?1 {topic} ORDER BY id LIMIT ?2",
+                list_filter(queue)
             );
             let plan = plan(&conn, &sql);
             assert!(
                 plan.starts_with("SEARCH tasks USING INTEGER PRIMARY KEY (rowid>?)"),
                 "{sql}\nshould search the rowid, plan:\n{plan}"
             );
+            assert!(!plan.contains("TEMP B-TREE"), "{sql} sorts:\n{plan}");
         }
         // The pruning statement deletes through that index, not a scan.
         let prune = plan(

@@ -386,7 +386,8 @@ async fn a_version_2_file_gains_headers_and_the_earliest_run_at_in_place() {
     let indexes = task_indexes(&path);
     assert!(
         indexes.contains(&"tasks_waiting".to_owned())
-            && !indexes.contains(&"tasks_scheduled".to_owned()),
+            && !indexes.contains(&"tasks_scheduled".to_owned())
+            && !indexes.contains(&"tasks_history".to_owned()),
         "{indexes:?}"
     );
 
