@@ -178,9 +178,9 @@ ALTER TABLE topics ADD COLUMN kept_cancelled INTEGER NOT NULL DEFAULT 0;
 /// `headers` is added at the end of `tasks` (no row is rewritten: they all read it as
 /// NULL, no headers), `tasks_scheduled (topic, run_at) WHERE state = 1` is replaced by
 /// `tasks_waiting`, which also holds the due tasks, and `tasks_history` is dropped (see
-/// [`TASKS_INDEXES`]). Building the
-/// index reads INPUT once; it runs in the transaction that read the version, so a failure
-/// or a crash leaves the file at version 2, untouched.
+/// [`TASKS_INDEXES`]). Building the new index reads the table once; it all runs in the
+/// transaction that read the version, so a failure or a crash leaves the file at version
+/// 2, untouched.
 const UPGRADE_V2: &str = "
 ALTER TABLE tasks ADD COLUMN headers TEXT;
 DROP INDEX tasks_scheduled;
