@@ -72,10 +72,12 @@ const COMPLETE_KEPT: &str = "UPDATE tasks SET state = 4, result = ?3, \
 const COMPLETE_REMOVED: &str = "DELETE FROM tasks \
      WHERE id = ?1 AND state = 2 AND lease_token = ?2 AND cancelled_by IS NULL";
 
-/// Scheduled tasks of topic `?1` that fell due by `?2` join the ready ones (a range of
-/// `tasks_waiting`, whose condition it repeats).
+/// Scheduled tasks of topic `?1` that fell due by `?2` join the ready ones: the range
+/// `(topic, 1, ..= now)` of `tasks_waiting`, whose condition it repeats. The equality
+/// comes first: given `state <= 1` first, SQLite 3.40 takes that as the range instead
+/// and reads every due task of the topic.
 const PROMOTE: &str = "UPDATE tasks SET state = 0 \
-     WHERE topic = ?1 AND state <= 1 AND state = 1 AND run_at <= ?2";
+     WHERE topic = ?1 AND state = 1 AND state <= 1 AND run_at <= ?2";
 
 /// What a claim needs to know of topic `?1`.
 const TOPIC_STATE: &str = "SELECT paused, work FROM topics WHERE topic = ?1";
@@ -577,7 +579,7 @@ pub fn prune(conn: &mut rusqlite::Connection, opts: &PruneOptions) -> R<u64> {
 fn earliest_run_at(state: i64) -> String {
     format!(
         "(SELECT min(run_at) FROM tasks \
-         WHERE tasks.topic = topics.topic AND {IN_INPUT} AND state = {state})"
+         WHERE tasks.topic = topics.topic AND state = {state} AND {IN_INPUT})"
     )
 }
 
@@ -876,6 +878,13 @@ mod tests {
             );
             assert!(!plan.contains("TEMP B-TREE"), "{sql} sorts:\n{plan}");
         }
+        // A promotion seeks the scheduled entries that fell due, not the due ones too (an
+        // older planner took `state <= 1` as the range, which reads every due task).
+        let promote = plan(&conn, PROMOTE);
+        assert!(
+            promote.contains("tasks_waiting (topic=? AND state=? AND run_at<?)"),
+            "{promote}"
+        );
         // Each topic's earliest run_at is two seeks of tasks_waiting, never a scan.
         let stats = plan(&conn, &stats_query());
         let seek = "SEARCH tasks USING COVERING INDEX tasks_waiting (topic=? AND state=?)";
