@@ -6,9 +6,9 @@ use rusqlite::types::ValueRef;
 use rusqlite::Row;
 use std::borrow::Cow;
 use std::sync::Arc;
-use taskmill_core::raw::PayloadExt;
+use taskmill_core::raw::{HeadersExt, PayloadExt};
 use taskmill_core::{
-    AttemptError, Counters, Error, Lease, Payload, Queue, TaskId, TaskRecord, Timestamp,
+    AttemptError, Counters, Error, Headers, Lease, Payload, Queue, TaskId, TaskRecord, Timestamp,
 };
 
 /// The state a record in `queue` is stored with at `now`.
@@ -42,7 +42,7 @@ pub fn queue_of(state: i64) -> Option<Queue> {
 pub const COLUMNS: &str = "id, state, topic, priority, run_at, args, external_id, attempt, \
      max_retries, enqueued_at, unique_key, unique_while_kept, first_started_at, started_at, \
      finished_at, errors, result, progress, cancelled_by, lease_owner, lease_token, \
-     lease_deadline";
+     lease_deadline, headers";
 
 /// `errors` as stored: a JSON array, or NULL when there is none.
 pub fn encode_errors(errors: &[AttemptError]) -> Option<String> {
@@ -51,6 +51,33 @@ pub fn encode_errors(errors: &[AttemptError]) -> Option<String> {
     }
     // A Vec of plain structs of strings and integers always serializes.
     serde_json::to_string(errors).ok()
+}
+
+/// `headers` as stored: a JSON object of strings, or NULL when there is none.
+pub fn encode_headers(headers: &Headers) -> Option<String> {
+    if headers.is_empty() {
+        return None;
+    }
+    // A map of strings always serializes.
+    serde_json::to_string(headers).ok()
+}
+
+/// Reads `headers` back. A repeated key keeps its last value, as
+/// [`HeadersExt::from_stored`] would (serde_json's map keeps the last); a value that is not
+/// a string fails the whole column.
+fn decode_headers(json: &str) -> Result<Headers, String> {
+    let map = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(json)
+        .map_err(|e| format!("is not a JSON object of headers: {e}"))?;
+    let entries = map
+        .into_iter()
+        .map(|(key, value)| match value {
+            serde_json::Value::String(value) => Ok((key.into_boxed_str(), value.into_boxed_str())),
+            other => Err(format!(
+                "holds header {key:?} with a non-string value {other}"
+            )),
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(<Headers as HeadersExt>::from_stored(entries))
 }
 
 /// A row read back as a record.
@@ -275,6 +302,13 @@ pub fn decode(
             None
         }
     };
+    let headers = match r.opt_text(22, "headers") {
+        None => Headers::new(),
+        Some(json) => decode_headers(&json).unwrap_or_else(|what| {
+            r.fail("headers", what);
+            Headers::new()
+        }),
+    };
     if queue == Queue::Work && lease.is_none() {
         r.fail("lease_token", "is missing on a task in WORK");
     }
@@ -298,6 +332,7 @@ pub fn decode(
             record.progress = progress;
             record.cancelled_by = cancelled_by.map(String::into_boxed_str);
             record.lease = lease;
+            record.headers = headers;
             record
         },
         problem: r.problem,

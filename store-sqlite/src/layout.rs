@@ -4,7 +4,7 @@
 //! of the layout below and `PRAGMA application_id` marks the file as taskmill's. A file
 //! whose version is newer than [`LAYOUT_VERSION`] was written by a newer taskmill and is
 //! refused rather than misread; one whose version is older is upgraded in place, in the
-//! same transaction that checks the version (see [`upgrade_v1`]).
+//! same transaction that checks the version (see [`UPGRADE_V1`] and [`UPGRADE_V2`]).
 
 use crate::error::backend_error;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
@@ -13,7 +13,7 @@ use taskmill_core::{Error, Result};
 
 /// The version of the data layout this code writes and understands, kept in the file's
 /// `PRAGMA user_version`.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// `PRAGMA application_id` of a taskmill database: "TMIL" in ASCII.
 pub const APPLICATION_ID: i64 = 0x544D_494C;
@@ -31,8 +31,8 @@ pub const COMPLETED: i64 = 4;
 /// `tasks.state`: CANCELLED (kept until pruned).
 pub const CANCELLED: i64 = 5;
 
-/// The `tasks` table of version 2, created under `{name}` (the upgrade builds it beside
-/// the old one, then renames it).
+/// The `tasks` table of version 3, created under `{name}` (the upgrade from version 1
+/// builds it beside the old one, then renames it).
 ///
 /// `state` splits INPUT the way the memory store does: `0` (ready: due when last looked
 /// at, claimed by `(priority, id)`) and `1` (scheduled: waiting for `run_at`); a claim
@@ -40,7 +40,9 @@ pub const CANCELLED: i64 = 5;
 /// `4` COMPLETED and `5` CANCELLED. `max_retries` is NULL until the first claim writes
 /// the claiming topic's limit. `errors` is a JSON array of
 /// [`AttemptError`](taskmill_core::AttemptError)s (NULL when empty), `result` and
-/// `progress` JSON text, times milliseconds since the Unix epoch.
+/// `progress` JSON text, times milliseconds since the Unix epoch. `headers` is a JSON
+/// object of strings, NULL when the task has none (so a task without headers writes no
+/// text); it is the last column, so rows written before it existed read it as NULL.
 const TASKS_TABLE: &str = "
 CREATE TABLE {name} (
     id                INTEGER PRIMARY KEY,
@@ -64,19 +66,28 @@ CREATE TABLE {name} (
     cancelled_by      TEXT,
     lease_owner       TEXT,
     lease_token       INTEGER,
-    lease_deadline    INTEGER
+    lease_deadline    INTEGER,
+    headers           TEXT
 );
 ";
 
-/// The indexes of `tasks`, version 2.
+/// The indexes of `tasks`, version 3.
 ///
 /// Each is partial, so a task sits only in the indexes of its state, and every claim,
 /// promotion, reaper pass and pruning is an index range scan: O(log n + k) in the number
 /// of rows, whatever the other states hold.
 ///
-/// - `tasks_history (topic, state, id)` lists COMPLETED and CANCELLED of one topic in id
-///   order; `tasks_pruning (topic, finished_at)` finds each topic's oldest finished rows,
-///   so pruning never reads a kept row that is not due.
+/// - `tasks_waiting (topic, state, run_at)` holds all of INPUT, due (`0`) and scheduled
+///   (`1`): a promotion is the range `(topic, 1, ..= now)`, and a topic's earliest
+///   `run_at` is the first entry of `(topic, 0)` or of `(topic, 1)`, two seeks. Queries
+///   repeat its condition (`state <= 1 AND state = ...`), SQLite's query planner does not
+///   infer it from `state = 0`.
+/// - `tasks_pruning (topic, finished_at)` is the one index of COMPLETED and CANCELLED: it
+///   finds each topic's oldest finished rows, so pruning never reads a kept row that is
+///   not due. Listings walk the rowid instead of a second index by id, which would cost
+///   every kept completion one more entry (and one more page written per commit): a
+///   kept completion is then an update of its row and one index entry, where a removed
+///   one is a delete.
 /// - `tasks_unique` holds the rows that [hold their unique
 ///   key](taskmill_core::TaskRecord::holds_unique_key): any row not finished, and finished
 ///   ones that asked for `unique_while_kept`. A row that finishes leaves the index in the
@@ -84,10 +95,9 @@ CREATE TABLE {name} (
 ///   a key up repeat the index's condition word for word, so SQLite can use it.
 const TASKS_INDEXES: &str = "
 CREATE INDEX tasks_ready     ON tasks (topic, priority, id)  WHERE state = 0;
-CREATE INDEX tasks_scheduled ON tasks (topic, run_at)        WHERE state = 1;
+CREATE INDEX tasks_waiting   ON tasks (topic, state, run_at) WHERE state <= 1;
 CREATE INDEX tasks_leases    ON tasks (lease_deadline)       WHERE state = 2;
 CREATE INDEX tasks_dead      ON tasks (id)                   WHERE state = 3;
-CREATE INDEX tasks_history   ON tasks (topic, state, id)     WHERE state >= 4;
 CREATE INDEX tasks_pruning   ON tasks (topic, finished_at)   WHERE state >= 4;
 CREATE UNIQUE INDEX tasks_unique ON tasks (topic, unique_key)
     WHERE unique_key IS NOT NULL AND (state < 4 OR unique_while_kept);
@@ -96,7 +106,10 @@ CREATE UNIQUE INDEX tasks_unique ON tasks (topic, unique_key)
 /// The condition of `tasks_unique`, for the queries that look a key up.
 pub const HOLDS_UNIQUE_KEY: &str = "(state < 4 OR unique_while_kept)";
 
-/// The other tables of version 2.
+/// The condition of `tasks_waiting`, for the queries that read it.
+pub const IN_INPUT: &str = "state <= 1";
+
+/// The other tables (unchanged since version 2).
 ///
 /// `topics` holds each topic's counters, its queue sizes (`input`, `work`, `dead`,
 /// `kept_completed`, `kept_cancelled`; updated in the transaction of every move, so they
@@ -129,16 +142,16 @@ CREATE TABLE meta (
 INSERT INTO meta (key, value) VALUES ('last_id', 0), ('last_token', 0);
 ";
 
-/// Version 1 → 2, for a file written before finished tasks were kept.
+/// Version 1 → 3, for a file written before finished tasks were kept.
 ///
-/// `tasks` is rebuilt (SQLite cannot make `max_retries` nullable in place): the new table
+/// `tasks` is rebuilt in the current layout (SQLite cannot make `max_retries` nullable in place): the new table
 /// is filled from the old one, the old one dropped and the new one renamed, all in the
 /// transaction that read the version, so a failure or a crash leaves the file at
 /// version 1, untouched. Version 1 never kept a finished task, so every row stays in its
 /// state; its `last_error` becomes the one entry of `errors` (the attempt it was stored
 /// for, at `failed_at`, or at `enqueued_at` for a task that was retrying, the closest the
-/// old layout knew), and `failed_at` of a DEAD task becomes `finished_at`. `topics` gains
-/// its new columns, all zero.
+/// old layout knew), and `failed_at` of a DEAD task becomes `finished_at`; no task has
+/// headers. `topics` gains its new columns, all zero.
 const UPGRADE_V1: &str = "
 INSERT INTO tasks_v2 (id, state, topic, priority, run_at, args, external_id, attempt,
     max_retries, enqueued_at, unique_key, finished_at, errors, lease_owner, lease_token,
@@ -157,6 +170,22 @@ ALTER TABLE tasks_v2 RENAME TO tasks;
 ALTER TABLE topics ADD COLUMN cancelled      INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE topics ADD COLUMN kept_completed INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE topics ADD COLUMN kept_cancelled INTEGER NOT NULL DEFAULT 0;
+";
+
+/// Version 2 → 3: task headers, the index of INPUT by `run_at`, one index of finished
+/// tasks instead of two.
+///
+/// `headers` is added at the end of `tasks` (no row is rewritten: they all read it as
+/// NULL, no headers), `tasks_scheduled (topic, run_at) WHERE state = 1` is replaced by
+/// `tasks_waiting`, which also holds the due tasks, and `tasks_history` is dropped (see
+/// [`TASKS_INDEXES`]). Building the new index reads the table once; it all runs in the
+/// transaction that read the version, so a failure or a crash leaves the file at version
+/// 2, untouched.
+const UPGRADE_V2: &str = "
+ALTER TABLE tasks ADD COLUMN headers TEXT;
+DROP INDEX tasks_scheduled;
+DROP INDEX tasks_history;
+CREATE INDEX tasks_waiting ON tasks (topic, state, run_at) WHERE state <= 1;
 ";
 
 /// Creates the schema in an empty database, upgrades an older one, checks the version of
@@ -213,10 +242,10 @@ pub fn migrate(conn: &mut Connection, path: &Path, read_only: bool) -> Result<()
             )
         }));
     }
-    if version == 0 {
-        create(&tx, path)?;
-    } else {
-        upgrade_v1(&tx, path)?;
+    match version {
+        0 => create(&tx, path)?,
+        1 => upgrade(&tx, path, 1, &upgrade_v1_steps())?,
+        _ => upgrade(&tx, path, 2, UPGRADE_V2)?,
     }
     tx.pragma_update(None, "user_version", LAYOUT_VERSION)
         .map_err(|e| backend_error(e, ctx()))?;
@@ -250,19 +279,24 @@ fn create(tx: &Transaction<'_>, path: &Path) -> Result<()> {
         .map_err(|e| backend_error(e, create()))
 }
 
-/// Upgrades a version 1 file to the current layout (see [`UPGRADE_V1`]).
-fn upgrade_v1(tx: &Transaction<'_>, path: &Path) -> Result<()> {
-    let upgrade = || {
-        format!(
-            "cannot upgrade the taskmill schema of {} from version 1 to {LAYOUT_VERSION} \
-             (nothing was changed)",
-            path.display()
-        )
-    };
-    let steps = format!(
+/// The steps of the upgrade from version 1 (see [`UPGRADE_V1`]).
+fn upgrade_v1_steps() -> String {
+    format!(
         "{}{UPGRADE_V1}{TASKS_INDEXES}",
         TASKS_TABLE.replace("{name}", "tasks_v2")
-    );
-    tx.execute_batch(&steps)
-        .map_err(|e| backend_error(e, upgrade()))
+    )
+}
+
+/// Upgrades a file of layout `from` to the current one by running `steps`.
+fn upgrade(tx: &Transaction<'_>, path: &Path, from: i64, steps: &str) -> Result<()> {
+    tx.execute_batch(steps).map_err(|e| {
+        backend_error(
+            e,
+            format!(
+                "cannot upgrade the taskmill schema of {} from version {from} to \
+                 {LAYOUT_VERSION} (nothing was changed)",
+                path.display()
+            ),
+        )
+    })
 }

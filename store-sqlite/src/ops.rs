@@ -23,8 +23,10 @@
 //! their key (see `layout.rs`), so a row that finishes or goes leaves it in the same
 //! statement.
 
-use crate::codec::{decode, encode_errors, queue_of, sql_u64, state_of, Decoded, Delta, COLUMNS};
-use crate::layout::HOLDS_UNIQUE_KEY;
+use crate::codec::{
+    decode, encode_errors, encode_headers, queue_of, sql_u64, state_of, Decoded, Delta, COLUMNS,
+};
+use crate::layout::{HOLDS_UNIQUE_KEY, IN_INPUT, READY, SCHEDULED};
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,11 +45,11 @@ type R<T> = rusqlite::Result<T>;
 type Deltas = HashMap<Arc<str>, Delta>;
 
 const INSERT: &str = "INSERT INTO tasks (id, state, topic, priority, run_at, args, external_id, \
-     attempt, max_retries, enqueued_at, unique_key, unique_while_kept) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+     attempt, max_retries, enqueued_at, unique_key, unique_while_kept, headers) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
 
 /// Writes back every column a lifecycle method may change. The others (topic, args,
-/// priority, …) are never rewritten, so a corrupt payload stays as it was found.
+/// priority, headers, …) are never rewritten, so a corrupt payload stays as it was found.
 const WRITE_BACK: &str = "UPDATE tasks SET state = ?2, run_at = ?3, attempt = ?4, \
      max_retries = ?5, first_started_at = ?6, started_at = ?7, finished_at = ?8, errors = ?9, \
      result = ?10, progress = ?11, cancelled_by = ?12, lease_owner = ?13, lease_token = ?14, \
@@ -70,8 +72,12 @@ const COMPLETE_KEPT: &str = "UPDATE tasks SET state = 4, result = ?3, \
 const COMPLETE_REMOVED: &str = "DELETE FROM tasks \
      WHERE id = ?1 AND state = 2 AND lease_token = ?2 AND cancelled_by IS NULL";
 
-/// Scheduled tasks of topic `?1` that fell due by `?2` join the ready ones.
-const PROMOTE: &str = "UPDATE tasks SET state = 0 WHERE topic = ?1 AND state = 1 AND run_at <= ?2";
+/// Scheduled tasks of topic `?1` that fell due by `?2` join the ready ones: the range
+/// `(topic, 1, ..= now)` of `tasks_waiting`, whose condition it repeats. The equality
+/// comes first: given `state <= 1` first, SQLite 3.40 takes that as the range instead
+/// and reads every due task of the topic.
+const PROMOTE: &str = "UPDATE tasks SET state = 0 \
+     WHERE topic = ?1 AND state = 1 AND state <= 1 AND run_at <= ?2";
 
 /// What a claim needs to know of topic `?1`.
 const TOPIC_STATE: &str = "SELECT paused, work FROM topics WHERE topic = ?1";
@@ -241,6 +247,7 @@ pub fn enqueue(
                 r.enqueued_at.as_millis(),
                 r.unique_key,
                 r.unique_while_kept,
+                encode_headers(&r.headers),
             ])?;
             let d = delta(&mut deltas, &r.topic);
             d.counters.enqueued += 1;
@@ -567,13 +574,30 @@ pub fn prune(conn: &mut rusqlite::Connection, opts: &PruneOptions) -> R<u64> {
     Ok(removed as u64)
 }
 
+/// The smallest `run_at` of topic `topics.topic`'s tasks in `state` (due or scheduled):
+/// the first entry of its range of `tasks_waiting`, one seek.
+fn earliest_run_at(state: i64) -> String {
+    format!(
+        "(SELECT min(run_at) FROM tasks \
+         WHERE tasks.topic = topics.topic AND state = {state} AND {IN_INPUT})"
+    )
+}
+
+/// Every topic's row, then the earliest `run_at` of its due tasks and of its scheduled
+/// ones (the earlier of the two is the topic's).
+fn stats_query() -> String {
+    format!(
+        "SELECT topic, enqueued, started, retried, failed, completed, recovered, released, \
+         requeued, cancelled, input, work, dead, kept_completed, kept_cancelled, paused, \
+         {}, {} FROM topics",
+        earliest_run_at(READY),
+        earliest_run_at(SCHEDULED)
+    )
+}
+
 /// [`Store::stats`](taskmill_core::Store::stats).
 pub fn stats(conn: &mut rusqlite::Connection) -> R<Stats> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT topic, enqueued, started, retried, failed, completed, recovered, released, \
-         requeued, cancelled, input, work, dead, kept_completed, kept_cancelled, paused \
-         FROM topics",
-    )?;
+    let mut stmt = conn.prepare_cached(&stats_query())?;
     let n = |r: &rusqlite::Row<'_>, i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
     let topics = stmt
         .query_map([], |r| {
@@ -594,6 +618,13 @@ pub fn stats(conn: &mut rusqlite::Connection) -> R<Stats> {
             t.sizes.completed = n(r, 13)?;
             t.sizes.cancelled = n(r, 14)?;
             t.paused = r.get(15)?;
+            let due = r.get::<_, Option<i64>>(16)?;
+            let scheduled = r.get::<_, Option<i64>>(17)?;
+            t.earliest_run_at = due
+                .into_iter()
+                .chain(scheduled)
+                .min()
+                .map(Timestamp::from_millis);
             Ok((r.get::<_, String>(0)?, t))
         })?
         .collect::<R<_>>()?;
@@ -607,19 +638,19 @@ pub fn get(conn: &mut rusqlite::Connection, id: TaskId) -> R<Option<Decoded>> {
         .optional()
 }
 
-/// The `WHERE` terms that select `queue` in a listing; with `by_topic`, the terms that let
-/// SQLite use the topic's index.
-fn list_filter(queue: Queue, by_topic: bool) -> &'static str {
-    match (queue, by_topic) {
-        (Queue::Input, _) => "state IN (0, 1)",
-        (Queue::Work, _) => "state = 2",
-        (Queue::Dead, _) => "state = 3",
-        // `tasks_history` is usable only when the query repeats its condition; without a
-        // topic, the rowid order (`id > ?`) serves better than that index and a sort.
-        (Queue::Completed, true) => "state >= 4 AND state = 4",
-        (Queue::Completed, false) => "state = 4",
-        (Queue::Cancelled, true) => "state >= 4 AND state = 5",
-        (Queue::Cancelled, false) => "state = 5",
+/// The `WHERE` terms that select `queue` in a listing.
+///
+/// Every listing walks the rowid from `after` (ascending id is the order asked for) and
+/// filters on state and topic: no index of finished tasks by id is kept, because each
+/// one would cost every kept completion an entry (see `layout.rs`). A page reads the
+/// rows between its first and last match.
+fn list_filter(queue: Queue) -> &'static str {
+    match queue {
+        Queue::Input => "state IN (0, 1)",
+        Queue::Work => "state = 2",
+        Queue::Dead => "state = 3",
+        Queue::Completed => "state = 4",
+        Queue::Cancelled => "state = 5",
         // A queue this layout does not know holds nothing here.
         _ => "0",
     }
@@ -627,7 +658,7 @@ fn list_filter(queue: Queue, by_topic: bool) -> &'static str {
 
 /// [`Store::list`](taskmill_core::Store::list).
 pub fn list(conn: &mut rusqlite::Connection, query: &ListOptions) -> R<Page> {
-    let states = list_filter(query.queue, query.topic.is_some());
+    let states = list_filter(query.queue);
     let topic = if query.topic.is_some() {
         "AND topic = ?3"
     } else {
@@ -810,7 +841,7 @@ mod tests {
         crate::layout::migrate(&mut conn, Path::new(":memory:"), false).unwrap();
         let cases = [
             (claimable(), "tasks_ready"),
-            (PROMOTE.to_owned(), "tasks_scheduled"),
+            (PROMOTE.to_owned(), "tasks_waiting"),
             (
                 format!(
                     "SELECT {COLUMNS} FROM tasks WHERE state = 2 AND lease_deadline < ?1 \
@@ -824,22 +855,6 @@ mod tests {
                      AND {HOLDS_UNIQUE_KEY}"
                 ),
                 "tasks_unique",
-            ),
-            (
-                format!(
-                    "SELECT {COLUMNS} FROM tasks WHERE {} AND id > ?1 AND topic = ?3 \
-                     ORDER BY id LIMIT ?2",
-                    list_filter(Queue::Completed, true)
-                ),
-                "tasks_history",
-            ),
-            (
-                format!(
-                    "SELECT {COLUMNS} FROM tasks WHERE {} AND id > ?1 AND topic = ?3 \
-                     ORDER BY id LIMIT ?2",
-                    list_filter(Queue::Cancelled, true)
-                ),
-                "tasks_history",
             ),
             (
                 "SELECT id FROM tasks WHERE topic = ?1 AND state >= 4 AND finished_at <= ?2 \
@@ -863,17 +878,33 @@ mod tests {
             );
             assert!(!plan.contains("TEMP B-TREE"), "{sql} sorts:\n{plan}");
         }
-        // Finished tasks of every topic are listed in rowid order, without a sort.
-        for queue in [Queue::Completed, Queue::Cancelled] {
+        // A promotion seeks the scheduled entries that fell due, not the due ones too (an
+        // older planner took `state <= 1` as the range, which reads every due task).
+        let promote = plan(&conn, PROMOTE);
+        assert!(
+            promote.contains("tasks_waiting (topic=? AND state=? AND run_at<?)"),
+            "{promote}"
+        );
+        // Each topic's earliest run_at is two seeks of tasks_waiting, never a scan.
+        let stats = plan(&conn, &stats_query());
+        let seek = "SEARCH tasks USING COVERING INDEX tasks_waiting (topic=? AND state=?)";
+        assert_eq!(stats.matches(seek).count(), 2, "{stats}");
+        assert!(!stats.contains("SCAN tasks"), "{stats}");
+        // Finished tasks, of one topic or all, are listed in rowid order, without a sort.
+        for (queue, topic) in [Queue::Completed, Queue::Cancelled]
+            .into_iter()
+            .flat_map(|q| [(q, ""), (q, "AND topic = ?3")])
+        {
             let sql = format!(
-                "SELECT {COLUMNS} FROM tasks WHERE {} AND id > ?1 ORDER BY id LIMIT ?2",
-                list_filter(queue, false)
+                "SELECT {COLUMNS} FROM tasks WHERE {} AND id > ?1 {topic} ORDER BY id LIMIT ?2",
+                list_filter(queue)
             );
             let plan = plan(&conn, &sql);
             assert!(
                 plan.starts_with("SEARCH tasks USING INTEGER PRIMARY KEY (rowid>?)"),
                 "{sql}\nshould search the rowid, plan:\n{plan}"
             );
+            assert!(!plan.contains("TEMP B-TREE"), "{sql} sorts:\n{plan}");
         }
         // The pruning statement deletes through that index, not a scan.
         let prune = plan(
@@ -885,6 +916,51 @@ mod tests {
         assert!(
             prune.contains("tasks_pruning") && !prune.contains("SCAN tasks"),
             "{prune}"
+        );
+    }
+
+    /// How many virtual machine steps reading the stats takes.
+    fn stats_steps(conn: &rusqlite::Connection) -> i32 {
+        let mut stmt = conn.prepare(&stats_query()).unwrap();
+        let rows = stmt.query_map([], |_| Ok(())).unwrap().count();
+        assert_eq!(rows, 1, "one topic");
+        stmt.get_status(rusqlite::StatementStatus::VmStep)
+    }
+
+    /// The earliest run_at costs the same with 10 tasks waiting as with 5,000 (due and
+    /// scheduled alike): it is read from the index, not found by a scan.
+    #[test]
+    fn stats_cost_does_not_grow_with_the_tasks_waiting() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        crate::layout::migrate(&mut conn, Path::new(":memory:"), false).unwrap();
+        let now = Timestamp::from_millis(1_000_000);
+        let fill = |conn: &mut rusqlite::Connection, n: i64| {
+            let tasks = (0..n)
+                .map(|i| {
+                    // Half due at scattered past times, half scheduled at scattered ones.
+                    let offset = std::time::Duration::from_millis((i * 7_919 % 10_000) as u64);
+                    let task = Task::new("t", &i).unwrap();
+                    match i % 2 {
+                        0 => task.run_at(Timestamp::from_millis(1_000) + offset),
+                        _ => task.delay(offset + std::time::Duration::from_millis(1)),
+                    }
+                })
+                .collect();
+            enqueue(conn, tasks, &EnqueueOptions::new(now), false).unwrap();
+        };
+        fill(&mut conn, 10);
+        let few = stats_steps(&conn);
+        fill(&mut conn, 5_000);
+        let many = stats_steps(&conn);
+        assert_eq!(few, many, "steps with 10 tasks waiting vs 5,010");
+        let topic = stats(&mut conn).unwrap().topic("t");
+        assert_eq!(topic.sizes.input, 5_010);
+        let expected: i64 = conn
+            .query_row("SELECT min(run_at) FROM tasks", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            topic.earliest_run_at,
+            Some(Timestamp::from_millis(expected))
         );
     }
 

@@ -446,6 +446,70 @@ async fn list_shows_corrupt_rows() {
     assert_eq!(page.tasks[2].args.as_str(), "not json");
 }
 
+/// Headers are stored as a JSON object of strings, and none at all (NULL) for a task
+/// without them. A stored object with a repeated key reads with the last value; one that
+/// is not an object of strings makes the record `Corrupt` for `get` and `claim`, while a
+/// listing still shows the rest of it, with no headers.
+#[tokio::test]
+async fn headers_are_a_json_object_and_damaged_ones_are_reported() {
+    let dir = temp_dir();
+    let path = dir.path().join("tasks.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let ids = enqueue(
+        &store,
+        vec![
+            Task::new("t", &0).unwrap().header("b", "2").unwrap(),
+            Task::new("t", &1).unwrap(),
+            Task::new("t", &2).unwrap(),
+            Task::new("t", &3).unwrap(),
+        ],
+    )
+    .await;
+    let conn = raw(&path);
+    let stored = |id: TaskId| -> Option<String> {
+        conn.query_row(
+            "SELECT headers FROM tasks WHERE id = ?1",
+            [id.get() as i64],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(stored(ids[0]).as_deref(), Some(r#"{"b":"2"}"#));
+    assert_eq!(stored(ids[1]), None, "no headers, no text");
+    let set = |id: TaskId, json: &str| {
+        conn.execute(
+            "UPDATE tasks SET headers = ?2 WHERE id = ?1",
+            rusqlite::params![id.get() as i64, json],
+        )
+        .unwrap();
+    };
+    set(ids[1], r#"{"b":"1","a":"x","b":"3"}"#);
+    set(ids[2], r#"{"a":1}"#);
+    set(ids[3], "[not json");
+    let repeated = get(&store, ids[1]).await.headers;
+    assert_eq!(
+        repeated.iter().collect::<Vec<_>>(),
+        [("a", "x"), ("b", "3")]
+    );
+    for id in [ids[2], ids[3]] {
+        let error = store.get(id).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Corrupt, "{error}");
+        assert!(error.to_string().contains("headers"), "{error}");
+    }
+    let page = store.list(&ListOptions::new(Queue::Input)).await.unwrap();
+    assert_eq!(page.tasks.len(), 4);
+    assert!(page.tasks[2].headers.is_empty() && page.tasks[3].headers.is_empty());
+    let claimed = store.claim(&claim_req(10, "a")).await.unwrap();
+    let corrupt: Vec<TaskId> = claimed
+        .iter()
+        .filter_map(|c| match c {
+            Claimed::Corrupt { lease, .. } => Some(lease.id),
+            Claimed::Ready(_) => None,
+        })
+        .collect();
+    assert_eq!(corrupt, [ids[2], ids[3]]);
+}
+
 /// Processes starting together on a new file all get a store: one creates the schema, the
 /// others wait for it instead of failing on the lock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

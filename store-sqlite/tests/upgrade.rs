@@ -279,3 +279,206 @@ async fn a_version_1_file_opened_read_only_is_refused_with_the_fix() {
         .unwrap();
     assert_eq!(ro.stats().await.unwrap().topic("t").sizes.input, 2);
 }
+
+/// The schema of layout version 2, as `taskmill-sqlite` wrote it.
+const SCHEMA_V2: &str = "
+CREATE TABLE tasks (
+    id                INTEGER PRIMARY KEY,
+    state             INTEGER NOT NULL,
+    topic             TEXT NOT NULL,
+    priority          INTEGER NOT NULL,
+    run_at            INTEGER NOT NULL,
+    args              TEXT NOT NULL,
+    external_id       TEXT,
+    attempt           INTEGER NOT NULL,
+    max_retries       INTEGER,
+    enqueued_at       INTEGER NOT NULL,
+    unique_key        TEXT,
+    unique_while_kept INTEGER NOT NULL DEFAULT 0,
+    first_started_at  INTEGER,
+    started_at        INTEGER,
+    finished_at       INTEGER,
+    errors            TEXT,
+    result            TEXT,
+    progress          TEXT,
+    cancelled_by      TEXT,
+    lease_owner       TEXT,
+    lease_token       INTEGER,
+    lease_deadline    INTEGER
+);
+CREATE INDEX tasks_ready     ON tasks (topic, priority, id)  WHERE state = 0;
+CREATE INDEX tasks_scheduled ON tasks (topic, run_at)        WHERE state = 1;
+CREATE INDEX tasks_leases    ON tasks (lease_deadline)       WHERE state = 2;
+CREATE INDEX tasks_dead      ON tasks (id)                   WHERE state = 3;
+CREATE INDEX tasks_history   ON tasks (topic, state, id)     WHERE state >= 4;
+CREATE INDEX tasks_pruning   ON tasks (topic, finished_at)   WHERE state >= 4;
+CREATE UNIQUE INDEX tasks_unique ON tasks (topic, unique_key)
+    WHERE unique_key IS NOT NULL AND (state < 4 OR unique_while_kept);
+CREATE TABLE topics (
+    topic          TEXT PRIMARY KEY,
+    enqueued       INTEGER NOT NULL DEFAULT 0,
+    started        INTEGER NOT NULL DEFAULT 0,
+    retried        INTEGER NOT NULL DEFAULT 0,
+    failed         INTEGER NOT NULL DEFAULT 0,
+    completed      INTEGER NOT NULL DEFAULT 0,
+    recovered      INTEGER NOT NULL DEFAULT 0,
+    released       INTEGER NOT NULL DEFAULT 0,
+    requeued       INTEGER NOT NULL DEFAULT 0,
+    input          INTEGER NOT NULL DEFAULT 0,
+    work           INTEGER NOT NULL DEFAULT 0,
+    dead           INTEGER NOT NULL DEFAULT 0,
+    paused         INTEGER NOT NULL DEFAULT 0,
+    cancelled      INTEGER NOT NULL DEFAULT 0,
+    kept_completed INTEGER NOT NULL DEFAULT 0,
+    kept_cancelled INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO meta (key, value) VALUES ('last_id', 0), ('last_token', 0);
+PRAGMA application_id = 0x544D494C;
+PRAGMA user_version = 2;
+";
+
+/// A version 2 file of topic `t`: 1 due since `ENQUEUED_AT`, 2 scheduled for `RETRY_AT`,
+/// 3 completed (kept) at `FAILED_AT`; none has headers, a column version 2 did not have.
+fn version_2_file(path: &Path) {
+    let conn = Connection::open(path).unwrap();
+    conn.execute_batch(SCHEMA_V2).unwrap();
+    let rows = format!(
+        "INSERT INTO tasks (id, state, topic, priority, run_at, args, attempt, max_retries,
+             enqueued_at, first_started_at, started_at, finished_at, result) VALUES
+         (1, 0, 't', 0, {e}, '1', 0, NULL, {e}, NULL, NULL, NULL, NULL),
+         (2, 1, 't', 0, {r}, '2', 0, NULL, {e}, NULL, NULL, NULL, NULL),
+         (3, 4, 't', 0, {e}, '3', 1, 3, {e}, {e}, {e}, {f}, 'null');
+         INSERT INTO topics (topic, enqueued, started, completed, input, kept_completed)
+             VALUES ('t', 3, 1, 1, 2, 1);
+         UPDATE meta SET value = 3 WHERE key = 'last_id';
+         UPDATE meta SET value = 1 WHERE key = 'last_token';",
+        e = ENQUEUED_AT,
+        r = RETRY_AT,
+        f = FAILED_AT,
+    );
+    conn.execute_batch(&rows).unwrap();
+}
+
+/// The names of the indexes of `tasks`.
+fn task_indexes(path: &Path) -> Vec<String> {
+    Connection::open(path)
+        .unwrap()
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tasks' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_version_2_file_gains_headers_and_the_earliest_run_at_in_place() {
+    let dir = temp_dir();
+    let path = dir.path().join("tasks.db");
+    version_2_file(&path);
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(version(&path), i64::from(LAYOUT_VERSION));
+    let indexes = task_indexes(&path);
+    assert!(
+        indexes.contains(&"tasks_waiting".to_owned())
+            && !indexes.contains(&"tasks_scheduled".to_owned())
+            && !indexes.contains(&"tasks_history".to_owned()),
+        "{indexes:?}"
+    );
+
+    let t = store.stats().await.unwrap().topic("t");
+    assert_eq!((t.sizes.input, t.sizes.completed), (2, 1));
+    assert_eq!(
+        t.earliest_run_at,
+        Some(Timestamp::from_millis(ENQUEUED_AT)),
+        "the due task's, earlier than the scheduled one's"
+    );
+    for n in 1..=3 {
+        let record = store.get(id(n)).await.unwrap().unwrap();
+        assert!(record.headers.is_empty(), "task {n}: {:?}", record.headers);
+    }
+    let kept = store
+        .list(&ListOptions::new(Queue::Completed).topic("t"))
+        .await
+        .unwrap();
+    assert_eq!(kept.tasks.len(), 1);
+    assert!(kept.tasks[0].headers.is_empty());
+
+    // New tasks keep their headers beside the old rows; the scheduled one is promoted.
+    let new = enqueue_results(
+        &store,
+        vec![Task::new("t", &4)
+            .unwrap()
+            .header("x-request-id", "r-1")
+            .unwrap()],
+    )
+    .await[0]
+        .id();
+    assert_eq!(new, id(4));
+    let later = Timestamp::from_millis(RETRY_AT);
+    let claimed = store
+        .claim(&ClaimOptions::new([TopicClaim::new("t")], 10, "m", later))
+        .await
+        .unwrap();
+    let claimed: Vec<_> = claimed
+        .into_iter()
+        .map(|c| match c {
+            Claimed::Ready(r) => (r.id, r.headers.get("x-request-id").map(str::to_owned)),
+            other => panic!("corrupt claim: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        claimed,
+        [
+            (id(1), None),
+            (id(2), None),
+            (id(4), Some("r-1".to_owned()))
+        ]
+    );
+    assert_eq!(
+        store.stats().await.unwrap().topic("t").earliest_run_at,
+        None
+    );
+
+    let stats = store.stats().await.unwrap();
+    drop(store);
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(store.stats().await.unwrap(), stats);
+}
+
+/// An upgrade from version 2 that fails (an index in the way of the one it builds) is
+/// rolled back whole: the file is still a version 2 file, without the new column.
+#[tokio::test]
+async fn a_failed_upgrade_from_version_2_changes_nothing() {
+    let dir = temp_dir();
+    let path = dir.path().join("tasks.db");
+    version_2_file(&path);
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE INDEX tasks_waiting ON meta (value)")
+        .unwrap();
+
+    let err = SqliteStore::open(&path).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Storage, "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("from version 2") && message.contains("nothing was changed"),
+        "{message}"
+    );
+    assert_eq!(version(&path), 2);
+    assert!(task_indexes(&path).contains(&"tasks_scheduled".to_owned()));
+    let has_headers: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('tasks') WHERE name = 'headers'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(has_headers, 0);
+}
