@@ -55,6 +55,9 @@ fn builder(store: &Arc<dyn Store>) -> ManagerBuilder {
 
 type Trail = Arc<Mutex<Vec<String>>>;
 
+/// What a processor saw of each run: its arguments, `x-request-id` and `x-stamped-by`.
+type Seen = Arc<Mutex<Vec<(String, Option<String>, Option<String>)>>>;
+
 /// Writes `name>` before the rest of the chain and `<name ok|err` after, and stamps
 /// `x-stamped-by: name` on every task it enqueues.
 struct Tracer {
@@ -299,7 +302,7 @@ checks!(
     /// its enqueues.
     pub async fn headers_and_stamps_reach_the_processor(store: Arc<dyn Store>) {
         let trail: Trail = Arc::default();
-        let seen: Arc<Mutex<Vec<(String, Option<String>, Option<String>)>>> = Arc::default();
+        let seen: Seen = Arc::default();
         let manager = builder(&store)
             .middleware(Tracer {
                 name: "manager",
