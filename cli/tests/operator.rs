@@ -462,7 +462,7 @@ fn serve_answers_the_dashboard_and_metrics_on_loopback_and_stops_on_ctrl_c() {
 }
 
 #[test]
-fn watch_follows_events_across_processes_on_redis_until_ctrl_c() {
+fn watch_follows_events_across_processes_on_redis_until_ctrl_c_and_the_rest_works_there() {
     let server = RedisServer::start();
     let url = server.url("watch");
     let store = url.as_str();
@@ -494,4 +494,21 @@ fn watch_follows_events_across_processes_on_redis_until_ctrl_c() {
             (Some("TASK_ENQUEUE"), Some("seen"))
         );
     }
+
+    // The other commands on the same Redis store.
+    let id = event["id"].as_u64().unwrap().to_string();
+    assert_eq!(json(store, &["show", &id])["status"]["state"], "pending");
+    ok(store, &["pause", "seen"]);
+    let stats = json(store, &["stats"]);
+    assert_eq!(stats["topics"]["seen"]["paused"], true, "{stats}");
+    assert!(
+        stats["topics"]["seen"]["input"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
+    ok(store, &["resume", "seen"]);
+    assert_eq!(json(store, &["stats"])["topics"]["seen"]["paused"], false);
+    ok(store, &["cancel", &id]);
+    assert_eq!(json(store, &["show", &id])["status"]["state"], "cancelled");
+    ok(store, &["delete", &id]);
+    fails(store, &["show", &id], 1);
 }

@@ -35,7 +35,8 @@ pub fn parse_time(text: &str) -> Result<Timestamp, String> {
         })
 }
 
-/// A duration in at most two units: `0s`, `850ms`, `12s`, `3m20s`, `2h05m`, `3d04h`.
+/// A duration in at most two units: `0s`, `850ms`, `2.4s`, `12s`, `3m20s`, `2h05m`,
+/// `3d04h`.
 pub fn human_duration(d: Duration) -> String {
     let secs = d.as_secs();
     if secs == 0 {
@@ -45,7 +46,9 @@ pub fn human_duration(d: Duration) -> String {
         };
     }
     let (days, hours, mins, secs) = (secs / 86_400, secs / 3_600 % 24, secs / 60 % 60, secs % 60);
-    if days > 0 {
+    if d.as_secs() < 10 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else if days > 0 {
         format!("{days}d{hours:02}h")
     } else if hours > 0 {
         format!("{hours}h{mins:02}m")
@@ -103,6 +106,7 @@ mod tests {
         let s = Duration::from_secs;
         assert_eq!(human_duration(Duration::ZERO), "0s");
         assert_eq!(human_duration(Duration::from_millis(850)), "850ms");
+        assert_eq!(human_duration(Duration::from_millis(2_449)), "2.4s");
         assert_eq!(human_duration(s(12)), "12s");
         assert_eq!(human_duration(s(200)), "3m20s");
         assert_eq!(human_duration(s(7_500)), "2h05m");

@@ -65,8 +65,7 @@ const TOPIC_WIDTH: usize = 16;
 pub fn stats_table(stats: &Stats, now: Timestamp) -> String {
     let mut out = String::new();
     let row = |out: &mut String, name: &str, t: &TopicStats, paused: &str| {
-        let _ = writeln!(
-            out,
+        let line = format!(
             "{:<tw$} {:>8} {:>8} {:>7} {:>9} {:>9} {:>8} {:>6}",
             fit(name, TOPIC_WIDTH),
             t.sizes.input,
@@ -78,6 +77,8 @@ pub fn stats_table(stats: &Stats, now: Timestamp) -> String {
             paused,
             tw = TOPIC_WIDTH,
         );
+        out.push_str(line.trim_end());
+        out.push('\n');
     };
     let _ = writeln!(
         out,

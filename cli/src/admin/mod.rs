@@ -70,7 +70,12 @@ pub type Outcome = Result<(), Failure>;
 #[derive(Args, Debug, Clone)]
 pub struct StoreArg {
     /// The store's URL (memory://, sqlite://PATH, sled://DIR, redis://HOST:PORT/DB, …).
-    #[arg(long = "store", value_name = "URL", env = "TASKMILL_STORE")]
+    #[arg(
+        long = "store",
+        value_name = "URL",
+        env = "TASKMILL_STORE",
+        hide_env_values = true
+    )]
     pub url: Option<String>,
 }
 

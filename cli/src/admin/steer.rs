@@ -124,7 +124,7 @@ pub struct DeadArgs {
     /// With --all-dead: only this topic's dead tasks.
     #[arg(long, requires = "all_dead")]
     topic: Option<String>,
-    /// Print JSON: per id `{"id": N, "result": …}` in `results`, or `{"count": N}` with
+    /// Print JSON: per id `{"id": N, "ok": bool, "result": …}` in `results`, or `{"count": N}` with
     /// --all-dead.
     #[arg(long)]
     json: bool,
