@@ -279,9 +279,11 @@ fn bad_usage_exits_2_and_failed_operations_exit_1() {
     fails(store, &["show", "12345"], 1);
     let err = fails(store, &["cancel", "12345"], 1);
     assert!(err.contains("not cancelled"), "{err}");
-    // Nothing listens on port 1.
-    let err = fails("redis://127.0.0.1:1/0", &["stats"], 1);
+    fails(store, &["pause", ""], 2);
+    // Nothing listens on port 1; the password stays out of the message.
+    let err = fails("redis://ops:hunter2@127.0.0.1:1/0", &["stats"], 1);
     assert!(err.contains("cannot open the store"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
 }
 
 #[test]
@@ -449,6 +451,18 @@ fn serve_answers_the_dashboard_and_metrics_on_loopback_and_stops_on_ctrl_c() {
     assert_eq!(get(&addr, "/", Some("s3cret")).0, 200);
     assert_ne!(get(&addr, "/", None).0, 200);
     assert!(interrupt(&mut child).success());
+
+    // A browser's live event stream never ends by itself: Ctrl-C still stops the server,
+    // after the grace period.
+    let (mut child, addr) = serve(store, &["--addr", "127.0.0.1:0"]);
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(stream, "GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200", "the event stream is open");
+    assert!(interrupt(&mut child).success());
+    drop(stream);
 
     let err = fails(store, &["serve", "--addr", "0.0.0.0:0"], 2);
     assert!(err.contains("without a token"), "{err}");

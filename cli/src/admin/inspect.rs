@@ -41,7 +41,7 @@ pub fn stats_json(stats: &Stats, now: Timestamp) -> Result<serde_json::Value, Fa
         .map_err(|e| Failure::failed(format!("cannot encode the statistics: {e}")))?;
     if let Some(object) = value.as_object_mut() {
         object.insert("latency_ms".into(), latency(&stats.total));
-        object.insert("at".into(), now.to_string().into());
+        object.insert("at".into(), now.as_millis().into());
         if let Some(topics) = object.get_mut("topics").and_then(|t| t.as_object_mut()) {
             for (name, figures) in topics.iter_mut() {
                 if let (Some(object), Some(topic)) =

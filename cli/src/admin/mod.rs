@@ -56,10 +56,14 @@ impl fmt::Display for Failure {
     }
 }
 
-/// An error of the store is a failed operation.
+/// An error of the store is a failed operation, unless the store says the request itself
+/// was wrong (`Misuse`: an invalid topic, say), which is bad usage.
 impl From<taskmill::Error> for Failure {
     fn from(e: taskmill::Error) -> Self {
-        Failure::failed(e.to_string())
+        match e.kind() {
+            taskmill::ErrorKind::Misuse => Failure::usage(e.to_string()),
+            _ => Failure::failed(e.to_string()),
+        }
     }
 }
 
@@ -96,7 +100,9 @@ impl StoreArg {
     pub async fn open(&self) -> Result<Arc<dyn Store>, Failure> {
         let url = self.url()?;
         taskmill::open(url).await.map_err(|e| {
-            let message = format!("cannot open the store {url}: {e}");
+            // Redacted: a Redis URL may carry a password, and stderr ends up in logs.
+            let shown = taskmill::raw::StoreUrl::redact(url);
+            let message = format!("cannot open the store {shown}: {e}");
             match e.kind() {
                 taskmill::ErrorKind::Misuse | taskmill::ErrorKind::Unsupported => {
                     Failure::usage(message)

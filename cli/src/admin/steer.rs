@@ -170,13 +170,14 @@ impl DeadArgs {
         let done = action.apply(&client, &ids).await?;
         let mut results = Vec::with_capacity(ids.len());
         for (id, ok) in ids.iter().zip(done) {
-            let result = if ok {
-                action.past().to_owned()
-            } else {
-                match client.get(*id).await? {
+            let result = match (ok, action) {
+                (true, _) => action.past().to_owned(),
+                // A delete leaves a task alone only when the store does not hold it.
+                (false, DeadAction::Delete) => "not found".to_owned(),
+                (false, DeadAction::Retry) => match client.get(*id).await? {
                     None => "not found".to_owned(),
                     Some(r) => format!("left alone: it is {}, not dead", r.queue),
-                }
+                },
             };
             results.push((*id, ok, result));
         }
