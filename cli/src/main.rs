@@ -4,9 +4,20 @@ use clap::{Args, Parser, Subcommand};
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
+use taskmill_cli::admin::format::parse_duration;
+use taskmill_cli::admin::inspect::{LsArgs, ShowArgs, StatsArgs};
+use taskmill_cli::admin::steer::{CancelArgs, DeadAction, DeadArgs, EnqueueArgs, TopicArgs};
+use taskmill_cli::admin::watch::WatchArgs;
+use taskmill_cli::admin::{Failure, Outcome};
 use taskmill_cli::bench::{self, BenchConfig, Scenario};
+use taskmill_cli::serve::ServeArgs;
 
-/// Durable background tasks: benchmark and (later) inspect and administer task stores.
+/// Durable background tasks: inspect and steer a store's queues, serve its dashboard,
+/// benchmark stores.
+///
+/// Every command but `bench` works on the store named by --store URL or the TASKMILL_STORE
+/// environment variable. Exit status: 0 done, 1 an operation failed (store unreachable,
+/// unknown id, a task in the wrong state), 2 bad usage.
 #[derive(Parser, Debug)]
 #[command(name = "taskmill", version, about)]
 struct Cli {
@@ -16,6 +27,32 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Per topic: waiting, running, dead, completed and cancelled tasks, latency, paused;
+    /// totals and counters.
+    Stats(StatsArgs),
+    /// A page of the tasks in a state, and the cursor of the next page.
+    Ls(LsArgs),
+    /// One task: state, args, headers, attempts, errors, result, progress, times, lease.
+    Show(ShowArgs),
+    /// Add a task; prints its id (or the id of the task it duplicates).
+    Enqueue(EnqueueArgs),
+    /// Send dead tasks back to waiting, due now, with fresh attempts.
+    Retry(DeadArgs),
+    /// Delete tasks (by id, from any state), or every dead task.
+    Delete(DeadArgs),
+    /// Cancel tasks: waiting ones at once, running ones when their manager learns it.
+    Cancel(CancelArgs),
+    /// Stop every manager claiming a topic's tasks (running ones go on).
+    Pause(TopicArgs),
+    /// Let managers claim a paused topic's tasks again.
+    Resume(TopicArgs),
+    /// Follow the store's events until interrupted (Ctrl-C).
+    ///
+    /// A process sees the events of other processes only on stores that carry them across
+    /// processes (Redis); on SQLite and sled it sees none of a manager running elsewhere.
+    Watch(WatchArgs),
+    /// Serve the dashboard and /metrics (loopback unless a token is set) until Ctrl-C.
+    Serve(ServeArgs),
     /// Measure stores: enqueue and processing rates, latency, backlog, memory.
     ///
     /// Each scenario runs on a fresh location derived from the URL and removed afterwards:
@@ -95,29 +132,6 @@ struct BenchArgs {
     quiet: bool,
 }
 
-/// `0`, `90`, `90s`, `10m`, `24h` or `7d` as a duration.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let scale = match unit {
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3_600.0,
-        "d" => 86_400.0,
-        _ => {
-            return Err(format!(
-                "unknown unit {unit:?} in {text:?} (use s, m, h or d)"
-            ))
-        }
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 0, 90s, 10m, 24h or 7d"))?;
-    Duration::try_from_secs_f64(value * scale).map_err(|_| format!("{text:?} is out of range"))
-}
-
 fn secs(value: f64, name: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value)
         .map_err(|_| format!("--{name} must be a positive number of seconds"))
@@ -159,9 +173,36 @@ impl BenchArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Bench(args) => run_bench(args),
+    let (name, outcome) = match cli.command {
+        Command::Bench(args) => return run_bench(args),
+        Command::Stats(args) => ("stats", block_on(args.run())),
+        Command::Ls(args) => ("ls", block_on(args.run())),
+        Command::Show(args) => ("show", block_on(args.run())),
+        Command::Enqueue(args) => ("enqueue", block_on(args.run())),
+        Command::Retry(args) => ("retry", block_on(args.run(DeadAction::Retry))),
+        Command::Delete(args) => ("delete", block_on(args.run(DeadAction::Delete))),
+        Command::Cancel(args) => ("cancel", block_on(args.run())),
+        Command::Pause(args) => ("pause", block_on(args.run(true))),
+        Command::Resume(args) => ("resume", block_on(args.run(false))),
+        Command::Watch(args) => ("watch", block_on(args.run())),
+        Command::Serve(args) => ("serve", block_on(args.run())),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("taskmill {name}: {failure}");
+            ExitCode::from(failure.code)
+        }
     }
+}
+
+/// Runs a command on a fresh multi-threaded runtime.
+fn block_on(command: impl std::future::Future<Output = Outcome>) -> Outcome {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::failed(format!("cannot start the runtime: {e}")))?
+        .block_on(command)
 }
 
 fn run_bench(args: BenchArgs) -> ExitCode {
@@ -205,23 +246,5 @@ fn run_bench(args: BenchArgs) -> ExitCode {
             eprintln!("taskmill bench: {e}");
             ExitCode::from(2)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
-
-    #[test]
-    fn durations_take_a_unit_or_mean_seconds() {
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1_500)));
-        assert!(parse_duration("3w").unwrap_err().contains("unit"));
-        assert!(parse_duration("h").is_err());
-        assert!(parse_duration("-1s").is_err());
     }
 }
