@@ -181,32 +181,7 @@ impl DeadArgs {
             };
             results.push((*id, ok, result));
         }
-        self.report(action, &results)
-    }
-
-    fn report(&self, action: DeadAction, results: &[(TaskId, bool, String)]) -> Outcome {
-        if self.json {
-            let rows: Vec<_> = results
-                .iter()
-                .map(|(id, ok, result)| serde_json::json!({"id": id, "ok": ok, "result": result}))
-                .collect();
-            print_json(&serde_json::json!({ "results": rows }));
-        } else {
-            let mut out = String::new();
-            for (id, _, result) in results {
-                let _ = writeln!(out, "{id}: {result}");
-            }
-            print(&out);
-        }
-        let failed = results.iter().filter(|(_, ok, _)| !ok).count();
-        match failed {
-            0 => Ok(()),
-            n => Err(Failure::failed(format!(
-                "{n} of {} tasks were not {}",
-                results.len(),
-                action.past()
-            ))),
-        }
+        report(self.json, &results, action.past())
     }
 
     async fn run_all(&self, client: &Client, action: DeadAction) -> Outcome {
@@ -305,26 +280,32 @@ impl CancelArgs {
                 (*id, ok, text)
             })
             .collect();
-        if self.json {
-            let rows: Vec<_> = results
-                .iter()
-                .map(|(id, ok, result)| serde_json::json!({"id": id, "ok": ok, "result": result}))
-                .collect();
-            print_json(&serde_json::json!({ "results": rows }));
-        } else {
-            let mut out = String::new();
-            for (id, _, result) in &results {
-                let _ = writeln!(out, "{id}: {result}");
-            }
-            print(&out);
+        report(self.json, &results, "cancelled")
+    }
+}
+
+/// Prints one line (or JSON row) per id with what became of it; fails naming how many
+/// were not `past` (`"requeued"`, `"cancelled"`, …).
+fn report(json: bool, results: &[(TaskId, bool, String)], past: &str) -> Outcome {
+    if json {
+        let rows: Vec<_> = results
+            .iter()
+            .map(|(id, ok, result)| serde_json::json!({"id": id, "ok": ok, "result": result}))
+            .collect();
+        print_json(&serde_json::json!({ "results": rows }));
+    } else {
+        let mut out = String::new();
+        for (id, _, result) in results {
+            let _ = writeln!(out, "{id}: {result}");
         }
-        match results.iter().filter(|(_, ok, _)| !ok).count() {
-            0 => Ok(()),
-            n => Err(Failure::failed(format!(
-                "{n} of {} tasks were not cancelled",
-                results.len()
-            ))),
-        }
+        print(&out);
+    }
+    match results.iter().filter(|(_, ok, _)| !ok).count() {
+        0 => Ok(()),
+        n => Err(Failure::failed(format!(
+            "{n} of {} tasks were not {past}",
+            results.len()
+        ))),
     }
 }
 
