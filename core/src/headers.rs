@@ -181,7 +181,7 @@ impl Serialize for Headers {
 }
 
 impl<'de> Deserialize<'de> for Headers {
-    /// Reads a map of strings as stored (see [`Headers::from_stored`]).
+    /// Reads a map of strings as stored (see [`HeadersExt::from_stored`](crate::raw::HeadersExt::from_stored)).
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         struct Entries;
         impl<'de> Visitor<'de> for Entries {

@@ -1,57 +1,4 @@
-//! Middleware: code around every run of a task and around every enqueue, for logging,
-//! metrics, trace propagation, stamping headers, or refusing work.
-//!
-//! # Why a trait of our own, not tower's `Layer` and `Service`
-//!
-//! apalis builds on tower so that users bring existing layers. For a task queue the
-//! layers worth bringing do not fit: tower's `Timeout` and `Retry` would duplicate what
-//! the manager already does with its own meaning (a timeout here cancels the run through
-//! [`TaskContext::cancelled`], a retry goes back to the store with a backoff), and its
-//! rate and concurrency limits meet `max_running` and the worker pool. What a task
-//! middleware needs is a task's view (id, topic, attempt, args, headers) and its
-//! `Result<(), TaskError>`, which a `Service<TaskContext>` would carry with `poll_ready`,
-//! a `Clone` bound on every layer, and a boxed service per topic to name the stack's type.
-//!
-//! So a [`Middleware`] is one object-safe trait with two methods, each given the rest of
-//! the chain as [`Next`] / [`EnqueueNext`] (the shape of reqwest-middleware and tide):
-//! code before `next` runs before, code after it sees the outcome, and not calling it
-//! short-circuits. A chain is a slice walked by index: per run it costs one boxed future
-//! per middleware (the `async_trait` box), and nothing when a topic has none (see the
-//! `--middleware` option of `taskmill bench` for the measured figure).
-//!
-//! # What stays outside the chain
-//!
-//! The panic catch, the timeout and the tracing span of a run are not middleware: they
-//! wrap the whole chain, so that a middleware that panics is caught like a processor, the
-//! timeout bounds the middleware too, and what a middleware logs lands in the run's span.
-//! As the outermost middleware they would be the same code plus a box per run, and a user's
-//! middleware registered before them would escape them.
-//!
-//! # Order
-//!
-//! The manager's middleware ([`ManagerBuilder::middleware`](crate::ManagerBuilder::middleware))
-//! wraps a run first, in the order registered (the first registered is the outermost),
-//! then the topic's own ([`TopicOptions::middleware`](crate::TopicOptions::middleware)),
-//! then the processor. Enqueues go through a client's middleware in the same order
-//! ([`Client::middleware`](crate::Client::middleware); a manager's client has the
-//! manager's).
-//!
-//! ```
-//! use taskmill_core::{async_trait, Middleware, Next, TaskContext, TaskError};
-//!
-//! /// Logs how long every run takes.
-//! struct Timing;
-//!
-//! #[async_trait]
-//! impl Middleware for Timing {
-//!     async fn run(&self, ctx: TaskContext, next: Next<'_>) -> Result<(), TaskError> {
-//!         let (id, started) = (ctx.id(), std::time::Instant::now());
-//!         let outcome = next.run(ctx).await;
-//!         tracing::info!(%id, ok = outcome.is_ok(), took = ?started.elapsed(), "run ended");
-//!         outcome
-//!     }
-//! }
-//! ```
+//! Middleware around runs and enqueues; the trait's docs hold the design.
 
 use crate::error::Result;
 use crate::manager::{Processor, TaskContext, TaskError};
@@ -62,9 +9,62 @@ use futures_util::future::BoxFuture;
 use std::fmt;
 use std::sync::Arc;
 
-/// Code around every run of a task and every enqueue; see the [module docs](self).
+/// Code around every run of a task and around every enqueue, for logging, metrics, trace
+/// propagation, stamping headers, or refusing work.
 ///
-/// Both methods pass straight on by default: implement the one you need.
+/// Every method passes straight on by default: implement the one you need.
+///
+/// # Why a trait of our own, not tower's `Layer` and `Service`
+///
+/// apalis builds on tower so that users bring existing layers. For a task queue the
+/// layers worth bringing do not fit: tower's `Timeout` and `Retry` would duplicate what
+/// the manager already does with its own meaning (a timeout here cancels the run through
+/// [`TaskContext::cancelled`], a retry goes back to the store with a backoff), and its
+/// rate and concurrency limits meet `max_running` and the worker pool. What a task
+/// middleware needs is a task's view (id, topic, attempt, args, headers) and its
+/// `Result<(), TaskError>`, which a `Service<TaskContext>` would carry with `poll_ready`,
+/// a `Clone` bound on every layer, and a boxed service per topic to name the stack's type.
+///
+/// So a `Middleware` is one object-safe trait whose `run` and `enqueue` are given the rest
+/// of the chain as [`Next`] / [`EnqueueNext`] (the shape of reqwest-middleware and tide):
+/// code before `next` runs before, code after it sees the outcome, and not calling it
+/// short-circuits. A chain is a slice walked by index: per run it costs one boxed future
+/// per middleware (the `async_trait` box), and nothing when a topic has none (see the
+/// `--middleware` option of `taskmill bench` for the measured figure).
+///
+/// # What stays outside the chain
+///
+/// The panic catch, the timeout and the tracing span of a run are not middleware: they
+/// wrap the whole chain, so that a middleware that panics is caught like a processor, the
+/// timeout bounds the middleware too, and what a middleware logs lands in the run's span.
+/// As the outermost middleware they would be the same code plus a box per run, and a user's
+/// middleware registered before them would escape them.
+///
+/// # Order
+///
+/// The manager's middleware ([`ManagerBuilder::middleware`](crate::ManagerBuilder::middleware))
+/// wraps a run first, in the order registered (the first registered is the outermost),
+/// then the topic's own ([`TopicOptions::middleware`](crate::TopicOptions::middleware)),
+/// then the processor. Enqueues go through a client's middleware in the same order
+/// ([`Client::middleware`](crate::Client::middleware); a manager's client has the
+/// manager's).
+///
+/// ```
+/// use taskmill_core::{async_trait, Middleware, Next, TaskContext, TaskError};
+///
+/// /// Logs how long every run takes.
+/// struct Timing;
+///
+/// #[async_trait]
+/// impl Middleware for Timing {
+///     async fn run(&self, ctx: TaskContext, next: Next<'_>) -> Result<(), TaskError> {
+///         let (id, started) = (ctx.id(), std::time::Instant::now());
+///         let outcome = next.run(ctx).await;
+///         tracing::info!(%id, ok = outcome.is_ok(), took = ?started.elapsed(), "run ended");
+///         outcome
+///     }
+/// }
+/// ```
 #[async_trait]
 pub trait Middleware: Send + Sync + 'static {
     /// Runs around one run of a task. Call `next.run(ctx)` to go on to the rest of the

@@ -70,7 +70,7 @@
 //! An OpenTelemetry span's parent is fixed when the span starts, which by default is when
 //! it is first entered, and the manager enters the run's span around the whole middleware
 //! chain. So the middleware does its work in
-//! [`Middleware::run_span`](taskmill_core::Middleware::run_span), which the manager calls
+//! [`Middleware::run_span`], which the manager calls
 //! with the span after opening it and before entering it. A middleware registered before
 //! [`TraceContext`] whose own `run_span` starts the span (by reading its OpenTelemetry
 //! context) would leave it too late: the run then goes on in a trace of its own with a

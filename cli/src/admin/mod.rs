@@ -1,6 +1,6 @@
 //! The operator's commands: look at a store (`stats`, `ls`, `show`, `watch`) and steer it
 //! (`enqueue`, `retry`, `delete`, `cancel`, `pause`, `resume`), each on a
-//! [`Client`](taskmill::Client) of the store named by `--store` or `TASKMILL_STORE`.
+//! [`Client`] of the store named by `--store` or `TASKMILL_STORE`.
 //!
 //! Each command is an `Args` struct (parsed by clap in `main.rs`) with a `run` that prints
 //! to stdout and returns a [`Failure`] for stderr and the exit status.
