@@ -1,7 +1,8 @@
 //! Events: what managers and stores report as tasks move.
 
+use crate::schedule::ScheduleTick;
 use crate::stats::Stats;
-use crate::task::{Payload, TaskId};
+use crate::task::{Payload, TaskId, TaskRecord};
 use crate::time::Timestamp;
 use futures_util::stream::BoxStream;
 use serde::{Deserialize, Serialize};
@@ -50,6 +51,10 @@ pub enum Event {
         topic: Arc<str>,
         /// When it is due.
         run_at: Timestamp,
+        /// The schedule and tick that fired it, if a schedule did
+        /// ([`Store::fire`](crate::Store::fire)).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tick: Option<ScheduleTick>,
     },
     /// A worker started a run.
     TaskStart {
@@ -161,6 +166,16 @@ fn optional_buffered_payload<'de, D: serde::Deserializer<'de>>(
 }
 
 impl Event {
+    /// The [`TaskEnqueue`](Event::TaskEnqueue) of a record just added to INPUT, with the
+    /// tick its headers name if a schedule fired it.
+    pub fn enqueued(record: &TaskRecord) -> Event {
+        Event::TaskEnqueue {
+            id: record.id,
+            topic: record.topic.clone(),
+            run_at: record.run_at,
+            tick: record.schedule_tick(),
+        }
+    }
     /// The task this event is about, if any.
     pub fn task_id(&self) -> Option<TaskId> {
         match self {

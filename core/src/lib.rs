@@ -19,6 +19,7 @@ mod headers;
 mod manager;
 mod middleware;
 pub mod raw;
+mod schedule;
 mod stats;
 pub mod store;
 mod task;
@@ -34,6 +35,10 @@ pub use manager::{
     DEFAULT_MAX_RESULT_BYTES, DEFAULT_RETENTION,
 };
 pub use middleware::{EnqueueNext, Middleware, Next};
+pub use schedule::{
+    Cadence, Missed, Overlap, Schedule, ScheduleTick, MAX_SCHEDULE_NAME_BYTES, MIN_INTERVAL,
+    SCHEDULE_HEADER, SCHEDULE_RETENTION, TICK_GRACE, TICK_HEADER,
+};
 pub use stats::{Counters, QueueSizes, Stats, TopicStats};
 pub use store::{Store, StoreExt, LEASE_EXPIRED_ERROR};
 pub use task::{

@@ -141,7 +141,7 @@ impl Payload {
 
 /// When a task first becomes due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Schedule {
+enum Due {
     Now,
     At(Timestamp),
     After(Duration),
@@ -168,7 +168,7 @@ pub struct Task {
     external_id: Option<String>,
     max_retries: Option<u32>,
     priority: i16,
-    schedule: Schedule,
+    due: Due,
     unique_key: Option<String>,
     unique_while_kept: bool,
     headers: Headers,
@@ -193,7 +193,7 @@ impl Task {
             external_id: None,
             max_retries: None,
             priority: 0,
-            schedule: Schedule::Now,
+            due: Due::Now,
             unique_key: None,
             unique_while_kept: false,
             headers: Headers::new(),
@@ -224,13 +224,13 @@ impl Task {
 
     /// Do not run the task before `at`.
     pub fn run_at(mut self, at: Timestamp) -> Self {
-        self.schedule = Schedule::At(at);
+        self.due = Due::At(at);
         self
     }
 
     /// Do not run the task until `delay` has passed since it was enqueued.
     pub fn delay(mut self, delay: Duration) -> Self {
-        self.schedule = Schedule::After(delay);
+        self.due = Due::After(delay);
         self
     }
 
@@ -297,10 +297,10 @@ impl Task {
         record.max_retries = self.max_retries;
         record.priority = self.priority;
         record.enqueued_at = now;
-        record.run_at = match self.schedule {
-            Schedule::Now => now,
-            Schedule::At(at) => at,
-            Schedule::After(d) => now + d,
+        record.run_at = match self.due {
+            Due::Now => now,
+            Due::At(at) => at,
+            Due::After(d) => now + d,
         };
         record.unique_key = self.unique_key.map(String::into_boxed_str);
         record.unique_while_kept = self.unique_while_kept;
@@ -587,6 +587,19 @@ impl TaskRecord {
     /// Whether a cancel was requested while it ran (or it was cancelled).
     pub fn is_cancel_requested(&self) -> bool {
         self.cancelled_by.is_some()
+    }
+
+    /// The schedule and tick that fired this task, read from its
+    /// [`SCHEDULE_HEADER`](crate::SCHEDULE_HEADER) and [`TICK_HEADER`](crate::TICK_HEADER);
+    /// `None` for a task enqueued otherwise (or with headers that do not parse).
+    pub fn schedule_tick(&self) -> Option<crate::ScheduleTick> {
+        let schedule = self.headers.get(crate::SCHEDULE_HEADER)?;
+        let tick = self.headers.get(crate::TICK_HEADER)?;
+        let tick = humantime::parse_rfc3339(tick).ok()?;
+        Some(crate::ScheduleTick {
+            schedule: schedule.into(),
+            tick: tick.into(),
+        })
     }
 
     /// Whether the task holds its unique key: while it is not finished, or while it is

@@ -14,9 +14,10 @@ use crate::ready::ReadyQueue;
 use crate::records::Records;
 use rustc_hash::FxHashMap;
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::Arc;
 use taskmill_core::raw::IdSet;
+use taskmill_core::store::ScheduleState;
 use taskmill_core::{Counters, Queue, TaskId, TaskRecord, Timestamp, TopicStats};
 
 /// Everything the store holds, under its one lock.
@@ -30,6 +31,8 @@ pub(crate) struct State {
     pub tasks: Records,
     /// Every topic that ever held a task or was paused, with its indexes.
     pub topics: FxHashMap<Arc<str>, Topic>,
+    /// Every schedule registered or fired, by name (ordered, as listing returns them).
+    pub schedules: BTreeMap<Arc<str>, ScheduleState>,
 }
 
 /// One topic's indexes. A live task has exactly one entry, in the index of its queue

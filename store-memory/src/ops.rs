@@ -6,8 +6,9 @@ use std::collections::BinaryHeap;
 use std::sync::Arc;
 use taskmill_core::raw::{RecordExt, TaskExt};
 use taskmill_core::store::{
-    Applied, CancelOptions, Cancellation, ClaimOptions, Claimed, EnqueueOptions, Enqueued,
-    LeaseRef, ListOptions, Outcome, Page, Progress, PruneOptions, Recovered,
+    Applied, CancelOptions, Cancellation, ClaimOptions, Claimed, EnqueueOptions, Enqueued, Fired,
+    LeaseRef, ListOptions, Outcome, Page, Progress, PruneOptions, Recovered, ScheduleEntry,
+    ScheduleState, Tick,
 };
 use taskmill_core::{Event, Lease, Queue, Stats, Task, TaskId, TaskRecord, Timestamp};
 
@@ -34,11 +35,7 @@ impl State {
             let id = TaskId::new(self.last_id);
             let record = task.into_record(id, opts);
             if let Some(events) = events.as_deref_mut() {
-                events.push(Event::TaskEnqueue {
-                    id,
-                    topic: record.topic.clone(),
-                    run_at: record.run_at,
-                });
+                events.push(Event::enqueued(&record));
             }
             let topic = self.topic(&record.topic);
             if let Some(key) = &record.unique_key {
@@ -358,6 +355,76 @@ impl State {
 }
 
 /// The `n` smallest of `ids`, ascending, keeping no more than `n` at a time.
+impl State {
+    pub fn register_schedules(
+        &mut self,
+        entries: &[ScheduleEntry],
+        now: Timestamp,
+    ) -> Vec<ScheduleState> {
+        entries
+            .iter()
+            .map(|entry| {
+                let state = self
+                    .schedules
+                    .entry(entry.name.clone())
+                    .and_modify(|s| s.register(entry, now))
+                    .or_insert_with(|| ScheduleState::new(entry, now));
+                state.clone()
+            })
+            .collect()
+    }
+
+    /// Fires each tick in turn; the one lock makes each decision and its enqueue one step.
+    pub fn fire(
+        &mut self,
+        ticks: Vec<Tick>,
+        opts: &EnqueueOptions,
+        mut events: Option<&mut Vec<Event>>,
+    ) -> Vec<Fired> {
+        let mut fired = Vec::with_capacity(ticks.len());
+        for tick in ticks {
+            let mut state = self
+                .schedules
+                .remove(&tick.schedule)
+                .unwrap_or_else(|| ScheduleState::unregistered(&tick, opts.now));
+            let tasks = &self.tasks;
+            let decided = state.decide(&tick, |id| {
+                tasks
+                    .get(&id)
+                    .is_some_and(|r| matches!(r.queue, Queue::Input | Queue::Work))
+            });
+            let answer = match decided {
+                Some(answer) => answer,
+                None => {
+                    let task = tick.task.clone();
+                    let enqueued = self.enqueue(vec![task], opts, events.as_deref_mut())[0];
+                    state.fired(&tick, enqueued, opts.now);
+                    Fired::Enqueued(enqueued)
+                }
+            };
+            self.schedules.insert(tick.schedule.clone(), state);
+            fired.push(answer);
+        }
+        fired
+    }
+
+    pub fn set_schedule_paused(&mut self, name: &str, paused: bool) -> bool {
+        match self.schedules.get_mut(name) {
+            Some(state) => {
+                state.paused = paused;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn prune_schedules(&mut self, seen_before: Timestamp) -> u64 {
+        let before = self.schedules.len();
+        self.schedules.retain(|_, s| s.seen_at >= seen_before);
+        (before - self.schedules.len()) as u64
+    }
+}
+
 fn smallest(ids: impl Iterator<Item = TaskId>, n: usize) -> Vec<TaskId> {
     let mut kept: BinaryHeap<TaskId> = BinaryHeap::with_capacity(n.min(1024));
     for id in ids {

@@ -4,8 +4,9 @@ use crate::MemoryStore;
 use taskmill_core::raw::validate_topic;
 use taskmill_core::store::{
     Applied, ApplyOptions, CancelOptions, CancelStream, Cancellation, Capabilities, ClaimOptions,
-    Claimed, EnqueueOptions, Enqueued, LeaseRef, ListOptions, Outcome, Page, Progress,
-    PruneOptions, RecoverOptions, Recovered, RenewOptions, RequeueOptions, WakeStream,
+    Claimed, EnqueueOptions, Enqueued, Fired, LeaseRef, ListOptions, Outcome, Page, Progress,
+    PruneOptions, PruneSchedulesOptions, RecoverOptions, Recovered, RegisterOptions, RenewOptions,
+    RequeueOptions, ScheduleEntry, ScheduleState, Tick, WakeStream,
 };
 use taskmill_core::{
     async_trait, Event, EventStream, Queue, Result, Stats, Store, Task, TaskId, TaskRecord,
@@ -117,6 +118,46 @@ impl Store for MemoryStore {
             self.shared.bus.wake();
         }
         Ok(())
+    }
+
+    async fn register_schedules(
+        &self,
+        entries: &[ScheduleEntry],
+        opts: &RegisterOptions,
+    ) -> Result<Vec<ScheduleState>> {
+        Ok(self.state().register_schedules(entries, opts.now))
+    }
+
+    async fn fire(&self, ticks: Vec<Tick>, opts: &EnqueueOptions) -> Result<Vec<Fired>> {
+        let bus = &self.shared.bus;
+        let mut events = bus.has_subscribers().then(Vec::new);
+        let fired = {
+            let mut state = self.state();
+            let fired = state.fire(ticks, opts, events.as_mut());
+            if let Some(events) = events {
+                bus.publish(events);
+            }
+            fired
+        };
+        if fired
+            .iter()
+            .any(|f| matches!(f, Fired::Enqueued(e) if e.is_new()))
+        {
+            bus.wake();
+        }
+        Ok(fired)
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleState>> {
+        Ok(self.state().schedules.values().cloned().collect())
+    }
+
+    async fn set_schedule_paused(&self, name: &str, paused: bool) -> Result<bool> {
+        Ok(self.state().set_schedule_paused(name, paused))
+    }
+
+    async fn prune_schedules(&self, opts: &PruneSchedulesOptions) -> Result<u64> {
+        Ok(self.state().prune_schedules(opts.seen_before))
     }
 
     async fn publish(&self, events: &[Event]) -> Result<()> {

@@ -158,6 +158,47 @@ impl Store for RedisStore {
         Ok(())
     }
 
+    async fn register_schedules(
+        &self,
+        _entries: &[taskmill_core::store::ScheduleEntry],
+        _opts: &taskmill_core::store::RegisterOptions,
+    ) -> Result<Vec<taskmill_core::store::ScheduleState>> {
+        Err(taskmill_core::Error::unsupported(
+            "schedules are not stored by Redis yet",
+        ))
+    }
+
+    async fn fire(
+        &self,
+        _ticks: Vec<taskmill_core::store::Tick>,
+        _opts: &EnqueueOptions,
+    ) -> Result<Vec<taskmill_core::store::Fired>> {
+        Err(taskmill_core::Error::unsupported(
+            "schedules are not stored by Redis yet",
+        ))
+    }
+
+    async fn schedules(&self) -> Result<Vec<taskmill_core::store::ScheduleState>> {
+        Err(taskmill_core::Error::unsupported(
+            "schedules are not stored by Redis yet",
+        ))
+    }
+
+    async fn set_schedule_paused(&self, _name: &str, _paused: bool) -> Result<bool> {
+        Err(taskmill_core::Error::unsupported(
+            "schedules are not stored by Redis yet",
+        ))
+    }
+
+    async fn prune_schedules(
+        &self,
+        _opts: &taskmill_core::store::PruneSchedulesOptions,
+    ) -> Result<u64> {
+        Err(taskmill_core::Error::unsupported(
+            "schedules are not stored by Redis yet",
+        ))
+    }
+
     /// What `publish` would decide without asking Redis; unknown (no check yet, or one a
     /// second old) is yes, so that the next `publish` asks again. A manager then builds no
     /// events, and takes no event-order lock, while nobody anywhere watches.

@@ -405,6 +405,46 @@ impl Thread {
             Call::Stats { reply } => defer(false, reply, Ok(self.writer.stats()), || {}),
             Call::Get { id, reply } => defer(false, reply, self.writer.get(id), || {}),
             Call::List { opts, reply } => defer(false, reply, self.writer.list(&opts), || {}),
+            Call::RegisterSchedules { reply, .. } => defer(
+                false,
+                reply,
+                Err(taskmill_core::Error::unsupported(
+                    "schedules are not stored by sled yet",
+                )),
+                || {},
+            ),
+            Call::Fire { reply, .. } => defer(
+                false,
+                reply,
+                Err(taskmill_core::Error::unsupported(
+                    "schedules are not stored by sled yet",
+                )),
+                || {},
+            ),
+            Call::Schedules { reply, .. } => defer(
+                false,
+                reply,
+                Err(taskmill_core::Error::unsupported(
+                    "schedules are not stored by sled yet",
+                )),
+                || {},
+            ),
+            Call::SetSchedulePaused { reply, .. } => defer(
+                false,
+                reply,
+                Err(taskmill_core::Error::unsupported(
+                    "schedules are not stored by sled yet",
+                )),
+                || {},
+            ),
+            Call::PruneSchedules { reply, .. } => defer(
+                false,
+                reply,
+                Err(taskmill_core::Error::unsupported(
+                    "schedules are not stored by sled yet",
+                )),
+                || {},
+            ),
         }
     }
 }

@@ -278,11 +278,7 @@ impl Writer {
             self.index
                 .insert(id, topic, record.priority, unique, at, first);
             if with_events {
-                events.push(Event::TaskEnqueue {
-                    id,
-                    topic: record.topic.clone(),
-                    run_at: record.run_at,
-                });
+                events.push(Event::enqueued(&record));
             }
             let chunk = open.get_mut(&topic).expect("opened above");
             KeyParts::of(&record).encode_entry(&record, &mut chunk.buf);

@@ -193,6 +193,31 @@ fn handle(conn: &mut Connection, bus: &LocalBus, command: Call) {
             });
             send(reply, result, "cannot pause or resume a topic");
         }
+        Call::RegisterSchedules { reply, .. } => {
+            let _ = reply.send(Err(taskmill_core::Error::unsupported(
+                "schedules are not stored by SQLite yet",
+            )));
+        }
+        Call::Fire { reply, .. } => {
+            let _ = reply.send(Err(taskmill_core::Error::unsupported(
+                "schedules are not stored by SQLite yet",
+            )));
+        }
+        Call::Schedules { reply, .. } => {
+            let _ = reply.send(Err(taskmill_core::Error::unsupported(
+                "schedules are not stored by SQLite yet",
+            )));
+        }
+        Call::SetSchedulePaused { reply, .. } => {
+            let _ = reply.send(Err(taskmill_core::Error::unsupported(
+                "schedules are not stored by SQLite yet",
+            )));
+        }
+        Call::PruneSchedules { reply, .. } => {
+            let _ = reply.send(Err(taskmill_core::Error::unsupported(
+                "schedules are not stored by SQLite yet",
+            )));
+        }
     }
 }
 

@@ -253,11 +253,7 @@ pub fn enqueue(
             d.counters.enqueued += 1;
             d.moved(None, Some(Queue::Input));
             if want_events {
-                events.push(Event::TaskEnqueue {
-                    id,
-                    topic: r.topic,
-                    run_at: r.run_at,
-                });
+                events.push(Event::enqueued(&r));
             }
             results.push(Enqueued::New(id));
         }

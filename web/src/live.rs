@@ -165,6 +165,7 @@ mod tests {
             id: TaskId::new(n),
             topic: "t".into(),
             run_at: Timestamp::EPOCH,
+            tick: None,
         }
     }
 

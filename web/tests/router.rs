@@ -576,6 +576,32 @@ impl Store for Counted {
     async fn set_paused(&self, topic: &str, paused: bool) -> Result<()> {
         self.inner.set_paused(topic, paused).await
     }
+    async fn register_schedules(
+        &self,
+        entries: &[taskmill_core::store::ScheduleEntry],
+        opts: &taskmill_core::store::RegisterOptions,
+    ) -> Result<Vec<taskmill_core::store::ScheduleState>> {
+        self.inner.register_schedules(entries, opts).await
+    }
+    async fn fire(
+        &self,
+        ticks: Vec<taskmill_core::store::Tick>,
+        opts: &EnqueueOptions,
+    ) -> Result<Vec<taskmill_core::store::Fired>> {
+        self.inner.fire(ticks, opts).await
+    }
+    async fn schedules(&self) -> Result<Vec<taskmill_core::store::ScheduleState>> {
+        self.inner.schedules().await
+    }
+    async fn set_schedule_paused(&self, name: &str, paused: bool) -> Result<bool> {
+        self.inner.set_schedule_paused(name, paused).await
+    }
+    async fn prune_schedules(
+        &self,
+        opts: &taskmill_core::store::PruneSchedulesOptions,
+    ) -> Result<u64> {
+        self.inner.prune_schedules(opts).await
+    }
     async fn publish(&self, events: &[Event]) -> Result<()> {
         self.inner.publish(events).await
     }

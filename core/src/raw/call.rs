@@ -14,8 +14,9 @@ use crate::raw::LocalBus;
 use crate::stats::Stats;
 use crate::store::{
     Applied, ApplyOptions, CancelOptions, Cancellation, Capabilities, ClaimOptions, Claimed,
-    EnqueueOptions, Enqueued, LeaseRef, ListOptions, Outcome, Page, Progress, PruneOptions,
-    RecoverOptions, Recovered, RenewOptions, RequeueOptions,
+    EnqueueOptions, Enqueued, Fired, LeaseRef, ListOptions, Outcome, Page, Progress, PruneOptions,
+    PruneSchedulesOptions, RecoverOptions, Recovered, RegisterOptions, RenewOptions,
+    RequeueOptions, ScheduleEntry, ScheduleState, Tick,
 };
 use crate::task::{Task, TaskId, TaskRecord};
 use async_trait::async_trait;
@@ -138,6 +139,46 @@ pub enum Call {
         paused: bool,
         /// Where the result goes.
         reply: Reply<()>,
+    },
+    /// [`Store::register_schedules`](crate::Store::register_schedules), with at least one
+    /// entry.
+    RegisterSchedules {
+        /// The entries.
+        entries: Vec<ScheduleEntry>,
+        /// Its options.
+        opts: RegisterOptions,
+        /// Where the result goes.
+        reply: Reply<Vec<ScheduleState>>,
+    },
+    /// [`Store::fire`](crate::Store::fire), with at least one tick.
+    Fire {
+        /// The ticks.
+        ticks: Vec<Tick>,
+        /// Its options.
+        opts: EnqueueOptions,
+        /// Where the result goes.
+        reply: Reply<Vec<Fired>>,
+    },
+    /// [`Store::schedules`](crate::Store::schedules).
+    Schedules {
+        /// Where the result goes.
+        reply: Reply<Vec<ScheduleState>>,
+    },
+    /// [`Store::set_schedule_paused`](crate::Store::set_schedule_paused).
+    SetSchedulePaused {
+        /// The schedule's name.
+        name: String,
+        /// Pause (`true`) or resume.
+        paused: bool,
+        /// Where the result goes.
+        reply: Reply<bool>,
+    },
+    /// [`Store::prune_schedules`](crate::Store::prune_schedules).
+    PruneSchedules {
+        /// Its options.
+        opts: PruneSchedulesOptions,
+        /// Where the result goes.
+        reply: Reply<u64>,
     },
 }
 
@@ -352,6 +393,64 @@ macro_rules! store_via_calls {
                 $crate::raw::call(self, |reply| $crate::raw::Call::SetPaused {
                     topic,
                     paused,
+                    reply,
+                })
+                .await
+            }
+
+            async fn register_schedules(
+                &self,
+                entries: &[$crate::store::ScheduleEntry],
+                opts: &$crate::store::RegisterOptions,
+            ) -> $crate::Result<::std::vec::Vec<$crate::store::ScheduleState>> {
+                if entries.is_empty() {
+                    return Ok(::std::vec::Vec::new());
+                }
+                let (entries, opts) = (entries.to_vec(), opts.clone());
+                $crate::raw::call(self, |reply| $crate::raw::Call::RegisterSchedules {
+                    entries,
+                    opts,
+                    reply,
+                })
+                .await
+            }
+
+            async fn fire(
+                &self,
+                ticks: ::std::vec::Vec<$crate::store::Tick>,
+                opts: &$crate::store::EnqueueOptions,
+            ) -> $crate::Result<::std::vec::Vec<$crate::store::Fired>> {
+                if ticks.is_empty() {
+                    return Ok(::std::vec::Vec::new());
+                }
+                let opts = opts.clone();
+                $crate::raw::call(self, |reply| $crate::raw::Call::Fire { ticks, opts, reply })
+                    .await
+            }
+
+            async fn schedules(
+                &self,
+            ) -> $crate::Result<::std::vec::Vec<$crate::store::ScheduleState>> {
+                $crate::raw::call(self, |reply| $crate::raw::Call::Schedules { reply }).await
+            }
+
+            async fn set_schedule_paused(&self, name: &str, paused: bool) -> $crate::Result<bool> {
+                let name = name.to_owned();
+                $crate::raw::call(self, |reply| $crate::raw::Call::SetSchedulePaused {
+                    name,
+                    paused,
+                    reply,
+                })
+                .await
+            }
+
+            async fn prune_schedules(
+                &self,
+                opts: &$crate::store::PruneSchedulesOptions,
+            ) -> $crate::Result<u64> {
+                let opts = opts.clone();
+                $crate::raw::call(self, |reply| $crate::raw::Call::PruneSchedules {
+                    opts,
                     reply,
                 })
                 .await

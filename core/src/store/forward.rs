@@ -9,8 +9,9 @@
 
 use super::{
     Applied, ApplyOptions, CancelOptions, CancelStream, Cancellation, Capabilities, ClaimOptions,
-    Claimed, EnqueueOptions, Enqueued, LeaseRef, ListOptions, Outcome, Page, Progress,
-    PruneOptions, RecoverOptions, Recovered, RenewOptions, RequeueOptions, Store, WakeStream,
+    Claimed, EnqueueOptions, Enqueued, Fired, LeaseRef, ListOptions, Outcome, Page, Progress,
+    PruneOptions, PruneSchedulesOptions, RecoverOptions, Recovered, RegisterOptions, RenewOptions,
+    RequeueOptions, ScheduleEntry, ScheduleState, Store, Tick, WakeStream,
 };
 use crate::error::Result;
 use crate::event::{Event, EventStream};
@@ -85,6 +86,25 @@ macro_rules! forward_store {
             }
             async fn set_paused(&self, topic: &str, paused: bool) -> Result<()> {
                 (**self).set_paused(topic, paused).await
+            }
+            async fn register_schedules(
+                &self,
+                entries: &[ScheduleEntry],
+                opts: &RegisterOptions,
+            ) -> Result<Vec<ScheduleState>> {
+                (**self).register_schedules(entries, opts).await
+            }
+            async fn fire(&self, ticks: Vec<Tick>, opts: &EnqueueOptions) -> Result<Vec<Fired>> {
+                (**self).fire(ticks, opts).await
+            }
+            async fn schedules(&self) -> Result<Vec<ScheduleState>> {
+                (**self).schedules().await
+            }
+            async fn set_schedule_paused(&self, name: &str, paused: bool) -> Result<bool> {
+                (**self).set_schedule_paused(name, paused).await
+            }
+            async fn prune_schedules(&self, opts: &PruneSchedulesOptions) -> Result<u64> {
+                (**self).prune_schedules(opts).await
             }
             async fn publish(&self, events: &[Event]) -> Result<()> {
                 (**self).publish(events).await

@@ -11,6 +11,7 @@
 //! | `options.rs` | the options of each method ([`EnqueueOptions`], [`ClaimOptions`], …) |
 //! | `outcome.rs` | a claim's vocabulary: [`LeaseRef`], [`Outcome`], [`OutcomeKind`], [`Applied`] |
 //! | `results.rs` | what methods hand back: [`Enqueued`], [`Claimed`], [`Recovered`], [`Page`] |
+//! | `schedule.rs` | schedules: [`ScheduleEntry`], [`Tick`], [`Fired`], [`ScheduleState`] |
 //! | `capabilities.rs` | [`Capabilities`] |
 //! | `ext.rs` | [`StoreExt`] |
 //! | `forward.rs` | `Store` for `Arc<S>` and `Box<S>` |
@@ -22,7 +23,7 @@
 //! the time, limits and tuning, travels in one options struct named after the method
 //! ([`EnqueueOptions`], [`ClaimOptions`], [`RenewOptions`], [`ApplyOptions`],
 //! [`RecoverOptions`], [`PruneOptions`], [`ListOptions`], [`RequeueOptions`],
-//! [`CancelOptions`]), passed by reference; a method that needs nothing else has none. Options
+//! [`CancelOptions`], [`RegisterOptions`], [`PruneSchedulesOptions`]), passed by reference; a method that needs nothing else has none. Options
 //! are `#[non_exhaustive]`, so a new parameter is a new field, not a new signature in every
 //! backend. They are small values built on the stack: the hot path (claim, apply, renew)
 //! allocates nothing for them beyond the claim's topic list.
@@ -32,8 +33,9 @@
 //! # One trait
 //!
 //! `Store` stays one trait, although it serves three callers: the manager's queue
-//! operations (enqueue, claim, renew, progress, apply, recover, prune), inspection and
-//! administration (stats, get, list, requeue, delete, cancel, pause), and the event bus
+//! operations (enqueue, claim, renew, progress, apply, recover, prune, and the schedules'
+//! register and fire), inspection and administration (stats, get, list, requeue, delete,
+//! cancel, pause, schedules), and the event bus
 //! (publish, subscribe, wake-ups, cancellations). River splits its driver by caller and apalis by ability because their
 //! backends differ in what they can do at all; taskmill's do not. Every backend implements
 //! every operation (the in-process [`LocalBus`](crate::raw::LocalBus) gives any store the
@@ -59,16 +61,19 @@ mod forward;
 mod options;
 mod outcome;
 mod results;
+mod schedule;
 pub(crate) mod url;
 
 pub use capabilities::Capabilities;
 pub use ext::StoreExt;
 pub use options::{
     ApplyOptions, CancelOptions, ClaimOptions, EnqueueOptions, ListOptions, PruneOptions,
-    RecoverOptions, RenewOptions, RequeueOptions, TopicClaim, DEFAULT_MAX_RETRIES,
+    PruneSchedulesOptions, RecoverOptions, RegisterOptions, RenewOptions, RequeueOptions,
+    TopicClaim, DEFAULT_MAX_RETRIES,
 };
 pub use outcome::{Applied, Cancellation, LeaseRef, Outcome, OutcomeKind, Progress};
 pub use results::{Claimed, Enqueued, Page, Recovered, LEASE_EXPIRED_ERROR};
+pub use schedule::{Fired, ScheduleEntry, ScheduleState, Tick};
 
 /// A stream that yields whenever work may have become available in the store.
 pub type WakeStream = BoxStream<'static, ()>;
@@ -291,6 +296,60 @@ pub trait Store: Send + Sync + 'static {
     /// - Fails with `Misuse` for a topic name that
     ///   [`validate_topic`](crate::raw::validate_topic) rejects.
     async fn set_paused(&self, topic: &str, paused: bool) -> Result<()>;
+
+    // Schedules: the ticks of periodic tasks (see the `schedule` docs of the crate root's
+    // `Schedule`).
+
+    /// Records that a manager registers these schedules at `opts.now`.
+    ///
+    /// # Behavior
+    /// - Returns one [`ScheduleState`] per entry, in order, as stored after the call.
+    /// - A schedule new to the store gets [`ScheduleState::new`]: not paused, never fired.
+    /// - A known one gets [`ScheduleState::register`]: its spec, zone and topic are the
+    ///   entry's, `seen_at` is `opts.now` (never earlier than before), and its ticks and
+    ///   paused flag stay.
+    async fn register_schedules(
+        &self,
+        entries: &[ScheduleEntry],
+        opts: &RegisterOptions,
+    ) -> Result<Vec<ScheduleState>>;
+
+    /// Fires ticks: per tick, decides and enqueues in one atomic step.
+    ///
+    /// # Behavior
+    /// - Returns one [`Fired`] per tick, in order, as [`ScheduleState::decide`] and
+    ///   [`ScheduleState::fired`] describe: a tick no later than the schedule's last tick
+    ///   is `Stale` and changes nothing; in a paused schedule, or with
+    ///   [`Overlap::Skip`](crate::Overlap::Skip) while the last task is in INPUT or WORK, it
+    ///   becomes the last tick without an enqueue; otherwise its task is enqueued exactly as
+    ///   [`enqueue`](Store::enqueue) would (a fresh id, unique keys, counters, wake-ups) and
+    ///   it becomes the last tick, with `last_task` and `fired_at = opts.now`, in the same
+    ///   step. Of any number of calls with the same tick, from any handles and processes,
+    ///   at most one enqueues.
+    /// - The enqueue event of a fired task carries the tick
+    ///   ([`Event::TaskEnqueue::tick`](crate::Event::TaskEnqueue)).
+    /// - A tick of a schedule the store does not know creates its state
+    ///   ([`ScheduleState::unregistered`]) and fires.
+    /// - On error, a tick was either fired whole or not at all.
+    async fn fire(&self, ticks: Vec<Tick>, opts: &EnqueueOptions) -> Result<Vec<Fired>>;
+
+    /// Every schedule the store keeps, by name.
+    async fn schedules(&self) -> Result<Vec<ScheduleState>>;
+
+    /// Pauses (`true`) or resumes (`false`) a schedule, store-wide.
+    ///
+    /// # Behavior
+    /// - Returns whether the store knows the schedule; an unknown one is not created.
+    /// - While paused, a fired tick is `Paused`: it becomes the last tick, so resuming does
+    ///   not catch up on the ticks of the pause.
+    async fn set_schedule_paused(&self, name: &str, paused: bool) -> Result<bool>;
+
+    /// Removes the state of schedules no manager registered since `opts.seen_before`.
+    ///
+    /// # Behavior
+    /// - Removes each schedule whose `seen_at` is earlier than `opts.seen_before`, and
+    ///   returns how many it removed. Their tasks stay.
+    async fn prune_schedules(&self, opts: &PruneSchedulesOptions) -> Result<u64>;
 
     // The event bus: events for watchers, wake-ups for managers.
 

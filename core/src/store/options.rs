@@ -293,3 +293,33 @@ impl PruneOptions {
         self.now - self.retention_of(topic)
     }
 }
+
+/// Options for [`Store::register_schedules`](super::Store::register_schedules).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RegisterOptions {
+    /// The time of the registration: the schedules' `seen_at`.
+    pub now: Timestamp,
+}
+
+impl RegisterOptions {
+    /// Options for a registration at `now`.
+    pub fn new(now: Timestamp) -> Self {
+        RegisterOptions { now }
+    }
+}
+
+/// Options for [`Store::prune_schedules`](super::Store::prune_schedules).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PruneSchedulesOptions {
+    /// Schedules last registered before this are removed.
+    pub seen_before: Timestamp,
+}
+
+impl PruneSchedulesOptions {
+    /// Options removing the schedules last registered before `seen_before`.
+    pub fn new(seen_before: Timestamp) -> Self {
+        PruneSchedulesOptions { seen_before }
+    }
+}

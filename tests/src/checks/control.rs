@@ -802,6 +802,32 @@ impl Store for DeafToCancels {
     async fn set_paused(&self, topic: &str, paused: bool) -> Result<()> {
         self.0.set_paused(topic, paused).await
     }
+    async fn register_schedules(
+        &self,
+        entries: &[taskmill_core::store::ScheduleEntry],
+        opts: &taskmill_core::store::RegisterOptions,
+    ) -> Result<Vec<taskmill_core::store::ScheduleState>> {
+        self.0.register_schedules(entries, opts).await
+    }
+    async fn fire(
+        &self,
+        ticks: Vec<taskmill_core::store::Tick>,
+        opts: &EnqueueOptions,
+    ) -> Result<Vec<taskmill_core::store::Fired>> {
+        self.0.fire(ticks, opts).await
+    }
+    async fn schedules(&self) -> Result<Vec<taskmill_core::store::ScheduleState>> {
+        self.0.schedules().await
+    }
+    async fn set_schedule_paused(&self, name: &str, paused: bool) -> Result<bool> {
+        self.0.set_schedule_paused(name, paused).await
+    }
+    async fn prune_schedules(
+        &self,
+        opts: &taskmill_core::store::PruneSchedulesOptions,
+    ) -> Result<u64> {
+        self.0.prune_schedules(opts).await
+    }
     async fn publish(&self, events: &[Event]) -> Result<()> {
         self.0.publish(events).await
     }

@@ -65,8 +65,9 @@ checks!(
                     id,
                     topic,
                     run_at: got,
+                    tick,
                 } => {
-                    assert_eq!((id, &*topic, got), (result.id(), "t", run_at));
+                    assert_eq!((id, &*topic, got, tick), (result.id(), "t", run_at, None));
                 }
                 other => panic!("expected TASK_ENQUEUE, got {other:?}"),
             }
