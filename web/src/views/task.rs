@@ -40,7 +40,10 @@ pub(crate) fn task(ctx: &Ctx, task: &TaskRecord, now: Timestamp) -> Markup {
                     @if let Some(tick) = task.schedule_tick() {
                         dt { "Fired by" } dd #fired-by {
                             "schedule " a href=(schedules_url(ctx, Some(&tick.schedule))) { (tick.schedule) }
-                            " at tick " (exact(Some(tick.tick), now))
+                            // The exact tick, short enough for one line; how long ago on hover.
+                            " at tick " time datetime=(tick.tick) title=(super::format::relative(tick.tick, now)) {
+                                span.num { (time(tick.tick)) } span.muted { " UTC" }
+                            }
                         }
                     }
                     dt { "Status" } dd { (status_line(&status, now)) }
