@@ -68,9 +68,10 @@ impl WatchArgs {
     /// Prints each event that passes the filters, one a line, until Ctrl-C (or SIGTERM),
     /// the end of the store's stream, or a closed stdout.
     pub async fn run(self) -> Outcome {
+        // First: Ctrl-C while the store is being opened ends the command the same way.
+        let mut interrupted = std::pin::pin!(super::interrupted());
         let client = self.store.client().await?;
         let mut events = client.watch().await?;
-        let mut interrupted = std::pin::pin!(super::interrupted());
         loop {
             let event = tokio::select! {
                 _ = &mut interrupted => return Ok(()),
