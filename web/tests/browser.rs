@@ -453,6 +453,21 @@ async fn a_schedule_is_paused_from_the_schedules_page() {
             "back on the schedules page"
         );
         assert!(!paused(hostile).await, "the other schedule goes on");
+
+        // The overview's events name the schedule and tick of a fired enqueue, as text.
+        s.open("").await;
+        s.live().await;
+        let next = now + Duration::from_secs(60);
+        fire(&*store, &odd, next, next).await;
+        let detail = s
+            .text(r#"#events li[data-type="TASK_ENQUEUE"] .detail"#)
+            .await;
+        assert_eq!(detail, format!("schedule {hostile} · tick {next}"));
+        assert!(!s.has_dialog().await, "no dialog opened");
+        assert_eq!(
+            s.script("return window.taskmillXss === undefined;").await,
+            json!(true)
+        );
     })
     .await;
 }
