@@ -8,6 +8,7 @@
 //! - [`wait_until`]: wait for a condition with a deadline instead of sleeping and hoping;
 //! - [`temp_dir`]: a directory removed when the test ends, passed or not;
 //! - [`EnteredSpans`]: which thread entered which `tracing` span;
+//! - [`FaultyStore`]: any store with seeded, counted faults injected into its calls;
 //! - `redis::RedisServer` (feature `redis`): a private `redis-server` on a free loopback
 //!   port.
 //!
@@ -17,6 +18,7 @@
 #![warn(missing_docs)]
 
 mod dir;
+mod faults;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod spans;
@@ -24,6 +26,7 @@ mod store;
 mod wait;
 
 pub use dir::{temp_dir, TempDir};
+pub use faults::{fault_seed, FaultCounts, FaultKind, FaultRates, FaultyStore, FAULT_SEED_VAR};
 pub use spans::EnteredSpans;
 pub use store::*;
 pub use wait::{log, wait_until, Log};
