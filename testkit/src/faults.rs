@@ -11,6 +11,11 @@
 //! | [`LostReply`](FaultKind::LostReply) | `ErrorKind::Unavailable` | the whole call |
 //! | [`Dropped`](FaultKind::Dropped) | `ErrorKind::Unavailable` | some, all or none of it |
 //! | [`Delayed`](FaultKind::Delayed) | the answer, late | the call, late |
+//! | [`Outage`](FaultKind::Outage) | `ErrorKind::Unavailable` | nothing |
+//!
+//! The first five are drawn per call; an outage is switched on and off by the test
+//! ([`FaultyStore::set_outage`]): while it lasts, every call fails, as while a server is
+//! down, which is how a test makes leases run out.
 //!
 //! A dropped call runs under a short [`tokio::time::timeout`], so that its future is dropped
 //! while in flight; one that completes within it is answered as usual (and counted as
@@ -93,6 +98,8 @@ pub enum FaultKind {
     Dropped,
     /// Waits, then calls the store.
     Delayed,
+    /// Fails with `Unavailable` before calling the store, because an outage is on.
+    Outage,
 }
 
 /// The probability of each fault per call (each in `0.0..=1.0`, their sum at most 1), and
@@ -175,7 +182,8 @@ impl Class {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FaultCounts {
-    /// Calls of the wrapped (async) methods, faulty or not, while faults were on.
+    /// Calls of the wrapped (async) methods, faulty or not, while faults or an outage were
+    /// on.
     pub calls: u64,
     /// Faults injected, by kind. A `Dropped` counts only when the timeout did drop the
     /// call in flight.
@@ -247,6 +255,7 @@ pub struct FaultyStore {
     rates: FaultRates,
     seed: u64,
     enabled: Arc<AtomicBool>,
+    outage: Arc<AtomicBool>,
     dice: Arc<Mutex<Dice>>,
 }
 
@@ -263,6 +272,7 @@ impl FaultyStore {
             rates,
             seed,
             enabled: Arc::new(AtomicBool::new(true)),
+            outage: Arc::new(AtomicBool::new(false)),
             dice: Arc::new(Mutex::new(Dice {
                 rng: fastrand::Rng::with_seed(seed),
                 counts: FaultCounts::default(),
@@ -281,6 +291,13 @@ impl FaultyStore {
         self.enabled.store(enabled, Ordering::SeqCst);
     }
 
+    /// Starts (`true`) or ends an outage (for every clone): while it lasts, every call of
+    /// an async method fails with `Unavailable` before reaching the store, whether drawn
+    /// faults are enabled or not.
+    pub fn set_outage(&self, down: bool) {
+        self.outage.store(down, Ordering::SeqCst);
+    }
+
     /// The calls and faults so far.
     pub fn counts(&self) -> FaultCounts {
         self.dice().counts.clone()
@@ -294,6 +311,12 @@ impl FaultyStore {
     /// Draws the fault of one call of `method`, if any, and counts the call and the
     /// faults that are decided here (a drop counts once its timeout fires).
     fn draw(&self, method: &'static str, class: Class) -> Option<Drawn> {
+        if self.outage.load(Ordering::SeqCst) {
+            let mut dice = self.dice();
+            dice.counts.calls += 1;
+            dice.counts.count(FaultKind::Outage, method);
+            return Some(Drawn::Before(FaultKind::Outage));
+        }
         if !self.enabled.load(Ordering::SeqCst) {
             return None;
         }
@@ -325,7 +348,7 @@ impl FaultyStore {
             Duration::from_micros(dice.rng.u64(0..=us))
         };
         let drawn = match kind {
-            FaultKind::Unavailable | FaultKind::Refused => Drawn::Before(kind),
+            FaultKind::Unavailable | FaultKind::Refused | FaultKind::Outage => Drawn::Before(kind),
             FaultKind::LostReply => Drawn::LostReply,
             FaultKind::Dropped => Drawn::Drop(upto(r.max_drop_after)),
             FaultKind::Delayed => Drawn::Delay(upto(r.max_delay)),
@@ -347,6 +370,9 @@ impl FaultyStore {
             None => call.await,
             Some(Drawn::Before(FaultKind::Refused)) => Err(Error::storage(format!(
                 "injected fault: {method} refused before it was carried out"
+            ))),
+            Some(Drawn::Before(FaultKind::Outage)) => Err(Error::unavailable(format!(
+                "injected fault: store down (outage) for {method}"
             ))),
             Some(Drawn::Before(_)) => Err(Error::unavailable(format!(
                 "injected fault: store unavailable for {method}"
@@ -384,6 +410,7 @@ impl fmt::Debug for FaultyStore {
             .field("seed", &self.seed)
             .field("rates", &self.rates)
             .field("enabled", &self.enabled.load(Ordering::SeqCst))
+            .field("outage", &self.outage.load(Ordering::SeqCst))
             .finish_non_exhaustive()
     }
 }

@@ -1,7 +1,8 @@
 //! Faults under a running manager: a manager on a [`FaultyStore`] over the store under test
 //! runs a few thousand tasks while a few percent of its store calls fail, come back late,
 //! lose their reply or are dropped in flight; then the faults stop, the store settles, and
-//! an audit from the unfaulted store checks that every task ended where its processor's
+//! an outage longer than the lease in the middle; then the faults stop, the store
+//! settles, and an audit from the unfaulted store checks that every task ended where its processor's
 //! outcome says, none lost or stuck, with counters that add up.
 //!
 //! `TASKMILL_FAULT_SEED` repeats a run's faults (the check prints its seed);
@@ -32,6 +33,12 @@ const PROCESSING: Duration = Duration::from_secs(20);
 /// stranded claims to be reaped, and the rest of the work.
 const SETTLE: Duration = Duration::from_secs(30);
 const CONCURRENCY: usize = 16;
+/// Once this share of the tasks has finished, the store is down for [`OUTAGE`].
+const OUTAGE_SHARE: f64 = 0.25;
+/// Longer than the lease: renewals fail until runs lose their leases, and the flusher
+/// gives up on outcomes it cannot store, so the reaper brings those tasks back and they
+/// run again (at least once).
+const OUTAGE: Duration = Duration::from_millis(3000);
 
 /// A flaky task fails its first runs, then succeeds.
 const FLAKY_FAILURES: u32 = 2;
@@ -208,7 +215,7 @@ checks!(
     mod faults;
 
     /// A manager on a store with a few percent of faulty calls (failures, late answers,
-    /// lost replies, calls dropped in flight) runs every task to the end its processor
+    /// lost replies, calls dropped in flight) and an outage longer than its lease runs every task to the end its processor
     /// gives it: completed, dead or cancelled, none lost or left in INPUT or WORK, with
     /// counters that match the queues, and extra runs only where a lost lease explains them.
     pub async fn manager_survives_store_faults(store: Arc<dyn Store>) {
@@ -294,6 +301,20 @@ checks!(
                 other => panic!("a held task could not be cancelled: {other:?}"),
             }
         }
+        let finished_share = |share: f64| {
+            let store = store.clone();
+            async move {
+                let (finished, _) = finished_and_active(&store.stats().await.unwrap());
+                finished >= (total as f64 * share) as u64
+            }
+        };
+        while !finished_share(OUTAGE_SHARE).await && Instant::now() < phase_end {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The outage's length is the fault itself, not a wait for something to happen.
+        faulty.set_outage(true);
+        tokio::time::sleep(OUTAGE).await;
+        faulty.set_outage(false);
         let enough = (total as f64 * PROCESSING_SHARE) as u64;
         loop {
             let (finished, _) = finished_and_active(&store.stats().await.unwrap());
@@ -513,7 +534,7 @@ checks!(
         );
         assert_eq!(stats.total.counters.enqueued, total);
         // The reaper only has leases to recover if a fault cost one: a lost or dropped
-        // claim, or renewals and outcomes that failed until the lease ran out.
+        // claim, or renewals and outcomes that failed (the outage) until the lease ran out.
         let lease_faults: u64 = ["claim", "renew", "apply", "progress"]
             .iter()
             .map(|m| counts.of_method(m))
