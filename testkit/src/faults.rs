@@ -58,14 +58,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use taskmill_core::store::{
-    Applied, ApplyOptions, CancelOptions, CancelStream, Cancellation, Capabilities, ClaimOptions,
-    Claimed, EnqueueOptions, Enqueued, Fired, LeaseRef, ListOptions, Outcome, Page, Progress,
-    PruneOptions, PruneSchedulesOptions, RecoverOptions, Recovered, RegisterOptions, RenewOptions,
+    Applied, ApplyOptions, CancelOptions, CancelStream, Cancellation, ClaimOptions, Claimed,
+    EnqueueOptions, Enqueued, Fired, LeaseRef, ListOptions, Outcome, Page, Progress, PruneOptions,
+    PruneSchedulesOptions, RecoverOptions, Recovered, RegisterOptions, RenewOptions,
     RequeueOptions, ScheduleEntry, ScheduleState, Tick, WakeStream,
 };
-use taskmill_core::{
-    async_trait, Error, Event, EventStream, Result, Stats, Store, Task, TaskId, TaskRecord,
-};
+use taskmill_core::{Error, Event, EventStream, Result, Stats, Store, Task, TaskId, TaskRecord};
 
 /// The environment variable that sets the seed of [`FaultyStore::new`].
 pub const FAULT_SEED_VAR: &str = "TASKMILL_FAULT_SEED";
@@ -415,110 +413,104 @@ impl fmt::Debug for FaultyStore {
     }
 }
 
-// Every method by hand: each names its class. The lint catches one with a default body
-// left out.
-#[async_trait]
-#[warn(clippy::missing_trait_methods)]
-impl Store for FaultyStore {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn enqueue(&self, tasks: Vec<Task>, opts: &EnqueueOptions) -> Result<Vec<Enqueued>> {
-        self.call("enqueue", Class::Once, self.inner.enqueue(tasks, opts))
-            .await
-    }
-    async fn claim(&self, opts: &ClaimOptions) -> Result<Vec<Claimed>> {
-        self.call("claim", Class::Repeatable, self.inner.claim(opts))
-            .await
-    }
-    async fn renew(&self, leases: &[LeaseRef], opts: &RenewOptions) -> Result<Vec<Applied>> {
-        self.call("renew", Class::Repeatable, self.inner.renew(leases, opts))
-            .await
-    }
-    async fn progress(&self, updates: &[Progress]) -> Result<Vec<Applied>> {
-        self.call("progress", Class::Repeatable, self.inner.progress(updates))
-            .await
-    }
-    async fn apply(&self, outcomes: &[Outcome], opts: &ApplyOptions) -> Result<Vec<Applied>> {
-        self.call("apply", Class::Repeatable, self.inner.apply(outcomes, opts))
-            .await
-    }
-    async fn recover(&self, opts: &RecoverOptions) -> Result<Vec<Recovered>> {
-        self.call("recover", Class::Repeatable, self.inner.recover(opts))
-            .await
-    }
-    async fn prune(&self, opts: &PruneOptions) -> Result<u64> {
-        self.call("prune", Class::Repeatable, self.inner.prune(opts))
-            .await
-    }
-    async fn stats(&self) -> Result<Stats> {
-        self.call("stats", Class::Read, self.inner.stats()).await
-    }
-    async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
-        self.call("get", Class::Read, self.inner.get(id)).await
-    }
-    async fn list(&self, opts: &ListOptions) -> Result<Page> {
-        self.call("list", Class::Read, self.inner.list(opts)).await
-    }
-    async fn requeue(&self, ids: &[TaskId], opts: &RequeueOptions) -> Result<Vec<bool>> {
-        self.call("requeue", Class::Repeatable, self.inner.requeue(ids, opts))
-            .await
-    }
-    async fn delete(&self, ids: &[TaskId]) -> Result<Vec<bool>> {
-        self.call("delete", Class::Repeatable, self.inner.delete(ids))
-            .await
-    }
-    async fn cancel(&self, ids: &[TaskId], opts: &CancelOptions) -> Result<Vec<Cancellation>> {
-        self.call("cancel", Class::Repeatable, self.inner.cancel(ids, opts))
-            .await
-    }
-    async fn set_paused(&self, topic: &str, paused: bool) -> Result<()> {
-        let call = self.inner.set_paused(topic, paused);
-        self.call("set_paused", Class::Repeatable, call).await
-    }
-    async fn register_schedules(
-        &self,
-        entries: &[ScheduleEntry],
-        opts: &RegisterOptions,
-    ) -> Result<Vec<ScheduleState>> {
-        let call = self.inner.register_schedules(entries, opts);
-        self.call("register_schedules", Class::Repeatable, call)
-            .await
-    }
-    async fn fire(&self, ticks: Vec<Tick>, opts: &EnqueueOptions) -> Result<Vec<Fired>> {
-        self.call("fire", Class::Repeatable, self.inner.fire(ticks, opts))
-            .await
-    }
-    async fn schedules(&self) -> Result<Vec<ScheduleState>> {
-        self.call("schedules", Class::Read, self.inner.schedules())
-            .await
-    }
-    async fn set_schedule_paused(&self, name: &str, paused: bool) -> Result<bool> {
-        let call = self.inner.set_schedule_paused(name, paused);
-        self.call("set_schedule_paused", Class::Repeatable, call)
-            .await
-    }
-    async fn prune_schedules(&self, opts: &PruneSchedulesOptions) -> Result<u64> {
-        let call = self.inner.prune_schedules(opts);
-        self.call("prune_schedules", Class::Repeatable, call).await
-    }
-    async fn publish(&self, events: &[Event]) -> Result<()> {
-        self.call("publish", Class::Repeatable, self.inner.publish(events))
-            .await
-    }
-    fn has_subscribers(&self) -> bool {
-        self.inner.has_subscribers()
-    }
-    async fn subscribe(&self) -> Result<EventStream> {
-        self.call("subscribe", Class::Stream, self.inner.subscribe())
-            .await
-    }
-    async fn wakeups(&self) -> Result<WakeStream> {
-        self.call("wakeups", Class::Stream, self.inner.wakeups())
-            .await
-    }
-    async fn cancellations(&self) -> Result<CancelStream> {
-        self.call("cancellations", Class::Stream, self.inner.cancellations())
-            .await
+// Every async method names its class; the two synchronous ones are forwarded.
+crate::forward_store! {
+    impl Store for FaultyStore {
+        forward |s| &s.inner;
+        async fn enqueue(&self, tasks: Vec<Task>, opts: &EnqueueOptions) -> Result<Vec<Enqueued>> {
+            self.call("enqueue", Class::Once, self.inner.enqueue(tasks, opts))
+                .await
+        }
+        async fn claim(&self, opts: &ClaimOptions) -> Result<Vec<Claimed>> {
+            self.call("claim", Class::Repeatable, self.inner.claim(opts))
+                .await
+        }
+        async fn renew(&self, leases: &[LeaseRef], opts: &RenewOptions) -> Result<Vec<Applied>> {
+            self.call("renew", Class::Repeatable, self.inner.renew(leases, opts))
+                .await
+        }
+        async fn progress(&self, updates: &[Progress]) -> Result<Vec<Applied>> {
+            self.call("progress", Class::Repeatable, self.inner.progress(updates))
+                .await
+        }
+        async fn apply(&self, outcomes: &[Outcome], opts: &ApplyOptions) -> Result<Vec<Applied>> {
+            self.call("apply", Class::Repeatable, self.inner.apply(outcomes, opts))
+                .await
+        }
+        async fn recover(&self, opts: &RecoverOptions) -> Result<Vec<Recovered>> {
+            self.call("recover", Class::Repeatable, self.inner.recover(opts))
+                .await
+        }
+        async fn prune(&self, opts: &PruneOptions) -> Result<u64> {
+            self.call("prune", Class::Repeatable, self.inner.prune(opts))
+                .await
+        }
+        async fn stats(&self) -> Result<Stats> {
+            self.call("stats", Class::Read, self.inner.stats()).await
+        }
+        async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
+            self.call("get", Class::Read, self.inner.get(id)).await
+        }
+        async fn list(&self, opts: &ListOptions) -> Result<Page> {
+            self.call("list", Class::Read, self.inner.list(opts)).await
+        }
+        async fn requeue(&self, ids: &[TaskId], opts: &RequeueOptions) -> Result<Vec<bool>> {
+            self.call("requeue", Class::Repeatable, self.inner.requeue(ids, opts))
+                .await
+        }
+        async fn delete(&self, ids: &[TaskId]) -> Result<Vec<bool>> {
+            self.call("delete", Class::Repeatable, self.inner.delete(ids))
+                .await
+        }
+        async fn cancel(&self, ids: &[TaskId], opts: &CancelOptions) -> Result<Vec<Cancellation>> {
+            self.call("cancel", Class::Repeatable, self.inner.cancel(ids, opts))
+                .await
+        }
+        async fn set_paused(&self, topic: &str, paused: bool) -> Result<()> {
+            let call = self.inner.set_paused(topic, paused);
+            self.call("set_paused", Class::Repeatable, call).await
+        }
+        async fn register_schedules(
+            &self,
+            entries: &[ScheduleEntry],
+            opts: &RegisterOptions,
+        ) -> Result<Vec<ScheduleState>> {
+            let call = self.inner.register_schedules(entries, opts);
+            self.call("register_schedules", Class::Repeatable, call)
+                .await
+        }
+        async fn fire(&self, ticks: Vec<Tick>, opts: &EnqueueOptions) -> Result<Vec<Fired>> {
+            self.call("fire", Class::Repeatable, self.inner.fire(ticks, opts))
+                .await
+        }
+        async fn schedules(&self) -> Result<Vec<ScheduleState>> {
+            self.call("schedules", Class::Read, self.inner.schedules())
+                .await
+        }
+        async fn set_schedule_paused(&self, name: &str, paused: bool) -> Result<bool> {
+            let call = self.inner.set_schedule_paused(name, paused);
+            self.call("set_schedule_paused", Class::Repeatable, call)
+                .await
+        }
+        async fn prune_schedules(&self, opts: &PruneSchedulesOptions) -> Result<u64> {
+            let call = self.inner.prune_schedules(opts);
+            self.call("prune_schedules", Class::Repeatable, call).await
+        }
+        async fn publish(&self, events: &[Event]) -> Result<()> {
+            self.call("publish", Class::Repeatable, self.inner.publish(events))
+                .await
+        }
+        async fn subscribe(&self) -> Result<EventStream> {
+            self.call("subscribe", Class::Stream, self.inner.subscribe())
+                .await
+        }
+        async fn wakeups(&self) -> Result<WakeStream> {
+            self.call("wakeups", Class::Stream, self.inner.wakeups())
+                .await
+        }
+        async fn cancellations(&self) -> Result<CancelStream> {
+            self.call("cancellations", Class::Stream, self.inner.cancellations())
+                .await
+        }
     }
 }

@@ -9,6 +9,7 @@
 //! - [`temp_dir`]: a directory removed when the test ends, passed or not;
 //! - [`EnteredSpans`]: which thread entered which `tracing` span;
 //! - [`FaultyStore`]: any store with seeded, counted faults injected into its calls;
+//! - [`forward_store!`]: `Store` for a wrapper, forwarding every method it does not write;
 //! - `redis::RedisServer` (feature `redis`): a private `redis-server` on a free loopback
 //!   port.
 //!
@@ -19,6 +20,7 @@
 
 mod dir;
 mod faults;
+mod forward;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod spans;
@@ -30,3 +32,7 @@ pub use faults::{fault_seed, FaultCounts, FaultKind, FaultRates, FaultyStore, FA
 pub use spans::EnteredSpans;
 pub use store::*;
 pub use wait::{log, wait_until, Log};
+
+/// For [`forward_store!`]: the paths it writes, whatever the caller's dependencies.
+#[doc(hidden)]
+pub use taskmill_core as __core;
