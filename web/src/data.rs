@@ -113,14 +113,18 @@ impl State {
     }
 }
 
-/// A bulk action on every dead task of a topic, or of all topics.
+/// A bulk action on every task of a state: the dead tasks of a topic or of all topics
+/// (retry, delete), or the waiting tasks of one topic (cancel).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Bulk {
-    /// Send them back to pending.
+    /// Send every dead task back to pending.
     Retry,
-    /// Remove them.
+    /// Remove every dead task.
     Delete,
+    /// Cancel every waiting task (pending, scheduled, retrying) of one topic; running tasks
+    /// are left alone.
+    Cancel,
 }
 
 impl Bulk {
@@ -129,7 +133,22 @@ impl Bulk {
         match self {
             Bulk::Retry => "retry",
             Bulk::Delete => "delete",
+            Bulk::Cancel => "cancel",
         }
+    }
+
+    /// The state whose tasks it acts on.
+    pub(crate) fn state(self) -> State {
+        match self {
+            Bulk::Retry | Bulk::Delete => State::DEAD,
+            Bulk::Cancel => State::PENDING,
+        }
+    }
+
+    /// Whether it must name a topic. Cancelling every waiting task of every topic would
+    /// stop a whole system from one click, so the dashboard only offers it per topic.
+    pub(crate) fn needs_topic(self) -> bool {
+        self == Bulk::Cancel
     }
 }
 
@@ -224,13 +243,14 @@ impl Source {
         }
     }
 
-    /// Applies `action` to every dead task (of `topic`), a page at a time (the client's
-    /// bulk calls), so that no more than one page is held however many there are. Returns
-    /// how many it moved or removed.
-    pub(crate) async fn bulk_dead(&self, action: Bulk, topic: Option<&str>) -> Result<u64> {
+    /// Applies `action` to every task of its state (of `topic`), a page at a time (the
+    /// client's bulk calls), so that no more than one page is held however many there are.
+    /// Returns how many it moved, removed or cancelled.
+    pub(crate) async fn bulk(&self, action: Bulk, topic: Option<&str>) -> Result<u64> {
         match action {
             Bulk::Retry => self.client.requeue_dead(topic).await,
             Bulk::Delete => self.client.delete_dead(topic).await,
+            Bulk::Cancel => self.client.cancel_waiting(topic).await,
         }
     }
 

@@ -81,6 +81,7 @@ pub(crate) async fn queue(
         match done {
             Bulk::Retry => format!("Sent {n} dead tasks back to pending."),
             Bulk::Delete => format!("Deleted {n} dead tasks."),
+            Bulk::Cancel => format!("Cancelled {n} waiting tasks."),
         }
     });
     let view = QueueView {
@@ -203,7 +204,8 @@ pub(crate) struct BulkQuery {
     topic: Option<String>,
 }
 
-/// `GET /bulk?action=retry|delete[&topic=T]`: asks before acting on every dead task.
+/// `GET /bulk?action=retry|delete|cancel[&topic=T]`: asks before acting on every dead
+/// task, or on every waiting task of a topic.
 pub(crate) async fn confirm_bulk(
     ctx: Ctx,
     Query(query): Query<BulkQuery>,
@@ -212,14 +214,17 @@ pub(crate) async fn confirm_bulk(
         return Err(ctx.failure(StatusCode::FORBIDDEN, "The dashboard is read-only."));
     }
     let topic = query.topic.as_deref().filter(|t| !t.is_empty());
+    if query.action.needs_topic() && topic.is_none() {
+        return Err(crate::actions::bulk_needs_topic(&ctx));
+    }
     let stats = ctx
         .source()
         .stats()
         .await
         .map_err(|e| ctx.store_failure(e))?;
     let figures = topic.map_or(stats.total, |t| stats.topic(t));
-    let dead = State::DEAD.count(&figures);
-    Ok(page(views::confirm_bulk(&ctx, query.action, topic, dead)))
+    let tasks = query.action.state().count(&figures);
+    Ok(page(views::confirm_bulk(&ctx, query.action, topic, tasks)))
 }
 
 /// Any other path.

@@ -77,6 +77,15 @@ pub(crate) fn queue(ctx: &Ctx, view: &QueueView<'_>) -> Markup {
                 a.btn.small.danger href=(bulk_url(ctx, Bulk::Delete, view.topic)) { "Delete all" }
             }
         }
+        // Cancelling every waiting task is offered per topic only (`Bulk::needs_topic`).
+        @if state == Bulk::Cancel.state() && ctx.can_act() && state.count(&figures) > 0 {
+            @if let Some(topic) = view.topic {
+                div.bulk data-topic=(topic) {
+                    span.muted { "All " span.num data-state=(state.slug()) { (count(state.count(&figures))) } " waiting tasks of " (topic) ":" }
+                    a.btn.small.danger #cancel-all href=(bulk_url(ctx, Bulk::Cancel, Some(topic))) { "Cancel all waiting" }
+                }
+            }
+        }
         section.card.flush {
             @if view.page.tasks.is_empty() {
                 p.empty {
@@ -164,7 +173,13 @@ fn row(ctx: &Ctx, view: &QueueView<'_>, task: &TaskRecord) -> Markup {
             @if ctx.can_act() {
                 td.actions {
                     @if state.is_retryable() { (action(ctx, &path("retry"), "Retry", "small", &[])) }
-                    @if state.is_cancellable() { (action(ctx, &path("cancel"), "Cancel", "small", &[])) }
+                    @if state.is_cancellable() {
+                        @if task.is_cancel_requested() {
+                            span.badge.warn title=(format!("Asked by {}; its run ends cancelled", task.cancelled_by.as_deref().unwrap_or("someone"))) { "cancel requested" }
+                        } @else {
+                            (action(ctx, &path("cancel"), "Cancel", "small", &[]))
+                        }
+                    }
                     (action(ctx, &path("delete"), "Delete", "small danger", &[]))
                 }
             }
