@@ -319,6 +319,173 @@ async fn the_overview_shows_each_topics_latency() {
     assert_eq!(latency("fresh"), "0 s", "not due yet");
 }
 
+/// The row of `topic` in the overview, from its `<tr>` to its `</tr>`.
+fn topic_row<'a>(html: &'a str, topic: &str) -> &'a str {
+    let row = &html[html
+        .find(&format!("<tr data-topic=\"{topic}\""))
+        .unwrap_or_else(|| panic!("no row of {topic} in {html}"))..];
+    &row[..row.find("</tr>").unwrap()]
+}
+
+/// Whether the overview flags `topic` “no worker”: its badge is there and not hidden.
+fn flagged(html: &str, topic: &str) -> bool {
+    let row = topic_row(html, topic);
+    let badge = &row[row.find("data-unworked").expect("a no-worker badge")..];
+    let tag = &badge[..badge.find('>').unwrap()];
+    !tag.contains("hidden")
+}
+
+/// The “no worker” flag through the router, on a manual clock moved between requests: a
+/// topic whose due task waits with no claim is flagged once the dashboard has a snapshot a
+/// threshold old; one whose counter moved, one paused and one running are not.
+#[tokio::test]
+async fn a_topic_no_worker_claims_from_is_flagged_on_the_overview_and_its_page() {
+    let (_, store) = memory();
+    let real = Timestamp::now();
+    for topic in ["orphan", "busy", "paused", "running"] {
+        let tasks = (0..2).map(|i| Task::new(topic, &i).unwrap()).collect();
+        store
+            .enqueue(tasks, &EnqueueOptions::new(real))
+            .await
+            .unwrap();
+    }
+    store.set_paused("paused", true).await.unwrap();
+    // One of "running" runs; "busy" has one claim and completion to come.
+    let claimed = ClaimOptions::new(
+        [taskmill_core::store::TopicClaim::new("running")],
+        1,
+        "w",
+        real,
+    );
+    store.claim(&claimed).await.unwrap();
+
+    // The tasks have waited two minutes by the dashboard's clock.
+    let clock = taskmill_core::Clock::manual(real + Duration::from_secs(120));
+    let app = router(
+        store.clone(),
+        DashboardOptions::default().clock(clock.clone()),
+    );
+    let html = send(&app, get("/")).await.body;
+    for topic in ["orphan", "busy", "paused", "running"] {
+        assert!(
+            !flagged(&html, topic),
+            "{topic}: no snapshot 60 s old yet:\n{html}"
+        );
+    }
+    assert!(
+        topic_row(&html, "orphan").contains(
+            r#"title="no worker has taken a task for 1 min; is a manager running this topic?""#
+        ),
+        "{html}"
+    );
+
+    clock.advance(Duration::from_secs(30));
+    send(&app, get("/queues/input")).await; // another snapshot, as any page takes
+                                            // A worker takes one of "busy" and completes it; its other task still waits.
+    let claimed = ClaimOptions::new(
+        [taskmill_core::store::TopicClaim::new("busy")],
+        1,
+        "w",
+        real,
+    );
+    let run = match &store.claim(&claimed).await.unwrap()[..] {
+        [Claimed::Ready(record)] => LeaseRef::of(record),
+        other => panic!("{other:?}"),
+    };
+    store
+        .apply(
+            &[Outcome::new(run, OutcomeKind::complete())],
+            &ApplyOptions::new(real),
+        )
+        .await
+        .unwrap();
+
+    clock.advance(Duration::from_secs(31)); // 61 s after the first snapshot
+    let html = send(&app, get("/")).await.body;
+    assert!(flagged(&html, "orphan"), "{html}");
+    for topic in ["busy", "paused", "running"] {
+        assert!(!flagged(&html, topic), "{topic}:\n{html}");
+    }
+    let page = send(&app, get("/queues/input?topic=orphan")).await.body;
+    let notice = &page[page.find(r#"id="unworked""#).expect("a notice")..];
+    let notice = &notice[..notice.find("</p>").unwrap()];
+    assert!(
+        !notice[..notice.find('>').unwrap()].contains("hidden"),
+        "{notice}"
+    );
+    assert!(
+        notice.contains("No worker has taken a task for 1 min; is a manager running this topic?"),
+        "{notice}"
+    );
+    let page = send(&app, get("/queues/input?topic=busy")).await.body;
+    let notice = &page[page.find(r#"id="unworked""#).expect("a hidden notice")..];
+    assert!(
+        notice[..notice.find('>').unwrap()].contains("hidden"),
+        "{notice}"
+    );
+
+    // The live stream says the same, for the page's script.
+    let response = app
+        .clone()
+        .oneshot(Request::get("/events").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let mut body = response.into_body().into_data_stream();
+    let first = read_until(&mut body, "\n\n").await;
+    let topics: serde_json::Value = serde_json::from_str(
+        first
+            .trim()
+            .strip_prefix("event: stats\ndata: ")
+            .expect(&first),
+    )
+    .unwrap();
+    let flags: Vec<(&str, bool)> = topics["topics"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, figures)| (name.as_str(), figures["unworked"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        flags,
+        [
+            ("busy", false),
+            ("orphan", true),
+            ("paused", false),
+            ("running", false)
+        ]
+    );
+    assert_eq!(topics["total"]["unworked"], false);
+
+    // A claim clears it: the counter moved within the last 60 s.
+    let claimed = ClaimOptions::new(
+        [taskmill_core::store::TopicClaim::new("orphan")],
+        1,
+        "w",
+        real,
+    );
+    let run = match &store.claim(&claimed).await.unwrap()[..] {
+        [Claimed::Ready(record)] => LeaseRef::of(record),
+        other => panic!("{other:?}"),
+    };
+    store
+        .apply(
+            &[Outcome::new(run, OutcomeKind::complete())],
+            &ApplyOptions::new(real),
+        )
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(1));
+    assert!(!flagged(&send(&app, get("/")).await.body, "orphan"));
+}
+
+#[test]
+fn the_no_worker_threshold_defaults_to_a_minute() {
+    let options = DashboardOptions::default();
+    assert_eq!(options.unworked_after, Duration::from_secs(60));
+    let options = options.unworked_after(Duration::from_secs(300));
+    assert_eq!(options.unworked_after, Duration::from_secs(300));
+}
+
 #[tokio::test]
 async fn pages_forbid_inline_script_and_framing() {
     let (_, store) = memory();
@@ -1089,7 +1256,7 @@ async fn the_event_stream_sends_stats_and_relays_store_events() {
     let mut body = response.into_body().into_data_stream();
     let first = read_until(&mut body, "\n\n").await;
     assert!(first.starts_with("event: stats\ndata: {"), "{first}");
-    assert!(first.contains(r#""total":{"processed":0,"failed":2,"retried":0,"states":{"cancelled":0,"completed":0,"dead":2,"input":0,"work":0},"paused":false,"latency":"0 s"}"#), "{first}");
+    assert!(first.contains(r#""total":{"processed":0,"failed":2,"retried":0,"states":{"cancelled":0,"completed":0,"dead":2,"input":0,"work":0},"paused":false,"latency":"0 s","unworked":false}"#), "{first}");
 
     let id = enqueue(&*store, "t", json!("hello")).await;
     let relayed = read_until(&mut body, "TASK_ENQUEUE").await;
