@@ -773,7 +773,7 @@ mod schedule_flag {
 /// which of the last tick, last task and fired-at time are set), seen at, then each of
 /// those three when its flag is set, then the spec, the zone and the topic, each with a
 /// u32 length. The name is the key's (see `layout.rs`), not repeated here. Little-endian,
-/// as records are: 10 bytes, 8 more per time or id set, plus the strings.
+/// as records are: 22 bytes, 8 more per time or id set, and the strings.
 pub(crate) fn encode_schedule(state: &ScheduleState) -> Vec<u8> {
     use schedule_flag::*;
     let flags = [
