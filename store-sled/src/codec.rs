@@ -1,5 +1,5 @@
-//! The record codec: chunk values, the entries in them, task records and stats rows, to
-//! and from bytes. Where each kind of value is stored (its key) is `layout.rs`.
+//! The record codec: chunk values, the entries in them, task records, stats rows and
+//! schedule states, to and from bytes. Where each kind of value is stored (its key) is `layout.rs`.
 //!
 //! Integers in values are little-endian, but for the stats rows and the counters in
 //! `meta` (big-endian).
@@ -7,6 +7,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 use taskmill_core::raw::{HeadersExt, PayloadExt};
+use taskmill_core::store::{ScheduleEntry, ScheduleState};
 use taskmill_core::{
     AttemptError, Counters, Error, Headers, Lease, Payload, Queue, Result, TaskId, TaskRecord,
     Timestamp,
@@ -753,6 +754,99 @@ pub(crate) fn decode_u64(v: &[u8]) -> Result<u64> {
         .map_err(|_| Error::corrupt(format!("undecodable counter ({} bytes)", v.len())))
 }
 
+/// The first byte of every schedule state this code writes: format 1; another value is a
+/// later format.
+const SCHEDULE_FORMAT: u8 = 1;
+
+/// The flags byte of a schedule state: whether it is paused, and which optional fields
+/// follow.
+mod schedule_flag {
+    pub const PAUSED: u8 = 1;
+    pub const LAST_TICK: u8 = 1 << 1;
+    pub const LAST_TASK: u8 = 1 << 2;
+    pub const FIRED_AT: u8 = 1 << 3;
+    /// Every flag this code knows; a value with another is corrupt (or of a later format).
+    pub const KNOWN: u8 = (1 << 4) - 1;
+}
+
+/// A schedule's state as stored under its name (format 1): format, flags (paused, and
+/// which of the last tick, last task and fired-at time are set), seen at, then each of
+/// those three when its flag is set, then the spec, the zone and the topic, each with a
+/// u32 length. The name is the key's (see `layout.rs`), not repeated here. Little-endian,
+/// as records are: 22 bytes, 8 more per time or id set, and the strings.
+pub(crate) fn encode_schedule(state: &ScheduleState) -> Vec<u8> {
+    use schedule_flag::*;
+    let flags = [
+        (state.paused, PAUSED),
+        (state.last_tick.is_some(), LAST_TICK),
+        (state.last_task.is_some(), LAST_TASK),
+        (state.fired_at.is_some(), FIRED_AT),
+    ]
+    .iter()
+    .filter(|(set, _)| *set)
+    .fold(0, |flags, (_, flag)| flags | flag);
+    let strings = state.spec.len() + state.zone.len() + state.topic.len();
+    let mut out = Vec::with_capacity(2 + 4 * 8 + 3 * 4 + strings);
+    out.extend_from_slice(&[SCHEDULE_FORMAT, flags]);
+    put_time(&mut out, state.seen_at);
+    if let Some(tick) = state.last_tick {
+        put_time(&mut out, tick);
+    }
+    if let Some(task) = state.last_task {
+        out.extend_from_slice(&task.get().to_le_bytes());
+    }
+    if let Some(fired) = state.fired_at {
+        put_time(&mut out, fired);
+    }
+    for s in [&state.spec, &state.zone, &state.topic] {
+        put_str(&mut out, s);
+    }
+    out
+}
+
+/// Reads back the state [`encode_schedule`] stored for the schedule whose name is the
+/// bytes `name`. `Corrupt`, never a panic, for anything it did not write: a name that is
+/// not UTF-8, another format, a flag it does not know, a value cut short or with bytes
+/// left over, a string that is not UTF-8, a last task of id 0.
+pub(crate) fn decode_schedule(name: &[u8], value: &[u8]) -> Result<ScheduleState> {
+    let corrupt = || {
+        Error::corrupt(format!(
+            "undecodable state of schedule {:?} ({} bytes)",
+            String::from_utf8_lossy(name),
+            value.len()
+        ))
+    };
+    let name = std::str::from_utf8(name).map_err(|_| corrupt())?;
+    decode_schedule_fields(name, value).ok_or_else(corrupt)
+}
+
+fn decode_schedule_fields(name: &str, value: &[u8]) -> Option<ScheduleState> {
+    use schedule_flag::*;
+    let mut r = Reader(value);
+    let [SCHEDULE_FORMAT, flags] = r.take(2)? else {
+        return None;
+    };
+    let flags = *flags;
+    if flags & !KNOWN != 0 {
+        return None;
+    }
+    let has = |flag: u8| flags & flag != 0;
+    let seen_at = r.time()?;
+    let last_tick = r.optional(has(LAST_TICK), Reader::time)?;
+    let last_task = r.optional(has(LAST_TASK), |r| r.u64().filter(|id| *id > 0))?;
+    let fired_at = r.optional(has(FIRED_AT), Reader::time)?;
+    let (spec, zone, topic) = (r.str()?, r.str()?, r.str()?);
+    if !r.0.is_empty() {
+        return None;
+    }
+    let mut state = ScheduleState::new(&ScheduleEntry::new(name, spec, zone, topic), seen_at);
+    state.paused = has(PAUSED);
+    state.last_tick = last_tick;
+    state.last_task = last_task.map(TaskId::new);
+    state.fired_at = fired_at;
+    Some(state)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1337,5 +1431,91 @@ mod tests {
         old.drain(64..72);
         counters.cancelled = 0;
         assert_eq!(decode_row(&old).unwrap(), (counters, true));
+    }
+
+    /// A schedule state with every field set, under a name a key must carry as it is.
+    fn schedule() -> ScheduleState {
+        let entry = ScheduleEntry::new("nightly: a/b ü", "0 3 * * *", "Europe/Paris", "reports");
+        let mut state = ScheduleState::new(&entry, Timestamp::from_millis(1_000));
+        state.paused = true;
+        state.last_tick = Some(Timestamp::from_millis(-5));
+        state.last_task = Some(TaskId::new(u64::MAX));
+        state.fired_at = Some(Timestamp::from_millis(i64::MAX));
+        state
+    }
+
+    #[test]
+    fn schedules_round_trip() {
+        let full = schedule();
+        let name = full.name.as_bytes();
+        assert_eq!(
+            decode_schedule(name, &encode_schedule(&full)).unwrap(),
+            full
+        );
+        // Never fired, not paused, empty spec and zone (fired before being registered).
+        let entry = ScheduleEntry::new("", "", "", "t");
+        let bare = ScheduleState::new(&entry, Timestamp::EPOCH);
+        let bytes = encode_schedule(&bare);
+        assert_eq!(bytes.len(), 10 + 3 * 4 + 1);
+        assert_eq!(decode_schedule(b"", &bytes).unwrap(), bare);
+        // Each optional field alone.
+        for i in 0..4 {
+            let mut state = bare.clone();
+            match i {
+                0 => state.paused = true,
+                1 => state.last_tick = full.last_tick,
+                2 => state.last_task = full.last_task,
+                _ => state.fired_at = full.fired_at,
+            }
+            assert_eq!(
+                decode_schedule(b"", &encode_schedule(&state)).unwrap(),
+                state
+            );
+        }
+    }
+
+    #[test]
+    fn a_corrupt_schedule_is_corrupt_not_a_panic() {
+        let state = schedule();
+        let name = state.name.as_bytes();
+        let bytes = encode_schedule(&state);
+        let corrupt = |name: &[u8], value: &[u8]| match decode_schedule(name, value) {
+            Err(e) => e.kind() == taskmill_core::ErrorKind::Corrupt,
+            Ok(_) => false,
+        };
+        // Every truncation, and any byte more.
+        for len in 0..bytes.len() {
+            assert!(corrupt(name, &bytes[..len]), "cut at {len}");
+        }
+        assert!(corrupt(name, &[bytes.as_slice(), b"x"].concat()));
+        // Another format, an unknown flag, a name or a string that is not UTF-8, task 0.
+        let mut other = bytes.clone();
+        other[0] = 2;
+        assert!(corrupt(name, &other));
+        let mut unknown = bytes.clone();
+        unknown[1] |= 0x10;
+        assert!(corrupt(name, &unknown));
+        assert!(corrupt(b"\xff\xfe", &bytes));
+        let mut topic = bytes.clone();
+        let last = topic.len() - 1;
+        topic[last] = 0xff;
+        assert!(corrupt(name, &topic));
+        let mut zero = ScheduleState::new(&ScheduleEntry::new("z", "", "", "t"), Timestamp::EPOCH);
+        zero.last_task = Some(TaskId::new(0));
+        assert!(corrupt(b"z", &encode_schedule(&zero)));
+        // A string length past the end, then garbage.
+        let mut long = bytes.clone();
+        let spec_len = 2 + 4 * 8;
+        long[spec_len..spec_len + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(corrupt(name, &long));
+        assert!(corrupt(name, b"\x01\x00garbage{"));
+        // Any byte changed to any value decodes to something or fails: it never panics.
+        let mut rng = Rng(11);
+        for _ in 0..20_000 {
+            let mut changed = bytes.clone();
+            let at = rng.below(changed.len() as u64) as usize;
+            changed[at] = rng.next() as u8;
+            let _ = decode_schedule(name, &changed);
+        }
     }
 }

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 use taskmill_core::raw::{Call, LocalBus, Reply};
+use taskmill_core::store::Fired;
 use taskmill_core::{Error, Queue, Result};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Span;
@@ -405,46 +406,54 @@ impl Thread {
             Call::Stats { reply } => defer(false, reply, Ok(self.writer.stats()), || {}),
             Call::Get { id, reply } => defer(false, reply, self.writer.get(id), || {}),
             Call::List { opts, reply } => defer(false, reply, self.writer.list(&opts), || {}),
-            Call::RegisterSchedules { reply, .. } => defer(
-                false,
+            Call::RegisterSchedules {
+                entries,
+                opts,
                 reply,
-                Err(taskmill_core::Error::unsupported(
-                    "schedules are not stored by sled yet",
-                )),
-                || {},
-            ),
-            Call::Fire { reply, .. } => defer(
-                false,
+            } => {
+                // Flushed as a pause is: what a manager registered is there after a crash.
+                let result = self.write(|w| w.register_schedules(&entries, opts.now));
+                defer(self.durable(true), reply, result, || {})
+            }
+            Call::Fire { ticks, opts, reply } => {
+                // An enqueue, with the ticks' states in its batch: flushed, events and
+                // wake-ups as an enqueue's.
+                let with_events = self.bus.has_subscribers();
+                let result = self.write(|w| w.fire(ticks, &opts, with_events));
+                let (result, events) = match result {
+                    Ok((r, e)) => (Ok(r), e),
+                    Err(e) => (Err(e), Vec::new()),
+                };
+                let wake = result.as_ref().is_ok_and(|fired| {
+                    fired
+                        .iter()
+                        .any(|f| matches!(f, Fired::Enqueued(e) if e.is_new()))
+                });
+                let bus = self.bus.clone();
+                defer(self.durable(true), reply, result, move || {
+                    if !events.is_empty() {
+                        bus.publish(events);
+                    }
+                    if wake {
+                        bus.wake();
+                    }
+                })
+            }
+            Call::Schedules { reply } => defer(false, reply, Ok(self.writer.schedules()), || {}),
+            Call::SetSchedulePaused {
+                name,
+                paused,
                 reply,
-                Err(taskmill_core::Error::unsupported(
-                    "schedules are not stored by sled yet",
-                )),
-                || {},
-            ),
-            Call::Schedules { reply, .. } => defer(
-                false,
-                reply,
-                Err(taskmill_core::Error::unsupported(
-                    "schedules are not stored by sled yet",
-                )),
-                || {},
-            ),
-            Call::SetSchedulePaused { reply, .. } => defer(
-                false,
-                reply,
-                Err(taskmill_core::Error::unsupported(
-                    "schedules are not stored by sled yet",
-                )),
-                || {},
-            ),
-            Call::PruneSchedules { reply, .. } => defer(
-                false,
-                reply,
-                Err(taskmill_core::Error::unsupported(
-                    "schedules are not stored by sled yet",
-                )),
-                || {},
-            ),
+            } => {
+                let result = self.write(|w| w.set_schedule_paused(&name, paused));
+                defer(self.durable(true), reply, result, || {})
+            }
+            Call::PruneSchedules { opts, reply } => {
+                // Like a pruning of tasks: states a crash brings back are pruned again by
+                // the next pruning, and a flushed call after it flushes it too.
+                let result = self.write(|w| w.prune_schedules(opts.seen_before));
+                defer(false, reply, result, || {})
+            }
         }
     }
 }

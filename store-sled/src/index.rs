@@ -1,23 +1,29 @@
 //! Where every task is: the queues, claim order, leases and cancel requests, the finished
 //! tasks in pruning order, unique keys and the chunk that holds each task's record, kept in
-//! memory by the writer thread.
+//! memory by the writer thread; and the schedules' states.
 //!
-//! None of it is stored. The records are the truth (each says its queue, due and finish
+//! None of the tasks' indexes is stored. The records are the truth (each says its queue, due and finish
 //! times, lease, cancel request and whether it keeps its unique key once finished), and one
 //! scan of the chunks at open rebuilds all of this. That is sound because
 //! sled admits one process per database and every change goes through the writer thread,
 //! so nothing changes the records behind the indexes' back. It is what makes each change
 //! one write per chunk it touches, in one tree, instead of a record plus an index entry per
 //! queue.
+//!
+//! The schedules' states are stored (one `r` entry each) and kept here as they are stored,
+//! as the topics' counters are: every change to one writes its entry in the same batch.
+//! Listing them reads no task, and a fire decides from memory (the state here, the queue
+//! of its last task from the slots).
 
 use crate::codec::{self, Chunk, KeyParts, State};
 use crate::error::backend_error;
 use crate::layout;
 use rustc_hash::FxHashMap;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use taskmill_core::raw::{IdHasher, IdMap};
+use taskmill_core::store::ScheduleState;
 use taskmill_core::{Queue, Result, Stats, TaskId, TaskRecord, Timestamp, TopicStats};
 
 /// Where a task is.
@@ -285,6 +291,9 @@ pub(crate) struct Index {
     dead: BTreeSet<TaskId>,
     /// Every stored chunk: first id → last id, which make its key.
     chunks: HashMap<u64, u64, BuildHasherDefault<IdHasher>>,
+    /// Every schedule's state, as stored under its `r` key, by name (byte order, which is
+    /// `str`'s order): what `schedules` lists and `fire` decides on.
+    pub schedules: BTreeMap<Arc<str>, ScheduleState>,
 }
 
 impl Index {
@@ -307,6 +316,21 @@ impl Index {
             let stats = &mut index.topics[topic as usize].stats;
             stats.counters = counters;
             stats.paused = paused;
+        }
+        for entry in tree.scan_prefix(layout::SCHEDULES) {
+            let (key, value) =
+                entry.map_err(|e| backend_error(e, "cannot read the sled database"))?;
+            match codec::decode_schedule(&key[layout::SCHEDULES.len()..], &value) {
+                Ok(state) => {
+                    index.schedules.insert(state.name.clone(), state);
+                }
+                // Left out rather than refusing to open the store: the schedule is created
+                // again, new, by its next registration or tick (which overwrites the
+                // value), at the cost of forgetting its last tick and pause.
+                Err(error) => {
+                    tracing::warn!(key = ?key, %error, "leaving out a schedule whose state cannot be read")
+                }
+            }
         }
         for entry in tree.scan_prefix(layout::CHUNKS) {
             let (key, value) =

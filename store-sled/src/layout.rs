@@ -1,6 +1,6 @@
 //! The data layout: the keys of the one tree, what each holds, and the layout's version.
 //!
-//! Everything is in one tree, [`TREE`], with three kinds of entry told apart by the first
+//! Everything is in one tree, [`TREE`], with four kinds of entry told apart by the first
 //! byte of their key:
 //! - `c`, first id, last id → a chunk: the entries of up to [`MAX_CHUNK_TASKS`] tasks of
 //!   one topic enqueued by one call, in id order, the first `first` and the last `last`
@@ -11,7 +11,15 @@
 //!   is garbage can still be indexed, claimed, salvaged and deleted like any other; and the
 //!   key alone bounds the ids a chunk whose bytes are garbage held.
 //! - `s`, topic → the topic's counters and paused flag.
+//! - `r`, name → a schedule's state (the name's UTF-8 bytes as they are: sled keys are
+//!   any bytes, so a name with ':', '/', spaces or any other character needs no escaping,
+//!   and the keys sort by name in byte order).
 //! - `m`, name → `last_id`, `last_token`, and the layout version (`schema`).
+//!
+//! Schedules are entries of the same tree, not a tree of their own, so that a fire (its
+//! task's chunk, its topic's counters, the id counter and the schedule's new state) is one
+//! `apply_batch` like every other move, which sled's recovery replays whole or not at all;
+//! across two trees that would take a sled transaction.
 //!
 //! Integers in keys are big-endian, so the chunks are in id order, which `list` pages
 //! through. The values' encoding is `codec.rs`.
@@ -21,17 +29,18 @@ use crate::error::backend_error;
 use std::path::Path;
 use taskmill_core::{Error, ErrorKind, Result};
 
-/// The version of the data layout this code writes, kept under the key `mschema`: 5,
+/// The version of the data layout this code writes, kept under the key `mschema`: 6,
 /// several tasks per key, finished tasks kept, headers kept (records of format 3, stats
-/// rows with the `cancelled` counter).
+/// rows with the `cancelled` counter), schedules kept (`r` entries).
 ///
-/// Layout 4 is the same with records of format 2 (no headers), and layout 3 with records
-/// of format 1 and stats rows of eight counters: this code reads both as they are, and
-/// marks the database 5 when it opens it, since an older reader would take the records
-/// it writes from then on for corrupt ones. Layout 1 (eight trees, the indexes stored
+/// Layout 5 is the same without schedules, layout 4 also with records of format 2 (no
+/// headers), and layout 3 with records of format 1 and stats rows of eight counters: this
+/// code reads all three as they are (none holds an `r` entry, so none has a schedule to
+/// convert), and marks the database 6 when it opens it, since an older reader would take
+/// the records it writes from then on for corrupt ones, or not see its schedules. Layout 1 (eight trees, the indexes stored
 /// beside the records) kept its version in a `meta` tree; layout 2 (one key per task) in
 /// this tree; neither is read.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// The oldest layout this code reads (and upgrades in place; see [`LAYOUT_VERSION`]).
 const OLDEST_READ: u32 = 3;
@@ -41,6 +50,7 @@ pub(crate) const TREE: &str = "taskmill";
 
 const CHUNK: u8 = b'c';
 const STATS: u8 = b's';
+const SCHEDULE: u8 = b'r';
 const META: u8 = b'm';
 
 /// The `meta` key of the last task id handed out.
@@ -53,6 +63,8 @@ pub(crate) const VERSION: &[u8] = b"mschema";
 pub(crate) const CHUNKS: &[u8] = &[CHUNK];
 /// The prefix of every stats row key.
 pub(crate) const ROWS: &[u8] = &[STATS];
+/// The prefix of every schedule key.
+pub(crate) const SCHEDULES: &[u8] = &[SCHEDULE];
 const _: () = assert!(LAST_ID[0] == META && VERSION[0] == META && LAST_TOKEN[0] == META);
 
 /// An enqueue closes a chunk at this many tasks…
@@ -89,6 +101,14 @@ pub(crate) fn row_key(topic: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + topic.len());
     key.push(STATS);
     key.extend_from_slice(topic.as_bytes());
+    key
+}
+
+/// A schedule's key: its name's bytes, as they are, after the prefix.
+pub(crate) fn schedule_key(name: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + name.len());
+    key.push(SCHEDULE);
+    key.extend_from_slice(name.as_bytes());
     key
 }
 
@@ -163,5 +183,23 @@ mod tests {
         assert_eq!(ranges, [(2, 299), (256, 256), (300, 301)]);
         assert_eq!(decode_chunk_key(b"c\0"), None);
         assert_eq!(decode_chunk_key(&chunk_key(5, 4)), None);
+    }
+
+    #[test]
+    fn schedule_keys_are_in_name_order_apart_from_the_rest() {
+        let names = ["a:b/c", "a", "ü nightly", "a b", ""];
+        let mut keys: Vec<_> = names.iter().map(|n| schedule_key(n)).collect();
+        keys.sort();
+        let mut sorted = names.to_vec();
+        sorted.sort();
+        let back: Vec<_> = keys
+            .iter()
+            .map(|k| std::str::from_utf8(&k[1..]).unwrap())
+            .collect();
+        assert_eq!(back, sorted);
+        assert!(keys.iter().all(|k| k.starts_with(SCHEDULES)
+            && !k.starts_with(CHUNKS)
+            && !k.starts_with(ROWS)
+            && k[0] != META));
     }
 }

@@ -16,8 +16,9 @@ use std::collections::BTreeSet;
 use std::ops::Range;
 use taskmill_core::raw::{PayloadExt, RecordExt, TaskExt};
 use taskmill_core::store::{
-    Applied, CancelOptions, Cancellation, ClaimOptions, Claimed, EnqueueOptions, Enqueued,
+    Applied, CancelOptions, Cancellation, ClaimOptions, Claimed, EnqueueOptions, Enqueued, Fired,
     LeaseRef, ListOptions, Outcome, OutcomeKind, Page, Progress, PruneOptions, Recovered,
+    ScheduleEntry, ScheduleState, Tick,
 };
 use taskmill_core::{
     Error, Event, Lease, Payload, Queue, Result, Stats, Task, TaskId, TaskRecord, Timestamp,
@@ -231,64 +232,82 @@ impl Writer {
         with_events: bool,
     ) -> Result<(Vec<Enqueued>, Vec<Event>)> {
         let mut results = Vec::with_capacity(tasks.len());
-        let mut events = Vec::new();
+        let mut events = with_events.then(Vec::new);
         // The tasks go into new chunks, one open per topic: one new sled key per chunk.
-        let mut open: FxHashMap<u32, Open> = FxHashMap::default();
+        let mut open = Opened::default();
         for task in tasks {
-            if let Some(key) = task.unique_key_ref() {
-                if let Some(id) = self.index.unique(task.topic(), key) {
-                    results.push(Enqueued::Duplicate(id));
-                    continue;
-                }
-            }
-            let id = self
-                .index
-                .last_id
-                .checked_add(1)
-                .ok_or_else(|| Error::storage("the task id counter is exhausted"))?;
-            self.index.last_id = id;
-            let topic = self.index.topic_id(task.topic());
-            let full = open.get(&topic).is_some_and(|o| {
-                o.count >= layout::MAX_CHUNK_TASKS
-                    || o.buf.len() >= layout::MAX_CHUNK_BYTES
-                    || id - o.first >= layout::MAX_CHUNK_SPAN
-            });
-            if full {
-                let full = open.remove(&topic).expect("checked");
-                self.close_chunk(full);
-            }
-            let chunk = open.entry(topic).or_insert_with(|| {
-                let mut buf = self.spare.pop().unwrap_or_default();
-                codec::start_chunk(&mut buf);
-                Open {
-                    first: id,
-                    last: id,
-                    count: 0,
-                    buf,
-                }
-            });
-            chunk.last = id;
-            chunk.count += 1;
-            let first = chunk.first;
-            let id = TaskId::new(id);
-            let record = task.into_record(id, opts);
-            self.counters(topic).enqueued += 1;
-            let at = At::of_record(&record, opts.now);
-            let unique = record.unique_key.clone();
-            self.index
-                .insert(id, topic, record.priority, unique, at, first);
-            if with_events {
-                events.push(Event::enqueued(&record));
-            }
-            let chunk = open.get_mut(&topic).expect("opened above");
-            KeyParts::of(&record).encode_entry(&record, &mut chunk.buf);
-            results.push(Enqueued::New(id));
+            results.push(self.add(task, opts, &mut open, events.as_mut())?);
         }
+        self.close_chunks(open);
+        self.commit()?;
+        Ok((results, events.unwrap_or_default()))
+    }
+
+    /// Adds one task to INPUT, as [`enqueue`](Self::enqueue) does, into `open`, the chunks
+    /// this command is filling (which [`close_chunks`](Self::close_chunks) then adds to the
+    /// batch), pushing its enqueue event to `events` if given. What an enqueue and a fire
+    /// share: the unique key check, a fresh id, the counters and the indexes.
+    fn add(
+        &mut self,
+        task: Task,
+        opts: &EnqueueOptions,
+        open: &mut Opened,
+        events: Option<&mut Vec<Event>>,
+    ) -> Result<Enqueued> {
+        if let Some(key) = task.unique_key_ref() {
+            if let Some(id) = self.index.unique(task.topic(), key) {
+                return Ok(Enqueued::Duplicate(id));
+            }
+        }
+        let id = self
+            .index
+            .last_id
+            .checked_add(1)
+            .ok_or_else(|| Error::storage("the task id counter is exhausted"))?;
+        self.index.last_id = id;
+        let topic = self.index.topic_id(task.topic());
+        let full = open.get(&topic).is_some_and(|o| {
+            o.count >= layout::MAX_CHUNK_TASKS
+                || o.buf.len() >= layout::MAX_CHUNK_BYTES
+                || id - o.first >= layout::MAX_CHUNK_SPAN
+        });
+        if full {
+            let full = open.remove(&topic).expect("checked");
+            self.close_chunk(full);
+        }
+        let chunk = open.entry(topic).or_insert_with(|| {
+            let mut buf = self.spare.pop().unwrap_or_default();
+            codec::start_chunk(&mut buf);
+            Open {
+                first: id,
+                last: id,
+                count: 0,
+                buf,
+            }
+        });
+        chunk.last = id;
+        chunk.count += 1;
+        let first = chunk.first;
+        let id = TaskId::new(id);
+        let record = task.into_record(id, opts);
+        self.counters(topic).enqueued += 1;
+        let at = At::of_record(&record, opts.now);
+        let unique = record.unique_key.clone();
+        self.index
+            .insert(id, topic, record.priority, unique, at, first);
+        if let Some(events) = events {
+            events.push(Event::enqueued(&record));
+        }
+        let chunk = open.get_mut(&topic).expect("opened above");
+        KeyParts::of(&record).encode_entry(&record, &mut chunk.buf);
+        Ok(Enqueued::New(id))
+    }
+
+    /// Adds the chunks a command filled to the batch.
+    fn close_chunks(&mut self, open: Opened) {
         for (_, chunk) in open {
             self.close_chunk(chunk);
         }
-        self.commit()?;
-        Ok((results, events))
     }
 
     /// Adds a chunk an enqueue filled to the batch.
@@ -721,7 +740,126 @@ impl Writer {
         topic.dirty = true;
         self.commit()
     }
+
+    /// [`Store::schedules`](taskmill_core::Store::schedules), from memory.
+    pub fn schedules(&self) -> Vec<ScheduleState> {
+        self.index.schedules.values().cloned().collect()
+    }
+
+    /// Stores a schedule's state, in memory and in the batch.
+    fn put_schedule(&mut self, state: ScheduleState) {
+        let value = codec::encode_schedule(&state);
+        self.batch.insert(layout::schedule_key(&state.name), value);
+        self.writes += 1;
+        self.index.schedules.insert(state.name.clone(), state);
+    }
+
+    /// [`Store::register_schedules`](taskmill_core::Store::register_schedules).
+    pub fn register_schedules(
+        &mut self,
+        entries: &[ScheduleEntry],
+        now: Timestamp,
+    ) -> Result<Vec<ScheduleState>> {
+        let mut states = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let state = match self.index.schedules.get(&entry.name) {
+                Some(known) => {
+                    let mut state = known.clone();
+                    state.register(entry, now);
+                    state
+                }
+                None => ScheduleState::new(entry, now),
+            };
+            states.push(state.clone());
+            self.put_schedule(state);
+        }
+        self.commit()?;
+        Ok(states)
+    }
+
+    /// [`Store::fire`](taskmill_core::Store::fire), with the enqueue events when
+    /// `with_events`. Every tick is decided, its task added (as an enqueue adds one) and
+    /// its state stored in the command's one batch: the writer thread runs one command at
+    /// a time, so nothing comes between the decision and the enqueue, and sled's recovery
+    /// replays the batch whole or not at all.
+    pub fn fire(
+        &mut self,
+        ticks: Vec<Tick>,
+        opts: &EnqueueOptions,
+        with_events: bool,
+    ) -> Result<(Vec<Fired>, Vec<Event>)> {
+        let mut fired = Vec::with_capacity(ticks.len());
+        let mut events = with_events.then(Vec::new);
+        let mut open = Opened::default();
+        for tick in ticks {
+            let mut state = match self.index.schedules.get(&tick.schedule) {
+                Some(known) => known.clone(),
+                None => ScheduleState::unregistered(&tick, opts.now),
+            };
+            // The queue of the last task from the slots: a task this command added is
+            // there already, so a later tick of the same schedule in the batch sees it.
+            let slots = &self.index;
+            let unfinished = |id| {
+                slots
+                    .slot(id)
+                    .is_some_and(|s| matches!(s.at.queue(), Queue::Input | Queue::Work))
+            };
+            let answer = match state.decide(&tick, unfinished) {
+                // Nothing changed: nothing to write.
+                Some(stale @ Fired::Stale { .. }) => {
+                    fired.push(stale);
+                    continue;
+                }
+                Some(answer) => answer,
+                None => {
+                    let task = tick.task.clone();
+                    let enqueued = self.add(task, opts, &mut open, events.as_mut())?;
+                    state.fired(&tick, enqueued, opts.now);
+                    Fired::Enqueued(enqueued)
+                }
+            };
+            self.put_schedule(state);
+            fired.push(answer);
+        }
+        self.close_chunks(open);
+        self.commit()?;
+        Ok((fired, events.unwrap_or_default()))
+    }
+
+    /// [`Store::set_schedule_paused`](taskmill_core::Store::set_schedule_paused).
+    pub fn set_schedule_paused(&mut self, name: &str, paused: bool) -> Result<bool> {
+        let Some(known) = self.index.schedules.get(name) else {
+            return Ok(false);
+        };
+        let mut state = known.clone();
+        state.paused = paused;
+        self.put_schedule(state);
+        self.commit()?;
+        Ok(true)
+    }
+
+    /// [`Store::prune_schedules`](taskmill_core::Store::prune_schedules). The tasks of the
+    /// schedules removed stay.
+    pub fn prune_schedules(&mut self, seen_before: Timestamp) -> Result<u64> {
+        let stale: Vec<_> = self
+            .index
+            .schedules
+            .values()
+            .filter(|s| s.seen_at < seen_before)
+            .map(|s| s.name.clone())
+            .collect();
+        for name in &stale {
+            self.index.schedules.remove(name);
+            self.batch.remove(layout::schedule_key(name));
+            self.writes += 1;
+        }
+        self.commit()?;
+        Ok(stale.len() as u64)
+    }
 }
+
+/// The chunks a command is filling, one per topic (by number).
+type Opened = FxHashMap<u32, Open>;
 
 /// A chunk an enqueue is filling: one topic's tasks, ids `first..=last`.
 struct Open {

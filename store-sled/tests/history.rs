@@ -1,16 +1,18 @@
 //! Finished tasks kept by the sled store: COMPLETED and CANCELLED records, cancel requests
 //! and the unique keys they hold survive a reopen exactly (the indexes are rebuilt from the
 //! records), pruning takes each topic's oldest finished tasks by its own cutoff, and a
-//! database written before history was kept (layout 3), or before headers were (layout 4),
-//! opens, reads and runs.
+//! database written before history was kept (layout 3), before headers were (layout 4), or
+//! before schedules were (layout 5), opens, reads and runs.
 
 use std::time::Duration;
 use taskmill_core::store::{
     Applied, ApplyOptions, CancelOptions, Cancellation, ClaimOptions, Claimed, EnqueueOptions,
-    LeaseRef, ListOptions, Outcome, OutcomeKind, Progress, PruneOptions, RecoverOptions,
-    RenewOptions, TopicClaim,
+    Enqueued, Fired, LeaseRef, ListOptions, Outcome, OutcomeKind, Progress, PruneOptions,
+    RecoverOptions, RegisterOptions, RenewOptions, ScheduleEntry, Tick, TopicClaim,
 };
-use taskmill_core::{Payload, Queue, Store, StoreExt, Task, TaskId, TaskRecord, Timestamp};
+use taskmill_core::{
+    Overlap, Payload, Queue, Store, StoreExt, Task, TaskId, TaskRecord, Timestamp,
+};
 use taskmill_sled::SledStore;
 use taskmill_testkit::at;
 
@@ -538,7 +540,10 @@ async fn a_layout_3_database_opens_and_runs() {
     drop(store);
     let db = sled::open(&path).unwrap();
     let version = db.open_tree("taskmill").unwrap().get("mschema").unwrap();
-    assert_eq!(version.unwrap().as_ref(), 5u64.to_be_bytes());
+    assert_eq!(
+        version.unwrap().as_ref(),
+        u64::from(taskmill_sled::LAYOUT_VERSION).to_be_bytes()
+    );
 }
 
 /// An entry of a layout-4 database (see the crate's README): a record of format 2, which
@@ -558,7 +563,7 @@ fn layout_4_entry(id: u64, record: &[u8], args: &str, out: &mut Vec<u8>) {
 
 /// A database written before headers were kept (layout 4, records of format 2) opens as it
 /// is: its tasks read with no headers and run beside new ones that carry them, and the
-/// database is marked 5.
+/// database is marked with the current layout.
 #[tokio::test]
 async fn a_layout_4_database_opens_and_runs() {
     let dir = taskmill_testkit::temp_dir();
@@ -647,5 +652,114 @@ async fn a_layout_4_database_opens_and_runs() {
     drop(store);
     let db = sled::open(&path).unwrap();
     let version = db.open_tree("taskmill").unwrap().get("mschema").unwrap();
-    assert_eq!(version.unwrap().as_ref(), 5u64.to_be_bytes());
+    assert_eq!(
+        version.unwrap().as_ref(),
+        u64::from(taskmill_sled::LAYOUT_VERSION).to_be_bytes()
+    );
+}
+
+/// A database written before schedules were kept (layout 5: records of format 3, no `r`
+/// entries) opens as it is, with no schedule: its tasks read and run, schedules register
+/// and fire beside them (the fired task after its last id, its unique key checked against
+/// theirs), everything reads back the same after a reopen, and the database is marked 6.
+#[tokio::test]
+async fn a_layout_5_database_opens_and_keeps_schedules() {
+    let dir = taskmill_testkit::temp_dir();
+    let path = dir.path().join("db");
+    let le = |v: i64| v.to_le_bytes();
+    {
+        let db = sled::open(&path).unwrap();
+        let tree = db.open_tree("taskmill").unwrap();
+        tree.insert("mschema", &5u64.to_be_bytes()).unwrap();
+        tree.insert("mlast_id", &1u64.to_be_bytes()).unwrap();
+        // Task 1 in INPUT, due at 7, 3 retries, one header, unique key "k".
+        let mut record = vec![3, 0];
+        record.extend_from_slice(&(8u16 | 1 << 11).to_le_bytes()); // max retries, headers
+        record.extend_from_slice(&0u32.to_le_bytes()); // attempt
+        record.extend_from_slice(&le(5)); // enqueued at
+        record.extend_from_slice(&le(7)); // run at
+        record.extend_from_slice(&3u32.to_le_bytes());
+        record.extend_from_slice(&1u32.to_le_bytes()); // one header
+        for s in ["x-id", "1"] {
+            record.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            record.extend_from_slice(s.as_bytes());
+        }
+        let mut e = Vec::new();
+        e.extend_from_slice(&1u64.to_le_bytes());
+        e.extend_from_slice(&0i16.to_le_bytes());
+        e.extend_from_slice(&1u32.to_le_bytes());
+        e.push(b't');
+        e.push(1); // a unique key
+        e.extend_from_slice(&1u32.to_le_bytes());
+        e.push(b'k');
+        e.extend_from_slice(&record);
+        e.extend_from_slice(b"\"one\"");
+        let mut chunk = vec![3];
+        chunk.extend_from_slice(&1u32.to_le_bytes());
+        chunk.extend_from_slice(&(e.len() as u32).to_le_bytes());
+        chunk.extend_from_slice(&e);
+        tree.insert(layout_3::chunk_key(1, 1), chunk).unwrap();
+        db.flush().unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let store = loop {
+        match SledStore::open(&path).await {
+            Err(e) if e.kind() == taskmill_core::ErrorKind::Unavailable => {
+                assert!(std::time::Instant::now() < deadline, "{e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            other => break other.unwrap(),
+        }
+    };
+    let old = store.get(TaskId::new(1)).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            old.queue,
+            old.unique_key.as_deref(),
+            old.headers.get("x-id")
+        ),
+        (Queue::Input, Some("k"), Some("1"))
+    );
+    assert!(store.schedules().await.unwrap().is_empty());
+    let entry = ScheduleEntry::new("s", "@hourly", "UTC", "t");
+    store
+        .register_schedules(&[entry], &RegisterOptions::new(at(0)))
+        .await
+        .unwrap();
+    let opts = EnqueueOptions::new(at(10));
+    let ticks = vec![
+        Tick::new(
+            "s",
+            at(1),
+            Task::new("t", &2).unwrap().unique_key("k"),
+            Overlap::Allow,
+        ),
+        Tick::new("s", at(2), Task::new("t", &3).unwrap(), Overlap::Allow),
+    ];
+    let fired = store.fire(ticks, &opts).await.unwrap();
+    assert_eq!(
+        fired,
+        [
+            Fired::Enqueued(Enqueued::Duplicate(TaskId::new(1))),
+            Fired::Enqueued(Enqueued::New(TaskId::new(2))),
+        ]
+    );
+    let claimed = claim(&store, "t", 10, at(100)).await;
+    assert_eq!(
+        claimed.iter().map(|r| r.id.get()).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    let (states, stats) = (
+        store.schedules().await.unwrap(),
+        store.stats().await.unwrap(),
+    );
+    assert_eq!(states[0].last_task, Some(TaskId::new(2)));
+    drop(store);
+    let store = SledStore::open(&path).await.unwrap();
+    assert_eq!(store.schedules().await.unwrap(), states);
+    assert_eq!(store.stats().await.unwrap(), stats);
+    drop(store);
+    let db = sled::open(&path).unwrap();
+    let version = db.open_tree("taskmill").unwrap().get("mschema").unwrap();
+    assert_eq!(version.unwrap().as_ref(), 6u64.to_be_bytes());
 }
