@@ -720,7 +720,10 @@ checks!(
             }
         };
         walk(start, utc("2026-03-31T00:00:00Z")).await;
+        // Months later, on the hour: that tick is on time, and the one an hour before is
+        // the most recent missed one, just within the policy's hour.
         clock.set(utc("2026-10-24T00:00:00Z"));
+        wait_for_tick(&*store, "hourly", utc("2026-10-24T00:00:00Z")).await;
         walk(utc("2026-10-24T00:00:00Z"), utc("2026-10-27T00:00:00Z")).await;
         manager.close().await.unwrap();
 
@@ -740,14 +743,15 @@ checks!(
                 "2026-10-26T01:30:00.000Z", // 02:30 CET
             ]
         );
-        // Hourly: every real hour of both walks, each starting on a tick that is on time
-        // (the ticks of the jump between them are skipped, being too old).
+        // Hourly: every real hour of both walks, each starting on a tick that is on time,
+        // and of the months between only the last hour, caught up.
         let hourly = fired_ticks(&*store, "hourly").await;
         let hours = |from: &str, to: &str| {
             let (from, to) = (utc(from).as_millis(), utc(to).as_millis());
             (from / 3_600_000..=to / 3_600_000).map(|h| Timestamp::from_millis(h * 3_600_000))
         };
         let expected: Vec<Timestamp> = hours("2026-03-28T00:00:00Z", "2026-03-31T00:00:00Z")
+            .chain([utc("2026-10-23T23:00:00Z")])
             .chain(hours("2026-10-24T00:00:00Z", "2026-10-27T00:00:00Z"))
             .collect();
         assert_eq!(hourly, expected);
