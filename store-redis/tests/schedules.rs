@@ -337,3 +337,80 @@ async fn names(store: &RedisStore) -> Vec<String> {
         .map(|s| s.name.to_string())
         .collect()
 }
+
+/// Ticks, `now` and `seen_at` are compared as the integers they are, never as doubles:
+/// ticks 1 ms apart beyond 2^53 ms are two ticks, and negative times order right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn times_compare_exactly_beyond_doubles_and_below_zero() {
+    let setup = Setup::new().await;
+    let store = &setup.store;
+    // Tasks without the tick headers (which cannot write such years): the ticks alone.
+    let tick = |name: &str, at: i64| {
+        Tick::new(
+            name,
+            Timestamp::from_millis(at),
+            Task::new("t", &1).unwrap(),
+            Overlap::Allow,
+        )
+    };
+    let far = i64::MAX / 2;
+    let opts = EnqueueOptions::new(Timestamp::from_millis(1));
+    let fired = store
+        .fire(
+            vec![tick("far", far), tick("far", far + 1), tick("far", far)],
+            &opts,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(fired[0], Fired::Enqueued(Enqueued::New(_))),
+        "{fired:?}"
+    );
+    assert!(
+        matches!(fired[1], Fired::Enqueued(Enqueued::New(_))),
+        "{fired:?}"
+    );
+    assert_eq!(
+        fired[2],
+        Fired::Stale {
+            last: Timestamp::from_millis(far + 1)
+        }
+    );
+    let fired = store
+        .fire(
+            vec![tick("old", -10), tick("old", -9), tick("old", -10)],
+            &opts,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(fired[1], Fired::Enqueued(Enqueued::New(_))),
+        "{fired:?}"
+    );
+    assert_eq!(
+        fired[2],
+        Fired::Stale {
+            last: Timestamp::from_millis(-9)
+        }
+    );
+    // seen_at: a registration never moves it back; pruning compares it exactly.
+    let entry = ScheduleEntry::new("far", "every 60s", "UTC", "t");
+    for at in [far + 1, far] {
+        store
+            .register_schedules(
+                &[entry.clone()],
+                &RegisterOptions::new(Timestamp::from_millis(at)),
+            )
+            .await
+            .unwrap();
+    }
+    let pruned = store
+        .prune_schedules(&PruneSchedulesOptions::new(Timestamp::from_millis(far + 1)))
+        .await
+        .unwrap();
+    // "old" was seen at 1 (its first fire's now); "far" at far + 1 stays.
+    assert_eq!(pruned, 1);
+    let listed = store.schedules().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].seen_at, Timestamp::from_millis(far + 1));
+}

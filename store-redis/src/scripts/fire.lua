@@ -40,7 +40,7 @@ local function unfinished(k, task)
     fresh_position(task, k[4]) ~= nil
 end
 
-if s.last_tick ~= '' and tonumber(s.last_tick) >= tonumber(at) then
+if s.last_tick ~= '' and at_least(s.last_tick, at) then
   return {'stale', s.last_tick}
 end
 if s.paused == '1' then

@@ -3,12 +3,12 @@
 -- stays). One script, so a registration is either before it (and kept) or after it.
 -- Schedules are few (one per periodic job), so the hash is read whole.
 local SCHEDULES = KEYS[1]
-local cutoff = tonumber(ARGV[1])
+local cutoff = ARGV[1]
 local all = redis.call('HGETALL', SCHEDULES)
 local gone = {}
 for i = 1, #all, 2 do
   local seen = string.match(all[i + 1], '^s1:[01]:%-?%d*:%d*:%-?%d*:(%-?%d+):')
-  if seen and tonumber(seen) < cutoff then
+  if seen and not at_least(seen, cutoff) then
     gone[#gone + 1] = all[i]
   end
 end

@@ -11,7 +11,7 @@ for i = 2, #ARGV, 4 do
   local s = parse_schedule(redis.call('HGET', SCHEDULES, name))
   if not s then
     s = new_schedule(ARGV[i + 3], now)
-  elseif tonumber(now) > tonumber(s.seen_at) then
+  elseif not at_least(s.seen_at, now) then
     s.seen_at = now
   end
   s.spec, s.zone, s.topic = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]

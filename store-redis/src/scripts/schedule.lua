@@ -13,6 +13,24 @@
 local SCHEDULE_STATE =
   '^s1:([01]):(%-?%d*):(%d*):(%-?%d*):(%-?%d+):(%d+):(%d+):(%d+):(%d*):()'
 
+-- Whether the integer `a` is at least `b`, both decimal strings as Rust writes them (an
+-- optional '-', no leading zeros), compared exactly: as Lua numbers (doubles) two
+-- timestamps beyond 2^53 ms apart by less than their rounding would compare equal.
+local function at_least(a, b)
+  local a_neg, b_neg = string.sub(a, 1, 1) == '-', string.sub(b, 1, 1) == '-'
+  if a_neg ~= b_neg then
+    return b_neg
+  end
+  if a_neg then
+    -- Both negative: a >= b when |a| <= |b|.
+    a, b = string.sub(b, 2), string.sub(a, 2)
+  end
+  if #a ~= #b then
+    return #a > #b
+  end
+  return a >= b
+end
+
 -- The state as a table of strings (last_topic nil when absent), or nil when `raw` is nil
 -- or cannot be read.
 local function parse_schedule(raw)
