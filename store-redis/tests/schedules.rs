@@ -398,7 +398,7 @@ async fn times_compare_exactly_beyond_doubles_and_below_zero() {
     for at in [far + 1, far] {
         store
             .register_schedules(
-                &[entry.clone()],
+                std::slice::from_ref(&entry),
                 &RegisterOptions::new(Timestamp::from_millis(at)),
             )
             .await
