@@ -3,12 +3,14 @@
 use crate::error::{Error, Result};
 use crate::event::EventStream;
 use crate::middleware::{Chain, EnqueueNext, Middleware};
+use crate::schedule::Cadence;
 use crate::stats::Stats;
 use crate::store::{
-    CancelOptions, Cancellation, EnqueueOptions, Enqueued, ListOptions, Page, RequeueOptions, Store,
+    CancelOptions, Cancellation, EnqueueOptions, Enqueued, ListOptions, Page, RequeueOptions,
+    ScheduleState, Store,
 };
 use crate::task::{Payload, Queue, Task, TaskId, TaskRecord, TaskStatus};
-use crate::time::Clock;
+use crate::time::{Clock, Timestamp};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -286,6 +288,38 @@ impl Client {
         self.store.set_paused(topic, false).await
     }
 
+    /// Every schedule the store keeps, by name, with its next tick by this client's
+    /// clock.
+    pub async fn schedules(&self) -> Result<Vec<ScheduleInfo>> {
+        let now = self.clock.now();
+        let states = self.store.schedules().await?;
+        Ok(states
+            .into_iter()
+            .map(|state| ScheduleInfo::at(state, now))
+            .collect())
+    }
+
+    /// Pauses a schedule, store-wide: its ticks are skipped (not caught up on resume)
+    /// until [`resume_schedule`](Self::resume_schedule).
+    ///
+    /// Fails with [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for a schedule the
+    /// store does not know (one no manager has registered).
+    pub async fn pause_schedule(&self, name: &str) -> Result<()> {
+        self.set_schedule_paused(name, true).await
+    }
+
+    /// Resumes a paused schedule: it fires again from its next tick.
+    pub async fn resume_schedule(&self, name: &str) -> Result<()> {
+        self.set_schedule_paused(name, false).await
+    }
+
+    async fn set_schedule_paused(&self, name: &str, paused: bool) -> Result<()> {
+        match self.store.set_schedule_paused(name, paused).await? {
+            true => Ok(()),
+            false => Err(Error::not_found(format!("no schedule named {name:?}"))),
+        }
+    }
+
     /// A snapshot of the store's counters and queue sizes, in total and per topic.
     pub async fn stats(&self) -> Result<Stats> {
         self.store.stats().await
@@ -335,6 +369,31 @@ impl TaskInfo {
     /// The last progress value stored for it, deserialized into `T`.
     pub fn progress<T: DeserializeOwned>(&self) -> Result<Option<T>> {
         decode_optional(self.record.progress.as_ref())
+    }
+}
+
+/// A schedule as the store keeps it, with its next tick, from [`Client::schedules`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ScheduleInfo {
+    /// What the store keeps: cadence, zone, topic, paused flag, last tick and task.
+    pub state: ScheduleState,
+    /// The next tick after the time of the lookup; `None` while paused, when the cadence
+    /// has no more ticks, or when the stored cadence cannot be read (a schedule fired but
+    /// never registered).
+    pub next_tick: Option<Timestamp>,
+}
+
+impl ScheduleInfo {
+    /// `state` with its next tick after `now`.
+    pub fn at(state: ScheduleState, now: Timestamp) -> Self {
+        let next_tick = match state.paused {
+            true => None,
+            false => Cadence::parse(&state.spec, &state.zone)
+                .ok()
+                .and_then(|cadence| cadence.next_after(now)),
+        };
+        ScheduleInfo { state, next_tick }
     }
 }
 

@@ -26,7 +26,7 @@ mod task;
 mod time;
 
 pub use backoff::Backoff;
-pub use client::{Client, TaskInfo, BULK_PAGE};
+pub use client::{Client, ScheduleInfo, TaskInfo, BULK_PAGE};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use event::{Event, EventStream};
 pub use headers::{Headers, MAX_HEADERS, MAX_HEADERS_BYTES, MAX_HEADER_KEY_BYTES};

@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::ops::{Add, Sub};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
 
 /// A point in wall-clock time: milliseconds since the Unix epoch.
 ///
@@ -77,10 +79,20 @@ impl Timestamp {
     }
 }
 
-/// RFC 3339 in UTC with milliseconds, e.g. `2026-11-22T06:40:01.123Z`.
+/// The last instant RFC 3339 can write (`9999-12-31T23:59:59.999Z`).
+const LAST_RFC3339: i64 = 253_402_300_799_999;
+
+/// RFC 3339 in UTC with milliseconds, e.g. `2026-11-22T06:40:01.123Z`; an instant before
+/// the epoch or after year 9999, which RFC 3339 cannot write, as its milliseconds
+/// (`@-5ms`).
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&humantime::format_rfc3339_millis(self.to_system_time()), f)
+        match self.0 {
+            0..=LAST_RFC3339 => {
+                fmt::Display::fmt(&humantime::format_rfc3339_millis(self.to_system_time()), f)
+            }
+            ms => write!(f, "@{ms}ms"),
+        }
     }
 }
 
@@ -89,17 +101,19 @@ impl fmt::Display for Timestamp {
 /// [`Clock::system`] (the default) is the wall clock, which is what several processes
 /// sharing one store must agree on. [`Clock::tokio`] follows tokio's clock, so a test
 /// running with paused time (`#[tokio::test(start_paused = true)]`) sees backoffs and
-/// lease deadlines pass as tokio's time advances.
-#[derive(Debug, Clone, Copy)]
+/// lease deadlines pass as tokio's time advances. [`Clock::manual`] stands still until a
+/// test moves it, for schedules driven tick by tick on any runtime and any store.
+#[derive(Debug, Clone)]
 pub struct Clock(ClockKind);
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum ClockKind {
     System,
     Tokio {
         base: Timestamp,
         start: tokio::time::Instant,
     },
+    Manual(Arc<watch::Sender<Timestamp>>),
 }
 
 impl Clock {
@@ -110,21 +124,75 @@ impl Clock {
 
     /// tokio's clock, anchored at the current wall-clock time.
     pub fn tokio() -> Self {
+        Self::tokio_at(Timestamp::now())
+    }
+
+    /// tokio's clock, reading `base` now.
+    pub fn tokio_at(base: Timestamp) -> Self {
         Clock(ClockKind::Tokio {
-            base: Timestamp::now(),
+            base,
             start: tokio::time::Instant::now(),
         })
     }
 
+    /// A clock that reads `start` until [`set`](Self::set) or [`advance`](Self::advance)
+    /// moves it; its clones share the one time. What waits for a time on it (a manager's
+    /// schedules) wakes as it is moved.
+    pub fn manual(start: Timestamp) -> Self {
+        Clock(ClockKind::Manual(Arc::new(watch::Sender::new(start))))
+    }
+
     /// The current time by this clock.
     pub fn now(&self) -> Timestamp {
-        match self.0 {
+        match &self.0 {
             ClockKind::System => Timestamp::now(),
-            ClockKind::Tokio { base, start } => base + start.elapsed(),
+            ClockKind::Tokio { base, start } => *base + start.elapsed(),
+            ClockKind::Manual(time) => *time.borrow(),
+        }
+    }
+
+    /// Sets a [`manual`](Self::manual) clock to `t` (earlier or later).
+    ///
+    /// # Panics
+    /// On a clock that is not manual: the other clocks are read, not set.
+    pub fn set(&self, t: Timestamp) {
+        match &self.0 {
+            ClockKind::Manual(time) => {
+                time.send_replace(t);
+            }
+            _ => panic!("Clock::set needs a manual clock"),
+        }
+    }
+
+    /// Moves a [`manual`](Self::manual) clock forward by `d`.
+    ///
+    /// # Panics
+    /// On a clock that is not manual.
+    pub fn advance(&self, d: Duration) {
+        self.set(self.now() + d);
+    }
+
+    /// Waits until this clock reads `t` or later.
+    ///
+    /// On the system clock this sleeps for the difference and checks again, so a wall
+    /// clock stepped back while sleeping makes it sleep on rather than wake early.
+    pub async fn sleep_until(&self, t: Timestamp) {
+        match &self.0 {
+            ClockKind::Manual(time) => {
+                let mut changes = time.subscribe();
+                // The sender lives as long as this clock, so this ends only when it reads t.
+                let _ = changes.wait_for(|now| *now >= t).await;
+            }
+            _ => loop {
+                let left = t.saturating_since(self.now());
+                if left.is_zero() {
+                    return;
+                }
+                tokio::time::sleep(left).await;
+            },
         }
     }
 }
-
 impl Default for Clock {
     fn default() -> Self {
         Clock::system()
@@ -151,6 +219,20 @@ mod tests {
         assert_eq!(
             (Timestamp::from_millis(i64::MAX) + Duration::from_secs(1)).as_millis(),
             i64::MAX
+        );
+    }
+
+    #[test]
+    fn display_writes_rfc3339_and_never_fails() {
+        assert_eq!(Timestamp::EPOCH.to_string(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            Timestamp::from_millis(LAST_RFC3339).to_string(),
+            "9999-12-31T23:59:59.999Z"
+        );
+        assert_eq!(Timestamp::from_millis(-5).to_string(), "@-5ms");
+        assert_eq!(
+            Timestamp::from_millis(i64::MAX).to_string(),
+            format!("@{}ms", i64::MAX)
         );
     }
 

@@ -323,7 +323,7 @@ async fn a_scrape_reports_every_topic_exactly() {
 async fn latency_is_the_age_of_the_oldest_due_task() {
     let clock = Clock::tokio();
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let client = Client::shared(store).clock(clock);
+    let client = Client::shared(store).clock(clock.clone());
     let metrics = Metrics::builder(client.clone()).clock(clock).build();
     let app: Router = metrics.router();
 

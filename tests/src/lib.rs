@@ -178,5 +178,6 @@ macro_rules! conformance_suite {
         $crate::control!($harness);
         $crate::observe!($harness);
         $crate::model!($harness);
+        $crate::schedule!($harness);
     };
 }

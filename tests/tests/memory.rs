@@ -41,7 +41,7 @@ mod memory_only {
         let clock = Clock::tokio();
         let starts: Arc<Mutex<Vec<Timestamp>>> = Arc::default();
         let manager = Manager::builder(store.clone())
-            .clock(clock)
+            .clock(clock.clone())
             .poll_interval(Duration::from_millis(100))
             .backoff(Backoff::exponential(
                 Duration::from_secs(1),

@@ -3,6 +3,7 @@
 use super::Manager;
 use crate::backoff::Backoff;
 use crate::middleware::Middleware;
+use crate::schedule::Schedule;
 use crate::store::{PruneOptions, Store, DEFAULT_MAX_RETRIES};
 use crate::time::{Clock, Timestamp};
 use rustc_hash::FxHashMap;
@@ -111,6 +112,8 @@ pub(crate) struct Config {
     pub id: Option<String>,
     /// Around every run and every enqueue of the manager's client, outermost first.
     pub middleware: Vec<Arc<dyn Middleware>>,
+    /// The schedules registered on the builder; the manager takes them when built.
+    pub schedules: Vec<Schedule>,
 }
 
 impl Config {
@@ -191,6 +194,7 @@ impl ManagerBuilder {
                 topics: FxHashMap::default(),
                 id: None,
                 middleware: Vec::new(),
+                schedules: Vec::new(),
             },
         }
     }
@@ -328,13 +332,21 @@ impl ManagerBuilder {
         self
     }
 
+    /// Registers a schedule, as [`Manager::schedule`] does (a name registered twice fails
+    /// [`start`](Manager::start)).
+    pub fn schedule(mut self, schedule: Schedule) -> Self {
+        self.config.schedules.push(schedule);
+        self
+    }
+
     /// The manager's id, written as the owner of its leases (default: `pid-random`).
     pub fn id(mut self, id: impl Into<String>) -> Self {
         self.config.id = Some(id.into());
         self
     }
 
-    /// Builds the manager. Register processors, then [`start`](Manager::start) it.
+    /// Builds the manager. Register processors (and schedules), then
+    /// [`start`](Manager::start) it.
     pub fn build(self) -> Manager {
         Manager::from_parts(self.store, self.config)
     }

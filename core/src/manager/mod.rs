@@ -24,6 +24,7 @@ pub use processor::{Processor, TaskContext, TaskError, Typed};
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::event::EventStream;
+use crate::schedule::Schedule;
 use crate::stats::Stats;
 use crate::store::{Enqueued, Store};
 use crate::task::{Task, TaskId, TaskRecord};
@@ -73,8 +74,8 @@ struct Inner {
 /// Where the manager is in its life. Every change is one step under `Inner::state`, with
 /// no await in between, so `start` and `close` are linearizable.
 enum State {
-    /// Built; taking registrations.
-    Registering(FxHashMap<Arc<str>, Arc<dyn Processor>>),
+    /// Built; taking registrations of processors and schedules.
+    Registering(FxHashMap<Arc<str>, Arc<dyn Processor>>, Vec<Schedule>),
     /// Started: its loops run.
     Running(Runtime),
     /// Closed for good. `Some` when it had started: the shutdown, under way or over, that
@@ -93,7 +94,8 @@ impl Manager {
         ManagerBuilder::new(store)
     }
 
-    fn from_parts(store: Arc<dyn Store>, config: Config) -> Self {
+    fn from_parts(store: Arc<dyn Store>, mut config: Config) -> Self {
+        let schedules = std::mem::take(&mut config.schedules);
         let id = config
             .id
             .clone()
@@ -101,7 +103,7 @@ impl Manager {
         let id: Arc<str> = id.into();
         let client = config.middleware.iter().fold(
             Client::shared(store.clone())
-                .clock(config.clock)
+                .clock(config.clock.clone())
                 .by(id.clone()),
             |client, middleware| client.middleware_shared(middleware.clone()),
         );
@@ -111,7 +113,7 @@ impl Manager {
                 store,
                 client,
                 config: Arc::new(config),
-                state: Mutex::new(State::Registering(FxHashMap::default())),
+                state: Mutex::new(State::Registering(FxHashMap::default(), schedules)),
             }),
         }
     }
@@ -142,7 +144,7 @@ impl Manager {
         let topic = topic.into();
         crate::task::validate_topic(&topic)?;
         let mut state = self.lock_state();
-        let State::Registering(processors) = &mut *state else {
+        let State::Registering(processors, _) = &mut *state else {
             return Err(Error::misuse(format!(
                 "cannot register topic {topic:?}: the manager has already started"
             )));
@@ -153,6 +155,30 @@ impl Manager {
             )));
         }
         processors.insert(topic, Arc::new(processor));
+        Ok(())
+    }
+
+    /// Registers a schedule: from `start` on, the manager fires its ticks (see
+    /// [`Schedule`] for the guarantee that a tick fires once however many managers
+    /// register it). A manager may run schedules and no processor at all.
+    ///
+    /// Fails with [`ErrorKind::Misuse`](crate::ErrorKind::Misuse) when a schedule of the
+    /// same name is registered already, or the manager has started.
+    pub fn schedule(&self, schedule: Schedule) -> Result<()> {
+        let mut state = self.lock_state();
+        let State::Registering(_, schedules) = &mut *state else {
+            return Err(Error::misuse(format!(
+                "cannot register schedule {:?}: the manager has already started",
+                schedule.name()
+            )));
+        };
+        if schedules.iter().any(|s| s.name() == schedule.name()) {
+            return Err(Error::misuse(format!(
+                "schedule {:?} is already registered",
+                schedule.name()
+            )));
+        }
+        schedules.push(schedule);
         Ok(())
     }
 
@@ -175,7 +201,8 @@ impl Manager {
     /// Returns once the manager runs and its [`Event::ManagerStart`](crate::Event) is
     /// out; the work goes on in tokio tasks until [`close`](Self::close).
     ///
-    /// Fails with `Misuse` when already started or closed, or no topic is registered.
+    /// Fails with `Misuse` when already started or closed, when neither a topic nor a
+    /// schedule is registered, or when two schedules share a name.
     /// `start` and `close` are linearizable: the manager is running from the moment
     /// `start` takes it out of registration, with no await before, so a racing `close`
     /// either comes first (then `start` fails) or stops what `start` started.
@@ -188,16 +215,23 @@ impl Manager {
         let announced = {
             let mut state = self.lock_state();
             match &mut *state {
-                State::Registering(p) if p.is_empty() => {
-                    return Err(Error::misuse("register at least one topic before start"))
+                State::Registering(p, s) if p.is_empty() && s.is_empty() => {
+                    return Err(Error::misuse(
+                        "register at least one topic or schedule before start",
+                    ))
                 }
-                State::Registering(p) => {
-                    let processors = std::mem::take(p);
+                State::Registering(p, s) => {
+                    if let Some(name) = duplicate_name(s) {
+                        return Err(Error::misuse(format!(
+                            "schedule {name:?} is registered twice"
+                        )));
+                    }
                     let runtime = Runtime::start(
                         self.inner.id.clone(),
                         self.inner.store.clone(),
                         self.inner.config.clone(),
-                        processors,
+                        std::mem::take(p),
+                        std::mem::take(s),
                     );
                     let announced = runtime.announced();
                     *state = State::Running(runtime);
@@ -281,7 +315,7 @@ impl Manager {
         let shutdown = {
             let mut state = self.lock_state();
             match std::mem::replace(&mut *state, State::Closed(None)) {
-                State::Registering(_) | State::Closed(None) => return Ok(()),
+                State::Registering(..) | State::Closed(None) => return Ok(()),
                 State::Running(runtime) => {
                     let shutdown = runtime.shutdown(timeout);
                     *state = State::Closed(Some(shutdown.clone()));
@@ -308,4 +342,12 @@ impl std::fmt::Debug for Manager {
             .field("id", &self.inner.id)
             .finish_non_exhaustive()
     }
+}
+
+/// A name that two of `schedules` share (the builder's and `Manager::schedule`'s meet
+/// only at start).
+fn duplicate_name(schedules: &[Schedule]) -> Option<&str> {
+    let mut names: Vec<&str> = schedules.iter().map(Schedule::name).collect();
+    names.sort_unstable();
+    names.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
 }

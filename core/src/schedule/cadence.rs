@@ -224,3 +224,179 @@ impl PartialEq for Cadence {
 }
 
 impl Eq for Cadence {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> Timestamp {
+        humantime::parse_rfc3339(s).unwrap().into()
+    }
+
+    /// The ticks in `[from, to)`, walking with `next_after`.
+    fn ticks(cadence: &Cadence, from: &str, to: &str) -> Vec<String> {
+        let (mut t, to) = (utc(from) - Duration::from_millis(1), utc(to));
+        let mut out = Vec::new();
+        while let Some(next) = cadence.next_after(t).filter(|n| *n < to) {
+            out.push(next.to_string());
+            t = next;
+            assert!(out.len() < 5000, "runaway");
+        }
+        out
+    }
+
+    fn berlin(expression: &str) -> Cadence {
+        Cadence::cron(expression)
+            .unwrap()
+            .in_zone("Europe/Berlin")
+            .unwrap()
+    }
+
+    // Europe/Berlin in 2026: 02:00 CET becomes 03:00 CEST on 29 March (01:00 UTC), and
+    // 03:00 CEST becomes 02:00 CET on 25 October (01:00 UTC).
+
+    #[test]
+    fn a_fixed_time_in_the_skipped_hour_fires_once_right_after_the_gap() {
+        let daily = berlin("0 30 2 * * *");
+        assert_eq!(
+            ticks(&daily, "2026-03-27T00:00:00Z", "2026-03-31T00:00:00Z"),
+            [
+                "2026-03-27T01:30:00.000Z", // 02:30 CET
+                "2026-03-28T01:30:00.000Z",
+                "2026-03-29T01:00:00.000Z", // 03:00 CEST, the first instant after the gap
+                "2026-03-30T00:30:00.000Z", // 02:30 CEST
+            ]
+        );
+    }
+
+    #[test]
+    fn a_fixed_time_in_the_repeated_hour_fires_at_its_first_occurrence_only() {
+        let daily = berlin("30 2 * * *");
+        assert_eq!(
+            ticks(&daily, "2026-10-23T00:00:00Z", "2026-10-27T00:00:00Z"),
+            [
+                "2026-10-23T00:30:00.000Z",
+                "2026-10-24T00:30:00.000Z",
+                "2026-10-25T00:30:00.000Z", // 02:30 CEST; not again at 02:30 CET
+                "2026-10-26T01:30:00.000Z", // 02:30 CET
+            ]
+        );
+    }
+
+    #[test]
+    fn interval_expressions_follow_the_wall_clock_through_both_transitions() {
+        let hourly = berlin("@hourly");
+        assert_eq!(
+            ticks(&hourly, "2026-03-28T23:00:00Z", "2026-03-29T03:00:00Z"),
+            [
+                "2026-03-28T23:00:00.000Z",
+                "2026-03-29T00:00:00.000Z",
+                "2026-03-29T01:00:00.000Z", // 03:00 CEST: there was no 02:00
+                "2026-03-29T02:00:00.000Z",
+            ]
+        );
+        let half_hours_at_two = berlin("*/30 2 * * *");
+        assert_eq!(
+            ticks(
+                &half_hours_at_two,
+                "2026-10-24T23:00:00Z",
+                "2026-10-25T03:00:00Z"
+            ),
+            [
+                "2026-10-25T00:00:00.000Z", // 02:00 CEST
+                "2026-10-25T00:30:00.000Z",
+                "2026-10-25T01:00:00.000Z", // 02:00 CET, the repeated hour
+                "2026-10-25T01:30:00.000Z",
+            ]
+        );
+    }
+
+    #[test]
+    fn latest_at_agrees_with_the_forward_ticks() {
+        for cadence in [
+            berlin("0 30 2 * * *"),
+            berlin("0 * * * *"),
+            berlin("*/30 2 * * *"),
+            Cadence::cron("*/7 * * * * *").unwrap(),
+            Cadence::every(Duration::from_secs(90)).unwrap(),
+        ] {
+            for (from, to) in [
+                ("2026-03-28T22:00:00Z", "2026-03-29T04:00:00Z"),
+                ("2026-10-24T22:00:00Z", "2026-10-25T04:00:00Z"),
+            ] {
+                let all = ticks(&cadence, from, to);
+                // Every tick is its own latest, and a moment after it still is.
+                for tick in &all {
+                    let t = utc(tick);
+                    assert_eq!(cadence.latest_at(t), Some(t), "{cadence} at {tick}");
+                    let later = t + Duration::from_millis(999);
+                    if cadence.next_after(t).is_none_or(|n| n > later) {
+                        assert_eq!(cadence.latest_at(later), Some(t), "{cadence} after {tick}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn seconds_aliases_and_intervals_parse() {
+        let every_five_seconds = Cadence::cron("*/5 * * * * *").unwrap();
+        assert_eq!(
+            every_five_seconds.next_after(utc("2026-01-01T00:00:01Z")),
+            Some(utc("2026-01-01T00:00:05Z"))
+        );
+        let hourly = Cadence::cron("@hourly").unwrap();
+        assert_eq!(
+            hourly.next_after(utc("2026-01-01T00:00:00Z")),
+            Some(utc("2026-01-01T01:00:00Z"))
+        );
+        let every = Cadence::cron("@every 1m 30s").unwrap();
+        assert_eq!(every, Cadence::every(Duration::from_secs(90)).unwrap());
+        assert_eq!(every.spec(), "@every 1m 30s");
+        // Interval ticks are multiples of the interval since the epoch.
+        assert_eq!(
+            every.next_after(Timestamp::from_millis(100_000)),
+            Some(Timestamp::from_millis(180_000))
+        );
+        assert_eq!(
+            every.latest_at(Timestamp::from_millis(179_999)),
+            Some(Timestamp::from_millis(90_000))
+        );
+        // What spec and zone write, parse reads back.
+        let zoned = berlin("0 30 2 * * *");
+        assert_eq!(Cadence::parse(&zoned.spec(), zoned.zone()).unwrap(), zoned);
+    }
+
+    #[test]
+    fn bad_expressions_zones_and_intervals_are_misuse() {
+        use crate::ErrorKind;
+        for bad in [
+            "",
+            "* * *",
+            "61 * * * *",
+            "@fortnightly",
+            "@every",
+            "@every soon",
+        ] {
+            let e = Cadence::cron(bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Misuse, "{bad:?}");
+            assert!(e.message().contains("invalid"), "{bad:?}: {e}");
+        }
+        let e = Cadence::cron("@hourly")
+            .unwrap()
+            .in_zone("Mars/Olympus_Mons")
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Misuse);
+        assert!(e.message().contains("Mars/Olympus_Mons"), "{e}");
+        let e = Cadence::every(Duration::from_millis(999)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Misuse);
+        let e = Cadence::every(Duration::from_secs(60))
+            .unwrap()
+            .in_zone("Europe/Berlin")
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Misuse);
+        // A date that never comes parses, and has no ticks.
+        let never = Cadence::cron("0 0 30 2 *").unwrap();
+        assert_eq!(never.next_after(utc("2026-01-01T00:00:00Z")), None);
+    }
+}

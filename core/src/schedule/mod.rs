@@ -150,8 +150,9 @@ impl Schedule {
             missed: Missed::default(),
             overlap: Overlap::default(),
         };
-        // The headers a fire adds must fit: fail here, not at every tick.
-        schedule.task_for(Timestamp::from_millis(i64::MAX / 2))?;
+        // The headers a fire adds must fit: fail here, not at every tick. A tick in year
+        // 9999 writes the longest RFC 3339 value.
+        schedule.task_for(Timestamp::from_millis(253_402_300_799_999))?;
         Ok(schedule)
     }
 

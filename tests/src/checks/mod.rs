@@ -17,6 +17,7 @@ pub mod manager;
 pub mod model;
 pub mod observe;
 pub mod ordering;
+pub mod schedule;
 
 use futures_util::StreamExt;
 use taskmill_core::{Event, EventStream};

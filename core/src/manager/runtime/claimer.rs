@@ -25,6 +25,10 @@ impl Shared {
         }
         let _close = CloseOnExit(self.exchange.clone());
         self.announce().await;
+        if self.topics.is_empty() {
+            // A manager that only runs schedules claims nothing.
+            return;
+        }
         let low_water = self.config.concurrency;
         let capacity = 2 * low_water;
         let mut wakeups = match self.store.wakeups().await {

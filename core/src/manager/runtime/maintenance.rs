@@ -1,10 +1,13 @@
 //! The maintenance loop: renews the leases of leased runs, follows the store's cancel
-//! requests, writes runs' progress, runs the reaper, prunes finished tasks, and publishes
-//! stats, each on its own interval.
+//! requests, writes runs' progress, runs the reaper, prunes finished tasks (and the
+//! schedules no manager registers any more), and publishes stats, each on its own
+//! interval.
 
 use super::Shared;
 use crate::event::Event;
-use crate::store::{Applied, LeaseRef, Progress, RecoverOptions, RenewOptions};
+use crate::store::{
+    Applied, LeaseRef, Progress, PruneSchedulesOptions, RecoverOptions, RenewOptions,
+};
 use crate::task::Queue;
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -83,7 +86,10 @@ impl Shared {
                 _ = reap.tick() => self.reap().await,
                 _ = progress.tick() => self.write_progress().await,
                 _ = stats_tick => self.publish_stats().await,
-                _ = prune.tick() => prune_calls_left = MAX_PRUNE_CALLS,
+                _ = prune.tick() => {
+                    self.prune_schedules().await;
+                    prune_calls_left = MAX_PRUNE_CALLS;
+                }
                 _ = std::future::ready(()), if prune_calls_left > 0 => {
                     prune_calls_left = match self.prune_batch().await {
                         true => prune_calls_left - 1,
@@ -91,6 +97,21 @@ impl Shared {
                     };
                 }
             }
+        }
+    }
+
+    /// Removes the state of schedules no manager registered for
+    /// [`SCHEDULE_RETENTION`](crate::SCHEDULE_RETENTION).
+    async fn prune_schedules(&self) {
+        let seen_before = self.config.clock.now() - crate::SCHEDULE_RETENTION;
+        match self
+            .store
+            .prune_schedules(&PruneSchedulesOptions::new(seen_before))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => debug!(count = n, "removed schedules no manager registers"),
+            Err(e) => warn!(error = %e, "cannot prune schedules"),
         }
     }
 

@@ -1,6 +1,7 @@
-//! The running manager: the claimer, a fixed pool of workers, the flusher, and the
+//! The running manager: the claimer, a fixed pool of workers, the flusher, the
 //! maintenance loop (lease renewal, cancel requests, progress writes, reaper, pruning,
-//! stats), each a tokio task in a file of its own.
+//! stats), and the scheduler when the manager has schedules, each a tokio task in a file
+//! of its own.
 //!
 //! # Data flow
 //!
@@ -21,7 +22,8 @@
 //! [`Runtime::shutdown`] runs these steps in a tokio task of its own, so that a close
 //! future dropped midway still completes them; every close waits for the one result.
 //!
-//! 1. `stop_claiming` is cancelled. A claim in flight is never dropped (that would strand
+//! 1. `stop_claiming` is cancelled, which also stops the scheduler: a tick fire in flight
+//!    completes, and no tick is fired after this step. A claim in flight is never dropped (that would strand
 //!    its tasks in WORK until their leases expire): the claimer hands what it claimed to the
 //!    workers, then ends. As it ends it closes the job queue and drops its producer, so no
 //!    task is leased after this step.
@@ -83,6 +85,7 @@ mod flusher;
 mod maintenance;
 mod outcome;
 mod round_robin;
+mod scheduler;
 mod worker;
 
 use super::config::Config;
@@ -92,6 +95,7 @@ use super::run::Run;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::middleware::Chain;
+use crate::schedule::Schedule;
 use crate::store::{CancelStream, Store};
 use crate::task::TaskId;
 use outcome::PendingOutcome;
@@ -111,6 +115,8 @@ pub(super) struct Runtime {
     workers: JoinSet<()>,
     flusher: JoinHandle<()>,
     maintenance: JoinHandle<()>,
+    /// The scheduler loop, when the manager has schedules.
+    scheduler: Option<JoinHandle<()>>,
 }
 
 /// What every loop of a running manager shares.
@@ -196,6 +202,7 @@ impl Runtime {
         store: Arc<dyn Store>,
         config: Arc<Config>,
         processors: FxHashMap<Arc<str>, Arc<dyn Processor>>,
+        schedules: Vec<Schedule>,
     ) -> Runtime {
         let concurrency = config.concurrency;
         let topics = processors
@@ -241,7 +248,11 @@ impl Runtime {
             workers.spawn(shared.clone().worker(store, producer));
         }
         let producer = shared.exchange.producer();
+        let started = shared.config.clock.now();
+        let scheduler = (!schedules.is_empty())
+            .then(|| tokio::spawn(shared.clone().schedule_loop(schedules, started)));
         Runtime {
+            scheduler,
             claimer: tokio::spawn(shared.clone().claim_loop(producer)),
             workers,
             flusher: tokio::spawn(shared.clone().flush_loop()),
@@ -275,6 +286,9 @@ impl Runtime {
         // Step 1.
         shared.stop_claiming.cancel();
         let mut joined = vec![(&mut self.claimer).await];
+        if let Some(scheduler) = self.scheduler.as_mut() {
+            joined.push(scheduler.await);
+        }
         // Steps 2 and 3.
         let grace_over = tokio::time::sleep(grace);
         tokio::pin!(grace_over);
