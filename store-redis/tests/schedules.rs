@@ -12,9 +12,7 @@ use std::time::Duration;
 use taskmill_core::store::{
     EnqueueOptions, Enqueued, Fired, PruneSchedulesOptions, RegisterOptions, ScheduleEntry, Tick,
 };
-use taskmill_core::{
-    Event, Overlap, ScheduleTick, Store, Task, Timestamp, SCHEDULE_HEADER, TICK_HEADER,
-};
+use taskmill_core::{Event, Overlap, Schedule, ScheduleTick, Store, Task, Timestamp};
 use taskmill_redis::RedisStore;
 use taskmill_testkit::redis::{fresh_namespace, RedisServer};
 
@@ -25,35 +23,35 @@ fn tick_at(n: i64) -> Timestamp {
     Timestamp::from_millis(1_700_000_040_000 + n * 60_000)
 }
 
-/// A schedule as the tests fire it: a name, the topic of its task, its overlap policy.
-/// (Ticks are built here as `Schedule::task_for` builds them, headers included.)
-struct Sched {
-    name: &'static str,
-    topic: &'static str,
-    overlap: Overlap,
-}
+/// A schedule ticking every minute, its task in `topic`, and what the tests take of it:
+/// its entry as a manager registers it, and its ticks as a manager fires them.
+struct Sched(Schedule);
 
 impl Sched {
-    fn new(name: &'static str, topic: &'static str, overlap: Overlap) -> Self {
-        Sched {
-            name,
-            topic,
-            overlap,
-        }
+    fn new(name: &str, topic: &str, overlap: Overlap) -> Self {
+        let task = Task::new(topic, &1).unwrap();
+        let schedule = Schedule::every(name, Duration::from_secs(60), task).unwrap();
+        Sched(schedule.overlap(overlap))
     }
 
     fn entry(&self) -> ScheduleEntry {
-        ScheduleEntry::new(self.name, "every 60s", "UTC", self.topic)
+        let cadence = self.0.cadence();
+        ScheduleEntry::new(
+            self.0.name(),
+            cadence.spec(),
+            cadence.zone(),
+            self.0.task().topic(),
+        )
     }
 
+    fn spec(&self) -> String {
+        self.0.cadence().spec()
+    }
+
+    /// The tick at `at`: its task carries the schedule's name and the tick in its headers.
     fn tick(&self, at: Timestamp) -> Tick {
-        let task = Task::new(self.topic, &1)
-            .unwrap()
-            .header(SCHEDULE_HEADER, self.name)
-            .unwrap()
-            .header(TICK_HEADER, at.to_string())
-            .unwrap();
-        Tick::new(self.name, at, task, self.overlap)
+        let task = self.0.task_for(at).unwrap();
+        Tick::new(self.0.name(), at, task, self.0.overlap_policy())
     }
 }
 
@@ -169,7 +167,7 @@ async fn a_hostile_name_round_trips_through_every_call_and_the_event() {
         .await
         .unwrap();
     assert_eq!(&*registered[0].name, name);
-    assert_eq!(&*registered[0].spec, "every 60s");
+    assert_eq!(*registered[0].spec, *schedule.spec());
     let listed = store.schedules().await.unwrap();
     assert_eq!(listed.len(), 2);
     // By name in byte order: '"' < 'p' < 'w'.
@@ -344,7 +342,7 @@ async fn names(store: &RedisStore) -> Vec<String> {
 async fn times_compare_exactly_beyond_doubles_and_below_zero() {
     let setup = Setup::new().await;
     let store = &setup.store;
-    // Tasks without the tick headers (which cannot write such years): the ticks alone.
+    // Plain tasks: the tick headers are RFC 3339, which ends with year 9999.
     let tick = |name: &str, at: i64| {
         Tick::new(
             name,
