@@ -1,16 +1,20 @@
-//! Quickstart: two topics, a few hundred tasks, some failing and retried, one dead; then
-//! a status lookup with its result, and a cancel of a running task from a client.
+//! Quickstart: two topics, a few hundred tasks, some failing and retried, one dead; a
+//! schedule firing every second; then a status lookup with its result, a cancel of a
+//! running task from a client, and the schedule's state.
 //!
 //! Run it with `cargo run --example quickstart` (add `RUST_LOG=taskmill=debug` to see the
 //! manager's tracing). It prints a live summary of the event stream, a task's status and
-//! result, a cancel, and the final stats, and exits by itself in a few seconds.
+//! result, a cancel, the schedule's ticks, and the final stats, and exits by itself in a
+//! few seconds.
 
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use taskmill::store::Cancellation;
-use taskmill::{Backoff, Client, Event, Manager, Task, TaskContext, TaskError, TaskId, TaskStatus};
+use taskmill::{
+    Backoff, Client, Event, Manager, Schedule, Task, TaskContext, TaskError, TaskId, TaskStatus,
+};
 
 #[derive(Serialize, Deserialize)]
 struct Email {
@@ -77,6 +81,20 @@ async fn main() -> taskmill::Result<()> {
         Ok(())
     })?;
 
+    // A periodic task: every second, one `heartbeats` task, however many managers run
+    // this schedule (each tick is decided once, in the store). Cron expressions work too:
+    // `Schedule::new("nightly", "0 30 2 * * *", task)?.zone("Europe/Berlin")?`.
+    manager.register("heartbeats", |ctx: TaskContext| async move {
+        let tick = ctx.headers().get(taskmill::TICK_HEADER).unwrap_or("?");
+        println!("heartbeat for tick {tick}");
+        Ok::<_, TaskError>(())
+    })?;
+    manager.schedule(Schedule::every(
+        "heartbeat",
+        Duration::from_secs(1),
+        Task::new("heartbeats", &())?,
+    )?)?;
+
     let mut events = manager.watch().await?;
     manager.start().await?;
 
@@ -107,7 +125,10 @@ async fn main() -> taskmill::Result<()> {
         };
         *seen.entry(event.name()).or_default() += 1;
         match &event {
-            Event::TaskCompletion { .. } => completed += 1,
+            Event::TaskCompletion { topic, .. } if &**topic != "heartbeats" => completed += 1,
+            Event::TaskEnqueue {
+                tick: Some(tick), ..
+            } => println!("schedule {:?} fired its tick {}", tick.schedule, tick.tick),
             Event::TaskFailure { id, error, .. } => {
                 dead += 1;
                 println!("task {id} is dead: {error}");
@@ -122,7 +143,9 @@ async fn main() -> taskmill::Result<()> {
             }
             _ => {}
         }
-        if (completed + dead) % 100 == 0 && matches!(event, Event::TaskCompletion { .. }) {
+        let batch_done =
+            matches!(&event, Event::TaskCompletion { topic, .. } if &**topic != "heartbeats");
+        if batch_done && (completed + dead) % 100 == 0 {
             println!("… {completed} completed, {dead} dead so far");
         }
     }
@@ -158,6 +181,20 @@ async fn main() -> taskmill::Result<()> {
         info.record.cancelled_by,
         info.progress::<u64>()?.unwrap_or(0),
     );
+
+    // The schedule as the store keeps it: shared by every manager that runs it.
+    for schedule in client.schedules().await? {
+        let state = &schedule.state;
+        println!(
+            "schedule {:?} ({} {}): last tick {}, next tick {}, last task {}",
+            state.name,
+            state.spec,
+            state.zone,
+            state.last_tick.map_or("none".into(), |t| t.to_string()),
+            schedule.next_tick.map_or("none".into(), |t| t.to_string()),
+            state.last_task.map_or("none".into(), |t| t.to_string()),
+        );
+    }
 
     manager.close_with_timeout(Duration::from_secs(5)).await?;
     println!("\nevents seen: {seen:?}");

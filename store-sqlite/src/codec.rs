@@ -1,5 +1,5 @@
-//! The record codec: rows of `tasks` to [`TaskRecord`]s and back, and the counter deltas
-//! written to `topics`.
+//! The record codec: rows of `tasks` to [`TaskRecord`]s and back, rows of `schedules` to
+//! [`ScheduleState`]s, and the counter deltas written to `topics`.
 
 use crate::layout::{CANCELLED, COMPLETED, DEAD, READY, SCHEDULED, WORK};
 use rusqlite::types::ValueRef;
@@ -7,6 +7,7 @@ use rusqlite::Row;
 use std::borrow::Cow;
 use std::sync::Arc;
 use taskmill_core::raw::{HeadersExt, PayloadExt};
+use taskmill_core::store::{ScheduleEntry, ScheduleState};
 use taskmill_core::{
     AttemptError, Counters, Error, Headers, Lease, Payload, Queue, TaskId, TaskRecord, Timestamp,
 };
@@ -369,6 +370,36 @@ impl Delta {
 fn index(queue: Queue) -> usize {
     // Every queue is in `ALL`.
     Queue::ALL.iter().position(|q| *q == queue).unwrap_or(0)
+}
+
+/// The columns every query that reads whole schedule states selects, in
+/// [`decode_schedule`]'s order.
+pub const SCHEDULE_COLUMNS: &str =
+    "name, spec, zone, topic, paused, last_tick, last_task, fired_at, seen_at";
+
+/// A row of `schedules` (selected as [`SCHEDULE_COLUMNS`]) as its state.
+///
+/// Strict, unlike [`decode`]: a column of the wrong type fails the read (`Corrupt`), as
+/// a half-read state could only mislead the decision to fire.
+pub fn decode_schedule(row: &Row<'_>) -> rusqlite::Result<ScheduleState> {
+    let time = |i: usize| {
+        row.get::<_, Option<i64>>(i)
+            .map(|t| t.map(Timestamp::from_millis))
+    };
+    let entry = ScheduleEntry::new(
+        row.get::<_, String>(0)?,
+        row.get::<_, String>(1)?,
+        row.get::<_, String>(2)?,
+        row.get::<_, String>(3)?,
+    );
+    let mut state = ScheduleState::new(&entry, Timestamp::from_millis(row.get(8)?));
+    state.paused = row.get(4)?;
+    state.last_tick = time(5)?;
+    state.last_task = row
+        .get::<_, Option<i64>>(6)?
+        .map(|id| TaskId::new(id.max(0) as u64));
+    state.fired_at = time(7)?;
+    Ok(state)
 }
 
 /// A `u64` as SQLite's signed integer (ids and tokens stay far below `i64::MAX`).

@@ -28,6 +28,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use taskmill_core::raw::{Call, LocalBus, Reply};
+use taskmill_core::store::Fired;
 use taskmill_core::{Error, Queue, Result};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Span;
@@ -193,30 +194,49 @@ fn handle(conn: &mut Connection, bus: &LocalBus, command: Call) {
             });
             send(reply, result, "cannot pause or resume a topic");
         }
-        Call::RegisterSchedules { reply, .. } => {
-            let _ = reply.send(Err(taskmill_core::Error::unsupported(
-                "schedules are not stored by SQLite yet",
-            )));
+        Call::RegisterSchedules {
+            entries,
+            opts,
+            reply,
+        } => {
+            send(
+                reply,
+                ops::register_schedules(conn, &entries, opts.now),
+                "cannot register schedules",
+            );
         }
-        Call::Fire { reply, .. } => {
-            let _ = reply.send(Err(taskmill_core::Error::unsupported(
-                "schedules are not stored by SQLite yet",
-            )));
+        Call::Fire { ticks, opts, reply } => {
+            let want_events = bus.has_subscribers();
+            // Each tick commits on its own: its event goes out, and managers are woken,
+            // as soon as its transaction has committed, as after an enqueue.
+            let result = ops::fire(conn, ticks, &opts, want_events, |fired, events| {
+                bus.publish(events);
+                if matches!(fired, Fired::Enqueued(e) if e.is_new()) {
+                    bus.wake();
+                }
+            });
+            send(reply, result, "cannot fire schedule ticks");
         }
-        Call::Schedules { reply, .. } => {
-            let _ = reply.send(Err(taskmill_core::Error::unsupported(
-                "schedules are not stored by SQLite yet",
-            )));
+        Call::Schedules { reply } => {
+            send(reply, ops::schedules(conn), "cannot read schedules");
         }
-        Call::SetSchedulePaused { reply, .. } => {
-            let _ = reply.send(Err(taskmill_core::Error::unsupported(
-                "schedules are not stored by SQLite yet",
-            )));
+        Call::SetSchedulePaused {
+            name,
+            paused,
+            reply,
+        } => {
+            send(
+                reply,
+                ops::set_schedule_paused(conn, &name, paused),
+                "cannot pause or resume a schedule",
+            );
         }
-        Call::PruneSchedules { reply, .. } => {
-            let _ = reply.send(Err(taskmill_core::Error::unsupported(
-                "schedules are not stored by SQLite yet",
-            )));
+        Call::PruneSchedules { opts, reply } => {
+            send(
+                reply,
+                ops::prune_schedules(conn, opts.seen_before),
+                "cannot prune schedules",
+            );
         }
     }
 }

@@ -4,7 +4,8 @@
 //! of the layout below and `PRAGMA application_id` marks the file as taskmill's. A file
 //! whose version is newer than [`LAYOUT_VERSION`] was written by a newer taskmill and is
 //! refused rather than misread; one whose version is older is upgraded in place, in the
-//! same transaction that checks the version (see [`UPGRADE_V1`] and [`UPGRADE_V2`]).
+//! same transaction that checks the version (see [`UPGRADE_V1`], [`UPGRADE_V2`] and
+//! [`UPGRADE_V3`]).
 
 use crate::error::backend_error;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
@@ -13,7 +14,7 @@ use taskmill_core::{Error, Result};
 
 /// The version of the data layout this code writes and understands, kept in the file's
 /// `PRAGMA user_version`.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// `PRAGMA application_id` of a taskmill database: "TMIL" in ASCII.
 pub const APPLICATION_ID: i64 = 0x544D_494C;
@@ -31,7 +32,7 @@ pub const COMPLETED: i64 = 4;
 /// `tasks.state`: CANCELLED (kept until pruned).
 pub const CANCELLED: i64 = 5;
 
-/// The `tasks` table of version 3, created under `{name}` (the upgrade from version 1
+/// The `tasks` table of version 3 (unchanged in 4), created under `{name}` (the upgrade from version 1
 /// builds it beside the old one, then renames it).
 ///
 /// `state` splits INPUT the way the memory store does: `0` (ready: due when last looked
@@ -71,7 +72,7 @@ CREATE TABLE {name} (
 );
 ";
 
-/// The indexes of `tasks`, version 3.
+/// The indexes of `tasks`, version 3 (unchanged in 4).
 ///
 /// Each is partial, so a task sits only in the indexes of its state, and every claim,
 /// promotion, reaper pass and pruning is an index range scan: O(log n + k) in the number
@@ -142,7 +143,34 @@ CREATE TABLE meta (
 INSERT INTO meta (key, value) VALUES ('last_id', 0), ('last_token', 0);
 ";
 
-/// Version 1 → 3, for a file written before finished tasks were kept.
+/// The `schedules` table, new in version 4: one row per schedule, the
+/// [`ScheduleState`](taskmill_core::store::ScheduleState) of `Store::fire` and
+/// `Store::register_schedules`.
+///
+/// `name` is the schedule's name, bound as a parameter (any text up to 128 bytes: `:`,
+/// `/`, spaces, unicode), and its `BINARY` collation compares the UTF-8 bytes, so
+/// `ORDER BY name` is the byte order `Store::schedules` promises. `spec`, `zone` and
+/// `topic` are what was registered last (empty `spec` and `zone` for a schedule fired
+/// before any registration). `last_tick`, `last_task` and `fired_at` are NULL until the
+/// first tick is fired (`last_task` and `fired_at` until the first one that enqueued);
+/// times are milliseconds since the Unix epoch. `last_task` is a task id, not a foreign
+/// key: the task may be pruned or deleted while the schedule keeps its id.
+const SCHEDULES_TABLE: &str = "
+CREATE TABLE schedules (
+    name      TEXT PRIMARY KEY,
+    spec      TEXT NOT NULL,
+    zone      TEXT NOT NULL,
+    topic     TEXT NOT NULL,
+    paused    INTEGER NOT NULL DEFAULT 0,
+    last_tick INTEGER,
+    last_task INTEGER,
+    fired_at  INTEGER,
+    seen_at   INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+/// Version 1 → 3, for a file written before finished tasks were kept (followed by
+/// [`UPGRADE_V3`]).
 ///
 /// `tasks` is rebuilt in the current layout (SQLite cannot make `max_retries` nullable in place): the new table
 /// is filled from the old one, the old one dropped and the new one renamed, all in the
@@ -173,7 +201,7 @@ ALTER TABLE topics ADD COLUMN kept_cancelled INTEGER NOT NULL DEFAULT 0;
 ";
 
 /// Version 2 → 3: task headers, the index of INPUT by `run_at`, one index of finished
-/// tasks instead of two.
+/// tasks instead of two (followed by [`UPGRADE_V3`]).
 ///
 /// `headers` is added at the end of `tasks` (no row is rewritten: they all read it as
 /// NULL, no headers), `tasks_scheduled (topic, run_at) WHERE state = 1` is replaced by
@@ -187,6 +215,14 @@ DROP INDEX tasks_scheduled;
 DROP INDEX tasks_history;
 CREATE INDEX tasks_waiting ON tasks (topic, state, run_at) WHERE state <= 1;
 ";
+
+/// Version 3 → 4: schedules.
+///
+/// Adds the empty [`SCHEDULES_TABLE`]; no existing row is read or rewritten, so it takes
+/// no longer on a large file than on an empty one. It runs in the transaction that read
+/// the version, so a failure leaves the file at version 3, untouched. Older files run
+/// their own steps to version 3 first, in the same transaction.
+const UPGRADE_V3: &str = SCHEDULES_TABLE;
 
 /// Creates the schema in an empty database, upgrades an older one, checks the version of
 /// one that is current.
@@ -244,8 +280,9 @@ pub fn migrate(conn: &mut Connection, path: &Path, read_only: bool) -> Result<()
     }
     match version {
         0 => create(&tx, path)?,
-        1 => upgrade(&tx, path, 1, &upgrade_v1_steps())?,
-        _ => upgrade(&tx, path, 2, UPGRADE_V2)?,
+        1 => upgrade(&tx, path, 1, &format!("{}{UPGRADE_V3}", upgrade_v1_steps()))?,
+        2 => upgrade(&tx, path, 2, &format!("{UPGRADE_V2}{UPGRADE_V3}"))?,
+        _ => upgrade(&tx, path, 3, UPGRADE_V3)?,
     }
     tx.pragma_update(None, "user_version", LAYOUT_VERSION)
         .map_err(|e| backend_error(e, ctx()))?;
@@ -256,7 +293,8 @@ pub fn migrate(conn: &mut Connection, path: &Path, read_only: bool) -> Result<()
 fn create(tx: &Transaction<'_>, path: &Path) -> Result<()> {
     let tables: i64 = tx
         .query_row(
-            "SELECT count(*) FROM sqlite_master WHERE name IN ('tasks', 'topics', 'meta')",
+            "SELECT count(*) FROM sqlite_master \
+             WHERE name IN ('tasks', 'topics', 'meta', 'schedules')",
             [],
             |r| r.get(0),
         )
@@ -270,7 +308,7 @@ fn create(tx: &Transaction<'_>, path: &Path) -> Result<()> {
     }
     let create = || format!("cannot create the taskmill schema in {}", path.display());
     let schema = format!(
-        "{}{TASKS_INDEXES}{OTHER_TABLES}",
+        "{}{TASKS_INDEXES}{OTHER_TABLES}{SCHEDULES_TABLE}",
         TASKS_TABLE.replace("{name}", "tasks")
     );
     tx.execute_batch(&schema)

@@ -19,21 +19,28 @@
 //! - `prune`: deletes rows whose `finished_at` is at or before their topic's cutoff,
 //!   `is_prunable` as a range of `tasks_pruning`.
 //!
+//! Schedules: `fire` is one transaction per tick rather than per batch (read the state,
+//! decide, enqueue through the same insertion as `enqueue`, store the state); the write
+//! lock `BEGIN IMMEDIATE` takes before the read is what lets only one of the processes
+//! firing a tick enqueue it.
+//!
 //! Unique keys are freed by the index: `tasks_unique` holds exactly the rows that hold
 //! their key (see `layout.rs`), so a row that finishes or goes leaves it in the same
 //! statement.
 
 use crate::codec::{
-    decode, encode_errors, encode_headers, queue_of, sql_u64, state_of, Decoded, Delta, COLUMNS,
+    decode, decode_schedule, encode_errors, encode_headers, queue_of, sql_u64, state_of, Decoded,
+    Delta, COLUMNS, SCHEDULE_COLUMNS,
 };
 use crate::layout::{HOLDS_UNIQUE_KEY, IN_INPUT, READY, SCHEDULED};
-use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, CachedStatement, OptionalExtension, Transaction, TransactionBehavior};
 use std::collections::HashMap;
 use std::sync::Arc;
 use taskmill_core::raw::{RecordExt, TaskExt};
 use taskmill_core::store::{
-    Applied, CancelOptions, Cancellation, ClaimOptions, Claimed, EnqueueOptions, Enqueued,
+    Applied, CancelOptions, Cancellation, ClaimOptions, Claimed, EnqueueOptions, Enqueued, Fired,
     LeaseRef, ListOptions, Outcome, OutcomeKind, Page, Progress, PruneOptions, Recovered,
+    ScheduleEntry, ScheduleState, Tick,
 };
 use taskmill_core::{
     Event, Lease, Payload, Queue, Stats, Task, TaskId, TaskRecord, Timestamp, TopicStats,
@@ -195,6 +202,88 @@ fn delta<'d>(deltas: &'d mut Deltas, topic: &Arc<str>) -> &'d mut Delta {
     deltas.entry(topic.clone()).or_default()
 }
 
+/// The insertion of new tasks into INPUT inside a write transaction: the one code path of
+/// [`enqueue`] and [`fire`], so a fired tick's task is enqueued exactly as `enqueue`
+/// enqueues one (a fresh id, the unique key check, the counters, the event).
+///
+/// Ids are taken from `meta.last_id` as read in the transaction, and the ids and counters
+/// are written back by [`finish`](Self::finish), in the same transaction, before it
+/// commits. Both statements are prepared (from the cache) once per transaction, not once
+/// per task.
+struct Inserter<'tx> {
+    find_unique: CachedStatement<'tx>,
+    insert: CachedStatement<'tx>,
+    /// The last id handed out, this transaction's included.
+    last_id: u64,
+    deltas: Deltas,
+    /// The enqueue events, when someone listens.
+    events: Option<Vec<Event>>,
+}
+
+impl<'tx> Inserter<'tx> {
+    fn new(tx: &'tx Transaction<'_>, want_events: bool) -> R<Self> {
+        Ok(Inserter {
+            find_unique: tx.prepare_cached(&format!(
+                "SELECT id FROM tasks WHERE topic = ?1 AND unique_key = ?2 AND {HOLDS_UNIQUE_KEY}"
+            ))?,
+            insert: tx.prepare_cached(INSERT)?,
+            last_id: meta_get(tx, "last_id")?,
+            deltas: Deltas::new(),
+            events: want_events.then(Vec::new),
+        })
+    }
+
+    /// Adds `task` to INPUT, unless its unique key is held (by a row already stored or
+    /// one inserted before in this transaction, which the index shows alike).
+    fn insert(&mut self, task: Task, opts: &EnqueueOptions) -> R<Enqueued> {
+        if let Some(key) = task.unique_key_ref() {
+            let existing = self
+                .find_unique
+                .query_row([task.topic(), key], |r| r.get::<_, i64>(0))
+                .optional()?;
+            if let Some(existing) = existing {
+                return Ok(Enqueued::Duplicate(TaskId::new(existing as u64)));
+            }
+        }
+        let id = TaskId::new(self.last_id + 1);
+        // Every column not written here is NULL, as the new record's field is.
+        let r = task.into_record(id, opts);
+        self.insert.execute(params![
+            sql_u64(id.get()),
+            state_of(Queue::Input, r.run_at, opts.now),
+            r.topic.as_ref(),
+            r.priority,
+            r.run_at.as_millis(),
+            r.args.as_str(),
+            r.external_id,
+            r.attempt,
+            r.max_retries,
+            r.enqueued_at.as_millis(),
+            r.unique_key,
+            r.unique_while_kept,
+            encode_headers(&r.headers),
+        ])?;
+        self.last_id = id.get();
+        let d = delta(&mut self.deltas, &r.topic);
+        d.counters.enqueued += 1;
+        d.moved(None, Some(Queue::Input));
+        if let Some(events) = &mut self.events {
+            events.push(Event::enqueued(&r));
+        }
+        Ok(Enqueued::New(id))
+    }
+
+    /// Writes the last id and the counters of what was inserted; returns the events, for
+    /// the caller to publish once the transaction has committed.
+    fn finish(self, tx: &Transaction<'_>) -> R<Vec<Event>> {
+        if !self.deltas.is_empty() {
+            meta_set(tx, "last_id", self.last_id)?;
+            flush(tx, &self.deltas)?;
+        }
+        Ok(self.events.unwrap_or_default())
+    }
+}
+
 /// What an enqueue did, for the caller to publish once it is committed.
 pub struct EnqueueDone {
     /// One result per task.
@@ -211,57 +300,12 @@ pub fn enqueue(
     want_events: bool,
 ) -> R<EnqueueDone> {
     let tx = begin(conn)?;
-    let mut last_id = meta_get(&tx, "last_id")?;
-    let mut deltas = Deltas::new();
-    let mut results = Vec::with_capacity(tasks.len());
-    let mut events = Vec::new();
-    {
-        let mut find_unique = tx.prepare_cached(&format!(
-            "SELECT id FROM tasks WHERE topic = ?1 AND unique_key = ?2 AND {HOLDS_UNIQUE_KEY}"
-        ))?;
-        let mut insert = tx.prepare_cached(INSERT)?;
-        for task in tasks {
-            if let Some(key) = task.unique_key_ref() {
-                let existing = find_unique
-                    .query_row([task.topic(), key], |r| r.get::<_, i64>(0))
-                    .optional()?;
-                if let Some(existing) = existing {
-                    results.push(Enqueued::Duplicate(TaskId::new(existing as u64)));
-                    continue;
-                }
-            }
-            last_id += 1;
-            let id = TaskId::new(last_id);
-            // Every column not written here is NULL, as the new record's field is.
-            let r = task.into_record(id, opts);
-            insert.execute(params![
-                sql_u64(last_id),
-                state_of(Queue::Input, r.run_at, opts.now),
-                r.topic.as_ref(),
-                r.priority,
-                r.run_at.as_millis(),
-                r.args.as_str(),
-                r.external_id,
-                r.attempt,
-                r.max_retries,
-                r.enqueued_at.as_millis(),
-                r.unique_key,
-                r.unique_while_kept,
-                encode_headers(&r.headers),
-            ])?;
-            let d = delta(&mut deltas, &r.topic);
-            d.counters.enqueued += 1;
-            d.moved(None, Some(Queue::Input));
-            if want_events {
-                events.push(Event::enqueued(&r));
-            }
-            results.push(Enqueued::New(id));
-        }
-    }
-    if !deltas.is_empty() {
-        meta_set(&tx, "last_id", last_id)?;
-        flush(&tx, &deltas)?;
-    }
+    let mut inserter = Inserter::new(&tx, want_events)?;
+    let results = tasks
+        .into_iter()
+        .map(|task| inserter.insert(task, opts))
+        .collect::<R<Vec<_>>>()?;
+    let events = inserter.finish(&tx)?;
     tx.commit()?;
     Ok(EnqueueDone { results, events })
 }
@@ -810,6 +854,154 @@ pub fn set_paused(conn: &mut rusqlite::Connection, topic: &str, paused: bool) ->
     )?
     .execute(params![topic, paused])?;
     Ok(())
+}
+
+/// A schedule's state by name.
+fn load_schedule(tx: &Transaction<'_>, name: &str) -> R<Option<ScheduleState>> {
+    tx.prepare_cached(&format!(
+        "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name = ?1"
+    ))?
+    .query_row([name], decode_schedule)
+    .optional()
+}
+
+/// Writes a schedule's whole state, creating its row if it has none.
+fn save_schedule(tx: &Transaction<'_>, state: &ScheduleState) -> R<()> {
+    tx.prepare_cached(
+        "INSERT INTO schedules (name, spec, zone, topic, paused, last_tick, last_task, \
+         fired_at, seen_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+         ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, zone = excluded.zone, \
+         topic = excluded.topic, paused = excluded.paused, last_tick = excluded.last_tick, \
+         last_task = excluded.last_task, fired_at = excluded.fired_at, \
+         seen_at = excluded.seen_at",
+    )?
+    .execute(params![
+        state.name.as_ref(),
+        state.spec.as_ref(),
+        state.zone.as_ref(),
+        state.topic.as_ref(),
+        state.paused,
+        millis(state.last_tick),
+        state.last_task.map(|id| sql_u64(id.get())),
+        millis(state.fired_at),
+        state.seen_at.as_millis(),
+    ])?;
+    Ok(())
+}
+
+/// [`Store::register_schedules`](taskmill_core::Store::register_schedules): one
+/// transaction for the batch, each entry through [`ScheduleState::new`] or
+/// [`ScheduleState::register`], so the rules are the core's.
+pub fn register_schedules(
+    conn: &mut rusqlite::Connection,
+    entries: &[ScheduleEntry],
+    now: Timestamp,
+) -> R<Vec<ScheduleState>> {
+    let tx = begin(conn)?;
+    let mut states = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let state = match load_schedule(&tx, &entry.name)? {
+            Some(mut state) => {
+                state.register(entry, now);
+                state
+            }
+            None => ScheduleState::new(entry, now),
+        };
+        save_schedule(&tx, &state)?;
+        states.push(state);
+    }
+    tx.commit()?;
+    Ok(states)
+}
+
+/// Whether task `id` is in INPUT or WORK (an unfinished previous tick, for
+/// [`Overlap::Skip`](taskmill_core::Overlap::Skip)); a task gone is finished.
+fn is_unfinished(tx: &Transaction<'_>, id: TaskId) -> R<bool> {
+    tx.prepare_cached("SELECT 1 FROM tasks WHERE id = ?1 AND state <= 2")?
+        .exists([sql_u64(id.get())])
+}
+
+/// [`Store::fire`](taskmill_core::Store::fire): each tick in a `BEGIN IMMEDIATE`
+/// transaction of its own, which reads the schedule's state, decides
+/// ([`ScheduleState::decide`]), enqueues the tick's task through the [`Inserter`] of
+/// [`enqueue`] and stores the new state ([`ScheduleState::fired`]), then commits.
+///
+/// The write lock is taken by `BEGIN`, before the state is read: two processes firing the
+/// same tick run these transactions one after the other, and the second reads the first
+/// one's `last_tick` and answers `Stale`. So of any number of calls with one tick, one
+/// enqueues. `committed` is called with each tick's answer and its enqueue events right
+/// after its transaction commits (the caller publishes them then, and wakes managers), so
+/// the ticks fired before an error are published although the call fails.
+pub fn fire(
+    conn: &mut rusqlite::Connection,
+    ticks: Vec<Tick>,
+    opts: &EnqueueOptions,
+    want_events: bool,
+    mut committed: impl FnMut(&Fired, Vec<Event>),
+) -> R<Vec<Fired>> {
+    let mut answers = Vec::with_capacity(ticks.len());
+    for tick in ticks {
+        let tx = begin(conn)?;
+        let known = load_schedule(&tx, &tick.schedule)?;
+        let mut state = known
+            .clone()
+            .unwrap_or_else(|| ScheduleState::unregistered(&tick, opts.now));
+        // `decide` asks about the previous task through a plain `bool`: a failed lookup is
+        // kept here and fails the tick.
+        let mut lookup = Ok(false);
+        let decided = state.decide(&tick, |id| {
+            lookup = is_unfinished(&tx, id);
+            *lookup.as_ref().unwrap_or(&false)
+        });
+        lookup?;
+        let (answer, events) = match decided {
+            Some(answer) => (answer, Vec::new()),
+            None => {
+                let mut inserter = Inserter::new(&tx, want_events)?;
+                let enqueued = inserter.insert(tick.task.clone(), opts)?;
+                let events = inserter.finish(&tx)?;
+                state.fired(&tick, enqueued, opts.now);
+                (Fired::Enqueued(enqueued), events)
+            }
+        };
+        // `Stale` changed nothing; every other answer moved `last_tick` (or created the
+        // state of a schedule fired before it was registered).
+        if known.as_ref() != Some(&state) {
+            save_schedule(&tx, &state)?;
+        }
+        tx.commit()?;
+        committed(&answer, events);
+        answers.push(answer);
+    }
+    Ok(answers)
+}
+
+/// [`Store::schedules`](taskmill_core::Store::schedules): by name, in byte order (the
+/// `BINARY` collation of `name`).
+pub fn schedules(conn: &mut rusqlite::Connection) -> R<Vec<ScheduleState>> {
+    conn.prepare_cached(&format!(
+        "SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY name"
+    ))?
+    .query_map([], decode_schedule)?
+    .collect()
+}
+
+/// [`Store::set_schedule_paused`](taskmill_core::Store::set_schedule_paused): one
+/// statement, so one transaction; an unknown name changes no row.
+pub fn set_schedule_paused(conn: &mut rusqlite::Connection, name: &str, paused: bool) -> R<bool> {
+    let changed = conn
+        .prepare_cached("UPDATE schedules SET paused = ?2 WHERE name = ?1")?
+        .execute(params![name, paused])?;
+    Ok(changed == 1)
+}
+
+/// [`Store::prune_schedules`](taskmill_core::Store::prune_schedules): one statement.
+/// Their tasks stay.
+pub fn prune_schedules(conn: &mut rusqlite::Connection, seen_before: Timestamp) -> R<u64> {
+    let removed = conn
+        .prepare_cached("DELETE FROM schedules WHERE seen_at < ?1")?
+        .execute([seen_before.as_millis()])?;
+    Ok(removed as u64)
 }
 
 #[cfg(test)]

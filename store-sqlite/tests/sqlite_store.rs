@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use taskmill_core::store::{
     Applied, ApplyOptions, CancelOptions, Cancellation, ClaimOptions, Claimed, EnqueueOptions,
-    Enqueued, LeaseRef, ListOptions, Outcome, OutcomeKind, Progress, PruneOptions, RenewOptions,
-    TopicClaim,
+    Enqueued, Fired, LeaseRef, ListOptions, Outcome, OutcomeKind, Progress, PruneOptions,
+    PruneSchedulesOptions, RegisterOptions, RenewOptions, ScheduleEntry, Tick, TopicClaim,
 };
 use taskmill_core::{
-    ErrorKind, Event, Manager, Payload, Queue, Store, StoreExt, Task, TaskContext, TaskError,
-    TaskId,
+    ErrorKind, Event, Manager, Overlap, Payload, Queue, Store, StoreExt, Task, TaskContext,
+    TaskError, TaskId, Timestamp, SCHEDULE_HEADER, TICK_HEADER,
 };
 use taskmill_sqlite::{Durability, SqliteOptions, SqliteStore, LAYOUT_VERSION};
 use taskmill_testkit::{
@@ -719,4 +719,210 @@ async fn completions_keep_or_remove_and_free_unique_keys() {
     let second = enqueue_results(&store, keys(4)).await;
     assert_eq!(second[0], Enqueued::Duplicate(first[0].id()));
     assert!(second[1].is_new(), "pruning frees a key held while kept");
+}
+
+/// The task a schedule's tick `at` enqueues, with the headers a manager stamps on it.
+fn tick(schedule: &str, at: Timestamp, overlap: Overlap) -> Tick {
+    let task = Task::new("t", &at.as_millis())
+        .unwrap()
+        .header(SCHEDULE_HEADER, schedule)
+        .unwrap()
+        .header(TICK_HEADER, at.to_string())
+        .unwrap();
+    Tick::new(schedule, at, task, overlap)
+}
+
+/// Tick `n` of a schedule: one a minute from `T0`.
+fn minute(n: u64) -> Timestamp {
+    T0 + Duration::from_secs(60 * n)
+}
+
+/// Schedule states are rows of the file: reopened, it shows them as they were, and names
+/// of any text (quotes, separators, unicode) are stored as given, listed in byte order.
+#[tokio::test]
+async fn schedules_survive_reopening_and_any_name_is_stored_as_given() {
+    let dir = temp_dir();
+    let path = dir.path().join("tasks.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let names = [
+        "reports/daily: 06:00",
+        "Z",
+        "évier ☕",
+        "'); DROP TABLE schedules; --",
+        "a\"b%_*",
+    ];
+    let entries: Vec<ScheduleEntry> = names
+        .iter()
+        .map(|n| ScheduleEntry::new(*n, "0 6 * * *", "Europe/Paris", "t"))
+        .collect();
+    let registered = store
+        .register_schedules(&entries, &RegisterOptions::new(T0))
+        .await
+        .unwrap();
+    assert_eq!(
+        registered.iter().map(|s| &*s.name).collect::<Vec<_>>(),
+        names,
+        "in the order given"
+    );
+    let fired = store
+        .fire(
+            vec![tick(names[0], minute(1), Overlap::Allow)],
+            &EnqueueOptions::new(minute(1)),
+        )
+        .await
+        .unwrap();
+    let Fired::Enqueued(Enqueued::New(id)) = fired[0] else {
+        panic!("not fired: {fired:?}")
+    };
+    assert!(store.set_schedule_paused(names[2], true).await.unwrap());
+    assert!(!store.set_schedule_paused("unknown", true).await.unwrap());
+
+    let before = store.schedules().await.unwrap();
+    let mut sorted: Vec<&str> = names.to_vec();
+    sorted.sort_unstable();
+    assert_eq!(
+        before.iter().map(|s| &*s.name).collect::<Vec<_>>(),
+        sorted,
+        "by name, byte order"
+    );
+    let daily = before.iter().find(|s| &*s.name == names[0]).unwrap();
+    assert_eq!(
+        (
+            daily.last_tick,
+            daily.last_task,
+            daily.fired_at,
+            daily.seen_at
+        ),
+        (Some(minute(1)), Some(id), Some(minute(1)), T0)
+    );
+    assert_eq!((&*daily.spec, &*daily.zone), ("0 6 * * *", "Europe/Paris"));
+    drop(store);
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(store.schedules().await.unwrap(), before);
+    let record = store.get(id).await.unwrap().unwrap();
+    assert_eq!(record.headers.get(SCHEDULE_HEADER), Some(names[0]));
+    // The same tick again, after the reopen: the file remembers it was fired.
+    let again = store
+        .fire(
+            vec![tick(names[0], minute(1), Overlap::Allow)],
+            &EnqueueOptions::new(minute(2)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, vec![Fired::Stale { last: minute(1) }]);
+    assert_eq!(
+        store
+            .prune_schedules(&PruneSchedulesOptions::new(T0 + Duration::from_millis(1)))
+            .await
+            .unwrap(),
+        5
+    );
+    assert!(store.schedules().await.unwrap().is_empty());
+    assert!(store.get(id).await.unwrap().is_some(), "its task stays");
+}
+
+/// Two handles on one file, as two processes would have, fire the same 200 ticks at once,
+/// one tick per call so that their transactions interleave: each tick is enqueued by
+/// exactly one of them, and the other is told it is stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_handles_firing_the_same_ticks_enqueue_each_once() {
+    const TICKS: u64 = 200;
+    let dir = temp_dir();
+    let path = dir.path().join("tasks.db");
+    let a = SqliteStore::open(&path).await.unwrap();
+    let b = SqliteStore::open(&path).await.unwrap();
+    let start = Arc::new(tokio::sync::Barrier::new(2));
+    let firer = |store: SqliteStore, start: Arc<tokio::sync::Barrier>| {
+        tokio::spawn(async move {
+            start.wait().await;
+            let mut answers = Vec::with_capacity(TICKS as usize);
+            for n in 0..TICKS {
+                let at = minute(n);
+                let fired = store
+                    .fire(
+                        vec![tick("every minute", at, Overlap::Allow)],
+                        &EnqueueOptions::new(at),
+                    )
+                    .await
+                    .unwrap();
+                answers.push(fired.into_iter().next().unwrap());
+            }
+            answers
+        })
+    };
+    let (ra, rb) = tokio::join!(firer(a.clone(), start.clone()), firer(b.clone(), start));
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+
+    let mut ids = HashSet::new();
+    let mut enqueued_by_a = 0;
+    for (n, (fa, fb)) in ra.iter().zip(&rb).enumerate() {
+        let at = minute(n as u64);
+        let enqueued: Vec<TaskId> = [fa, fb]
+            .into_iter()
+            .filter_map(|f| match f {
+                Fired::Enqueued(Enqueued::New(id)) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(enqueued.len(), 1, "tick {n}: {fa:?} and {fb:?}");
+        ids.insert(enqueued[0]);
+        enqueued_by_a += usize::from(matches!(fa, Fired::Enqueued(_)));
+        let other = if matches!(fa, Fired::Enqueued(_)) {
+            fb
+        } else {
+            fa
+        };
+        assert!(
+            matches!(other, Fired::Stale { last } if *last >= at),
+            "tick {n}: the other answer is {other:?}"
+        );
+    }
+    assert_eq!(ids.len(), TICKS as usize, "200 distinct tasks");
+    let stats = a.stats().await.unwrap().topic("t");
+    assert_eq!((stats.counters.enqueued, stats.sizes.input), (TICKS, TICKS));
+    let listed = a.list_all(Queue::Input, Some("t")).await.unwrap();
+    assert_eq!(listed.len(), TICKS as usize);
+    for record in &listed {
+        let tick = record.schedule_tick().unwrap();
+        assert_eq!(record.args.as_str(), tick.tick.as_millis().to_string());
+    }
+    let state = b.schedules().await.unwrap().remove(0);
+    assert_eq!(state.last_tick, Some(minute(TICKS - 1)));
+    assert!(ids.contains(&state.last_task.unwrap()));
+    // Not a requirement, only a sign the two really ran side by side.
+    eprintln!("handle a enqueued {enqueued_by_a} of {TICKS} ticks");
+}
+
+/// A fired tick is published like an enqueue, once its transaction committed: its event
+/// carries the tick, and managers are woken. A tick that did not enqueue publishes nothing.
+#[tokio::test]
+async fn a_fired_tick_is_published_with_its_tick() {
+    let store = SqliteStore::open(":memory:").await.unwrap();
+    let mut events = store.subscribe().await.unwrap();
+    let mut wakeups = store.wakeups().await.unwrap();
+    let fired = store
+        .fire(
+            vec![
+                tick("s", minute(1), Overlap::Skip),
+                tick("s", minute(2), Overlap::Skip),
+            ],
+            &EnqueueOptions::new(minute(2)),
+        )
+        .await
+        .unwrap();
+    let Fired::Enqueued(Enqueued::New(id)) = fired[0] else {
+        panic!("{fired:?}")
+    };
+    assert_eq!(fired[1], Fired::Overlapped { running: id });
+    match events.next().now_or_never() {
+        Some(Some(Event::TaskEnqueue { id: got, tick, .. })) => {
+            assert_eq!(got, id);
+            let tick = tick.expect("the tick");
+            assert_eq!((&*tick.schedule, tick.tick), ("s", minute(1)));
+        }
+        other => panic!("no enqueue event: {other:?}"),
+    }
+    assert!(events.next().now_or_never().is_none(), "one event only");
+    assert!(wakeups.next().now_or_never().is_some(), "woken");
 }

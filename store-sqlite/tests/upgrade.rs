@@ -1,17 +1,18 @@
 //! Files written by an older layout: upgraded in place when opened read-write, left alone
 //! (with an error naming the fix) when the upgrade cannot run.
 //!
-//! Each test builds a version 1 file with the SQL that version wrote, as an older
-//! taskmill-sqlite left it, then opens it with this build.
+//! Each test builds a file of an older version (1, 2 or 3) with the SQL that version
+//! wrote, as an older taskmill-sqlite left it, then opens it with this build.
 
 use rusqlite::Connection;
 use std::path::Path;
 use std::time::Duration;
 use taskmill_core::store::{
-    Applied, ApplyOptions, ClaimOptions, Claimed, LeaseRef, ListOptions, Outcome, OutcomeKind,
-    PruneOptions, RenewOptions, TopicClaim,
+    Applied, ApplyOptions, ClaimOptions, Claimed, EnqueueOptions, Enqueued, Fired, LeaseRef,
+    ListOptions, Outcome, OutcomeKind, PruneOptions, RegisterOptions, RenewOptions, ScheduleEntry,
+    Tick, TopicClaim,
 };
-use taskmill_core::{ErrorKind, Queue, Store, Task, TaskId, Timestamp};
+use taskmill_core::{ErrorKind, Overlap, Queue, Store, Task, TaskId, Timestamp};
 use taskmill_sqlite::{SqliteOptions, SqliteStore, LAYOUT_VERSION};
 use taskmill_testkit::{enqueue_results, temp_dir, T0};
 
@@ -107,6 +108,46 @@ fn version(path: &Path) -> i64 {
 
 fn id(n: u64) -> TaskId {
     TaskId::new(n)
+}
+
+/// The names of the tables of the file.
+fn tables(path: &Path) -> Vec<String> {
+    Connection::open(path)
+        .unwrap()
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// An upgraded file keeps schedules (new in version 4): one registered and fired gets
+/// task `expected` (the ids go on from the old file's), and keeps its state across a
+/// reopen.
+async fn schedules_work(store: SqliteStore, path: &Path, expected: TaskId) {
+    let entry = ScheduleEntry::new("nightly", "0 3 * * *", "UTC", "t");
+    store
+        .register_schedules(&[entry], &RegisterOptions::new(T0))
+        .await
+        .unwrap();
+    let tick =
+        |at: Timestamp| Tick::new("nightly", at, Task::new("t", &0).unwrap(), Overlap::Allow);
+    let fired = store
+        .fire(vec![tick(T0)], &EnqueueOptions::new(T0))
+        .await
+        .unwrap();
+    assert_eq!(fired, vec![Fired::Enqueued(Enqueued::New(expected))]);
+    let states = store.schedules().await.unwrap();
+    drop(store);
+    let store = SqliteStore::open(path).await.unwrap();
+    assert_eq!(store.schedules().await.unwrap(), states);
+    assert_eq!(states[0].last_task, Some(expected));
+    let again = store
+        .fire(vec![tick(T0)], &EnqueueOptions::new(T0))
+        .await
+        .unwrap();
+    assert_eq!(again, vec![Fired::Stale { last: T0 }]);
 }
 
 #[tokio::test]
@@ -219,6 +260,8 @@ async fn a_version_1_file_is_upgraded_in_place_and_keeps_every_task() {
     let store = SqliteStore::open(&path).await.unwrap();
     assert_eq!(store.stats().await.unwrap(), stats);
     assert_eq!(version(&path), i64::from(LAYOUT_VERSION));
+    assert!(tables(&path).contains(&"schedules".to_owned()));
+    schedules_work(store, &path, id(6)).await;
 }
 
 /// An upgrade that fails part way (here: a table in the way of the one it builds) is
@@ -449,6 +492,7 @@ async fn a_version_2_file_gains_headers_and_the_earliest_run_at_in_place() {
     drop(store);
     let store = SqliteStore::open(&path).await.unwrap();
     assert_eq!(store.stats().await.unwrap(), stats);
+    schedules_work(store, &path, id(5)).await;
 }
 
 /// An upgrade from version 2 that fails (an index in the way of the one it builds) is
@@ -481,4 +525,155 @@ async fn a_failed_upgrade_from_version_2_changes_nothing() {
         )
         .unwrap();
     assert_eq!(has_headers, 0);
+}
+
+/// The schema of layout version 3, as `taskmill-sqlite` wrote it (no `schedules`).
+const SCHEMA_V3: &str = "
+CREATE TABLE tasks (
+    id                INTEGER PRIMARY KEY,
+    state             INTEGER NOT NULL,
+    topic             TEXT NOT NULL,
+    priority          INTEGER NOT NULL,
+    run_at            INTEGER NOT NULL,
+    args              TEXT NOT NULL,
+    external_id       TEXT,
+    attempt           INTEGER NOT NULL,
+    max_retries       INTEGER,
+    enqueued_at       INTEGER NOT NULL,
+    unique_key        TEXT,
+    unique_while_kept INTEGER NOT NULL DEFAULT 0,
+    first_started_at  INTEGER,
+    started_at        INTEGER,
+    finished_at       INTEGER,
+    errors            TEXT,
+    result            TEXT,
+    progress          TEXT,
+    cancelled_by      TEXT,
+    lease_owner       TEXT,
+    lease_token       INTEGER,
+    lease_deadline    INTEGER,
+    headers           TEXT
+);
+CREATE INDEX tasks_ready     ON tasks (topic, priority, id)  WHERE state = 0;
+CREATE INDEX tasks_waiting   ON tasks (topic, state, run_at) WHERE state <= 1;
+CREATE INDEX tasks_leases    ON tasks (lease_deadline)       WHERE state = 2;
+CREATE INDEX tasks_dead      ON tasks (id)                   WHERE state = 3;
+CREATE INDEX tasks_pruning   ON tasks (topic, finished_at)   WHERE state >= 4;
+CREATE UNIQUE INDEX tasks_unique ON tasks (topic, unique_key)
+    WHERE unique_key IS NOT NULL AND (state < 4 OR unique_while_kept);
+CREATE TABLE topics (
+    topic          TEXT PRIMARY KEY,
+    enqueued       INTEGER NOT NULL DEFAULT 0,
+    started        INTEGER NOT NULL DEFAULT 0,
+    retried        INTEGER NOT NULL DEFAULT 0,
+    failed         INTEGER NOT NULL DEFAULT 0,
+    completed      INTEGER NOT NULL DEFAULT 0,
+    recovered      INTEGER NOT NULL DEFAULT 0,
+    released       INTEGER NOT NULL DEFAULT 0,
+    requeued       INTEGER NOT NULL DEFAULT 0,
+    input          INTEGER NOT NULL DEFAULT 0,
+    work           INTEGER NOT NULL DEFAULT 0,
+    dead           INTEGER NOT NULL DEFAULT 0,
+    paused         INTEGER NOT NULL DEFAULT 0,
+    cancelled      INTEGER NOT NULL DEFAULT 0,
+    kept_completed INTEGER NOT NULL DEFAULT 0,
+    kept_cancelled INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO meta (key, value) VALUES ('last_id', 0), ('last_token', 0);
+PRAGMA application_id = 0x544D494C;
+PRAGMA user_version = 3;
+";
+
+/// A version 3 file of topic `t`: 1 due with unique key `k1` and a header, 2 completed
+/// (kept) at `FAILED_AT`.
+fn version_3_file(path: &Path) {
+    let conn = Connection::open(path).unwrap();
+    conn.execute_batch(SCHEMA_V3).unwrap();
+    let rows = format!(
+        r#"INSERT INTO tasks (id, state, topic, priority, run_at, args, attempt, max_retries,
+             enqueued_at, unique_key, first_started_at, started_at, finished_at, result,
+             headers) VALUES
+         (1, 0, 't', 0, {e}, '1', 0, NULL, {e}, 'k1', NULL, NULL, NULL, NULL, '{{"h":"v"}}'),
+         (2, 4, 't', 0, {e}, '2', 1, 3, {e}, NULL, {e}, {e}, {f}, 'null', NULL);
+         INSERT INTO topics (topic, enqueued, started, completed, input, kept_completed)
+             VALUES ('t', 2, 1, 1, 1, 1);
+         UPDATE meta SET value = 2 WHERE key = 'last_id';
+         UPDATE meta SET value = 1 WHERE key = 'last_token';"#,
+        e = ENQUEUED_AT,
+        f = FAILED_AT,
+    );
+    conn.execute_batch(&rows).unwrap();
+}
+
+#[tokio::test]
+async fn a_version_3_file_gains_schedules_in_place() {
+    let dir = temp_dir();
+    let path = dir.path().join("tasks.db");
+    version_3_file(&path);
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(version(&path), i64::from(LAYOUT_VERSION));
+    assert!(tables(&path).contains(&"schedules".to_owned()));
+    assert!(store.schedules().await.unwrap().is_empty());
+    let t = store.stats().await.unwrap().topic("t");
+    assert_eq!((t.sizes.input, t.sizes.completed), (1, 1));
+    let due = store.get(id(1)).await.unwrap().unwrap();
+    assert_eq!(due.headers.get("h"), Some("v"));
+    let dup = enqueue_results(&store, vec![Task::new("t", &3).unwrap().unique_key("k1")]).await;
+    assert_eq!(dup, vec![Enqueued::Duplicate(id(1))], "k1 is still held");
+    schedules_work(store, &path, id(3)).await;
+}
+
+/// An upgrade from version 3 that fails (a table in the way of `schedules`) is rolled back
+/// whole: the file is still a version 3 file.
+#[tokio::test]
+async fn a_failed_upgrade_from_version_3_changes_nothing() {
+    let dir = temp_dir();
+    let path = dir.path().join("tasks.db");
+    version_3_file(&path);
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE schedules (x INTEGER)")
+        .unwrap();
+
+    let err = SqliteStore::open(&path).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Storage, "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("from version 3") && message.contains("nothing was changed"),
+        "{message}"
+    );
+    assert_eq!(version(&path), 3);
+    let columns: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('schedules')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(columns, 1, "the table in the way, as it was");
+}
+
+/// Read-only, a version 3 file is refused with the fix, as older ones are, and left alone.
+#[tokio::test]
+async fn a_version_3_file_opened_read_only_is_refused_with_the_fix() {
+    let dir = temp_dir();
+    let path = dir.path().join("tasks.db");
+    version_3_file(&path);
+    let err = SqliteStore::open_with(&path, SqliteOptions::default().read_only(true))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Storage, "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("version 3") && message.contains("read-write"),
+        "{message}"
+    );
+    assert_eq!(version(&path), 3);
+    assert!(!tables(&path).contains(&"schedules".to_owned()));
 }

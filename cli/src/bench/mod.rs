@@ -19,6 +19,12 @@
 //!   each, one `Store::stats` call is timed with the whole backlog waiting: the statistics
 //!   a metrics scrape reads, the earliest due time among them, should not grow with the
 //!   queue.
+//! - **schedules**: what a schedule's tick costs in the store beside a plain enqueue: `batch`
+//!   schedules each fire one tick per round (one `Store::fire` call of `batch` ticks,
+//!   every one enqueuing a task), for as many rounds as make `tasks` ticks (at most
+//!   20,000); the same rounds are enqueued as plain tasks, and fired again, when every tick
+//!   is stale, as a second manager running the schedules would. Checks that each tick
+//!   enqueued exactly one task.
 //!
 //! Every manager can run with middleware around its runs: the metrics layer
 //! (`taskmill::metrics::Metrics`, [`BenchConfig::metrics`]) and any number of no-op ones
@@ -58,11 +64,18 @@ pub enum Scenario {
     Latency,
     /// Processing rate with a small and a large backlog waiting.
     Backlog,
+    /// Firing schedule ticks beside plain enqueues of the same batches.
+    Schedules,
 }
 
 impl Scenario {
     /// Every scenario, in the order they run.
-    pub const ALL: [Scenario; 3] = [Scenario::Throughput, Scenario::Latency, Scenario::Backlog];
+    pub const ALL: [Scenario; 4] = [
+        Scenario::Throughput,
+        Scenario::Latency,
+        Scenario::Backlog,
+        Scenario::Schedules,
+    ];
 
     /// The scenario's name on the command line and in reports.
     pub fn as_str(self) -> &'static str {
@@ -70,6 +83,7 @@ impl Scenario {
             Scenario::Throughput => "throughput",
             Scenario::Latency => "latency",
             Scenario::Backlog => "backlog",
+            Scenario::Schedules => "schedules",
         }
     }
 }
@@ -296,6 +310,10 @@ pub struct Row {
     pub stats_small_ms: Option<f64>,
     /// Milliseconds one `Store::stats` call took with the large backlog waiting.
     pub stats_large_ms: Option<f64>,
+    /// Schedule ticks fired per second, each enqueuing its task.
+    pub fire_per_sec: Option<f64>,
+    /// Schedule ticks per second found already fired (what another manager pays).
+    pub stale_fire_per_sec: Option<f64>,
     /// Tasks that never ran, or are not accounted for in the store afterwards.
     pub lost: u64,
     /// Runs beyond one per task.
@@ -343,6 +361,8 @@ impl Row {
             backlog_ratio: None,
             stats_small_ms: None,
             stats_large_ms: None,
+            fire_per_sec: None,
+            stale_fire_per_sec: None,
             lost: 0,
             duplicated: 0,
             peak_rss_bytes: None,

@@ -8,7 +8,7 @@ pub fn json_line(row: &Row) -> String {
     serde_json::to_string(row).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
-const HEADERS: [&str; 18] = [
+const HEADERS: [&str; 19] = [
     "store",
     "scenario",
     "keep",
@@ -22,6 +22,7 @@ const HEADERS: [&str; 18] = [
     "max ms",
     "backlog small→large /s (ratio)",
     "stats() ms small→large",
+    "fire/s (stale)",
     "lost",
     "dup",
     "peak RSS",
@@ -32,7 +33,7 @@ const HEADERS: [&str; 18] = [
 /// The rows as a plain table with aligned columns, followed by the error of each failed
 /// row. Missing figures show as `-`.
 pub fn table(rows: &[Row]) -> String {
-    let cells: Vec<[String; 18]> = rows.iter().map(cells).collect();
+    let cells: Vec<[String; 19]> = rows.iter().map(cells).collect();
     let mut widths = HEADERS.map(|h| h.chars().count());
     for row in &cells {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -71,7 +72,7 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
-fn cells(row: &Row) -> [String; 18] {
+fn cells(row: &Row) -> [String; 19] {
     let rate = |v: Option<f64>| v.map_or("-".to_string(), |v| thousands(v.round() as u64));
     let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
     let backlog = match (row.backlog_small_per_sec, row.backlog_large_per_sec) {
@@ -102,6 +103,10 @@ fn cells(row: &Row) -> [String; 18] {
         match (row.stats_small_ms, row.stats_large_ms) {
             (None, None) => "-".to_string(),
             (s, l) => format!("{} → {}", ms(s), ms(l)),
+        },
+        match (row.fire_per_sec, row.stale_fire_per_sec) {
+            (None, None) => "-".to_string(),
+            (f, s) => format!("{} ({})", rate(f), rate(s)),
         },
         row.lost.to_string(),
         row.duplicated.to_string(),

@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use taskmill::metrics::Metrics;
-use taskmill::store::EnqueueOptions;
+use taskmill::store::{EnqueueOptions, Fired, Tick};
 use taskmill::{
-    Client, Error, Manager, Middleware, Payload, Processor, Result, Stats, Store, Task,
-    TaskContext, TaskError, TaskId, Timestamp,
+    Client, Error, Manager, Middleware, Overlap, Payload, Processor, Result, Schedule, Stats,
+    Store, Task, TaskContext, TaskError, TaskId, Timestamp,
 };
 use tokio::sync::Notify;
 
@@ -38,6 +38,7 @@ pub(super) async fn run(
         }
         Scenario::Latency => on_fresh(url, |store, _| latency(store, url, config, row)).await,
         Scenario::Backlog => backlog(url, config, row).await,
+        Scenario::Schedules => on_fresh(url, |store, _| schedules(store, config, row)).await,
     }
 }
 
@@ -720,6 +721,88 @@ async fn backlog_once(
         bytes_per_task: filled.bytes_per_task,
         stats_ms,
     })
+}
+
+/// The most ticks the schedules scenario fires.
+const MAX_TICKS: u64 = 20_000;
+
+/// The schedules scenario (see the module docs of `bench`).
+async fn schedules(store: Arc<dyn Store>, config: &BenchConfig, row: &mut Row) -> Result<()> {
+    let per_round = config.batch;
+    let rounds = (config.tasks.min(MAX_TICKS) / per_round as u64).max(1);
+    let ticks_total = rounds * per_round as u64;
+    row.tasks = ticks_total;
+    let text = payload_text(config.payload_bytes);
+    let schedules: Vec<Schedule> = (0..per_round)
+        .map(|i| {
+            let task = Task::with_payload("fired", Payload::from_json(text.clone())?)?;
+            Schedule::every(format!("bench-{i}"), Duration::from_secs(1), task)
+        })
+        .collect::<Result<_>>()?;
+    let base = Timestamp::now();
+    let tick = |round: u64| base + Duration::from_secs(round);
+
+    let mut plain = Duration::ZERO;
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let tasks = (0..per_round)
+            .map(|_| Task::with_payload("plain", Payload::from_json(text.clone())?))
+            .collect::<Result<Vec<_>>>()?;
+        store
+            .enqueue(tasks, &EnqueueOptions::new(Timestamp::now()))
+            .await?;
+        plain += started.elapsed();
+    }
+
+    let fire_rounds = |expect_new: bool| {
+        let (store, schedules) = (store.clone(), &schedules);
+        async move {
+            let mut elapsed = Duration::ZERO;
+            let mut unexpected = 0u64;
+            for round in 1..=rounds {
+                let started = Instant::now();
+                let at = tick(round);
+                let ticks = schedules
+                    .iter()
+                    .map(|s| Ok(Tick::new(s.name(), at, s.task_for(at)?, Overlap::Allow)))
+                    .collect::<Result<Vec<_>>>()?;
+                let fired = store
+                    .fire(ticks, &EnqueueOptions::new(Timestamp::now()))
+                    .await?;
+                elapsed += started.elapsed();
+                unexpected += fired
+                    .iter()
+                    .filter(|f| match f {
+                        Fired::Enqueued(e) => !(expect_new && e.is_new()),
+                        Fired::Stale { .. } => expect_new,
+                        _ => true,
+                    })
+                    .count() as u64;
+            }
+            Ok::<_, Error>((elapsed, unexpected))
+        }
+    };
+    let (fired, not_new) = fire_rounds(true).await?;
+    let (stale, not_stale) = fire_rounds(false).await?;
+
+    row.enqueue_per_sec = Some(per_sec(ticks_total, plain));
+    row.fire_per_sec = Some(per_sec(ticks_total, fired));
+    row.stale_fire_per_sec = Some(per_sec(ticks_total, stale));
+    let sizes = store.stats().await?;
+    let in_fired = sizes.topic("fired").sizes.input;
+    let mut problems = Vec::new();
+    if not_new > 0 {
+        problems.push(format!("{not_new} first fires did not enqueue a new task"));
+    }
+    if not_stale > 0 {
+        problems.push(format!("{not_stale} second fires were not stale"));
+    }
+    if in_fired != ticks_total {
+        problems.push(format!("{in_fired} fired tasks for {ticks_total} ticks"));
+    }
+    row.lost = ticks_total.saturating_sub(in_fired);
+    row.duplicated = in_fired.saturating_sub(ticks_total);
+    fail_on(problems)
 }
 
 #[cfg(test)]
