@@ -23,11 +23,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let once = std::env::args().any(|a| a == "--once");
 
     let store = taskmill::open("memory://").await?;
-    // One handle for both halves: store-wide figures at each scrape, and (as middleware)
+    // One handle for both halves: store-wide figures at each scrape, and (as a run observer)
     // the durations of this process's runs.
     let metrics = Metrics::new(Client::shared(store.clone()));
     let manager = Manager::builder_shared(store.clone())
-        .middleware(metrics.clone())
+        .observer(metrics.clone())
         .backoff(Backoff::constant(Duration::from_millis(200)))
         .default_retries(2)
         .build();

@@ -18,6 +18,7 @@ mod event;
 mod headers;
 mod manager;
 mod middleware;
+mod observer;
 pub mod raw;
 mod schedule;
 mod stats;
@@ -35,6 +36,7 @@ pub use manager::{
     DEFAULT_MAX_RESULT_BYTES, DEFAULT_RETENTION,
 };
 pub use middleware::{EnqueueNext, Middleware, Next};
+pub use observer::{RunEnd, RunObserver};
 pub use schedule::{
     Cadence, Missed, Overlap, Schedule, ScheduleTick, MAX_SCHEDULE_NAME_BYTES, MIN_INTERVAL,
     SCHEDULE_HEADER, SCHEDULE_RETENTION, TICK_GRACE, TICK_HEADER,

@@ -10,7 +10,7 @@
 //!   figures, and one that runs no processors (`taskmill serve`, a web server that only
 //!   enqueues) exposes the whole system. Aggregate them with `max` or by scraping one
 //!   process, not with `sum` across processes.
-//! - **Per-process figures**, from a [`Middleware`](taskmill_core::Middleware) around every
+//! - **Per-process figures**, from a [`RunObserver`](taskmill_core::RunObserver) of every
 //!   run of the manager it is given to: a histogram of run durations by topic and outcome
 //!   (`taskmill_run_duration_seconds{topic,outcome}`) and the runs in progress in this
 //!   process (`taskmill_runs_in_progress{topic}`). These are this process's own: `sum`
@@ -25,7 +25,7 @@
 //!
 //! # async fn demo(store: std::sync::Arc<dyn taskmill_core::Store>) -> taskmill_core::Result<()> {
 //! let metrics = Metrics::new(Client::shared(store.clone()));
-//! let manager = Manager::builder_shared(store).middleware(metrics.clone()).build();
+//! let manager = Manager::builder_shared(store).observer(metrics.clone()).build();
 //! // … register processors, start the manager; then at each scrape:
 //! let text = metrics.render().await?; // OpenMetrics text, served as CONTENT_TYPE
 //! # let _ = (manager, text); Ok(()) }
@@ -78,7 +78,7 @@ pub const DEFAULT_BUCKETS: [f64; 16] = [
 ];
 
 /// Taskmill's metrics: a scrape-time reader of a store's statistics and, given to a
-/// manager as [middleware](taskmill_core::ManagerBuilder::middleware), the recorder of
+/// manager as an [observer](taskmill_core::ManagerBuilder::observer), the recorder of
 /// its runs. See the [crate docs](crate).
 ///
 /// Cheap to clone: clones share their figures, so the clone given to the manager and the

@@ -1,4 +1,4 @@
-//! This process's figures: the middleware that times every run, and their encoding.
+//! This process's figures: the run observer that times every run, and their encoding.
 //!
 //! # What a run costs
 //!
@@ -6,13 +6,13 @@
 //! hot path avoids what makes cores wait on each other: it takes no lock, touches no
 //! reference count, allocates nothing and writes no cache line another thread writes.
 //! Per run it finds its topic's figures with plain loads (an insert-only table,
-//! [`Topics`]), reads the monotonic clock once (the start is the worker's own reading,
-//! [`TaskContext::started`]), and makes three atomic additions into its thread's own
+//! [`Topics`]), reads no clock (the worker measures every run anyway and hands the
+//! duration to its observers), and makes three atomic additions into its thread's own
 //! stripe of the topic's counters: the run entering, its bucket and its duration sum. A
 //! scrape sums the stripes. The runs in progress are not a counter moved up and down but
 //! what entered minus what ended. (`prometheus-client`'s own histogram takes one mutex per
-//! observation, shared by every thread.) The clock read is much of what is left: 25–50 ns
-//! on the 2-core build machines. A topic's figures are made once, on its first run in this
+//! observation, shared by every thread.) It is a [`RunObserver`], not a middleware, for the
+//! same reason: a middleware costs a boxed future per run and a clock reading of its own. A topic's figures are made once, on its first run in this
 //! process.
 
 use crate::Metrics;
@@ -25,7 +25,8 @@ use std::hash::BuildHasher;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use taskmill_core::{async_trait, Middleware, Next, TaskContext, TaskError};
+use std::time::Duration;
+use taskmill_core::{RunEnd, RunObserver, TaskRecord};
 
 /// Slots of the lock-free table; a power of two. Half of them are filled at most, so a
 /// probe for a topic that is not there soon meets an empty slot; topics past that (more
@@ -67,7 +68,7 @@ struct Line([AtomicU64; 8]);
 
 /// Where a topic's counters sit within each stripe.
 mod cell {
-    /// Runs that entered the middleware.
+    /// Runs that started.
     pub const ENTERED: usize = 0;
     /// Runs that left it without returning (dropped or unwinding).
     pub const ABANDONED: usize = 1;
@@ -144,7 +145,7 @@ impl TopicRuns {
         self.bucket_counts(outcome).sum()
     }
 
-    /// Runs inside the middleware now: what entered minus what left. What left is read
+    /// Runs going on now: what entered minus what left. What left is read
     /// first, so everything counted there has been counted entering too.
     fn in_progress(&self) -> u64 {
         let left = self.count(OK) + self.count(ERR) + self.total(cell::ABANDONED);
@@ -272,43 +273,36 @@ impl ProcessMetrics {
     }
 }
 
-/// Counts a run that leaves without returning (its future dropped by a timeout or a
-/// cancel, or unwinding from a panic) as abandoned, so it does not stay in progress.
-struct Abandoned<'a>(Option<(&'a TopicRuns, usize)>);
-
-impl Drop for Abandoned<'_> {
-    fn drop(&mut self) {
-        if let Some((runs, mask)) = self.0 {
-            runs.cell(stripe_of_thread(mask), cell::ABANDONED)
-                .fetch_add(1, Ordering::Release);
-        }
-    }
-}
-
 /// Times every run and counts the runs in progress, per topic.
 ///
-/// The duration observed runs from the run's start ([`TaskContext::started`], the reading
-/// the worker takes anyway) until the rest of the chain returns (the middleware inside
-/// this one and the processor), with the outcome it returned: `ok` or `err`. Runs that end
-/// without returning (cut off by their topic's timeout, dropped by a cancel, or
-/// panicking) are not observed: the store's `retried`, `failed` and `cancelled` counters
-/// count them. The enqueue side passes straight on.
-#[async_trait]
-impl Middleware for Metrics {
-    async fn run(&self, ctx: TaskContext, next: Next<'_>) -> Result<(), TaskError> {
+/// The duration observed is the worker's own, from the run's start to the end of its
+/// middleware chain and processor, with the outcome: `ok` when it completed, `err` when it
+/// failed (an error, a panic, its topic's timeout). A run stopped before it returned (a
+/// cancel, the manager's shutdown) leaves the runs in progress without a duration: the
+/// store's `released` and `cancelled` counters count it.
+impl RunObserver for Metrics {
+    fn started(&self, record: &TaskRecord) {
         let process = &*self.process;
-        let runs = process.topic(ctx.topic());
-        runs.enter(stripe_of_thread(process.stripe_mask));
-        let mut abandoned = Abandoned(Some((&*runs, process.stripe_mask)));
-        // The worker's own reading of the run's start: one clock read per run, not two.
-        let started = ctx.started();
-        let outcome = next.run(ctx).await;
-        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        abandoned.0 = None;
-        let index = if outcome.is_ok() { OK } else { ERR };
+        process
+            .topic(&record.topic)
+            .enter(stripe_of_thread(process.stripe_mask));
+    }
+
+    fn ended(&self, record: &TaskRecord, end: RunEnd, elapsed: Duration) {
+        let process = &*self.process;
+        let runs = process.topic(&record.topic);
         let stripe = stripe_of_thread(process.stripe_mask);
+        let index = match end {
+            RunEnd::Completed => OK,
+            RunEnd::Failed => ERR,
+            _ => {
+                runs.cell(stripe, cell::ABANDONED)
+                    .fetch_add(1, Ordering::Release);
+                return;
+            }
+        };
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         runs.observe(stripe, index, process.bucket(nanos), nanos);
-        outcome
     }
 }
 
@@ -325,8 +319,8 @@ impl Collector for ProcessMetrics {
         let topics = self.topics.sorted();
         let mut family = encoder.encode_descriptor(
             "taskmill_run_duration",
-            "How long runs of a topic took in this process, by the outcome the middleware \
-             chain returned (ok or err).",
+            "How long runs of a topic took in this process, by outcome: ok (completed) or \
+             err (an error, a panic, the topic's timeout).",
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?;

@@ -113,7 +113,7 @@ async fn a_scrape_reports_every_topic_exactly() {
 
     client.pause("held").await.unwrap();
     let manager = Manager::builder_shared(store.clone())
-        .middleware(metrics.clone())
+        .observer(metrics.clone())
         .backoff(Backoff::constant(Duration::from_millis(1)))
         .poll_interval(Duration::from_millis(10))
         .topic("doomed", TopicOptions::new().retries(5))
@@ -384,15 +384,14 @@ async fn a_store_error_answers_503_with_the_reason() {
 }
 
 /// Runs that never return (cut off by their topic's timeout, or panicking) leave no run
-/// counted in progress, and are not observed in the duration histogram; the store counts
-/// them.
+/// counted in progress, and are observed as failed runs (`err`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runs_cut_off_or_panicking_are_not_left_in_progress() {
+async fn runs_cut_off_or_panicking_count_as_failed_and_leave() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let metrics = Metrics::new(Client::shared(store.clone()));
     let app: Router = metrics.router();
     let manager = Manager::builder_shared(store.clone())
-        .middleware(metrics.clone())
+        .observer(metrics.clone())
         .default_retries(0)
         .topic(
             "stuck",
@@ -431,21 +430,21 @@ async fn runs_cut_off_or_panicking_are_not_left_in_progress() {
             "{topic}"
         );
         assert_eq!(runs(&m, topic, "ok"), Some(0.0), "{topic}");
-        assert_eq!(runs(&m, topic, "err"), Some(0.0), "{topic}");
+        assert_eq!(runs(&m, topic, "err"), Some(1.0), "{topic}");
         assert_sizes(&m, topic, &[("dead", 1.0)]);
     }
     manager.close_with_timeout(LIMIT).await.unwrap();
 }
 
-/// Given to some topics only ([`TopicOptions::middleware`]), the layer times those alone;
+/// Given to some topics only ([`TopicOptions::observer`]), the layer times those alone;
 /// the store-wide figures still cover every topic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn per_topic_middleware_times_only_its_topics() {
+async fn per_topic_observer_times_only_its_topics() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let metrics = Metrics::new(Client::shared(store.clone()));
     let app: Router = metrics.router();
     let manager = Manager::builder_shared(store.clone())
-        .topic("timed", TopicOptions::new().middleware(metrics.clone()))
+        .topic("timed", TopicOptions::new().observer(metrics.clone()))
         .build();
     let ok = |_ctx: TaskContext| async { Ok::<_, TaskError>(()) };
     manager.register("timed", ok).unwrap();

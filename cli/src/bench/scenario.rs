@@ -287,7 +287,7 @@ fn manager<P: Processor>(
         .metrics
         .then(|| Metrics::new(Client::shared(store.clone())));
     if let Some(metrics) = &metrics {
-        builder = builder.middleware(metrics.clone());
+        builder = builder.observer(metrics.clone());
     }
     for _ in 0..config.middleware {
         builder = builder.middleware(PassOn);

@@ -3,6 +3,7 @@
 use super::Manager;
 use crate::backoff::Backoff;
 use crate::middleware::Middleware;
+use crate::observer::RunObserver;
 use crate::schedule::Schedule;
 use crate::store::{PruneOptions, Store, DEFAULT_MAX_RETRIES};
 use crate::time::{Clock, Timestamp};
@@ -32,6 +33,9 @@ pub struct TopicOptions {
     /// Middleware around the topic's runs, inside the manager's own
     /// ([`ManagerBuilder::middleware`]), outermost first.
     pub middleware: Vec<Arc<dyn Middleware>>,
+    /// Observers of the topic's runs, told after the manager's own
+    /// ([`ManagerBuilder::observer`]).
+    pub observers: Vec<Arc<dyn RunObserver>>,
 }
 
 impl TopicOptions {
@@ -84,6 +88,13 @@ impl TopicOptions {
         self.middleware.push(Arc::new(middleware));
         self
     }
+
+    /// Tells `observer` of the start and end of the topic's runs, after the manager's
+    /// observers.
+    pub fn observer(mut self, observer: impl RunObserver) -> Self {
+        self.observers.push(Arc::new(observer));
+        self
+    }
 }
 
 /// How long finished tasks are kept unless the manager says otherwise: a day.
@@ -114,6 +125,8 @@ pub(crate) struct Config {
     pub middleware: Vec<Arc<dyn Middleware>>,
     /// The schedules registered on the builder; the manager takes them when built.
     pub schedules: Vec<Schedule>,
+    /// Told of every run's start and end, in the order added.
+    pub observers: Vec<Arc<dyn RunObserver>>,
 }
 
 impl Config {
@@ -195,6 +208,7 @@ impl ManagerBuilder {
                 id: None,
                 middleware: Vec::new(),
                 schedules: Vec::new(),
+                observers: Vec::new(),
             },
         }
     }
@@ -329,6 +343,13 @@ impl ManagerBuilder {
     /// [`Middleware`](crate::Middleware) for the order and the cost.
     pub fn middleware(mut self, middleware: impl Middleware) -> Self {
         self.config.middleware.push(Arc::new(middleware));
+        self
+    }
+
+    /// Tells `observer` of the start and end of every run (see [`RunObserver`]: cheaper
+    /// than a middleware for what only needs to count and time runs, such as metrics).
+    pub fn observer(mut self, observer: impl RunObserver) -> Self {
+        self.config.observers.push(Arc::new(observer));
         self
     }
 

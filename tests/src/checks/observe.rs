@@ -7,8 +7,8 @@ use std::time::Duration;
 use taskmill_core::store::{EnqueueOptions, Enqueued, ListOptions, OutcomeKind};
 use taskmill_core::{
     async_trait, Backoff, Client, EnqueueNext, Headers, Manager, ManagerBuilder, Middleware, Next,
-    Queue, Store, Task, TaskContext, TaskError, TaskId, Timestamp, TopicOptions, MAX_HEADERS,
-    MAX_HEADERS_BYTES,
+    Queue, RunEnd, RunObserver, Store, Task, TaskContext, TaskError, TaskId, Timestamp,
+    TopicOptions, MAX_HEADERS, MAX_HEADERS_BYTES,
 };
 use taskmill_testkit::*;
 
@@ -125,6 +125,33 @@ async fn wait_in(store: &Arc<dyn Store>, id: TaskId, queue: Queue) -> taskmill_c
     })
     .await;
     get(&**store, id).await
+}
+
+/// What a [`RunObserver`] was told: `start <topic> <attempt>` and
+/// `end <topic> <attempt> <how>`.
+#[derive(Clone, Default)]
+struct Told(Trail);
+
+impl RunObserver for Told {
+    fn started(&self, record: &taskmill_core::TaskRecord) {
+        let line = format!("start {} {}", record.topic, record.attempt);
+        self.0.lock().unwrap().push(line);
+    }
+
+    fn ended(&self, record: &taskmill_core::TaskRecord, end: RunEnd, elapsed: Duration) {
+        let how = match end {
+            RunEnd::Completed => "completed",
+            RunEnd::Failed => "failed",
+            RunEnd::Released => "released",
+            _ => "other",
+        };
+        // The duration is the worker's: it covers the run, here at least its 5 ms sleep.
+        if record.topic.as_ref() == "slow" {
+            assert!(elapsed >= Duration::from_millis(5), "{elapsed:?}");
+        }
+        let line = format!("end {} {} {how}", record.topic, record.attempt);
+        self.0.lock().unwrap().push(line);
+    }
 }
 
 checks!(
@@ -466,5 +493,100 @@ checks!(
         manager.close().await.unwrap();
         let error = dead.last_error().unwrap_or_default();
         assert!(error.contains("panicked: the middleware broke"), "{error}");
+    }
+
+    /// A run observer is told of every run's start and end, with how it ended: completed,
+    /// failed (an error, a panic, a timeout), or released (cancelled); per topic observers
+    /// only of their topic's runs.
+    pub async fn observers_are_told_every_run_start_and_end(store: Arc<dyn Store>) {
+        let (all, only_slow) = (Told::default(), Told::default());
+        let manager = builder(&store)
+            .observer(all.clone())
+            .default_retries(1)
+            .topic("slow", TopicOptions::new().observer(only_slow.clone()))
+            .topic(
+                "stuck",
+                TopicOptions::new()
+                    .timeout(Duration::from_millis(20))
+                    .retries(0),
+            )
+            .build();
+        manager
+            .register("slow", |_ctx: TaskContext| async {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                Ok::<_, TaskError>(())
+            })
+            .unwrap();
+        manager
+            .register("flaky", |ctx: TaskContext| async move {
+                match ctx.attempt() {
+                    1 => Err(TaskError::msg("first try fails")),
+                    _ => Ok(()),
+                }
+            })
+            .unwrap();
+        manager
+            .register("panics", |_ctx: TaskContext| async {
+                panic!("observed");
+                #[allow(unreachable_code)]
+                Ok::<_, TaskError>(())
+            })
+            .unwrap();
+        manager
+            .register("stuck", |_ctx: TaskContext| async {
+                std::future::pending::<Result<(), TaskError>>().await
+            })
+            .unwrap();
+        manager
+            .register("waits", |ctx: TaskContext| async move {
+                ctx.cancelled().await;
+                Ok::<_, TaskError>(())
+            })
+            .unwrap();
+        manager.start().await.unwrap();
+        let enqueue = |topic: &'static str| {
+            let manager = manager.clone();
+            async move { manager.enqueue(task(topic, 0)).await.unwrap().id() }
+        };
+        let slow = enqueue("slow").await;
+        let flaky = enqueue("flaky").await;
+        let panics = enqueue("panics").await;
+        let stuck = enqueue("stuck").await;
+        let waits = enqueue("waits").await;
+        wait_in(&store, slow, Queue::Completed).await;
+        wait_in(&store, flaky, Queue::Completed).await;
+        wait_in(&store, panics, Queue::Dead).await;
+        wait_in(&store, stuck, Queue::Dead).await;
+        wait_until("the waiting run started", PATIENCE, || async {
+            get(&*store, waits).await.queue == Queue::Work
+        })
+        .await;
+        manager.client().cancel(&[waits]).await.unwrap();
+        wait_in(&store, waits, Queue::Cancelled).await;
+        manager.close().await.unwrap();
+
+        let mut told = all.0.lock().unwrap().clone();
+        told.sort();
+        assert_eq!(
+            told,
+            [
+                "end flaky 1 failed",
+                "end flaky 2 completed",
+                "end panics 1 failed",
+                "end panics 2 failed",
+                "end slow 1 completed",
+                "end stuck 1 failed",
+                "end waits 1 released",
+                "start flaky 1",
+                "start flaky 2",
+                "start panics 1",
+                "start panics 2",
+                "start slow 1",
+                "start stuck 1",
+                "start waits 1",
+            ]
+        );
+        let told_slow = only_slow.0.lock().unwrap().clone();
+        assert_eq!(told_slow, ["start slow 1", "end slow 1 completed"]);
     }
 );

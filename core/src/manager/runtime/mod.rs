@@ -95,6 +95,7 @@ use super::run::Run;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::middleware::Chain;
+use crate::observer::RunObserver;
 use crate::schedule::Schedule;
 use crate::store::{CancelStream, Store};
 use crate::task::TaskId;
@@ -156,6 +157,8 @@ struct Registered {
     processor: Arc<dyn Processor>,
     /// The manager's middleware, then the topic's.
     middleware: Chain,
+    /// The manager's observers, then the topic's.
+    observers: Box<[Arc<dyn RunObserver>]>,
     timeout: Option<Duration>,
     /// Whether its finished tasks are kept: its retention is not zero.
     keep: bool,
@@ -216,9 +219,16 @@ impl Runtime {
                     .chain(config.topic(&topic).into_iter().flat_map(|o| &o.middleware))
                     .cloned()
                     .collect();
+                let observers = config
+                    .observers
+                    .iter()
+                    .chain(config.topic(&topic).into_iter().flat_map(|o| &o.observers))
+                    .cloned()
+                    .collect();
                 let registered = Registered {
                     processor,
                     middleware,
+                    observers,
                     timeout,
                     keep,
                 };

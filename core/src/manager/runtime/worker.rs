@@ -7,6 +7,7 @@ use crate::manager::exchange::Producer;
 use crate::manager::processor::TaskContext;
 use crate::manager::run::Run;
 use crate::middleware::Next;
+use crate::observer::RunEnd;
 use crate::store::{OutcomeKind, Store};
 use crate::task::Payload;
 use futures_util::FutureExt;
@@ -56,16 +57,32 @@ impl Shared {
             );
             // Before the span is first entered: an OpenTelemetry layer fixes a span's parent
             // when it starts, which is on first entry (see `Middleware::run_span`).
+            let registered = self.topics.get(&record.topic);
             if !span.is_disabled() {
-                if let Some(topic) = self.topics.get(&record.topic) {
-                    for middleware in topic.middleware.iter() {
-                        middleware.run_span(record, &span);
-                    }
+                for middleware in registered.iter().flat_map(|r| r.middleware.iter()) {
+                    middleware.run_span(record, &span);
                 }
             }
-            let (kind, keep, result) = self.attempt(&run, &store, started).instrument(span).await;
+            let observers = registered.map_or(&[][..], |r| &r.observers);
+            for observer in observers {
+                observer.started(record);
+            }
+            let (kind, keep, result) = self
+                .attempt(&run, registered, &store, started)
+                .instrument(span)
+                .await;
             let end = Instant::now();
             last_end = Some(end);
+            if !observers.is_empty() {
+                let ended = match kind {
+                    OutcomeKind::Complete { .. } => RunEnd::Completed,
+                    OutcomeKind::Release => RunEnd::Released,
+                    _ => RunEnd::Failed,
+                };
+                for observer in observers {
+                    observer.ended(&run.record, ended, end - started);
+                }
+            }
             let report = Report {
                 attempt: run.record.attempt,
                 duration_ms: u64::try_from((end - started).as_millis()).unwrap_or(u64::MAX),
@@ -85,6 +102,7 @@ impl Shared {
     async fn attempt(
         &self,
         run: &Arc<Run>,
+        registered: Option<&Registered>,
         store: &Arc<Arc<dyn Store>>,
         started: Instant,
     ) -> (OutcomeKind, bool, Option<Payload>) {
@@ -99,7 +117,8 @@ impl Shared {
             ref middleware,
             timeout,
             keep,
-        }) = self.topics.get(&record.topic)
+            ..
+        }) = registered
         else {
             // Claims name only registered topics, so only a faulty store gets here; a
             // manager that has the topic can still run the task.
