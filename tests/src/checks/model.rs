@@ -1,5 +1,5 @@
-//! A model-based test of the Store contract: random sequences of every queue operation on
-//! synthetic time, each step checked against a reference model written here from the
+//! A model-based test of the Store contract: random sequences of every queue operation
+//! (schedule fires and pauses among them) on synthetic time, each step checked against a reference model written here from the
 //! `# Behavior` sections of [`Store`] (not from any backend).
 //!
 //! After every step the store must agree with the model on what the step returned, on
@@ -30,11 +30,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use taskmill_core::store::{
     Applied, ApplyOptions, CancelOptions, Cancellation, ClaimOptions, EnqueueOptions, Enqueued,
-    LeaseRef, ListOptions, Outcome, OutcomeKind, Progress, PruneOptions, RecoverOptions,
-    RenewOptions, RequeueOptions, TopicClaim, DEFAULT_MAX_RETRIES,
+    Fired, LeaseRef, ListOptions, Outcome, OutcomeKind, Progress, PruneOptions, RecoverOptions,
+    RenewOptions, RequeueOptions, Tick, TopicClaim, DEFAULT_MAX_RETRIES,
 };
 use taskmill_core::{
-    Counters, Payload, Queue, Store, Task, TaskId, TaskRecord, Timestamp, TopicStats,
+    Counters, Overlap, Payload, Queue, Schedule, Store, Task, TaskId, TaskRecord, Timestamp,
+    TopicStats,
 };
 use taskmill_testkit::{ready, T0};
 
@@ -90,6 +91,18 @@ enum Op {
     },
     Prune {
         retention_ms: u64,
+    },
+    /// Fires tick `T0 + tick` seconds of the case's schedule `schedule`, whose task goes to
+    /// topic `schedule` with unique key `key`.
+    Fire {
+        schedule: usize,
+        tick: u8,
+        skip_overlap: bool,
+        key: Option<u8>,
+    },
+    PauseSchedule {
+        schedule: usize,
+        paused: bool,
     },
 }
 
@@ -164,7 +177,22 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<usize>().prop_map(|task| Op::Cancel { task }),
         1 => (0usize..2, any::<bool>()).prop_map(|(topic, paused)| Op::Pause { topic, paused }),
         1 => (0u64..5_000).prop_map(|retention_ms| Op::Prune { retention_ms }),
+        2 => (0usize..2, 0u8..6, any::<bool>(), prop::option::weighted(0.3, 0u8..3)).prop_map(
+            |(schedule, tick, skip_overlap, key)| Op::Fire { schedule, tick, skip_overlap, key }
+        ),
+        1 => (0usize..2, any::<bool>())
+            .prop_map(|(schedule, paused)| Op::PauseSchedule { schedule, paused }),
     ]
+}
+
+/// What the model knows of a schedule.
+#[derive(Debug, Clone, Default)]
+struct ScheduleModel {
+    /// Whether the store holds its state (a tick created it).
+    known: bool,
+    paused: bool,
+    last_tick: Option<Timestamp>,
+    last_task: Option<TaskId>,
 }
 
 /// What the model knows of a task.
@@ -224,6 +252,9 @@ struct Case {
     leases: Vec<LeaseRef>,
     counters: [Counters; 2],
     paused: [bool; 2],
+    /// The case's schedules, by name; schedule `i` enqueues into topic `i`.
+    schedule_names: [Arc<str>; 2],
+    schedules: [ScheduleModel; 2],
 }
 
 /// `prop_assert_eq!` with the step in the message.
@@ -257,6 +288,11 @@ impl Case {
             leases: Vec::new(),
             counters: [Counters::default(); 2],
             paused: [false; 2],
+            schedule_names: [
+                format!("model-{n}-s0").into(),
+                format!("model-{n}-s1").into(),
+            ],
+            schedules: Default::default(),
         }
     }
 
@@ -424,6 +460,24 @@ impl Case {
                 let got = ok(self.store.prune(&opts).await, "prune")?;
                 agree!(got, due.len() as u64, "prune with retention {retention:?}");
             }
+            Op::Fire {
+                schedule,
+                tick,
+                skip_overlap,
+                key,
+            } => self.fire(*schedule, *tick, *skip_overlap, *key).await?,
+            Op::PauseSchedule { schedule, paused } => {
+                let model = &mut self.schedules[*schedule];
+                if model.known {
+                    model.paused = *paused;
+                }
+                let name = &self.schedule_names[*schedule];
+                let got = ok(
+                    self.store.set_schedule_paused(name, *paused).await,
+                    "set_schedule_paused",
+                )?;
+                agree!(got, model.known, "pause of schedule {name}");
+            }
         }
         self.compare().await
     }
@@ -466,6 +520,16 @@ impl Case {
         )?;
         agree!(got.len(), batch.len(), "enqueue's answers");
         for (n, answer) in batch.iter().zip(got) {
+            self.admit(n, answer)?;
+        }
+        Ok(())
+    }
+
+    /// Checks the store's answer to the enqueue of `n` at `now` against the unique keys the
+    /// model holds, and models a new task.
+    fn admit(&mut self, n: &NewTask, answer: Enqueued) -> Result<(), TestCaseError> {
+        let now = self.now;
+        {
             let holder = n.key.and_then(|key| {
                 self.tasks
                     .iter()
@@ -513,6 +577,95 @@ impl Case {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Fires a tick of schedule `i` and checks the answer and the stored state.
+    async fn fire(
+        &mut self,
+        i: usize,
+        tick: u8,
+        skip_overlap: bool,
+        key: Option<u8>,
+    ) -> Result<(), TestCaseError> {
+        let (now, name) = (self.now, self.schedule_names[i].clone());
+        let at = T0 + Duration::from_secs(u64::from(tick));
+        let mut template = Task::new(self.topics[i].clone(), &0).expect("a valid task");
+        if let Some(key) = key {
+            template = template.unique_key(format!("key-{key}"));
+        }
+        let schedule = Schedule::every(name.clone(), Duration::from_secs(1), template)
+            .expect("a valid schedule");
+        let overlap = match skip_overlap {
+            true => Overlap::Skip,
+            false => Overlap::Allow,
+        };
+        let ticks = vec![Tick::new(
+            name.clone(),
+            at,
+            schedule.task_for(at).unwrap(),
+            overlap,
+        )];
+        let got = ok(
+            self.store.fire(ticks, &EnqueueOptions::new(now)).await,
+            "fire",
+        )?;
+        agree!(got.len(), 1, "fire's answers");
+        let model = &self.schedules[i];
+        let running = model
+            .last_task
+            .filter(|id| {
+                self.tasks
+                    .get(id)
+                    .is_some_and(|t| matches!(t.queue, Queue::Input | Queue::Work))
+            })
+            .filter(|_| skip_overlap);
+        let expected = match (model.last_tick.filter(|last| *last >= at), model.paused) {
+            (Some(last), _) => Some(Fired::Stale { last }),
+            (None, true) => Some(Fired::Paused),
+            (None, false) => running.map(|running| Fired::Overlapped { running }),
+        };
+        let model = &mut self.schedules[i];
+        model.known = true;
+        match expected {
+            Some(expected) => {
+                if !matches!(expected, Fired::Stale { .. }) {
+                    model.last_tick = Some(at);
+                }
+                agree!(got[0], expected, "fire of {name} at {at}");
+            }
+            None => {
+                let Fired::Enqueued(answer) = got[0] else {
+                    return Err(TestCaseError::fail(format!(
+                        "fire of {name} at {at} answered {:?}, not an enqueue",
+                        got[0]
+                    )));
+                };
+                model.last_tick = Some(at);
+                model.last_task = Some(answer.id());
+                let task = NewTask {
+                    topic: i,
+                    priority: 0,
+                    delay_ms: None,
+                    key,
+                    while_kept: false,
+                    retries: None,
+                };
+                self.admit(&task, answer)?;
+            }
+        }
+        let listed = ok(self.store.schedules().await, "schedules")?;
+        let Some(state) = listed.iter().find(|s| s.name == name) else {
+            return Err(TestCaseError::fail(format!(
+                "schedule {name} is not listed"
+            )));
+        };
+        let model = &self.schedules[i];
+        agree!(
+            (state.paused, state.last_tick, state.last_task),
+            (model.paused, model.last_tick, model.last_task),
+            "the state of schedule {name}"
+        );
         Ok(())
     }
 
