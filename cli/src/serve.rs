@@ -97,6 +97,8 @@ impl ServeArgs {
         let bound = listener
             .local_addr()
             .map_err(|e| Failure::failed(format!("cannot read the bound address: {e}")))?;
+        // Before saying it serves: whoever reads that line may interrupt at once.
+        let interrupt = interrupted();
         {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(
@@ -118,7 +120,7 @@ impl ServeArgs {
         let mut server = std::pin::pin!(server);
         tokio::select! {
             ended = &mut server => return server_ended(ended),
-            _ = interrupted() => {}
+            _ = interrupt => {}
         }
         eprintln!("taskmill serve: shutting down");
         let _ = stop.send(());

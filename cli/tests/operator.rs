@@ -526,3 +526,157 @@ fn watch_follows_events_across_processes_on_redis_until_ctrl_c_and_the_rest_work
     ok(store, &["delete", &id]);
     fails(store, &["show", &id], 1);
 }
+
+#[test]
+fn schedule_commands_say_what_is_wrong_with_their_input() {
+    // A memory store lives as long as the command: empty, and knowing no schedule.
+    let store = "memory://";
+    assert_eq!(
+        ok(store, &["schedules"]).lines().nth(1),
+        Some("(no schedules)")
+    );
+    let list = json(store, &["schedules"]);
+    assert_eq!(list["schedules"], serde_json::json!([]), "{list}");
+    for verb in ["pause", "resume"] {
+        let err = fails(store, &["schedule", verb, "nightly"], 1);
+        assert!(
+            err.contains(r#"no schedule named "nightly""#) && err.contains("taskmill schedules"),
+            "{err}"
+        );
+        let err = fails(store, &["schedule", verb, ""], 2);
+        assert!(err.contains("must not be empty"), "{err}");
+        fails(store, &["schedule", verb], 2);
+    }
+    fails(store, &["schedule"], 2);
+    fails(store, &["schedule", "frobnicate", "nightly"], 2);
+}
+
+/// The schedule commands' work, in process on one memory store (a store each command
+/// process opened itself would be empty): a registered, fired schedule is listed with its
+/// cadence, zone, ticks and task, paused and resumed.
+#[tokio::test]
+async fn schedules_are_listed_paused_and_resumed() {
+    use taskmill::store::{EnqueueOptions, RegisterOptions, ScheduleEntry, Tick};
+    use taskmill::{Overlap, Schedule, Timestamp};
+    use taskmill_cli::admin::schedule::{schedules_json, schedules_table, set_paused};
+
+    let store: std::sync::Arc<dyn taskmill::Store> =
+        std::sync::Arc::new(taskmill::MemoryStore::new());
+    let client = taskmill::Client::shared(store.clone());
+    let now = Timestamp::now();
+    let nightly = Schedule::new(
+        "nightly report",
+        "0 30 2 * * *",
+        Task::new("reports", &"daily").unwrap(),
+    )
+    .unwrap()
+    .zone("Europe/Berlin")
+    .unwrap();
+    let entries = [
+        ScheduleEntry::new("heartbeat", "@every 30s", "UTC", "ping"),
+        ScheduleEntry::new(
+            nightly.name(),
+            nightly.cadence().spec(),
+            nightly.cadence().zone(),
+            "reports",
+        ),
+    ];
+    store
+        .register_schedules(&entries, &RegisterOptions::new(now))
+        .await
+        .unwrap();
+    let tick = Timestamp::from_millis(now.as_millis() - 90_000);
+    let task = nightly.task_for(tick).unwrap();
+    let fired = store
+        .fire(
+            vec![Tick::new(nightly.name(), tick, task, Overlap::Allow)],
+            &EnqueueOptions::new(now),
+        )
+        .await
+        .unwrap();
+    let taskmill::store::Fired::Enqueued(enqueued) = &fired[0] else {
+        panic!("not fired: {fired:?}");
+    };
+    let task_id = enqueued.id();
+
+    let schedules = client.schedules().await.unwrap();
+    let table = schedules_table(&schedules, now);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    let header = lines[0];
+    assert!(header.starts_with("NAME "), "{table}");
+    // Columns line up: each cell starts where its heading does.
+    let column = |name: &str| header.find(name).unwrap();
+    let row = lines
+        .iter()
+        .find(|l| l.starts_with("nightly report "))
+        .unwrap();
+    assert_eq!(&row[column("CADENCE")..][..12], "0 30 2 * * *", "{table}");
+    assert!(
+        row[column("ZONE")..].starts_with("Europe/Berlin "),
+        "{table}"
+    );
+    assert!(row[column("TOPIC")..].starts_with("reports "), "{table}");
+    assert!(row[column("STATE")..].starts_with("active "), "{table}");
+    assert!(
+        row[column("LAST TICK")..].starts_with("1m30s ago "),
+        "{table}"
+    );
+    assert!(row[column("NEXT TICK")..].starts_with("in "), "{table}");
+    assert_eq!(&row[column("TASK")..], task_id.to_string(), "{table}");
+    let heartbeat = lines.iter().find(|l| l.starts_with("heartbeat ")).unwrap();
+    assert!(
+        heartbeat[column("LAST TICK")..].starts_with("- "),
+        "{table}"
+    );
+    assert!(heartbeat.ends_with(" -"), "never fired: {table}");
+
+    let doc = schedules_json(&schedules, now).unwrap();
+    assert_eq!(doc["at"], now.as_millis());
+    let listed = &doc["schedules"][1];
+    assert_eq!(listed["state"]["name"], "nightly report", "{doc}");
+    assert_eq!(listed["state"]["zone"], "Europe/Berlin", "{doc}");
+    assert_eq!(listed["state"]["last_tick"], tick.as_millis(), "{doc}");
+    assert_eq!(listed["state"]["last_task"], task_id.get(), "{doc}");
+    assert_eq!(listed["state"]["paused"], false, "{doc}");
+    assert!(
+        listed["next_tick"].as_i64().unwrap() > now.as_millis(),
+        "{doc}"
+    );
+
+    let said = set_paused(&client, "nightly report", true).await.unwrap();
+    assert!(said.starts_with("paused schedule nightly report"), "{said}");
+    let schedules = client.schedules().await.unwrap();
+    let table = schedules_table(&schedules, now);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("nightly report "))
+        .unwrap();
+    assert!(row[column("STATE")..].starts_with("paused "), "{table}");
+    assert!(
+        row[column("NEXT TICK")..].starts_with("- "),
+        "no next tick while paused: {table}"
+    );
+    assert_eq!(
+        schedules_json(&schedules, now).unwrap()["schedules"][1]["state"]["paused"],
+        true
+    );
+
+    let said = set_paused(&client, "nightly report", false).await.unwrap();
+    assert!(
+        said.starts_with("resumed schedule nightly report"),
+        "{said}"
+    );
+    assert!(!client.schedules().await.unwrap()[1].state.paused);
+
+    let failure = set_paused(&client, "nightly", true).await.unwrap_err();
+    assert_eq!(failure.code, 1);
+    assert!(
+        failure.message.contains(r#"no schedule named "nightly""#),
+        "{failure}"
+    );
+    assert!(
+        client.schedules().await.unwrap().len() == 2,
+        "an unknown name is not created"
+    );
+}

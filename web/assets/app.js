@@ -228,6 +228,8 @@
 
   function detail(event) {
     switch (event.type) {
+      case "TASK_ENQUEUE":
+        return event.tick ? "schedule " + event.tick.schedule + " · tick " + new Date(event.tick.tick).toISOString() : "";
       case "TASK_START": return "attempt " + event.attempt + " on " + event.manager;
       case "TASK_COMPLETION": return "attempt " + event.attempt + " in " + event.duration_ms + " ms";
       case "TASK_RETRY": return "attempt " + event.attempt + ": " + event.error;

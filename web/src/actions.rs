@@ -5,7 +5,7 @@
 use crate::context::{is_local_path, Ctx};
 use crate::data::{Bulk, State};
 use crate::error::Failure;
-use crate::pages::parse_id;
+use crate::pages::{parse_id, ScheduleDone};
 use crate::views::query;
 use axum::extract::{Form, Path};
 use axum::response::Redirect;
@@ -107,6 +107,50 @@ async fn set_paused(ctx: Ctx, form: TopicForm, paused: bool) -> Result<Redirect,
         .await
         .map_err(|e| ctx.store_failure(e))?;
     Ok(Back { next: form.next }.redirect(&ctx, "/"))
+}
+
+/// The fields of a schedule's pause and resume.
+#[derive(Deserialize)]
+pub(crate) struct ScheduleForm {
+    name: String,
+}
+
+/// `POST /schedules/pause`.
+pub(crate) async fn pause_schedule(
+    ctx: Ctx,
+    Form(form): Form<ScheduleForm>,
+) -> Result<Redirect, Failure> {
+    set_schedule_paused(ctx, form, true).await
+}
+
+/// `POST /schedules/resume`.
+pub(crate) async fn resume_schedule(
+    ctx: Ctx,
+    Form(form): Form<ScheduleForm>,
+) -> Result<Redirect, Failure> {
+    set_schedule_paused(ctx, form, false).await
+}
+
+/// Pauses or resumes the schedule, then shows the schedules page with it marked and a
+/// notice saying what was done. The name travels in the form and the query, each
+/// percent-encoded, never in the path: a name may hold any character but a control one.
+async fn set_schedule_paused(
+    ctx: Ctx,
+    form: ScheduleForm,
+    paused: bool,
+) -> Result<Redirect, Failure> {
+    let (verb, done) = match paused {
+        true => ("pause", ScheduleDone::Paused),
+        false => ("resume", ScheduleDone::Resumed),
+    };
+    ctx.source()
+        .set_schedule_paused(&form.name, paused)
+        .await
+        .map_err(|e| ctx.store_failure_while(&format!("Cannot {verb} the schedule"), e))?;
+    let pairs = [("name", form.name.as_str()), ("done", done.slug())];
+    Ok(Redirect::to(
+        &ctx.url(&format!("/schedules?{}", query(&pairs))),
+    ))
 }
 
 /// The fields of a bulk action.

@@ -5,12 +5,24 @@
 //! list. The vocabulary of states the dashboard shows (which tabs exist, what a
 //! row can do) lives here too, for the same reason.
 
-use futures_util::StreamExt;
+use futures_util::{stream, StreamExt, TryStreamExt};
 use std::sync::Arc;
 use taskmill_core::store::{Cancellation, ListOptions, Page};
 use taskmill_core::{
-    Client, Event, EventStream, Queue, Result, Stats, Store, TaskId, TaskRecord, TopicStats,
+    Client, Event, EventStream, Queue, Result, ScheduleInfo, Stats, Store, TaskId, TaskRecord,
+    TopicStats,
 };
+
+/// How many last tasks of schedules the schedules page reads from the store at once.
+const LAST_TASK_READS: usize = 16;
+
+/// A schedule as the schedules page shows it: what the store keeps, its next tick, and the
+/// task its last fired tick enqueued (`None` when it never fired, or the task was deleted
+/// or pruned since).
+pub(crate) struct ScheduleRow {
+    pub(crate) info: ScheduleInfo,
+    pub(crate) last_task: Option<TaskRecord>,
+}
 
 /// The dashboard's handle on a store: a [`Client`] that cancels as `dashboard`.
 #[derive(Clone)]
@@ -180,6 +192,35 @@ impl Source {
         match paused {
             true => self.client.pause(topic).await,
             false => self.client.resume(topic).await,
+        }
+    }
+
+    /// Every schedule the store keeps, by name, each with its last task.
+    ///
+    /// The last task is read because the store's state cannot say how late the last fired
+    /// tick was by itself: `last_tick` also moves on ticks skipped while paused or
+    /// overlapping, while `fired_at` stays with the tick that fired, whose instant only
+    /// the task's tick header keeps. One read per schedule, a few at a time.
+    pub(crate) async fn schedules(&self) -> Result<Vec<ScheduleRow>> {
+        let infos = self.client.schedules().await?;
+        stream::iter(infos)
+            .map(|info| async move {
+                let last_task = match info.state.last_task {
+                    Some(id) => self.client.get(id).await?,
+                    None => None,
+                };
+                Ok::<_, taskmill_core::Error>(ScheduleRow { info, last_task })
+            })
+            .buffered(LAST_TASK_READS)
+            .try_collect()
+            .await
+    }
+
+    /// Pauses or resumes a schedule; `NotFound` for a name the store does not know.
+    pub(crate) async fn set_schedule_paused(&self, name: &str, paused: bool) -> Result<()> {
+        match paused {
+            true => self.client.pause_schedule(name).await,
+            false => self.client.resume_schedule(name).await,
         }
     }
 

@@ -25,14 +25,25 @@ impl Ctx {
 
     /// The store's error, with the status that says whose fault it is.
     pub(crate) fn store_failure(&self, error: taskmill_core::Error) -> Failure {
-        let status = match error.kind() {
-            ErrorKind::NotFound => StatusCode::NOT_FOUND,
-            ErrorKind::Misuse => StatusCode::BAD_REQUEST,
-            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::Unsupported => StatusCode::NOT_IMPLEMENTED,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        self.failure(status, error.to_string())
+        self.failure(status_of(&error), error.to_string())
+    }
+
+    /// The store's error after what could not be done (`"Cannot list the schedules"`):
+    /// for the calls whose error alone would not tell an operator which part failed, such
+    /// as a store that keeps no schedules answering `Unsupported`.
+    pub(crate) fn store_failure_while(&self, doing: &str, error: taskmill_core::Error) -> Failure {
+        self.failure(status_of(&error), format!("{doing}: {error}"))
+    }
+}
+
+/// The status that says whose fault a store's error is.
+fn status_of(error: &taskmill_core::Error) -> StatusCode {
+    match error.kind() {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Misuse => StatusCode::BAD_REQUEST,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Unsupported => StatusCode::NOT_IMPLEMENTED,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

@@ -3,7 +3,7 @@
 use crate::context::Ctx;
 use crate::data::{Bulk, State};
 use crate::error::Failure;
-use crate::views::{self, count, QueueView};
+use crate::views::{self, count, QueueView, SchedulesView};
 use axum::extract::{Path, Query};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -93,6 +93,67 @@ pub(crate) async fn queue(
         now: Timestamp::now(),
     };
     Ok(page(views::queue(&ctx, &view)))
+}
+
+/// The query of the schedules page.
+#[derive(Deserialize)]
+pub(crate) struct SchedulesQuery {
+    /// The schedule to mark: the one a task page linked to, or the one just changed.
+    name: Option<String>,
+    /// What the action that led here did to it.
+    done: Option<ScheduleDone>,
+}
+
+/// What a schedule action did, for the notice after its redirect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ScheduleDone {
+    Paused,
+    Resumed,
+}
+
+impl ScheduleDone {
+    /// The name in URLs.
+    pub(crate) fn slug(self) -> &'static str {
+        match self {
+            ScheduleDone::Paused => "paused",
+            ScheduleDone::Resumed => "resumed",
+        }
+    }
+}
+
+/// `GET /schedules`: every schedule the store keeps.
+pub(crate) async fn schedules(
+    ctx: Ctx,
+    Query(query): Query<SchedulesQuery>,
+) -> Result<Response, Failure> {
+    let rows = ctx
+        .source()
+        .schedules()
+        .await
+        .map_err(|e| ctx.store_failure_while("Cannot list the schedules", e))?;
+    let name = query.name.as_deref().filter(|n| !n.is_empty());
+    let notice = match (query.done, name) {
+        (Some(ScheduleDone::Paused), Some(name)) => Some(format!(
+            "Paused schedule {name}: every manager skips its ticks until it is resumed."
+        )),
+        (Some(ScheduleDone::Resumed), Some(name)) => Some(format!(
+            "Resumed schedule {name}: it fires again from its next tick."
+        )),
+        _ => None,
+    };
+    // Forms on this page come back to it without the notice, which was about this visit.
+    let mut ctx = ctx;
+    if query.done.is_some() {
+        ctx.here = "/schedules".into();
+    }
+    let view = SchedulesView {
+        rows: &rows,
+        target: name,
+        notice,
+        now: Timestamp::now(),
+    };
+    Ok(page(views::schedules(&ctx, &view)))
 }
 
 /// The query of the search box.

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{dead, enqueue, memory};
+use common::{dead, enqueue, fire, memory, register};
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures_util::FutureExt;
 use serde_json::json;
@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
-use taskmill_core::{Manager, Queue, Store, TaskContext, TaskError};
+use taskmill_core::{Manager, Queue, Schedule, Store, Task, TaskContext, TaskError, Timestamp};
 use taskmill_web::{router, DashboardOptions};
 use tokio::process::{Child, Command};
 
@@ -397,7 +397,83 @@ async fn an_xss_payload_stays_text() {
     .await;
 }
 
-/// A store with a manager working through three topics, some tasks failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_is_paused_from_the_schedules_page() {
+    let (_, store) = memory();
+    let hostile = "<img src=x onerror=window.taskmillXss=1>\"'&/ é";
+    let every = |name: &str| {
+        Schedule::every(
+            name,
+            Duration::from_secs(60),
+            Task::new("reports", &1).unwrap(),
+        )
+        .unwrap()
+    };
+    let (nightly, odd) = (every("nightly"), every(hostile));
+    register(&*store, &[&nightly, &odd]).await;
+    let now = Timestamp::now();
+    let fired = fire(&*store, &odd, now, now).await;
+    in_browser(store.clone(), |s| async move {
+        // From the task a schedule fired to its row on the schedules page.
+        s.open(&format!("/tasks/{fired}")).await;
+        assert!(s
+            .text("#fired-by")
+            .await
+            .starts_with(&format!("schedule {hostile} at tick ")));
+        s.click("#fired-by a").await;
+        assert_eq!(s.text("tr.is-target .schedule-name").await, hostile);
+        assert!(!s.has_dialog().await, "no dialog opened");
+        assert_eq!(
+            s.script("return window.taskmillXss === undefined;").await,
+            json!(true)
+        );
+
+        let row = r#"tr[data-schedule="nightly"]"#;
+        assert_eq!(s.text(&format!("{row} .badge")).await, "active");
+        assert_eq!(s.text(&format!("{row} button")).await, "Pause");
+        s.click(&format!("{row} button")).await;
+        let paused = |name: &'static str| {
+            let store = store.clone();
+            async move {
+                let all = store.schedules().await.unwrap();
+                all.iter().find(|s| &*s.name == name).unwrap().paused
+            }
+        };
+        until("the store to say paused", || paused("nightly")).await;
+        assert_eq!(s.text(&format!("{row} .badge")).await, "paused");
+        assert_eq!(s.text(&format!("{row} button")).await, "Resume");
+        assert!(s
+            .text(".notice")
+            .await
+            .starts_with("Paused schedule nightly"));
+        let url = s.client.current_url().await.expect("a URL");
+        assert_eq!(
+            url.path(),
+            format!("{MOUNT}/schedules"),
+            "back on the schedules page"
+        );
+        assert!(!paused(hostile).await, "the other schedule goes on");
+
+        // The overview's events name the schedule and tick of a fired enqueue, as text.
+        s.open("").await;
+        s.live().await;
+        let next = now + Duration::from_secs(60);
+        fire(&*store, &odd, next, next).await;
+        let detail = s
+            .text(r#"#events li[data-type="TASK_ENQUEUE"] .detail"#)
+            .await;
+        assert_eq!(detail, format!("schedule {hostile} · tick {next}"));
+        assert!(!s.has_dialog().await, "no dialog opened");
+        assert_eq!(
+            s.script("return window.taskmillXss === undefined;").await,
+            json!(true)
+        );
+    })
+    .await;
+}
+
+/// A store with a manager working through three topics, some tasks failing, and four
+/// schedules: two firing every few seconds, one monthly, one paused.
 async fn busy_store() -> (Arc<dyn Store>, Manager) {
     let (_, store) = memory();
     let manager = Manager::builder_shared(store.clone())
@@ -418,7 +494,13 @@ async fn busy_store() -> (Arc<dyn Store>, Manager) {
     manager
         .register("thumbnails", |ctx: TaskContext| async move {
             tokio::time::sleep(Duration::from_millis(80)).await;
-            if ctx.id().get() % 13 == 0 {
+            // Every 13th image of the feed (by its number, not the task's id, which the
+            // schedules' tasks shift) is corrupt, from the first one on.
+            let args: serde_json::Value = ctx.args()?;
+            let image = args["image"]
+                .as_str()
+                .and_then(|path| path.rsplit('/').next()?.strip_suffix(".jpg")?.parse().ok());
+            if image.is_some_and(|n: u64| n % 13 == 0) {
                 return Err(TaskError::permanent(TaskError::msg(
                     "image decoder: unexpected end of file at byte 48213",
                 )));
@@ -432,6 +514,45 @@ async fn busy_store() -> (Arc<dyn Store>, Manager) {
             Ok::<(), TaskError>(())
         })
         .expect("register reports");
+    let schedules = [
+        Schedule::every(
+            "digest-emails",
+            Duration::from_secs(5),
+            Task::new("emails", &json!({"template": "daily-digest"})).expect("a task"),
+        ),
+        Schedule::new(
+            "thumbnail-cleanup",
+            "*/10 * * * * *",
+            Task::new("thumbnails", &json!({"sweep": "orphans"})).expect("a task"),
+        ),
+        Schedule::new(
+            "monthly-invoices",
+            "0 0 6 1 * *",
+            Task::new("reports", &json!({"kind": "invoices"})).expect("a task"),
+        )
+        .and_then(|s| s.zone("Europe/Berlin")),
+        Schedule::every(
+            "webhook-redelivery",
+            Duration::from_secs(60),
+            Task::new("webhooks", &json!({"redeliver": "failed"})).expect("a task"),
+        ),
+    ];
+    let schedules: Vec<Schedule> = schedules
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("valid schedules");
+    for schedule in &schedules {
+        manager
+            .schedule(schedule.clone())
+            .expect("register the schedule");
+    }
+    // Registered in the store before the manager's own (asynchronous) registration, so
+    // one can be paused now; the manager's keeps the paused flag.
+    register(&*store, &schedules.iter().collect::<Vec<_>>()).await;
+    store
+        .set_schedule_paused("webhook-redelivery", true)
+        .await
+        .expect("pause the schedule");
     enqueue(
         &*store,
         "webhooks",
@@ -444,7 +565,7 @@ async fn busy_store() -> (Arc<dyn Store>, Manager) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn screenshots_of_the_overview_a_queue_and_a_task() {
+async fn screenshots_of_the_overview_a_queue_a_task_and_the_schedules() {
     let (store, manager) = busy_store().await;
     let producer = manager.clone();
     let feed = tokio::spawn(async move {
@@ -509,6 +630,24 @@ async fn screenshots_of_the_overview_a_queue_and_a_task() {
         s.open(&format!("/tasks/{id}")).await;
         assert_eq!(s.text(".page-head h1 .badge").await, "Dead");
         s.screenshot("task.png").await;
+
+        until("two schedules to fire", || async {
+            let all = store.schedules().await.unwrap();
+            all.iter().filter(|s| s.last_task.is_some()).count() == 2
+        })
+        .await;
+        s.open("/schedules").await;
+        assert_eq!(s.count("tr[data-schedule]").await, 4);
+        assert_eq!(s.count("tr[data-schedule] .last-task a").await, 2);
+        s.screenshot("schedules.png").await;
+
+        s.click(r#"tr[data-schedule="digest-emails"] .last-task a"#)
+            .await;
+        assert!(s
+            .text("#fired-by")
+            .await
+            .starts_with("schedule digest-emails at tick "));
+        s.screenshot("scheduled-task.png").await;
     })
     .await;
     feed.abort();

@@ -6,7 +6,9 @@ mod common;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
-use common::{attribute_after, claim, dead, enqueue, get, memory, post, post_with, send};
+use common::{
+    attribute_after, claim, dead, enqueue, fire, get, memory, post, post_with, register, send,
+};
 use futures_util::StreamExt;
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,8 +20,8 @@ use taskmill_core::store::{
     PruneOptions, RecoverOptions, Recovered, RenewOptions, RequeueOptions, WakeStream,
 };
 use taskmill_core::{
-    async_trait, Event, EventStream, Payload, Queue, Result, Stats, Store, StoreExt, Task, TaskId,
-    TaskRecord, Timestamp,
+    async_trait, Error, Event, EventStream, Payload, Queue, Result, Schedule, Stats, Store,
+    StoreExt, Task, TaskId, TaskRecord, Timestamp,
 };
 use taskmill_web::{router, DashboardOptions};
 use tower::ServiceExt;
@@ -80,6 +82,15 @@ async fn every_link_works_under_a_prefix() {
     let (_, store) = memory();
     let id = enqueue(&*store, "a/b c", json!({})).await;
     dead(&*store, "a/b c", 1, "boom").await;
+    let every = Schedule::every(
+        "every/minute ?",
+        Duration::from_secs(60),
+        Task::new("a/b c", &1).unwrap(),
+    )
+    .unwrap();
+    register(&*store, &[&every]).await;
+    let now = Timestamp::now();
+    let fired = fire(&*store, &every, now, now).await;
     let app = Router::new()
         .route(
             "/",
@@ -93,6 +104,8 @@ async fn every_link_works_under_a_prefix() {
     ];
     pages.push("/admin/tasks/queues/dead?topic=a%2Fb+c".to_owned());
     pages.push("/admin/tasks/bulk?action=retry".to_owned());
+    pages.push("/admin/tasks/schedules".to_owned());
+    pages.push(format!("/admin/tasks/tasks/{fired}"));
     let mut checked = 0;
     for page in pages {
         let reply = send(&app, get(&page)).await;
@@ -519,11 +532,32 @@ async fn redirects_stay_inside_the_dashboard() {
     }
 }
 
-/// A store that counts how it is listed, around the memory store.
+/// A store around the memory store that counts how it is listed, and, with
+/// `no_schedules`, answers every schedule call `Unsupported`, as a store that keeps no
+/// schedules does.
 struct Counted {
     inner: Arc<dyn Store>,
     lists: AtomicUsize,
     largest_page: AtomicUsize,
+    no_schedules: bool,
+}
+
+impl Counted {
+    fn new(inner: Arc<dyn Store>) -> Self {
+        Counted {
+            inner,
+            lists: AtomicUsize::new(0),
+            largest_page: AtomicUsize::new(0),
+            no_schedules: false,
+        }
+    }
+
+    fn schedules_kept(&self) -> Result<()> {
+        match self.no_schedules {
+            true => Err(Error::unsupported("schedules are not stored by this store")),
+            false => Ok(()),
+        }
+    }
 }
 
 #[async_trait]
@@ -581,6 +615,7 @@ impl Store for Counted {
         entries: &[taskmill_core::store::ScheduleEntry],
         opts: &taskmill_core::store::RegisterOptions,
     ) -> Result<Vec<taskmill_core::store::ScheduleState>> {
+        self.schedules_kept()?;
         self.inner.register_schedules(entries, opts).await
     }
     async fn fire(
@@ -588,18 +623,22 @@ impl Store for Counted {
         ticks: Vec<taskmill_core::store::Tick>,
         opts: &EnqueueOptions,
     ) -> Result<Vec<taskmill_core::store::Fired>> {
+        self.schedules_kept()?;
         self.inner.fire(ticks, opts).await
     }
     async fn schedules(&self) -> Result<Vec<taskmill_core::store::ScheduleState>> {
+        self.schedules_kept()?;
         self.inner.schedules().await
     }
     async fn set_schedule_paused(&self, name: &str, paused: bool) -> Result<bool> {
+        self.schedules_kept()?;
         self.inner.set_schedule_paused(name, paused).await
     }
     async fn prune_schedules(
         &self,
         opts: &taskmill_core::store::PruneSchedulesOptions,
     ) -> Result<u64> {
+        self.schedules_kept()?;
         self.inner.prune_schedules(opts).await
     }
     async fn publish(&self, events: &[Event]) -> Result<()> {
@@ -624,11 +663,7 @@ async fn bulk_actions_confirm_first_and_work_a_page_at_a_time() {
     let (_, inner) = memory();
     dead(&*inner, "a", 1_200, "no").await;
     dead(&*inner, "b", 10, "no").await;
-    let store = Arc::new(Counted {
-        inner,
-        lists: AtomicUsize::new(0),
-        largest_page: AtomicUsize::new(0),
-    });
+    let store = Arc::new(Counted::new(inner));
     let app = open(store.clone());
 
     let confirm = send(&app, get("/bulk?action=retry&topic=a")).await;
@@ -694,11 +729,7 @@ async fn bulk_actions_confirm_first_and_work_a_page_at_a_time() {
 async fn pages_list_one_page_however_large_the_queue() {
     let (_, inner) = memory();
     dead(&*inner, "a", 2_000, "no").await;
-    let store = Arc::new(Counted {
-        inner,
-        lists: AtomicUsize::new(0),
-        largest_page: AtomicUsize::new(0),
-    });
+    let store = Arc::new(Counted::new(inner));
     let app = open(store.clone());
     for uri in [
         "/",
@@ -962,11 +993,14 @@ async fn a_cross_origin_post_is_refused_even_with_the_token() {
 async fn read_only_hides_the_buttons_and_refuses_the_posts() {
     let (_, store) = memory();
     let id = dead(&*store, "t", 1, "no").await[0];
+    let nightly = Schedule::new("nightly", "0 0 3 * * *", Task::new("t", &1).unwrap()).unwrap();
+    register(&*store, &[&nightly]).await;
     let app = router(store.clone(), DashboardOptions::default().read_only(true));
     for uri in [
         "/".to_owned(),
         "/queues/dead".to_owned(),
         format!("/tasks/{id}"),
+        "/schedules".to_owned(),
     ] {
         let html = send(&app, get(&uri)).await.body;
         assert!(
@@ -985,6 +1019,7 @@ async fn read_only_hides_the_buttons_and_refuses_the_posts() {
         (format!("/tasks/{id}/retry"), vec![]),
         (format!("/tasks/{id}/delete"), vec![]),
         ("/topics/pause".to_owned(), vec![("topic", "t")]),
+        ("/schedules/pause".to_owned(), vec![("name", "nightly")]),
         ("/bulk".to_owned(), vec![("action", "delete")]),
     ] {
         let reply = send(&app, post(&uri, &fields)).await;
@@ -995,5 +1030,217 @@ async fn read_only_hides_the_buttons_and_refuses_the_posts() {
     assert_eq!(
         (stats.total.sizes.dead, stats.topic("t").paused),
         (1, false)
+    );
+    assert!(!store.schedules().await.unwrap()[0].paused);
+}
+
+// Schedules.
+
+/// The name no page may show raw: markup, both quotes, an ampersand, a slash, a space and
+/// a non-ASCII letter.
+const HOSTILE: &str = "<script>\"'&/ é";
+
+#[tokio::test]
+async fn the_schedules_page_shows_each_schedule_with_its_name_escaped() {
+    let (_, store) = memory();
+    let hostile = Schedule::every(
+        HOSTILE,
+        Duration::from_secs(60),
+        Task::new("reports", &1).unwrap(),
+    )
+    .unwrap();
+    let nightly = Schedule::new("nightly", "0 30 2 * * *", Task::new("mail", &2).unwrap())
+        .unwrap()
+        .zone("Europe/Berlin")
+        .unwrap();
+    register(&*store, &[&hostile, &nightly]).await;
+    // Reached 1.5 s after its tick.
+    let now = Timestamp::now();
+    let tick = Timestamp::from_millis(now.as_millis() / 60_000 * 60_000);
+    let id = fire(&*store, &hostile, tick, tick + Duration::from_millis(1_500)).await;
+    let app = open(store.clone());
+
+    let reply = send(&app, get("/schedules")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let html = &reply.body;
+    let escaped = "&lt;script&gt;&quot;'&amp;/ é";
+    assert!(
+        !html.contains(HOSTILE),
+        "the raw name is on the page:\n{html}"
+    );
+    assert!(!html.contains("<script>\""), "{html}");
+    for expected in [
+        format!(r#"<tr data-schedule="{escaped}">"#),
+        format!(r#"<td class="schedule-name" title="{escaped}">{escaped}</td>"#),
+        format!(r#"<input type="hidden" name="name" value="{escaped}">"#),
+        r#"<code class="cadence">@every 1m</code>"#.to_owned(),
+        r#"<code class="cadence">0 30 2 * * *</code>"#.to_owned(),
+        r#"<td class="zone">Europe/Berlin</td>"#.to_owned(),
+        r#"<a href="/queues/input?topic=reports">reports</a>"#.to_owned(),
+        format!(r#"<a class="num" href="/tasks/{id}">{id}</a>"#),
+        r#"<span class="badge status-pending">pending</span>"#.to_owned(),
+        ">+1.5 s<".to_owned(),
+        r#"action="/schedules/pause""#.to_owned(),
+        r#"<a href="/schedules" aria-current="page">Schedules</a>"#.to_owned(),
+    ] {
+        assert!(html.contains(&expected), "missing {expected:?} in\n{html}");
+    }
+    assert_eq!(
+        html.matches(r#"<span class="badge ok">active</span>"#)
+            .count(),
+        2
+    );
+
+    // The task it fired says so, and links back with the name percent-encoded.
+    let task = send(&app, get(&format!("/tasks/{id}"))).await.body;
+    let link = "/schedules?name=%3Cscript%3E%22%27%26%2F+%C3%A9";
+    assert!(
+        task.contains(&format!(
+            r#"schedule <a href="{link}">{escaped}</a> at tick "#
+        )),
+        "{task}"
+    );
+    assert!(!task.contains(HOSTILE), "{task}");
+    let marked = send(&app, get(link)).await;
+    assert_eq!(marked.status, StatusCode::OK);
+    assert!(
+        marked.body.contains(&format!(
+            r#"<tr data-schedule="{escaped}" class="is-target" aria-current="true">"#
+        )),
+        "{}",
+        marked.body
+    );
+    // A task no schedule fired says nothing of one.
+    let plain = enqueue(&*store, "reports", json!(3)).await;
+    let page = send(&app, get(&format!("/tasks/{plain}"))).await.body;
+    assert!(!page.contains("Fired by"), "{page}");
+}
+
+#[tokio::test]
+async fn a_schedule_is_paused_and_resumed_through_the_router() {
+    let (_, store) = memory();
+    let hostile = Schedule::every(
+        HOSTILE,
+        Duration::from_secs(60),
+        Task::new("reports", &1).unwrap(),
+    )
+    .unwrap();
+    register(&*store, &[&hostile]).await;
+    let app = open(store.clone());
+    let csrf = send(&app, get("/schedules")).await.csrf();
+    let paused = |store: Arc<dyn Store>| async move { store.schedules().await.unwrap()[0].paused };
+
+    let reply = send(
+        &app,
+        post(
+            "/schedules/pause",
+            &[("csrf", &csrf), ("name", HOSTILE), ("next", "/schedules")],
+        ),
+    )
+    .await;
+    let back = "/schedules?name=%3Cscript%3E%22%27%26%2F+%C3%A9&done=paused";
+    assert_eq!(
+        (reply.status, reply.location()),
+        (StatusCode::SEE_OTHER, back)
+    );
+    assert!(paused(store.clone()).await);
+    let page = send(&app, get(back)).await.body;
+    assert!(
+        page.contains("Paused schedule &lt;script&gt;&quot;'&amp;/ é: every manager skips"),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"<span class="badge warn">paused</span>"#),
+        "{page}"
+    );
+    assert!(page.contains(r#"action="/schedules/resume""#), "{page}");
+    assert!(!page.contains(r#"action="/schedules/pause""#), "{page}");
+    // Its forms come back to the page without the notice.
+    assert!(page.contains(r#"name="next" value="/schedules""#), "{page}");
+
+    let reply = send(
+        &app,
+        post("/schedules/resume", &[("csrf", &csrf), ("name", HOSTILE)]),
+    )
+    .await;
+    assert_eq!(
+        reply.location(),
+        "/schedules?name=%3Cscript%3E%22%27%26%2F+%C3%A9&done=resumed"
+    );
+    assert!(!paused(store.clone()).await);
+
+    // An unknown name is refused with a page that says so, and is not created.
+    let reply = send(
+        &app,
+        post(
+            "/schedules/pause",
+            &[("csrf", &csrf), ("name", "<b>nope</b>")],
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert!(
+        reply
+            .body
+            .contains("Cannot pause the schedule: not found: no schedule named &quot;&lt;b&gt;nope&lt;/b&gt;&quot;"),
+        "{}",
+        reply.body
+    );
+    assert_eq!(store.schedules().await.unwrap().len(), 1);
+
+    // The write guard covers these forms like every other: no token, another origin.
+    let fields = [("name", HOSTILE)];
+    assert_eq!(
+        send(&app, post("/schedules/pause", &fields)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let with_token = [("csrf", csrf.as_str()), ("name", HOSTILE)];
+    let cross = post_with(
+        "/schedules/pause",
+        &with_token,
+        &[("sec-fetch-site", "cross-site")],
+    );
+    assert_eq!(send(&app, cross).await.status, StatusCode::FORBIDDEN);
+    assert!(!paused(store.clone()).await);
+}
+
+#[tokio::test]
+async fn a_store_that_keeps_no_schedules_gets_a_page_that_says_so() {
+    let (_, inner) = memory();
+    // A topic, so that the overview has a form to take the CSRF token from.
+    enqueue(&*inner, "t", json!(1)).await;
+    let store = Arc::new(Counted {
+        no_schedules: true,
+        ..Counted::new(inner)
+    });
+    let app = open(store);
+    let reply = send(&app, get("/schedules")).await;
+    assert_eq!(reply.status, StatusCode::NOT_IMPLEMENTED);
+    assert!(
+        reply.body.contains(
+            "<p>Cannot list the schedules: unsupported: schedules are not stored by this store</p>"
+        ),
+        "{}",
+        reply.body
+    );
+    // Still a page of the dashboard, with its navigation.
+    assert!(
+        reply.body.contains(r#"<a href="/schedules">Schedules</a>"#),
+        "{}",
+        reply.body
+    );
+    let csrf = send(&app, get("/")).await.csrf();
+    let reply = send(
+        &app,
+        post("/schedules/pause", &[("csrf", &csrf), ("name", "nightly")]),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NOT_IMPLEMENTED);
+    assert!(
+        reply
+            .body
+            .contains("Cannot pause the schedule: unsupported"),
+        "{}",
+        reply.body
     );
 }

@@ -1,12 +1,14 @@
-//! The operator's commands: look at a store (`stats`, `ls`, `show`, `watch`) and steer it
-//! (`enqueue`, `retry`, `delete`, `cancel`, `pause`, `resume`), each on a
-//! [`Client`] of the store named by `--store` or `TASKMILL_STORE`.
+//! The operator's commands: look at a store (`stats`, `ls`, `show`, `schedules`, `watch`)
+//! and steer it (`enqueue`, `retry`, `delete`, `cancel`, `pause`, `resume`, `schedule
+//! pause`, `schedule resume`), each on a [`Client`] of the store named by `--store` or
+//! `TASKMILL_STORE`.
 //!
 //! Each command is an `Args` struct (parsed by clap in `main.rs`) with a `run` that prints
 //! to stdout and returns a [`Failure`] for stderr and the exit status.
 
 pub mod format;
 pub mod inspect;
+pub mod schedule;
 pub mod steer;
 pub mod watch;
 
@@ -141,28 +143,38 @@ pub(crate) fn print_json(value: &serde_json::Value) {
 }
 
 /// Resolves on Ctrl-C, or on SIGTERM where there are signals: how `watch` and `serve` are
-/// stopped. If the handlers cannot be installed it never resolves (the default handlers
-/// still end the process).
-pub(crate) async fn interrupted() {
-    let ctrl_c = async {
+/// stopped.
+///
+/// On Unix the handlers are installed by this call, not when the future is first polled:
+/// a command calls it before it says it is ready (`serve`'s `serving on` line), so that a
+/// SIGINT sent as soon as that line is read finds them installed rather than ending the
+/// process by the default action. If a handler cannot be installed, that signal keeps its
+/// default action (which still ends the process).
+pub(crate) fn interrupted() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        let terminate = signal(SignalKind::terminate()).ok();
+        async move {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = wait(interrupt) => {}
+                _ = wait(terminate) => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
     }
 }

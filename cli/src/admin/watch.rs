@@ -68,9 +68,10 @@ impl WatchArgs {
     /// Prints each event that passes the filters, one a line, until Ctrl-C (or SIGTERM),
     /// the end of the store's stream, or a closed stdout.
     pub async fn run(self) -> Outcome {
+        // First: Ctrl-C while the store is being opened ends the command the same way.
+        let mut interrupted = std::pin::pin!(super::interrupted());
         let client = self.store.client().await?;
         let mut events = client.watch().await?;
-        let mut interrupted = std::pin::pin!(super::interrupted());
         loop {
             let event = tokio::select! {
                 _ = &mut interrupted => return Ok(()),
@@ -106,20 +107,31 @@ impl WatchArgs {
 }
 
 /// The time it was seen, its name, and its fields as `key=value` (strings and JSON as
-/// JSON, so a value with spaces stays one field).
+/// JSON, so a value with spaces stays one field). The enqueue of a task a schedule fired
+/// ends in `schedule=NAME tick=TIME`, the tick in RFC 3339 as the task's header has it.
 fn human_line(event: &Event) -> String {
     let mut line = format!("{} {:<15}", Timestamp::now(), event.name());
+    let field = |line: &mut String, key: &str, value: serde_json::Value| {
+        let value = match value {
+            serde_json::Value::String(s) if !s.contains(char::is_whitespace) => s,
+            other => other.to_string(),
+        };
+        line.push_str(&format!(" {key}={value}"));
+    };
     if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(event) {
         for (key, value) in fields {
-            if key == "type" || key == "stats" {
+            if matches!(key.as_str(), "type" | "stats" | "tick") {
                 continue;
             }
-            let value = match value {
-                serde_json::Value::String(s) if !s.contains(char::is_whitespace) => s,
-                other => other.to_string(),
-            };
-            line.push_str(&format!(" {key}={value}"));
+            field(&mut line, &key, value);
         }
+    }
+    if let Event::TaskEnqueue {
+        tick: Some(tick), ..
+    } = event
+    {
+        field(&mut line, "schedule", tick.schedule.as_ref().into());
+        field(&mut line, "tick", tick.tick.to_string().into());
     }
     line
 }
@@ -153,5 +165,27 @@ mod tests {
         assert!(line.contains("topic=emails"), "{line}");
         assert!(line.contains(r#"error="mailbox full""#), "{line}");
         assert_eq!(topic_of(&event), Some("emails"));
+    }
+
+    #[test]
+    fn an_enqueue_a_schedule_fired_names_the_schedule_and_tick() {
+        let tick = |schedule: Option<&str>| Event::TaskEnqueue {
+            id: taskmill::TaskId::new(9),
+            topic: "reports".into(),
+            run_at: Timestamp::from_millis(1_764_642_600_000),
+            tick: schedule.map(|name| taskmill::ScheduleTick {
+                schedule: name.into(),
+                tick: Timestamp::from_millis(1_764_642_600_000),
+            }),
+        };
+        let line = human_line(&tick(Some("nightly report")));
+        assert!(
+            line.ends_with(r#" schedule="nightly report" tick=2025-12-02T02:30:00.000Z"#),
+            "{line}"
+        );
+        assert!(line.contains(" id=9 "), "{line}");
+        let plain = human_line(&tick(None));
+        assert!(!plain.contains("tick"), "{plain}");
+        assert!(!plain.contains("schedule"), "{plain}");
     }
 }

@@ -15,7 +15,9 @@
 //! # Missed ticks and overlap
 //!
 //! A tick is *on time* when a manager reaches it within [`TICK_GRACE`] of its instant (a
-//! short stall or a restart is not a miss). When no manager ran at a tick,
+//! short stall or a restart is not a miss), and every on-time tick fires: a manager back
+//! within the grace fires the ticks it missed in order, and one joining a schedule fires
+//! the on-time ticks since its last fired one. When no manager ran at a tick,
 //! [`Missed`] says what the first manager back does: skip it (the default) or fire the
 //! most recent missed tick within a window. [`Overlap`] says whether a tick fires while
 //! the task of the schedule's previous tick is still waiting or running.

@@ -488,6 +488,47 @@ checks!(
         );
     }
 
+    /// Managers whose clocks are two seconds apart (one ahead, one behind) still enqueue
+    /// each tick once and skip none: the ahead one fires a little early, the others find
+    /// the tick fired, and one joining fires the on-time ticks since the last fired.
+    pub async fn managers_with_skewed_clocks_fire_each_tick_once(store: Arc<dyn Store>) {
+        const TICKS: u64 = 200;
+        let start = minute_aligned();
+        let clocks = [
+            Clock::manual(start - seconds(2)),
+            Clock::manual(start),
+            Clock::manual(start + seconds(2)),
+        ];
+        let schedule = Schedule::every("skewed", seconds(1), task("t", 0)).unwrap();
+        // The one behind starts first and fires the schedule's first tick; the others
+        // join a schedule already fired, and take it from its last tick.
+        let mut managers = vec![scheduler(&store, &clocks[0], vec![schedule.clone()]).await];
+        wait_for_tick(&*store, "skewed", start - seconds(2)).await;
+        for clock in &clocks[1..] {
+            managers.push(scheduler(&store, clock, vec![schedule.clone()]).await);
+        }
+        for i in 1..=TICKS {
+            for clock in &clocks {
+                clock.advance(seconds(1));
+            }
+            // The clock that runs ahead reaches each tick first.
+            wait_for_tick(&*store, "skewed", start + seconds(i + 2)).await;
+        }
+        for manager in managers {
+            manager.close().await.unwrap();
+        }
+        let ticks = fired_ticks(&*store, "t").await;
+        let distinct: BTreeSet<Timestamp> = ticks.iter().copied().collect();
+        assert_eq!(distinct.len(), ticks.len(), "a tick was enqueued twice");
+        let gaps: Vec<&[Timestamp]> = ticks
+            .windows(2)
+            .filter(|w| w[1].saturating_since(w[0]) != seconds(1))
+            .collect();
+        assert!(gaps.is_empty(), "ticks skipped between {gaps:?}");
+        assert_eq!(ticks.first(), Some(&(start - seconds(2))));
+        assert_eq!(ticks.last(), Some(&(start + seconds(TICKS + 2))));
+    }
+
     /// After downtime, `Missed::Skip` goes on at the next tick and `Missed::Latest` fires
     /// the most recent missed tick within its window, once.
     pub async fn missed_ticks_follow_the_policy(store: Arc<dyn Store>) {

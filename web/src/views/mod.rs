@@ -9,12 +9,14 @@
 pub(crate) mod format;
 mod overview;
 mod queue;
+mod schedules;
 mod simple;
 mod task;
 
 pub(crate) use format::count;
 pub(crate) use overview::overview;
 pub(crate) use queue::{queue, QueueView};
+pub(crate) use schedules::{schedules, SchedulesView};
 pub(crate) use simple::{confirm_bulk, error, login};
 pub(crate) use task::task;
 
@@ -29,6 +31,7 @@ use maud::{html, Markup, DOCTYPE};
 pub(crate) enum Section {
     Overview,
     State(State),
+    Schedules,
     Other,
     /// The sign-in form: no navigation, nothing that needs a signed-in visitor.
     SignIn,
@@ -74,6 +77,7 @@ fn navigation(ctx: &Ctx, section: Section) -> Markup {
                 a href=(state_url(ctx, state, None))
                     aria-current=[current(section == Section::State(state))] { (state.label()) }
             }
+            a href=(schedules_url(ctx, None)) aria-current=[current(section == Section::Schedules)] { "Schedules" }
         }
         div.top-end {
             @if options.read_only {
@@ -123,6 +127,16 @@ fn state_url(ctx: &Ctx, state: State, topic: Option<&str>) -> String {
     if let Some(topic) = topic {
         url.push('?');
         url.push_str(&query(&[("topic", topic)]));
+    }
+    url
+}
+
+/// The link to the schedules page, marking schedule `name` when given.
+fn schedules_url(ctx: &Ctx, name: Option<&str>) -> String {
+    let mut url = ctx.url("/schedules");
+    if let Some(name) = name {
+        url.push('?');
+        url.push_str(&query(&[("name", name)]));
     }
     url
 }

@@ -2,7 +2,7 @@
 
 use super::format::{pretty_json, time};
 use super::queue::when;
-use super::{action, layout, state_url, Section};
+use super::{action, layout, schedules_url, state_url, Section};
 use crate::context::Ctx;
 use crate::data::State;
 use maud::{html, Markup};
@@ -37,6 +37,15 @@ pub(crate) fn task(ctx: &Ctx, task: &TaskRecord, now: Timestamp) -> Markup {
                 h2 { "Details" }
                 dl.facts {
                     dt { "Topic" } dd { (task.topic) }
+                    @if let Some(tick) = task.schedule_tick() {
+                        dt { "Fired by" } dd #fired-by {
+                            "schedule " a href=(schedules_url(ctx, Some(&tick.schedule))) { (tick.schedule) }
+                            // The exact tick, short enough for one line; how long ago on hover.
+                            " at tick " time datetime=(tick.tick) title=(super::format::relative(tick.tick, now)) {
+                                span.num { (time(tick.tick)) } span.muted { " UTC" }
+                            }
+                        }
+                    }
                     dt { "Status" } dd { (status_line(&status, now)) }
                     dt { "Attempt" } dd {
                         span.num { (task.attempt) }

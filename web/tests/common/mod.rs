@@ -8,9 +8,10 @@ use axum::Router;
 use serde_json::Value;
 use std::sync::Arc;
 use taskmill_core::store::{
-    ApplyOptions, ClaimOptions, Claimed, EnqueueOptions, LeaseRef, Outcome, OutcomeKind, TopicClaim,
+    ApplyOptions, ClaimOptions, Claimed, EnqueueOptions, Fired, LeaseRef, Outcome, OutcomeKind,
+    RegisterOptions, ScheduleEntry, Tick, TopicClaim,
 };
-use taskmill_core::{Store, StoreExt, Task, TaskId, TaskRecord, Timestamp};
+use taskmill_core::{Overlap, Schedule, Store, StoreExt, Task, TaskId, TaskRecord, Timestamp};
 use tower::ServiceExt;
 
 /// Enqueues one task of `topic` with `args`.
@@ -62,6 +63,45 @@ pub async fn dead(store: &dyn Store, topic: &str, n: usize, error: &str) -> Vec<
         .await
         .expect("apply");
     outcomes.into_iter().map(|o| o.lease.id).collect()
+}
+
+/// Registers `schedules` in the store, as a manager starting with them does.
+pub async fn register(store: &dyn Store, schedules: &[&Schedule]) {
+    let entries: Vec<ScheduleEntry> = schedules
+        .iter()
+        .map(|s| {
+            ScheduleEntry::new(
+                s.name(),
+                s.cadence().spec(),
+                s.cadence().zone(),
+                s.task().topic(),
+            )
+        })
+        .collect();
+    store
+        .register_schedules(&entries, &RegisterOptions::new(Timestamp::now()))
+        .await
+        .expect("register the schedules");
+}
+
+/// Fires `schedule`'s tick `at` as a manager reaching it at `now` does, and returns the
+/// task it enqueued.
+pub async fn fire(store: &dyn Store, schedule: &Schedule, at: Timestamp, now: Timestamp) -> TaskId {
+    let tick = Tick::new(
+        schedule.name(),
+        at,
+        schedule.task_for(at).expect("the tick's task"),
+        Overlap::Allow,
+    );
+    match store
+        .fire(vec![tick], &EnqueueOptions::new(now))
+        .await
+        .expect("fire")
+        .as_slice()
+    {
+        [Fired::Enqueued(enqueued)] => enqueued.id(),
+        other => panic!("the tick was not fired: {other:?}"),
+    }
 }
 
 /// A response, read whole.

@@ -17,11 +17,16 @@ const REGISTER_INTERVAL: Duration = Duration::from_secs(60);
 /// How long the loop waits before trying again after the store failed a call.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
+/// The most ticks of one schedule fired in one store call: the on-time ticks of a burst
+/// (a restart within [`TICK_GRACE`], a clock that ran behind) are bounded by the grace
+/// over the shortest interval, well under this.
+const MAX_DUE: usize = 64;
+
 /// One schedule and where this manager is in its ticks.
 struct Plan {
     schedule: Schedule,
-    /// The next tick to fire once the clock reaches it; `None` when the cadence has no
-    /// more ticks.
+    /// The first tick not yet decided by the store as far as this manager knows; `None`
+    /// when the cadence has no more ticks.
     next: Option<Timestamp>,
     /// Whether the store has ever fired the schedule: one never fired does not catch up on
     /// ticks from before this manager planned it.
@@ -31,25 +36,27 @@ struct Plan {
 }
 
 impl Plan {
-    /// Plans `schedule` at `now`, given the last tick the store holds for it: the latest
-    /// tick at or before `now` is due at once if it is later than that and recent enough
-    /// for the missed-tick policy; otherwise the plan waits for the next tick.
-    fn new(schedule: Schedule, last_tick: Option<Timestamp>, now: Timestamp) -> Self {
-        let mut plan = Plan {
-            next: schedule.cadence().next_after(now),
-            fired_before: last_tick.is_some(),
-            since: now,
-            schedule,
+    /// Plans `schedule` at `since`, given the last tick the store holds for it: the ticks
+    /// after that one are this manager's to fire. A schedule never fired starts at its
+    /// latest tick if that is on time, else at its next.
+    fn new(schedule: Schedule, last_tick: Option<Timestamp>, since: Timestamp) -> Self {
+        let cadence = schedule.cadence();
+        let next = match last_tick {
+            Some(last) => cadence.next_after(last),
+            None => cadence
+                .latest_at(since)
+                .filter(|t| since.saturating_since(*t) <= TICK_GRACE)
+                .or_else(|| cadence.next_after(since)),
         };
-        if let Some(latest) = plan.schedule.cadence().latest_at(now) {
-            if last_tick.is_none_or(|last| last < latest) && plan.in_window(latest, now) {
-                plan.next = Some(latest);
-            }
+        Plan {
+            next,
+            fired_before: last_tick.is_some(),
+            since,
+            schedule,
         }
-        plan
     }
 
-    /// Whether the tick at `tick` may still be fired at `now`.
+    /// Whether a missed tick at `tick` may still be fired at `now`, by the policy.
     fn in_window(&self, tick: Timestamp, now: Timestamp) -> bool {
         let window = match self.fired_before || tick >= self.since {
             true => self.schedule.missed_policy().window(),
@@ -58,28 +65,48 @@ impl Plan {
         now.saturating_since(tick) <= window
     }
 
-    /// The tick to fire at `now`, if one is due: the latest passed tick at or after
-    /// `next`, when it is within the window. A due tick out of the window is skipped (the
-    /// plan moves past it) and logged.
-    fn due(&mut self, now: Timestamp) -> Option<Timestamp> {
-        let next = self.next.filter(|next| *next <= now)?;
-        let latest = self
-            .schedule
-            .cadence()
-            .latest_at(now)
-            .filter(|t| *t >= next)
-            .unwrap_or(next);
-        if self.in_window(latest, now) {
-            return Some(latest);
+    /// The ticks to fire at `now`, in order: every tick from `next` on that is on time
+    /// (at most [`TICK_GRACE`] old), and before them the most recent older one, a missed
+    /// tick, if the missed-tick policy still fires it. Missed ticks it does not fire are
+    /// skipped (and logged).
+    fn due(&mut self, now: Timestamp) -> Vec<Timestamp> {
+        let Some(next) = self.next.filter(|next| *next <= now) else {
+            return Vec::new();
+        };
+        let cadence = self.schedule.cadence();
+        let on_time_from = now - TICK_GRACE;
+        let mut due = Vec::new();
+        let mut from = next;
+        if next < on_time_from {
+            let before = on_time_from - Duration::from_millis(1);
+            if let Some(missed) = cadence.latest_at(before).filter(|t| *t >= next) {
+                match self.in_window(missed, now) {
+                    true => due.push(missed),
+                    false => info!(
+                        schedule = %self.schedule.name(),
+                        tick = %missed,
+                        late = ?now.saturating_since(missed),
+                        "skipping missed ticks"
+                    ),
+                }
+            }
+            match cadence.next_after(before) {
+                Some(first_on_time) => from = first_on_time,
+                None => {
+                    self.next = None;
+                    return due;
+                }
+            }
         }
-        info!(
-            schedule = %self.schedule.name(),
-            tick = %latest,
-            late = ?now.saturating_since(latest),
-            "skipping missed ticks"
-        );
-        self.next = self.schedule.cadence().next_after(now);
-        None
+        let mut tick = Some(from);
+        while let Some(at) = tick.filter(|t| *t <= now && due.len() < MAX_DUE) {
+            due.push(at);
+            tick = cadence.next_after(at);
+        }
+        if due.is_empty() {
+            self.next = tick;
+        }
+        due
     }
 
     /// Moves past `tick`, which the store has decided.
@@ -171,17 +198,18 @@ impl Shared {
         let mut due = Vec::new();
         let mut ticks = Vec::new();
         for (i, plan) in plans.iter_mut().enumerate() {
-            let Some(at) = plan.due(now) else { continue };
-            match plan.schedule.task_for(at) {
-                Ok(task) => {
-                    due.push((i, at));
-                    let name = plan.schedule.name_arc().clone();
-                    ticks.push(Tick::new(name, at, task, plan.schedule.overlap_policy()));
-                }
-                // Checked at registration; a failure here is a bug, not a reason to stop.
-                Err(e) => {
-                    warn!(schedule = %plan.schedule.name(), error = %e, "cannot build the tick's task");
-                    plan.decided(at);
+            for at in plan.due(now) {
+                match plan.schedule.task_for(at) {
+                    Ok(task) => {
+                        due.push((i, at));
+                        let name = plan.schedule.name_arc().clone();
+                        ticks.push(Tick::new(name, at, task, plan.schedule.overlap_policy()));
+                    }
+                    // Checked at registration; a failure here is a bug, not a reason to stop.
+                    Err(e) => {
+                        warn!(schedule = %plan.schedule.name(), error = %e, "cannot build the tick's task");
+                        plan.decided(at);
+                    }
                 }
             }
         }
@@ -198,6 +226,11 @@ impl Shared {
         for ((i, at), fired) in due.into_iter().zip(fired) {
             let plan = &mut plans[i];
             let name = plan.schedule.name();
+            // Every tick up to the store's last is decided: another manager fired it.
+            let decided = match fired {
+                Fired::Stale { last } => last.max(at),
+                _ => at,
+            };
             match fired {
                 Fired::Enqueued(enqueued) => {
                     debug!(schedule = %name, tick = %at, id = %enqueued.id(), "fired")
@@ -211,7 +244,7 @@ impl Shared {
                     "previous task unfinished; tick skipped"
                 ),
             }
-            plan.decided(at);
+            plan.decided(decided);
         }
         true
     }
