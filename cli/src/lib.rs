@@ -5,7 +5,7 @@
 //! into stderr and an exit status:
 //!
 //! - [`admin`]: the operator's commands (`stats`, `ls`, `show`, `enqueue`, `retry`,
-//!   `delete`, `cancel`, `pause`, `resume`, `schedules`, `schedule pause|resume`,
+//!   `delete`, `cancel`, `pause`, `resume`, `cron ls|pause|resume`,
 //!   `watch`), each on a `Client` of the store;
 //! - [`serve`](mod@serve): the dashboard and `/metrics` on one server;
 //! - [`bench`](mod@bench): the benchmark every store is measured with.

@@ -4,9 +4,9 @@ use clap::{Args, Parser, Subcommand};
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
+use taskmill_cli::admin::cron::CronArgs;
 use taskmill_cli::admin::format::parse_duration;
 use taskmill_cli::admin::inspect::{LsArgs, ShowArgs, StatsArgs};
-use taskmill_cli::admin::schedule::{ScheduleArgs, SchedulesArgs};
 use taskmill_cli::admin::steer::{CancelArgs, DeadAction, DeadArgs, EnqueueArgs, TopicArgs};
 use taskmill_cli::admin::watch::WatchArgs;
 use taskmill_cli::admin::{Failure, Outcome};
@@ -47,11 +47,9 @@ enum Command {
     Pause(TopicArgs),
     /// Let managers claim a paused topic's tasks again.
     Resume(TopicArgs),
-    /// Every schedule the store keeps: cadence, zone, topic, paused or active, last and
-    /// next tick, last task.
-    Schedules(SchedulesArgs),
-    /// Pause or resume a schedule, store-wide.
-    Schedule(ScheduleArgs),
+    /// Schedules: list them (`cron ls`), pause or resume one store-wide (`cron pause
+    /// NAME`, `cron resume NAME`).
+    Cron(CronArgs),
     /// Follow the store's events until interrupted (Ctrl-C).
     ///
     /// A process sees the events of other processes only on stores that carry them across
@@ -190,8 +188,7 @@ fn main() -> ExitCode {
         Command::Cancel(args) => ("cancel", block_on(args.run())),
         Command::Pause(args) => ("pause", block_on(args.run(true))),
         Command::Resume(args) => ("resume", block_on(args.run(false))),
-        Command::Schedules(args) => ("schedules", block_on(args.run())),
-        Command::Schedule(args) => ("schedule", block_on(args.run())),
+        Command::Cron(args) => (args.name(), block_on(args.run())),
         Command::Watch(args) => ("watch", block_on(args.run())),
         Command::Serve(args) => ("serve", block_on(args.run())),
     };

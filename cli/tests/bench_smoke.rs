@@ -114,9 +114,22 @@ fn check_row(row: &Row) {
             );
             assert!(small > 0.0 && large > 0.0, "{what}: {small} {large}");
         }
+        "schedules" => {
+            // 2,000 ticks: 8 rounds of 250 schedules (the batch size).
+            assert_eq!(row.tasks, 2_000, "{what}");
+            for rate in [
+                row.enqueue_per_sec,
+                row.fire_per_sec,
+                row.stale_fire_per_sec,
+            ] {
+                assert!(rate.unwrap_or(0.0) > 0.0, "{what}: {rate:?}");
+            }
+            assert_eq!(row.process_per_sec, None, "{what}");
+        }
         other => panic!("unexpected scenario {other}"),
     }
-    if row.store.starts_with("memory:") && row.scenario != "latency" {
+    let measures_memory = matches!(row.scenario, "throughput" | "backlog");
+    if row.store.starts_with("memory:") && measures_memory {
         assert!(row.bytes_per_task.is_some(), "{what}: no bytes per task");
     } else {
         assert_eq!(row.bytes_per_task, None, "{what}");

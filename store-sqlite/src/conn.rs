@@ -207,13 +207,16 @@ fn handle(conn: &mut Connection, bus: &LocalBus, command: Call) {
         }
         Call::Fire { ticks, opts, reply } => {
             let want_events = bus.has_subscribers();
-            // Each tick commits on its own: its event goes out, and managers are woken,
-            // as soon as its transaction has committed, as after an enqueue.
-            let result = ops::fire(conn, ticks, &opts, want_events, |fired, events| {
+            // Published once the batch has committed, as after an enqueue.
+            let result = ops::fire(conn, ticks, &opts, want_events).map(|(fired, events)| {
                 bus.publish(events);
-                if matches!(fired, Fired::Enqueued(e) if e.is_new()) {
+                if fired
+                    .iter()
+                    .any(|f| matches!(f, Fired::Enqueued(e) if e.is_new()))
+                {
                     bus.wake();
                 }
+                fired
             });
             send(reply, result, "cannot fire schedule ticks");
         }

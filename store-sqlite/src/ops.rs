@@ -921,47 +921,44 @@ fn is_unfinished(tx: &Transaction<'_>, id: TaskId) -> R<bool> {
         .exists([sql_u64(id.get())])
 }
 
-/// [`Store::fire`](taskmill_core::Store::fire): each tick in a `BEGIN IMMEDIATE`
-/// transaction of its own, which reads the schedule's state, decides
+/// [`Store::fire`](taskmill_core::Store::fire): the whole batch in one `BEGIN IMMEDIATE`
+/// transaction, which per tick reads the schedule's state, decides
 /// ([`ScheduleState::decide`]), enqueues the tick's task through the [`Inserter`] of
-/// [`enqueue`] and stores the new state ([`ScheduleState::fired`]), then commits.
+/// [`enqueue`] and stores the new state ([`ScheduleState::fired`]); then commits.
 ///
-/// The write lock is taken by `BEGIN`, before the state is read: two processes firing the
+/// The write lock is taken by `BEGIN`, before any state is read: two processes firing the
 /// same tick run these transactions one after the other, and the second reads the first
 /// one's `last_tick` and answers `Stale`. So of any number of calls with one tick, one
-/// enqueues. `committed` is called with each tick's answer and its enqueue events right
-/// after its transaction commits (the caller publishes them then, and wakes managers), so
-/// the ticks fired before an error are published although the call fails.
+/// enqueues. One transaction for the batch (rather than one per tick) makes the batch
+/// atomic as a whole, and costs one commit however many schedules tick at once.
 pub fn fire(
     conn: &mut rusqlite::Connection,
     ticks: Vec<Tick>,
     opts: &EnqueueOptions,
     want_events: bool,
-    mut committed: impl FnMut(&Fired, Vec<Event>),
-) -> R<Vec<Fired>> {
+) -> R<(Vec<Fired>, Vec<Event>)> {
+    let tx = begin(conn)?;
     let mut answers = Vec::with_capacity(ticks.len());
+    let mut inserter = Inserter::new(&tx, want_events)?;
     for tick in ticks {
-        let tx = begin(conn)?;
         let known = load_schedule(&tx, &tick.schedule)?;
         let mut state = known
             .clone()
             .unwrap_or_else(|| ScheduleState::unregistered(&tick, opts.now));
         // `decide` asks about the previous task through a plain `bool`: a failed lookup is
-        // kept here and fails the tick.
+        // kept here and fails the call.
         let mut lookup = Ok(false);
         let decided = state.decide(&tick, |id| {
             lookup = is_unfinished(&tx, id);
             *lookup.as_ref().unwrap_or(&false)
         });
         lookup?;
-        let (answer, events) = match decided {
-            Some(answer) => (answer, Vec::new()),
+        let answer = match decided {
+            Some(answer) => answer,
             None => {
-                let mut inserter = Inserter::new(&tx, want_events)?;
                 let enqueued = inserter.insert(tick.task.clone(), opts)?;
-                let events = inserter.finish(&tx)?;
                 state.fired(&tick, enqueued, opts.now);
-                (Fired::Enqueued(enqueued), events)
+                Fired::Enqueued(enqueued)
             }
         };
         // `Stale` changed nothing; every other answer moved `last_tick` (or created the
@@ -969,11 +966,11 @@ pub fn fire(
         if known.as_ref() != Some(&state) {
             save_schedule(&tx, &state)?;
         }
-        tx.commit()?;
-        committed(&answer, events);
         answers.push(answer);
     }
-    Ok(answers)
+    let events = inserter.finish(&tx)?;
+    tx.commit()?;
+    Ok((answers, events))
 }
 
 /// [`Store::schedules`](taskmill_core::Store::schedules): by name, in byte order (the

@@ -8,6 +8,8 @@
 //! - [`wait_until`]: wait for a condition with a deadline instead of sleeping and hoping;
 //! - [`temp_dir`]: a directory removed when the test ends, passed or not;
 //! - [`EnteredSpans`]: which thread entered which `tracing` span;
+//! - [`FaultyStore`]: any store with seeded, counted faults injected into its calls;
+//! - [`forward_store!`]: `Store` for a wrapper, forwarding every method it does not write;
 //! - `redis::RedisServer` (feature `redis`): a private `redis-server` on a free loopback
 //!   port.
 //!
@@ -17,6 +19,8 @@
 #![warn(missing_docs)]
 
 mod dir;
+mod faults;
+mod forward;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod spans;
@@ -24,6 +28,11 @@ mod store;
 mod wait;
 
 pub use dir::{temp_dir, TempDir};
+pub use faults::{fault_seed, FaultCounts, FaultKind, FaultRates, FaultyStore, FAULT_SEED_VAR};
 pub use spans::EnteredSpans;
 pub use store::*;
 pub use wait::{log, wait_until, Log};
+
+/// For [`forward_store!`]: the paths it writes, whatever the caller's dependencies.
+#[doc(hidden)]
+pub use taskmill_core as __core;

@@ -179,5 +179,6 @@ macro_rules! conformance_suite {
         $crate::observe!($harness);
         $crate::model!($harness);
         $crate::schedule!($harness);
+        $crate::faults!($harness);
     };
 }

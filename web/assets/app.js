@@ -55,6 +55,13 @@
       var figures = figuresFor(el, snapshot);
       if (figures && typeof figures.latency === "string") setText(el, figures.latency);
     });
+    // The "no worker" flags: a topic's, shown while the server flags it.
+    document.querySelectorAll("[data-unworked]").forEach(function (el) {
+      var holder = el.closest("[data-topic]");
+      if (!holder) return;
+      var figures = snapshot.topics[holder.dataset.topic];
+      el.hidden = !(figures && figures.unworked);
+    });
 
     var known = {};
     document.querySelectorAll("tr[data-topic]").forEach(function (row) {

@@ -8,6 +8,7 @@ use crate::error::Failure;
 use crate::pages::{parse_id, ScheduleDone};
 use crate::views::query;
 use axum::extract::{Form, Path};
+use axum::http::StatusCode;
 use axum::response::Redirect;
 use serde::Deserialize;
 use taskmill_core::TaskId;
@@ -160,12 +161,16 @@ pub(crate) struct BulkForm {
     topic: Option<String>,
 }
 
-/// `POST /bulk`: retries or deletes every dead task (of a topic), a page at a time.
+/// `POST /bulk`: retries or deletes every dead task (of a topic), or cancels every waiting
+/// task of a topic, a page at a time; then shows the state it acted on, with a notice.
 pub(crate) async fn bulk(ctx: Ctx, Form(form): Form<BulkForm>) -> Result<Redirect, Failure> {
     let topic = form.topic.as_deref().filter(|t| !t.is_empty());
+    if form.action.needs_topic() && topic.is_none() {
+        return Err(bulk_needs_topic(&ctx));
+    }
     let done = ctx
         .source()
-        .bulk_dead(form.action, topic)
+        .bulk(form.action, topic)
         .await
         .map_err(|e| ctx.store_failure(e))?;
     let done = done.to_string();
@@ -173,7 +178,17 @@ pub(crate) async fn bulk(ctx: Ctx, Form(form): Form<BulkForm>) -> Result<Redirec
     if let Some(topic) = topic {
         pairs.push(("topic", topic));
     }
-    Ok(Redirect::to(
-        &ctx.url(&format!("/queues/dead?{}", query(&pairs))),
-    ))
+    Ok(Redirect::to(&ctx.url(&format!(
+        "/queues/{}?{}",
+        form.action.state().slug(),
+        query(&pairs)
+    ))))
+}
+
+/// The answer to a bulk cancel that names no topic.
+pub(crate) fn bulk_needs_topic(ctx: &Ctx) -> Failure {
+    ctx.failure(
+        StatusCode::BAD_REQUEST,
+        "Cancelling every waiting task takes a topic: choose one on the pending tab.",
+    )
 }

@@ -5,12 +5,15 @@
 //! list. The vocabulary of states the dashboard shows (which tabs exist, what a
 //! row can do) lives here too, for the same reason.
 
+use crate::unworked::Sightings;
 use futures_util::{stream, StreamExt, TryStreamExt};
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use taskmill_core::store::{Cancellation, ListOptions, Page};
 use taskmill_core::{
-    Client, Event, EventStream, Queue, Result, ScheduleInfo, Stats, Store, TaskId, TaskRecord,
-    TopicStats,
+    Client, Clock, Event, EventStream, Queue, Result, ScheduleInfo, Stats, Store, TaskId,
+    TaskRecord, Timestamp, TopicStats,
 };
 
 /// How many last tasks of schedules the schedules page reads from the store at once.
@@ -24,10 +27,32 @@ pub(crate) struct ScheduleRow {
     pub(crate) last_task: Option<TaskRecord>,
 }
 
-/// The dashboard's handle on a store: a [`Client`] that cancels as `dashboard`.
+/// The dashboard's handle on a store: a [`Client`] that cancels as `dashboard`, the clock
+/// it reads, and what it has seen of the topics' claims.
 #[derive(Clone)]
 pub(crate) struct Source {
     client: Client,
+    clock: Clock,
+    /// Fed by every stats read, pages' and live streams' alike.
+    sightings: Arc<Mutex<Sightings>>,
+}
+
+/// Stats as the dashboard read them: when, and which topics they show nobody working on.
+pub(crate) struct Observed {
+    pub(crate) stats: Stats,
+    /// The time just before the read: what latency and relative times are judged at.
+    pub(crate) at: Timestamp,
+    /// The topics flagged “no worker” (see [`unworked`](crate::unworked)).
+    pub(crate) unworked: BTreeSet<String>,
+    /// The threshold they were flagged by.
+    pub(crate) unworked_after: Duration,
+}
+
+impl Observed {
+    /// Whether `topic` is flagged “no worker”.
+    pub(crate) fn is_unworked(&self, topic: &str) -> bool {
+        self.unworked.contains(topic)
+    }
 }
 
 /// A state a task can be in, as the dashboard shows it: one tab of a queue page.
@@ -113,14 +138,18 @@ impl State {
     }
 }
 
-/// A bulk action on every dead task of a topic, or of all topics.
+/// A bulk action on every task of a state: the dead tasks of a topic or of all topics
+/// (retry, delete), or the waiting tasks of one topic (cancel).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Bulk {
-    /// Send them back to pending.
+    /// Send every dead task back to pending.
     Retry,
-    /// Remove them.
+    /// Remove every dead task.
     Delete,
+    /// Cancel every waiting task (pending, scheduled, retrying) of one topic; running tasks
+    /// are left alone.
+    Cancel,
 }
 
 impl Bulk {
@@ -129,20 +158,52 @@ impl Bulk {
         match self {
             Bulk::Retry => "retry",
             Bulk::Delete => "delete",
+            Bulk::Cancel => "cancel",
         }
+    }
+
+    /// The state whose tasks it acts on.
+    pub(crate) fn state(self) -> State {
+        match self {
+            Bulk::Retry | Bulk::Delete => State::DEAD,
+            Bulk::Cancel => State::PENDING,
+        }
+    }
+
+    /// Whether it must name a topic. Cancelling every waiting task of every topic would
+    /// stop a whole system from one click, so the dashboard only offers it per topic.
+    pub(crate) fn needs_topic(self) -> bool {
+        self == Bulk::Cancel
     }
 }
 
 impl Source {
-    pub(crate) fn new(store: Arc<dyn Store>) -> Self {
+    pub(crate) fn new(store: Arc<dyn Store>, clock: Clock, unworked_after: Duration) -> Self {
         Source {
-            client: Client::shared(store).by("dashboard"),
+            client: Client::shared(store).by("dashboard").clock(clock.clone()),
+            clock,
+            sightings: Arc::new(Mutex::new(Sightings::new(unworked_after))),
         }
     }
 
-    /// Counters, sizes and paused flags, totals and per topic.
-    pub(crate) async fn stats(&self) -> Result<Stats> {
-        self.client.stats().await
+    /// The time by the dashboard's clock.
+    pub(crate) fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Counters, sizes and paused flags, totals and per topic; each read is also a
+    /// snapshot for the “no worker” flag, and judged by the ones before it.
+    pub(crate) async fn stats(&self) -> Result<Observed> {
+        let at = self.now();
+        let stats = self.client.stats().await?;
+        let mut sightings = self.sightings.lock().unwrap_or_else(|e| e.into_inner());
+        let unworked = sightings.observe(at, &stats);
+        Ok(Observed {
+            unworked_after: sightings.after(),
+            stats,
+            at,
+            unworked,
+        })
     }
 
     /// One page of tasks in `state`, ascending by id, after the cursor.
@@ -224,13 +285,14 @@ impl Source {
         }
     }
 
-    /// Applies `action` to every dead task (of `topic`), a page at a time (the client's
-    /// bulk calls), so that no more than one page is held however many there are. Returns
-    /// how many it moved or removed.
-    pub(crate) async fn bulk_dead(&self, action: Bulk, topic: Option<&str>) -> Result<u64> {
+    /// Applies `action` to every task of its state (of `topic`), a page at a time (the
+    /// client's bulk calls), so that no more than one page is held however many there are.
+    /// Returns how many it moved, removed or cancelled.
+    pub(crate) async fn bulk(&self, action: Bulk, topic: Option<&str>) -> Result<u64> {
         match action {
             Bulk::Retry => self.client.requeue_dead(topic).await,
             Bulk::Delete => self.client.delete_dead(topic).await,
+            Bulk::Cancel => self.client.cancel_waiting(topic).await,
         }
     }
 

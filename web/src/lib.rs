@@ -11,6 +11,7 @@ mod guard;
 mod live;
 mod options;
 mod pages;
+mod unworked;
 mod views;
 
 pub use options::DashboardOptions;
@@ -33,7 +34,8 @@ use taskmill_core::Store;
 /// # Panics
 /// If the operating system cannot supply the random bytes of the router's secrets.
 pub fn router(store: Arc<dyn Store>, options: DashboardOptions) -> Router {
-    let dash = Arc::new(Dashboard::new(data::Source::new(store), options));
+    let source = data::Source::new(store, options.clock.clone(), options.unworked_after);
+    let dash = Arc::new(Dashboard::new(source, options));
     Router::new()
         .route("/", get(pages::overview))
         .route("/queues/{state}", get(pages::queue))

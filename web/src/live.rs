@@ -6,14 +6,14 @@
 //! meant for a handful of operators, and a snapshot is one cheap store call.
 
 use crate::context::Ctx;
-use crate::data::{Source, State};
+use crate::data::{Observed, Source, State};
 use axum::response::sse::{Event as SseEvent, Sse};
 use futures_util::stream::{self, BoxStream, StreamExt};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::time::Duration;
-use taskmill_core::{Event, Stats, Timestamp, TopicStats};
+use taskmill_core::{Event, Timestamp, TopicStats};
 use tokio::time::Instant;
 
 /// How often a stats snapshot is sent.
@@ -51,8 +51,8 @@ fn stats(source: Source) -> BoxStream<'static, EventResult> {
     stream::unfold((source, ticks), |(source, mut ticks)| async move {
         ticks.tick().await;
         let event = match source.stats().await {
-            Ok(stats) => {
-                let data = serde_json::to_string(&Snapshot::of(&stats)).unwrap_or_default();
+            Ok(observed) => {
+                let data = serde_json::to_string(&Snapshot::of(&observed)).unwrap_or_default();
                 SseEvent::default().event("stats").data(data)
             }
             Err(error) => problem(&error),
@@ -122,26 +122,33 @@ struct Figures {
     paused: bool,
     /// The queue latency (how long the oldest due task has waited), as the page shows it.
     latency: String,
+    /// Flagged “no worker” (see [`unworked`](crate::unworked)); never for the totals.
+    unworked: bool,
 }
 
 impl Snapshot<'_> {
-    fn of(stats: &Stats) -> Snapshot<'_> {
-        let now = Timestamp::now();
+    fn of(observed: &Observed) -> Snapshot<'_> {
+        let now = observed.at;
         Snapshot {
             at: now.as_millis(),
-            total: Figures::of(&stats.total, now),
-            topics: stats
+            total: Figures::of(&observed.stats.total, now, false),
+            topics: observed
+                .stats
                 .topics
                 .iter()
-                .map(|(name, topic)| (name.as_str(), Figures::of(topic, now)))
+                .map(|(name, topic)| {
+                    let unworked = observed.is_unworked(name);
+                    (name.as_str(), Figures::of(topic, now, unworked))
+                })
                 .collect(),
         }
     }
 }
 
 impl Figures {
-    fn of(stats: &TopicStats, now: Timestamp) -> Figures {
+    fn of(stats: &TopicStats, now: Timestamp, unworked: bool) -> Figures {
         Figures {
+            unworked,
             processed: stats.counters.completed,
             failed: stats.counters.failed,
             retried: stats.counters.retried,

@@ -1,6 +1,8 @@
 //! What an application decides about its dashboard.
 
 use std::fmt;
+use std::time::Duration;
+use taskmill_core::Clock;
 
 /// Options for [`router`](crate::router).
 ///
@@ -24,6 +26,15 @@ pub struct DashboardOptions {
     pub token: Option<String>,
     /// Hides every button that changes the store and refuses such requests with 403.
     pub read_only: bool,
+    /// A topic is flagged “no worker” when its oldest due task has waited longer than this
+    /// and the dashboard's own stats snapshots show none of its tasks claimed over this
+    /// long (the store keeps no registry of which manager runs which topic; see the README's
+    /// “Topics nobody works on”). Default 60 s.
+    pub unworked_after: Duration,
+    /// Where the dashboard reads the time: queue latency, how long ago things happened, the
+    /// snapshots the “no worker” flag compares, the times of cancels and retries. Default
+    /// [`Clock::system`]; a test can pass a [`Clock::manual`] and move it.
+    pub clock: Clock,
 }
 
 impl Default for DashboardOptions {
@@ -32,6 +43,8 @@ impl Default for DashboardOptions {
             title: "taskmill".to_owned(),
             token: None,
             read_only: false,
+            unworked_after: Duration::from_secs(60),
+            clock: Clock::system(),
         }
     }
 }
@@ -56,6 +69,19 @@ impl DashboardOptions {
         self
     }
 
+    /// Sets how long a topic's due tasks may wait without a claim before it is flagged as
+    /// having no worker ([`unworked_after`](Self::unworked_after)).
+    pub fn unworked_after(mut self, after: Duration) -> Self {
+        self.unworked_after = after;
+        self
+    }
+
+    /// Reads the time from `clock` ([`clock`](Self::clock)).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// Whether actions that change the store are refused.
     pub fn is_read_only(&self) -> bool {
         self.read_only
@@ -69,6 +95,8 @@ impl fmt::Debug for DashboardOptions {
             .field("title", &self.title)
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("read_only", &self.read_only)
+            .field("unworked_after", &self.unworked_after)
+            .field("clock", &self.clock)
             .finish()
     }
 }

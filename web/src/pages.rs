@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use futures_util::future::try_join;
 use maud::Markup;
 use serde::Deserialize;
-use taskmill_core::{TaskId, Timestamp};
+use taskmill_core::TaskId;
 
 /// Tasks on a queue page unless the query asks for another number.
 const PAGE: usize = 50;
@@ -24,12 +24,12 @@ fn page(markup: Markup) -> Response {
 
 /// `GET /`.
 pub(crate) async fn overview(ctx: Ctx) -> Result<Response, Failure> {
-    let stats = ctx
+    let observed = ctx
         .source()
         .stats()
         .await
         .map_err(|e| ctx.store_failure(e))?;
-    Ok(page(views::overview(&ctx, &stats, Timestamp::now())))
+    Ok(page(views::overview(&ctx, &observed)))
 }
 
 /// The query of a queue page.
@@ -59,7 +59,7 @@ pub(crate) async fn queue(
     let after = query.after.map(TaskId::new);
     let limit = query.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
     let source = ctx.source();
-    let (stats, tasks) = try_join(source.stats(), source.page(state, topic, after, limit))
+    let (observed, tasks) = try_join(source.stats(), source.page(state, topic, after, limit))
         .await
         .map_err(|e| ctx.store_failure(e))?;
     // Forms on this page come back to it without the notice, which was about this visit.
@@ -81,16 +81,19 @@ pub(crate) async fn queue(
         match done {
             Bulk::Retry => format!("Sent {n} dead tasks back to pending."),
             Bulk::Delete => format!("Deleted {n} dead tasks."),
+            Bulk::Cancel => format!("Cancelled {n} waiting tasks."),
         }
     });
     let view = QueueView {
         state,
         topic,
-        stats: &stats,
+        stats: &observed.stats,
         page: &tasks,
         after,
         notice,
-        now: Timestamp::now(),
+        unworked: topic.is_some_and(|t| observed.is_unworked(t)),
+        unworked_after: observed.unworked_after,
+        now: observed.at,
     };
     Ok(page(views::queue(&ctx, &view)))
 }
@@ -151,7 +154,7 @@ pub(crate) async fn schedules(
         rows: &rows,
         target: name,
         notice,
-        now: Timestamp::now(),
+        now: ctx.source().now(),
     };
     Ok(page(views::schedules(&ctx, &view)))
 }
@@ -177,7 +180,7 @@ pub(crate) async fn task(ctx: Ctx, Path(id): Path<String>) -> Result<Response, F
         .await
         .map_err(|e| ctx.store_failure(e))?
     {
-        Some(task) => Ok(page(views::task(&ctx, &task, Timestamp::now()))),
+        Some(task) => Ok(page(views::task(&ctx, &task, ctx.source().now()))),
         None => Err(ctx.failure(
             StatusCode::NOT_FOUND,
             format!(
@@ -203,7 +206,8 @@ pub(crate) struct BulkQuery {
     topic: Option<String>,
 }
 
-/// `GET /bulk?action=retry|delete[&topic=T]`: asks before acting on every dead task.
+/// `GET /bulk?action=retry|delete|cancel[&topic=T]`: asks before acting on every dead
+/// task, or on every waiting task of a topic.
 pub(crate) async fn confirm_bulk(
     ctx: Ctx,
     Query(query): Query<BulkQuery>,
@@ -212,14 +216,18 @@ pub(crate) async fn confirm_bulk(
         return Err(ctx.failure(StatusCode::FORBIDDEN, "The dashboard is read-only."));
     }
     let topic = query.topic.as_deref().filter(|t| !t.is_empty());
+    if query.action.needs_topic() && topic.is_none() {
+        return Err(crate::actions::bulk_needs_topic(&ctx));
+    }
     let stats = ctx
         .source()
         .stats()
         .await
-        .map_err(|e| ctx.store_failure(e))?;
+        .map_err(|e| ctx.store_failure(e))?
+        .stats;
     let figures = topic.map_or(stats.total, |t| stats.topic(t));
-    let dead = State::DEAD.count(&figures);
-    Ok(page(views::confirm_bulk(&ctx, query.action, topic, dead)))
+    let tasks = query.action.state().count(&figures);
+    Ok(page(views::confirm_bulk(&ctx, query.action, topic, tasks)))
 }
 
 /// Any other path.

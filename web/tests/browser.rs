@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
-use taskmill_core::{Manager, Queue, Schedule, Store, Task, TaskContext, TaskError, Timestamp};
+use taskmill_core::{
+    Clock, Manager, Queue, Schedule, Store, Task, TaskContext, TaskError, Timestamp,
+};
 use taskmill_web::{router, DashboardOptions};
 use tokio::process::{Child, Command};
 
@@ -184,6 +186,15 @@ where
     F: FnOnce(Arc<Session>) -> Fut,
     Fut: Future<Output = ()>,
 {
+    in_browser_with(store, DashboardOptions::default(), test).await
+}
+
+/// [`in_browser`], with the dashboard's `options` (titled "Acme shop").
+async fn in_browser_with<F, Fut>(store: Arc<dyn Store>, options: DashboardOptions, test: F)
+where
+    F: FnOnce(Arc<Session>) -> Fut,
+    Fut: Future<Output = ()>,
+{
     require(CHROMIUM);
     require(CHROMEDRIVER);
     let _one = ONE_BROWSER.lock().await;
@@ -192,10 +203,7 @@ where
         .await
         .expect("a loopback port");
     let addr = listener.local_addr().expect("its address");
-    let app = axum::Router::new().nest(
-        MOUNT,
-        router(store, DashboardOptions::default().title("Acme shop")),
-    );
+    let app = axum::Router::new().nest(MOUNT, router(store, options.title("Acme shop")));
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let (mut driver, port) = start_driver().await;
@@ -320,6 +328,106 @@ async fn a_retried_task_leaves_the_dead_tab() {
         store.get(retried).await.unwrap().unwrap().queue,
         Queue::Input
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_task_is_cancelled_from_its_row_and_a_topics_waiting_ones_all_at_once() {
+    let (_, store) = memory();
+    let cancelled = enqueue(&*store, "emails", json!({"to": "ada@example.com"})).await;
+    let kept = enqueue(&*store, "emails", json!({"to": "grace@example.com"})).await;
+    let others: Vec<_> =
+        futures_util::future::join_all((0..3).map(|i| enqueue(&*store, "reports", json!(i)))).await;
+    in_browser(store.clone(), |s| async move {
+        s.open("/queues/input?topic=emails").await;
+        assert_eq!(s.text(r#".tab[aria-current="page"] .count"#).await, "2");
+        s.click(&format!(
+            r#"tr[data-id="{cancelled}"] form[action$="/tasks/{cancelled}/cancel"] button"#
+        ))
+        .await;
+        until("the cancelled row to leave the pending tab", || async {
+            s.count(&format!(r#"tr[data-id="{cancelled}"]"#)).await == 0
+        })
+        .await;
+        assert_eq!(s.count(&format!(r#"tr[data-id="{kept}"]"#)).await, 1);
+        assert_eq!(s.text(r#".tab[aria-current="page"] .count"#).await, "1");
+        let url = s.client.current_url().await.expect("a URL");
+        assert_eq!(
+            url.path(),
+            format!("{MOUNT}/queues/input"),
+            "back on the tab"
+        );
+        assert_eq!(url.query(), Some("topic=emails"));
+        s.open(&format!("/tasks/{cancelled}")).await;
+        assert_eq!(s.text("#cancelled-by").await, "dashboard");
+
+        // Every waiting task of a topic, after a confirmation.
+        s.open("/queues/input?topic=reports").await;
+        s.click("#cancel-all").await;
+        assert_eq!(s.text("h1").await, "Cancel all waiting tasks?");
+        s.click("form.inline-row button").await;
+        assert_eq!(s.text(".notice").await, "Cancelled 3 waiting tasks.");
+        assert_eq!(s.count("tr[data-id]").await, 0);
+    })
+    .await;
+    assert_eq!(
+        store.get(cancelled).await.unwrap().unwrap().queue,
+        Queue::Cancelled
+    );
+    assert_eq!(store.get(kept).await.unwrap().unwrap().queue, Queue::Input);
+    for id in others {
+        assert_eq!(
+            store.get(id).await.unwrap().unwrap().queue,
+            Queue::Cancelled
+        );
+    }
+}
+
+/// A topic whose tasks wait with nobody claiming them is flagged on the overview as the
+/// live stream's snapshots show it, without a reload, and on its queue page. The
+/// dashboard reads a manual clock, moved past the threshold instead of waiting for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_nobody_works_on_is_flagged() {
+    let (_, store) = memory();
+    enqueue(&*store, "invoices", json!({"account": 7})).await;
+    let clock = Clock::manual(Timestamp::now() + Duration::from_secs(120));
+    let options = DashboardOptions::default().clock(clock.clone());
+    in_browser_with(store.clone(), options, |s| async move {
+        s.open("").await;
+        let badge = r#"tr[data-topic="invoices"] [data-unworked]"#;
+        s.live().await;
+        s.mark().await;
+        assert!(
+            !s.find(badge).await.is_displayed().await.unwrap(),
+            "not yet"
+        );
+        clock.advance(Duration::from_secs(61));
+        until("the no-worker badge to show", || async {
+            s.find(badge).await.is_displayed().await.unwrap()
+        })
+        .await;
+        assert!(s.is_marked().await, "shown without a reload");
+        // The sentence is in the badge for screen readers, and on hover.
+        let text = s.text(badge).await;
+        assert!(text.starts_with("no worker"), "{text}");
+        assert!(
+            text.ends_with(
+                ": no worker has taken a task for 1 min; is a manager running this topic?"
+            ),
+            "{text}"
+        );
+        let title = s.find(badge).await.attr("title").await.unwrap();
+        assert_eq!(
+            title.as_deref(),
+            Some("no worker has taken a task for 1 min; is a manager running this topic?")
+        );
+
+        s.click(r#"tr[data-topic="invoices"] td.topic a"#).await;
+        assert_eq!(
+            s.text("#unworked").await,
+            "no worker No worker has taken a task for 1 min; is a manager running this topic?"
+        );
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -560,6 +668,15 @@ async fn busy_store() -> (Arc<dyn Store>, Manager) {
     )
     .await;
     store.set_paused("webhooks", true).await.expect("pause");
+    // A topic no manager runs: its tasks wait, and the dashboard flags it.
+    for account in [1042, 1043] {
+        enqueue(
+            &*store,
+            "invoices",
+            json!({"account": account, "month": "2026-05"}),
+        )
+        .await;
+    }
     manager.start().await.expect("start");
     (store, manager)
 }
@@ -605,7 +722,9 @@ async fn screenshots_of_the_overview_a_queue_a_task_and_the_schedules() {
             tokio::time::sleep(Duration::from_millis(40 + (n * 37 % 60))).await;
         }
     });
-    in_browser(store.clone(), |s| async move {
+    // A short threshold, so that the topic no manager runs is flagged within the test.
+    let options = DashboardOptions::default().unworked_after(Duration::from_secs(4));
+    in_browser_with(store.clone(), options, |s| async move {
         s.client
             .set_window_size(1280, 1040)
             .await
@@ -620,7 +739,16 @@ async fn screenshots_of_the_overview_a_queue_a_task_and_the_schedules() {
         .await;
         tokio::time::sleep_until(deadline).await;
         assert!(s.count("#events li[data-type]").await > 5, "events arrived");
+        let badge = r#"tr[data-topic="invoices"] [data-unworked]"#;
+        until("the topic no manager runs to be flagged", || async {
+            s.find(badge).await.is_displayed().await.unwrap()
+        })
+        .await;
         s.screenshot("overview.png").await;
+
+        s.open("/queues/input?topic=invoices").await;
+        assert!(s.find("#unworked").await.is_displayed().await.unwrap());
+        s.screenshot("unworked.png").await;
 
         s.open("/queues/dead").await;
         assert!(s.count("tr[data-id]").await > 0, "some tasks died");

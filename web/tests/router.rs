@@ -7,7 +7,8 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use common::{
-    attribute_after, claim, dead, enqueue, fire, get, memory, post, post_with, register, send,
+    attribute_after, claim, claim_at, dead, enqueue, fire, get, memory, post, post_with, register,
+    send,
 };
 use futures_util::StreamExt;
 use serde_json::json;
@@ -318,6 +319,173 @@ async fn the_overview_shows_each_topics_latency() {
     assert_eq!(latency("fresh"), "0 s", "not due yet");
 }
 
+/// The row of `topic` in the overview, from its `<tr>` to its `</tr>`.
+fn topic_row<'a>(html: &'a str, topic: &str) -> &'a str {
+    let row = &html[html
+        .find(&format!("<tr data-topic=\"{topic}\""))
+        .unwrap_or_else(|| panic!("no row of {topic} in {html}"))..];
+    &row[..row.find("</tr>").unwrap()]
+}
+
+/// Whether the overview flags `topic` “no worker”: its badge is there and not hidden.
+fn flagged(html: &str, topic: &str) -> bool {
+    let row = topic_row(html, topic);
+    let badge = &row[row.find("data-unworked").expect("a no-worker badge")..];
+    let tag = &badge[..badge.find('>').unwrap()];
+    !tag.contains("hidden")
+}
+
+/// The “no worker” flag through the router, on a manual clock moved between requests: a
+/// topic whose due task waits with no claim is flagged once the dashboard has a snapshot a
+/// threshold old; one whose counter moved, one paused and one running are not.
+#[tokio::test]
+async fn a_topic_no_worker_claims_from_is_flagged_on_the_overview_and_its_page() {
+    let (_, store) = memory();
+    let real = Timestamp::now();
+    for topic in ["orphan", "busy", "paused", "running"] {
+        let tasks = (0..2).map(|i| Task::new(topic, &i).unwrap()).collect();
+        store
+            .enqueue(tasks, &EnqueueOptions::new(real))
+            .await
+            .unwrap();
+    }
+    store.set_paused("paused", true).await.unwrap();
+    // One of "running" runs; "busy" has one claim and completion to come.
+    let claimed = ClaimOptions::new(
+        [taskmill_core::store::TopicClaim::new("running")],
+        1,
+        "w",
+        real,
+    );
+    store.claim(&claimed).await.unwrap();
+
+    // The tasks have waited two minutes by the dashboard's clock.
+    let clock = taskmill_core::Clock::manual(real + Duration::from_secs(120));
+    let app = router(
+        store.clone(),
+        DashboardOptions::default().clock(clock.clone()),
+    );
+    let html = send(&app, get("/")).await.body;
+    for topic in ["orphan", "busy", "paused", "running"] {
+        assert!(
+            !flagged(&html, topic),
+            "{topic}: no snapshot 60 s old yet:\n{html}"
+        );
+    }
+    assert!(
+        topic_row(&html, "orphan").contains(
+            r#"title="no worker has taken a task for 1 min; is a manager running this topic?""#
+        ),
+        "{html}"
+    );
+
+    clock.advance(Duration::from_secs(30));
+    send(&app, get("/queues/input")).await; // another snapshot, as any page takes
+                                            // A worker takes one of "busy" and completes it; its other task still waits.
+    let claimed = ClaimOptions::new(
+        [taskmill_core::store::TopicClaim::new("busy")],
+        1,
+        "w",
+        real,
+    );
+    let run = match &store.claim(&claimed).await.unwrap()[..] {
+        [Claimed::Ready(record)] => LeaseRef::of(record),
+        other => panic!("{other:?}"),
+    };
+    store
+        .apply(
+            &[Outcome::new(run, OutcomeKind::complete())],
+            &ApplyOptions::new(real),
+        )
+        .await
+        .unwrap();
+
+    clock.advance(Duration::from_secs(31)); // 61 s after the first snapshot
+    let html = send(&app, get("/")).await.body;
+    assert!(flagged(&html, "orphan"), "{html}");
+    for topic in ["busy", "paused", "running"] {
+        assert!(!flagged(&html, topic), "{topic}:\n{html}");
+    }
+    let page = send(&app, get("/queues/input?topic=orphan")).await.body;
+    let notice = &page[page.find(r#"id="unworked""#).expect("a notice")..];
+    let notice = &notice[..notice.find("</p>").unwrap()];
+    assert!(
+        !notice[..notice.find('>').unwrap()].contains("hidden"),
+        "{notice}"
+    );
+    assert!(
+        notice.contains("No worker has taken a task for 1 min; is a manager running this topic?"),
+        "{notice}"
+    );
+    let page = send(&app, get("/queues/input?topic=busy")).await.body;
+    let notice = &page[page.find(r#"id="unworked""#).expect("a hidden notice")..];
+    assert!(
+        notice[..notice.find('>').unwrap()].contains("hidden"),
+        "{notice}"
+    );
+
+    // The live stream says the same, for the page's script.
+    let response = app
+        .clone()
+        .oneshot(Request::get("/events").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let mut body = response.into_body().into_data_stream();
+    let first = read_until(&mut body, "\n\n").await;
+    let topics: serde_json::Value = serde_json::from_str(
+        first
+            .trim()
+            .strip_prefix("event: stats\ndata: ")
+            .expect(&first),
+    )
+    .unwrap();
+    let flags: Vec<(&str, bool)> = topics["topics"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, figures)| (name.as_str(), figures["unworked"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        flags,
+        [
+            ("busy", false),
+            ("orphan", true),
+            ("paused", false),
+            ("running", false)
+        ]
+    );
+    assert_eq!(topics["total"]["unworked"], false);
+
+    // A claim clears it: the counter moved within the last 60 s.
+    let claimed = ClaimOptions::new(
+        [taskmill_core::store::TopicClaim::new("orphan")],
+        1,
+        "w",
+        real,
+    );
+    let run = match &store.claim(&claimed).await.unwrap()[..] {
+        [Claimed::Ready(record)] => LeaseRef::of(record),
+        other => panic!("{other:?}"),
+    };
+    store
+        .apply(
+            &[Outcome::new(run, OutcomeKind::complete())],
+            &ApplyOptions::new(real),
+        )
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(1));
+    assert!(!flagged(&send(&app, get("/")).await.body, "orphan"));
+}
+
+#[test]
+fn the_no_worker_threshold_defaults_to_a_minute() {
+    let options = DashboardOptions::default();
+    assert_eq!(options.unworked_after, Duration::from_secs(60));
+    let options = options.unworked_after(Duration::from_secs(300));
+    assert_eq!(options.unworked_after, Duration::from_secs(300));
+}
+
 #[tokio::test]
 async fn pages_forbid_inline_script_and_framing() {
     let (_, store) = memory();
@@ -460,6 +628,315 @@ async fn cancel_ends_a_waiting_task_and_the_page_shows_who() {
     );
     let tab = send(&app, get("/queues/cancelled?topic=t")).await.body;
     assert!(tab.contains(&format!("data-id=\"{id}\"")), "{tab}");
+}
+
+/// Every attempt's error with its number and time, the result and progress, every time
+/// the record keeps, and who asked for a cancel: a task that failed twice, then ran a
+/// third time with a cancel requested.
+#[tokio::test]
+async fn the_task_page_shows_every_error_every_time_and_who_cancelled() {
+    let (_, store) = memory();
+    // A minute between each step, so that each time shows apart from the others.
+    let start = Timestamp::now().as_millis() - 600_000;
+    let at = |minutes: i64| Timestamp::from_millis(start + minutes * 60_000);
+    let task = Task::new("t", &json!({"n": 1})).unwrap();
+    let id = store
+        .enqueue_one(task, &EnqueueOptions::new(at(0)))
+        .await
+        .unwrap()
+        .id();
+    for (attempt, error) in [(1, "disk <full>"), (2, "timeout after 30s")] {
+        let claimed = claim_at(
+            &*store,
+            "t",
+            &format!("worker-{attempt}"),
+            at(3 * attempt - 2),
+        )
+        .await;
+        let retry = Outcome::new(
+            LeaseRef::of(&claimed[0]),
+            OutcomeKind::retry(at(3 * attempt), error),
+        )
+        .progress(Some(
+            Payload::new(&json!({"step": attempt, "of": "<3>"})).unwrap(),
+        ));
+        store
+            .apply(&[retry], &ApplyOptions::new(at(3 * attempt - 1)))
+            .await
+            .unwrap();
+    }
+    claim_at(&*store, "t", "worker-3", at(7)).await;
+    let client = taskmill_core::Client::shared(store.clone()).by("ops <ada>");
+    assert_eq!(
+        client.cancel(&[id]).await.unwrap(),
+        [Cancellation::Requested]
+    );
+    let record = store.get(id).await.unwrap().unwrap();
+    assert_eq!(record.errors.len(), 2);
+
+    let app = open(store.clone());
+    let html = send(&app, get(&format!("/tasks/{id}"))).await.body;
+    // Newest first, each with its attempt and time; markup in a message is text.
+    let errors = &html[html.find(r#"id="errors""#).expect("an errors table")..];
+    let second = errors.find("timeout after 30s").expect("attempt 2's error");
+    let first = errors.find("disk &lt;full&gt;").expect("attempt 1's error");
+    assert!(second < first, "newest first: {errors}");
+    for e in &record.errors {
+        let row = format!(
+            r#"<td class="n num">{}</td><td><span class="num">{}</span>"#,
+            e.attempt,
+            shown(e.at)
+        );
+        assert!(
+            errors.contains(&row),
+            "attempt {} as {row} in {errors}",
+            e.attempt
+        );
+    }
+    assert!(
+        !html.contains("errors-dropped"),
+        "nothing was dropped: {html}"
+    );
+    assert!(
+        html.contains(
+            r#"<pre class="json" id="progress">{
+  &quot;of&quot;: &quot;&lt;3&gt;&quot;,
+  &quot;step&quot;: 2
+}</pre>"#
+        ),
+        "{html}"
+    );
+    assert!(html.contains("Cancel requested by"), "{html}");
+    assert!(html.contains("<code>ops &lt;ada&gt;</code>"), "{html}");
+    assert!(
+        html.contains("cancel requested"),
+        "the status says so: {html}"
+    );
+    assert_eq!(record.run_at, at(6), "due when the second retry said");
+    for (label, at) in [
+        ("Enqueued", Some(at(0))),
+        ("Due", Some(at(6))),
+        ("First started", Some(at(1))),
+        ("Last started", Some(at(7))),
+        ("Finished", None),
+    ] {
+        let cell = &html[html
+            .find(&format!("<dt>{label}</dt>"))
+            .unwrap_or_else(|| panic!("no {label}"))..];
+        let cell = &cell[..cell.find("</dd>").unwrap()];
+        match at {
+            Some(at) => assert!(
+                cell.contains(&shown(at)),
+                "{label}: {cell}, not {}",
+                shown(at)
+            ),
+            None => assert!(cell.contains("—"), "{label}: {cell}"),
+        }
+    }
+    // No second cancel is offered while the first is pending, on the page or the row.
+    assert!(!html.contains(&format!("/tasks/{id}/cancel")), "{html}");
+    let tab = send(&app, get("/queues/work?topic=t")).await.body;
+    assert!(tab.contains(r#"<span class="badge warn" title="Asked by ops &lt;ada&gt;; its run ends cancelled">cancel requested</span>"#), "{tab}");
+    assert!(!tab.contains(&format!("/tasks/{id}/cancel")), "{tab}");
+}
+
+/// A time as the task page writes it (UTC, to the second).
+fn shown(at: Timestamp) -> String {
+    let text = at.to_string();
+    text.replace('T', " ")
+        .trim_end_matches('Z')
+        .split('.')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// A task that failed more often than a record keeps errors for says the oldest are gone.
+#[tokio::test]
+async fn the_task_page_says_when_older_errors_were_dropped() {
+    let (_, store) = memory();
+    let id = enqueue(&*store, "t", json!(1)).await;
+    let runs = taskmill_core::MAX_KEPT_ERRORS + 2;
+    for attempt in 1..=runs {
+        let claimed = claim(&*store, "t", "w").await;
+        let retry = Outcome::new(
+            LeaseRef::of(&claimed[0]),
+            OutcomeKind::retry(Timestamp::now(), format!("failure {attempt}")),
+        );
+        store
+            .apply(&[retry], &ApplyOptions::new(Timestamp::now()))
+            .await
+            .unwrap();
+    }
+    let html = send(&open(store), get(&format!("/tasks/{id}"))).await.body;
+    assert!(html.contains(&format!("failure {runs}<")), "{html}");
+    assert!(!html.contains("failure 2<"), "{html}");
+    let note = &html[html.find(r#"id="errors-dropped""#).expect("a note")..];
+    assert!(note.starts_with(r#"id="errors-dropped">The errors of attempts before <span class="num">3</span> are not kept: a task keeps the last 10."#), "{note}");
+}
+
+/// Cancel on the rows of the pending and running tabs, through the guarded POST, back to
+/// the same page.
+#[tokio::test]
+async fn rows_of_waiting_and_running_tasks_cancel() {
+    let (_, store) = memory();
+    let running = enqueue(&*store, "t", json!(0)).await;
+    claim(&*store, "t", "worker-1").await;
+    let waiting = enqueue(&*store, "t", json!(1)).await;
+    let dead_id = dead(&*store, "d", 1, "no").await[0];
+    let app = open(store.clone());
+    for (tab, id) in [
+        ("/queues/input?topic=t", waiting),
+        ("/queues/work?topic=t", running),
+    ] {
+        let page = send(&app, get(tab)).await;
+        let form = format!(r#"action="/tasks/{id}/cancel""#);
+        assert!(page.body.contains(&form), "{tab}: {}", page.body);
+        let reply = send(
+            &app,
+            post(
+                &format!("/tasks/{id}/cancel"),
+                &[("csrf", &page.csrf()), ("next", tab)],
+            ),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::SEE_OTHER);
+        assert_eq!(reply.location(), tab);
+    }
+    assert_eq!(
+        store.get(waiting).await.unwrap().unwrap().queue,
+        Queue::Cancelled
+    );
+    let record = store.get(running).await.unwrap().unwrap();
+    assert_eq!(
+        (record.queue, record.cancelled_by.as_deref()),
+        (Queue::Work, Some("dashboard"))
+    );
+    // Dead and finished rows offer no cancel.
+    for tab in ["/queues/dead", "/queues/cancelled"] {
+        let html = send(&app, get(tab)).await.body;
+        assert!(!html.contains("/cancel\""), "{tab}: {html}");
+        assert!(!html.contains(r#"/cancel""#), "{tab}: {html}");
+    }
+    assert_eq!(
+        store.get(dead_id).await.unwrap().unwrap().queue,
+        Queue::Dead
+    );
+}
+
+/// "Cancel all waiting" of a topic: offered on its pending tab only, confirmed first,
+/// then done a page at a time; running tasks and other topics are left alone.
+#[tokio::test]
+async fn cancel_all_waiting_of_a_topic_confirms_first() {
+    let (_, inner) = memory();
+    let running = enqueue(&*inner, "a", json!(0)).await;
+    claim(&*inner, "a", "worker-1").await;
+    let tasks = (0..1_100).map(|i| Task::new("a", &i).unwrap()).collect();
+    inner
+        .enqueue(tasks, &EnqueueOptions::new(Timestamp::now()))
+        .await
+        .unwrap();
+    let later = Task::new("a", &"later")
+        .unwrap()
+        .run_at(Timestamp::from_millis(
+            Timestamp::now().as_millis() + 3_600_000,
+        ));
+    inner
+        .enqueue_one(later, &EnqueueOptions::new(Timestamp::now()))
+        .await
+        .unwrap();
+    enqueue(&*inner, "b", json!(1)).await;
+    let store = Arc::new(Counted::new(inner));
+    let app = open(store.clone());
+
+    let all = send(&app, get("/queues/input")).await.body;
+    assert!(
+        !all.contains("Cancel all waiting"),
+        "not for every topic at once: {all}"
+    );
+    assert!(!send(&app, get("/queues/dead?topic=a"))
+        .await
+        .body
+        .contains("Cancel all waiting"));
+    let tab = send(&app, get("/queues/input?topic=a")).await.body;
+    assert!(
+        tab.contains(r#"href="/bulk?action=cancel&amp;topic=a""#),
+        "{tab}"
+    );
+    assert_eq!(
+        send(&app, get("/bulk?action=cancel")).await.status,
+        StatusCode::BAD_REQUEST
+    );
+
+    let confirm = send(&app, get("/bulk?action=cancel&topic=a")).await;
+    assert_eq!(confirm.status, StatusCode::OK);
+    assert!(
+        confirm.body.contains("Cancel all waiting tasks?"),
+        "{}",
+        confirm.body
+    );
+    assert!(
+        confirm.body.contains(
+            r#"<strong class="num">1,101</strong> waiting tasks of topic <strong>a</strong>"#
+        ),
+        "{}",
+        confirm.body
+    );
+    assert!(confirm.body.contains(r#"name="action" value="cancel""#));
+    // Nothing changed by looking.
+    assert_eq!(store.stats().await.unwrap().topic("a").sizes.input, 1_101);
+
+    let no_topic = send(
+        &app,
+        post("/bulk", &[("csrf", &confirm.csrf()), ("action", "cancel")]),
+    )
+    .await;
+    assert_eq!(no_topic.status, StatusCode::BAD_REQUEST);
+    assert_eq!(store.stats().await.unwrap().total.sizes.input, 1_102);
+
+    let lists = store.lists.load(Ordering::Relaxed);
+    let reply = send(
+        &app,
+        post(
+            "/bulk",
+            &[
+                ("csrf", &confirm.csrf()),
+                ("action", "cancel"),
+                ("topic", "a"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(
+        reply.location(),
+        "/queues/input?done=cancel&count=1101&topic=a"
+    );
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (
+            stats.topic("a").sizes.input,
+            stats.topic("a").sizes.cancelled,
+            stats.topic("a").sizes.work
+        ),
+        (0, 1_101, 1)
+    );
+    assert_eq!(
+        stats.topic("b").sizes.input,
+        1,
+        "another topic's tasks stay"
+    );
+    assert_eq!(
+        store.get(running).await.unwrap().unwrap().cancelled_by,
+        None,
+        "running tasks are left alone"
+    );
+    assert!(
+        store.lists.load(Ordering::Relaxed) - lists >= 3,
+        "1,101 tasks took several pages"
+    );
+    assert!(store.largest_page.load(Ordering::Relaxed) <= 500);
+    let page = send(&app, get(reply.location())).await.body;
+    assert!(page.contains("Cancelled 1,101 waiting tasks."), "{page}");
 }
 
 #[tokio::test]
@@ -779,7 +1256,7 @@ async fn the_event_stream_sends_stats_and_relays_store_events() {
     let mut body = response.into_body().into_data_stream();
     let first = read_until(&mut body, "\n\n").await;
     assert!(first.starts_with("event: stats\ndata: {"), "{first}");
-    assert!(first.contains(r#""total":{"processed":0,"failed":2,"retried":0,"states":{"cancelled":0,"completed":0,"dead":2,"input":0,"work":0},"paused":false,"latency":"0 s"}"#), "{first}");
+    assert!(first.contains(r#""total":{"processed":0,"failed":2,"retried":0,"states":{"cancelled":0,"completed":0,"dead":2,"input":0,"work":0},"paused":false,"latency":"0 s","unworked":false}"#), "{first}");
 
     let id = enqueue(&*store, "t", json!("hello")).await;
     let relayed = read_until(&mut body, "TASK_ENQUEUE").await;
@@ -995,10 +1472,12 @@ async fn read_only_hides_the_buttons_and_refuses_the_posts() {
     let id = dead(&*store, "t", 1, "no").await[0];
     let nightly = Schedule::new("nightly", "0 0 3 * * *", Task::new("t", &1).unwrap()).unwrap();
     register(&*store, &[&nightly]).await;
+    let waiting = enqueue(&*store, "w", json!(1)).await;
     let app = router(store.clone(), DashboardOptions::default().read_only(true));
     for uri in [
         "/".to_owned(),
         "/queues/dead".to_owned(),
+        "/queues/input?topic=w".to_owned(),
         format!("/tasks/{id}"),
         "/schedules".to_owned(),
     ] {
@@ -1010,10 +1489,13 @@ async fn read_only_hides_the_buttons_and_refuses_the_posts() {
         assert!(!html.contains("Retry"), "{uri} offers a retry:\n{html}");
         assert!(html.contains("read-only"), "{uri} says it is read-only");
     }
-    assert_eq!(
-        send(&app, get("/bulk?action=delete")).await.status,
-        StatusCode::FORBIDDEN
-    );
+    for uri in ["/bulk?action=delete", "/bulk?action=cancel&topic=w"] {
+        assert_eq!(
+            send(&app, get(uri)).await.status,
+            StatusCode::FORBIDDEN,
+            "{uri}"
+        );
+    }
     // Refused for being read-only, before any token is looked at.
     for (uri, fields) in [
         (format!("/tasks/{id}/retry"), vec![]),
@@ -1021,6 +1503,11 @@ async fn read_only_hides_the_buttons_and_refuses_the_posts() {
         ("/topics/pause".to_owned(), vec![("topic", "t")]),
         ("/schedules/pause".to_owned(), vec![("name", "nightly")]),
         ("/bulk".to_owned(), vec![("action", "delete")]),
+        (format!("/tasks/{waiting}/cancel"), vec![]),
+        (
+            "/bulk".to_owned(),
+            vec![("action", "cancel"), ("topic", "w")],
+        ),
     ] {
         let reply = send(&app, post(&uri, &fields)).await;
         assert_eq!(reply.status, StatusCode::FORBIDDEN, "{uri}");
@@ -1032,6 +1519,10 @@ async fn read_only_hides_the_buttons_and_refuses_the_posts() {
         (1, false)
     );
     assert!(!store.schedules().await.unwrap()[0].paused);
+    assert_eq!(
+        store.get(waiting).await.unwrap().unwrap().queue,
+        Queue::Input
+    );
 }
 
 // Schedules.

@@ -1,14 +1,14 @@
-//! The operator's commands: look at a store (`stats`, `ls`, `show`, `schedules`, `watch`)
-//! and steer it (`enqueue`, `retry`, `delete`, `cancel`, `pause`, `resume`, `schedule
-//! pause`, `schedule resume`), each on a [`Client`] of the store named by `--store` or
+//! The operator's commands: look at a store (`stats`, `ls`, `show`, `cron ls`, `watch`)
+//! and steer it (`enqueue`, `retry`, `delete`, `cancel`, `pause`, `resume`, `cron pause`,
+//! `cron resume`), each on a [`Client`] of the store named by `--store` or
 //! `TASKMILL_STORE`.
 //!
 //! Each command is an `Args` struct (parsed by clap in `main.rs`) with a `run` that prints
 //! to stdout and returns a [`Failure`] for stderr and the exit status.
 
+pub mod cron;
 pub mod format;
 pub mod inspect;
-pub mod schedule;
 pub mod steer;
 pub mod watch;
 

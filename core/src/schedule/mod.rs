@@ -243,3 +243,63 @@ fn validate_name(name: &str) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    fn task() -> Task {
+        Task::new("t", &1).unwrap()
+    }
+
+    #[test]
+    fn names_are_checked_when_the_schedule_is_built() {
+        for bad in [
+            String::new(),
+            "x".repeat(MAX_SCHEDULE_NAME_BYTES + 1),
+            "tab\there".into(),
+        ] {
+            let e = Schedule::new(bad.as_str(), "@hourly", task()).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Misuse, "{bad:?}");
+        }
+        let longest = "é".repeat(MAX_SCHEDULE_NAME_BYTES / 2);
+        let schedule = Schedule::new(longest.as_str(), "@hourly", task()).unwrap();
+        assert_eq!(schedule.name(), longest);
+    }
+
+    #[test]
+    fn a_fired_task_carries_the_schedule_and_tick_in_its_headers() {
+        let schedule = Schedule::every("s", Duration::from_secs(60), task()).unwrap();
+        let tick = Timestamp::from_millis(1_700_000_040_000);
+        let fired = schedule.task_for(tick).unwrap();
+        assert_eq!(fired.headers().get(SCHEDULE_HEADER), Some("s"));
+        assert_eq!(
+            fired.headers().get(TICK_HEADER),
+            Some("2023-11-14T22:14:00.000Z")
+        );
+        // The template itself is left as it was.
+        assert!(schedule.task().headers().get(SCHEDULE_HEADER).is_none());
+    }
+
+    #[test]
+    fn a_template_without_room_for_the_schedule_headers_is_refused() {
+        let full =
+            (0..crate::MAX_HEADERS).fold(task(), |t, i| t.header(format!("h{i}"), "v").unwrap());
+        let e = Schedule::every("s", Duration::from_secs(60), full).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Misuse);
+    }
+
+    #[test]
+    fn the_missed_window_is_never_below_the_grace() {
+        assert_eq!(Missed::Skip.window(), TICK_GRACE);
+        let short = Missed::Latest {
+            within: Duration::from_secs(1),
+        };
+        assert_eq!(short.window(), TICK_GRACE);
+        let long = Missed::Latest {
+            within: Duration::from_secs(3600),
+        };
+        assert_eq!(long.window(), Duration::from_secs(3600));
+    }
+}

@@ -10,6 +10,7 @@ pub mod cancel;
 pub mod control;
 pub mod durability;
 pub mod events;
+pub mod faults;
 pub mod history;
 pub mod leases;
 pub mod lifecycle;

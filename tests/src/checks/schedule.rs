@@ -529,6 +529,47 @@ checks!(
         assert_eq!(ticks.last(), Some(&(start + seconds(TICKS + 2))));
     }
 
+    /// A tick whose fire the store fails is tried again and fires once, while it is on
+    /// time; one the store fails until past the grace is missed, and skipped.
+    pub async fn a_failed_fire_is_tried_again_while_on_time(store: Arc<dyn Store>) {
+        let faulty = FaultyStore::with_seed(store.clone(), FaultRates::NONE, 1);
+        let faulty_store: Arc<dyn Store> = Arc::new(faulty.clone());
+        // Half a minute past the tick: too late for it, so the first tick is minute 1.
+        let start = minute_aligned();
+        let clock = Clock::manual(start + seconds(30));
+        let minute = |n: u64| start + seconds(60 * n);
+        let schedule = Schedule::every("retried", seconds(60), task("t", 0)).unwrap();
+        let manager = scheduler(&faulty_store, &clock, vec![schedule]).await;
+        wait_until("the schedule is registered", PATIENCE, || async {
+            state(&*store, "retried").await.is_some()
+        })
+        .await;
+        let failed_fires = || faulty.counts().of_method("fire");
+
+        // Minute 1: the store is down when it comes, and back within the grace.
+        faulty.set_outage(true);
+        clock.set(minute(1));
+        wait_until("a fire failed", PATIENCE, || async { failed_fires() >= 1 }).await;
+        clock.set(minute(1) + seconds(5));
+        faulty.set_outage(false);
+        wait_for_tick(&*store, "retried", minute(1)).await;
+
+        // Minute 2: down until 15 s past it, beyond the grace: missed.
+        let before = failed_fires();
+        faulty.set_outage(true);
+        clock.set(minute(2));
+        wait_until("a fire failed again", PATIENCE, || async {
+            failed_fires() > before
+        })
+        .await;
+        clock.set(minute(2) + seconds(15));
+        faulty.set_outage(false);
+        clock.set(minute(3));
+        wait_for_tick(&*store, "retried", minute(3)).await;
+        manager.close().await.unwrap();
+        assert_eq!(fired_ticks(&*store, "t").await, [minute(1), minute(3)]);
+    }
+
     /// After downtime, `Missed::Skip` goes on at the next tick and `Missed::Latest` fires
     /// the most recent missed tick within its window, once.
     pub async fn missed_ticks_follow_the_policy(store: Arc<dyn Store>) {

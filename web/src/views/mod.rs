@@ -150,6 +150,14 @@ pub(crate) fn query(pairs: &[(&str, &str)]) -> String {
     query.finish()
 }
 
+/// What the “no worker” flag says, for a threshold of `after`.
+fn unworked_warning(after: std::time::Duration) -> String {
+    format!(
+        "no worker has taken a task for {}; is a manager running this topic?",
+        format::wait(after)
+    )
+}
+
 /// The page of one task.
 fn task_url(ctx: &Ctx, id: taskmill_core::TaskId) -> String {
     ctx.url(&format!("/tasks/{id}"))

@@ -1,11 +1,11 @@
 //! The overview: totals, throughput, topics, and live events.
 
 use super::format::wait;
-use super::{action, count, layout, state_url, Section};
+use super::{action, count, layout, state_url, unworked_warning, Section};
 use crate::context::Ctx;
-use crate::data::State;
+use crate::data::{Observed, State};
 use maud::{html, Markup};
-use taskmill_core::{Stats, Timestamp, TopicStats};
+use taskmill_core::TopicStats;
 
 /// The figures of the summary bar, in order.
 const SUMMARY: [Figure; 5] = [
@@ -71,7 +71,9 @@ fn counter(key: &str, value: u64) -> Markup {
     html! { span.num data-count=(key) { (count(value)) } }
 }
 
-pub(crate) fn overview(ctx: &Ctx, stats: &Stats, now: Timestamp) -> Markup {
+pub(crate) fn overview(ctx: &Ctx, observed: &Observed) -> Markup {
+    let (stats, now) = (&observed.stats, observed.at);
+    let warning = unworked_warning(observed.unworked_after);
     let body = html! {
         section.summary {
             @for figure in SUMMARY {
@@ -129,6 +131,12 @@ pub(crate) fn overview(ctx: &Ctx, stats: &Stats, now: Timestamp) -> Markup {
                                 td {
                                     span.badge.warn.when-paused { "paused" }
                                     span.badge.ok.when-active { "active" }
+                                    // Kept current by the stats stream, like the rest of the row.
+                                    " "
+                                    span.badge.warn.unworked data-unworked title=(warning)
+                                        hidden[!observed.is_unworked(name)] {
+                                        "no worker" span.sr { ": " (warning) }
+                                    }
                                 }
                                 @if ctx.can_act() {
                                     td.actions {

@@ -1,10 +1,11 @@
 //! A page of tasks in one state, of one topic or all.
 
 use super::format::{compact_json, preview, relative, time};
-use super::{action, count, layout, query, state_url, task_url, Section};
+use super::{action, count, layout, query, state_url, task_url, unworked_warning, Section};
 use crate::context::Ctx;
 use crate::data::{Bulk, State};
 use maud::{html, Markup};
+use std::time::Duration;
 use taskmill_core::store::Page;
 use taskmill_core::{Stats, TaskId, TaskRecord, Timestamp};
 
@@ -18,6 +19,9 @@ pub(crate) struct QueueView<'a> {
     pub(crate) after: Option<TaskId>,
     /// A line saying what the last action did.
     pub(crate) notice: Option<String>,
+    /// Whether the page's topic is flagged “no worker”, and the threshold of the flag.
+    pub(crate) unworked: bool,
+    pub(crate) unworked_after: Duration,
     pub(crate) now: Timestamp,
 }
 
@@ -69,12 +73,27 @@ pub(crate) fn queue(ctx: &Ctx, view: &QueueView<'_>) -> Markup {
         @if let Some(notice) = &view.notice {
             p.notice role="status" { (notice) }
         }
+        // Rendered hidden when not flagged, so that the stats stream can show it.
+        @if let Some(topic) = view.topic {
+            p.notice.warn #unworked data-topic=(topic) data-unworked hidden[!view.unworked] {
+                span.badge.warn { "no worker" } " " (capitalized(&unworked_warning(view.unworked_after)))
+            }
+        }
         @if state.is_retryable() && ctx.can_act() && state.count(&figures) > 0 {
             div.bulk data-topic=[view.topic] {
                 @let scope = view.topic.map_or("of every topic".to_owned(), |t| format!("of {t}"));
                 span.muted { "All " span.num data-state=(state.slug()) { (count(state.count(&figures))) } " dead tasks " (scope) ":" }
                 a.btn.small href=(bulk_url(ctx, Bulk::Retry, view.topic)) { "Retry all" }
                 a.btn.small.danger href=(bulk_url(ctx, Bulk::Delete, view.topic)) { "Delete all" }
+            }
+        }
+        // Cancelling every waiting task is offered per topic only (`Bulk::needs_topic`).
+        @if state == Bulk::Cancel.state() && ctx.can_act() && state.count(&figures) > 0 {
+            @if let Some(topic) = view.topic {
+                div.bulk data-topic=(topic) {
+                    span.muted { "All " span.num data-state=(state.slug()) { (count(state.count(&figures))) } " waiting tasks of " (topic) ":" }
+                    a.btn.small.danger #cancel-all href=(bulk_url(ctx, Bulk::Cancel, Some(topic))) { "Cancel all waiting" }
+                }
             }
         }
         section.card.flush {
@@ -164,7 +183,13 @@ fn row(ctx: &Ctx, view: &QueueView<'_>, task: &TaskRecord) -> Markup {
             @if ctx.can_act() {
                 td.actions {
                     @if state.is_retryable() { (action(ctx, &path("retry"), "Retry", "small", &[])) }
-                    @if state.is_cancellable() { (action(ctx, &path("cancel"), "Cancel", "small", &[])) }
+                    @if state.is_cancellable() {
+                        @if task.is_cancel_requested() {
+                            span.badge.warn title=(format!("Asked by {}; its run ends cancelled", task.cancelled_by.as_deref().unwrap_or("someone"))) { "cancel requested" }
+                        } @else {
+                            (action(ctx, &path("cancel"), "Cancel", "small", &[]))
+                        }
+                    }
                     (action(ctx, &path("delete"), "Delete", "small danger", &[]))
                 }
             }
@@ -200,4 +225,12 @@ fn bulk_url(ctx: &Ctx, action: Bulk, topic: Option<&str>) -> String {
         pairs.push(("topic", topic));
     }
     ctx.url(&format!("/bulk?{}", query(&pairs)))
+}
+
+/// `text` with its first letter in upper case, to start a sentence.
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_uppercase().chain(chars).collect()
+    })
 }

@@ -2,7 +2,7 @@
 
 use super::{count, csrf, layout, state_url, Section};
 use crate::context::Ctx;
-use crate::data::{Bulk, State};
+use crate::data::Bulk;
 use axum::http::StatusCode;
 use maud::{html, Markup};
 
@@ -23,34 +23,49 @@ pub(crate) fn login(ctx: &Ctx, next: Option<&str>, problem: Option<&str>) -> Mar
     layout(ctx, "Sign in", Section::SignIn, body)
 }
 
-pub(crate) fn confirm_bulk(ctx: &Ctx, action: Bulk, topic: Option<&str>, dead: u64) -> Markup {
-    let (verb, effect, style) = match action {
-        Bulk::Retry => ("Retry", "They go back to pending and run again.", "primary"),
-        Bulk::Delete => ("Delete", "They are removed for good.", "danger"),
+pub(crate) fn confirm_bulk(ctx: &Ctx, action: Bulk, topic: Option<&str>, tasks: u64) -> Markup {
+    let (verb, what, effect, style) = match action {
+        Bulk::Retry => (
+            "Retry",
+            "dead",
+            "They go back to pending and run again.",
+            "primary",
+        ),
+        Bulk::Delete => ("Delete", "dead", "They are removed for good.", "danger"),
+        Bulk::Cancel => (
+            "Cancel",
+            "waiting",
+            "They never run, and end cancelled. Running tasks are left alone.",
+            "danger",
+        ),
     };
-    let back = state_url(ctx, State::DEAD, topic);
+    let state = action.state();
+    let back = state_url(ctx, state, topic);
     let body = html! {
         section.card.narrow {
-            h1 { (verb) " all dead tasks?" }
+            h1 { (verb) " all " (what) " tasks?" }
             p {
-                (verb) " " strong.num { (count(dead)) } " dead tasks "
+                (verb) " " strong.num { (count(tasks)) } " " (what) " tasks "
                 @match topic { Some(topic) => { "of topic " strong { (topic) } }, None => "of every topic" }
                 ". " (effect)
             }
-            p.muted { "Tasks that die while this runs are included; they are handled a page at a time." }
+            p.muted {
+                "Tasks that " (if action == Bulk::Cancel { "are enqueued" } else { "die" })
+                " while this runs are included; they are handled a page at a time."
+            }
             form.inline-row method="post" action=(ctx.url("/bulk")) {
                 (csrf(ctx))
                 input type="hidden" name="action" value=(action.slug());
                 @if let Some(topic) = topic { input type="hidden" name="topic" value=(topic); }
                 button class={ "btn " (style) } type="submit" { "Yes, " (verb.to_lowercase()) " them" }
-                a.btn href=(back) { "Cancel" }
+                a.btn href=(back) { (if action == Bulk::Cancel { "Keep them" } else { "Cancel" }) }
             }
         }
     };
     layout(
         ctx,
-        &format!("{verb} all dead"),
-        Section::State(State::DEAD),
+        &format!("{verb} all {what}"),
+        Section::State(state),
         body,
     )
 }

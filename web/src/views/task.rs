@@ -6,7 +6,7 @@ use super::{action, layout, schedules_url, state_url, Section};
 use crate::context::Ctx;
 use crate::data::State;
 use maud::{html, Markup};
-use taskmill_core::{TaskRecord, TaskStatus, Timestamp};
+use taskmill_core::{TaskRecord, TaskStatus, Timestamp, MAX_KEPT_ERRORS};
 
 pub(crate) fn task(ctx: &Ctx, task: &TaskRecord, now: Timestamp) -> Markup {
     let state = State::of(task);
@@ -63,7 +63,10 @@ pub(crate) fn task(ctx: &Ctx, task: &TaskRecord, now: Timestamp) -> Markup {
                         @if task.unique_key.is_some() && task.unique_while_kept { span.muted { " (held while kept)" } }
                     }
                     @if let Some(by) = &task.cancelled_by {
-                        dt { "Cancelled by" } dd { code { (by) } }
+                        // Set when the cancel is asked for: on a running task, its run has
+                        // not ended yet.
+                        dt { (if state.is_running() { "Cancel requested by" } else { "Cancelled by" }) }
+                        dd #cancelled-by { code { (by) } }
                     }
                     @if let Some(external) = &task.external_id {
                         dt { "External id" } dd { code { (external) } }
@@ -74,7 +77,7 @@ pub(crate) fn task(ctx: &Ctx, task: &TaskRecord, now: Timestamp) -> Markup {
                 h2 { "Times" }
                 dl.facts {
                     dt { "Enqueued" } dd { (exact(Some(task.enqueued_at), now)) }
-                    dt { "Run at" } dd { (exact(Some(task.run_at), now)) }
+                    dt { "Due" } dd #due { (exact(Some(task.run_at), now)) }
                     dt { "First started" } dd { (exact(task.first_started_at, now)) }
                     dt { "Last started" } dd { (exact(task.started_at, now)) }
                     dt { "Finished" } dd { (exact(task.finished_at, now)) }
@@ -114,7 +117,14 @@ pub(crate) fn task(ctx: &Ctx, task: &TaskRecord, now: Timestamp) -> Markup {
         @if !task.errors.is_empty() {
             section.card {
                 h2 { "Errors" span.muted { " · the last " (task.errors.len()) ", newest first" } }
-                table.grid.errors {
+                // The record keeps the last MAX_KEPT_ERRORS; say so when older ones are gone.
+                @if let Some(first) = task.errors.first().filter(|e| e.attempt > 1 && task.errors.len() >= MAX_KEPT_ERRORS) {
+                    p.muted #errors-dropped {
+                        "The errors of attempts before " span.num { (first.attempt) }
+                        " are not kept: a task keeps the last " (MAX_KEPT_ERRORS) "."
+                    }
+                }
+                table.grid.errors #errors {
                     thead { tr { th.n { "Attempt" } th { "When" } th { "Error" } } }
                     tbody {
                         @for error in task.errors.iter().rev() {

@@ -26,12 +26,18 @@ pub async fn enqueue(store: &dyn Store, topic: &str, args: Value) -> TaskId {
 
 /// Claims every due task of `topic` into WORK under `owner`'s lease.
 pub async fn claim(store: &dyn Store, topic: &str, owner: &str) -> Vec<TaskRecord> {
-    let request = ClaimOptions::new(
-        [TopicClaim::new(topic)],
-        usize::MAX,
-        owner,
-        Timestamp::now(),
-    );
+    claim_at(store, topic, owner, Timestamp::now()).await
+}
+
+/// Claims every task of `topic` due at `now` into WORK under `owner`'s lease, as a
+/// manager whose clock reads `now`.
+pub async fn claim_at(
+    store: &dyn Store,
+    topic: &str,
+    owner: &str,
+    now: Timestamp,
+) -> Vec<TaskRecord> {
+    let request = ClaimOptions::new([TopicClaim::new(topic)], usize::MAX, owner, now);
     store
         .claim(&request)
         .await

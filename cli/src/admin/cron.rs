@@ -1,5 +1,5 @@
-//! `schedules`, `schedule pause` and `schedule resume`: the store's periodic tasks, read
-//! and steered through a client.
+//! `cron ls`, `cron pause` and `cron resume`: the store's schedules (periodic tasks),
+//! read and steered through a client.
 
 use super::format::{fit, human_duration};
 use super::{print, print_json, Failure, Outcome, StoreArg};
@@ -7,9 +7,48 @@ use clap::{Args, Subcommand};
 use std::fmt::Write as _;
 use taskmill::{Client, ErrorKind, ScheduleInfo, Timestamp};
 
-/// `taskmill schedules`.
+/// `taskmill cron`: a schedule command.
 #[derive(Args, Debug)]
-pub struct SchedulesArgs {
+pub struct CronArgs {
+    #[command(subcommand)]
+    command: CronCommand,
+}
+
+/// What `taskmill cron` does.
+#[derive(Subcommand, Debug)]
+pub enum CronCommand {
+    /// Every schedule the store keeps: cadence, zone, topic, paused or active, last and
+    /// next tick, last task.
+    Ls(CronLsArgs),
+    /// Skip a schedule's ticks, store-wide, until it is resumed (they are not caught up).
+    Pause(ScheduleNameArgs),
+    /// Fire a paused schedule again, from its next tick.
+    Resume(ScheduleNameArgs),
+}
+
+impl CronArgs {
+    /// The command's name for its error messages: `cron ls`, `cron pause`, `cron resume`.
+    pub fn name(&self) -> &'static str {
+        match self.command {
+            CronCommand::Ls(_) => "cron ls",
+            CronCommand::Pause(_) => "cron pause",
+            CronCommand::Resume(_) => "cron resume",
+        }
+    }
+
+    /// Runs the subcommand.
+    pub async fn run(self) -> Outcome {
+        match self.command {
+            CronCommand::Ls(args) => args.run().await,
+            CronCommand::Pause(args) => args.run(true).await,
+            CronCommand::Resume(args) => args.run(false).await,
+        }
+    }
+}
+
+/// `taskmill cron ls`.
+#[derive(Args, Debug)]
+pub struct CronLsArgs {
     #[command(flatten)]
     store: StoreArg,
     /// Print one JSON document: `{"schedules": [{"state": {…}, "next_tick": …}…], "at": …}`,
@@ -18,7 +57,7 @@ pub struct SchedulesArgs {
     json: bool,
 }
 
-impl SchedulesArgs {
+impl CronLsArgs {
     /// Prints every schedule the store keeps, by name.
     pub async fn run(self) -> Outcome {
         let client = self.store.client().await?;
@@ -141,49 +180,29 @@ fn relative(at: Option<Timestamp>, now: Timestamp) -> String {
     }
 }
 
-/// `taskmill schedule`.
-#[derive(Args, Debug)]
-pub struct ScheduleArgs {
-    #[command(subcommand)]
-    command: ScheduleCommand,
-}
-
-/// What `taskmill schedule` does to one schedule.
-#[derive(Subcommand, Debug)]
-pub enum ScheduleCommand {
-    /// Skip a schedule's ticks, store-wide, until it is resumed (they are not caught up).
-    Pause(ScheduleNameArgs),
-    /// Fire a paused schedule again, from its next tick.
-    Resume(ScheduleNameArgs),
-}
-
-/// The schedule `schedule pause` and `schedule resume` act on.
+/// The schedule `cron pause` and `cron resume` act on.
 #[derive(Args, Debug)]
 pub struct ScheduleNameArgs {
     #[command(flatten)]
     store: StoreArg,
-    /// The schedule's name, as `taskmill schedules` lists it.
+    /// The schedule's name, as `taskmill cron ls` lists it.
     name: String,
 }
 
-impl ScheduleArgs {
-    /// Pauses or resumes the schedule and says so; an unknown name fails (exit 1).
-    pub async fn run(self) -> Outcome {
-        let (args, pause) = match self.command {
-            ScheduleCommand::Pause(args) => (args, true),
-            ScheduleCommand::Resume(args) => (args, false),
-        };
-        if args.name.is_empty() {
+impl ScheduleNameArgs {
+    /// Pauses (`pause`) or resumes the schedule and says so; an unknown name fails (exit 1).
+    pub async fn run(self, pause: bool) -> Outcome {
+        if self.name.is_empty() {
             return Err(Failure::usage("a schedule name must not be empty"));
         }
-        let client = args.store.client().await?;
-        print(&set_paused(&client, &args.name, pause).await?);
+        let client = self.store.client().await?;
+        print(&set_paused(&client, &self.name, pause).await?);
         Ok(())
     }
 }
 
 /// Pauses (or resumes) schedule `name` through `client`, and returns the line that says
-/// so. A name the store does not know fails, pointing at `taskmill schedules`.
+/// so. A name the store does not know fails, pointing at `taskmill cron ls`.
 pub async fn set_paused(client: &Client, name: &str, pause: bool) -> Result<String, Failure> {
     let done = match pause {
         true => client.pause_schedule(name).await,
@@ -191,13 +210,13 @@ pub async fn set_paused(client: &Client, name: &str, pause: bool) -> Result<Stri
     };
     match done {
         Ok(()) if pause => Ok(format!(
-            "paused schedule {name}: its ticks are skipped until `taskmill schedule resume`\n"
+            "paused schedule {name}: its ticks are skipped until `taskmill cron resume`\n"
         )),
         Ok(()) => Ok(format!(
             "resumed schedule {name}: it fires from its next tick\n"
         )),
         Err(e) if e.kind() == ErrorKind::NotFound => Err(Failure::failed(format!(
-            "no schedule named {name:?} in the store (`taskmill schedules` lists them)"
+            "no schedule named {name:?} in the store (`taskmill cron ls` lists them)"
         ))),
         Err(e) => Err(e.into()),
     }
