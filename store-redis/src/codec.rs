@@ -39,6 +39,7 @@ use redis::Value;
 use std::str::FromStr;
 use std::sync::Arc;
 use taskmill_core::raw::PayloadExt;
+use taskmill_core::store::{ScheduleEntry, ScheduleState};
 use taskmill_core::{
     AttemptError, Error, Headers, Lease, Payload, Queue, Result, TaskId, TaskRecord, Timestamp,
 };
@@ -623,6 +624,61 @@ pub(crate) fn decode_lenient(
     }
 }
 
+/// A schedule's state from its entry in the namespace's `schedules` hash (the name is the
+/// field):
+///
+/// ```text
+/// s1:paused:last_tick:last_task:fired_at:seen_at:slen:zlen:tlen:llen:<spec><zone><topic><last_topic>
+/// ```
+///
+/// `paused` is `1` or `0`; `last_tick`, `last_task` and `fired_at` are empty while the
+/// schedule never fired; `last_topic` (absent, `llen` empty, with `last_task`) is the topic
+/// the last task went to, which `fire` reads the task's queue in and the state does not
+/// show. Only the scripts write it (`scripts/schedule.lua`).
+pub(crate) fn decode_schedule(name: &str, stored: &[u8]) -> Result<ScheduleState> {
+    let corrupt = |e: Error| {
+        Error::corrupt(format!(
+            "schedule {name:?} has a corrupt state: {}",
+            e.message()
+        ))
+    };
+    let mut rest = stored;
+    let mark = field(&mut rest, "mark").map_err(corrupt)?;
+    if mark != "s1" {
+        return Err(corrupt(Error::corrupt(format!("unknown mark {mark:?}"))));
+    }
+    let decode = |rest: &mut &[u8]| -> Result<ScheduleState> {
+        let paused = match field(rest, "paused")? {
+            "1" => true,
+            "0" => false,
+            other => return Err(Error::corrupt(format!("paused is {other:?}"))),
+        };
+        let last_tick = time(rest, "last_tick")?;
+        let last_task = optional::<u64>(rest, "last_task")?.map(TaskId::new);
+        let fired_at = time(rest, "fired_at")?;
+        let seen_at = Timestamp::from_millis(number(rest, "seen_at")?);
+        let spec_len = number::<usize>(rest, "slen")?;
+        let zone_len = number::<usize>(rest, "zlen")?;
+        let topic_len = number::<usize>(rest, "tlen")?;
+        let last_topic_len = optional::<usize>(rest, "llen")?;
+        let spec = take(rest, Some(spec_len), "spec")?.unwrap_or_default();
+        let zone = take(rest, Some(zone_len), "zone")?.unwrap_or_default();
+        let topic = take(rest, Some(topic_len), "topic")?.unwrap_or_default();
+        take(rest, last_topic_len, "last_topic")?;
+        if !rest.is_empty() {
+            return Err(Error::corrupt("bytes follow the last field"));
+        }
+        let entry = ScheduleEntry::new(name, &*spec, &*zone, &*topic);
+        let mut state = ScheduleState::new(&entry, seen_at);
+        state.paused = paused;
+        state.last_tick = last_tick;
+        state.last_task = last_task;
+        state.fired_at = fired_at;
+        Ok(state)
+    };
+    decode(&mut rest).map_err(corrupt)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -948,6 +1004,58 @@ mod tests {
         assert_eq!(missing.kind(), taskmill_core::ErrorKind::Corrupt);
         let err = decode(Some(BAD_ERRORS), TaskId::new(1), &topic, Queue::Dead).unwrap_err();
         assert!(err.to_string().contains("errors"), "{err}");
+    }
+
+    #[test]
+    fn schedule_states_read_as_the_scripts_write_them() {
+        // As schedule.lua's pack_schedule writes a state: fired, last task in another
+        // topic, a name and strings with every character a key or JSON would trip over.
+        let name = "n\"\\{}:*ü";
+        let state = decode_schedule(
+            name,
+            "s1:1:120:7:-5:99:9:3:5:1:every 60sUTCa:b{cz".as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(&*state.name, name);
+        assert_eq!(
+            (&*state.spec, &*state.zone, &*state.topic),
+            ("every 60s", "UTC", "a:b{c")
+        );
+        assert!(state.paused);
+        assert_eq!(state.last_tick, Some(Timestamp::from_millis(120)));
+        assert_eq!(state.last_task, Some(TaskId::new(7)));
+        assert_eq!(state.fired_at, Some(Timestamp::from_millis(-5)));
+        assert_eq!(state.seen_at, Timestamp::from_millis(99));
+        // Never fired, unregistered (empty spec and zone), a unicode topic.
+        let fresh = decode_schedule("x", "s1:0::::5:0:0:3::ü!".as_bytes()).unwrap();
+        assert_eq!((&*fresh.spec, &*fresh.zone, &*fresh.topic), ("", "", "ü!"));
+        assert_eq!(
+            (
+                fresh.paused,
+                fresh.last_tick,
+                fresh.last_task,
+                fresh.fired_at
+            ),
+            (false, None, None, None)
+        );
+        let lua = include_str!("scripts/schedule.lua");
+        assert!(lua
+            .contains("'^s1:([01]):(%-?%d*):(%d*):(%-?%d*):(%-?%d+):(%d+):(%d+):(%d+):(%d*):()'"));
+        for broken in [
+            &b""[..],
+            b"s2:0::::5:0:0:1::t",
+            b"s1:2::::5:0:0:1::t",
+            b"s1:0::x::5:0:0:1::t",
+            b"s1:0:::::0:0:1::t",
+            b"s1:0::::5:0:0:9::t",
+            b"s1:0::::5:0:0:1::tt",
+            b"s1:0::::5:0:0:1:4:t",
+            b"s1:0::::5:0:0:1::\xff",
+        ] {
+            let err = decode_schedule("x", broken).unwrap_err();
+            assert_eq!(err.kind(), taskmill_core::ErrorKind::Corrupt, "{broken:?}");
+            assert!(err.to_string().contains("schedule \"x\""), "{err}");
+        }
     }
 
     /// A record whose errors field is not a JSON array of errors.

@@ -57,13 +57,28 @@ pub(crate) struct Call<'a> {
 impl<'a> Call<'a> {
     /// A call of `script` on `topic`'s keys; add the script's own arguments with [`Call::arg`].
     pub fn new(script: &'a Script, keys: &Keys, topic: &TopicKeys) -> Self {
+        Self::with_keys(script, keys, topic, &[])
+    }
+
+    /// A call of `script` on `topic`'s keys followed by `extra` keys (`KEYS[18]` on), for
+    /// a script that also touches keys of the namespace (`fire`).
+    pub fn with_keys(script: &'a Script, keys: &Keys, topic: &TopicKeys, extra: &[&str]) -> Self {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(&script.sha)
-            .arg(topic.keys.len())
+            .arg(topic.keys.len() + extra.len())
             .arg(&topic.keys[..])
+            .arg(extra)
             .arg(&keys.wake)
             .arg(&keys.events)
             .arg(&topic.topic_json);
+        Call { script, cmd }
+    }
+
+    /// A call of a script that takes no topic's keys and no preamble: `keys` are its
+    /// `KEYS`, its arguments start at `ARGV[1]` (the schedule scripts but `fire`).
+    pub fn of_namespace(script: &'a Script, keys: &[&str]) -> Self {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&script.sha).arg(keys.len()).arg(keys);
         Call { script, cmd }
     }
 

@@ -5,7 +5,9 @@
 //! script only ever touches keys of one hash slot.
 //!
 //! There is no layout version: Redis keeps none, and a namespace written by an older
-//! layout is read as it is (see the README's "Old namespaces").
+//! layout is read as it is (see the README's "Old namespaces"). One written before
+//! schedules has no `ns:schedules` hash, which reads as no schedules; the first
+//! registration or fire creates it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,6 +26,12 @@ pub(crate) struct Keys {
     pub events: String,
     /// Channel: JSON arrays of the ids of running tasks whose cancel was requested.
     pub cancel: String,
+    /// HASH: every schedule's state, name -> the state (see `scripts/schedule.lua`). One
+    /// hash rather than a key per schedule: a name, which may hold any character but
+    /// controls (`{}` `:` `*` quotes, unicode), is a field and never part of a key, so it
+    /// needs no escaping and cannot act as a hash tag; listing is one `HGETALL` (no
+    /// `SCAN`), and a fire reads and writes one field.
+    pub schedules: String,
     cache: Mutex<HashMap<Arc<str>, Arc<TopicKeys>>>,
 }
 
@@ -50,6 +58,13 @@ impl TopicKeys {
     pub fn finish_log(&self) -> &str {
         &self.keys[15]
     }
+
+    /// The keys telling whether a task is unfinished (in INPUT or WORK): `leases`,
+    /// `ready`, `scheduled` and `fresh`, the order `scripts/fire.lua` takes them in for
+    /// the topic of a schedule's last task.
+    pub fn unfinished(&self) -> [&str; 4] {
+        [&self.keys[6], &self.keys[1], &self.keys[2], &self.keys[8]]
+    }
 }
 
 impl Keys {
@@ -61,6 +76,7 @@ impl Keys {
             wake: format!("{namespace}:wake"),
             events: format!("{namespace}:events"),
             cancel: format!("{namespace}:cancel"),
+            schedules: format!("{namespace}:schedules"),
             cache: Mutex::new(HashMap::new()),
         }
     }

@@ -9,8 +9,8 @@
 //! more than one topic.
 
 use crate::codec::{
-    array, decode_claimed, decode_lenient, decode_stored, encode_record, int, optional_string,
-    record_bytes, string, with_end, Run,
+    array, decode_claimed, decode_lenient, decode_schedule, decode_stored, encode_record, int,
+    optional_string, record_bytes, string, with_end, Run,
 };
 use crate::conn::Call;
 use crate::layout::TopicKeys;
@@ -21,12 +21,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use taskmill_core::raw::TaskExt;
 use taskmill_core::store::{
-    Applied, CancelOptions, Cancellation, ClaimOptions, Claimed, EnqueueOptions, Enqueued,
-    LeaseRef, ListOptions, Outcome, OutcomeKind, Page, Progress, PruneOptions, Recovered,
+    Applied, CancelOptions, Cancellation, ClaimOptions, Claimed, EnqueueOptions, Enqueued, Fired,
+    LeaseRef, ListOptions, Outcome, OutcomeKind, Page, Progress, PruneOptions,
+    PruneSchedulesOptions, Recovered, RegisterOptions, ScheduleEntry, ScheduleState, Tick,
 };
 use taskmill_core::{
-    Counters, Lease, Queue, Result, Stats, Task, TaskId, TaskRecord, Timestamp, TopicStats,
-    LEASE_EXPIRED_ERROR,
+    Counters, Lease, Overlap, Queue, Result, Stats, Task, TaskId, TaskRecord, Timestamp,
+    TopicStats, LEASE_EXPIRED_ERROR,
 };
 use tracing::warn;
 
@@ -175,6 +176,97 @@ async fn on_every_topic(
     Ok(codes)
 }
 
+/// Appends the arguments of `enqueue_tasks` (`scripts/enqueue_body.lua`) for `chunk`, one
+/// topic's tasks in batch order with their ids, due or not at `now`: the script takes each
+/// block as its command does. `record` is a buffer to encode into.
+fn enqueue_args(
+    call: &mut Call<'_>,
+    chunk: &[(usize, TaskRecord)],
+    now: i64,
+    record: &mut Vec<u8>,
+) {
+    let (ready, scheduled): (Vec<_>, Vec<_>) =
+        chunk.iter().partition(|(_, r)| r.run_at.as_millis() <= now);
+    // The due tasks of the chunk's most common priority may go to the topic's
+    // FIFO list (the script decides: see enqueue_body.lua); the others are scored
+    // for the ready set.
+    let fresh_priority = most_common_priority(ready.iter().map(|(_, r)| r.priority));
+    let (fresh, mut ready): (Vec<_>, Vec<_>) = ready
+        .into_iter()
+        .partition(|(_, r)| Some(r.priority) == fresh_priority);
+    // The list's run_ats never decrease (its head has the earliest, for stats): a
+    // task due before one ahead of it in the chunk is scored for the ready set.
+    let mut latest = i64::MIN;
+    let (fresh, behind): (Vec<_>, Vec<_>) = fresh.into_iter().partition(|(_, r)| {
+        let at = r.run_at.as_millis();
+        let in_order = at >= latest;
+        latest = latest.max(at);
+        in_order
+    });
+    if !behind.is_empty() {
+        ready.extend(behind);
+        ready.sort_by_key(|(i, _)| *i);
+    }
+    let fresh_run_ats = match (fresh.first(), fresh.last()) {
+        (Some((_, first)), Some((_, last))) => (
+            first.run_at.as_millis().to_string(),
+            last.run_at.as_millis().to_string(),
+        ),
+        _ => Default::default(),
+    };
+    let unique: Vec<_> = chunk
+        .iter()
+        .filter_map(|(_, r)| r.unique_key.as_deref().map(|k| (r.id.get(), k)))
+        .collect();
+    // The ticks of the tasks a schedule fired, for their events: read from the headers as
+    // `Event::enqueued` reads them, and written as serde writes a `ScheduleTick` (so the
+    // schedule's name is escaped as JSON needs, whatever it holds). A task without headers
+    // costs nothing here.
+    let ticks: Vec<(u64, String)> = chunk
+        .iter()
+        .filter(|(_, r)| !r.headers.is_empty())
+        .filter_map(|(_, r)| {
+            let tick = serde_json::to_string(&r.schedule_tick()?).ok()?;
+            Some((r.id.get(), tick))
+        })
+        .collect();
+    // Scores are computed here: a Lua number handed to redis.call is formatted
+    // with 17 digits, which costs Redis more than reading one more argument.
+    call.arg(chunk.len())
+        .arg(fresh.len())
+        .arg(fresh_priority.unwrap_or(0))
+        .arg(ready.len())
+        .arg(scheduled.len())
+        .arg(unique.len())
+        .arg(&fresh_run_ats.0)
+        .arg(&fresh_run_ats.1)
+        .arg(ticks.len());
+    for (_, r) in chunk {
+        record.clear();
+        encode_record(r, record);
+        call.arg(r.id.get()).arg(&record[..]);
+    }
+    for (_, r) in &fresh {
+        call.arg(r.id.get());
+    }
+    for (_, r) in &ready {
+        call.arg(ready_score(r.priority, r.id.get()))
+            .arg(r.id.get());
+    }
+    for (_, r) in &ready {
+        call.arg(r.run_at.as_millis()).arg(r.id.get());
+    }
+    for (_, r) in &scheduled {
+        call.arg(r.run_at.as_millis()).arg(r.id.get());
+    }
+    for (id, key) in unique {
+        call.arg(id).arg(key);
+    }
+    for (id, tick) in ticks {
+        call.arg(id).arg(tick);
+    }
+}
+
 /// [`Store::enqueue`](taskmill_core::Store::enqueue).
 pub(crate) async fn enqueue(
     store: &RedisStore,
@@ -216,72 +308,8 @@ pub(crate) async fn enqueue(
         let keys = topic_keys(store, topic);
         let mut calls = Vec::new();
         for chunk in group.chunks(CHUNK) {
-            // The script takes each block as its command does (see enqueue.lua).
-            let (ready, scheduled): (Vec<_>, Vec<_>) =
-                chunk.iter().partition(|(_, r)| r.run_at.as_millis() <= now);
-            // The due tasks of the chunk's most common priority may go to the topic's
-            // FIFO list (the script decides: see enqueue.lua); the others are scored
-            // for the ready set.
-            let fresh_priority = most_common_priority(ready.iter().map(|(_, r)| r.priority));
-            let (fresh, mut ready): (Vec<_>, Vec<_>) = ready
-                .into_iter()
-                .partition(|(_, r)| Some(r.priority) == fresh_priority);
-            // The list's run_ats never decrease (its head has the earliest, for stats): a
-            // task due before one ahead of it in the chunk is scored for the ready set.
-            let mut latest = i64::MIN;
-            let (fresh, behind): (Vec<_>, Vec<_>) = fresh.into_iter().partition(|(_, r)| {
-                let at = r.run_at.as_millis();
-                let in_order = at >= latest;
-                latest = latest.max(at);
-                in_order
-            });
-            if !behind.is_empty() {
-                ready.extend(behind);
-                ready.sort_by_key(|(i, _)| *i);
-            }
-            let fresh_run_ats = match (fresh.first(), fresh.last()) {
-                (Some((_, first)), Some((_, last))) => (
-                    first.run_at.as_millis().to_string(),
-                    last.run_at.as_millis().to_string(),
-                ),
-                _ => Default::default(),
-            };
-            let unique: Vec<_> = chunk
-                .iter()
-                .filter_map(|(_, r)| r.unique_key.as_deref().map(|k| (r.id.get(), k)))
-                .collect();
-            // Scores are computed here: a Lua number handed to redis.call is formatted
-            // with 17 digits, which costs Redis more than reading one more argument.
             let mut call = call(store, &SCRIPTS.enqueue, &keys);
-            call.arg(chunk.len())
-                .arg(fresh.len())
-                .arg(fresh_priority.unwrap_or(0))
-                .arg(ready.len())
-                .arg(scheduled.len())
-                .arg(unique.len())
-                .arg(&fresh_run_ats.0)
-                .arg(&fresh_run_ats.1);
-            for (_, r) in chunk {
-                record.clear();
-                encode_record(r, &mut record);
-                call.arg(r.id.get()).arg(&record[..]);
-            }
-            for (_, r) in &fresh {
-                call.arg(r.id.get());
-            }
-            for (_, r) in &ready {
-                call.arg(ready_score(r.priority, r.id.get()))
-                    .arg(r.id.get());
-            }
-            for (_, r) in &ready {
-                call.arg(r.run_at.as_millis()).arg(r.id.get());
-            }
-            for (_, r) in &scheduled {
-                call.arg(r.run_at.as_millis()).arg(r.id.get());
-            }
-            for (id, key) in unique {
-                call.arg(id).arg(key);
-            }
+            enqueue_args(&mut call, chunk, now, &mut record);
             calls.push(call);
             order.push(chunk.iter().map(|(i, r)| (*i, r.id.get())).collect());
         }
@@ -883,6 +911,270 @@ pub(crate) async fn set_paused(store: &RedisStore, topic: &str, paused: bool) ->
     call.arg(if paused { "1" } else { "0" });
     store.shared.conn.eval_one(call).await?;
     Ok(())
+}
+
+/// A schedule state as the schedule scripts return it.
+fn schedule_state(name: &str, value: Value) -> Result<ScheduleState> {
+    match value {
+        Value::BulkString(bytes) => decode_schedule(name, &bytes),
+        Value::SimpleString(s) => decode_schedule(name, s.as_bytes()),
+        other => Err(crate::codec::unexpected("schedule state", &other)),
+    }
+}
+
+/// [`Store::register_schedules`](taskmill_core::Store::register_schedules): one `register`
+/// script call per chunk of entries (pipelined), each upserting its entries in order in one
+/// step, so a fire in between cannot be lost by a registration's rewrite of the state.
+pub(crate) async fn register_schedules(
+    store: &RedisStore,
+    entries: &[ScheduleEntry],
+    opts: &RegisterOptions,
+) -> Result<Vec<ScheduleState>> {
+    let keys = &store.shared.keys;
+    let now = opts.now.as_millis();
+    let calls: Vec<Call<'_>> = entries
+        .chunks(CHUNK)
+        .map(|chunk| {
+            let mut call = Call::of_namespace(&SCRIPTS.register, &[&keys.schedules]);
+            call.arg(now);
+            for entry in chunk {
+                call.arg(&*entry.name)
+                    .arg(&*entry.spec)
+                    .arg(&*entry.zone)
+                    .arg(&*entry.topic);
+            }
+            call
+        })
+        .collect();
+    let replies = store.shared.conn.eval(&calls).await?;
+    let mut states = Vec::with_capacity(entries.len());
+    for (reply, chunk) in replies.into_iter().zip(entries.chunks(CHUNK)) {
+        let stored = array(reply, "register")?;
+        if stored.len() != chunk.len() {
+            return Err(taskmill_core::Error::storage(
+                "register script returned a bad reply",
+            ));
+        }
+        for (entry, value) in chunk.iter().zip(stored) {
+            states.push(schedule_state(&entry.name, value)?);
+        }
+    }
+    Ok(states)
+}
+
+/// A tick on its way through [`fire`]: its index in the call, the tick, its task's record
+/// (with the id reserved for it) and the other topic whose keys its script gets, if any.
+struct Firing {
+    index: usize,
+    schedule: Arc<str>,
+    at: Timestamp,
+    skip: bool,
+    record: TaskRecord,
+    other: Option<Arc<str>>,
+}
+
+/// How many times one tick is sent again with the keys of its last task's topic before
+/// `fire` gives up: each time means the last task's topic changed in between, which
+/// takes another manager firing the same schedule to another topic at that moment.
+const FIRE_ATTEMPTS: usize = 8;
+
+/// [`Store::fire`](taskmill_core::Store::fire): one `fire` script call per tick, each
+/// deciding and enqueueing in one step (`scripts/fire.lua`).
+///
+/// The ids are reserved first, one per tick (one `INCRBY`), because a record is encoded
+/// with its id; a tick that is not enqueued leaves its id unused, as a duplicate does.
+/// The calls go pipelined, in rounds: round `r` holds the `r`-th tick of each schedule, so
+/// a schedule's ticks run in the order given even when one of them is sent again. A tick
+/// is sent again (nothing changed) when its overlap check needs the keys of a topic its
+/// script did not get: the topic the schedule's last task went to, when the schedule was
+/// registered to another topic since.
+pub(crate) async fn fire(
+    store: &RedisStore,
+    ticks: Vec<Tick>,
+    opts: &EnqueueOptions,
+) -> Result<Vec<Fired>> {
+    let count = ticks.len();
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let shared = &store.shared;
+    let mut cmd = redis::cmd("INCRBY");
+    cmd.arg(&shared.keys.ids).arg(count);
+    let last = task_id(&shared.conn.command(&cmd).await?, "id counter")?.get();
+    let first = (last + 1).checked_sub(count as u64).ok_or_else(|| {
+        taskmill_core::Error::corrupt(format!(
+            "the id counter {} went backwards (reads {last})",
+            shared.keys.ids
+        ))
+    })?;
+    let mut rounds: Vec<Vec<Firing>> = Vec::new();
+    let mut per_schedule: BTreeMap<Arc<str>, usize> = BTreeMap::new();
+    for (index, tick) in ticks.into_iter().enumerate() {
+        let Tick {
+            schedule,
+            at,
+            task,
+            overlap,
+            ..
+        } = tick;
+        let round = per_schedule.entry(schedule.clone()).or_default();
+        if rounds.len() <= *round {
+            rounds.push(Vec::new());
+        }
+        rounds[*round].push(Firing {
+            index,
+            schedule,
+            at,
+            skip: overlap == Overlap::Skip,
+            record: task.into_record(TaskId::new(first + index as u64), opts),
+            other: None,
+        });
+        *round += 1;
+    }
+    let now = opts.now.as_millis();
+    let mut results: Vec<Option<Fired>> = vec![None; count];
+    let mut buffer = Vec::new();
+    for mut pending in rounds {
+        for attempt in 1.. {
+            let other_keys: Vec<Option<Arc<TopicKeys>>> = pending
+                .iter()
+                .map(|f| f.other.as_ref().map(|t| topic_keys(store, t)))
+                .collect();
+            let calls: Vec<Call<'_>> = pending
+                .iter()
+                .zip(&other_keys)
+                .map(|(f, other)| {
+                    let keys = topic_keys(store, &f.record.topic);
+                    let mut extra = vec![&shared.keys.schedules[..], &shared.keys.topics[..]];
+                    if let Some(other) = other {
+                        extra.extend(other.unfinished());
+                    }
+                    let mut call = Call::with_keys(&SCRIPTS.fire, &shared.keys, &keys, &extra);
+                    call.arg(&*f.schedule)
+                        .arg(f.at.as_millis())
+                        .arg(if f.skip { "1" } else { "0" })
+                        .arg(now)
+                        .arg(&*f.record.topic)
+                        .arg(f.other.as_deref().unwrap_or(""))
+                        .arg(f.record.id.get());
+                    enqueue_args(&mut call, &[(0, f.record.clone())], now, &mut buffer);
+                    call
+                })
+                .collect();
+            let replies = shared.conn.eval(&calls).await?;
+            let mut again = Vec::new();
+            for (mut firing, reply) in pending.into_iter().zip(replies) {
+                match fired(&firing.schedule, reply)? {
+                    Ok(answer) => results[firing.index] = Some(answer),
+                    Err(topic) => {
+                        firing.other = Some(topic);
+                        again.push(firing);
+                    }
+                }
+            }
+            if again.is_empty() {
+                break;
+            }
+            if attempt == FIRE_ATTEMPTS {
+                return Err(taskmill_core::Error::storage(format!(
+                    "schedule {:?}: its last task's topic kept changing while it fired",
+                    again[0].schedule
+                )));
+            }
+            pending = again;
+        }
+    }
+    results
+        .into_iter()
+        .collect::<Option<_>>()
+        .ok_or_else(|| taskmill_core::Error::storage("fire skipped a tick"))
+}
+
+/// The answer of the `fire` script: what became of the tick, or (`Err`) the topic whose
+/// keys it needs to tell whether the schedule's last task is unfinished.
+fn fired(schedule: &str, reply: Value) -> Result<std::result::Result<Fired, Arc<str>>> {
+    let mut items = array(reply, "fire")?.into_iter();
+    let kind = string(items.next().unwrap_or(Value::Nil), "fire")?;
+    let mut value = || items.next().unwrap_or(Value::Nil);
+    Ok(Ok(match kind.as_str() {
+        "enqueued" => Fired::Enqueued(Enqueued::New(task_id(&value(), "fire")?)),
+        "duplicate" => Fired::Enqueued(Enqueued::Duplicate(task_id(&value(), "fire")?)),
+        "stale" => Fired::Stale {
+            last: Timestamp::from_millis(int(&value(), "fire")?),
+        },
+        "paused" => Fired::Paused,
+        "overlapped" => Fired::Overlapped {
+            running: task_id(&value(), "fire")?,
+        },
+        "topic" => return Ok(Err(Arc::from(string(value(), "fire")?))),
+        "corrupt" => {
+            return Err(taskmill_core::Error::corrupt(format!(
+                "schedule {schedule:?} has a corrupt state"
+            )))
+        }
+        other => {
+            return Err(taskmill_core::Error::storage(format!(
+                "fire script answered {other:?}"
+            )))
+        }
+    }))
+}
+
+/// [`Store::schedules`](taskmill_core::Store::schedules): one `HGETALL`, sorted by name
+/// here (byte order, as `str` orders).
+pub(crate) async fn schedules(store: &RedisStore) -> Result<Vec<ScheduleState>> {
+    let mut cmd = redis::cmd("HGETALL");
+    cmd.arg(&store.shared.keys.schedules);
+    let reply = store.shared.conn.command(&cmd).await?;
+    let mut states = Vec::new();
+    match reply {
+        // RESP3 answers a map.
+        Value::Map(pairs) => {
+            for (name, value) in pairs {
+                let name = string(name, "schedule name")?;
+                states.push(schedule_state(&name, value)?);
+            }
+        }
+        reply => {
+            let mut items = array(reply, "schedules")?.into_iter();
+            while let (Some(name), Some(value)) = (items.next(), items.next()) {
+                let name = string(name, "schedule name")?;
+                states.push(schedule_state(&name, value)?);
+            }
+        }
+    }
+    states.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(states)
+}
+
+/// [`Store::set_schedule_paused`](taskmill_core::Store::set_schedule_paused).
+pub(crate) async fn set_schedule_paused(
+    store: &RedisStore,
+    name: &str,
+    paused: bool,
+) -> Result<bool> {
+    let keys = &store.shared.keys;
+    let mut call = Call::of_namespace(&SCRIPTS.pause_schedule, &[&keys.schedules]);
+    call.arg(name).arg(if paused { "1" } else { "0" });
+    match int(&store.shared.conn.eval_one(call).await?, "pause_schedule")? {
+        1 => Ok(true),
+        0 => Ok(false),
+        _ => Err(taskmill_core::Error::corrupt(format!(
+            "schedule {name:?} has a corrupt state"
+        ))),
+    }
+}
+
+/// [`Store::prune_schedules`](taskmill_core::Store::prune_schedules).
+pub(crate) async fn prune_schedules(
+    store: &RedisStore,
+    opts: &PruneSchedulesOptions,
+) -> Result<u64> {
+    let keys = &store.shared.keys;
+    let mut call = Call::of_namespace(&SCRIPTS.prune_schedules, &[&keys.schedules]);
+    call.arg(opts.seen_before.as_millis());
+    let removed = int(&store.shared.conn.eval_one(call).await?, "prune_schedules")?;
+    Ok(removed.max(0) as u64)
 }
 
 /// [`RedisStore::delete_namespace`].

@@ -1,12 +1,16 @@
 //! The Lua scripts, one per state change, loaded once and called by their SHA.
 //!
-//! Each script is `scripts/common.lua` (key layout and shared helpers) followed by its own
-//! file. The sources stay `.lua` files so they can be read, linted and tried with
-//! `redis-cli --eval` on their own.
+//! Each script of a topic is `scripts/common.lua` (key layout and shared helpers) followed
+//! by its own file; the two that enqueue (`enqueue`, `fire`) share `enqueue_body.lua`
+//! between them, so a fired tick's task is enqueued by the very code of an enqueue. The
+//! schedule scripts share `schedule.lua` (the state's format). The sources stay `.lua`
+//! files so they can be read, linted and tried with `redis-cli --eval` on their own.
 
 use std::sync::LazyLock;
 
 const COMMON: &str = include_str!("scripts/common.lua");
+const ENQUEUE_BODY: &str = include_str!("scripts/enqueue_body.lua");
+const SCHEDULE: &str = include_str!("scripts/schedule.lua");
 
 /// One script: its full source and the SHA-1 Redis knows it by.
 #[derive(Debug)]
@@ -17,8 +21,14 @@ pub(crate) struct Script {
 }
 
 impl Script {
+    /// A script of one topic: `common.lua`, then `body`.
     fn new(name: &'static str, body: &str) -> Self {
-        let source = format!("{COMMON}\n{body}");
+        Self::of(name, &[COMMON, body])
+    }
+
+    /// A script made of `parts`, in order.
+    fn of(name: &'static str, parts: &[&str]) -> Self {
+        let source = parts.join("\n");
         let sha = redis::Script::new(&source).get_hash().to_owned();
         Script { name, source, sha }
     }
@@ -41,10 +51,20 @@ pub(crate) struct Scripts {
     pub stats: Script,
     pub list: Script,
     pub get: Script,
+    /// The schedule scripts: `register`, `pause_schedule` and `prune_schedules` touch only
+    /// the namespace's schedule hash (no `common.lua`: they take no topic's keys); `fire`
+    /// is a topic's script that also reads and writes it.
+    pub register: Script,
+    pub fire: Script,
+    pub pause_schedule: Script,
+    pub prune_schedules: Script,
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    enqueue: Script::new("enqueue", include_str!("scripts/enqueue.lua")),
+    enqueue: Script::of(
+        "enqueue",
+        &[COMMON, ENQUEUE_BODY, include_str!("scripts/enqueue.lua")],
+    ),
     claim: Script::new("claim", include_str!("scripts/claim.lua")),
     renew: Script::new("renew", include_str!("scripts/renew.lua")),
     progress: Script::new("progress", include_str!("scripts/progress.lua")),
@@ -58,4 +78,25 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     stats: Script::new("stats", include_str!("scripts/stats.lua")),
     list: Script::new("list", include_str!("scripts/list.lua")),
     get: Script::new("get", include_str!("scripts/get.lua")),
+    register: Script::of(
+        "register",
+        &[SCHEDULE, include_str!("scripts/register.lua")],
+    ),
+    fire: Script::of(
+        "fire",
+        &[
+            COMMON,
+            ENQUEUE_BODY,
+            SCHEDULE,
+            include_str!("scripts/fire.lua"),
+        ],
+    ),
+    pause_schedule: Script::of(
+        "pause_schedule",
+        &[SCHEDULE, include_str!("scripts/pause_schedule.lua")],
+    ),
+    prune_schedules: Script::of(
+        "prune_schedules",
+        &[SCHEDULE, include_str!("scripts/prune_schedules.lua")],
+    ),
 });

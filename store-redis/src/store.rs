@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use taskmill_core::raw::validate_topic;
 use taskmill_core::store::{
     Applied, ApplyOptions, CancelOptions, CancelStream, Cancellation, Capabilities, ClaimOptions,
-    Claimed, EnqueueOptions, Enqueued, LeaseRef, ListOptions, Outcome, OutcomeKind, Page, Progress,
-    PruneOptions, RecoverOptions, Recovered, RenewOptions, RequeueOptions, WakeStream,
+    Claimed, EnqueueOptions, Enqueued, Fired, LeaseRef, ListOptions, Outcome, OutcomeKind, Page,
+    Progress, PruneOptions, PruneSchedulesOptions, RecoverOptions, Recovered, RegisterOptions,
+    RenewOptions, RequeueOptions, ScheduleEntry, ScheduleState, Tick, WakeStream,
 };
 use taskmill_core::{
     async_trait, Event, EventStream, Queue, Result, Stats, Store, Task, TaskId, TaskRecord,
@@ -160,43 +161,36 @@ impl Store for RedisStore {
 
     async fn register_schedules(
         &self,
-        _entries: &[taskmill_core::store::ScheduleEntry],
-        _opts: &taskmill_core::store::RegisterOptions,
-    ) -> Result<Vec<taskmill_core::store::ScheduleState>> {
-        Err(taskmill_core::Error::unsupported(
-            "schedules are not stored by Redis yet",
-        ))
+        entries: &[ScheduleEntry],
+        opts: &RegisterOptions,
+    ) -> Result<Vec<ScheduleState>> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        ops::register_schedules(self, entries, opts).await
     }
 
-    async fn fire(
-        &self,
-        _ticks: Vec<taskmill_core::store::Tick>,
-        _opts: &EnqueueOptions,
-    ) -> Result<Vec<taskmill_core::store::Fired>> {
-        Err(taskmill_core::Error::unsupported(
-            "schedules are not stored by Redis yet",
-        ))
+    async fn fire(&self, ticks: Vec<Tick>, opts: &EnqueueOptions) -> Result<Vec<Fired>> {
+        let fired = ops::fire(self, ticks, opts).await?;
+        if fired
+            .iter()
+            .any(|f| matches!(f, Fired::Enqueued(e) if e.is_new()))
+        {
+            self.shared.bus.wake();
+        }
+        Ok(fired)
     }
 
-    async fn schedules(&self) -> Result<Vec<taskmill_core::store::ScheduleState>> {
-        Err(taskmill_core::Error::unsupported(
-            "schedules are not stored by Redis yet",
-        ))
+    async fn schedules(&self) -> Result<Vec<ScheduleState>> {
+        ops::schedules(self).await
     }
 
-    async fn set_schedule_paused(&self, _name: &str, _paused: bool) -> Result<bool> {
-        Err(taskmill_core::Error::unsupported(
-            "schedules are not stored by Redis yet",
-        ))
+    async fn set_schedule_paused(&self, name: &str, paused: bool) -> Result<bool> {
+        ops::set_schedule_paused(self, name, paused).await
     }
 
-    async fn prune_schedules(
-        &self,
-        _opts: &taskmill_core::store::PruneSchedulesOptions,
-    ) -> Result<u64> {
-        Err(taskmill_core::Error::unsupported(
-            "schedules are not stored by Redis yet",
-        ))
+    async fn prune_schedules(&self, opts: &PruneSchedulesOptions) -> Result<u64> {
+        ops::prune_schedules(self, opts).await
     }
 
     /// What `publish` would decide without asking Redis; unknown (no check yet, or one a

@@ -55,15 +55,17 @@ end
 -- merged with READY by score. Every task that comes back to INPUT (retry, release,
 -- recover, requeue, promotion) goes to READY (and DUE), whatever its priority.
 
--- The 0-based position in FRESH of the first id not below `n`, and the list's length.
--- FRESH ascends, so this is a binary search: O(log length) LINDEX calls, each walking the
--- list's nodes (not its elements) from the nearer end.
-local function fresh_lower_bound(n)
-  local len = redis.call('LLEN', FRESH)
+-- The 0-based position in FRESH (or in `list`, another topic's FRESH) of the first id not
+-- below `n`, and the list's length. FRESH ascends, so this is a binary search:
+-- O(log length) LINDEX calls, each walking the list's nodes (not its elements) from the
+-- nearer end.
+local function fresh_lower_bound(n, list)
+  list = list or FRESH
+  local len = redis.call('LLEN', list)
   local lo, hi = 0, len
   while lo < hi do
     local mid = math.floor((lo + hi) / 2)
-    if (tonumber(redis.call('LINDEX', FRESH, mid)) or 0) < n then
+    if (tonumber(redis.call('LINDEX', list, mid)) or 0) < n then
       lo = mid + 1
     else
       hi = mid
@@ -440,14 +442,16 @@ local function finish(id, t, queue, now, keep)
   end
 end
 
--- Whether `id` is in FRESH, and its 0-based position there.
-local function fresh_position(id)
+-- Whether `id` is in FRESH (or in `list`, another topic's FRESH), and its 0-based
+-- position there.
+local function fresh_position(id, list)
+  list = list or FRESH
   local n = tonumber(id)
   if not n then
     return nil
   end
-  local at, len = fresh_lower_bound(n)
-  if at < len and tonumber(redis.call('LINDEX', FRESH, at)) == n then
+  local at, len = fresh_lower_bound(n, list)
+  if at < len and tonumber(redis.call('LINDEX', list, at)) == n then
     return at
   end
   return nil

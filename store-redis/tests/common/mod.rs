@@ -27,6 +27,7 @@ impl Setup {
     }
 
     /// The key `suffix` of `topic` (`{ns:topic}:suffix`).
+    #[allow(dead_code)] // Not every test reads a topic's keys.
     pub fn key(&self, topic: &str, suffix: &str) -> String {
         format!("{{{}:{topic}}}:{suffix}", self.namespace)
     }
