@@ -19,7 +19,7 @@
 #![warn(missing_docs)]
 
 mod dir;
-mod faults;
+pub mod faults;
 mod forward;
 #[cfg(feature = "redis")]
 pub mod redis;
