@@ -43,6 +43,10 @@ pub struct ServeArgs {
     /// The dashboard's title.
     #[arg(long, default_value = "taskmill")]
     title: String,
+    /// Flag a topic as having no worker once its oldest due task has waited this long
+    /// with no task of it started (`90s`, `10m`; plain numbers are seconds).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::admin::format::parse_duration)]
+    unworked_after: Duration,
 }
 
 impl ServeArgs {
@@ -72,7 +76,8 @@ impl ServeArgs {
         let store = self.store.open().await?;
         let mut options = DashboardOptions::default()
             .title(self.title.as_str())
-            .read_only(self.read_only);
+            .read_only(self.read_only)
+            .unworked_after(self.unworked_after);
         if let Some(token) = self.token() {
             options = options.token(token);
         }
