@@ -1539,7 +1539,8 @@ mod props {
         ".{0,12}"
     }
 
-    /// A JSON value as stored arguments or a result: any shape serde_json writes.
+    /// JSON-shaped text as stored arguments or a result (strings quoted as Rust's `Debug`
+    /// does, not always valid JSON: the codec stores the text as it is).
     fn json() -> impl Strategy<Value = String> {
         let leaf = prop_oneof![
             Just("null".to_string()),
