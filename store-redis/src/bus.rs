@@ -567,14 +567,37 @@ mod props {
         let _ = serde_json::from_slice::<Vec<u64>>(bytes);
     }
 
+    /// `event` as it reads back: a completion whose result is JSON `null` is written
+    /// `"result":null`, which reads as no result (`Event`'s own serde does so, not this
+    /// decoder).
+    fn as_read(event: &Event) -> Event {
+        match event {
+            Event::TaskCompletion {
+                id,
+                topic,
+                attempt,
+                duration_ms,
+                result: Some(result),
+            } if result.as_str() == "null" => Event::TaskCompletion {
+                id: *id,
+                topic: topic.clone(),
+                attempt: *attempt,
+                duration_ms: *duration_ms,
+                result: None,
+            },
+            other => other.clone(),
+        }
+    }
+
     proptest! {
         #[test]
         fn published_events_decode_equal(events in prop::collection::vec(event(), 0..6)) {
             let json = serde_json::to_vec(&events).unwrap();
-            prop_assert_eq!(decode_events(&json).unwrap(), events.clone());
+            let read: Vec<_> = events.iter().map(as_read).collect();
+            prop_assert_eq!(decode_events(&json).unwrap(), read);
             for event in events {
                 let one = serde_json::to_vec(&event).unwrap();
-                prop_assert_eq!(decode_events(&one).unwrap(), vec![event]);
+                prop_assert_eq!(decode_events(&one).unwrap(), vec![as_read(&event)]);
             }
         }
 
