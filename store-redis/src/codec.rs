@@ -1061,3 +1061,242 @@ mod tests {
     /// A record whose errors field is not a JSON array of errors.
     const BAD_ERRORS: &[u8] = b"v2:0::0:0:0:::::::3::::[1]{}";
 }
+
+/// Property tests of the record, lease, completion and schedule codecs (issue #17), with
+/// no Redis server: what is encoded decodes equal, and no bytes (arbitrary, or a valid
+/// encoding cut or changed) make a decoder panic; what it cannot read is `Corrupt`.
+/// Cases: proptest's default (256), or `PROPTEST_CASES`, which the default config reads.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use taskmill_core::ErrorKind;
+
+    fn time() -> impl Strategy<Value = Timestamp> {
+        any::<i64>().prop_map(Timestamp::from_millis)
+    }
+
+    /// Any text: control characters (RS among them), `:` and non-ASCII included.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![".{0,12}", "[:\u{1e}a-c0-9é]{0,8}"]
+    }
+
+    /// A JSON value as serde_json writes it (so never with a raw RS): the arguments or a
+    /// result.
+    fn json() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            text().prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                prop::collection::btree_map(text(), inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+        .prop_map(|v| v.to_string())
+    }
+
+    fn error() -> impl Strategy<Value = AttemptError> {
+        (any::<u32>(), time(), text()).prop_map(|(attempt, at, message)| AttemptError {
+            attempt,
+            at,
+            message: message.into(),
+        })
+    }
+
+    prop_compose! {
+        /// A record built through the public API with every stored field arbitrary (the
+        /// queue and the lease are not in the record); headers are those
+        /// `Headers::insert` accepts.
+        fn record()(
+            (id, topic, args) in (any::<u64>(), text(), json()),
+            (external_id, attempt, max_retries, priority) in
+                (proptest::option::of(text()), any::<u32>(), proptest::option::of(any::<u32>()), any::<i16>()),
+            (enqueued_at, run_at, unique_key, unique_while_kept) in
+                (time(), time(), proptest::option::of(text()), any::<bool>()),
+            (first_started_at, started_at, finished_at) in
+                (proptest::option::of(time()), proptest::option::of(time()), proptest::option::of(time())),
+            errors in prop::collection::vec(error(), 0..4),
+            (result, progress, cancelled_by) in
+                (proptest::option::of(json()), proptest::option::of(json()), proptest::option::of(text())),
+            headers in prop::collection::vec(("[a-z][a-z0-9-]{0,6}", text()), 0..4),
+        ) -> TaskRecord {
+            let mut r = TaskRecord::new(TaskId::new(id), topic, Payload::from_stored(args));
+            r.external_id = external_id.map(Into::into);
+            r.attempt = attempt;
+            r.max_retries = max_retries;
+            r.priority = priority;
+            r.enqueued_at = enqueued_at;
+            r.run_at = run_at;
+            r.unique_key = unique_key.map(Into::into);
+            r.unique_while_kept = unique_while_kept;
+            r.first_started_at = first_started_at;
+            r.started_at = started_at;
+            r.finished_at = finished_at;
+            r.errors = errors;
+            r.result = result.map(Payload::from_stored);
+            r.progress = progress.map(Payload::from_stored);
+            r.cancelled_by = cancelled_by.map(Into::into);
+            for (key, value) in headers {
+                // A value the rules refuse is left out: the codec stores what they allow.
+                let _ = r.headers.insert(key, value);
+            }
+            r
+        }
+    }
+
+    prop_compose! {
+        /// A schedule state and the last task's topic, which the stored form may carry.
+        fn schedule()(
+            (name, spec, zone, topic) in (text(), text(), text(), text()),
+            (seen_at, paused) in (time(), any::<bool>()),
+            (last_tick, last_task, fired_at) in (
+                proptest::option::of(time()),
+                proptest::option::of(any::<u64>()),
+                proptest::option::of(time()),
+            ),
+            last_topic in proptest::option::of(text()),
+        ) -> (ScheduleState, Option<String>) {
+            let entry = ScheduleEntry::new(name, spec, zone, topic);
+            let mut state = ScheduleState::new(&entry, seen_at);
+            state.paused = paused;
+            state.last_tick = last_tick;
+            state.last_task = last_task.map(TaskId::new);
+            state.fired_at = fired_at;
+            (state, last_topic)
+        }
+    }
+
+    /// The stored form of a schedule state as `scripts/schedule.lua` writes it (the
+    /// format in [`decode_schedule`]'s doc): Rust never writes one.
+    fn pack_schedule(state: &ScheduleState, last_topic: Option<&str>) -> Vec<u8> {
+        let time = |t: Option<Timestamp>| t.map(|t| t.as_millis().to_string()).unwrap_or_default();
+        let mut out = format!(
+            "s1:{}:{}:{}:{}:{}:{}:{}:{}:{}:",
+            u8::from(state.paused),
+            time(state.last_tick),
+            state
+                .last_task
+                .map(|t| t.get().to_string())
+                .unwrap_or_default(),
+            time(state.fired_at),
+            state.seen_at.as_millis(),
+            state.spec.len(),
+            state.zone.len(),
+            state.topic.len(),
+            last_topic.map(|t| t.len().to_string()).unwrap_or_default(),
+        );
+        for s in [
+            &*state.spec,
+            &*state.zone,
+            &*state.topic,
+            last_topic.unwrap_or_default(),
+        ] {
+            out.push_str(s);
+        }
+        out.into_bytes()
+    }
+
+    /// Runs every decoder of stored bytes on `bytes`: the record (alone, and with `bytes`
+    /// as a completion's trailer after a valid record), the lenient record, the lease and
+    /// the schedule state. Each may fail, always with `Corrupt`; none panics.
+    fn decode_any(bytes: &[u8]) -> Result<(), TestCaseError> {
+        let topic: Arc<str> = "t".into();
+        let id = TaskId::new(1);
+        let corrupt = |r: Result<()>| match r {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::Corrupt => Ok(()),
+            Err(e) => Err(TestCaseError::fail(format!("not Corrupt: {e}"))),
+        };
+        corrupt(decode(Some(bytes), id, &topic, Queue::Input).map(drop))?;
+        let valid = TaskRecord::new(id, "t", Payload::from_stored("1"));
+        let mut record = Vec::new();
+        encode_record(&valid, &mut record);
+        let trailed = with_end(Some(record), Value::BulkString(bytes.to_vec()))?;
+        corrupt(decode(trailed.as_deref(), id, &topic, Queue::Completed).map(drop))?;
+        let lenient = decode_lenient(Some(bytes), id, &topic, Queue::Dead, &Run::default());
+        prop_assert_eq!(lenient.id, id);
+        corrupt(StoredLease::from_value(Value::BulkString(bytes.to_vec())).map(drop))?;
+        corrupt(decode_schedule("s", bytes).map(drop))?;
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn records_round_trip(r in record(), queue in 0..Queue::ALL.len()) {
+            let mut r = r;
+            r.queue = Queue::ALL[queue];
+            let mut bytes = Vec::new();
+            encode_record(&r, &mut bytes);
+            prop_assert_eq!(decode(Some(&bytes), r.id, &r.topic, r.queue).unwrap(), r);
+        }
+
+        #[test]
+        fn arbitrary_bytes_decode_or_are_corrupt(
+            bytes in prop::collection::vec(any::<u8>(), 0..256),
+            prefix in prop_oneof![Just(&b""[..]), Just(&b"v2:"[..]), Just(&b"s1:"[..])],
+        ) {
+            decode_any(&bytes)?;
+            decode_any(&[prefix, &bytes].concat())?;
+        }
+
+        #[test]
+        fn arbitrary_fields_decode_or_are_corrupt(
+            fields in prop::collection::vec(
+                prop_oneof!["-?[0-9]{0,3}", Just(String::new()), "[uh]{0,2}", ".{0,4}"],
+                0..24,
+            ),
+            tail in ".{0,16}",
+            prefix in prop_oneof![Just(""), Just("v2:"), Just("s1:")],
+        ) {
+            // Colon-separated small numbers reach the length checks, which random bytes
+            // rarely do.
+            decode_any(format!("{prefix}{}:{tail}", fields.join(":")).as_bytes())?;
+        }
+
+        #[test]
+        fn cut_or_changed_records_never_panic(
+            r in record(),
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        ) {
+            let mut bytes = Vec::new();
+            encode_record(&r, &mut bytes);
+            for len in 0..bytes.len() {
+                decode_any(&bytes[..len])?;
+            }
+            let mut changed = bytes.clone();
+            for (at, value) in &flips {
+                changed[at.index(bytes.len())] = *value;
+            }
+            decode_any(&changed)?;
+        }
+
+        #[test]
+        fn schedules_round_trip((state, last_topic) in schedule()) {
+            let bytes = pack_schedule(&state, last_topic.as_deref());
+            prop_assert_eq!(decode_schedule(&state.name, &bytes).unwrap(), state);
+        }
+
+        #[test]
+        fn cut_or_changed_schedules_never_panic(
+            (state, last_topic) in schedule(),
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        ) {
+            let bytes = pack_schedule(&state, last_topic.as_deref());
+            // Every cut is short of a field or a string: corrupt, never a panic.
+            for len in 0..bytes.len() {
+                let e = decode_schedule(&state.name, &bytes[..len]).unwrap_err();
+                prop_assert_eq!(e.kind(), ErrorKind::Corrupt);
+            }
+            let mut changed = bytes.clone();
+            for (at, value) in &flips {
+                changed[at.index(bytes.len())] = *value;
+            }
+            decode_any(&changed)?;
+        }
+    }
+}

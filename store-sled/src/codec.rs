@@ -1519,3 +1519,249 @@ mod tests {
         }
     }
 }
+
+/// Property tests of the record and schedule codecs (issue #17): what is encoded decodes
+/// equal, and no bytes (arbitrary, or a valid encoding cut or changed) make a decoder
+/// panic; what it cannot read is `Corrupt`. Cases: proptest's default (256), or
+/// `PROPTEST_CASES`, which the default config reads.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use taskmill_core::ErrorKind;
+
+    fn time() -> impl Strategy<Value = Timestamp> {
+        any::<i64>().prop_map(Timestamp::from_millis)
+    }
+
+    /// Any text, control characters and non-ASCII included.
+    fn text() -> impl Strategy<Value = String> {
+        ".{0,12}"
+    }
+
+    /// JSON-shaped text as stored arguments or a result (strings quoted as Rust's `Debug`
+    /// does, not always valid JSON: the codec stores the text as it is).
+    fn json() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            Just("null".to_string()),
+            any::<bool>().prop_map(|b| b.to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            text().prop_map(|s| format!("{s:?}")),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|v| format!("[{}]", v.join(","))),
+                prop::collection::vec((text(), inner), 0..4).prop_map(|v| {
+                    let fields: Vec<_> = v.iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
+                    format!("{{{}}}", fields.join(","))
+                }),
+            ]
+        })
+    }
+
+    fn error() -> impl Strategy<Value = AttemptError> {
+        (any::<u32>(), time(), text()).prop_map(|(attempt, at, message)| AttemptError {
+            attempt,
+            at,
+            message: message.into(),
+        })
+    }
+
+    prop_compose! {
+        /// A record built through the public API with every field arbitrary; headers are
+        /// those `Headers::insert` accepts (it refuses bad keys and control characters).
+        fn record()(
+            (id, topic, args, queue) in (any::<u64>(), text(), json(), 0..Queue::ALL.len()),
+            (external_id, attempt, max_retries, priority) in
+                (proptest::option::of(text()), any::<u32>(), proptest::option::of(any::<u32>()), any::<i16>()),
+            (enqueued_at, run_at, unique_key, unique_while_kept) in
+                (time(), time(), proptest::option::of(text()), any::<bool>()),
+            (first_started_at, started_at, finished_at) in
+                (proptest::option::of(time()), proptest::option::of(time()), proptest::option::of(time())),
+            errors in prop::collection::vec(error(), 0..4),
+            (result, progress, cancelled_by) in
+                (proptest::option::of(json()), proptest::option::of(json()), proptest::option::of(text())),
+            lease in proptest::option::of((text(), any::<u64>(), time())),
+            headers in prop::collection::vec(("[a-z][a-z0-9-]{0,6}", text()), 0..4),
+        ) -> TaskRecord {
+            let mut r = TaskRecord::new(TaskId::new(id), topic, Payload::from_stored(args));
+            r.queue = Queue::ALL[queue];
+            r.external_id = external_id.map(Into::into);
+            r.attempt = attempt;
+            r.max_retries = max_retries;
+            r.priority = priority;
+            r.enqueued_at = enqueued_at;
+            r.run_at = run_at;
+            r.unique_key = unique_key.map(Into::into);
+            r.unique_while_kept = unique_while_kept;
+            r.first_started_at = first_started_at;
+            r.started_at = started_at;
+            r.finished_at = finished_at;
+            r.errors = errors;
+            r.result = result.map(Payload::from_stored);
+            r.progress = progress.map(Payload::from_stored);
+            r.cancelled_by = cancelled_by.map(Into::into);
+            r.lease = lease.map(|(owner, token, deadline)| Lease { owner: owner.into(), token, deadline });
+            for (key, value) in headers {
+                // A value the rules refuse is left out: the codec stores what they allow.
+                let _ = r.headers.insert(key, value);
+            }
+            r
+        }
+    }
+
+    prop_compose! {
+        fn schedule()(
+            (name, spec, zone, topic) in (text(), text(), text(), text()),
+            (seen_at, paused) in (time(), any::<bool>()),
+            (last_tick, last_task, fired_at) in (
+                proptest::option::of(time()),
+                proptest::option::of(1..=u64::MAX),
+                proptest::option::of(time()),
+            ),
+        ) -> ScheduleState {
+            let entry = ScheduleEntry::new(name, spec, zone, topic);
+            let mut state = ScheduleState::new(&entry, seen_at);
+            state.paused = paused;
+            state.last_tick = last_tick;
+            state.last_task = last_task.map(TaskId::new);
+            state.fired_at = fired_at;
+            state
+        }
+    }
+
+    /// The entry of `r` in a chunk of its own.
+    fn chunk_of(r: &TaskRecord) -> Vec<u8> {
+        let mut out = Vec::new();
+        start_chunk(&mut out);
+        KeyParts::of(r).encode_entry(r, &mut out);
+        end_chunk(&mut out, 1);
+        out
+    }
+
+    /// Decodes `bytes` as a record under `key` and as a state: either may fail, but a
+    /// record's failure is `Corrupt`, and a record that decodes has the state read apart.
+    fn decode_any(key: &KeyParts<'_>, topic: &Arc<str>, bytes: &[u8]) -> Result<(), TestCaseError> {
+        let state = decode_state(bytes);
+        match decode_record(key, topic, bytes) {
+            Ok(r) => prop_assert_eq!(state, Some(State::of(&r))),
+            Err(e) => prop_assert_eq!(e.kind(), ErrorKind::Corrupt),
+        }
+        Ok(())
+    }
+
+    /// Splits any bytes as a chunk and reads every entry it finds: never a panic, and the
+    /// placeholder (if any) is a DEAD record.
+    fn read_chunk(first: u64, last: u64, value: &[u8]) -> Result<(), TestCaseError> {
+        let chunk = Chunk::parse(first, last, value);
+        for (id, range) in &chunk.entries {
+            let (parts, bytes) = KeyParts::decode(&value[range.clone()]).expect("parsed");
+            prop_assert_eq!(parts.id, *id);
+            let topic: Arc<str> = parts.topic.into();
+            decode_any(&parts, &topic, bytes)?;
+        }
+        if let Some(p) = chunk.placeholder(first, last, value) {
+            prop_assert_eq!(p.queue, Queue::Dead);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn records_round_trip(r in record()) {
+            let out = chunk_of(&r);
+            let chunk = Chunk::parse(r.id.get(), r.id.get(), &out);
+            prop_assert_eq!((chunk.broken_at, chunk.placeholder), (None, None));
+            let (parts, bytes) = KeyParts::decode(&out[chunk.find(r.id).unwrap()]).unwrap();
+            prop_assert_eq!(parts, KeyParts::of(&r));
+            prop_assert_eq!(decode_state(bytes), Some(State::of(&r)));
+            prop_assert_eq!(decode_record(&parts, &r.topic, bytes).unwrap(), r);
+        }
+
+        #[test]
+        fn arbitrary_bytes_are_a_record_or_corrupt(
+            bytes in prop::collection::vec(any::<u8>(), 0..256),
+            format in prop_oneof![Just(None), (1u8..=3).prop_map(Some)],
+        ) {
+            let r = TaskRecord::new(TaskId::new(1), "t", Payload::from_stored("1"));
+            let mut bytes = bytes;
+            // A known format byte gets the bytes past the first check.
+            if let (Some(f), Some(b)) = (format, bytes.first_mut()) {
+                *b = f;
+            }
+            decode_any(&KeyParts::of(&r), &r.topic, &bytes)?;
+            read_chunk(0, u64::MAX, &bytes)?;
+            let _ = KeyParts::decode(&bytes);
+        }
+
+        #[test]
+        fn cut_or_changed_records_never_panic(
+            r in record(),
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        ) {
+            let mut bytes = Vec::new();
+            encode_record(&r, &mut bytes);
+            let key = KeyParts::of(&r);
+            for len in 0..bytes.len() {
+                decode_any(&key, &r.topic, &bytes[..len])?;
+            }
+            let mut changed = bytes.clone();
+            for (at, value) in &flips {
+                changed[at.index(bytes.len())] = *value;
+            }
+            decode_any(&key, &r.topic, &changed)?;
+            // The same for the whole chunk: its head, the entry's head and the record.
+            let chunk = chunk_of(&r);
+            for len in 0..chunk.len() {
+                read_chunk(r.id.get(), r.id.get(), &chunk[..len])?;
+            }
+            let mut changed = chunk.clone();
+            for (at, value) in &flips {
+                changed[at.index(chunk.len())] = *value;
+            }
+            read_chunk(r.id.get(), r.id.get(), &changed)?;
+        }
+
+        #[test]
+        fn schedules_round_trip(state in schedule()) {
+            let bytes = encode_schedule(&state);
+            prop_assert_eq!(decode_schedule(state.name.as_bytes(), &bytes).unwrap(), state);
+        }
+
+        #[test]
+        fn arbitrary_bytes_are_a_schedule_or_corrupt(
+            name in prop::collection::vec(any::<u8>(), 0..16),
+            mut value in prop::collection::vec(any::<u8>(), 0..128),
+            known in any::<bool>(),
+        ) {
+            if let (true, Some(b)) = (known, value.first_mut()) {
+                *b = SCHEDULE_FORMAT;
+            }
+            if let Err(e) = decode_schedule(&name, &value) {
+                prop_assert_eq!(e.kind(), ErrorKind::Corrupt);
+            }
+        }
+
+        #[test]
+        fn cut_or_changed_schedules_never_panic(
+            state in schedule(),
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        ) {
+            let name = state.name.as_bytes();
+            let bytes = encode_schedule(&state);
+            // Every cut is short of a field or a string: corrupt, never a panic.
+            for len in 0..bytes.len() {
+                let e = decode_schedule(name, &bytes[..len]).unwrap_err();
+                prop_assert_eq!(e.kind(), ErrorKind::Corrupt);
+            }
+            let mut changed = bytes.clone();
+            for (at, value) in &flips {
+                changed[at.index(bytes.len())] = *value;
+            }
+            if let Err(e) = decode_schedule(name, &changed) {
+                prop_assert_eq!(e.kind(), ErrorKind::Corrupt);
+            }
+        }
+    }
+}
