@@ -327,3 +327,40 @@ pub fn final_stats(url: &str) -> taskmill_core::Stats {
             store.stats().await.expect("stats")
         })
 }
+
+/// Appends `line` and a newline to the record file at `path`, creating it: how a child
+/// process of a multi-process test reports to its parent (one write per line, so lines of
+/// several children never interleave mid-line).
+pub fn append_line(path: &Path, line: &str) {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open the record file");
+    file.write_all(format!("{line}\n").as_bytes())
+        .expect("write the record file");
+}
+
+/// A child process that is killed when the test ends, passed or not.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs this test binary again as a child, running only its test `entry`, with `spec` in
+/// the environment variable `env` (the entry does nothing without it).
+pub fn spawn_self(entry: &str, env: &str, spec: String) -> ChildGuard {
+    let child = Command::new(std::env::current_exe().expect("this test binary"))
+        .args(["--exact", entry, "--nocapture"])
+        .env(env, spec)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the child");
+    ChildGuard(child)
+}

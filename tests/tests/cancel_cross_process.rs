@@ -17,15 +17,15 @@
     allow(dead_code, unused_imports)
 )]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use taskmill::store::Cancellation;
 use taskmill::{Client, Manager, Task, TaskContext, TaskError, TaskId, TaskStatus};
 #[cfg(feature = "redis")]
 use taskmill_testkit::redis::{fresh_namespace, RedisServer};
 use taskmill_testkit::temp_dir;
+use taskmill_tests::process::{append_line, spawn_self, ChildGuard};
 
 /// Set in the child: `<store url>\n<record file>\n<lease ms>`.
 const CHILD_ENV: &str = "TASKMILL_CANCEL_CHILD";
@@ -70,49 +70,22 @@ fn child_process_entry() {
             .register("c", move |ctx: TaskContext| {
                 let log = log.clone();
                 async move {
-                    append(&log, &format!("start {} {}", ctx.id(), micros()));
+                    append_line(&log, &format!("start {} {}", ctx.id(), micros()));
                     ctx.cancelled().await;
-                    append(&log, &format!("cancelled {} {}", ctx.id(), micros()));
+                    append_line(&log, &format!("cancelled {} {}", ctx.id(), micros()));
                     Ok::<_, TaskError>(())
                 }
             })
             .expect("register");
         manager.start().await.expect("start");
-        append(&record, "ready");
+        append_line(&record, "ready");
         tokio::time::sleep(Duration::from_secs(300)).await;
     });
 }
 
-fn append(path: &Path, line: &str) {
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("open the record file");
-    file.write_all(format!("{line}\n").as_bytes())
-        .expect("write the record file");
-}
-
-/// Kills the child when the test ends, passed or not.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn spawn_child(url: &str, record: &Path, lease: Duration) -> ChildGuard {
     let spec = format!("{url}\n{}\n{}", record.display(), lease.as_millis());
-    let child = Command::new(std::env::current_exe().expect("this test binary"))
-        .args(["--exact", "child_process_entry", "--nocapture"])
-        .env(CHILD_ENV, spec)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start the child");
-    ChildGuard(child)
+    spawn_self("child_process_entry", CHILD_ENV, spec)
 }
 
 /// Waits until the record file has a line starting with `prefix`; returns the rest.

@@ -13,15 +13,15 @@
 )]
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
 use std::time::{Duration, Instant};
 use taskmill::store::ListOptions;
 use taskmill::{Manager, Queue, Schedule, Task, Timestamp};
 #[cfg(feature = "redis")]
 use taskmill_testkit::redis::{fresh_namespace, RedisServer};
 use taskmill_testkit::temp_dir;
+use taskmill_tests::process::{append_line, spawn_self, ChildGuard};
 
 /// Set in the child: `<store url>\n<record file>\n<stop at, ms since the epoch>`.
 const CHILD_ENV: &str = "TASKMILL_SCHEDULE_CHILD";
@@ -58,44 +58,17 @@ fn child_process_entry() {
             .stats_interval(None)
             .build();
         manager.start().await.expect("start");
-        append(&record, &format!("started {}", std::process::id()));
+        append_line(&record, &format!("started {}", std::process::id()));
         let left = stop_at.saturating_since(Timestamp::now());
         tokio::time::sleep(left.min(RUN_FOR + Duration::from_secs(60))).await;
         manager.close().await.expect("close");
-        append(&record, &format!("stopped {}", std::process::id()));
+        append_line(&record, &format!("stopped {}", std::process::id()));
     });
-}
-
-fn append(path: &Path, line: &str) {
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("open the record file");
-    file.write_all(format!("{line}\n").as_bytes())
-        .expect("write the record file");
-}
-
-/// Kills the child when the test ends, passed or not.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn spawn_child(url: &str, record: &Path, stop_at: Timestamp) -> ChildGuard {
     let spec = format!("{url}\n{}\n{}", record.display(), stop_at.as_millis());
-    let child = Command::new(std::env::current_exe().expect("this test binary"))
-        .args(["--exact", "child_process_entry", "--nocapture"])
-        .env(CHILD_ENV, spec)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start the child");
-    ChildGuard(child)
+    spawn_self("child_process_entry", CHILD_ENV, spec)
 }
 
 /// Runs the three children on `url` and checks the ticks they enqueued.

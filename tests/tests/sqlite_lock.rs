@@ -12,14 +12,14 @@
 // Without the sqlite feature, only the child's entry is left.
 #![cfg_attr(not(feature = "sqlite"), allow(dead_code, unused_imports))]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use taskmill::{Backoff, Manager, Task, TaskContext, TaskError, TopicOptions};
 use taskmill_testkit::temp_dir;
+use taskmill_tests::process::{append_line, spawn_self, ChildGuard};
 
 /// Set in the child: `<database file>\n<record file>\n<hold ms>\n<gap ms>\n<holds>`.
 const CHILD_ENV: &str = "TASKMILL_LOCK_CHILD";
@@ -69,35 +69,15 @@ fn child_process_entry() {
     for n in 1..=holds {
         conn.execute_batch("BEGIN IMMEDIATE")
             .expect("take the write lock");
-        append(&record, &format!("locked {n}"));
+        append_line(&record, &format!("locked {n}"));
         std::thread::sleep(hold);
         // A write inside the hold, so the lock is a real writer's, then commit.
         conn.execute_batch("PRAGMA user_version; COMMIT")
             .expect("release the write lock");
-        append(&record, &format!("released {n}"));
+        append_line(&record, &format!("released {n}"));
         if n < holds {
             std::thread::sleep(gap);
         }
-    }
-}
-
-fn append(path: &Path, line: &str) {
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("open the record file");
-    file.write_all(format!("{line}\n").as_bytes())
-        .expect("write the record file");
-}
-
-/// Kills the child when the test ends, passed or not.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -109,14 +89,7 @@ fn spawn_child(db: &Path, record: &Path) -> ChildGuard {
         HOLD.as_millis(),
         GAP.as_millis()
     );
-    let child = Command::new(std::env::current_exe().expect("this test binary"))
-        .args(["--exact", "child_process_entry", "--nocapture"])
-        .env(CHILD_ENV, spec)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start the child");
-    ChildGuard(child)
+    spawn_self("child_process_entry", CHILD_ENV, spec)
 }
 
 /// Waits until the record file has the line `line`, or the child exits without it.
