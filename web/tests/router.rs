@@ -16,14 +16,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use taskmill_core::store::{
-    Applied, ApplyOptions, CancelOptions, CancelStream, Cancellation, Capabilities, ClaimOptions,
-    Claimed, EnqueueOptions, Enqueued, LeaseRef, ListOptions, Outcome, OutcomeKind, Page, Progress,
-    PruneOptions, RecoverOptions, Recovered, RenewOptions, RequeueOptions, WakeStream,
+    ApplyOptions, Cancellation, ClaimOptions, Claimed, EnqueueOptions, LeaseRef, ListOptions,
+    Outcome, OutcomeKind, Page,
 };
-use taskmill_core::{
-    async_trait, Error, Event, EventStream, Payload, Queue, Result, Schedule, Stats, Store,
-    StoreExt, Task, TaskId, TaskRecord, Timestamp,
-};
+use taskmill_core::{Error, Payload, Queue, Result, Schedule, Store, StoreExt, Task, Timestamp};
 use taskmill_web::{router, DashboardOptions};
 use tower::ServiceExt;
 
@@ -1037,101 +1033,45 @@ impl Counted {
     }
 }
 
-#[async_trait]
-#[warn(clippy::missing_trait_methods)]
-impl Store for Counted {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn enqueue(&self, tasks: Vec<Task>, opts: &EnqueueOptions) -> Result<Vec<Enqueued>> {
-        self.inner.enqueue(tasks, opts).await
-    }
-    async fn claim(&self, opts: &ClaimOptions) -> Result<Vec<Claimed>> {
-        self.inner.claim(opts).await
-    }
-    async fn renew(&self, leases: &[LeaseRef], opts: &RenewOptions) -> Result<Vec<Applied>> {
-        self.inner.renew(leases, opts).await
-    }
-    async fn apply(&self, outcomes: &[Outcome], opts: &ApplyOptions) -> Result<Vec<Applied>> {
-        self.inner.apply(outcomes, opts).await
-    }
-    async fn progress(&self, updates: &[Progress]) -> Result<Vec<Applied>> {
-        self.inner.progress(updates).await
-    }
-    async fn recover(&self, opts: &RecoverOptions) -> Result<Vec<Recovered>> {
-        self.inner.recover(opts).await
-    }
-    async fn prune(&self, opts: &PruneOptions) -> Result<u64> {
-        self.inner.prune(opts).await
-    }
-    async fn stats(&self) -> Result<Stats> {
-        self.inner.stats().await
-    }
-    async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
-        self.inner.get(id).await
-    }
-    async fn list(&self, opts: &ListOptions) -> Result<Page> {
-        self.lists.fetch_add(1, Ordering::Relaxed);
-        self.largest_page.fetch_max(opts.limit, Ordering::Relaxed);
-        self.inner.list(opts).await
-    }
-    async fn requeue(&self, ids: &[TaskId], opts: &RequeueOptions) -> Result<Vec<bool>> {
-        self.inner.requeue(ids, opts).await
-    }
-    async fn delete(&self, ids: &[TaskId]) -> Result<Vec<bool>> {
-        self.inner.delete(ids).await
-    }
-    async fn cancel(&self, ids: &[TaskId], opts: &CancelOptions) -> Result<Vec<Cancellation>> {
-        self.inner.cancel(ids, opts).await
-    }
-    async fn set_paused(&self, topic: &str, paused: bool) -> Result<()> {
-        self.inner.set_paused(topic, paused).await
-    }
-    async fn register_schedules(
-        &self,
-        entries: &[taskmill_core::store::ScheduleEntry],
-        opts: &taskmill_core::store::RegisterOptions,
-    ) -> Result<Vec<taskmill_core::store::ScheduleState>> {
-        self.schedules_kept()?;
-        self.inner.register_schedules(entries, opts).await
-    }
-    async fn fire(
-        &self,
-        ticks: Vec<taskmill_core::store::Tick>,
-        opts: &EnqueueOptions,
-    ) -> Result<Vec<taskmill_core::store::Fired>> {
-        self.schedules_kept()?;
-        self.inner.fire(ticks, opts).await
-    }
-    async fn schedules(&self) -> Result<Vec<taskmill_core::store::ScheduleState>> {
-        self.schedules_kept()?;
-        self.inner.schedules().await
-    }
-    async fn set_schedule_paused(&self, name: &str, paused: bool) -> Result<bool> {
-        self.schedules_kept()?;
-        self.inner.set_schedule_paused(name, paused).await
-    }
-    async fn prune_schedules(
-        &self,
-        opts: &taskmill_core::store::PruneSchedulesOptions,
-    ) -> Result<u64> {
-        self.schedules_kept()?;
-        self.inner.prune_schedules(opts).await
-    }
-    async fn publish(&self, events: &[Event]) -> Result<()> {
-        self.inner.publish(events).await
-    }
-    fn has_subscribers(&self) -> bool {
-        self.inner.has_subscribers()
-    }
-    async fn subscribe(&self) -> Result<EventStream> {
-        self.inner.subscribe().await
-    }
-    async fn wakeups(&self) -> Result<WakeStream> {
-        self.inner.wakeups().await
-    }
-    async fn cancellations(&self) -> Result<CancelStream> {
-        self.inner.cancellations().await
+taskmill_testkit::forward_store! {
+    impl Store for Counted {
+        forward |s| &s.inner;
+        async fn list(&self, opts: &ListOptions) -> Result<Page> {
+            self.lists.fetch_add(1, Ordering::Relaxed);
+            self.largest_page.fetch_max(opts.limit, Ordering::Relaxed);
+            self.inner.list(opts).await
+        }
+        async fn register_schedules(
+            &self,
+            entries: &[taskmill_core::store::ScheduleEntry],
+            opts: &taskmill_core::store::RegisterOptions,
+        ) -> Result<Vec<taskmill_core::store::ScheduleState>> {
+            self.schedules_kept()?;
+            self.inner.register_schedules(entries, opts).await
+        }
+        async fn fire(
+            &self,
+            ticks: Vec<taskmill_core::store::Tick>,
+            opts: &EnqueueOptions,
+        ) -> Result<Vec<taskmill_core::store::Fired>> {
+            self.schedules_kept()?;
+            self.inner.fire(ticks, opts).await
+        }
+        async fn schedules(&self) -> Result<Vec<taskmill_core::store::ScheduleState>> {
+            self.schedules_kept()?;
+            self.inner.schedules().await
+        }
+        async fn set_schedule_paused(&self, name: &str, paused: bool) -> Result<bool> {
+            self.schedules_kept()?;
+            self.inner.set_schedule_paused(name, paused).await
+        }
+        async fn prune_schedules(
+            &self,
+            opts: &taskmill_core::store::PruneSchedulesOptions,
+        ) -> Result<u64> {
+            self.schedules_kept()?;
+            self.inner.prune_schedules(opts).await
+        }
     }
 }
 
