@@ -175,7 +175,24 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::same;
+    use super::{same, ServeArgs};
+    use clap::Parser;
+    use std::time::Duration;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn the_no_worker_threshold_defaults_to_a_minute_and_takes_a_duration() {
+        let default = Command::try_parse_from(["serve"]).unwrap().serve;
+        assert_eq!(default.unworked_after, Duration::from_secs(60));
+        let set = Command::try_parse_from(["serve", "--unworked-after", "5m"]).unwrap();
+        assert_eq!(set.serve.unworked_after, Duration::from_secs(300));
+        assert!(Command::try_parse_from(["serve", "--unworked-after", "soon"]).is_err());
+    }
 
     #[test]
     fn tokens_match_only_when_equal() {
