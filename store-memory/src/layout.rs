@@ -12,7 +12,7 @@
 use crate::finished::Finished;
 use crate::ready::ReadyQueue;
 use crate::records::Records;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::Arc;
@@ -31,6 +31,13 @@ pub(crate) struct State {
     pub tasks: Records,
     /// Every topic that ever held a task or was paused, with its indexes.
     pub topics: FxHashMap<Arc<str>, Topic>,
+    /// The topics a claim looks at: every unpaused topic with due INPUT tasks is here
+    /// (and [`Topic::listed`]), so a claim costs nothing for the topics with nothing due.
+    /// A topic may stay listed after its last task leaves INPUT, until a claim finds it so.
+    pub waiting: FxHashSet<Arc<str>>,
+    /// Topics taken off `waiting` because their INPUT tasks were all scheduled for later,
+    /// by the earliest such time: each is listed again when that time comes.
+    pub sleeping: BTreeSet<(Timestamp, Arc<str>)>,
     /// Every schedule registered or fired, by name (ordered, as listing returns them).
     pub schedules: BTreeMap<Arc<str>, ScheduleState>,
 }
@@ -53,6 +60,8 @@ pub(crate) struct Topic {
     pub unique: FxHashMap<Box<str>, TaskId>,
     pub counters: Counters,
     pub paused: bool,
+    /// Whether the topic is in [`State::waiting`].
+    pub listed: bool,
 }
 
 impl Topic {
@@ -63,9 +72,13 @@ impl Topic {
         }
     }
 
-    /// Indexes a task that entered INPUT; `new` when it was just enqueued.
-    pub fn push_input(&mut self, record: &TaskRecord, now: Timestamp, new: bool) {
+    /// Indexes a task that entered INPUT; `new` when it was just enqueued. True when the
+    /// topic must now be added to [`State::waiting`] (see [`State::mark_waiting`]).
+    #[must_use = "a topic with INPUT tasks must be listed as waiting"]
+    pub fn push_input(&mut self, record: &TaskRecord, now: Timestamp, new: bool) -> bool {
         self.input += 1;
+        let list = !self.listed && !self.paused;
+        self.listed |= list;
         if record.run_at > now {
             self.scheduled.push(Reverse((record.run_at, record.id)));
         } else if new {
@@ -75,6 +88,7 @@ impl Topic {
             self.ready
                 .push_returned(record.priority, record.id, record.run_at);
         }
+        list
     }
 
     /// Moves scheduled tasks that are due by `now` to `ready`.
@@ -90,6 +104,12 @@ impl Topic {
         }
     }
 
+    /// The earliest due time of the scheduled tasks (an entry of a task since deleted or
+    /// moved may answer, which only wakes the topic early).
+    pub fn next_scheduled(&self) -> Option<Timestamp> {
+        self.scheduled.peek().map(|Reverse((run_at, _))| *run_at)
+    }
+
     /// The next due task.
     pub fn pop_ready(&mut self, tasks: &Records) -> Option<TaskId> {
         let id = self.ready.pop(tasks)?;
@@ -98,10 +118,12 @@ impl Topic {
     }
 
     /// Files a task under the queue it just moved to, and frees its unique key if it no
-    /// longer holds it (a finished task that does not hold it while kept).
-    pub fn push(&mut self, record: &TaskRecord, now: Timestamp) {
+    /// longer holds it (a finished task that does not hold it while kept). True as
+    /// [`push_input`](Self::push_input) says.
+    #[must_use = "a topic with INPUT tasks must be listed as waiting"]
+    pub fn push(&mut self, record: &TaskRecord, now: Timestamp) -> bool {
         match record.queue {
-            Queue::Input => self.push_input(record, now, false),
+            Queue::Input => return self.push_input(record, now, false),
             Queue::Work => {
                 self.work.insert(record.id);
             }
@@ -116,6 +138,7 @@ impl Topic {
                 }
             }
         }
+        false
     }
 
     /// Takes a task's entry out of the index of its queue, for a record about to be
@@ -175,9 +198,34 @@ impl Topic {
 }
 
 impl State {
-    /// The indexes of topic `name`, made on first use.
-    pub fn topic(&mut self, name: &Arc<str>) -> &mut Topic {
-        self.topics
+    /// Adds topic `name` to [`waiting`](Self::waiting), after [`Topic::push_input`] or
+    /// [`Topic::push`] said so (they set [`Topic::listed`]).
+    pub fn mark_waiting(waiting: &mut FxHashSet<Arc<str>>, list: bool, name: &Arc<str>) {
+        if list {
+            waiting.insert(name.clone());
+        }
+    }
+
+    /// Lists the sleeping topics whose time has come.
+    pub fn wake_topics(&mut self, now: Timestamp) {
+        while let Some(entry) = self.sleeping.first() {
+            if entry.0 > now {
+                break;
+            }
+            let (_, name) = self.sleeping.pop_first().expect("an entry was seen");
+            if let Some(topic) = self.topics.get_mut(&name) {
+                if !topic.listed && !topic.paused && topic.input > 0 {
+                    topic.listed = true;
+                    self.waiting.insert(name);
+                }
+            }
+        }
+    }
+
+    /// The indexes of topic `name` in `topics`, made on first use. (Over the map alone,
+    /// so [`waiting`](Self::waiting) can be changed while the topic is held.)
+    pub fn topic<'a>(topics: &'a mut FxHashMap<Arc<str>, Topic>, name: &Arc<str>) -> &'a mut Topic {
+        topics
             .entry(name.clone())
             .or_insert_with(|| Topic::new(name.clone()))
     }

@@ -1,14 +1,15 @@
 //! The operations, one per [`Store`](taskmill_core::Store) call, as changes to the
 //! [`State`]. The store runs each under its one lock, which makes every move atomic.
 
-use crate::layout::State;
+use crate::layout::{State, Topic};
+use rustc_hash::FxHashSet;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 use taskmill_core::raw::{RecordExt, TaskExt};
 use taskmill_core::store::{
     Applied, CancelOptions, Cancellation, ClaimOptions, Claimed, EnqueueOptions, Enqueued, Fired,
     LeaseRef, ListOptions, Outcome, Page, Progress, PruneOptions, Recovered, ScheduleEntry,
-    ScheduleState, Tick,
+    ScheduleState, Tick, TopicClaim,
 };
 use taskmill_core::{Event, Lease, Queue, Stats, Task, TaskId, TaskRecord, Timestamp};
 
@@ -37,12 +38,13 @@ impl State {
             if let Some(events) = events.as_deref_mut() {
                 events.push(Event::enqueued(&record));
             }
-            let topic = self.topic(&record.topic);
+            let topic = State::topic(&mut self.topics, &record.topic);
             if let Some(key) = &record.unique_key {
                 topic.unique.insert(key.clone(), id);
             }
             topic.counters.enqueued += 1;
-            topic.push_input(&record, opts.now, true);
+            let list = topic.push_input(&record, opts.now, true);
+            State::mark_waiting(&mut self.waiting, list, &record.topic);
             self.tasks.insert(id, record);
             results.push(Enqueued::New(id));
         }
@@ -52,7 +54,14 @@ impl State {
     pub fn claim(&mut self, req: &ClaimOptions) -> Vec<Claimed> {
         let mut claimed = Vec::with_capacity(req.limit.min(1024));
         let deadline = req.deadline();
-        for wanted in &req.topics {
+        self.wake_topics(req.now);
+        // Only the waiting topics can give a task: visit those of the claim, in its order.
+        let wanted_topics: Vec<&TopicClaim> = if self.waiting.len() < req.topics.len() {
+            req.due_in_order(self.waiting.iter().map(|t| &**t))
+        } else {
+            req.in_order().collect()
+        };
+        for wanted in wanted_topics {
             let remaining = req.limit - claimed.len();
             if remaining == 0 {
                 break;
@@ -61,6 +70,7 @@ impl State {
                 continue;
             };
             if topic.paused {
+                Self::unlist(&mut self.waiting, topic);
                 continue;
             }
             let allowed = match wanted.max_running {
@@ -70,10 +80,12 @@ impl State {
                 None => remaining,
             };
             topic.promote(req.now, &self.tasks);
-            for _ in 0..allowed {
+            let mut taken = 0;
+            while taken < allowed {
                 let Some(id) = topic.pop_ready(&self.tasks) else {
                     break;
                 };
+                taken += 1;
                 let record = self.tasks.get_mut(&id).expect("indexed tasks exist");
                 self.last_token += 1;
                 let lease = Lease {
@@ -85,8 +97,23 @@ impl State {
                 topic.work.insert(id);
                 claimed.push(Claimed::Ready(record.clone()));
             }
+            if taken < allowed {
+                // Nothing due is left: off the list until a task comes, or falls due.
+                if let Some(at) = topic.next_scheduled() {
+                    self.sleeping.insert((at, topic.name.clone()));
+                }
+                Self::unlist(&mut self.waiting, topic);
+            }
         }
         claimed
+    }
+
+    /// Takes `topic` off the waiting list.
+    fn unlist(waiting: &mut FxHashSet<Arc<str>>, topic: &mut Topic) {
+        if topic.listed {
+            topic.listed = false;
+            waiting.remove(&topic.name);
+        }
     }
 
     pub fn renew(&mut self, leases: &[LeaseRef], deadline: Timestamp) -> Vec<Applied> {
@@ -156,7 +183,8 @@ impl State {
                     self.tasks.discard(&id);
                 }
                 Some(queue) => {
-                    topic.push(record, now);
+                    let list = topic.push(record, now);
+                    State::mark_waiting(&mut self.waiting, list, &topic.name);
                     requeued |= queue == Queue::Input;
                 }
             }
@@ -183,7 +211,8 @@ impl State {
                 let record = self.tasks.get_mut(&id).expect("indexed tasks exist");
                 topic.work.remove(&id);
                 let queue = record.recover(now, &mut topic.counters);
-                topic.push(record, now);
+                let list = topic.push(record, now);
+                State::mark_waiting(&mut self.waiting, list, &topic.name);
                 recovered.push(Recovered {
                     id,
                     topic: topic.name.clone(),
@@ -297,7 +326,8 @@ impl State {
                     .expect("a stored task's topic exists");
                 topic.dead.remove(id);
                 record.requeue(now, &mut topic.counters);
-                topic.push_input(record, now, false);
+                let list = topic.push_input(record, now, false);
+                State::mark_waiting(&mut self.waiting, list, &topic.name);
                 true
             })
             .collect()
@@ -330,7 +360,8 @@ impl State {
                         // Out of INPUT: its ready or scheduled entry is skipped when it
                         // surfaces.
                         topic.input -= 1;
-                        topic.push(record, opts.now);
+                        // To CANCELLED: nothing to list.
+                        let _ = topic.push(record, opts.now);
                         if let Some(events) = events.as_deref_mut() {
                             events.push(Event::TaskCancelled {
                                 id: *id,
@@ -350,7 +381,13 @@ impl State {
 
     pub fn set_paused(&mut self, name: &str, paused: bool) {
         let name: Arc<str> = Arc::from(name);
-        self.topic(&name).paused = paused;
+        let topic = State::topic(&mut self.topics, &name);
+        topic.paused = paused;
+        // A paused topic leaves `waiting` when a claim meets it; resumed, it is back.
+        if !paused && !topic.listed && topic.input > 0 {
+            topic.listed = true;
+            self.waiting.insert(name);
+        }
     }
 }
 

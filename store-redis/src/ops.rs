@@ -367,7 +367,7 @@ pub(crate) async fn enqueue(
 pub(crate) async fn claim(store: &RedisStore, req: &ClaimOptions) -> Result<Vec<Claimed>> {
     let mut claimed = Vec::new();
     let deadline = req.deadline().as_millis();
-    for wanted in &req.topics {
+    for wanted in req.in_order() {
         let remaining = req.limit.saturating_sub(claimed.len());
         if remaining == 0 {
             break;

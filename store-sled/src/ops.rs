@@ -327,7 +327,7 @@ impl Writer {
     pub fn claim(&mut self, req: &ClaimOptions) -> Result<Vec<Claimed>> {
         let mut claimed = Vec::with_capacity(req.limit.min(1024));
         let deadline = req.deadline();
-        for wanted in &req.topics {
+        for wanted in req.in_order() {
             let Some(topic) = self.index.find_topic(&wanted.topic) else {
                 continue;
             };

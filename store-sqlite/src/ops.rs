@@ -330,7 +330,7 @@ pub fn claim(conn: &mut rusqlite::Connection, req: &ClaimOptions) -> R<Vec<Claim
     let deadline = req.deadline();
     let mut deltas = Deltas::new();
     let mut claimed = Vec::with_capacity(req.limit.min(1024));
-    for wanted in &req.topics {
+    for wanted in req.in_order() {
         let remaining = req.limit - claimed.len();
         if remaining == 0 {
             break;

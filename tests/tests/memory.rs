@@ -307,7 +307,12 @@ mod faulty_store {
             async fn claim(&self, opts: &ClaimOptions) -> Result<Vec<Claimed>> {
                 let mut opts = opts.clone();
                 if self.claims_strays {
-                    opts.topics.insert(0, TopicClaim::new("stray"));
+                    // The stray topic comes first, whichever topic the claim starts from.
+                    let ordered: Vec<TopicClaim> = opts.in_order().cloned().collect();
+                    opts.topics = std::iter::once(TopicClaim::new("stray"))
+                        .chain(ordered)
+                        .collect();
+                    opts.first = 0;
                 }
                 self.inner.claim(&opts).await
             }

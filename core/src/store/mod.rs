@@ -67,9 +67,9 @@ pub(crate) mod url;
 pub use capabilities::Capabilities;
 pub use ext::StoreExt;
 pub use options::{
-    ApplyOptions, CancelOptions, ClaimOptions, EnqueueOptions, ListOptions, PruneOptions,
-    PruneSchedulesOptions, RecoverOptions, RegisterOptions, RenewOptions, RequeueOptions,
-    TopicClaim, DEFAULT_MAX_RETRIES,
+    ApplyOptions, CancelOptions, ClaimOptions, ClaimTopics, EnqueueOptions, ListOptions,
+    PruneOptions, PruneSchedulesOptions, RecoverOptions, RegisterOptions, RenewOptions,
+    RequeueOptions, TopicClaim, DEFAULT_MAX_RETRIES,
 };
 pub use outcome::{Applied, Cancellation, LeaseRef, Outcome, OutcomeKind, Progress};
 pub use results::{Claimed, Enqueued, Page, Recovered, LEASE_EXPIRED_ERROR};

@@ -8,6 +8,7 @@
 
 use crate::task::{Queue, TaskId};
 use crate::time::Timestamp;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,12 +67,75 @@ impl TopicClaim {
     }
 }
 
+/// The topics a manager claims from, built once and shared by every claim it makes (a
+/// clone is a reference count), so describing a claim costs nothing per topic.
+///
+/// A topic named twice is claimed from at its first place, with its first limits.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimTopics(Arc<TopicList>);
+
+#[derive(Debug, Default)]
+struct TopicList {
+    claims: Vec<TopicClaim>,
+    /// Each topic's place in `claims`.
+    places: HashMap<Arc<str>, usize>,
+}
+
+impl ClaimTopics {
+    /// How many topics there are.
+    pub fn len(&self) -> usize {
+        self.0.claims.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.claims.is_empty()
+    }
+
+    /// The topics, in their fixed order.
+    pub fn iter(&self) -> std::slice::Iter<'_, TopicClaim> {
+        self.0.claims.iter()
+    }
+
+    /// The claim of `topic`, if it is one of these.
+    pub fn get(&self, topic: &str) -> Option<&TopicClaim> {
+        self.place(topic).map(|at| &self.0.claims[at])
+    }
+
+    /// The place of `topic` in the fixed order, if it is one of these.
+    pub fn place(&self, topic: &str) -> Option<usize> {
+        self.0.places.get(topic).copied()
+    }
+}
+
+impl FromIterator<TopicClaim> for ClaimTopics {
+    fn from_iter<I: IntoIterator<Item = TopicClaim>>(iter: I) -> Self {
+        let mut list = TopicList::default();
+        for claim in iter {
+            if !list.places.contains_key(&claim.topic) {
+                list.places.insert(claim.topic.clone(), list.claims.len());
+                list.claims.push(claim);
+            }
+        }
+        ClaimTopics(Arc::new(list))
+    }
+}
+
 /// Options for [`Store::claim`](super::Store::claim).
+///
+/// A claim fills up from its [first](Self::first) topic, then the ones after it in
+/// [`topics`](Self::topics)' order, wrapping round: [`in_order`](Self::in_order) walks
+/// them so. A store that knows which topics have due work (an index kept with its
+/// queues) visits only those, in the same order, with [`due_in_order`](Self::due_in_order),
+/// so a claim costs nothing for the topics that have nothing due.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ClaimOptions {
-    /// The topics to claim from, in the order to try them.
-    pub topics: Vec<TopicClaim>,
+    /// The topics to claim from.
+    pub topics: ClaimTopics,
+    /// The place in `topics` of the topic the claim starts from (taken modulo their
+    /// number); 0 unless set.
+    pub first: usize,
     /// At most this many tasks in total.
     pub limit: usize,
     /// Who claims: written into each lease.
@@ -83,20 +147,69 @@ pub struct ClaimOptions {
 }
 
 impl ClaimOptions {
-    /// A claim of up to `limit` tasks from `topics` by `owner` at `now`, with a 30 s lease.
+    /// A claim of up to `limit` tasks from `topics`, in that order, by `owner` at `now`,
+    /// with a 30 s lease.
     pub fn new(
         topics: impl IntoIterator<Item = TopicClaim>,
         limit: usize,
         owner: impl Into<Arc<str>>,
         now: Timestamp,
     ) -> Self {
+        Self::with_topics(topics.into_iter().collect(), limit, owner, now)
+    }
+
+    /// A claim from a shared topic list: see [`new`](Self::new).
+    pub fn with_topics(
+        topics: ClaimTopics,
+        limit: usize,
+        owner: impl Into<Arc<str>>,
+        now: Timestamp,
+    ) -> Self {
         ClaimOptions {
-            topics: topics.into_iter().collect(),
+            topics,
+            first: 0,
             limit,
             owner: owner.into(),
             now,
             lease: Duration::from_secs(30),
         }
+    }
+
+    /// Starts the claim from the topic at place `first`.
+    pub fn first(mut self, first: usize) -> Self {
+        self.first = first;
+        self
+    }
+
+    /// The topics in claim order: from the first round to the one before it.
+    pub fn in_order(&self) -> impl Iterator<Item = &TopicClaim> {
+        let claims = &self.topics.0.claims;
+        let first = self.first.checked_rem(claims.len()).unwrap_or(0);
+        claims[first..].iter().chain(&claims[..first])
+    }
+
+    /// The claimed topics among `due`, in claim order: for a store that knows which
+    /// topics may have due work. Names not claimed from are left out, and so are repeats.
+    ///
+    /// Costs O(d log d) for `d` names, whatever the number of claimed topics.
+    pub fn due_in_order<'a, 'd>(
+        &'a self,
+        due: impl IntoIterator<Item = &'d str>,
+    ) -> Vec<&'a TopicClaim> {
+        let len = self.topics.len();
+        let first = self.first.checked_rem(len).unwrap_or(0);
+        let mut turns: Vec<usize> = due
+            .into_iter()
+            .filter_map(|topic| self.topics.place(topic))
+            .map(|place| (place + len - first) % len)
+            .collect();
+        turns.sort_unstable();
+        turns.dedup();
+        let claims = &self.topics.0.claims;
+        turns
+            .into_iter()
+            .map(|turn| &claims[(turn + first) % len])
+            .collect()
     }
 
     /// Sets the lease duration.

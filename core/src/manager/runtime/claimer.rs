@@ -7,7 +7,7 @@ use super::Shared;
 use crate::event::Event;
 use crate::manager::exchange::{Exchange, Producer};
 use crate::manager::run::Run;
-use crate::store::{ClaimOptions, Claimed, OutcomeKind, TopicClaim, WakeStream};
+use crate::store::{ClaimOptions, ClaimTopics, Claimed, OutcomeKind, TopicClaim, WakeStream};
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,12 +68,13 @@ impl Shared {
             // Each claim starts from the next topic in weighted turn (a claim fills up from
             // its first topic), so busy topics share the workers by weight.
             let first = order.next();
-            let req = ClaimOptions::new(
-                topics[first..].iter().chain(&topics[..first]).cloned(),
+            let req = ClaimOptions::with_topics(
+                topics.clone(),
                 limit,
                 self.id.clone(),
                 self.config.clock.now(),
             )
+            .first(first)
             .lease(self.config.lease);
             // A claim in flight is never dropped: it could strand tasks until their lease
             // expires. Shutdown waits for it, then releases what it claimed.
@@ -101,7 +102,7 @@ impl Shared {
     }
 
     /// The registered topics as a claim names them, in a fixed order.
-    fn claim_topics(&self) -> Vec<TopicClaim> {
+    fn claim_topics(&self) -> ClaimTopics {
         let mut topics: Vec<TopicClaim> = self
             .topics
             .keys()
@@ -113,7 +114,7 @@ impl Shared {
             })
             .collect();
         topics.sort_by(|a, b| a.topic.cmp(&b.topic));
-        topics
+        topics.into_iter().collect()
     }
 
     /// Waits for a wake-up, the poll interval, or shutdown; false on shutdown.
