@@ -87,7 +87,7 @@ const PROMOTE: &str = "UPDATE tasks SET state = 0 \
      WHERE topic = ?1 AND state = 1 AND state <= 1 AND run_at <= ?2";
 
 /// What a claim needs to know of topic `?1`.
-const TOPIC_STATE: &str = "SELECT paused, work FROM topics WHERE topic = ?1";
+const TOPIC_STATE: &str = "SELECT paused, work, input FROM topics WHERE topic = ?1";
 
 /// A renewal: `is_owned_by`, and no cancel request.
 const EXTEND: &str = "UPDATE tasks SET lease_deadline = ?3 \
@@ -339,12 +339,19 @@ pub fn claim(conn: &mut rusqlite::Connection, req: &ClaimOptions) -> R<Vec<Claim
         let row = tx
             .prepare_cached(TOPIC_STATE)?
             .query_row([topic.as_ref()], |r| {
-                Ok((r.get::<_, bool>(0)?, r.get::<_, i64>(1)?))
+                Ok((
+                    r.get::<_, bool>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
             })
             .optional()?;
-        // No row: the topic never held a task.
-        let Some((paused, work)) = row else { continue };
-        if paused {
+        // No row: the topic never held a task. Nothing in INPUT: nothing to promote or
+        // take, so an idle topic costs this one lookup.
+        let Some((paused, work, input)) = row else {
+            continue;
+        };
+        if paused || input == 0 {
             continue;
         }
         let allowed = match wanted.max_running {
