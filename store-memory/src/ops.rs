@@ -55,12 +55,20 @@ impl State {
         let mut claimed = Vec::with_capacity(req.limit.min(1024));
         let deadline = req.deadline();
         self.wake_topics(req.now);
-        // Only the waiting topics can give a task: visit those of the claim, in its order.
-        let wanted_topics: Vec<&TopicClaim> = if self.waiting.len() < req.topics.len() {
-            req.due_in_order(self.waiting.iter().map(|t| &**t))
-        } else {
-            req.in_order().collect()
-        };
+        // Only the waiting topics can give a task. When few of the claim's topics wait,
+        // sort those into its order; otherwise walk its order, which stops once the claim
+        // is full, and step over the rest.
+        let (mut sparse, mut dense);
+        let wanted_topics: &mut dyn Iterator<Item = &TopicClaim> =
+            if self.waiting.len() * 8 < req.topics.len() {
+                sparse = req
+                    .due_in_order(self.waiting.iter().map(|t| &**t))
+                    .into_iter();
+                &mut sparse
+            } else {
+                dense = req.in_order();
+                &mut dense
+            };
         for wanted in wanted_topics {
             let remaining = req.limit - claimed.len();
             if remaining == 0 {
@@ -69,6 +77,9 @@ impl State {
             let Some(topic) = self.topics.get_mut(&wanted.topic) else {
                 continue;
             };
+            if !topic.listed {
+                continue;
+            }
             if topic.paused {
                 Self::unlist(&mut self.waiting, topic);
                 continue;

@@ -8,7 +8,7 @@
 
 use crate::task::{Queue, TaskId};
 use crate::time::Timestamp;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,7 +78,7 @@ pub struct ClaimTopics(Arc<TopicList>);
 struct TopicList {
     claims: Vec<TopicClaim>,
     /// Each topic's place in `claims`.
-    places: HashMap<Arc<str>, usize>,
+    places: FxHashMap<Arc<str>, usize>,
 }
 
 impl ClaimTopics {
