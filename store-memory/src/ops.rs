@@ -485,3 +485,86 @@ fn smallest(ids: impl Iterator<Item = TaskId>, n: usize) -> Vec<TaskId> {
     }
     kept.into_sorted_vec()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::State;
+    use std::time::Duration;
+    use taskmill_core::store::{ClaimOptions, EnqueueOptions, TopicClaim};
+    use taskmill_core::{Task, Timestamp};
+
+    const T0: Timestamp = Timestamp::from_millis(1_000_000);
+
+    fn claim(state: &mut State, topics: &[&str], now: Timestamp) -> Vec<String> {
+        let opts = ClaimOptions::new(topics.iter().map(|t| TopicClaim::new(*t)), 100, "m", now);
+        state
+            .claim(&opts)
+            .into_iter()
+            .map(|c| match c {
+                taskmill_core::store::Claimed::Ready(r) => r.topic.to_string(),
+                taskmill_core::store::Claimed::Corrupt { .. } => panic!("corrupt"),
+            })
+            .collect()
+    }
+
+    fn enqueue(state: &mut State, task: Task, now: Timestamp) {
+        state.enqueue(vec![task], &EnqueueOptions::new(now), None);
+    }
+
+    /// The index of waiting topics follows every way a topic gains or loses due work:
+    /// a topic found empty leaves it, one whose tasks are all later sleeps until then, a
+    /// paused one leaves it and comes back on resume, and a new task lists it again.
+    #[test]
+    fn the_waiting_index_follows_due_work() {
+        let mut state = State::default();
+        let names: Vec<String> = (0..40).map(|i| format!("t{i:02}")).collect();
+        let topics: Vec<&str> = names.iter().map(String::as_str).collect();
+        enqueue(&mut state, Task::new("t03", &1).unwrap(), T0);
+        let later = T0 + Duration::from_secs(60);
+        enqueue(&mut state, Task::new("t07", &2).unwrap().run_at(later), T0);
+        enqueue(&mut state, Task::new("t09", &3).unwrap(), T0);
+        state.set_paused("t09", true);
+
+        assert_eq!(claim(&mut state, &topics, T0), ["t03"]);
+        // t03 is empty and t07 waits for later: neither is listed; t09 is paused.
+        assert!(state.waiting.is_empty(), "{:?}", state.waiting);
+        assert_eq!(state.sleeping.len(), 1);
+        assert!(claim(&mut state, &topics, T0).is_empty());
+
+        // Due time comes: t07 is listed again and claimed.
+        assert_eq!(claim(&mut state, &topics, later), ["t07"]);
+        assert!(state.sleeping.is_empty());
+
+        // Resumed, t09 is listed again.
+        state.set_paused("t09", false);
+        assert!(state.waiting.contains("t09"));
+        // A new task lists an empty topic again.
+        enqueue(&mut state, Task::new("t03", &4).unwrap(), later);
+        let mut got = claim(&mut state, &topics, later);
+        got.sort();
+        assert_eq!(got, ["t03", "t09"]);
+        assert!(state.waiting.is_empty());
+    }
+
+    /// When few topics wait, the claim still takes them in its order, from its first.
+    #[test]
+    fn a_sparse_claim_keeps_the_claim_order() {
+        let mut state = State::default();
+        let names: Vec<String> = (0..40).map(|i| format!("t{i:02}")).collect();
+        let topics: Vec<&str> = names.iter().map(String::as_str).collect();
+        for topic in ["t30", "t05", "t12"] {
+            enqueue(&mut state, Task::new(topic, &0).unwrap(), T0);
+        }
+        let opts =
+            ClaimOptions::new(topics.iter().map(|t| TopicClaim::new(*t)), 100, "m", T0).first(10);
+        let order: Vec<String> = state
+            .claim(&opts)
+            .into_iter()
+            .map(|c| match c {
+                taskmill_core::store::Claimed::Ready(r) => r.topic.to_string(),
+                taskmill_core::store::Claimed::Corrupt { .. } => panic!("corrupt"),
+            })
+            .collect();
+        assert_eq!(order, ["t12", "t30", "t05"]);
+    }
+}
