@@ -328,14 +328,18 @@ impl Writer {
         let mut claimed = Vec::with_capacity(req.limit.min(1024));
         let deadline = req.deadline();
         for wanted in req.in_order() {
+            let remaining = req.limit - claimed.len();
+            if remaining == 0 {
+                break;
+            }
             let Some(topic) = self.index.find_topic(&wanted.topic) else {
                 continue;
             };
             let stats = self.index.topic(topic).stats;
-            if stats.paused {
+            // Nothing in INPUT: nothing to take, so an idle topic costs this lookup.
+            if stats.paused || stats.sizes.input == 0 {
                 continue;
             }
-            let remaining = req.limit - claimed.len();
             let allowed = match wanted.max_running {
                 Some(max) => (max as u64)
                     .saturating_sub(stats.sizes.work)
