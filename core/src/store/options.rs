@@ -436,3 +436,43 @@ impl PruneSchedulesOptions {
         PruneSchedulesOptions { seen_before }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{ClaimOptions, TopicClaim};
+    use crate::time::Timestamp;
+
+    fn claim(topics: &[&str], first: usize) -> ClaimOptions {
+        ClaimOptions::new(
+            topics.iter().map(|t| TopicClaim::new(*t)),
+            10,
+            "m",
+            Timestamp::from_millis(0),
+        )
+        .first(first)
+    }
+
+    fn names<'a>(claims: impl IntoIterator<Item = &'a TopicClaim>) -> Vec<&'a str> {
+        claims.into_iter().map(|c| &*c.topic).collect()
+    }
+
+    /// A claim walks its topics from its first round to the one before; a topic named
+    /// twice keeps its first place, and a first past the end wraps.
+    #[test]
+    fn claims_walk_their_topics_from_the_first() {
+        let c = claim(&["a", "b", "a", "c", "d"], 2);
+        assert_eq!(c.topics.len(), 4);
+        assert_eq!(names(c.in_order()), ["c", "d", "a", "b"]);
+        assert_eq!(names(claim(&["a", "b", "c"], 7).in_order()), ["b", "c", "a"]);
+        assert!(claim(&[], 3).in_order().next().is_none());
+    }
+
+    /// The due topics come back in the claim's order, without strangers or repeats.
+    #[test]
+    fn due_topics_come_in_claim_order() {
+        let c = claim(&["a", "b", "c", "d", "e"], 3);
+        let due = ["b", "zz", "e", "a", "b", "d"];
+        assert_eq!(names(c.due_in_order(due)), ["d", "e", "a", "b"]);
+        assert!(claim(&[], 0).due_in_order(["a"]).is_empty());
+    }
+}
