@@ -143,7 +143,8 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// # Behavior
     /// - A task is due when `run_at <= opts.now`. Within a topic, due tasks are claimed in
-    ///   ascending `priority`, then ascending id (FIFO). Topics are tried in the order given.
+    ///   ascending `priority`, then ascending id (FIFO). Topics are tried in
+    ///   [`ClaimOptions::in_order`]: from `opts.first`, wrapping round.
     /// - Paused topics are skipped. A topic with `max_running` gives at most as many tasks
     ///   as keep its WORK size (store-wide) within the limit.
     /// - Each claimed task's `attempt` goes up by 1, `started_at` (and, the first time,

@@ -463,7 +463,10 @@ mod tests {
         let c = claim(&["a", "b", "a", "c", "d"], 2);
         assert_eq!(c.topics.len(), 4);
         assert_eq!(names(c.in_order()), ["c", "d", "a", "b"]);
-        assert_eq!(names(claim(&["a", "b", "c"], 7).in_order()), ["b", "c", "a"]);
+        assert_eq!(
+            names(claim(&["a", "b", "c"], 7).in_order()),
+            ["b", "c", "a"]
+        );
         assert!(claim(&[], 3).in_order().next().is_none());
     }
 
