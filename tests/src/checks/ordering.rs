@@ -80,6 +80,38 @@ checks!(
         assert_eq!(stats.topic("c").sizes.input, 2);
     }
 
+    /// A claim starts from its first topic and wraps round; among many topics of which
+    /// few have work (the case a store's index of waiting topics serves), the order holds.
+    pub async fn claim_starts_from_its_first_topic_and_wraps(store: Arc<dyn Store>) {
+        let names: Vec<String> = (0..40).map(|i| format!("t{i:02}")).collect();
+        let mut by_topic = std::collections::HashMap::new();
+        for topic in ["t30", "t05", "t12", "t39"] {
+            by_topic.insert(topic, enqueue_n(&*store, topic, 2).await);
+        }
+        let request = |first: usize, limit: usize| {
+            ClaimOptions::new(
+                names.iter().map(|t| TopicClaim::new(t.as_str())),
+                limit,
+                "m",
+                T0,
+            )
+            .first(first)
+        };
+        let got = ids(&ready(store.claim(&request(13, 5)).await.unwrap()));
+        let want: Vec<TaskId> = ["t30", "t39", "t05"]
+            .iter()
+            .flat_map(|t| by_topic[t].clone())
+            .take(5)
+            .collect();
+        assert_eq!(got, want, "from t13: t30, t39, then round to t05");
+        // What is left: t05's second task and t12's two; from t06, t12 comes first.
+        let got = ids(&ready(store.claim(&request(6, 10)).await.unwrap()));
+        let mut want = by_topic["t12"].clone();
+        want.push(by_topic["t05"][1]);
+        assert_eq!(got, want);
+        assert_eq!(store.stats().await.unwrap().total.sizes.input, 0);
+    }
+
     /// A paused topic is not claimed; once resumed it is.
     pub async fn paused_topic_is_not_claimed_until_resumed(store: Arc<dyn Store>) {
         let paused = enqueue_n(&*store, "paused", 2).await;
