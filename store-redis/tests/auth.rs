@@ -32,13 +32,7 @@ async fn server_with_passwords() -> RedisServer {
         .query_async::<()>(&mut admin)
         .await
         .unwrap();
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("requirepass")
-        .arg(PASSWORD)
-        .query_async::<()>(&mut admin)
-        .await
-        .unwrap();
+    RedisServer::require_password(&mut admin, PASSWORD).await;
     server
 }
 

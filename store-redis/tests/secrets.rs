@@ -6,8 +6,7 @@
 use std::error::Error as _;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use taskmill_core::store::EnqueueOptions;
-use taskmill_core::{Store, Task, Timestamp};
+use taskmill_core::Store;
 use taskmill_redis::{RedisOptions, RedisStore};
 use taskmill_testkit::redis::{free_port, fresh_namespace, RedisServer};
 
@@ -61,27 +60,14 @@ async fn passwords_stay_out_of_debug_errors_and_logs() {
     let server = RedisServer::start();
     let port = server.port();
     let mut admin = server.connect().await;
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("requirepass")
-        .arg(PASSWORD)
-        .query_async::<()>(&mut admin)
-        .await
-        .unwrap();
+    RedisServer::require_password(&mut admin, PASSWORD).await;
     let ns = fresh_namespace();
 
     // Opening and working with the right password.
     let url = format!("redis://:{PASSWORD}@127.0.0.1:{port}/0?namespace={ns}");
     let store = RedisStore::open(&url).await.unwrap();
     assert_hidden("the store's Debug", &format!("{store:?}"));
-    let id = store
-        .enqueue(
-            vec![Task::new("t", &1).unwrap()],
-            &EnqueueOptions::new(Timestamp::now()),
-        )
-        .await
-        .unwrap()[0]
-        .id();
+    let id = taskmill_testkit::enqueue_n(&store, "t", 1).await[0];
     let options = RedisOptions::default().username("u").password(PASSWORD);
     assert_hidden("the options' Debug", &format!("{options:?}"));
 

@@ -224,6 +224,23 @@ impl RedisServer {
             .expect("connecting to the test redis-server")
     }
 
+    /// Makes the default user need `password` from now on, set on `admin` (a connection
+    /// opened before, from [`connect`](Self::connect), which stays authenticated):
+    /// `CONFIG SET requirepass`, what `--requirepass` sets. (The launcher waits for an
+    /// unauthenticated PING, so the password cannot be given at start.)
+    ///
+    /// # Panics
+    /// When the server refuses it.
+    pub async fn require_password(admin: &mut redis::aio::MultiplexedConnection, password: &str) {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("requirepass")
+            .arg(password)
+            .query_async::<()>(admin)
+            .await
+            .expect("CONFIG SET requirepass");
+    }
+
     /// How many keys database 0 holds.
     ///
     /// # Panics
