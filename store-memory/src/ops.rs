@@ -490,21 +490,26 @@ fn smallest(ids: impl Iterator<Item = TaskId>, n: usize) -> Vec<TaskId> {
 mod tests {
     use super::State;
     use std::time::Duration;
-    use taskmill_core::store::{ClaimOptions, EnqueueOptions, TopicClaim};
+    use taskmill_core::store::{ClaimOptions, Claimed, EnqueueOptions, TopicClaim};
     use taskmill_core::{Task, Timestamp};
 
     const T0: Timestamp = Timestamp::from_millis(1_000_000);
 
-    fn claim(state: &mut State, topics: &[&str], now: Timestamp) -> Vec<String> {
-        let opts = ClaimOptions::new(topics.iter().map(|t| TopicClaim::new(*t)), 100, "m", now);
+    /// The topics of the tasks `opts` claims, in claim order.
+    fn claimed_topics(state: &mut State, opts: &ClaimOptions) -> Vec<String> {
         state
-            .claim(&opts)
+            .claim(opts)
             .into_iter()
             .map(|c| match c {
-                taskmill_core::store::Claimed::Ready(r) => r.topic.to_string(),
-                taskmill_core::store::Claimed::Corrupt { .. } => panic!("corrupt"),
+                Claimed::Ready(r) => r.topic.to_string(),
+                Claimed::Corrupt { .. } => panic!("corrupt"),
             })
             .collect()
+    }
+
+    fn claim(state: &mut State, topics: &[&str], now: Timestamp) -> Vec<String> {
+        let opts = ClaimOptions::new(topics.iter().map(|t| TopicClaim::new(*t)), 100, "m", now);
+        claimed_topics(state, &opts)
     }
 
     fn enqueue(state: &mut State, task: Task, now: Timestamp) {
@@ -557,14 +562,7 @@ mod tests {
         }
         let opts =
             ClaimOptions::new(topics.iter().map(|t| TopicClaim::new(*t)), 100, "m", T0).first(10);
-        let order: Vec<String> = state
-            .claim(&opts)
-            .into_iter()
-            .map(|c| match c {
-                taskmill_core::store::Claimed::Ready(r) => r.topic.to_string(),
-                taskmill_core::store::Claimed::Corrupt { .. } => panic!("corrupt"),
-            })
-            .collect();
+        let order = claimed_topics(&mut state, &opts);
         assert_eq!(order, ["t12", "t30", "t05"]);
     }
 }

@@ -97,11 +97,6 @@ impl ClaimTopics {
         self.0.claims.iter()
     }
 
-    /// The claim of `topic`, if it is one of these.
-    pub fn get(&self, topic: &str) -> Option<&TopicClaim> {
-        self.place(topic).map(|at| &self.0.claims[at])
-    }
-
     /// The place of `topic` in the fixed order, if it is one of these.
     pub fn place(&self, topic: &str) -> Option<usize> {
         self.0.places.get(topic).copied()
