@@ -84,9 +84,16 @@ impl Conn {
             .name("taskmill-sled".into())
             .spawn(move || match open_db(&dir, &options) {
                 Ok((db, writer)) => {
+                    let flusher = match Flusher::start(db, options.flush_timeout) {
+                        Ok(flusher) => flusher,
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                            return;
+                        }
+                    };
                     let _ = ready.send(Ok(()));
                     let thread = Thread {
-                        db,
+                        flusher,
                         writer,
                         bus,
                         policy: options.flush,
@@ -202,9 +209,70 @@ fn defer<V: Send + 'static>(
     }
 }
 
+/// sled's flushes, run on a thread of their own and waited for with a deadline.
+///
+/// After a write the disk refused, sled can wait forever for that write to become stable,
+/// and a flush then never returns. Waiting on it on the writer thread would hang every
+/// caller of the store; with a deadline the waiting calls fail, the store is poisoned, and
+/// only the flush thread stays stuck (it owns a clone of the database and exits when the
+/// flush returns, if ever).
+struct Flusher {
+    requests: std::sync::mpsc::Sender<()>,
+    results: std::sync::mpsc::Receiver<sled::Result<usize>>,
+    timeout: Duration,
+    /// A flush was given up on: its result may still arrive, so no new one is asked for.
+    stuck: bool,
+}
+
+impl Flusher {
+    fn start(db: sled::Db, timeout: Duration) -> Result<Self> {
+        let (requests, asked) = std::sync::mpsc::channel::<()>();
+        let (answer, results) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("taskmill-sled-flush".into())
+            .spawn(move || {
+                for () in asked {
+                    if answer.send(db.flush()).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| Error::storage("cannot start the sled flush thread").with_source(e))?;
+        Ok(Flusher {
+            requests,
+            results,
+            timeout,
+            stuck: false,
+        })
+    }
+
+    /// Flushes the database, waiting at most the timeout.
+    fn flush(&mut self) -> Result<()> {
+        if self.stuck {
+            return Err(Error::storage(
+                "an earlier flush of the sled database never finished",
+            ));
+        }
+        let stopped = || Error::storage("the sled flush thread has stopped");
+        self.requests.send(()).map_err(|_| stopped())?;
+        match self.results.recv_timeout(self.timeout) {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(backend_error(e, "cannot flush the sled database")),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                self.stuck = true;
+                Err(Error::storage(format!(
+                    "a flush of the sled database did not finish within {:?} (is the disk full?)",
+                    self.timeout
+                )))
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(stopped()),
+        }
+    }
+}
+
 /// The writer thread's state.
 struct Thread {
-    db: sled::Db,
+    flusher: Flusher,
     writer: Writer,
     bus: Arc<LocalBus>,
     policy: FlushPolicy,
@@ -227,8 +295,7 @@ impl Thread {
                 }
             }
             let flush_error = if group.iter().any(|d| d.durable) {
-                self.db.flush().err().map(|e| {
-                    let e = backend_error(e, "cannot flush the sled database");
+                self.flusher.flush().err().map(|e| {
                     tracing::error!(error = %e, "sled flush failed; the store refuses writes from now on");
                     self.poisoned = Some(e.to_string());
                     e
@@ -240,9 +307,10 @@ impl Thread {
                 (deferred.finish)(flush_error.as_ref());
             }
         }
-        if let Err(e) = self.db.flush() {
-            let e = backend_error(e, "cannot flush the sled database");
-            tracing::error!(error = %e, "final sled flush failed");
+        if self.poisoned.is_none() {
+            if let Err(e) = self.flusher.flush() {
+                tracing::error!(error = %e, "final sled flush failed");
+            }
         }
     }
 

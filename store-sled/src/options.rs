@@ -61,6 +61,11 @@ pub struct SledOptions {
     pub cache_capacity: Option<u64>,
     /// How many events a subscriber may fall behind by.
     pub event_buffer: usize,
+    /// How long a flush may take before the store gives up on it (30 s by default). sled
+    /// can wait forever for a write the disk refused (a full disk); past this the calls
+    /// waiting on the flush fail with `Storage` and the store refuses writes until it is
+    /// opened again, instead of hanging every caller.
+    pub flush_timeout: Duration,
 }
 
 impl Default for SledOptions {
@@ -70,6 +75,7 @@ impl Default for SledOptions {
             flush_every: Some(Duration::from_millis(500)),
             cache_capacity: None,
             event_buffer: DEFAULT_EVENT_BUFFER,
+            flush_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -98,9 +104,15 @@ impl SledOptions {
         self.event_buffer = events;
         self
     }
+
+    /// Sets how long a flush may take before the store gives up on it.
+    pub fn flush_timeout(mut self, timeout: Duration) -> Self {
+        self.flush_timeout = timeout;
+        self
+    }
 }
 
-/// Splits a store URL, `sled://DIR[?flush=…]`, into the database directory and the
+/// Splits a store URL, `sled://DIR[?flush=…&flush_timeout_ms=…]`, into the database directory and the
 /// options.
 pub(crate) fn parse_url(url: &str) -> Result<(PathBuf, SledOptions)> {
     let url = StoreUrl::parse(url, &["sled"], "sled://path/to/dir")?;
@@ -109,7 +121,11 @@ pub(crate) fn parse_url(url: &str) -> Result<(PathBuf, SledOptions)> {
     for (key, value) in url.options() {
         match key {
             "flush" => options.flush = value.parse()?,
-            _ => return Err(url.unknown(key, &["flush"])),
+            "flush_timeout_ms" => {
+                let ms: u64 = value.parse().map_err(|_| url.invalid(key, value))?;
+                options.flush_timeout = Duration::from_millis(ms.max(1));
+            }
+            _ => return Err(url.unknown(key, &["flush", "flush_timeout_ms"])),
         }
     }
     Ok((PathBuf::from(path), options))
@@ -132,11 +148,14 @@ mod tests {
             (path, o.flush),
             (PathBuf::from("/var/lib/x"), FlushPolicy::Enqueues)
         );
+        let (_, o) = parse_url("sled://x?flush_timeout_ms=2500").unwrap();
+        assert_eq!(o.flush_timeout, Duration::from_millis(2500));
         for bad in [
             "sled://",
             "memory://",
             "sled://x?flush=never",
             "sled://x?cache=1",
+            "sled://x?flush_timeout_ms=soon",
         ] {
             assert_eq!(
                 parse_url(bad).unwrap_err().kind(),
