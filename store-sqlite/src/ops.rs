@@ -773,12 +773,10 @@ pub fn get(conn: &mut rusqlite::Connection, id: TaskId) -> R<Option<Decoded>> {
         .optional()
 }
 
-/// The `WHERE` terms that select `queue` in a listing.
+/// The `WHERE` terms that select `queue` in a listing that walks the rowid.
 ///
-/// Every listing walks the rowid from `after` (ascending id is the order asked for) and
-/// filters on state and topic: no index of finished tasks by id is kept, because each
-/// one would cost every kept completion an entry (see `layout.rs`). A page reads the
-/// rows between its first and last match.
+/// No index of finished tasks by id is kept, because each one would cost every kept
+/// completion an entry (see `layout.rs`); see [`list_sql`] for when a listing walks.
 fn list_filter(queue: Queue) -> &'static str {
     match queue {
         Queue::Input => "state IN (0, 1)",
@@ -791,17 +789,87 @@ fn list_filter(queue: Queue) -> &'static str {
     }
 }
 
+/// Up to this many tasks of one topic in a queue are listed through that queue's index
+/// by topic and sorted by id, instead of walking the rowid (see [`list`]).
+const SORT_AT_MOST: i64 = 20_000;
+
+/// The index range that holds `queue`'s tasks (of topic `?3` when `topic`), for
+/// listings that read them all and sort them by id: for INPUT, COMPLETED and CANCELLED of
+/// one topic, the topic's range of `tasks_waiting` or `tasks_pruning`; for WORK (small:
+/// what is running), `tasks_leases`. `None` for DEAD, whose index is by id already, for
+/// the others without a topic, and for queues this layout does not know.
+fn sorted_range(queue: Queue, topic: bool) -> Option<&'static str> {
+    match (queue, topic) {
+        (Queue::Input, true) => Some("INDEXED BY tasks_waiting WHERE topic = ?3 AND state <= 1"),
+        (Queue::Completed, true) => {
+            Some("INDEXED BY tasks_pruning WHERE topic = ?3 AND state >= 4 AND state = 4")
+        }
+        (Queue::Cancelled, true) => {
+            Some("INDEXED BY tasks_pruning WHERE topic = ?3 AND state >= 4 AND state = 5")
+        }
+        (Queue::Work, true) => Some("INDEXED BY tasks_leases WHERE state = 2 AND topic = ?3"),
+        (Queue::Work, false) => Some("INDEXED BY tasks_leases WHERE state = 2"),
+        _ => None,
+    }
+}
+
+/// How many rows a [`sorted_range`] of `queue` reads, from the counters of `topics`:
+/// the size of the queue in topic `?1`, or of WORK in every topic.
+fn range_size(queue: Queue) -> Option<&'static str> {
+    match queue {
+        Queue::Input => Some("SELECT input FROM topics WHERE topic = ?1"),
+        Queue::Completed => Some("SELECT kept_completed FROM topics WHERE topic = ?1"),
+        Queue::Cancelled => Some("SELECT kept_cancelled FROM topics WHERE topic = ?1"),
+        Queue::Work => Some("SELECT CAST(total(work) AS INTEGER) FROM topics"),
+        _ => None,
+    }
+}
+
+/// The statement of a listing page: `?1` the id after which it starts, `?2` how many rows
+/// to fetch, `?3` the topic, if any.
+///
+/// A listing walks the rowid from `?1` (ascending id is the order asked for) and filters
+/// on state and topic, unless `sorted`: then it reads the [`sorted_range`] and sorts it by
+/// id (SQLite keeps only the first `?2` rows while sorting). The walk reads the rows
+/// between a page's first and last match, which is quick for a queue or a topic with
+/// many tasks and slow for a topic with few behind many others; the sorted read costs the
+/// tasks in the range, whatever lies around them.
+fn list_sql(queue: Queue, topic: bool, sorted: bool) -> String {
+    match sorted_range(queue, topic).filter(|_| sorted) {
+        Some(range) => {
+            format!("SELECT {COLUMNS} FROM tasks {range} AND id > ?1 ORDER BY id LIMIT ?2")
+        }
+        None => format!(
+            "SELECT {COLUMNS} FROM tasks WHERE {} AND id > ?1 {} ORDER BY id LIMIT ?2",
+            list_filter(queue),
+            if topic { "AND topic = ?3" } else { "" }
+        ),
+    }
+}
+
 /// [`Store::list`](taskmill_core::Store::list).
+///
+/// A listing whose [`sorted_range`] holds at most [`SORT_AT_MOST`] tasks (by the
+/// counters of `topics`) reads that range and sorts it; any other walks the rowid (see
+/// [`list_sql`]). Neither costs any write an index entry.
 pub fn list(conn: &mut rusqlite::Connection, query: &ListOptions) -> R<Page> {
-    let states = list_filter(query.queue);
-    let topic = if query.topic.is_some() {
-        "AND topic = ?3"
-    } else {
-        ""
+    let topic = query.topic.as_deref();
+    let size = match (
+        sorted_range(query.queue, topic.is_some()),
+        range_size(query.queue),
+    ) {
+        (Some(_), Some(sql)) => {
+            let mut stmt = conn.prepare_cached(sql)?;
+            let size = match topic {
+                Some(t) if query.queue != Queue::Work => stmt.query_row([t], |r| r.get(0)),
+                _ => stmt.query_row([], |r| r.get(0)),
+            };
+            // A topic without a row holds nothing.
+            size.optional()?.unwrap_or(0)
+        }
+        _ => i64::MAX,
     };
-    let sql = format!(
-        "SELECT {COLUMNS} FROM tasks WHERE {states} AND id > ?1 {topic} ORDER BY id LIMIT ?2"
-    );
+    let sql = list_sql(query.queue, topic.is_some(), size <= SORT_AT_MOST);
     let after = query.after.map_or(0, |a| sql_u64(a.get()));
     let limit = query.limit.clamp(1, i64::MAX as usize - 1);
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -1187,6 +1255,27 @@ mod tests {
             );
             assert!(!plan.contains("TEMP B-TREE"), "{sql} sorts:\n{plan}");
         }
+        // A sorted listing reads its range of the queue's index (for WORK, all of
+        // `tasks_leases`), never the table.
+        for (queue, topic, index) in [
+            (Queue::Input, true, "tasks_waiting"),
+            (Queue::Completed, true, "tasks_pruning"),
+            (Queue::Cancelled, true, "tasks_pruning"),
+            (Queue::Work, true, "tasks_leases"),
+            (Queue::Work, false, "tasks_leases"),
+        ] {
+            let sql = list_sql(queue, topic, true);
+            let plan = plan(&conn, &sql);
+            let search = if queue == Queue::Work {
+                "SCAN"
+            } else {
+                "SEARCH"
+            };
+            assert!(
+                plan.starts_with(&format!("{search} tasks USING INDEX {index}")),
+                "{sql}\nshould read {index}, plan:\n{plan}"
+            );
+        }
         // The pruning statement deletes through that index, not a scan.
         let prune = plan(
             &conn,
@@ -1318,6 +1407,119 @@ mod tests {
             "from t1000, wrapping round"
         );
         assert_eq!(topic_lookups(&conn) - before, 3);
+    }
+
+    /// The ids of a listing page read by [`list_sql`], walking the rowid or sorting a
+    /// range, and how many virtual machine steps it took.
+    fn page(
+        conn: &rusqlite::Connection,
+        queue: Queue,
+        topic: Option<&str>,
+        sorted: bool,
+        after: i64,
+        limit: i64,
+    ) -> (Vec<i64>, i32) {
+        let mut stmt = conn
+            .prepare(&list_sql(queue, topic.is_some(), sorted))
+            .unwrap();
+        let id = |r: &rusqlite::Row<'_>| r.get::<_, i64>(0);
+        let ids: R<Vec<i64>> = match topic {
+            Some(t) => stmt
+                .query_map(params![after, limit, t], id)
+                .unwrap()
+                .collect(),
+            None => stmt.query_map(params![after, limit], id).unwrap().collect(),
+        };
+        let ids = ids.unwrap();
+        (ids, stmt.get_status(rusqlite::StatementStatus::VmStep))
+    }
+
+    /// 3,000 tasks of `big` then 30 of `rare`, a third of each topic's claimed, and of
+    /// those a third completed (kept) and a third cancelled while running.
+    fn listed_tasks() -> rusqlite::Connection {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        crate::layout::migrate(&mut conn, Path::new(":memory:"), false).unwrap();
+        let now = Timestamp::from_millis(1_000);
+        let tasks = (0..3_000)
+            .map(|i| Task::new("big", &i).unwrap())
+            .chain((0..30).map(|i| Task::new("rare", &i).unwrap()))
+            .collect();
+        enqueue(&mut conn, tasks, &EnqueueOptions::new(now), false).unwrap();
+        for (topic, n) in [("big", 1_000), ("rare", 10)] {
+            let req = ClaimOptions::new([TopicClaim::new(topic)], n, "m", now);
+            let claimed = claim(&mut conn, &req).unwrap();
+            let leases: Vec<LeaseRef> = ids(&claimed)
+                .into_iter()
+                .zip(&claimed)
+                .map(|(_, c)| match c {
+                    Claimed::Ready(r) => LeaseRef::of(r),
+                    Claimed::Corrupt { lease, .. } => lease.clone(),
+                })
+                .collect();
+            let third = leases.len() / 3;
+            let done: Vec<Outcome> = leases[..third]
+                .iter()
+                .map(|l| Outcome::new(l.clone(), OutcomeKind::complete()))
+                .collect();
+            apply(&mut conn, &done, now).unwrap();
+            let cancelled: Vec<TaskId> = leases[third..2 * third].iter().map(|l| l.id).collect();
+            cancel(
+                &mut conn,
+                &cancelled,
+                &CancelOptions::new(now, "admin"),
+                false,
+            )
+            .unwrap();
+            let stopped: Vec<Outcome> = leases[third..2 * third]
+                .iter()
+                .map(|l| Outcome::new(l.clone(), OutcomeKind::complete()))
+                .collect();
+            apply(&mut conn, &stopped, now).unwrap();
+        }
+        conn
+    }
+
+    /// Reading a topic's range and sorting it lists exactly what walking the rowid lists,
+    /// page after page, for every queue with a range; and a page of a topic with few tasks
+    /// behind many takes a small part of the steps of the walk.
+    #[test]
+    fn sorted_ranges_list_what_the_walk_lists() {
+        let conn = listed_tasks();
+        let queues = [
+            Queue::Input,
+            Queue::Work,
+            Queue::Completed,
+            Queue::Cancelled,
+        ];
+        let mut seen = 0;
+        for queue in queues {
+            for topic in [Some("big"), Some("rare"), None] {
+                if sorted_range(queue, topic.is_some()).is_none() {
+                    continue;
+                }
+                let (mut after, mut pages) = (0, 0);
+                loop {
+                    let (walked, _) = page(&conn, queue, topic, false, after, 7);
+                    let (sorted, _) = page(&conn, queue, topic, true, after, 7);
+                    assert_eq!(sorted, walked, "{queue:?} {topic:?} after {after}");
+                    seen += sorted.len();
+                    match sorted.last() {
+                        Some(&last) if pages < 1_000 => (after, pages) = (last, pages + 1),
+                        _ => break,
+                    }
+                }
+            }
+        }
+        // Both topics' tasks, each once per listing that names it and once in WORK's.
+        assert!(seen > 3_000, "{seen}");
+        let (walked, walk_steps) = page(&conn, Queue::Input, Some("rare"), false, 0, 10);
+        let (sorted, sorted_steps) = page(&conn, Queue::Input, Some("rare"), true, 0, 10);
+        assert_eq!(sorted, walked);
+        assert_eq!(sorted.len(), 10);
+        assert!(
+            sorted_steps * 10 < walk_steps,
+            "sorted {sorted_steps} steps, walk {walk_steps}"
+        );
     }
 
     /// How many virtual machine steps reading the stats takes.
