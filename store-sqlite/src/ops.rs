@@ -825,6 +825,10 @@ fn range_size(queue: Queue) -> Option<&'static str> {
     }
 }
 
+/// How many tasks are stored, from the counters of `topics`.
+const STORED: &str = "SELECT CAST(total(input + work + dead + kept_completed + kept_cancelled) \
+     AS INTEGER) FROM topics";
+
 /// The statement of a listing page: `?1` the id after which it starts, `?2` how many rows
 /// to fetch, `?3` the topic, if any.
 ///
@@ -836,9 +840,12 @@ fn range_size(queue: Queue) -> Option<&'static str> {
 /// tasks in the range, whatever lies around them.
 fn list_sql(queue: Queue, topic: bool, sorted: bool) -> String {
     match sorted_range(queue, topic).filter(|_| sorted) {
-        Some(range) => {
-            format!("SELECT {COLUMNS} FROM tasks {range} AND id > ?1 ORDER BY id LIMIT ?2")
-        }
+        // The ids first, so only the page's rows are read whole (INPUT's range is a
+        // covering read of `tasks_waiting`).
+        Some(range) => format!(
+            "SELECT {COLUMNS} FROM tasks WHERE id IN \
+             (SELECT id FROM tasks {range} AND id > ?1 ORDER BY id LIMIT ?2) ORDER BY id"
+        ),
         None => format!(
             "SELECT {COLUMNS} FROM tasks WHERE {} AND id > ?1 {} ORDER BY id LIMIT ?2",
             list_filter(queue),
@@ -850,8 +857,9 @@ fn list_sql(queue: Queue, topic: bool, sorted: bool) -> String {
 /// [`Store::list`](taskmill_core::Store::list).
 ///
 /// A listing whose [`sorted_range`] holds at most [`SORT_AT_MOST`] tasks (by the
-/// counters of `topics`) reads that range and sorts it; any other walks the rowid (see
-/// [`list_sql`]). Neither costs any write an index entry.
+/// counters of `topics`), and few enough that reading them all costs less than walking
+/// to a page of them would if they were spread evenly, reads that range and sorts it; any
+/// other walks the rowid (see [`list_sql`]). Neither costs any write an index entry.
 pub fn list(conn: &mut rusqlite::Connection, query: &ListOptions) -> R<Page> {
     let topic = query.topic.as_deref();
     let size = match (
@@ -869,7 +877,15 @@ pub fn list(conn: &mut rusqlite::Connection, query: &ListOptions) -> R<Page> {
         }
         _ => i64::MAX,
     };
-    let sql = list_sql(query.queue, topic.is_some(), size <= SORT_AT_MOST);
+    // Sorting reads `size` entries; the walk reads about `limit * rows / size` rows when
+    // the range's tasks are spread evenly through the table (and all that lie in front
+    // when they are not, which is the case sorting is for).
+    let sorted = size <= SORT_AT_MOST && {
+        let rows: i64 = conn.prepare_cached(STORED)?.query_row([], |r| r.get(0))?;
+        let limit = query.limit.min(SORT_AT_MOST as usize) as i64;
+        size * size <= 4 * limit * rows
+    };
+    let sql = list_sql(query.queue, topic.is_some(), sorted);
     let after = query.after.map_or(0, |a| sql_u64(a.get()));
     let limit = query.limit.clamp(1, i64::MAX as usize - 1);
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -1272,9 +1288,12 @@ mod tests {
                 "SEARCH"
             };
             assert!(
-                plan.starts_with(&format!("{search} tasks USING INDEX {index}")),
+                plan.starts_with("SEARCH tasks USING INTEGER PRIMARY KEY (rowid=?)")
+                    && (plan.contains(&format!("{search} tasks USING INDEX {index}"))
+                        || plan.contains(&format!("{search} tasks USING COVERING INDEX {index}"))),
                 "{sql}\nshould read {index}, plan:\n{plan}"
             );
+            assert_eq!(plan.matches("TEMP B-TREE").count(), 1, "one sort:\n{plan}");
         }
         // The pruning statement deletes through that index, not a scan.
         let prune = plan(
