@@ -85,7 +85,8 @@ CREATE TABLE {name} (
 ///   infer it from `state = 0`.
 /// - `tasks_pruning (topic, finished_at)` is the one index of COMPLETED and CANCELLED: it
 ///   finds each topic's oldest finished rows, so pruning never reads a kept row that is
-///   not due. Listings walk the rowid instead of a second index by id, which would cost
+///   not due. Listings walk the rowid (one of a small topic reads the topic's range
+///   here and sorts it) instead of a second index by id, which would cost
 ///   every kept completion one more entry (and one more page written per commit): a
 ///   kept completion is then an update of its row and one index entry, where a removed
 ///   one is a delete.

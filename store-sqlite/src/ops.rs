@@ -40,7 +40,7 @@ use taskmill_core::raw::{RecordExt, TaskExt};
 use taskmill_core::store::{
     Applied, CancelOptions, Cancellation, ClaimOptions, Claimed, EnqueueOptions, Enqueued, Fired,
     LeaseRef, ListOptions, Outcome, OutcomeKind, Page, Progress, PruneOptions, Recovered,
-    ScheduleEntry, ScheduleState, Tick,
+    ScheduleEntry, ScheduleState, Tick, TopicClaim,
 };
 use taskmill_core::{
     Event, Lease, Payload, Queue, Stats, Task, TaskId, TaskRecord, Timestamp, TopicStats,
@@ -319,101 +319,189 @@ fn claimable() -> String {
     format!("SELECT {COLUMNS} FROM tasks WHERE topic = ?1 AND state = 0 ORDER BY priority, id")
 }
 
+/// The first topic at or after `?1` (in `BINARY` order) that has a task in INPUT: one
+/// seek of `tasks_waiting`, whose condition it repeats, however many topics before it
+/// have nothing waiting.
+const NEXT_WAITING: &str = "SELECT topic FROM tasks WHERE state <= 1 AND topic >= ?1 \
+     ORDER BY topic LIMIT 1";
+
+/// What one claim transaction gathers as it visits topics.
+struct Claiming<'a> {
+    req: &'a ClaimOptions,
+    deadline: Timestamp,
+    token: u64,
+    deltas: Deltas,
+    claimed: Vec<Claimed>,
+}
+
 /// [`Store::claim`](taskmill_core::Store::claim).
+///
+/// Topics are visited in the claim's order from its first topic, stopping once the claim
+/// is full. When the claim's topics are in name order (a manager's always are), the
+/// visit steps only to the topics that have something in INPUT, each found by one seek
+/// of `tasks_waiting` ([`NEXT_WAITING`]) from the next topic in turn: the topics with
+/// nothing waiting between two that have are jumped over, not looked up one by one. A
+/// claim in any other order looks up each topic's row in turn (an idle topic costs that
+/// one lookup).
 pub fn claim(conn: &mut rusqlite::Connection, req: &ClaimOptions) -> R<Vec<Claimed>> {
     if req.limit == 0 || req.topics.is_empty() {
         return Ok(Vec::new());
     }
+    let claims = req.topics.iter().as_slice();
+    // `str` order is byte order, which is how SQLite's `BINARY` collation orders `topic`.
+    let by_name = claims.windows(2).all(|w| w[0].topic < w[1].topic);
+    claim_in(conn, req, by_name)
+}
+
+/// [`claim`], seeking the waiting topics when `by_name` (the claim's topics are in name
+/// order), looking each up in turn otherwise.
+fn claim_in(conn: &mut rusqlite::Connection, req: &ClaimOptions, by_name: bool) -> R<Vec<Claimed>> {
     let tx = begin(conn)?;
     let first_token = meta_get(&tx, "last_token")?;
-    let mut token = first_token;
-    let deadline = req.deadline();
-    let mut deltas = Deltas::new();
-    let mut claimed = Vec::with_capacity(req.limit.min(1024));
-    for wanted in req.in_order() {
-        let remaining = req.limit - claimed.len();
-        if remaining == 0 {
-            break;
+    let mut c = Claiming {
+        req,
+        deadline: req.deadline(),
+        token: first_token,
+        deltas: Deltas::new(),
+        claimed: Vec::with_capacity(req.limit.min(1024)),
+    };
+    let claims = req.topics.iter().as_slice();
+    if by_name {
+        let first = req.first.checked_rem(claims.len()).unwrap_or(0);
+        for (lo, hi) in [(first, claims.len()), (0, first)] {
+            claim_waiting(&tx, &mut c, &claims[lo..hi])?;
         }
-        let topic = &wanted.topic;
-        let row = tx
-            .prepare_cached(TOPIC_STATE)?
-            .query_row([topic.as_ref()], |r| {
-                Ok((
-                    r.get::<_, bool>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })
-            .optional()?;
-        // No row: the topic never held a task. Nothing in INPUT: nothing to promote or
-        // take, so an idle topic costs this one lookup.
-        let Some((paused, work, input)) = row else {
-            continue;
-        };
-        if paused || input == 0 {
-            continue;
-        }
-        let allowed = match wanted.max_running {
-            Some(max) => {
-                let work = work + deltas.get(topic).map_or(0, |d| d.size(Queue::Work));
-                (i64::from(max) - work).clamp(0, remaining as i64) as usize
+    } else {
+        for wanted in req.in_order() {
+            if c.claimed.len() == req.limit {
+                break;
             }
-            None => remaining,
-        };
-        if allowed == 0 {
-            continue;
-        }
-        // Scheduled tasks that fell due join the ready index, where priority orders them.
-        tx.prepare_cached(PROMOTE)?
-            .execute(params![topic.as_ref(), req.now.as_millis()])?;
-        // The index yields rows in order as they are stepped, so taking `allowed` of them
-        // reads no more than a LIMIT would.
-        let rows = tx
-            .prepare_cached(&claimable())?
-            .query_map([topic.as_ref()], |row| decode(row, Some(topic), true))?
-            .take(allowed)
-            .collect::<R<Vec<Decoded>>>()?;
-        let d = delta(&mut deltas, topic);
-        let mut claim_back = tx.prepare_cached(CLAIM_BACK)?;
-        for Decoded {
-            mut record,
-            problem,
-        } in rows
-        {
-            token += 1;
-            let lease = Lease {
-                owner: req.owner.clone(),
-                token,
-                deadline,
-            };
-            record.claim(lease, req.now, wanted.max_retries, &mut d.counters);
-            d.moved(Some(Queue::Input), Some(Queue::Work));
-            claim_back.execute(params![
-                sql_u64(record.id.get()),
-                record.attempt,
-                record.max_retries,
-                millis(record.first_started_at),
-                millis(record.started_at),
-                req.owner.as_ref(),
-                sql_u64(token),
-                deadline.as_millis(),
-            ])?;
-            claimed.push(match problem {
-                None => Claimed::Ready(record),
-                Some(error) => Claimed::Corrupt {
-                    lease: LeaseRef::of(&record),
-                    error,
-                },
-            });
+            claim_from(&tx, &mut c, wanted)?;
         }
     }
+    let Claiming {
+        token,
+        deltas,
+        claimed,
+        ..
+    } = c;
     if token != first_token {
         meta_set(&tx, "last_token", token)?;
         flush(&tx, &deltas)?;
     }
     tx.commit()?;
     Ok(claimed)
+}
+
+/// Claims from the topics of `claims` (in name order) that have something in INPUT, in
+/// that order, until the claim is full.
+///
+/// Each round seeks the first waiting topic at or after the next claim topic in turn,
+/// then moves to the first claim topic at or after it: every round moves on by at least
+/// one claim topic, so there are at most `claims.len()` rounds, and one per waiting
+/// topic visited (or per run of claim topics with nothing waiting) in practice.
+fn claim_waiting(tx: &Transaction<'_>, c: &mut Claiming<'_>, claims: &[TopicClaim]) -> R<()> {
+    let mut next_waiting = tx.prepare_cached(NEXT_WAITING)?;
+    let mut i = 0;
+    while i < claims.len() && c.claimed.len() < c.req.limit {
+        let found = next_waiting
+            .query_row([claims[i].topic.as_ref()], |r| r.get::<_, String>(0))
+            .optional()?;
+        let Some(found) = found else {
+            // Nothing waits at or after this topic.
+            return Ok(());
+        };
+        i += claims[i..].partition_point(|t| *t.topic < *found);
+        match claims.get(i) {
+            Some(wanted) if *wanted.topic == *found => {
+                claim_from(tx, c, wanted)?;
+                i += 1;
+            }
+            // `found` is not claimed from here: go on from the next topic that is.
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Claims what `wanted` allows of its topic's due tasks, in `(priority, id)` order, after
+/// promoting its scheduled tasks that fell due.
+fn claim_from(tx: &Transaction<'_>, c: &mut Claiming<'_>, wanted: &TopicClaim) -> R<()> {
+    let req = c.req;
+    let remaining = req.limit - c.claimed.len();
+    let topic = &wanted.topic;
+    let row = tx
+        .prepare_cached(TOPIC_STATE)?
+        .query_row([topic.as_ref()], |r| {
+            Ok((
+                r.get::<_, bool>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .optional()?;
+    // No row: the topic never held a task. Nothing in INPUT: nothing to promote or take,
+    // so an idle topic costs this one lookup.
+    let Some((paused, work, input)) = row else {
+        return Ok(());
+    };
+    if paused || input == 0 {
+        return Ok(());
+    }
+    let allowed = match wanted.max_running {
+        Some(max) => {
+            let work = work + c.deltas.get(topic).map_or(0, |d| d.size(Queue::Work));
+            (i64::from(max) - work).clamp(0, remaining as i64) as usize
+        }
+        None => remaining,
+    };
+    if allowed == 0 {
+        return Ok(());
+    }
+    // Scheduled tasks that fell due join the ready index, where priority orders them.
+    tx.prepare_cached(PROMOTE)?
+        .execute(params![topic.as_ref(), req.now.as_millis()])?;
+    // The index yields rows in order as they are stepped, so taking `allowed` of them
+    // reads no more than a LIMIT would.
+    let rows = tx
+        .prepare_cached(&claimable())?
+        .query_map([topic.as_ref()], |row| decode(row, Some(topic), true))?
+        .take(allowed)
+        .collect::<R<Vec<Decoded>>>()?;
+    let d = delta(&mut c.deltas, topic);
+    let mut claim_back = tx.prepare_cached(CLAIM_BACK)?;
+    for Decoded {
+        mut record,
+        problem,
+    } in rows
+    {
+        c.token += 1;
+        let lease = Lease {
+            owner: req.owner.clone(),
+            token: c.token,
+            deadline: c.deadline,
+        };
+        record.claim(lease, req.now, wanted.max_retries, &mut d.counters);
+        d.moved(Some(Queue::Input), Some(Queue::Work));
+        claim_back.execute(params![
+            sql_u64(record.id.get()),
+            record.attempt,
+            record.max_retries,
+            millis(record.first_started_at),
+            millis(record.started_at),
+            req.owner.as_ref(),
+            sql_u64(c.token),
+            c.deadline.as_millis(),
+        ])?;
+        c.claimed.push(match problem {
+            None => Claimed::Ready(record),
+            Some(error) => Claimed::Corrupt {
+                lease: LeaseRef::of(&record),
+                error,
+            },
+        });
+    }
+    Ok(())
 }
 
 /// [`Store::renew`](taskmill_core::Store::renew).
@@ -685,12 +773,10 @@ pub fn get(conn: &mut rusqlite::Connection, id: TaskId) -> R<Option<Decoded>> {
         .optional()
 }
 
-/// The `WHERE` terms that select `queue` in a listing.
+/// The `WHERE` terms that select `queue` in a listing that walks the rowid.
 ///
-/// Every listing walks the rowid from `after` (ascending id is the order asked for) and
-/// filters on state and topic: no index of finished tasks by id is kept, because each
-/// one would cost every kept completion an entry (see `layout.rs`). A page reads the
-/// rows between its first and last match.
+/// No index of finished tasks by id is kept, because each one would cost every kept
+/// completion an entry (see `layout.rs`); see [`list_sql`] for when a listing walks.
 fn list_filter(queue: Queue) -> &'static str {
     match queue {
         Queue::Input => "state IN (0, 1)",
@@ -703,17 +789,103 @@ fn list_filter(queue: Queue) -> &'static str {
     }
 }
 
+/// Up to this many tasks of one topic in a queue are listed through that queue's index
+/// by topic and sorted by id, instead of walking the rowid (see [`list`]).
+const SORT_AT_MOST: i64 = 20_000;
+
+/// The index range that holds `queue`'s tasks (of topic `?3` when `topic`), for
+/// listings that read them all and sort them by id: for INPUT, COMPLETED and CANCELLED of
+/// one topic, the topic's range of `tasks_waiting` or `tasks_pruning`; for WORK (small:
+/// what is running), `tasks_leases`. `None` for DEAD, whose index is by id already, for
+/// the others without a topic, and for queues this layout does not know.
+fn sorted_range(queue: Queue, topic: bool) -> Option<&'static str> {
+    match (queue, topic) {
+        (Queue::Input, true) => Some("INDEXED BY tasks_waiting WHERE topic = ?3 AND state <= 1"),
+        (Queue::Completed, true) => {
+            Some("INDEXED BY tasks_pruning WHERE topic = ?3 AND state >= 4 AND state = 4")
+        }
+        (Queue::Cancelled, true) => {
+            Some("INDEXED BY tasks_pruning WHERE topic = ?3 AND state >= 4 AND state = 5")
+        }
+        (Queue::Work, true) => Some("INDEXED BY tasks_leases WHERE state = 2 AND topic = ?3"),
+        (Queue::Work, false) => Some("INDEXED BY tasks_leases WHERE state = 2"),
+        _ => None,
+    }
+}
+
+/// How many rows a [`sorted_range`] of `queue` reads, from the counters of `topics`:
+/// the size of the queue in topic `?1`, or of WORK in every topic.
+fn range_size(queue: Queue) -> Option<&'static str> {
+    match queue {
+        Queue::Input => Some("SELECT input FROM topics WHERE topic = ?1"),
+        Queue::Completed => Some("SELECT kept_completed FROM topics WHERE topic = ?1"),
+        Queue::Cancelled => Some("SELECT kept_cancelled FROM topics WHERE topic = ?1"),
+        Queue::Work => Some("SELECT CAST(total(work) AS INTEGER) FROM topics"),
+        _ => None,
+    }
+}
+
+/// How many tasks are stored, from the counters of `topics`.
+const STORED: &str = "SELECT CAST(total(input + work + dead + kept_completed + kept_cancelled) \
+     AS INTEGER) FROM topics";
+
+/// The statement of a listing page: `?1` the id after which it starts, `?2` how many rows
+/// to fetch, `?3` the topic, if any.
+///
+/// A listing walks the rowid from `?1` (ascending id is the order asked for) and filters
+/// on state and topic, unless `sorted`: then it reads the [`sorted_range`] and sorts it by
+/// id (SQLite keeps only the first `?2` rows while sorting). The walk reads the rows
+/// between a page's first and last match, which is quick for a queue or a topic with
+/// many tasks and slow for a topic with few behind many others; the sorted read costs the
+/// tasks in the range, whatever lies around them.
+fn list_sql(queue: Queue, topic: bool, sorted: bool) -> String {
+    match sorted_range(queue, topic).filter(|_| sorted) {
+        // The ids first, so only the page's rows are read whole (INPUT's range is a
+        // covering read of `tasks_waiting`).
+        Some(range) => format!(
+            "SELECT {COLUMNS} FROM tasks WHERE id IN \
+             (SELECT id FROM tasks {range} AND id > ?1 ORDER BY id LIMIT ?2) ORDER BY id"
+        ),
+        None => format!(
+            "SELECT {COLUMNS} FROM tasks WHERE {} AND id > ?1 {} ORDER BY id LIMIT ?2",
+            list_filter(queue),
+            if topic { "AND topic = ?3" } else { "" }
+        ),
+    }
+}
+
 /// [`Store::list`](taskmill_core::Store::list).
+///
+/// A listing whose [`sorted_range`] holds at most [`SORT_AT_MOST`] tasks (by the
+/// counters of `topics`), and few enough that reading them all costs less than walking
+/// to a page of them would if they were spread evenly, reads that range and sorts it; any
+/// other walks the rowid (see [`list_sql`]). Neither costs any write an index entry.
 pub fn list(conn: &mut rusqlite::Connection, query: &ListOptions) -> R<Page> {
-    let states = list_filter(query.queue);
-    let topic = if query.topic.is_some() {
-        "AND topic = ?3"
-    } else {
-        ""
+    let topic = query.topic.as_deref();
+    let size = match (
+        sorted_range(query.queue, topic.is_some()),
+        range_size(query.queue),
+    ) {
+        (Some(_), Some(sql)) => {
+            let mut stmt = conn.prepare_cached(sql)?;
+            let size = match topic {
+                Some(t) if query.queue != Queue::Work => stmt.query_row([t], |r| r.get(0)),
+                _ => stmt.query_row([], |r| r.get(0)),
+            };
+            // A topic without a row holds nothing.
+            size.optional()?.unwrap_or(0)
+        }
+        _ => i64::MAX,
     };
-    let sql = format!(
-        "SELECT {COLUMNS} FROM tasks WHERE {states} AND id > ?1 {topic} ORDER BY id LIMIT ?2"
-    );
+    // Sorting reads `size` entries; the walk reads about `limit * rows / size` rows when
+    // the range's tasks are spread evenly through the table (and all that lie in front
+    // when they are not, which is the case sorting is for).
+    let sorted = size <= SORT_AT_MOST && {
+        let rows: i64 = conn.prepare_cached(STORED)?.query_row([], |r| r.get(0))?;
+        let limit = query.limit.min(SORT_AT_MOST as usize) as i64;
+        size * size <= 4 * limit * rows
+    };
+    let sql = list_sql(query.queue, topic.is_some(), sorted);
     let after = query.after.map_or(0, |a| sql_u64(a.get()));
     let limit = query.limit.clamp(1, i64::MAX as usize - 1);
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -1034,6 +1206,7 @@ mod tests {
         let cases = [
             (claimable(), "tasks_ready"),
             (PROMOTE.to_owned(), "tasks_waiting"),
+            (NEXT_WAITING.to_owned(), "tasks_waiting"),
             (
                 format!(
                     "SELECT {COLUMNS} FROM tasks WHERE state = 2 AND lease_deadline < ?1 \
@@ -1098,6 +1271,30 @@ mod tests {
             );
             assert!(!plan.contains("TEMP B-TREE"), "{sql} sorts:\n{plan}");
         }
+        // A sorted listing reads its range of the queue's index (for WORK, all of
+        // `tasks_leases`), never the table.
+        for (queue, topic, index) in [
+            (Queue::Input, true, "tasks_waiting"),
+            (Queue::Completed, true, "tasks_pruning"),
+            (Queue::Cancelled, true, "tasks_pruning"),
+            (Queue::Work, true, "tasks_leases"),
+            (Queue::Work, false, "tasks_leases"),
+        ] {
+            let sql = list_sql(queue, topic, true);
+            let plan = plan(&conn, &sql);
+            let search = if queue == Queue::Work {
+                "SCAN"
+            } else {
+                "SEARCH"
+            };
+            assert!(
+                plan.starts_with("SEARCH tasks USING INTEGER PRIMARY KEY (rowid=?)")
+                    && (plan.contains(&format!("{search} tasks USING INDEX {index}"))
+                        || plan.contains(&format!("{search} tasks USING COVERING INDEX {index}"))),
+                "{sql}\nshould read {index}, plan:\n{plan}"
+            );
+            assert_eq!(plan.matches("TEMP B-TREE").count(), 1, "one sort:\n{plan}");
+        }
         // The pruning statement deletes through that index, not a scan.
         let prune = plan(
             &conn,
@@ -1108,6 +1305,239 @@ mod tests {
         assert!(
             prune.contains("tasks_pruning") && !prune.contains("SCAN tasks"),
             "{prune}"
+        );
+    }
+
+    fn ids(claimed: &[Claimed]) -> Vec<u64> {
+        claimed
+            .iter()
+            .map(|c| match c {
+                Claimed::Ready(r) => r.id.get(),
+                Claimed::Corrupt { lease, .. } => lease.id.get(),
+            })
+            .collect()
+    }
+
+    /// A database with 40 claim topics `c00`..`c39` (some with ready tasks of mixed
+    /// priorities, some scheduled, some drained, one paused, one at its `max_running`)
+    /// and tasks of topics no claim names between them.
+    fn mixed_topics() -> rusqlite::Connection {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        crate::layout::migrate(&mut conn, Path::new(":memory:"), false).unwrap();
+        let now = Timestamp::from_millis(10_000);
+        let mut tasks = Vec::new();
+        for t in 0..40u32 {
+            let name = format!("c{t:02}");
+            // Topics 0, 3, 6, ... have nothing; the others 1 to 4 tasks.
+            let n = if t % 3 == 0 { 0 } else { t % 4 + 1 };
+            for i in 0..n {
+                let task = Task::new(name.clone(), &i)
+                    .unwrap()
+                    .priority((i % 3) as i16);
+                tasks.push(match (t + i) % 5 {
+                    // Fell due by the claim's time: promoted first.
+                    0 => task.run_at(Timestamp::from_millis(20_000)),
+                    // Not due yet.
+                    1 => task.run_at(Timestamp::from_millis(1_000_000)),
+                    _ => task,
+                });
+            }
+            // Tasks of a topic between two claim topics that no claim names.
+            tasks.push(Task::new(format!("c{t:02}x"), &t).unwrap());
+        }
+        // Topics 0 and 3 held tasks once: they have rows, with nothing in INPUT.
+        tasks.push(Task::new("c00", &0).unwrap());
+        tasks.push(Task::new("c03", &0).unwrap());
+        enqueue(&mut conn, tasks, &EnqueueOptions::new(now), false).unwrap();
+        let drain = [TopicClaim::new("c00"), TopicClaim::new("c03")];
+        let taken = claim(&mut conn, &ClaimOptions::new(drain, 10, "m", now)).unwrap();
+        assert_eq!(taken.len(), 2);
+        set_paused(&mut conn, "c05", true).unwrap();
+        conn
+    }
+
+    fn mixed_claim(first: usize, limit: usize) -> ClaimOptions {
+        let topics = (0..40u32).map(|t| {
+            let claim = TopicClaim::new(format!("c{t:02}"));
+            if t == 7 {
+                claim.max_running(1)
+            } else {
+                claim
+            }
+        });
+        ClaimOptions::new(topics, limit, "m", Timestamp::from_millis(30_000)).first(first)
+    }
+
+    /// Seeking the waiting topics claims exactly what looking up every topic in turn
+    /// claims, in the same order, from every first topic, for claims that fill up on the
+    /// way and claims that wrap round.
+    #[test]
+    fn seeking_waiting_topics_claims_what_the_walk_claims() {
+        for first in 0..40 {
+            for limit in [1, 3, 8, 200] {
+                let (mut seek, mut walk) = (mixed_topics(), mixed_topics());
+                let req = mixed_claim(first, limit);
+                let sought = claim_in(&mut seek, &req, true).unwrap();
+                let walked = claim_in(&mut walk, &req, false).unwrap();
+                assert_eq!(ids(&sought), ids(&walked), "first {first}, limit {limit}");
+                assert!(!sought.is_empty());
+            }
+        }
+        // Everything claimable (not paused, within max_running, due) in one claim.
+        let mut conn = mixed_topics();
+        let all = claim(&mut conn, &mixed_claim(0, 1_000)).unwrap();
+        assert_eq!(all.len(), 48, "{:?}", ids(&all));
+    }
+
+    /// How many times topic rows were looked up on `conn` so far.
+    fn topic_lookups(conn: &rusqlite::Connection) -> i32 {
+        conn.prepare_cached(TOPIC_STATE)
+            .unwrap()
+            .get_status(rusqlite::StatementStatus::Run)
+    }
+
+    /// A claim over 2,000 topics of which 3 have tasks waiting looks up those 3, not
+    /// the 1,997 that once held tasks and hold none now.
+    #[test]
+    fn a_claim_looks_up_only_the_topics_that_have_tasks_waiting() {
+        use taskmill_core::store::ClaimTopics;
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        crate::layout::migrate(&mut conn, Path::new(":memory:"), false).unwrap();
+        let now = Timestamp::from_millis(1_000);
+        let names: Vec<String> = (0..2_000).map(|t| format!("t{t:04}")).collect();
+        let topics: ClaimTopics = names.iter().map(|n| TopicClaim::new(n.as_str())).collect();
+        let tasks = names
+            .iter()
+            .map(|n| Task::new(n.as_str(), &0).unwrap())
+            .collect();
+        enqueue(&mut conn, tasks, &EnqueueOptions::new(now), false).unwrap();
+        let req = ClaimOptions::with_topics(topics.clone(), 5_000, "m", now);
+        assert_eq!(claim(&mut conn, &req).unwrap().len(), 2_000);
+        let tasks = ["t0100", "t1500", "t1999"]
+            .map(|n| Task::new(n, &1).unwrap())
+            .to_vec();
+        enqueue(&mut conn, tasks, &EnqueueOptions::new(now), false).unwrap();
+        let before = topic_lookups(&conn);
+        let req = ClaimOptions::with_topics(topics, 10, "m", now).first(1_000);
+        let claimed = claim(&mut conn, &req).unwrap();
+        assert_eq!(
+            ids(&claimed),
+            [2_002, 2_003, 2_001],
+            "from t1000, wrapping round"
+        );
+        assert_eq!(topic_lookups(&conn) - before, 3);
+    }
+
+    /// The ids of a listing page read by [`list_sql`], walking the rowid or sorting a
+    /// range, and how many virtual machine steps it took.
+    fn page(
+        conn: &rusqlite::Connection,
+        queue: Queue,
+        topic: Option<&str>,
+        sorted: bool,
+        after: i64,
+        limit: i64,
+    ) -> (Vec<i64>, i32) {
+        let mut stmt = conn
+            .prepare(&list_sql(queue, topic.is_some(), sorted))
+            .unwrap();
+        let id = |r: &rusqlite::Row<'_>| r.get::<_, i64>(0);
+        let ids: R<Vec<i64>> = match topic {
+            Some(t) => stmt
+                .query_map(params![after, limit, t], id)
+                .unwrap()
+                .collect(),
+            None => stmt.query_map(params![after, limit], id).unwrap().collect(),
+        };
+        let ids = ids.unwrap();
+        (ids, stmt.get_status(rusqlite::StatementStatus::VmStep))
+    }
+
+    /// 3,000 tasks of `big` then 30 of `rare`, a third of each topic's claimed, and of
+    /// those a third completed (kept) and a third cancelled while running.
+    fn listed_tasks() -> rusqlite::Connection {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        crate::layout::migrate(&mut conn, Path::new(":memory:"), false).unwrap();
+        let now = Timestamp::from_millis(1_000);
+        let tasks = (0..3_000)
+            .map(|i| Task::new("big", &i).unwrap())
+            .chain((0..30).map(|i| Task::new("rare", &i).unwrap()))
+            .collect();
+        enqueue(&mut conn, tasks, &EnqueueOptions::new(now), false).unwrap();
+        for (topic, n) in [("big", 1_000), ("rare", 10)] {
+            let req = ClaimOptions::new([TopicClaim::new(topic)], n, "m", now);
+            let claimed = claim(&mut conn, &req).unwrap();
+            let leases: Vec<LeaseRef> = ids(&claimed)
+                .into_iter()
+                .zip(&claimed)
+                .map(|(_, c)| match c {
+                    Claimed::Ready(r) => LeaseRef::of(r),
+                    Claimed::Corrupt { lease, .. } => lease.clone(),
+                })
+                .collect();
+            let third = leases.len() / 3;
+            let done: Vec<Outcome> = leases[..third]
+                .iter()
+                .map(|l| Outcome::new(l.clone(), OutcomeKind::complete()))
+                .collect();
+            apply(&mut conn, &done, now).unwrap();
+            let cancelled: Vec<TaskId> = leases[third..2 * third].iter().map(|l| l.id).collect();
+            cancel(
+                &mut conn,
+                &cancelled,
+                &CancelOptions::new(now, "admin"),
+                false,
+            )
+            .unwrap();
+            let stopped: Vec<Outcome> = leases[third..2 * third]
+                .iter()
+                .map(|l| Outcome::new(l.clone(), OutcomeKind::complete()))
+                .collect();
+            apply(&mut conn, &stopped, now).unwrap();
+        }
+        conn
+    }
+
+    /// Reading a topic's range and sorting it lists exactly what walking the rowid lists,
+    /// page after page, for every queue with a range; and a page of a topic with few tasks
+    /// behind many takes a small part of the steps of the walk.
+    #[test]
+    fn sorted_ranges_list_what_the_walk_lists() {
+        let conn = listed_tasks();
+        let queues = [
+            Queue::Input,
+            Queue::Work,
+            Queue::Completed,
+            Queue::Cancelled,
+        ];
+        let mut seen = 0;
+        for queue in queues {
+            for topic in [Some("big"), Some("rare"), None] {
+                if sorted_range(queue, topic.is_some()).is_none() {
+                    continue;
+                }
+                let (mut after, mut pages) = (0, 0);
+                loop {
+                    let (walked, _) = page(&conn, queue, topic, false, after, 7);
+                    let (sorted, _) = page(&conn, queue, topic, true, after, 7);
+                    assert_eq!(sorted, walked, "{queue:?} {topic:?} after {after}");
+                    seen += sorted.len();
+                    match sorted.last() {
+                        Some(&last) if pages < 1_000 => (after, pages) = (last, pages + 1),
+                        _ => break,
+                    }
+                }
+            }
+        }
+        // Both topics' tasks, each once per listing that names it and once in WORK's.
+        assert!(seen > 3_000, "{seen}");
+        let (walked, walk_steps) = page(&conn, Queue::Input, Some("rare"), false, 0, 10);
+        let (sorted, sorted_steps) = page(&conn, Queue::Input, Some("rare"), true, 0, 10);
+        assert_eq!(sorted, walked);
+        assert_eq!(sorted.len(), 10);
+        assert!(
+            sorted_steps * 10 < walk_steps,
+            "sorted {sorted_steps} steps, walk {walk_steps}"
         );
     }
 
@@ -1204,6 +1634,7 @@ mod tests {
         let hot = [
             claimable(),
             PROMOTE.to_owned(),
+            NEXT_WAITING.to_owned(),
             TOPIC_STATE.to_owned(),
             CLAIM_BACK.to_owned(),
             EXTEND.to_owned(),
