@@ -3,7 +3,8 @@
 //!
 //! Shaped for the hot path (claim and complete at millions per second): records live in a
 //! dense array found by id (see [`Records`]); due tasks wait in a [`ReadyQueue`], scheduled ones
-//! in a heap. Neither can remove from the middle, so a deleted or cancelled task's entry
+//! in a set ordered by due time (so stats count the tasks not yet due from `now` on,
+//! without visiting a due one). Neither is cleaned from the middle, so a deleted or cancelled task's entry
 //! stays until it surfaces and is skipped then ("lazy deletion"); sizes are counted, not
 //! read off them. Finished tasks (COMPLETED and CANCELLED) stay where their record lies,
 //! named once more in their topic's [`Finished`] index, in the order pruning takes them;
@@ -13,8 +14,7 @@ use crate::finished::Finished;
 use crate::ready::ReadyQueue;
 use crate::records::Records;
 use rustc_hash::{FxHashMap, FxHashSet};
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use taskmill_core::raw::IdSet;
 use taskmill_core::store::ScheduleState;
@@ -49,8 +49,9 @@ pub(crate) struct Topic {
     pub name: Arc<str>,
     /// Due INPUT tasks, in claim order.
     pub ready: ReadyQueue,
-    /// INPUT tasks not yet known to be due, by due time.
-    pub scheduled: BinaryHeap<Reverse<(Timestamp, TaskId)>>,
+    /// INPUT tasks not yet known to be due, by due time (entries of tasks since gone or
+    /// moved stay until they are first, or are skipped).
+    pub scheduled: BTreeSet<(Timestamp, TaskId)>,
     pub input: u64,
     pub work: IdSet,
     pub dead: BTreeSet<TaskId>,
@@ -80,7 +81,7 @@ impl Topic {
         let list = !self.listed && !self.paused;
         self.listed |= list;
         if record.run_at > now {
-            self.scheduled.push(Reverse((record.run_at, record.id)));
+            self.scheduled.insert((record.run_at, record.id));
         } else if new {
             self.ready
                 .push_new(record.priority, record.id, record.run_at);
@@ -93,11 +94,11 @@ impl Topic {
 
     /// Moves scheduled tasks that are due by `now` to `ready`.
     pub fn promote(&mut self, now: Timestamp, tasks: &Records) {
-        while let Some(&Reverse((run_at, id))) = self.scheduled.peek() {
+        while let Some(&(run_at, id)) = self.scheduled.first() {
             if run_at > now {
                 break;
             }
-            self.scheduled.pop();
+            self.scheduled.pop_first();
             if let Some(task) = tasks.get(&id).filter(|t| t.queue == Queue::Input) {
                 self.ready.push_returned(task.priority, id, task.run_at);
             }
@@ -107,7 +108,7 @@ impl Topic {
     /// The earliest due time of the scheduled tasks (an entry of a task since deleted or
     /// moved may answer, which only wakes the topic early).
     pub fn next_scheduled(&self) -> Option<Timestamp> {
-        self.scheduled.peek().map(|Reverse((run_at, _))| *run_at)
+        self.scheduled.first().map(|(run_at, _)| *run_at)
     }
 
     /// The next due task.
@@ -171,21 +172,45 @@ impl Topic {
     /// Drops the stale entries it meets on the way, as claims do.
     fn earliest_run_at(&mut self, tasks: &Records) -> Option<Timestamp> {
         let due = self.ready.earliest_run_at(tasks);
-        while let Some(&Reverse((run_at, id))) = self.scheduled.peek() {
+        while let Some(&(run_at, id)) = self.scheduled.first() {
             if tasks
                 .get(&id)
                 .is_some_and(|t| t.queue == Queue::Input && t.run_at == run_at)
             {
                 return Some(due.map_or(run_at, |d| d.min(run_at)));
             }
-            self.scheduled.pop();
+            self.scheduled.pop_first();
         }
         due
     }
 
-    pub fn stats(&mut self, tasks: &Records) -> TopicStats {
+    /// The tasks of INPUT not yet due at `now`, first runs and runs again: the scheduled
+    /// entries after `now` whose task is still there at that time (O(entries after
+    /// `now`); due tasks are not visited). A due-task entry never holds a task not yet due
+    /// at a `now` no earlier than the one that filed it.
+    fn not_yet_due(&self, now: Timestamp, tasks: &Records) -> (u64, u64) {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let after = Excluded((now, TaskId::new(u64::MAX)));
+        let (mut scheduled, mut retrying) = (0, 0);
+        for (run_at, id) in self.scheduled.range((after, Unbounded)) {
+            match tasks.get(id) {
+                Some(t) if t.queue == Queue::Input && t.run_at == *run_at => {
+                    if t.attempt > 0 {
+                        retrying += 1;
+                    } else {
+                        scheduled += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        (scheduled, retrying)
+    }
+
+    pub fn stats(&mut self, now: Timestamp, tasks: &Records) -> TopicStats {
         let mut stats = TopicStats::default();
         stats.earliest_run_at = self.earliest_run_at(tasks);
+        (stats.sizes.scheduled, stats.sizes.retrying) = self.not_yet_due(now, tasks);
         stats.counters = self.counters;
         stats.sizes.input = self.input;
         stats.sizes.work = self.work.len() as u64;

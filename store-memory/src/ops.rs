@@ -258,12 +258,12 @@ impl State {
         pruned as u64
     }
 
-    pub fn stats(&mut self) -> Stats {
+    pub fn stats(&mut self, now: Timestamp) -> Stats {
         let tasks = &self.tasks;
         Stats::from_topics(
             self.topics
                 .iter_mut()
-                .map(|(name, topic)| (name.to_string(), topic.stats(tasks)))
+                .map(|(name, topic)| (name.to_string(), topic.stats(now, tasks)))
                 .collect(),
         )
     }

@@ -65,7 +65,7 @@ impl Setup {
 
     async fn earliest(&self, topic: &str) -> Option<Timestamp> {
         self.store
-            .stats()
+            .stats(&taskmill_testkit::all_due())
             .await
             .unwrap()
             .topic(topic)
@@ -278,7 +278,7 @@ async fn a_namespace_before_the_run_at_indexes_gets_them_on_its_first_stats() {
     s.run(pipe).await;
     assert_eq!(s.fresh("b").await.len(), 3);
 
-    let stats = s.store.stats().await.unwrap();
+    let stats = s.store.stats(&taskmill_testkit::all_due()).await.unwrap();
     assert_eq!(stats.topic("a").earliest_run_at, Some(at(10)));
     assert_eq!(stats.topic("b").earliest_run_at, Some(at(20)));
     assert_eq!(stats.topic("b").sizes.input, 3);

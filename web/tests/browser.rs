@@ -440,7 +440,12 @@ async fn a_topic_is_paused_and_resumed() {
         assert_eq!(s.text(&format!("{row} .badge.when-active")).await, "active");
         s.click(&format!("{row} .when-active button")).await;
         until("the store to say paused", || async {
-            store.stats().await.unwrap().topic("emails").paused
+            store
+                .stats(&taskmill_core::store::StatsOptions::new(Timestamp::now()))
+                .await
+                .unwrap()
+                .topic("emails")
+                .paused
         })
         .await;
         assert_eq!(s.text(&format!("{row} .badge.when-paused")).await, "paused");
@@ -450,7 +455,12 @@ async fn a_topic_is_paused_and_resumed() {
         );
         s.click(&format!("{row} .when-paused button")).await;
         until("the store to say resumed", || async {
-            !store.stats().await.unwrap().topic("emails").paused
+            !store
+                .stats(&taskmill_core::store::StatsOptions::new(Timestamp::now()))
+                .await
+                .unwrap()
+                .topic("emails")
+                .paused
         })
         .await;
     })

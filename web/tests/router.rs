@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use taskmill_core::store::{
     ApplyOptions, Cancellation, ClaimOptions, Claimed, EnqueueOptions, LeaseRef, ListOptions,
-    Outcome, OutcomeKind, Page,
+    Outcome, OutcomeKind, Page, StatsOptions,
 };
 use taskmill_core::{Error, Payload, Queue, Result, Schedule, Store, StoreExt, Task, Timestamp};
 use taskmill_web::{router, DashboardOptions};
@@ -880,7 +880,16 @@ async fn cancel_all_waiting_of_a_topic_confirms_first() {
     );
     assert!(confirm.body.contains(r#"name="action" value="cancel""#));
     // Nothing changed by looking.
-    assert_eq!(store.stats().await.unwrap().topic("a").sizes.input, 1_101);
+    assert_eq!(
+        store
+            .stats(&StatsOptions::new(Timestamp::now()))
+            .await
+            .unwrap()
+            .topic("a")
+            .sizes
+            .input,
+        1_101
+    );
 
     let no_topic = send(
         &app,
@@ -888,7 +897,16 @@ async fn cancel_all_waiting_of_a_topic_confirms_first() {
     )
     .await;
     assert_eq!(no_topic.status, StatusCode::BAD_REQUEST);
-    assert_eq!(store.stats().await.unwrap().total.sizes.input, 1_102);
+    assert_eq!(
+        store
+            .stats(&StatsOptions::new(Timestamp::now()))
+            .await
+            .unwrap()
+            .total
+            .sizes
+            .input,
+        1_102
+    );
 
     let lists = store.lists.load(Ordering::Relaxed);
     let reply = send(
@@ -907,7 +925,10 @@ async fn cancel_all_waiting_of_a_topic_confirms_first() {
         reply.location(),
         "/queues/input?done=cancel&count=1101&topic=a"
     );
-    let stats = store.stats().await.unwrap();
+    let stats = store
+        .stats(&StatsOptions::new(Timestamp::now()))
+        .await
+        .unwrap();
     assert_eq!(
         (
             stats.topic("a").sizes.input,
@@ -972,13 +993,27 @@ async fn pause_and_resume_a_topic() {
         (reply.status, reply.location()),
         (StatusCode::SEE_OTHER, "/")
     );
-    assert!(store.stats().await.unwrap().topic("t").paused);
+    assert!(
+        store
+            .stats(&StatsOptions::new(Timestamp::now()))
+            .await
+            .unwrap()
+            .topic("t")
+            .paused
+    );
     send(
         &app,
         post("/topics/resume", &[("csrf", &csrf), ("topic", "t")]),
     )
     .await;
-    assert!(!store.stats().await.unwrap().topic("t").paused);
+    assert!(
+        !store
+            .stats(&StatsOptions::new(Timestamp::now()))
+            .await
+            .unwrap()
+            .topic("t")
+            .paused
+    );
 }
 
 #[tokio::test]
@@ -1110,7 +1145,10 @@ async fn bulk_actions_confirm_first_and_work_a_page_at_a_time() {
         reply.location(),
         "/queues/dead?done=retry&count=1200&topic=a"
     );
-    let stats = store.stats().await.unwrap();
+    let stats = store
+        .stats(&StatsOptions::new(Timestamp::now()))
+        .await
+        .unwrap();
     assert_eq!(
         (stats.topic("a").sizes.dead, stats.topic("a").sizes.input),
         (0, 1_200)
@@ -1139,7 +1177,16 @@ async fn bulk_actions_confirm_first_and_work_a_page_at_a_time() {
     )
     .await;
     assert_eq!(reply.location(), "/queues/dead?done=delete&count=10");
-    assert_eq!(store.stats().await.unwrap().total.sizes.dead, 0);
+    assert_eq!(
+        store
+            .stats(&StatsOptions::new(Timestamp::now()))
+            .await
+            .unwrap()
+            .total
+            .sizes
+            .dead,
+        0
+    );
 }
 
 #[tokio::test]
@@ -1453,7 +1500,10 @@ async fn read_only_hides_the_buttons_and_refuses_the_posts() {
         assert_eq!(reply.status, StatusCode::FORBIDDEN, "{uri}");
         assert!(reply.body.contains("read-only"), "{uri}: {}", reply.body);
     }
-    let stats = store.stats().await.unwrap();
+    let stats = store
+        .stats(&StatsOptions::new(Timestamp::now()))
+        .await
+        .unwrap();
     assert_eq!(
         (stats.total.sizes.dead, stats.topic("t").paused),
         (1, false)
