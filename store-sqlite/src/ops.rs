@@ -632,24 +632,35 @@ fn earliest_run_at(state: i64) -> String {
 
 /// How many of topic `topics.topic`'s INPUT tasks are due after `?1` (and, with `filter`,
 /// match it): a range of `tasks_waiting` per state from `?1` on, so no due task is visited.
-/// The count alone reads the index only; a filter on another column reads each row of the
-/// range too.
+/// Each state is its own equality (`state <= 1` too, which the partial index needs to be
+/// chosen), so that `run_at` bounds the range. The count alone reads the index only; a
+/// filter on another column reads each row of the range too.
 fn not_yet_due(filter: &str) -> String {
-    format!(
-        "(SELECT count(*) FROM tasks \
-         WHERE tasks.topic = topics.topic AND state IN ({READY}, {SCHEDULED}) AND run_at > ?1 \
-         {filter})"
-    )
+    let count = |state: i64| {
+        format!(
+            "(SELECT count(*) FROM tasks \
+             WHERE tasks.topic = topics.topic AND state = {state} AND {IN_INPUT} \
+             AND run_at > ?1 {filter})"
+        )
+    };
+    format!("({} + {})", count(READY), count(SCHEDULED))
 }
 
 /// Every topic's row, then the earliest `run_at` of its due tasks and of its scheduled
 /// ones (the earlier of the two is the topic's), then how many of its INPUT tasks are not
 /// yet due at `?1`, and how many of those ran before (retrying).
+///
+/// Only a retry, a recovery or a release puts a task that ran before into INPUT, so a
+/// topic that never counted one has no retrying task: its count costs nothing, where
+/// counting otherwise reads the row of each task not yet due (`attempt` is not in
+/// `tasks_waiting`).
 fn stats_query() -> String {
     format!(
         "SELECT topic, enqueued, started, retried, failed, completed, recovered, released, \
          requeued, cancelled, input, work, dead, kept_completed, kept_cancelled, paused, \
-         {}, {}, {}, {} FROM topics",
+         {}, {}, {}, \
+         CASE WHEN retried > 0 OR recovered > 0 OR released > 0 THEN {} ELSE 0 END \
+         FROM topics",
         earliest_run_at(READY),
         earliest_run_at(SCHEDULED),
         not_yet_due(""),
@@ -1201,10 +1212,12 @@ mod tests {
         let few = stats_steps(&conn, now);
         let due = (0..5_000).map(|i| Task::new("t", &i).unwrap()).collect();
         enqueue(&mut conn, due, &EnqueueOptions::new(now), false).unwrap();
-        assert_eq!(
-            few,
-            stats_steps(&conn, now),
-            "steps with 0 due tasks vs 5,000"
+        let many = stats_steps(&conn, now);
+        // A few steps more (each index seek lands among more entries), where a visit per
+        // due task would cost thousands.
+        assert!(
+            (many - few).abs() < 50,
+            "steps with 0 due tasks: {few}, with 5,000: {many}"
         );
         let sizes = stats(&mut conn, now).unwrap().topic("t").sizes;
         assert_eq!(
@@ -1217,7 +1230,8 @@ mod tests {
                 &format!("SELECT {} FROM topics", not_yet_due(filter)),
             );
             assert!(
-                query.contains("tasks_waiting") && !query.contains("SCAN tasks"),
+                query.contains("tasks_waiting (topic=? AND state=? AND run_at>?)")
+                    && !query.contains("SCAN tasks"),
                 "{query}"
             );
         }
