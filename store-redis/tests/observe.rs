@@ -3,8 +3,7 @@
 //! every script that rewrites its record; the fresh list's run_ats never decrease, the
 //! `due` set holds the ready set's tasks by run_at, and a namespace written before either
 //! gets them on its first stats; stats split INPUT by time in all three indexes. Each test
-//! also looks at the keys, so that it fails if the
-//! tasks went elsewhere.
+//! also looks at the keys, so that it fails if the tasks went elsewhere.
 
 use std::time::Duration;
 use taskmill_core::store::{EnqueueOptions, OutcomeKind};
