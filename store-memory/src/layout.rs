@@ -4,7 +4,7 @@
 //! Shaped for the hot path (claim and complete at millions per second): records live in a
 //! dense array found by id (see [`Records`]); due tasks wait in a [`ReadyQueue`], scheduled ones
 //! in a set ordered by due time (so stats count the tasks not yet due from `now` on,
-//! without visiting a due one). Neither is cleaned from the middle, so a deleted or cancelled task's entry
+//! without visiting a due one). The ready queue cannot remove from the middle, so a deleted or cancelled task's entry
 //! stays until it surfaces and is skipped then ("lazy deletion"); sizes are counted, not
 //! read off them. Finished tasks (COMPLETED and CANCELLED) stay where their record lies,
 //! named once more in their topic's [`Finished`] index, in the order pruning takes them;
@@ -49,9 +49,13 @@ pub(crate) struct Topic {
     pub name: Arc<str>,
     /// Due INPUT tasks, in claim order.
     pub ready: ReadyQueue,
-    /// INPUT tasks not yet known to be due, by due time (entries of tasks since gone or
-    /// moved stay until they are first, or are skipped).
+    /// INPUT tasks not yet known to be due, by due time: exactly those, an entry leaving
+    /// with its task (promoted, cancelled, deleted).
     pub scheduled: BTreeSet<(Timestamp, TaskId)>,
+    /// The tasks of `scheduled` that ran before (`attempt > 0`), by due time: with it,
+    /// stats split the tasks not yet due into scheduled and retrying by counting two
+    /// ranges, reading no record.
+    pub retrying: BTreeSet<(Timestamp, TaskId)>,
     pub input: u64,
     pub work: IdSet,
     pub dead: BTreeSet<TaskId>,
@@ -82,6 +86,9 @@ impl Topic {
         self.listed |= list;
         if record.run_at > now {
             self.scheduled.insert((record.run_at, record.id));
+            if record.attempt > 0 {
+                self.retrying.insert((record.run_at, record.id));
+            }
         } else if new {
             self.ready
                 .push_new(record.priority, record.id, record.run_at);
@@ -99,6 +106,7 @@ impl Topic {
                 break;
             }
             self.scheduled.pop_first();
+            self.retrying.remove(&(run_at, id));
             if let Some(task) = tasks.get(&id).filter(|t| t.queue == Queue::Input) {
                 self.ready.push_returned(task.priority, id, task.run_at);
             }
@@ -142,11 +150,22 @@ impl Topic {
         false
     }
 
+    /// Counts a task out of INPUT (cancelled or removed), with its scheduled entry if it
+    /// has one: the ready queue keeps its entry, skipped when it surfaces. `record` is as
+    /// it was in INPUT, or has kept its `run_at` and `attempt` since.
+    pub fn leave_input(&mut self, record: &TaskRecord) {
+        self.input -= 1;
+        let entry = (record.run_at, record.id);
+        if self.scheduled.remove(&entry) {
+            self.retrying.remove(&entry);
+        }
+    }
+
     /// Takes a task's entry out of the index of its queue, for a record about to be
-    /// removed. INPUT's ready queue and heap keep theirs, skipped when they surface.
+    /// removed.
     pub fn unindex(&mut self, record: &TaskRecord) {
         match record.queue {
-            Queue::Input => self.input -= 1,
+            Queue::Input => self.leave_input(record),
             Queue::Work => {
                 self.work.remove(&record.id);
             }
@@ -180,37 +199,27 @@ impl Topic {
                 return Some(due.map_or(run_at, |d| d.min(run_at)));
             }
             self.scheduled.pop_first();
+            self.retrying.remove(&(run_at, id));
         }
         due
     }
 
-    /// The tasks of INPUT not yet due at `now`, first runs and runs again: the scheduled
-    /// entries after `now` whose task is still there at that time (O(entries after
-    /// `now`); due tasks are not visited). A due-task entry never holds a task not yet due
+    /// The tasks of INPUT not yet due at `now`, first runs and runs again: the entries of
+    /// `scheduled` and of `retrying` after `now`, counted (O(entries after `now`), no
+    /// record read, no due task visited). The ready queue never holds a task not yet due
     /// at a `now` no earlier than the one that filed it.
-    fn not_yet_due(&self, now: Timestamp, tasks: &Records) -> (u64, u64) {
+    fn not_yet_due(&self, now: Timestamp) -> (u64, u64) {
         use std::ops::Bound::{Excluded, Unbounded};
-        let after = Excluded((now, TaskId::new(u64::MAX)));
-        let (mut scheduled, mut retrying) = (0, 0);
-        for (run_at, id) in self.scheduled.range((after, Unbounded)) {
-            match tasks.get(id) {
-                Some(t) if t.queue == Queue::Input && t.run_at == *run_at => {
-                    if t.attempt > 0 {
-                        retrying += 1;
-                    } else {
-                        scheduled += 1;
-                    }
-                }
-                _ => {}
-            }
-        }
-        (scheduled, retrying)
+        let after = (Excluded((now, TaskId::new(u64::MAX))), Unbounded);
+        let later = self.scheduled.range(after).count() as u64;
+        let retrying = self.retrying.range(after).count() as u64;
+        (later.saturating_sub(retrying), retrying)
     }
 
     pub fn stats(&mut self, now: Timestamp, tasks: &Records) -> TopicStats {
         let mut stats = TopicStats::default();
         stats.earliest_run_at = self.earliest_run_at(tasks);
-        (stats.sizes.scheduled, stats.sizes.retrying) = self.not_yet_due(now, tasks);
+        (stats.sizes.scheduled, stats.sizes.retrying) = self.not_yet_due(now);
         stats.counters = self.counters;
         stats.sizes.input = self.input;
         stats.sizes.work = self.work.len() as u64;

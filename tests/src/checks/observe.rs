@@ -474,6 +474,30 @@ checks!(
         got.sort();
         assert_eq!(got, expected);
         assert_split(store, late, &split([4, 0, 0])).await;
+
+        // A scheduled task deleted and a retrying one cancelled count nowhere.
+        let gone = store
+            .enqueue(
+                vec![task("u", 2).run_at(late + Duration::from_secs(60))],
+                &EnqueueOptions::new(late),
+            )
+            .await
+            .unwrap()[0]
+            .id();
+        assert_split(
+            store,
+            late,
+            &[("t", [4, 0, 0]), ("u", [2, 1, 0]), ("p", [2, 0, 0])],
+        )
+        .await;
+        assert_eq!(store.delete(&[gone]).await.unwrap(), [true]);
+        let again = claim_at(store, &["t"], 1, late).await.remove(0);
+        let retry_at = late + Duration::from_secs(60);
+        apply_outcome_at(store, &again, OutcomeKind::retry(retry_at, "later"), late).await;
+        assert_split(store, late, &split([3, 0, 1])).await;
+        cancel_at(store, &[again.id], "tester", late).await;
+        assert_split(store, late, &split([3, 0, 0])).await;
+        assert_split(store, retry_at, &split([3, 0, 0])).await;
     }
 
     /// A dead task requeued, and a task recovered from an expired lease, count from the
