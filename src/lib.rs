@@ -159,7 +159,14 @@ mod tests {
         let _events = shared.subscribe().await.unwrap();
         assert!(shared.has_subscribers());
         shared.set_paused("t", true).await.unwrap();
-        assert!(memory.stats().await.unwrap().topic("t").paused);
+        assert!(
+            memory
+                .stats(&store::StatsOptions::new(Timestamp::from_millis(1)))
+                .await
+                .unwrap()
+                .topic("t")
+                .paused
+        );
     }
 
     #[tokio::test]

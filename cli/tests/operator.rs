@@ -162,13 +162,44 @@ async fn a_task_is_enqueued_completed_shown_failed_retried_and_deleted() {
         ok(store, &["pause", "bad"]);
         let out = ok(store, &["retry", &bad.to_string()]);
         assert!(out.contains("requeued"), "{out}");
+        // Beside it, one due in an hour: scheduled, not pending.
+        let later = ok(store, &["enqueue", "bad", "{}", "--delay", "1h"]);
+        let later: u64 = later.trim().parse().expect("enqueue prints the id");
         let stats = json(store, &["stats"]);
-        assert_eq!(stats["topics"]["bad"]["paused"], true, "{stats}");
-        assert_eq!(stats["topics"]["bad"]["input"], 1, "{stats}");
-        assert_eq!(stats["topics"]["bad"]["dead"], 0, "{stats}");
+        let bad_stats = &stats["topics"]["bad"];
+        assert_eq!(bad_stats["paused"], true, "{stats}");
+        assert_eq!(bad_stats["input"], 2, "{stats}");
+        assert_eq!(bad_stats["pending"], 1, "{stats}");
+        assert_eq!(bad_stats["scheduled"], 1, "{stats}");
+        assert_eq!(bad_stats["retrying"], 0, "{stats}");
+        assert_eq!(bad_stats["dead"], 0, "{stats}");
+        assert_eq!(stats["pending"], 1, "the total: {stats}");
         let table = ok(store, &["stats"]);
+        let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+        assert_eq!(
+            header,
+            [
+                "TOPIC",
+                "PENDING",
+                "SCHEDULED",
+                "RUNNING",
+                "RETRYING",
+                "DEAD",
+                "COMPLETED",
+                "LATENCY",
+                "PAUSED"
+            ],
+            "{table}"
+        );
         let row = table.lines().find(|l| l.starts_with("bad ")).unwrap();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells[1..7], ["1", "1", "0", "0", "0", "0"], "{table}");
         assert!(row.ends_with("yes"), "{row}");
+        for line in table.lines() {
+            assert!(line.chars().count() <= 80, "wider than 80: {line:?}");
+        }
+        let out = ok(store, &["delete", &later.to_string()]);
+        assert!(out.contains("deleted"), "{out}");
 
         ok(store, &["resume", "bad"]);
         wait_for("the retried task to die again", || {

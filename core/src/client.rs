@@ -7,7 +7,7 @@ use crate::schedule::Cadence;
 use crate::stats::Stats;
 use crate::store::{
     CancelOptions, Cancellation, EnqueueOptions, Enqueued, ListOptions, Page, RequeueOptions,
-    ScheduleState, Store,
+    ScheduleState, StatsOptions, Store,
 };
 use crate::task::{Payload, Queue, Task, TaskId, TaskRecord, TaskStatus};
 use crate::time::{Clock, Timestamp};
@@ -320,9 +320,10 @@ impl Client {
         }
     }
 
-    /// A snapshot of the store's counters and queue sizes, in total and per topic.
+    /// A snapshot of the store's counters and queue sizes, in total and per topic, with
+    /// INPUT split into pending, scheduled and retrying at this client's clock's now.
     pub async fn stats(&self) -> Result<Stats> {
-        self.store.stats().await
+        self.store.stats(&StatsOptions::new(self.clock.now())).await
     }
 
     /// The events of the store: those published through this store handle and, where the

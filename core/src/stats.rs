@@ -59,8 +59,17 @@ impl AddAssign for Counters {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct QueueSizes {
-    /// Tasks in INPUT, due or scheduled.
+    /// Tasks in INPUT: pending (due), scheduled and retrying.
     pub input: u64,
+    /// Of `input`, the tasks not yet due at the stats' `now` that wait for their first run
+    /// (`attempt == 0`): [`TaskStatus::Scheduled`](crate::TaskStatus::Scheduled).
+    #[serde(default)]
+    pub scheduled: u64,
+    /// Of `input`, the tasks not yet due at the stats' `now` that ran before
+    /// (`attempt > 0`: a retry after a failure, or a run recovered or released):
+    /// [`TaskStatus::Retrying`](crate::TaskStatus::Retrying).
+    #[serde(default)]
+    pub retrying: u64,
     /// Tasks in WORK.
     pub work: u64,
     /// Tasks in DEAD.
@@ -83,6 +92,14 @@ impl QueueSizes {
     /// whatever history it keeps.
     pub fn active(&self) -> u64 {
         self.input + self.work + self.dead
+    }
+
+    /// Of `input`, the tasks due at the stats' `now`, ready to be claimed (in a paused
+    /// topic too): [`TaskStatus::Pending`](crate::TaskStatus::Pending).
+    pub fn pending(&self) -> u64 {
+        self.input
+            .saturating_sub(self.scheduled)
+            .saturating_sub(self.retrying)
     }
 
     /// How many tasks `queue` holds.
@@ -113,6 +130,8 @@ impl QueueSizes {
 impl AddAssign for QueueSizes {
     fn add_assign(&mut self, o: QueueSizes) {
         self.input += o.input;
+        self.scheduled += o.scheduled;
+        self.retrying += o.retrying;
         self.work += o.work;
         self.dead += o.dead;
         self.completed += o.completed;

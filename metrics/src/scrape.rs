@@ -4,7 +4,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
-use taskmill_core::{Counters, Queue, Stats, Timestamp, TopicStats};
+use taskmill_core::{Counters, Queue, QueueSizes, Stats, Timestamp, TopicStats};
 
 /// A transition counter: its name (after `taskmill_tasks_`, before `_total`), help text
 /// and field.
@@ -59,6 +59,20 @@ const COUNTERS: [CounterField; 9] = [
     ),
 ];
 
+/// The tasks in each state, named as [`TaskStatus::as_str`](taskmill_core::TaskStatus::as_str)
+/// names them: INPUT split by time, then the other queues.
+fn states(sizes: &QueueSizes) -> [(&'static str, u64); 7] {
+    [
+        ("pending", sizes.pending()),
+        ("scheduled", sizes.scheduled),
+        ("retrying", sizes.retrying),
+        ("running", sizes.work),
+        ("dead", sizes.dead),
+        ("completed", sizes.completed),
+        ("cancelled", sizes.cancelled),
+    ]
+}
+
 /// One scrape's store-wide figures.
 #[derive(Debug)]
 pub(crate) struct StoreFigures {
@@ -105,6 +119,23 @@ impl Collector for StoreFigures {
                 family
                     .encode_family(&labels)?
                     .encode_gauge(&t.sizes.of(queue))?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "taskmill_tasks_in_state",
+            "Tasks of a topic in each state, store-wide: INPUT split by time (pending: due; \
+             scheduled: not yet due, never run; retrying: not yet due, run before), then \
+             running, dead, completed and cancelled (kept as history). They add up to the \
+             queue sizes.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (topic, t) in self.topics() {
+            for (state, n) in states(&t.sizes) {
+                family
+                    .encode_family(&[("topic", topic), ("state", state)])?
+                    .encode_gauge(&n)?;
             }
         }
 

@@ -91,6 +91,33 @@ fn assert_sizes(m: &Exposition, topic: &str, nonzero: &[(&str, f64)]) {
     }
 }
 
+/// Asserts every state's size of `topic`: those named with their values, the rest 0.
+fn assert_states(m: &Exposition, topic: &str, nonzero: &[(&str, f64)]) {
+    let states = [
+        "pending",
+        "scheduled",
+        "retrying",
+        "running",
+        "dead",
+        "completed",
+        "cancelled",
+    ];
+    for state in states {
+        let expected = nonzero
+            .iter()
+            .find(|(name, _)| *name == state)
+            .map_or(0.0, |(_, v)| *v);
+        assert_eq!(
+            m.value(
+                "taskmill_tasks_in_state",
+                &[("topic", topic), ("state", state)]
+            ),
+            Some(expected),
+            "taskmill_tasks_in_state{{topic={topic:?},state={state:?}}}"
+        );
+    }
+}
+
 /// The count of runs of `topic` with `outcome` in the duration histogram, checked against
 /// its `+Inf` bucket.
 fn runs(m: &Exposition, topic: &str, outcome: &str) -> Option<f64> {
@@ -117,6 +144,10 @@ async fn a_scrape_reports_every_topic_exactly() {
         .backoff(Backoff::constant(Duration::from_millis(1)))
         .poll_interval(Duration::from_millis(10))
         .topic("doomed", TopicOptions::new().retries(5))
+        .topic(
+            "again",
+            TopicOptions::new().backoff(Backoff::constant(Duration::from_secs(3600))),
+        )
         .build();
     let ok = |_ctx: TaskContext| async { Ok::<_, TaskError>(()) };
     manager.register("ok", ok).unwrap();
@@ -128,6 +159,11 @@ async fn a_scrape_reports_every_topic_exactly() {
                 1 => Err(TaskError::msg("the first attempt fails")),
                 _ => Ok(()),
             }
+        })
+        .unwrap();
+    manager
+        .register("again", |_ctx: TaskContext| async {
+            Err::<(), _>(TaskError::msg("fails, to retry in an hour"))
         })
         .unwrap();
     manager
@@ -161,6 +197,10 @@ async fn a_scrape_reports_every_topic_exactly() {
         .enqueue(Task::new("doomed", &0).unwrap())
         .await
         .unwrap();
+    client
+        .enqueue(Task::new("again", &0).unwrap())
+        .await
+        .unwrap();
     let mut held = Vec::new();
     for i in 0..3 {
         held.push(
@@ -188,6 +228,7 @@ async fn a_scrape_reports_every_topic_exactly() {
         stats.topic("ok").counters.completed == 3
             && stats.topic("flaky").counters.completed == 1
             && stats.topic("doomed").counters.failed == 1
+            && stats.topic("again").counters.retried == 1
     })
     .await;
 
@@ -206,6 +247,7 @@ async fn a_scrape_reports_every_topic_exactly() {
     );
     assert_counters(&m, "slow", &[("enqueued", 1.0), ("started", 1.0)]);
     assert_sizes(&m, "slow", &[("work", 1.0)]);
+    assert_states(&m, "slow", &[("running", 1.0)]);
     assert_eq!(runs(&m, "slow", "ok"), Some(0.0), "not ended yet");
     release.notify_one();
     wait_until("slow has completed", LIMIT, || async {
@@ -246,16 +288,23 @@ async fn a_scrape_reports_every_topic_exactly() {
     assert_sizes(&m, "doomed", &[("dead", 1.0)]);
     assert_counters(&m, "held", &[("enqueued", 3.0), ("cancelled", 1.0)]);
     assert_sizes(&m, "held", &[("input", 2.0), ("cancelled", 1.0)]);
+    assert_states(&m, "held", &[("pending", 2.0), ("cancelled", 1.0)]);
     assert_counters(&m, "later", &[("enqueued", 1.0)]);
     assert_sizes(&m, "later", &[("input", 1.0)]);
+    assert_states(&m, "later", &[("scheduled", 1.0)]);
     assert_counters(&m, "old", &[("enqueued", 1.0)]);
     assert_sizes(&m, "old", &[("input", 1.0)]);
+    assert_states(&m, "old", &[("pending", 1.0)]);
+    assert_sizes(&m, "again", &[("input", 1.0)]);
+    assert_states(&m, "again", &[("retrying", 1.0)]);
+    assert_states(&m, "doomed", &[("dead", 1.0)]);
     assert_counters(
         &m,
         "slow",
         &[("enqueued", 1.0), ("started", 1.0), ("completed", 1.0)],
     );
     assert_sizes(&m, "slow", &[("completed", 1.0)]);
+    assert_states(&m, "slow", &[("completed", 1.0)]);
 
     for (topic, paused) in [("held", 1.0), ("ok", 0.0), ("old", 0.0)] {
         assert_eq!(
@@ -309,6 +358,7 @@ async fn a_scrape_reports_every_topic_exactly() {
 
     assert_eq!(m.kind("taskmill_tasks_completed"), Some("counter"));
     assert_eq!(m.kind("taskmill_queue_size"), Some("gauge"));
+    assert_eq!(m.kind("taskmill_tasks_in_state"), Some("gauge"));
     assert_eq!(m.kind("taskmill_queue_latency_seconds"), Some("gauge"));
     assert_eq!(m.kind("taskmill_run_duration_seconds"), Some("histogram"));
     assert_eq!(m.kind("taskmill_runs_in_progress"), Some("gauge"));

@@ -3,7 +3,8 @@
 //!
 //! Shaped for the hot path (claim and complete at millions per second): records live in a
 //! dense array found by id (see [`Records`]); due tasks wait in a [`ReadyQueue`], scheduled ones
-//! in a heap. Neither can remove from the middle, so a deleted or cancelled task's entry
+//! in a set ordered by due time (so stats count the tasks not yet due from `now` on,
+//! without visiting a due one). The ready queue cannot remove from the middle, so a deleted or cancelled task's entry
 //! stays until it surfaces and is skipped then ("lazy deletion"); sizes are counted, not
 //! read off them. Finished tasks (COMPLETED and CANCELLED) stay where their record lies,
 //! named once more in their topic's [`Finished`] index, in the order pruning takes them;
@@ -13,8 +14,7 @@ use crate::finished::Finished;
 use crate::ready::ReadyQueue;
 use crate::records::Records;
 use rustc_hash::{FxHashMap, FxHashSet};
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use taskmill_core::raw::IdSet;
 use taskmill_core::store::ScheduleState;
@@ -49,8 +49,13 @@ pub(crate) struct Topic {
     pub name: Arc<str>,
     /// Due INPUT tasks, in claim order.
     pub ready: ReadyQueue,
-    /// INPUT tasks not yet known to be due, by due time.
-    pub scheduled: BinaryHeap<Reverse<(Timestamp, TaskId)>>,
+    /// INPUT tasks not yet known to be due, by due time: exactly those, an entry leaving
+    /// with its task (promoted, cancelled, deleted).
+    pub scheduled: BTreeSet<(Timestamp, TaskId)>,
+    /// The tasks of `scheduled` that ran before (`attempt > 0`), by due time: with it,
+    /// stats split the tasks not yet due into scheduled and retrying by counting two
+    /// ranges, reading no record.
+    pub retrying: BTreeSet<(Timestamp, TaskId)>,
     pub input: u64,
     pub work: IdSet,
     pub dead: BTreeSet<TaskId>,
@@ -80,7 +85,10 @@ impl Topic {
         let list = !self.listed && !self.paused;
         self.listed |= list;
         if record.run_at > now {
-            self.scheduled.push(Reverse((record.run_at, record.id)));
+            self.scheduled.insert((record.run_at, record.id));
+            if record.attempt > 0 {
+                self.retrying.insert((record.run_at, record.id));
+            }
         } else if new {
             self.ready
                 .push_new(record.priority, record.id, record.run_at);
@@ -93,11 +101,12 @@ impl Topic {
 
     /// Moves scheduled tasks that are due by `now` to `ready`.
     pub fn promote(&mut self, now: Timestamp, tasks: &Records) {
-        while let Some(&Reverse((run_at, id))) = self.scheduled.peek() {
+        while let Some(&(run_at, id)) = self.scheduled.first() {
             if run_at > now {
                 break;
             }
-            self.scheduled.pop();
+            self.scheduled.pop_first();
+            self.retrying.remove(&(run_at, id));
             if let Some(task) = tasks.get(&id).filter(|t| t.queue == Queue::Input) {
                 self.ready.push_returned(task.priority, id, task.run_at);
             }
@@ -107,7 +116,7 @@ impl Topic {
     /// The earliest due time of the scheduled tasks (an entry of a task since deleted or
     /// moved may answer, which only wakes the topic early).
     pub fn next_scheduled(&self) -> Option<Timestamp> {
-        self.scheduled.peek().map(|Reverse((run_at, _))| *run_at)
+        self.scheduled.first().map(|(run_at, _)| *run_at)
     }
 
     /// The next due task.
@@ -141,11 +150,22 @@ impl Topic {
         false
     }
 
+    /// Counts a task out of INPUT (cancelled or removed), with its scheduled entry if it
+    /// has one: the ready queue keeps its entry, skipped when it surfaces. `record` is as
+    /// it was in INPUT, or has kept its `run_at` and `attempt` since.
+    pub fn leave_input(&mut self, record: &TaskRecord) {
+        self.input -= 1;
+        let entry = (record.run_at, record.id);
+        if self.scheduled.remove(&entry) {
+            self.retrying.remove(&entry);
+        }
+    }
+
     /// Takes a task's entry out of the index of its queue, for a record about to be
-    /// removed. INPUT's ready queue and heap keep theirs, skipped when they surface.
+    /// removed.
     pub fn unindex(&mut self, record: &TaskRecord) {
         match record.queue {
-            Queue::Input => self.input -= 1,
+            Queue::Input => self.leave_input(record),
             Queue::Work => {
                 self.work.remove(&record.id);
             }
@@ -171,21 +191,35 @@ impl Topic {
     /// Drops the stale entries it meets on the way, as claims do.
     fn earliest_run_at(&mut self, tasks: &Records) -> Option<Timestamp> {
         let due = self.ready.earliest_run_at(tasks);
-        while let Some(&Reverse((run_at, id))) = self.scheduled.peek() {
+        while let Some(&(run_at, id)) = self.scheduled.first() {
             if tasks
                 .get(&id)
                 .is_some_and(|t| t.queue == Queue::Input && t.run_at == run_at)
             {
                 return Some(due.map_or(run_at, |d| d.min(run_at)));
             }
-            self.scheduled.pop();
+            self.scheduled.pop_first();
+            self.retrying.remove(&(run_at, id));
         }
         due
     }
 
-    pub fn stats(&mut self, tasks: &Records) -> TopicStats {
+    /// The tasks of INPUT not yet due at `now`, first runs and runs again: the entries of
+    /// `scheduled` and of `retrying` after `now`, counted (O(entries after `now`), no
+    /// record read, no due task visited). The ready queue never holds a task not yet due
+    /// at a `now` no earlier than the one that filed it.
+    fn not_yet_due(&self, now: Timestamp) -> (u64, u64) {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let after = (Excluded((now, TaskId::new(u64::MAX))), Unbounded);
+        let later = self.scheduled.range(after).count() as u64;
+        let retrying = self.retrying.range(after).count() as u64;
+        (later.saturating_sub(retrying), retrying)
+    }
+
+    pub fn stats(&mut self, now: Timestamp, tasks: &Records) -> TopicStats {
         let mut stats = TopicStats::default();
         stats.earliest_run_at = self.earliest_run_at(tasks);
+        (stats.sizes.scheduled, stats.sizes.retrying) = self.not_yet_due(now);
         stats.counters = self.counters;
         stats.sizes.input = self.input;
         stats.sizes.work = self.work.len() as u64;

@@ -258,12 +258,12 @@ impl State {
         pruned as u64
     }
 
-    pub fn stats(&mut self) -> Stats {
+    pub fn stats(&mut self, now: Timestamp) -> Stats {
         let tasks = &self.tasks;
         Stats::from_topics(
             self.topics
                 .iter_mut()
-                .map(|(name, topic)| (name.to_string(), topic.stats(tasks)))
+                .map(|(name, topic)| (name.to_string(), topic.stats(now, tasks)))
                 .collect(),
         )
     }
@@ -368,9 +368,9 @@ impl State {
                 let cancellation = record.cancel(opts.now, &opts.by, &mut topic.counters);
                 match cancellation {
                     Cancellation::Cancelled => {
-                        // Out of INPUT: its ready or scheduled entry is skipped when it
-                        // surfaces.
-                        topic.input -= 1;
+                        // Out of INPUT: its scheduled entry goes; a ready one is skipped
+                        // when it surfaces.
+                        topic.leave_input(record);
                         // To CANCELLED: nothing to list.
                         let _ = topic.push(record, opts.now);
                         if let Some(events) = events.as_deref_mut() {

@@ -6,7 +6,7 @@ use taskmill_core::store::{
     Applied, ApplyOptions, CancelOptions, CancelStream, Cancellation, Capabilities, ClaimOptions,
     Claimed, EnqueueOptions, Enqueued, Fired, LeaseRef, ListOptions, Outcome, Page, Progress,
     PruneOptions, PruneSchedulesOptions, RecoverOptions, Recovered, RegisterOptions, RenewOptions,
-    RequeueOptions, ScheduleEntry, ScheduleState, Tick, WakeStream,
+    RequeueOptions, ScheduleEntry, ScheduleState, StatsOptions, Tick, WakeStream,
 };
 use taskmill_core::{
     async_trait, Event, EventStream, Queue, Result, Stats, Store, Task, TaskId, TaskRecord,
@@ -69,8 +69,8 @@ impl Store for MemoryStore {
         Ok(self.state().prune(opts))
     }
 
-    async fn stats(&self) -> Result<Stats> {
-        Ok(self.state().stats())
+    async fn stats(&self, opts: &StatsOptions) -> Result<Stats> {
+        Ok(self.state().stats(opts.now))
     }
 
     async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {

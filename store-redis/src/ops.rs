@@ -697,20 +697,25 @@ pub(crate) async fn prune(store: &RedisStore, opts: &PruneOptions) -> Result<u64
 }
 
 /// [`Store::stats`](taskmill_core::Store::stats).
-pub(crate) async fn stats(store: &RedisStore) -> Result<Stats> {
+pub(crate) async fn stats(store: &RedisStore, now: Timestamp) -> Result<Stats> {
     let topics = topics(store).await?;
     let calls: Vec<Call<'_>> = topics
         .iter()
-        .map(|t| call(store, &SCRIPTS.stats, &topic_keys(store, t)))
+        .map(|t| {
+            let mut call = call(store, &SCRIPTS.stats, &topic_keys(store, t));
+            call.arg(now.as_millis());
+            call
+        })
         .collect();
     let replies = store.shared.conn.eval(&calls).await?;
     let mut per_topic = BTreeMap::new();
     for (topic, reply) in topics.iter().zip(replies) {
         let mut items = array(reply, "stats")?.into_iter();
         let meta = array(items.next().unwrap_or(Value::Nil), "stats")?;
-        // Five sizes, then the earliest run_at (nil, false in Lua, for none).
+        // Seven sizes (the five queues, then INPUT's tasks not yet due and how many of
+        // those are retrying), then the earliest run_at (nil, false in Lua, for none).
         let mut rest: Vec<Value> = items.collect();
-        let earliest = if rest.len() > 5 {
+        let earliest = if rest.len() > 7 {
             rest.pop().unwrap_or(Value::Nil)
         } else {
             Value::Nil
@@ -745,6 +750,9 @@ pub(crate) async fn stats(store: &RedisStore) -> Result<Stats> {
         stats.sizes.dead = sizes.get(2).copied().unwrap_or(0);
         stats.sizes.completed = sizes.get(3).copied().unwrap_or(0);
         stats.sizes.cancelled = sizes.get(4).copied().unwrap_or(0);
+        let later = sizes.get(5).copied().unwrap_or(0);
+        stats.sizes.retrying = sizes.get(6).copied().unwrap_or(0);
+        stats.sizes.scheduled = later.saturating_sub(stats.sizes.retrying);
         stats.earliest_run_at = match earliest {
             Value::Nil => None,
             v => Some(Timestamp::from_millis(int(&v, "earliest run_at")?)),

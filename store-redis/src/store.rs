@@ -10,7 +10,7 @@ use taskmill_core::store::{
     Applied, ApplyOptions, CancelOptions, CancelStream, Cancellation, Capabilities, ClaimOptions,
     Claimed, EnqueueOptions, Enqueued, Fired, LeaseRef, ListOptions, Outcome, OutcomeKind, Page,
     Progress, PruneOptions, PruneSchedulesOptions, RecoverOptions, Recovered, RegisterOptions,
-    RenewOptions, RequeueOptions, ScheduleEntry, ScheduleState, Tick, WakeStream,
+    RenewOptions, RequeueOptions, ScheduleEntry, ScheduleState, StatsOptions, Tick, WakeStream,
 };
 use taskmill_core::{
     async_trait, Event, EventStream, Queue, Result, Stats, Store, Task, TaskId, TaskRecord,
@@ -122,8 +122,8 @@ impl Store for RedisStore {
         ops::prune(self, opts).await
     }
 
-    async fn stats(&self) -> Result<Stats> {
-        ops::stats(self).await
+    async fn stats(&self, opts: &StatsOptions) -> Result<Stats> {
+        ops::stats(self, opts.now).await
     }
 
     async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {

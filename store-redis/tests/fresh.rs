@@ -285,7 +285,13 @@ async fn get_stats_and_delete_see_listed_tasks() {
         Queue::Input
     );
     assert!(s.store.get(TaskId::new(1_000_000)).await.unwrap().is_none());
-    let sizes = s.store.stats().await.unwrap().total.sizes;
+    let sizes = s
+        .store
+        .stats(&taskmill_testkit::all_due())
+        .await
+        .unwrap()
+        .total
+        .sizes;
     assert_eq!((sizes.input, sizes.work, sizes.dead), (12, 0, 0));
 
     let delete = |ids: Vec<u64>| {
@@ -308,7 +314,7 @@ async fn get_stats_and_delete_see_listed_tasks() {
     for i in [0, 2, 5, 9] {
         assert!(s.store.get(TaskId::new(listed[i])).await.unwrap().is_none());
     }
-    let stats = s.store.stats().await.unwrap();
+    let stats = s.store.stats(&taskmill_testkit::all_due()).await.unwrap();
     assert_eq!(stats.total.sizes.input, 8);
     assert_eq!(stats.topics["t"].sizes.input, 8);
 
@@ -319,7 +325,13 @@ async fn get_stats_and_delete_see_listed_tasks() {
     let mut order = vec![urgent];
     order.extend(&left);
     assert_eq!(s.claim_all("t", 4, T0).await, order);
-    let sizes = s.store.stats().await.unwrap().total.sizes;
+    let sizes = s
+        .store
+        .stats(&taskmill_testkit::all_due())
+        .await
+        .unwrap()
+        .total
+        .sizes;
     assert_eq!((sizes.input, sizes.work), (1, 7));
 }
 
@@ -422,7 +434,16 @@ async fn a_namespace_without_the_list_keeps_working() {
         assert_eq!(got.queue, Queue::Input);
     }
     assert_eq!(s.list_input("t", 2).await, old);
-    assert_eq!(s.store.stats().await.unwrap().total.sizes.input, 4);
+    assert_eq!(
+        s.store
+            .stats(&taskmill_testkit::all_due())
+            .await
+            .unwrap()
+            .total
+            .sizes
+            .input,
+        4
+    );
 
     let new = s.enqueue("t", &[(0, T0), (1, T0), (0, T0)]).await;
     assert_eq!(s.layout("t").await.0, vec![new[0], new[2]]);

@@ -172,7 +172,12 @@ async fn finished_tasks_are_kept_by_id_and_pruned_by_finish_time() {
         [a[0], a[2]]
     );
     assert_eq!(page.next, Some(a[2]));
-    let sizes = store.stats().await.unwrap().topic("a").sizes;
+    let sizes = store
+        .stats(&taskmill_testkit::all_due())
+        .await
+        .unwrap()
+        .topic("a")
+        .sizes;
     assert_eq!(
         (sizes.completed, sizes.cancelled, sizes.active()),
         (3, 1, 0)
@@ -211,7 +216,12 @@ async fn finished_tasks_are_kept_by_id_and_pruned_by_finish_time() {
     );
     let later = PruneOptions::new(at(11), Duration::from_secs(7));
     assert_eq!(store.prune(&later).await.unwrap(), 3);
-    let sizes = store.stats().await.unwrap().total.sizes;
+    let sizes = store
+        .stats(&taskmill_testkit::all_due())
+        .await
+        .unwrap()
+        .total
+        .sizes;
     assert_eq!(sizes.total(), 0, "{sizes:?}");
 }
 
@@ -286,7 +296,12 @@ async fn completions_are_kept_with_their_result_or_removed() {
     assert_eq!(hash_len, 0, "progress left beside WORK");
     let ids_finished: Vec<u64> = s.finish_order("t").await.iter().map(|e| e.0).collect();
     assert_eq!(ids_finished, [ids[1].get(), ids[2].get()]);
-    let c = store.stats().await.unwrap().total.counters;
+    let c = store
+        .stats(&taskmill_testkit::all_due())
+        .await
+        .unwrap()
+        .total
+        .counters;
     assert_eq!(c.completed, 3);
     // Every key is free again: completed tasks do not hold theirs.
     let again = taskmill_testkit::enqueue_results(
@@ -600,7 +615,12 @@ async fn cancel_takes_waiting_tasks_from_every_index_and_flags_running_ones() {
             Cancellation::Refused(Queue::Completed)
         ]
     );
-    let counters = store.stats().await.unwrap().total.counters;
+    let counters = store
+        .stats(&taskmill_testkit::all_due())
+        .await
+        .unwrap()
+        .total
+        .counters;
     assert_eq!(counters.cancelled, 4);
     // A dead task requeued can be cancelled again like any waiting task.
     store
@@ -640,7 +660,12 @@ async fn the_reaper_cancels_an_expired_run_with_a_request() {
         (Queue::Cancelled, 1, Some(late), Some("ops"))
     );
     assert_eq!(r.progress.unwrap().as_str(), "\"half\"");
-    let c = store.stats().await.unwrap().total.counters;
+    let c = store
+        .stats(&taskmill_testkit::all_due())
+        .await
+        .unwrap()
+        .total
+        .counters;
     assert_eq!((c.recovered, c.cancelled, c.failed), (1, 1, 0));
     assert_eq!(
         apply(
@@ -800,5 +825,14 @@ async fn stale_log_entries_of_deleted_tasks_do_not_count_against_the_limit() {
     assert_eq!(store.prune(&opts).await.unwrap(), 2);
     assert_eq!(s.finish_order("t").await, []);
     assert!(store.get(ids[2]).await.unwrap().is_none());
-    assert_eq!(store.stats().await.unwrap().total.sizes.total(), 0);
+    assert_eq!(
+        store
+            .stats(&taskmill_testkit::all_due())
+            .await
+            .unwrap()
+            .total
+            .sizes
+            .total(),
+        0
+    );
 }

@@ -2,8 +2,8 @@
 //! stored byte for byte as before headers existed, one with headers keeps them through
 //! every script that rewrites its record; the fresh list's run_ats never decrease, the
 //! `due` set holds the ready set's tasks by run_at, and a namespace written before either
-//! gets them on its first stats. Each test also looks at the keys, so that it fails if the
-//! tasks went elsewhere.
+//! gets them on its first stats; stats split INPUT by time in all three indexes. Each test
+//! also looks at the keys, so that it fails if the tasks went elsewhere.
 
 use std::time::Duration;
 use taskmill_core::store::{EnqueueOptions, OutcomeKind};
@@ -65,7 +65,7 @@ impl Setup {
 
     async fn earliest(&self, topic: &str) -> Option<Timestamp> {
         self.store
-            .stats()
+            .stats(&taskmill_testkit::all_due())
             .await
             .unwrap()
             .topic(topic)
@@ -236,6 +236,54 @@ async fn the_fresh_list_keeps_run_at_order_and_due_mirrors_the_ready_set() {
     assert_eq!(s.zset("t", "due").await, []);
 }
 
+/// Stats read with a `now` behind the calls that filed tasks as due (another process's
+/// clock): the tasks of `fresh` and `due` whose `run_at` is after it count as scheduled or
+/// retrying, as their statuses at that `now` say; the walk of `fresh`'s tail stops at the
+/// first task due.
+#[tokio::test]
+async fn stats_behind_the_writers_clock_split_fresh_and_due_too() {
+    let mut s = Setup::new().await;
+    let ids = s
+        .enqueue_at(
+            (1..=40).map(|i| t(i).run_at(at(i * 10))).collect(),
+            at(1000),
+        )
+        .await;
+    assert_eq!(s.fresh("t").await.len(), 40, "all due at 1000, in fresh");
+    // One run fails and retries at 900, due at the apply's `now` (1000): in `ready` and
+    // `due`, not `scheduled`.
+    let failed = claim_at(&s.store, &["t"], 1, at(1000)).await.remove(0);
+    assert_eq!(failed.id, ids[0]);
+    apply_outcome_at(
+        &s.store,
+        &failed,
+        OutcomeKind::retry(at(900), "again"),
+        at(1000),
+    )
+    .await;
+    assert_eq!(
+        s.zset("t", "due").await,
+        [(ids[0].get(), at(900).as_millis())]
+    );
+    let split = |now| {
+        let store = &s.store;
+        async move {
+            let sizes = store
+                .stats(&taskmill_core::store::StatsOptions::new(now))
+                .await
+                .unwrap()
+                .topic("t")
+                .sizes;
+            (sizes.pending(), sizes.scheduled, sizes.retrying)
+        }
+    };
+    // At 255: tasks 2..=25 (run_at 20..=250) due; 26..=40 (260..=400) and the retry not.
+    assert_eq!(split(at(255)).await, (24, 15, 1));
+    assert_eq!(split(at(0)).await, (0, 39, 1));
+    assert_eq!(split(at(400)).await, (39, 0, 1));
+    assert_eq!(split(at(900)).await, (40, 0, 0));
+}
+
 /// A namespace written before `due` and `fresh_run_at` existed: its ready tasks are
 /// missing from `due`, and its list's run_ats may decrease. Its first stats add them to
 /// `due` and give the list its field, or move the list to the ready set when out of
@@ -278,7 +326,7 @@ async fn a_namespace_before_the_run_at_indexes_gets_them_on_its_first_stats() {
     s.run(pipe).await;
     assert_eq!(s.fresh("b").await.len(), 3);
 
-    let stats = s.store.stats().await.unwrap();
+    let stats = s.store.stats(&taskmill_testkit::all_due()).await.unwrap();
     assert_eq!(stats.topic("a").earliest_run_at, Some(at(10)));
     assert_eq!(stats.topic("b").earliest_run_at, Some(at(20)));
     assert_eq!(stats.topic("b").sizes.input, 3);

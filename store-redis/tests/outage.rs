@@ -69,7 +69,7 @@ async fn manager_reconnects_after_redis_is_killed_and_restarted() {
     );
     // The outage the scenario calls for: Redis stays down for a second.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let err = store.stats().await.unwrap_err();
+    let err = store.stats(&taskmill_testkit::all_due()).await.unwrap_err();
     assert_eq!(err.kind(), taskmill_core::ErrorKind::Unavailable, "{err}");
     let server = tokio::task::spawn_blocking(move || {
         let mut server = server;
@@ -82,7 +82,7 @@ async fn manager_reconnects_after_redis_is_killed_and_restarted() {
     let restarted = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(120);
     let stats = loop {
-        match store.stats().await {
+        match store.stats(&taskmill_testkit::all_due()).await {
             Ok(stats) if stats.total.sizes.active() == 0 => break stats,
             Ok(s) => eprintln!(
                 "{:?} {:?} done {}",
@@ -95,7 +95,7 @@ async fn manager_reconnects_after_redis_is_killed_and_restarted() {
         assert!(
             Instant::now() < deadline,
             "tasks left after 120 s: {:?}",
-            store.stats().await
+            store.stats(&taskmill_testkit::all_due()).await
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
@@ -238,7 +238,7 @@ async fn store_built_before_redis_starts_connects_when_it_is_up() {
     let lazily = taskmill_redis::RedisOptions::default().connect_lazily(true);
     let store = RedisStore::open_with(&url, lazily).await.unwrap();
     let asked = Instant::now();
-    let err = store.stats().await.unwrap_err();
+    let err = store.stats(&taskmill_testkit::all_due()).await.unwrap_err();
     assert_eq!(err.kind(), taskmill_core::ErrorKind::Unavailable, "{err}");
     assert!(
         asked.elapsed() < Duration::from_secs(3),
@@ -251,7 +251,7 @@ async fn store_built_before_redis_starts_connects_when_it_is_up() {
     .await
     .unwrap();
     wait_until("the store to connect", Duration::from_secs(10), || async {
-        store.stats().await.is_ok()
+        store.stats(&taskmill_testkit::all_due()).await.is_ok()
     })
     .await;
     store
@@ -261,6 +261,15 @@ async fn store_built_before_redis_starts_connects_when_it_is_up() {
         )
         .await
         .unwrap();
-    assert_eq!(store.stats().await.unwrap().total.sizes.input, 1);
+    assert_eq!(
+        store
+            .stats(&taskmill_testkit::all_due())
+            .await
+            .unwrap()
+            .total
+            .sizes
+            .input,
+        1
+    );
     drop(server);
 }

@@ -66,7 +66,7 @@ async fn lifecycle_round_trip() {
             .unwrap(),
         vec![Applied::Stale; 2]
     );
-    let stats = store.stats().await.unwrap();
+    let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
     assert_eq!(
         (
             stats.total.counters.enqueued,
@@ -390,7 +390,12 @@ async fn mixed_outcomes_in_one_call_each_get_their_own_details() {
         ),
         (Queue::Input, 0, now, 0)
     );
-    let counters = store.stats().await.unwrap().total.counters;
+    let counters = store
+        .stats(&taskmill_testkit::all_due())
+        .await
+        .unwrap()
+        .total
+        .counters;
     assert_eq!(
         (
             counters.completed,

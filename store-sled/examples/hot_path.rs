@@ -65,11 +65,11 @@ async fn main() -> taskmill_core::Result<()> {
         done += outcomes.len();
         claims += 1;
         if stats_every > 0 && claims % stats_every == 0 {
-            store.stats().await?;
+            store.stats(&taskmill_testkit::all_due()).await?;
         }
     }
     let processed = started.elapsed();
-    let stats = store.stats().await?;
+    let stats = store.stats(&taskmill_testkit::all_due()).await?;
     assert_eq!(stats.total.counters.completed, tasks as u64);
     drop(store);
     std::fs::remove_dir_all(&dir).ok();

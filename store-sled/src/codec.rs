@@ -463,6 +463,8 @@ pub(crate) struct State {
     pub cancel_requested: bool,
     /// Whether it holds its unique key while kept once finished.
     pub unique_while_kept: bool,
+    /// Whether it ran before (`attempt > 0`): in INPUT and not yet due, it is retrying.
+    pub ran: bool,
 }
 
 impl State {
@@ -475,6 +477,7 @@ impl State {
             lease: record.lease.as_ref().map(|l| (l.token, l.deadline)),
             cancel_requested: record.is_cancel_requested(),
             unique_while_kept: record.unique_while_kept,
+            ran: record.attempt > 0,
         }
     }
 }
@@ -496,7 +499,8 @@ pub(crate) fn decode_state(bytes: &[u8]) -> Option<State> {
     if flags & !known != 0 {
         return None;
     }
-    r.take(12)?;
+    let attempt = r.u32()?;
+    r.take(8)?;
     let run_at = r.time()?;
     let finished_at = r.optional(flags & flag::FINISHED_AT != 0, Reader::time)?;
     let lease = r.optional(flags & flag::LEASE != 0, |r| Some((r.u64()?, r.time()?)))?;
@@ -507,6 +511,7 @@ pub(crate) fn decode_state(bytes: &[u8]) -> Option<State> {
         lease,
         cancel_requested: flags & flag::CANCELLED_BY != 0,
         unique_while_kept: flags & flag::UNIQUE_WHILE_KEPT != 0,
+        ran: attempt > 0,
     })
 }
 
@@ -518,7 +523,8 @@ fn decode_state_v1(queue: Queue, mut r: Reader<'_>) -> Option<State> {
     if queue.is_finished() {
         return None;
     }
-    r.take(16)?;
+    let attempt = r.u32()?;
+    r.take(12)?;
     let run_at = r.time()?;
     let lease = r.optional(flags & v1::HAS_LEASE != 0, |r| Some((r.u64()?, r.time()?)))?;
     Some(State {
@@ -528,6 +534,7 @@ fn decode_state_v1(queue: Queue, mut r: Reader<'_>) -> Option<State> {
         lease,
         cancel_requested: false,
         unique_while_kept: false,
+        ran: attempt > 0,
     })
 }
 

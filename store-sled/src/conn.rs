@@ -471,7 +471,9 @@ impl Thread {
                     }
                 })
             }
-            Call::Stats { reply } => defer(false, reply, Ok(self.writer.stats()), || {}),
+            Call::Stats { opts, reply } => {
+                defer(false, reply, Ok(self.writer.stats(opts.now)), || {})
+            }
             Call::Get { id, reply } => defer(false, reply, self.writer.get(id), || {}),
             Call::List { opts, reply } => defer(false, reply, self.writer.list(&opts), || {}),
             Call::RegisterSchedules {
@@ -539,7 +541,7 @@ mod tests {
         let dir = taskmill_testkit::temp_dir();
         let store = SledStore::open(dir.path().join("db")).await.unwrap();
         store
-            .stats()
+            .stats(&taskmill_testkit::all_due())
             .instrument(tracing::info_span!("caller"))
             .await
             .unwrap();

@@ -36,8 +36,9 @@ pub(crate) enum At {
         run_at: Option<Timestamp>,
         lane: bool,
     },
-    /// In INPUT, not known to be due at the last claim's `now`.
-    Scheduled(Timestamp),
+    /// In INPUT, due at this time but not known to be due at the last claim's `now`;
+    /// `true` when it ran before (retrying while not yet due).
+    Scheduled(Timestamp, bool),
     /// In WORK under this claim; `cancel` when a cancel was requested.
     Work {
         token: u64,
@@ -54,7 +55,7 @@ pub(crate) enum At {
 impl At {
     pub fn queue(self) -> Queue {
         match self {
-            At::Ready { .. } | At::Scheduled(_) => Queue::Input,
+            At::Ready { .. } | At::Scheduled(..) => Queue::Input,
             At::Work { .. } => Queue::Work,
             At::Dead => Queue::Dead,
             At::Completed(_) => Queue::Completed,
@@ -71,7 +72,7 @@ impl At {
                 run_at: Some(state.run_at),
                 lane: false,
             },
-            (Queue::Input, _) => At::Scheduled(state.run_at),
+            (Queue::Input, _) => At::Scheduled(state.run_at, state.ran),
             (Queue::Work, Some((token, deadline))) => At::Work {
                 token,
                 deadline,
@@ -125,6 +126,9 @@ pub(crate) struct Topic {
     due: BTreeSet<(Timestamp, TaskId)>,
     /// INPUT tasks not yet due, by due time.
     scheduled: BTreeSet<(Timestamp, TaskId)>,
+    /// The tasks of `scheduled` that ran before (`attempt > 0`), by due time: with it,
+    /// stats split the tasks not yet due into scheduled and retrying by two range counts.
+    retrying: BTreeSet<(Timestamp, TaskId)>,
     /// Finished tasks kept (COMPLETED and CANCELLED) by finish time: what pruning takes
     /// first, without looking at those not due.
     finished: Finished,
@@ -396,6 +400,7 @@ impl Index {
             lanes: Vec::new(),
             due: BTreeSet::new(),
             scheduled: BTreeSet::new(),
+            retrying: BTreeSet::new(),
             finished: Finished::default(),
             unique: HashMap::new(),
             stats: TopicStats::default(),
@@ -561,7 +566,12 @@ impl Index {
                     set(&mut topic.due, (run_at, id), add);
                 }
             }
-            At::Scheduled(t) => set(&mut topic.scheduled, (t, id), add),
+            At::Scheduled(t, ran) => {
+                set(&mut topic.scheduled, (t, id), add);
+                if ran {
+                    set(&mut topic.retrying, (t, id), add);
+                }
+            }
             At::Work { .. } => set(&mut self.work, id, add),
             At::Dead => set(&mut self.dead, id, add),
             At::Completed(t) | At::Cancelled(t) => {
@@ -584,6 +594,7 @@ impl Index {
                 break;
             }
             t.scheduled.pop_first();
+            t.retrying.remove(&(run_at, id));
             if let Some(slot) = self.slots.get_mut(&id) {
                 slot.at = At::Ready {
                     run_at: Some(run_at),
@@ -705,12 +716,20 @@ impl Index {
     /// Counters, sizes and paused flags as kept, and each topic's earliest `run_at` in
     /// INPUT: the earliest of its lanes' fronts, its due-time order's first and its
     /// scheduled order's first (a lookup per priority and two, whatever INPUT holds).
-    pub fn stats(&self) -> Stats {
+    /// The tasks not yet due at `now` are counted in the scheduled and retrying orders
+    /// from `now` on: O(tasks not yet due), no due task visited (a task in the claim
+    /// order was due at a claim's `now`, so is due at any later one).
+    pub fn stats(&self, now: Timestamp) -> Stats {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let after = (Excluded((now, TaskId::new(u64::MAX))), Unbounded);
         Stats::from_topics(
             self.topics
                 .iter()
                 .map(|t| {
                     let mut stats = t.stats;
+                    let later = t.scheduled.range(after).count() as u64;
+                    stats.sizes.retrying = t.retrying.range(after).count() as u64;
+                    stats.sizes.scheduled = later.saturating_sub(stats.sizes.retrying);
                     let due = t.due.first().map(|&(at, _)| at);
                     let scheduled = t.scheduled.first().map(|&(at, _)| at);
                     let lanes = t.lanes.iter().filter_map(|(_, lane)| {
@@ -902,7 +921,7 @@ mod tests {
                     assert!(matches!(at, Some(At::Ready { lane: true, .. })), "{at:?}");
                 }
             }
-            let stats = index.stats();
+            let stats = index.stats(Timestamp::from_millis(i64::MAX));
             assert_eq!(
                 stats.topic("t").earliest_run_at,
                 model.values().min().copied()

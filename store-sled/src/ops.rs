@@ -76,8 +76,8 @@ impl Writer {
     }
 
     /// [`Store::stats`](taskmill_core::Store::stats), from the indexes.
-    pub fn stats(&self) -> Stats {
-        self.index.stats()
+    pub fn stats(&self, now: Timestamp) -> Stats {
+        self.index.stats(now)
     }
 
     /// [`Store::get`](taskmill_core::Store::get).

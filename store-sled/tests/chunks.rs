@@ -110,7 +110,13 @@ async fn lists_merge_overlapping_chunks_in_id_order() {
         .collect();
     same(&pages(&store, 33).await, &left, "pages after the claims");
     assert_eq!(
-        store.stats().await.unwrap().total.sizes.input as usize,
+        store
+            .stats(&taskmill_testkit::all_due())
+            .await
+            .unwrap()
+            .total
+            .sizes
+            .input as usize,
         left.len()
     );
     drop(store);

@@ -107,7 +107,7 @@ async fn run_until(store: &SledStore, drained: impl Fn(&Stats) -> bool) -> HashS
     manager.start().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let stats = store.stats().await.unwrap();
+        let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
         if drained(&stats) {
             break;
         }
@@ -168,7 +168,7 @@ async fn a_corrupt_record_goes_to_dead_and_the_rest_run() {
     );
     assert_eq!(store.get(bad_id).await.unwrap().unwrap().queue, Queue::Dead);
 
-    let stats = store.stats().await.unwrap();
+    let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
     assert_eq!(stats.total.counters.started, TASKS);
     assert_eq!(stats.total.counters.failed, 1);
     assert_eq!(stats.total.sizes.active(), 1);
@@ -216,7 +216,7 @@ async fn a_corrupt_record_in_input_can_be_deleted() {
     assert_eq!(store.list_all(Queue::Input, None).await.unwrap().len(), 1);
     assert_eq!(store.delete(&[id]).await.unwrap(), [true]);
     assert_eq!(store.get(id).await.unwrap().map(|r| r.id), None);
-    let stats = store.stats().await.unwrap();
+    let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
     assert_eq!(stats.total.sizes.input, 1);
     let again = store
         .enqueue_one(
@@ -353,7 +353,7 @@ async fn a_garbage_chunk_becomes_one_dead_placeholder_and_the_rest_run() {
     for id in &lost[..9] {
         assert!(store.get(*id).await.unwrap().is_none(), "{id}");
     }
-    let stats = store.stats().await.unwrap();
+    let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
     assert_eq!((stats.total.sizes.input, stats.total.sizes.dead), (20, 1));
 
     let ran = run_until(&store, |s| s.total.counters.completed >= 20).await;
@@ -370,18 +370,45 @@ async fn a_garbage_chunk_becomes_one_dead_placeholder_and_the_rest_run() {
         [false]
     );
     assert_eq!(store.delete(&[lost[9]]).await.unwrap(), [true]);
-    assert_eq!(store.stats().await.unwrap().total.sizes.active(), 0);
+    assert_eq!(
+        store
+            .stats(&taskmill_testkit::all_due())
+            .await
+            .unwrap()
+            .total
+            .sizes
+            .active(),
+        0
+    );
     // Once the kept tasks are pruned too, nothing is left of any chunk.
     let prune = PruneOptions::new(Timestamp::now() + Duration::from_secs(1), Duration::ZERO);
     assert_eq!(store.prune(&prune).await.unwrap(), 20);
-    assert_eq!(store.stats().await.unwrap().total.sizes.total(), 0);
+    assert_eq!(
+        store
+            .stats(&taskmill_testkit::all_due())
+            .await
+            .unwrap()
+            .total
+            .sizes
+            .total(),
+        0
+    );
     drop(store);
     let db = raw(&path);
     let chunks = db.open_tree("taskmill").unwrap().scan_prefix("c").count();
     assert_eq!(chunks, 0, "every chunk is gone");
     drop(db);
     let store = reopen(&path).await.unwrap();
-    assert_eq!(store.stats().await.unwrap().total.sizes.total(), 0);
+    assert_eq!(
+        store
+            .stats(&taskmill_testkit::all_due())
+            .await
+            .unwrap()
+            .total
+            .sizes
+            .total(),
+        0
+    );
 }
 
 /// A chunk cut short: the tasks before the cut are intact, the placeholder stands for the
@@ -431,7 +458,7 @@ async fn a_chunk_cut_short_keeps_its_head_and_a_placeholder() {
         .requeue(&[placeholder.id], &RequeueOptions::new(Timestamp::now()))
         .await;
     assert_eq!(requeued.unwrap(), [false]);
-    let stats = store.stats().await.unwrap();
+    let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
     assert_eq!(stats.total.sizes.input as usize, kept - 1);
     assert_eq!((stats.total.sizes.work, stats.total.sizes.dead), (1, 1));
     assert_eq!(store.delete(&[placeholder.id]).await.unwrap(), [true]);
@@ -439,7 +466,13 @@ async fn a_chunk_cut_short_keeps_its_head_and_a_placeholder() {
     let store = reopen(&path).await.unwrap();
     assert_eq!(store.get(placeholder.id).await.unwrap(), None);
     assert_eq!(
-        store.stats().await.unwrap().total.sizes.total() as usize,
+        store
+            .stats(&taskmill_testkit::all_due())
+            .await
+            .unwrap()
+            .total
+            .sizes
+            .total() as usize,
         kept
     );
 }

@@ -112,7 +112,7 @@ async fn history_survives_a_reopen() {
         assert_eq!(store.progress(&[progress]).await.unwrap(), [Applied::Done]);
         let requested = store.cancel(&[ids[2]], &by).await.unwrap();
         assert_eq!(requested, [Cancellation::Requested]);
-        let before = store.stats().await.unwrap();
+        let before = store.stats(&taskmill_testkit::all_due()).await.unwrap();
         let mut records = Vec::new();
         for id in &ids {
             records.push(store.get(*id).await.unwrap().unwrap());
@@ -121,7 +121,11 @@ async fn history_survives_a_reopen() {
     };
 
     let store = SledStore::open(&path).await.unwrap();
-    assert_eq!(store.stats().await.unwrap(), before, "counters and sizes");
+    assert_eq!(
+        store.stats(&taskmill_testkit::all_due()).await.unwrap(),
+        before,
+        "counters and sizes"
+    );
     let sizes = before.topic("a").sizes;
     assert_eq!((sizes.completed, sizes.cancelled, sizes.work), (2, 1, 1));
     assert_eq!(before.topic("a").counters.cancelled, 1);
@@ -200,7 +204,11 @@ async fn history_survives_a_reopen() {
         (recovered[0].id, recovered[0].queue),
         (ids[2], Queue::Cancelled)
     );
-    let stats = store.stats().await.unwrap().topic("a");
+    let stats = store
+        .stats(&taskmill_testkit::all_due())
+        .await
+        .unwrap()
+        .topic("a");
     assert_eq!((stats.sizes.cancelled, stats.counters.cancelled), (2, 2));
 }
 
@@ -258,7 +266,7 @@ async fn pruning_takes_the_oldest_finished_tasks_by_each_topics_cutoff() {
     // a finished in reverse id order, so its 11 highest ids went, and the unique one.
     assert_eq!(left("a").await, ids[..29]);
     assert_eq!(left("b").await, ids[40..74]);
-    let stats = store.stats().await.unwrap();
+    let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
     assert_eq!(stats.topic("a").sizes.completed, 29);
     assert_eq!(stats.topic("a").sizes.dead, 1, "DEAD is never pruned");
     assert_eq!(stats.topic("b").sizes.completed, 34);
@@ -276,7 +284,7 @@ async fn pruning_takes_the_oldest_finished_tasks_by_each_topics_cutoff() {
     let later = PruneOptions::new(at(2030), Duration::from_millis(1000))
         .topic("b", Duration::from_millis(5));
     assert_eq!(store.prune(&later).await.unwrap(), 20 + 20);
-    let stats = store.stats().await.unwrap();
+    let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
     assert_eq!(stats.topic("a").sizes.completed, 9);
     assert_eq!(stats.topic("b").sizes.completed, 14);
     assert_eq!(stats.total.counters.completed, 81, "pruning counts nothing");
@@ -310,7 +318,7 @@ async fn an_outcome_not_kept_leaves_nothing() {
         let outcome = Outcome::new(LeaseRef::of(record), OutcomeKind::complete()).keep(false);
         assert_eq!(apply(&store, outcome, at(3)).await, want);
     }
-    let stats = store.stats().await.unwrap();
+    let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
     assert_eq!(stats.total.sizes.total(), 0);
     let c = stats.total.counters;
     assert_eq!((c.completed, c.cancelled), (1, 1));
@@ -322,7 +330,16 @@ async fn an_outcome_not_kept_leaves_nothing() {
         .is_new());
     drop(store);
     let store = SledStore::open(&path).await.unwrap();
-    assert_eq!(store.stats().await.unwrap().total.sizes.total(), 1);
+    assert_eq!(
+        store
+            .stats(&taskmill_testkit::all_due())
+            .await
+            .unwrap()
+            .total
+            .sizes
+            .total(),
+        1
+    );
     assert!(store.get(ids[0]).await.unwrap().is_none());
 }
 
@@ -478,7 +495,7 @@ async fn a_layout_3_database_opens_and_runs() {
             other => break other.unwrap(),
         }
     };
-    let stats = store.stats().await.unwrap();
+    let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
     let (c, s) = (stats.total.counters, stats.total.sizes);
     assert_eq!(
         (c.enqueued, c.started, c.retried, c.cancelled),
@@ -527,13 +544,16 @@ async fn a_layout_3_database_opens_and_runs() {
         let outcome = Outcome::new(LeaseRef::of(record), OutcomeKind::complete());
         assert_eq!(apply(&store, outcome, at(200)).await, Applied::Done);
     }
-    let before = store.stats().await.unwrap();
+    let before = store.stats(&taskmill_testkit::all_due()).await.unwrap();
     assert_eq!(before.total.sizes.completed, 3);
     drop(store);
 
     // Marked the current layout now, and everything reads back the same.
     let store = SledStore::open(&path).await.unwrap();
-    assert_eq!(store.stats().await.unwrap(), before);
+    assert_eq!(
+        store.stats(&taskmill_testkit::all_due()).await.unwrap(),
+        before
+    );
     assert_eq!(store.get(TaskId::new(2)).await.unwrap(), Some(dead));
     let completed = ids_of(&store, ListOptions::new(Queue::Completed)).await;
     assert_eq!(completed, [1, 3, 4].map(TaskId::new));
@@ -608,7 +628,7 @@ async fn a_layout_4_database_opens_and_runs() {
             other => break other.unwrap(),
         }
     };
-    let stats = store.stats().await.unwrap();
+    let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
     assert_eq!(
         (stats.total.sizes.input, stats.total.sizes.completed),
         (1, 1)
@@ -751,13 +771,16 @@ async fn a_layout_5_database_opens_and_keeps_schedules() {
     );
     let (states, stats) = (
         store.schedules().await.unwrap(),
-        store.stats().await.unwrap(),
+        store.stats(&taskmill_testkit::all_due()).await.unwrap(),
     );
     assert_eq!(states[0].last_task, Some(TaskId::new(2)));
     drop(store);
     let store = SledStore::open(&path).await.unwrap();
     assert_eq!(store.schedules().await.unwrap(), states);
-    assert_eq!(store.stats().await.unwrap(), stats);
+    assert_eq!(
+        store.stats(&taskmill_testkit::all_due()).await.unwrap(),
+        stats
+    );
     drop(store);
     let db = sled::open(&path).unwrap();
     let version = db.open_tree("taskmill").unwrap().get("mschema").unwrap();

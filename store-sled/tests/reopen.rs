@@ -54,12 +54,16 @@ async fn everything_survives_a_reopen() {
         let working = lease(&first[1]);
         assert_eq!(working.id, ids[1]);
         store.set_paused("b", true).await.unwrap();
-        let before = store.stats().await.unwrap();
+        let before = store.stats(&taskmill_testkit::all_due()).await.unwrap();
         (ids, working, before)
     };
 
     let store = SledStore::open(&path).await.unwrap();
-    assert_eq!(store.stats().await.unwrap(), before, "stats and sizes");
+    assert_eq!(
+        store.stats(&taskmill_testkit::all_due()).await.unwrap(),
+        before,
+        "stats and sizes"
+    );
     let queue = |q| {
         let store = store.clone();
         async move {

@@ -107,12 +107,19 @@ async fn schedule_states_survive_a_reopen() {
             (s0.last_tick, s0.last_task, s0.fired_at),
             (Some(at(200)), Some(first), Some(at(150)))
         );
-        (states, first, store.stats().await.unwrap())
+        (
+            states,
+            first,
+            store.stats(&taskmill_testkit::all_due()).await.unwrap(),
+        )
     };
 
     let store = reopen(&path).await;
     assert_eq!(store.schedules().await.unwrap(), states);
-    assert_eq!(store.stats().await.unwrap(), stats);
+    assert_eq!(
+        store.stats(&taskmill_testkit::all_due()).await.unwrap(),
+        stats
+    );
     let record = store.get(fired_task).await.unwrap().unwrap();
     assert_eq!((record.queue, &*record.topic), (Queue::Input, "t"));
     // The stored last tick: a tick no later is stale, whoever fires it.
@@ -203,7 +210,7 @@ async fn a_fired_task_is_an_enqueued_one() {
         .unwrap();
     let tick = Tick::new("s", at(2_000), fired_task, Overlap::Allow);
     let id = new_id(&fire(&store, vec![tick], 2_000).await[0]);
-    let stats = store.stats().await.unwrap();
+    let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
     assert_eq!(
         (stats.total.counters.enqueued, stats.total.sizes.input),
         (2, 2)
@@ -247,7 +254,16 @@ async fn a_corrupt_schedule_state_is_left_out_at_open() {
     let states = store.schedules().await.unwrap();
     assert_eq!(states.len(), 1);
     assert_eq!(&*states[0].name, "good");
-    assert_eq!(store.stats().await.unwrap().total.sizes.input, 1);
+    assert_eq!(
+        store
+            .stats(&taskmill_testkit::all_due())
+            .await
+            .unwrap()
+            .total
+            .sizes
+            .input,
+        1
+    );
     let again = store
         .register_schedules(&[entry("bad")], &RegisterOptions::new(at(20)))
         .await
@@ -293,7 +309,7 @@ async fn clones_firing_the_same_tick_enqueue_it_once() {
         }
     }
     assert_eq!(enqueued, 20);
-    let stats = store.stats().await.unwrap();
+    let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
     assert_eq!(stats.total.sizes.input, 20);
     let state = &store.schedules().await.unwrap()[0];
     assert_eq!(state.last_tick, Some(at(20)));

@@ -144,7 +144,7 @@ async fn a_refused_write_fails_the_enqueue_and_loses_nothing_stored() {
         big == acknowledged || big == acknowledged + 16,
         "acknowledged {acknowledged}, found {big}: a batch was split"
     );
-    let stats = store.stats().await.unwrap();
+    let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
     assert_eq!(
         stats.total.sizes.input,
         BEFORE + big,

@@ -153,7 +153,7 @@ fn handle(conn: &mut Connection, bus: &LocalBus, command: Call) {
                 "cannot prune finished tasks",
             );
         }
-        Call::Stats { reply } => send(reply, ops::stats(conn), "cannot read stats"),
+        Call::Stats { opts, reply } => send(reply, ops::stats(conn, opts.now), "cannot read stats"),
         Call::Get { id, reply } => {
             let result = ops::get(conn, id).map_err(|e| backend_error(e, "cannot read a task"));
             let _ = reply.send(result.and_then(|d| d.map(Decoded::strict).transpose()));
@@ -395,7 +395,7 @@ mod tests {
         let entered = EnteredSpans::record();
         let store = SqliteStore::open(":memory:").await.unwrap();
         store
-            .stats()
+            .stats(&taskmill_testkit::all_due())
             .instrument(tracing::info_span!("caller"))
             .await
             .unwrap();

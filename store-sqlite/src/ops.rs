@@ -718,24 +718,50 @@ fn earliest_run_at(state: i64) -> String {
     )
 }
 
+/// How many of topic `topics.topic`'s INPUT tasks are due after `?1` (and, with `filter`,
+/// match it): a range of `tasks_waiting` per state from `?1` on, so no due task is visited.
+/// Each state is its own equality (`state <= 1` too, which the partial index needs to be
+/// chosen), so that `run_at` bounds the range. The count alone reads the index only; a
+/// filter on another column reads each row of the range too.
+fn not_yet_due(filter: &str) -> String {
+    let count = |state: i64| {
+        format!(
+            "(SELECT count(*) FROM tasks \
+             WHERE tasks.topic = topics.topic AND state = {state} AND {IN_INPUT} \
+             AND run_at > ?1 {filter})"
+        )
+    };
+    format!("({} + {})", count(READY), count(SCHEDULED))
+}
+
 /// Every topic's row, then the earliest `run_at` of its due tasks and of its scheduled
-/// ones (the earlier of the two is the topic's).
+/// ones (the earlier of the two is the topic's), then how many of its INPUT tasks are not
+/// yet due at `?1`, and how many of those ran before (retrying).
+///
+/// Only a retry, a recovery or a release puts a task that ran before into INPUT, so a
+/// topic that never counted one has no retrying task: its count costs nothing, where
+/// counting otherwise reads the row of each task not yet due (`attempt` is not in
+/// `tasks_waiting`).
 fn stats_query() -> String {
     format!(
         "SELECT topic, enqueued, started, retried, failed, completed, recovered, released, \
          requeued, cancelled, input, work, dead, kept_completed, kept_cancelled, paused, \
-         {}, {} FROM topics",
+         {}, {}, {}, \
+         CASE WHEN retried > 0 OR recovered > 0 OR released > 0 THEN {} ELSE 0 END \
+         FROM topics",
         earliest_run_at(READY),
-        earliest_run_at(SCHEDULED)
+        earliest_run_at(SCHEDULED),
+        not_yet_due(""),
+        not_yet_due("AND attempt > 0"),
     )
 }
 
 /// [`Store::stats`](taskmill_core::Store::stats).
-pub fn stats(conn: &mut rusqlite::Connection) -> R<Stats> {
+pub fn stats(conn: &mut rusqlite::Connection, now: Timestamp) -> R<Stats> {
     let mut stmt = conn.prepare_cached(&stats_query())?;
     let n = |r: &rusqlite::Row<'_>, i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
     let topics = stmt
-        .query_map([], |r| {
+        .query_map([now.as_millis()], |r| {
             let mut t = TopicStats::default();
             let c = &mut t.counters;
             c.enqueued = n(r, 1)?;
@@ -760,6 +786,9 @@ pub fn stats(conn: &mut rusqlite::Connection) -> R<Stats> {
                 .chain(scheduled)
                 .min()
                 .map(Timestamp::from_millis);
+            let later = n(r, 18)?;
+            t.sizes.retrying = n(r, 19)?;
+            t.sizes.scheduled = later.saturating_sub(t.sizes.retrying);
             Ok((r.get::<_, String>(0)?, t))
         })?
         .collect::<R<_>>()?;
@@ -1541,10 +1570,13 @@ mod tests {
         );
     }
 
-    /// How many virtual machine steps reading the stats takes.
-    fn stats_steps(conn: &rusqlite::Connection) -> i32 {
+    /// How many virtual machine steps reading the stats at `now` takes.
+    fn stats_steps(conn: &rusqlite::Connection, now: Timestamp) -> i32 {
         let mut stmt = conn.prepare(&stats_query()).unwrap();
-        let rows = stmt.query_map([], |_| Ok(())).unwrap().count();
+        let rows = stmt
+            .query_map([now.as_millis()], |_| Ok(()))
+            .unwrap()
+            .count();
         assert_eq!(rows, 1, "one topic");
         stmt.get_status(rusqlite::StatementStatus::VmStep)
     }
@@ -1570,13 +1602,19 @@ mod tests {
                 .collect();
             enqueue(conn, tasks, &EnqueueOptions::new(now), false).unwrap();
         };
+        // Read when every task is due, so the split by time has nothing to count.
+        let later = Timestamp::from_millis(2_000_000);
         fill(&mut conn, 10);
-        let few = stats_steps(&conn);
+        let few = stats_steps(&conn, later);
         fill(&mut conn, 5_000);
-        let many = stats_steps(&conn);
+        let many = stats_steps(&conn, later);
         assert_eq!(few, many, "steps with 10 tasks waiting vs 5,010");
-        let topic = stats(&mut conn).unwrap().topic("t");
+        let topic = stats(&mut conn, later).unwrap().topic("t");
         assert_eq!(topic.sizes.input, 5_010);
+        assert_eq!((topic.sizes.scheduled, topic.sizes.retrying), (0, 0));
+        let topic = stats(&mut conn, now).unwrap().topic("t");
+        assert_eq!(topic.sizes.scheduled, 2_505, "the odd tasks are scheduled");
+        assert_eq!(topic.sizes.pending(), 2_505);
         let expected: i64 = conn
             .query_row("SELECT min(run_at) FROM tasks", [], |r| r.get(0))
             .unwrap();
@@ -1584,6 +1622,49 @@ mod tests {
             topic.earliest_run_at,
             Some(Timestamp::from_millis(expected))
         );
+    }
+
+    /// Splitting INPUT by time visits the tasks not yet due only: 5,000 more due tasks
+    /// cost the stats no step, and each subquery is a search of `tasks_waiting`.
+    #[test]
+    fn the_split_by_time_visits_no_due_task() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        crate::layout::migrate(&mut conn, Path::new(":memory:"), false).unwrap();
+        let now = Timestamp::from_millis(1_000_000);
+        let scheduled = (0..10)
+            .map(|i| {
+                Task::new("t", &i)
+                    .unwrap()
+                    .delay(std::time::Duration::from_secs(60))
+            })
+            .collect();
+        enqueue(&mut conn, scheduled, &EnqueueOptions::new(now), false).unwrap();
+        let few = stats_steps(&conn, now);
+        let due = (0..5_000).map(|i| Task::new("t", &i).unwrap()).collect();
+        enqueue(&mut conn, due, &EnqueueOptions::new(now), false).unwrap();
+        let many = stats_steps(&conn, now);
+        // A few steps more (each index seek lands among more entries), where a visit per
+        // due task would cost thousands.
+        assert!(
+            (many - few).abs() < 50,
+            "steps with 0 due tasks: {few}, with 5,000: {many}"
+        );
+        let sizes = stats(&mut conn, now).unwrap().topic("t").sizes;
+        assert_eq!(
+            (sizes.pending(), sizes.scheduled, sizes.retrying),
+            (5_000, 10, 0)
+        );
+        for filter in ["", "AND attempt > 0"] {
+            let query = plan(
+                &conn,
+                &format!("SELECT {} FROM topics", not_yet_due(filter)),
+            );
+            assert!(
+                query.contains("tasks_waiting (topic=? AND state=? AND run_at>?)")
+                    && !query.contains("SCAN tasks"),
+                "{query}"
+            );
+        }
     }
 
     /// The statements every claim, renewal and completion runs are prepared once and

@@ -40,14 +40,14 @@ async fn tasks_survive_closing_and_reopening() {
     let ids = enqueue(&store, tasks("t", 0..10)).await;
     let claimed = store.claim(&claim_req(3, "a")).await.unwrap();
     assert_eq!(claimed.len(), 3);
-    let stats = store.stats().await.unwrap();
+    let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
     drop(store);
 
     let store = SqliteStore::from_url(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
     assert_eq!(
-        store.stats().await.unwrap(),
+        store.stats(&taskmill_testkit::all_due()).await.unwrap(),
         stats,
         "counters and sizes persist"
     );
@@ -141,7 +141,11 @@ async fn corrupt_payload_goes_to_dead_and_the_rest_run() {
         "48 completions and 2 dead",
         Duration::from_secs(30),
         || async {
-            let s = store.stats().await.unwrap().total;
+            let s = store
+                .stats(&taskmill_testkit::all_due())
+                .await
+                .unwrap()
+                .total;
             s.counters.completed == 48 && s.sizes.dead == 2
         },
     )
@@ -149,7 +153,12 @@ async fn corrupt_payload_goes_to_dead_and_the_rest_run() {
     manager.close().await.unwrap();
 
     assert_eq!(done.load(Ordering::SeqCst), 48);
-    let c = store.stats().await.unwrap().total.counters;
+    let c = store
+        .stats(&taskmill_testkit::all_due())
+        .await
+        .unwrap()
+        .total
+        .counters;
     assert_eq!(
         (c.started, c.completed, c.failed, c.retried),
         (50, 48, 2, 0),
@@ -169,7 +178,12 @@ async fn corrupt_payload_goes_to_dead_and_the_rest_run() {
         store.delete(&[bad_text, bad_blob]).await.unwrap(),
         vec![true, true]
     );
-    let sizes = store.stats().await.unwrap().total.sizes;
+    let sizes = store
+        .stats(&taskmill_testkit::all_due())
+        .await
+        .unwrap()
+        .total
+        .sizes;
     assert_eq!((sizes.active(), sizes.completed), (0, 48));
 }
 
@@ -210,7 +224,12 @@ async fn corrupt_columns_are_claimed_as_corrupt_and_can_be_finished() {
             .unwrap(),
         vec![Applied::Stale]
     );
-    let sizes = store.stats().await.unwrap().topic("t").sizes;
+    let sizes = store
+        .stats(&taskmill_testkit::all_due())
+        .await
+        .unwrap()
+        .topic("t")
+        .sizes;
     assert_eq!((sizes.input, sizes.work, sizes.dead), (0, 2, 1));
 }
 
@@ -284,7 +303,15 @@ async fn a_read_only_database_refuses_writes_and_loses_nothing() {
     let ro = SqliteStore::open_with(&path, SqliteOptions::default().read_only(true))
         .await
         .unwrap();
-    assert_eq!(ro.stats().await.unwrap().total.sizes.input, 20);
+    assert_eq!(
+        ro.stats(&taskmill_testkit::all_due())
+            .await
+            .unwrap()
+            .total
+            .sizes
+            .input,
+        20
+    );
     let err = ro
         .enqueue(tasks("t", 20..25), &EnqueueOptions::new(T0))
         .await
@@ -295,7 +322,16 @@ async fn a_read_only_database_refuses_writes_and_loses_nothing() {
     drop(ro);
 
     let store = SqliteStore::open(&path).await.unwrap();
-    assert_eq!(store.stats().await.unwrap().total.sizes.input, 20);
+    assert_eq!(
+        store
+            .stats(&taskmill_testkit::all_due())
+            .await
+            .unwrap()
+            .total
+            .sizes
+            .input,
+        20
+    );
     assert_intact(&store, &ids).await;
 }
 
@@ -325,7 +361,11 @@ async fn a_full_database_refuses_the_batch_and_loses_nothing() {
     let err = refused.expect("a 512 KiB database cannot hold 5 MB of tasks");
     assert_eq!(err.kind(), ErrorKind::Storage, "{err}");
     assert!(!stored.is_empty());
-    let stats = store.stats().await.unwrap().total;
+    let stats = store
+        .stats(&taskmill_testkit::all_due())
+        .await
+        .unwrap()
+        .total;
     assert_eq!(
         stats.sizes.input,
         stored.len() as u64,
@@ -368,7 +408,16 @@ async fn a_lock_held_elsewhere_is_unavailable_after_the_busy_timeout() {
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(started.elapsed() >= Duration::from_millis(100));
     // Readers are not blocked by a writer in WAL mode.
-    assert_eq!(store.stats().await.unwrap().total.sizes.input, 2);
+    assert_eq!(
+        store
+            .stats(&taskmill_testkit::all_due())
+            .await
+            .unwrap()
+            .total
+            .sizes
+            .input,
+        2
+    );
     conn.execute_batch("COMMIT").unwrap();
     assert_eq!(enqueue(&store, tasks("t", 2..3)).await.len(), 1);
 }
@@ -421,7 +470,7 @@ async fn two_connections_on_one_file_never_share_a_task() {
         "each task claimed once"
     );
     assert_eq!(all.len(), total as usize);
-    let c = a.stats().await.unwrap().total;
+    let c = a.stats(&taskmill_testkit::all_due()).await.unwrap().total;
     assert_eq!(
         (c.counters.completed, c.sizes.active(), c.sizes.completed),
         (total, 0, total)
@@ -524,7 +573,16 @@ async fn simultaneous_opens_of_a_new_file_all_succeed() {
         );
         for store in [a, b, c] {
             let store = store.unwrap_or_else(|e| panic!("round {round}: {e}"));
-            assert_eq!(store.stats().await.unwrap().total.sizes.total(), 0);
+            assert_eq!(
+                store
+                    .stats(&taskmill_testkit::all_due())
+                    .await
+                    .unwrap()
+                    .total
+                    .sizes
+                    .total(),
+                0
+            );
         }
     }
 }
@@ -623,7 +681,11 @@ async fn a_cancel_from_another_connection_is_learnt_at_renewal() {
     assert_eq!((record.finished_at, record.attempt), (Some(later), 1));
     assert!(record.lease.is_none());
 
-    let t = b.stats().await.unwrap().topic("t");
+    let t = b
+        .stats(&taskmill_testkit::all_due())
+        .await
+        .unwrap()
+        .topic("t");
     assert_eq!((t.counters.cancelled, t.counters.completed), (2, 0));
     assert_eq!((t.sizes.cancelled, t.sizes.work, t.sizes.input), (2, 1, 0));
     let again = b
@@ -695,7 +757,11 @@ async fn completions_keep_or_remove_and_free_unique_keys() {
     let b = get(&store, ids[1]).await;
     assert_eq!((b.result, b.progress), (None, Some(last)));
     assert_eq!(store.get(ids[2]).await.unwrap(), None, "not kept");
-    let t = store.stats().await.unwrap().topic("t");
+    let t = store
+        .stats(&taskmill_testkit::all_due())
+        .await
+        .unwrap()
+        .topic("t");
     assert_eq!(
         (t.counters.completed, t.sizes.completed, t.sizes.work),
         (3, 2, 0)
@@ -715,7 +781,16 @@ async fn completions_keep_or_remove_and_free_unique_keys() {
     let prune = |now| PruneOptions::new(now, retention);
     assert_eq!(store.prune(&prune(T0)).await.unwrap(), 0, "not due yet");
     assert_eq!(store.prune(&prune(T0 + retention)).await.unwrap(), 2);
-    assert_eq!(store.stats().await.unwrap().topic("t").sizes.completed, 0);
+    assert_eq!(
+        store
+            .stats(&taskmill_testkit::all_due())
+            .await
+            .unwrap()
+            .topic("t")
+            .sizes
+            .completed,
+        0
+    );
     let second = enqueue_results(&store, keys(4)).await;
     assert_eq!(second[0], Enqueued::Duplicate(first[0].id()));
     assert!(second[1].is_new(), "pruning frees a key held while kept");
@@ -879,7 +954,11 @@ async fn two_handles_firing_the_same_ticks_enqueue_each_once() {
         );
     }
     assert_eq!(ids.len(), TICKS as usize, "200 distinct tasks");
-    let stats = a.stats().await.unwrap().topic("t");
+    let stats = a
+        .stats(&taskmill_testkit::all_due())
+        .await
+        .unwrap()
+        .topic("t");
     assert_eq!((stats.counters.enqueued, stats.sizes.input), (TICKS, TICKS));
     let listed = a.list_all(Queue::Input, Some("t")).await.unwrap();
     assert_eq!(listed.len(), TICKS as usize);

@@ -159,7 +159,11 @@ async fn a_version_1_file_is_upgraded_in_place_and_keeps_every_task() {
     let store = SqliteStore::open(&path).await.unwrap();
     assert_eq!(version(&path), i64::from(LAYOUT_VERSION));
 
-    let t = store.stats().await.unwrap().topic("t");
+    let t = store
+        .stats(&taskmill_testkit::all_due())
+        .await
+        .unwrap()
+        .topic("t");
     let (c, s) = (t.counters, t.sizes);
     assert_eq!(
         (c.enqueued, c.started, c.retried, c.failed, c.cancelled),
@@ -255,10 +259,13 @@ async fn a_version_1_file_is_upgraded_in_place_and_keeps_every_task() {
         .await
         .unwrap();
     assert_eq!(pruned, 1);
-    let stats = store.stats().await.unwrap();
+    let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
     drop(store);
     let store = SqliteStore::open(&path).await.unwrap();
-    assert_eq!(store.stats().await.unwrap(), stats);
+    assert_eq!(
+        store.stats(&taskmill_testkit::all_due()).await.unwrap(),
+        stats
+    );
     assert_eq!(version(&path), i64::from(LAYOUT_VERSION));
     assert!(tables(&path).contains(&"schedules".to_owned()));
     schedules_work(store, &path, id(6)).await;
@@ -320,7 +327,15 @@ async fn a_version_1_file_opened_read_only_is_refused_with_the_fix() {
     let ro = SqliteStore::open_with(&path, SqliteOptions::default().read_only(true))
         .await
         .unwrap();
-    assert_eq!(ro.stats().await.unwrap().topic("t").sizes.input, 2);
+    assert_eq!(
+        ro.stats(&taskmill_testkit::all_due())
+            .await
+            .unwrap()
+            .topic("t")
+            .sizes
+            .input,
+        2
+    );
 }
 
 /// The schema of layout version 2, as `taskmill-sqlite` wrote it.
@@ -434,7 +449,11 @@ async fn a_version_2_file_gains_headers_and_the_earliest_run_at_in_place() {
         "{indexes:?}"
     );
 
-    let t = store.stats().await.unwrap().topic("t");
+    let t = store
+        .stats(&taskmill_testkit::all_due())
+        .await
+        .unwrap()
+        .topic("t");
     assert_eq!((t.sizes.input, t.sizes.completed), (2, 1));
     assert_eq!(
         t.earliest_run_at,
@@ -484,14 +503,22 @@ async fn a_version_2_file_gains_headers_and_the_earliest_run_at_in_place() {
         ]
     );
     assert_eq!(
-        store.stats().await.unwrap().topic("t").earliest_run_at,
+        store
+            .stats(&taskmill_testkit::all_due())
+            .await
+            .unwrap()
+            .topic("t")
+            .earliest_run_at,
         None
     );
 
-    let stats = store.stats().await.unwrap();
+    let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
     drop(store);
     let store = SqliteStore::open(&path).await.unwrap();
-    assert_eq!(store.stats().await.unwrap(), stats);
+    assert_eq!(
+        store.stats(&taskmill_testkit::all_due()).await.unwrap(),
+        stats
+    );
     schedules_work(store, &path, id(5)).await;
 }
 
@@ -619,7 +646,11 @@ async fn a_version_3_file_gains_schedules_in_place() {
     assert_eq!(version(&path), i64::from(LAYOUT_VERSION));
     assert!(tables(&path).contains(&"schedules".to_owned()));
     assert!(store.schedules().await.unwrap().is_empty());
-    let t = store.stats().await.unwrap().topic("t");
+    let t = store
+        .stats(&taskmill_testkit::all_due())
+        .await
+        .unwrap()
+        .topic("t");
     assert_eq!((t.sizes.input, t.sizes.completed), (1, 1));
     let due = store.get(id(1)).await.unwrap().unwrap();
     assert_eq!(due.headers.get("h"), Some("v"));

@@ -61,7 +61,7 @@ use taskmill_core::store::{
     Applied, ApplyOptions, CancelOptions, CancelStream, Cancellation, ClaimOptions, Claimed,
     EnqueueOptions, Enqueued, Fired, LeaseRef, ListOptions, Outcome, Page, Progress, PruneOptions,
     PruneSchedulesOptions, RecoverOptions, Recovered, RegisterOptions, RenewOptions,
-    RequeueOptions, ScheduleEntry, ScheduleState, Tick, WakeStream,
+    RequeueOptions, ScheduleEntry, ScheduleState, StatsOptions, Tick, WakeStream,
 };
 use taskmill_core::{Error, Event, EventStream, Result, Stats, Store, Task, TaskId, TaskRecord};
 
@@ -445,8 +445,8 @@ crate::forward_store! {
             self.call("prune", Class::Repeatable, self.inner.prune(opts))
                 .await
         }
-        async fn stats(&self) -> Result<Stats> {
-            self.call("stats", Class::Read, self.inner.stats()).await
+        async fn stats(&self, opts: &StatsOptions) -> Result<Stats> {
+            self.call("stats", Class::Read, self.inner.stats(opts)).await
         }
         async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
             self.call("get", Class::Read, self.inner.get(id)).await

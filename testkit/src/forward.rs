@@ -14,7 +14,7 @@
 /// taskmill_testkit::forward_store! {
 ///     impl Store for NoStats {
 ///         forward |s| &s.0;
-///         async fn stats(&self) -> Result<Stats> {
+///         async fn stats(&self, _: &taskmill_core::store::StatsOptions) -> Result<Stats> {
 ///             Err(taskmill_core::Error::unavailable("no stats today"))
 ///         }
 ///     }
@@ -188,9 +188,12 @@ macro_rules! forward_store {
                 }
             }
             stats {
-                async fn stats(&self) -> $crate::__core::Result<$crate::__core::Stats> {
+                async fn stats(
+                    &self,
+                    opts: &$crate::__core::store::StatsOptions,
+                ) -> $crate::__core::Result<$crate::__core::Stats> {
                     let $s = self;
-                    ($inner).stats().await
+                    ($inner).stats(opts).await
                 }
             }
             get {

@@ -179,3 +179,10 @@ pub async fn get(store: &dyn Store, id: TaskId) -> TaskRecord {
         .expect("get")
         .unwrap_or_else(|| panic!("task {id} should exist"))
 }
+
+/// Stats options for a test that looks at queue sizes and counters, not at the split of
+/// INPUT by time: as of the end of time, when every INPUT task is due (pending), so each
+/// INPUT task counts in `input` and none in `scheduled` or `retrying`.
+pub fn all_due() -> taskmill_core::store::StatsOptions {
+    taskmill_core::store::StatsOptions::new(taskmill_core::Timestamp::from_millis(i64::MAX))
+}

@@ -67,7 +67,15 @@ mod memory_only {
         manager.enqueue(Task::new("t", &()).unwrap()).await.unwrap();
         // Virtual time: bounded at ten minutes of it, however the schedule goes.
         for _ in 0..6000 {
-            if store.stats().await.unwrap().total.counters.completed == 1 {
+            if store
+                .stats(&taskmill_testkit::all_due())
+                .await
+                .unwrap()
+                .total
+                .counters
+                .completed
+                == 1
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -358,7 +366,7 @@ mod faulty_store {
             "the known task to complete and the stray to be released",
             Duration::from_secs(30),
             || async {
-                let s = memory.stats().await.unwrap();
+                let s = memory.stats(&taskmill_testkit::all_due()).await.unwrap();
                 s.topic("known").counters.completed == 1 && s.topic("stray").counters.released >= 1
             },
         )

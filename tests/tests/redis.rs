@@ -129,8 +129,16 @@ mod redis_processes {
             "a task ran twice although no process died"
         );
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let stats =
-            rt.block_on(async { RedisStore::open(&url).await.unwrap().stats().await.unwrap() });
+        let stats = rt.block_on(async {
+            RedisStore::open(&url)
+                .await
+                .unwrap()
+                .stats(&taskmill_core::store::StatsOptions::new(
+                    taskmill_core::Timestamp::now(),
+                ))
+                .await
+                .unwrap()
+        });
         let mut kept = QueueSizes::default();
         kept.completed = TASKS;
         assert_eq!(
@@ -217,8 +225,16 @@ mod redis_processes {
             "tasks ran twice without a process dying mid-run"
         );
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let stats =
-            rt.block_on(async { RedisStore::open(&url).await.unwrap().stats().await.unwrap() });
+        let stats = rt.block_on(async {
+            RedisStore::open(&url)
+                .await
+                .unwrap()
+                .stats(&taskmill_core::store::StatsOptions::new(
+                    taskmill_core::Timestamp::now(),
+                ))
+                .await
+                .unwrap()
+        });
         let mut kept = QueueSizes::default();
         kept.completed = TASKS;
         assert_eq!(

@@ -77,7 +77,17 @@ async fn each_run_has_a_task_span() {
         .unwrap()
         .id();
     for _ in 0..2000 {
-        if store.stats().await.unwrap().total.counters.completed == 1 {
+        if store
+            .stats(&taskmill_core::store::StatsOptions::new(
+                taskmill_core::Timestamp::now(),
+            ))
+            .await
+            .unwrap()
+            .total
+            .counters
+            .completed
+            == 1
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use taskmill_core::store::{
     ApplyOptions, CancelOptions, ClaimOptions, Claimed, EnqueueOptions, LeaseRef, ListOptions,
-    Outcome, OutcomeKind, RegisterOptions, ScheduleEntry, TopicClaim,
+    Outcome, OutcomeKind, RegisterOptions, ScheduleEntry, StatsOptions, TopicClaim,
 };
 use taskmill_core::{Queue, Store, Task, TaskId, Timestamp};
 use taskmill_web::{router, DashboardOptions};
@@ -58,17 +58,19 @@ async fn main() -> Result<(), Failure> {
         .nth(1)
         .unwrap_or_else(|| "memory://".to_owned());
     let store = taskmill::open(&url).await?;
-    if store.stats().await?.total.sizes.total() > 0 {
+    let now = || StatsOptions::new(Timestamp::now());
+    if store.stats(&now()).await?.total.sizes.total() > 0 {
         return Err(format!("{url} is not empty: give a new file or memory://").into());
     }
     let started = Instant::now();
     let filled = fill(&*store, total).await?;
-    let sizes = store.stats().await?.total.sizes;
+    let sizes = store.stats(&now()).await?.total.sizes;
     println!(
-        "{url}: {} tasks ({} pending, {} running, {} dead, {} completed, {} cancelled), \
-         filled in {:.0} s",
+        "{url}: {} tasks ({} pending, {} scheduled, {} running, {} dead, {} completed, \
+         {} cancelled), filled in {:.0} s",
         sizes.total(),
-        sizes.input,
+        sizes.pending(),
+        sizes.scheduled,
         sizes.work,
         sizes.dead,
         sizes.completed,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use taskmill_core::store::{
     ApplyOptions, ClaimOptions, Claimed, EnqueueOptions, LeaseRef, ListOptions, Outcome,
-    OutcomeKind, TopicClaim,
+    OutcomeKind, StatsOptions, TopicClaim,
 };
 use taskmill_core::{Queue, Store, Task, Timestamp};
 use taskmill_web::{router, DashboardOptions};
@@ -43,7 +43,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let started = Instant::now();
         fill(&*store, total).await?;
-        let sizes = store.stats().await?.total.sizes;
+        let sizes = store
+            .stats(&StatsOptions::new(Timestamp::now()))
+            .await?
+            .total
+            .sizes;
         println!(
             "\n{kind}: {} tasks ({} pending, {} running, {} dead), filled in {:.1} s",
             sizes.total(),
@@ -117,7 +121,14 @@ async fn claim(store: &dyn Store, topic: &str, n: usize) -> taskmill_core::Resul
 
 async fn measure(store: Arc<dyn Store>) -> Result<(), Box<dyn std::error::Error>> {
     // A cursor 40 % of the way through the ids, so that a later page is timed too.
-    let deep = store.stats().await?.total.sizes.total() * 2 / 5;
+    let deep = store
+        .stats(&StatsOptions::new(Timestamp::now()))
+        .await?
+        .total
+        .sizes
+        .total()
+        * 2
+        / 5;
     let any = store
         .list(&ListOptions::new(Queue::Dead).limit(1))
         .await?
@@ -169,7 +180,12 @@ async fn measure(store: Arc<dyn Store>) -> Result<(), Box<dyn std::error::Error>
     }
 
     // Retry every dead task of one topic through the form, as the button does.
-    let dead = store.stats().await?.topic("billing").sizes.dead;
+    let dead = store
+        .stats(&StatsOptions::new(Timestamp::now()))
+        .await?
+        .topic("billing")
+        .sizes
+        .dead;
     let html = app
         .clone()
         .oneshot(Request::get("/").body(Body::empty())?)

@@ -10,7 +10,7 @@ use futures_util::{stream, StreamExt, TryStreamExt};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use taskmill_core::store::{Cancellation, ListOptions, Page};
+use taskmill_core::store::{Cancellation, ListOptions, Page, StatsOptions};
 use taskmill_core::{
     Client, Clock, Event, EventStream, Queue, Result, ScheduleInfo, Stats, Store, TaskId,
     TaskRecord, Timestamp, TopicStats,
@@ -195,7 +195,8 @@ impl Source {
     /// snapshot for the “no worker” flag, and judged by the ones before it.
     pub(crate) async fn stats(&self) -> Result<Observed> {
         let at = self.now();
-        let stats = self.client.stats().await?;
+        // Read at `at`, so the split of INPUT by time and the latency agree.
+        let stats = self.client.store().stats(&StatsOptions::new(at)).await?;
         let mut sightings = self.sightings.lock().unwrap_or_else(|e| e.into_inner());
         let unworked = sightings.observe(at, &stats);
         Ok(Observed {

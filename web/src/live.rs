@@ -117,6 +117,11 @@ struct Figures {
     processed: u64,
     failed: u64,
     retried: u64,
+    /// The waiting tasks (INPUT) split by time: due now, not yet due and never run, not
+    /// yet due after a failed run.
+    pending: u64,
+    scheduled: u64,
+    retrying: u64,
     /// Tasks per state, by the state's URL name.
     states: BTreeMap<&'static str, u64>,
     paused: bool,
@@ -152,6 +157,9 @@ impl Figures {
             processed: stats.counters.completed,
             failed: stats.counters.failed,
             retried: stats.counters.retried,
+            pending: stats.sizes.pending(),
+            scheduled: stats.sizes.scheduled,
+            retrying: stats.sizes.retrying,
             states: State::ALL
                 .into_iter()
                 .map(|s| (s.slug(), s.count(stats)))

@@ -257,11 +257,13 @@ async fn overview_shows_the_counts_and_keeps_them_current() {
     dead(&*store, "thumbnails", 2, "bad image").await;
     in_browser(store.clone(), |s| async move {
         s.open("").await;
-        assert_eq!(s.text(r#".summary [data-state="input"]"#).await, "3");
+        assert_eq!(s.text(r#".summary [data-count="pending"]"#).await, "3");
+        assert_eq!(s.text(r#".summary [data-count="scheduled"]"#).await, "0");
+        assert_eq!(s.text(r#".summary [data-count="retrying"]"#).await, "0");
         assert_eq!(s.text(r#".summary [data-state="dead"]"#).await, "2");
         assert_eq!(s.text(r#".summary [data-count="failed"]"#).await, "2");
         assert_eq!(
-            s.text(r#"tr[data-topic="emails"] [data-state="input"]"#)
+            s.text(r#"tr[data-topic="emails"] [data-count="pending"]"#)
                 .await,
             "3"
         );
@@ -270,12 +272,26 @@ async fn overview_shows_the_counts_and_keeps_them_current() {
         s.mark().await;
         enqueue(&*store, "emails", json!("more")).await;
         enqueue(&*store, "emails", json!("more")).await;
+        let later = Task::new("emails", &json!("later"))
+            .unwrap()
+            .delay(Duration::from_secs(3600));
+        store
+            .enqueue(
+                vec![later],
+                &taskmill_core::store::EnqueueOptions::new(Timestamp::now()),
+            )
+            .await
+            .unwrap();
         until("the pending count to reach 5", || async {
-            s.text(r#".summary [data-state="input"]"#).await == "5"
+            s.text(r#".summary [data-count="pending"]"#).await == "5"
+        })
+        .await;
+        until("the scheduled count to reach 1", || async {
+            s.text(r#".summary [data-count="scheduled"]"#).await == "1"
         })
         .await;
         assert_eq!(
-            s.text(r#"tr[data-topic="emails"] [data-state="input"]"#)
+            s.text(r#"tr[data-topic="emails"] [data-count="pending"]"#)
                 .await,
             "5"
         );
@@ -440,7 +456,12 @@ async fn a_topic_is_paused_and_resumed() {
         assert_eq!(s.text(&format!("{row} .badge.when-active")).await, "active");
         s.click(&format!("{row} .when-active button")).await;
         until("the store to say paused", || async {
-            store.stats().await.unwrap().topic("emails").paused
+            store
+                .stats(&taskmill_core::store::StatsOptions::new(Timestamp::now()))
+                .await
+                .unwrap()
+                .topic("emails")
+                .paused
         })
         .await;
         assert_eq!(s.text(&format!("{row} .badge.when-paused")).await, "paused");
@@ -450,7 +471,12 @@ async fn a_topic_is_paused_and_resumed() {
         );
         s.click(&format!("{row} .when-paused button")).await;
         until("the store to say resumed", || async {
-            !store.stats().await.unwrap().topic("emails").paused
+            !store
+                .stats(&taskmill_core::store::StatsOptions::new(Timestamp::now()))
+                .await
+                .unwrap()
+                .topic("emails")
+                .paused
         })
         .await;
     })

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use taskmill_core::store::{
     ApplyOptions, Cancellation, ClaimOptions, Claimed, EnqueueOptions, LeaseRef, ListOptions,
-    Outcome, OutcomeKind, Page,
+    Outcome, OutcomeKind, Page, StatsOptions,
 };
 use taskmill_core::{Error, Payload, Queue, Result, Schedule, Store, StoreExt, Task, Timestamp};
 use taskmill_web::{router, DashboardOptions};
@@ -34,15 +34,66 @@ async fn overview_shows_counts_and_topics() {
         enqueue(&*store, "emails", json!({ "i": i })).await;
     }
     dead(&*store, "thumbnails", 2, "bad image").await;
+    // Waiting beside the 3 due: 2 scheduled for later, and 1 retrying after a failure.
+    let later = Timestamp::now() + Duration::from_secs(3600);
+    for i in 0..2 {
+        let task = Task::new("emails", &json!({ "later": i }))
+            .unwrap()
+            .run_at(later);
+        store
+            .enqueue_one(task, &EnqueueOptions::new(Timestamp::now()))
+            .await
+            .unwrap();
+    }
+    enqueue(&*store, "reports", json!({})).await;
+    let failed = claim(&*store, "reports", "test").await;
+    let retry = Outcome::new(
+        LeaseRef::of(&failed[0]),
+        OutcomeKind::retry(later, "try again"),
+    );
+    store
+        .apply(&[retry], &ApplyOptions::new(Timestamp::now()))
+        .await
+        .unwrap();
     store.set_paused("emails", true).await.unwrap();
 
     let reply = send(&open(store), get("/")).await;
     assert_eq!(reply.status, StatusCode::OK);
     let html = &reply.body;
-    assert!(
-        html.contains(r#"<span class="num" data-state="input">3</span>"#),
-        "{html}"
+    let summary = &html[html.find(r#"class="summary""#).unwrap()..html.find("chart-card").unwrap()];
+    let labels: Vec<&str> = summary
+        .split(r#"<span class="label">"#)
+        .skip(1)
+        .map(|s| &s[..s.find('<').unwrap()])
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            "Processed",
+            "Failed",
+            "Running",
+            "Pending",
+            "Scheduled",
+            "Retrying",
+            "Dead"
+        ]
     );
+    for (key, n) in [("pending", 3), ("scheduled", 2), ("retrying", 1)] {
+        let cell = format!(r#"<span class="num" data-count="{key}">{n}</span>"#);
+        assert!(summary.contains(&cell), "{cell} in {summary}");
+    }
+    // The topic table splits each topic's waiting tasks the same way.
+    let row = &html[html.find(r#"data-topic="emails""#).unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    for (key, n) in [("pending", 3), ("scheduled", 2), ("retrying", 0)] {
+        assert!(
+            row.contains(&format!(r#"data-count="{key}">{n}</a>"#)),
+            "{key} {n} in {row}"
+        );
+    }
+    let row = &html[html.find(r#"data-topic="reports""#).unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(row.contains(r#"data-count="retrying">1</a>"#), "{row}");
     assert!(
         html.contains(r#"<span class="num" data-state="dead">2</span>"#),
         "{html}"
@@ -880,7 +931,16 @@ async fn cancel_all_waiting_of_a_topic_confirms_first() {
     );
     assert!(confirm.body.contains(r#"name="action" value="cancel""#));
     // Nothing changed by looking.
-    assert_eq!(store.stats().await.unwrap().topic("a").sizes.input, 1_101);
+    assert_eq!(
+        store
+            .stats(&StatsOptions::new(Timestamp::now()))
+            .await
+            .unwrap()
+            .topic("a")
+            .sizes
+            .input,
+        1_101
+    );
 
     let no_topic = send(
         &app,
@@ -888,7 +948,16 @@ async fn cancel_all_waiting_of_a_topic_confirms_first() {
     )
     .await;
     assert_eq!(no_topic.status, StatusCode::BAD_REQUEST);
-    assert_eq!(store.stats().await.unwrap().total.sizes.input, 1_102);
+    assert_eq!(
+        store
+            .stats(&StatsOptions::new(Timestamp::now()))
+            .await
+            .unwrap()
+            .total
+            .sizes
+            .input,
+        1_102
+    );
 
     let lists = store.lists.load(Ordering::Relaxed);
     let reply = send(
@@ -907,7 +976,10 @@ async fn cancel_all_waiting_of_a_topic_confirms_first() {
         reply.location(),
         "/queues/input?done=cancel&count=1101&topic=a"
     );
-    let stats = store.stats().await.unwrap();
+    let stats = store
+        .stats(&StatsOptions::new(Timestamp::now()))
+        .await
+        .unwrap();
     assert_eq!(
         (
             stats.topic("a").sizes.input,
@@ -972,13 +1044,27 @@ async fn pause_and_resume_a_topic() {
         (reply.status, reply.location()),
         (StatusCode::SEE_OTHER, "/")
     );
-    assert!(store.stats().await.unwrap().topic("t").paused);
+    assert!(
+        store
+            .stats(&StatsOptions::new(Timestamp::now()))
+            .await
+            .unwrap()
+            .topic("t")
+            .paused
+    );
     send(
         &app,
         post("/topics/resume", &[("csrf", &csrf), ("topic", "t")]),
     )
     .await;
-    assert!(!store.stats().await.unwrap().topic("t").paused);
+    assert!(
+        !store
+            .stats(&StatsOptions::new(Timestamp::now()))
+            .await
+            .unwrap()
+            .topic("t")
+            .paused
+    );
 }
 
 #[tokio::test]
@@ -1110,7 +1196,10 @@ async fn bulk_actions_confirm_first_and_work_a_page_at_a_time() {
         reply.location(),
         "/queues/dead?done=retry&count=1200&topic=a"
     );
-    let stats = store.stats().await.unwrap();
+    let stats = store
+        .stats(&StatsOptions::new(Timestamp::now()))
+        .await
+        .unwrap();
     assert_eq!(
         (stats.topic("a").sizes.dead, stats.topic("a").sizes.input),
         (0, 1_200)
@@ -1139,7 +1228,16 @@ async fn bulk_actions_confirm_first_and_work_a_page_at_a_time() {
     )
     .await;
     assert_eq!(reply.location(), "/queues/dead?done=delete&count=10");
-    assert_eq!(store.stats().await.unwrap().total.sizes.dead, 0);
+    assert_eq!(
+        store
+            .stats(&StatsOptions::new(Timestamp::now()))
+            .await
+            .unwrap()
+            .total
+            .sizes
+            .dead,
+        0
+    );
 }
 
 #[tokio::test]
@@ -1196,7 +1294,7 @@ async fn the_event_stream_sends_stats_and_relays_store_events() {
     let mut body = response.into_body().into_data_stream();
     let first = read_until(&mut body, "\n\n").await;
     assert!(first.starts_with("event: stats\ndata: {"), "{first}");
-    assert!(first.contains(r#""total":{"processed":0,"failed":2,"retried":0,"states":{"cancelled":0,"completed":0,"dead":2,"input":0,"work":0},"paused":false,"latency":"0 s","unworked":false}"#), "{first}");
+    assert!(first.contains(r#""total":{"processed":0,"failed":2,"retried":0,"pending":0,"scheduled":0,"retrying":0,"states":{"cancelled":0,"completed":0,"dead":2,"input":0,"work":0},"paused":false,"latency":"0 s","unworked":false}"#), "{first}");
 
     let id = enqueue(&*store, "t", json!("hello")).await;
     let relayed = read_until(&mut body, "TASK_ENQUEUE").await;
@@ -1426,7 +1524,10 @@ async fn read_only_hides_the_buttons_and_refuses_the_posts() {
             !html.contains(r#"method="post""#),
             "{uri} has a form:\n{html}"
         );
-        assert!(!html.contains("Retry"), "{uri} offers a retry:\n{html}");
+        // Any retry button or link ("Retry", "Retry all", "Retry now"); the overview's
+        // "Retrying" figure is no action.
+        let offers_retry = html.replace("Retrying", "").contains("Retry");
+        assert!(!offers_retry, "{uri} offers a retry:\n{html}");
         assert!(html.contains("read-only"), "{uri} says it is read-only");
     }
     for uri in ["/bulk?action=delete", "/bulk?action=cancel&topic=w"] {
@@ -1453,7 +1554,10 @@ async fn read_only_hides_the_buttons_and_refuses_the_posts() {
         assert_eq!(reply.status, StatusCode::FORBIDDEN, "{uri}");
         assert!(reply.body.contains("read-only"), "{uri}: {}", reply.body);
     }
-    let stats = store.stats().await.unwrap();
+    let stats = store
+        .stats(&StatsOptions::new(Timestamp::now()))
+        .await
+        .unwrap();
     assert_eq!(
         (stats.total.sizes.dead, stats.topic("t").paused),
         (1, false)

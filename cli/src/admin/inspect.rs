@@ -4,7 +4,7 @@ use super::format::{fit, human_duration, time_or_dash};
 use super::{print, print_json, Failure, Outcome, StoreArg};
 use clap::{Args, ValueEnum};
 use std::fmt::Write as _;
-use taskmill::store::ListOptions;
+use taskmill::store::{ListOptions, StatsOptions};
 use taskmill::{Queue, Stats, TaskId, TaskRecord, Timestamp, TopicStats};
 
 /// `taskmill stats`.
@@ -13,7 +13,8 @@ pub struct StatsArgs {
     #[command(flatten)]
     store: StoreArg,
     /// Print one JSON document: the store's figures (counters and sizes, in total and per
-    /// topic) with `latency_ms` added to each.
+    /// topic, INPUT's `scheduled` and `retrying` among them) with `pending` and
+    /// `latency_ms` added to each.
     #[arg(long)]
     json: bool,
 }
@@ -22,8 +23,9 @@ impl StatsArgs {
     /// Prints the figures of every topic and their totals.
     pub async fn run(self) -> Outcome {
         let client = self.store.client().await?;
-        let stats = client.stats().await?;
+        // One `now` for the split of INPUT by time and for the latency.
         let now = Timestamp::now();
+        let stats = client.store().stats(&StatsOptions::new(now)).await?;
         if self.json {
             print_json(&stats_json(&stats, now)?);
         } else {
@@ -33,21 +35,28 @@ impl StatsArgs {
     }
 }
 
-/// The store's own serialization of `stats`, with `latency_ms` beside each topic's
-/// figures and the totals', and the time it was judged at.
+/// The store's own serialization of `stats` (read at `now`), with `pending` (INPUT's due
+/// tasks) and `latency_ms` beside each topic's figures and the totals', and the time it
+/// was judged at.
 pub fn stats_json(stats: &Stats, now: Timestamp) -> Result<serde_json::Value, Failure> {
-    let latency = |t: &TopicStats| serde_json::Value::from(t.latency(now).as_millis() as u64);
+    let add = |object: &mut serde_json::Map<String, serde_json::Value>, t: &TopicStats| {
+        object.insert("pending".into(), t.sizes.pending().into());
+        object.insert(
+            "latency_ms".into(),
+            (t.latency(now).as_millis() as u64).into(),
+        );
+    };
     let mut value = serde_json::to_value(stats)
         .map_err(|e| Failure::failed(format!("cannot encode the statistics: {e}")))?;
     if let Some(object) = value.as_object_mut() {
-        object.insert("latency_ms".into(), latency(&stats.total));
+        add(object, &stats.total);
         object.insert("at".into(), now.as_millis().into());
         if let Some(topics) = object.get_mut("topics").and_then(|t| t.as_object_mut()) {
             for (name, figures) in topics.iter_mut() {
                 if let (Some(object), Some(topic)) =
                     (figures.as_object_mut(), stats.topics.get(name))
                 {
-                    object.insert("latency_ms".into(), latency(topic));
+                    add(object, topic);
                 }
             }
         }
@@ -55,24 +64,29 @@ pub fn stats_json(stats: &Stats, now: Timestamp) -> Result<serde_json::Value, Fa
     Ok(value)
 }
 
-/// Width of the topic column; the other columns take 62, so a row is at most 79.
-const TOPIC_WIDTH: usize = 16;
+/// Width of the topic column; the other columns take 66, so a row is at most 79 (with up
+/// to 7 digits pending or running, 5 dead, 8 retrying, 9 scheduled or completed; a larger
+/// figure widens its row).
+const TOPIC_WIDTH: usize = 13;
 
 /// One row per topic, a totals row, and the transition counters, in 80 columns.
 ///
-/// `waiting` is INPUT (due and scheduled alike: the store counts them together), `running`
-/// is WORK; `latency` is how long the oldest due task has waited.
+/// INPUT is split by time at `now`: `pending` is due, `scheduled` not yet due (never run),
+/// `retrying` not yet due after a failed or interrupted run. `running` is WORK; `latency`
+/// is how long the oldest due task has waited. Cancelled tasks kept are counted under the
+/// table, with the counters.
 pub fn stats_table(stats: &Stats, now: Timestamp) -> String {
     let mut out = String::new();
     let row = |out: &mut String, name: &str, t: &TopicStats, paused: &str| {
         let line = format!(
-            "{:<tw$} {:>8} {:>8} {:>7} {:>9} {:>9} {:>8} {:>6}",
+            "{:<tw$} {:>7} {:>9} {:>7} {:>8} {:>5} {:>9} {:>7} {:>6}",
             fit(name, TOPIC_WIDTH),
-            t.sizes.input,
+            t.sizes.pending(),
+            t.sizes.scheduled,
             t.sizes.work,
+            t.sizes.retrying,
             t.sizes.dead,
             t.sizes.completed,
-            t.sizes.cancelled,
             human_duration(t.latency(now)),
             paused,
             tw = TOPIC_WIDTH,
@@ -82,13 +96,14 @@ pub fn stats_table(stats: &Stats, now: Timestamp) -> String {
     };
     let _ = writeln!(
         out,
-        "{:<tw$} {:>8} {:>8} {:>7} {:>9} {:>9} {:>8} {:>6}",
+        "{:<tw$} {:>7} {:>9} {:>7} {:>8} {:>5} {:>9} {:>7} {:>6}",
         "TOPIC",
-        "WAITING",
+        "PENDING",
+        "SCHEDULED",
         "RUNNING",
+        "RETRYING",
         "DEAD",
         "COMPLETED",
-        "CANCELLED",
         "LATENCY",
         "PAUSED",
         tw = TOPIC_WIDTH,
@@ -108,8 +123,10 @@ pub fn stats_table(stats: &Stats, now: Timestamp) -> String {
     let c = &stats.total.counters;
     let _ = writeln!(
         out,
-        "\ncounters: enqueued {}, started {}, completed {}, retried {}, failed {},\n          \
+        "\ncancelled tasks kept: {}\n\
+         counters: enqueued {}, started {}, completed {}, retried {}, failed {},\n          \
          recovered {}, released {}, requeued {}, cancelled {}",
+        stats.total.sizes.cancelled,
         c.enqueued,
         c.started,
         c.completed,
@@ -387,10 +404,13 @@ mod tests {
 
     #[test]
     fn the_stats_table_fits_80_columns() {
+        // The most each column holds within its width.
         let mut topic = TopicStats::default();
-        topic.sizes.input = 12_345_678;
-        topic.sizes.work = 99_999_999;
-        topic.sizes.dead = 9_999_999;
+        topic.sizes.input = 9_999_999 + 999_999_999 + 99_999_999;
+        topic.sizes.scheduled = 999_999_999;
+        topic.sizes.retrying = 99_999_999;
+        topic.sizes.work = 9_999_999;
+        topic.sizes.dead = 99_999;
         topic.sizes.completed = 999_999_999;
         topic.sizes.cancelled = 999_999_999;
         topic.paused = true;
@@ -405,5 +425,35 @@ mod tests {
         }
         assert!(table.contains("1d01h"), "{table}");
         assert!(table.contains("yes"), "{table}");
+        let header = table.lines().next().unwrap();
+        let columns: Vec<&str> = header.split_whitespace().collect();
+        assert_eq!(
+            columns,
+            [
+                "TOPIC",
+                "PENDING",
+                "SCHEDULED",
+                "RUNNING",
+                "RETRYING",
+                "DEAD",
+                "COMPLETED",
+                "LATENCY",
+                "PAUSED"
+            ]
+        );
+        let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(
+            row[1..7],
+            [
+                "9999999",
+                "999999999",
+                "9999999",
+                "99999999",
+                "99999",
+                "999999999"
+            ],
+            "{table}"
+        );
+        assert!(table.contains("cancelled tasks kept: 999999999"), "{table}");
     }
 }

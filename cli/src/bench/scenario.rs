@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use taskmill::metrics::Metrics;
-use taskmill::store::{EnqueueOptions, Fired, Tick};
+use taskmill::store::{EnqueueOptions, Fired, StatsOptions, Tick};
 use taskmill::{
     Client, Error, Manager, Middleware, Overlap, Payload, Processor, Result, Schedule, Stats,
     Store, Task, TaskContext, TaskError, TaskId, Timestamp,
@@ -465,7 +465,7 @@ async fn throughput(
         row.process_per_sec = Some(per_sec(n, elapsed));
         row.cpu_us_per_task = cpu_used.map(|cpu| cpu.as_secs_f64() * 1e6 / n as f64);
     }
-    let stats = store.stats().await?;
+    let stats = store.stats(&StatsOptions::new(Timestamp::now())).await?;
     // What the finished tasks' records occupy once processing is over.
     // With retention 0 nothing is kept, and what the figure would show is only what the
     // store does not give back after deleting (a memory store's slots, a file's free
@@ -603,7 +603,7 @@ async fn latency(
     drop(manager);
     let finished = probing?;
     closed?;
-    let stats = store.stats().await?;
+    let stats = store.stats(&StatsOptions::new(Timestamp::now())).await?;
 
     let mut samples =
         std::mem::take(&mut *recorder.samples.lock().unwrap_or_else(|e| e.into_inner()));
@@ -675,7 +675,7 @@ async fn backlog_once(
     let filled = fill(&*store, url, config, size, &label).await?;
     // What a metrics scrape reads (the oldest due time among it), with every task waiting.
     let started = Instant::now();
-    let waiting = store.stats().await?;
+    let waiting = store.stats(&StatsOptions::new(Timestamp::now())).await?;
     let stats_ms = started.elapsed().as_secs_f64() * 1e3;
     if waiting.total.sizes.input != size {
         return Err(Error::storage(format!(
@@ -705,7 +705,7 @@ async fn backlog_once(
     // them there.
     manager.close().await?;
     drop(manager);
-    let stats = store.stats().await?;
+    let stats = store.stats(&StatsOptions::new(Timestamp::now())).await?;
     let mut problems = check(row, &stats, size, &tracker.counts(), false);
     if !finished {
         problems.insert(0, format!("stalled: {} of {measure} runs", tracker.runs()));
@@ -788,7 +788,7 @@ async fn schedules(store: Arc<dyn Store>, config: &BenchConfig, row: &mut Row) -
     row.enqueue_per_sec = Some(per_sec(ticks_total, plain));
     row.fire_per_sec = Some(per_sec(ticks_total, fired));
     row.stale_fire_per_sec = Some(per_sec(ticks_total, stale));
-    let sizes = store.stats().await?;
+    let sizes = store.stats(&StatsOptions::new(Timestamp::now())).await?;
     let in_fired = sizes.topic("fired").sizes.input;
     let mut problems = Vec::new();
     if not_new > 0 {

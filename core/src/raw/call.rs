@@ -16,7 +16,7 @@ use crate::store::{
     Applied, ApplyOptions, CancelOptions, Cancellation, Capabilities, ClaimOptions, Claimed,
     EnqueueOptions, Enqueued, Fired, LeaseRef, ListOptions, Outcome, Page, Progress, PruneOptions,
     PruneSchedulesOptions, RecoverOptions, Recovered, RegisterOptions, RenewOptions,
-    RequeueOptions, ScheduleEntry, ScheduleState, Tick,
+    RequeueOptions, ScheduleEntry, ScheduleState, StatsOptions, Tick,
 };
 use crate::task::{Task, TaskId, TaskRecord};
 use async_trait::async_trait;
@@ -89,6 +89,8 @@ pub enum Call {
     },
     /// [`Store::stats`](crate::Store::stats).
     Stats {
+        /// Its options.
+        opts: StatsOptions,
         /// Where the result goes.
         reply: Reply<Stats>,
     },
@@ -327,8 +329,12 @@ macro_rules! store_via_calls {
                 $crate::raw::call(self, |reply| $crate::raw::Call::Recover { opts, reply }).await
             }
 
-            async fn stats(&self) -> $crate::Result<$crate::Stats> {
-                $crate::raw::call(self, |reply| $crate::raw::Call::Stats { reply }).await
+            async fn stats(
+                &self,
+                opts: &$crate::store::StatsOptions,
+            ) -> $crate::Result<$crate::Stats> {
+                let opts = *opts;
+                $crate::raw::call(self, |reply| $crate::raw::Call::Stats { opts, reply }).await
             }
 
             async fn get(

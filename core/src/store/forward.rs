@@ -11,7 +11,7 @@ use super::{
     Applied, ApplyOptions, CancelOptions, CancelStream, Cancellation, Capabilities, ClaimOptions,
     Claimed, EnqueueOptions, Enqueued, Fired, LeaseRef, ListOptions, Outcome, Page, Progress,
     PruneOptions, PruneSchedulesOptions, RecoverOptions, Recovered, RegisterOptions, RenewOptions,
-    RequeueOptions, ScheduleEntry, ScheduleState, Store, Tick, WakeStream,
+    RequeueOptions, ScheduleEntry, ScheduleState, StatsOptions, Store, Tick, WakeStream,
 };
 use crate::error::Result;
 use crate::event::{Event, EventStream};
@@ -62,8 +62,8 @@ macro_rules! forward_store {
             async fn prune(&self, opts: &PruneOptions) -> Result<u64> {
                 (**self).prune(opts).await
             }
-            async fn stats(&self) -> Result<Stats> {
-                (**self).stats().await
+            async fn stats(&self, opts: &StatsOptions) -> Result<Stats> {
+                (**self).stats(opts).await
             }
             async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
                 (**self).get(id).await

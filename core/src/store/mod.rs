@@ -23,7 +23,7 @@
 //! the time, limits and tuning, travels in one options struct named after the method
 //! ([`EnqueueOptions`], [`ClaimOptions`], [`RenewOptions`], [`ApplyOptions`],
 //! [`RecoverOptions`], [`PruneOptions`], [`ListOptions`], [`RequeueOptions`],
-//! [`CancelOptions`], [`RegisterOptions`], [`PruneSchedulesOptions`]), passed by reference; a method that needs nothing else has none. Options
+//! [`CancelOptions`], [`RegisterOptions`], [`PruneSchedulesOptions`], [`StatsOptions`]), passed by reference; a method that needs nothing else has none. Options
 //! are `#[non_exhaustive]`, so a new parameter is a new field, not a new signature in every
 //! backend. They are small values built on the stack: the hot path (claim, apply, renew)
 //! allocates nothing for them beyond the claim's topic list.
@@ -69,7 +69,7 @@ pub use ext::StoreExt;
 pub use options::{
     ApplyOptions, CancelOptions, ClaimOptions, ClaimTopics, EnqueueOptions, ListOptions,
     PruneOptions, PruneSchedulesOptions, RecoverOptions, RegisterOptions, RenewOptions,
-    RequeueOptions, TopicClaim, DEFAULT_MAX_RETRIES,
+    RequeueOptions, StatsOptions, TopicClaim, DEFAULT_MAX_RETRIES,
 };
 pub use outcome::{Applied, Cancellation, LeaseRef, Outcome, OutcomeKind, Progress};
 pub use results::{Claimed, Enqueued, Page, Recovered, LEASE_EXPIRED_ERROR};
@@ -239,7 +239,21 @@ pub trait Store: Send + Sync + 'static {
     ///   `run_at` of its tasks in INPUT (due or scheduled), `None` when it has none. It is
     ///   read from an index in `run_at` order: its cost does not grow with the number of
     ///   tasks waiting.
-    async fn stats(&self) -> Result<Stats>;
+    /// - A topic's INPUT size is split by time at `opts.now`, as
+    ///   [`TaskRecord::status`] would: [`scheduled`](crate::QueueSizes::scheduled) counts
+    ///   its INPUT tasks with `run_at > opts.now` and `attempt == 0` (waiting for their
+    ///   first run), [`retrying`](crate::QueueSizes::retrying) those with `run_at >
+    ///   opts.now` and `attempt > 0` (waiting to run again after a failed or interrupted
+    ///   run), and [`pending`](crate::QueueSizes::pending) is the rest, the due ones. The
+    ///   split is exact for any `opts.now` no earlier than the `now` of the calls that put
+    ///   the tasks in INPUT and claimed from the topic (a store may file a task as due once
+    ///   a call at a later time found it so); a store whose index is ordered by `run_at`
+    ///   alone is exact for every `opts.now`.
+    /// - Cost: the split never visits a due task. It counts the tasks not yet due through
+    ///   an index in `run_at` order, from `opts.now` on: at most O(tasks not yet due) per
+    ///   topic, less where the backend counts a range without visiting it (each store's
+    ///   README says which). Everything else is read from counters.
+    async fn stats(&self, opts: &StatsOptions) -> Result<Stats>;
 
     /// The task with this id, in whichever queue it is; `None` if the store does not hold it.
     ///

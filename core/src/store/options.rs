@@ -318,6 +318,22 @@ impl ListOptions {
     }
 }
 
+/// Options for [`Store::stats`](super::Store::stats).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct StatsOptions {
+    /// The current time: an INPUT task whose `run_at` is after it counts as scheduled or
+    /// retrying, as [`TaskRecord::status`](crate::TaskRecord::status) at `now` says.
+    pub now: Timestamp,
+}
+
+impl StatsOptions {
+    /// Stats as of `now`.
+    pub fn new(now: Timestamp) -> Self {
+        StatsOptions { now }
+    }
+}
+
 /// Options for [`Store::requeue`](super::Store::requeue).
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]

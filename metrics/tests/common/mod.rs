@@ -153,11 +153,11 @@ impl<S: Store> FailingStats<S> {
 taskmill_testkit::forward_store! {
     impl<S: Store> Store for FailingStats<S> {
         forward |s| &s.inner;
-        async fn stats(&self) -> Result<Stats> {
+        async fn stats(&self, opts: &taskmill_core::store::StatsOptions) -> Result<Stats> {
             if self.failing.load(Ordering::SeqCst) {
                 return Err(Error::unavailable("the disk is on fire"));
             }
-            self.inner.stats().await
+            self.inner.stats(opts).await
         }
     }
 }

@@ -1,6 +1,7 @@
--- Reads one topic's counters, queue sizes and earliest run_at in INPUT:
--- {{meta field, value, ...}, input, work, dead, completed, cancelled, earliest run_at (ms,
--- a string) or false when INPUT is empty}.
+-- Reads one topic's counters, queue sizes and earliest run_at in INPUT, and splits INPUT
+-- by time at ARGV[4] (now, ms):
+-- {{meta field, value, ...}, input, work, dead, completed, cancelled, not yet due,
+-- retrying, earliest run_at (ms, a string) or false when INPUT is empty}.
 --
 -- The earliest run_at is the least of three lookups, none a scan: FRESH's head (its
 -- run_ats never decrease), DUE's first entry (READY's tasks by run_at) and SCHEDULED's.
@@ -86,6 +87,65 @@ end
 consider(redis.call('ZRANGE', DUE, 0, 0, 'WITHSCORES')[2])
 consider(redis.call('ZRANGE', SCHEDULED, 0, 0, 'WITHSCORES')[2])
 
+-- INPUT tasks not yet due at `now`, found from `now` on in each index by run_at, so no due
+-- task is visited: SCHEDULED and DUE count a range (ZCOUNT, O(log n)); FRESH, whose run_ats
+-- never decrease, is walked back from its tail, only when `fresh_run_at` says a task there
+-- is due after `now` (an enqueue at a later `now` than this one's).
+local now = ARGV[4]
+local after = '(' .. now
+local later = redis.call('ZCOUNT', SCHEDULED, after, '+inf') + redis.call('ZCOUNT', DUE, after, '+inf')
+local fresh_run_at = redis.call('HGET', META, 'fresh_run_at')
+if fresh_run_at and tonumber(fresh_run_at) > tonumber(now) then
+  local len, walked, chunk = redis.call('LLEN', FRESH), 0, 16
+  local done = false
+  while not done and walked < len do
+    local ids = redis.call('LRANGE', FRESH, -(walked + chunk), -(walked + 1))
+    local records = bulk('HMGET', TASKS, ids)
+    for i = #ids, 1, -1 do
+      local run_at = record_run_at(records[i])
+      if run_at and tonumber(run_at) > tonumber(now) then
+        later = later + 1
+      else
+        done = true
+        break
+      end
+    end
+    walked = walked + #ids
+    chunk = chunk * 2
+  end
+end
+-- Of those, the ones that ran before (attempt > 0). Only a retry, a recovery or a release
+-- puts such a task in INPUT, so a topic that never counted one has none (O(1)); otherwise
+-- SCHEDULED's and DUE's entries after `now` are read (O(not yet due)). FRESH holds
+-- enqueued tasks only, which never ran.
+local retrying = 0
+local function ran(rec)
+  local attempt = rec and (string.match(rec, '^v2:(%d+):') or string.match(rec, '^(%d+):'))
+  return attempt and tonumber(attempt) > 0
+end
+if later > 0 and ((tonumber(field.retried) or 0) > 0 or (tonumber(field.recovered) or 0) > 0
+    or (tonumber(field.released) or 0) > 0) then
+  for _, key in ipairs({SCHEDULED, DUE}) do
+    local from = 0
+    while true do
+      local ids = redis.call('ZRANGEBYSCORE', key, after, '+inf', 'LIMIT', from, BULK)
+      if #ids == 0 then
+        break
+      end
+      local records = bulk('HMGET', TASKS, ids)
+      for i = 1, #ids do
+        if ran(records[i]) then
+          retrying = retrying + 1
+        end
+      end
+      from = from + #ids
+      if #ids < BULK then
+        break
+      end
+    end
+  end
+end
+
 return {
   meta,
   redis.call('ZCARD', READY) + redis.call('LLEN', FRESH) + redis.call('ZCARD', SCHEDULED),
@@ -93,5 +153,7 @@ return {
   redis.call('ZCARD', DEAD),
   redis.call('ZCARD', COMPLETED),
   redis.call('ZCARD', CANCELLED),
+  later,
+  retrying,
   earliest,
 }

@@ -171,7 +171,12 @@ async fn main() {
     // Bounded by the caller: tests kill a worker that outlives their deadline.
     loop {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        match store.stats().await {
+        match store
+            .stats(&taskmill::store::StatsOptions::new(
+                taskmill::Timestamp::now(),
+            ))
+            .await
+        {
             Ok(s) if s.total.sizes.input == 0 && s.total.sizes.work == 0 => break,
             Ok(_) => {}
             Err(e) => eprintln!("worker {pid}: stats: {e}"),

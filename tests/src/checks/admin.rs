@@ -27,7 +27,7 @@ checks!(
             Enqueued::Duplicate(first.id())
         );
         assert!(enqueue_keyed(&*store, "other").await.is_new());
-        let stats = store.stats().await.unwrap();
+        let stats = store.stats(&crate::checks::all_due()).await.unwrap();
         assert_eq!(
             (stats.total.counters.enqueued, stats.total.sizes.input),
             (2, 2)
@@ -79,7 +79,16 @@ checks!(
             .unwrap();
         assert!(results[0].is_new() && results[1].is_new());
         assert_eq!(results[2], Enqueued::Duplicate(results[0].id()));
-        assert_eq!(store.stats().await.unwrap().total.counters.enqueued, 2);
+        assert_eq!(
+            store
+                .stats(&crate::checks::all_due())
+                .await
+                .unwrap()
+                .total
+                .counters
+                .enqueued,
+            2
+        );
 
         // Also in a batch large enough for a store to split it into several steps.
         const BIG: usize = 2_500;
@@ -117,7 +126,16 @@ checks!(
             ),
             (Queue::Input, 0, at(5), None)
         );
-        assert_eq!(store.stats().await.unwrap().total.counters.requeued, 1);
+        assert_eq!(
+            store
+                .stats(&crate::checks::all_due())
+                .await
+                .unwrap()
+                .total
+                .counters
+                .requeued,
+            1
+        );
         assert_eq!(
             ids(&claim_at(&*store, &["t"], 5, at(5)).await),
             vec![id[0], id[1]]
@@ -142,7 +160,12 @@ checks!(
             apply_outcome(&*store, &claimed[1], OutcomeKind::complete()).await,
             Applied::Stale
         );
-        let total = store.stats().await.unwrap().total.sizes;
+        let total = store
+            .stats(&crate::checks::all_due())
+            .await
+            .unwrap()
+            .total
+            .sizes;
         assert_eq!(total, sizes(1, 0, 0));
         assert_eq!(ids(&claim(&*store, &["t"], 5).await), vec![id[3]]);
     }
@@ -208,7 +231,7 @@ checks!(
             .unwrap();
         // A stale outcome and a duplicate enqueue count nothing.
         apply_outcome(&*store, &claimed[0], OutcomeKind::complete()).await;
-        let stats = store.stats().await.unwrap();
+        let stats = store.stats(&crate::checks::all_due()).await.unwrap();
         let a = stats.topic("a");
         let mut counted = Counters::default();
         counted.enqueued = 6;
@@ -244,7 +267,7 @@ checks!(
         enqueue(&*store, vec![task("b", 1).run_at(at(100_000))]).await;
         let claimed = claim(&*store, &["a"], 2).await;
         apply_outcome(&*store, &claimed[0], OutcomeKind::dead("x")).await;
-        let stats = store.stats().await.unwrap();
+        let stats = store.stats(&crate::checks::all_due()).await.unwrap();
         assert_eq!(stats.topic("a").sizes, sizes(1, 1, 1));
         assert_eq!(stats.topic("b").sizes, sizes(1, 0, 0));
         assert_eq!(stats.total.sizes.total(), 4);
@@ -287,13 +310,22 @@ checks!(
             apply_outcome(&*store, &r, OutcomeKind::dead("x")).await;
         }
         assert_eq!(store.requeue_all_dead(Some("a"), T0).await.unwrap(), 3);
-        let sizes = store.stats().await.unwrap();
+        let sizes = store.stats(&crate::checks::all_due()).await.unwrap();
         assert_eq!(
             (sizes.topic("a").sizes.input, sizes.topic("b").sizes.dead),
             (3, 2)
         );
         assert_eq!(store.requeue_all_dead(None, T0).await.unwrap(), 2);
-        assert_eq!(store.stats().await.unwrap().total.sizes.dead, 0);
+        assert_eq!(
+            store
+                .stats(&crate::checks::all_due())
+                .await
+                .unwrap()
+                .total
+                .sizes
+                .dead,
+            0
+        );
         assert_eq!(store.requeue_all_dead(None, T0).await.unwrap(), 0);
     }
 );

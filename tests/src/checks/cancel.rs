@@ -68,7 +68,12 @@ checks!(
         apply_outcome(&*store, &r[1], OutcomeKind::retry(at(50_000), "e")).await;
         apply_outcome(&*store, &r[0], OutcomeKind::release()).await;
         assert_eq!(get(&*store, id[0]).await.status(T0), TaskStatus::Pending);
-        let before = store.stats().await.unwrap().total.counters;
+        let before = store
+            .stats(&crate::checks::all_due())
+            .await
+            .unwrap()
+            .total
+            .counters;
         let cancelled = cancel_at(&*store, &id, "ops", at(7)).await;
         assert_eq!(cancelled, [Cancellation::Cancelled; 3]);
         for each in &id {
@@ -85,7 +90,7 @@ checks!(
             claim_at(&*store, &["t"], 10, at(100_000)).await.is_empty(),
             "a cancelled task was claimed"
         );
-        let stats = store.stats().await.unwrap().total;
+        let stats = store.stats(&crate::checks::all_due()).await.unwrap().total;
         assert_eq!(stats.counters.cancelled, before.cancelled + 3);
         assert_eq!(
             stats.counters.started, before.started,
@@ -183,7 +188,7 @@ checks!(
                 cancel_requested: true
             }
         );
-        let stats = store.stats().await.unwrap().total;
+        let stats = store.stats(&crate::checks::all_due()).await.unwrap().total;
         assert_eq!((stats.counters.cancelled, stats.sizes.work), (0, 1));
     }
 
@@ -244,7 +249,7 @@ checks!(
             Applied::Cancelled
         );
         assert!(store.get(claimed[4].id).await.unwrap().is_none(), "kept");
-        let stats = store.stats().await.unwrap().total;
+        let stats = store.stats(&crate::checks::all_due()).await.unwrap().total;
         let c = stats.counters;
         assert_eq!(
             (c.cancelled, c.completed, c.retried, c.failed, c.released),
@@ -295,7 +300,13 @@ checks!(
             "a stale progress was stored"
         );
         assert_eq!(
-            store.stats().await.unwrap().total.counters.cancelled,
+            store
+                .stats(&crate::checks::all_due())
+                .await
+                .unwrap()
+                .total
+                .counters
+                .cancelled,
             0,
             "progress counted"
         );
@@ -321,7 +332,12 @@ checks!(
             stored.errors.is_empty(),
             "a cancelled run got a lease error"
         );
-        let c = store.stats().await.unwrap().total.counters;
+        let c = store
+            .stats(&crate::checks::all_due())
+            .await
+            .unwrap()
+            .total
+            .counters;
         assert_eq!((c.recovered, c.cancelled, c.failed), (1, 1, 0));
         assert_eq!(
             apply_outcome_at(&*store, &r, OutcomeKind::complete(), expired).await,
@@ -342,7 +358,7 @@ checks!(
         for each in &id {
             before.push(get(&*store, *each).await);
         }
-        let stats = store.stats().await.unwrap();
+        let stats = store.stats(&crate::checks::all_due()).await.unwrap();
         let unknown = TaskId::new(id[2].get() + 1_000);
         let results = cancel_at(&*store, &[id[2], unknown, id[0], id[1]], "ops", at(5)).await;
         assert_eq!(
@@ -361,7 +377,7 @@ checks!(
                 "a refused cancel changed it"
             );
         }
-        assert_eq!(store.stats().await.unwrap(), stats);
+        assert_eq!(store.stats(&crate::checks::all_due()).await.unwrap(), stats);
         assert!(cancel_at(&*store, &[], "ops", T0).await.is_empty());
     }
 
@@ -466,7 +482,7 @@ checks!(
                 other => panic!("task {}: {other:?}, now in {queue}", r.id),
             }
         }
-        let stats = store.stats().await.unwrap().total;
+        let stats = store.stats(&crate::checks::all_due()).await.unwrap().total;
         assert_eq!(completed + cancelled, 2 * N as u64);
         assert_eq!(
             (stats.counters.completed, stats.counters.cancelled),

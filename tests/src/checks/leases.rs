@@ -19,7 +19,7 @@ checks!(
         let new = claim_as(&*store, "owner-b", &["t"], 1, expired)
             .await
             .remove(0);
-        let before = store.stats().await.unwrap();
+        let before = store.stats(&crate::checks::all_due()).await.unwrap();
         for kind in [
             OutcomeKind::complete(),
             OutcomeKind::retry(expired, "x"),
@@ -32,7 +32,7 @@ checks!(
             );
         }
         assert_eq!(
-            store.stats().await.unwrap(),
+            store.stats(&crate::checks::all_due()).await.unwrap(),
             before,
             "a stale outcome moved a counter"
         );
@@ -177,7 +177,12 @@ checks!(
             ),
             (1, 1, now)
         );
-        let counters = store.stats().await.unwrap().total.counters;
+        let counters = store
+            .stats(&crate::checks::all_due())
+            .await
+            .unwrap()
+            .total
+            .counters;
         assert_eq!((counters.recovered, counters.failed), (1, 1));
     }
 
@@ -190,7 +195,16 @@ checks!(
         assert_eq!(recover(&*store, now, 4).await.len(), 4);
         assert_eq!(recover(&*store, now, 4).await.len(), 2);
         assert!(recover(&*store, now, 4).await.is_empty());
-        assert_eq!(store.stats().await.unwrap().total.sizes.input, 6);
+        assert_eq!(
+            store
+                .stats(&crate::checks::all_due())
+                .await
+                .unwrap()
+                .total
+                .sizes
+                .input,
+            6
+        );
     }
 
     /// Two outcomes for the same claim in one batch: the first applies, the second is stale.
@@ -209,7 +223,12 @@ checks!(
             applied,
             vec![Applied::Done, Applied::Stale, Applied::Done, Applied::Stale]
         );
-        let c = store.stats().await.unwrap().total.counters;
+        let c = store
+            .stats(&crate::checks::all_due())
+            .await
+            .unwrap()
+            .total
+            .counters;
         assert_eq!((c.completed, c.failed, c.retried, c.released), (1, 0, 1, 0));
         assert_eq!(get(&*store, claimed[0].id).await.queue, Queue::Completed);
         let retried = get(&*store, claimed[1].id).await;

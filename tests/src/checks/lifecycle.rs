@@ -120,7 +120,12 @@ checks!(
             (Queue::Completed, Some(at(9)), 1)
         );
         assert!(stored.lease.is_none() && stored.errors.is_empty());
-        let sizes = store.stats().await.unwrap().total.sizes;
+        let sizes = store
+            .stats(&crate::checks::all_due())
+            .await
+            .unwrap()
+            .total
+            .sizes;
         assert_eq!((sizes.active(), sizes.completed), (0, 1), "{sizes:?}");
         assert!(
             claim_at(&*store, &["t"], 1, at(1_000_000)).await.is_empty(),

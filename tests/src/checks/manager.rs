@@ -41,7 +41,7 @@ async fn wait_for_stats(
     check: impl Fn(&taskmill_core::Stats) -> bool,
 ) {
     wait_until(what, PATIENCE, || async {
-        check(&store.stats().await.unwrap())
+        check(&store.stats(&crate::checks::all_due()).await.unwrap())
     })
     .await;
 }
@@ -104,7 +104,7 @@ checks!(
                 "a task ran other than once"
             );
         }
-        let stats = store.stats().await.unwrap();
+        let stats = store.stats(&crate::checks::all_due()).await.unwrap();
         assert_eq!(
             (stats.total.sizes.active(), stats.total.sizes.completed),
             (0, 300)
@@ -142,7 +142,12 @@ checks!(
         wait_for_stats(&store, "a completion", |s| s.total.counters.completed == 1).await;
         manager.close().await.unwrap();
         assert_eq!(*attempts.lock().unwrap(), vec![1, 2, 3]);
-        let c = store.stats().await.unwrap().total.counters;
+        let c = store
+            .stats(&crate::checks::all_due())
+            .await
+            .unwrap()
+            .total
+            .counters;
         assert_eq!((c.started, c.retried, c.completed, c.failed), (3, 2, 1, 0));
         let retries: Vec<String> = events
             .lock()
@@ -167,7 +172,12 @@ checks!(
         let r = run_to_dead(&store, &manager, task("t", 1).max_retries(2)).await;
         assert_eq!(r.attempt, 3);
         assert_eq!(r.last_error(), Some("no luck #3"));
-        let c = store.stats().await.unwrap().total.counters;
+        let c = store
+            .stats(&crate::checks::all_due())
+            .await
+            .unwrap()
+            .total
+            .counters;
         assert_eq!((c.started, c.retried, c.failed), (3, 2, 1));
     }
 
@@ -301,7 +311,7 @@ checks!(
         })
         .await;
         manager.close().await.unwrap();
-        let stats = store.stats().await.unwrap();
+        let stats = store.stats(&crate::checks::all_due()).await.unwrap();
         assert_eq!(stats.total.sizes.input, 5);
         assert_eq!(
             (
@@ -365,7 +375,12 @@ checks!(
             .close_with_timeout(Duration::from_secs(2))
             .await
             .unwrap();
-        let c = store.stats().await.unwrap().total.counters;
+        let c = store
+            .stats(&crate::checks::all_due())
+            .await
+            .unwrap()
+            .total
+            .counters;
         assert_eq!((c.completed, c.released), (3, 1));
         let stuck = get(&*store, ids[3]).await;
         assert_eq!((stuck.queue, stuck.attempt), (Queue::Input, 0));
@@ -539,7 +554,12 @@ checks!(
         manager.start().await.unwrap();
         wait_for_stats(&store, "3 completions", |s| s.total.counters.completed == 3).await;
         manager.close().await.unwrap();
-        let c = store.stats().await.unwrap().total.counters;
+        let c = store
+            .stats(&crate::checks::all_due())
+            .await
+            .unwrap()
+            .total
+            .counters;
         assert_eq!((c.recovered, c.started), (3, 6));
         let recovered = events
             .lock()
@@ -583,7 +603,12 @@ checks!(
         })
         .await;
         manager.close().await.unwrap();
-        let c = store.stats().await.unwrap().total.counters;
+        let c = store
+            .stats(&crate::checks::all_due())
+            .await
+            .unwrap()
+            .total
+            .counters;
         assert_eq!(
             (c.completed, c.released),
             (0, 0),
@@ -663,7 +688,12 @@ checks!(
         manager.enqueue(task("t", 1)).await.unwrap();
         wait_for_stats(&store, "a completion", |s| s.total.counters.completed == 1).await;
         manager.close().await.unwrap();
-        let c = store.stats().await.unwrap().total.counters;
+        let c = store
+            .stats(&crate::checks::all_due())
+            .await
+            .unwrap()
+            .total
+            .counters;
         assert_eq!((c.started, c.recovered, c.completed), (1, 0, 1));
     }
 

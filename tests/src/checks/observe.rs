@@ -2,13 +2,14 @@
 //! the earliest `run_at` in stats (queue latency), and middleware around runs and
 //! enqueues on a manager.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use taskmill_core::store::{EnqueueOptions, Enqueued, ListOptions, OutcomeKind};
+use taskmill_core::store::{EnqueueOptions, Enqueued, ListOptions, OutcomeKind, StatsOptions};
 use taskmill_core::{
     async_trait, Backoff, Client, EnqueueNext, Headers, Manager, ManagerBuilder, Middleware, Next,
-    Queue, RunEnd, RunObserver, Store, Task, TaskContext, TaskError, TaskId, Timestamp,
-    TopicOptions, MAX_HEADERS, MAX_HEADERS_BYTES,
+    Queue, QueueSizes, RunEnd, RunObserver, Store, Task, TaskContext, TaskError, TaskId,
+    TaskStatus, Timestamp, TopicOptions, MAX_HEADERS, MAX_HEADERS_BYTES,
 };
 use taskmill_testkit::*;
 
@@ -39,10 +40,64 @@ fn with_headers(task: Task, headers: &Headers) -> Task {
 
 /// The earliest `run_at` of `topic` (or of all topics) in the store's stats.
 async fn earliest(store: &dyn Store, topic: Option<&str>) -> Option<Timestamp> {
-    let stats = store.stats().await.unwrap();
+    let stats = store.stats(&crate::checks::all_due()).await.unwrap();
     match topic {
         Some(topic) => stats.topic(topic).earliest_run_at,
         None => stats.total.earliest_run_at,
+    }
+}
+
+/// Each topic's INPUT split at `now` as [`TaskRecord::status`](taskmill_core::TaskRecord::status)
+/// says, from a listing of INPUT: (pending, scheduled, retrying) by topic, and in total
+/// under `""`.
+async fn split_by_status(store: &dyn Store, now: Timestamp) -> BTreeMap<String, [u64; 3]> {
+    let mut split: BTreeMap<String, [u64; 3]> = BTreeMap::new();
+    let mut opts = ListOptions::new(Queue::Input).limit(100);
+    // Bounded: each page moves the cursor past its tasks, and the store holds few.
+    for _ in 0..100 {
+        let page = store.list(&opts).await.unwrap();
+        for task in &page.tasks {
+            let slot = match task.status(now) {
+                TaskStatus::Pending => 0,
+                TaskStatus::Scheduled { .. } => 1,
+                TaskStatus::Retrying { .. } => 2,
+                other => panic!("task {} listed in INPUT is {other:?}", task.id),
+            };
+            for key in [task.topic.to_string(), String::new()] {
+                split.entry(key).or_default()[slot] += 1;
+            }
+        }
+        match page.next {
+            Some(next) => opts = opts.after(next),
+            None => return split,
+        }
+    }
+    panic!("INPUT did not end within 100 pages");
+}
+
+/// Asserts that the stats at `now` split INPUT as `expected` says per topic
+/// ((pending, scheduled, retrying); the total is their sum), and as the tasks' statuses at
+/// `now` do.
+async fn assert_split(store: &dyn Store, now: Timestamp, expected: &[(&str, [u64; 3])]) {
+    let stats = store.stats(&StatsOptions::new(now)).await.unwrap();
+    let of = |sizes: QueueSizes| [sizes.pending(), sizes.scheduled, sizes.retrying];
+    let mut total = [0; 3];
+    for (topic, want) in expected {
+        assert_eq!(of(stats.topic(topic).sizes), *want, "{topic} at {now:?}");
+        for (t, w) in total.iter_mut().zip(want) {
+            *t += w;
+        }
+    }
+    assert_eq!(of(stats.total.sizes), total, "the total at {now:?}");
+    let mut by_status = split_by_status(store, now).await;
+    let listed_total = by_status.remove("").unwrap_or_default();
+    assert_eq!(listed_total, total, "the tasks' statuses at {now:?}");
+    for (topic, want) in expected {
+        assert_eq!(
+            by_status.get(*topic).copied().unwrap_or_default(),
+            *want,
+            "{topic}'s tasks' statuses at {now:?}"
+        );
     }
 }
 
@@ -239,7 +294,7 @@ checks!(
             Some(at(40)),
             "the earliest of all"
         );
-        let stats = store.stats().await.unwrap();
+        let stats = store.stats(&crate::checks::all_due()).await.unwrap();
         assert_eq!(
             stats.topic("t").latency(at(140)),
             Duration::from_millis(100)
@@ -284,7 +339,12 @@ checks!(
             "only task 4, scheduled"
         );
         assert_eq!(
-            store.stats().await.unwrap().topic("t").latency(at(500)),
+            store
+                .stats(&crate::checks::all_due())
+                .await
+                .unwrap()
+                .topic("t")
+                .latency(at(500)),
             Duration::ZERO
         );
 
@@ -297,6 +357,147 @@ checks!(
             Some(at(70)),
             "u's task remains"
         );
+    }
+
+    /// Stats split INPUT at their `now` into pending (due), scheduled (not yet due, never
+    /// run) and retrying (not yet due, run before), per topic and in total, exactly as the
+    /// tasks' statuses at that `now` say: through scheduled tasks coming due, a retry
+    /// waiting and coming due, claims, a paused topic, a cancel and a recovery.
+    pub async fn stats_split_input_into_pending_scheduled_and_retrying(store: Arc<dyn Store>) {
+        let store = &*store;
+        let opts = EnqueueOptions::new(at(0));
+        let mut batch = tasks("t", 0..3);
+        batch.push(task("t", 3).run_at(at(1000)));
+        batch.push(task("t", 4).run_at(at(2000)));
+        batch.push(task("u", 0));
+        batch.push(task("u", 1).run_at(at(500)));
+        batch.push(task("p", 0));
+        batch.push(task("p", 1).run_at(at(1000)));
+        let id: Vec<TaskId> = store
+            .enqueue(batch, &opts)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id())
+            .collect();
+        store.set_paused("p", true).await.unwrap();
+        assert_split(
+            store,
+            at(0),
+            &[("t", [3, 2, 0]), ("u", [1, 1, 0]), ("p", [1, 1, 0])],
+        )
+        .await;
+
+        // One run of t fails and retries at 1500; another stays running.
+        let failed = claim_at(store, &["t"], 1, at(10)).await.remove(0);
+        apply_outcome_at(
+            store,
+            &failed,
+            OutcomeKind::retry(at(1500), "again"),
+            at(10),
+        )
+        .await;
+        let running = claim_at(store, &["t"], 1, at(10)).await.remove(0);
+        assert_ne!(running.id, failed.id);
+        let t_stats = store
+            .stats(&StatsOptions::new(at(10)))
+            .await
+            .unwrap()
+            .topic("t");
+        assert_eq!((t_stats.sizes.input, t_stats.sizes.work), (4, 1));
+        let p_stats = store
+            .stats(&StatsOptions::new(at(10)))
+            .await
+            .unwrap()
+            .topic("p");
+        assert!(p_stats.paused, "p is paused, its tasks still counted");
+        let now_at = |ms| async move {
+            assert_split(
+                store,
+                at(ms),
+                &match ms {
+                    10 => [("t", [1, 2, 1]), ("u", [1, 1, 0]), ("p", [1, 1, 0])],
+                    500 => [("t", [1, 2, 1]), ("u", [2, 0, 0]), ("p", [1, 1, 0])],
+                    1000 => [("t", [2, 1, 1]), ("u", [2, 0, 0]), ("p", [2, 0, 0])],
+                    1500 => [("t", [3, 1, 0]), ("u", [2, 0, 0]), ("p", [2, 0, 0])],
+                    _ => [("t", [4, 0, 0]), ("u", [2, 0, 0]), ("p", [2, 0, 0])],
+                },
+            )
+            .await
+        };
+        // Read in any order: stats never move a task between the store's indexes.
+        for ms in [2000, 10, 1500, 500, 1000, 10, 2000] {
+            now_at(ms).await;
+        }
+
+        // A claim at 1000 takes t's due tasks, the one scheduled for 1000 among them; the
+        // retry and the task for 2000 are left.
+        let claimed = claim_at(store, &["t"], 10, at(1000)).await;
+        assert_eq!(
+            claimed.len(),
+            2,
+            "the due task and the one scheduled for 1000"
+        );
+        let split = |t| [("t", t), ("u", [2, 0, 0]), ("p", [2, 0, 0])];
+        assert_split(store, at(1000), &split([0, 1, 1])).await;
+        assert_split(store, at(1499), &split([0, 1, 1])).await;
+        assert_split(store, at(1500), &split([1, 1, 0])).await;
+
+        // The retry runs at 1500 and fails again, for 3000; the task for 2000 is
+        // cancelled.
+        let again = claim_at(store, &["t"], 10, at(1500)).await;
+        assert_eq!(ids(&again), [failed.id]);
+        apply_outcome_at(
+            store,
+            &again[0],
+            OutcomeKind::retry(at(3000), "still"),
+            at(1500),
+        )
+        .await;
+        cancel_at(store, &[id[4]], "tester", at(1500)).await;
+        assert_split(store, at(1500), &split([0, 0, 1])).await;
+        assert_split(store, at(2999), &split([0, 0, 1])).await;
+        assert_split(store, at(3000), &split([1, 0, 0])).await;
+
+        // The leases of the three running tasks run out: recovered, they are due at once,
+        // so pending although they ran before.
+        let late = at(1000) + LEASE + Duration::from_secs(1);
+        let recovered = recover(store, late, 10).await;
+        let mut expected: Vec<TaskId> = ids(&claimed);
+        expected.push(running.id);
+        expected.sort();
+        let mut got: Vec<TaskId> = recovered
+            .iter()
+            .filter(|r| r.queue == Queue::Input)
+            .map(|r| r.id)
+            .collect();
+        got.sort();
+        assert_eq!(got, expected);
+        assert_split(store, late, &split([4, 0, 0])).await;
+
+        // A scheduled task deleted and a retrying one cancelled count nowhere.
+        let gone = store
+            .enqueue(
+                vec![task("u", 2).run_at(late + Duration::from_secs(60))],
+                &EnqueueOptions::new(late),
+            )
+            .await
+            .unwrap()[0]
+            .id();
+        assert_split(
+            store,
+            late,
+            &[("t", [4, 0, 0]), ("u", [2, 1, 0]), ("p", [2, 0, 0])],
+        )
+        .await;
+        assert_eq!(store.delete(&[gone]).await.unwrap(), [true]);
+        let again = claim_at(store, &["t"], 1, late).await.remove(0);
+        let retry_at = late + Duration::from_secs(60);
+        apply_outcome_at(store, &again, OutcomeKind::retry(retry_at, "later"), late).await;
+        assert_split(store, late, &split([3, 0, 1])).await;
+        cancel_at(store, &[again.id], "tester", late).await;
+        assert_split(store, late, &split([3, 0, 0])).await;
+        assert_split(store, retry_at, &split([3, 0, 0])).await;
     }
 
     /// A dead task requeued, and a task recovered from an expired lease, count from the

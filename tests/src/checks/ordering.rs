@@ -62,7 +62,16 @@ checks!(
     pub async fn claim_respects_limit(store: Arc<dyn Store>) {
         enqueue_n(&*store, "t", 10).await;
         assert_eq!(claim(&*store, &["t"], 4).await.len(), 4);
-        assert_eq!(store.stats().await.unwrap().total.sizes.input, 6);
+        assert_eq!(
+            store
+                .stats(&crate::checks::all_due())
+                .await
+                .unwrap()
+                .total
+                .sizes
+                .input,
+            6
+        );
         assert!(
             claim(&*store, &["t"], 0).await.is_empty(),
             "a zero-limit claim took tasks"
@@ -76,7 +85,7 @@ checks!(
         enqueue_n(&*store, "c", 2).await;
         let got = ids(&claim(&*store, &["b", "a", "missing"], 3).await);
         assert_eq!(got, vec![b[0], b[1], a[0]]);
-        let stats = store.stats().await.unwrap();
+        let stats = store.stats(&crate::checks::all_due()).await.unwrap();
         assert_eq!(stats.topic("c").sizes.input, 2);
     }
 
@@ -109,7 +118,16 @@ checks!(
         let mut want = by_topic["t12"].clone();
         want.push(by_topic["t05"][1]);
         assert_eq!(got, want);
-        assert_eq!(store.stats().await.unwrap().total.sizes.input, 0);
+        assert_eq!(
+            store
+                .stats(&crate::checks::all_due())
+                .await
+                .unwrap()
+                .total
+                .sizes
+                .input,
+            0
+        );
     }
 
     /// A paused topic is not claimed; once resumed it is.
@@ -118,9 +136,23 @@ checks!(
         let open = enqueue_n(&*store, "open", 1).await;
         store.set_paused("paused", true).await.unwrap();
         assert_eq!(ids(&claim(&*store, &["paused", "open"], 10).await), open);
-        assert!(store.stats().await.unwrap().topic("paused").paused);
+        assert!(
+            store
+                .stats(&crate::checks::all_due())
+                .await
+                .unwrap()
+                .topic("paused")
+                .paused
+        );
         store.set_paused("paused", false).await.unwrap();
-        assert!(!store.stats().await.unwrap().topic("paused").paused);
+        assert!(
+            !store
+                .stats(&crate::checks::all_due())
+                .await
+                .unwrap()
+                .topic("paused")
+                .paused
+        );
         assert_eq!(ids(&claim(&*store, &["paused"], 10).await), paused);
     }
 
@@ -134,7 +166,13 @@ checks!(
             taskmill_core::store::Applied::Done
         );
         assert_eq!(
-            store.stats().await.unwrap().topic("t").counters.completed,
+            store
+                .stats(&crate::checks::all_due())
+                .await
+                .unwrap()
+                .topic("t")
+                .counters
+                .completed,
             1
         );
     }

@@ -8,13 +8,65 @@ use maud::{html, Markup};
 use taskmill_core::TopicStats;
 
 /// The figures of the summary bar, in order.
-const SUMMARY: [Figure; 5] = [
+const SUMMARY: [Figure; 7] = [
     Figure::Processed,
     Figure::Failed,
     Figure::State(State::RUNNING),
-    Figure::State(State::PENDING),
+    Figure::Waiting(Waiting::Pending),
+    Figure::Waiting(Waiting::Scheduled),
+    Figure::Waiting(Waiting::Retrying),
     Figure::State(State::DEAD),
 ];
+
+/// A part of the waiting tasks (INPUT), split by time at the stats' read: they are all
+/// listed on the Pending tab.
+#[derive(Clone, Copy)]
+enum Waiting {
+    /// Due now.
+    Pending,
+    /// Not yet due, never run.
+    Scheduled,
+    /// Not yet due, after a failed or interrupted run.
+    Retrying,
+}
+
+impl Waiting {
+    /// Every part, in the order the topic table shows them.
+    const ALL: [Waiting; 3] = [Waiting::Pending, Waiting::Scheduled, Waiting::Retrying];
+
+    fn label(self) -> &'static str {
+        match self {
+            Waiting::Pending => "Pending",
+            Waiting::Scheduled => "Scheduled",
+            Waiting::Retrying => "Retrying",
+        }
+    }
+
+    /// The name in the stats stream (as [`TaskStatus`](taskmill_core::TaskStatus) names it).
+    fn key(self) -> &'static str {
+        match self {
+            Waiting::Pending => "pending",
+            Waiting::Scheduled => "scheduled",
+            Waiting::Retrying => "retrying",
+        }
+    }
+
+    fn count(self, stats: &TopicStats) -> u64 {
+        match self {
+            Waiting::Pending => stats.sizes.pending(),
+            Waiting::Scheduled => stats.sizes.scheduled,
+            Waiting::Retrying => stats.sizes.retrying,
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Waiting::Pending => "Due now, waiting for a worker",
+            Waiting::Scheduled => "Not due yet: waiting for their first run",
+            Waiting::Retrying => "Not due yet: waiting to run again after a failed run",
+        }
+    }
+}
 
 /// One figure of the summary bar.
 #[derive(Clone, Copy)]
@@ -25,6 +77,8 @@ enum Figure {
     Failed,
     /// How many tasks are in a state now.
     State(State),
+    /// How many waiting tasks are due, scheduled or retrying now.
+    Waiting(Waiting),
 }
 
 impl Figure {
@@ -33,6 +87,7 @@ impl Figure {
             Figure::Processed => "Processed",
             Figure::Failed => "Failed",
             Figure::State(state) => state.label(),
+            Figure::Waiting(part) => part.label(),
         }
     }
 
@@ -42,6 +97,7 @@ impl Figure {
             Figure::Processed => None,
             Figure::Failed => Some(State::DEAD),
             Figure::State(state) => Some(state),
+            Figure::Waiting(_) => Some(State::PENDING),
         }
     }
 
@@ -50,7 +106,7 @@ impl Figure {
             Figure::Processed => "stat good",
             Figure::Failed => "stat bad",
             Figure::State(state) if state.is_dead() => "stat bad",
-            Figure::State(_) => "stat",
+            Figure::State(_) | Figure::Waiting(_) => "stat",
         }
     }
 
@@ -62,6 +118,7 @@ impl Figure {
             Figure::State(state) => {
                 html! { span.num data-state=(state.slug()) { (count(state.count(stats))) } }
             }
+            Figure::Waiting(part) => counter(part.key(), part.count(stats)),
         }
     }
 }
@@ -106,7 +163,15 @@ pub(crate) fn overview(ctx: &Ctx, observed: &Observed) -> Markup {
                 div.table-wrap { table.grid.topics {
                     thead { tr {
                         th { "Topic" }
-                        @for state in State::ALL { th.n { (state.label()) } }
+                        @for state in State::ALL {
+                            @if state == State::PENDING {
+                                @for part in Waiting::ALL {
+                                    th.n.split[!matches!(part, Waiting::Pending)] title=(part.title()) { (part.label()) }
+                                }
+                            } @else {
+                                th.n { (state.label()) }
+                            }
+                        }
                         th.n { "Processed" }
                         th.n { "Failed" }
                         th.n.wide { "Retried" }
@@ -120,8 +185,16 @@ pub(crate) fn overview(ctx: &Ctx, observed: &Observed) -> Markup {
                             tr data-topic=(name) class=[topic.paused.then_some("is-paused")] {
                                 td.topic { a href=(state_url(ctx, State::PENDING, Some(name))) { (name) } }
                                 @for state in State::ALL {
-                                    td.n { a.num.quiet href=(state_url(ctx, state, Some(name))) data-state=(state.slug()) data-alert[state.is_dead()]
-                                        class=[(state.is_dead() && state.count(topic) > 0).then_some("bad")] { (count(state.count(topic))) } }
+                                    @if state == State::PENDING {
+                                        // The waiting tasks split by time, each part linking to them all; the
+                                        // scheduled and retrying columns show where the window is wide enough.
+                                        @for part in Waiting::ALL {
+                                            td.n.split[!matches!(part, Waiting::Pending)] { a.num.quiet href=(state_url(ctx, state, Some(name))) data-count=(part.key()) { (count(part.count(topic))) } }
+                                        }
+                                    } @else {
+                                        td.n { a.num.quiet href=(state_url(ctx, state, Some(name))) data-state=(state.slug()) data-alert[state.is_dead()]
+                                            class=[(state.is_dead() && state.count(topic) > 0).then_some("bad")] { (count(state.count(topic))) } }
+                                    }
                                 }
                                 td.n { (counter("processed", topic.counters.completed)) }
                                 td.n { (counter("failed", topic.counters.failed)) }

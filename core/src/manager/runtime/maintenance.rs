@@ -6,7 +6,7 @@
 use super::Shared;
 use crate::event::Event;
 use crate::store::{
-    Applied, LeaseRef, Progress, PruneSchedulesOptions, RecoverOptions, RenewOptions,
+    Applied, LeaseRef, Progress, PruneSchedulesOptions, RecoverOptions, RenewOptions, StatsOptions,
 };
 use crate::task::Queue;
 use futures_util::StreamExt;
@@ -249,12 +249,13 @@ impl Shared {
     }
 
     async fn publish_stats(&self) {
-        match self.store.stats().await {
+        let now = self.config.clock.now();
+        match self.store.stats(&StatsOptions::new(now)).await {
             Ok(stats) => {
                 let event = Event::ManagerStats {
                     manager: self.id.clone(),
                     stats: Box::new(stats),
-                    at: self.config.clock.now(),
+                    at: now,
                 };
                 self.publish(vec![event]).await;
             }
