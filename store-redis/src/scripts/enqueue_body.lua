@@ -45,24 +45,36 @@ local function enqueue_tasks(base)
   -- disjoint ranges, one per batch, so a chunk is wholly above or wholly below the tail of
   -- another batch; one that is not, never written by this store, still goes to READY whole,
   -- which costs speed, not order.) `fresh_run_at` becomes last_run_at: at least the largest
-  -- run_at listed (duplicates dropped from t may have had it), which keeps the order safe.
+  -- run_at listed (duplicates dropped from t may have had it), which keeps the order safe,
+  -- and `fresh_tail` the last id appended.
   local function add_fresh(t, from, to)
     if from > to then
       return
     end
-    local tail = redis.call('LINDEX', FRESH, -1)
-    local fields = redis.call('HMGET', META, 'fresh_priority', 'fresh_run_at')
-    local listed, listed_run_at = fields[1], fields[2]
-    local append
-    if not tail then
-      redis.call('HSET', META, 'fresh_priority', priority, 'fresh_run_at', last_run_at)
-      append = true
+    -- `fresh_tail` is the last id appended: at least the list's tail while the list is not
+    -- empty (claims, cancels and deletes only remove ids), so a batch above it, of the
+    -- list's priority and not due before `fresh_run_at`, may follow without reading the
+    -- list. (An empty list takes any batch, so stale fields only send one elsewhere.)
+    local fields = redis.call('HMGET', META, 'fresh_priority', 'fresh_run_at', 'fresh_tail')
+    local listed, listed_run_at, listed_tail = fields[1], fields[2], fields[3]
+    local append = listed_tail and listed == priority and listed_run_at and
+      tonumber(t[from]) > (tonumber(listed_tail) or math.huge) and
+      tonumber(first_run_at) >= tonumber(listed_run_at)
+    if append then
+      redis.call('HSET', META, 'fresh_run_at', last_run_at, 'fresh_tail', t[to])
     else
-      local last = tonumber(tail)
-      append = listed == priority and last ~= nil and tonumber(t[from]) > last and
-        listed_run_at and tonumber(first_run_at) >= tonumber(listed_run_at)
-      if append and listed_run_at ~= last_run_at then
-        redis.call('HSET', META, 'fresh_run_at', last_run_at)
+      local tail = redis.call('LINDEX', FRESH, -1)
+      if not tail then
+        redis.call('HSET', META, 'fresh_priority', priority, 'fresh_run_at', last_run_at,
+          'fresh_tail', t[to])
+        append = true
+      else
+        local last = tonumber(tail)
+        append = listed == priority and last ~= nil and tonumber(t[from]) > last and
+          listed_run_at and tonumber(first_run_at) >= tonumber(listed_run_at)
+        if append then
+          redis.call('HSET', META, 'fresh_run_at', last_run_at, 'fresh_tail', t[to])
+        end
       end
     end
     if append then
@@ -153,7 +165,25 @@ local function enqueue_tasks(base)
   count('enqueued', added)
   -- Events are built only when someone listens: a watcher costs, nobody listening does not.
   -- Published inside the script, a watcher sees the enqueue before any claim sees the task.
-  if added > 0 and redis.call('PUBSUB', 'NUMSUB', EVENTS)[2] > 0 then
+  if added > 0 then
+    -- The earliest run_at of the batch goes to WAITING (that of a duplicate too, which
+    -- only makes the score lower than it need be: see common.lua).
+    local earliest = nil
+    if nf > 0 then
+      earliest = tonumber(first_run_at)
+    end
+    for i = d0, u0 - 1, 2 do
+      local at = tonumber(ARGV[i])
+      if at and (not earliest or at < earliest) then
+        earliest = at
+      end
+    end
+    -- A Lua number handed to redis.call is exact (see common.lua).
+    if earliest then
+      note_input(earliest)
+    end
+  end
+  if added > 0 and listening() then
     local ticks = {}
     for i = k0, k0 + 2 * nk - 1, 2 do
       ticks[ARGV[i]] = ARGV[i + 1]
