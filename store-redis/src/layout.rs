@@ -2,7 +2,8 @@
 //!
 //! The README's "Data layout" section says what each key holds; `codec.rs` how a record
 //! is written. Every key of one topic shares the hash tag `{namespace:topic}`, so a
-//! script only ever touches keys of one hash slot.
+//! topic's script touches keys of one hash slot, and the namespace's waiting-topic index
+//! (`Keys::waiting`) besides.
 //!
 //! There is no layout version: Redis keeps none, and a namespace written by an older
 //! layout is read as it is (see the README's "Old namespaces"). One written before
@@ -70,6 +71,11 @@ impl TopicKeys {
     /// `finished_at:id` entries whose times never decrease.
     pub fn finish_log(&self) -> &str {
         &self.keys[15]
+    }
+
+    /// The `leases` hash: the topic's WORK.
+    pub fn leases(&self) -> &str {
+        &self.keys[6]
     }
 
     /// The keys telling whether a task is unfinished (in INPUT or WORK): `leases`,

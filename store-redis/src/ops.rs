@@ -3,10 +3,12 @@
 //!
 //! Calls that touch several topics send one script call per topic. Where the calls are
 //! independent (renew, apply, stats, admin) they go out pipelined, in one round trip; an
-//! enqueue sends each topic's calls as soon as they are encoded, so that Redis works while
-//! the next topic is encoded; claims and the reaper go topic by topic, because each
-//! topic's limit depends on what the topics before it gave. No script touches the keys of
-//! more than one topic.
+//! enqueue sends its calls as soon as they are encoded, so that Redis works while the next
+//! are encoded, and puts the batch's small topics together in `enqueue_many` calls; a
+//! claim visits the due topics of the waiting-topic index (all its topics when they are
+//! few) in `claim_many` calls, each topic asked for what the ones before it left; the
+//! reaper goes topic by topic. Only the `_many` scripts and `reindex` touch the keys of
+//! more than one topic (standalone Redis only).
 
 use crate::codec::{
     array, decode_claimed, decode_lenient, decode_schedule, decode_stored, encode_record, int,
@@ -40,6 +42,10 @@ const CHUNK: usize = 1000;
 /// with the batch's other small topics; one with more gets its own `enqueue` calls (a
 /// script call costs Redis about as much as enqueueing tens of tasks).
 const MANY_BELOW: usize = 64;
+
+/// The most tasks in one `enqueue_many` call. Smaller than a batch, so that Redis runs one
+/// call while the next is encoded.
+const MANY_CALL_TASKS: usize = 250;
 
 /// One topic's items, each with its index in the caller's order.
 type Group<T> = (Arc<str>, Vec<(usize, T)>);
@@ -286,6 +292,10 @@ fn enqueue_args(
     }
 }
 
+/// The tasks of one topic's chunk in an enqueue call: (index in the batch, id), ids
+/// ascending.
+type ChunkIds = Vec<(usize, u64)>;
+
 /// [`Store::enqueue`](taskmill_core::Store::enqueue).
 pub(crate) async fn enqueue(
     store: &RedisStore,
@@ -322,13 +332,13 @@ pub(crate) async fn enqueue(
     let now = opts.now.as_millis();
     // Each call with the chunks it holds (one for `enqueue`, one per topic for
     // `enqueue_many`), and each pipeline with how many calls it sent.
-    let mut order: Vec<(bool, Vec<Vec<(usize, u64)>>)> = Vec::new();
+    let mut order: Vec<(bool, Vec<ChunkIds>)> = Vec::new();
     let mut sent = Vec::new();
     let mut record = Vec::new();
     let mut pipeline: Vec<Call<'_>> = Vec::new();
     // The open `enqueue_many` call of the small topics, and how many tasks it holds.
-    let mut many: Option<(Call<'_>, Vec<Vec<(usize, u64)>>, usize)> = None;
-    let ids_of = |chunk: &[(usize, TaskRecord)]| -> Vec<(usize, u64)> {
+    let mut many: Option<(Call<'_>, Vec<ChunkIds>, usize)> = None;
+    let ids_of = |chunk: &[(usize, TaskRecord)]| -> ChunkIds {
         chunk.iter().map(|(i, r)| (*i, r.id.get())).collect()
     };
     // Sends the calls gathered so far as one pipeline. A topic's calls are always in one
@@ -354,7 +364,7 @@ pub(crate) async fn enqueue(
             enqueue_args(open, group, now, &mut record, Some(&keys));
             chunks.push(ids_of(group));
             *tasks += group.len();
-            if *tasks >= CHUNK {
+            if *tasks >= MANY_CALL_TASKS {
                 if let Some((open, chunks, _)) = many.take() {
                     pipeline.push(open);
                     order.push((true, chunks));
@@ -767,7 +777,25 @@ pub(crate) async fn recover(
     limit: usize,
 ) -> Result<Vec<Recovered>> {
     let mut recovered = Vec::new();
-    for topic in topics(store).await? {
+    // Only a topic with leases can have expired ones: one pipelined `HLEN` per topic finds
+    // them, so a pass over many topics costs two round trips plus one per topic in WORK,
+    // not one per topic.
+    let all = topics(store).await?;
+    let mut pipe = redis::pipe();
+    for topic in &all {
+        pipe.cmd("HLEN").arg(topic_keys(store, topic).leases());
+    }
+    let counts = if all.is_empty() {
+        Vec::new()
+    } else {
+        store.shared.conn.query(&pipe, all.len()).await?
+    };
+    let working = all
+        .into_iter()
+        .zip(counts)
+        .filter(|(_, n)| !matches!(n, Value::Int(0)))
+        .map(|(topic, _)| topic);
+    for topic in working {
         let remaining = limit.saturating_sub(recovered.len());
         if remaining == 0 {
             break;
