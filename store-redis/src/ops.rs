@@ -200,6 +200,25 @@ fn enqueue_args(
     record: &mut Vec<u8>,
     prefix: Option<&TopicKeys>,
 ) {
+    if let (Some(keys), [(_, r)]) = (prefix, chunk) {
+        // The short form of `enqueue_many` for one due task without a unique key or a
+        // tick: four arguments instead of thirteen.
+        if r.run_at.as_millis() <= now
+            && r.unique_key.is_none()
+            && (r.headers.is_empty() || r.schedule_tick().is_none())
+        {
+            record.clear();
+            encode_record(r, record);
+            call.arg(&keys.tag)
+                .arg(&keys.topic_json)
+                .arg(0)
+                .arg(r.id.get())
+                .arg(&record[..])
+                .arg(r.priority)
+                .arg(r.run_at.as_millis());
+            return;
+        }
+    }
     let (ready, scheduled): (Vec<_>, Vec<_>) =
         chunk.iter().partition(|(_, r)| r.run_at.as_millis() <= now);
     // The due tasks of the chunk's most common priority may go to the topic's

@@ -252,3 +252,87 @@ async fn a_namespace_without_the_index_gets_it_built_at_the_first_claim() {
     assert_eq!(other.rebuild_waiting_index().await.unwrap(), TOPICS as u64);
     assert_eq!(s.waiting().await.keys().collect::<Vec<_>>(), ["t04", "t06"]);
 }
+
+#[tokio::test]
+async fn one_batch_mixes_the_short_and_the_full_form_over_many_topics() {
+    let mut s = Setup::new().await;
+    let later = T0 + Duration::from_secs(60);
+    // Topics 0..30 get one plain due task each (enqueue_many's short form); 30 one with a
+    // unique key, 31 one due later, 32 three tasks, the third a duplicate of the second's
+    // key (the full form); 33 one plain task again after them.
+    let mut tasks: Vec<Task> = (0..30)
+        .map(|i| {
+            Task::new(topic(i).as_str(), &i)
+                .unwrap()
+                .priority(i as i16 - 15)
+        })
+        .collect();
+    tasks.push(Task::new("t30", &30).unwrap().unique_key("k"));
+    tasks.push(Task::new("t31", &31).unwrap().run_at(later));
+    tasks.push(Task::new("t32", &320).unwrap());
+    tasks.push(Task::new("t32", &321).unwrap().unique_key("u"));
+    tasks.push(Task::new("t32", &322).unwrap().unique_key("u"));
+    tasks.push(Task::new("t33", &33).unwrap());
+    let results = s
+        .store
+        .enqueue(tasks, &EnqueueOptions::new(T0))
+        .await
+        .unwrap();
+    let new = |i: usize| match results[i] {
+        Enqueued::New(id) => id.get(),
+        ref other => panic!("task {i}: {other:?}"),
+    };
+    assert_eq!(
+        results[34],
+        Enqueued::Duplicate(taskmill_core::TaskId::new(new(33)))
+    );
+    // Each plain task went to its topic's fresh list, the unique one holds its key.
+    for (topic, at) in [("t00", 0), ("t17", 17), ("t29", 29), ("t33", 35)] {
+        let fresh: Vec<u64> = redis::cmd("LRANGE")
+            .arg(s.key(topic, "fresh"))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut s.raw)
+            .await
+            .unwrap();
+        assert_eq!(fresh, [new(at)], "{topic}");
+        let meta: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(s.key(topic, "meta"))
+            .arg("fresh_priority")
+            .arg("fresh_tail")
+            .arg("enqueued")
+            .query_async(&mut s.raw)
+            .await
+            .unwrap();
+        let priority = if at < 30 { at as i16 - 15 } else { 0 };
+        let want = [priority.to_string(), new(at).to_string(), "1".to_owned()];
+        assert_eq!(meta, want.map(Some), "{topic}");
+    }
+    let holder: Option<u64> = redis::cmd("HGET")
+        .arg(s.key("t30", "unique"))
+        .arg("k")
+        .query_async(&mut s.raw)
+        .await
+        .unwrap();
+    assert_eq!(holder, Some(new(30)));
+    let index = s.waiting().await;
+    assert_eq!(index.len(), 34);
+    assert_eq!(index["t31"], later.as_millis() as f64);
+    // Everything due is claimed, in claim order, with the records as enqueued.
+    let claimed = claim(&s.store, all_topics(), 100, T0).await;
+    let got: Vec<(String, String, i16)> = claimed
+        .iter()
+        .map(|c| match c {
+            Claimed::Ready(r) => (r.topic.to_string(), r.args.as_str().to_owned(), r.priority),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let mut want: Vec<(String, String, i16)> = (0..30)
+        .map(|i| (topic(i), i.to_string(), i as i16 - 15))
+        .collect();
+    want.push(("t30".into(), "30".into(), 0));
+    want.push(("t32".into(), "320".into(), 0));
+    want.push(("t32".into(), "321".into(), 0));
+    want.push(("t33".into(), "33".into(), 0));
+    assert_eq!(got, want);
+}
