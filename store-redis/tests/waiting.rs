@@ -336,3 +336,50 @@ async fn one_batch_mixes_the_short_and_the_full_form_over_many_topics() {
     want.push(("t33".into(), "33".into(), 0));
     assert_eq!(got, want);
 }
+
+#[tokio::test]
+async fn a_short_form_task_of_another_priority_goes_to_ready() {
+    let mut s = Setup::new().await;
+    // Twenty topics, one due plain task each, twice: the second batch's task of t00 has
+    // another priority than the one its fresh list holds.
+    let batch = |priority_of_t00: i16| -> Vec<Task> {
+        (0..20)
+            .map(|i| {
+                let p = if i == 0 { priority_of_t00 } else { 0 };
+                Task::new(topic(i).as_str(), &i).unwrap().priority(p)
+            })
+            .collect()
+    };
+    let opts = EnqueueOptions::new(T0);
+    s.store.enqueue(batch(3), &opts).await.unwrap();
+    let second = s.store.enqueue(batch(-2), &opts).await.unwrap();
+    let Enqueued::New(id) = second[0] else {
+        panic!("{second:?}")
+    };
+    let ready: Vec<u64> = redis::cmd("ZRANGE")
+        .arg(s.key("t00", "ready"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut s.raw)
+        .await
+        .unwrap();
+    assert_eq!(ready, [id.get()]);
+    let due: Vec<u64> = redis::cmd("ZRANGE")
+        .arg(s.key("t00", "due"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut s.raw)
+        .await
+        .unwrap();
+    assert_eq!(due, [id.get()]);
+    // Priority first: the later task of priority -2 before the earlier one of 3.
+    let claimed = claim(&s.store, vec![TopicClaim::new("t00")], 2, T0).await;
+    let priorities: Vec<i16> = claimed
+        .iter()
+        .map(|c| match c {
+            Claimed::Ready(r) => r.priority,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(priorities, [-2, 3]);
+}

@@ -54,10 +54,20 @@ local TAG = META and string.sub(META, 1, -6)
 -- topics in one call (claim_many, enqueue_many, reindex), standalone Redis only, where a
 -- script may touch keys it was not given. Only the keys enqueue_tasks, claim_topic and
 -- index_topic use are set (building a key name costs about half a microsecond), plus
--- UNIQUE when `unique` is true; the others become nil, so a script that touched one would
+-- UNIQUE when `unique` is true, or only META, TASKS and FRESH when it is 'fresh'; the
+-- others become nil, so a script that touched one would
 -- fail rather than write elsewhere.
 local function use_topic(tag, topic_json, unique)
   TAG, TOPIC_JSON = tag, topic_json
+  if unique == 'fresh' then
+    -- Only what enqueueing to FRESH takes (enqueue_many's short form); add_fresh calls
+    -- use_topic again when the tasks must go to READY instead.
+    META, TASKS, FRESH = tag .. ':meta', tag .. ':tasks', tag .. ':fresh'
+    READY, SCHEDULED, LATER, LEASES, DUE, UNIQUE = nil, nil, nil, nil, nil, nil
+    DEAD, COMPLETED, CANCELLED, FINISHED, CANCELS, PROGRESS, FINISH_LOG, ENDS =
+      nil, nil, nil, nil, nil, nil, nil, nil
+    return
+  end
   META, READY, SCHEDULED, LATER, LEASES, TASKS, FRESH, DUE =
     tag .. ':meta', tag .. ':ready', tag .. ':scheduled', tag .. ':later', tag .. ':leases',
     tag .. ':tasks', tag .. ':fresh', tag .. ':due'

@@ -82,6 +82,10 @@ local function enqueue_tasks(base, A)
     if append then
       bulk_range('RPUSH', FRESH, t, from, to)
     else
+      if not READY then
+        -- enqueue_many's short form named only FRESH's keys (see use_topic).
+        use_topic(TAG, TOPIC_JSON, false)
+      end
       local band = tonumber(priority)
       local run_at = batch_run_ats()
       local scored, due = {}, {}

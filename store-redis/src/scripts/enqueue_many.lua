@@ -17,7 +17,7 @@ local last = #ARGV
 while a <= last do
   local c = tonumber(ARGV[a + 2])
   if c == 0 then
-    use_topic(ARGV[a], ARGV[a + 1], false)
+    use_topic(ARGV[a], ARGV[a + 1], 'fresh')
     local id, run_at = ARGV[a + 3], ARGV[a + 6]
     -- As enqueue_tasks takes one due task meant for FRESH: n = f = 1, no ready,
     -- scheduled, unique or fired tasks, first and last run_at the task's.
