@@ -372,6 +372,17 @@ async fn a_short_form_task_of_another_priority_goes_to_ready() {
         .await
         .unwrap();
     assert_eq!(due, [id.get()]);
+    // Counted once per task, whether the counter moved with the list's fields (t05, whose
+    // second task followed its list) or on its own (t00).
+    for t in ["t00", "t05"] {
+        let enqueued: u64 = redis::cmd("HGET")
+            .arg(s.key(t, "meta"))
+            .arg("enqueued")
+            .query_async(&mut s.raw)
+            .await
+            .unwrap();
+        assert_eq!(enqueued, 2, "{t}");
+    }
     // Priority first: the later task of priority -2 before the earlier one of 3.
     let claimed = claim(&s.store, vec![TopicClaim::new("t00")], 2, T0).await;
     let priorities: Vec<i16> = claimed

@@ -49,20 +49,32 @@ local function enqueue_tasks(base, A)
   -- which costs speed, not order.) `fresh_run_at` becomes last_run_at: at least the largest
   -- run_at listed (duplicates dropped from t may have had it), which keeps the order safe,
   -- and `fresh_tail` the last id appended.
-  local function add_fresh(t, from, to)
+  -- With `counted` (the number of tasks the call adds, when it is known before: no
+  -- duplicates), the `enqueued` counter moves in the same HMGET and HSET of META as the
+  -- list's fields when the tasks follow the list (one command less per topic, which is most
+  -- of the cost of a batch spread over many topics); returns whether it did.
+  local function add_fresh(t, from, to, counted)
     if from > to then
-      return
+      return false
     end
     -- `fresh_tail` is the last id appended: at least the list's tail while the list is not
     -- empty (claims, cancels and deletes only remove ids), so a batch above it, of the
     -- list's priority and not due before `fresh_run_at`, may follow without reading the
     -- list. (An empty list takes any batch, so stale fields only send one elsewhere.)
-    local fields = redis.call('HMGET', META, 'fresh_priority', 'fresh_run_at', 'fresh_tail')
+    local fields = redis.call('HMGET', META, 'fresh_priority', 'fresh_run_at', 'fresh_tail',
+      'enqueued')
     local listed, listed_run_at, listed_tail = fields[1], fields[2], fields[3]
     local append = listed_tail and listed == priority and listed_run_at and
       tonumber(t[from]) > (tonumber(listed_tail) or math.huge) and
       tonumber(first_run_at) >= tonumber(listed_run_at)
-    if append then
+    local done = false
+    if append and counted then
+      -- Counters stay far below 2^53, so the sum is exact and '%d' writes it whole.
+      local enqueued = string.format('%d', (tonumber(fields[4]) or 0) + counted)
+      redis.call('HSET', META, 'fresh_run_at', last_run_at, 'fresh_tail', t[to], 'enqueued',
+        enqueued)
+      done = true
+    elseif append then
       redis.call('HSET', META, 'fresh_run_at', last_run_at, 'fresh_tail', t[to])
     else
       local tail = redis.call('LINDEX', FRESH, -1)
@@ -98,10 +110,13 @@ local function enqueue_tasks(base, A)
       bulk('ZADD', READY, scored)
       bulk('ZADD', DUE, due)
     end
+    return done
   end
 
   local duplicate = {}
   local out = {}
+  -- Whether add_fresh moved the `enqueued` counter already.
+  local counted = false
   if nu > 0 then
     local keys = {}
     for k = 0, nu - 1 do
@@ -130,7 +145,7 @@ local function enqueue_tasks(base, A)
   if #out == 0 then
     -- The common case: every task is new, and each block goes to its command as it came.
     bulk_range('HSET', TASKS, A, t0, f0 - 1)
-    add_fresh(A, f0, r0 - 1)
+    counted = add_fresh(A, f0, r0 - 1, n)
     bulk_range('ZADD', READY, A, r0, d0 - 1)
     bulk_range('ZADD', DUE, A, d0, s0 - 1)
     bulk_range('ZADD', SCHEDULED, A, s0, u0 - 1)
@@ -168,7 +183,9 @@ local function enqueue_tasks(base, A)
   end
   bulk('ZADD', LATER, later)
   local added = n - #out / 2
-  count('enqueued', added)
+  if not counted then
+    count('enqueued', added)
+  end
   -- Events are built only when someone listens: a watcher costs, nobody listening does not.
   -- Published inside the script, a watcher sees the enqueue before any claim sees the task.
   if added > 0 then
