@@ -394,3 +394,51 @@ async fn a_short_form_task_of_another_priority_goes_to_ready() {
         .collect();
     assert_eq!(priorities, [-2, 3]);
 }
+
+#[tokio::test]
+async fn priority_then_id_order_holds_within_a_topic_of_many() {
+    let s = Setup::new().await;
+    // t07 gets tasks of three priorities in two batches (fresh list, ready set and a
+    // scheduled task now due), among one task in each of the other topics.
+    let mut first: Vec<Task> = (0..TOPICS)
+        .filter(|&i| i != 7)
+        .map(|i| Task::new(topic(i).as_str(), &i).unwrap())
+        .collect();
+    for (n, p) in [(0, 5), (1, -1), (2, 5), (3, 0)] {
+        first.push(Task::new("t07", &n).unwrap().priority(p));
+    }
+    first.push(
+        Task::new("t07", &4)
+            .unwrap()
+            .priority(-1)
+            .run_at(T0 + Duration::from_secs(1)),
+    );
+    s.store
+        .enqueue(first, &EnqueueOptions::new(T0))
+        .await
+        .unwrap();
+    let second = vec![
+        Task::new("t07", &5).unwrap().priority(-1),
+        Task::new("t07", &6).unwrap().priority(0),
+    ];
+    s.store
+        .enqueue(second, &EnqueueOptions::new(T0))
+        .await
+        .unwrap();
+    // From t07 on, a claim takes all of t07 first, in (priority, id) order.
+    let now = T0 + Duration::from_secs(2);
+    let req = ClaimOptions::new(all_topics(), 7, "w", now).first(7);
+    let claimed = s.store.claim(&req).await.unwrap();
+    let got: Vec<(String, String)> = claimed
+        .iter()
+        .map(|c| match c {
+            Claimed::Ready(r) => (r.topic.to_string(), r.args.as_str().to_owned()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let want: Vec<(String, String)> = ["1", "4", "5", "3", "6", "0", "2"]
+        .iter()
+        .map(|a| ("t07".to_owned(), a.to_string()))
+        .collect();
+    assert_eq!(got, want);
+}
