@@ -51,12 +51,20 @@ const MANY_CALL_TASKS: usize = 250;
 type Group<T> = (Arc<str>, Vec<(usize, T)>);
 
 /// Items grouped by topic, keeping each item's index in the caller's order.
+///
+/// Groups come in the order of their topics' first items. A map finds each item's group:
+/// a batch spread over a thousand topics made a linear search of the groups per item
+/// (half a million name comparisons per batch) the largest cost of an enqueue.
 fn group_by_topic<T>(items: impl IntoIterator<Item = (Arc<str>, T)>) -> Vec<Group<T>> {
     let mut groups: Vec<Group<T>> = Vec::new();
+    let mut places: std::collections::HashMap<Arc<str>, usize> = std::collections::HashMap::new();
     for (i, (topic, item)) in items.into_iter().enumerate() {
-        match groups.iter_mut().find(|(t, _)| *t == topic) {
-            Some((_, group)) => group.push((i, item)),
-            None => groups.push((topic, vec![(i, item)])),
+        match places.get(&topic) {
+            Some(&at) => groups[at].1.push((i, item)),
+            None => {
+                places.insert(topic.clone(), groups.len());
+                groups.push((topic, vec![(i, item)]));
+            }
         }
     }
     groups
@@ -325,12 +333,12 @@ pub(crate) async fn enqueue(
     let shared = &store.shared;
     // One INCRBY reserves the whole batch's ids; the topic set learns the topics in the
     // same round trip.
-    let mut topics: Vec<&str> = Vec::new();
-    for task in &tasks {
-        if !topics.contains(&task.topic()) {
-            topics.push(task.topic());
-        }
-    }
+    let mut seen = std::collections::HashSet::new();
+    let topics: Vec<&str> = tasks
+        .iter()
+        .map(|task| task.topic())
+        .filter(|topic| seen.insert(*topic))
+        .collect();
     let mut pipe = redis::pipe();
     pipe.cmd("INCRBY").arg(&shared.keys.ids).arg(count);
     pipe.cmd("SADD").arg(&shared.keys.topics).arg(&topics);
