@@ -10,6 +10,8 @@
 //! completed task costs in memory and what pruning them costs; `drop` completes them with
 //! `keep(false)`, removing them as a completion did before history.
 //!
+//! `PROFILE_TOPICS=N` spreads the tasks over N topics (5 unless set).
+//!
 //! Uses a fresh namespace and deletes its keys at the end.
 
 use std::time::{Duration, Instant};
@@ -20,7 +22,6 @@ use taskmill_core::store::{
 use taskmill_core::{Payload, Store, Task, Timestamp};
 use taskmill_redis::RedisStore;
 
-const TOPICS: usize = 5;
 const ENQUEUE_BATCH: usize = 1000;
 const CLAIM_BATCH: usize = 100;
 
@@ -146,7 +147,11 @@ async fn main() {
         .get_multiplexed_async_connection()
         .await
         .expect("connect");
-    let topics: Vec<String> = (0..TOPICS).map(|i| format!("topic-{i}")).collect();
+    let topic_count: usize = std::env::var("PROFILE_TOPICS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5);
+    let topics: Vec<String> = (0..topic_count).map(|i| format!("topic-{i}")).collect();
 
     // Warm-up: loads the scripts, so NOSCRIPT replies do not count.
     let warm = vec![Task::new(topics[0].as_str(), &0).unwrap()];
@@ -172,7 +177,7 @@ async fn main() {
     let payload = Payload::from_json("{\"n\":\"0123456789\"}").unwrap();
     for start in (0..tasks).step_by(ENQUEUE_BATCH) {
         let batch = (start..tasks.min(start + ENQUEUE_BATCH))
-            .map(|i| Task::with_payload(topics[i % TOPICS].as_str(), payload.clone()).unwrap())
+            .map(|i| Task::with_payload(topics[i % topic_count].as_str(), payload.clone()).unwrap())
             .collect();
         store
             .enqueue(batch, &EnqueueOptions::new(Timestamp::now()))

@@ -2,7 +2,8 @@
 //!
 //! The README's "Data layout" section says what each key holds; `codec.rs` how a record
 //! is written. Every key of one topic shares the hash tag `{namespace:topic}`, so a
-//! script only ever touches keys of one hash slot.
+//! topic's script touches keys of one hash slot, and the namespace's waiting-topic index
+//! (`Keys::waiting`) besides.
 //!
 //! There is no layout version: Redis keeps none, and a namespace written by an older
 //! layout is read as it is (see the README's "Old namespaces"). One written before
@@ -32,6 +33,15 @@ pub(crate) struct Keys {
     /// needs no escaping and cannot act as a hash tag; listing is one `HGETALL` (no
     /// `SCAN`), and a fire reads and writes one field.
     pub schedules: String,
+    /// ZSET: the waiting-topic index: each topic that may have due INPUT work, member its
+    /// hash tag `{ns:T}`, score at most the earliest `run_at` in its INPUT (`-inf` for one
+    /// with due work now). Written by the topic scripts (as `KEYS[18]`) and read once per
+    /// claim, so that a claim visits only due topics. It spans slots: under Redis Cluster
+    /// the topic scripts could no longer write it (see the README's "Waiting topics").
+    pub waiting: String,
+    /// STRING: `1` once `waiting` was built from every topic (see `scripts/reindex.lua`);
+    /// absent in a namespace written before the index.
+    pub waiting_built: String,
     cache: Mutex<HashMap<Arc<str>, Arc<TopicKeys>>>,
 }
 
@@ -40,8 +50,12 @@ pub(crate) struct Keys {
 #[derive(Debug)]
 pub(crate) struct TopicKeys {
     /// meta, ready, scheduled, dead, later, unique, leases, tasks, fresh, completed,
-    /// cancelled, finished, cancels, progress, due, finish_log, ends.
-    pub keys: [String; 17],
+    /// cancelled, finished, cancels, progress, due, finish_log, ends, then the namespace's
+    /// waiting-topic index (`Keys::waiting`, the one key of another slot).
+    pub keys: [String; 18],
+    /// The hash tag `{ns:T}` every key of the topic starts with: its member in the
+    /// waiting-topic index.
+    pub tag: String,
     /// The topic as a JSON string, for events built inside scripts.
     pub topic_json: String,
 }
@@ -57,6 +71,11 @@ impl TopicKeys {
     /// `finished_at:id` entries whose times never decrease.
     pub fn finish_log(&self) -> &str {
         &self.keys[15]
+    }
+
+    /// The `leases` hash: the topic's WORK.
+    pub fn leases(&self) -> &str {
+        &self.keys[6]
     }
 
     /// The keys telling whether a task is unfinished (in INPUT or WORK): `leases`,
@@ -77,12 +96,23 @@ impl Keys {
             events: format!("{namespace}:events"),
             cancel: format!("{namespace}:cancel"),
             schedules: format!("{namespace}:schedules"),
+            waiting: format!("{namespace}:waiting"),
+            waiting_built: format!("{namespace}:waiting_built"),
             cache: Mutex::new(HashMap::new()),
         }
     }
 
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    /// The topic a member of the waiting-topic index names (its hash tag `{ns:T}`), or
+    /// `None` for a member of another form.
+    pub fn topic_of_tag<'a>(&self, tag: &'a str) -> Option<&'a str> {
+        tag.strip_prefix('{')?
+            .strip_prefix(self.namespace.as_str())?
+            .strip_prefix(':')?
+            .strip_suffix('}')
     }
 
     /// `SCAN MATCH` patterns that match every key of the namespace and no other: keys are
@@ -104,27 +134,31 @@ impl Keys {
             cache.clear();
         }
         let tag = format!("{{{}:{}}}", self.namespace, topic);
+        let mut names = [
+            "meta",
+            "ready",
+            "scheduled",
+            "dead",
+            "later",
+            "unique",
+            "leases",
+            "tasks",
+            "fresh",
+            "completed",
+            "cancelled",
+            "finished",
+            "cancels",
+            "progress",
+            "due",
+            "finish_log",
+            "ends",
+            "",
+        ]
+        .map(|suffix| format!("{tag}:{suffix}"));
+        names[17] = self.waiting.clone();
         let keys = Arc::new(TopicKeys {
-            keys: [
-                "meta",
-                "ready",
-                "scheduled",
-                "dead",
-                "later",
-                "unique",
-                "leases",
-                "tasks",
-                "fresh",
-                "completed",
-                "cancelled",
-                "finished",
-                "cancels",
-                "progress",
-                "due",
-                "finish_log",
-                "ends",
-            ]
-            .map(|suffix| format!("{tag}:{suffix}")),
+            keys: names,
+            tag: tag.clone(),
             topic_json: serde_json::to_string(&**topic).unwrap_or_else(|_| "\"\"".to_owned()),
         });
         cache.insert(topic.clone(), keys.clone());

@@ -46,6 +46,9 @@ struct Shared {
     options: RedisOptions,
     /// Whether another process listened to events when last asked, and when that was.
     remote_listeners: Mutex<Option<(Instant, bool)>>,
+    /// Whether this process saw the waiting-topic index built (`scripts/reindex.lua`,
+    /// before its first claim).
+    indexed: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Shared {
@@ -89,6 +92,7 @@ impl RedisStore {
                 bus,
                 options,
                 remote_listeners: Mutex::new(None),
+                indexed: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         if !store.shared.options.connect_lazily {
@@ -112,6 +116,19 @@ impl RedisStore {
     pub async fn ping(&self) -> Result<()> {
         self.shared.conn.command(&redis::cmd("PING")).await?;
         Ok(())
+    }
+
+    /// Rebuilds the waiting-topic index (the topics with tasks in INPUT, which a claim
+    /// from many topics reads to visit only those) from every topic's queues, and returns
+    /// how many topics it looked at.
+    ///
+    /// A claim builds it by itself the first time a process claims from a namespace
+    /// written before the index existed; this is the full pass for an operator who
+    /// suspects the index (a process of an older version enqueued into the namespace), and
+    /// the fallback that would keep it under Redis Cluster. It holds Redis for time in
+    /// proportion to the number of topics.
+    pub async fn rebuild_waiting_index(&self) -> Result<u64> {
+        ops::reindex(self, true).await
     }
 
     /// Deletes every key of this store's namespace (tasks, topics, counters) and returns

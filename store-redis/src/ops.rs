@@ -3,10 +3,12 @@
 //!
 //! Calls that touch several topics send one script call per topic. Where the calls are
 //! independent (renew, apply, stats, admin) they go out pipelined, in one round trip; an
-//! enqueue sends each topic's calls as soon as they are encoded, so that Redis works while
-//! the next topic is encoded; claims and the reaper go topic by topic, because each
-//! topic's limit depends on what the topics before it gave. No script touches the keys of
-//! more than one topic.
+//! enqueue sends its calls as soon as they are encoded, so that Redis works while the next
+//! are encoded, and puts the batch's small topics together in `enqueue_many` calls; a
+//! claim visits the due topics of the waiting-topic index (all its topics when they are
+//! few) in `claim_many` calls, each topic asked for what the ones before it left; the
+//! reaper goes topic by topic. Only the `_many` scripts and `reindex` touch the keys of
+//! more than one topic (standalone Redis only).
 
 use crate::codec::{
     array, decode_claimed, decode_lenient, decode_schedule, decode_stored, encode_record, int,
@@ -24,6 +26,7 @@ use taskmill_core::store::{
     Applied, CancelOptions, Cancellation, ClaimOptions, Claimed, EnqueueOptions, Enqueued, Fired,
     LeaseRef, ListOptions, Outcome, OutcomeKind, Page, Progress, PruneOptions,
     PruneSchedulesOptions, Recovered, RegisterOptions, ScheduleEntry, ScheduleState, Tick,
+    TopicClaim,
 };
 use taskmill_core::{
     Counters, Lease, Overlap, Queue, Result, Stats, Task, TaskId, TaskRecord, Timestamp,
@@ -35,16 +38,33 @@ use tracing::warn;
 /// long; a larger batch becomes several calls in the same pipeline.
 const CHUNK: usize = 1000;
 
+/// A topic with fewer tasks than this in an enqueue batch shares one `enqueue_many` call
+/// with the batch's other small topics; one with more gets its own `enqueue` calls (a
+/// script call costs Redis about as much as enqueueing tens of tasks).
+const MANY_BELOW: usize = 64;
+
+/// The most tasks in one `enqueue_many` call. Smaller than a batch, so that Redis runs one
+/// call while the next is encoded.
+const MANY_CALL_TASKS: usize = 250;
+
 /// One topic's items, each with its index in the caller's order.
 type Group<T> = (Arc<str>, Vec<(usize, T)>);
 
 /// Items grouped by topic, keeping each item's index in the caller's order.
+///
+/// Groups come in the order of their topics' first items. A map finds each item's group:
+/// a batch spread over a thousand topics made a linear search of the groups per item
+/// (half a million name comparisons per batch) the largest cost of an enqueue.
 fn group_by_topic<T>(items: impl IntoIterator<Item = (Arc<str>, T)>) -> Vec<Group<T>> {
     let mut groups: Vec<Group<T>> = Vec::new();
+    let mut places: std::collections::HashMap<Arc<str>, usize> = std::collections::HashMap::new();
     for (i, (topic, item)) in items.into_iter().enumerate() {
-        match groups.iter_mut().find(|(t, _)| *t == topic) {
-            Some((_, group)) => group.push((i, item)),
-            None => groups.push((topic, vec![(i, item)])),
+        match places.get(&topic) {
+            Some(&at) => groups[at].1.push((i, item)),
+            None => {
+                places.insert(topic.clone(), groups.len());
+                groups.push((topic, vec![(i, item)]));
+            }
         }
     }
     groups
@@ -178,13 +198,35 @@ async fn on_every_topic(
 
 /// Appends the arguments of `enqueue_tasks` (`scripts/enqueue_body.lua`) for `chunk`, one
 /// topic's tasks in batch order with their ids, due or not at `now`: the script takes each
-/// block as its command does. `record` is a buffer to encode into.
+/// block as its command does. `record` is a buffer to encode into. With `prefix` (for
+/// `scripts/enqueue_many.lua`), the topic's tag, its name as JSON and the number of
+/// arguments that follow come first.
 fn enqueue_args(
     call: &mut Call<'_>,
     chunk: &[(usize, TaskRecord)],
     now: i64,
     record: &mut Vec<u8>,
+    prefix: Option<&TopicKeys>,
 ) {
+    if let (Some(keys), [(_, r)]) = (prefix, chunk) {
+        // The short form of `enqueue_many` for one due task without a unique key or a
+        // tick: four arguments instead of thirteen.
+        if r.run_at.as_millis() <= now
+            && r.unique_key.is_none()
+            && (r.headers.is_empty() || r.schedule_tick().is_none())
+        {
+            record.clear();
+            encode_record(r, record);
+            call.arg(&keys.tag)
+                .arg(&keys.topic_json)
+                .arg(0)
+                .arg(r.id.get())
+                .arg(&record[..])
+                .arg(r.priority)
+                .arg(r.run_at.as_millis());
+            return;
+        }
+    }
     let (ready, scheduled): (Vec<_>, Vec<_>) =
         chunk.iter().partition(|(_, r)| r.run_at.as_millis() <= now);
     // The due tasks of the chunk's most common priority may go to the topic's
@@ -230,6 +272,16 @@ fn enqueue_args(
             Some((r.id.get(), tick))
         })
         .collect();
+    if let Some(keys) = prefix {
+        let count = 9
+            + 2 * chunk.len()
+            + fresh.len()
+            + 4 * ready.len()
+            + 2 * scheduled.len()
+            + 2 * unique.len()
+            + 2 * ticks.len();
+        call.arg(&keys.tag).arg(&keys.topic_json).arg(count);
+    }
     // Scores are computed here: a Lua number handed to redis.call is formatted
     // with 17 digits, which costs Redis more than reading one more argument.
     call.arg(chunk.len())
@@ -267,6 +319,10 @@ fn enqueue_args(
     }
 }
 
+/// The tasks of one topic's chunk in an enqueue call: (index in the batch, id), ids
+/// ascending.
+type ChunkIds = Vec<(usize, u64)>;
+
 /// [`Store::enqueue`](taskmill_core::Store::enqueue).
 pub(crate) async fn enqueue(
     store: &RedisStore,
@@ -277,12 +333,12 @@ pub(crate) async fn enqueue(
     let shared = &store.shared;
     // One INCRBY reserves the whole batch's ids; the topic set learns the topics in the
     // same round trip.
-    let mut topics: Vec<&str> = Vec::new();
-    for task in &tasks {
-        if !topics.contains(&task.topic()) {
-            topics.push(task.topic());
-        }
-    }
+    let mut seen = std::collections::HashSet::new();
+    let topics: Vec<&str> = tasks
+        .iter()
+        .map(|task| task.topic())
+        .filter(|topic| seen.insert(*topic))
+        .collect();
     let mut pipe = redis::pipe();
     pipe.cmd("INCRBY").arg(&shared.keys.ids).arg(count);
     pipe.cmd("SADD").arg(&shared.keys.topics).arg(&topics);
@@ -301,33 +357,69 @@ pub(crate) async fn enqueue(
         .map(|record| (record.topic.clone(), record));
     let groups = group_by_topic(records);
     let now = opts.now.as_millis();
+    // Each call with the chunks it holds (one for `enqueue`, one per topic for
+    // `enqueue_many`), and each pipeline with how many calls it sent.
+    let mut order: Vec<(bool, Vec<ChunkIds>)> = Vec::new();
     let mut sent = Vec::new();
-    let mut order: Vec<Vec<(usize, u64)>> = Vec::new();
     let mut record = Vec::new();
-    for (topic, group) in &groups {
-        let keys = topic_keys(store, topic);
-        let mut calls = Vec::new();
-        for chunk in group.chunks(CHUNK) {
-            let mut call = call(store, &SCRIPTS.enqueue, &keys);
-            enqueue_args(&mut call, chunk, now, &mut record);
-            calls.push(call);
-            order.push(chunk.iter().map(|(i, r)| (*i, r.id.get())).collect());
+    let mut pipeline: Vec<Call<'_>> = Vec::new();
+    // The open `enqueue_many` call of the small topics, and how many tasks it holds.
+    let mut many: Option<(Call<'_>, Vec<ChunkIds>, usize)> = None;
+    let ids_of = |chunk: &[(usize, TaskRecord)]| -> ChunkIds {
+        chunk.iter().map(|(i, r)| (*i, r.id.get())).collect()
+    };
+    // Sends the calls gathered so far as one pipeline. A topic's calls are always in one
+    // pipeline, in order (an earlier task of the batch must win its unique key); pipelines
+    // go as soon as they are full, so redis-server runs one while the next is encoded
+    // (one pipeline sent at the end left the server idle for the quarter of the time this
+    // side spends encoding).
+    let flush = |pipeline: &mut Vec<Call<'static>>, sent: &mut Vec<_>| {
+        if pipeline.is_empty() {
+            return;
         }
-        // Each topic's calls are sent as soon as they are encoded: redis-server runs
-        // them while the next topic's are encoded, where one pipeline sent at the end
-        // left the server idle for the quarter of the time this side spends encoding.
-        // A topic's own calls stay one pipeline, in order: an earlier task of the batch
-        // must win its unique key.
+        let calls = std::mem::take(pipeline);
         let shared = store.shared.clone();
         sent.push(tokio::spawn(async move { shared.conn.eval(&calls).await }));
+    };
+    for (topic, group) in &groups {
+        let keys = topic_keys(store, topic);
+        if group.len() < MANY_BELOW {
+            // A small topic joins the open `enqueue_many` call: with many topics in a
+            // batch, one script call for all of them instead of one each.
+            let (open, chunks, tasks) = many
+                .get_or_insert_with(|| (call(store, &SCRIPTS.enqueue_many, &keys), Vec::new(), 0));
+            enqueue_args(open, group, now, &mut record, Some(&keys));
+            chunks.push(ids_of(group));
+            *tasks += group.len();
+            if *tasks >= MANY_CALL_TASKS {
+                if let Some((open, chunks, _)) = many.take() {
+                    pipeline.push(open);
+                    order.push((true, chunks));
+                }
+                flush(&mut pipeline, &mut sent);
+            }
+            continue;
+        }
+        for chunk in group.chunks(CHUNK) {
+            let mut call = call(store, &SCRIPTS.enqueue, &keys);
+            enqueue_args(&mut call, chunk, now, &mut record, None);
+            pipeline.push(call);
+            order.push((false, vec![ids_of(chunk)]));
+        }
+        flush(&mut pipeline, &mut sent);
     }
-    // Every topic's calls are waited for, so that none is still in flight when an error
+    if let Some((open, chunks, _)) = many.take() {
+        pipeline.push(open);
+        order.push((true, chunks));
+    }
+    flush(&mut pipeline, &mut sent);
+    // Every pipeline is waited for, so that none is still in flight when an error
     // returns (a caller that retries must not race its own first attempt).
     let mut replies = Vec::with_capacity(order.len());
     let mut failure = None;
-    for topic in sent {
-        match topic.await {
-            Ok(Ok(topic_replies)) => replies.extend(topic_replies),
+    for pipeline in sent {
+        match pipeline.await {
+            Ok(Ok(pipeline_replies)) => replies.extend(pipeline_replies),
             Ok(Err(e)) => failure = failure.or(Some(e)),
             Err(panic) => {
                 let e = taskmill_core::Error::storage("an enqueue script call panicked");
@@ -339,21 +431,34 @@ pub(crate) async fn enqueue(
         return Err(e);
     }
     let mut results = vec![None; count];
-    for (reply, tasks) in replies.into_iter().zip(order) {
-        for (i, id) in &tasks {
-            results[*i] = Some(Enqueued::New(TaskId::new(*id)));
+    for (reply, (many, chunks)) in replies.into_iter().zip(order) {
+        // `enqueue` answers for its one chunk, `enqueue_many` with one answer per chunk.
+        let answers = if many {
+            array(reply, "enqueue")?
+        } else {
+            vec![reply]
+        };
+        if answers.len() != chunks.len() {
+            return Err(taskmill_core::Error::storage(
+                "enqueue script answered for another number of topics",
+            ));
         }
-        // Only the duplicates come back, as (id, existing id) pairs.
-        let mut pairs = array(reply, "enqueue")?.into_iter();
-        while let (Some(id), Some(existing)) = (pairs.next(), pairs.next()) {
-            let id = task_id(&id, "enqueue")?.get();
-            let existing = task_id(&existing, "enqueue")?;
-            let at = tasks
-                .binary_search_by_key(&id, |(_, id)| *id)
-                .map_err(|_| {
-                    taskmill_core::Error::storage("enqueue script named a task not sent")
-                })?;
-            results[tasks[at].0] = Some(Enqueued::Duplicate(existing));
+        for (answer, tasks) in answers.into_iter().zip(chunks) {
+            for (i, id) in &tasks {
+                results[*i] = Some(Enqueued::New(TaskId::new(*id)));
+            }
+            // Only the duplicates come back, as (id, existing id) pairs.
+            let mut pairs = array(answer, "enqueue")?.into_iter();
+            while let (Some(id), Some(existing)) = (pairs.next(), pairs.next()) {
+                let id = task_id(&id, "enqueue")?.get();
+                let existing = task_id(&existing, "enqueue")?;
+                let at = tasks
+                    .binary_search_by_key(&id, |(_, id)| *id)
+                    .map_err(|_| {
+                        taskmill_core::Error::storage("enqueue script named a task not sent")
+                    })?;
+                results[tasks[at].0] = Some(Enqueued::Duplicate(existing));
+            }
         }
     }
     let results: Vec<Enqueued> = results
@@ -363,80 +468,192 @@ pub(crate) async fn enqueue(
     Ok(results)
 }
 
+/// A claim from at most this many topics visits each of them in one `claim_many` call
+/// without reading the waiting-topic index (one round trip, as before the index); a claim
+/// from more reads the index first and visits only the topics it lists as due.
+const FEW_TOPICS: usize = 16;
+
+/// The most topics one `claim_many` call is given.
+const TOPICS_PER_CLAIM: usize = 128;
+
+/// Builds the waiting-topic index if this process has not seen it built: a namespace
+/// written before the index has none, and a claim reads it (see `scripts/reindex.lua`).
+async fn ensure_indexed(store: &RedisStore) -> Result<()> {
+    use std::sync::atomic::Ordering;
+    if store.shared.indexed.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    reindex(store, false).await?;
+    store.shared.indexed.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Builds the waiting-topic index from every topic's queues, unless it was built before
+/// and `force` is false; returns the number of topics looked at.
+pub(crate) async fn reindex(store: &RedisStore, force: bool) -> Result<u64> {
+    let keys = &store.shared.keys;
+    let mut call = Call::of_namespace(
+        &SCRIPTS.reindex,
+        &[&keys.waiting, &keys.topics, &keys.waiting_built],
+    );
+    call.arg(keys.namespace())
+        .arg(if force { "1" } else { "0" });
+    let reply = store.shared.conn.eval_one(call).await?;
+    Ok(u64::try_from(int(&reply, "reindex")?).unwrap_or(0))
+}
+
+/// The tags (`{ns:T}`) of the topics the waiting-topic index lists as due at `now`.
+async fn due_tags(store: &RedisStore, now: i64) -> Result<Vec<String>> {
+    let mut cmd = redis::cmd("ZRANGEBYSCORE");
+    cmd.arg(&store.shared.keys.waiting).arg("-inf").arg(now);
+    array(store.shared.conn.command(&cmd).await?, "waiting topics")?
+        .into_iter()
+        .map(|v| string(v, "waiting topic"))
+        .collect()
+}
+
 /// [`Store::claim`](taskmill_core::Store::claim).
+///
+/// The topics to visit, in claim order: all of them when they are few, else those the
+/// waiting-topic index lists as due. They are visited in `claim_many` calls, each asking
+/// its topics in turn for what the topics before them left of the limit.
 pub(crate) async fn claim(store: &RedisStore, req: &ClaimOptions) -> Result<Vec<Claimed>> {
+    ensure_indexed(store).await?;
+    let tags;
+    let candidates: Vec<&TopicClaim> = if req.topics.len() <= FEW_TOPICS {
+        req.in_order().collect()
+    } else {
+        tags = due_tags(store, req.now.as_millis()).await?;
+        let keys = &store.shared.keys;
+        req.due_in_order(tags.iter().filter_map(|tag| keys.topic_of_tag(tag)))
+    };
     let mut claimed = Vec::new();
     let deadline = req.deadline().as_millis();
-    for wanted in req.in_order() {
-        let remaining = req.limit.saturating_sub(claimed.len());
-        if remaining == 0 {
-            break;
-        }
-        let keys = topic_keys(store, &wanted.topic);
-        let mut call = call(store, &SCRIPTS.claim, &keys);
-        call.arg(req.now.as_millis())
-            .arg(remaining)
-            .arg(
-                wanted
-                    .max_running
-                    .map(|m| m.to_string())
-                    .unwrap_or_default(),
-            )
-            .arg(&*req.owner)
-            .arg(deadline)
-            .arg(store.shared.options.promote_limit.max(1))
-            .arg(wanted.max_retries);
+    let mut rest = &candidates[..];
+    while !rest.is_empty() && claimed.len() < req.limit {
+        let remaining = req.limit - claimed.len();
+        // A listed topic gives at least one task unless its entry is stale: a call is given
+        // no more topics than tasks are wanted.
+        let (batch, after) = rest.split_at(rest.len().min(remaining).min(TOPICS_PER_CLAIM));
+        rest = after;
+        // One topic goes to the per-topic script, whose keys are all declared; several
+        // to `claim_many`, which builds theirs.
+        let single = batch.len() == 1;
+        let first = topic_keys(store, &batch[0].topic);
+        let call = if single {
+            let wanted = batch[0];
+            let mut call = call(store, &SCRIPTS.claim, &first);
+            call.arg(req.now.as_millis())
+                .arg(remaining)
+                .arg(max_running(wanted))
+                .arg(&*req.owner)
+                .arg(deadline)
+                .arg(store.shared.options.promote_limit.max(1))
+                .arg(wanted.max_retries);
+            call
+        } else {
+            let mut call = call(store, &SCRIPTS.claim_many, &first);
+            call.arg(req.now.as_millis())
+                .arg(remaining)
+                .arg(&*req.owner)
+                .arg(deadline)
+                .arg(store.shared.options.promote_limit.max(1));
+            for wanted in batch {
+                let keys = topic_keys(store, &wanted.topic);
+                call.arg(&keys.tag)
+                    .arg(&keys.topic_json)
+                    .arg(max_running(wanted))
+                    .arg(wanted.max_retries);
+            }
+            call
+        };
         let reply = match store.shared.conn.eval_one(call).await {
             Ok(reply) => reply,
-            // Tasks already claimed from earlier topics are returned, not stranded
-            // until their leases expire.
+            // Tasks already claimed by earlier calls are returned, not stranded until
+            // their leases expire.
             Err(e) if !claimed.is_empty() => {
-                warn!(error = %e, topic = %wanted.topic, "claim failed for a topic; returning what was claimed");
+                warn!(error = %e, "claim failed for some topics; returning what was claimed");
                 break;
             }
             Err(e) => return Err(e),
         };
-        let mut items = array(reply, "claim")?.into_iter();
-        let (Some(last), Some(ids), Some(records)) = (items.next(), items.next(), items.next())
-        else {
-            // A paused topic, or nothing due.
+        if single {
+            let mut items = array(reply, "claim")?.into_iter();
+            // Nothing for a paused topic, or one with nothing due.
+            if let (Some(last), Some(ids), Some(records)) =
+                (items.next(), items.next(), items.next())
+            {
+                push_claimed(&mut claimed, req, batch[0], last, ids, records)?;
+            }
             continue;
-        };
-        let ids = array(ids, "claim")?;
-        let records = array(records, "claim")?;
-        let last = u64::try_from(int(&last, "claim")?).unwrap_or(0);
-        if ids.len() != records.len() || (ids.len() as u64) > last {
-            return Err(taskmill_core::Error::storage(
-                "claim script returned a bad reply",
-            ));
         }
-        let first = last - ids.len() as u64;
-        for (i, (id, record)) in ids.into_iter().zip(records).enumerate() {
-            let id = task_id(&id, "claim")?;
-            let token = first + 1 + i as u64;
-            let lease = Lease {
-                owner: req.owner.clone(),
-                token,
-                deadline: req.deadline(),
-            };
-            let decoded = record_bytes(record).and_then(|bytes| {
-                let (now, retries) = (req.now, wanted.max_retries);
-                decode_claimed(bytes.as_deref(), id, &wanted.topic, lease, now, retries)
-            });
-            claimed.push(match decoded {
-                Ok(record) => Claimed::Ready(record),
-                Err(error) => Claimed::Corrupt {
-                    lease: LeaseRef {
-                        id,
-                        topic: wanted.topic.clone(),
-                        token,
-                    },
-                    error,
-                },
-            });
+        let mut items = array(reply, "claim")?.into_iter();
+        while let (Some(place), Some(last), Some(ids), Some(records)) =
+            (items.next(), items.next(), items.next(), items.next())
+        {
+            let wanted = usize::try_from(int(&place, "claim")?)
+                .ok()
+                .and_then(|p| p.checked_sub(1))
+                .and_then(|p| batch.get(p))
+                .ok_or_else(|| taskmill_core::Error::storage("claim script named no topic"))?;
+            push_claimed(&mut claimed, req, wanted, last, ids, records)?;
         }
     }
     Ok(claimed)
+}
+
+/// A topic's `max_running` as the claim scripts take it ('' for none).
+fn max_running(wanted: &TopicClaim) -> String {
+    wanted
+        .max_running
+        .map(|m| m.to_string())
+        .unwrap_or_default()
+}
+
+/// Adds what a claim script returned for the topic of `wanted` (its last token, the ids
+/// and the records) to `claimed`.
+fn push_claimed(
+    claimed: &mut Vec<Claimed>,
+    req: &ClaimOptions,
+    wanted: &TopicClaim,
+    last: Value,
+    ids: Value,
+    records: Value,
+) -> Result<()> {
+    let ids = array(ids, "claim")?;
+    let records = array(records, "claim")?;
+    let last = u64::try_from(int(&last, "claim")?).unwrap_or(0);
+    if ids.len() != records.len() || (ids.len() as u64) > last {
+        return Err(taskmill_core::Error::storage(
+            "claim script returned a bad reply",
+        ));
+    }
+    let first = last - ids.len() as u64;
+    for (i, (id, record)) in ids.into_iter().zip(records).enumerate() {
+        let id = task_id(&id, "claim")?;
+        let token = first + 1 + i as u64;
+        let lease = Lease {
+            owner: req.owner.clone(),
+            token,
+            deadline: req.deadline(),
+        };
+        let decoded = record_bytes(record).and_then(|bytes| {
+            let (now, retries) = (req.now, wanted.max_retries);
+            decode_claimed(bytes.as_deref(), id, &wanted.topic, lease, now, retries)
+        });
+        claimed.push(match decoded {
+            Ok(record) => Claimed::Ready(record),
+            Err(error) => Claimed::Corrupt {
+                lease: LeaseRef {
+                    id,
+                    topic: wanted.topic.clone(),
+                    token,
+                },
+                error,
+            },
+        });
+    }
+    Ok(())
 }
 
 /// [`Store::renew`](taskmill_core::Store::renew).
@@ -587,7 +804,25 @@ pub(crate) async fn recover(
     limit: usize,
 ) -> Result<Vec<Recovered>> {
     let mut recovered = Vec::new();
-    for topic in topics(store).await? {
+    // Only a topic with leases can have expired ones: one pipelined `HLEN` per topic finds
+    // them, so a pass over many topics costs two round trips plus one per topic in WORK,
+    // not one per topic.
+    let all = topics(store).await?;
+    let mut pipe = redis::pipe();
+    for topic in &all {
+        pipe.cmd("HLEN").arg(topic_keys(store, topic).leases());
+    }
+    let counts = if all.is_empty() {
+        Vec::new()
+    } else {
+        store.shared.conn.query(&pipe, all.len()).await?
+    };
+    let working = all
+        .into_iter()
+        .zip(counts)
+        .filter(|(_, n)| !matches!(n, Value::Int(0)))
+        .map(|(topic, _)| topic);
+    for topic in working {
         let remaining = limit.saturating_sub(recovered.len());
         if remaining == 0 {
             break;
@@ -1065,7 +1300,7 @@ pub(crate) async fn fire(
                         .arg(&*f.record.topic)
                         .arg(f.other.as_deref().unwrap_or(""))
                         .arg(f.record.id.get());
-                    enqueue_args(&mut call, &[(0, f.record.clone())], now, &mut buffer);
+                    enqueue_args(&mut call, &[(0, f.record.clone())], now, &mut buffer, None);
                     call
                 })
                 .collect();

@@ -1,8 +1,9 @@
 //! The Lua scripts, one per state change, loaded once and called by their SHA.
 //!
 //! Each script of a topic is `scripts/common.lua` (key layout and shared helpers) followed
-//! by its own file; the two that enqueue (`enqueue`, `fire`) share `enqueue_body.lua`
-//! between them, so a fired tick's task is enqueued by the very code of an enqueue. The
+//! by its own file; the three that enqueue (`enqueue`, `enqueue_many`, `fire`) share
+//! `enqueue_body.lua`, so a fired tick's task is enqueued by the very code of an enqueue,
+//! and the two that claim (`claim`, `claim_many`) share `claim_body.lua`. The
 //! schedule scripts share `schedule.lua` (the state's format). The sources stay `.lua`
 //! files so they can be read, linted and tried with `redis-cli --eval` on their own.
 
@@ -11,6 +12,7 @@ use std::sync::LazyLock;
 const COMMON: &str = include_str!("scripts/common.lua");
 const ENQUEUE_BODY: &str = include_str!("scripts/enqueue_body.lua");
 const SCHEDULE: &str = include_str!("scripts/schedule.lua");
+const CLAIM_BODY: &str = include_str!("scripts/claim_body.lua");
 
 /// One script: its full source and the SHA-1 Redis knows it by.
 #[derive(Debug)]
@@ -39,6 +41,12 @@ impl Script {
 pub(crate) struct Scripts {
     pub enqueue: Script,
     pub claim: Script,
+    /// Claims from several topics in one call (standalone Redis only: it builds their keys).
+    pub claim_many: Script,
+    /// Enqueues to several topics in one call (standalone Redis only).
+    pub enqueue_many: Script,
+    /// Builds the waiting-topic index from every topic (standalone Redis only).
+    pub reindex: Script,
     pub renew: Script,
     pub progress: Script,
     pub apply: Script,
@@ -65,7 +73,23 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         "enqueue",
         &[COMMON, ENQUEUE_BODY, include_str!("scripts/enqueue.lua")],
     ),
-    claim: Script::new("claim", include_str!("scripts/claim.lua")),
+    claim: Script::of(
+        "claim",
+        &[COMMON, CLAIM_BODY, include_str!("scripts/claim.lua")],
+    ),
+    claim_many: Script::of(
+        "claim_many",
+        &[COMMON, CLAIM_BODY, include_str!("scripts/claim_many.lua")],
+    ),
+    enqueue_many: Script::of(
+        "enqueue_many",
+        &[
+            COMMON,
+            ENQUEUE_BODY,
+            include_str!("scripts/enqueue_many.lua"),
+        ],
+    ),
+    reindex: Script::new("reindex", include_str!("scripts/reindex.lua")),
     renew: Script::new("renew", include_str!("scripts/renew.lua")),
     progress: Script::new("progress", include_str!("scripts/progress.lua")),
     apply: Script::new("apply", include_str!("scripts/apply.lua")),

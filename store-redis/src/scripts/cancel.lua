@@ -60,11 +60,15 @@ for i = 8, #ARGV do
 end
 remove_from_fresh(positions)
 count('cancelled', #cancelled)
+if #cancelled > 0 then
+  -- The topic may have no INPUT left.
+  index_topic()
+end
 if #requested > 0 then
   redis.call('PUBLISH', ARGV[7], '[' .. table.concat(requested, ',') .. ']')
 end
 -- As enqueue does: events are built only when someone listens.
-if #cancelled > 0 and redis.call('PUBSUB', 'NUMSUB', EVENTS)[2] > 0 then
+if #cancelled > 0 and listening() then
   local events = {}
   for i, id in ipairs(cancelled) do
     events[i] = '{"type":"TASK_CANCELLED","id":' .. id .. ',"topic":' .. TOPIC_JSON ..

@@ -5,7 +5,8 @@
 --
 -- KEYS: 1 meta, 2 ready, 3 scheduled, 4 dead, 5 later, 6 unique, 7 leases, 8 tasks,
 --       9 fresh, 10 completed, 11 cancelled, 12 finished, 13 cancels, 14 progress, 15 due,
---       16 finish_log, 17 ends
+--       16 finish_log, 17 ends, 18 the namespace's waiting-topic index (WAITING below: the
+--       one key of another slot)
 -- ARGV: 1 wake channel, 2 event channel, 3 the topic as a JSON string,
 --       then the script's own arguments from ARGV[4].
 --
@@ -35,6 +36,97 @@ local COMPLETED, CANCELLED, FINISHED, CANCELS, PROGRESS =
 -- reading and writing the record whole.
 local DUE, FINISH_LOG, ENDS = KEYS[15], KEYS[16], KEYS[17]
 local WAKE, EVENTS, TOPIC_JSON = ARGV[1], ARGV[2], ARGV[3]
+-- WAITING, the waiting-topic index: a sorted set of topics that may have due INPUT work,
+-- member the topic's hash tag TAG ('{ns:T}', what every key of the topic starts with),
+-- score at most the earliest run_at in its INPUT ('-inf' while it has due work). The
+-- invariant every script keeps: a topic that is not paused and has a task in INPUT is in
+-- WAITING with a score at most that task's run_at. A member may be stale (a topic whose
+-- INPUT emptied, or whose score is too low): the claim that visits it finds nothing and
+-- corrects it (index_topic). It is the one key a topic's script touches outside the
+-- topic's slot; a script called without it (KEYS[18] nil, as the per-topic scripts would be
+-- under Redis Cluster) leaves the index alone, and the index is then rebuilt by a full pass
+-- (reindex.lua) instead.
+local WAITING = KEYS[18]
+local TAG = META and string.sub(META, 1, -6)
+
+-- Makes the topic whose keys start with `tag` ('{ns:T}') the one the helpers below work on,
+-- with `topic_json` its name as JSON (for events): for the scripts that work on several
+-- topics in one call (claim_many, enqueue_many, reindex), standalone Redis only, where a
+-- script may touch keys it was not given. Only the keys enqueue_tasks, claim_topic and
+-- index_topic use are set (building a key name costs about half a microsecond), plus
+-- UNIQUE when `unique` is true, or only META, TASKS and FRESH when it is 'fresh'; the
+-- others become nil, so a script that touched one would
+-- fail rather than write elsewhere.
+local function use_topic(tag, topic_json, unique)
+  TAG, TOPIC_JSON = tag, topic_json
+  if unique == 'fresh' then
+    -- Only what enqueueing to FRESH takes (enqueue_many's short form); add_fresh calls
+    -- use_topic again when the tasks must go to READY instead.
+    META, TASKS, FRESH = tag .. ':meta', tag .. ':tasks', tag .. ':fresh'
+    READY, SCHEDULED, LATER, LEASES, DUE, UNIQUE = nil, nil, nil, nil, nil, nil
+    DEAD, COMPLETED, CANCELLED, FINISHED, CANCELS, PROGRESS, FINISH_LOG, ENDS =
+      nil, nil, nil, nil, nil, nil, nil, nil
+    return
+  end
+  META, READY, SCHEDULED, LATER, LEASES, TASKS, FRESH, DUE =
+    tag .. ':meta', tag .. ':ready', tag .. ':scheduled', tag .. ':later', tag .. ':leases',
+    tag .. ':tasks', tag .. ':fresh', tag .. ':due'
+  UNIQUE = unique and tag .. ':unique' or nil
+  DEAD, COMPLETED, CANCELLED, FINISHED, CANCELS, PROGRESS, FINISH_LOG, ENDS =
+    nil, nil, nil, nil, nil, nil, nil, nil
+end
+
+-- While NOTED is a table (set by a script that works on several topics), note_input
+-- gathers its (score, tag) pairs there, for one ZADD at the end (note_all).
+local NOTED = nil
+
+-- Notes in WAITING that the topic has a task in INPUT at `run_at` (a string or number):
+-- added, or its score lowered to run_at (never raised: another task may be due earlier).
+local function note_input(run_at)
+  if not WAITING then
+    return
+  end
+  if NOTED then
+    NOTED[#NOTED + 1] = run_at
+    NOTED[#NOTED + 1] = TAG
+  else
+    redis.call('ZADD', WAITING, 'LT', run_at, TAG)
+  end
+end
+
+-- Writes what note_input gathered (a topic noted twice keeps its lower score: LT).
+local function note_all()
+  if NOTED and #NOTED > 0 then
+    for i = 1, #NOTED, 4000 do
+      redis.call('ZADD', WAITING, 'LT', unpack(NOTED, i, math.min(i + 3999, #NOTED)))
+    end
+  end
+  NOTED = nil
+end
+
+-- Sets the topic's entry in WAITING from its queues: absent while paused or without INPUT
+-- tasks, '-inf' while FRESH or READY holds a task (due now), else the first run_at of
+-- SCHEDULED. `paused` is the topic's paused flag when the caller has read it (nil: read it).
+local function index_topic(paused)
+  if not WAITING then
+    return
+  end
+  if paused == nil then
+    paused = redis.call('HGET', META, 'paused') == '1'
+  end
+  if paused then
+    redis.call('ZREM', WAITING, TAG)
+  elseif redis.call('EXISTS', FRESH) == 1 or redis.call('EXISTS', READY) == 1 then
+    redis.call('ZADD', WAITING, '-inf', TAG)
+  else
+    local first = redis.call('ZRANGE', SCHEDULED, 0, 0, 'WITHSCORES')
+    if first[2] then
+      redis.call('ZADD', WAITING, first[2], TAG)
+    else
+      redis.call('ZREM', WAITING, TAG)
+    end
+  end
+end
 
 -- Claim order among due tasks: priority ascending, then id ascending (FIFO). The i16
 -- priority shifted to 0..65535 takes 16 bits (the score's "band") and ids stay below
@@ -337,6 +429,7 @@ end
 -- (in READY and DUE), scheduled otherwise (with its id in LATER, which lists scheduled
 -- tasks in id order).
 local function push_input(id, priority, run_at, now)
+  note_input(run_at)
   if tonumber(run_at) <= now then
     redis.call('ZADD', READY, ready_score(tonumber(priority) or 0, tonumber(id) or 0), id)
     redis.call('ZADD', DUE, run_at, id)
@@ -483,6 +576,22 @@ local function count(field, n)
   end
 end
 
+-- A script that works on several topics sets WOKE to false before its first topic, so
+-- that wake() only notes the wake-up and the script publishes once at the end.
+local WOKE = nil
 local function wake()
-  redis.call('PUBLISH', WAKE, TOPIC_JSON)
+  if WOKE == nil then
+    redis.call('PUBLISH', WAKE, TOPIC_JSON)
+  else
+    WOKE = true
+  end
+end
+
+-- Whether anyone listens on the event channel, asked once per script call.
+local LISTENING = nil
+local function listening()
+  if LISTENING == nil then
+    LISTENING = redis.call('PUBSUB', 'NUMSUB', EVENTS)[2] > 0
+  end
+  return LISTENING
 end

@@ -42,4 +42,6 @@ for i = 4, #ARGV do
   end
 end
 remove_from_fresh(positions)
+-- The topic may have no INPUT left.
+index_topic()
 return out

@@ -1,6 +1,6 @@
--- The body of every enqueue, shared by enqueue.lua and fire.lua (scripts.rs puts it after
--- common.lua): `enqueue_tasks(base)` adds a batch of tasks of one topic to INPUT, its
--- arguments in ARGV from `base` on:
+-- The body of every enqueue, shared by enqueue.lua, enqueue_many.lua and fire.lua
+-- (scripts.rs puts it after common.lua): `enqueue_tasks(base, A)` adds a batch of tasks of
+-- one topic to INPUT, its arguments in A (ARGV unless given) from `base` on:
 -- ARGV[base] task count n, ARGV[base + 1] count f of due tasks that may go to FRESH,
 -- ARGV[base + 2] their priority, ARGV[base + 3] count r of the other due tasks,
 -- ARGV[base + 4] scheduled count s, ARGV[base + 5] count u of tasks with a unique key,
@@ -12,11 +12,13 @@
 --   k pairs id, tick (the JSON of the event's `tick`, {"schedule":…,"tick":…})
 -- (every block in batch order). Returns {id, existing id, ...} for the tasks not added
 -- because their unique key is held (by a stored task or one earlier in the batch).
-local function enqueue_tasks(base)
-  local n, nf, nr, ns, nu, nk = tonumber(ARGV[base]), tonumber(ARGV[base + 1]),
-    tonumber(ARGV[base + 3]), tonumber(ARGV[base + 4]), tonumber(ARGV[base + 5]),
-    tonumber(ARGV[base + 8])
-  local priority, first_run_at, last_run_at = ARGV[base + 2], ARGV[base + 6], ARGV[base + 7]
+local function enqueue_tasks(base, A)
+  -- The arguments: ARGV, or a table laid out as ARGV would be (enqueue_many's short form).
+  A = A or ARGV
+  local n, nf, nr, ns, nu, nk = tonumber(A[base]), tonumber(A[base + 1]),
+    tonumber(A[base + 3]), tonumber(A[base + 4]), tonumber(A[base + 5]),
+    tonumber(A[base + 8])
+  local priority, first_run_at, last_run_at = A[base + 2], A[base + 6], A[base + 7]
   local t0 = base + 9
   local f0 = t0 + 2 * n
   local r0 = f0 + nf
@@ -30,7 +32,7 @@ local function enqueue_tasks(base)
   local function batch_run_ats()
     local run_at = {}
     for i = t0, f0 - 1, 2 do
-      run_at[ARGV[i]] = record_run_at(ARGV[i + 1])
+      run_at[A[i]] = record_run_at(A[i + 1])
     end
     return run_at
   end
@@ -45,29 +47,57 @@ local function enqueue_tasks(base)
   -- disjoint ranges, one per batch, so a chunk is wholly above or wholly below the tail of
   -- another batch; one that is not, never written by this store, still goes to READY whole,
   -- which costs speed, not order.) `fresh_run_at` becomes last_run_at: at least the largest
-  -- run_at listed (duplicates dropped from t may have had it), which keeps the order safe.
-  local function add_fresh(t, from, to)
+  -- run_at listed (duplicates dropped from t may have had it), which keeps the order safe,
+  -- and `fresh_tail` the last id appended.
+  -- With `counted` (the number of tasks the call adds, when it is known before: no
+  -- duplicates), the `enqueued` counter moves in the same HMGET and HSET of META as the
+  -- list's fields when the tasks follow the list (one command less per topic, which is most
+  -- of the cost of a batch spread over many topics); returns whether it did.
+  local function add_fresh(t, from, to, counted)
     if from > to then
-      return
+      return false
     end
-    local tail = redis.call('LINDEX', FRESH, -1)
-    local fields = redis.call('HMGET', META, 'fresh_priority', 'fresh_run_at')
-    local listed, listed_run_at = fields[1], fields[2]
-    local append
-    if not tail then
-      redis.call('HSET', META, 'fresh_priority', priority, 'fresh_run_at', last_run_at)
-      append = true
+    -- `fresh_tail` is the last id appended: at least the list's tail while the list is not
+    -- empty (claims, cancels and deletes only remove ids), so a batch above it, of the
+    -- list's priority and not due before `fresh_run_at`, may follow without reading the
+    -- list. (An empty list takes any batch, so stale fields only send one elsewhere.)
+    local fields = redis.call('HMGET', META, 'fresh_priority', 'fresh_run_at', 'fresh_tail',
+      'enqueued')
+    local listed, listed_run_at, listed_tail = fields[1], fields[2], fields[3]
+    local append = listed_tail and listed == priority and listed_run_at and
+      tonumber(t[from]) > (tonumber(listed_tail) or math.huge) and
+      tonumber(first_run_at) >= tonumber(listed_run_at)
+    local done = false
+    if append and counted then
+      -- Counters stay far below 2^53, so the sum is exact and '%d' writes it whole.
+      local enqueued = string.format('%d', (tonumber(fields[4]) or 0) + counted)
+      redis.call('HSET', META, 'fresh_run_at', last_run_at, 'fresh_tail', t[to], 'enqueued',
+        enqueued)
+      done = true
+    elseif append then
+      redis.call('HSET', META, 'fresh_run_at', last_run_at, 'fresh_tail', t[to])
     else
-      local last = tonumber(tail)
-      append = listed == priority and last ~= nil and tonumber(t[from]) > last and
-        listed_run_at and tonumber(first_run_at) >= tonumber(listed_run_at)
-      if append and listed_run_at ~= last_run_at then
-        redis.call('HSET', META, 'fresh_run_at', last_run_at)
+      local tail = redis.call('LINDEX', FRESH, -1)
+      if not tail then
+        redis.call('HSET', META, 'fresh_priority', priority, 'fresh_run_at', last_run_at,
+          'fresh_tail', t[to])
+        append = true
+      else
+        local last = tonumber(tail)
+        append = listed == priority and last ~= nil and tonumber(t[from]) > last and
+          listed_run_at and tonumber(first_run_at) >= tonumber(listed_run_at)
+        if append then
+          redis.call('HSET', META, 'fresh_run_at', last_run_at, 'fresh_tail', t[to])
+        end
       end
     end
     if append then
       bulk_range('RPUSH', FRESH, t, from, to)
     else
+      if not READY then
+        -- enqueue_many's short form named only FRESH's keys (see use_topic).
+        use_topic(TAG, TOPIC_JSON, false)
+      end
       local band = tonumber(priority)
       local run_at = batch_run_ats()
       local scored, due = {}, {}
@@ -80,19 +110,22 @@ local function enqueue_tasks(base)
       bulk('ZADD', READY, scored)
       bulk('ZADD', DUE, due)
     end
+    return done
   end
 
   local duplicate = {}
   local out = {}
+  -- Whether add_fresh moved the `enqueued` counter already.
+  local counted = false
   if nu > 0 then
     local keys = {}
     for k = 0, nu - 1 do
-      keys[k + 1] = ARGV[u0 + 2 * k + 1]
+      keys[k + 1] = A[u0 + 2 * k + 1]
     end
     local held = bulk('HMGET', UNIQUE, keys)
     local taken, new = {}, {}
     for k = 0, nu - 1 do
-      local id, key = ARGV[u0 + 2 * k], keys[k + 1]
+      local id, key = A[u0 + 2 * k], keys[k + 1]
       local existing = held[k + 1] or taken[key]
       if existing then
         duplicate[id] = true
@@ -111,22 +144,22 @@ local function enqueue_tasks(base)
   local later = {}
   if #out == 0 then
     -- The common case: every task is new, and each block goes to its command as it came.
-    bulk_range('HSET', TASKS, ARGV, t0, f0 - 1)
-    add_fresh(ARGV, f0, r0 - 1)
-    bulk_range('ZADD', READY, ARGV, r0, d0 - 1)
-    bulk_range('ZADD', DUE, ARGV, d0, s0 - 1)
-    bulk_range('ZADD', SCHEDULED, ARGV, s0, u0 - 1)
+    bulk_range('HSET', TASKS, A, t0, f0 - 1)
+    counted = add_fresh(A, f0, r0 - 1, n)
+    bulk_range('ZADD', READY, A, r0, d0 - 1)
+    bulk_range('ZADD', DUE, A, d0, s0 - 1)
+    bulk_range('ZADD', SCHEDULED, A, s0, u0 - 1)
     for i = s0 + 1, u0 - 1, 2 do
-      later[#later + 1] = ARGV[i]
-      later[#later + 1] = ARGV[i]
+      later[#later + 1] = A[i]
+      later[#later + 1] = A[i]
     end
   else
     local function keep(from, to, id_at)
       local kept = {}
       for i = from, to - 1, 2 do
-        if not duplicate[ARGV[i + id_at]] then
-          kept[#kept + 1] = ARGV[i]
-          kept[#kept + 1] = ARGV[i + 1]
+        if not duplicate[A[i + id_at]] then
+          kept[#kept + 1] = A[i]
+          kept[#kept + 1] = A[i + 1]
         end
       end
       return kept
@@ -134,8 +167,8 @@ local function enqueue_tasks(base)
     bulk('HSET', TASKS, keep(t0, f0, 0))
     local fresh = {}
     for i = f0, r0 - 1 do
-      if not duplicate[ARGV[i]] then
-        fresh[#fresh + 1] = ARGV[i]
+      if not duplicate[A[i]] then
+        fresh[#fresh + 1] = A[i]
       end
     end
     add_fresh(fresh, 1, #fresh)
@@ -150,19 +183,39 @@ local function enqueue_tasks(base)
   end
   bulk('ZADD', LATER, later)
   local added = n - #out / 2
-  count('enqueued', added)
+  if not counted then
+    count('enqueued', added)
+  end
   -- Events are built only when someone listens: a watcher costs, nobody listening does not.
   -- Published inside the script, a watcher sees the enqueue before any claim sees the task.
-  if added > 0 and redis.call('PUBSUB', 'NUMSUB', EVENTS)[2] > 0 then
+  if added > 0 then
+    -- The earliest run_at of the batch goes to WAITING (that of a duplicate too, which
+    -- only makes the score lower than it need be: see common.lua).
+    local earliest = nil
+    if nf > 0 then
+      earliest = tonumber(first_run_at)
+    end
+    for i = d0, u0 - 1, 2 do
+      local at = tonumber(A[i])
+      if at and (not earliest or at < earliest) then
+        earliest = at
+      end
+    end
+    -- A Lua number handed to redis.call is exact (see common.lua).
+    if earliest then
+      note_input(earliest)
+    end
+  end
+  if added > 0 and listening() then
     local ticks = {}
     for i = k0, k0 + 2 * nk - 1, 2 do
-      ticks[ARGV[i]] = ARGV[i + 1]
+      ticks[A[i]] = A[i + 1]
     end
     local events = {}
     for i = t0, f0 - 1, 2 do
-      local id = ARGV[i]
+      local id = A[i]
       if not duplicate[id] then
-        local run_at = string.match(ARGV[i + 1], '^v2:%d+:%d*:%-?%d+:%-?%d+:(%-?%d+):')
+        local run_at = string.match(A[i + 1], '^v2:%d+:%d*:%-?%d+:%-?%d+:(%-?%d+):')
         local tick = ''
         if ticks[id] then
           tick = ',"tick":' .. ticks[id]

@@ -3,19 +3,19 @@
 -- (enqueue_body.lua, exactly as enqueue.lua does) and records the tick, all in this one
 -- script, so of any number of managers firing the same tick exactly one enqueues.
 --
--- KEYS: 1..17 the keys of the tick's topic (common.lua), 18 the SCHEDULES hash (see
--- schedule.lua), 19 the namespace's topic set; when ARGV[9] names another topic, 20..23
--- that topic's leases, ready, scheduled and fresh.
+-- KEYS: 1..18 the keys of the tick's topic and WAITING (common.lua), 19 the SCHEDULES
+-- hash (see schedule.lua), 20 the namespace's topic set; when ARGV[9] names another topic,
+-- 21..24 that topic's leases, ready, scheduled and fresh.
 -- ARGV: 4 the schedule's name, 5 the tick (ms), 6 '1' to skip the tick while the last
 -- task is unfinished (Overlap::Skip), 7 now (ms), 8 the tick's topic, 9 the topic whose
--- keys are 20..23 ('' for none), 10 the id reserved for the task, then from 11 the
+-- keys are 21..24 ('' for none), 10 the id reserved for the task, then from 11 the
 -- arguments of enqueue_tasks for the one task.
 --
 -- Returns {'enqueued', id}, {'duplicate', existing id}, {'stale', last tick},
 -- {'paused'}, {'overlapped', last task}; {'topic', name} when the last task's topic is
 -- neither the tick's nor ARGV[9]: nothing changed, and the caller calls again with that
 -- topic's keys; {'corrupt'} when the state cannot be read (nothing changed).
-local SCHEDULES, TOPICS = KEYS[18], KEYS[19]
+local SCHEDULES, TOPICS = KEYS[19], KEYS[20]
 local name, at, skip, now, topic, other, id =
   ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 
@@ -54,7 +54,7 @@ if skip == '1' and s.last_task ~= '' then
   if last_topic == topic then
     k = {LEASES, READY, SCHEDULED, FRESH}
   elseif last_topic == other then
-    k = {KEYS[20], KEYS[21], KEYS[22], KEYS[23]}
+    k = {KEYS[21], KEYS[22], KEYS[23], KEYS[24]}
   else
     return {'topic', last_topic}
   end

@@ -9,6 +9,9 @@ pub struct Setup {
     pub store: RedisStore,
     pub raw: redis::aio::MultiplexedConnection,
     pub namespace: String,
+    /// The store's URL (the server and the namespace), for another handle on it.
+    #[allow(dead_code)] // Not every test opens another handle.
+    pub url: String,
     _server: RedisServer,
 }
 
@@ -16,12 +19,14 @@ impl Setup {
     pub async fn new() -> Self {
         let server = RedisServer::start();
         let namespace = fresh_namespace();
-        let store = RedisStore::open(&server.url(&namespace)).await.unwrap();
+        let url = server.url(&namespace);
+        let store = RedisStore::open(&url).await.unwrap();
         let raw = server.connect().await;
         Setup {
             store,
             raw,
             namespace,
+            url,
             _server: server,
         }
     }
