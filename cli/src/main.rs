@@ -120,8 +120,9 @@ struct BenchArgs {
     /// with each, alternating, and gets a row per retention. Unset: the manager's default.
     #[arg(long = "retention", value_name = "DURATION", value_parser = parse_duration)]
     retentions: Vec<Duration>,
-    /// Compare runs without and with the metrics middleware (taskmill::metrics) around
-    /// every run: each scenario runs both ways, alternating, with a row each.
+    /// Compare runs without and with the metrics layer (taskmill::metrics, a run observer
+    /// told of every run's start and end): each scenario runs both ways, alternating, with
+    /// a row each.
     #[arg(long)]
     metrics: bool,
     /// Wrap every run in N no-op middleware, to measure what the chain costs per run.

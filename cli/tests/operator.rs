@@ -2,6 +2,11 @@
 //! against a SQLite file that a manager in this test process works on (and sled, and a
 //! private Redis for `watch`), reading what the command prints and its exit status.
 
+// The strict OpenMetrics parser of the metrics crate's tests (not every helper is used here).
+#[allow(dead_code)]
+#[path = "../../metrics/tests/common/exposition.rs"]
+mod exposition;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
@@ -471,7 +476,16 @@ fn serve_answers_the_dashboard_and_metrics_on_loopback_and_stops_on_ctrl_c() {
     assert!(page.contains("Acme queues"), "{page}");
     let (status, metrics) = get(&addr, "/metrics", None);
     assert_eq!(status, 200, "{metrics}");
-    assert!(metrics.contains("taskmill_"), "{metrics}");
+    // The exposition parses strictly, and shows the one task enqueued, still waiting.
+    let metrics = exposition::parse(&metrics);
+    assert_eq!(metrics.kind("taskmill_tasks_enqueued"), Some("counter"));
+    let mail = [("topic", "mail")];
+    assert_eq!(
+        metrics.value("taskmill_tasks_enqueued_total", &mail),
+        Some(1.0)
+    );
+    let input = [("topic", "mail"), ("queue", "input")];
+    assert_eq!(metrics.value("taskmill_queue_size", &input), Some(1.0));
     assert!(interrupt(&mut child).success());
 
     // With a token, /metrics needs it too.

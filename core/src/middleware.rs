@@ -29,8 +29,12 @@ use std::sync::Arc;
 /// of the chain as [`Next`] / [`EnqueueNext`] (the shape of reqwest-middleware and tide):
 /// code before `next` runs before, code after it sees the outcome, and not calling it
 /// short-circuits. A chain is a slice walked by index: per run it costs one boxed future
-/// per middleware (the `async_trait` box), and nothing when a topic has none (see the
-/// `--middleware` option of `taskmill bench` for the measured figure).
+/// per middleware (the `async_trait` box), and nothing when a topic has none. Measured
+/// with `taskmill bench --store memory:// --scenario throughput --middleware 0
+/// --middleware 1 --middleware 4` (docs/performance.md, issue 14): about 0.05–0.06 µs of
+/// CPU per no-op middleware per run (four middleware add 0.21–0.25 µs per task, in five
+/// rounds on two days), against about 0.9 µs for a whole no-op run on the memory store;
+/// beside any real processor's work it does not show.
 ///
 /// # What stays outside the chain
 ///

@@ -19,9 +19,10 @@
 //! - `prune`: deletes rows whose `finished_at` is at or before their topic's cutoff,
 //!   `is_prunable` as a range of `tasks_pruning`.
 //!
-//! Schedules: `fire` is one transaction per tick rather than per batch (read the state,
-//! decide, enqueue through the same insertion as `enqueue`, store the state); the write
-//! lock `BEGIN IMMEDIATE` takes before the read is what lets only one of the processes
+//! Schedules: `fire` is one transaction for the whole batch of ticks, like every other
+//! write (for each tick: read the state, decide, enqueue through the same insertion as
+//! `enqueue`, store the state), so a batch is all or nothing; the write lock
+//! `BEGIN IMMEDIATE` takes before the first read is what lets only one of the processes
 //! firing a tick enqueue it.
 //!
 //! Unique keys are freed by the index: `tasks_unique` holds exactly the rows that hold

@@ -1,5 +1,7 @@
 //! Three processes run the same one-second schedule on one store for 30 seconds: every
-//! tick in that time is enqueued exactly once, with no gap, and all three took part.
+//! tick in that time is enqueued exactly once, with no gap, and all three took part: each
+//! child's copy of the schedule's task carries a header with its process id, so the task
+//! of each tick names the child whose fire enqueued it, and every child won at least one.
 //!
 //! Each child is this test binary again, running [`child_process_entry`] with the store
 //! URL, its record file and the wall-clock time to stop at in an environment variable; in
@@ -12,7 +14,7 @@
     allow(dead_code, unused_imports)
 )]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use std::time::{Duration, Instant};
@@ -25,6 +27,11 @@ use taskmill_tests::process::{append_line, spawn_self, ChildGuard};
 
 /// Set in the child: `<store url>\n<record file>\n<stop at, ms since the epoch>`.
 const CHILD_ENV: &str = "TASKMILL_SCHEDULE_CHILD";
+
+/// The header naming the child (its process id) whose fire enqueued a tick's task. The
+/// schedule is the same in every child (name, cadence, topic): only its task's header
+/// differs, which the store copies into the task of whichever fire wins the tick.
+const CHILD_HEADER: &str = "child-pid";
 
 /// How long the three processes run the schedule together.
 const RUN_FOR: Duration = Duration::from_secs(30);
@@ -47,12 +54,11 @@ fn child_process_entry() {
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     runtime.block_on(async move {
         let store = taskmill::open(url).await.expect("open the store");
-        let schedule = Schedule::every(
-            "every-second",
-            Duration::from_secs(1),
-            Task::new("cron", &()).expect("task"),
-        )
-        .expect("schedule");
+        let task = Task::new("cron", &())
+            .and_then(|t| t.header(CHILD_HEADER, std::process::id().to_string()))
+            .expect("task");
+        let schedule =
+            Schedule::every("every-second", Duration::from_secs(1), task).expect("schedule");
         let manager = Manager::builder_shared(store)
             .schedule(schedule)
             .stats_interval(None)
@@ -91,12 +97,17 @@ async fn three_processes_fire_each_tick_once(url: &str) {
         }
     }
     let lines = std::fs::read_to_string(&record).unwrap_or_default();
-    let started = lines.lines().filter(|l| l.starts_with("started")).count();
+    let started: BTreeSet<&str> = lines
+        .lines()
+        .filter_map(|l| l.strip_prefix("started "))
+        .collect();
     let stopped = lines.lines().filter(|l| l.starts_with("stopped")).count();
-    assert_eq!((started, stopped), (PROCESSES, PROCESSES), "{lines}");
+    assert_eq!((started.len(), stopped), (PROCESSES, PROCESSES), "{lines}");
 
     let store = taskmill::open(url).await.expect("open the store");
     let mut ticks = Vec::new();
+    // How many ticks each child's fires enqueued, by process id.
+    let mut fired_by: BTreeMap<String, usize> = BTreeMap::new();
     let mut opts = ListOptions::new(Queue::Input).topic("cron").limit(500);
     for _ in 0..100 {
         let page = store.list(&opts).await.expect("list");
@@ -104,6 +115,11 @@ async fn three_processes_fire_each_tick_once(url: &str) {
             let tick = record.schedule_tick().expect("a fired task names its tick");
             assert_eq!(&*tick.schedule, "every-second");
             ticks.push(tick.tick.as_millis());
+            let child = record
+                .headers
+                .get(CHILD_HEADER)
+                .expect("the child's header");
+            *fired_by.entry(child.to_string()).or_default() += 1;
         }
         match page.next {
             Some(next) => opts = opts.after(next),
@@ -126,6 +142,12 @@ async fn three_processes_fire_each_tick_once(url: &str) {
         "only {} ticks in {RUN_FOR:?}",
         ticks.len()
     );
+    // Every child fired some ticks, and only the children did.
+    let firing: BTreeSet<&str> = fired_by.keys().map(String::as_str).collect();
+    assert_eq!(
+        firing, started,
+        "the children whose fires won ticks: {fired_by:?}"
+    );
     let state = store.schedules().await.expect("schedules");
     assert_eq!(state.len(), 1);
     assert_eq!(
@@ -133,7 +155,7 @@ async fn three_processes_fire_each_tick_once(url: &str) {
         ticks.last().copied()
     );
     println!(
-        "{PROCESSES} processes, {} ticks, each enqueued once",
+        "{PROCESSES} processes, {} ticks, each enqueued once; ticks per child {fired_by:?}",
         ticks.len()
     );
 }

@@ -26,10 +26,11 @@
 //!   is stale, as a second manager running the schedules would. Checks that each tick
 //!   enqueued exactly one task.
 //!
-//! Every manager can run with middleware around its runs: the metrics layer
-//! (`taskmill::metrics::Metrics`, [`BenchConfig::metrics`]) and any number of no-op ones
-//! ([`BenchConfig::middleware`]), to measure what they cost per run. Like retentions,
-//! several settings are compared in one run by the sweeps, alternating within each repeat.
+//! Every manager can run with the metrics layer observing its runs
+//! (`taskmill::metrics::Metrics` as a run observer, [`BenchConfig::metrics`]) and with any
+//! number of no-op middleware around them ([`BenchConfig::middleware`]), to measure what
+//! each costs per run. Like retentions, several settings are compared in one run by the
+//! sweeps, alternating within each repeat.
 //!
 //! The throughput rows also give the CPU time the process used per task while processing
 //! ([`cpu`]), which other load on the machine disturbs much less than the rate.
@@ -148,14 +149,14 @@ pub struct BenchConfig {
     /// The retentions [`run`] compares: every scenario runs once per entry, alternating
     /// them within each repeat, with a row each. Empty: only `retention`.
     pub retention_sweep: Vec<Option<Duration>>,
-    /// Wrap every run in the metrics middleware (`taskmill::metrics::Metrics`, the
-    /// outermost), on a client of the store measured.
+    /// Observe every run with the metrics layer (`taskmill::metrics::Metrics` as a run
+    /// observer, told of each run's start and end), on a client of the store measured.
     pub metrics: bool,
     /// The metrics settings [`run`] compares, like `retention_sweep` (`[false, true]` for
     /// without and with). Empty: only `metrics`.
     pub metrics_sweep: Vec<bool>,
-    /// No-op middleware around every run (inside the metrics one): what the chain costs
-    /// per run and per middleware.
+    /// No-op middleware around every run: what the chain costs per run and per
+    /// middleware.
     pub middleware: usize,
     /// The no-op middleware counts [`run`] compares, like `retention_sweep`. Empty: only
     /// `middleware`.
@@ -328,7 +329,7 @@ pub struct Row {
     pub kept_bytes_per_task: Option<f64>,
     /// The manager's retention of completed tasks in seconds; `None` for its default.
     pub retention_secs: Option<f64>,
-    /// Whether every run went through the metrics middleware.
+    /// Whether the metrics layer observed every run.
     pub metrics: bool,
     /// No-op middleware around every run.
     pub middleware: usize,

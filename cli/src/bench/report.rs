@@ -120,7 +120,8 @@ fn cells(row: &Row) -> [String; 19] {
     ]
 }
 
-/// The middleware around each run: `-`, `metrics`, `4 no-op`, `metrics+4 no-op`.
+/// What observes or wraps each run (the metrics observer, no-op middleware): `-`,
+/// `metrics`, `4 no-op`, `metrics+4 no-op`.
 fn middleware_label(metrics: bool, no_ops: usize) -> String {
     match (metrics, no_ops) {
         (false, 0) => "-".to_string(),

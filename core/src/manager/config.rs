@@ -100,6 +100,9 @@ impl TopicOptions {
 /// How long finished tasks are kept unless the manager says otherwise: a day.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// How often a manager registers its schedules again unless told otherwise.
+const DEFAULT_SCHEDULE_REGISTER_INTERVAL: Duration = Duration::from_secs(60);
+
 /// The largest result or progress value a run may set unless the manager says otherwise:
 /// 64 KiB of JSON.
 pub const DEFAULT_MAX_RESULT_BYTES: usize = 64 * 1024;
@@ -115,6 +118,8 @@ pub(crate) struct Config {
     pub default_retries: u32,
     pub retention: Duration,
     pub prune_interval: Duration,
+    /// How often the scheduler registers its schedules again.
+    pub schedule_register_interval: Duration,
     pub progress_interval: Duration,
     pub max_result_bytes: usize,
     pub backoff: Backoff,
@@ -200,6 +205,7 @@ impl ManagerBuilder {
                 default_retries: DEFAULT_MAX_RETRIES,
                 retention: DEFAULT_RETENTION,
                 prune_interval: Duration::from_secs(30),
+                schedule_register_interval: DEFAULT_SCHEDULE_REGISTER_INTERVAL,
                 progress_interval: Duration::from_secs(1),
                 max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
                 backoff: Backoff::default(),
@@ -291,11 +297,23 @@ impl ManagerBuilder {
         self
     }
 
-    /// How often the manager prunes finished tasks past their retention (default 30 s). A
-    /// round removes up to 1000 records a store call and calls again while a call came back
-    /// full, up to 100 calls, between the maintenance loop's other work.
+    /// How often the manager prunes finished tasks past their retention, and the state of
+    /// the schedules no manager registers any more (default 30 s). A round removes up to
+    /// 1000 records a store call and calls again while a call came back full, up to 100
+    /// calls, between the maintenance loop's other work.
     pub fn prune_interval(mut self, d: Duration) -> Self {
         self.config.prune_interval = d;
+        self
+    }
+
+    /// How often the manager registers its schedules again (default 60 s), so that the
+    /// store knows they are still in use: the state of a schedule no manager registered
+    /// for [`SCHEDULE_RETENTION`](crate::SCHEDULE_RETENTION) is pruned (by every manager's
+    /// maintenance, every [`prune_interval`](Self::prune_interval)). It only has to be well
+    /// under the retention. Like the other intervals it runs on tokio's time, not the
+    /// manager's [`Clock`].
+    pub fn schedule_register_interval(mut self, d: Duration) -> Self {
+        self.config.schedule_register_interval = d;
         self
     }
 

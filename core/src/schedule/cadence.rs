@@ -1,4 +1,21 @@
 //! When a schedule ticks: a cron expression in a time zone, or a fixed interval.
+//!
+//! # Why croner and chrono-tz
+//!
+//! Cron expressions are parsed and evaluated by [croner](https://docs.rs/croner) (4.x):
+//! a maintained crate (the Rust port of the JavaScript croner, on its fourth major
+//! release) that covers what a schedule needs in one parser: five fields or six with
+//! seconds, the `@hourly`-style aliases, `L`, `W` and `#`, and documented daylight-saving
+//! rules (Vixie cron's, as the Open Cron Pattern Specification states them; see
+//! [`Cadence`]). The `cron` crate, the usual alternative, has no five-field form and no
+//! `L`, `W` or nth-weekday `#`, and saffron no seconds and no zones (croner's comparison,
+//! against cron 0.12 and saffron 0.1).
+//!
+//! Zones come from [chrono-tz](https://docs.rs/chrono-tz) (0.10), chrono's own zone crate,
+//! which croner evaluates in through chrono's `TimeZone`: its build compiles the IANA
+//! time zone database into the binary (release 2025b in 0.10.4), so every manager computes
+//! the same ticks from the same cadence whatever zoneinfo its machine has, or none. A new
+//! zone rule reaches the schedules with a chrono-tz update, not an operating-system one.
 
 use crate::error::{Error, Result};
 use crate::time::Timestamp;

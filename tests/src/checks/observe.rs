@@ -169,6 +169,19 @@ impl Middleware for Panics {
     }
 }
 
+/// Never calls the rest of the chain, and never returns, on the topics it names.
+struct Stalls(&'static [&'static str]);
+
+#[async_trait]
+impl Middleware for Stalls {
+    async fn run(&self, ctx: TaskContext, next: Next<'_>) -> Result<(), TaskError> {
+        match self.0.contains(&ctx.topic()) {
+            true => std::future::pending().await,
+            false => next.run(ctx).await,
+        }
+    }
+}
+
 /// Waits until `id` is in `queue`, and returns its record.
 async fn wait_in(store: &Arc<dyn Store>, id: TaskId, queue: Queue) -> taskmill_core::TaskRecord {
     wait_until(&format!("task {id} in {queue}"), PATIENCE, || async {
@@ -694,6 +707,55 @@ checks!(
         manager.close().await.unwrap();
         let error = dead.last_error().unwrap_or_default();
         assert!(error.contains("panicked: the middleware broke"), "{error}");
+    }
+
+    /// A topic's timeout bounds its runs' middleware too, the manager's and the topic's
+    /// own: a middleware that never returns fails the run as timed out, and the processor
+    /// never runs.
+    pub async fn the_timeout_bounds_a_stalled_middleware(store: Arc<dyn Store>) {
+        let ran = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let limited = || {
+            TopicOptions::new()
+                .timeout(Duration::from_millis(100))
+                .retries(0)
+        };
+        let manager = builder(&store)
+            .middleware(Stalls(&["manager-stalls"]))
+            .topic("manager-stalls", limited())
+            .topic(
+                "topic-stalls",
+                limited().middleware(Stalls(&["topic-stalls"])),
+            )
+            .build();
+        for topic in ["manager-stalls", "topic-stalls"] {
+            let ran = ran.clone();
+            manager
+                .register(topic, move |_ctx: TaskContext| {
+                    ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    async { Ok::<_, TaskError>(()) }
+                })
+                .unwrap();
+        }
+        manager.start().await.unwrap();
+        let ids = [
+            manager
+                .enqueue(task("manager-stalls", 1))
+                .await
+                .unwrap()
+                .id(),
+            manager.enqueue(task("topic-stalls", 2)).await.unwrap().id(),
+        ];
+        for id in ids {
+            let dead = wait_in(&store, id, Queue::Dead).await;
+            let error = dead.last_error().unwrap_or_default();
+            assert!(error.contains("timed out after 100ms"), "{error}");
+        }
+        manager.close().await.unwrap();
+        assert_eq!(
+            ran.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "a processor ran"
+        );
     }
 
     /// A run observer is told of every run's start and end, with how it ended: completed,

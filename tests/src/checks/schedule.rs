@@ -12,8 +12,8 @@ use taskmill_core::store::{
     RegisterOptions, ScheduleEntry, ScheduleState, Tick,
 };
 use taskmill_core::{
-    Client, Clock, Event, Manager, Missed, Overlap, Queue, Schedule, ScheduleTick, Store, TaskId,
-    Timestamp, SCHEDULE_HEADER, TICK_HEADER,
+    Client, Clock, ErrorKind, Event, Manager, ManagerBuilder, Missed, Overlap, Queue, Schedule,
+    ScheduleTick, Store, TaskId, Timestamp, SCHEDULE_HEADER, SCHEDULE_RETENTION, TICK_HEADER,
 };
 use taskmill_testkit::*;
 
@@ -97,17 +97,41 @@ async fn wait_for_tick(store: &dyn Store, name: &str, tick: Timestamp) {
     .await;
 }
 
+/// Waits until the store keeps a state of schedule `name` (a manager registered it).
+async fn wait_for_state(store: &dyn Store, name: &str) {
+    wait_until(&format!("{name} to be registered"), PATIENCE, || async {
+        state(store, name).await.is_some()
+    })
+    .await;
+}
+
 /// A manager on `store` that runs `schedules` (and no processor) on `clock`.
 async fn scheduler(store: &Arc<dyn Store>, clock: &Clock, schedules: Vec<Schedule>) -> Manager {
+    scheduler_with(store, clock, schedules, |builder| builder).await
+}
+
+/// [`scheduler`], with `options` applied to its builder.
+async fn scheduler_with(
+    store: &Arc<dyn Store>,
+    clock: &Clock,
+    schedules: Vec<Schedule>,
+    options: impl FnOnce(ManagerBuilder) -> ManagerBuilder,
+) -> Manager {
     let manager = schedules.into_iter().fold(
         Manager::builder_shared(store.clone())
             .clock(clock.clone())
             .stats_interval(None),
         |builder, schedule| builder.schedule(schedule),
     );
-    let manager = manager.build();
+    let manager = options(manager).build();
     manager.start().await.unwrap();
     manager
+}
+
+/// The names of the schedules the store keeps, in order.
+async fn schedule_names(store: &dyn Store) -> Vec<String> {
+    let all = store.schedules().await.unwrap();
+    all.iter().map(|s| s.name.to_string()).collect()
 }
 
 /// A whole-minute instant, so that every cadence's ticks fall on round numbers.
@@ -441,6 +465,125 @@ checks!(
             .collect();
         assert_eq!(names, [Arc::from("new")]);
         assert_eq!(get(&*store, id).await.queue, Queue::Input, "its task stays");
+    }
+
+    /// A schedule no manager registers any more stops firing: once the manager that ran
+    /// two schedules is gone and the next one runs only one of them, the other's ticks
+    /// stop (no task, its last tick stays) while the one still registered goes on.
+    pub async fn an_unregistered_schedule_stops_firing(store: Arc<dyn Store>) {
+        let start = minute_aligned();
+        let clock = Clock::manual(start);
+        let every_second = |name: &str| Schedule::every(name, seconds(1), task(name, 0)).unwrap();
+        let first = scheduler(&store, &clock, vec![every_second("a"), every_second("b")]).await;
+        for i in 0..=2 {
+            clock.set(start + seconds(i));
+            wait_for_tick(&*store, "a", start + seconds(i)).await;
+            wait_for_tick(&*store, "b", start + seconds(i)).await;
+        }
+        first.close().await.unwrap();
+        let a_before = state(&*store, "a").await.unwrap();
+        assert_eq!(a_before.last_tick, Some(start + seconds(2)));
+        let a_ticks = fired_ticks(&*store, "a").await;
+        assert_eq!(a_ticks.len(), 3);
+
+        let second = scheduler(&store, &clock, vec![every_second("b")]).await;
+        for i in 3..=8 {
+            clock.set(start + seconds(i));
+            wait_for_tick(&*store, "b", start + seconds(i)).await;
+        }
+        second.close().await.unwrap();
+        let expected: Vec<Timestamp> = (0..=8).map(|i| start + seconds(i)).collect();
+        assert_eq!(fired_ticks(&*store, "b").await, expected);
+        assert_eq!(
+            fired_ticks(&*store, "a").await,
+            a_ticks,
+            "a fired unregistered"
+        );
+        let a_after = state(&*store, "a")
+            .await
+            .expect("its state stays until pruned");
+        assert_eq!(a_after.last_tick, a_before.last_tick);
+        assert_eq!(a_after.last_task, a_before.last_task);
+    }
+
+    /// A manager's maintenance removes the state of a schedule no manager registered for
+    /// `SCHEDULE_RETENTION`, and keeps one a running manager registers again meanwhile
+    /// (its paused flag shows it was kept, not removed and registered anew).
+    pub async fn a_manager_prunes_the_schedules_no_manager_registers(store: Arc<dyn Store>) {
+        let start = minute_aligned();
+        let clock = Clock::manual(start);
+        let client = Client::shared(store.clone()).clock(clock.clone());
+        let hourly = |name: &str| Schedule::new(name, "@hourly", task(name, 0)).unwrap();
+        let gone = scheduler(&store, &clock, vec![hourly("gone")]).await;
+        wait_for_state(&*store, "gone").await;
+        gone.close().await.unwrap();
+        assert_eq!(state(&*store, "gone").await.unwrap().seen_at, start);
+        // It registers again every 20 ms; its own pruning is not what is looked at here.
+        let keeper = scheduler_with(&store, &clock, vec![hourly("kept")], |b| {
+            b.schedule_register_interval(Duration::from_millis(20))
+                .prune_interval(seconds(3_600))
+        })
+        .await;
+        wait_for_state(&*store, "kept").await;
+        client.pause_schedule("kept").await.unwrap();
+
+        // A week and a second later, "gone" has been unseen for longer than the retention.
+        let later = start + SCHEDULE_RETENTION + seconds(1);
+        clock.set(later);
+        wait_until("the keeper registers again", PATIENCE, || async {
+            state(&*store, "kept")
+                .await
+                .is_some_and(|s| s.seen_at >= later)
+        })
+        .await;
+        let pruner = scheduler_with(&store, &clock, vec![hourly("new")], |b| {
+            b.prune_interval(Duration::from_millis(20))
+        })
+        .await;
+        wait_until(
+            "only the registered schedules are left",
+            PATIENCE,
+            || async { schedule_names(&*store).await == ["kept", "new"] },
+        )
+        .await;
+        let kept = state(&*store, "kept").await.unwrap();
+        assert!(kept.paused, "the kept schedule was removed and made again");
+        for manager in [keeper, pruner] {
+            manager.close().await.unwrap();
+        }
+    }
+
+    /// Registering a schedule whose name the manager has already, or after start, is a
+    /// misuse error, and so is starting with one name twice from the builder.
+    pub async fn schedule_registration_errors_are_misuse(store: Arc<dyn Store>) {
+        let clock = Clock::manual(minute_aligned());
+        let hourly = |name: &str| Schedule::new(name, "@hourly", task("t", 0)).unwrap();
+        let manager = Manager::builder_shared(store.clone())
+            .clock(clock.clone())
+            .stats_interval(None)
+            .build();
+        manager.schedule(hourly("s")).unwrap();
+        let twice = manager.schedule(hourly("s")).unwrap_err();
+        assert_eq!(twice.kind(), ErrorKind::Misuse);
+        assert!(twice.to_string().contains("already registered"), "{twice}");
+        manager.start().await.unwrap();
+        wait_for_state(&*store, "s").await;
+        let late = manager.schedule(hourly("late")).unwrap_err();
+        assert_eq!(late.kind(), ErrorKind::Misuse);
+        assert!(late.to_string().contains("already started"), "{late}");
+        manager.close().await.unwrap();
+        assert_eq!(schedule_names(&*store).await, ["s"]);
+
+        let from_builder = Manager::builder_shared(store.clone())
+            .clock(clock)
+            .stats_interval(None)
+            .schedule(hourly("d"))
+            .schedule(hourly("d"))
+            .build();
+        let e = from_builder.start().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Misuse);
+        assert!(e.to_string().contains("registered twice"), "{e}");
+        assert_eq!(schedule_names(&*store).await, ["s"], "nothing registered");
     }
 
     /// A schedule's state (ticks, task, paused flag, seen time) survives a reopen.

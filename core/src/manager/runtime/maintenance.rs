@@ -32,6 +32,14 @@ fn every(period: Duration) -> Interval {
     interval
 }
 
+/// As [`every`], the first tick one `period` from now.
+fn after(period: Duration) -> Interval {
+    let period = period.max(Duration::from_millis(1));
+    let mut interval = tokio::time::interval_at(Instant::now() + period, period);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    interval
+}
+
 impl Shared {
     /// Runs until `stop_maintenance` (shutdown step 5).
     ///
@@ -44,12 +52,12 @@ impl Shared {
         let mut reap = every(self.config.reap_interval);
         let mut progress = every(self.config.progress_interval);
         let mut prune = every(self.config.prune_interval);
-        let mut stats = self.config.stats_interval.map(|d| {
-            let mut i =
-                tokio::time::interval_at(Instant::now() + d, d.max(Duration::from_millis(1)));
-            i.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            i
-        });
+        // Schedules are pruned from one interval after the start on, not at once: the
+        // scheduler registers the manager's own schedules at its start, and a manager
+        // starting after a week with no manager running must not prune them first (and
+        // lose their last tick and paused flag).
+        let mut prune_schedules = after(self.config.prune_interval);
+        let mut stats = self.config.stats_interval.map(after);
         let mut prune_calls_left = 0;
         loop {
             let stats_tick = async {
@@ -86,10 +94,8 @@ impl Shared {
                 _ = reap.tick() => self.reap().await,
                 _ = progress.tick() => self.write_progress().await,
                 _ = stats_tick => self.publish_stats().await,
-                _ = prune.tick() => {
-                    self.prune_schedules().await;
-                    prune_calls_left = MAX_PRUNE_CALLS;
-                }
+                _ = prune.tick() => prune_calls_left = MAX_PRUNE_CALLS,
+                _ = prune_schedules.tick() => self.prune_schedules().await,
                 _ = std::future::ready(()), if prune_calls_left > 0 => {
                     prune_calls_left = match self.prune_batch().await {
                         true => prune_calls_left - 1,

@@ -10,10 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, info, warn};
 
-/// How often the manager registers its schedules again, so that the store knows they are
-/// still in use (see [`SCHEDULE_RETENTION`](crate::SCHEDULE_RETENTION)).
-const REGISTER_INTERVAL: Duration = Duration::from_secs(60);
-
 /// How long the loop waits before trying again after the store failed a call.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
@@ -157,10 +153,13 @@ impl Shared {
             .zip(states)
             .map(|(schedule, state)| Plan::new(schedule, state.last_tick, started))
             .collect();
-        let mut register = tokio::time::interval_at(
-            tokio::time::Instant::now() + REGISTER_INTERVAL,
-            REGISTER_INTERVAL,
-        );
+        // Registering again tells the store the schedules are still in use (see
+        // `SCHEDULE_RETENTION`); the first registration was just above.
+        let every = self
+            .config
+            .schedule_register_interval
+            .max(Duration::from_millis(1));
+        let mut register = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         register.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut retry_at: Option<tokio::time::Instant> = None;
         loop {
