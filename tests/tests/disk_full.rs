@@ -71,7 +71,11 @@ fn manager(store: Arc<dyn Store>, ran: Arc<AtomicU64>) -> Manager {
 
 /// Tasks of topic `t` still waiting or running.
 async fn left(store: &dyn Store) -> taskmill_core::Result<u64> {
-    let sizes = store.stats(&taskmill_testkit::all_due()).await?.topic("t").sizes;
+    let sizes = store
+        .stats(&taskmill_testkit::all_due())
+        .await?
+        .topic("t")
+        .sizes;
     Ok(sizes.input + sizes.work)
 }
 
