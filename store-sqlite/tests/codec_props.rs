@@ -160,3 +160,31 @@ proptest! {
         }
     }
 }
+
+/// A row of a task in WORK, as the store writes it, with `column` set to `value`.
+fn leased_row_with(column: usize, value: Cell) -> Vec<Cell> {
+    let mut r = TaskRecord::new(TaskId::new(3), "t", Payload::from_stored("{}"));
+    r.queue = Queue::Work;
+    r.lease = Some(Lease {
+        owner: "m1".into(),
+        token: 7,
+        deadline: Timestamp::from_millis(9),
+    });
+    let mut row = sqlite::encode_task(&r, Timestamp::EPOCH);
+    assert!(sqlite::decode_task(&row).0.is_ok());
+    row[column] = value;
+    row
+}
+
+/// Found by the `sqlite_row` fuzz target: a negative lease token or id read as a huge
+/// number, which the store writes back as another (`sql_u64` clamps), instead of
+/// `Corrupt`.
+#[test]
+fn a_negative_token_or_id_is_corrupt() {
+    for (column, name) in [(20, "lease_token"), (0, "id")] {
+        let (strict, _) = sqlite::decode_task(&leased_row_with(column, Cell::Int(-2)));
+        let e = strict.expect_err(name);
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        assert!(e.to_string().contains(name), "{e}");
+    }
+}
