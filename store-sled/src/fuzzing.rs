@@ -74,9 +74,10 @@ pub fn state_agrees(bytes: &[u8], record: &TaskRecord) -> bool {
     codec::decode_state(bytes) == Some(expected)
 }
 
-/// [`codec::complete_in_place`] on the stored record `bytes` (of the task
-/// [`decode_record`] reads): the new record's bytes and whether it keeps its unique key,
-/// or `None` when the store takes the decoding way.
+/// `codec::complete_in_place` (the kept completion of `apply`, made on the record's
+/// bytes) on the stored record `bytes` (of the task [`decode_record`] reads): the new
+/// record's bytes and whether it keeps its unique key, or `None` when the store takes the
+/// decoding way.
 pub fn complete_in_place(
     bytes: &[u8],
     now: Timestamp,

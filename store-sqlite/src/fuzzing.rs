@@ -38,7 +38,7 @@ impl ToSql for Cell {
     }
 }
 
-/// How many columns a row of [`decode_task`] has: [`COLUMNS`]' count.
+/// How many columns a row of [`decode_task`] has: those `codec::COLUMNS` lists.
 pub fn task_columns() -> usize {
     COLUMNS.split(',').count()
 }
@@ -90,7 +90,7 @@ pub fn decode_task(cells: &[Cell]) -> (Result<TaskRecord>, TaskRecord) {
     (decoded.strict(), lenient)
 }
 
-/// The row the store writes for `record` at `now`, in [`COLUMNS`]' order, as its
+/// The row the store writes for `record` at `now`, in the order of `codec::COLUMNS`, as its
 /// inserts and updates bind the values.
 pub fn encode_task(record: &TaskRecord, now: Timestamp) -> Vec<Cell> {
     let text = |s: Option<&str>| s.map_or(Cell::Null, |s| Cell::Text(s.as_bytes().to_vec()));
@@ -131,7 +131,8 @@ pub fn decode_schedule(cells: &[Cell]) -> Result<ScheduleState> {
         .map_err(|e| backend_error(e, "cannot read a schedule"))
 }
 
-/// The row the store writes for a schedule's state, in [`SCHEDULE_COLUMNS`]' order.
+/// The row the store writes for a schedule's state, in the order of
+/// `codec::SCHEDULE_COLUMNS`.
 pub fn encode_schedule(state: &ScheduleState) -> Vec<Cell> {
     let text = |s: &str| Cell::Text(s.as_bytes().to_vec());
     let time = |t: Option<Timestamp>| t.map_or(Cell::Null, |t| Cell::Int(t.as_millis()));
