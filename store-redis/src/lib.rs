@@ -5,6 +5,9 @@ mod bus;
 mod codec;
 mod conn;
 mod error;
+/// The record codec for the fuzz targets in `fuzz/`; not part of the API.
+#[doc(hidden)]
+pub mod fuzzing;
 mod layout;
 mod ops;
 mod options;

@@ -50,6 +50,9 @@ impl Chunk {
         let mut chunk = Chunk::default();
         let mut at = CHUNK_HEAD;
         let mut next = first;
+        // Whether the entry of id `u64::MAX` was read: no id can follow it, so `next`
+        // cannot say so (found by the `sled_record` fuzz target: `next` overflowed).
+        let mut read_the_last_id = false;
         let count = match value.get(..CHUNK_HEAD) {
             Some([CHUNK_FORMAT, count @ ..]) => {
                 Some(u32::from_le_bytes(count.try_into().expect("4 bytes")) as usize)
@@ -67,9 +70,15 @@ impl Chunk {
             // Ids are increasing and inside the key's range.
             match entry.filter(|(id, _)| (next..=last).contains(&id.get())) {
                 Some((id, range)) => {
-                    next = id.get() + 1;
                     at = range.end;
                     chunk.entries.push((id, range));
+                    match id.get().checked_add(1) {
+                        Some(id) => next = id,
+                        None => {
+                            read_the_last_id = true;
+                            break;
+                        }
+                    }
                 }
                 None => break,
             }
@@ -78,7 +87,7 @@ impl Chunk {
         if !ok || at < value.len() || Some(chunk.entries.len()) != count {
             // Without a readable head, every byte is kept.
             chunk.broken_at = Some(if ok { at } else { 0 });
-            chunk.placeholder = (next <= last).then(|| TaskId::new(last));
+            chunk.placeholder = (!read_the_last_id && next <= last).then(|| TaskId::new(last));
             chunk.lost_from = next;
         }
         chunk
@@ -1419,6 +1428,33 @@ mod tests {
         assert!(Chunk::parse(10, 13, &trailing)
             .placeholder(10, 13, &trailing)
             .is_none());
+    }
+
+    /// Found by the `sled_record` fuzz target: a chunk whose key ends at `u64::MAX`
+    /// holding the entry of that id overflowed the next id expected (a panic in debug
+    /// builds; in release, entries after it were read again from id 0, out of order).
+    /// Nothing can follow that entry: what does is broken, and no task is lost.
+    #[test]
+    fn an_entry_of_the_last_id_ends_its_chunk() {
+        let mut last = bare();
+        last.id = TaskId::new(u64::MAX);
+        let mut after = bare();
+        after.id = TaskId::new(5);
+        let mut value = Vec::new();
+        start_chunk(&mut value);
+        KeyParts::of(&last).encode_entry(&last, &mut value);
+        let one = value.len();
+        KeyParts::of(&after).encode_entry(&after, &mut value);
+        end_chunk(&mut value, 2);
+        let chunk = Chunk::parse(1, u64::MAX, &value);
+        assert_eq!(chunk.entries.len(), 1);
+        assert_eq!(chunk.entries[0].0, last.id);
+        assert_eq!((chunk.broken_at, chunk.placeholder), (Some(one), None));
+        assert!(chunk.placeholder(1, u64::MAX, &value).is_none());
+        // Cut after it, the count says an entry is missing, which no id can be.
+        let chunk = Chunk::parse(1, u64::MAX, &value[..one]);
+        assert_eq!((chunk.entries.len(), chunk.broken_at), (1, Some(one)));
+        assert_eq!(chunk.placeholder, None);
     }
 
     #[test]

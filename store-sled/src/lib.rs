@@ -4,6 +4,9 @@
 mod codec;
 mod conn;
 mod error;
+/// The record codec for the fuzz targets in `fuzz/`; not part of the API.
+#[doc(hidden)]
+pub mod fuzzing;
 mod index;
 mod layout;
 mod ops;

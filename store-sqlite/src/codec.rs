@@ -243,6 +243,11 @@ pub fn decode(
         id,
         problem: None,
     };
+    // Ids are written through `sql_u64`, never negative: a negative one would read as
+    // another id than the row's (found by the `sqlite_row` fuzz target).
+    if id < 0 {
+        r.fail("id", "is out of range");
+    }
     let queue = match r.int(1, "state") {
         Some(state) => queue_of(state).unwrap_or_else(|| {
             r.fail("state", format!("holds unknown state {state}"));
@@ -289,12 +294,14 @@ pub fn decode(
     let progress = r.opt_payload(17, "progress", check_payloads);
     let cancelled_by = r.opt_text(18, "cancelled_by");
     let owner = r.opt_text(19, "lease_owner");
-    let token = r.opt_int(20, "lease_token");
+    // Tokens are written through `sql_u64` too: a negative one is corrupt, not a token
+    // no renewal or outcome of the claim could match.
+    let token: Option<u64> = r.opt_ranged(20, "lease_token");
     let deadline = r.opt_int(21, "lease_deadline");
     let lease = match (owner, token, deadline) {
         (Some(owner), Some(token), Some(deadline)) => Some(Lease {
             owner: owner.into(),
-            token: token as u64,
+            token,
             deadline: Timestamp::from_millis(deadline),
         }),
         (None, None, None) => None,

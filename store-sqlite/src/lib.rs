@@ -4,6 +4,9 @@
 mod codec;
 mod conn;
 mod error;
+/// Row decoding for the fuzz targets in `fuzz/`; not part of the API.
+#[doc(hidden)]
+pub mod fuzzing;
 mod layout;
 mod ops;
 mod options;
