@@ -84,7 +84,7 @@ pub async fn run(store: Arc<dyn Store>, load: Load) -> u64 {
         if load.stop.exists() {
             break;
         }
-        let backlog = match store.stats().await {
+        let backlog = match store.stats(&taskmill_testkit::all_due()).await {
             Ok(s) => s.total.sizes.input + s.total.sizes.work,
             Err(e) => {
                 eprintln!("soak worker {pid}: stats: {e}");
@@ -143,7 +143,7 @@ pub async fn run(store: Arc<dyn Store>, load: Load) -> u64 {
     eprintln!("soak worker {pid}: stopped enqueueing after {enqueued}; draining");
     // Drain: the caller bounds this (it kills a worker that outlives its deadline).
     loop {
-        match store.stats().await {
+        match store.stats(&taskmill_testkit::all_due()).await {
             Ok(s) if s.total.sizes.input == 0 && s.total.sizes.work == 0 => break,
             Ok(_) => {}
             Err(e) => eprintln!("soak worker {pid}: stats: {e}"),
