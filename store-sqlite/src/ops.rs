@@ -562,6 +562,19 @@ pub fn progress(conn: &mut rusqlite::Connection, updates: &[Progress]) -> R<Vec<
     Ok(applied)
 }
 
+/// The statement `sql` held in `slot`, prepared (through the connection's cache) the first
+/// time it is needed.
+fn cached<'a, 'c>(
+    tx: &'c Transaction<'_>,
+    slot: &'a mut Option<CachedStatement<'c>>,
+    sql: &str,
+) -> R<&'a mut CachedStatement<'c>> {
+    Ok(match slot {
+        Some(stmt) => stmt,
+        empty @ None => empty.insert(tx.prepare_cached(sql)?),
+    })
+}
+
 /// [`Store::apply`](taskmill_core::Store::apply). Returns the results and whether any task
 /// went back to INPUT.
 pub fn apply(
@@ -573,6 +586,11 @@ pub fn apply(
     let mut deltas = Deltas::new();
     let mut applied = Vec::with_capacity(outcomes.len());
     let mut to_input = false;
+    // The hot statements, each looked up in the statement cache once per batch rather
+    // than once per outcome: a lookup hashes the statement's whole text, which cost
+    // about as much as binding its parameters.
+    let mut complete_kept: Option<CachedStatement<'_>> = None;
+    let mut complete_removed: Option<CachedStatement<'_>> = None;
     for outcome in outcomes {
         let lease = &outcome.lease;
         if let OutcomeKind::Complete { result, .. } = &outcome.kind {
@@ -581,7 +599,7 @@ pub fn apply(
             // tells those apart.
             let (id, token) = (sql_u64(lease.id.get()), sql_u64(lease.token));
             let changed = if outcome.keep {
-                tx.prepare_cached(COMPLETE_KEPT)?.execute(params![
+                cached(&tx, &mut complete_kept, COMPLETE_KEPT)?.execute(params![
                     id,
                     token,
                     text(result),
@@ -589,8 +607,7 @@ pub fn apply(
                     now.as_millis(),
                 ])?
             } else {
-                tx.prepare_cached(COMPLETE_REMOVED)?
-                    .execute(params![id, token])?
+                cached(&tx, &mut complete_removed, COMPLETE_REMOVED)?.execute(params![id, token])?
             };
             if changed == 1 {
                 let d = delta(&mut deltas, &lease.topic);
@@ -625,6 +642,8 @@ pub fn apply(
             Applied::Done
         });
     }
+    // The statements go back to the cache before the commit consumes the transaction.
+    drop((complete_kept, complete_removed));
     flush(&tx, &deltas)?;
     tx.commit()?;
     Ok((applied, to_input))
