@@ -609,6 +609,7 @@ checks!(
     /// time, with the `after` cursor), in all topics or one, as many as the stats split
     /// at that `now` counts; a filter on another queue is a misuse.
     pub async fn listings_split_input_like_the_stats(store: Arc<dyn Store>) {
+        let client = Client::shared(store.clone()).clock(taskmill_core::Clock::manual(at(1500)));
         let store = &*store;
         let mut batch = Vec::new();
         for (topic, n) in [("a", 0..5), ("b", 0..3)] {
@@ -645,6 +646,22 @@ checks!(
         assert_eq!(of(stats.topic("b").sizes), [4, 1, 1], "b at 10");
         for ms in [10, 1000, 1499, 1500, 2000, 3000, 9000, 10] {
             assert_waiting_lists(store, at(ms), &["a", "b", "none"]).await;
+        }
+        // A client lists the same parts at its clock's `now`, on INPUT whatever queue the
+        // options named.
+        for kind in Waiting::ALL {
+            let direct = store
+                .list(&ListOptions::waiting(kind, at(1500)).topic("a"))
+                .await
+                .unwrap();
+            let via_client = client
+                .list_waiting(kind, ListOptions::new(Queue::Dead).topic("a"))
+                .await
+                .unwrap();
+            let ids = |page: &taskmill_core::store::Page| -> Vec<TaskId> {
+                page.tasks.iter().map(|t| t.id).collect()
+            };
+            assert_eq!(ids(&via_client), ids(&direct), "{kind:?}");
         }
         let mut work = ListOptions::new(Queue::Work);
         work.waiting = Some((Waiting::Pending, at(10)));
