@@ -369,12 +369,29 @@ fn enqueue_options_duplicates_cancel_and_headers_on_sled() {
     let info = json(store, &["show", &at_id]);
     assert_eq!(info["status"]["at"], 1_893_553_445_000_i64, "{info}");
 
-    // Every waiting task shows under each of INPUT's names, a page at a time.
-    for name in ["input", "pending", "waiting"] {
+    // Every waiting task shows under each of INPUT's names, a page at a time; both are
+    // scheduled (not yet due, never run), so neither is pending nor retrying.
+    for name in ["input", "waiting", "scheduled"] {
         let page = json(store, &["ls", name, "--topic", "mail", "--limit", "1"]);
-        assert_eq!(page["tasks"][0]["id"], id);
-        assert_eq!(page["next"], id);
+        assert_eq!(page["tasks"][0]["id"], id, "{name}: {page}");
+        assert_eq!(page["next"], id, "{name}: {page}");
     }
+    let second = json(store, &["ls", "scheduled", "--after", &id.to_string()]);
+    assert_eq!(second["tasks"][0]["id"].to_string(), at_id);
+    assert_eq!(second["next"], Value::Null);
+    let due = json(store, &["enqueue", "mail", "2"]);
+    let due_id = due["id"].as_u64().unwrap();
+    let pending = json(store, &["ls", "pending", "--topic", "mail"]);
+    assert_eq!(
+        pending["tasks"].as_array().map(Vec::len),
+        Some(1),
+        "{pending}"
+    );
+    assert_eq!(pending["tasks"][0]["id"], due_id, "{pending}");
+    let retrying = json(store, &["ls", "retrying"]);
+    assert_eq!(retrying["tasks"], serde_json::json!([]), "{retrying}");
+    let out = ok(store, &["delete", &due_id.to_string()]);
+    assert!(out.contains("deleted"), "{out}");
     let second = json(store, &["ls", "input", "--after", &id.to_string()]);
     assert_eq!(second["tasks"][0]["id"].to_string(), at_id);
     assert_eq!(second["next"], Value::Null);

@@ -7,7 +7,7 @@ use crate::schedule::Cadence;
 use crate::stats::Stats;
 use crate::store::{
     CancelOptions, Cancellation, EnqueueOptions, Enqueued, ListOptions, Page, RequeueOptions,
-    ScheduleState, StatsOptions, Store,
+    ScheduleState, StatsOptions, Store, Waiting,
 };
 use crate::task::{Payload, Queue, Task, TaskId, TaskRecord, TaskStatus};
 use crate::time::{Clock, Timestamp};
@@ -178,6 +178,15 @@ impl Client {
     /// A page of one queue (of one topic, if set), in ascending id order; `page.next` is
     /// the cursor of the next page ([`ListOptions::after`]).
     pub async fn list(&self, opts: ListOptions) -> Result<Page> {
+        self.store.list(&opts).await
+    }
+
+    /// A page of INPUT's tasks that are `kind` now (by this client's clock): pending (due),
+    /// scheduled or retrying, as [`stats`](Self::stats) split them. `opts` gives the topic,
+    /// cursor and limit; its queue is taken to be INPUT. See [`ListOptions::waiting`].
+    pub async fn list_waiting(&self, kind: Waiting, mut opts: ListOptions) -> Result<Page> {
+        opts.queue = Queue::Input;
+        opts.waiting = Some((kind, self.clock.now()));
         self.store.list(&opts).await
     }
 

@@ -9,7 +9,7 @@ use taskmill_core::raw::{RecordExt, TaskExt};
 use taskmill_core::store::{
     Applied, CancelOptions, Cancellation, ClaimOptions, Claimed, EnqueueOptions, Enqueued, Fired,
     LeaseRef, ListOptions, Outcome, Page, Progress, PruneOptions, Recovered, ScheduleEntry,
-    ScheduleState, Tick, TopicClaim,
+    ScheduleState, Tick, TopicClaim, Waiting,
 };
 use taskmill_core::{Event, Lease, Queue, Stats, Task, TaskId, TaskRecord, Timestamp};
 
@@ -283,28 +283,54 @@ impl State {
             .topics
             .values()
             .filter(|t| query.topic.as_ref().is_none_or(|q| *q == t.name));
-        let ids = match query.queue {
+        let ids = match (query.queue, query.waiting) {
+            // Not yet due: the entries of `scheduled` after `now` (the index stats count),
+            // checked against their record (an entry may outlive its task's stay in
+            // INPUT); never a due task.
+            (Queue::Input, Some((kind, now))) if kind != Waiting::Pending => {
+                use std::ops::Bound::{Excluded, Unbounded};
+                let after = (Excluded((now, TaskId::new(u64::MAX))), Unbounded);
+                let tasks = &self.tasks;
+                smallest(
+                    topics.flat_map(|t| {
+                        t.scheduled.range(after).filter_map(move |&(run_at, id)| {
+                            let r = tasks.get(&id)?;
+                            let live = r.queue == Queue::Input && r.run_at == run_at;
+                            (live && id >= start && kind.holds(r.run_at, r.attempt, now))
+                                .then_some(id)
+                        })
+                    }),
+                    limit + 1,
+                )
+            }
             // No ordered index of INPUT is kept: it would cost every enqueue and completion
-            // to serve listing, which is rare. A page is a scan instead.
-            Queue::Input => smallest(
+            // to serve listing, which is rare. A page is a scan instead (skipping the tasks
+            // not yet due for `Pending`).
+            (Queue::Input, waiting) => smallest(
                 self.tasks
                     .values()
-                    .filter(|r| r.queue == Queue::Input && r.id >= start && matches_topic(r))
+                    .filter(|r| {
+                        r.queue == Queue::Input
+                            && r.id >= start
+                            && matches_topic(r)
+                            && waiting
+                                .is_none_or(|(kind, now)| kind.holds(r.run_at, r.attempt, now))
+                    })
                     .map(|r| r.id),
                 limit + 1,
             ),
             // WORK holds about as many tasks as there are workers.
-            Queue::Work => smallest(
+            (Queue::Work, _) => smallest(
                 topics.flat_map(|t| t.work.iter().copied().filter(|id| *id >= start)),
                 limit + 1,
             ),
-            Queue::Dead => smallest(
+            (Queue::Dead, _) => smallest(
                 topics.flat_map(|t| t.dead.range(start..).take(limit + 1).copied()),
                 limit + 1,
             ),
             // History is kept in the order pruning needs (finished_at), and an id index
             // beside it would cost every completion: a page is a scan of it instead.
-            queue => smallest(
+            (queue, _) => smallest(
                 topics.flat_map(|t| {
                     let ids = t.finished.ids(queue, &self.tasks);
                     ids.filter(|id| *id >= start)

@@ -78,6 +78,7 @@ impl Store for MemoryStore {
     }
 
     async fn list(&self, opts: &ListOptions) -> Result<Page> {
+        opts.validate()?;
         Ok(self.state().list(opts))
     }
 

@@ -1037,6 +1037,11 @@ pub(crate) async fn get(store: &RedisStore, id: TaskId) -> Result<Option<TaskRec
 
 /// [`Store::list`](taskmill_core::Store::list).
 pub(crate) async fn list(store: &RedisStore, query: &ListOptions) -> Result<Page> {
+    query.validate()?;
+    // The part of INPUT the script keeps (see list.lua), and the time that splits it.
+    let (part, now) = query
+        .waiting
+        .map_or(("", 0), |(kind, now)| (kind.as_str(), now.as_millis()));
     let topics = match &query.topic {
         Some(topic) => vec![topic.clone()],
         None => topics(store).await?,
@@ -1048,6 +1053,7 @@ pub(crate) async fn list(store: &RedisStore, query: &ListOptions) -> Result<Page
         .map(|t| {
             let mut call = call(store, &SCRIPTS.list, &topic_keys(store, t));
             call.arg(query.queue.as_str()).arg(after).arg(limit + 1);
+            call.arg(part).arg(now);
             call
         })
         .collect();

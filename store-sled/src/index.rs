@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use taskmill_core::raw::{IdHasher, IdMap};
-use taskmill_core::store::ScheduleState;
+use taskmill_core::store::{ScheduleState, Waiting};
 use taskmill_core::{Queue, Result, Stats, TaskId, TaskRecord, Timestamp, TopicStats};
 
 /// Where a task is.
@@ -704,6 +704,56 @@ impl Index {
         Some(Box::new(
             set.range(after..).copied().filter(move |id| *id > after),
         ))
+    }
+
+    /// The ids of the INPUT tasks of `topic` (or of all) not yet due at `now` and in
+    /// `kind` (`Scheduled` or `Retrying`), after `after`, in id order: read from the
+    /// scheduled and retrying orders from `now` on, as stats count them (O(tasks not yet
+    /// due) and a sort), no due task visited.
+    pub fn not_yet_due(
+        &self,
+        topic: Option<&str>,
+        kind: Waiting,
+        now: Timestamp,
+        after: TaskId,
+    ) -> Vec<TaskId> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let range = (Excluded((now, TaskId::new(u64::MAX))), Unbounded);
+        let topics: Vec<&Topic> = match topic {
+            Some(name) => self
+                .find_topic(name)
+                .map(|t| &self.topics[t as usize])
+                .into_iter()
+                .collect(),
+            None => self.topics.iter().collect(),
+        };
+        let mut ids: Vec<TaskId> = topics
+            .iter()
+            .flat_map(|t| match kind {
+                Waiting::Retrying => Box::new(t.retrying.range(range).map(|&(_, id)| id))
+                    as Box<dyn Iterator<Item = TaskId>>,
+                _ => Box::new(
+                    t.scheduled
+                        .range(range)
+                        .filter(|entry| !t.retrying.contains(entry))
+                        .map(|&(_, id)| id),
+                ),
+            })
+            .filter(|id| *id > after)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Whether the task is in INPUT and in `kind` at `now`: a task in the claim order
+    /// is due (it was at a claim's `now`, so is at any later one), one in the scheduled
+    /// order is split by its due time and whether it ran before.
+    pub fn is_waiting(&self, id: TaskId, kind: Waiting, now: Timestamp) -> bool {
+        match self.slots.get(&id).map(|slot| slot.at) {
+            Some(At::Ready { .. }) => kind == Waiting::Pending,
+            Some(At::Scheduled(run_at, ran)) => kind.holds(run_at, u32::from(ran), now),
+            _ => false,
+        }
     }
 
     /// Whether the task is in `queue`, and in `topic` when one is given.

@@ -18,7 +18,7 @@ use taskmill_core::raw::{PayloadExt, RecordExt, TaskExt};
 use taskmill_core::store::{
     Applied, CancelOptions, Cancellation, ClaimOptions, Claimed, EnqueueOptions, Enqueued, Fired,
     LeaseRef, ListOptions, Outcome, OutcomeKind, Page, Progress, PruneOptions, Recovered,
-    ScheduleEntry, ScheduleState, Tick,
+    ScheduleEntry, ScheduleState, Tick, Waiting,
 };
 use taskmill_core::{
     Error, Event, Lease, Payload, Queue, Result, Stats, Task, TaskId, TaskRecord, Timestamp,
@@ -941,11 +941,25 @@ fn get(tree: &sled::Tree, index: &Index, id: TaskId) -> Result<Option<TaskRecord
 fn list(tree: &sled::Tree, index: &Index, query: &ListOptions) -> Result<Page> {
     let after = query.after.unwrap_or(TaskId::new(0));
     let limit = query.limit.max(1);
-    let ids = match index.ids(query.queue, query.topic.as_deref(), after) {
-        Some(ids) => ids,
-        None => Box::new(chunk_ids(tree, after)),
+    query.validate()?;
+    let topic = query.topic.as_deref();
+    let ids = match query.waiting {
+        // Not yet due: from the scheduled orders, never a due task.
+        Some((kind, now)) if kind != Waiting::Pending => {
+            Box::new(index.not_yet_due(topic, kind, now, after).into_iter())
+        }
+        // Pending: INPUT as an unfiltered page walks it, the tasks not yet due skipped.
+        _ => match index.ids(query.queue, topic, after) {
+            Some(ids) => ids,
+            None => Box::new(chunk_ids(tree, after)),
+        },
     };
-    let mut ids = ids.filter(|id| index.is_in(*id, query.queue, query.topic.as_deref()));
+    let mut ids = ids.filter(|id| {
+        index.is_in(*id, query.queue, topic)
+            && query
+                .waiting
+                .is_none_or(|(kind, now)| index.is_waiting(*id, kind, now))
+    });
     let mut tasks = Vec::with_capacity(limit.min(1024));
     let mut last = None;
     for id in ids.by_ref() {

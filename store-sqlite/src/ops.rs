@@ -41,7 +41,7 @@ use taskmill_core::raw::{RecordExt, TaskExt};
 use taskmill_core::store::{
     Applied, CancelOptions, Cancellation, ClaimOptions, Claimed, EnqueueOptions, Enqueued, Fired,
     LeaseRef, ListOptions, Outcome, OutcomeKind, Page, Progress, PruneOptions, Recovered,
-    ScheduleEntry, ScheduleState, Tick, TopicClaim,
+    ScheduleEntry, ScheduleState, Tick, TopicClaim, Waiting,
 };
 use taskmill_core::{
     Event, Lease, Payload, Queue, Stats, Task, TaskId, TaskRecord, Timestamp, TopicStats,
@@ -887,20 +887,84 @@ const STORED: &str = "SELECT CAST(total(input + work + dead + kept_completed + k
 /// between a page's first and last match, which is quick for a queue or a topic with
 /// many tasks and slow for a topic with few behind many others; the sorted read costs the
 /// tasks in the range, whatever lies around them.
-fn list_sql(queue: Queue, topic: bool, sorted: bool) -> String {
+///
+/// With `due`, only the tasks due at `?4` (INPUT's pending part): the same walk or range,
+/// the tasks not yet due skipped (`run_at` is in `tasks_waiting`, so the sorted read stays
+/// covering).
+fn list_sql(queue: Queue, topic: bool, sorted: bool, due: bool) -> String {
+    let due = if due { "AND run_at <= ?4" } else { "" };
     match sorted_range(queue, topic).filter(|_| sorted) {
         // The ids first, so only the page's rows are read whole (INPUT's range is a
         // covering read of `tasks_waiting`).
         Some(range) => format!(
             "SELECT {COLUMNS} FROM tasks WHERE id IN \
-             (SELECT id FROM tasks {range} AND id > ?1 ORDER BY id LIMIT ?2) ORDER BY id"
+             (SELECT id FROM tasks {range} AND id > ?1 {due} ORDER BY id LIMIT ?2) ORDER BY id"
         ),
         None => format!(
-            "SELECT {COLUMNS} FROM tasks WHERE {} AND id > ?1 {} ORDER BY id LIMIT ?2",
+            "SELECT {COLUMNS} FROM tasks WHERE {} AND id > ?1 {} {due} ORDER BY id LIMIT ?2",
             list_filter(queue),
             if topic { "AND topic = ?3" } else { "" }
         ),
     }
+}
+
+/// The statement of a page of INPUT's tasks not yet due at `?1` (scheduled with
+/// `retrying == false`, retrying otherwise), after id `?2`, `?3` rows at most, of topic
+/// `?4` if `topic` (else of every topic in `topics`).
+///
+/// It reads the ranges `(topic, state, run_at > ?1)` of `tasks_waiting` (both states:
+/// a task filed due may be not yet due at an earlier `now`), as stats count them, and the
+/// row of each entry for its `attempt`, then sorts the ids: O(tasks not yet due), never a
+/// due task visited.
+fn not_yet_due_sql(topic: bool, retrying: bool) -> String {
+    let topic = if topic {
+        "topic = ?4"
+    } else {
+        "topic IN (SELECT topic FROM topics)"
+    };
+    let attempt = if retrying {
+        "attempt > 0"
+    } else {
+        "attempt = 0"
+    };
+    format!(
+        "SELECT {COLUMNS} FROM tasks WHERE id IN \
+         (SELECT id FROM tasks INDEXED BY tasks_waiting WHERE {topic} AND {IN_INPUT} \
+         AND state IN ({READY}, {SCHEDULED}) AND run_at > ?1 AND {attempt} AND id > ?2 \
+         ORDER BY id LIMIT ?3) ORDER BY id"
+    )
+}
+
+/// A page of INPUT's tasks not yet due (see [`not_yet_due_sql`]).
+fn list_not_yet_due(
+    conn: &mut rusqlite::Connection,
+    query: &ListOptions,
+    retrying: bool,
+    now: Timestamp,
+) -> R<Page> {
+    let after = query.after.map_or(0, |a| sql_u64(a.get()));
+    let limit = query.limit.clamp(1, i64::MAX as usize - 1);
+    let fetch = (limit + 1) as i64;
+    let mut stmt = conn.prepare_cached(&not_yet_due_sql(query.topic.is_some(), retrying))?;
+    let now = now.as_millis();
+    let rows = match &query.topic {
+        Some(t) => stmt
+            .query_map(params![now, after, fetch, t.as_ref()], |row| {
+                decode(row, Some(t), false)
+            })?
+            .collect::<R<Vec<_>>>()?,
+        None => stmt
+            .query_map(params![now, after, fetch], |row| decode(row, None, false))?
+            .collect::<R<Vec<_>>>()?,
+    };
+    let mut tasks: Vec<TaskRecord> = rows.into_iter().map(|d| d.record).collect();
+    let next = if tasks.len() > limit {
+        tasks.truncate(limit);
+        tasks.last().map(|t| t.id)
+    } else {
+        None
+    };
+    Ok(Page { tasks, next })
 }
 
 /// [`Store::list`](taskmill_core::Store::list).
@@ -910,6 +974,11 @@ fn list_sql(queue: Queue, topic: bool, sorted: bool) -> String {
 /// to a page of them would if they were spread evenly, reads that range and sorts it; any
 /// other walks the rowid (see [`list_sql`]). Neither costs any write an index entry.
 pub fn list(conn: &mut rusqlite::Connection, query: &ListOptions) -> R<Page> {
+    let due = match query.waiting {
+        Some((Waiting::Pending, now)) => Some(now.as_millis()),
+        Some((kind, now)) => return list_not_yet_due(conn, query, kind == Waiting::Retrying, now),
+        None => None,
+    };
     let topic = query.topic.as_deref();
     let size = match (
         sorted_range(query.queue, topic.is_some()),
@@ -934,18 +1003,26 @@ pub fn list(conn: &mut rusqlite::Connection, query: &ListOptions) -> R<Page> {
         let limit = query.limit.min(SORT_AT_MOST as usize) as i64;
         size * size <= 4 * limit * rows
     };
-    let sql = list_sql(query.queue, topic.is_some(), sorted);
+    let sql = list_sql(query.queue, topic.is_some(), sorted, due.is_some());
     let after = query.after.map_or(0, |a| sql_u64(a.get()));
     let limit = query.limit.clamp(1, i64::MAX as usize - 1);
     let mut stmt = conn.prepare_cached(&sql)?;
     let fetch = (limit + 1) as i64;
-    let rows = match &query.topic {
-        Some(t) => stmt
+    let rows = match (&query.topic, due) {
+        // `?3` is bound unused when there is no topic: `?4` numbers past it.
+        (t, Some(now)) => {
+            let name = t.as_deref().unwrap_or("");
+            stmt.query_map(params![after, fetch, name, now], |row| {
+                decode(row, t.as_ref(), false)
+            })?
+            .collect::<R<Vec<_>>>()?
+        }
+        (Some(t), None) => stmt
             .query_map(params![after, fetch, t.as_ref()], |row| {
                 decode(row, Some(t), false)
             })?
             .collect::<R<Vec<_>>>()?,
-        None => stmt
+        (None, None) => stmt
             .query_map(params![after, fetch], |row| decode(row, None, false))?
             .collect::<R<Vec<_>>>()?,
     };
@@ -1329,7 +1406,7 @@ mod tests {
             (Queue::Work, true, "tasks_leases"),
             (Queue::Work, false, "tasks_leases"),
         ] {
-            let sql = list_sql(queue, topic, true);
+            let sql = list_sql(queue, topic, true, false);
             let plan = plan(&conn, &sql);
             let search = if queue == Queue::Work {
                 "SCAN"
@@ -1343,6 +1420,23 @@ mod tests {
                 "{sql}\nshould read {index}, plan:\n{plan}"
             );
             assert_eq!(plan.matches("TEMP B-TREE").count(), 1, "one sort:\n{plan}");
+        }
+        // A listing of INPUT's tasks not yet due reads the ranges after `now` of
+        // `tasks_waiting` (per topic, both states), never a due task or the table.
+        for (topic, retrying) in [(true, false), (true, true), (false, false), (false, true)] {
+            let sql = not_yet_due_sql(topic, retrying);
+            let plan = plan(&conn, &sql);
+            assert!(
+                plan.contains("USING INDEX tasks_waiting (topic=? AND state=? AND run_at>?)"),
+                "{sql}\nshould seek run_at > now in tasks_waiting, plan:\n{plan}"
+            );
+            assert!(!plan.contains("SCAN tasks"), "{sql} scans:\n{plan}");
+        }
+        // A listing of the due ones is the walk (or range) of INPUT's listing, no other.
+        for (topic, sorted) in [(false, false), (true, false), (true, true)] {
+            let due = plan(&conn, &list_sql(Queue::Input, topic, sorted, true));
+            let unfiltered = plan(&conn, &list_sql(Queue::Input, topic, sorted, false));
+            assert_eq!(due, unfiltered, "topic {topic}, sorted {sorted}");
         }
         // The pruning statement deletes through that index, not a scan.
         let prune = plan(
@@ -1488,7 +1582,7 @@ mod tests {
         limit: i64,
     ) -> (Vec<i64>, i32) {
         let mut stmt = conn
-            .prepare(&list_sql(queue, topic.is_some(), sorted))
+            .prepare(&list_sql(queue, topic.is_some(), sorted, false))
             .unwrap();
         let id = |r: &rusqlite::Row<'_>| r.get::<_, i64>(0);
         let ids: R<Vec<i64>> = match topic {

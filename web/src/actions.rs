@@ -74,7 +74,7 @@ pub(crate) async fn delete(
     let list = match &task {
         Some(task) => format!(
             "/queues/{}?{}",
-            State::of(task).slug(),
+            State::of(task, source.now()).slug(),
             query(&[("topic", &task.topic)])
         ),
         None => "/".to_owned(),

@@ -10,7 +10,7 @@ use futures_util::{stream, StreamExt, TryStreamExt};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use taskmill_core::store::{Cancellation, ListOptions, Page, StatsOptions};
+use taskmill_core::store::{Cancellation, ListOptions, Page, StatsOptions, Waiting};
 use taskmill_core::{
     Client, Clock, Event, EventStream, Queue, Result, ScheduleInfo, Stats, Store, TaskId,
     TaskRecord, Timestamp, TopicStats,
@@ -55,61 +55,103 @@ impl Observed {
     }
 }
 
-/// A state a task can be in, as the dashboard shows it: one tab of a queue page.
+/// A state a task can be in, as the dashboard shows it: one tab of a queue page. INPUT is
+/// three tabs, split by time as the stats split it (and as the summary bar counts them):
+/// a queue and, for INPUT, the part of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct State(Queue);
+pub(crate) struct State(Queue, Option<Waiting>);
 
 impl State {
-    /// Waiting to run, now or later.
-    pub(crate) const PENDING: State = State(Queue::Input);
+    /// Waiting and due now (its URL name stays `input`, the queue's, as links had it).
+    pub(crate) const PENDING: State = State(Queue::Input, Some(Waiting::Pending));
+    /// Waiting and not yet due, never run.
+    pub(crate) const SCHEDULED: State = State(Queue::Input, Some(Waiting::Scheduled));
+    /// Waiting and not yet due, after a failed or interrupted run.
+    pub(crate) const RETRYING: State = State(Queue::Input, Some(Waiting::Retrying));
     /// Claimed by a worker.
-    pub(crate) const RUNNING: State = State(Queue::Work);
+    pub(crate) const RUNNING: State = State(Queue::Work, None);
     /// Failed for good.
-    pub(crate) const DEAD: State = State(Queue::Dead);
+    pub(crate) const DEAD: State = State(Queue::Dead, None);
     /// Succeeded, kept as history.
-    pub(crate) const COMPLETED: State = State(Queue::Completed);
+    pub(crate) const COMPLETED: State = State(Queue::Completed, None);
     /// Cancelled, kept as history.
-    pub(crate) const CANCELLED: State = State(Queue::Cancelled);
+    pub(crate) const CANCELLED: State = State(Queue::Cancelled, None);
 
     /// Every state, in lifecycle order: the tabs of a queue page.
-    pub(crate) const ALL: [State; 5] = [
+    pub(crate) const ALL: [State; 7] = [
         State::PENDING,
+        State::SCHEDULED,
+        State::RETRYING,
         State::RUNNING,
         State::DEAD,
         State::COMPLETED,
         State::CANCELLED,
     ];
 
-    /// The state named in a URL (`input`, `work`, `dead`, `completed`, `cancelled`).
+    /// The state named in a URL (`input` or `pending`, `scheduled`, `retrying`, `work`,
+    /// `dead`, `completed`, `cancelled`).
     pub(crate) fn parse(slug: &str) -> Option<State> {
-        slug.parse().ok().map(State)
+        match slug {
+            "pending" => Some(State::PENDING),
+            "scheduled" => Some(State::SCHEDULED),
+            "retrying" => Some(State::RETRYING),
+            _ => slug.parse().ok().map(State::of_queue),
+        }
     }
 
-    /// The state of a stored task.
-    pub(crate) fn of(task: &TaskRecord) -> State {
-        State(task.queue)
+    /// The tab of a queue: INPUT's is Pending.
+    fn of_queue(queue: Queue) -> State {
+        match queue {
+            Queue::Input => State::PENDING,
+            queue => State(queue, None),
+        }
+    }
+
+    /// The state of a stored task at `now`.
+    pub(crate) fn of(task: &TaskRecord, now: Timestamp) -> State {
+        let part = Waiting::ALL
+            .into_iter()
+            .find(|part| part.holds(task.run_at, task.attempt, now));
+        match task.queue {
+            Queue::Input => State(Queue::Input, part),
+            queue => State(queue, None),
+        }
     }
 
     /// The name in URLs and in the stats stream's fields.
     pub(crate) fn slug(self) -> &'static str {
-        self.0.as_str()
+        match self.1 {
+            Some(Waiting::Scheduled) => "scheduled",
+            Some(Waiting::Retrying) => "retrying",
+            _ => self.0.as_str(),
+        }
     }
 
     /// The name people read.
     pub(crate) fn label(self) -> &'static str {
-        match self.0 {
-            Queue::Input => "Pending",
-            Queue::Work => "Running",
-            Queue::Dead => "Dead",
-            Queue::Completed => "Completed",
-            Queue::Cancelled => "Cancelled",
+        match (self.0, self.1) {
+            (Queue::Input, Some(Waiting::Scheduled)) => "Scheduled",
+            (Queue::Input, Some(Waiting::Retrying)) => "Retrying",
+            (Queue::Input, _) => "Pending",
+            (Queue::Work, _) => "Running",
+            (Queue::Dead, _) => "Dead",
+            (Queue::Completed, _) => "Completed",
+            (Queue::Cancelled, _) => "Cancelled",
             _ => "Unknown",
         }
     }
 
-    /// How many tasks of `stats` are in this state.
+    /// How many tasks of `stats` are in this state: INPUT's parts as the stats split it.
     pub(crate) fn count(self, stats: &TopicStats) -> u64 {
-        stats.sizes.of(self.0)
+        match self.1 {
+            Some(part) => part.count(&stats.sizes),
+            None => stats.sizes.of(self.0),
+        }
+    }
+
+    /// Whether it is a part of the waiting tasks (INPUT).
+    pub(crate) fn is_waiting(self) -> bool {
+        self.0 == Queue::Input
     }
 
     /// Whether its tasks can still be cancelled: waiting or running.
@@ -162,11 +204,21 @@ impl Bulk {
         }
     }
 
-    /// The state whose tasks it acts on.
+    /// The tab of the tasks it acts on, where it comes back to: Dead, or Pending (the
+    /// first of INPUT's tabs) for a cancel, which acts on all of INPUT.
     pub(crate) fn state(self) -> State {
         match self {
             Bulk::Retry | Bulk::Delete => State::DEAD,
             Bulk::Cancel => State::PENDING,
+        }
+    }
+
+    /// How many tasks of `figures` it acts on: the dead ones, or every waiting one
+    /// (pending, scheduled and retrying, whichever tab it was asked from).
+    pub(crate) fn count(self, figures: &TopicStats) -> u64 {
+        match self {
+            Bulk::Retry | Bulk::Delete => figures.sizes.dead,
+            Bulk::Cancel => figures.sizes.input,
         }
     }
 
@@ -215,7 +267,13 @@ impl Source {
         after: Option<TaskId>,
         limit: usize,
     ) -> Result<Page> {
-        let mut query = ListOptions::new(state.0).limit(limit);
+        // INPUT's tabs list their part as of now: what the stats read at about the same
+        // time count.
+        let mut query = match state.1 {
+            Some(part) => ListOptions::waiting(part, self.now()),
+            None => ListOptions::new(state.0),
+        }
+        .limit(limit);
         if let Some(topic) = topic {
             query = query.topic(topic);
         }

@@ -122,6 +122,8 @@ struct Figures {
     pending: u64,
     scheduled: u64,
     retrying: u64,
+    /// All of them (INPUT's size).
+    waiting: u64,
     /// Tasks per state, by the state's URL name.
     states: BTreeMap<&'static str, u64>,
     paused: bool,
@@ -160,6 +162,7 @@ impl Figures {
             pending: stats.sizes.pending(),
             scheduled: stats.sizes.scheduled,
             retrying: stats.sizes.retrying,
+            waiting: stats.sizes.input,
             states: State::ALL
                 .into_iter()
                 .map(|s| (s.slug(), s.count(stats)))

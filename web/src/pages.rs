@@ -226,7 +226,7 @@ pub(crate) async fn confirm_bulk(
         .map_err(|e| ctx.store_failure(e))?
         .stats;
     let figures = topic.map_or(stats.total, |t| stats.topic(t));
-    let tasks = query.action.state().count(&figures);
+    let tasks = query.action.count(&figures);
     Ok(page(views::confirm_bulk(&ctx, query.action, topic, tasks)))
 }
 

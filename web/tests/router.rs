@@ -57,7 +57,7 @@ async fn overview_shows_counts_and_topics() {
         .unwrap();
     store.set_paused("emails", true).await.unwrap();
 
-    let reply = send(&open(store), get("/")).await;
+    let reply = send(&open(store.clone()), get("/")).await;
     assert_eq!(reply.status, StatusCode::OK);
     let html = &reply.body;
     let summary = &html[html.find(r#"class="summary""#).unwrap()..html.find("chart-card").unwrap()];
@@ -108,6 +108,31 @@ async fn overview_shows_counts_and_topics() {
     );
     assert!(html.contains(r#"data-topic="thumbnails">"#), "{html}");
     assert!(html.contains(r#"action="/topics/resume""#), "{html}");
+
+    // INPUT's tabs list the parts the summary counts: Pending only the due tasks.
+    let app = open(store.clone());
+    for (slug, topic, n) in [
+        ("input", "", 3),
+        ("pending", "?topic=reports", 0),
+        ("input", "?topic=emails", 3),
+        ("scheduled", "", 2),
+        ("retrying", "", 1),
+        ("retrying", "?topic=emails", 0),
+    ] {
+        let page = send(&app, get(&format!("/queues/{slug}{topic}")))
+            .await
+            .body;
+        let rows = links(&page)
+            .iter()
+            .filter(|l| l.starts_with("/tasks/") && l[7..].parse::<u64>().is_ok())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        assert_eq!(rows, n, "{slug}{topic}: {page}");
+        // `pending` is another name of the tab at `input`.
+        let tab = slug.replace("pending", "input");
+        let tab = format!(r#"data-state="{tab}">{n}</span>"#);
+        assert!(page.contains(&tab), "{tab} in {slug}{topic}: {page}");
+    }
 }
 
 /// Every href, src and form action of a page.
@@ -1294,7 +1319,7 @@ async fn the_event_stream_sends_stats_and_relays_store_events() {
     let mut body = response.into_body().into_data_stream();
     let first = read_until(&mut body, "\n\n").await;
     assert!(first.starts_with("event: stats\ndata: {"), "{first}");
-    assert!(first.contains(r#""total":{"processed":0,"failed":2,"retried":0,"pending":0,"scheduled":0,"retrying":0,"states":{"cancelled":0,"completed":0,"dead":2,"input":0,"work":0},"paused":false,"latency":"0 s","unworked":false}"#), "{first}");
+    assert!(first.contains(r#""total":{"processed":0,"failed":2,"retried":0,"pending":0,"scheduled":0,"retrying":0,"waiting":0,"states":{"cancelled":0,"completed":0,"dead":2,"input":0,"retrying":0,"scheduled":0,"work":0},"paused":false,"latency":"0 s","unworked":false}"#), "{first}");
 
     let id = enqueue(&*store, "t", json!("hello")).await;
     let relayed = read_until(&mut body, "TASK_ENQUEUE").await;

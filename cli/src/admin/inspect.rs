@@ -4,7 +4,7 @@ use super::format::{fit, human_duration, time_or_dash};
 use super::{print, print_json, Failure, Outcome, StoreArg};
 use clap::{Args, ValueEnum};
 use std::fmt::Write as _;
-use taskmill::store::{ListOptions, StatsOptions};
+use taskmill::store::{ListOptions, StatsOptions, Waiting};
 use taskmill::{Queue, Stats, TaskId, TaskRecord, Timestamp, TopicStats};
 
 /// `taskmill stats`.
@@ -140,12 +140,19 @@ pub fn stats_table(stats: &Stats, now: Timestamp) -> String {
     out
 }
 
-/// A state `ls` lists: a queue, under the names an operator may know it by.
+/// A state `ls` lists: a queue, under the names an operator may know it by, or a part of
+/// INPUT split by time (as `stats` splits it).
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// INPUT: due, scheduled and retrying tasks.
-    #[value(alias = "pending", alias = "waiting")]
+    #[value(alias = "waiting")]
     Input,
+    /// INPUT's tasks due now.
+    Pending,
+    /// INPUT's tasks not yet due that never ran.
+    Scheduled,
+    /// INPUT's tasks not yet due that ran before (a retry waiting for its backoff).
+    Retrying,
     /// WORK: tasks running under a lease.
     #[value(alias = "work")]
     Running,
@@ -161,11 +168,29 @@ impl State {
     /// The queue it names.
     pub fn queue(self) -> Queue {
         match self {
-            State::Input => Queue::Input,
+            State::Input | State::Pending | State::Scheduled | State::Retrying => Queue::Input,
             State::Running => Queue::Work,
             State::Dead => Queue::Dead,
             State::Completed => Queue::Completed,
             State::Cancelled => Queue::Cancelled,
+        }
+    }
+
+    /// The part of INPUT it names, if it is one.
+    pub fn waiting(self) -> Option<Waiting> {
+        match self {
+            State::Pending => Some(Waiting::Pending),
+            State::Scheduled => Some(Waiting::Scheduled),
+            State::Retrying => Some(Waiting::Retrying),
+            _ => None,
+        }
+    }
+
+    /// The page of this state asked for, INPUT's parts split at `now`.
+    pub fn list_options(self, now: Timestamp) -> ListOptions {
+        match self.waiting() {
+            Some(kind) => ListOptions::waiting(kind, now),
+            None => ListOptions::new(self.queue()),
         }
     }
 }
@@ -175,7 +200,8 @@ impl State {
 pub struct LsArgs {
     #[command(flatten)]
     store: StoreArg,
-    /// The state: input (also pending, waiting), running (work), dead, completed, cancelled.
+    /// The state: input (also waiting: all of INPUT), pending (due now), scheduled, retrying
+    /// (not yet due), running (work), dead, completed, cancelled.
     #[arg(value_enum, hide_possible_values = true)]
     state: State,
     /// Only tasks of this topic.
@@ -196,7 +222,9 @@ impl LsArgs {
     /// Prints one page of the state's tasks, in id order, and the next page's cursor.
     pub async fn run(self) -> Outcome {
         let client = self.store.client().await?;
-        let mut opts = ListOptions::new(self.state.queue()).limit(self.limit as usize);
+        // One `now` for the split of INPUT and for the statuses printed.
+        let now = Timestamp::now();
+        let mut opts = self.state.list_options(now).limit(self.limit as usize);
         if let Some(topic) = &self.topic {
             opts = opts.topic(topic.as_str());
         }
@@ -211,7 +239,6 @@ impl LsArgs {
             }));
             return Ok(());
         }
-        let now = Timestamp::now();
         let mut out = format!(
             "{:>10} {:<14} {:<9} {:>5} {:<24} {}\n",
             "ID", "TOPIC", "STATUS", "TRY", "TIME", "NOTE"

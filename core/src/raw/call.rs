@@ -348,6 +348,7 @@ macro_rules! store_via_calls {
                 &self,
                 opts: &$crate::store::ListOptions,
             ) -> $crate::Result<$crate::store::Page> {
+                opts.validate()?;
                 let opts = opts.clone();
                 $crate::raw::call(self, |reply| $crate::raw::Call::List { opts, reply }).await
             }

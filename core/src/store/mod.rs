@@ -69,7 +69,7 @@ pub use ext::StoreExt;
 pub use options::{
     ApplyOptions, CancelOptions, ClaimOptions, ClaimTopics, EnqueueOptions, ListOptions,
     PruneOptions, PruneSchedulesOptions, RecoverOptions, RegisterOptions, RenewOptions,
-    RequeueOptions, StatsOptions, TopicClaim, DEFAULT_MAX_RETRIES,
+    RequeueOptions, StatsOptions, TopicClaim, Waiting, DEFAULT_MAX_RETRIES,
 };
 pub use outcome::{Applied, Cancellation, LeaseRef, Outcome, OutcomeKind, Progress};
 pub use results::{Claimed, Enqueued, Page, Recovered, LEASE_EXPIRED_ERROR};
@@ -270,6 +270,15 @@ pub trait Store: Send + Sync + 'static {
     /// - A record that cannot be decoded never fails the page: it is shown as far as it can
     ///   be read, or left out with a warning. [`get`](Store::get) reports it as `Corrupt`,
     ///   and [`delete`](Store::delete) removes it.
+    /// - With [`opts.waiting`](ListOptions::waiting) `(kind, now)`, only the INPUT tasks
+    ///   that [`Waiting::holds`] at `now` (as [`TaskRecord::status`] at `now` says), still
+    ///   in id order after `opts.after`; their number is the matching part of the stats
+    ///   split at the same `now` ([`Waiting::count`]), exact under the same condition.
+    ///   Fails with `Misuse` when `opts.queue` is not INPUT ([`ListOptions::validate`]).
+    /// - Cost of a waiting filter: `Scheduled` and `Retrying` read the tasks not yet due
+    ///   from the index in `run_at` order that stats count (O(tasks not yet due) in the
+    ///   topic, or all topics, then a sort by id), never a due task. `Pending` walks INPUT
+    ///   as an unfiltered page does and skips the tasks not yet due: O(INPUT) at worst.
     async fn list(&self, opts: &ListOptions) -> Result<Page>;
 
     /// Sends dead tasks back to INPUT, due at `opts.now`, with attempt reset to 0.

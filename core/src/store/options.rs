@@ -286,6 +286,56 @@ pub struct ListOptions {
     pub after: Option<TaskId>,
     /// At most this many tasks; 100 unless set.
     pub limit: usize,
+    /// Only the INPUT tasks in this state at a time (see [`Waiting`]); `None` (the default)
+    /// for the whole queue. Only with `queue == Input`.
+    pub waiting: Option<(Waiting, Timestamp)>,
+}
+
+/// A part of INPUT split by time, as [`TaskRecord::status`](crate::TaskRecord::status)
+/// at some `now` says: what [`ListOptions::waiting`] selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Waiting {
+    /// Due at `now` (`run_at <= now`): [`TaskStatus::Pending`](crate::TaskStatus::Pending).
+    Pending,
+    /// Not yet due at `now`, waiting for its first run (`attempt == 0`):
+    /// [`TaskStatus::Scheduled`](crate::TaskStatus::Scheduled).
+    Scheduled,
+    /// Not yet due at `now`, waiting to run again (`attempt > 0`):
+    /// [`TaskStatus::Retrying`](crate::TaskStatus::Retrying).
+    Retrying,
+}
+
+impl Waiting {
+    /// The three parts, in the order a dashboard shows them.
+    pub const ALL: [Waiting; 3] = [Waiting::Pending, Waiting::Scheduled, Waiting::Retrying];
+
+    /// Whether an INPUT task due at `run_at` after `attempt` runs is in this part at
+    /// `now`, as [`TaskRecord::status`](crate::TaskRecord::status) decides.
+    pub fn holds(self, run_at: Timestamp, attempt: u32, now: Timestamp) -> bool {
+        match self {
+            Waiting::Pending => run_at <= now,
+            Waiting::Scheduled => run_at > now && attempt == 0,
+            Waiting::Retrying => run_at > now && attempt > 0,
+        }
+    }
+
+    /// The status name: `pending`, `scheduled` or `retrying`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Waiting::Pending => "pending",
+            Waiting::Scheduled => "scheduled",
+            Waiting::Retrying => "retrying",
+        }
+    }
+
+    /// How many tasks of `sizes` are in this part (the stats split at the same `now`).
+    pub fn count(self, sizes: &crate::stats::QueueSizes) -> u64 {
+        match self {
+            Waiting::Pending => sizes.pending(),
+            Waiting::Scheduled => sizes.scheduled,
+            Waiting::Retrying => sizes.retrying,
+        }
+    }
 }
 
 impl ListOptions {
@@ -296,7 +346,27 @@ impl ListOptions {
             topic: None,
             after: None,
             limit: 100,
+            waiting: None,
         }
+    }
+
+    /// The first page of up to 100 INPUT tasks in state `kind` at `now`.
+    pub fn waiting(kind: Waiting, now: Timestamp) -> Self {
+        ListOptions {
+            waiting: Some((kind, now)),
+            ..ListOptions::new(Queue::Input)
+        }
+    }
+
+    /// Checks what every store checks first: a `waiting` filter only on INPUT.
+    pub fn validate(&self) -> crate::Result<()> {
+        if self.waiting.is_some() && self.queue != Queue::Input {
+            return Err(crate::Error::misuse(format!(
+                "a waiting filter lists INPUT only, not {}",
+                self.queue.as_str()
+            )));
+        }
+        Ok(())
     }
 
     /// Only tasks of `topic`.

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use taskmill_core::store::{EnqueueOptions, Enqueued, ListOptions, OutcomeKind, StatsOptions};
+use taskmill_core::store::{
+    EnqueueOptions, Enqueued, ListOptions, OutcomeKind, StatsOptions, Waiting,
+};
 use taskmill_core::{
     async_trait, Backoff, Client, EnqueueNext, Headers, Manager, ManagerBuilder, Middleware, Next,
     Queue, QueueSizes, RunEnd, RunObserver, Store, Task, TaskContext, TaskError, TaskId,
@@ -89,6 +91,8 @@ async fn assert_split(store: &dyn Store, now: Timestamp, expected: &[(&str, [u64
         }
     }
     assert_eq!(of(stats.total.sizes), total, "the total at {now:?}");
+    let topics: Vec<&str> = expected.iter().map(|(t, _)| *t).collect();
+    assert_waiting_lists(store, now, &topics).await;
     let mut by_status = split_by_status(store, now).await;
     let listed_total = by_status.remove("").unwrap_or_default();
     assert_eq!(listed_total, total, "the tasks' statuses at {now:?}");
@@ -98,6 +102,93 @@ async fn assert_split(store: &dyn Store, now: Timestamp, expected: &[(&str, [u64
             *want,
             "{topic}'s tasks' statuses at {now:?}"
         );
+    }
+}
+
+/// The ids of INPUT (of `topic`, if given) whose status at `now` is `kind`'s, from a
+/// listing of all of INPUT, in id order.
+async fn input_ids_in(
+    store: &dyn Store,
+    kind: Waiting,
+    now: Timestamp,
+    topic: Option<&str>,
+) -> Vec<TaskId> {
+    let mut found = Vec::new();
+    let mut opts = ListOptions::new(Queue::Input).limit(100);
+    if let Some(t) = topic {
+        opts = opts.topic(t);
+    }
+    // Bounded: each page moves the cursor past its tasks, and the store holds few.
+    for _ in 0..100 {
+        let page = store.list(&opts).await.unwrap();
+        found.extend(page.tasks.iter().filter_map(|task| {
+            let status = task.status(now);
+            let is = match kind {
+                Waiting::Pending => status == TaskStatus::Pending,
+                Waiting::Scheduled => matches!(status, TaskStatus::Scheduled { .. }),
+                Waiting::Retrying => matches!(status, TaskStatus::Retrying { .. }),
+            };
+            is.then_some(task.id)
+        }));
+        match page.next {
+            Some(next) => opts = opts.after(next),
+            None => return found,
+        }
+    }
+    panic!("INPUT did not end within 100 pages");
+}
+
+/// Asserts that a listing of each part of INPUT at `now` (in all topics and in each of
+/// `topics`), paged two at a time, gives exactly the INPUT tasks whose status at `now` is
+/// that part's, in id order, each once, as many as the stats split at `now` counts.
+async fn assert_waiting_lists(store: &dyn Store, now: Timestamp, topics: &[&str]) {
+    let stats = store.stats(&StatsOptions::new(now)).await.unwrap();
+    let scopes = std::iter::once(None).chain(topics.iter().map(|t| Some(*t)));
+    for topic in scopes {
+        let sizes = match topic {
+            Some(t) => stats.topic(t).sizes,
+            None => stats.total.sizes,
+        };
+        for kind in Waiting::ALL {
+            let mut opts = ListOptions::waiting(kind, now).limit(2);
+            if let Some(t) = topic {
+                opts = opts.topic(t);
+            }
+            let mut listed: Vec<TaskId> = Vec::new();
+            let mut done = false;
+            // Bounded: each page moves the cursor past its tasks, and the store holds few.
+            for _ in 0..100 {
+                let page = store.list(&opts).await.unwrap();
+                assert!(
+                    page.tasks.len() <= 2,
+                    "{kind:?} {topic:?}: a page over its limit"
+                );
+                for task in &page.tasks {
+                    assert_eq!(task.queue, Queue::Input, "{kind:?} lists INPUT only");
+                    assert!(
+                        topic.is_none_or(|t| *task.topic == *t),
+                        "{kind:?} of {topic:?} listed a task of {}",
+                        task.topic
+                    );
+                }
+                listed.extend(page.tasks.iter().map(|t| t.id));
+                match page.next {
+                    Some(next) => opts = opts.after(next),
+                    None => {
+                        done = true;
+                        break;
+                    }
+                }
+            }
+            assert!(done, "{kind:?} {topic:?} did not end within 100 pages");
+            let want = input_ids_in(store, kind, now, topic).await;
+            assert_eq!(listed, want, "{kind:?} of {topic:?} at {now:?}");
+            assert_eq!(
+                listed.len() as u64,
+                kind.count(&sizes),
+                "{kind:?} of {topic:?} at {now:?}: listed as many as stats count"
+            );
+        }
     }
 }
 
@@ -511,6 +602,71 @@ checks!(
         cancel_at(store, &[again.id], "tester", late).await;
         assert_split(store, late, &split([3, 0, 0])).await;
         assert_split(store, retry_at, &split([3, 0, 0])).await;
+    }
+
+    /// A listing of INPUT's pending, scheduled or retrying tasks at a `now` gives exactly
+    /// the INPUT tasks whose status at `now` says so, in id order across pages (two at a
+    /// time, with the `after` cursor), in all topics or one, as many as the stats split
+    /// at that `now` counts; a filter on another queue is a misuse.
+    pub async fn listings_split_input_like_the_stats(store: Arc<dyn Store>) {
+        let client = Client::shared(store.clone()).clock(taskmill_core::Clock::manual(at(1500)));
+        let store = &*store;
+        let mut batch = Vec::new();
+        for (topic, n) in [("a", 0..5), ("b", 0..3)] {
+            for i in n {
+                // Every other task is scheduled, at 1000, 2000, ...
+                let t = task(topic, i);
+                batch.push(match i % 2 {
+                    0 => t,
+                    _ => t.run_at(at(1000 * (i + 1))),
+                });
+            }
+        }
+        store
+            .enqueue(batch, &EnqueueOptions::new(at(0)))
+            .await
+            .unwrap();
+        // Two runs of a and one of b fail and retry later; one of a stays running.
+        let claimed = claim_at(store, &["a"], 3, at(10)).await;
+        assert_eq!(claimed.len(), 3, "a's due tasks");
+        for (n, run) in claimed[..2].iter().enumerate() {
+            let retry = OutcomeKind::retry(at(1500 + 1000 * n as u64), "again");
+            apply_outcome_at(store, run, retry, at(10)).await;
+        }
+        let b = claim_at(store, &["b"], 1, at(10)).await.remove(0);
+        apply_outcome_at(store, &b, OutcomeKind::retry(at(3000), "again"), at(10)).await;
+        // More due tasks, enqueued after the claims.
+        store
+            .enqueue(tasks("b", 10..13), &EnqueueOptions::new(at(10)))
+            .await
+            .unwrap();
+        let stats = store.stats(&StatsOptions::new(at(10))).await.unwrap();
+        let of = |s: QueueSizes| [s.pending(), s.scheduled, s.retrying];
+        assert_eq!(of(stats.topic("a").sizes), [0, 2, 2], "a at 10");
+        assert_eq!(of(stats.topic("b").sizes), [4, 1, 1], "b at 10");
+        for ms in [10, 1000, 1499, 1500, 2000, 3000, 9000, 10] {
+            assert_waiting_lists(store, at(ms), &["a", "b", "none"]).await;
+        }
+        // A client lists the same parts at its clock's `now`, on INPUT whatever queue the
+        // options named.
+        for kind in Waiting::ALL {
+            let direct = store
+                .list(&ListOptions::waiting(kind, at(1500)).topic("a"))
+                .await
+                .unwrap();
+            let via_client = client
+                .list_waiting(kind, ListOptions::new(Queue::Dead).topic("a"))
+                .await
+                .unwrap();
+            let ids = |page: &taskmill_core::store::Page| -> Vec<TaskId> {
+                page.tasks.iter().map(|t| t.id).collect()
+            };
+            assert_eq!(ids(&via_client), ids(&direct), "{kind:?}");
+        }
+        let mut work = ListOptions::new(Queue::Work);
+        work.waiting = Some((Waiting::Pending, at(10)));
+        let misuse = store.list(&work).await.unwrap_err();
+        assert_eq!(misuse.kind(), taskmill_core::ErrorKind::Misuse, "{misuse}");
     }
 
     /// A dead task requeued, and a task recovered from an expired lease, count from the

@@ -18,8 +18,8 @@ const SUMMARY: [Figure; 7] = [
     Figure::State(State::DEAD),
 ];
 
-/// A part of the waiting tasks (INPUT), split by time at the stats' read: they are all
-/// listed on the Pending tab.
+/// A part of the waiting tasks (INPUT), split by time at the stats' read: each is listed
+/// on its own tab.
 #[derive(Clone, Copy)]
 enum Waiting {
     /// Due now.
@@ -56,6 +56,15 @@ impl Waiting {
             Waiting::Pending => stats.sizes.pending(),
             Waiting::Scheduled => stats.sizes.scheduled,
             Waiting::Retrying => stats.sizes.retrying,
+        }
+    }
+
+    /// The tab that lists them.
+    fn state(self) -> State {
+        match self {
+            Waiting::Pending => State::PENDING,
+            Waiting::Scheduled => State::SCHEDULED,
+            Waiting::Retrying => State::RETRYING,
         }
     }
 
@@ -97,7 +106,7 @@ impl Figure {
             Figure::Processed => None,
             Figure::Failed => Some(State::DEAD),
             Figure::State(state) => Some(state),
-            Figure::Waiting(_) => Some(State::PENDING),
+            Figure::Waiting(part) => Some(part.state()),
         }
     }
 
@@ -168,6 +177,8 @@ pub(crate) fn overview(ctx: &Ctx, observed: &Observed) -> Markup {
                                 @for part in Waiting::ALL {
                                     th.n.split[!matches!(part, Waiting::Pending)] title=(part.title()) { (part.label()) }
                                 }
+                            } @else if state.is_waiting() {
+                                // Shown with Pending's, above.
                             } @else {
                                 th.n { (state.label()) }
                             }
@@ -186,11 +197,13 @@ pub(crate) fn overview(ctx: &Ctx, observed: &Observed) -> Markup {
                                 td.topic { a href=(state_url(ctx, State::PENDING, Some(name))) { (name) } }
                                 @for state in State::ALL {
                                     @if state == State::PENDING {
-                                        // The waiting tasks split by time, each part linking to them all; the
+                                        // The waiting tasks split by time, each part linking to its tab; the
                                         // scheduled and retrying columns show where the window is wide enough.
                                         @for part in Waiting::ALL {
-                                            td.n.split[!matches!(part, Waiting::Pending)] { a.num.quiet href=(state_url(ctx, state, Some(name))) data-count=(part.key()) { (count(part.count(topic))) } }
+                                            td.n.split[!matches!(part, Waiting::Pending)] { a.num.quiet href=(state_url(ctx, part.state(), Some(name))) data-count=(part.key()) { (count(part.count(topic))) } }
                                         }
+                                    } @else if state.is_waiting() {
+                                        // Shown with Pending's, above.
                                     } @else {
                                         td.n { a.num.quiet href=(state_url(ctx, state, Some(name))) data-state=(state.slug()) data-alert[state.is_dead()]
                                             class=[(state.is_dead() && state.count(topic) > 0).then_some("bad")] { (count(state.count(topic))) } }

@@ -88,10 +88,11 @@ pub(crate) fn queue(ctx: &Ctx, view: &QueueView<'_>) -> Markup {
             }
         }
         // Cancelling every waiting task is offered per topic only (`Bulk::needs_topic`).
-        @if state == Bulk::Cancel.state() && ctx.can_act() && state.count(&figures) > 0 {
+        // On each of INPUT's tabs, for all of INPUT: pending, scheduled and retrying.
+        @if state.is_waiting() && ctx.can_act() && figures.sizes.input > 0 {
             @if let Some(topic) = view.topic {
                 div.bulk data-topic=(topic) {
-                    span.muted { "All " span.num data-state=(state.slug()) { (count(state.count(&figures))) } " waiting tasks of " (topic) ":" }
+                    span.muted { "All " span.num data-count="waiting" { (count(figures.sizes.input)) } " waiting tasks of " (topic) ":" }
                     a.btn.small.danger #cancel-all href=(bulk_url(ctx, Bulk::Cancel, Some(topic))) { "Cancel all waiting" }
                 }
             }

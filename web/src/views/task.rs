@@ -9,7 +9,7 @@ use maud::{html, Markup};
 use taskmill_core::{TaskRecord, TaskStatus, Timestamp, MAX_KEPT_ERRORS};
 
 pub(crate) fn task(ctx: &Ctx, task: &TaskRecord, now: Timestamp) -> Markup {
-    let state = State::of(task);
+    let state = State::of(task, now);
     let status = task.status(now);
     let args = pretty_json(task.args.as_str());
     let path = |verb: &str| format!("/tasks/{}/{verb}", task.id);
