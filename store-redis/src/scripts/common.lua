@@ -16,15 +16,16 @@
 -- exact: Redis formats them with 17 digits.)
 local META, READY, SCHEDULED, DEAD, LATER, UNIQUE, LEASES, TASKS, FRESH =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
--- COMPLETED and CANCELLED list the finished tasks kept as history by id (score the id).
+-- COMPLETED and CANCELLED list the finished tasks kept as history by id (score the id),
+-- except the completed tasks an id-ordered FINISH_LOG lists (see log_by_id below).
 -- FINISH_LOG and FINISHED hold both in the order pruning takes them, by finished_at:
 -- FINISH_LOG is a list of `finished_at:id` entries whose times never decrease (a task
 -- finishing at or after the tail's time is appended: an RPUSH, where a sorted set costs a
 -- skiplist insert), FINISHED a sorted set (score finished_at) of the tasks that finished
 -- before the tail's time (an outcome applied with an older `now`), and of every task kept
 -- before FINISH_LOG existed. A deleted task's FINISH_LOG entry stays until pruning reaches
--- it: ids are never reused, so an entry whose id is in neither COMPLETED nor CANCELLED is
--- stale.
+-- it: ids are never reused, so an entry whose id is in none of COMPLETED, ENDS and
+-- CANCELLED is stale.
 -- CANCELS (id -> who asked) and PROGRESS (id -> the last value reported) belong to runs in
 -- WORK, like LEASES, and are folded into the record when the run leaves WORK.
 local COMPLETED, CANCELLED, FINISHED, CANCELS, PROGRESS =
