@@ -968,3 +968,51 @@ async fn a_finish_log_out_of_id_order_is_moved_to_finished_and_still_read() {
     assert_eq!(completed_size(&store).await, 0);
     assert_eq!(s.finish_order("t").await, []);
 }
+
+/// CANCELLED tasks logged between completed ones are skipped by the listing of COMPLETED,
+/// which reads the id-ordered log; the log holds all four in id order.
+#[tokio::test]
+async fn completed_listing_skips_cancelled_entries_of_the_log() {
+    let mut s = Setup::new().await;
+    let store = s.store.clone();
+    let ids = enqueue(
+        &store,
+        (0..4).map(|i| Task::new("t", &i).unwrap()).collect(),
+    )
+    .await;
+    let at = |s: u64| T0 + Duration::from_secs(s);
+    let first = claim_at(&store, &["t"], 1, T0).await;
+    apply(
+        &store,
+        &[outcome(&first[0], OutcomeKind::complete())],
+        at(1),
+    )
+    .await;
+    store
+        .cancel(&[ids[1]], &CancelOptions::new(at(2), "ops"))
+        .await
+        .unwrap();
+    let rest = claim_at(&store, &["t"], 2, T0).await;
+    let done: Vec<Outcome> = rest
+        .iter()
+        .map(|r| outcome(r, OutcomeKind::complete()))
+        .collect();
+    apply(&store, &done, at(3)).await;
+    let logged: Vec<u64> = s.finish_order("t").await.iter().map(|e| e.0).collect();
+    assert_eq!(logged, ids.iter().map(|i| i.get()).collect::<Vec<_>>());
+    assert_eq!(s.zset("t", "completed").await, [], "all listed by the log");
+    for limit in [1, 2, 10] {
+        assert_eq!(
+            list_completed(&store, "t", limit).await,
+            [ids[0], ids[2], ids[3]],
+            "pages of {limit}"
+        );
+    }
+    let sizes = store
+        .stats(&taskmill_testkit::all_due())
+        .await
+        .unwrap()
+        .total
+        .sizes;
+    assert_eq!((sizes.completed, sizes.cancelled), (3, 1));
+}
