@@ -68,7 +68,8 @@ impl TopicKeys {
     }
 
     /// The `finish_log` list: the topic's COMPLETED and CANCELLED tasks as they finished,
-    /// `finished_at:id` entries whose times never decrease.
+    /// `finished_at:id` entries whose times never decrease and (once `meta` has
+    /// `log_ids`) whose ids strictly ascend, so that it lists COMPLETED by id too.
     pub fn finish_log(&self) -> &str {
         &self.keys[15]
     }

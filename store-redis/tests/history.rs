@@ -52,8 +52,8 @@ impl Setup {
             })
             .collect();
         assert!(
-            all.windows(2).all(|w| w[0].1 <= w[1].1),
-            "log out of order: {all:?}"
+            all.windows(2).all(|w| w[0].1 <= w[1].1 && w[0].0 < w[1].0),
+            "log out of order (by time or by id): {all:?}"
         );
         all.extend(self.zset(topic, "finished").await);
         all.sort_by_key(|&(_, at)| at);
@@ -142,12 +142,13 @@ async fn finished_tasks_are_kept_by_id_and_pruned_by_finish_time() {
         apply(&store, &[outcome(r, OutcomeKind::complete())], at(1)).await;
     }
     let ms = |s: u64| at(s).as_millis();
+    // a[3] finished first, into the empty log, which lists it by id too; the rest have
+    // lower ids than the log's tail, so they are in `completed` (and `finished`) instead.
     assert_eq!(
         s.zset("a", "completed").await,
         [
             (a[0].get(), a[0].get() as i64),
-            (a[2].get(), a[2].get() as i64),
-            (a[3].get(), a[3].get() as i64)
+            (a[2].get(), a[2].get() as i64)
         ]
     );
     assert_eq!(
@@ -835,4 +836,183 @@ async fn stale_log_entries_of_deleted_tasks_do_not_count_against_the_limit() {
             .total(),
         0
     );
+}
+
+/// Every completed task of `topic`, listed page by page (pages of `limit`).
+async fn list_completed(store: &RedisStore, topic: &str, limit: usize) -> Vec<TaskId> {
+    let mut all = Vec::new();
+    let mut after = None;
+    // Bounded: each page holds at least one task or ends the listing.
+    for _ in 0..100 {
+        let mut opts = ListOptions::new(Queue::Completed).topic(topic).limit(limit);
+        if let Some(id) = after {
+            opts = opts.after(id);
+        }
+        let page = store.list(&opts).await.unwrap();
+        all.extend(page.tasks.iter().map(|t| t.id));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return all,
+        }
+    }
+    panic!("listing did not end");
+}
+
+async fn completed_size(store: &RedisStore) -> u64 {
+    store
+        .stats(&taskmill_testkit::all_due())
+        .await
+        .unwrap()
+        .total
+        .sizes
+        .completed
+}
+
+/// A log written before it was kept in id order (times ascending, ids not, every
+/// completed task in `completed` too) is moved to `finished` by the next completion,
+/// which then files new tasks in the log only; listing, stats, get, delete and prune see
+/// the old and the new tasks alike.
+#[tokio::test]
+async fn a_finish_log_out_of_id_order_is_moved_to_finished_and_still_read() {
+    let mut s = Setup::new().await;
+    let store = s.store.clone();
+    let ids = enqueue(
+        &store,
+        (0..6).map(|i| Task::new("t", &i).unwrap()).collect(),
+    )
+    .await;
+    let at = |s: u64| T0 + Duration::from_secs(s);
+    let ms = |s: u64| at(s).as_millis();
+    let claimed = claim_at(&store, &["t"], 6, T0).await;
+    let of = |id: TaskId| claimed.iter().find(|r| r.id == id).unwrap();
+    for &id in &ids[..4] {
+        apply(&store, &[outcome(of(id), OutcomeKind::complete())], at(1)).await;
+    }
+    // Rewrite the four as the version before left them: finished at 1..4 s in the order
+    // 3, 0, 2, 1, all logged and all in `completed`, no `log_ids` or `logged` in meta.
+    let order = [(ids[3], 1), (ids[0], 2), (ids[2], 3), (ids[1], 4)];
+    let mut cmd = redis::pipe();
+    cmd.del(s.key("t", "finish_log"))
+        .del(s.key("t", "finished"));
+    for (id, second) in order {
+        cmd.rpush(
+            s.key("t", "finish_log"),
+            format!("{}:{}", ms(second), id.get()),
+        );
+        cmd.zadd(s.key("t", "completed"), id.get(), id.get());
+    }
+    cmd.hdel(s.key("t", "meta"), &["log_ids", "logged"]);
+    let () = cmd.query_async(&mut s.raw).await.unwrap();
+    assert_eq!(list_completed(&store, "t", 3).await, ids[..4]);
+    assert_eq!(completed_size(&store).await, 4);
+
+    // The next completion moves the old log to `finished` and logs anew, by id.
+    for &id in &ids[4..] {
+        apply(&store, &[outcome(of(id), OutcomeKind::complete())], at(5)).await;
+    }
+    let log: Vec<String> = redis::cmd("LRANGE")
+        .arg(s.key("t", "finish_log"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut s.raw)
+        .await
+        .unwrap();
+    assert_eq!(
+        log,
+        [
+            format!("{}:{}", ms(5), ids[4].get()),
+            format!("{}:{}", ms(5), ids[5].get())
+        ]
+    );
+    assert_eq!(
+        s.zset("t", "finished").await,
+        [
+            (ids[3].get(), ms(1)),
+            (ids[0].get(), ms(2)),
+            (ids[2].get(), ms(3)),
+            (ids[1].get(), ms(4))
+        ]
+    );
+    assert_eq!(
+        s.zset("t", "completed").await.len(),
+        4,
+        "new tasks only logged"
+    );
+    for limit in [1, 2, 4, 10] {
+        assert_eq!(
+            list_completed(&store, "t", limit).await,
+            ids,
+            "pages of {limit}"
+        );
+    }
+    assert_eq!(completed_size(&store).await, 6);
+    assert_eq!(get(&store, ids[5]).await.queue, Queue::Completed);
+
+    // Delete one old and one new; prune the rest, oldest first.
+    assert_eq!(store.delete(&[ids[0], ids[4]]).await.unwrap(), [true, true]);
+    assert_eq!(completed_size(&store).await, 4);
+    assert!(store.get(ids[4]).await.unwrap().is_none());
+    assert_eq!(
+        list_completed(&store, "t", 2).await,
+        [ids[1], ids[2], ids[3], ids[5]]
+    );
+    let opts = PruneOptions::new(at(3), Duration::ZERO);
+    assert_eq!(
+        store.prune(&opts).await.unwrap(),
+        2,
+        "ids 3 and 2 (0 is deleted)"
+    );
+    assert_eq!(list_completed(&store, "t", 2).await, [ids[1], ids[5]]);
+    let opts = PruneOptions::new(at(10), Duration::ZERO);
+    assert_eq!(store.prune(&opts).await.unwrap(), 2);
+    assert_eq!(completed_size(&store).await, 0);
+    assert_eq!(s.finish_order("t").await, []);
+}
+
+/// CANCELLED tasks logged between completed ones are skipped by the listing of COMPLETED,
+/// which reads the id-ordered log; the log holds all four in id order.
+#[tokio::test]
+async fn completed_listing_skips_cancelled_entries_of_the_log() {
+    let mut s = Setup::new().await;
+    let store = s.store.clone();
+    let ids = enqueue(
+        &store,
+        (0..4).map(|i| Task::new("t", &i).unwrap()).collect(),
+    )
+    .await;
+    let at = |s: u64| T0 + Duration::from_secs(s);
+    let first = claim_at(&store, &["t"], 1, T0).await;
+    apply(
+        &store,
+        &[outcome(&first[0], OutcomeKind::complete())],
+        at(1),
+    )
+    .await;
+    store
+        .cancel(&[ids[1]], &CancelOptions::new(at(2), "ops"))
+        .await
+        .unwrap();
+    let rest = claim_at(&store, &["t"], 2, T0).await;
+    let done: Vec<Outcome> = rest
+        .iter()
+        .map(|r| outcome(r, OutcomeKind::complete()))
+        .collect();
+    apply(&store, &done, at(3)).await;
+    let logged: Vec<u64> = s.finish_order("t").await.iter().map(|e| e.0).collect();
+    assert_eq!(logged, ids.iter().map(|i| i.get()).collect::<Vec<_>>());
+    assert_eq!(s.zset("t", "completed").await, [], "all listed by the log");
+    for limit in [1, 2, 10] {
+        assert_eq!(
+            list_completed(&store, "t", limit).await,
+            [ids[0], ids[2], ids[3]],
+            "pages of {limit}"
+        );
+    }
+    let sizes = store
+        .stats(&taskmill_testkit::all_due())
+        .await
+        .unwrap()
+        .total
+        .sizes;
+    assert_eq!((sizes.completed, sizes.cancelled), (3, 1));
 }

@@ -50,7 +50,7 @@ for i = 8, #ARGV do
       code = 1
     elseif redis.call('ZSCORE', DEAD, id) then
       code = 3
-    elseif redis.call('ZSCORE', COMPLETED, id) then
+    elseif is_completed(id) then
       code = 4
     elseif redis.call('ZSCORE', CANCELLED, id) then
       code = 5

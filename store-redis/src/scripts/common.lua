@@ -16,15 +16,16 @@
 -- exact: Redis formats them with 17 digits.)
 local META, READY, SCHEDULED, DEAD, LATER, UNIQUE, LEASES, TASKS, FRESH =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
--- COMPLETED and CANCELLED list the finished tasks kept as history by id (score the id).
+-- COMPLETED and CANCELLED list the finished tasks kept as history by id (score the id),
+-- except the completed tasks an id-ordered FINISH_LOG lists (see log_by_id below).
 -- FINISH_LOG and FINISHED hold both in the order pruning takes them, by finished_at:
 -- FINISH_LOG is a list of `finished_at:id` entries whose times never decrease (a task
 -- finishing at or after the tail's time is appended: an RPUSH, where a sorted set costs a
 -- skiplist insert), FINISHED a sorted set (score finished_at) of the tasks that finished
 -- before the tail's time (an outcome applied with an older `now`), and of every task kept
 -- before FINISH_LOG existed. A deleted task's FINISH_LOG entry stays until pruning reaches
--- it: ids are never reused, so an entry whose id is in neither COMPLETED nor CANCELLED is
--- stale.
+-- it: ids are never reused, so an entry whose id is in none of COMPLETED, ENDS and
+-- CANCELLED is stale.
 -- CANCELS (id -> who asked) and PROGRESS (id -> the last value reported) belong to runs in
 -- WORK, like LEASES, and are folded into the record when the run leaves WORK.
 local COMPLETED, CANCELLED, FINISHED, CANCELS, PROGRESS =
@@ -492,26 +493,103 @@ local function fold_run(t, lease, progress)
   end
 end
 
--- Files the tasks `ids`, which finished at `now` (a string), in finish order.
-local function file_finished(ids, now)
+-- Whether FINISH_LOG is also in id order (META `log_ids` = 1): its ids strictly ascend,
+-- so it lists COMPLETED by id as well, and a completed task filed in it is in no
+-- COMPLETED sorted set (its entry in ENDS says it is completed; META `logged` counts such
+-- tasks). Set when a task is filed in an empty log. A log written before (times in
+-- order, ids not) is moved to FINISHED a bounded chunk per filing call until it is empty:
+-- its tasks are all in COMPLETED or CANCELLED already.
+local function log_by_id()
+  return redis.call('HGET', META, 'log_ids') == '1'
+end
+
+-- How many FINISH_LOG entries of the old form one filing call moves to FINISHED.
+local LOG_MIGRATE = 1000
+
+-- Files the tasks `ids`, which finished at `now` (a string), in finish order; `completed`
+-- when they are COMPLETED tasks with an ENDS entry each (else CANCELLED, already in
+-- CANCELLED). Returns the ids it filed in an id-ordered FINISH_LOG only (those need no
+-- COMPLETED entry); the others went to FINISHED and, when `completed`, to COMPLETED.
+local function file_finished(ids, now, completed)
   if #ids == 0 then
-    return
+    return {}
   end
   local tail = redis.call('LINDEX', FINISH_LOG, -1)
-  local last = tail and tonumber(string.match(tail, '^(%-?%d+):'))
-  local entries = {}
-  if not tail or (last and tonumber(now) >= last) then
-    for i, id in ipairs(ids) do
-      entries[i] = now .. ':' .. id
+  local ordered = log_by_id()
+  if not ordered and not tail then
+    redis.call('HSET', META, 'log_ids', '1')
+    ordered = true
+  elseif not ordered then
+    -- Move a chunk of the old log (score finished_at, member the id) to FINISHED.
+    local old = redis.call('LRANGE', FINISH_LOG, 0, LOG_MIGRATE - 1)
+    local moved = {}
+    for _, entry in ipairs(old) do
+      local at, id = string.match(entry, '^(%-?%d+):(.*)$')
+      if at then
+        moved[#moved + 1] = at
+        moved[#moved + 1] = id
+      end
     end
-    bulk('RPUSH', FINISH_LOG, entries)
-  else
-    for i, id in ipairs(ids) do
-      entries[2 * i - 1] = now
-      entries[2 * i] = id
+    if #moved > 0 then
+      bulk('ZADD', FINISHED, moved)
     end
-    bulk('ZADD', FINISHED, entries)
+    redis.call('LTRIM', FINISH_LOG, #old, -1)
+    tail = redis.call('LINDEX', FINISH_LOG, -1)
+    if not tail then
+      redis.call('HSET', META, 'log_ids', '1')
+      ordered = true
+    end
   end
+  local last_at, last_id = nil, nil
+  if tail then
+    local at, id = string.match(tail, '^(%-?%d+):(%d+)$')
+    last_at, last_id = tonumber(at), tonumber(id)
+  end
+  local logged, entries, rest, listed = {}, {}, {}, {}
+  -- With a tail that cannot be read nothing more is appended (its order is unknown).
+  local appendable = not tail or (last_at and tonumber(now) >= last_at)
+  for _, id in ipairs(ids) do
+    local n = tonumber(id)
+    if appendable and (not ordered or not last_id or (n and n > last_id)) then
+      entries[#entries + 1] = now .. ':' .. id
+      if ordered then
+        last_id = n
+        if completed then
+          logged[#logged + 1] = id
+        end
+      elseif completed then
+        listed[#listed + 1] = id
+        listed[#listed + 1] = id
+      end
+    else
+      -- Out of order (an older `now`, or an id below the tail's): FINISHED by time and,
+      -- when completed, COMPLETED by id.
+      rest[#rest + 1] = now
+      rest[#rest + 1] = id
+      if completed then
+        listed[#listed + 1] = id
+        listed[#listed + 1] = id
+      end
+    end
+  end
+  if #entries > 0 then
+    bulk('RPUSH', FINISH_LOG, entries)
+  end
+  if #rest > 0 then
+    bulk('ZADD', FINISHED, rest)
+  end
+  if #listed > 0 then
+    bulk('ZADD', COMPLETED, listed)
+  end
+  if #logged > 0 then
+    redis.call('HINCRBY', META, 'logged', #logged)
+  end
+  return logged
+end
+
+-- Whether `id` is COMPLETED: in COMPLETED, or (filed in an id-ordered FINISH_LOG) in ENDS.
+local function is_completed(id)
+  return redis.call('ZSCORE', COMPLETED, id) or redis.call('HEXISTS', ENDS, id) == 1
 end
 
 -- Ends a task in a finished queue (COMPLETED or CANCELLED) at `now` (a string): kept there
@@ -525,7 +603,7 @@ local function finish(id, t, queue, now, keep)
       redis.call('HSET', TASKS, id, pack_record(t))
     end
     redis.call('ZADD', queue, id, id)
-    file_finished({id}, now)
+    file_finished({id}, now, false)
     if not holds_key_while_kept(t) then
       free_unique(id, t)
     end

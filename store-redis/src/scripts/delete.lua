@@ -16,13 +16,20 @@ for i = 4, #ARGV do
   -- record (corrupt data) is a task all the same, so that it can be deleted.
   local found = redis.call('HDEL', LEASES, id) + redis.call('ZREM', READY, id)
     + redis.call('ZREM', SCHEDULED, id) + redis.call('ZREM', DEAD, id)
-    + redis.call('ZREM', COMPLETED, id) + redis.call('ZREM', CANCELLED, id)
+    + redis.call('ZREM', CANCELLED, id)
+  local listed = redis.call('ZREM', COMPLETED, id)
   redis.call('ZREM', LATER, id)
   redis.call('ZREM', DUE, id)
   redis.call('ZREM', FINISHED, id)
   redis.call('HDEL', CANCELS, id)
   redis.call('HDEL', PROGRESS, id)
-  redis.call('HDEL', ENDS, id)
+  -- A completed task in ENDS but not in COMPLETED was filed in an id-ordered FINISH_LOG
+  -- (whose entry stays, stale, until pruning reaches it).
+  if redis.call('HDEL', ENDS, id) == 1 and listed == 0 then
+    redis.call('HINCRBY', META, 'logged', -1)
+    listed = 1
+  end
+  found = found + listed
   -- A task is in one index at most: FRESH (a search) is looked at only when no other
   -- index holds it.
   local n = tonumber(id)

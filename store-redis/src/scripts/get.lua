@@ -12,7 +12,7 @@ elseif redis.call('ZSCORE', READY, id) or redis.call('ZSCORE', SCHEDULED, id) th
   queue = 'input'
 elseif redis.call('ZSCORE', DEAD, id) then
   queue = 'dead'
-elseif redis.call('ZSCORE', COMPLETED, id) then
+elseif is_completed(id) then
   queue = 'completed'
 elseif redis.call('ZSCORE', CANCELLED, id) then
   queue = 'cancelled'

@@ -68,6 +68,49 @@ if by_id[ARGV[4]] then
       ids[#ids + 1] = id
     end
   end
+  if ARGV[4] == 'completed' and log_by_id() then
+    -- The rest of COMPLETED is filed in FINISH_LOG, whose ids ascend: its entries above
+    -- `after` that have an ENDS entry (the others are CANCELLED or deleted tasks), read in
+    -- chunks until `limit` are found or the log ends, merged with the sorted set's page.
+    local len = redis.call('LLEN', FINISH_LOG)
+    local lo, hi = 0, len
+    while lo < hi do
+      local mid = math.floor((lo + hi) / 2)
+      local entry = redis.call('LINDEX', FINISH_LOG, mid)
+      if (tonumber(string.match(entry or '', ':(%d+)$')) or 0) <= after then
+        lo = mid + 1
+      else
+        hi = mid
+      end
+    end
+    -- Chunks of at least 128 entries: a run of CANCELLED or deleted tasks costs one
+    -- LRANGE per 128 entries, not one per entry, whatever the page's size.
+    local found, step = 0, math.max(limit, 128)
+    while lo < len and found < limit do
+      local chunk = redis.call('LRANGE', FINISH_LOG, lo, lo + step - 1)
+      if #chunk == 0 then
+        break
+      end
+      lo = lo + #chunk
+      local candidates = {}
+      for _, entry in ipairs(chunk) do
+        local id = string.match(entry, ':(%d+)$')
+        if id then
+          candidates[#candidates + 1] = id
+        end
+      end
+      if #candidates > 0 then
+        local present = bulk('HMGET', ENDS, candidates)
+        for k, id in ipairs(candidates) do
+          if present[k] and found < limit then
+            ids[#ids + 1] = id
+            found = found + 1
+          end
+        end
+      end
+    end
+    table.sort(ids, by_number)
+  end
 elseif ARGV[4] == 'work' then
   -- WORK holds at most the running tasks, so sorting it whole is cheap.
   for _, id in ipairs(redis.call('HKEYS', LEASES)) do

@@ -54,12 +54,18 @@ while removed < limit do
   end
   -- Only ids still in a finished queue are tasks; the others were deleted.
   -- Most are completed: CANCELLED is asked only about the others.
+  -- A completed task filed in an id-ordered FINISH_LOG is in ENDS and not in COMPLETED.
   local completed = bulk('ZMSCORE', COMPLETED, ids)
+  local ended_runs = bulk('HMGET', ENDS, ids)
   local live, done, others, ended = {}, {}, {}, {}
+  local unlogged = 0
   for k, id in ipairs(ids) do
-    if completed[k] then
+    if completed[k] or ended_runs[k] then
       done[#done + 1] = id
       live[#live + 1] = id
+      if not completed[k] then
+        unlogged = unlogged + 1
+      end
     else
       others[#others + 1] = id
     end
@@ -74,6 +80,9 @@ while removed < limit do
     end
   end
   bulk('ZREM', COMPLETED, done)
+  if unlogged > 0 then
+    redis.call('HINCRBY', META, 'logged', -unlogged)
+  end
   bulk('ZREM', CANCELLED, ended)
   if #live > 0 then
     if check_unique then

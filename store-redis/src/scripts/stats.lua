@@ -151,7 +151,8 @@ return {
   redis.call('ZCARD', READY) + redis.call('LLEN', FRESH) + redis.call('ZCARD', SCHEDULED),
   redis.call('HLEN', LEASES),
   redis.call('ZCARD', DEAD),
-  redis.call('ZCARD', COMPLETED),
+  -- COMPLETED's tasks, and those filed in an id-ordered FINISH_LOG only.
+  redis.call('ZCARD', COMPLETED) + math.max(tonumber(field.logged) or 0, 0),
   redis.call('ZCARD', CANCELLED),
   later,
   retrying,
