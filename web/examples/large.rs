@@ -248,6 +248,12 @@ async fn measure(store: Arc<dyn Store>, filled: &Filled) -> Result<(), Failure> 
             "dead, rare topic".into(),
             format!("/queues/dead?topic={RARE}"),
         ),
+        ("scheduled, first page".into(), "/queues/scheduled".into()),
+        (
+            "scheduled, topic reports".into(),
+            "/queues/scheduled?topic=reports".into(),
+        ),
+        ("retrying, first page".into(), "/queues/retrying".into()),
         (
             "task (dead)".into(),
             format!("/tasks/{}", middle(&filled.dead)),
