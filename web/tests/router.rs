@@ -94,6 +94,13 @@ async fn overview_shows_counts_and_topics() {
     let row = &html[html.find(r#"data-topic="reports""#).unwrap()..];
     let row = &row[..row.find("</tr>").unwrap()];
     assert!(row.contains(r#"data-count="retrying">1</a>"#), "{row}");
+    // Each topic row carries both rates, which the stats stream fills in.
+    for rate in ["processed", "failed"] {
+        assert!(
+            row.contains(&format!(r#"data-rate="{rate}""#)),
+            "{rate} in {row}"
+        );
+    }
     assert!(
         html.contains(r#"<span class="num" data-state="dead">2</span>"#),
         "{html}"

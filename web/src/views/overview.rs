@@ -186,7 +186,7 @@ pub(crate) fn overview(ctx: &Ctx, observed: &Observed) -> Markup {
                         th.n { "Processed" }
                         th.n { "Failed" }
                         th.n.wide { "Retried" }
-                        th.n { "Rate /s" }
+                        th.n title="Processed / failed per second, over the last update" { "Rate /s" }
                         th.n title="How long the oldest due task has waited" { "Latency" }
                         th { "Status" }
                         @if ctx.can_act() { th.actions { span.sr { "Actions" } } }
@@ -212,7 +212,12 @@ pub(crate) fn overview(ctx: &Ctx, observed: &Observed) -> Markup {
                                 td.n { (counter("processed", topic.counters.completed)) }
                                 td.n { (counter("failed", topic.counters.failed)) }
                                 td.n.wide { (counter("retried", topic.counters.retried)) }
-                                td.n { span.num.muted data-rate="processed" { "–" } }
+                                // Both rates come from the stats stream's per-topic counters, as the chart's.
+                                td.n {
+                                    span.num.muted data-rate="processed" title="processed per second" { "–" }
+                                    span.muted { " / " }
+                                    span.num.muted data-rate="failed" title="failed per second" { "–" }
+                                }
                                 td.n { span.num data-latency { (wait(topic.latency(now))) } }
                                 td {
                                     span.badge.warn.when-paused { "paused" }
