@@ -324,7 +324,10 @@ pub fn final_stats(url: &str) -> taskmill_core::Stats {
         .expect("a runtime")
         .block_on(async {
             let store = taskmill::open(url).await.expect("reopen the store");
-            store.stats(&crate::checks::all_due()).await.expect("stats")
+            store
+                .stats(&taskmill_testkit::all_due())
+                .await
+                .expect("stats")
         })
 }
 

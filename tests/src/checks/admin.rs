@@ -27,7 +27,7 @@ checks!(
             Enqueued::Duplicate(first.id())
         );
         assert!(enqueue_keyed(&*store, "other").await.is_new());
-        let stats = store.stats(&crate::checks::all_due()).await.unwrap();
+        let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
         assert_eq!(
             (stats.total.counters.enqueued, stats.total.sizes.input),
             (2, 2)
@@ -81,7 +81,7 @@ checks!(
         assert_eq!(results[2], Enqueued::Duplicate(results[0].id()));
         assert_eq!(
             store
-                .stats(&crate::checks::all_due())
+                .stats(&taskmill_testkit::all_due())
                 .await
                 .unwrap()
                 .total
@@ -128,7 +128,7 @@ checks!(
         );
         assert_eq!(
             store
-                .stats(&crate::checks::all_due())
+                .stats(&taskmill_testkit::all_due())
                 .await
                 .unwrap()
                 .total
@@ -161,7 +161,7 @@ checks!(
             Applied::Stale
         );
         let total = store
-            .stats(&crate::checks::all_due())
+            .stats(&taskmill_testkit::all_due())
             .await
             .unwrap()
             .total
@@ -231,7 +231,7 @@ checks!(
             .unwrap();
         // A stale outcome and a duplicate enqueue count nothing.
         apply_outcome(&*store, &claimed[0], OutcomeKind::complete()).await;
-        let stats = store.stats(&crate::checks::all_due()).await.unwrap();
+        let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
         let a = stats.topic("a");
         let mut counted = Counters::default();
         counted.enqueued = 6;
@@ -267,7 +267,7 @@ checks!(
         enqueue(&*store, vec![task("b", 1).run_at(at(100_000))]).await;
         let claimed = claim(&*store, &["a"], 2).await;
         apply_outcome(&*store, &claimed[0], OutcomeKind::dead("x")).await;
-        let stats = store.stats(&crate::checks::all_due()).await.unwrap();
+        let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
         assert_eq!(stats.topic("a").sizes, sizes(1, 1, 1));
         assert_eq!(stats.topic("b").sizes, sizes(1, 0, 0));
         assert_eq!(stats.total.sizes.total(), 4);
@@ -310,7 +310,7 @@ checks!(
             apply_outcome(&*store, &r, OutcomeKind::dead("x")).await;
         }
         assert_eq!(store.requeue_all_dead(Some("a"), T0).await.unwrap(), 3);
-        let sizes = store.stats(&crate::checks::all_due()).await.unwrap();
+        let sizes = store.stats(&taskmill_testkit::all_due()).await.unwrap();
         assert_eq!(
             (sizes.topic("a").sizes.input, sizes.topic("b").sizes.dead),
             (3, 2)
@@ -318,7 +318,7 @@ checks!(
         assert_eq!(store.requeue_all_dead(None, T0).await.unwrap(), 2);
         assert_eq!(
             store
-                .stats(&crate::checks::all_due())
+                .stats(&taskmill_testkit::all_due())
                 .await
                 .unwrap()
                 .total

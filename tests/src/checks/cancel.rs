@@ -69,7 +69,7 @@ checks!(
         apply_outcome(&*store, &r[0], OutcomeKind::release()).await;
         assert_eq!(get(&*store, id[0]).await.status(T0), TaskStatus::Pending);
         let before = store
-            .stats(&crate::checks::all_due())
+            .stats(&taskmill_testkit::all_due())
             .await
             .unwrap()
             .total
@@ -90,7 +90,11 @@ checks!(
             claim_at(&*store, &["t"], 10, at(100_000)).await.is_empty(),
             "a cancelled task was claimed"
         );
-        let stats = store.stats(&crate::checks::all_due()).await.unwrap().total;
+        let stats = store
+            .stats(&taskmill_testkit::all_due())
+            .await
+            .unwrap()
+            .total;
         assert_eq!(stats.counters.cancelled, before.cancelled + 3);
         assert_eq!(
             stats.counters.started, before.started,
@@ -188,7 +192,11 @@ checks!(
                 cancel_requested: true
             }
         );
-        let stats = store.stats(&crate::checks::all_due()).await.unwrap().total;
+        let stats = store
+            .stats(&taskmill_testkit::all_due())
+            .await
+            .unwrap()
+            .total;
         assert_eq!((stats.counters.cancelled, stats.sizes.work), (0, 1));
     }
 
@@ -249,7 +257,11 @@ checks!(
             Applied::Cancelled
         );
         assert!(store.get(claimed[4].id).await.unwrap().is_none(), "kept");
-        let stats = store.stats(&crate::checks::all_due()).await.unwrap().total;
+        let stats = store
+            .stats(&taskmill_testkit::all_due())
+            .await
+            .unwrap()
+            .total;
         let c = stats.counters;
         assert_eq!(
             (c.cancelled, c.completed, c.retried, c.failed, c.released),
@@ -301,7 +313,7 @@ checks!(
         );
         assert_eq!(
             store
-                .stats(&crate::checks::all_due())
+                .stats(&taskmill_testkit::all_due())
                 .await
                 .unwrap()
                 .total
@@ -333,7 +345,7 @@ checks!(
             "a cancelled run got a lease error"
         );
         let c = store
-            .stats(&crate::checks::all_due())
+            .stats(&taskmill_testkit::all_due())
             .await
             .unwrap()
             .total
@@ -358,7 +370,7 @@ checks!(
         for each in &id {
             before.push(get(&*store, *each).await);
         }
-        let stats = store.stats(&crate::checks::all_due()).await.unwrap();
+        let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
         let unknown = TaskId::new(id[2].get() + 1_000);
         let results = cancel_at(&*store, &[id[2], unknown, id[0], id[1]], "ops", at(5)).await;
         assert_eq!(
@@ -377,7 +389,10 @@ checks!(
                 "a refused cancel changed it"
             );
         }
-        assert_eq!(store.stats(&crate::checks::all_due()).await.unwrap(), stats);
+        assert_eq!(
+            store.stats(&taskmill_testkit::all_due()).await.unwrap(),
+            stats
+        );
         assert!(cancel_at(&*store, &[], "ops", T0).await.is_empty());
     }
 
@@ -482,7 +497,11 @@ checks!(
                 other => panic!("task {}: {other:?}, now in {queue}", r.id),
             }
         }
-        let stats = store.stats(&crate::checks::all_due()).await.unwrap().total;
+        let stats = store
+            .stats(&taskmill_testkit::all_due())
+            .await
+            .unwrap()
+            .total;
         assert_eq!(completed + cancelled, 2 * N as u64);
         assert_eq!(
             (stats.counters.completed, stats.counters.cancelled),

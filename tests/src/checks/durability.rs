@@ -48,7 +48,7 @@ checks!(
                 Queue::Input
             ]
         );
-        let stats = store.stats(&crate::checks::all_due()).await.unwrap();
+        let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
         drop(store);
 
         let store = harness.reopen().await;
@@ -56,7 +56,7 @@ checks!(
             assert_eq!(&get(&*store, record.id).await, record, "after the reopen");
         }
         assert_eq!(
-            store.stats(&crate::checks::all_due()).await.unwrap(),
+            store.stats(&taskmill_testkit::all_due()).await.unwrap(),
             stats,
             "stats after the reopen"
         );

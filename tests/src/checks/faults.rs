@@ -305,7 +305,7 @@ checks!(
             let store = store.clone();
             async move {
                 let (finished, _) =
-                    finished_and_active(&store.stats(&crate::checks::all_due()).await.unwrap());
+                    finished_and_active(&store.stats(&taskmill_testkit::all_due()).await.unwrap());
                 finished >= (total as f64 * share) as u64
             }
         };
@@ -319,7 +319,7 @@ checks!(
         let enough = (total as f64 * PROCESSING_SHARE) as u64;
         loop {
             let (finished, _) =
-                finished_and_active(&store.stats(&crate::checks::all_due()).await.unwrap());
+                finished_and_active(&store.stats(&taskmill_testkit::all_due()).await.unwrap());
             if finished >= enough || Instant::now() >= phase_end {
                 break;
             }
@@ -334,7 +334,7 @@ checks!(
         // expire, and the manager finishes them.
         let settle_end = Instant::now() + SETTLE;
         loop {
-            let stats = store.stats(&crate::checks::all_due()).await.unwrap();
+            let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
             let (finished, active) = finished_and_active(&stats);
             if finished == total && active == 0 {
                 break;
@@ -375,7 +375,7 @@ checks!(
             }
         }
         let runs = runs.lock().unwrap().clone();
-        let stats = store.stats(&crate::checks::all_due()).await.unwrap();
+        let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
         let mut report = Vec::new();
         for kind in KINDS {
             let topic = kind.topic();

@@ -293,7 +293,11 @@ checks!(
         apply_not_kept(&*store, &claimed[2], OutcomeKind::dead("e"), T0).await;
         assert_eq!(get(&*store, id[1]).await.queue, Queue::Input);
         assert_eq!(get(&*store, id[2]).await.queue, Queue::Dead);
-        let stats = store.stats(&crate::checks::all_due()).await.unwrap().total;
+        let stats = store
+            .stats(&taskmill_testkit::all_due())
+            .await
+            .unwrap()
+            .total;
         assert_eq!(stats.sizes, sizes(1, 0, 1));
         let c = stats.counters;
         assert_eq!((c.completed, c.retried, c.failed), (1, 1, 1));
@@ -332,7 +336,7 @@ checks!(
         assert_eq!(get(&*store, b[1]).await.queue, Queue::Work);
         assert_eq!(get(&*store, b[2]).await.queue, Queue::Cancelled);
         assert_eq!(prune(&*store, &opts).await, 0, "a second prune found more");
-        let stats = store.stats(&crate::checks::all_due()).await.unwrap();
+        let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
         let (sa, sb) = (stats.topic("a").sizes, stats.topic("b").sizes);
         assert_eq!((sa.completed, sa.cancelled, sa.dead), (1, 0, 1));
         assert_eq!((sb.completed, sb.cancelled, sb.work), (0, 1, 1));
@@ -370,7 +374,7 @@ checks!(
         assert_eq!(removed, [10, 10, 7]);
         assert_eq!(prune(&*store, &opts).await, 0);
         let sizes = store
-            .stats(&crate::checks::all_due())
+            .stats(&taskmill_testkit::all_due())
             .await
             .unwrap()
             .total
@@ -637,7 +641,11 @@ checks!(
         for r in &again {
             apply_outcome_at(&*store, r, OutcomeKind::complete(), expired).await;
         }
-        let stats = store.stats(&crate::checks::all_due()).await.unwrap().total;
+        let stats = store
+            .stats(&taskmill_testkit::all_due())
+            .await
+            .unwrap()
+            .total;
         assert_eq!((stats.sizes.input, stats.sizes.work), (0, 0), "not drained");
         let n = stats.counters;
         let mut expected = Counters::default();
@@ -716,7 +724,7 @@ checks!(
         assert_eq!(pages.iter().sum::<usize>(), MANY as usize, "{pages:?}");
         assert!(pages[..3] == [100, 100, 60], "{pages:?}");
         assert_eq!(seen, a);
-        let stats = store.stats(&crate::checks::all_due()).await.unwrap();
+        let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
         assert_eq!(stats.topic("a").sizes, sizes(MANY, 0, 0));
         assert_eq!(stats.topic("a").counters.requeued, MANY);
         assert_eq!(stats.topic("b").sizes, sizes(0, 0, 30));
@@ -724,7 +732,7 @@ checks!(
         kill_all("a", MANY as usize).await;
         let (_, seen) = each_page("delete").await;
         assert_eq!(seen, a);
-        let stats = store.stats(&crate::checks::all_due()).await.unwrap();
+        let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
         assert_eq!(stats.topic("a").sizes, sizes(0, 0, 0));
         assert_eq!(stats.topic("b").sizes, sizes(0, 0, 30));
         let left: BTreeSet<TaskId> = list_paged(&*store, Queue::Dead, None, 100)
@@ -765,7 +773,7 @@ checks!(
         for each in &id {
             before.push(get(&*store, *each).await);
         }
-        let stats = store.stats(&crate::checks::all_due()).await.unwrap();
+        let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
         drop(store);
 
         let store = harness.reopen().await;
@@ -773,7 +781,7 @@ checks!(
             assert_eq!(&get(&*store, record.id).await, record, "after the reopen");
         }
         assert_eq!(
-            store.stats(&crate::checks::all_due()).await.unwrap(),
+            store.stats(&taskmill_testkit::all_due()).await.unwrap(),
             stats,
             "stats after the reopen"
         );
@@ -793,7 +801,7 @@ checks!(
         let opts = PruneOptions::new(at(4), Duration::ZERO);
         assert_eq!(prune(&*store, &opts).await, 3, "pruning after the reopen");
         let sizes = store
-            .stats(&crate::checks::all_due())
+            .stats(&taskmill_testkit::all_due())
             .await
             .unwrap()
             .total

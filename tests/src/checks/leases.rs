@@ -19,7 +19,7 @@ checks!(
         let new = claim_as(&*store, "owner-b", &["t"], 1, expired)
             .await
             .remove(0);
-        let before = store.stats(&crate::checks::all_due()).await.unwrap();
+        let before = store.stats(&taskmill_testkit::all_due()).await.unwrap();
         for kind in [
             OutcomeKind::complete(),
             OutcomeKind::retry(expired, "x"),
@@ -32,7 +32,7 @@ checks!(
             );
         }
         assert_eq!(
-            store.stats(&crate::checks::all_due()).await.unwrap(),
+            store.stats(&taskmill_testkit::all_due()).await.unwrap(),
             before,
             "a stale outcome moved a counter"
         );
@@ -178,7 +178,7 @@ checks!(
             (1, 1, now)
         );
         let counters = store
-            .stats(&crate::checks::all_due())
+            .stats(&taskmill_testkit::all_due())
             .await
             .unwrap()
             .total
@@ -197,7 +197,7 @@ checks!(
         assert!(recover(&*store, now, 4).await.is_empty());
         assert_eq!(
             store
-                .stats(&crate::checks::all_due())
+                .stats(&taskmill_testkit::all_due())
                 .await
                 .unwrap()
                 .total
@@ -224,7 +224,7 @@ checks!(
             vec![Applied::Done, Applied::Stale, Applied::Done, Applied::Stale]
         );
         let c = store
-            .stats(&crate::checks::all_due())
+            .stats(&taskmill_testkit::all_due())
             .await
             .unwrap()
             .total

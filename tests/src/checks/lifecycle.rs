@@ -121,7 +121,7 @@ checks!(
         );
         assert!(stored.lease.is_none() && stored.errors.is_empty());
         let sizes = store
-            .stats(&crate::checks::all_due())
+            .stats(&taskmill_testkit::all_due())
             .await
             .unwrap()
             .total

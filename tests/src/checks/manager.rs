@@ -41,7 +41,7 @@ async fn wait_for_stats(
     check: impl Fn(&taskmill_core::Stats) -> bool,
 ) {
     wait_until(what, PATIENCE, || async {
-        check(&store.stats(&crate::checks::all_due()).await.unwrap())
+        check(&store.stats(&taskmill_testkit::all_due()).await.unwrap())
     })
     .await;
 }
@@ -104,7 +104,7 @@ checks!(
                 "a task ran other than once"
             );
         }
-        let stats = store.stats(&crate::checks::all_due()).await.unwrap();
+        let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
         assert_eq!(
             (stats.total.sizes.active(), stats.total.sizes.completed),
             (0, 300)
@@ -143,7 +143,7 @@ checks!(
         manager.close().await.unwrap();
         assert_eq!(*attempts.lock().unwrap(), vec![1, 2, 3]);
         let c = store
-            .stats(&crate::checks::all_due())
+            .stats(&taskmill_testkit::all_due())
             .await
             .unwrap()
             .total
@@ -173,7 +173,7 @@ checks!(
         assert_eq!(r.attempt, 3);
         assert_eq!(r.last_error(), Some("no luck #3"));
         let c = store
-            .stats(&crate::checks::all_due())
+            .stats(&taskmill_testkit::all_due())
             .await
             .unwrap()
             .total
@@ -311,7 +311,7 @@ checks!(
         })
         .await;
         manager.close().await.unwrap();
-        let stats = store.stats(&crate::checks::all_due()).await.unwrap();
+        let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
         assert_eq!(stats.total.sizes.input, 5);
         assert_eq!(
             (
@@ -376,7 +376,7 @@ checks!(
             .await
             .unwrap();
         let c = store
-            .stats(&crate::checks::all_due())
+            .stats(&taskmill_testkit::all_due())
             .await
             .unwrap()
             .total
@@ -555,7 +555,7 @@ checks!(
         wait_for_stats(&store, "3 completions", |s| s.total.counters.completed == 3).await;
         manager.close().await.unwrap();
         let c = store
-            .stats(&crate::checks::all_due())
+            .stats(&taskmill_testkit::all_due())
             .await
             .unwrap()
             .total
@@ -604,7 +604,7 @@ checks!(
         .await;
         manager.close().await.unwrap();
         let c = store
-            .stats(&crate::checks::all_due())
+            .stats(&taskmill_testkit::all_due())
             .await
             .unwrap()
             .total
@@ -689,7 +689,7 @@ checks!(
         wait_for_stats(&store, "a completion", |s| s.total.counters.completed == 1).await;
         manager.close().await.unwrap();
         let c = store
-            .stats(&crate::checks::all_due())
+            .stats(&taskmill_testkit::all_due())
             .await
             .unwrap()
             .total

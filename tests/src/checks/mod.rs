@@ -36,9 +36,3 @@ pub(crate) fn record_events(mut stream: EventStream) -> Log<Event> {
     });
     events
 }
-
-/// Stats options for a check that looks at queue sizes and counters, not at the split of
-/// INPUT by time: as of the end of time, when every INPUT task is due (pending).
-pub(crate) fn all_due() -> taskmill_core::store::StatsOptions {
-    taskmill_core::store::StatsOptions::new(taskmill_core::Timestamp::from_millis(i64::MAX))
-}

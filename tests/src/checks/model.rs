@@ -836,7 +836,10 @@ impl Case {
 
     /// Compares the store with the model: each topic's stats, then every task.
     async fn compare(&self) -> Result<(), TestCaseError> {
-        let stats = ok(self.store.stats(&crate::checks::all_due()).await, "stats")?;
+        let stats = ok(
+            self.store.stats(&taskmill_testkit::all_due()).await,
+            "stats",
+        )?;
         for (n, name) in self.topics.iter().enumerate() {
             let mut want = TopicStats::default();
             want.counters = self.counters[n];

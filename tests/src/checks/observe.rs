@@ -42,7 +42,7 @@ fn with_headers(task: Task, headers: &Headers) -> Task {
 
 /// The earliest `run_at` of `topic` (or of all topics) in the store's stats.
 async fn earliest(store: &dyn Store, topic: Option<&str>) -> Option<Timestamp> {
-    let stats = store.stats(&crate::checks::all_due()).await.unwrap();
+    let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
     match topic {
         Some(topic) => stats.topic(topic).earliest_run_at,
         None => stats.total.earliest_run_at,
@@ -398,7 +398,7 @@ checks!(
             Some(at(40)),
             "the earliest of all"
         );
-        let stats = store.stats(&crate::checks::all_due()).await.unwrap();
+        let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
         assert_eq!(
             stats.topic("t").latency(at(140)),
             Duration::from_millis(100)
@@ -444,7 +444,7 @@ checks!(
         );
         assert_eq!(
             store
-                .stats(&crate::checks::all_due())
+                .stats(&taskmill_testkit::all_due())
                 .await
                 .unwrap()
                 .topic("t")

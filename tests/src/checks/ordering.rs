@@ -64,7 +64,7 @@ checks!(
         assert_eq!(claim(&*store, &["t"], 4).await.len(), 4);
         assert_eq!(
             store
-                .stats(&crate::checks::all_due())
+                .stats(&taskmill_testkit::all_due())
                 .await
                 .unwrap()
                 .total
@@ -85,7 +85,7 @@ checks!(
         enqueue_n(&*store, "c", 2).await;
         let got = ids(&claim(&*store, &["b", "a", "missing"], 3).await);
         assert_eq!(got, vec![b[0], b[1], a[0]]);
-        let stats = store.stats(&crate::checks::all_due()).await.unwrap();
+        let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
         assert_eq!(stats.topic("c").sizes.input, 2);
     }
 
@@ -120,7 +120,7 @@ checks!(
         assert_eq!(got, want);
         assert_eq!(
             store
-                .stats(&crate::checks::all_due())
+                .stats(&taskmill_testkit::all_due())
                 .await
                 .unwrap()
                 .total
@@ -138,7 +138,7 @@ checks!(
         assert_eq!(ids(&claim(&*store, &["paused", "open"], 10).await), open);
         assert!(
             store
-                .stats(&crate::checks::all_due())
+                .stats(&taskmill_testkit::all_due())
                 .await
                 .unwrap()
                 .topic("paused")
@@ -147,7 +147,7 @@ checks!(
         store.set_paused("paused", false).await.unwrap();
         assert!(
             !store
-                .stats(&crate::checks::all_due())
+                .stats(&taskmill_testkit::all_due())
                 .await
                 .unwrap()
                 .topic("paused")
@@ -167,7 +167,7 @@ checks!(
         );
         assert_eq!(
             store
-                .stats(&crate::checks::all_due())
+                .stats(&taskmill_testkit::all_due())
                 .await
                 .unwrap()
                 .topic("t")

@@ -240,7 +240,7 @@ checks!(
         assert_eq!(s.last_tick, Some(at(2_000)));
         assert_eq!(s.last_task, Some(second));
         assert_eq!(s.fired_at, Some(at(2_000)));
-        let stats = store.stats(&crate::checks::all_due()).await.unwrap();
+        let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
         assert_eq!(stats.topic("t").counters.enqueued, 2);
         assert_eq!(stats.topic("t").sizes.input, 2);
     }
@@ -381,7 +381,7 @@ checks!(
         assert_eq!((s.last_tick, s.last_task), (Some(at(2_000)), Some(first)));
         assert_eq!(
             store
-                .stats(&crate::checks::all_due())
+                .stats(&taskmill_testkit::all_due())
                 .await
                 .unwrap()
                 .topic("t")
@@ -636,7 +636,7 @@ checks!(
         assert_eq!(fired_ticks(&*store, "t").await, expected);
         assert_eq!(
             store
-                .stats(&crate::checks::all_due())
+                .stats(&taskmill_testkit::all_due())
                 .await
                 .unwrap()
                 .topic("t")
