@@ -220,8 +220,6 @@ struct Flusher {
     requests: std::sync::mpsc::Sender<()>,
     results: std::sync::mpsc::Receiver<sled::Result<usize>>,
     timeout: Duration,
-    /// A flush was given up on: its result may still arrive, so no new one is asked for.
-    stuck: bool,
 }
 
 impl Flusher {
@@ -242,32 +240,32 @@ impl Flusher {
             requests,
             results,
             timeout,
-            stuck: false,
         })
     }
 
-    /// Flushes the database, waiting at most the timeout.
-    fn flush(&mut self) -> Result<()> {
-        if self.stuck {
-            return Err(Error::storage(
-                "an earlier flush of the sled database never finished",
-            ));
-        }
+    /// Flushes the database, waiting at most the timeout. Not called again once a flush
+    /// failed or timed out: the store is poisoned then, and a result still to come from
+    /// the stuck flush must not be taken for a new one's.
+    fn flush(&self) -> Result<()> {
         let stopped = || Error::storage("the sled flush thread has stopped");
         self.requests.send(()).map_err(|_| stopped())?;
         match self.results.recv_timeout(self.timeout) {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(backend_error(e, "cannot flush the sled database")),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                self.stuck = true;
-                Err(Error::storage(format!(
-                    "a flush of the sled database did not finish within {:?} (is the disk full?)",
-                    self.timeout
-                )))
-            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(Error::storage(format!(
+                "a flush of the sled database did not finish within {:?} (is the disk full?)",
+                self.timeout
+            ))),
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(stopped()),
         }
     }
+}
+
+/// The error of every write to a poisoned store.
+fn refused(poison: &str) -> Error {
+    Error::storage(format!(
+        "the sled store failed to write earlier ({poison}); reopen it"
+    ))
 }
 
 /// The writer thread's state.
@@ -294,14 +292,16 @@ impl Thread {
                     Err(_) => break,
                 }
             }
-            let flush_error = if group.iter().any(|d| d.durable) {
+            let flush_error = if !group.iter().any(|d| d.durable) {
+                None
+            } else if let Some(e) = &self.poisoned {
+                Some(refused(e))
+            } else {
                 self.flusher.flush().err().map(|e| {
                     tracing::error!(error = %e, "sled flush failed; the store refuses writes from now on");
                     self.poisoned = Some(e.to_string());
                     e
                 })
-            } else {
-                None
             };
             for deferred in group.drain(..) {
                 (deferred.finish)(flush_error.as_ref());
@@ -326,9 +326,7 @@ impl Thread {
     /// Runs a change, unless an earlier one failed.
     fn write<V>(&mut self, change: impl FnOnce(&mut Writer) -> Result<V>) -> Result<V> {
         if let Some(e) = &self.poisoned {
-            return Err(Error::storage(format!(
-                "the sled store failed to write earlier ({e}); reopen it"
-            )));
+            return Err(refused(e));
         }
         change(&mut self.writer).inspect_err(|e| {
             // A change that fails midway (a read refused by the disk) has moved the
