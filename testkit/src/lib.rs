@@ -11,7 +11,9 @@
 //! - [`FaultyStore`]: any store with seeded, counted faults injected into its calls;
 //! - [`forward_store!`]: `Store` for a wrapper, forwarding every method it does not write;
 //! - `redis::RedisServer` (feature `redis`): a private `redis-server` on a free loopback
-//!   port.
+//!   port;
+//! - `redis_cluster::RedisCluster` (feature `redis`): a private Redis Cluster of such
+//!   servers, with slot migrations, failovers and per-node key counts.
 //!
 //! It depends on `taskmill-core` alone, so every store crate can take it as a
 //! dev-dependency without a cycle.
@@ -23,6 +25,8 @@ pub mod faults;
 mod forward;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "redis")]
+pub mod redis_cluster;
 mod spans;
 mod store;
 mod wait;

@@ -1,8 +1,10 @@
-//! A private `redis-server` for tests: started on a free loopback port, killed on drop.
+//! A private `redis-server` for tests: started on a free loopback port, killed on drop (or,
+//! with [`ServerConfig::die_with_process`], when the process exits).
 //!
 //! Never touches a Redis the user runs (6379 or any other): each server gets its own port
 //! and its own temporary directory.
 
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,6 +18,25 @@ const DEFAULT_BINARY: &str = "/usr/bin/redis-server";
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// How to install the binary, for the messages that say it is missing.
 const INSTALL: &str = "install it with `apt-get install redis-server`";
+/// How long [`RedisServer::kill`] waits for a server launched through the watchdog shell to
+/// go.
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The watchdog shell of [`ServerConfig::die_with_process`], run as
+/// `sh -c WATCHDOG sh DIR redis-server ARGS…` with its stdin a pipe this process holds.
+///
+/// It starts the server in the background, and a reader that waits on the pipe: a line
+/// (what [`RedisServer::kill`] writes) SIGKILLs the server; end of file, which comes when
+/// this process exits however it exits (a static is never dropped, a process killed runs no
+/// destructor), SIGKILLs it and removes its directory too. The shell itself waits for the
+/// server and exits with its status, so that a server that could not start is seen.
+const WATCHDOG: &str = r#"d=$1; shift
+exec 3<&0
+"$@" </dev/null &
+c=$!
+{ if read line <&3; then kill -9 "$c"; else kill -9 "$c"; rm -rf "$d"; fi; } &
+wait "$c"
+"#;
 
 /// How to start a test server.
 #[derive(Debug, Clone, Default)]
@@ -28,6 +49,16 @@ pub struct ServerConfig {
     pub args: Vec<String>,
     /// The port to listen on; a free one when `None`.
     pub port: Option<u16>,
+    /// Run as a Redis Cluster node: `--cluster-enabled yes`, its cluster config file
+    /// `nodes-PORT.conf` in the server's directory, and its cluster bus on a free port of
+    /// its own (`--cluster-port`; the default, port + 10000, may be past 65535). The cluster
+    /// module starts its nodes so.
+    pub cluster: bool,
+    /// Make the server die when this process exits, even if the [`RedisServer`] is never
+    /// dropped (one in a `static`) or the process is killed: it is launched through a
+    /// watchdog shell holding a pipe from this process, whose end of file SIGKILLs the
+    /// server and removes its directory.
+    pub die_with_process: bool,
 }
 
 impl ServerConfig {
@@ -43,6 +74,18 @@ impl ServerConfig {
         self
     }
 
+    /// As a Redis Cluster node (see [`cluster`](Self::cluster)).
+    pub fn cluster(mut self, on: bool) -> Self {
+        self.cluster = on;
+        self
+    }
+
+    /// Dying with this process (see [`die_with_process`](Self::die_with_process)).
+    pub fn die_with_process(mut self, on: bool) -> Self {
+        self.die_with_process = on;
+        self
+    }
+
     /// With more command-line arguments.
     pub fn args(mut self, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.args.extend(args.into_iter().map(Into::into));
@@ -55,6 +98,9 @@ impl ServerConfig {
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
+    /// The cluster bus port of a cluster node, kept across restarts; 0 when not chosen yet
+    /// (or not a cluster node).
+    bus_port: u16,
     dir: TempDir,
     config: ServerConfig,
 }
@@ -114,6 +160,7 @@ impl RedisServer {
         let mut server = RedisServer {
             child: None,
             port: 0,
+            bus_port: 0,
             dir: tempfile::Builder::new()
                 .prefix("taskmill-redis-")
                 .tempdir()
@@ -125,6 +172,7 @@ impl RedisServer {
         let mut last = String::new();
         for _ in 0..5 {
             server.port = server.config.port.unwrap_or_else(free_port);
+            server.bus_port = 0;
             match server.spawn() {
                 Ok(()) => return server,
                 Err(e) => last = e,
@@ -134,7 +182,17 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) -> Result<(), String> {
-        let mut cmd = Command::new(binary());
+        let mut cmd = if self.config.die_with_process {
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg(WATCHDOG)
+                .arg("sh")
+                .arg(self.dir.path())
+                .arg(binary());
+            sh
+        } else {
+            Command::new(binary())
+        };
         cmd.arg("--port")
             .arg(self.port.to_string())
             .args(["--bind", "127.0.0.1", "--save", ""])
@@ -146,10 +204,28 @@ impl RedisServer {
         } else {
             cmd.args(["--appendonly", "no"]);
         }
+        if self.config.cluster {
+            if self.bus_port == 0 {
+                // Bounded: two free ports in a row are rarely the same.
+                self.bus_port = (0..100)
+                    .map(|_| free_port())
+                    .find(|&p| p != self.port)
+                    .ok_or("no free port for the cluster bus")?;
+            }
+            cmd.args(["--cluster-enabled", "yes", "--cluster-config-file"])
+                .arg(self.dir.path().join(format!("nodes-{}.conf", self.port)))
+                .arg("--cluster-port")
+                .arg(self.bus_port.to_string());
+        }
         cmd.args(&self.config.args);
         let log = std::fs::File::create(self.dir.path().join(format!("server-{}.log", self.port)))
             .map_err(|e| e.to_string())?;
-        cmd.stdin(Stdio::null()).stdout(log).stderr(Stdio::null());
+        let stdin = if self.config.die_with_process {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        };
+        cmd.stdin(stdin).stdout(log).stderr(Stdio::null());
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot run redis-server ({e}): {INSTALL}"))?;
@@ -160,14 +236,15 @@ impl RedisServer {
                 return Ok(());
             }
             if let Ok(Some(status)) = child.try_wait() {
+                // Under the watchdog, its reader still waits: a line sends it away.
+                Self::end(&mut child);
                 return Err(format!(
                     "redis-server exited with {status} on port {}",
                     self.port
                 ));
             }
             if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
+                Self::end(&mut child);
                 return Err(format!(
                     "redis-server did not answer PING on port {} within {START_TIMEOUT:?}",
                     self.port
@@ -252,11 +329,51 @@ impl RedisServer {
         redis::cmd("DBSIZE").query(&mut conn).expect("DBSIZE")
     }
 
+    /// The cluster bus port of a cluster node ([`ServerConfig::cluster`]); 0 otherwise.
+    pub fn bus_port(&self) -> u16 {
+        self.bus_port
+    }
+
+    /// Whether the server was started and not killed since (it may still have died).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Kills the server with SIGKILL and waits until it is gone.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            Self::end(&mut child);
+        }
+    }
+
+    /// SIGKILLs the server `child` runs and reaps it. Under the watchdog shell, `child` is
+    /// the shell: a line on its stdin makes it SIGKILL the server (keeping the directory),
+    /// and the shell exits once the server is gone.
+    fn end(child: &mut Child) {
+        let Some(mut stdin) = child.stdin.take() else {
             let _ = child.kill();
             let _ = child.wait();
+            return;
+        };
+        // The reader may be gone already (the server exited by itself): then the write
+        // fails, and there is nothing left to stop.
+        let _ = stdin.write_all(b"kill\n");
+        drop(stdin);
+        let deadline = Instant::now() + KILL_TIMEOUT;
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => return,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                _ => {
+                    // Not expected: the shell goes once its server is gone. Killing the
+                    // shell leaves the server to the reader's end of file.
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return;
+                }
+            }
         }
     }
 
