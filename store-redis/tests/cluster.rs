@@ -535,7 +535,9 @@ async fn managers_carry_on_after_a_primary_fails_over() {
         Some(d) => d.as_millis() as i64,
         None => -((killed_at - t).as_millis() as i64),
     };
-    let overlapping: Vec<(u64, Vec<(usize, i64, i64)>)> = repeated
+    // (task, its runs as (manager, start ms, end ms) from the kill)
+    type Overlap = (u64, Vec<(usize, i64, i64)>);
+    let overlapping: Vec<Overlap> = repeated
         .iter()
         .filter(|(_, r)| {
             r.iter()
