@@ -100,6 +100,7 @@ use std::sync::Arc;
 /// | `sqlite://path/to/tasks.db[?durability=full]` | `sqlite` |
 /// | `sled://path/to/dir` (`sled:///abs/dir`, `?flush=always\|enqueues\|periodic`) | `sled` |
 /// | `redis://[user:password@]host[:port][/db][?namespace=app]`, `rediss://…` | `redis` (`rediss` also needs taskmill-redis's `tls`) |
+/// | `redis+cluster://host:port[,host:port…][?namespace=app]` (a Redis Cluster) | `redis` |
 ///
 /// Fails with [`ErrorKind::Misuse`] for a malformed URL or an unknown scheme, and with
 /// [`ErrorKind::Unsupported`] for a backend whose feature is not enabled.
@@ -119,9 +120,11 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
         #[cfg(not(feature = "sled"))]
         "sled" => Err(not_enabled("sled")),
         #[cfg(feature = "redis")]
-        "redis" | "rediss" => Ok(Arc::new(RedisStore::from_url(url).await?)),
+        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => {
+            Ok(Arc::new(RedisStore::from_url(url).await?))
+        }
         #[cfg(not(feature = "redis"))]
-        "redis" | "rediss" => Err(not_enabled("redis")),
+        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => Err(not_enabled("redis")),
         other => Err(Error::misuse(format!(
             "unknown store scheme {other:?} in {parsed}"
         ))),

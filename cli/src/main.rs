@@ -61,7 +61,7 @@ enum Command {
     ///
     /// Each scenario runs on a fresh location derived from the URL and removed afterwards:
     /// sqlite://DIR/NAME uses DIR/NAME.bench-PID-K/NAME, sled://DIR uses DIR.bench-PID-K,
-    /// redis:// a namespace NS-bench-PID-K whose keys are deleted at the end. Exits with
+    /// redis:// (and redis+cluster://) a namespace NS-bench-PID-K whose keys are deleted at the end. Exits with
     /// status 1 when any scenario loses or repeats work or fails.
     Bench(BenchArgs),
 }
@@ -69,7 +69,7 @@ enum Command {
 #[derive(Args, Debug)]
 struct BenchArgs {
     /// A store URL (memory://, sqlite://PATH, sled://DIR, redis://HOST:PORT/DB, rediss://
-    /// with the `tls` feature); repeat to compare stores in one run and one table.
+    /// with the `tls` feature, redis+cluster://HOST:PORT,HOST:PORT); repeat to compare stores in one run and one table.
     #[arg(long = "store", value_name = "URL", default_value = "memory://")]
     stores: Vec<String>,
     /// Scenarios to run, comma-separated.

@@ -50,7 +50,9 @@ struct Wanted {
 
 #[derive(Debug)]
 pub(crate) struct Bus {
-    client: redis::Client,
+    /// The servers to subscribe on, tried in turn: one, or a cluster's seed nodes (a
+    /// cluster delivers a message published on any node to subscribers on every node).
+    clients: Vec<redis::Client>,
     wake_channel: String,
     events_channel: String,
     cancel_channel: String,
@@ -66,7 +68,7 @@ pub(crate) struct Bus {
 
 impl Bus {
     pub fn new(
-        client: redis::Client,
+        clients: Vec<redis::Client>,
         wake_channel: String,
         events_channel: String,
         cancel_channel: String,
@@ -74,7 +76,7 @@ impl Bus {
         event_buffer: usize,
     ) -> Self {
         Bus {
-            client,
+            clients,
             wake_channel,
             events_channel,
             cancel_channel,
@@ -233,9 +235,13 @@ impl Bus {
         let mut backoff = Duration::from_millis(50);
         let mut failing = false;
         let mut connected_before = false;
+        // Which server to try next: after a failure or a loss, the next one (a cluster
+        // node may be gone for good; another takes over).
+        let mut next = 0;
         loop {
-            let connect =
-                tokio::time::timeout(self.connect_timeout, self.client.get_async_pubsub());
+            let client = &self.clients[next % self.clients.len()];
+            next += 1;
+            let connect = tokio::time::timeout(self.connect_timeout, client.get_async_pubsub());
             let pubsub = tokio::select! {
                 _ = self.stop.cancelled() => return,
                 result = connect => result,

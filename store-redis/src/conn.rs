@@ -1,11 +1,16 @@
-//! The command connection: one multiplexed connection that reconnects by itself, and the
-//! script calls made over it. (The subscription connection is `bus.rs`.)
+//! The command connection and the script calls made over it: to one server, one
+//! multiplexed connection that reconnects by itself; to a Redis Cluster, redis-rs's
+//! cluster connection, which follows the slots. (The subscription connection is `bus.rs`.)
 
-use crate::error::backend_error;
+use crate::error::{backend_error, cluster_error};
 use crate::layout::{Keys, TopicKeys};
 use crate::scripts::Script;
+use futures_util::future::join_all;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, Value};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use taskmill_core::{Error, ErrorKind, Result};
 use tracing::{info, warn};
@@ -15,14 +20,30 @@ const MIN_BACKOFF: Duration = Duration::from_millis(50);
 /// The longest pause between reconnect attempts: Redis coming back is noticed within it.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// The shared command connection.
+/// The shared command connection, to one server or to a cluster.
+///
+/// Both answer the same calls. To a cluster, commands never go pipelined: redis-rs sends a
+/// pipeline to one node and, on a redirect, sends the whole pipeline again, which would
+/// apply twice the scripts before the redirected one. Each command goes on its own
+/// instead (a redirect or `TRYAGAIN` means it did not run, so following it is safe);
+/// script calls of one slot go one after another, in order, and those of different slots
+/// at the same time.
+#[derive(Debug)]
+pub(crate) enum Conn {
+    /// One server.
+    Single(Single),
+    /// A Redis Cluster.
+    Cluster(Cluster),
+}
+
+/// The connection to one server.
 ///
 /// One multiplexed connection carries every concurrent caller's commands. When it breaks,
 /// the next command reconnects; while Redis stays unreachable, attempts are spaced by an
 /// exponential backoff (50 ms doubling to 1 s) and commands in between fail at once with
 /// `Unavailable` rather than queueing behind a reconnect. It is opened on first use, so a
 /// store can be built while Redis is still starting.
-pub(crate) struct Conn {
+pub(crate) struct Single {
     client: redis::Client,
     config: AsyncConnectionConfig,
     connection_timeout: Duration,
@@ -40,9 +61,9 @@ struct Reconnect {
     failing_since: Option<Instant>,
 }
 
-impl std::fmt::Debug for Conn {
+impl std::fmt::Debug for Single {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Conn")
+        f.debug_struct("Single")
             .field("server", &self.client.get_connection_info().addr)
             .finish_non_exhaustive()
     }
@@ -52,6 +73,8 @@ impl std::fmt::Debug for Conn {
 pub(crate) struct Call<'a> {
     script: &'a Script,
     cmd: Cmd,
+    /// The call's first key, which names its slot: calls with the same one run in order.
+    first_key: String,
 }
 
 impl<'a> Call<'a> {
@@ -63,15 +86,20 @@ impl<'a> Call<'a> {
     /// A call of `script` on `topic`'s keys followed by `extra` keys (`KEYS[18]` on), for
     /// a script that also touches keys of the namespace (`fire`).
     pub fn with_keys(script: &'a Script, keys: &Keys, topic: &TopicKeys, extra: &[&str]) -> Self {
+        let own = keys.of_topic(topic);
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(&script.sha)
-            .arg(topic.keys.len() + extra.len())
-            .arg(&topic.keys[..])
+            .arg(own.len() + extra.len())
+            .arg(own)
             .arg(extra)
             .arg(&keys.wake)
-            .arg(&keys.events)
+            .arg(keys.events_for_scripts())
             .arg(&topic.topic_json);
-        Call { script, cmd }
+        Call {
+            script,
+            cmd,
+            first_key: own[0].clone(),
+        }
     }
 
     /// A call of a script that takes no topic's keys and no preamble: `keys` are its
@@ -79,7 +107,11 @@ impl<'a> Call<'a> {
     pub fn of_namespace(script: &'a Script, keys: &[&str]) -> Self {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(&script.sha).arg(keys.len()).arg(keys);
-        Call { script, cmd }
+        Call {
+            script,
+            cmd,
+            first_key: keys.first().map(|k| k.to_string()).unwrap_or_default(),
+        }
     }
 
     /// Appends an argument.
@@ -90,6 +122,238 @@ impl<'a> Call<'a> {
 }
 
 impl Conn {
+    /// Whether this is a cluster connection.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Conn::Cluster(_))
+    }
+
+    /// Sends plain commands and returns their replies in order; any error reply fails the
+    /// whole call. To one server they go in one round trip; to a cluster each on its own,
+    /// all at once.
+    pub async fn query(&self, pipe: &Pipeline, count: usize) -> Result<Vec<Value>> {
+        match self {
+            Conn::Single(single) => single.query(pipe, count).await,
+            Conn::Cluster(cluster) => cluster.query(pipe).await,
+        }
+    }
+
+    /// Runs one command and returns its reply.
+    pub async fn command(&self, cmd: &Cmd) -> Result<Value> {
+        match self {
+            Conn::Single(single) => single.command(cmd).await,
+            Conn::Cluster(cluster) => cluster.command(cmd).await,
+        }
+    }
+
+    /// Runs script calls and returns their replies in order: to one server pipelined, in
+    /// one round trip; to a cluster, those of one slot in order and the slots at once.
+    ///
+    /// A script Redis does not know (after a restart or `SCRIPT FLUSH`) is loaded and its
+    /// calls sent again: a `NOSCRIPT` reply means the call did not run, so that is safe.
+    /// Any other error reply fails the whole call, and other calls may have been applied.
+    pub async fn eval(&self, calls: &[Call<'_>]) -> Result<Vec<Value>> {
+        match self {
+            Conn::Single(single) => single.eval(calls).await,
+            Conn::Cluster(cluster) => cluster.eval(calls).await,
+        }
+    }
+
+    /// Runs one script call.
+    pub async fn eval_one(&self, call: Call<'_>) -> Result<Value> {
+        let mut replies = self.eval(std::slice::from_ref(&call)).await?;
+        replies
+            .pop()
+            .ok_or_else(|| Error::storage("redis returned no reply"))
+    }
+}
+
+/// The connection to a Redis Cluster: redis-rs's cluster connection, which keeps the slot
+/// map, connects to each node as needed, follows `MOVED` and `ASK`, and retries
+/// `TRYAGAIN` and `CLUSTERDOWN` for a while. Opened on first use.
+pub(crate) struct Cluster {
+    client: redis::cluster::ClusterClient,
+    connection: tokio::sync::OnceCell<ClusterConnection>,
+    connection_timeout: Duration,
+    /// The seed nodes, for `Debug`.
+    seeds: Vec<String>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("seeds", &self.seeds)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    pub fn new(
+        client: redis::cluster::ClusterClient,
+        seeds: Vec<String>,
+        connection_timeout: Duration,
+    ) -> Self {
+        Cluster {
+            client,
+            connection: tokio::sync::OnceCell::new(),
+            connection_timeout,
+            seeds,
+        }
+    }
+
+    /// The cluster connection (a cheap clone of a handle), opened on first use.
+    async fn connection(&self) -> Result<ClusterConnection> {
+        let connection = self
+            .connection
+            .get_or_try_init(|| async {
+                match tokio::time::timeout(
+                    self.connection_timeout * 2,
+                    self.client.get_async_connection(),
+                )
+                .await
+                {
+                    Ok(Ok(connection)) => Ok(connection),
+                    Ok(Err(e)) => Err(cluster_error(e, "cannot connect to the redis cluster")),
+                    Err(_) => Err(Error::unavailable(format!(
+                        "cannot connect to the redis cluster: timed out after {:?}",
+                        self.connection_timeout * 2
+                    ))),
+                }
+            })
+            .await?;
+        Ok(connection.clone())
+    }
+
+    async fn command(&self, cmd: &Cmd) -> Result<Value> {
+        let mut connection = self.connection().await?;
+        connection
+            .req_packed_command(cmd)
+            .await
+            .map_err(|e| cluster_error(e, "redis command failed"))
+    }
+
+    /// Runs `cmd` on the node at `host:port`.
+    pub async fn command_at(&self, cmd: &Cmd, host: &str, port: u16) -> Result<Value> {
+        let mut connection = self.connection().await?;
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+            host: host.to_owned(),
+            port,
+        });
+        connection
+            .route_command(cmd, routing)
+            .await
+            .map_err(|e| cluster_error(e, "redis command failed"))
+    }
+
+    /// Runs `cmd` (a command of no key) on any node.
+    pub async fn command_at_any(&self, cmd: &Cmd) -> Result<Value> {
+        let mut connection = self.connection().await?;
+        connection
+            .route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random))
+            .await
+            .map_err(|e| cluster_error(e, "redis command failed"))
+    }
+
+    /// The addresses of the cluster's nodes (`CLUSTER NODES`), only the primaries with
+    /// `primaries`, leaving out those marked failed.
+    pub async fn nodes(&self, primaries: bool) -> Result<Vec<(String, u16)>> {
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("NODES");
+        let reply = self.command_at_any(&cmd).await?;
+        let text = crate::codec::string(reply, "CLUSTER NODES")?;
+        let mut nodes = Vec::new();
+        for line in text.lines() {
+            // <id> <ip:port@cport[,hostname]> <flags> …
+            let mut fields = line.split(' ');
+            let (Some(_), Some(addr), Some(flags)) = (fields.next(), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            let flags: Vec<&str> = flags.split(',').collect();
+            let failed = flags
+                .iter()
+                .any(|f| f.starts_with("fail") || *f == "noaddr");
+            if failed || (primaries && !flags.contains(&"master")) {
+                continue;
+            }
+            let addr = addr.split(['@', ',']).next().unwrap_or_default();
+            if let Some((host, port)) = addr.rsplit_once(':') {
+                if let Ok(port) = port.parse() {
+                    nodes.push((host.to_owned(), port));
+                }
+            }
+        }
+        if nodes.is_empty() {
+            return Err(Error::storage("CLUSTER NODES listed no node"));
+        }
+        Ok(nodes)
+    }
+
+    async fn query(&self, pipe: &Pipeline) -> Result<Vec<Value>> {
+        join_all(pipe.cmd_iter().map(|cmd| self.command(cmd)))
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    async fn eval_call(&self, call: &Call<'_>) -> Result<Value> {
+        let mut connection = self.connection().await?;
+        let refused = |e| cluster_error(e, format!("redis refused {}", call.script.name));
+        match connection.req_packed_command(&call.cmd).await {
+            Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
+                // Routed to every node, so a node that takes the slot later knows it too.
+                let mut load = redis::cmd("SCRIPT");
+                load.arg("LOAD").arg(&call.script.source);
+                connection
+                    .req_packed_command(&load)
+                    .await
+                    .map_err(|e| cluster_error(e, "cannot load a script"))?;
+                connection
+                    .req_packed_command(&call.cmd)
+                    .await
+                    .map_err(refused)
+            }
+            reply => reply.map_err(refused),
+        }
+    }
+
+    async fn eval(&self, calls: &[Call<'_>]) -> Result<Vec<Value>> {
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        let mut places: HashMap<&str, usize> = HashMap::new();
+        for (i, call) in calls.iter().enumerate() {
+            let at = *places.entry(&call.first_key).or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+            groups[at].push(i);
+        }
+        let runs = groups.iter().map(|group| async move {
+            let mut replies = Vec::with_capacity(group.len());
+            for &i in group {
+                let reply = self.eval_call(&calls[i]).await;
+                let failed = reply.is_err();
+                replies.push((i, reply));
+                if failed {
+                    break;
+                }
+            }
+            replies
+        });
+        let mut replies = vec![Value::Nil; calls.len()];
+        let mut failure = None;
+        for (i, reply) in join_all(runs).await.into_iter().flatten() {
+            match reply {
+                Ok(value) => replies[i] = value,
+                Err(e) => failure = failure.or(Some(e)),
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(replies),
+        }
+    }
+}
+
+impl Single {
     pub fn new(
         client: redis::Client,
         connection_timeout: Duration,
@@ -99,7 +363,7 @@ impl Conn {
             .set_connection_timeout(connection_timeout)
             .set_response_timeout(response_timeout)
             .set_tcp_settings(tcp_settings());
-        Conn {
+        Single {
             client,
             config,
             connection_timeout,
@@ -189,7 +453,7 @@ impl Conn {
 
     /// Sends commands in one round trip and returns each reply, server errors included
     /// as `Value::ServerError`.
-    pub async fn raw(&self, pipe: &Pipeline, count: usize) -> Result<Vec<Value>> {
+    async fn raw(&self, pipe: &Pipeline, count: usize) -> Result<Vec<Value>> {
         let (generation, mut connection) = self.connection().await?;
         let replies = connection
             .req_packed_commands(pipe, 0, count)
@@ -205,7 +469,7 @@ impl Conn {
     }
 
     /// Sends plain commands in one round trip; any error reply fails the whole call.
-    pub async fn query(&self, pipe: &Pipeline, count: usize) -> Result<Vec<Value>> {
+    async fn query(&self, pipe: &Pipeline, count: usize) -> Result<Vec<Value>> {
         self.raw(pipe, count)
             .await?
             .into_iter()
@@ -213,20 +477,14 @@ impl Conn {
             .collect()
     }
 
-    /// Runs one command and returns its reply.
-    pub async fn command(&self, cmd: &Cmd) -> Result<Value> {
+    async fn command(&self, cmd: &Cmd) -> Result<Value> {
         let mut pipe = redis::pipe();
         pipe.add_command(cmd.clone());
         Ok(self.query(&pipe, 1).await?.pop().unwrap_or(Value::Nil))
     }
 
-    /// Runs script calls in one round trip (pipelined) and returns their replies in order.
-    ///
-    /// A script Redis does not know (after a restart or `SCRIPT FLUSH`) is loaded and its
-    /// calls sent again: a `NOSCRIPT` reply means the call did not run, so that is safe.
-    /// Any other error reply fails the whole call, and calls before it in the pipeline may
-    /// have been applied.
-    pub async fn eval(&self, calls: &[Call<'_>]) -> Result<Vec<Value>> {
+    /// [`Conn::eval`], in one round trip (pipelined).
+    async fn eval(&self, calls: &[Call<'_>]) -> Result<Vec<Value>> {
         if calls.is_empty() {
             return Ok(Vec::new());
         }
@@ -266,14 +524,6 @@ impl Conn {
             .zip(calls)
             .map(|(v, call)| reply(v, call.script.name))
             .collect()
-    }
-
-    /// Runs one script call.
-    pub async fn eval_one(&self, call: Call<'_>) -> Result<Value> {
-        let mut replies = self.eval(std::slice::from_ref(&call)).await?;
-        replies
-            .pop()
-            .ok_or_else(|| Error::storage("redis returned no reply"))
     }
 }
 

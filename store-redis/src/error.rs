@@ -9,15 +9,22 @@ use taskmill_core::Error;
 fn transient_code(code: &str) -> bool {
     matches!(
         code,
-        "LOADING"
-            | "BUSY"
-            | "TRYAGAIN"
-            | "CLUSTERDOWN"
-            | "MASTERDOWN"
-            | "READONLY"
-            | "MOVED"
-            | "ASK"
+        "LOADING" | "BUSY" | "TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN" | "READONLY"
     )
+}
+
+/// What a server that is a Redis Cluster node answers a client that does not know it: a
+/// key of a slot it does not serve, or keys of several slots in one command.
+fn cluster_code(code: &str) -> bool {
+    matches!(code, "MOVED" | "ASK" | "CROSSSLOT")
+}
+
+/// The error of a store opened with a plain URL on a Redis Cluster node.
+pub(crate) fn not_a_cluster_client(context: &str) -> Error {
+    Error::misuse(format!(
+        "{context}: the server is a Redis Cluster node; open the store with a \
+         redis+cluster://host:port,host:port/?namespace=NAME URL"
+    ))
 }
 
 /// Maps a redis-rs error to a taskmill error of the kind a caller can act on, with
@@ -31,6 +38,9 @@ pub(crate) fn backend_error(err: RedisError, context: impl Into<Cow<'static, str
     if err.kind() == redis::ErrorKind::AuthenticationFailed {
         // Wrong credentials are a configuration mistake, like a bad URL.
         return Error::misuse(format!("{context}: redis refused the credentials")).with_source(err);
+    }
+    if err.code().is_some_and(cluster_code) {
+        return not_a_cluster_client(&context).with_source(err);
     }
     let transient = err.is_io_error()
         || err.is_connection_dropped()
@@ -50,5 +60,21 @@ pub(crate) fn backend_error(err: RedisError, context: impl Into<Cow<'static, str
         Error::unavailable(context).with_source(err)
     } else {
         Error::storage(context).with_source(err)
+    }
+}
+
+/// [`backend_error`] for the cluster connection, where redis-rs follows `MOVED` and `ASK`
+/// itself: one that still reaches us means the slots kept moving past its retries, which
+/// is `Unavailable` (the call may be repeated); `CROSSSLOT` is a script given keys of
+/// several slots, a bug of this crate (`Storage`).
+pub(crate) fn cluster_error(err: RedisError, context: impl Into<Cow<'static, str>>) -> Error {
+    let context = context.into();
+    match err.kind() {
+        redis::ErrorKind::Moved | redis::ErrorKind::Ask => {
+            Error::unavailable(format!("{context}: the cluster's slots are moving"))
+                .with_source(err)
+        }
+        redis::ErrorKind::CrossSlot => Error::storage(context).with_source(err),
+        _ => backend_error(err, context),
     }
 }

@@ -68,7 +68,14 @@ pub fn decode_events(message: &[u8]) -> std::result::Result<Vec<Event>, String> 
 /// Parses a store URL as [`RedisStore::open`](crate::RedisStore::open) does and builds its
 /// client, without connecting: `Misuse` for a URL it does not take.
 pub fn parse_url(url: &str) -> Result<()> {
-    let (info, options) = crate::options::parse_url(url, crate::RedisOptions::default())?;
-    crate::options::open_client(info, &options)?;
+    let (target, options) = crate::options::parse_url(url, crate::RedisOptions::default())?;
+    match target {
+        crate::options::Target::Single(info) => {
+            crate::options::open_client(info, &options)?;
+        }
+        crate::options::Target::Cluster(nodes) => {
+            crate::options::open_cluster_client(nodes, &options)?;
+        }
+    }
     Ok(())
 }

@@ -17,6 +17,13 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug)]
 pub(crate) struct Keys {
     namespace: String,
+    /// Whether the namespace is on a Redis Cluster: a topic's scripts then get only the
+    /// keys of its own slot (not `waiting`).
+    cluster: bool,
+    /// On a cluster, whether anyone listened to events when the store last asked every
+    /// node: the scripts get the event channel only then (a node counts only its own
+    /// subscribers, so a script cannot ask).
+    listened: std::sync::atomic::AtomicBool,
     /// STRING: the last task id handed out (INCRBY once per enqueue batch).
     pub ids: String,
     /// SET: every topic that was ever enqueued to or paused.
@@ -88,9 +95,11 @@ impl TopicKeys {
 }
 
 impl Keys {
-    pub fn new(namespace: &str) -> Self {
+    pub fn new(namespace: &str, cluster: bool) -> Self {
         Keys {
             namespace: namespace.to_owned(),
+            cluster,
+            listened: std::sync::atomic::AtomicBool::new(true),
             ids: format!("{namespace}:ids"),
             topics: format!("{namespace}:topics"),
             wake: format!("{namespace}:wake"),
@@ -105,6 +114,32 @@ impl Keys {
 
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    /// The event channel as a topic's script gets it: on a cluster, `''` while nobody
+    /// listened when last asked (see `scripts/common.lua`, `listening`).
+    pub fn events_for_scripts(&self) -> &str {
+        if self.cluster && !self.listened.load(std::sync::atomic::Ordering::Relaxed) {
+            ""
+        } else {
+            &self.events
+        }
+    }
+
+    /// Notes whether anyone listens to events (on a cluster, for the scripts).
+    pub fn set_listened(&self, listening: bool) {
+        self.listened
+            .store(listening, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The keys a script of `topic` gets: all 18, or on a cluster the 17 of the topic's
+    /// own slot, without the waiting-topic index (the scripts then leave it alone).
+    pub fn of_topic<'t>(&self, topic: &'t TopicKeys) -> &'t [String] {
+        if self.cluster {
+            &topic.keys[..17]
+        } else {
+            &topic.keys[..]
+        }
     }
 
     /// The topic a member of the waiting-topic index names (its hash tag `{ns:T}`), or

@@ -68,7 +68,13 @@ impl RedisStore {
     /// (`%40 %3A %2F %25`). For Redis the location is itself a URL, so this takes what
     /// [`from_url`](Self::from_url) takes.
     ///
-    /// Fails with `Misuse` for a bad URL and `Unavailable` when Redis does not answer.
+    /// A Redis Cluster takes `redis+cluster://[user:password@]host:port[,host:port…]`
+    /// `[?namespace=name]`: the seed nodes (any of the cluster's nodes; give several, so
+    /// that one being down does not stop a start), from which the client learns the rest.
+    /// See the README's "Redis Cluster".
+    ///
+    /// Fails with `Misuse` for a bad URL, or a plain URL naming a node of a cluster, and
+    /// `Unavailable` when Redis does not answer.
     pub async fn open(url: &str) -> Result<Self> {
         Self::open_with(url, RedisOptions::default()).await
     }
@@ -77,11 +83,31 @@ impl RedisStore {
     /// (unless [`RedisOptions::connect_lazily`]); what the URL gives (namespace,
     /// credentials, `cacert`) overrides the options'. Fails as [`open`](Self::open) does.
     pub async fn open_with(url: &str, options: RedisOptions) -> Result<Self> {
-        let (info, options) = options::parse_url(url, options)?;
-        let client = options::open_client(info, &options)?;
-        let keys = Keys::new(&options.namespace);
+        let (target, options) = options::parse_url(url, options)?;
+        let (conn, subscribe_to) = match target {
+            options::Target::Single(info) => {
+                let client = options::open_client(info, &options)?;
+                let conn = conn::Single::new(
+                    client.clone(),
+                    options.connection_timeout,
+                    options.response_timeout,
+                );
+                (Conn::Single(conn), vec![client])
+            }
+            options::Target::Cluster(nodes) => {
+                let seeds = nodes.iter().map(|n| n.addr.to_string()).collect();
+                let clients = nodes
+                    .iter()
+                    .map(|n| options::open_client(n.clone(), &options))
+                    .collect::<Result<Vec<_>>>()?;
+                let client = options::open_cluster_client(nodes, &options)?;
+                let conn = conn::Cluster::new(client, seeds, options.connection_timeout);
+                (Conn::Cluster(conn), clients)
+            }
+        };
+        let keys = Keys::new(&options.namespace, conn.is_cluster());
         let bus = Arc::new(Bus::new(
-            client.clone(),
+            subscribe_to,
             keys.wake.clone(),
             keys.events.clone(),
             keys.cancel.clone(),
@@ -90,7 +116,7 @@ impl RedisStore {
         ));
         let store = RedisStore {
             shared: Arc::new(Shared {
-                conn: Conn::new(client, options.connection_timeout, options.response_timeout),
+                conn,
                 keys,
                 bus,
                 options,
@@ -100,6 +126,9 @@ impl RedisStore {
         };
         if !store.shared.options.connect_lazily {
             store.ping().await?;
+            if !store.shared.conn.is_cluster() && store.is_cluster_node().await? {
+                return Err(error::not_a_cluster_client("cannot open the redis store"));
+            }
         }
         Ok(store)
     }
@@ -119,6 +148,21 @@ impl RedisStore {
     pub async fn ping(&self) -> Result<()> {
         self.shared.conn.command(&redis::cmd("PING")).await?;
         Ok(())
+    }
+
+    /// Whether the server (of a plain URL) has cluster mode enabled.
+    async fn is_cluster_node(&self) -> Result<bool> {
+        let mut info = redis::cmd("INFO");
+        info.arg("cluster");
+        let reply = self.shared.conn.command(&info).await?;
+        let text = codec::string(reply, "INFO cluster").unwrap_or_default();
+        Ok(text.lines().any(|line| line.trim() == "cluster_enabled:1"))
+    }
+
+    /// Whether this store works on a Redis Cluster (it was opened with a
+    /// `redis+cluster://` URL).
+    pub fn is_cluster(&self) -> bool {
+        self.shared.conn.is_cluster()
     }
 
     /// Rebuilds the waiting-topic index (the topics with tasks in INPUT, which a claim

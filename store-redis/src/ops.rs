@@ -9,12 +9,18 @@
 //! few) in `claim_many` calls, each topic asked for what the ones before it left; the
 //! reaper goes topic by topic. Only the `_many` scripts and `reindex` touch the keys of
 //! more than one topic (standalone Redis only).
+//!
+//! On a Redis Cluster every script call touches the keys of one slot: the enqueue sends
+//! one `enqueue` call per topic (no `enqueue_many`), the claim asks its topics one by one
+//! in claim order (no waiting-topic index, which would span slots), a fire takes three
+//! steps (see [`fire`]), and what spans topics (the id counter, the topic set, the schedule
+//! hash) sits in a slot of its own, reached by plain commands beside the topic scripts.
 
 use crate::codec::{
     array, decode_claimed, decode_lenient, decode_schedule, decode_stored, encode_record, int,
     optional_string, record_bytes, string, with_end, Run,
 };
-use crate::conn::Call;
+use crate::conn::{Call, Cluster, Conn};
 use crate::layout::TopicKeys;
 use crate::scripts::{Script, SCRIPTS};
 use crate::RedisStore;
@@ -331,6 +337,7 @@ pub(crate) async fn enqueue(
 ) -> Result<Vec<Enqueued>> {
     let count = tasks.len();
     let shared = &store.shared;
+    store.refresh_listeners().await?;
     // One INCRBY reserves the whole batch's ids; the topic set learns the topics in the
     // same round trip.
     let mut seen = std::collections::HashSet::new();
@@ -381,9 +388,10 @@ pub(crate) async fn enqueue(
         let shared = store.shared.clone();
         sent.push(tokio::spawn(async move { shared.conn.eval(&calls).await }));
     };
+    let cluster = shared.conn.is_cluster();
     for (topic, group) in &groups {
         let keys = topic_keys(store, topic);
-        if group.len() < MANY_BELOW {
+        if group.len() < MANY_BELOW && !cluster {
             // A small topic joins the open `enqueue_many` call: with many topics in a
             // batch, one script call for all of them instead of one each.
             let (open, chunks, tasks) = many
@@ -491,6 +499,12 @@ async fn ensure_indexed(store: &RedisStore) -> Result<()> {
 /// Builds the waiting-topic index from every topic's queues, unless it was built before
 /// and `force` is false; returns the number of topics looked at.
 pub(crate) async fn reindex(store: &RedisStore, force: bool) -> Result<u64> {
+    if store.shared.conn.is_cluster() {
+        return Err(taskmill_core::Error::unsupported(
+            "a namespace on a Redis Cluster has no waiting-topic index (it would span slots): \
+             a claim asks each of its topics",
+        ));
+    }
     let keys = &store.shared.keys;
     let mut call = Call::of_namespace(
         &SCRIPTS.reindex,
@@ -517,10 +531,15 @@ async fn due_tags(store: &RedisStore, now: i64) -> Result<Vec<String>> {
 /// The topics to visit, in claim order: all of them when they are few, else those the
 /// waiting-topic index lists as due. They are visited in `claim_many` calls, each asking
 /// its topics in turn for what the topics before them left of the limit.
+///
+/// On a cluster, every topic in claim order, each in a `claim` call of its own.
 pub(crate) async fn claim(store: &RedisStore, req: &ClaimOptions) -> Result<Vec<Claimed>> {
-    ensure_indexed(store).await?;
+    let cluster = store.shared.conn.is_cluster();
+    if !cluster {
+        ensure_indexed(store).await?;
+    }
     let tags;
-    let candidates: Vec<&TopicClaim> = if req.topics.len() <= FEW_TOPICS {
+    let candidates: Vec<&TopicClaim> = if req.topics.len() <= FEW_TOPICS || cluster {
         req.in_order().collect()
     } else {
         tags = due_tags(store, req.now.as_millis()).await?;
@@ -534,7 +553,8 @@ pub(crate) async fn claim(store: &RedisStore, req: &ClaimOptions) -> Result<Vec<
         let remaining = req.limit - claimed.len();
         // A listed topic gives at least one task unless its entry is stale: a call is given
         // no more topics than tasks are wanted.
-        let (batch, after) = rest.split_at(rest.len().min(remaining).min(TOPICS_PER_CLAIM));
+        let per_call = if cluster { 1 } else { TOPICS_PER_CLAIM };
+        let (batch, after) = rest.split_at(rest.len().min(remaining).min(per_call));
         rest = after;
         // One topic goes to the per-topic script, whose keys are all declared; several
         // to `claim_many`, which builds theirs.
@@ -1136,6 +1156,7 @@ pub(crate) async fn cancel(
         json_string(&opts.by),
         store.shared.keys.cancel.clone(),
     ];
+    store.refresh_listeners().await?;
     let codes = on_every_topic(store, &SCRIPTS.cancel, ids, &leading).await?;
     Ok(codes
         .into_iter()
@@ -1247,15 +1268,10 @@ pub(crate) async fn fire(
         return Ok(Vec::new());
     }
     let shared = &store.shared;
-    let mut cmd = redis::cmd("INCRBY");
-    cmd.arg(&shared.keys.ids).arg(count);
-    let last = task_id(&shared.conn.command(&cmd).await?, "id counter")?.get();
-    let first = (last + 1).checked_sub(count as u64).ok_or_else(|| {
-        taskmill_core::Error::corrupt(format!(
-            "the id counter {} went backwards (reads {last})",
-            shared.keys.ids
-        ))
-    })?;
+    let first = reserve_ids(store, count).await?;
+    if shared.conn.is_cluster() {
+        return fire_on_cluster(store, ticks, first, opts).await;
+    }
     let mut rounds: Vec<Vec<Firing>> = Vec::new();
     let mut per_schedule: BTreeMap<Arc<str>, usize> = BTreeMap::new();
     for (index, tick) in ticks.into_iter().enumerate() {
@@ -1337,6 +1353,187 @@ pub(crate) async fn fire(
         .into_iter()
         .collect::<Option<_>>()
         .ok_or_else(|| taskmill_core::Error::storage("fire skipped a tick"))
+}
+
+/// Reserves `count` task ids and returns the first.
+async fn reserve_ids(store: &RedisStore, count: usize) -> Result<u64> {
+    let keys = &store.shared.keys;
+    let mut cmd = redis::cmd("INCRBY");
+    cmd.arg(&keys.ids).arg(count);
+    let last = task_id(&store.shared.conn.command(&cmd).await?, "id counter")?.get();
+    (last + 1).checked_sub(count as u64).ok_or_else(|| {
+        taskmill_core::Error::corrupt(format!(
+            "the id counter {} went backwards (reads {last})",
+            keys.ids
+        ))
+    })
+}
+
+/// [`fire`] on a Redis Cluster, where the schedule hash and a tick's topic are in
+/// different slots, so no one script can decide, enqueue and record. Each tick (in the
+/// order given) takes three script calls:
+///
+/// 1. `fire_decide` on the schedule hash: stale, paused or overlapped (recorded there), or
+///    go. For `Overlap::Skip` it names the schedule's last task, and is called again once
+///    the task's topic was asked whether it is unfinished.
+/// 2. `fire_enqueue` on the topic: enqueues unless the topic marks the schedule as fired
+///    at this tick or later, and marks it. Of managers firing the same tick to the same
+///    topic exactly one enqueues.
+/// 3. `fire_commit` on the schedule hash: records the tick and its task. A manager that
+///    stops between 2 and 3 leaves the tick unrecorded; the next fire of it finds the mark
+///    (step 2 answers "fired") and records it then.
+///
+/// What the single script holds and these steps do not: a pause, or a registration to
+/// another topic, that lands between steps 1 and 2 does not stop that tick (it is decided
+/// already); two managers firing one tick while its schedule moves to another topic may
+/// enqueue it once in each; and the overlap check reads the last task's state before the
+/// decision, not with it.
+async fn fire_on_cluster(
+    store: &RedisStore,
+    ticks: Vec<Tick>,
+    first: u64,
+    opts: &EnqueueOptions,
+) -> Result<Vec<Fired>> {
+    let shared = &store.shared;
+    store.refresh_listeners().await?;
+    let schedules = [&shared.keys.schedules[..]];
+    let mut topics: Vec<&str> = ticks.iter().map(|t| t.task.topic()).collect();
+    topics.sort_unstable();
+    topics.dedup();
+    let mut cmd = redis::cmd("SADD");
+    cmd.arg(&shared.keys.topics).arg(&topics);
+    shared.conn.command(&cmd).await?;
+    let now = opts.now.as_millis();
+    let mut results = Vec::with_capacity(ticks.len());
+    let mut buffer = Vec::new();
+    for (index, tick) in ticks.into_iter().enumerate() {
+        let Tick {
+            schedule,
+            at,
+            task,
+            overlap,
+            ..
+        } = tick;
+        let record = task.into_record(TaskId::new(first + index as u64), opts);
+        let skip = overlap == Overlap::Skip;
+        let mut checked: Option<(String, bool)> = None;
+        // `Some(None)` to go on and enqueue, `Some(Some(answer))` when decided otherwise.
+        let mut decision = None;
+        for _ in 0..FIRE_ATTEMPTS {
+            let mut call = Call::of_namespace(&SCRIPTS.fire_decide, &schedules);
+            call.arg(&*schedule)
+                .arg(at.as_millis())
+                .arg(if skip { "1" } else { "0" })
+                .arg(now)
+                .arg(&*record.topic);
+            match &checked {
+                Some((task, unfinished)) => call.arg(task).arg(if *unfinished { "1" } else { "0" }),
+                None => call.arg("").arg("0"),
+            };
+            let reply = shared.conn.eval_one(call).await?;
+            let mut items = array(reply, "fire_decide")?.into_iter();
+            let kind = string(items.next().unwrap_or(Value::Nil), "fire_decide")?;
+            let mut value = || items.next().unwrap_or(Value::Nil);
+            decision = Some(match kind.as_str() {
+                "go" => None,
+                "stale" => Some(Fired::Stale {
+                    last: Timestamp::from_millis(int(&value(), "fire_decide")?),
+                }),
+                "paused" => Some(Fired::Paused),
+                "overlapped" => Some(Fired::Overlapped {
+                    running: task_id(&value(), "fire_decide")?,
+                }),
+                "check" => {
+                    let task = string(value(), "fire_decide")?;
+                    let topic: Arc<str> = Arc::from(string(value(), "fire_decide")?);
+                    let id = task.parse::<u64>().map_err(|_| {
+                        taskmill_core::Error::corrupt(format!(
+                            "schedule {schedule:?} names the last task {task:?}"
+                        ))
+                    })?;
+                    let unfinished = is_unfinished(store, &topic, TaskId::new(id)).await?;
+                    checked = Some((task, unfinished));
+                    continue;
+                }
+                "corrupt" => {
+                    return Err(taskmill_core::Error::corrupt(format!(
+                        "schedule {schedule:?} has a corrupt state"
+                    )))
+                }
+                other => {
+                    return Err(taskmill_core::Error::storage(format!(
+                        "fire_decide script answered {other:?}"
+                    )))
+                }
+            });
+            break;
+        }
+        match decision {
+            Some(None) => {}
+            Some(Some(answer)) => {
+                results.push(answer);
+                continue;
+            }
+            None => {
+                return Err(taskmill_core::Error::storage(format!(
+                    "schedule {schedule:?}: its last task kept changing while it fired"
+                )))
+            }
+        }
+        let keys = topic_keys(store, &record.topic);
+        let mut call = call(store, &SCRIPTS.fire_enqueue, &keys);
+        call.arg(&*schedule)
+            .arg(at.as_millis())
+            .arg(record.id.get());
+        enqueue_args(&mut call, &[(0, record.clone())], now, &mut buffer, None);
+        let reply = shared.conn.eval_one(call).await?;
+        let mut items = array(reply, "fire_enqueue")?.into_iter();
+        let kind = string(items.next().unwrap_or(Value::Nil), "fire_enqueue")?;
+        let mut value = || items.next().unwrap_or(Value::Nil);
+        let (answer, tick, task) = match kind.as_str() {
+            "enqueued" | "duplicate" => {
+                let id = task_id(&value(), "fire_enqueue")?;
+                let answer = if kind == "enqueued" {
+                    Enqueued::New(id)
+                } else {
+                    Enqueued::Duplicate(id)
+                };
+                (Fired::Enqueued(answer), at, id)
+            }
+            "fired" => {
+                let tick = Timestamp::from_millis(int(&value(), "fire_enqueue")?);
+                let id = task_id(&value(), "fire_enqueue")?;
+                (Fired::Stale { last: tick }, tick, id)
+            }
+            other => {
+                return Err(taskmill_core::Error::storage(format!(
+                    "fire_enqueue script answered {other:?}"
+                )))
+            }
+        };
+        let mut call = Call::of_namespace(&SCRIPTS.fire_commit, &schedules);
+        call.arg(&*schedule)
+            .arg(tick.as_millis())
+            .arg(task.get())
+            .arg(now)
+            .arg(&*record.topic);
+        shared.conn.eval_one(call).await?;
+        results.push(answer);
+    }
+    Ok(results)
+}
+
+/// Whether task `id` of `topic` is in INPUT or WORK.
+async fn is_unfinished(store: &RedisStore, topic: &Arc<str>, id: TaskId) -> Result<bool> {
+    let mut call = call(store, &SCRIPTS.get, &topic_keys(store, topic));
+    call.arg(id.get());
+    let reply = store.shared.conn.eval_one(call).await?;
+    // The record, the lease, then the queue (see get.lua).
+    let queue = array(reply, "get")?
+        .into_iter()
+        .nth(2)
+        .unwrap_or(Value::Nil);
+    Ok(matches!(string(queue, "get")?.as_str(), "input" | "work"))
 }
 
 /// The answer of the `fire` script: what became of the tick, or (`Err`) the topic whose
@@ -1427,8 +1624,29 @@ pub(crate) async fn prune_schedules(
 }
 
 /// [`RedisStore::delete_namespace`].
+///
+/// On a cluster, every primary is scanned in turn.
 pub(crate) async fn delete_namespace(store: &RedisStore) -> Result<u64> {
     let conn = &store.shared.conn;
+    let Conn::Cluster(cluster) = conn else {
+        return delete_keys(store, None).await;
+    };
+    let mut deleted = 0;
+    for (host, port) in cluster.nodes(true).await? {
+        deleted += delete_keys(store, Some((cluster, &host, port))).await?;
+    }
+    Ok(deleted)
+}
+
+/// Deletes the namespace's keys on one server, or (`at`) on one cluster node.
+async fn delete_keys(store: &RedisStore, at: Option<(&Cluster, &str, u16)>) -> Result<u64> {
+    let conn = &store.shared.conn;
+    let run = |cmd: redis::Cmd| async move {
+        match at {
+            Some((cluster, host, port)) => cluster.command_at(&cmd, host, port).await,
+            None => conn.command(&cmd).await,
+        }
+    };
     let mut deleted = 0;
     for pattern in store.shared.keys.patterns() {
         // SCAN returns cursor 0 once it has visited every key that existed throughout.
@@ -1440,7 +1658,7 @@ pub(crate) async fn delete_namespace(store: &RedisStore) -> Result<u64> {
                 .arg(&pattern)
                 .arg("COUNT")
                 .arg(1000);
-            let mut reply = array(conn.command(&scan).await?, "SCAN")?.into_iter();
+            let mut reply = array(run(scan).await?, "SCAN")?.into_iter();
             let (Some(next), Some(keys)) = (reply.next(), reply.next()) else {
                 return Err(taskmill_core::Error::storage(
                     "SCAN returned fewer than two values",
@@ -1448,6 +1666,7 @@ pub(crate) async fn delete_namespace(store: &RedisStore) -> Result<u64> {
             };
             let keys = array(keys, "SCAN")?;
             if !keys.is_empty() {
+                // On a cluster node, redis-rs splits a many-key UNLINK by slot.
                 let mut unlink = redis::cmd("UNLINK");
                 for key in keys {
                     unlink.arg(string(key, "SCAN")?);

@@ -130,21 +130,95 @@ impl RedisOptions {
     }
 }
 
+/// Where a store URL points: one server, or the seed nodes of a Redis Cluster.
+#[derive(Debug)]
+pub(crate) enum Target {
+    /// `redis://` or `rediss://`.
+    Single(redis::ConnectionInfo),
+    /// `redis+cluster://`: every node given, in order.
+    Cluster(Vec<redis::ConnectionInfo>),
+}
+
 /// Reads a store URL, `redis://[user:password@]host[:port][/db][?namespace=name]` (or
-/// `rediss://…[&cacert=PATH]`), into what redis-rs needs to connect and `options` with
-/// what the URL sets (which overrides the options': namespace, credentials, `cacert`).
-pub(crate) fn parse_url(
-    url: &str,
-    mut options: RedisOptions,
-) -> Result<(redis::ConnectionInfo, RedisOptions)> {
-    let url = StoreUrl::parse(url, &["redis", "rediss"], URL_FORM)?;
-    let info = connection_info(&url, &mut options)?;
+/// `rediss://…[&cacert=PATH]`, or `redis+cluster://[user:password@]host:port,host:port…`),
+/// into what redis-rs needs to connect and `options` with what the URL sets (which
+/// overrides the options': namespace, credentials, `cacert`).
+pub(crate) fn parse_url(url: &str, mut options: RedisOptions) -> Result<(Target, RedisOptions)> {
+    let parsed = StoreUrl::parse_any(url)?;
+    let target = match parsed.scheme() {
+        "redis+cluster" => Target::Cluster(cluster_nodes(url, &parsed, &mut options)?),
+        "rediss+cluster" => {
+            return Err(Error::unsupported(
+                "rediss+cluster:// (TLS to a Redis Cluster) is not supported yet",
+            ))
+        }
+        _ => {
+            let url = StoreUrl::parse(url, &["redis", "rediss"], URL_FORM)?;
+            Target::Single(connection_info(&url, &mut options)?)
+        }
+    };
     validate_namespace(&options.namespace)?;
-    Ok((info, options))
+    Ok((target, options))
 }
 
 /// The URL form error messages show.
 const URL_FORM: &str = "redis://[user:password@]host[:port][/db][?namespace=name]";
+
+/// The cluster URL form error messages show.
+const CLUSTER_FORM: &str =
+    "redis+cluster://[user:password@]host:port[,host:port…][/][?namespace=name]";
+
+/// The seed nodes of a `redis+cluster://` URL: each `host[:port]` of the comma-separated
+/// list, with the credentials and options given once for all. A cluster has database 0
+/// alone, so the URL names none.
+fn cluster_nodes(
+    text: &str,
+    url: &StoreUrl,
+    options: &mut RedisOptions,
+) -> Result<Vec<redis::ConnectionInfo>> {
+    // Split on the raw text: `,` `@` and `/` are separators there, and a password holding
+    // them is percent-encoded.
+    let rest = &text[url.scheme().len() + "://".len()..];
+    let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (credentials, hosts) = match location.rsplit_once('@') {
+        Some((credentials, hosts)) => (Some(credentials), hosts),
+        None => (None, location),
+    };
+    let (hosts, path) = hosts.split_once('/').unwrap_or((hosts, ""));
+    let form = || StoreUrl::parse(text, &["redis+cluster"], CLUSTER_FORM);
+    if !path.is_empty() {
+        return Err(form()?.invalid("the database (a cluster has database 0 alone)", path));
+    }
+    if hosts.is_empty() {
+        return Err(Error::misuse(format!(
+            "{}: names no host; expected {CLUSTER_FORM}",
+            StoreUrl::redact(text)
+        )));
+    }
+    hosts
+        .split(',')
+        .map(|host| {
+            if host.is_empty() {
+                return Err(Error::misuse(format!(
+                    "{}: an empty host in the list; expected {CLUSTER_FORM}",
+                    StoreUrl::redact(text)
+                )));
+            }
+            let credentials = credentials.map(|c| format!("{c}@")).unwrap_or_default();
+            let query = if query.is_empty() {
+                String::new()
+            } else {
+                format!("?{query}")
+            };
+            let node = StoreUrl::parse(
+                &format!("redis://{credentials}{host}{query}"),
+                &["redis"],
+                CLUSTER_FORM,
+            )?;
+            connection_info(&node, options)
+        })
+        .collect()
+}
 
 /// What redis-rs needs to connect to the server `url` names; the URL's options go into
 /// `options`.
@@ -212,6 +286,26 @@ pub(crate) fn connection_info(
 /// The port of a URL that names none.
 const DEFAULT_PORT: u16 = 6379;
 
+/// The cluster client for the seed nodes `nodes`.
+pub(crate) fn open_cluster_client(
+    nodes: Vec<redis::ConnectionInfo>,
+    options: &RedisOptions,
+) -> Result<redis::cluster::ClusterClient> {
+    let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
+        .connection_timeout(options.connection_timeout)
+        .response_timeout(options.response_timeout)
+        .tcp_settings(crate::conn::tcp_settings());
+    if let Some(username) = &options.username {
+        builder = builder.username(username.clone());
+    }
+    if let Some(password) = &options.password {
+        builder = builder.password(password.clone());
+    }
+    builder
+        .build()
+        .map_err(|e| Error::misuse("invalid redis cluster settings").with_source(e))
+}
+
 pub(crate) fn open_client(
     info: redis::ConnectionInfo,
     options: &RedisOptions,
@@ -253,7 +347,57 @@ mod tests {
     use taskmill_core::ErrorKind;
 
     fn parse(url: &str) -> Result<(redis::ConnectionInfo, RedisOptions)> {
-        parse_url(url, RedisOptions::default())
+        match parse_url(url, RedisOptions::default())? {
+            (Target::Single(info), options) => Ok((info, options)),
+            (Target::Cluster(_), _) => panic!("{url} is a cluster URL"),
+        }
+    }
+
+    fn parse_cluster(url: &str) -> Result<(Vec<redis::ConnectionInfo>, RedisOptions)> {
+        match parse_url(url, RedisOptions::default())? {
+            (Target::Cluster(nodes), options) => Ok((nodes, options)),
+            (Target::Single(_), _) => panic!("{url} is not a cluster URL"),
+        }
+    }
+
+    #[test]
+    fn cluster_urls_give_every_seed_node() {
+        let (nodes, options) =
+            parse_cluster("redis+cluster://u:p%40%2C@10.0.0.1:7000,h2:7001,[::1]/?namespace=app")
+                .unwrap();
+        let addrs: Vec<_> = nodes.iter().map(|n| n.addr.clone()).collect();
+        assert_eq!(
+            addrs,
+            [
+                redis::ConnectionAddr::Tcp("10.0.0.1".into(), 7000),
+                redis::ConnectionAddr::Tcp("h2".into(), 7001),
+                redis::ConnectionAddr::Tcp("::1".into(), 6379),
+            ]
+        );
+        for node in &nodes {
+            assert_eq!(node.redis.db, 0);
+            assert_eq!(node.redis.username.as_deref(), Some("u"));
+            assert_eq!(node.redis.password.as_deref(), Some("p@,"));
+        }
+        assert_eq!(options.namespace, "app");
+        let (nodes, options) = parse_cluster("redis+cluster://h:7000").unwrap();
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(options.namespace, DEFAULT_NAMESPACE);
+
+        for (bad, says) in [
+            ("redis+cluster://", "names no host"),
+            ("redis+cluster://h:1,,h:2", "an empty host"),
+            ("redis+cluster://h:1/2", "database 0 alone"),
+            ("redis+cluster://h:x", "invalid port"),
+            ("redis+cluster://h:1?namespace=a:b", "invalid namespace"),
+            ("redis+cluster://h:1?pool=2", "unknown option"),
+        ] {
+            let err = parse_url(bad, RedisOptions::default()).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Misuse, "{bad}: {err}");
+            assert!(err.to_string().contains(says), "{bad}: {err}");
+        }
+        let err = parse_url("rediss+cluster://h:1", RedisOptions::default()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The Lua scripts, one per state change, loaded once and called by their SHA.
 //!
 //! Each script of a topic is `scripts/common.lua` (key layout and shared helpers) followed
-//! by its own file; the three that enqueue (`enqueue`, `enqueue_many`, `fire`) share
+//! by its own file; those that enqueue (`enqueue`, `enqueue_many`, `fire`, `fire_enqueue`) share
 //! `enqueue_body.lua`, so a fired tick's task is enqueued by the very code of an enqueue,
 //! and the two that claim (`claim`, `claim_many`) share `claim_body.lua`. The
 //! schedule scripts share `schedule.lua` (the state's format). The sources stay `.lua`
@@ -64,6 +64,12 @@ pub(crate) struct Scripts {
     /// is a topic's script that also reads and writes it.
     pub register: Script,
     pub fire: Script,
+    /// `fire` in three steps, for a Redis Cluster, where the schedule hash and a topic are
+    /// in different slots: `fire_decide` and `fire_commit` on the schedule hash, between
+    /// them `fire_enqueue` on the topic (see `ops::fire`).
+    pub fire_decide: Script,
+    pub fire_enqueue: Script,
+    pub fire_commit: Script,
     pub pause_schedule: Script,
     pub prune_schedules: Script,
 }
@@ -114,6 +120,23 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
             SCHEDULE,
             include_str!("scripts/fire.lua"),
         ],
+    ),
+    fire_decide: Script::of(
+        "fire_decide",
+        &[SCHEDULE, include_str!("scripts/fire_decide.lua")],
+    ),
+    fire_enqueue: Script::of(
+        "fire_enqueue",
+        &[
+            COMMON,
+            ENQUEUE_BODY,
+            SCHEDULE,
+            include_str!("scripts/fire_enqueue.lua"),
+        ],
+    ),
+    fire_commit: Script::of(
+        "fire_commit",
+        &[SCHEDULE, include_str!("scripts/fire_commit.lua")],
     ),
     pause_schedule: Script::of(
         "pause_schedule",

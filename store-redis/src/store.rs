@@ -3,6 +3,7 @@
 //! processes on the namespace's channels.
 
 use crate::codec::{array, int};
+use crate::conn::Conn;
 use crate::{ops, RedisStore};
 use std::time::{Duration, Instant};
 use taskmill_core::raw::validate_topic;
@@ -19,6 +20,14 @@ use taskmill_core::{
 /// How long the answer to "does another process listen to events?" is trusted.
 const LISTENER_CHECK: Duration = Duration::from_secs(1);
 
+/// The subscriber count of a `PUBSUB NUMSUB` reply for one channel.
+fn subscribers(reply: redis::Value) -> Result<i64> {
+    match array(reply, "PUBSUB NUMSUB")?.get(1) {
+        Some(v) => int(v, "PUBSUB NUMSUB"),
+        None => Ok(0),
+    }
+}
+
 impl RedisStore {
     /// Whether an event published now may reach anyone: someone in this process
     /// subscribed, or another process did when last asked (at most a second ago).
@@ -28,11 +37,19 @@ impl RedisStore {
         }
         let mut cmd = redis::cmd("PUBSUB");
         cmd.arg("NUMSUB").arg(&self.shared.keys.events);
-        let reply = self.shared.conn.command(&cmd).await?;
-        let counts = array(reply, "PUBSUB NUMSUB")?;
-        let listening = match counts.get(1) {
-            Some(v) => int(v, "PUBSUB NUMSUB")? > 0,
-            None => false,
+        let listening = match &self.shared.conn {
+            Conn::Single(_) => subscribers(self.shared.conn.command(&cmd).await?)? > 0,
+            // A node counts its own subscribers only: ask each.
+            Conn::Cluster(cluster) => {
+                let mut any = false;
+                for (host, port) in cluster.nodes(false).await? {
+                    if subscribers(cluster.command_at(&cmd, &host, port).await?)? > 0 {
+                        any = true;
+                        break;
+                    }
+                }
+                any
+            }
         };
         self.note_listeners(listening);
         Ok(listening)
@@ -54,7 +71,18 @@ impl RedisStore {
             .map(|(_, listening)| listening)
     }
 
+    /// On a cluster, makes sure the scripts about to publish events know whether anyone
+    /// listens (asking every node at most once a second).
+    pub(crate) async fn refresh_listeners(&self) -> Result<()> {
+        if self.shared.conn.is_cluster() {
+            let listening = self.anyone_listening().await?;
+            self.shared.keys.set_listened(listening);
+        }
+        Ok(())
+    }
+
     fn note_listeners(&self, listening: bool) {
+        self.shared.keys.set_listened(listening);
         *self
             .shared
             .remote_listeners
@@ -209,7 +237,10 @@ impl Store for RedisStore {
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(&self.shared.keys.events).arg(json);
         let receivers = self.shared.conn.command(&cmd).await?;
-        self.note_listeners(int(&receivers, "PUBLISH")? > 0);
+        // A cluster node counts the receivers it serves itself, not those on other nodes.
+        if !self.shared.conn.is_cluster() {
+            self.note_listeners(int(&receivers, "PUBLISH")? > 0);
+        }
         Ok(())
     }
 

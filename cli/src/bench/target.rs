@@ -7,7 +7,7 @@
 //! | `memory://` | a new memory store | (dropped) |
 //! | `sqlite://DIR/NAME?q` | `sqlite://DIR/NAME.bench-PID-K/NAME?q` | the `….bench-PID-K` directory (with `-wal`, `-shm`) |
 //! | `sled://DIR?q` | `sled://DIR.bench-PID-K?q` | that directory |
-//! | `redis://HOST/DB?namespace=NS&q` (or `rediss://`) | `…?q&namespace=NS-bench-PID-K` (NS defaults to `taskmill`) | every key of namespace `NS-bench-PID-K` (`RedisStore::delete_namespace`) |
+//! | `redis://HOST/DB?namespace=NS&q` (or `rediss://`, `redis+cluster://HOST:PORT,…`) | `…?q&namespace=NS-bench-PID-K` (NS defaults to `taskmill`) | every key of namespace `NS-bench-PID-K` (`RedisStore::delete_namespace`) |
 //!
 //! `PID` is the benchmark's process id and `K` counts scenarios within the run, so two
 //! benchmarks started side by side never share data. Any other scheme is opened as given.
@@ -119,7 +119,7 @@ impl Target {
                 }
             }
             #[cfg(feature = "redis")]
-            ("redis" | "rediss", _) => {
+            ("redis" | "rediss" | "redis+cluster" | "rediss+cluster", _) => {
                 let base = parsed
                     .option("namespace")
                     .filter(|ns| !ns.is_empty())

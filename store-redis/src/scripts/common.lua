@@ -665,11 +665,17 @@ local function wake()
   end
 end
 
--- Whether anyone listens on the event channel, asked once per script call.
+-- Whether anyone listens on the event channel, asked once per script call. On a Redis
+-- Cluster (a call without WAITING) a node counts only its own subscribers, so the caller
+-- asks every node and passes EVENTS '' when nobody listens.
 local LISTENING = nil
 local function listening()
   if LISTENING == nil then
-    LISTENING = redis.call('PUBSUB', 'NUMSUB', EVENTS)[2] > 0
+    if WAITING then
+      LISTENING = redis.call('PUBSUB', 'NUMSUB', EVENTS)[2] > 0
+    else
+      LISTENING = EVENTS ~= ''
+    end
   end
   return LISTENING
 end
