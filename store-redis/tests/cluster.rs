@@ -602,6 +602,7 @@ async fn a_plain_url_at_a_cluster_node_is_misuse() {
     let node = cluster.ports()[0];
     let url = format!("{}?namespace={ns}", cluster.node_url(0));
     let check = |err: taskmill_core::Error, when: &str| {
+        eprintln!("refused at {when}: {err}");
         assert_eq!(err.kind(), ErrorKind::Misuse, "{when}: {err}");
         assert!(
             err.to_string().contains("redis+cluster://"),
