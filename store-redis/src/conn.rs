@@ -8,7 +8,7 @@ use crate::scripts::Script;
 use futures_util::future::join_all;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, Value};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -164,6 +164,52 @@ impl Conn {
         replies
             .pop()
             .ok_or_else(|| Error::storage("redis returned no reply"))
+    }
+
+    /// Waits until `replicas` replicas have every write sent so far to the primaries of
+    /// `keys` (`WAIT`: on one server the connection's writes, on a cluster those of the
+    /// connection to each key's primary), for at most `timeout`; fails with `Unavailable`
+    /// when fewer acknowledge in time.
+    pub async fn wait_for_replicas(
+        &self,
+        keys: &[&str],
+        replicas: usize,
+        timeout: Duration,
+    ) -> Result<()> {
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(replicas).arg(timeout.as_millis() as u64);
+        let counts = match self {
+            Conn::Single(single) => vec![single.command(&wait).await?],
+            Conn::Cluster(cluster) => {
+                let mut slots: Vec<u16> = keys.iter().map(|k| key_slot(k.as_bytes())).collect();
+                slots.sort_unstable();
+                slots.dedup();
+                let waits = slots.into_iter().map(|slot| {
+                    let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                        Route::new(slot, SlotAddr::Master),
+                    ));
+                    let wait = &wait;
+                    async move {
+                        let mut connection = cluster.connection().await?;
+                        connection
+                            .route_command(wait, route)
+                            .await
+                            .map_err(|e| cluster_error(e, "WAIT failed"))
+                    }
+                });
+                join_all(waits).await.into_iter().collect::<Result<_>>()?
+            }
+        };
+        for count in counts {
+            let acknowledged = crate::codec::int(&count, "WAIT")?;
+            if acknowledged < replicas as i64 {
+                return Err(Error::unavailable(format!(
+                    "the write is on the primary, but {acknowledged} of {replicas} replicas \
+                     acknowledged it within {timeout:?}: a failover now may lose it"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -527,6 +573,32 @@ impl Single {
     }
 }
 
+/// The cluster hash slot of `key`: CRC16 (XMODEM) of its hash tag (what is between the
+/// first `{` and the next `}`, when that is not empty) or of the whole key, mod 16384.
+pub(crate) fn key_slot(key: &[u8]) -> u16 {
+    let hashed = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            let close = rest.iter().position(|&b| b == b'}')?;
+            (close > 0).then(|| &rest[..close])
+        })
+        .unwrap_or(key);
+    let mut crc: u16 = 0;
+    for &byte in hashed {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
 /// No Nagle delay (claims and outcomes are small writes that want their reply now), and
 /// keepalive probes, so a connection to a machine that vanished is noticed and replaced.
 pub(crate) fn tcp_settings() -> redis::io::tcp::TcpSettings {
@@ -551,5 +623,20 @@ fn reply(value: Value, what: &str) -> Result<Value> {
             format!("redis refused {what}"),
         )),
         other => Ok(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_slot;
+
+    #[test]
+    fn slots_are_those_redis_computes() {
+        // What `CLUSTER KEYSLOT` answers on Redis 7.0.
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"{taskmill:emails}:meta"), 12821);
+        assert_eq!(key_slot(b"{taskmill:emails}:ready"), 12821);
+        assert_eq!(key_slot(b"a{}b"), 13694);
+        assert_eq!(key_slot(b"taskmill:ids"), 8438);
     }
 }

@@ -473,6 +473,15 @@ pub(crate) async fn enqueue(
         .into_iter()
         .collect::<Option<_>>()
         .ok_or_else(|| taskmill_core::Error::storage("enqueue script skipped a task"))?;
+    let replicated: Vec<Arc<TopicKeys>> = groups
+        .iter()
+        .map(|(topic, _)| store.shared.keys.topic(topic))
+        .collect();
+    // The id counter too: on a cluster it is on another shard, whose failover could
+    // otherwise hand out these ids again.
+    let mut replicated: Vec<&str> = replicated.iter().map(|k| &*k.keys[0]).collect();
+    replicated.push(&shared.keys.ids);
+    wait_for_replicas(store, &replicated).await?;
     Ok(results)
 }
 
@@ -1349,10 +1358,27 @@ pub(crate) async fn fire(
             pending = again;
         }
     }
-    results
+    let results = results
         .into_iter()
-        .collect::<Option<_>>()
-        .ok_or_else(|| taskmill_core::Error::storage("fire skipped a tick"))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| taskmill_core::Error::storage("fire skipped a tick"))?;
+    // One server: the connection's writes, whatever key is named.
+    wait_for_replicas(store, &[&shared.keys.ids]).await?;
+    Ok(results)
+}
+
+/// Waits for [`RedisOptions::enqueue_replicas`](crate::RedisOptions::enqueue_replicas)
+/// replicas to have the writes to the slots of `keys`, if any are asked for.
+async fn wait_for_replicas(store: &RedisStore, keys: &[&str]) -> Result<()> {
+    let options = &store.shared.options;
+    if options.enqueue_replicas == 0 || keys.is_empty() {
+        return Ok(());
+    }
+    store
+        .shared
+        .conn
+        .wait_for_replicas(keys, options.enqueue_replicas, options.replica_timeout)
+        .await
 }
 
 /// Reserves `count` task ids and returns the first.
@@ -1397,11 +1423,14 @@ async fn fire_on_cluster(
     let shared = &store.shared;
     store.refresh_listeners().await?;
     let schedules = [&shared.keys.schedules[..]];
-    let mut topics: Vec<&str> = ticks.iter().map(|t| t.task.topic()).collect();
+    let mut topics: Vec<Arc<str>> = ticks.iter().map(|t| Arc::from(t.task.topic())).collect();
     topics.sort_unstable();
     topics.dedup();
     let mut cmd = redis::cmd("SADD");
-    cmd.arg(&shared.keys.topics).arg(&topics);
+    cmd.arg(&shared.keys.topics);
+    for topic in &topics {
+        cmd.arg(&**topic);
+    }
     shared.conn.command(&cmd).await?;
     let now = opts.now.as_millis();
     let mut results = Vec::with_capacity(ticks.len());
@@ -1520,6 +1549,10 @@ async fn fire_on_cluster(
         shared.conn.eval_one(call).await?;
         results.push(answer);
     }
+    let mut replicated: Vec<&str> = vec![&shared.keys.ids, &shared.keys.schedules];
+    let fired_to: Vec<Arc<TopicKeys>> = topics.iter().map(|t| topic_keys(store, t)).collect();
+    replicated.extend(fired_to.iter().map(|k| &*k.keys[0]));
+    wait_for_replicas(store, &replicated).await?;
     Ok(results)
 }
 

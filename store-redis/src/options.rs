@@ -31,6 +31,16 @@ pub struct RedisOptions {
     /// The most scheduled tasks that one claim moves to the ready set as they fall due;
     /// bounds the work of one script call after a large backlog comes due at once.
     pub promote_limit: usize,
+    /// How many replicas must acknowledge an enqueue (and a fire) before it returns: after
+    /// its scripts, `WAIT replicas replica_timeout` on the primary (of each slot the
+    /// batch touched, on a cluster). Replication is asynchronous, so without it an
+    /// acknowledged enqueue can be lost when a primary fails before its replicas have it.
+    /// Fewer acknowledgements in time fail the enqueue with `Unavailable`: its tasks are
+    /// on the primary but may be lost at a failover (enqueue again, with unique keys, to
+    /// be sure). Default 0: do not wait. The URL's `?enqueue_replicas=N` sets it too.
+    pub enqueue_replicas: usize,
+    /// How long an enqueue waits for [`enqueue_replicas`](Self::enqueue_replicas).
+    pub replica_timeout: Duration,
     /// Open without connecting: the first call connects (and fails as `Unavailable` while
     /// Redis is unreachable), so a store can be made before Redis is up. Default: false,
     /// opening connects and checks that Redis answers.
@@ -52,6 +62,8 @@ impl Default for RedisOptions {
             response_timeout: Duration::from_secs(10),
             event_buffer: DEFAULT_EVENT_BUFFER,
             promote_limit: 10_000,
+            enqueue_replicas: 0,
+            replica_timeout: Duration::from_secs(1),
             connect_lazily: false,
             #[cfg(feature = "tls")]
             tls_root_certificate: None,
@@ -69,6 +81,8 @@ impl fmt::Debug for RedisOptions {
             .field("response_timeout", &self.response_timeout)
             .field("event_buffer", &self.event_buffer)
             .field("promote_limit", &self.promote_limit)
+            .field("enqueue_replicas", &self.enqueue_replicas)
+            .field("replica_timeout", &self.replica_timeout)
             .field("connect_lazily", &self.connect_lazily);
         #[cfg(feature = "tls")]
         s.field(
@@ -120,6 +134,14 @@ impl RedisOptions {
     /// Sets the event buffer of each subscriber.
     pub fn event_buffer(mut self, buffer: usize) -> Self {
         self.event_buffer = buffer;
+        self
+    }
+
+    /// Makes each enqueue wait until `replicas` replicas have it, for at most `timeout`;
+    /// see [`enqueue_replicas`](Self::enqueue_replicas).
+    pub fn enqueue_replicas(mut self, replicas: usize, timeout: Duration) -> Self {
+        self.enqueue_replicas = replicas;
+        self.replica_timeout = timeout;
         self
     }
 
@@ -232,7 +254,12 @@ pub(crate) fn connection_info(
         match key {
             "namespace" => options.namespace = value.to_owned(),
             "cacert" => cacert = Some(value),
-            _ => return Err(url.unknown(key, &["namespace", "cacert"])),
+            "enqueue_replicas" => {
+                options.enqueue_replicas = value
+                    .parse()
+                    .map_err(|_| url.invalid("enqueue_replicas", value))?;
+            }
+            _ => return Err(url.unknown(key, &["namespace", "cacert", "enqueue_replicas"])),
         }
     }
     let db = match server.path.trim_end_matches('/') {
@@ -434,6 +461,9 @@ mod tests {
 
         let (_, options) = parse("redis://127.0.0.1:7/2?namespace=app-b.1_x").unwrap();
         assert_eq!(options.namespace, "app-b.1_x");
+        assert_eq!(options.enqueue_replicas, 0);
+        let (_, options) = parse("redis://h?enqueue_replicas=2").unwrap();
+        assert_eq!(options.enqueue_replicas, 2);
     }
 
     #[test]
@@ -450,9 +480,10 @@ mod tests {
             ("redis://h?namespace=a%7Bb", "invalid namespace"),
             (
                 "redis://h?pool=4",
-                "unknown option \"pool\" (known: namespace, cacert)",
+                "unknown option \"pool\" (known: namespace, cacert, enqueue_replicas)",
             ),
             ("redis://h?cacert=ca.pem", "rediss://"),
+            ("redis://h?enqueue_replicas=-1", "enqueue_replicas"),
             ("redis://h/0#insecure", "#fragment"),
         ] {
             let err = parse(bad).unwrap_err();
