@@ -222,6 +222,13 @@ pub(crate) struct Cluster {
     connection_timeout: Duration,
     /// The seed nodes, for `Debug`.
     seeds: Vec<String>,
+    /// How to connect to one node (a seed's settings, another address): for what a node
+    /// answers for itself alone (`PUBSUB NUMSUB`), which redis-rs's cluster connection,
+    /// made to route by slot, answers slowly from replicas (the first command it routes to
+    /// a replica waits for the response timeout).
+    node: redis::ConnectionInfo,
+    /// Plain connections to single nodes, by address, made on first use.
+    direct: tokio::sync::Mutex<HashMap<(String, u16), MultiplexedConnection>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -236,6 +243,7 @@ impl Cluster {
     pub fn new(
         client: redis::cluster::ClusterClient,
         seeds: Vec<String>,
+        node: redis::ConnectionInfo,
         connection_timeout: Duration,
     ) -> Self {
         Cluster {
@@ -243,6 +251,44 @@ impl Cluster {
             connection: tokio::sync::OnceCell::new(),
             connection_timeout,
             seeds,
+            node,
+            direct: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Runs `cmd` on the node at `host:port` itself, over a plain connection of its own
+    /// (see `Cluster::node`); a connection that fails is dropped, and the next call dials
+    /// again.
+    pub async fn command_on_node(&self, cmd: &Cmd, host: &str, port: u16) -> Result<Value> {
+        let address = (host.to_owned(), port);
+        let cached = self.direct.lock().await.get(&address).cloned();
+        let mut connection = match cached {
+            Some(connection) => connection,
+            None => {
+                let mut info = self.node.clone();
+                info.addr = redis::ConnectionAddr::Tcp(host.to_owned(), port);
+                let client = redis::Client::open(info)
+                    .map_err(|e| Error::misuse("invalid redis settings").with_source(e))?;
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(self.connection_timeout)
+                    .set_response_timeout(self.connection_timeout);
+                let connection = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map_err(|e| backend_error(e, "cannot connect to a cluster node"))?;
+                self.direct
+                    .lock()
+                    .await
+                    .insert(address.clone(), connection.clone());
+                connection
+            }
+        };
+        match connection.req_packed_command(cmd).await {
+            Ok(value) => Ok(value),
+            Err(e) => {
+                self.direct.lock().await.remove(&address);
+                Err(backend_error(e, "redis command failed"))
+            }
         }
     }
 

@@ -100,8 +100,9 @@ impl RedisStore {
                     .iter()
                     .map(|n| options::open_client(n.clone(), &options))
                     .collect::<Result<Vec<_>>>()?;
+                let node = nodes[0].clone();
                 let client = options::open_cluster_client(nodes, &options)?;
-                let conn = conn::Cluster::new(client, seeds, options.connection_timeout);
+                let conn = conn::Cluster::new(client, seeds, node, options.connection_timeout);
                 (Conn::Cluster(conn), clients)
             }
         };

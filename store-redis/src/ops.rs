@@ -337,7 +337,7 @@ pub(crate) async fn enqueue(
 ) -> Result<Vec<Enqueued>> {
     let count = tasks.len();
     let shared = &store.shared;
-    store.refresh_listeners().await?;
+    store.refresh_listeners().await;
     // One INCRBY reserves the whole batch's ids; the topic set learns the topics in the
     // same round trip.
     let mut seen = std::collections::HashSet::new();
@@ -1165,7 +1165,7 @@ pub(crate) async fn cancel(
         json_string(&opts.by),
         store.shared.keys.cancel.clone(),
     ];
-    store.refresh_listeners().await?;
+    store.refresh_listeners().await;
     let codes = on_every_topic(store, &SCRIPTS.cancel, ids, &leading).await?;
     Ok(codes
         .into_iter()
@@ -1421,7 +1421,7 @@ async fn fire_on_cluster(
     opts: &EnqueueOptions,
 ) -> Result<Vec<Fired>> {
     let shared = &store.shared;
-    store.refresh_listeners().await?;
+    store.refresh_listeners().await;
     let schedules = [&shared.keys.schedules[..]];
     let mut topics: Vec<Arc<str>> = ticks.iter().map(|t| Arc::from(t.task.topic())).collect();
     topics.sort_unstable();

@@ -41,12 +41,16 @@ impl RedisStore {
             Conn::Single(_) => subscribers(self.shared.conn.command(&cmd).await?)? > 0,
             // A node counts its own subscribers only: ask each.
             Conn::Cluster(cluster) => {
+                let nodes = cluster.nodes(false).await?;
+                let counts = futures_util::future::join_all(
+                    nodes
+                        .iter()
+                        .map(|(host, port)| cluster.command_on_node(&cmd, host, *port)),
+                )
+                .await;
                 let mut any = false;
-                for (host, port) in cluster.nodes(false).await? {
-                    if subscribers(cluster.command_at(&cmd, &host, port).await?)? > 0 {
-                        any = true;
-                        break;
-                    }
+                for count in counts {
+                    any |= subscribers(count?)? > 0;
                 }
                 any
             }
@@ -73,12 +77,20 @@ impl RedisStore {
 
     /// On a cluster, makes sure the scripts about to publish events know whether anyone
     /// listens (asking every node at most once a second).
-    pub(crate) async fn refresh_listeners(&self) -> Result<()> {
+    ///
+    /// Best effort: when a node cannot be asked, the scripts publish (yes is always
+    /// correct), and the call that asked goes on.
+    pub(crate) async fn refresh_listeners(&self) {
         if self.shared.conn.is_cluster() {
-            let listening = self.anyone_listening().await?;
+            let listening = match self.anyone_listening().await {
+                Ok(listening) => listening,
+                Err(error) => {
+                    tracing::debug!(%error, "cannot ask every cluster node for event subscribers");
+                    true
+                }
+            };
             self.shared.keys.set_listened(listening);
         }
-        Ok(())
     }
 
     fn note_listeners(&self, listening: bool) {

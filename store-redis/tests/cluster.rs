@@ -17,7 +17,7 @@ use taskmill_core::store::EnqueueOptions;
 use taskmill_core::{
     Counters, ErrorKind, Manager, QueueSizes, Stats, Store, Task, TaskContext, TaskError, Timestamp,
 };
-use taskmill_redis::RedisStore;
+use taskmill_redis::{RedisOptions, RedisStore};
 use taskmill_testkit::redis::fresh_namespace;
 use taskmill_testkit::redis_cluster::RedisCluster;
 use taskmill_testkit::{all_due, wait_until};
@@ -444,8 +444,8 @@ async fn a_busy_topics_slot_moves_mid_run() {
 ///
 /// What can be asserted honestly: replication is asynchronous, so a failover may lose
 /// writes the old primary acknowledged but had not yet sent to its replica. Here every
-/// task is enqueued, and then replicated (`WAIT` on each primary), before the managers
-/// start, so no task can be lost: every one must complete, and the stats must say so.
+/// task is enqueued with `RedisOptions::enqueue_replicas(1, …)`, so each enqueue returned
+/// only once replicated, before the managers start, so no task can be lost: every one must complete, and the stats must say so.
 /// The writes of the run itself (claims, renewals, completions) on the killed primary may
 /// be lost in the failover window; a lost claim or completion makes its task run again.
 /// So a task may run twice, but only a task of a topic on the killed primary, and only
@@ -458,15 +458,11 @@ async fn managers_carry_on_after_a_primary_fails_over() {
     let cluster = Arc::new(RedisCluster::start(3, 1));
     let ns = fresh_namespace();
     let url = cluster.url(&ns);
-    let store = RedisStore::open(&url).await.unwrap();
+    // Each enqueue returns once the replica of every primary it wrote to has it.
+    let replicated = RedisOptions::default().enqueue_replicas(1, Duration::from_secs(10));
+    let store = RedisStore::open_with(&url, replicated).await.unwrap();
     let topics = topic_names(20);
     enqueue_all(&store, &topics, total).await;
-    {
-        let cluster = cluster.clone();
-        tokio::task::spawn_blocking(move || cluster.wait_replicated(Duration::from_secs(10)))
-            .await
-            .expect("the enqueued tasks replicated");
-    }
     let victim_slot = cluster.slot_of(&tag(&ns, &topics[0]));
     let victim = cluster.owner_of_slot(victim_slot);
     let on_victim: BTreeSet<&str> = topics
@@ -642,4 +638,99 @@ async fn a_plain_url_at_a_cluster_node_is_misuse() {
             .collect::<Vec<_>>(),
         "a refused enqueue wrote keys of its topic"
     );
+}
+
+/// The node the subscription connection is on (the first seed) is SIGKILLed: once its
+/// replica took over, the subscription is on another node, and wake-ups and events
+/// published through another handle (another process's connections) reach it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wakeups_and_events_survive_the_loss_of_the_subscribed_node() {
+    use futures_util::StreamExt;
+    let cluster = Arc::new(RedisCluster::start(3, 1));
+    let ns = fresh_namespace();
+    let url = cluster.url(&ns);
+    let first_seed = cluster.primaries()[0];
+    let listener = RedisStore::open(&url).await.unwrap();
+    let publisher = RedisStore::open(&url).await.unwrap();
+    let mut events = listener.subscribe().await.unwrap();
+    let mut wakeups = listener.wakeups().await.unwrap();
+
+    // Before: a round trip works.
+    let published = publisher
+        .enqueue(
+            vec![Task::new("t", &0).unwrap()],
+            &EnqueueOptions::new(Timestamp::now()),
+        )
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("an event before the kill")
+        .expect("the event stream ended");
+    assert_eq!(event.task_id(), Some(published[0].id()), "{event:?}");
+
+    let slot = (0..16384u16)
+        .find(|&s| cluster.owner_of_slot(s) == first_seed)
+        .expect("the first seed serves a slot");
+    {
+        let cluster = cluster.clone();
+        tokio::task::spawn_blocking(move || {
+            assert_eq!(cluster.kill_primary_of(slot), first_seed);
+            cluster.wait_failover(Duration::from_secs(30))
+        })
+        .await
+        .expect("the failover");
+    }
+
+    // After: each try enqueues one task and looks for its event; the subscription
+    // reconnects with backoff, so the first tries may find nothing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut n = 1;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no event through the subscription after the failover"
+        );
+        let enqueued = publisher
+            .enqueue(
+                vec![Task::new("t", &n).unwrap()],
+                &EnqueueOptions::new(Timestamp::now()),
+            )
+            .await;
+        n += 1;
+        let Ok(enqueued) = enqueued else {
+            // The slot of `t` or of the id counter may be on the failed node still.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let id = enqueued[0].id();
+        let mut heard = false;
+        while let Ok(Some(event)) =
+            tokio::time::timeout(Duration::from_millis(500), events.next()).await
+        {
+            if event.task_id() == Some(id) {
+                heard = true;
+                break;
+            }
+        }
+        if heard {
+            break;
+        }
+    }
+    // The subscription is back (the event came through it): a wake-up published now
+    // arrives too. Those already delivered (the reconnect wakes by itself) are drained.
+    while let Ok(Some(())) = tokio::time::timeout(Duration::from_millis(200), wakeups.next()).await
+    {
+    }
+    publisher
+        .enqueue(
+            vec![Task::new("t", &n).unwrap()],
+            &EnqueueOptions::new(Timestamp::now()),
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), wakeups.next())
+        .await
+        .expect("a wake-up after the failover")
+        .expect("the wake-up stream ended");
 }
