@@ -284,6 +284,19 @@ async fn topics_land_on_every_shard() {
     let stats = store.stats(&all_due()).await.unwrap();
     assert_eq!(stats.topics.len(), topics.len());
     assert_eq!(stats.total.sizes.input, topics.len() as u64);
+
+    // Deleting the namespace scans every primary: nothing of it is left on any.
+    let before: u64 = cluster
+        .keys_per_node(&format!("{ns}:*"))
+        .iter()
+        .chain(&cluster.keys_per_node(&format!("{{{ns}:*")))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(store.delete_namespace().await.unwrap(), before);
+    for pattern in [format!("{ns}:*"), format!("{{{ns}:*")] {
+        let left = cluster.keys_per_node(&pattern);
+        assert!(left.iter().all(|(_, n)| *n == 0), "{pattern}: {left:?}");
+    }
 }
 
 /// 100,000 tasks over twenty topics (on every shard), two managers: every task runs once,
