@@ -78,3 +78,51 @@ pub(crate) fn cluster_error(err: RedisError, context: impl Into<Cow<'static, str
         _ => backend_error(err, context),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use taskmill_core::ErrorKind;
+
+    /// The error a server replies with `line` (`-CODE message`).
+    fn reply_error(line: &str) -> RedisError {
+        match redis::parse_redis_value(format!("-{line}\r\n").as_bytes()).unwrap() {
+            redis::Value::ServerError(e) => RedisError::from(e),
+            other => panic!("not an error reply: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cluster_replies_to_a_plain_connection_are_misuse_naming_the_fix() {
+        for line in [
+            "MOVED 3999 127.0.0.1:6381",
+            "ASK 3999 127.0.0.1:6381",
+            "CROSSSLOT Keys in request don't hash to the same slot",
+        ] {
+            let err = backend_error(reply_error(line), "redis command failed");
+            assert_eq!(err.kind(), ErrorKind::Misuse, "{line}: {err}");
+            assert!(err.to_string().contains("redis+cluster://"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_cluster_that_is_down_or_moving_is_unavailable() {
+        for line in [
+            "CLUSTERDOWN The cluster is down",
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+        ] {
+            let err = cluster_error(reply_error(line), "redis command failed");
+            assert_eq!(err.kind(), ErrorKind::Unavailable, "{line}: {err}");
+            let err = backend_error(reply_error(line), "redis command failed");
+            assert_eq!(err.kind(), ErrorKind::Unavailable, "{line}: {err}");
+        }
+        // Redirects redis-rs gave up following: the slots keep moving.
+        for line in ["MOVED 3999 127.0.0.1:6381", "ASK 3999 127.0.0.1:6381"] {
+            let err = cluster_error(reply_error(line), "redis command failed");
+            assert_eq!(err.kind(), ErrorKind::Unavailable, "{line}: {err}");
+        }
+        // Keys of several slots in one script call would be this crate's bug.
+        let err = cluster_error(reply_error("CROSSSLOT Keys in request"), "x");
+        assert_eq!(err.kind(), ErrorKind::Storage, "{err}");
+    }
+}
