@@ -53,6 +53,12 @@ pub(crate) struct Bus {
     /// The servers to subscribe on, tried in turn: one, or a cluster's seed nodes (a
     /// cluster delivers a message published on any node to subscribers on every node).
     clients: Vec<redis::Client>,
+    /// On a cluster: asked first where to subscribe, the primary of the event channel
+    /// name's slot, through which the store publishes its events. A message published on
+    /// a node reaches its own subscribers before the publish returns, and those of other
+    /// nodes later, over the cluster bus: subscribing there makes a store's events as
+    /// prompt as on one server.
+    cluster: Option<std::sync::Arc<crate::cluster::Cluster>>,
     wake_channel: String,
     events_channel: String,
     cancel_channel: String,
@@ -69,6 +75,7 @@ pub(crate) struct Bus {
 impl Bus {
     pub fn new(
         clients: Vec<redis::Client>,
+        cluster: Option<std::sync::Arc<crate::cluster::Cluster>>,
         wake_channel: String,
         events_channel: String,
         cancel_channel: String,
@@ -77,6 +84,7 @@ impl Bus {
     ) -> Self {
         Bus {
             clients,
+            cluster,
             wake_channel,
             events_channel,
             cancel_channel,
@@ -239,8 +247,14 @@ impl Bus {
         // node may be gone for good; another takes over).
         let mut next = 0;
         loop {
-            let client = &self.clients[next % self.clients.len()];
-            next += 1;
+            let located = match &self.cluster {
+                Some(cluster) => cluster.client_for_slot_of(&self.events_channel).await.ok(),
+                None => None,
+            };
+            let client = located.as_ref().unwrap_or_else(|| {
+                next += 1;
+                &self.clients[(next - 1) % self.clients.len()]
+            });
             let connect = tokio::time::timeout(self.connect_timeout, client.get_async_pubsub());
             let pubsub = tokio::select! {
                 _ = self.stop.cancelled() => return,

@@ -2,15 +2,12 @@
 //! multiplexed connection that reconnects by itself; to a Redis Cluster, redis-rs's
 //! cluster connection, which follows the slots. (The subscription connection is `bus.rs`.)
 
-use crate::error::{backend_error, cluster_error};
+pub(crate) use crate::cluster::Cluster;
+use crate::error::backend_error;
 use crate::layout::{Keys, TopicKeys};
 use crate::scripts::Script;
-use futures_util::future::join_all;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, Value};
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use taskmill_core::{Error, ErrorKind, Result};
 use tracing::{info, warn};
@@ -32,8 +29,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 pub(crate) enum Conn {
     /// One server.
     Single(Single),
-    /// A Redis Cluster.
-    Cluster(Cluster),
+    /// A Redis Cluster (shared with the subscription, which asks it where to subscribe).
+    Cluster(std::sync::Arc<Cluster>),
 }
 
 /// The connection to one server.
@@ -71,10 +68,10 @@ impl std::fmt::Debug for Single {
 
 /// One script call: the script, the topic whose keys it works on, and its own arguments.
 pub(crate) struct Call<'a> {
-    script: &'a Script,
-    cmd: Cmd,
+    pub(crate) script: &'a Script,
+    pub(crate) cmd: Cmd,
     /// The call's first key, which names its slot: calls with the same one run in order.
-    first_key: String,
+    pub(crate) first_key: String,
 }
 
 impl<'a> Call<'a> {
@@ -180,25 +177,7 @@ impl Conn {
         wait.arg(replicas).arg(timeout.as_millis() as u64);
         let counts = match self {
             Conn::Single(single) => vec![single.command(&wait).await?],
-            Conn::Cluster(cluster) => {
-                let mut slots: Vec<u16> = keys.iter().map(|k| key_slot(k.as_bytes())).collect();
-                slots.sort_unstable();
-                slots.dedup();
-                let waits = slots.into_iter().map(|slot| {
-                    let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
-                        Route::new(slot, SlotAddr::Master),
-                    ));
-                    let wait = &wait;
-                    async move {
-                        let mut connection = cluster.connection().await?;
-                        connection
-                            .route_command(wait, route)
-                            .await
-                            .map_err(|e| cluster_error(e, "WAIT failed"))
-                    }
-                });
-                join_all(waits).await.into_iter().collect::<Result<_>>()?
-            }
+            Conn::Cluster(cluster) => cluster.wait_on_primaries(keys, &wait).await?,
         };
         for count in counts {
             let acknowledged = crate::codec::int(&count, "WAIT")?;
@@ -210,238 +189,6 @@ impl Conn {
             }
         }
         Ok(())
-    }
-}
-
-/// The connection to a Redis Cluster: redis-rs's cluster connection, which keeps the slot
-/// map, connects to each node as needed, follows `MOVED` and `ASK`, and retries
-/// `TRYAGAIN` and `CLUSTERDOWN` for a while. Opened on first use.
-pub(crate) struct Cluster {
-    client: redis::cluster::ClusterClient,
-    connection: tokio::sync::OnceCell<ClusterConnection>,
-    connection_timeout: Duration,
-    /// The seed nodes, for `Debug`.
-    seeds: Vec<String>,
-    /// How to connect to one node (a seed's settings, another address): for what a node
-    /// answers for itself alone (`PUBSUB NUMSUB`), which redis-rs's cluster connection,
-    /// made to route by slot, answers slowly from replicas (the first command it routes to
-    /// a replica waits for the response timeout).
-    node: redis::ConnectionInfo,
-    /// Plain connections to single nodes, by address, made on first use.
-    direct: tokio::sync::Mutex<HashMap<(String, u16), MultiplexedConnection>>,
-}
-
-impl std::fmt::Debug for Cluster {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster")
-            .field("seeds", &self.seeds)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Cluster {
-    pub fn new(
-        client: redis::cluster::ClusterClient,
-        seeds: Vec<String>,
-        node: redis::ConnectionInfo,
-        connection_timeout: Duration,
-    ) -> Self {
-        Cluster {
-            client,
-            connection: tokio::sync::OnceCell::new(),
-            connection_timeout,
-            seeds,
-            node,
-            direct: tokio::sync::Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Runs `cmd` on the node at `host:port` itself, over a plain connection of its own
-    /// (see `Cluster::node`); a connection that fails is dropped, and the next call dials
-    /// again.
-    pub async fn command_on_node(&self, cmd: &Cmd, host: &str, port: u16) -> Result<Value> {
-        let address = (host.to_owned(), port);
-        let cached = self.direct.lock().await.get(&address).cloned();
-        let mut connection = match cached {
-            Some(connection) => connection,
-            None => {
-                let mut info = self.node.clone();
-                info.addr = redis::ConnectionAddr::Tcp(host.to_owned(), port);
-                let client = redis::Client::open(info)
-                    .map_err(|e| Error::misuse("invalid redis settings").with_source(e))?;
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(self.connection_timeout)
-                    .set_response_timeout(self.connection_timeout);
-                let connection = client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await
-                    .map_err(|e| backend_error(e, "cannot connect to a cluster node"))?;
-                self.direct
-                    .lock()
-                    .await
-                    .insert(address.clone(), connection.clone());
-                connection
-            }
-        };
-        match connection.req_packed_command(cmd).await {
-            Ok(value) => Ok(value),
-            Err(e) => {
-                self.direct.lock().await.remove(&address);
-                Err(backend_error(e, "redis command failed"))
-            }
-        }
-    }
-
-    /// The cluster connection (a cheap clone of a handle), opened on first use.
-    async fn connection(&self) -> Result<ClusterConnection> {
-        let connection = self
-            .connection
-            .get_or_try_init(|| async {
-                match tokio::time::timeout(
-                    self.connection_timeout * 2,
-                    self.client.get_async_connection(),
-                )
-                .await
-                {
-                    Ok(Ok(connection)) => Ok(connection),
-                    Ok(Err(e)) => Err(cluster_error(e, "cannot connect to the redis cluster")),
-                    Err(_) => Err(Error::unavailable(format!(
-                        "cannot connect to the redis cluster: timed out after {:?}",
-                        self.connection_timeout * 2
-                    ))),
-                }
-            })
-            .await?;
-        Ok(connection.clone())
-    }
-
-    async fn command(&self, cmd: &Cmd) -> Result<Value> {
-        let mut connection = self.connection().await?;
-        connection
-            .req_packed_command(cmd)
-            .await
-            .map_err(|e| cluster_error(e, "redis command failed"))
-    }
-
-    /// Runs `cmd` on the node at `host:port`.
-    pub async fn command_at(&self, cmd: &Cmd, host: &str, port: u16) -> Result<Value> {
-        let mut connection = self.connection().await?;
-        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-            host: host.to_owned(),
-            port,
-        });
-        connection
-            .route_command(cmd, routing)
-            .await
-            .map_err(|e| cluster_error(e, "redis command failed"))
-    }
-
-    /// Runs `cmd` (a command of no key) on any node.
-    pub async fn command_at_any(&self, cmd: &Cmd) -> Result<Value> {
-        let mut connection = self.connection().await?;
-        connection
-            .route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random))
-            .await
-            .map_err(|e| cluster_error(e, "redis command failed"))
-    }
-
-    /// The addresses of the cluster's nodes (`CLUSTER NODES`), only the primaries with
-    /// `primaries`, leaving out those marked failed.
-    pub async fn nodes(&self, primaries: bool) -> Result<Vec<(String, u16)>> {
-        let mut cmd = redis::cmd("CLUSTER");
-        cmd.arg("NODES");
-        let reply = self.command_at_any(&cmd).await?;
-        let text = crate::codec::string(reply, "CLUSTER NODES")?;
-        let mut nodes = Vec::new();
-        for line in text.lines() {
-            // <id> <ip:port@cport[,hostname]> <flags> …
-            let mut fields = line.split(' ');
-            let (Some(_), Some(addr), Some(flags)) = (fields.next(), fields.next(), fields.next())
-            else {
-                continue;
-            };
-            let flags: Vec<&str> = flags.split(',').collect();
-            let failed = flags
-                .iter()
-                .any(|f| f.starts_with("fail") || *f == "noaddr");
-            if failed || (primaries && !flags.contains(&"master")) {
-                continue;
-            }
-            let addr = addr.split(['@', ',']).next().unwrap_or_default();
-            if let Some((host, port)) = addr.rsplit_once(':') {
-                if let Ok(port) = port.parse() {
-                    nodes.push((host.to_owned(), port));
-                }
-            }
-        }
-        if nodes.is_empty() {
-            return Err(Error::storage("CLUSTER NODES listed no node"));
-        }
-        Ok(nodes)
-    }
-
-    async fn query(&self, pipe: &Pipeline) -> Result<Vec<Value>> {
-        join_all(pipe.cmd_iter().map(|cmd| self.command(cmd)))
-            .await
-            .into_iter()
-            .collect()
-    }
-
-    async fn eval_call(&self, call: &Call<'_>) -> Result<Value> {
-        let mut connection = self.connection().await?;
-        let refused = |e| cluster_error(e, format!("redis refused {}", call.script.name));
-        match connection.req_packed_command(&call.cmd).await {
-            Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
-                // Routed to every node, so a node that takes the slot later knows it too.
-                let mut load = redis::cmd("SCRIPT");
-                load.arg("LOAD").arg(&call.script.source);
-                connection
-                    .req_packed_command(&load)
-                    .await
-                    .map_err(|e| cluster_error(e, "cannot load a script"))?;
-                connection
-                    .req_packed_command(&call.cmd)
-                    .await
-                    .map_err(refused)
-            }
-            reply => reply.map_err(refused),
-        }
-    }
-
-    async fn eval(&self, calls: &[Call<'_>]) -> Result<Vec<Value>> {
-        let mut groups: Vec<Vec<usize>> = Vec::new();
-        let mut places: HashMap<&str, usize> = HashMap::new();
-        for (i, call) in calls.iter().enumerate() {
-            let at = *places.entry(&call.first_key).or_insert_with(|| {
-                groups.push(Vec::new());
-                groups.len() - 1
-            });
-            groups[at].push(i);
-        }
-        let runs = groups.iter().map(|group| async move {
-            let mut replies = Vec::with_capacity(group.len());
-            for &i in group {
-                let reply = self.eval_call(&calls[i]).await;
-                let failed = reply.is_err();
-                replies.push((i, reply));
-                if failed {
-                    break;
-                }
-            }
-            replies
-        });
-        let mut replies = vec![Value::Nil; calls.len()];
-        let mut failure = None;
-        for (i, reply) in join_all(runs).await.into_iter().flatten() {
-            match reply {
-                Ok(value) => replies[i] = value,
-                Err(e) => failure = failure.or(Some(e)),
-            }
-        }
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(replies),
-        }
     }
 }
 
@@ -619,32 +366,6 @@ impl Single {
     }
 }
 
-/// The cluster hash slot of `key`: CRC16 (XMODEM) of its hash tag (what is between the
-/// first `{` and the next `}`, when that is not empty) or of the whole key, mod 16384.
-pub(crate) fn key_slot(key: &[u8]) -> u16 {
-    let hashed = key
-        .iter()
-        .position(|&b| b == b'{')
-        .and_then(|open| {
-            let rest = &key[open + 1..];
-            let close = rest.iter().position(|&b| b == b'}')?;
-            (close > 0).then(|| &rest[..close])
-        })
-        .unwrap_or(key);
-    let mut crc: u16 = 0;
-    for &byte in hashed {
-        crc ^= u16::from(byte) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc % 16384
-}
-
 /// No Nagle delay (claims and outcomes are small writes that want their reply now), and
 /// keepalive probes, so a connection to a machine that vanished is noticed and replaced.
 pub(crate) fn tcp_settings() -> redis::io::tcp::TcpSettings {
@@ -669,20 +390,5 @@ fn reply(value: Value, what: &str) -> Result<Value> {
             format!("redis refused {what}"),
         )),
         other => Ok(other),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::key_slot;
-
-    #[test]
-    fn slots_are_those_redis_computes() {
-        // What `CLUSTER KEYSLOT` answers on Redis 7.0.
-        assert_eq!(key_slot(b"foo"), 12182);
-        assert_eq!(key_slot(b"{taskmill:emails}:meta"), 12821);
-        assert_eq!(key_slot(b"{taskmill:emails}:ready"), 12821);
-        assert_eq!(key_slot(b"a{}b"), 13694);
-        assert_eq!(key_slot(b"taskmill:ids"), 8438);
     }
 }

@@ -20,10 +20,6 @@ pub(crate) struct Keys {
     /// Whether the namespace is on a Redis Cluster: a topic's scripts then get only the
     /// keys of its own slot (not `waiting`).
     cluster: bool,
-    /// On a cluster, whether anyone listened to events when the store last asked every
-    /// node: the scripts get the event channel only then (a node counts only its own
-    /// subscribers, so a script cannot ask).
-    listened: std::sync::atomic::AtomicBool,
     /// STRING: the last task id handed out (INCRBY once per enqueue batch).
     pub ids: String,
     /// SET: every topic that was ever enqueued to or paused.
@@ -99,7 +95,6 @@ impl Keys {
         Keys {
             namespace: namespace.to_owned(),
             cluster,
-            listened: std::sync::atomic::AtomicBool::new(true),
             ids: format!("{namespace}:ids"),
             topics: format!("{namespace}:topics"),
             wake: format!("{namespace}:wake"),
@@ -116,20 +111,17 @@ impl Keys {
         &self.namespace
     }
 
-    /// The event channel as a topic's script gets it: on a cluster, `''` while nobody
-    /// listened when last asked (see `scripts/common.lua`, `listening`).
+    /// The event channel as a topic's script gets it: on a cluster `''`, so that scripts
+    /// publish no events (see `scripts/common.lua`, `listening`). Events a script would
+    /// publish on its topic's node could reach a subscriber on another node out of order
+    /// with those published on other nodes; the store publishes them itself instead, all
+    /// through one node.
     pub fn events_for_scripts(&self) -> &str {
-        if self.cluster && !self.listened.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.cluster {
             ""
         } else {
             &self.events
         }
-    }
-
-    /// Notes whether anyone listens to events (on a cluster, for the scripts).
-    pub fn set_listened(&self, listening: bool) {
-        self.listened
-            .store(listening, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The keys a script of `topic` gets: all 18, or on a cluster the 17 of the topic's

@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 mod bus;
+mod cluster;
 mod codec;
 mod conn;
 mod error;
@@ -84,7 +85,7 @@ impl RedisStore {
     /// credentials, `cacert`) overrides the options'. Fails as [`open`](Self::open) does.
     pub async fn open_with(url: &str, options: RedisOptions) -> Result<Self> {
         let (target, options) = options::parse_url(url, options)?;
-        let (conn, subscribe_to) = match target {
+        let (conn, subscribe_to, cluster) = match target {
             options::Target::Single(info) => {
                 let client = options::open_client(info, &options)?;
                 let conn = conn::Single::new(
@@ -92,7 +93,7 @@ impl RedisStore {
                     options.connection_timeout,
                     options.response_timeout,
                 );
-                (Conn::Single(conn), vec![client])
+                (Conn::Single(conn), vec![client], None)
             }
             options::Target::Cluster(nodes) => {
                 let seeds = nodes.iter().map(|n| n.addr.to_string()).collect();
@@ -102,13 +103,20 @@ impl RedisStore {
                     .collect::<Result<Vec<_>>>()?;
                 let node = nodes[0].clone();
                 let client = options::open_cluster_client(nodes, &options)?;
-                let conn = conn::Cluster::new(client, seeds, node, options.connection_timeout);
-                (Conn::Cluster(conn), clients)
+                let cluster = Arc::new(conn::Cluster::new(
+                    client,
+                    seeds,
+                    node,
+                    options.connection_timeout,
+                    options.response_timeout,
+                ));
+                (Conn::Cluster(cluster.clone()), clients, Some(cluster))
             }
         };
         let keys = Keys::new(&options.namespace, conn.is_cluster());
         let bus = Arc::new(Bus::new(
             subscribe_to,
+            cluster,
             keys.wake.clone(),
             keys.events.clone(),
             keys.cancel.clone(),

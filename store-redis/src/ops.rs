@@ -35,7 +35,7 @@ use taskmill_core::store::{
     TopicClaim,
 };
 use taskmill_core::{
-    Counters, Lease, Overlap, Queue, Result, Stats, Task, TaskId, TaskRecord, Timestamp,
+    Counters, Event, Lease, Overlap, Queue, Result, Stats, Task, TaskId, TaskRecord, Timestamp,
     TopicStats, LEASE_EXPIRED_ERROR,
 };
 use tracing::warn;
@@ -162,14 +162,14 @@ pub(crate) async fn topics(store: &RedisStore) -> Result<Vec<Arc<str>>> {
 
 /// Runs a per-topic script over ids whose topic is unknown (admin calls): every topic
 /// is asked about every id, and each id gets the largest code any topic answered (0 from
-/// the topics that do not hold it).
+/// the topics that do not hold it), with the topic that answered it.
 async fn on_every_topic(
     store: &RedisStore,
     script: &Script,
     ids: &[TaskId],
     leading: &[String],
-) -> Result<Vec<i64>> {
-    let mut codes = vec![0; ids.len()];
+) -> Result<Vec<(i64, Option<Arc<str>>)>> {
+    let mut codes = vec![(0, None); ids.len()];
     if ids.is_empty() {
         return Ok(codes);
     }
@@ -187,15 +187,17 @@ async fn on_every_topic(
                 call.arg(id.get());
             }
             calls.push(call);
-            spans.push(c * CHUNK);
+            spans.push((topic, c * CHUNK));
         }
     }
     let replies = store.shared.conn.eval(&calls).await?;
-    for (reply, start) in replies.into_iter().zip(spans) {
+    for (reply, (topic, start)) in replies.into_iter().zip(spans) {
         for (i, v) in array(reply, script.name)?.iter().enumerate() {
             let code = int(v, script.name)?;
             if let Some(slot) = codes.get_mut(start + i) {
-                *slot = (*slot).max(code);
+                if code > slot.0 {
+                    *slot = (code, Some(topic.clone()));
+                }
             }
         }
     }
@@ -337,7 +339,6 @@ pub(crate) async fn enqueue(
 ) -> Result<Vec<Enqueued>> {
     let count = tasks.len();
     let shared = &store.shared;
-    store.refresh_listeners().await;
     // One INCRBY reserves the whole batch's ids; the topic set learns the topics in the
     // same round trip.
     let mut seen = std::collections::HashSet::new();
@@ -482,6 +483,16 @@ pub(crate) async fn enqueue(
     let mut replicated: Vec<&str> = replicated.iter().map(|k| &*k.keys[0]).collect();
     replicated.push(&shared.keys.ids);
     wait_for_replicas(store, &replicated).await?;
+    store
+        .publish_for_scripts(|| {
+            groups
+                .iter()
+                .flat_map(|(_, group)| group)
+                .filter(|(i, _)| results[*i].is_new())
+                .map(|(_, record)| Event::enqueued(record))
+                .collect()
+        })
+        .await;
     Ok(results)
 }
 
@@ -1143,13 +1154,13 @@ pub(crate) async fn requeue(
 ) -> Result<Vec<bool>> {
     let now = [now.as_millis().to_string()];
     let codes = on_every_topic(store, &SCRIPTS.requeue, ids, &now).await?;
-    Ok(codes.into_iter().map(|c| c == 1).collect())
+    Ok(codes.into_iter().map(|(c, _)| c == 1).collect())
 }
 
 /// [`Store::delete`](taskmill_core::Store::delete).
 pub(crate) async fn delete(store: &RedisStore, ids: &[TaskId]) -> Result<Vec<bool>> {
     let codes = on_every_topic(store, &SCRIPTS.delete, ids, &[]).await?;
-    Ok(codes.into_iter().map(|c| c == 1).collect())
+    Ok(codes.into_iter().map(|(c, _)| c == 1).collect())
 }
 
 /// [`Store::cancel`](taskmill_core::Store::cancel). The scripts publish the requests for
@@ -1165,11 +1176,26 @@ pub(crate) async fn cancel(
         json_string(&opts.by),
         store.shared.keys.cancel.clone(),
     ];
-    store.refresh_listeners().await;
     let codes = on_every_topic(store, &SCRIPTS.cancel, ids, &leading).await?;
+    store
+        .publish_for_scripts(|| {
+            ids.iter()
+                .zip(&codes)
+                .filter_map(|(id, (code, topic))| match (code, topic) {
+                    (1, Some(topic)) => Some(Event::TaskCancelled {
+                        id: *id,
+                        topic: topic.clone(),
+                        by: Some(opts.by.clone()),
+                        was_running: false,
+                    }),
+                    _ => None,
+                })
+                .collect()
+        })
+        .await;
     Ok(codes
         .into_iter()
-        .map(|code| match code {
+        .map(|(code, _)| match code {
             1 => Cancellation::Cancelled,
             2 => Cancellation::Requested,
             3 => Cancellation::Refused(Queue::Dead),
@@ -1421,7 +1447,6 @@ async fn fire_on_cluster(
     opts: &EnqueueOptions,
 ) -> Result<Vec<Fired>> {
     let shared = &store.shared;
-    store.refresh_listeners().await;
     let schedules = [&shared.keys.schedules[..]];
     let mut topics: Vec<Arc<str>> = ticks.iter().map(|t| Arc::from(t.task.topic())).collect();
     topics.sort_unstable();
@@ -1434,6 +1459,8 @@ async fn fire_on_cluster(
     shared.conn.command(&cmd).await?;
     let now = opts.now.as_millis();
     let mut results = Vec::with_capacity(ticks.len());
+    // The events of the tasks enqueued, published at the end (scripts publish none here).
+    let mut enqueued = Vec::new();
     let mut buffer = Vec::new();
     for (index, tick) in ticks.into_iter().enumerate() {
         let Tick {
@@ -1523,6 +1550,7 @@ async fn fire_on_cluster(
             "enqueued" | "duplicate" => {
                 let id = task_id(&value(), "fire_enqueue")?;
                 let answer = if kind == "enqueued" {
+                    enqueued.push(Event::enqueued(&record));
                     Enqueued::New(id)
                 } else {
                     Enqueued::Duplicate(id)
@@ -1553,6 +1581,7 @@ async fn fire_on_cluster(
     let fired_to: Vec<Arc<TopicKeys>> = topics.iter().map(|t| topic_keys(store, t)).collect();
     replicated.extend(fired_to.iter().map(|k| &*k.keys[0]));
     wait_for_replicas(store, &replicated).await?;
+    store.publish_for_scripts(|| enqueued).await;
     Ok(results)
 }
 

@@ -75,26 +75,52 @@ impl RedisStore {
             .map(|(_, listening)| listening)
     }
 
-    /// On a cluster, makes sure the scripts about to publish events know whether anyone
-    /// listens (asking every node at most once a second).
-    ///
-    /// Best effort: when a node cannot be asked, the scripts publish (yes is always
-    /// correct), and the call that asked goes on.
-    pub(crate) async fn refresh_listeners(&self) {
-        if self.shared.conn.is_cluster() {
-            let listening = match self.anyone_listening().await {
-                Ok(listening) => listening,
-                Err(error) => {
-                    tracing::debug!(%error, "cannot ask every cluster node for event subscribers");
-                    true
+    /// On a cluster, publishes the events `build` makes, if anyone listens: the scripts
+    /// there publish none (see `Keys::events_for_scripts`). Best effort, as a script's
+    /// publish is: the call they follow was applied, so a failure to publish is logged, not
+    /// returned.
+    pub(crate) async fn publish_for_scripts(&self, build: impl FnOnce() -> Vec<Event>) {
+        if !self.shared.conn.is_cluster() {
+            return;
+        }
+        let published = async {
+            if self.anyone_listening().await? {
+                let events = build();
+                if !events.is_empty() {
+                    self.publish_now(&events).await?;
                 }
-            };
-            self.shared.keys.set_listened(listening);
+            }
+            Ok::<(), taskmill_core::Error>(())
+        };
+        if let Err(error) = published.await {
+            tracing::warn!(%error, "cannot publish the events of a store call");
         }
     }
 
+    /// Publishes `events` on the event channel: on a cluster always through the node that
+    /// serves the channel name's slot, so that all of a store's events leave from one node
+    /// and reach subscribers in the order published.
+    async fn publish_now(&self, events: &[Event]) -> Result<()> {
+        let json = serde_json::to_string(events)
+            .map_err(|e| taskmill_core::Error::misuse("cannot serialize events").with_source(e))?;
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(&self.shared.keys.events).arg(json);
+        match &self.shared.conn {
+            Conn::Single(_) => {
+                let receivers = self.shared.conn.command(&cmd).await?;
+                self.note_listeners(int(&receivers, "PUBLISH")? > 0);
+            }
+            // A node counts the receivers it serves itself, not those on other nodes.
+            Conn::Cluster(cluster) => {
+                cluster
+                    .command_on_slot_of(&cmd, &self.shared.keys.events)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     fn note_listeners(&self, listening: bool) {
-        self.shared.keys.set_listened(listening);
         *self
             .shared
             .remote_listeners
@@ -244,16 +270,7 @@ impl Store for RedisStore {
         if events.is_empty() || !self.anyone_listening().await? {
             return Ok(());
         }
-        let json = serde_json::to_string(events)
-            .map_err(|e| taskmill_core::Error::misuse("cannot serialize events").with_source(e))?;
-        let mut cmd = redis::cmd("PUBLISH");
-        cmd.arg(&self.shared.keys.events).arg(json);
-        let receivers = self.shared.conn.command(&cmd).await?;
-        // A cluster node counts the receivers it serves itself, not those on other nodes.
-        if !self.shared.conn.is_cluster() {
-            self.note_listeners(int(&receivers, "PUBLISH")? > 0);
-        }
-        Ok(())
+        self.publish_now(events).await
     }
 
     async fn subscribe(&self) -> Result<EventStream> {

@@ -653,16 +653,16 @@ async fn a_plain_url_at_a_cluster_node_is_misuse() {
     );
 }
 
-/// The node the subscription connection is on (the first seed) is SIGKILLed: once its
-/// replica took over, the subscription is on another node, and wake-ups and events
-/// published through another handle (another process's connections) reach it again.
+/// The node the subscription connection is on (the primary of the event channel's slot,
+/// through which the store publishes) is SIGKILLed: once its replica took over, the
+/// subscription is on the new primary, and wake-ups and events published through another
+/// handle (another process's connections) reach it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wakeups_and_events_survive_the_loss_of_the_subscribed_node() {
     use futures_util::StreamExt;
     let cluster = Arc::new(RedisCluster::start(3, 1));
     let ns = fresh_namespace();
     let url = cluster.url(&ns);
-    let first_seed = cluster.primaries()[0];
     let listener = RedisStore::open(&url).await.unwrap();
     let publisher = RedisStore::open(&url).await.unwrap();
     let mut events = listener.subscribe().await.unwrap();
@@ -682,18 +682,18 @@ async fn wakeups_and_events_survive_the_loss_of_the_subscribed_node() {
         .expect("the event stream ended");
     assert_eq!(event.task_id(), Some(published[0].id()), "{event:?}");
 
-    let slot = (0..16384u16)
-        .find(|&s| cluster.owner_of_slot(s) == first_seed)
-        .expect("the first seed serves a slot");
-    {
+    let slot = cluster.slot_of(&format!("{ns}:events"));
+    let subscribed_on = cluster.owner_of_slot(slot);
+    let promoted = {
         let cluster = cluster.clone();
         tokio::task::spawn_blocking(move || {
-            assert_eq!(cluster.kill_primary_of(slot), first_seed);
+            assert_eq!(cluster.kill_primary_of(slot), subscribed_on);
             cluster.wait_failover(Duration::from_secs(30))
         })
         .await
-        .expect("the failover");
-    }
+        .expect("the failover")
+    };
+    assert_ne!(promoted, subscribed_on);
 
     // After: each try enqueues one task and looks for its event; the subscription
     // reconnects with backoff, so the first tries may find nothing.

@@ -665,17 +665,13 @@ local function wake()
   end
 end
 
--- Whether anyone listens on the event channel, asked once per script call. On a Redis
--- Cluster (a call without WAITING) a node counts only its own subscribers, so the caller
--- asks every node and passes EVENTS '' when nobody listens.
+-- Whether anyone listens on the event channel, asked once per script call. EVENTS is ''
+-- on a Redis Cluster, where the store publishes the events itself (see layout.rs,
+-- `events_for_scripts`), so scripts publish none.
 local LISTENING = nil
 local function listening()
   if LISTENING == nil then
-    if WAITING then
-      LISTENING = redis.call('PUBSUB', 'NUMSUB', EVENTS)[2] > 0
-    else
-      LISTENING = EVENTS ~= ''
-    end
+    LISTENING = EVENTS ~= '' and redis.call('PUBSUB', 'NUMSUB', EVENTS)[2] > 0
   end
   return LISTENING
 end
