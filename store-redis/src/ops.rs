@@ -415,7 +415,10 @@ pub(crate) async fn enqueue(
             pipeline.push(call);
             order.push((false, vec![ids_of(chunk)]));
         }
-        flush(&mut pipeline, &mut sent);
+        // On a cluster, the calls go together at the end: one pipeline per node.
+        if !cluster {
+            flush(&mut pipeline, &mut sent);
+        }
     }
     if let Some((open, chunks, _)) = many.take() {
         pipeline.push(open);

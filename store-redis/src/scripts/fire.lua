@@ -19,16 +19,9 @@ local SCHEDULES, TOPICS = KEYS[19], KEYS[20]
 local name, at, skip, now, topic, other, id =
   ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 
-local raw = redis.call('HGET', SCHEDULES, name)
-local s
-if raw then
-  s = parse_schedule(raw)
-  if not s then
-    return {'corrupt'}
-  end
-else
-  -- Fired before any registration (ScheduleState::unregistered).
-  s = new_schedule(topic, now)
+local s = fired_schedule(SCHEDULES, name, topic, now)
+if not s then
+  return {'corrupt'}
 end
 
 -- Whether task `id` is in INPUT or WORK of the topic whose leases, ready, scheduled and

@@ -10,15 +10,9 @@
 local SCHEDULES = KEYS[1]
 local name, at, task, now, topic = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 
-local raw = redis.call('HGET', SCHEDULES, name)
-local s
-if raw then
-  s = parse_schedule(raw)
-  if not s then
-    return 0
-  end
-else
-  s = new_schedule(topic, now)
+local s = fired_schedule(SCHEDULES, name, topic, now)
+if not s then
+  return 0
 end
 if s.last_tick ~= '' and at_least(s.last_tick, at) then
   return 0

@@ -16,15 +16,9 @@ local SCHEDULES = KEYS[1]
 local name, at, skip, now, topic, checked, unfinished =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 
-local raw = redis.call('HGET', SCHEDULES, name)
-local s
-if raw then
-  s = parse_schedule(raw)
-  if not s then
-    return {'corrupt'}
-  end
-else
-  s = new_schedule(topic, now)
+local s = fired_schedule(SCHEDULES, name, topic, now)
+if not s then
+  return {'corrupt'}
 end
 
 if s.last_tick ~= '' and at_least(s.last_tick, at) then

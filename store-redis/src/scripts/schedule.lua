@@ -76,3 +76,14 @@ local function new_schedule(topic, now)
   return {paused = '0', last_tick = '', last_task = '', fired_at = '', seen_at = now,
     spec = '', zone = '', topic = topic}
 end
+
+-- The state of schedule `name` in the hash `hash` for a fire of it: the stored one, or
+-- (none stored: fired before any registration) ScheduleState::unregistered's for `topic`
+-- at `now`; nil when the stored state cannot be read.
+local function fired_schedule(hash, name, topic, now)
+  local raw = redis.call('HGET', hash, name)
+  if not raw then
+    return new_schedule(topic, now)
+  end
+  return parse_schedule(raw)
+end
