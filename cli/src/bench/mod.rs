@@ -599,6 +599,9 @@ pub struct Row {
     pub topic_spread: &'static str,
     /// Work: milliseconds each processor awaited.
     pub work_ms: Option<f64>,
+    /// Work: the mean milliseconds each processor's timer actually took (tokio's timers
+    /// fire on a 1 ms tick, so a timer of `work_ms` takes up to a tick longer).
+    pub work_slept_ms: Option<f64>,
     /// Processes: manager processes processing the queue.
     pub processes: Option<usize>,
     /// Processes: manager processes polling topics with nothing to do beside them.
@@ -654,6 +657,7 @@ impl Row {
             topics: config.topics,
             topic_spread: config.topic_spread.as_str(),
             work_ms: config.work_duration.map(|d| d.as_secs_f64() * 1e3),
+            work_slept_ms: None,
             processes: (scenario == Scenario::Processes).then_some(config.processes),
             idle_processes: (scenario == Scenario::Processes).then_some(config.idle_processes),
             load_share: (scenario == Scenario::LoadedLatency).then_some(config.load_share),
@@ -707,6 +711,7 @@ pub async fn run(config: &BenchConfig, mut on_row: impl FnMut(&Row)) -> Result<V
                     }
                 }
                 let is_first_case = first_case.is_empty();
+                let mut all_skipped = true;
                 for (i, runs) in runs.into_iter().enumerate() {
                     let mut row = Row::median(runs);
                     if scenario.relative_to_first_case() {
@@ -715,8 +720,13 @@ pub async fn run(config: &BenchConfig, mut on_row: impl FnMut(&Row)) -> Result<V
                         }
                         row.relate_to(&first_case[i]);
                     }
+                    all_skipped &= row.skipped.is_some();
                     on_row(&row);
                     rows.push(row);
+                }
+                // A store the scenario does not run on says so once, not once per case.
+                if all_skipped {
+                    break;
                 }
             }
         }
@@ -757,6 +767,7 @@ impl Row {
         row.process_mb_per_sec = mid(&runs, |r| r.process_mb_per_sec);
         row.server_cpu_us_per_task = mid(&runs, |r| r.server_cpu_us_per_task);
         row.server_cpu_busy = mid(&runs, |r| r.server_cpu_busy);
+        row.work_slept_ms = mid(&runs, |r| r.work_slept_ms);
         row.stats_small_ms = mid(&runs, |r| r.stats_small_ms);
         row.stats_large_ms = mid(&runs, |r| r.stats_large_ms);
         row.bytes_per_task = mid(&runs, |r| r.bytes_per_task);

@@ -155,20 +155,30 @@ fn fixed2(v: Option<f64>) -> String {
     v.map_or("-".to_string(), |v| format!("{v:.2}"))
 }
 
-/// What a row of a scenario with cases measured: `2,000 topics skewed`, `10 ms × 1,000`,
+/// What a row of a scenario with cases measured: `2,000 topics skewed`, `10 ms × 1,000
+/// (slept 10.9)` (the mean time the timers took),
 /// `64 KiB`, `4 busy`, `1 busy + 3 idle`, `load 0.5`; `-` for the other scenarios.
 fn case_label(row: &Row) -> String {
+    if row.skipped.is_some() {
+        return "-".to_string();
+    }
     match row.scenario {
         "topics" => format!(
             "{} topics {}",
             thousands(row.topics as u64),
             row.topic_spread
         ),
-        "work" => format!(
-            "{} ms × {}",
-            row.work_ms.unwrap_or_default(),
-            thousands(row.concurrency as u64)
-        ),
+        "work" => {
+            let mut label = format!(
+                "{} ms × {}",
+                row.work_ms.unwrap_or_default(),
+                thousands(row.concurrency as u64)
+            );
+            if let Some(slept) = row.work_slept_ms {
+                label.push_str(&format!(" (slept {slept:.2})"));
+            }
+            label
+        }
         "payload" => bytes_label(row.payload_bytes),
         "processes" => match (row.processes, row.idle_processes) {
             (Some(busy), Some(idle)) if idle > 0 => format!("{busy} busy + {idle} idle"),

@@ -341,12 +341,17 @@ impl Processor for Counting {
 struct Working {
     tracker: Arc<Tracker>,
     duration: Duration,
+    /// Nanoseconds the timers actually took, summed over the runs.
+    slept_nanos: Arc<AtomicU64>,
 }
 
 #[taskmill::async_trait]
 impl Processor for Working {
     async fn process(&self, ctx: TaskContext) -> std::result::Result<(), TaskError> {
+        let started = Instant::now();
         tokio::time::sleep(self.duration).await;
+        let slept = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.slept_nanos.fetch_add(slept, Ordering::Relaxed);
         self.tracker.hit(ctx.id());
         Ok(())
     }
@@ -538,11 +543,13 @@ async fn throughput(
     row.bytes_per_task = filled.bytes_per_task;
 
     let tracker = Arc::new(Tracker::new(&filled, n));
+    let slept_nanos = Arc::new(AtomicU64::new(0));
     let (manager, metrics) = match config.work_duration {
         None => manager(store.clone(), config, || Counting(tracker.clone()))?,
         Some(duration) => manager(store.clone(), config, || Working {
             tracker: tracker.clone(),
             duration,
+            slept_nanos: slept_nanos.clone(),
         })?,
     };
     let bar = Progress::new(config.progress, n, format!("{label}: process"));
@@ -567,6 +574,10 @@ async fn throughput(
     if finished {
         row.process_per_sec = Some(per_sec(n, elapsed));
         row.cpu_us_per_task = cpu_used.map(|cpu| cpu.as_secs_f64() * 1e6 / n as f64);
+        if config.work_duration.is_some() {
+            let slept = slept_nanos.load(Ordering::Relaxed) as f64;
+            row.work_slept_ms = Some(slept / 1e6 / tracker.runs().max(1) as f64);
+        }
     }
     let stats = store.stats(&StatsOptions::new(Timestamp::now())).await?;
     // What the finished tasks' records occupy once processing is over.
