@@ -10,7 +10,8 @@ use taskmill_cli::admin::inspect::{LsArgs, ShowArgs, StatsArgs};
 use taskmill_cli::admin::steer::{CancelArgs, DeadAction, DeadArgs, EnqueueArgs, TopicArgs};
 use taskmill_cli::admin::watch::WatchArgs;
 use taskmill_cli::admin::{Failure, Outcome};
-use taskmill_cli::bench::{self, BenchConfig, Scenario};
+use taskmill_cli::bench::worker::WorkerArgs;
+use taskmill_cli::bench::{self, BenchConfig, Scenario, TopicSpread};
 use taskmill_cli::serve::ServeArgs;
 
 /// Durable background tasks: inspect and steer a store's queues, serve its dashboard,
@@ -64,6 +65,9 @@ enum Command {
     /// redis:// (and redis+cluster://) a namespace NS-bench-PID-K whose keys are deleted at the end. Exits with
     /// status 1 when any scenario loses or repeats work or fails.
     Bench(BenchArgs),
+    /// One manager process of `bench --scenario processes`, started and steered by it.
+    #[command(name = "bench-worker", hide = true)]
+    BenchWorker(WorkerArgs),
 }
 
 #[derive(Args, Debug)]
@@ -72,7 +76,8 @@ struct BenchArgs {
     /// with the `tls` feature, redis+cluster://HOST:PORT,HOST:PORT); repeat to compare stores in one run and one table.
     #[arg(long = "store", value_name = "URL", default_value = "memory://")]
     stores: Vec<String>,
-    /// Scenarios to run, comma-separated.
+    /// Scenarios to run, comma-separated: throughput, latency, backlog, schedules, topics,
+    /// work, payload, processes, loaded-latency.
     #[arg(
         long,
         value_delimiter = ',',
@@ -129,6 +134,39 @@ struct BenchArgs {
     /// Repeat to compare counts in one run (`--middleware 0 --middleware 4`).
     #[arg(long = "middleware", value_name = "N")]
     middlewares: Vec<usize>,
+    /// topics: the topic counts compared (the first is what the ratios are to).
+    #[arg(long, value_delimiter = ',', default_value = "5,200,2000,10000")]
+    topic_counts: Vec<usize>,
+    /// topics: the spreads of the tasks over them (`even`: round robin; `skewed`: nine in
+    /// ten over 5 topics, the rest over the others).
+    #[arg(long, value_delimiter = ',', default_value = "even,skewed")]
+    topic_spreads: Vec<TopicSpread>,
+    /// work: milliseconds each processor awaits a timer (as an I/O call would).
+    #[arg(long, value_delimiter = ',', default_value = "1,10")]
+    work_ms: Vec<f64>,
+    /// work: the concurrencies each duration runs at.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+    work_concurrency: Vec<usize>,
+    /// work: each case has the tasks its expected rate (concurrency ÷ duration) finishes
+    /// in this many seconds, at most --tasks.
+    #[arg(long, default_value_t = 2.0)]
+    work_secs: f64,
+    /// payload: the argument sizes compared, in bytes.
+    #[arg(long, value_delimiter = ',', default_value = "1024,65536")]
+    payload_sizes: Vec<usize>,
+    /// payload: the most MiB of arguments one case enqueues (fewer tasks than --tasks).
+    #[arg(long, default_value_t = 256)]
+    payload_mib: u64,
+    /// processes: the counts of manager processes compared (Redis only).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    processes: Vec<usize>,
+    /// processes: a last case of one busy process beside this many idle ones (0: none).
+    #[arg(long, default_value_t = 3)]
+    idle_processes: usize,
+    /// loaded-latency: the background load as a share of the rate a throughput run
+    /// measures first.
+    #[arg(long, default_value_t = 0.5)]
+    load_share: f64,
     /// Print one JSON object per store and scenario instead of a table.
     #[arg(long)]
     json: bool,
@@ -159,6 +197,20 @@ impl BenchArgs {
         config.stall_timeout = secs(self.stall_secs, "stall-secs")?;
         config.progress = !self.quiet;
         config.repeat = self.repeat;
+        config.topic_counts = self.topic_counts.clone();
+        config.topic_spreads = self.topic_spreads.clone();
+        config.work_durations = self
+            .work_ms
+            .iter()
+            .map(|&ms| secs(ms / 1e3, "work-ms"))
+            .collect::<Result<_, _>>()?;
+        config.work_concurrencies = self.work_concurrency.clone();
+        config.work_time = secs(self.work_secs, "work-secs")?;
+        config.payload_sizes = self.payload_sizes.clone();
+        config.payload_budget = self.payload_mib.saturating_mul(1 << 20);
+        config.process_counts = self.processes.clone();
+        config.idle_case_processes = self.idle_processes;
+        config.load_share = self.load_share;
         match self.retentions.as_slice() {
             [] => {}
             [one] => config.retention = Some(*one),
@@ -180,6 +232,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (name, outcome) = match cli.command {
         Command::Bench(args) => return run_bench(args),
+        Command::BenchWorker(args) => return run_bench_worker(args),
         Command::Stats(args) => ("stats", block_on(args.run())),
         Command::Ls(args) => ("ls", block_on(args.run())),
         Command::Show(args) => ("show", block_on(args.run())),
@@ -209,6 +262,21 @@ fn block_on(command: impl std::future::Future<Output = Outcome>) -> Outcome {
         .build()
         .map_err(|e| Failure::failed(format!("cannot start the runtime: {e}")))?
         .block_on(command)
+}
+
+fn run_bench_worker(args: WorkerArgs) -> ExitCode {
+    let outcome = block_on(async {
+        bench::worker::run(args)
+            .await
+            .map_err(|e| Failure::failed(e.to_string()))
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("taskmill bench-worker: {failure}");
+            ExitCode::from(failure.code)
+        }
+    }
 }
 
 fn run_bench(args: BenchArgs) -> ExitCode {

@@ -70,7 +70,27 @@ fn tiny(stores: Vec<String>) -> BenchConfig {
     config.backlog_measure = 300;
     config.stall_timeout = Duration::from_secs(20);
     config.progress = false;
+    // 3 topics and 12, so that the skewed spread differs from the even one.
+    config.topic_counts = vec![3, 12];
+    // 400 and 1,600 tasks.
+    config.work_durations = vec![Duration::from_millis(1)];
+    config.work_concurrencies = vec![8, 32];
+    config.work_time = Duration::from_millis(50);
+    // 2,000 tasks of 1 KiB, 32 of 64 KiB.
+    config.payload_budget = 2 << 20;
+    config.process_counts = vec![1, 2];
+    config.idle_case_processes = 1;
+    config.worker_program = Some(env!("CARGO_BIN_EXE_taskmill").into());
     config
+}
+
+/// Rows `config` gives per store: one per case of each scenario.
+fn rows_per_store(config: &BenchConfig) -> usize {
+    config
+        .scenarios
+        .iter()
+        .map(|&scenario| config.cases(scenario).len())
+        .sum()
 }
 
 fn check_row(row: &Row) {
@@ -78,7 +98,64 @@ fn check_row(row: &Row) {
     assert!(row.ok(), "{what} failed: {row:?}");
     assert_eq!((row.lost, row.duplicated), (0, 0), "{what}");
     assert!(row.peak_rss_bytes.unwrap_or(0) > 0, "{what}: no peak RSS");
+    let positive = |v: Option<f64>| v.is_some_and(|v| v > 0.0);
+    let shared = row.store.starts_with("redis");
     match row.scenario {
+        "topics" => {
+            assert_eq!(row.tasks, 2_000, "{what}");
+            assert!([3, 12].contains(&row.topics), "{what}: {}", row.topics);
+            assert!(positive(row.enqueue_per_sec) && positive(row.process_per_sec));
+            // The first case (3 topics, even) is the reference of every row.
+            assert!(positive(row.process_ratio) && positive(row.enqueue_ratio));
+            if (row.topics, row.topic_spread) == (3, "even") {
+                assert_eq!(row.process_ratio, Some(1.0), "{what}");
+            }
+            assert_ne!((row.topics, row.topic_spread), (3, "skewed"), "{what}");
+        }
+        "work" => {
+            assert_eq!(row.work_ms, Some(1.0), "{what}");
+            let expected = row.concurrency as f64 / 1e-3;
+            assert_eq!(row.tasks, (expected * 0.05).ceil() as u64, "{what}");
+            assert_eq!(row.reference_per_sec, Some(expected), "{what}");
+            let ratio = row.process_ratio.expect("ratio");
+            assert!(ratio > 0.0 && ratio <= 1.0, "{what}: {ratio}");
+            assert!(positive(row.cpu_us_per_task), "{what}");
+            assert!(row.work_slept_ms.expect("slept") >= 1.0, "{what}");
+        }
+        "payload" => {
+            assert!([1024, 65536].contains(&row.payload_bytes), "{what}");
+            let tasks = ((2 << 20) / row.payload_bytes as u64).min(2_000);
+            assert_eq!(row.tasks, tasks, "{what}");
+            let mb = row.process_per_sec.expect("rate") * row.payload_bytes as f64 / 1e6;
+            assert_eq!(row.process_mb_per_sec, Some(mb), "{what}");
+            assert!(positive(row.enqueue_mb_per_sec), "{what}");
+        }
+        "processes" if !shared => {
+            assert!(row.skipped.is_some(), "{what}: not skipped");
+            assert_eq!(row.process_per_sec, None, "{what}");
+        }
+        "processes" => {
+            assert_eq!(row.skipped, None, "{what}");
+            assert_eq!(row.tasks, 2_000, "{what}");
+            assert!(positive(row.process_per_sec) && positive(row.process_ratio));
+            assert!(positive(row.cpu_us_per_task), "{what}");
+            assert!(positive(row.server_cpu_us_per_task), "{what}");
+            assert!(positive(row.server_cpu_busy), "{what}");
+            assert!(row.processes.is_some() && row.idle_processes.is_some());
+        }
+        "loaded-latency" => {
+            assert_eq!(row.load_share, Some(0.5), "{what}");
+            let load = row.reference_per_sec.expect("the load offered");
+            assert!(load > 0.0, "{what}");
+            // The background load (0.75 s of it) and 50 probes.
+            assert_eq!(row.tasks, (load * 0.75).ceil() as u64 + 50, "{what}");
+            assert!(positive(row.process_per_sec) && positive(row.process_ratio));
+            let (p50, p99) = (
+                row.latency_p50_ms.expect("p50"),
+                row.latency_p99_ms.expect("p99"),
+            );
+            assert!(0.0 < p50 && p50 <= p99, "{what}: {p50} {p99}");
+        }
         "throughput" => {
             assert_eq!(row.tasks, 2_000, "{what}");
             assert!(row.enqueue_per_sec.unwrap_or(0.0) > 0.0, "{what}");
@@ -128,7 +205,10 @@ fn check_row(row: &Row) {
         }
         other => panic!("unexpected scenario {other}"),
     }
-    let measures_memory = matches!(row.scenario, "throughput" | "backlog");
+    let measures_memory = matches!(
+        row.scenario,
+        "throughput" | "backlog" | "topics" | "work" | "payload"
+    );
     if row.store.starts_with("memory:") && measures_memory {
         assert!(row.bytes_per_task.is_some(), "{what}: no bytes per task");
     } else {
@@ -156,7 +236,26 @@ async fn every_scenario_runs_clean_on_every_store() {
     let rows = bench::run(&config, |row| printed.push(bench::json_line(row)))
         .await
         .expect("a valid configuration");
-    assert_eq!(rows.len(), stores.len() * Scenario::ALL.len());
+    // processes runs only on Redis, and says so in one row on the other stores.
+    let processes_cases = config.cases(Scenario::Processes).len();
+    let unshared = stores.iter().filter(|s| !s.starts_with("redis")).count();
+    assert_eq!(
+        rows.len(),
+        stores.len() * rows_per_store(&config) - unshared * (processes_cases - 1)
+    );
+    for store in &stores {
+        let scenarios: Vec<_> = rows
+            .iter()
+            .filter(|r| &r.store == store)
+            .map(|r| r.scenario)
+            .collect();
+        for scenario in Scenario::ALL {
+            assert!(
+                scenarios.contains(&scenario.as_str()),
+                "{store}: no {scenario}"
+            );
+        }
+    }
     for row in &rows {
         check_row(row);
     }
@@ -168,7 +267,8 @@ async fn every_scenario_runs_clean_on_every_store() {
         assert_eq!(value["lost"], 0);
     }
     let table = bench::table(&rows);
-    assert_eq!(table.lines().count(), rows.len() + 1, "{table}");
+    let skipped = rows.iter().filter(|r| r.skipped.is_some()).count();
+    assert_eq!(table.lines().count(), rows.len() + 1 + skipped, "{table}");
     // Every fresh location was removed again: only what the test made is left.
     let left: Vec<_> = std::fs::read_dir(dir).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");

@@ -26,6 +26,27 @@
 //!   is stale, as a second manager running the schedules would. Checks that each tick
 //!   enqueued exactly one task.
 //!
+//! Scenarios of deployments unlike gocraft/work's, each a list of cases with a row each
+//! ([`BenchConfig::cases`]):
+//! - **topics**: throughput with each of `topic_counts` topics registered and filled, the
+//!   tasks spread evenly and skewed ([`TopicSpread`]); each row's ratios are to the first
+//!   case's (5 topics, even).
+//! - **work**: throughput with processors that await a timer of each of `work_durations`
+//!   (as an I/O call would), at each of `work_concurrencies`; the rate expected is
+//!   concurrency ÷ duration, and the row has its ratio to it and the process's CPU per
+//!   task.
+//! - **payload**: throughput with arguments of each of `payload_sizes` bytes, in tasks/s
+//!   and MB/s; a case enqueues at most `payload_budget` bytes of arguments.
+//! - **processes**: `tasks` tasks enqueued up front, then processed by each of
+//!   `process_counts` manager processes sharing the store (copies of this program running
+//!   the hidden `bench-worker` command, see [`worker`]), and by one with
+//!   `idle_processes` more polling topics that have nothing; total processing/s, the
+//!   managers' CPU per task, and redis-server's ([`server_cpu`]). Only on stores shared
+//!   across processes (Redis); skipped on the others.
+//! - **loaded-latency**: the latency scenario's trickle, on a topic of its own, while a
+//!   background load is enqueued and processed at `load_share` of the rate a throughput run
+//!   just measured on the same store.
+//!
 //! Every manager can run with the metrics layer observing its runs
 //! (`taskmill::metrics::Metrics` as a run observer, [`BenchConfig::metrics`]) and with any
 //! number of no-op middleware around them ([`BenchConfig::middleware`]), to measure what
@@ -40,17 +61,23 @@
 //! its payload (the growth of resident memory while enqueueing, divided by the count).
 
 pub mod cpu;
+mod processes;
 mod progress;
 pub mod report;
 pub mod rss;
 mod scenario;
+pub mod server_cpu;
+pub mod spread;
 pub mod target;
+pub mod worker;
 
 pub use report::{json_line, table};
+pub use spread::TopicSpread;
 pub use target::Target;
 
 use serde::Serialize;
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 use taskmill::raw::StoreUrl;
@@ -67,15 +94,30 @@ pub enum Scenario {
     Backlog,
     /// Firing schedule ticks beside plain enqueues of the same batches.
     Schedules,
+    /// Throughput over many topics, spread evenly and skewed.
+    Topics,
+    /// Throughput of processors that await a timer (I/O-bound work).
+    Work,
+    /// Throughput with large arguments, in tasks/s and MB/s.
+    Payload,
+    /// Several manager processes sharing one store.
+    Processes,
+    /// Enqueue→start latency while the store carries a background load.
+    LoadedLatency,
 }
 
 impl Scenario {
     /// Every scenario, in the order they run.
-    pub const ALL: [Scenario; 4] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Throughput,
         Scenario::Latency,
         Scenario::Backlog,
         Scenario::Schedules,
+        Scenario::Topics,
+        Scenario::Work,
+        Scenario::Payload,
+        Scenario::Processes,
+        Scenario::LoadedLatency,
     ];
 
     /// The scenario's name on the command line and in reports.
@@ -85,7 +127,18 @@ impl Scenario {
             Scenario::Latency => "latency",
             Scenario::Backlog => "backlog",
             Scenario::Schedules => "schedules",
+            Scenario::Topics => "topics",
+            Scenario::Work => "work",
+            Scenario::Payload => "payload",
+            Scenario::Processes => "processes",
+            Scenario::LoadedLatency => "loaded-latency",
         }
+    }
+
+    /// Whether the rows of this scenario are compared with its first case's row (their
+    /// ratios, [`Row::process_ratio`] and [`Row::enqueue_ratio`], are to it).
+    fn relative_to_first_case(self) -> bool {
+        matches!(self, Scenario::Topics | Scenario::Processes)
     }
 }
 
@@ -102,8 +155,10 @@ impl FromStr for Scenario {
             .into_iter()
             .find(|sc| sc.as_str() == s)
             .ok_or_else(|| {
+                let names: Vec<&str> = Scenario::ALL.iter().map(|sc| sc.as_str()).collect();
                 Error::misuse(format!(
-                    "unknown scenario {s:?} (expected throughput, latency or backlog)"
+                    "unknown scenario {s:?} (expected one of {})",
+                    names.join(", ")
                 ))
             })
     }
@@ -119,8 +174,10 @@ pub struct BenchConfig {
     pub scenarios: Vec<Scenario>,
     /// Tasks of the throughput scenario.
     pub tasks: u64,
-    /// Topics the tasks are spread over (round robin).
+    /// Topics the tasks are spread over.
     pub topics: usize,
+    /// How the tasks are spread over the topics.
+    pub topic_spread: TopicSpread,
     /// The manager's concurrency.
     pub concurrency: usize,
     /// Tasks per `enqueue` call when filling a queue.
@@ -161,6 +218,43 @@ pub struct BenchConfig {
     /// The no-op middleware counts [`run`] compares, like `retention_sweep`. Empty: only
     /// `middleware`.
     pub middleware_sweep: Vec<usize>,
+    /// The topics scenario: the topic counts it compares, the first being the reference
+    /// of every row's ratios.
+    pub topic_counts: Vec<usize>,
+    /// The topics scenario: the spreads each count is filled with (a skewed spread only
+    /// where it differs from the even one, over more than [`spread::HOT_TOPICS`] topics).
+    pub topic_spreads: Vec<TopicSpread>,
+    /// How long each processor awaits a timer before it returns (`None`: returns at once).
+    pub work_duration: Option<Duration>,
+    /// The work scenario: the durations it compares.
+    pub work_durations: Vec<Duration>,
+    /// The work scenario: the concurrencies it runs each duration at.
+    pub work_concurrencies: Vec<usize>,
+    /// The work scenario: each case has the tasks the expected rate (concurrency ÷
+    /// duration) finishes in this long, at most `tasks`.
+    pub work_time: Duration,
+    /// The payload scenario: the argument sizes it compares, in bytes.
+    pub payload_sizes: Vec<usize>,
+    /// The payload scenario: the most bytes of arguments one case enqueues (fewer tasks
+    /// than `tasks` for large payloads).
+    pub payload_budget: u64,
+    /// The processes scenario: manager processes processing the queue together.
+    pub processes: usize,
+    /// The processes scenario: manager processes polling topics with nothing to do beside
+    /// the busy ones.
+    pub idle_processes: usize,
+    /// The processes scenario: the counts of busy processes it compares (each with no
+    /// idle ones), the first being the reference of every row's ratio.
+    pub process_counts: Vec<usize>,
+    /// The processes scenario: the idle processes of its last case, beside one busy
+    /// process (0: no such case).
+    pub idle_case_processes: usize,
+    /// The program the processes scenario starts (with the hidden `bench-worker`
+    /// command); `None` for this one (`std::env::current_exe`).
+    pub worker_program: Option<PathBuf>,
+    /// The loaded-latency scenario: the background load, as a share of the processing
+    /// rate a throughput run measures first.
+    pub load_share: f64,
 }
 
 impl Default for BenchConfig {
@@ -170,6 +264,7 @@ impl Default for BenchConfig {
             scenarios: Scenario::ALL.to_vec(),
             tasks: 100_000,
             topics: 5,
+            topic_spread: TopicSpread::Even,
             concurrency: DEFAULT_CONCURRENCY,
             batch: 1_000,
             payload_bytes: 16,
@@ -187,6 +282,20 @@ impl Default for BenchConfig {
             metrics_sweep: Vec::new(),
             middleware: 0,
             middleware_sweep: Vec::new(),
+            topic_counts: vec![5, 200, 2_000, 10_000],
+            topic_spreads: TopicSpread::ALL.to_vec(),
+            work_duration: None,
+            work_durations: vec![Duration::from_millis(1), Duration::from_millis(10)],
+            work_concurrencies: vec![100, 1_000],
+            work_time: Duration::from_secs(2),
+            payload_sizes: vec![1_024, 65_536],
+            payload_budget: 256 << 20,
+            processes: 1,
+            idle_processes: 0,
+            process_counts: vec![1, 2, 4],
+            idle_case_processes: 3,
+            worker_program: None,
+            load_share: 0.5,
         }
     }
 }
@@ -235,6 +344,46 @@ impl BenchConfig {
         if self.latency_duration.is_zero() {
             return Err(Error::misuse("the latency duration must be positive"));
         }
+        let lists = [
+            ("topic counts", &self.topic_counts),
+            ("work concurrencies", &self.work_concurrencies),
+            ("payload sizes", &self.payload_sizes),
+            ("process counts", &self.process_counts),
+        ];
+        if let Some((name, _)) = lists
+            .iter()
+            .find(|(_, list)| list.is_empty() || list.contains(&0))
+        {
+            return Err(Error::misuse(format!(
+                "the {name} must be at least one number, each at least 1"
+            )));
+        }
+        if self.topic_spreads.is_empty() {
+            return Err(Error::misuse("name at least one topic spread"));
+        }
+        if self.work_durations.is_empty() || self.work_durations.iter().any(|d| d.is_zero()) {
+            return Err(Error::misuse(
+                "the work durations must be at least one, each positive",
+            ));
+        }
+        if self.work_time.is_zero() || self.payload_budget == 0 {
+            return Err(Error::misuse(
+                "the work time and the payload budget must be positive",
+            ));
+        }
+        if !(self.load_share > 0.0 && self.load_share <= 1.0) {
+            return Err(Error::misuse(format!(
+                "the load share must be above 0 and at most 1, not {}",
+                self.load_share
+            )));
+        }
+        if self.process_counts.iter().max().copied().unwrap_or(0) + self.idle_case_processes
+            > MAX_PROCESSES
+        {
+            return Err(Error::misuse(format!(
+                "at most {MAX_PROCESSES} manager processes"
+            )));
+        }
         if self.middleware > MAX_MIDDLEWARE
             || self.middleware_sweep.iter().any(|&n| n > MAX_MIDDLEWARE)
         {
@@ -269,6 +418,96 @@ impl BenchConfig {
             }
         }
         out
+    }
+}
+
+/// Tasks per `enqueue` call of the payload scenario are cut to hold at most this many
+/// bytes of arguments (16 tasks of 64 KiB), as an application would batch large tasks.
+pub const PAYLOAD_BATCH_BYTES: usize = 1 << 20;
+
+/// The most manager processes the processes scenario starts.
+pub const MAX_PROCESSES: usize = 64;
+
+impl BenchConfig {
+    /// The cases of `scenario`: one configuration per row it reports (before the sweeps).
+    ///
+    /// - topics: each topic count with each spread (skewed only where it is not even);
+    /// - work: each duration at each concurrency, with the tasks [`BenchConfig::work_time`]
+    ///   takes at the expected rate;
+    /// - payload: each size, with the tasks and batches cut to the budgets;
+    /// - processes: each count of busy processes, then one with the idle ones;
+    /// - the others: the configuration as it is.
+    pub fn cases(&self, scenario: Scenario) -> Vec<BenchConfig> {
+        let case = |change: &dyn Fn(&mut BenchConfig)| {
+            let mut config = self.clone();
+            change(&mut config);
+            config
+        };
+        match scenario {
+            Scenario::Topics => self
+                .topic_counts
+                .iter()
+                .flat_map(|&topics| {
+                    self.topic_spreads
+                        .iter()
+                        .filter(move |&&spread| {
+                            spread == TopicSpread::Even || spread.differs_from_even(topics)
+                        })
+                        .map(move |&spread| (topics, spread))
+                })
+                .map(|(topics, spread)| {
+                    case(&|c| {
+                        c.topics = topics;
+                        c.topic_spread = spread;
+                    })
+                })
+                .collect(),
+            Scenario::Work => self
+                .work_durations
+                .iter()
+                .flat_map(|&work| self.work_concurrencies.iter().map(move |&n| (work, n)))
+                .map(|(work, concurrency)| {
+                    case(&|c| {
+                        c.work_duration = Some(work);
+                        c.concurrency = concurrency;
+                        let expected = concurrency as f64 / work.as_secs_f64();
+                        let tasks = (expected * self.work_time.as_secs_f64()).ceil() as u64;
+                        c.tasks = tasks.clamp(1, self.tasks);
+                    })
+                })
+                .collect(),
+            Scenario::Payload => self
+                .payload_sizes
+                .iter()
+                .map(|&bytes| {
+                    case(&|c| {
+                        c.payload_bytes = bytes;
+                        c.tasks = (self.payload_budget / bytes as u64).clamp(1, self.tasks);
+                        c.batch = (PAYLOAD_BATCH_BYTES / bytes).clamp(1, self.batch);
+                    })
+                })
+                .collect(),
+            Scenario::Processes => {
+                let mut cases: Vec<BenchConfig> = self
+                    .process_counts
+                    .iter()
+                    .map(|&n| {
+                        case(&|c| {
+                            c.processes = n;
+                            c.idle_processes = 0;
+                        })
+                    })
+                    .collect();
+                if self.idle_case_processes > 0 {
+                    cases.push(case(&|c| {
+                        c.processes = 1;
+                        c.idle_processes = self.idle_case_processes;
+                    }));
+                }
+                cases
+            }
+            _ => vec![self.clone()],
+        }
     }
 }
 
@@ -315,6 +554,25 @@ pub struct Row {
     pub fire_per_sec: Option<f64>,
     /// Schedule ticks per second found already fired (what another manager pays).
     pub stale_fire_per_sec: Option<f64>,
+    /// The rate the row's ratios compare with: work, concurrency ÷ duration (the rate if
+    /// the store and manager cost nothing); loaded-latency, the background load offered;
+    /// topics and processes, the first case's processing rate.
+    pub reference_per_sec: Option<f64>,
+    /// `process_per_sec / reference_per_sec`.
+    pub process_ratio: Option<f64>,
+    /// Topics: the enqueue rate divided by the first case's.
+    pub enqueue_ratio: Option<f64>,
+    /// Payload: megabytes (10⁶ bytes) of arguments enqueued per second.
+    pub enqueue_mb_per_sec: Option<f64>,
+    /// Payload: megabytes (10⁶ bytes) of arguments processed per second.
+    pub process_mb_per_sec: Option<f64>,
+    /// Processes: microseconds of redis-server CPU time (system and user) per task while
+    /// processing.
+    pub server_cpu_us_per_task: Option<f64>,
+    /// Processes: redis-server's CPU time while processing divided by the time, that is
+    /// how much of one core it kept busy (it runs commands on one thread: near 1 is
+    /// saturated).
+    pub server_cpu_busy: Option<f64>,
     /// Tasks that never ran, or are not accounted for in the store afterwards.
     pub lost: u64,
     /// Runs beyond one per task.
@@ -337,12 +595,28 @@ pub struct Row {
     pub concurrency: usize,
     /// Topics the tasks were spread over.
     pub topics: usize,
+    /// How the tasks were spread over the topics (`even`, `skewed`).
+    pub topic_spread: &'static str,
+    /// Work: milliseconds each processor awaited.
+    pub work_ms: Option<f64>,
+    /// Work: the mean milliseconds each processor's timer actually took (tokio's timers
+    /// fire on a 1 ms tick, so a timer of `work_ms` takes up to a tick longer).
+    pub work_slept_ms: Option<f64>,
+    /// Processes: manager processes processing the queue.
+    pub processes: Option<usize>,
+    /// Processes: manager processes polling topics with nothing to do beside them.
+    pub idle_processes: Option<usize>,
+    /// Loaded-latency: the background load as a share of the store's measured rate.
+    pub load_share: Option<f64>,
     /// Bytes of JSON arguments per task.
     pub payload_bytes: usize,
     /// Runs the figures are the median of.
     pub runs: usize,
     /// Why the scenario failed, if it did (lost or repeated work, a store error).
     pub error: Option<String>,
+    /// Why the scenario did not run on this store (processes on a store that is not
+    /// shared across processes); the row has no figures, and is not a failure.
+    pub skipped: Option<String>,
 }
 
 impl Row {
@@ -364,6 +638,13 @@ impl Row {
             stats_large_ms: None,
             fire_per_sec: None,
             stale_fire_per_sec: None,
+            reference_per_sec: None,
+            process_ratio: None,
+            enqueue_ratio: None,
+            enqueue_mb_per_sec: None,
+            process_mb_per_sec: None,
+            server_cpu_us_per_task: None,
+            server_cpu_busy: None,
             lost: 0,
             duplicated: 0,
             peak_rss_bytes: None,
@@ -374,10 +655,25 @@ impl Row {
             middleware: config.middleware,
             concurrency: config.concurrency,
             topics: config.topics,
+            topic_spread: config.topic_spread.as_str(),
+            work_ms: config.work_duration.map(|d| d.as_secs_f64() * 1e3),
+            work_slept_ms: None,
+            processes: (scenario == Scenario::Processes).then_some(config.processes),
+            idle_processes: (scenario == Scenario::Processes).then_some(config.idle_processes),
+            load_share: (scenario == Scenario::LoadedLatency).then_some(config.load_share),
             payload_bytes: config.payload_bytes.max(2),
             runs: config.repeat,
             error: None,
+            skipped: None,
         }
+    }
+
+    /// Compares the row with its scenario's first case (see
+    /// [`Scenario::relative_to_first_case`]).
+    fn relate_to(&mut self, first_case: &Row) {
+        self.reference_per_sec = first_case.process_per_sec;
+        self.process_ratio = ratio(self.process_per_sec, self.reference_per_sec);
+        self.enqueue_ratio = ratio(self.enqueue_per_sec, first_case.enqueue_per_sec);
     }
 
     /// Whether the scenario ran cleanly: no error, nothing lost or repeated.
@@ -392,28 +688,46 @@ impl Row {
 pub async fn run(config: &BenchConfig, mut on_row: impl FnMut(&Row)) -> Result<Vec<Row>> {
     config.validate()?;
     let mut rows = Vec::new();
-    let sweep = config.sweep();
     for store in &config.stores {
         for &scenario in &config.scenarios {
-            // One list of runs per configuration of the sweep, filled in turn, so that a
-            // change in the machine's load falls on every configuration alike.
-            let mut runs: Vec<Vec<Row>> = vec![Vec::with_capacity(config.repeat); sweep.len()];
-            for _ in 0..config.repeat {
-                for (config, runs) in sweep.iter().zip(&mut runs) {
-                    let mut row = Row::new(store, scenario, config);
-                    rss::release_free_memory();
-                    rss::reset_peak();
-                    if let Err(e) = scenario::run(scenario, store, config, &mut row).await {
-                        row.error = Some(error_chain(&e));
+            // The first case's row of each configuration of the sweep, when the
+            // scenario's rows are compared with it.
+            let mut first_case: Vec<Row> = Vec::new();
+            for case in config.cases(scenario) {
+                let sweep = case.sweep();
+                // One list of runs per configuration of the sweep, filled in turn, so that
+                // a change in the machine's load falls on every configuration alike.
+                let mut runs: Vec<Vec<Row>> = vec![Vec::with_capacity(config.repeat); sweep.len()];
+                for _ in 0..config.repeat {
+                    for (config, runs) in sweep.iter().zip(&mut runs) {
+                        let mut row = Row::new(store, scenario, config);
+                        rss::release_free_memory();
+                        rss::reset_peak();
+                        if let Err(e) = scenario::run(scenario, store, config, &mut row).await {
+                            row.error = Some(error_chain(&e));
+                        }
+                        row.peak_rss_bytes = rss::peak();
+                        runs.push(row);
                     }
-                    row.peak_rss_bytes = rss::peak();
-                    runs.push(row);
                 }
-            }
-            for runs in runs {
-                let row = Row::median(runs);
-                on_row(&row);
-                rows.push(row);
+                let is_first_case = first_case.is_empty();
+                let mut all_skipped = true;
+                for (i, runs) in runs.into_iter().enumerate() {
+                    let mut row = Row::median(runs);
+                    if scenario.relative_to_first_case() {
+                        if is_first_case {
+                            first_case.push(row.clone());
+                        }
+                        row.relate_to(&first_case[i]);
+                    }
+                    all_skipped &= row.skipped.is_some();
+                    on_row(&row);
+                    rows.push(row);
+                }
+                // A store the scenario does not run on says so once, not once per case.
+                if all_skipped {
+                    break;
+                }
             }
         }
     }
@@ -447,6 +761,13 @@ impl Row {
             (Some(small), Some(large)) => Some(large / small),
             _ => None,
         };
+        row.reference_per_sec = mid(&runs, |r| r.reference_per_sec);
+        row.process_ratio = ratio(row.process_per_sec, row.reference_per_sec);
+        row.enqueue_mb_per_sec = mid(&runs, |r| r.enqueue_mb_per_sec);
+        row.process_mb_per_sec = mid(&runs, |r| r.process_mb_per_sec);
+        row.server_cpu_us_per_task = mid(&runs, |r| r.server_cpu_us_per_task);
+        row.server_cpu_busy = mid(&runs, |r| r.server_cpu_busy);
+        row.work_slept_ms = mid(&runs, |r| r.work_slept_ms);
         row.stats_small_ms = mid(&runs, |r| r.stats_small_ms);
         row.stats_large_ms = mid(&runs, |r| r.stats_large_ms);
         row.bytes_per_task = mid(&runs, |r| r.bytes_per_task);
@@ -457,6 +778,11 @@ impl Row {
         row.error = runs.iter().find_map(|r| r.error.clone());
         row
     }
+}
+
+/// `numerator / denominator`, when both are measured.
+fn ratio(numerator: Option<f64>, denominator: Option<f64>) -> Option<f64> {
+    Some(numerator? / denominator.filter(|d| *d > 0.0)?)
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

@@ -8,11 +8,17 @@ pub fn json_line(row: &Row) -> String {
     serde_json::to_string(row).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
-const HEADERS: [&str; 19] = [
+/// Columns of the table.
+const COLUMNS: usize = 24;
+/// The first columns, which hold text (aligned left); the others hold figures.
+const TEXT_COLUMNS: usize = 5;
+
+const HEADERS: [&str; COLUMNS] = [
     "store",
     "scenario",
     "keep",
     "middleware",
+    "case",
     "tasks",
     "enqueue/s",
     "process/s",
@@ -23,6 +29,10 @@ const HEADERS: [&str; 19] = [
     "backlog small→large /s (ratio)",
     "stats() ms small→large",
     "fire/s (stale)",
+    "ref/s (ratio)",
+    "enqueue ratio",
+    "MB/s enqueue→process",
+    "server µs/task (busy)",
     "lost",
     "dup",
     "peak RSS",
@@ -33,7 +43,7 @@ const HEADERS: [&str; 19] = [
 /// The rows as a plain table with aligned columns, followed by the error of each failed
 /// row. Missing figures show as `-`.
 pub fn table(rows: &[Row]) -> String {
-    let cells: Vec<[String; 19]> = rows.iter().map(cells).collect();
+    let cells: Vec<[String; COLUMNS]> = rows.iter().map(cells).collect();
     let mut widths = HEADERS.map(|h| h.chars().count());
     for row in &cells {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -49,7 +59,7 @@ pub fn table(rows: &[Row]) -> String {
                 text.push_str("  ");
             }
             // Text columns align left, figures right.
-            if i < 4 {
+            if i < TEXT_COLUMNS {
                 text.push_str(cell);
                 text.push_str(&" ".repeat(pad));
             } else {
@@ -68,11 +78,14 @@ pub fn table(rows: &[Row]) -> String {
         if let Some(error) = &row.error {
             out.push_str(&format!("FAILED {} {}: {error}\n", row.store, row.scenario));
         }
+        if let Some(why) = &row.skipped {
+            out.push_str(&format!("SKIPPED {} {}: {why}\n", row.store, row.scenario));
+        }
     }
     out
 }
 
-fn cells(row: &Row) -> [String; 19] {
+fn cells(row: &Row) -> [String; COLUMNS] {
     let rate = |v: Option<f64>| v.map_or("-".to_string(), |v| thousands(v.round() as u64));
     let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
     let backlog = match (row.backlog_small_per_sec, row.backlog_large_per_sec) {
@@ -91,6 +104,7 @@ fn cells(row: &Row) -> [String; 19] {
         row.retention_secs
             .map_or("default".to_string(), duration_label),
         middleware_label(row.metrics, row.middleware),
+        case_label(row),
         thousands(row.tasks),
         rate(row.enqueue_per_sec),
         rate(row.process_per_sec),
@@ -108,6 +122,19 @@ fn cells(row: &Row) -> [String; 19] {
             (None, None) => "-".to_string(),
             (f, s) => format!("{} ({})", rate(f), rate(s)),
         },
+        match (row.reference_per_sec, row.process_ratio) {
+            (None, None) => "-".to_string(),
+            (r, ratio) => format!("{} ({})", rate(r), fixed2(ratio)),
+        },
+        fixed2(row.enqueue_ratio),
+        match (row.enqueue_mb_per_sec, row.process_mb_per_sec) {
+            (None, None) => "-".to_string(),
+            (e, p) => format!("{} → {}", fixed1(e), fixed1(p)),
+        },
+        match (row.server_cpu_us_per_task, row.server_cpu_busy) {
+            (None, None) => "-".to_string(),
+            (us, busy) => format!("{} ({})", fixed2(us), fixed2(busy)),
+        },
         row.lost.to_string(),
         row.duplicated.to_string(),
         row.peak_rss_bytes.map_or("-".to_string(), |b| {
@@ -118,6 +145,60 @@ fn cells(row: &Row) -> [String; 19] {
         row.kept_bytes_per_task
             .map_or("-".to_string(), |b| format!("{b:.0}")),
     ]
+}
+
+fn fixed1(v: Option<f64>) -> String {
+    v.map_or("-".to_string(), |v| format!("{v:.1}"))
+}
+
+fn fixed2(v: Option<f64>) -> String {
+    v.map_or("-".to_string(), |v| format!("{v:.2}"))
+}
+
+/// What a row of a scenario with cases measured: `2,000 topics skewed`, `10 ms × 1,000
+/// (slept 10.9)` (the mean time the timers took),
+/// `64 KiB`, `4 busy`, `1 busy + 3 idle`, `load 0.5`; `-` for the other scenarios.
+fn case_label(row: &Row) -> String {
+    if row.skipped.is_some() {
+        return "-".to_string();
+    }
+    match row.scenario {
+        "topics" => format!(
+            "{} topics {}",
+            thousands(row.topics as u64),
+            row.topic_spread
+        ),
+        "work" => {
+            let mut label = format!(
+                "{} ms × {}",
+                row.work_ms.unwrap_or_default(),
+                thousands(row.concurrency as u64)
+            );
+            if let Some(slept) = row.work_slept_ms {
+                label.push_str(&format!(" (slept {slept:.2})"));
+            }
+            label
+        }
+        "payload" => bytes_label(row.payload_bytes),
+        "processes" => match (row.processes, row.idle_processes) {
+            (Some(busy), Some(idle)) if idle > 0 => format!("{busy} busy + {idle} idle"),
+            (Some(busy), _) => format!("{busy} busy"),
+            _ => "-".to_string(),
+        },
+        "loaded-latency" => row
+            .load_share
+            .map_or("-".to_string(), |share| format!("load {share}")),
+        _ => "-".to_string(),
+    }
+}
+
+/// Bytes in the largest binary unit they are a whole number of: `16 B`, `1 KiB`, `64 KiB`.
+fn bytes_label(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} B"),
+    }
 }
 
 /// What observes or wraps each run (the metrics observer, no-op middleware): `-`,
@@ -188,6 +269,40 @@ mod tests {
         assert_eq!(&lines[1][col..col + 10], "throughput");
         assert_eq!(&lines[2][col..col + 7], "latency");
         assert_eq!(lines[3], "FAILED sqlite:///tmp/x.db latency: 2 tasks lost");
+    }
+
+    #[test]
+    fn case_columns_name_what_each_row_measured() {
+        let config = BenchConfig::default();
+        let mut row = Row::new("memory://", Scenario::Topics, &config);
+        row.topics = 2_000;
+        row.topic_spread = "skewed";
+        assert_eq!(case_label(&row), "2,000 topics skewed");
+        for case in config.cases(Scenario::Work).iter().skip(3) {
+            assert_eq!(
+                case_label(&Row::new("memory://", Scenario::Work, case)),
+                "10 ms × 1,000"
+            );
+        }
+        let cases = config.cases(Scenario::Payload);
+        assert_eq!(
+            case_label(&Row::new("memory://", Scenario::Payload, &cases[1])),
+            "64 KiB"
+        );
+        let cases = config.cases(Scenario::Processes);
+        let labels: Vec<String> = cases
+            .iter()
+            .map(|c| case_label(&Row::new("redis://h/0", Scenario::Processes, c)))
+            .collect();
+        assert_eq!(labels, ["1 busy", "2 busy", "4 busy", "1 busy + 3 idle"]);
+        assert_eq!(bytes_label(16), "16 B");
+        let mut skipped = Row::new("memory://", Scenario::Processes, &config);
+        skipped.skipped = Some("not shared".into());
+        let text = table(&[skipped]);
+        assert!(
+            text.ends_with("SKIPPED memory:// processes: not shared\n"),
+            "{text}"
+        );
     }
 
     #[test]

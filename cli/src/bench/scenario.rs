@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use taskmill::metrics::Metrics;
-use taskmill::store::{EnqueueOptions, Fired, StatsOptions, Tick};
+use taskmill::store::{EnqueueOptions, Enqueued, Fired, StatsOptions, Tick};
 use taskmill::{
     Client, Error, Manager, Middleware, Overlap, Payload, Processor, Result, Schedule, Stats,
     Store, Task, TaskContext, TaskError, TaskId, Timestamp,
@@ -17,9 +17,9 @@ use taskmill::{
 use tokio::sync::Notify;
 
 /// How long a manager may take to close once its work is done.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a waiting phase looks at its counter (and redraws its progress bar).
-const WAIT_TICK: Duration = Duration::from_millis(50);
+pub(super) const WAIT_TICK: Duration = Duration::from_millis(50);
 /// Fills of at least this many tasks get a progress bar.
 const FILL_BAR_MIN: u64 = 50_000;
 
@@ -30,35 +30,68 @@ pub(super) async fn run(
     row: &mut Row,
 ) -> Result<()> {
     match scenario {
-        Scenario::Throughput => {
+        Scenario::Throughput | Scenario::Topics => {
             on_fresh(url, |store, footprint| {
                 throughput(store, footprint, url, config, row)
             })
             .await
         }
+        Scenario::Work => {
+            on_fresh(url, |store, footprint| {
+                throughput(store, footprint, url, config, row)
+            })
+            .await?;
+            if let Some(work) = config.work_duration {
+                // Every worker busy all the time, each run taking exactly its timer.
+                row.reference_per_sec = Some(config.concurrency as f64 / work.as_secs_f64());
+                row.process_ratio = super::ratio(row.process_per_sec, row.reference_per_sec);
+            }
+            Ok(())
+        }
+        Scenario::Payload => {
+            on_fresh(url, |store, footprint| {
+                throughput(store, footprint, url, config, row)
+            })
+            .await?;
+            let mb = |rate: Option<f64>| rate.map(|r| r * row.payload_bytes as f64 / 1e6);
+            (row.enqueue_mb_per_sec, row.process_mb_per_sec) =
+                (mb(row.enqueue_per_sec), mb(row.process_per_sec));
+            Ok(())
+        }
         Scenario::Latency => on_fresh(url, |store, _| latency(store, url, config, row)).await,
         Scenario::Backlog => backlog(url, config, row).await,
         Scenario::Schedules => on_fresh(url, |store, _| schedules(store, config, row)).await,
+        Scenario::Processes => super::processes::run(url, config, row).await,
+        Scenario::LoadedLatency => loaded_latency(url, config, row).await,
     }
 }
 
 /// Runs `f` on a store at a fresh location derived from `url` (with the means to measure
 /// what it occupies), then removes the location. `f` owns the store, so every handle is
 /// gone by the time the location is removed.
-async fn on_fresh<T, F, Fut>(url: &str, f: F) -> Result<T>
+pub(super) async fn on_fresh<T, F, Fut>(url: &str, f: F) -> Result<T>
 where
     F: FnOnce(Arc<dyn Store>, Footprint) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
+    at_fresh(url, |store, target| f(store, target.footprint())).await
+}
+
+/// [`on_fresh`], telling `f` the location itself (for other processes to open).
+pub(super) async fn at_fresh<T, F, Fut>(url: &str, f: F) -> Result<T>
+where
+    F: FnOnce(Arc<dyn Store>, Target) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
     let target = Target::fresh(url)?;
-    let result = async { f(target.open().await?, target.footprint()).await }.await;
+    let result = async { f(target.open().await?, target.clone()).await }.await;
     let cleanup = target.remove().await;
     let value = result?;
     cleanup?;
     Ok(value)
 }
 
-fn topic_names(n: usize) -> Vec<Arc<str>> {
+pub(super) fn topic_names(n: usize) -> Vec<Arc<str>> {
     (0..n).map(|i| Arc::from(format!("bench-{i}"))).collect()
 }
 
@@ -67,7 +100,7 @@ fn payload_text(bytes: usize) -> String {
     format!("\"{}\"", "x".repeat(bytes.saturating_sub(2)))
 }
 
-fn per_sec(count: u64, elapsed: Duration) -> f64 {
+pub(super) fn per_sec(count: u64, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64().max(1e-9)
 }
 
@@ -76,19 +109,19 @@ fn is_memory(url: &str) -> bool {
 }
 
 /// What filling a queue did.
-struct Filled {
-    count: u64,
+pub(super) struct Filled {
+    pub(super) count: u64,
     /// Time spent inside `enqueue` calls only.
-    timed: Duration,
-    first: TaskId,
-    last: TaskId,
+    pub(super) timed: Duration,
+    pub(super) first: TaskId,
+    pub(super) last: TaskId,
     /// Resident bytes per task beyond the payload, when measured.
     bytes_per_task: Option<f64>,
 }
 
-/// Enqueues `count` tasks in batches, round robin over the topics, each with its own
-/// payload allocation (as an application's would be).
-async fn fill(
+/// Enqueues `count` tasks in batches, spread over the topics as the configuration says,
+/// each with its own payload allocation (as an application's would be).
+pub(super) async fn fill(
     store: &dyn Store,
     url: &str,
     config: &BenchConfig,
@@ -112,31 +145,14 @@ async fn fill(
     let mut next = 0u64;
     while next < count {
         let n = (config.batch as u64).min(count - next);
-        let batch = (next..next + n)
-            .map(|i| {
-                let topic = topics[(i % topics.len() as u64) as usize].clone();
-                Task::with_payload(topic, Payload::from_json(text.as_str())?)
-            })
-            .collect::<Result<Vec<Task>>>()?;
+        let batch = tasks_of_fill(&topics, config, &text, next, n)?;
         let opts = EnqueueOptions::new(Timestamp::now());
         let started = Instant::now();
         let results = store.enqueue(batch, &opts).await?;
         timed += started.elapsed();
-        if results.len() as u64 != n {
-            return Err(Error::storage(format!(
-                "enqueue of {n} tasks returned {} results",
-                results.len()
-            )));
-        }
-        for result in results {
-            if !result.is_new() {
-                return Err(Error::storage(format!(
-                    "a task without a unique key was not added: {result:?}"
-                )));
-            }
-            first = first.min(result.id().get());
-            last = last.max(result.id().get());
-        }
+        let (lowest, highest) = new_ids(&results, n)?;
+        first = first.min(lowest);
+        last = last.max(highest);
         next += n;
         bar.set(next);
     }
@@ -161,8 +177,47 @@ async fn fill(
     })
 }
 
+/// The tasks `from .. from + n` of a fill: spread over `topics` as the configuration says,
+/// each with its own copy of the arguments `text`.
+fn tasks_of_fill(
+    topics: &[Arc<str>],
+    config: &BenchConfig,
+    text: &str,
+    from: u64,
+    n: u64,
+) -> Result<Vec<Task>> {
+    (from..from + n)
+        .map(|i| {
+            let topic = topics[config.topic_spread.topic_of(i, topics.len())].clone();
+            Task::with_payload(topic, Payload::from_json(text)?)
+        })
+        .collect()
+}
+
+/// The lowest and highest id of an enqueue of `n` tasks without unique keys; an error
+/// unless there is a result for each and every one was added.
+fn new_ids(results: &[Enqueued], n: u64) -> Result<(u64, u64)> {
+    if results.len() as u64 != n {
+        return Err(Error::storage(format!(
+            "enqueue of {n} tasks returned {} results",
+            results.len()
+        )));
+    }
+    let (mut lowest, mut highest) = (u64::MAX, 0u64);
+    for result in results {
+        if !result.is_new() {
+            return Err(Error::storage(format!(
+                "a task without a unique key was not added: {result:?}"
+            )));
+        }
+        lowest = lowest.min(result.id().get());
+        highest = highest.max(result.id().get());
+    }
+    Ok((lowest, highest))
+}
+
 /// Counts runs, and which task ran, for the no-op processors.
-struct Tracker {
+pub(super) struct Tracker {
     runs: AtomicU64,
     /// When `runs` reaches this, `done` is notified.
     target: u64,
@@ -177,29 +232,39 @@ struct Tracker {
 }
 
 impl Tracker {
-    fn new(filled: &Filled, target: u64) -> Tracker {
+    pub(super) fn new(filled: &Filled, target: u64) -> Tracker {
         let span = filled
             .last
             .get()
             .wrapping_sub(filled.first.get())
             .wrapping_add(1);
-        let words = if span == filled.count {
-            filled.count.div_ceil(64) as usize
-        } else {
-            0
-        };
+        let span = if span == filled.count { span } else { 0 };
+        Tracker::for_ids(filled.first, span, target)
+    }
+
+    /// A tracker that tells runs of the ids `first .. first + span` apart (a run of an id
+    /// outside them is only counted).
+    pub(super) fn for_ids(first: TaskId, span: u64, target: u64) -> Tracker {
         Tracker {
             runs: AtomicU64::new(0),
             target,
             done: Notify::new(),
             marks: [(0, OnceLock::new()), (target, OnceLock::new())],
-            first: filled.first.get(),
-            seen: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            first: first.get(),
+            seen: (0..span.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
             duplicates: AtomicU64::new(0),
         }
     }
 
-    fn hit(&self, id: TaskId) {
+    /// The bits of the tasks that ran, by `id - first` (empty when not told apart).
+    pub(super) fn seen_words(&self) -> Vec<u64> {
+        self.seen
+            .iter()
+            .map(|word| word.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    pub(super) fn hit(&self, id: TaskId) {
         let index = id.get().wrapping_sub(self.first);
         if let Some(word) = self.seen.get((index / 64) as usize) {
             let bit = 1u64 << (index % 64);
@@ -232,11 +297,16 @@ impl Tracker {
         (to > from && !elapsed.is_zero()).then(|| per_sec(to - from, elapsed))
     }
 
-    fn runs(&self) -> u64 {
+    pub(super) fn runs(&self) -> u64 {
         self.runs.load(Ordering::Relaxed)
     }
 
-    fn counts(&self) -> RunCounts {
+    /// When the run that brought the count to the target ended.
+    pub(super) fn reached_at(&self) -> Option<Instant> {
+        self.marks[1].1.get().copied()
+    }
+
+    pub(super) fn counts(&self) -> RunCounts {
         let runs = self.runs();
         if self.seen.is_empty() {
             // Without per-task bits, a run past the target is all that can be told apart.
@@ -256,12 +326,33 @@ impl Tracker {
 }
 
 /// The no-op processor of throughput and backlog: counts the run, nothing else.
-struct Counting(Arc<Tracker>);
+pub(super) struct Counting(pub(super) Arc<Tracker>);
 
 #[taskmill::async_trait]
 impl Processor for Counting {
     async fn process(&self, ctx: TaskContext) -> std::result::Result<(), TaskError> {
         self.0.hit(ctx.id());
+        Ok(())
+    }
+}
+
+/// The processor of the work scenario: awaits a timer, as a call to another service
+/// would, then counts the run.
+struct Working {
+    tracker: Arc<Tracker>,
+    duration: Duration,
+    /// Nanoseconds the timers actually took, summed over the runs.
+    slept_nanos: Arc<AtomicU64>,
+}
+
+#[taskmill::async_trait]
+impl Processor for Working {
+    async fn process(&self, ctx: TaskContext) -> std::result::Result<(), TaskError> {
+        let started = Instant::now();
+        tokio::time::sleep(self.duration).await;
+        let slept = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.slept_nanos.fetch_add(slept, Ordering::Relaxed);
+        self.tracker.hit(ctx.id());
         Ok(())
     }
 }
@@ -274,7 +365,7 @@ impl Middleware for PassOn {}
 
 /// A manager on `store` with the configuration's settings and middleware, and `processor`
 /// on every topic; with the metrics handle its runs report to, if any.
-fn manager<P: Processor>(
+pub(super) fn manager<P: Processor>(
     store: Arc<dyn Store>,
     config: &BenchConfig,
     processor: impl Fn() -> P,
@@ -352,19 +443,30 @@ async fn wait_for(
     }
 }
 
-struct RunCounts {
-    runs: u64,
+pub(super) struct RunCounts {
+    pub(super) runs: u64,
     /// Tasks that ran at least once.
-    distinct: u64,
+    pub(super) distinct: u64,
     /// Runs beyond the first of a task.
-    duplicates: u64,
+    pub(super) duplicates: u64,
+}
+
+impl RunCounts {
+    /// The counts of two sets of tasks together.
+    fn and(self, other: RunCounts) -> RunCounts {
+        RunCounts {
+            runs: self.runs + other.runs,
+            distinct: self.distinct + other.distinct,
+            duplicates: self.duplicates + other.duplicates,
+        }
+    }
 }
 
 /// Checks the store's account after the manager closed: every task enqueued is either
 /// completed or still waiting in INPUT (none in WORK or DEAD), completions match the
 /// tasks run (at most, without `all_run`), and with `all_run` nothing is left waiting. Sets `lost` and `duplicated`
 /// and returns what is wrong.
-fn check(
+pub(super) fn check(
     row: &mut Row,
     stats: &Stats,
     enqueued: u64,
@@ -417,7 +519,7 @@ fn check(
     problems
 }
 
-fn fail_on(problems: Vec<String>) -> Result<()> {
+pub(super) fn fail_on(problems: Vec<String>) -> Result<()> {
     if problems.is_empty() {
         Ok(())
     } else {
@@ -441,7 +543,15 @@ async fn throughput(
     row.bytes_per_task = filled.bytes_per_task;
 
     let tracker = Arc::new(Tracker::new(&filled, n));
-    let (manager, metrics) = manager(store.clone(), config, || Counting(tracker.clone()))?;
+    let slept_nanos = Arc::new(AtomicU64::new(0));
+    let (manager, metrics) = match config.work_duration {
+        None => manager(store.clone(), config, || Counting(tracker.clone()))?,
+        Some(duration) => manager(store.clone(), config, || Working {
+            tracker: tracker.clone(),
+            duration,
+            slept_nanos: slept_nanos.clone(),
+        })?,
+    };
     let bar = Progress::new(config.progress, n, format!("{label}: process"));
     let cpu_before = cpu::process_time();
     let started = Instant::now();
@@ -464,6 +574,10 @@ async fn throughput(
     if finished {
         row.process_per_sec = Some(per_sec(n, elapsed));
         row.cpu_us_per_task = cpu_used.map(|cpu| cpu.as_secs_f64() * 1e6 / n as f64);
+        if config.work_duration.is_some() {
+            let slept = slept_nanos.load(Ordering::Relaxed) as f64;
+            row.work_slept_ms = Some(slept / 1e6 / tracker.runs().max(1) as f64);
+        }
     }
     let stats = store.stats(&StatsOptions::new(Timestamp::now())).await?;
     // What the finished tasks' records occupy once processing is over.
@@ -543,23 +657,92 @@ fn ms(nanos: u64) -> f64 {
     nanos as f64 / 1e6
 }
 
+/// The probes of a latency measurement: the latency rate for the latency duration.
+fn probe_count(config: &BenchConfig) -> u64 {
+    ((f64::from(config.latency_rate) * config.latency_duration.as_secs_f64()).ceil() as u64).max(1)
+}
+
+impl Recorder {
+    fn new(count: u64) -> Recorder {
+        Recorder {
+            base: Instant::now(),
+            samples: Mutex::new(Vec::with_capacity(count as usize)),
+            runs: AtomicU64::new(0),
+            target: count,
+            done: Notify::new(),
+        }
+    }
+
+    fn runs(&self) -> u64 {
+        self.runs.load(Ordering::Relaxed)
+    }
+
+    /// Sets the row's percentiles from the first run of each probe, and counts the runs.
+    fn report(&self, row: &mut Row) -> RunCounts {
+        let mut samples =
+            std::mem::take(&mut *self.samples.lock().unwrap_or_else(|e| e.into_inner()));
+        let runs = samples.len() as u64;
+        // The first run of each task is its latency; later ones are duplicates.
+        samples.sort_by_key(|&(id, _)| id);
+        samples.dedup_by_key(|&mut (id, _)| id);
+        let mut nanos: Vec<u64> = samples.iter().map(|&(_, ns)| ns).collect();
+        nanos.sort_unstable();
+        row.latency_p50_ms = percentile(&nanos, 0.50).map(ms);
+        row.latency_p99_ms = percentile(&nanos, 0.99).map(ms);
+        row.latency_max_ms = nanos.last().copied().map(ms);
+        RunCounts {
+            runs,
+            distinct: samples.len() as u64,
+            duplicates: runs - samples.len() as u64,
+        }
+    }
+}
+
+/// Enqueues the recorder's probes one at a time at the latency rate, round robin over
+/// `topics`, through `manager`, then waits for them to run; returns whether all did.
+async fn probe(
+    manager: &Manager,
+    recorder: &Recorder,
+    topics: &[Arc<str>],
+    config: &BenchConfig,
+    bar: &Progress,
+) -> Result<bool> {
+    let count = recorder.target;
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(
+        1.0 / f64::from(config.latency_rate),
+    ));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for i in 0..count {
+        ticks.tick().await;
+        let topic = topics[(i % topics.len() as u64) as usize].clone();
+        let task = Task::new(
+            topic,
+            &Stamp {
+                t: recorder.nanos(),
+            },
+        )?;
+        manager.enqueue(task).await?;
+        bar.set(recorder.runs());
+    }
+    Ok(wait_for(
+        || recorder.runs(),
+        &recorder.done,
+        count,
+        config.stall_timeout,
+        bar,
+    )
+    .await)
+}
+
 async fn latency(
     store: Arc<dyn Store>,
     url: &str,
     config: &BenchConfig,
     row: &mut Row,
 ) -> Result<()> {
-    let count = ((f64::from(config.latency_rate) * config.latency_duration.as_secs_f64()).ceil()
-        as u64)
-        .max(1);
+    let count = probe_count(config);
     row.tasks = count;
-    let recorder = Arc::new(Recorder {
-        base: Instant::now(),
-        samples: Mutex::new(Vec::with_capacity(count as usize)),
-        runs: AtomicU64::new(0),
-        target: count,
-        done: Notify::new(),
-    });
+    let recorder = Arc::new(Recorder::new(count));
     let (manager, metrics) = manager(store.clone(), config, || Probe(recorder.clone()))?;
     manager.start().await?;
     // Let the claimer find the queue empty and go to sleep: the scenario measures how an
@@ -569,35 +752,7 @@ async fn latency(
     let bar = Progress::new(config.progress, count, format!("{url} latency"));
     // The manager is closed whatever happens, so a failed enqueue leaves nothing running
     // into the next scenario.
-    let probing = async {
-        let mut ticks = tokio::time::interval(Duration::from_secs_f64(
-            1.0 / f64::from(config.latency_rate),
-        ));
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        for i in 0..count {
-            ticks.tick().await;
-            let topic = topics[(i % topics.len() as u64) as usize].clone();
-            let task = Task::new(
-                topic,
-                &Stamp {
-                    t: recorder.nanos(),
-                },
-            )?;
-            manager.enqueue(task).await?;
-            bar.set(recorder.runs.load(Ordering::Relaxed));
-        }
-        Ok::<_, Error>(
-            wait_for(
-                || recorder.runs.load(Ordering::Relaxed),
-                &recorder.done,
-                count,
-                config.stall_timeout,
-                &bar,
-            )
-            .await,
-        )
-    }
-    .await;
+    let probing = probe(&manager, &recorder, &topics, config, &bar).await;
     drop(bar);
     let closed = manager.close_with_timeout(CLOSE_TIMEOUT).await;
     drop(manager);
@@ -605,26 +760,166 @@ async fn latency(
     closed?;
     let stats = store.stats(&StatsOptions::new(Timestamp::now())).await?;
 
-    let mut samples =
-        std::mem::take(&mut *recorder.samples.lock().unwrap_or_else(|e| e.into_inner()));
-    let runs = samples.len() as u64;
-    // The first run of each task is its latency; later ones are duplicates.
-    samples.sort_by_key(|&(id, _)| id);
-    samples.dedup_by_key(|&mut (id, _)| id);
-    let counts = RunCounts {
-        runs,
-        distinct: samples.len() as u64,
-        duplicates: runs - samples.len() as u64,
-    };
-    let mut nanos: Vec<u64> = samples.iter().map(|&(_, ns)| ns).collect();
-    nanos.sort_unstable();
-    row.latency_p50_ms = percentile(&nanos, 0.50).map(ms);
-    row.latency_p99_ms = percentile(&nanos, 0.99).map(ms);
-    row.latency_max_ms = nanos.last().copied().map(ms);
+    let counts = recorder.report(row);
     let mut problems = check(row, &stats, count, &counts, true);
     problems.extend(check_observed(metrics.as_ref(), counts.runs).await?);
     if !finished {
         problems.insert(0, format!("stalled: {} of {count} runs", counts.runs));
+    }
+    fail_on(problems)
+}
+
+/// The topic of the loaded-latency scenario's probes, apart from the background load's.
+const PROBE_TOPIC: &str = "bench-probe";
+/// How long the background load runs before the first probe.
+const LOAD_WARM_UP: Duration = Duration::from_millis(500);
+/// How often the background load tops up what it enqueued to its rate.
+const FEED_TICK: Duration = Duration::from_millis(5);
+
+/// The loaded-latency scenario (see the module docs of `bench`): a throughput run finds
+/// the store's rate, then probes are timed on a fresh location under a load of
+/// `load_share` of it.
+async fn loaded_latency(url: &str, config: &BenchConfig, row: &mut Row) -> Result<()> {
+    let mut max_run = row.clone();
+    let measured = on_fresh(url, |store, footprint| {
+        throughput(store, footprint, url, config, &mut max_run)
+    })
+    .await;
+    row.lost += max_run.lost;
+    row.duplicated += max_run.duplicated;
+    measured?;
+    let max = max_run
+        .process_per_sec
+        .ok_or_else(|| Error::storage("the throughput run measured no rate"))?;
+    let load = max * config.load_share;
+    row.reference_per_sec = Some(load);
+    on_fresh(url, |store, _| {
+        latency_under_load(store, url, config, load, row)
+    })
+    .await?;
+    row.process_ratio = super::ratio(row.process_per_sec, row.reference_per_sec);
+    Ok(())
+}
+
+/// The background load of the loaded-latency scenario: tasks for the no-op processors,
+/// enqueued in batches as fast as keeps pace with its rate.
+struct Feeder {
+    store: Arc<dyn Store>,
+    config: BenchConfig,
+    topics: Vec<Arc<str>>,
+    text: String,
+    /// Tasks per second.
+    rate: f64,
+    /// Tasks in all.
+    total: u64,
+}
+
+impl Feeder {
+    /// Enqueues the tasks `from .. from + n` of the load; returns the lowest id.
+    async fn enqueue(&self, from: u64, n: u64) -> Result<TaskId> {
+        let tasks = tasks_of_fill(&self.topics, &self.config, &self.text, from, n)?;
+        let results = self
+            .store
+            .enqueue(tasks, &EnqueueOptions::new(Timestamp::now()))
+            .await?;
+        Ok(TaskId::new(new_ids(&results, n)?.0))
+    }
+
+    /// Enqueues the rest of the load, from the `sent`-th task, keeping pace with the rate
+    /// from `started` (catching up after a slow call).
+    async fn run(self, started: Instant, mut sent: u64) -> Result<()> {
+        let mut ticks = tokio::time::interval(FEED_TICK);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while sent < self.total {
+            ticks.tick().await;
+            let due = ((started.elapsed().as_secs_f64() * self.rate) as u64).min(self.total);
+            while sent < due {
+                let n = (self.config.batch as u64).min(due - sent);
+                self.enqueue(sent, n).await?;
+                sent += n;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Times probes on their own topic while a [`Feeder`] loads the store at `load` tasks/s
+/// from before the first probe to the last; checks that every task ran once.
+async fn latency_under_load(
+    store: Arc<dyn Store>,
+    url: &str,
+    config: &BenchConfig,
+    load: f64,
+    row: &mut Row,
+) -> Result<()> {
+    let probes = probe_count(config);
+    let feeding_time = LOAD_WARM_UP + config.latency_duration;
+    let background = ((load * feeding_time.as_secs_f64()).ceil() as u64).max(1);
+    row.tasks = background + probes;
+    let feeder = Feeder {
+        store: store.clone(),
+        config: config.clone(),
+        topics: topic_names(config.topics),
+        text: payload_text(config.payload_bytes),
+        rate: load,
+        total: background,
+    };
+    // The first batch goes in before the manager starts, so the ids are known: the load's
+    // and the probes' follow it on a fresh location.
+    let first_batch = (config.batch as u64).min(background);
+    let first = feeder.enqueue(0, first_batch).await?;
+    let tracker = Arc::new(Tracker::for_ids(first, background + probes, background));
+    let recorder = Arc::new(Recorder::new(probes));
+    let (manager, metrics) = manager(store.clone(), config, || Counting(tracker.clone()))?;
+    manager.register(PROBE_TOPIC, Probe(recorder.clone()))?;
+    let bar = Progress::new(config.progress, probes, format!("{url} loaded-latency"));
+    let started = Instant::now();
+    manager.start().await?;
+    let mut feeding = tokio::spawn(feeder.run(started, first_batch));
+    // The manager is closed and the feeder stopped whatever happens.
+    let measuring = async {
+        tokio::time::sleep(LOAD_WARM_UP).await;
+        let probed = probe(&manager, &recorder, &[Arc::from(PROBE_TOPIC)], config, &bar).await?;
+        (&mut feeding)
+            .await
+            .map_err(|e| Error::storage("the background load failed").with_source(e))??;
+        let loaded = wait_for(
+            || tracker.runs(),
+            &tracker.done,
+            background,
+            config.stall_timeout,
+            &bar,
+        )
+        .await;
+        Ok::<_, Error>((probed, loaded))
+    }
+    .await;
+    feeding.abort();
+    drop(bar);
+    let closed = manager.close_with_timeout(CLOSE_TIMEOUT).await;
+    drop(manager);
+    let (probed, loaded) = measuring?;
+    closed?;
+    if let Some(elapsed) = tracker.reached_at().map(|at| at.duration_since(started)) {
+        row.process_per_sec = Some(per_sec(background, elapsed));
+    }
+    let stats = store.stats(&StatsOptions::new(Timestamp::now())).await?;
+    let probe_counts = recorder.report(row);
+    let counts = probe_counts.and(tracker.counts());
+    let mut problems = check(row, &stats, background + probes, &counts, true);
+    problems.extend(check_observed(metrics.as_ref(), counts.runs).await?);
+    if !probed {
+        problems.insert(
+            0,
+            format!("stalled: {} of {probes} probes", recorder.runs()),
+        );
+    }
+    if !loaded {
+        let runs = tracker.runs();
+        problems.insert(
+            0,
+            format!("stalled: {runs} of {background} background runs"),
+        );
     }
     fail_on(problems)
 }
