@@ -26,6 +26,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// script calls of one slot go one after another, in order, and those of different slots
 /// at the same time.
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per store, behind its Arc: boxing would only add an indirection to every command"
+)]
 pub(crate) enum Conn {
     /// One server.
     Single(Single),

@@ -1,5 +1,5 @@
 //! The hidden `taskmill bench-worker` command: one manager process of the processes
-//! scenario, started by the benchmark (see [`super::processes`]) and steered over its
+//! scenario, started by the benchmark (see `bench/processes.rs`) and steered over its
 //! standard input and output.
 //!
 //! The conversation, a line each:
