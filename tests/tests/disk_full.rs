@@ -246,8 +246,13 @@ fn run(scheme: &str, url_of: impl Fn(&Path) -> String) {
         let stats = store.stats(&taskmill_testkit::all_due()).await.unwrap();
         let c = stats.topic("t").counters;
         assert_eq!((c.completed, c.failed), (TASKS, 0), "{c:?}");
+        // Every acknowledged probe is kept; the refused one may be too: its batch is on
+        // disk whole or not at all (store-sled/README.md, "Errors and bad data").
         let kept_probes = stats.topic("probe").sizes.input;
-        assert_eq!(kept_probes, probes, "every acknowledged probe is kept");
+        assert!(
+            (probes..=probes + 1).contains(&kept_probes),
+            "{kept_probes} probes kept of {probes} acknowledged and one refused"
+        );
         println!("{scheme}: {drained}; after reopening: {c:?}, {kept_probes} probes kept");
     });
 }
