@@ -285,6 +285,15 @@ async fn topics_land_on_every_shard() {
     assert_eq!(stats.topics.len(), topics.len());
     assert_eq!(stats.total.sizes.input, topics.len() as u64);
 
+    // There is no waiting-topic index on a cluster (it would span slots): rebuilding one
+    // is refused, not half done.
+    let err = store.rebuild_waiting_index().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert!(cluster
+        .keys_per_node(&format!("{ns}:waiting*"))
+        .iter()
+        .all(|(_, n)| *n == 0));
+
     // Deleting the namespace scans every primary: nothing of it is left on any.
     let before: u64 = cluster
         .keys_per_node(&format!("{ns}:*"))

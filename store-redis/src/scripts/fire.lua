@@ -33,13 +33,9 @@ local function unfinished(k, task)
     fresh_position(task, k[4]) ~= nil
 end
 
-if s.last_tick ~= '' and at_least(s.last_tick, at) then
-  return {'stale', s.last_tick}
-end
-if s.paused == '1' then
-  s.last_tick = at
-  redis.call('HSET', SCHEDULES, name, pack_schedule(s))
-  return {'paused'}
+local decided = stale_or_paused(SCHEDULES, name, s, at)
+if decided then
+  return decided
 end
 if skip == '1' and s.last_task ~= '' then
   local last_topic = s.last_topic or s.topic
@@ -52,8 +48,7 @@ if skip == '1' and s.last_task ~= '' then
     return {'topic', last_topic}
   end
   if unfinished(k, s.last_task) then
-    s.last_tick = at
-    redis.call('HSET', SCHEDULES, name, pack_schedule(s))
+    pass_tick(SCHEDULES, name, s, at)
     return {'overlapped', s.last_task}
   end
 end

@@ -21,21 +21,16 @@ if not s then
   return {'corrupt'}
 end
 
-if s.last_tick ~= '' and at_least(s.last_tick, at) then
-  return {'stale', s.last_tick}
-end
-if s.paused == '1' then
-  s.last_tick = at
-  redis.call('HSET', SCHEDULES, name, pack_schedule(s))
-  return {'paused'}
+local decided = stale_or_paused(SCHEDULES, name, s, at)
+if decided then
+  return decided
 end
 if skip == '1' and s.last_task ~= '' then
   if checked ~= s.last_task then
     return {'check', s.last_task, s.last_topic or s.topic}
   end
   if unfinished == '1' then
-    s.last_tick = at
-    redis.call('HSET', SCHEDULES, name, pack_schedule(s))
+    pass_tick(SCHEDULES, name, s, at)
     return {'overlapped', s.last_task}
   end
 end

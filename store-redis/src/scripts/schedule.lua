@@ -87,3 +87,23 @@ local function fired_schedule(hash, name, topic, now)
   end
   return parse_schedule(raw)
 end
+
+-- Records tick `at` as schedule `name`'s last without enqueueing (paused, overlapped).
+local function pass_tick(hash, name, s, at)
+  s.last_tick = at
+  redis.call('HSET', hash, name, pack_schedule(s))
+end
+
+-- What a fire of tick `at` answers before any overlap check, as ScheduleState::decide
+-- does: {'stale', last tick} for a tick at or before the last, {'paused'} (the tick
+-- recorded) for a paused schedule; nil when the tick goes on.
+local function stale_or_paused(hash, name, s, at)
+  if s.last_tick ~= '' and at_least(s.last_tick, at) then
+    return {'stale', s.last_tick}
+  end
+  if s.paused == '1' then
+    pass_tick(hash, name, s, at)
+    return {'paused'}
+  end
+  return nil
+end
